@@ -1,0 +1,195 @@
+"""Options shared by several commands, declared once as ``Annotated`` types, and their builders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from netkit.core.units import parse_duration, parse_size
+from netkit.net.sockets import SocketOptions, parse_socket_mode
+from netkit.net.tls import ClientTLS, ServerTLS
+
+TLS_PANEL = "TLS"
+SOCKET_PANEL = "Sockets"
+SERVER_PANEL = "Server"
+
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per line (events).")]
+
+# --- servers -------------------------------------------------------------------------------
+Cert = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert", help="TLS certificate chain (PEM); enables TLS.", rich_help_panel=TLS_PANEL
+    ),
+]
+Key = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="Private key (PEM) for --cert, if not inside it.", rich_help_panel=TLS_PANEL
+    ),
+]
+SelfSigned = Annotated[
+    bool,
+    typer.Option(
+        "--tls-self-signed",
+        help="TLS with a throwaway CA and certificate for localhost; prints the CA file to trust.",
+        rich_help_panel=TLS_PANEL,
+    ),
+]
+ClientCA = Annotated[
+    Path | None,
+    typer.Option(
+        "--client-ca",
+        help="Require client certificates signed by this CA (mutual TLS).",
+        rich_help_panel=TLS_PANEL,
+    ),
+]
+SocketMode = Annotated[
+    str,
+    typer.Option(
+        "--socket-mode",
+        help="Permissions of a Unix socket file (octal).",
+        rich_help_panel=SOCKET_PANEL,
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=256,
+        help="Worker processes sharing the port (SO_REUSEPORT).",
+        rich_help_panel=SERVER_PANEL,
+    ),
+]
+DrainTimeout = Annotated[
+    str,
+    typer.Option(
+        "--drain-timeout",
+        help="On SIGTERM/SIGINT, how long open connections may finish.",
+        rich_help_panel=SERVER_PANEL,
+    ),
+]
+MaxConnections = Annotated[
+    int | None,
+    typer.Option(
+        "--max-connections",
+        min=1,
+        help="Close connections beyond this many at once.",
+        rich_help_panel=SERVER_PANEL,
+    ),
+]
+IdleTimeout = Annotated[
+    str | None,
+    typer.Option(
+        "--idle-timeout",
+        help="Close a connection after this long without data (e.g. 30s).",
+        rich_help_panel=SERVER_PANEL,
+    ),
+]
+
+# --- clients -------------------------------------------------------------------------------
+UseTLS = Annotated[bool, typer.Option("--tls", help="Connect with TLS.", rich_help_panel=TLS_PANEL)]
+CACert = Annotated[
+    Path | None,
+    typer.Option(
+        "--cacert",
+        help="Trust this CA bundle (PEM) instead of the system's; implies --tls.",
+        rich_help_panel=TLS_PANEL,
+    ),
+]
+ClientCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--cert",
+        help="Client certificate (PEM) for mutual TLS; implies --tls.",
+        rich_help_panel=TLS_PANEL,
+    ),
+]
+ClientKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="Private key (PEM) for --cert, if not inside it.", rich_help_panel=TLS_PANEL
+    ),
+]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        "-k",
+        help="Do not verify the server's certificate; implies --tls.",
+        rich_help_panel=TLS_PANEL,
+    ),
+]
+SNI = Annotated[
+    str | None,
+    typer.Option(
+        "--sni",
+        help="Server name to send and verify (default: the endpoint's host).",
+        rich_help_panel=TLS_PANEL,
+    ),
+]
+
+# --- sockets -------------------------------------------------------------------------------
+SendBuffer = Annotated[
+    str | None,
+    typer.Option("--sndbuf", help="SO_SNDBUF size (e.g. 256KiB).", rich_help_panel=SOCKET_PANEL),
+]
+RecvBuffer = Annotated[
+    str | None,
+    typer.Option("--rcvbuf", help="SO_RCVBUF size (e.g. 256KiB).", rich_help_panel=SOCKET_PANEL),
+]
+KeepAlive = Annotated[
+    bool,
+    typer.Option("--keepalive", help="Enable TCP keepalive probes.", rich_help_panel=SOCKET_PANEL),
+]
+NoDelay = Annotated[
+    bool,
+    typer.Option(
+        "--nodelay/--no-nodelay", help="TCP_NODELAY (on by default).", rich_help_panel=SOCKET_PANEL
+    ),
+]
+
+
+def socket_options(
+    sndbuf: str | None, rcvbuf: str | None, keepalive: bool, nodelay: bool = True
+) -> SocketOptions:
+    """Build :class:`SocketOptions` from the shared socket flags."""
+    return SocketOptions(
+        nodelay=nodelay,
+        keepalive=keepalive,
+        sndbuf=parse_size(sndbuf, option="--sndbuf") if sndbuf else None,
+        rcvbuf=parse_size(rcvbuf, option="--rcvbuf") if rcvbuf else None,
+    )
+
+
+def server_tls(
+    cert: Path | None, key: Path | None, self_signed: bool, client_ca: Path | None
+) -> ServerTLS:
+    """Build :class:`ServerTLS` from the shared server TLS flags."""
+    return ServerTLS(cert=cert, key=key, self_signed=self_signed, client_ca=client_ca)
+
+
+def client_tls(
+    tls: bool,
+    cacert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    insecure: bool,
+    sni: str | None,
+) -> ClientTLS:
+    """Build :class:`ClientTLS`; any TLS-specific flag turns TLS on."""
+    enabled = tls or cacert is not None or cert is not None or insecure or sni is not None
+    return ClientTLS(enabled, cacert, cert, key, insecure, sni)
+
+
+def socket_mode(text: str) -> int:
+    """Parse ``--socket-mode``."""
+    return parse_socket_mode(text)
+
+
+def duration(text: str | None, option: str) -> float | None:
+    """Parse an optional duration flag."""
+    return None if text is None else parse_duration(text, option=option)

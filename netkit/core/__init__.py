@@ -1,0 +1,1 @@
+"""Sans-I/O core: bytes in, events and bytes out. Imports no socket, asyncio, ssl or rich."""

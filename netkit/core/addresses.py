@@ -1,0 +1,293 @@
+"""Endpoint syntax shared by every subcommand.
+
+Accepted forms (``parse_endpoint``)::
+
+    HOST:PORT            127.0.0.1:7007, localhost:80, example.test:443
+    :PORT  or  PORT      loopback (127.0.0.1) - servers never listen on every interface by accident
+    [IPV6]:PORT          [::1]:7007
+    unix:/path           a Unix-domain socket file
+    unix:@name           a Linux abstract-namespace socket
+    tcp://HOST:PORT      the same as HOST:PORT, for TCP
+    udp://HOST:PORT      the same as HOST:PORT, for UDP
+    ws://HOST[:PORT][/resource]         WebSocket, port 80 by default
+    wss://HOST[:PORT][/resource]        WebSocket over TLS, port 443 by default
+    ws+unix:///path/to.sock[:/resource] WebSocket over a Unix socket (the Node ``ws`` convention)
+
+Each parses to a frozen dataclass; ``str()`` of any of them gives back a string that parses to
+the same value, except that ``user:pass@`` credentials are never printed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from dataclasses import dataclass
+
+from netkit.errors import EndpointError
+
+LOOPBACK_V4 = "127.0.0.1"
+# sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL.
+MAX_UNIX_PATH = 107
+
+
+def _format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass(frozen=True)
+class TCPEndpoint:
+    """A TCP host and port. ``host`` is a name or an IP literal (IPv6 without brackets)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{_format_host(self.host)}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UDPEndpoint:
+    """A UDP host and port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"udp://{_format_host(self.host)}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UnixEndpoint:
+    """A Unix-domain socket: a file path, or an abstract name (Linux) when ``abstract``."""
+
+    path: str
+    abstract: bool = False
+
+    @property
+    def address(self) -> str:
+        """The address to pass to ``bind``/``connect`` (a leading NUL for abstract names)."""
+        return "\0" + self.path if self.abstract else self.path
+
+    def __str__(self) -> str:
+        return f"unix:@{self.path}" if self.abstract else f"unix:{self.path}"
+
+
+@dataclass(frozen=True)
+class WSURL:
+    """A WebSocket URL.
+
+    Attributes:
+        secure: ``wss://`` (TLS).
+        host: host name for TCP, also sent in the ``Host`` header.
+        port: TCP port (80 / 443 by default).
+        resource: path and query string sent in the request line (``/`` at least).
+        unix_path: for ``ws+unix://``, the socket file; ``host`` is then ``localhost``.
+        user, password: from ``user:pass@`` in the URL, for HTTP Basic authentication.
+    """
+
+    secure: bool
+    host: str
+    port: int
+    resource: str = "/"
+    unix_path: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @property
+    def transport(self) -> TCPEndpoint | UnixEndpoint:
+        """The endpoint the connection is made to."""
+        if self.unix_path is not None:
+            return UnixEndpoint(self.unix_path)
+        return TCPEndpoint(self.host, self.port)
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host`` header value: the port is left out when it is the scheme's default."""
+        default = 443 if self.secure else 80
+        host = _format_host(self.host)
+        return host if self.port == default or self.unix_path else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        scheme = "wss" if self.secure else "ws"
+        if self.unix_path is not None:
+            return f"{scheme}+unix://{self.unix_path}:{self.resource}"
+        return f"{scheme}://{_format_host(self.host)}:{self.port}{self.resource}"
+
+
+Endpoint = TCPEndpoint | UDPEndpoint | UnixEndpoint | WSURL
+
+
+def _parse_port(text: str, whole: str) -> int:
+    if not text:
+        raise EndpointError(f"endpoint {whole!r} has no port (expected HOST:PORT)")
+    if not text.isdigit():
+        raise EndpointError(f"endpoint {whole!r}: port {text!r} is not a number")
+    port = int(text)
+    if port > 65535:
+        raise EndpointError(f"endpoint {whole!r}: port {port} is out of range (0-65535)")
+    return port
+
+
+def _check_host(host: str, whole: str) -> str:
+    if any(c.isspace() for c in host) or "/" in host or "@" in host:
+        raise EndpointError(f"endpoint {whole!r}: {host!r} is not a host name or address")
+    return host
+
+
+def parse_host_port(text: str, *, whole: str | None = None) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT`` or ``PORT`` into ``(host, port)``.
+
+    An empty host means loopback (127.0.0.1), so that ``:0`` is a safe default for servers.
+
+    Raises:
+        EndpointError: with a message that says what is wrong.
+    """
+    whole = text if whole is None else whole
+    if not text:
+        raise EndpointError("empty endpoint (expected HOST:PORT, unix:/path or a URL)")
+    if text.isdigit():
+        return LOOPBACK_V4, _parse_port(text, whole)
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise EndpointError(f"endpoint {whole!r}: missing ']' after the IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise EndpointError(f"endpoint {whole!r}: {host!r} is not an IPv6 address") from None
+        if not rest.startswith(":"):
+            raise EndpointError(f"endpoint {whole!r} has no port (expected [{host}]:PORT)")
+        return host, _parse_port(rest[1:], whole)
+    if text.count(":") > 1:
+        raise EndpointError(f"endpoint {whole!r}: put IPv6 addresses in brackets, as in [::1]:7007")
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise EndpointError(f"endpoint {whole!r} has no port (expected HOST:PORT)")
+    return _check_host(host, whole) or LOOPBACK_V4, _parse_port(port_text, whole)
+
+
+def _parse_unix(path: str, whole: str) -> UnixEndpoint:
+    abstract = path.startswith("@")
+    name = path[1:] if abstract else path
+    if not name:
+        raise EndpointError(f"endpoint {whole!r} names no socket path (expected unix:/path)")
+    if "\0" in name:
+        raise EndpointError(f"endpoint {whole!r}: a socket path cannot contain NUL")
+    size = len(name.encode()) + (1 if abstract else 0)
+    if size > MAX_UNIX_PATH:
+        raise EndpointError(
+            f"endpoint {whole!r}: socket path is {size} bytes, the limit is {MAX_UNIX_PATH}"
+        )
+    return UnixEndpoint(name, abstract=abstract)
+
+
+def _parse_ws(text: str) -> WSURL:
+    scheme, _, rest = text.partition("://")
+    scheme = scheme.lower()
+    secure = scheme.startswith("wss")
+    if scheme.endswith("+unix"):
+        # ws+unix:///path/to.sock:/resource - the socket path ends at the first ':'.
+        sock, sep, resource = rest.partition(":")
+        endpoint = _parse_unix(sock, text)
+        if endpoint.abstract:
+            raise EndpointError(f"endpoint {text!r}: ws+unix needs a socket file path")
+        return WSURL(secure, "localhost", 0, resource or "/" if sep else "/", endpoint.path)
+    parts = urllib.parse.urlsplit(text)
+    if not parts.hostname:
+        raise EndpointError(f"endpoint {text!r} has no host (expected {scheme}://HOST/...)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise EndpointError(f"endpoint {text!r}: the port is not a number in 0-65535") from None
+    if parts.fragment:
+        raise EndpointError(f"endpoint {text!r}: WebSocket URLs cannot have a #fragment")
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return WSURL(
+        secure=secure,
+        host=_check_host(parts.hostname, text),
+        port=port if port is not None else (443 if secure else 80),
+        resource=resource,
+        user=urllib.parse.unquote(parts.username) if parts.username else None,
+        password=urllib.parse.unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+_SCHEMES = ("tcp", "udp", "unix", "ws", "wss", "ws+unix", "wss+unix")
+
+
+def parse_endpoint(text: str, *, default: str = "tcp") -> Endpoint:
+    """Parse any endpoint string into its dataclass.
+
+    Args:
+        text: the endpoint as the user typed it.
+        default: what a bare ``HOST:PORT`` means: ``"tcp"`` or ``"udp"``.
+
+    Raises:
+        EndpointError: with one line saying what is wrong.
+    """
+    text = text.strip()
+    low = text.lower()
+    if low.startswith("unix:") and not low.startswith("unix://"):
+        return _parse_unix(text[5:], text)
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        scheme = scheme.lower()
+        if scheme in ("ws", "wss", "ws+unix", "wss+unix"):
+            return _parse_ws(text)
+        if scheme == "unix":
+            return _parse_unix(rest, text)
+        if scheme in ("tcp", "udp"):
+            host, port = parse_host_port(rest.rstrip("/"), whole=text)
+            return TCPEndpoint(host, port) if scheme == "tcp" else UDPEndpoint(host, port)
+        raise EndpointError(
+            f"endpoint {text!r}: unknown scheme {scheme!r} (known: {', '.join(_SCHEMES)})"
+        )
+    host, port = parse_host_port(text)
+    return UDPEndpoint(host, port) if default == "udp" else TCPEndpoint(host, port)
+
+
+def parse_stream_endpoint(text: str) -> TCPEndpoint | UnixEndpoint:
+    """Parse an endpoint for a byte stream: TCP or a Unix socket.
+
+    Raises:
+        EndpointError: for UDP or WebSocket endpoints, and anything that does not parse.
+    """
+    endpoint = parse_endpoint(text)
+    if not isinstance(endpoint, TCPEndpoint | UnixEndpoint):
+        raise EndpointError(f"endpoint {text!r}: expected HOST:PORT or unix:/path here")
+    return endpoint
+
+
+def parse_datagram_endpoint(text: str) -> UDPEndpoint:
+    """Parse an endpoint for UDP: ``HOST:PORT`` or ``udp://HOST:PORT``.
+
+    Raises:
+        EndpointError: for any other kind of endpoint, and anything that does not parse.
+    """
+    endpoint = parse_endpoint(text, default="udp")
+    if not isinstance(endpoint, UDPEndpoint):
+        raise EndpointError(f"endpoint {text!r}: expected HOST:PORT or udp://HOST:PORT here")
+    return endpoint
+
+
+def parse_ws_url(text: str) -> WSURL:
+    """Parse a WebSocket URL (``ws://``, ``wss://``, ``ws+unix://``).
+
+    Raises:
+        EndpointError: for any other kind of endpoint, and anything that does not parse.
+    """
+    endpoint = parse_endpoint(text)
+    if not isinstance(endpoint, WSURL):
+        raise EndpointError(f"endpoint {text!r}: expected a ws://, wss:// or ws+unix:// URL here")
+    return endpoint
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for anything else, names included."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,242 @@
+"""Zero-copy buffers: a receive buffer the kernel writes into, a pool, and length-prefixed framing.
+
+The receive buffer is one ``bytearray`` that never changes size once allocated, so memoryviews
+of it stay valid: the kernel writes into :meth:`ReceiveBuffer.writable` (``recv_into`` or
+asyncio's ``BufferedProtocol.get_buffer``) and parsers read :meth:`ReceiveBuffer.view` slices.
+A view is valid until the next call to ``writable()``, which may move unread bytes to the front
+(compaction) or into a larger bytearray (growth, bounded by ``max_size``).
+
+Idle connections hold no memory: a buffer takes its bytearray from a :class:`BufferPool` when
+the first byte arrives and gives it back with :meth:`ReceiveBuffer.release` once everything has
+been consumed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from netkit.errors import LocalProtocolError, PeerProtocolError
+
+DEFAULT_CHUNK = 64 * 1024
+
+
+class BufferFull(PeerProtocolError):
+    """The peer sent more unconsumed data than the buffer may hold (``max_size``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, close_code=1009)
+
+
+class BufferPool:
+    """A free list of equal-sized bytearrays, reused across connections.
+
+    Args:
+        chunk_size: size of each bytearray.
+        max_pooled: how many free bytearrays to keep; more are left to the garbage collector.
+    """
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK, max_pooled: int = 256) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self.chunk_size = chunk_size
+        self.max_pooled = max_pooled
+        self._free: list[bytearray] = []
+        self.allocated = 0
+
+    def acquire(self) -> bytearray:
+        """Return a bytearray of ``chunk_size`` bytes, reused when one is free."""
+        if self._free:
+            return self._free.pop()
+        self.allocated += 1
+        return bytearray(self.chunk_size)
+
+    def release(self, buf: bytearray) -> None:
+        """Give a bytearray back. Only pool-sized ones are kept."""
+        if len(buf) == self.chunk_size and len(self._free) < self.max_pooled:
+            self._free.append(buf)
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+
+_DEFAULT_POOL = BufferPool()
+
+
+class ReceiveBuffer:
+    """A growable, capped receive buffer that hands out memoryview slices without copying.
+
+    Args:
+        max_size: the most unconsumed bytes it will hold; past that :meth:`writable` raises
+            :class:`BufferFull`.
+        pool: where the first bytearray comes from and goes back to.
+    """
+
+    __slots__ = ("_buf", "_end", "_mem", "_pool", "_start", "max_size")
+
+    def __init__(self, max_size: int = 1 << 20, pool: BufferPool | None = None) -> None:
+        self._pool = pool if pool is not None else _DEFAULT_POOL
+        if max_size < self._pool.chunk_size:
+            max_size = self._pool.chunk_size
+        self.max_size = max_size
+        self._buf: bytearray | None = None
+        self._mem = memoryview(b"")
+        self._start = 0
+        self._end = 0
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    @property
+    def capacity(self) -> int:
+        """Size of the bytearray in use (0 when released to the pool)."""
+        return len(self._buf) if self._buf is not None else 0
+
+    def writable(self, min_size: int = 1) -> memoryview:
+        """Return free space at the end for the kernel to write into, at least ``min_size``.
+
+        Moves unread bytes to the front, or into a larger bytearray, when that makes room.
+
+        Raises:
+            BufferFull: when holding ``len(self) + min_size`` bytes would exceed ``max_size``.
+        """
+        if self._buf is None:
+            self._buf = self._pool.acquire()
+            self._mem = memoryview(self._buf)
+        free = len(self._buf) - self._end
+        if free >= min_size:
+            return self._mem[self._end :]
+        pending = self._end - self._start
+        needed = pending + min_size
+        if needed > self.max_size:
+            raise BufferFull(f"more than {self.max_size} bytes buffered without a complete message")
+        if needed <= len(self._buf):
+            # Compaction: one memmove of the unread tail, no allocation.
+            self._buf[:pending] = self._mem[self._start : self._end]
+        else:
+            size = len(self._buf)
+            while size < needed:
+                size *= 2
+            grown = bytearray(min(size, self.max_size))
+            # Growth copies the unread bytes once; it happens only for messages larger than
+            # the pool's chunk, and the larger buffer is kept until release().
+            grown[:pending] = self._mem[self._start : self._end]
+            self._buf, self._mem = grown, memoryview(grown)
+        self._start, self._end = 0, pending
+        return self._mem[self._end :]
+
+    def commit(self, nbytes: int) -> None:
+        """Record that ``nbytes`` were written into the last :meth:`writable` view."""
+        if nbytes < 0 or self._buf is None or self._end + nbytes > len(self._buf):
+            raise LocalProtocolError(f"commit({nbytes}) beyond the writable space")
+        self._end += nbytes
+
+    def view(self, size: int | None = None) -> memoryview:
+        """Return the first ``size`` unread bytes (all by default) without consuming them."""
+        end = self._end if size is None else min(self._end, self._start + size)
+        return self._mem[self._start : end]
+
+    def consume(self, nbytes: int) -> None:
+        """Drop ``nbytes`` from the front (they have been handled)."""
+        if nbytes > self._end - self._start:
+            raise LocalProtocolError(f"consume({nbytes}) beyond the {len(self)} unread bytes")
+        self._start += nbytes
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    def take(self, nbytes: int) -> memoryview:
+        """Return the first ``nbytes`` as a view and consume them."""
+        view = self.view(nbytes)
+        if len(view) < nbytes:
+            raise LocalProtocolError(f"take({nbytes}) with only {len(view)} bytes buffered")
+        self.consume(nbytes)
+        return view
+
+    def extend(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes that arrived some other way (tests, TLS objects without recv_into)."""
+        n = len(data)
+        if n:
+            self.writable(n)[:n] = data
+            self._end += n
+
+    def clear(self) -> None:
+        """Drop any unread bytes and give the memory back to the pool."""
+        self._start = self._end = 0
+        self.release()
+
+    def release(self) -> bool:
+        """Return the bytearray to the pool if nothing is left unread.
+
+        Returns:
+            True when released. A buffer with unread bytes keeps its memory.
+        """
+        if self._buf is None or self._end != self._start:
+            return self._buf is None
+        buf = self._buf
+        self._buf, self._mem = None, memoryview(b"")
+        self._start = self._end = 0
+        self._pool.release(buf)
+        return True
+
+
+# --- Length-prefixed framing: 4-byte big-endian length, then the payload. ---
+
+FRAME_HEADER = struct.Struct("!I")
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+
+
+class FrameTooLarge(PeerProtocolError):
+    """A length prefix announced more than the allowed maximum frame size."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit", close_code=1009)
+        self.size = size
+        self.limit = limit
+
+
+def frame_header(size: int) -> bytes:
+    """Serialize the 4-byte big-endian length prefix for a ``size``-byte payload."""
+    if not 0 <= size <= 0xFFFFFFFF:
+        raise LocalProtocolError(f"frame size {size} does not fit a 4-byte length")
+    return FRAME_HEADER.pack(size)
+
+
+@dataclass(frozen=True)
+class LengthPrefixedFramer:
+    """Parses length-prefixed frames straight out of a :class:`ReceiveBuffer`.
+
+    Args:
+        max_frame: the largest payload accepted; a larger announced length raises
+            :class:`FrameTooLarge` before any of its payload is buffered.
+    """
+
+    max_frame: int = DEFAULT_MAX_FRAME
+
+    def next_frame(self, buf: ReceiveBuffer) -> memoryview | None:
+        """Return the next complete payload as a view (and consume it), or None if incomplete.
+
+        Raises:
+            FrameTooLarge: the announced size exceeds ``max_frame``.
+        """
+        if len(buf) < 4:
+            return None
+        (size,) = FRAME_HEADER.unpack(buf.view(4))
+        if size > self.max_frame:
+            raise FrameTooLarge(size, self.max_frame)
+        if len(buf) < 4 + size:
+            return None
+        buf.consume(4)
+        return buf.take(size)
+
+    def frames(self, buf: ReceiveBuffer) -> Iterator[memoryview]:
+        """Yield every complete payload in the buffer; stop at the first incomplete one."""
+        while (frame := self.next_frame(buf)) is not None:
+            yield frame
+
+    def pending_size(self, buf: ReceiveBuffer) -> int:
+        """How many bytes the frame at the front needs in all (header included), 4 if unknown."""
+        if len(buf) < 4:
+            return 4
+        (size,) = FRAME_HEADER.unpack(buf.view(4))
+        return 4 + int(size)

@@ -1,0 +1,99 @@
+"""The netkit error tree.
+
+Every failure netkit reports on purpose is a :class:`NetkitError`. Only ``netkit/cli.py`` turns
+them into one-line messages and exit codes (see :mod:`netkit.status`). Errors caused by the
+user's input are separate from errors caused by the network or the peer::
+
+    NetkitError
+    ├── UsageError                  the user can fix it on the command line        -> 2
+    │   ├── EndpointError           an endpoint string that does not parse
+    │   └── ConfigError             a bad option value, a missing or unreadable file
+    ├── LocalError                  this machine refused                           -> 6
+    │   └── BindError               address in use, permission denied, not a socket
+    ├── NetworkError                the network or the peer failed
+    │   ├── ConnectError            refused, unreachable, no such socket, not resolved  -> 3
+    │   ├── ConnectionLost          reset or closed before the exchange finished        -> 3
+    │   ├── OperationTimeout        did not finish in time                               -> 4
+    │   └── TLSError                handshake or verification failed                    -> 5
+    ├── PeerProtocolError           the peer broke the wire protocol (carries the close code) -> 7
+    ├── LocalProtocolError          we were asked to do something the protocol forbids -> 70
+    └── CheckFailed                 it all worked, but a check did not hold            -> 1
+
+Frame and handshake parsers in ``netkit.core`` raise :class:`PeerProtocolError` (remote
+violations) and :class:`LocalProtocolError` (misuse of the API); both live here so that core
+code stays free of I/O imports.
+"""
+
+from __future__ import annotations
+
+
+class NetkitError(Exception):
+    """Base class for every error netkit reports as a one-line message."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class UsageError(NetkitError):
+    """The command line or its input is wrong; the user can fix it."""
+
+
+class EndpointError(UsageError):
+    """An endpoint string does not parse (``HOST:PORT``, ``unix:/path``, ``ws://...``)."""
+
+
+class ConfigError(UsageError):
+    """An option value is invalid, or a file it names cannot be read."""
+
+
+class LocalError(NetkitError):
+    """This machine refused an operation (not the network, not the peer)."""
+
+
+class BindError(LocalError):
+    """A listener could not be created: address in use, permission denied, path not a socket."""
+
+
+class NetworkError(NetkitError):
+    """The network or the peer failed."""
+
+
+class ConnectError(NetworkError):
+    """A connection could not be made: refused, unreachable, name not resolved, no socket file."""
+
+
+class ConnectionLost(NetworkError):
+    """An established connection was reset or closed before the exchange finished."""
+
+
+class OperationTimeout(NetworkError):
+    """An operation did not finish within its timeout."""
+
+
+class TLSError(NetworkError):
+    """The TLS handshake or certificate verification failed."""
+
+
+class PeerProtocolError(NetkitError):
+    """The peer sent something the protocol forbids.
+
+    Attributes:
+        close_code: the WebSocket close code to answer with (1002 by default), or None for
+            protocols without close codes.
+    """
+
+    def __init__(self, message: str, *, close_code: int | None = 1002, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.close_code = close_code
+
+
+class LocalProtocolError(NetkitError):
+    """Our own code asked a protocol object to do something the protocol forbids (a bug)."""
+
+
+class CheckFailed(NetkitError):
+    """Everything worked on the wire, but a check the user asked for did not hold."""

@@ -1,0 +1,245 @@
+"""Echo over streams: the server connection (raw or length-prefixed) and a verifying client."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.buffers import LengthPrefixedFramer, frame_header
+from netkit.errors import CheckFailed, ConnectError, ConnectionLost, NetkitError, OperationTimeout
+from netkit.net.protocols import StreamProtocol
+from netkit.net.server import ServerConnection
+from netkit.net.sockets import SocketOptions, apply_options, translate_connect_error
+
+
+class IdleTimer:
+    """Closes a connection after ``timeout`` seconds without received data.
+
+    One timer per connection, re-armed lazily: activity only stores a timestamp.
+    """
+
+    def __init__(self, timeout: float, on_idle: Callable[[], None]) -> None:
+        self.timeout = timeout
+        self.on_idle = on_idle
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+        self.handle = self.loop.call_later(timeout, self._check)
+
+    def touch(self) -> None:
+        """Record activity."""
+        self.last = self.loop.time()
+
+    def _check(self) -> None:
+        remaining = self.last + self.timeout - self.loop.time()
+        if remaining > 0:
+            self.handle = self.loop.call_later(remaining, self._check)
+        else:
+            self.on_idle()
+
+    def cancel(self) -> None:
+        """Stop the timer."""
+        self.handle.cancel()
+
+
+class EchoConnection(ServerConnection):
+    """Raw echo: every byte received is written back, straight from the receive buffer."""
+
+    def __init__(self, *, idle_timeout: float | None = None, max_buffer: int = 1 << 20) -> None:
+        super().__init__(max_buffer=max_buffer)
+        self.idle_timeout = idle_timeout
+        self._idle: IdleTimer | None = None
+
+    def on_connect(self) -> None:
+        super().on_connect()
+        if self.idle_timeout:
+            self._idle = IdleTimer(self.idle_timeout, self.close)
+
+    def data_ready(self) -> None:
+        if self._idle is not None:
+            self._idle.touch()
+        view = self.rbuf.view()
+        self.write(view)
+        self.rbuf.consume(len(view))
+
+    def on_close(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        super().on_close(exc)
+
+
+class FramedEchoConnection(EchoConnection):
+    """Length-prefixed echo: whole frames are echoed, header and payload written separately."""
+
+    def __init__(self, *, max_frame: int, idle_timeout: float | None = None) -> None:
+        super().__init__(max_buffer=max_frame + 4, idle_timeout=idle_timeout)
+        self.framer = LengthPrefixedFramer(max_frame)
+        self._draining = False
+
+    def data_ready(self) -> None:
+        if self._idle is not None:
+            self._idle.touch()
+        for payload in self.framer.frames(self.rbuf):
+            self.write(frame_header(len(payload)), payload)
+        if self._draining and not len(self.rbuf):
+            self.close()
+
+    def begin_drain(self) -> None:
+        """Close now if between frames, else right after the frame in flight is echoed."""
+        self._draining = True
+        if not len(self.rbuf):
+            self.close()
+
+
+# --- client ------------------------------------------------------------------------------
+
+
+@dataclass
+class EchoResult:
+    """Outcome of one echoed message."""
+
+    seq: int
+    size: int
+    rtt: float
+
+
+class EchoClientConnection(StreamProtocol):
+    """Sends one message at a time and verifies the echo byte by byte as it arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expected: bytes = b""
+        self._pos = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self.eof = False
+
+    def expect(self, expected: bytes) -> asyncio.Future[None]:
+        """Start waiting for ``expected``; the future resolves when all of it has arrived."""
+        self._expected, self._pos = expected, 0
+        self._waiter = asyncio.get_running_loop().create_future()
+        if len(self.rbuf):
+            self.data_ready()
+        return self._waiter
+
+    def data_ready(self) -> None:
+        view = self.rbuf.view()
+        if self._waiter is None or self._waiter.done():
+            extra = len(view)
+            self.rbuf.consume(extra)
+            raise CheckFailed(f"{extra} unexpected bytes arrived from {self.peer}")
+        want = self._expected[self._pos : self._pos + len(view)]
+        got = view[: len(want)]
+        if got != want:
+            offset = self._pos + next(i for i in range(len(want)) if got[i] != want[i])
+            self._waiter.set_exception(
+                CheckFailed(f"echo from {self.peer} differs at byte {offset}")
+            )
+            self.rbuf.consume(len(view))
+            return
+        self._pos += len(want)
+        self.rbuf.consume(len(want))
+        if self._pos == len(self._expected):
+            self._waiter.set_result(None)
+            if len(self.rbuf):
+                self.data_ready()
+
+    def on_eof(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def on_close(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            got = self._pos
+            self._waiter.set_exception(
+                self.error
+                or ConnectionLost(
+                    f"{self.peer} closed the connection after echoing {got} of "
+                    f"{len(self._expected)} bytes"
+                )
+            )
+
+
+async def open_stream(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    factory: Callable[[], StreamProtocol],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float = 10.0,
+    retry_for: float = 0.0,
+    options: SocketOptions = SocketOptions(),
+) -> StreamProtocol:
+    """Connect to a TCP or Unix endpoint (optionally TLS) and return the protocol.
+
+    Args:
+        retry_for: keep retrying refused connections (or a missing socket file) for this many
+            seconds, so a check can wait for a service that is still starting.
+
+    Raises:
+        ConnectError, OperationTimeout, TLSError: as the failure was.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    delay = 0.05
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                if isinstance(endpoint, UnixEndpoint):
+                    _, protocol = await loop.create_unix_connection(
+                        factory,
+                        endpoint.address,
+                        ssl=ssl_context,
+                        server_hostname=(server_hostname or "localhost") if ssl_context else None,
+                    )
+                else:
+                    _, protocol = await loop.create_connection(
+                        factory,
+                        endpoint.host,
+                        endpoint.port,
+                        ssl=ssl_context,
+                        server_hostname=server_hostname if ssl_context else None,
+                    )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            error = translate_connect_error(exc, str(endpoint))
+            if isinstance(error, ConnectError) and loop.time() + delay < deadline:
+                await asyncio.sleep(delay)  # waiting for a service to come up, by request
+                delay = min(delay * 2, 0.5)
+                continue
+            raise error from exc
+        assert isinstance(protocol, StreamProtocol)
+        sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+        if sock is not None:
+            apply_options(sock, options)
+        return protocol
+
+
+async def echo_once(
+    conn: EchoClientConnection, seq: int, payload: bytes, *, framed: bool, timeout: float
+) -> EchoResult:
+    """Send one message and wait for its verified echo.
+
+    Raises:
+        CheckFailed: the echo differs.
+        ConnectionLost: the server closed or reset the connection first.
+        OperationTimeout: no complete echo within ``timeout``.
+    """
+    header = frame_header(len(payload)) if framed else b""
+    waiter = conn.expect(header + payload if framed else payload)
+    start = time.perf_counter()
+    if framed:
+        conn.write(header, payload)
+    else:
+        conn.write(payload)
+    try:
+        async with asyncio.timeout(timeout):
+            await waiter
+    except TimeoutError:
+        raise OperationTimeout(
+            f"no complete echo of message {seq} from {conn.peer} within {timeout:g}s"
+        ) from None
+    except NetkitError:
+        raise
+    return EchoResult(seq, len(payload), time.perf_counter() - start)

@@ -1,0 +1,157 @@
+"""An asyncio BufferedProtocol base: the kernel writes into a pooled ReceiveBuffer.
+
+Subclasses implement :meth:`StreamProtocol.data_ready` and read ``self.rbuf`` (memoryview
+slices, no copies). Flow control: the write-buffer high-water mark is 0, so as soon as the
+transport has to buffer anything we stop reading until it has drained. That bounds memory per
+connection, and it means a transport never holds a view of our receive buffer while the buffer
+is reused or returned to the pool (CPython >= 3.12 and uvloop may keep views of what we write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import cast
+
+from netkit.core.buffers import BufferFull, BufferPool, ReceiveBuffer
+from netkit.errors import NetkitError
+from netkit.net.sockets import describe
+from netkit.net.zerocopy import Buffer, write_parts
+
+
+class StreamProtocol(asyncio.BufferedProtocol):
+    """Base for every stream connection netkit handles (server and client side).
+
+    Attributes:
+        rbuf: the receive buffer; its memory is pooled and released whenever it is empty.
+        bytes_in, bytes_out: counters.
+        error: the NetkitError that ended the connection, if any.
+        closed: a future resolved when the connection is gone.
+    """
+
+    def __init__(self, *, max_buffer: int = 1 << 20, pool: BufferPool | None = None) -> None:
+        self.rbuf = ReceiveBuffer(max_buffer, pool)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.started = time.monotonic()
+        self.error: NetkitError | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._write_paused = False
+        self._drained: asyncio.Event | None = None
+        self._scratch = memoryview(bytearray(4096))
+
+    # --- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=0, low=0)
+        self.peer = describe(transport.get_extra_info("peername"))
+        self.started = time.monotonic()
+        self.on_connect()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        try:
+            return self.rbuf.writable(1)
+        except BufferFull as exc:
+            self.fail(exc)
+            return self._scratch  # read into scratch; the connection is already aborting
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.error is not None:
+            return
+        self.rbuf.commit(nbytes)
+        self.bytes_in += nbytes
+        try:
+            self.data_ready()
+        except NetkitError as exc:
+            self.fail(exc)
+            return
+        if not self._write_paused:
+            self.rbuf.release()
+
+    def eof_received(self) -> bool | None:
+        return self.on_eof()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None:
+            self._drained.set()
+        if self.transport is not None and not self.transport.is_closing():
+            self.rbuf.release()
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._write_paused = False
+        if self._drained is not None:
+            self._drained.set()
+        self.rbuf.clear()
+        self.on_close(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # --- for subclasses ----------------------------------------------------------------
+
+    def on_connect(self) -> None:
+        """Called once the transport is up."""
+
+    def data_ready(self) -> None:
+        """Called after bytes were added to ``self.rbuf``; consume what can be handled."""
+
+    def on_eof(self) -> bool | None:
+        """The peer half-closed. Return True to keep our side open (plain TCP only)."""
+        return None
+
+    def on_close(self, exc: Exception | None) -> None:
+        """The connection is gone."""
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def write(self, *parts: Buffer) -> None:
+        """Send buffers in order, scatter-gather where the transport allows."""
+        assert self.transport is not None
+        self.bytes_out += sum(len(p) for p in parts)
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        else:
+            write_parts(self.transport, parts)
+
+    def write_all(self, parts: Sequence[Buffer]) -> None:
+        """Send a sequence of buffers in order."""
+        self.write(*parts)
+
+    async def drain(self) -> None:
+        """Wait until the transport has sent everything it buffered."""
+        while self._write_paused and not self.closed.done():
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the connection was made."""
+        return time.monotonic() - self.started
+
+    def fail(self, exc: NetkitError) -> None:
+        """End the connection because of ``exc`` (kept in ``self.error``)."""
+        if self.error is None:
+            self.error = exc
+        if self.transport is not None:
+            self.transport.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once (RST where the transport can), without an error."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Close gracefully: flush what is buffered, then close."""
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,98 @@
+"""Event-loop selection (uvloop when available) and shutdown signals."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from netkit.errors import ConfigError
+
+T = TypeVar("T")
+
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+_loop_choice = "auto"
+
+
+def uvloop_available() -> bool:
+    """True when uvloop can be imported."""
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def set_loop(choice: str) -> None:
+    """Choose the event loop for every later :func:`run`: auto, uvloop or asyncio.
+
+    Raises:
+        ConfigError: ``uvloop`` was asked for and is not installed.
+    """
+    global _loop_choice
+    if choice not in LOOP_CHOICES:
+        raise ConfigError(f"--loop {choice!r}: choose one of {', '.join(LOOP_CHOICES)}")
+    if choice == "uvloop" and not uvloop_available():
+        raise ConfigError("--loop uvloop: uvloop is not installed on this Python")
+    _loop_choice = choice
+
+
+def loop_name() -> str:
+    """The loop :func:`run` will use: ``uvloop`` or ``asyncio``."""
+    if _loop_choice == "auto":
+        return "uvloop" if uvloop_available() else "asyncio"
+    return _loop_choice
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if loop_name() == "uvloop":
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return None
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main()`` to completion on the chosen loop.
+
+    Ctrl-C cancels ``main`` and surfaces as KeyboardInterrupt, which cli.py turns into exit 130.
+    """
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main())
+
+
+@dataclass
+class ShutdownSignal:
+    """Turns SIGINT/SIGTERM into events a server can await.
+
+    The first signal sets :attr:`requested` (drain gracefully); a second one sets :attr:`forced`
+    (stop now). :attr:`signum` says which signal came first.
+    """
+
+    requested: asyncio.Event = field(default_factory=asyncio.Event)
+    forced: asyncio.Event = field(default_factory=asyncio.Event)
+    signum: int | None = None
+
+    def install(self) -> None:
+        """Install the handlers on the running loop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._handle, sig)
+
+    def uninstall(self) -> None:
+        """Remove the handlers."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    def _handle(self, sig: int) -> None:
+        if self.requested.is_set():
+            self.forced.set()
+        else:
+            self.signum = sig
+            self.requested.set()
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the shutdown came from SIGINT (exit 130 by convention)."""
+        return self.signum == signal.SIGINT

@@ -1,0 +1,91 @@
+"""Several worker processes sharing a listener (``--workers N``).
+
+The parent creates every listening socket before forking (TCP: one per worker, bound to the same
+port with SO_REUSEPORT so the kernel spreads connections; Unix: one socket shared by all), then
+forks. Each child runs its own event loop and reports its summary to the parent through a pipe.
+Children live in their own process group, so a terminal's Ctrl-C reaches only the parent, which
+forwards SIGINT/SIGTERM exactly once; if the parent dies, children get SIGTERM (Linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def run_workers(
+    count: int, child_main: Callable[[int], tuple[int, dict[str, Any]]]
+) -> tuple[list[int], list[dict[str, Any]], int | None]:
+    """Fork ``count`` children running ``child_main(index)`` and wait for all of them.
+
+    ``child_main`` returns (exit code, summary dict). Must be called before any event loop
+    exists in this process.
+
+    Returns:
+        The children's exit codes, their summaries, and the signal that stopped the parent
+        (None when the children ended by themselves).
+    """
+    children: list[tuple[int, int]] = []
+    for index in range(count):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(read_fd)
+            for _, fd in children:
+                os.close(fd)
+            os.setpgid(0, 0)
+            _die_with_parent()
+            code, summary = 70, dict[str, Any]()
+            try:
+                code, summary = child_main(index)
+            except KeyboardInterrupt:
+                code = 130
+            except BaseException as exc:
+                print(f"netkit: worker {index}: {exc}", file=sys.stderr)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.write(write_fd, json.dumps(summary).encode())
+                sys.stdout.flush()
+                os._exit(code)
+        os.close(write_fd)
+        children.append((pid, read_fd))
+
+    stopped_by: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if not stopped_by:
+            stopped_by.append(signum)
+        for pid, _ in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    codes: list[int] = []
+    summaries: list[dict[str, Any]] = []
+    try:
+        for pid, fd in children:
+            _, status = os.waitpid(pid, 0)
+            codes.append(os.waitstatus_to_exitcode(status))
+            with os.fdopen(fd, "rb") as pipe:
+                data = pipe.read()
+            with contextlib.suppress(ValueError):
+                summaries.append(json.loads(data or b"{}"))
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return codes, summaries, stopped_by[0] if stopped_by else None

@@ -1,0 +1,34 @@
+"""Moving bytes without copying them: vectored writes to asyncio transports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+Buffer = bytes | bytearray | memoryview
+
+# Joining a few KiB costs less than a second send() syscall; above this we write parts one by one.
+SMALL_JOIN = 4096
+
+
+def has_vectored_writelines(transport: asyncio.BaseTransport) -> bool:
+    """True when ``transport.writelines`` sends the parts without joining them.
+
+    uvloop (writev), asyncio's SSL transport (writes each part into the TLS object) and
+    CPython >= 3.12's socket transport (sendmsg) do; CPython 3.11's socket transport joins.
+    """
+    method = getattr(type(transport), "writelines", None)
+    return method is not None and method is not asyncio.WriteTransport.writelines
+
+
+def write_parts(transport: asyncio.WriteTransport, parts: Sequence[Buffer]) -> None:
+    """Write several buffers (e.g. a frame header and its payload) without joining large ones."""
+    if has_vectored_writelines(transport):
+        transport.writelines(parts)
+        return
+    if sum(len(p) for p in parts) <= SMALL_JOIN:
+        # A copy of at most 4 KiB: cheaper than one more syscall per part.
+        transport.write(b"".join(parts))
+        return
+    for part in parts:
+        transport.write(part)
