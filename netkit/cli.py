@@ -9,7 +9,7 @@ import click
 import typer
 
 from netkit import __version__
-from netkit.commands import tcp_echo
+from netkit.commands import tcp_echo, udp_echo
 from netkit.console import active_output
 from netkit.errors import (
     BindError,
@@ -28,12 +28,13 @@ from netkit.status import ExitStatus
 
 app = typer.Typer(
     name="netkit",
-    help="One toolbox for network work: echo checks, WebSocket, proxy, load balancing, benchmarks.",
+    help="One toolbox for network work.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(tcp_echo.app)
+app.add_typer(udp_echo.app)
 
 _debug = False
 

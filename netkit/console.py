@@ -17,6 +17,17 @@ from rich.console import Console
 from rich.markup import escape
 
 
+class _Console(Console):
+    """A rich Console that reports a closed stdout to its Output instead of exiting (rich's
+    default ``on_broken_pipe`` raises SystemExit(1))."""
+
+    owner: Output | None = None
+
+    def on_broken_pipe(self) -> None:
+        if self.owner is not None:
+            self.owner._gone()
+
+
 class Output:
     """Where a command's events and messages go.
 
@@ -26,7 +37,8 @@ class Output:
 
     def __init__(self, json_mode: bool = False) -> None:
         self.json = json_mode
-        self.out = Console(highlight=False, soft_wrap=True)
+        self.out = _Console(highlight=False, soft_wrap=True)
+        self.out.owner = self
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self._stdout_gone = False
         global _active
@@ -70,6 +82,8 @@ class Output:
     def _gone(self) -> None:
         # The reader went away: stop writing and point stdout at /dev/null so that the
         # interpreter's final flush does not fail either.
+        if self._stdout_gone:
+            return
         self._stdout_gone = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -131,8 +131,9 @@ def run_server(
         stats.merge(summary)
         uptime = summary.get("uptime_s", 0.0)
     else:
-        announce(address)
-        codes, summaries, signum = run_workers(workers, lambda i: serve(i, None))
+        codes, summaries, signum = run_workers(
+            workers, lambda i: serve(i, None), on_started=lambda: announce(address)
+        )
         for sock in socks:
             sock.close()
         if unix is not None:

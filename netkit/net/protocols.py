@@ -1,8 +1,8 @@
 """An asyncio BufferedProtocol base: the kernel writes into a pooled ReceiveBuffer.
 
 Subclasses implement :meth:`StreamProtocol.data_ready` and read ``self.rbuf`` (memoryview
-slices, no copies). Flow control: the write-buffer high-water mark is 0, so as soon as the
-transport has to buffer anything we stop reading until it has drained. That bounds memory per
+slices, no copies). Flow control: on plain transports the write-buffer high-water mark is 0, so
+as soon as the transport has to buffer anything we stop reading until it has drained. That bounds memory per
 connection, and it means a transport never holds a view of our receive buffer while the buffer
 is reused or returned to the pool (CPython >= 3.12 and uvloop may keep views of what we write).
 """
@@ -18,6 +18,8 @@ from netkit.core.buffers import BufferFull, BufferPool, ReceiveBuffer
 from netkit.errors import NetkitError
 from netkit.net.sockets import describe
 from netkit.net.zerocopy import Buffer, write_parts
+
+TLS_HIGH_WATER = 64 * 1024
 
 
 class StreamProtocol(asyncio.BufferedProtocol):
@@ -48,7 +50,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=0, low=0)
+        # TLS copies what we write into the SSL object, so its transport never holds views of
+        # our buffer; it keeps a 64 KiB mark (asyncio's SSL layer re-checks the mark only when
+        # written to, so a mark of 0 would leave it paused for good).
+        tls = transport.get_extra_info("ssl_object") is not None
+        self.transport.set_write_buffer_limits(high=TLS_HIGH_WATER if tls else 0, low=0)
         self.peer = describe(transport.get_extra_info("peername"))
         self.started = time.monotonic()
         self.on_connect()

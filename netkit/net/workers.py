@@ -29,12 +29,14 @@ def _die_with_parent() -> None:
 
 
 def run_workers(
-    count: int, child_main: Callable[[int], tuple[int, dict[str, Any]]]
+    count: int,
+    child_main: Callable[[int], tuple[int, dict[str, Any]]],
+    on_started: Callable[[], None] | None = None,
 ) -> tuple[list[int], list[dict[str, Any]], int | None]:
     """Fork ``count`` children running ``child_main(index)`` and wait for all of them.
 
-    ``child_main`` returns (exit code, summary dict). Must be called before any event loop
-    exists in this process.
+    ``child_main`` returns (exit code, summary dict); ``on_started`` runs in the parent once
+    every child exists. Must be called before any event loop exists in this process.
 
     Returns:
         The children's exit codes, their summaries, and the signal that stopped the parent
@@ -75,6 +77,8 @@ def run_workers(
                 os.kill(pid, signum)
 
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if on_started is not None:
+        on_started()
     codes: list[int] = []
     summaries: list[dict[str, Any]] = []
     try:
