@@ -1,0 +1,188 @@
+"""``netkit udp-echo``: a UDP echo server, and a client that measures loss, RTT and jitter."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from netkit.commands import options as opt
+from netkit.console import Output
+from netkit.core.addresses import parse_datagram_endpoint
+from netkit.core.probe import HEADER_SIZE
+from netkit.core.units import format_size, parse_duration, parse_size
+from netkit.errors import CheckFailed, ConfigError
+from netkit.net import runtime
+from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer, UDPProber
+from netkit.net.sockets import create_udp_socket, listener_address
+from netkit.status import ExitStatus
+
+app = typer.Typer(
+    name="udp-echo",
+    help="UDP echo server, and a client that measures loss, duplicates, reordering, RTT and jitter.",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def serve(
+    endpoint: Annotated[
+        str, typer.Argument(help="Where to listen: HOST:PORT, :PORT (loopback), [::1]:PORT.")
+    ] = "127.0.0.1:7007",
+    max_size: Annotated[
+        str, typer.Option("--max-size", help="Largest datagram echoed; larger ones are dropped.")
+    ] = "65507",
+    drop_every: Annotated[
+        int,
+        typer.Option(
+            "--drop-every",
+            min=0,
+            help="Drop every Nth datagram (fault injection for testing clients).",
+        ),
+    ] = 0,
+    sndbuf: opt.SendBuffer = None,
+    rcvbuf: opt.RecvBuffer = None,
+    json: opt.Json = False,
+) -> None:
+    """Echo every datagram back to its sender until SIGINT/SIGTERM."""
+    out = Output(json)
+    where = parse_datagram_endpoint(endpoint)
+    limit = parse_size(max_size, option="--max-size")
+    if not 1 <= limit <= MAX_UDP_PAYLOAD:
+        raise ConfigError(f"--max-size {max_size!r}: UDP payloads are 1 to {MAX_UDP_PAYLOAD} bytes")
+    sock, _ = create_udp_socket(where, bind=True, options=opt.socket_options(sndbuf, rcvbuf, False))
+    address = listener_address(sock)
+
+    async def main() -> tuple[bool, dict[str, object]]:
+        shutdown = runtime.ShutdownSignal()
+        shutdown.install()
+        server = UDPEchoServer(
+            sock,
+            max_size=limit,
+            drop_every=drop_every,
+            on_peer=lambda peer: out.event("peer", None, peer=peer),
+        )
+        server.start()
+        fields = {"address": f"udp://{address}", "transport": "udp", "loop": runtime.loop_name()}
+        human = f"[bold]udp-echo[/] listening on [cyan]udp://{escape(address)}[/] ({runtime.loop_name()})"
+        if drop_every:
+            human += f", dropping every {drop_every}th datagram"
+        out.event(
+            "listening",
+            human + "\n[dim]Ctrl-C or SIGTERM to stop[/]",
+            drop_every=drop_every,
+            **fields,
+        )
+        try:
+            await shutdown.requested.wait()
+        finally:
+            server.stop()
+            shutdown.uninstall()
+        return shutdown.interrupted, server.stats.as_dict()
+
+    try:
+        interrupted, stats = runtime.run(main)
+    finally:
+        sock.close()
+    out.event(
+        "summary",
+        f"echoed {stats['datagrams_out']} of {stats['datagrams_in']} datagram(s) from "
+        f"{stats['peers']} peer(s), {format_size(int(stats['bytes_in']))} in"  # type: ignore[call-overload]
+        + (
+            f", {stats['dropped_on_purpose']} dropped on purpose"
+            if stats["dropped_on_purpose"]
+            else ""
+        ),
+        **stats,
+    )
+    raise typer.Exit(ExitStatus.INTERRUPTED if interrupted else ExitStatus.SUCCESS)
+
+
+@app.command()
+def client(
+    endpoint: Annotated[
+        str, typer.Argument(help="UDP echo server: HOST:PORT, [::1]:PORT, udp://...")
+    ],
+    count: Annotated[
+        int, typer.Option("--count", "-c", min=1, max=10_000_000, help="Datagrams to send.")
+    ] = 10,
+    interval: Annotated[
+        str, typer.Option("--interval", "-i", help="Time between datagrams.")
+    ] = "10ms",
+    size: Annotated[
+        str,
+        typer.Option(
+            "--size", "-s", help=f"Datagram size (at least {HEADER_SIZE}: sequence and timestamp)."
+        ),
+    ] = "64",
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout", "-t", help="How long to wait for late replies after the last send."
+        ),
+    ] = "1s",
+    max_loss: Annotated[
+        float,
+        typer.Option(
+            "--max-loss", min=0, max=100, help="Exit 1 when loss exceeds this percentage."
+        ),
+    ] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
+    sndbuf: opt.SendBuffer = None,
+    rcvbuf: opt.RecvBuffer = None,
+    json: opt.Json = False,
+) -> None:
+    """Send sequenced datagrams and report loss, duplicates, reordering, RTT and jitter (RFC 3550).
+
+    Exit 0 when loss is within --max-loss and every reply was intact, 1 otherwise, 3 when
+    nothing listens on the port.
+    """
+    out = Output(json)
+    where = parse_datagram_endpoint(endpoint)
+    nbytes = parse_size(size, option="--size")
+    if not HEADER_SIZE <= nbytes <= MAX_UDP_PAYLOAD:
+        raise ConfigError(f"--size {size!r}: must be {HEADER_SIZE} to {MAX_UDP_PAYLOAD} bytes")
+    pause = parse_duration(interval, option="--interval")
+    wait = parse_duration(timeout, option="--timeout")
+    sock, _ = create_udp_socket(
+        where, bind=False, options=opt.socket_options(sndbuf, rcvbuf, False)
+    )
+
+    def on_reply(seq: int, n: int, rtt: float, kind: str) -> None:
+        note = "" if kind == "ok" else f" ({kind})"
+        out.event(
+            "reply",
+            None if quiet else f"seq={seq} {n} bytes rtt={rtt * 1000:.3f} ms{note}",
+            seq=seq,
+            bytes=n,
+            rtt_ms=round(rtt * 1000, 3),
+            kind=kind,
+        )
+
+    async def main() -> dict[str, object]:
+        prober = UDPProber(sock, size=nbytes, on_reply=on_reply)
+        report = await prober.run(count, pause, wait)
+        return report.as_dict()
+
+    try:
+        summary = runtime.run(main)
+    finally:
+        sock.close()
+    rtt: dict[str, float] = summary["rtt"]  # type: ignore[assignment]
+    human = (
+        f"{summary['sent']} sent, {summary['received']} received, {summary['loss_percent']}% loss, "
+        f"{summary['duplicates']} duplicate(s), {summary['reordered']} reordered"
+    )
+    if rtt.get("count"):
+        human += (
+            f"\nrtt min/avg/p99/max = {rtt['min_ms']}/{rtt['avg_ms']}/{rtt['p99_ms']}/"
+            f"{rtt['max_ms']} ms, jitter {summary['jitter_ms']} ms"
+        )
+    out.event("summary", human, address=str(where), **summary)
+    loss = float(summary["loss_percent"])  # type: ignore[arg-type]
+    if loss > max_loss:
+        raise CheckFailed(f"loss {loss}% exceeds --max-loss {max_loss}%")
+    if summary["corrupt"]:
+        raise CheckFailed(f"{summary['corrupt']} reply datagram(s) came back corrupted")
+    raise typer.Exit(ExitStatus.SUCCESS)

@@ -1,0 +1,227 @@
+"""UDP without per-datagram allocations: ``recvfrom_into`` one buffer, ``sendto`` a view of it.
+
+asyncio's DatagramProtocol hands every datagram over as a new ``bytes``; these classes register
+the socket with ``loop.add_reader`` instead and read straight into a preallocated buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from netkit.core.probe import make_probe, parse_probe
+from netkit.core.stats import Jitter, RTTSummary, SequenceTracker
+from netkit.errors import ConnectError
+from netkit.net.sockets import describe
+
+# Datagrams handled per readiness callback before yielding to the loop (fairness).
+BATCH = 64
+MAX_UDP_PAYLOAD = 65507
+
+
+@dataclass
+class DatagramStats:
+    """Counters of a UDP echo server."""
+
+    received: int = 0
+    echoed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: int = 0
+    oversize: int = 0
+    send_failed: int = 0
+    peers: set[str] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of a summary."""
+        return {
+            "datagrams_in": self.received,
+            "datagrams_out": self.echoed,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "dropped_on_purpose": self.dropped,
+            "oversize": self.oversize,
+            "send_failed": self.send_failed,
+            "peers": len(self.peers),
+        }
+
+
+class UDPEchoServer:
+    """Echoes every datagram to its sender.
+
+    Args:
+        sock: a bound, non-blocking UDP socket.
+        max_size: the largest datagram echoed; larger ones are counted and dropped.
+        drop_every: drop every Nth datagram (fault injection for testing clients), 0 = never.
+        on_peer: called once with each new peer address.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_size: int = MAX_UDP_PAYLOAD,
+        drop_every: int = 0,
+        on_peer: Callable[[str], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.max_size = max_size
+        self.drop_every = drop_every
+        self.on_peer = on_peer
+        self.stats = DatagramStats()
+        # One byte more than the limit, so an oversize datagram is recognisable.
+        self._buf = bytearray(max_size + 1)
+        self._view = memoryview(self._buf)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start echoing on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+
+    def stop(self) -> None:
+        """Stop reading; the socket stays open."""
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+
+    def _readable(self) -> None:
+        stats, sock, view = self.stats, self.sock, self._view
+        for _ in range(BATCH):
+            try:
+                n, addr = sock.recvfrom_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error from an earlier reply to a peer that went away
+            stats.received += 1
+            stats.bytes_in += n
+            if self.on_peer is not None:
+                peer = describe(addr)
+                if peer not in stats.peers:
+                    stats.peers.add(peer)
+                    self.on_peer(peer)
+            if n > self.max_size:
+                stats.oversize += 1
+                continue
+            if self.drop_every and stats.received % self.drop_every == 0:
+                stats.dropped += 1
+                continue
+            try:
+                sock.sendto(view[:n], addr)
+            except OSError:
+                stats.send_failed += 1  # full send buffer or peer gone: UDP may drop
+                continue
+            stats.echoed += 1
+            stats.bytes_out += n
+
+
+@dataclass
+class ProbeReport:
+    """What a UDP echo client measured."""
+
+    sent: int
+    tracker: SequenceTracker
+    rtts: RTTSummary
+    jitter: Jitter
+    corrupt: int
+    refused: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of a summary."""
+        return {
+            **self.tracker.as_dict(self.sent),
+            "corrupt": self.corrupt,
+            "rtt": self.rtts.as_dict(),
+            "jitter_ms": round(self.jitter.value * 1000, 3),
+        }
+
+
+class UDPProber:
+    """Sends sequenced probes to a UDP echo server and accounts for the replies.
+
+    Args:
+        sock: a connected, non-blocking UDP socket.
+        on_reply: called with (seq, size, rtt seconds, kind) for every valid reply;
+            kind is ``ok``, ``duplicate`` or ``reordered``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        size: int,
+        on_reply: Callable[[int, int, float, str], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.size = size
+        self.on_reply = on_reply
+        self.tracker = SequenceTracker()
+        self.rtts = RTTSummary()
+        self.jitter = Jitter()
+        self.corrupt = 0
+        self.refused = False
+        self.sent = 0
+        self._buf = bytearray(MAX_UDP_PAYLOAD + 1)
+        self._all_in = asyncio.Event()
+        self._expected = 0
+
+    def _readable(self) -> None:
+        for _ in range(BATCH):
+            try:
+                n = self.sock.recv_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                self.refused = True  # ICMP port unreachable: nobody listens there
+                continue
+            now = time.monotonic_ns()
+            probe = parse_probe(memoryview(self._buf)[:n])
+            if probe is None or probe.seq >= self.sent:
+                self.corrupt += 1
+                continue
+            rtt = (now - probe.sent_ns) / 1e9
+            kind = self.tracker.add(probe.seq)
+            if kind != "duplicate":
+                self.rtts.add(rtt)
+                self.jitter.add(rtt)
+            if self.on_reply is not None:
+                self.on_reply(probe.seq, n, rtt, kind)
+            if len(self.tracker.received) >= self._expected:
+                self._all_in.set()
+
+    async def run(self, count: int, interval: float, timeout: float) -> ProbeReport:
+        """Send ``count`` probes ``interval`` s apart, then wait up to ``timeout`` for replies."""
+        loop = asyncio.get_running_loop()
+        self._expected = count
+        loop.add_reader(self.sock.fileno(), self._readable)
+        try:
+            start = loop.time()
+            for seq in range(count):
+                # Paced against the schedule, not the previous send, so drift does not add up.
+                # Always yield, so replies are read as they come instead of overflowing the
+                # socket's receive buffer while we send.
+                await asyncio.sleep(max(0.0, start + seq * interval - loop.time()))
+                self.sent = seq + 1
+                try:
+                    self.sock.send(make_probe(seq, time.monotonic_ns(), self.size))
+                except ConnectionRefusedError:
+                    self.refused = True
+                except BlockingIOError:
+                    pass  # the kernel dropped it for us; it counts as lost
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._all_in.wait()
+            except TimeoutError:
+                pass
+        finally:
+            loop.remove_reader(self.sock.fileno())
+        if self.refused and not self.tracker.received:
+            where = describe(self.sock.getpeername())
+            raise ConnectError(f"nothing listens on udp://{where} (ICMP port unreachable)")
+        return ProbeReport(
+            self.sent, self.tracker, self.rtts, self.jitter, self.corrupt, self.refused
+        )
