@@ -1,0 +1,661 @@
+"""The WebSocket opening handshake (RFC 6455 section 4), both sides, sans-I/O.
+
+Client::
+
+    hs = ClientHandshake("example.test", "/chat", subprotocols=["chat"])
+    send(hs.request())
+    while (response := hs.receive_response(buf)) is None:   # buf: a ReceiveBuffer
+        read more into buf
+    # response.subprotocol, response.deflate; frames that followed the 101 stay in buf
+
+Server::
+
+    hs = ServerHandshake(paths={"/chat"}, subprotocols=["chat"])
+    while (result := hs.receive_request(buf)) is None:
+        read more into buf
+    send(result.response)
+    # Accepted: go on with the WebSocket protocol; HealthCheck / Rejected: close after sending
+
+HTTP heads are read line by line with websockets' limits: 8 KiB per line, 128 header lines.
+Header names are matched case-insensitively and list-valued headers (``Connection``,
+``Upgrade``, ``Sec-WebSocket-Protocol``, ``Sec-WebSocket-Extensions``) are split on commas,
+across repeated header lines too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from netkit.core.buffers import ReceiveBuffer
+from netkit.core.ws.deflate import (
+    EXTENSION_NAME,
+    DeflateParams,
+    ExtensionParams,
+    InvalidExtension,
+    accept_offer,
+    accept_response,
+)
+from netkit.errors import LocalProtocolError, PeerProtocolError
+
+GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_LINE: Final = 8192
+MAX_HEADERS: Final = 128
+WS_VERSION: Final = "13"
+
+_TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_STR_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Visible ASCII, space, tab and obs-text (RFC 7230 field-value), no control characters.
+_VALUE_RE: Final = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+
+
+class InvalidHandshake(PeerProtocolError):
+    """The peer's side of the opening handshake is malformed or does not agree with ours.
+
+    There is no WebSocket connection yet, so there is no close code to answer with.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, close_code=None)
+
+
+class UpgradeRefused(InvalidHandshake):
+    """The server answered the upgrade request with something other than 101.
+
+    Attributes:
+        status_code: the HTTP status code (e.g. 403).
+        reason: the reason phrase (e.g. "Forbidden").
+        headers: the response headers.
+    """
+
+    def __init__(self, status_code: int, reason: str, headers: Headers) -> None:
+        super().__init__(f"upgrade refused: {status_code} {reason}".rstrip())
+        self.status_code = status_code
+        self.reason = reason
+        self.headers = headers
+
+
+class Headers:
+    """HTTP header lines in arrival order, looked up case-insensitively.
+
+    Args:
+        items: ``(name, value)`` pairs.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = list(items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(n.lower() == name.lower() for n, _ in self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def get_all(self, name: str) -> list[str]:
+        """Return every value of header ``name``, in order."""
+        lname = name.lower()
+        return [v for n, v in self._items if n.lower() == lname]
+
+    def get(self, name: str) -> str | None:
+        """Return the value of a header that must appear at most once.
+
+        Raises:
+            InvalidHandshake: the header appears more than once.
+        """
+        values = self.get_all(name)
+        if len(values) > 1:
+            raise InvalidHandshake(f"more than one {name} header")
+        return values[0] if values else None
+
+    def tokens(self, name: str) -> list[str]:
+        """Return the comma-separated elements of every ``name`` header, stripped, in order."""
+        return [t.strip() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+
+
+def accept_key(key: str) -> str:
+    """Compute ``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (4.2.2 step 5.4)."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def generate_key() -> str:
+    """Return a fresh ``Sec-WebSocket-Key``: 16 random bytes, base64-encoded (4.1)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return False
+    return len(raw) == 16
+
+
+def parse_extension_header(values: Iterable[str]) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """Parse ``Sec-WebSocket-Extensions`` values (9.1) into ``(name, [(param, value)])`` pairs.
+
+    Parameter values may be tokens or quoted strings; a parameter without ``=`` has value None.
+
+    Raises:
+        InvalidHandshake: the header does not follow the grammar.
+    """
+    result: list[tuple[str, list[tuple[str, str | None]]]] = []
+    for header in values:
+        for element in _split_quoted(header, ","):
+            if not element.strip():
+                continue
+            parts = _split_quoted(element, ";")
+            name = parts[0].strip()
+            if not _TOKEN_STR_RE.fullmatch(name):
+                raise InvalidHandshake(f"invalid extension name {name!r}")
+            params: list[tuple[str, str | None]] = []
+            for part in parts[1:]:
+                pname, eq, pvalue = part.partition("=")
+                pname, pvalue = pname.strip(), pvalue.strip()
+                if not _TOKEN_STR_RE.fullmatch(pname):
+                    raise InvalidHandshake(f"invalid extension parameter {part!r}")
+                if not eq:
+                    params.append((pname, None))
+                    continue
+                if len(pvalue) >= 2 and pvalue[0] == pvalue[-1] == '"':
+                    pvalue = re.sub(r"\\(.)", r"\1", pvalue[1:-1])
+                if not _TOKEN_STR_RE.fullmatch(pvalue):
+                    raise InvalidHandshake(f"invalid extension parameter value {part!r}")
+                params.append((pname, pvalue))
+            result.append((name, params))
+    return result
+
+
+def _split_quoted(text: str, sep: str) -> list[str]:
+    # Split on ``sep`` outside double-quoted strings (with backslash escapes).
+    parts: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    if quoted:
+        raise InvalidHandshake(f"unterminated quoted string in {text!r}")
+    parts.append(text[start:])
+    return parts
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+def _read_head(buf: ReceiveBuffer) -> tuple[str, Headers] | None:
+    """Read an HTTP head (start line + headers + empty line) from ``buf``, or None if incomplete.
+
+    Consumes the head on success and leaves what follows (a body, or WebSocket frames).
+    Lines end in CRLF; a bare LF is accepted too (RFC 7230 3.5).
+
+    Raises:
+        _HeadTooLarge: a line is longer than MAX_LINE or there are more than MAX_HEADERS.
+        InvalidHandshake: a header line does not parse.
+    """
+    data = buf.view()
+    pos = 0
+    lines: list[bytes] = []
+    while True:
+        end = bytes(data[pos : pos + MAX_LINE + 2]).find(b"\n")
+        if end < 0:
+            if len(data) - pos > MAX_LINE + 1:
+                raise _HeadTooLarge("line too long")
+            return None
+        line = bytes(data[pos : pos + end])
+        pos += end + 1
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > MAX_LINE:
+            raise _HeadTooLarge("line too long")
+        if not line:
+            if not lines:
+                continue  # RFC 7230 3.5: ignore empty lines before the start line.
+            break
+        lines.append(line)
+        if len(lines) > MAX_HEADERS + 1:
+            raise _HeadTooLarge("too many headers")
+    buf.consume(pos)
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN_RE.fullmatch(name):
+            # Also rejects obs-fold continuation lines (RFC 7230 3.2.4).
+            raise InvalidHandshake(f"invalid header line {line[:80]!r}")
+        value = value.strip(b" \t")
+        if not _VALUE_RE.fullmatch(value):
+            raise InvalidHandshake(f"invalid header value for {name.decode()}")
+        headers.append((name.decode("ascii"), value.decode("latin-1")))
+    try:
+        start = lines[0].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise InvalidHandshake("start line is not ASCII") from exc
+    return start, Headers(headers)
+
+
+def http_response(
+    status: int,
+    reason: str,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> bytes:
+    """Serialize an HTTP/1.1 response head, and its body when ``status`` is not 101.
+
+    Args:
+        status: the status code.
+        reason: the reason phrase.
+        headers: header lines; ``Content-Length`` is added for non-101 responses.
+        body: the body of a non-101 response.
+
+    Returns:
+        The bytes to send.
+    """
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if status != 101:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+# --- Client side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandshakeResponse:
+    """A server's accepted (101) response, checked against our request.
+
+    Attributes:
+        status_code: always 101.
+        reason: the reason phrase.
+        headers: the response headers.
+        subprotocol: the subprotocol the server chose among ours, or None.
+        deflate: the agreed permessage-deflate parameters, or None if not in use.
+    """
+
+    status_code: int
+    reason: str
+    headers: Headers
+    subprotocol: str | None = None
+    deflate: DeflateParams | None = None
+
+
+class ClientHandshake:
+    """Builds a client's upgrade request and checks the server's response (4.1).
+
+    Args:
+        host: the ``Host`` header value (``host[:port]``).
+        resource: the request target (path and query), ``/`` by default.
+        origin: the ``Origin`` header, if any.
+        subprotocols: subprotocols to offer, in our order of preference.
+        deflate: permessage-deflate parameters to offer, or None not to offer it.
+        extra_headers: more header lines to send.
+        user: user name for HTTP Basic authentication.
+        password: password for HTTP Basic authentication (empty if None and ``user`` is set).
+        key: the ``Sec-WebSocket-Key`` to use (random by default; tests fix it).
+
+    Attributes:
+        key: the ``Sec-WebSocket-Key`` sent.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        resource: str = "/",
+        *,
+        origin: str | None = None,
+        subprotocols: Sequence[str] = (),
+        deflate: DeflateParams | None = None,
+        extra_headers: Sequence[tuple[str, str]] = (),
+        user: str | None = None,
+        password: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        if not resource.startswith("/"):
+            raise LocalProtocolError(f"resource {resource!r} must start with '/'")
+        for proto in subprotocols:
+            if not _TOKEN_STR_RE.fullmatch(proto):
+                raise LocalProtocolError(f"subprotocol {proto!r} is not an HTTP token")
+        self.host = host
+        self.resource = resource
+        self.origin = origin
+        self.subprotocols = tuple(subprotocols)
+        self.deflate = deflate
+        self.extra_headers = tuple(extra_headers)
+        self.user = user
+        self.password = password
+        self.key = key if key is not None else generate_key()
+
+    def request(self) -> bytes:
+        """Serialize the upgrade request (4.1)."""
+        headers = [
+            ("Host", self.host),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", self.key),
+            ("Sec-WebSocket-Version", WS_VERSION),
+        ]
+        if self.origin is not None:
+            headers.append(("Origin", self.origin))
+        if self.subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(self.subprotocols)))
+        if self.deflate is not None:
+            headers.append(("Sec-WebSocket-Extensions", self.deflate.offer()))
+        if self.user is not None:
+            credentials = f"{self.user}:{self.password or ''}".encode()
+            headers.append(("Authorization", "Basic " + base64.b64encode(credentials).decode()))
+        headers.extend(self.extra_headers)
+        lines = [f"GET {self.resource} HTTP/1.1"] + [f"{n}: {v}" for n, v in headers]
+        for line in lines:
+            if "\r" in line or "\n" in line:
+                raise LocalProtocolError(f"line break in request line {line!r}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+    def receive_response(self, buf: ReceiveBuffer) -> HandshakeResponse | None:
+        """Read and check the server's response; None while it is incomplete.
+
+        On success the response head is consumed and any bytes after it (early frames) are
+        left in ``buf``.
+
+        Raises:
+            UpgradeRefused: the status is not 101 (carries status code and reason).
+            InvalidHandshake: the response is malformed or disagrees with our request.
+        """
+        try:
+            head = _read_head(buf)
+        except _HeadTooLarge as exc:
+            raise InvalidHandshake(f"response head: {exc}") from exc
+        if head is None:
+            return None
+        start, headers = head
+        version, _, rest = start.partition(" ")
+        code_text, _, reason = rest.partition(" ")
+        if version not in ("HTTP/1.1", "HTTP/1.0") or not re.fullmatch(r"[0-9]{3}", code_text):
+            raise InvalidHandshake(f"invalid status line {start[:80]!r}")
+        status = int(code_text)
+        if status != 101:
+            raise UpgradeRefused(status, reason, headers)
+        # 4.1 (client requirements on the response), points 2-6.
+        if "websocket" not in (t.lower() for t in headers.tokens("Upgrade")):
+            raise InvalidHandshake("response without Upgrade: websocket")
+        if "upgrade" not in (t.lower() for t in headers.tokens("Connection")):
+            raise InvalidHandshake("response without Connection: Upgrade")
+        if headers.get("Sec-WebSocket-Accept") != accept_key(self.key):
+            raise InvalidHandshake("wrong or missing Sec-WebSocket-Accept")
+        subprotocol = self._check_subprotocol(headers)
+        deflate = self._check_extensions(headers)
+        return HandshakeResponse(status, reason, headers, subprotocol, deflate)
+
+    def _check_subprotocol(self, headers: Headers) -> str | None:
+        chosen = headers.tokens("Sec-WebSocket-Protocol")
+        if not chosen:
+            return None
+        if len(chosen) > 1:
+            raise InvalidHandshake("server chose more than one subprotocol")
+        if chosen[0] not in self.subprotocols:
+            raise InvalidHandshake(
+                f"server chose subprotocol {chosen[0]!r}, which we did not offer"
+            )
+        return chosen[0]
+
+    def _check_extensions(self, headers: Headers) -> DeflateParams | None:
+        accepted = parse_extension_header(headers.get_all("Sec-WebSocket-Extensions"))
+        agreed: DeflateParams | None = None
+        for name, params in accepted:
+            # 9.1: the server may only answer with extensions we offered, each once.
+            if name.lower() != EXTENSION_NAME or self.deflate is None or agreed is not None:
+                raise InvalidHandshake(f"server accepted extension {name!r}, not offered")
+            try:
+                agreed = accept_response(params, self.deflate)
+            except InvalidExtension as exc:
+                raise InvalidHandshake(f"permessage-deflate: {exc}") from exc
+        return agreed
+
+
+# --- Server side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed HTTP request head.
+
+    Attributes:
+        method: e.g. ``GET``.
+        target: the request target as sent (path and query).
+        version: e.g. ``HTTP/1.1``.
+        headers: the request headers.
+    """
+
+    method: str
+    target: str
+    version: str
+    headers: Headers
+
+    @property
+    def path(self) -> str:
+        """The target without its query string."""
+        return self.target.partition("?")[0]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The upgrade is accepted: send ``response``, then speak WebSocket.
+
+    Attributes:
+        request: the client's request.
+        response: the 101 response to send.
+        subprotocol: the chosen subprotocol, or None.
+        deflate: the agreed permessage-deflate parameters, or None.
+    """
+
+    request: Request
+    response: bytes
+    subprotocol: str | None = None
+    deflate: DeflateParams | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A plain ``GET`` of the health path without Upgrade: send ``response`` (200) and close.
+
+    Attributes:
+        request: the client's request.
+        response: the ``200 OK`` response with body ``ok``.
+    """
+
+    request: Request
+    response: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The request cannot be upgraded: send ``response`` and close.
+
+    Attributes:
+        status_code: 400, 403, 404 or 426.
+        message: why, for logs.
+        response: the HTTP response to send.
+        request: the request, or None if it did not parse.
+    """
+
+    status_code: int
+    message: str
+    response: bytes
+    request: Request | None = None
+
+
+ServerResult = Accepted | HealthCheck | Rejected
+
+_REASONS: Final = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    426: "Upgrade Required",
+}
+
+
+def _reject(
+    status: int,
+    message: str,
+    request: Request | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+) -> Rejected:
+    body = f"{status} {_REASONS[status]}: {message}\n".encode()
+    response = http_response(
+        status,
+        _REASONS[status],
+        [*headers, ("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+        body,
+    )
+    return Rejected(status, message, response, request)
+
+
+@dataclass
+class ServerHandshake:
+    """Reads a client's upgrade request and decides the answer (4.2).
+
+    Subprotocols are chosen by the server's preference, as websockets does: the first of
+    ``subprotocols`` that the client offered, whatever the client's order. No overlap means no
+    subprotocol (the connection still opens; the client decides whether to go on).
+
+    Args:
+        paths: accepted request paths (query ignored), None for any (else 404).
+        origins: accepted ``Origin`` values, None for any (else 403); include None in the
+            collection to accept requests without an Origin header.
+        subprotocols: subprotocols we speak, in our order of preference.
+        deflate: permessage-deflate preferences, or None to refuse compression.
+        health_path: a plain ``GET`` of this path without Upgrade gets :class:`HealthCheck`;
+            None disables it.
+        extra_headers: more header lines for the 101 response.
+    """
+
+    paths: Collection[str] | None = None
+    origins: Collection[str | None] | None = None
+    subprotocols: Sequence[str] = ()
+    deflate: DeflateParams | None = None
+    health_path: str | None = "/health"
+    extra_headers: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+    def receive_request(self, buf: ReceiveBuffer) -> ServerResult | None:
+        """Read the request from ``buf`` and decide; None while the request is incomplete.
+
+        On success the request head is consumed; frames the client sent early stay in ``buf``.
+
+        Returns:
+            :class:`Accepted`, :class:`HealthCheck` or :class:`Rejected` (each with the bytes
+            to send), or None.
+        """
+        try:
+            head = _read_head(buf)
+        except _HeadTooLarge as exc:
+            return _reject(400, f"request head: {exc}")
+        except InvalidHandshake as exc:
+            return _reject(400, str(exc))
+        if head is None:
+            return None
+        start, headers = head
+        parts = start.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return _reject(400, f"not an HTTP request line: {start[:80]!r}")
+        method, target, version = parts
+        request = Request(method, target, version, headers)
+        try:
+            return self._decide(request)
+        except InvalidHandshake as exc:
+            return _reject(400, str(exc), request)
+
+    def _decide(self, request: Request) -> ServerResult:
+        headers = request.headers
+        if request.method != "GET":
+            return _reject(400, f"method {request.method} is not GET", request)
+        if request.version not in ("HTTP/1.1", "HTTP/1.0"):
+            return _reject(400, f"unsupported {request.version}", request)
+        upgrade = [t.lower() for t in headers.tokens("Upgrade")]
+        if self.health_path is not None and not upgrade and request.path == self.health_path:
+            return HealthCheck(
+                request,
+                http_response(
+                    200,
+                    "OK",
+                    [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+                    b"ok\n",
+                ),
+            )
+        if self.paths is not None and request.path not in self.paths:
+            return _reject(404, f"no WebSocket endpoint at {request.path}", request)
+        # 4.2.1: the client's request, points 2-6.
+        if request.version != "HTTP/1.1":
+            return _reject(400, "WebSocket needs HTTP/1.1", request)
+        if "websocket" not in upgrade:
+            # RFC 7231 6.5.15: 426 names the protocol to upgrade to.
+            return _reject(426, "missing Upgrade: websocket", request, [("Upgrade", "websocket")])
+        if "upgrade" not in (t.lower() for t in headers.tokens("Connection")):
+            return _reject(400, "missing Connection: Upgrade", request)
+        if headers.get("Host") is None:
+            return _reject(400, "missing Host header", request)
+        version = headers.get("Sec-WebSocket-Version")
+        if version != WS_VERSION:
+            # 4.4: say which versions we speak.
+            return _reject(
+                426,
+                f"unsupported Sec-WebSocket-Version {version!r}",
+                request,
+                [("Sec-WebSocket-Version", WS_VERSION)],
+            )
+        key = headers.get("Sec-WebSocket-Key")
+        if key is None or not _valid_key(key):
+            return _reject(400, f"invalid Sec-WebSocket-Key {key!r}", request)
+        if self.origins is not None:
+            origin = headers.get("Origin")
+            if origin not in self.origins:
+                return _reject(403, f"origin {origin!r} not allowed", request)
+        subprotocol = self._select_subprotocol(headers)
+        deflate = self._select_deflate(headers)
+        response_headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(key)),
+        ]
+        if subprotocol is not None:
+            response_headers.append(("Sec-WebSocket-Protocol", subprotocol))
+        if deflate is not None:
+            response_headers.append(("Sec-WebSocket-Extensions", deflate.response()))
+        response_headers.extend(self.extra_headers)
+        response = http_response(101, "Switching Protocols", response_headers)
+        return Accepted(request, response, subprotocol, deflate)
+
+    def _select_subprotocol(self, headers: Headers) -> str | None:
+        offered = set(headers.tokens("Sec-WebSocket-Protocol"))
+        for proto in self.subprotocols:
+            if proto in offered:
+                return proto
+        return None
+
+    def _select_deflate(self, headers: Headers) -> DeflateParams | None:
+        if self.deflate is None:
+            return None
+        offers: list[tuple[str, ExtensionParams]] = list(
+            parse_extension_header(headers.get_all("Sec-WebSocket-Extensions"))
+        )
+        return accept_offer(offers, self.deflate)

@@ -1,0 +1,576 @@
+"""The WebSocket connection state machine (RFC 6455 sections 5-7), sans-I/O.
+
+The I/O layer moves bytes; :class:`Protocol` does everything else::
+
+    view = proto.writable()              # or proto.receive_data(data)
+    n = sock.recv_into(view); proto.commit(n)   # n == 0: proto.receive_eof()
+    for event in proto.events_received(): ...   # Message, Ping, Pong, CloseReceived, ...
+    sock.sendmsg(proto.data_to_send())          # header and payload buffers, never joined
+    if proto.should_close_transport(): close the socket
+    elif proto.close_expected(): arm the closing timeout (then close the socket)
+
+States (:class:`State`) and what moves between them (``_TRANSITIONS``)::
+
+    CONNECTING --open()--> OPEN --send_close() / close received / peer error--> CLOSING
+    any state --receive_eof()--> CLOSED
+
+CLOSED means the TCP connection is gone, as in websockets. In CLOSING the peer is expected to
+close soon: either it owes us a close frame, or the closing handshake is over and (7.1.1) the
+server closes TCP first.
+
+Zero copy on receive: a message that arrives in one uncompressed frame is delivered as a
+memoryview of the receive buffer, valid until the buffer is next written (:meth:`writable`,
+:meth:`receive_data`); use ``bytes(event.data)`` to keep it. Events still undelivered when the
+buffer is written are copied first, so they never change under you. A fragmented message is
+joined into a bytearray as its frames arrive: the frames come in separate reads, and the
+buffer is reused between reads, so this copy is necessary.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from dataclasses import dataclass, replace
+from typing import Final
+
+from netkit.core.buffers import ReceiveBuffer
+from netkit.core.ws.deflate import DeflateParams, PerMessageDeflate
+from netkit.core.ws.frames import (
+    CONTROL_OPCODES,
+    DEFAULT_MAX_SIZE,
+    MAX_HEADER_SIZE,
+    CloseCode,
+    Frame,
+    FrameParser,
+    FrameWriter,
+    MaskKeys,
+    Opcode,
+    Side,
+    parse_close_payload,
+    serialize_close_payload,
+)
+from netkit.core.ws.mask import Buffer
+from netkit.errors import LocalProtocolError, PeerProtocolError
+
+__all__ = [
+    "CloseReceived",
+    "ConnectionClosed",
+    "Event",
+    "Message",
+    "Ping",
+    "Pong",
+    "Protocol",
+    "State",
+]
+
+
+# Allowed range of the second byte of a UTF-8 sequence, by lead byte (RFC 3629 section 4);
+# every other continuation byte is 80..BF.
+_UTF8_SECOND: Final = {
+    **{lead: (0x80, 0xBF) for lead in range(0xC2, 0xE0)},
+    0xE0: (0xA0, 0xBF),
+    **{lead: (0x80, 0xBF) for lead in (*range(0xE1, 0xED), 0xEE, 0xEF)},
+    0xED: (0x80, 0x9F),
+    0xF0: (0x90, 0xBF),
+    **{lead: (0x80, 0xBF) for lead in range(0xF1, 0xF4)},
+    0xF4: (0x80, 0x8F),
+}
+
+
+def _utf8_prefix_ok(pending: bytes) -> bool:
+    # Python's incremental decoder holds back an incomplete sequence without checking it
+    # (b"\xed\xa0" passes until its third byte arrives); check it so as to fail fast.
+    bounds = _UTF8_SECOND.get(pending[0])
+    if bounds is None:
+        return False
+    if len(pending) > 1 and not bounds[0] <= pending[1] <= bounds[1]:
+        return False
+    return all(0x80 <= b <= 0xBF for b in pending[2:])
+
+
+class State(enum.IntEnum):
+    """Connection states (RFC 6455 section 4 for CONNECTING, section 7 for the rest)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+# State transitions as data: (state, what happened) -> next state. Anything missing is misuse.
+_TRANSITIONS: Final[dict[tuple[State, str], State]] = {
+    (State.CONNECTING, "open"): State.OPEN,
+    (State.OPEN, "send_close"): State.CLOSING,
+    (State.OPEN, "receive_close"): State.CLOSING,
+    (State.CLOSING, "receive_close"): State.CLOSING,
+    (State.OPEN, "fail"): State.CLOSING,
+    (State.CLOSING, "fail"): State.CLOSING,
+    (State.CONNECTING, "eof"): State.CLOSED,
+    (State.OPEN, "eof"): State.CLOSED,
+    (State.CLOSING, "eof"): State.CLOSED,
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A complete data message.
+
+    Attributes:
+        data: the payload. A memoryview of the receive buffer for a single uncompressed frame
+            (valid until the buffer is next written), a bytearray for a fragmented message
+            (joined), bytes for a compressed one (decompressed).
+        text: a text message (valid UTF-8, checked) rather than binary.
+    """
+
+    data: Buffer
+    text: bool = False
+
+    def __repr__(self) -> str:
+        # Payloads can be megabytes: show the size and a prefix only.
+        head = bytes(self.data[:32])
+        more = "..." if len(self.data) > 32 else ""
+        return f"Message({head!r}{more}, len={len(self.data)}, text={self.text})"
+
+    @property
+    def opcode(self) -> Opcode:
+        """The opcode of the message's first frame."""
+        return Opcode.TEXT if self.text else Opcode.BINARY
+
+    def as_text(self) -> str:
+        """Decode a text message (already validated, so this cannot fail for text)."""
+        return bytes(self.data).decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A ping from the peer (5.5.2); a pong has already been queued if ``auto_pong`` is on.
+
+    Attributes:
+        payload: the ping's application data (copied: at most 125 bytes).
+    """
+
+    payload: bytes = b""
+
+
+@dataclass(frozen=True)
+class Pong:
+    """A pong from the peer (5.5.3).
+
+    Attributes:
+        payload: the pong's application data (copied: at most 125 bytes).
+    """
+
+    payload: bytes = b""
+
+
+@dataclass(frozen=True)
+class CloseReceived:
+    """The peer sent a close frame (5.5.1); if we had not sent one, an echo is queued.
+
+    Attributes:
+        code: the status code, 1005 if the frame had none.
+        reason: the reason, possibly empty.
+    """
+
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """The TCP connection is closed (:meth:`Protocol.receive_eof`); the last event.
+
+    Attributes:
+        code: the close code received, 1006 if the connection dropped without one (7.1.5).
+        reason: the close reason received.
+        error: the peer's protocol violation that made us fail the connection, if any.
+    """
+
+    code: int
+    reason: str = ""
+    error: PeerProtocolError | None = None
+
+
+Event = Message | Ping | Pong | CloseReceived | ConnectionClosed
+
+
+class Protocol:
+    """One side of a WebSocket connection: bytes in, events and bytes out.
+
+    Args:
+        side: client or server (who masks, 5.1).
+        state: OPEN after a completed handshake (the default), or CONNECTING to let the
+            handshake read from :attr:`buffer` first and call :meth:`open` after.
+        max_size: the largest message accepted, in bytes after decompression, across
+            fragments (1009); None for no limit.
+        deflate: the agreed permessage-deflate parameters, or None.
+        buffer: the receive buffer to parse, e.g. the one the handshake was read from (bytes
+            after the handshake stay in it); its ``max_size`` is raised to fit one frame.
+        keys: source of masking keys (tests inject fixed ones).
+        auto_pong: answer pings automatically (5.5.2).
+    """
+
+    def __init__(
+        self,
+        side: Side,
+        *,
+        state: State = State.OPEN,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        deflate: DeflateParams | None = None,
+        buffer: ReceiveBuffer | None = None,
+        keys: MaskKeys | None = None,
+        auto_pong: bool = True,
+    ) -> None:
+        if state not in (State.CONNECTING, State.OPEN):
+            raise LocalProtocolError(f"a protocol starts CONNECTING or OPEN, not {state.name}")
+        self.side = side
+        self.max_size = max_size
+        self.auto_pong = auto_pong
+        self._state: State = state
+        self._buffer = buffer if buffer is not None else ReceiveBuffer()
+        if max_size is not None and self._buffer.max_size < max_size + MAX_HEADER_SIZE:
+            # A frame of max_size bytes and its header must fit in the buffer at once.
+            self._buffer.max_size = max_size + MAX_HEADER_SIZE
+        self._parser = FrameParser(side, max_size=max_size)
+        self._writer = FrameWriter(side, keys=keys)
+        self._deflate: PerMessageDeflate | None = None
+        if deflate is not None:
+            self._set_deflate(deflate)
+        self._events: list[Event] = []
+        self._output: list[Buffer] = []
+        # The message being received: None between messages.
+        self._msg_text: bool | None = None
+        self._msg_compressed = False
+        self._msg_parts = bytearray()
+        self._msg_size = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        # Closing handshake (7.1.2, 7.1.3).
+        self.close_sent: tuple[int, str] | None = None
+        self.close_received: tuple[int, str] | None = None
+        self.error: PeerProtocolError | None = None
+        self._eof = False
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The connection state."""
+        return self._state
+
+    @property
+    def buffer(self) -> ReceiveBuffer:
+        """The receive buffer (write into it through :meth:`writable`/:meth:`commit`)."""
+        return self._buffer
+
+    @property
+    def deflate(self) -> DeflateParams | None:
+        """The permessage-deflate parameters in use, or None."""
+        return self._deflate.params if self._deflate is not None else None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code to report: received, else 1006 once closed, else None."""
+        if self.close_received is not None:
+            return self.close_received[0]
+        return CloseCode.ABNORMAL_CLOSURE if self._state is State.CLOSED else None
+
+    def _transition(self, what: str) -> None:
+        try:
+            self._state = _TRANSITIONS[self._state, what]
+        except KeyError:
+            raise LocalProtocolError(
+                f"cannot {what.replace('_', ' ')} in state {self._state.name}"
+            ) from None
+
+    def _set_deflate(self, params: DeflateParams) -> None:
+        self._deflate = PerMessageDeflate(params, self.side)
+        # RFC 7692 6: permessage-deflate uses RSV1.
+        self._parser.rsv1_allowed = True
+
+    def open(self, *, deflate: DeflateParams | None = None) -> None:
+        """Finish CONNECTING: the handshake succeeded. Parses frames already buffered.
+
+        Args:
+            deflate: the agreed permessage-deflate parameters, or None.
+        """
+        self._transition("open")
+        if deflate is not None:
+            self._set_deflate(deflate)
+        self._parse()
+
+    def close_expected(self) -> bool:
+        """Tell whether the peer should close the connection soon (arm the closing timeout).
+
+        True in CLOSING: the peer owes us a close frame, or the closing handshake is over and
+        the server is to close TCP first (7.1.1). On expiry the I/O layer closes the socket.
+        """
+        return self._state is State.CLOSING
+
+    def should_close_transport(self) -> bool:
+        """Tell whether we should close the TCP connection once :meth:`data_to_send` is sent.
+
+        True for the server when the closing handshake is over (7.1.1: the server closes
+        first) and for either side after failing the connection (7.1.7).
+        """
+        if self._state is not State.CLOSING:
+            return False
+        if self.error is not None:
+            return True
+        done = self.close_sent is not None and self.close_received is not None
+        return done and self.side is Side.SERVER
+
+    # --- receiving ------------------------------------------------------------------------
+
+    def writable(self, min_size: int = 1) -> memoryview:
+        """Return buffer space for the I/O layer to read into (then call :meth:`commit`).
+
+        Undelivered events that point into the buffer are copied first (see module docs).
+        ``min_size`` is capped so that it never asks the buffer for more than it may hold.
+        """
+        self._detach_events()
+        room = self._buffer.max_size - len(self._buffer)
+        return self._buffer.writable(max(1, min(min_size, room)))
+
+    def commit(self, nbytes: int) -> None:
+        """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""
+        self._buffer.commit(nbytes)
+        self._parse()
+
+    def receive_data(self, data: Buffer) -> None:
+        """Feed bytes that were read some other way (copied into the buffer), and parse them."""
+        self._detach_events()
+        self._buffer.extend(data)
+        self._parse()
+
+    def receive_eof(self) -> None:
+        """The peer closed the TCP connection: move to CLOSED and emit ConnectionClosed."""
+        if self._eof:
+            return
+        self._eof = True
+        self._transition("eof")
+        code, reason = self.close_received or (CloseCode.ABNORMAL_CLOSURE, "")
+        self._events.append(ConnectionClosed(code, reason, self.error))
+
+    def events_received(self) -> list[Event]:
+        """Return the events parsed since the last call, and forget them."""
+        events, self._events = self._events, []
+        return events
+
+    def _detach_events(self) -> None:
+        # The buffer is about to be written: copy payloads that still point into it.
+        for i, event in enumerate(self._events):
+            if isinstance(event, Message) and isinstance(event.data, memoryview):
+                self._events[i] = replace(event, data=bytes(event.data))
+
+    def _parse(self) -> None:
+        parser, buf = self._parser, self._buffer
+        while self._state is State.OPEN or (
+            self._state is State.CLOSING and self.close_received is None and self.error is None
+        ):
+            limit = self.max_size
+            if limit is not None and self._msg_text is not None and not self._msg_compressed:
+                limit -= self._msg_size  # what is left of this message's budget
+            try:
+                frame = parser.parse(buf, max_size=limit)
+                if frame is None:
+                    return
+                self._handle(frame)
+            except PeerProtocolError as exc:
+                self._fail(exc)
+        if self._state is not State.CONNECTING and len(buf):
+            # After the peer's close frame nothing more may come (5.5.1); after failing,
+            # 7.1.7 says not to process anything else: drop it.
+            buf.consume(len(buf))
+
+    def _handle(self, frame: Frame) -> None:
+        op = frame.opcode
+        if frame.rsv1 and op in CONTROL_OPCODES:
+            # RFC 7692 6: permessage-deflate applies to data messages only.
+            raise PeerProtocolError(f"RSV1 set on a {op.name} frame")
+        if op is Opcode.PING:
+            payload = bytes(frame.payload)
+            self._events.append(Ping(payload))
+            # 5.5.2: answer with a pong carrying the same data, unless we are closing.
+            if self.auto_pong and self._state is State.OPEN:
+                self._send_frame(Frame(Opcode.PONG, payload))
+        elif op is Opcode.PONG:
+            self._events.append(Pong(bytes(frame.payload)))
+        elif op is Opcode.CLOSE:
+            self._receive_close(frame)
+        else:
+            self._receive_data_frame(frame)
+
+    def _receive_data_frame(self, frame: Frame) -> None:
+        op = frame.opcode
+        if op is Opcode.CONT:
+            # 5.4: a continuation needs a fragmented message to continue.
+            if self._msg_text is None:
+                raise PeerProtocolError("continuation frame without a message to continue")
+            if frame.rsv1:
+                # RFC 7692 6.1: only the first frame of a message carries RSV1.
+                raise PeerProtocolError("RSV1 set on a continuation frame")
+        else:
+            # 5.4: a new message may not start inside a fragmented one.
+            if self._msg_text is not None:
+                raise PeerProtocolError("new data frame inside a fragmented message")
+            self._msg_text = op is Opcode.TEXT
+            self._msg_compressed = frame.rsv1
+            self._msg_size = 0
+            self._utf8.reset()
+        data: Buffer = frame.payload
+        if self._msg_compressed:
+            assert self._deflate is not None  # rsv1 is only accepted with deflate
+            budget = None if self.max_size is None else self.max_size - self._msg_size
+            data = self._deflate.decompress(data, fin=frame.fin, max_size=budget)
+        self._msg_size += len(data)
+        if self._msg_text:
+            try:
+                # 8.1: fail as soon as the bytes cannot be UTF-8, frame by frame; a code point
+                # split across frames waits in the decoder.
+                self._utf8.decode(data, frame.fin)
+            except UnicodeDecodeError as exc:
+                raise PeerProtocolError("invalid UTF-8 in a text message", close_code=1007) from exc
+            pending = self._utf8.getstate()[0]
+            if pending and not _utf8_prefix_ok(pending):
+                raise PeerProtocolError("invalid UTF-8 in a text message", close_code=1007)
+        if frame.fin and not self._msg_parts:
+            # A whole message in one frame: hand out the view (or decompressed bytes) as is.
+            message = Message(data, self._msg_text)
+        else:
+            # Fragments arrive in separate reads and the buffer is reused: join them (a copy).
+            self._msg_parts += data
+            if not frame.fin:
+                return
+            message = Message(self._msg_parts, self._msg_text)
+            self._msg_parts = bytearray()
+        self._msg_text = None
+        self._events.append(message)
+
+    def _receive_close(self, frame: Frame) -> None:
+        code, reason = parse_close_payload(frame.payload)
+        self.close_received = (code, reason)
+        self._events.append(CloseReceived(code, reason))
+        if self.close_sent is None:
+            # 5.5.1: reply with a close frame, echoing the status code.
+            self._queue_close(None if code == CloseCode.NO_STATUS_RCVD else code, "")
+        self._transition("receive_close")
+
+    def _fail(self, exc: PeerProtocolError) -> None:
+        # 7.1.7 Fail the WebSocket Connection: send a close frame with the code, stop reading.
+        self.error = exc
+        if self.close_sent is None:
+            code = exc.close_code or CloseCode.PROTOCOL_ERROR
+            reason = str(exc).encode("utf-8")[:123].decode("utf-8", "ignore")
+            self._queue_close(code, reason)
+        self._transition("fail")
+
+    # --- sending --------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[Buffer]:
+        """Return the buffers to write, in order, and forget them.
+
+        Headers and payloads are separate buffers: write them with one scatter-gather call
+        (``socket.sendmsg``, ``transport.writelines``), do not join them.
+        """
+        out, self._output = self._output, []
+        return out
+
+    def _send_frame(self, frame: Frame) -> None:
+        self._output.extend(self._writer.write(frame))
+
+    def _check_can_send_data(self) -> None:
+        # 5.5.1: no data frames after a close frame.
+        if self._state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send a message in state {self._state.name}")
+
+    def _send_message(
+        self, opcode: Opcode, data: Buffer, fragment_size: int | None, compress: bool
+    ) -> None:
+        self._check_can_send_data()
+        if fragment_size is not None and fragment_size <= 0:
+            raise LocalProtocolError("fragment_size must be positive")
+        rsv1 = False
+        if self._deflate is not None and compress:
+            data = self._deflate.compress(data)
+            rsv1 = True  # RFC 7692 6: RSV1 on the first frame only.
+        if fragment_size is None or len(data) <= fragment_size:
+            self._send_frame(Frame(opcode, data, rsv1=rsv1))
+            return
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), fragment_size):
+            chunk = view[start : start + fragment_size]
+            last = start + fragment_size >= len(view)
+            self._send_frame(Frame(opcode, chunk, fin=last, rsv1=rsv1))
+            opcode, rsv1 = Opcode.CONT, False
+
+    def send_text(
+        self, data: str | Buffer, *, fragment_size: int | None = None, compress: bool = True
+    ) -> None:
+        """Queue a text message.
+
+        Args:
+            data: the text, or its UTF-8 encoding (not re-checked).
+            fragment_size: split into frames of at most this many payload bytes.
+            compress: use permessage-deflate if negotiated.
+
+        Raises:
+            LocalProtocolError: the connection is not OPEN.
+        """
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        self._send_message(Opcode.TEXT, payload, fragment_size, compress)
+
+    def send_binary(
+        self, data: Buffer, *, fragment_size: int | None = None, compress: bool = True
+    ) -> None:
+        """Queue a binary message. On a server the payload is not copied: keep it unchanged
+        until :meth:`data_to_send`'s buffers are written.
+
+        Args:
+            data: the payload.
+            fragment_size: split into frames of at most this many payload bytes.
+            compress: use permessage-deflate if negotiated.
+
+        Raises:
+            LocalProtocolError: the connection is not OPEN.
+        """
+        self._send_message(Opcode.BINARY, data, fragment_size, compress)
+
+    def send_ping(self, payload: Buffer = b"") -> None:
+        """Queue a ping (5.5.2).
+
+        Raises:
+            LocalProtocolError: a close frame was already sent, or payload > 125 bytes.
+        """
+        if self.close_sent is not None or self._state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send a ping in state {self._state.name}")
+        self._send_frame(Frame(Opcode.PING, bytes(payload)))
+
+    def send_pong(self, payload: Buffer = b"") -> None:
+        """Queue an unsolicited pong (5.5.3), or a reply when ``auto_pong`` is off.
+
+        Raises:
+            LocalProtocolError: a close frame was already sent, or payload > 125 bytes.
+        """
+        if self.close_sent is not None or self._state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send a pong in state {self._state.name}")
+        self._send_frame(Frame(Opcode.PONG, bytes(payload)))
+
+    def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake (7.1.2): queue a close frame and move to CLOSING.
+
+        Args:
+            code: the status code, or None for a close frame without one.
+            reason: at most 123 bytes of UTF-8.
+
+        Raises:
+            LocalProtocolError: not OPEN, or an invalid code or reason.
+        """
+        if self._state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send a close frame in state {self._state.name}")
+        self._queue_close(code, reason)
+        self._transition("send_close")
+
+    def _queue_close(self, code: int | None, reason: str) -> None:
+        payload = serialize_close_payload(code, reason)
+        self.close_sent = (code if code is not None else CloseCode.NO_STATUS_RCVD, reason)
+        self._send_frame(Frame(Opcode.CLOSE, payload))

@@ -1,0 +1,402 @@
+"""Opening handshake (RFC 6455 section 4): request, response, limits and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from netkit.core.buffers import ReceiveBuffer
+from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.handshake import (
+    MAX_HEADERS,
+    MAX_LINE,
+    Accepted,
+    ClientHandshake,
+    Headers,
+    HealthCheck,
+    InvalidHandshake,
+    Rejected,
+    ServerHandshake,
+    UpgradeRefused,
+    accept_key,
+    parse_extension_header,
+)
+from netkit.errors import LocalProtocolError
+
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+# RFC 6455 section 1.3 / 4.1, written out.
+RFC_REQUEST = (
+    b"GET /chat HTTP/1.1\r\n"
+    b"Host: server.example.com\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Origin: http://example.com\r\n"
+    b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+
+
+def buffer_of(data: bytes) -> ReceiveBuffer:
+    buf = ReceiveBuffer()
+    buf.extend(data)
+    return buf
+
+
+def serve(request: bytes, **kwargs: object) -> Accepted | HealthCheck | Rejected:
+    result = ServerHandshake(**kwargs).receive_request(buffer_of(request))  # type: ignore[arg-type]
+    assert result is not None
+    return result
+
+
+def rejected(request: bytes, status: int, **kwargs: object) -> Rejected:
+    result = serve(request, **kwargs)
+    assert isinstance(result, Rejected), result
+    assert result.status_code == status, result.message
+    assert result.response.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Connection: close\r\n" in result.response
+    return result
+
+
+def request_with(*, drop: str | None = None, **replace: str) -> bytes:
+    """The RFC request with one header replaced or dropped."""
+    lines = RFC_REQUEST.decode().split("\r\n")
+    out = []
+    for line in lines:
+        name = line.partition(":")[0]
+        if name == drop:
+            continue
+        key = name.replace("-", "_")
+        out.append(f"{name}: {replace[key]}" if key in replace else line)
+    return "\r\n".join(out).encode()
+
+
+def test_rfc_accept_key() -> None:
+    assert accept_key(RFC_KEY) == RFC_ACCEPT
+
+
+def test_rfc_request_is_accepted_with_rfc_response() -> None:
+    result = serve(RFC_REQUEST, subprotocols=["chat"])
+    assert isinstance(result, Accepted)
+    assert result.subprotocol == "chat"
+    assert result.response == (
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: chat\r\n"
+        b"\r\n"
+    )
+    assert result.request.path == "/chat"
+
+
+def test_client_request_bytes() -> None:
+    hs = ClientHandshake(
+        "server.example.com",
+        "/chat",
+        origin="http://example.com",
+        subprotocols=["chat", "superchat"],
+        key=RFC_KEY,
+        extra_headers=[("X-Trace", "1")],
+        user="user",
+        password="pass",
+    )
+    assert hs.request() == (
+        b"GET /chat HTTP/1.1\r\n"
+        b"Host: server.example.com\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+        b"Origin: http://example.com\r\n"
+        b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+        b"Authorization: Basic dXNlcjpwYXNz\r\n"
+        b"X-Trace: 1\r\n"
+        b"\r\n"
+    )
+
+
+def test_client_key_is_random_16_bytes() -> None:
+    import base64
+
+    keys = {ClientHandshake("h").key for _ in range(20)}
+    assert len(keys) == 20
+    assert all(len(base64.b64decode(k)) == 16 for k in keys)
+
+
+def test_client_refuses_bad_arguments() -> None:
+    with pytest.raises(LocalProtocolError):
+        ClientHandshake("h", "chat")
+    with pytest.raises(LocalProtocolError):
+        ClientHandshake("h", subprotocols=["bad proto"])
+    with pytest.raises(LocalProtocolError):
+        ClientHandshake("h", extra_headers=[("X", "a\r\nInjected: 1")]).request()
+
+
+def test_full_handshake_with_deflate_and_early_frame() -> None:
+    client = ClientHandshake("h", "/ws", subprotocols=["a", "b"], deflate=DeflateParams())
+    server = ServerHandshake(paths={"/ws"}, subprotocols=["b", "a"], deflate=DeflateParams())
+    sbuf = ReceiveBuffer()
+    request = client.request()
+    # Byte by byte: None until the head is complete.
+    for i, byte in enumerate(request):
+        sbuf.extend(bytes([byte]))
+        result = server.receive_request(sbuf)
+        assert (result is None) == (i < len(request) - 1)
+    assert isinstance(result, Accepted)
+    assert result.subprotocol == "b"  # the server's preference wins
+    assert result.deflate == DeflateParams()
+    cbuf = ReceiveBuffer()
+    response = result.response + b"\x81\x02hi"  # a frame right behind the 101
+    for i in range(len(response)):
+        cbuf.extend(response[i : i + 1])
+        got = client.receive_response(cbuf)
+        if got is not None:
+            break
+    assert i == len(result.response) - 1
+    assert got is not None and got.subprotocol == "b" and got.deflate == DeflateParams()
+    cbuf.extend(response[i + 1 :])
+    assert bytes(cbuf.view()) == b"\x81\x02hi"  # left for the frame parser
+
+
+def test_subprotocol_no_overlap_means_none() -> None:
+    result = serve(RFC_REQUEST, subprotocols=["mqtt"])
+    assert isinstance(result, Accepted) and result.subprotocol is None
+    assert b"Sec-WebSocket-Protocol" not in result.response
+
+
+def test_header_names_and_tokens_are_case_insensitive_and_comma_tolerant() -> None:
+    request = (
+        b"GET / HTTP/1.1\r\nhost: h\r\nupgrade: WebSocket\r\n"
+        b"connection: keep-alive, UPGRADE\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"sec-websocket-version: 13\r\nSec-WebSocket-Protocol: x\r\n"
+        b"Sec-WebSocket-Protocol: chat\r\n\r\n"
+    )
+    result = serve(request, subprotocols=["chat"])
+    assert isinstance(result, Accepted)
+    assert result.subprotocol == "chat"
+
+
+def test_bare_lf_line_endings_are_accepted() -> None:
+    result = serve(RFC_REQUEST.replace(b"\r\n", b"\n"))
+    assert isinstance(result, Accepted)
+
+
+# --- health check --------------------------------------------------------------------------
+
+
+def test_health_check() -> None:
+    result = serve(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(result, HealthCheck)
+    assert result.response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert result.response.endswith(b"\r\n\r\nok\n")
+    assert b"Content-Length: 3\r\n" in result.response
+
+
+def test_health_check_disabled_or_other_path() -> None:
+    rejected(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 426, health_path=None)
+    rejected(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n", 426)
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+def test_wrong_version_is_426_with_supported_version() -> None:
+    result = rejected(request_with(Sec_WebSocket_Version="8"), 426)
+    assert b"Sec-WebSocket-Version: 13\r\n" in result.response
+    rejected(request_with(drop="Sec-WebSocket-Version"), 426)
+
+
+def test_missing_upgrade_is_426() -> None:
+    result = rejected(request_with(drop="Upgrade"), 426)
+    assert b"Upgrade: websocket\r\n" in result.response
+    rejected(request_with(Upgrade="h2c"), 426)
+
+
+def test_origin_not_allowed_is_403() -> None:
+    rejected(RFC_REQUEST, 403, origins={"https://good.test"})
+    rejected(request_with(drop="Origin"), 403, origins={"https://good.test"})
+    allowed = serve(request_with(drop="Origin"), origins={"https://good.test", None})
+    assert isinstance(allowed, Accepted)
+    assert isinstance(serve(RFC_REQUEST, origins={"http://example.com"}), Accepted)
+
+
+def test_wrong_path_is_404() -> None:
+    rejected(RFC_REQUEST, 404, paths={"/ws"})
+    ok = serve(RFC_REQUEST.replace(b"/chat", b"/ws?token=1"), paths={"/ws"})
+    assert isinstance(ok, Accepted)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"hello\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS ClientHello-ish
+        b"GET /chat\r\n\r\n",
+        RFC_REQUEST.replace(b"GET", b"POST"),
+        RFC_REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        RFC_REQUEST.replace(b"HTTP/1.1", b"HTTP/2.0"),
+        request_with(drop="Connection"),
+        request_with(Connection="keep-alive"),
+        request_with(drop="Host"),
+        request_with(drop="Sec-WebSocket-Key"),
+        request_with(Sec_WebSocket_Key="dG9vIHNob3J0"),  # 9 bytes
+        request_with(Sec_WebSocket_Key="not base64!!"),
+        RFC_REQUEST.replace(b"Host:", b"Host :"),
+        RFC_REQUEST.replace(b"Upgrade: websocket\r\n", b"Upgrade websocket\r\n"),
+        RFC_REQUEST.replace(b"Origin:", b" Origin:"),  # obs-fold
+        RFC_REQUEST.replace(b"Host: server.example.com", b"Host: a\x00b"),
+        RFC_REQUEST.replace(
+            b"\r\n\r\n", b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    ],
+)
+def test_invalid_requests_are_400(request_bytes: bytes) -> None:
+    rejected(request_bytes, 400)
+
+
+def test_request_line_too_long() -> None:
+    long_target = b"/" + b"a" * MAX_LINE
+    # Rejected without waiting for the end of the line.
+    buf = buffer_of(b"GET " + long_target)
+    result = ServerHandshake().receive_request(buf)
+    assert isinstance(result, Rejected) and result.status_code == 400
+    assert "too long" in result.message
+
+
+def test_header_line_too_long() -> None:
+    line = b"X-Big: " + b"a" * (MAX_LINE - 7) + b"\r\n"  # exactly MAX_LINE: fine
+    assert isinstance(serve(RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + line + b"\r\n")), Accepted)
+    line = b"X-Big: " + b"a" * (MAX_LINE - 6) + b"\r\n"
+    rejected(RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + line + b"\r\n"), 400)
+
+
+def test_too_many_headers() -> None:
+    base = RFC_REQUEST.count(b"\r\n") - 2  # header lines in the RFC request
+    fill = MAX_HEADERS - base
+    ok = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + b"X-A: 1\r\n" * fill + b"\r\n")
+    assert isinstance(serve(ok), Accepted)
+    too_many = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + b"X-A: 1\r\n" * (fill + 1) + b"\r\n")
+    result = rejected(too_many, 400)
+    assert "too many headers" in result.message
+
+
+def test_incomplete_request_needs_more() -> None:
+    buf = buffer_of(RFC_REQUEST[:-2])
+    assert ServerHandshake().receive_request(buf) is None
+    assert len(buf) == len(RFC_REQUEST) - 2  # nothing consumed
+
+
+# --- client checks of the response -------------------------------------------------------
+
+
+def client_response(response: bytes, **kwargs: object) -> object:
+    hs = ClientHandshake("h", key=RFC_KEY, **kwargs)  # type: ignore[arg-type]
+    return hs.receive_response(buffer_of(response))
+
+
+GOOD_RESPONSE = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+
+
+def test_client_accepts_good_response() -> None:
+    response = client_response(GOOD_RESPONSE)
+    assert response is not None
+    assert response.status_code == 101  # type: ignore[attr-defined]
+
+
+def test_non_101_is_upgrade_refused_with_status() -> None:
+    with pytest.raises(UpgradeRefused) as info:
+        client_response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    assert info.value.status_code == 403
+    assert info.value.reason == "Forbidden"
+    assert str(info.value) == "upgrade refused: 403 Forbidden"
+    assert info.value.close_code is None
+    assert info.value.headers.get("content-length") == "0"
+
+
+@pytest.mark.parametrize(
+    ("response", "kwargs"),
+    [
+        (GOOD_RESPONSE.replace(b"s3pP", b"AAAA"), {}),
+        (GOOD_RESPONSE.replace(b"Upgrade: websocket\r\n", b""), {}),
+        (GOOD_RESPONSE.replace(b"Connection: Upgrade\r\n", b""), {}),
+        (GOOD_RESPONSE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: chat\r\n\r\n"), {}),
+        (
+            GOOD_RESPONSE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: a, b\r\n\r\n"),
+            {"subprotocols": ["a", "b"]},
+        ),
+        (GOOD_RESPONSE.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: x-foo\r\n\r\n"), {}),
+        (
+            GOOD_RESPONSE.replace(
+                b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+            ),
+            {},
+        ),
+        (
+            GOOD_RESPONSE.replace(
+                b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate; foo\r\n\r\n"
+            ),
+            {"deflate": DeflateParams()},
+        ),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", {}),
+        (b"HTTP/1.1 1O1 Switching\r\n\r\n", {}),
+    ],
+)
+def test_client_rejects_bad_responses(response: bytes, kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidHandshake) as info:
+        client_response(response, **kwargs)
+    assert not isinstance(info.value, UpgradeRefused)
+
+
+def test_client_accepts_chosen_subprotocol_and_deflate() -> None:
+    response = GOOD_RESPONSE.replace(
+        b"\r\n\r\n",
+        b"\r\nSec-WebSocket-Protocol: b\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n\r\n",
+    )
+    got = client_response(response, subprotocols=["a", "b"], deflate=DeflateParams())
+    assert got.subprotocol == "b"  # type: ignore[attr-defined]
+    assert got.deflate == DeflateParams(server_max_window_bits=10)  # type: ignore[attr-defined]
+
+
+def test_client_response_incomplete_and_too_long() -> None:
+    assert client_response(GOOD_RESPONSE[:-1]) is None
+    with pytest.raises(InvalidHandshake):
+        client_response(b"HTTP/1.1 101 " + b"x" * (MAX_LINE + 10))
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def test_parse_extension_header() -> None:
+    assert parse_extension_header(
+        [
+            'permessage-deflate; client_max_window_bits; server_max_window_bits="10", x-foo',
+            "permessage-deflate",
+        ]
+    ) == [
+        (
+            "permessage-deflate",
+            [("client_max_window_bits", None), ("server_max_window_bits", "10")],
+        ),
+        ("x-foo", []),
+        ("permessage-deflate", []),
+    ]
+    with pytest.raises(InvalidHandshake):
+        parse_extension_header(["permessage-deflate; a=b c"])
+    with pytest.raises(InvalidHandshake):
+        parse_extension_header(['permessage-deflate; a="unterminated'])
+
+
+def test_headers_lookup() -> None:
+    headers = Headers([("A", "1"), ("a", "2, 3"), ("B", "x")])
+    assert headers.get_all("a") == ["1", "2, 3"]
+    assert headers.tokens("A") == ["1", "2", "3"]
+    assert "b" in headers and "c" not in headers
+    with pytest.raises(InvalidHandshake):
+        headers.get("a")
