@@ -1,0 +1,763 @@
+"""Compare ``netkit tcp-echo`` with its anchors on loopback: round trips and bulk throughput.
+
+Usage::
+
+    python benchmarks/tcp_echo.py [--quick] [--json [PATH]] [--only rtt|bulk] [--pin same|split]
+
+Run it with the Python that has netkit installed (``/tmp/venv/bin/python`` in the dev setup).
+Everything runs on 127.0.0.1; every load loop stops after a fixed time *and* a fixed count.
+
+1. **Round trips** -- one connection, closed loop: send 32 bytes, wait for the 32-byte echo,
+   repeat for a fixed time. The client is the same for every server: a blocking socket with
+   TCP_NODELAY, ``sendall`` and ``recv_into`` a preallocated buffer, in this process (the servers
+   are subprocesses). Servers:
+
+   - ``netkit tcp-echo serve`` on uvloop (the default loop) and with ``--loop asyncio``;
+   - a plain asyncio-streams echo server (``asyncio.start_server``, ``reader.read(65536)``,
+     ``writer.write``, ``await writer.drain()``) on the stock asyncio loop;
+   - ``socat TCP-LISTEN:PORT,fork,reuseaddr PIPE``.
+
+   Runs are interleaved (run 1 of every server, then run 2, ...) with the order rotated each
+   time, so that noise on the machine spreads over all servers. Besides round trips per second,
+   the server's CPU time per round trip is read from ``/proc``, and so is the CPU each side ran
+   on: the client's own cost is in every round trip, and on a small VM a wake-up across CPUs
+   costs more than the echo itself, so the rate alone can hide the servers' difference.
+
+2. **Bulk client -> server throughput** -- ``iperf3 -c ... -t T -J`` against ``iperf3 -s -1``
+   (also with ``-l 256K``, netkit's write size, for information), and netkit's own stream path:
+   a sink built from ``netkit.net.server`` (a ``ServerConnection`` that consumes everything,
+   served by ``StreamServer`` on uvloop) fed by a sender built from
+   ``netkit.net.echo.open_stream`` + ``StreamProtocol`` writing a 256 KiB memoryview and awaiting
+   ``drain()``, each in its own process. Also, for information, the echo throughput of
+   ``netkit tcp-echo client -s 1MiB -c N`` against ``netkit tcp-echo serve``.
+
+Targets (issue 2): netkit >= 2x the asyncio-streams server and >= socat in round trips per
+second; netkit bulk >= 0.9x iperf3. The script ends with a Markdown block for
+``benchmarks/README.md``. socat and iperf3 are installed with apt-get when missing and the script
+runs as root; otherwise their rows are skipped with a hint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+HOST = "127.0.0.1"
+MESSAGE = 32
+MAX_ROUND_TRIPS = 10_000_000  # count bound on one run, far above what a few seconds allow
+BULK_CHUNK = 256 * 1024
+MAX_BULK_WRITES = 1_000_000  # 256 GiB: a count bound far above a few seconds of loopback
+WARMUP_S = 0.3
+START_TIMEOUT_S = 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+NETKIT_UVLOOP = "netkit tcp-echo serve (uvloop)"
+NETKIT_ASYNCIO = "netkit --loop asyncio tcp-echo serve"
+ASYNCIO_STREAMS = "asyncio streams (stock loop)"
+SOCAT = "socat TCP-LISTEN:…,fork PIPE"
+
+PIN_CHOICES: dict[str, tuple[set[int], set[int]] | None] = {
+    "none": None,
+    "same": ({0}, {0}),  # (client CPUs, server CPUs)
+    "split": ({0}, {1}),
+}
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr; stdout carries only the results."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- helper processes (this file runs as each of them) -------------------------------------
+
+
+def asyncio_streams_server() -> None:
+    """The anchor: the textbook asyncio-streams echo server on the stock loop."""
+    import asyncio
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        print(json.dumps({"event": "listening", "address": f"{HOST}:{port}"}), flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(serve())  # the plain asyncio loop, no uvloop policy
+
+
+def netkit_sink(warmup: float) -> None:
+    """Receive one connection with netkit's I/O layer, drop the bytes, report MB/s."""
+    import asyncio
+
+    from netkit.core.addresses import TCPEndpoint
+    from netkit.net import runtime
+    from netkit.net.server import ServerConnection, StreamServer, make_listener
+
+    result: dict[str, Any] = {}
+    done: list[asyncio.Event] = []  # made inside the running loop
+
+    class SinkConnection(ServerConnection):
+        def on_connect(self) -> None:
+            super().on_connect()
+            self.first: tuple[float, int] | None = None
+            self.mark: tuple[float, int] | None = None
+            self.last = (0.0, 0)
+            asyncio.get_running_loop().call_later(warmup, self._start_measuring)
+
+        def _start_measuring(self) -> None:
+            self.mark = (time.perf_counter(), self.bytes_in)
+
+        def data_ready(self) -> None:
+            self.rbuf.consume(len(self.rbuf))
+            self.last = (time.perf_counter(), self.bytes_in)
+            if self.first is None:
+                self.first = self.last
+
+        def on_close(self, exc: Exception | None) -> None:
+            super().on_close(exc)
+            start = self.mark or self.first or self.last
+            seconds = self.last[0] - start[0]
+            nbytes = self.last[1] - start[1]
+            result.update(
+                bytes=nbytes,
+                seconds=seconds,
+                total_bytes=self.bytes_in,
+                mb_per_s=nbytes / seconds / 1e6 if seconds > 0 else 0.0,
+            )
+            done[0].set()
+
+    async def serve() -> None:
+        done.append(asyncio.Event())
+        server = StreamServer(make_listener(TCPEndpoint(HOST, 0)), SinkConnection)
+        await server.start()
+        print(json.dumps({"event": "listening", "address": server.address}), flush=True)
+        try:
+            await asyncio.wait_for(done[0].wait(), timeout=120)
+        finally:
+            server.close_listener()
+
+    runtime.run(serve)
+    print(json.dumps({"event": "result", **result, "loop": runtime.loop_name()}), flush=True)
+
+
+def netkit_sender(port: int, seconds: float) -> None:
+    """Write a 256 KiB memoryview again and again for ``seconds`` with netkit's StreamProtocol."""
+    from netkit.core.addresses import TCPEndpoint
+    from netkit.net import runtime
+    from netkit.net.echo import open_stream
+    from netkit.net.protocols import StreamProtocol
+
+    async def send() -> dict[str, Any]:
+        conn = await open_stream(TCPEndpoint(HOST, port), StreamProtocol)
+        view = memoryview(bytearray(BULK_CHUNK))
+        writes = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while writes < MAX_BULK_WRITES and not conn.closed.done():
+            conn.write(view)
+            await conn.drain()
+            writes += 1
+            if not writes & 15 and time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+        conn.close()
+        await conn.closed
+        return {"bytes": conn.bytes_out, "seconds": elapsed, "writes": writes}
+
+    print(json.dumps({"event": "result", **runtime.run(send)}), flush=True)
+
+
+# --- process plumbing ----------------------------------------------------------------------
+
+
+def netkit_command() -> list[str]:
+    """``netkit`` next to this Python when it is there, else ``python -m netkit``."""
+    script = Path(sys.executable).parent / "netkit"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "netkit"]
+
+
+def free_port() -> int:
+    """A port the kernel just handed out (bound to port 0, then closed)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """One line of the process's stdout, within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError(f"no output line from {proc.args!r} within {timeout:g}s")
+        chunk = os.read(fd, 1)  # byte by byte: nothing may be read past the line
+        if not chunk:
+            raise RuntimeError(f"{proc.args!r} exited before printing a line")
+        line += chunk
+    return line
+
+
+def listening_port(proc: subprocess.Popen[bytes]) -> int:
+    """The port from the ``{"event":"listening","address":"HOST:PORT"}`` first line."""
+    event = json.loads(read_line(proc, START_TIMEOUT_S))
+    if event.get("event") != "listening":
+        raise RuntimeError(f"unexpected first line from {proc.args!r}: {event}")
+    return int(str(event["address"]).rsplit(":", 1)[1])
+
+
+def wait_connectable(port: int, timeout: float = START_TIMEOUT_S) -> None:
+    """Poll until something accepts on ``port`` (for servers that print no readiness line)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then wait; SIGKILL only if it will not go."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its current children (socat forks one child per client)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (``state`` is index 0)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its current children."""
+    total = 0.0
+    for p in family(pid):
+        with contextlib.suppress(OSError):
+            fields = proc_stat(p)
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return total
+
+
+def last_cpu(pid: int | str) -> int:
+    """The CPU ``pid`` last ran on (``processor`` in /proc/PID/stat)."""
+    return int(proc_stat(pid)[36])
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Restrict every thread of ``pid`` (and later children, which inherit it) to ``cpus``."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task), cpus)
+
+
+def ensure_tool(name: str, package: str) -> bool:
+    """Make ``name`` available: already there, or apt-get install when we are root."""
+    if shutil.which(name):
+        return True
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log(f"{name} not found: installing {package} with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", package]
+
+        def apt(cmd: list[str]) -> int:
+            out = subprocess.DEVNULL
+            return subprocess.run(cmd, stdout=out, stderr=out, env=env, timeout=300).returncode
+
+        try:
+            if apt(install) != 0:
+                apt(["apt-get", "update", "-q"])  # stale or empty package lists
+                apt(install)
+        except subprocess.TimeoutExpired:
+            pass
+        if shutil.which(name):
+            return True
+    log(f"{name} not found: its rows are skipped. Install it with: sudo apt-get install {package}")
+    return False
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running echo server under test, and its per-run results."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    same_cpu: list[float] = field(default_factory=list)
+
+
+def start_netkit(loop: str | None) -> Server:
+    """``netkit [--loop asyncio] tcp-echo serve 127.0.0.1:0 --json``."""
+    cmd = [*netkit_command(), *(["--loop", loop] if loop else [])]
+    cmd += ["tcp-echo", "serve", f"{HOST}:0", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    name = NETKIT_ASYNCIO if loop == "asyncio" else NETKIT_UVLOOP
+    return Server(name, proc, listening_port(proc))
+
+
+def start_asyncio_streams() -> Server:
+    """This script's asyncio-streams echo server in its own process."""
+    cmd = [sys.executable, __file__, "--serve-asyncio"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return Server(ASYNCIO_STREAMS, proc, listening_port(proc))
+
+
+def start_socat() -> Server:
+    """``socat TCP-LISTEN:PORT,fork,reuseaddr PIPE`` on a free port (bound to loopback)."""
+    port = free_port()
+    cmd = ["socat", f"TCP-LISTEN:{port},bind={HOST},fork,reuseaddr", "PIPE"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_connectable(port)
+    return Server(SOCAT, proc, port)
+
+
+def round_trips(server: Server, seconds: float) -> tuple[float, float, float]:
+    """One closed-loop run on a new connection.
+
+    Returns:
+        round trips per second; server CPU microseconds per round trip; the share of samples in
+        which client and server last ran on the same CPU.
+
+    Time, placement and CPU time are read every 256 round trips, so the loop itself stays two
+    syscalls long.
+    """
+    payload = b"x" * MESSAGE
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    with socket.create_connection((HOST, server.port), timeout=5) as sock:
+        sock.settimeout(None)  # blocking: no poll() before each call
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A hung server cannot hang us: the kernel times a blocking recv out after 5 s.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 5, 0))
+        sendall, recv_into = sock.sendall, sock.recv_into
+
+        def one_round_trip() -> None:
+            sendall(payload)
+            got = recv_into(buf, MESSAGE)
+            while got < MESSAGE:  # rare: the echo came back in pieces
+                if (n := recv_into(view[got:], MESSAGE - got)) == 0:
+                    raise ConnectionError(f"{server.name} closed the connection")
+                got += n
+
+        warm_until = time.perf_counter() + WARMUP_S
+        while time.perf_counter() < warm_until:
+            for _ in range(64):
+                one_round_trip()
+        worker = family(server.proc.pid)[-1]  # socat's child for this connection, else the server
+        count = same = samples = 0
+        cpu0 = cpu_seconds(server.proc.pid)
+        start = time.perf_counter()
+        deadline = start + seconds
+        while count < MAX_ROUND_TRIPS:
+            for _ in range(256):
+                one_round_trip()
+            count += 256
+            with contextlib.suppress(OSError):
+                same += last_cpu("self") == last_cpu(worker)
+                samples += 1
+            if time.perf_counter() >= deadline:
+                break
+        elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(server.proc.pid) - cpu0
+    return count / elapsed, cpu / count * 1e6, same / max(samples, 1)
+
+
+def bench_round_trips(runs: int, seconds: float, socat_ok: bool, pinning: str) -> list[Server]:
+    """Start every server once, then run them in turn, ``runs`` times, order rotated."""
+    starters: list[Callable[[], Server]] = [
+        lambda: start_netkit(None),
+        lambda: start_netkit("asyncio"),
+        start_asyncio_streams,
+    ]
+    if socat_ok:
+        starters.append(start_socat)
+    servers: list[Server] = []
+    cpus = PIN_CHOICES[pinning]
+    try:
+        for starter in starters:
+            servers.append(starter())
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus[0])
+            for server in servers:
+                pin(server.proc.pid, cpus[1])
+        for run in range(runs):
+            k = run % len(servers)
+            for server in servers[k:] + servers[:k]:
+                rate, cpu, same = round_trips(server, seconds)
+                server.rates.append(rate)
+                server.cpu_us.append(cpu)
+                server.same_cpu.append(same)
+                log(
+                    f"  rtt run {run + 1}/{runs} {server.name:38} {rate:9.0f}/s "
+                    f"{cpu:6.1f} µs CPU  same CPU {same:4.0%}"
+                )
+    finally:
+        if cpus is not None:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        for server in servers:
+            stop(server.proc)
+    return servers
+
+
+# --- bulk throughput -----------------------------------------------------------------------
+
+
+def iperf3_run(seconds: float, *extra: str) -> float:
+    """One iperf3 client->server test; MB/s received (``end.sum_received.bits_per_second``)."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["iperf3", "-s", "-1", "-p", str(port), "-B", HOST, "--forceflush"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while b"listening" not in read_line(server, START_TIMEOUT_S):
+            pass
+        out = subprocess.run(
+            ["iperf3", "-c", HOST, "-p", str(port), "-t", f"{seconds:g}", "-J", *extra],
+            capture_output=True,
+            timeout=seconds + 30,
+            check=True,
+        ).stdout
+        return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 8 / 1e6
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(10)  # -1: it exits by itself after the one test
+        stop(server)
+
+
+def netkit_bulk_run(seconds: float) -> float:
+    """One netkit sender -> netkit sink test; MB/s counted by the sink after its warm-up."""
+    sink = subprocess.Popen(
+        [sys.executable, __file__, "--netkit-sink", str(WARMUP_S)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        port = listening_port(sink)
+        sent = subprocess.run(
+            [sys.executable, __file__, "--netkit-send", str(port), str(seconds + WARMUP_S)],
+            capture_output=True,
+            timeout=seconds + 30,
+            check=True,
+        ).stdout
+        result = json.loads(read_line(sink, 30))
+        sender = json.loads(sent)
+        if sender["bytes"] != result["total_bytes"]:
+            raise RuntimeError(f"sink got {result['total_bytes']} of {sender['bytes']} bytes sent")
+        return float(result["mb_per_s"])
+    finally:
+        stop(sink)
+
+
+def echo_client_run(port: int, count: int) -> float:
+    """``netkit tcp-echo client -s 1MiB -c N``: MB/s of payload echoed (sum of the RTTs)."""
+    cmd = [*netkit_command(), "tcp-echo", "client", f"{HOST}:{port}"]
+    cmd += ["-s", "1MiB", "-c", str(count), "--json", "--quiet"]
+    out = subprocess.run(cmd, capture_output=True, timeout=120, check=True).stdout
+    for line in out.splitlines():
+        event = json.loads(line)
+        if event["event"] == "summary":
+            rtt = event["rtt"]
+            seconds = float(rtt["avg_ms"]) * int(rtt["count"]) / 1000
+            return float(event["bytes"]) / seconds / 1e6
+    raise RuntimeError("no summary from netkit tcp-echo client")
+
+
+@dataclass
+class BulkResults:
+    """MB/s per run."""
+
+    netkit: list[float] = field(default_factory=list)
+    iperf3: list[float] = field(default_factory=list)
+    iperf3_256k: list[float] = field(default_factory=list)
+    echo: list[float] = field(default_factory=list)
+
+
+def bench_bulk(runs: int, seconds: float, echo_count: int, iperf_ok: bool) -> BulkResults:
+    """netkit sender->sink and iperf3, interleaved run by run; then the echo client."""
+    res = BulkResults()
+    tests: list[tuple[str, Callable[[], float], list[float]]] = [
+        ("netkit stream path", lambda: netkit_bulk_run(seconds), res.netkit)
+    ]
+    if iperf_ok:
+        tests.append(("iperf3", lambda: iperf3_run(seconds), res.iperf3))
+        tests.append(("iperf3 -l 256K", lambda: iperf3_run(seconds, "-l", "256K"), res.iperf3_256k))
+    for run in range(runs):
+        k = run % len(tests)
+        for name, func, results in tests[k:] + tests[:k]:
+            results.append(func())
+            log(f"  bulk run {run + 1}/{runs} {name:24} {results[-1]:9.0f} MB/s")
+    server = start_netkit(None)
+    try:
+        for run in range(runs):
+            res.echo.append(echo_client_run(server.port, echo_count))
+            log(f"  echo run {run + 1}/{runs} netkit tcp-echo client  {res.echo[-1]:9.0f} MB/s")
+    finally:
+        stop(server.proc)
+    return res
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    from importlib.metadata import version
+
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%a %d %b %Y %H:%M:%S UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loop": f"uvloop {version('uvloop')} (netkit's default loop)",
+    }
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def ratio_of_medians(a: list[float], b: list[float]) -> float:
+    return med(a) / med(b) if a and b else float("nan")
+
+
+def report(
+    args: argparse.Namespace, servers: list[Server], bulk: BulkResults | None
+) -> tuple[str, dict[str, Any]]:
+    """The Markdown block for benchmarks/README.md, and the raw numbers."""
+    info = machine()
+    flags = (" --quick" if args.quick else "") + (
+        f" --pin {args.pin}" if args.pin != "none" else ""
+    )
+    flags += f" --only {args.only}" if args.only != "all" else ""
+    lines = [
+        f"Date: {info['date']}  ",
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, "
+        f"Python {info['python']}, {info['loop']}  ",
+        f"Command: `python benchmarks/tcp_echo.py{flags}`",
+        "",
+        "| Benchmark | Server / tool | Runs | Median | Server CPU per round trip | Ratio |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    targets: list[tuple[str, bool | None]] = []
+    ratios: dict[str, float] = {}
+    by = {s.name: s for s in servers}
+    nk = by.get(NETKIT_UVLOOP)
+    for s in servers:
+        cells = []
+        if nk is not None and s is not nk:
+            ratios[f"rate netkit/{s.name}"] = r = ratio_of_medians(nk.rates, s.rates)
+            ratios[f"cpu netkit/{s.name}"] = c = ratio_of_medians(nk.cpu_us, s.cpu_us)
+            cells.append(f"netkit/this: {r:.2f}x the rate, {c:.2f}x the CPU")
+        on_same = sum(share >= 0.5 for share in s.same_cpu)
+        lines.append(
+            f"| 32 B round trips | {s.name} | {len(s.rates)} | {med(s.rates):,.0f} /s | "
+            f"{med(s.cpu_us):.1f} µs | {'; '.join(cells) or 'netkit'} "
+            f"(same CPU as the client in {on_same}/{len(s.rates)} runs) |"
+        )
+    if nk is not None:
+        if ASYNCIO_STREAMS in by:
+            r = ratios[f"rate netkit/{ASYNCIO_STREAMS}"]
+            targets.append((f"netkit >= 2x asyncio streams in round trips/s: {r:.2f}x", r >= 2.0))
+        if SOCAT in by:
+            r = ratios[f"rate netkit/{SOCAT}"]
+            targets.append((f"netkit >= socat in round trips/s: {r:.2f}x", r >= 1.0))
+        else:
+            targets.append(("netkit >= socat in round trips/s: not measured (no socat)", None))
+    if bulk is not None:
+        r = ratio_of_medians(bulk.netkit, bulk.iperf3)
+        ratios["bulk netkit/iperf3"] = r
+        lines.append(
+            "| Bulk client→server | netkit stream path (StreamProtocol sender → StreamServer "
+            f"sink, 256 KiB writes) | {len(bulk.netkit)} | {med(bulk.netkit):,.0f} MB/s | | "
+            + (f"netkit/iperf3: {r:.2f}x |" if bulk.iperf3 else "iperf3 missing |")
+        )
+        if bulk.iperf3:
+            r256 = ratio_of_medians(bulk.netkit, bulk.iperf3_256k)
+            ratios["bulk netkit/iperf3 -l 256K"] = r256
+            lines.append(
+                f"| Bulk client→server | iperf3 -c -t {args.bulk_seconds:g} -J (128 KiB writes) "
+                f"| {len(bulk.iperf3)} | {med(bulk.iperf3):,.0f} MB/s | | reference |"
+            )
+            lines.append(
+                f"| Bulk client→server | iperf3 -c -t {args.bulk_seconds:g} -J -l 256K "
+                f"| {len(bulk.iperf3_256k)} | {med(bulk.iperf3_256k):,.0f} MB/s | | "
+                f"netkit/this: {r256:.2f}x (information) |"
+            )
+            targets.append((f"netkit bulk >= 0.9x iperf3: {r:.2f}x", r >= 0.9))
+        else:
+            targets.append(("netkit bulk >= 0.9x iperf3: not measured (no iperf3)", None))
+        lines.append(
+            "| Echo throughput (both directions) | netkit tcp-echo client -s 1MiB "
+            f"-c {args.echo_count} → netkit tcp-echo serve | {len(bulk.echo)} | "
+            f"{med(bulk.echo):,.0f} MB/s echoed | | information |"
+        )
+    lines.append("")
+    if servers:
+        lines.append(
+            "Round trips: one connection per run, send 32 B, wait for the 32 B echo, repeat for "
+            f"{args.rtt_seconds:g} s; the same Python client (blocking socket, TCP_NODELAY, "
+            "sendall + recv_into) for every server; runs interleaved, order rotated. Ratios are "
+            "ratios of medians. Server CPU = user+sys time of the server process (and its "
+            "children) per round trip, from /proc. CPU placement: "
+            + ("not pinned." if args.pin == "none" else f"pinned ({args.pin}).")
+        )
+        shares = [share for s in servers for share in s.same_cpu]
+        mixed = any(x >= 0.5 for x in shares) and any(x < 0.5 for x in shares)
+        if args.pin == "none" and mixed:
+            lines.append(
+                "**Placement was mixed**: in some runs client and server shared a CPU, in others "
+                "not, and on a small VM that alone changes the rate several-fold, so these "
+                "unpinned ratios depend on where the scheduler put each run. Compare with "
+                "`--only rtt --pin same` (CPU cost) and `--pin split` (cross-CPU wake-ups)."
+            )
+    if bulk is not None:
+        lines.append(
+            "Bulk: MB/s = 10^6 bytes/s received, median of runs interleaved with iperf3; the "
+            f"netkit sink skips its first {WARMUP_S:g} s. Echo throughput = payload bytes / sum "
+            "of the client's round-trip times (each byte crosses loopback twice)."
+        )
+    lines.append("")
+    for text, ok in targets:
+        lines.append(f"- Target {text}: **{'n/a' if ok is None else 'met' if ok else 'NOT met'}**")
+    raw = {
+        "machine": info,
+        "settings": vars(args),
+        "round_trips": {
+            s.name: {
+                "rates_per_s": s.rates,
+                "server_cpu_us": s.cpu_us,
+                "same_cpu_share": s.same_cpu,
+            }
+            for s in servers
+        },
+        "bulk_mb_per_s": None if bulk is None else vars(bulk),
+        "ratios": ratios,
+        "targets": dict(targets),
+    }
+    return "\n".join(lines), raw
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
+    )
+    parser.add_argument(
+        "--only", choices=["all", "rtt", "bulk"], default="all", help="which part to run"
+    )
+    parser.add_argument(
+        "--pin",
+        choices=sorted(PIN_CHOICES),
+        default="none",
+        help="round trips only: none (default), same (client and servers on CPU 0), "
+        "split (client on CPU 0, servers on CPU 1)",
+    )
+    # Internal modes: this file is also each helper process.
+    parser.add_argument("--serve-asyncio", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--netkit-sink", type=float, metavar="WARMUP", help=argparse.SUPPRESS)
+    parser.add_argument("--netkit-send", nargs=2, metavar=("PORT", "S"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_asyncio:
+        return asyncio_streams_server()
+    if args.netkit_sink is not None:
+        return netkit_sink(args.netkit_sink)
+    if args.netkit_send:
+        return netkit_sender(int(args.netkit_send[0]), float(args.netkit_send[1]))
+    del args.serve_asyncio, args.netkit_sink, args.netkit_send
+
+    args.rtt_runs, args.rtt_seconds = (2, 1.0) if args.quick else (5, 3.0)
+    args.bulk_runs, args.bulk_seconds = (2, 1.0) if args.quick else (5, 3.0)
+    args.echo_count = 16 if args.quick else 64
+    socat_ok = args.only != "bulk" and ensure_tool("socat", "socat")
+    iperf_ok = args.only != "rtt" and ensure_tool("iperf3", "iperf3")
+    servers: list[Server] = []
+    bulk = None
+    if args.only in ("all", "rtt"):
+        log(f"round trips: {args.rtt_runs} runs x {args.rtt_seconds:g} s per server")
+        servers = bench_round_trips(args.rtt_runs, args.rtt_seconds, socat_ok, args.pin)
+    if args.only in ("all", "bulk"):
+        log(f"bulk: {args.bulk_runs} runs x {args.bulk_seconds:g} s")
+        bulk = bench_bulk(args.bulk_runs, args.bulk_seconds, args.echo_count, iperf_ok)
+    table, raw = report(args, servers, bulk)
+    print(table)
+    if args.json == "-":
+        print(json.dumps(raw, indent=2))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
