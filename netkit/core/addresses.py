@@ -120,7 +120,7 @@ Endpoint = TCPEndpoint | UDPEndpoint | UnixEndpoint | WSURL
 def _parse_port(text: str, whole: str) -> int:
     if not text:
         raise EndpointError(f"endpoint {whole!r} has no port (expected HOST:PORT)")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise EndpointError(f"endpoint {whole!r}: port {text!r} is not a number")
     port = int(text)
     if port > 65535:
@@ -145,7 +145,7 @@ def parse_host_port(text: str, *, whole: str | None = None) -> tuple[str, int]:
     whole = text if whole is None else whole
     if not text:
         raise EndpointError("empty endpoint (expected HOST:PORT, unix:/path or a URL)")
-    if text.isdigit():
+    if text.isdigit():  # a bare port; _parse_port rejects non-ASCII digits
         return LOOPBACK_V4, _parse_port(text, whole)
     if text.startswith("["):
         end = text.find("]")
@@ -174,7 +174,9 @@ def _parse_unix(path: str, whole: str) -> UnixEndpoint:
         raise EndpointError(f"endpoint {whole!r} names no socket path (expected unix:/path)")
     if "\0" in name:
         raise EndpointError(f"endpoint {whole!r}: a socket path cannot contain NUL")
-    size = len(name.encode()) + (1 if abstract else 0)
+    # A path needs a terminating NUL within sun_path's 108 bytes; an abstract name has a
+    # leading NUL instead: either way 107 bytes of name.
+    size = len(name.encode())
     if size > MAX_UNIX_PATH:
         raise EndpointError(
             f"endpoint {whole!r}: socket path is {size} bytes, the limit is {MAX_UNIX_PATH}"

@@ -139,6 +139,8 @@ class ReceiveBuffer:
 
     def consume(self, nbytes: int) -> None:
         """Drop ``nbytes`` from the front (they have been handled)."""
+        if nbytes < 0:
+            raise LocalProtocolError(f"consume({nbytes}) of a negative size")
         if nbytes > self._end - self._start:
             raise LocalProtocolError(f"consume({nbytes}) beyond the {len(self)} unread bytes")
         self._start += nbytes
@@ -147,6 +149,8 @@ class ReceiveBuffer:
 
     def take(self, nbytes: int) -> memoryview:
         """Return the first ``nbytes`` as a view and consume them."""
+        if nbytes < 0:
+            raise LocalProtocolError(f"take({nbytes}) of a negative size")
         view = self.view(nbytes)
         if len(view) < nbytes:
             raise LocalProtocolError(f"take({nbytes}) with only {len(view)} bytes buffered")

@@ -11,7 +11,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of an already sorted list; 0.0 when empty."""
     if not sorted_values:
         return 0.0
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    # q * n / 100, not q / 100 * n: exact for whole q, where the latter rounds up (p7 of 100).
+    rank = max(1, math.ceil(q * len(sorted_values) / 100))
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from netkit.errors import ConfigError
@@ -24,9 +25,10 @@ def parse_size(text: str, *, option: str = "size") -> int:
     """
     m = _NUMBER_UNIT.match(text)
     unit = m.group(2).lower() if m else ""
-    if not m or unit not in _SIZE_UNITS:
+    value = float(m.group(1)) * _SIZE_UNITS[unit] if m and unit in _SIZE_UNITS else math.nan
+    if not math.isfinite(value):
         raise ConfigError(f"{option} {text!r} is not a size such as 1500, 64KiB or 1MB")
-    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+    return int(value)
 
 
 def parse_duration(text: str, *, option: str = "duration") -> float:
@@ -37,9 +39,10 @@ def parse_duration(text: str, *, option: str = "duration") -> float:
     """
     m = _NUMBER_UNIT.match(text)
     unit = m.group(2).lower() if m else ""
-    if not m or unit not in _DURATION_UNITS:
+    value = float(m.group(1)) * _DURATION_UNITS[unit] if m and unit in _DURATION_UNITS else math.nan
+    if not math.isfinite(value):
         raise ConfigError(f"{option} {text!r} is not a duration such as 2s, 500ms or 1m")
-    return float(m.group(1)) * _DURATION_UNITS[unit]
+    return value
 
 
 def format_size(nbytes: float) -> str:

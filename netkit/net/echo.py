@@ -109,6 +109,9 @@ class EchoResult:
 class EchoClientConnection(StreamProtocol):
     """Sends one message at a time and verifies the echo byte by byte as it arrives."""
 
+    # It must keep reading its echo while its own large write is still buffered.
+    pause_reading_on_backpressure = False
+
     def __init__(self) -> None:
         super().__init__()
         self._expected: bytes = b""

@@ -32,6 +32,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
         closed: a future resolved when the connection is gone.
     """
 
+    pause_reading_on_backpressure = True
+    """Stop reading while the transport buffers our writes. Right for protocols that write
+    views of what they read (echo, relay: memory stays bounded, no view outlives its buffer);
+    clients whose writes do not come from the receive buffer turn it off, or a large write
+    would wait for a peer that waits for us to read (a deadlock)."""
+
     def __init__(self, *, max_buffer: int = 1 << 20, pool: BufferPool | None = None) -> None:
         self.rbuf = ReceiveBuffer(max_buffer, pool)
         self.transport: asyncio.Transport | None = None
@@ -58,13 +64,30 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.peer = describe(transport.get_extra_info("peername"))
         self.started = time.monotonic()
         self.on_connect()
+        if self._write_paused and self.pause_reading_on_backpressure:
+            # uvloop starts reading right after connection_made, undoing a pause made in it.
+            asyncio.get_running_loop().call_soon(self._repause_reading)
+
+    def _repause_reading(self) -> None:
+        if self._write_paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         try:
             return self.rbuf.writable(1)
         except BufferFull as exc:
-            self.fail(exc)
-            return self._scratch  # read into scratch; the connection is already aborting
+            return self.overflow(exc)
+
+    def overflow(self, exc: NetkitError) -> memoryview:
+        """The receive buffer is full: fail the connection, and give the loop scratch memory.
+
+        The abort is deferred: closing the transport inside get_buffer makes uvloop read into
+        a closed handle (a crash).
+        """
+        if self.error is None:
+            self.error = exc
+            asyncio.get_running_loop().call_soon(self.abort)
+        return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.error is not None:
@@ -84,7 +107,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        if self.transport is not None:
+        if self.transport is not None and self.pause_reading_on_backpressure:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -93,7 +116,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self._drained.set()
         if self.transport is not None and not self.transport.is_closing():
             self.rbuf.release()
-            self.transport.resume_reading()
+            if self.pause_reading_on_backpressure:
+                self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._write_paused = False

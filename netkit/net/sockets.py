@@ -84,7 +84,8 @@ def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
             hint="pass --cacert FILE to trust its CA, or --insecure to skip verification",
         )
     if isinstance(exc, ssl.SSLError):
-        return TLSError(f"TLS handshake with {target} failed: {exc.reason or exc}")
+        # ssl.py raises some SSLErrors itself, without OpenSSL's ``reason``.
+        return TLSError(f"TLS handshake with {target} failed: {getattr(exc, 'reason', None) or exc}")
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"cannot resolve {target}: {exc.strerror}")
     if isinstance(exc, TimeoutError):

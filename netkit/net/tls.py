@@ -84,9 +84,6 @@ def _load_ca(ctx: ssl.SSLContext, cafile: Path) -> None:
         raise ConfigError(f"cannot use CA file {path!r}: {exc.reason or exc}") from None
 
 
-_self_signed_dir: str | None = None
-
-
 def self_signed_files(
     hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
 ) -> tuple[Path, Path]:
@@ -97,16 +94,13 @@ def self_signed_files(
     Returns:
         (CA certificate PEM path for clients to trust, server cert+key PEM path).
     """
-    global _self_signed_dir
     import trustme  # imported here: only --tls-self-signed needs it
 
     ca = trustme.CA()
     leaf = ca.issue_cert(*hosts)
     directory = tempfile.mkdtemp(prefix="netkit-tls-")
     os.chmod(directory, 0o700)
-    if _self_signed_dir is None:
-        atexit.register(shutil.rmtree, directory, True)
-    _self_signed_dir = directory
+    atexit.register(shutil.rmtree, directory, True)  # the key must not outlive the process
     ca_path = Path(directory, "ca.pem")
     ca.cert_pem.write_to_path(str(ca_path))
     chain = Path(directory, "server.pem")

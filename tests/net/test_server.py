@@ -1,0 +1,323 @@
+"""Tests for netkit.net.server: StreamServer life cycle, connection cap, drain, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.buffers import frame_header
+from netkit.errors import ConnectError, ConnectionLost
+from netkit.net.echo import (
+    EchoClientConnection,
+    EchoConnection,
+    FramedEchoConnection,
+    echo_once,
+    open_stream,
+)
+from netkit.net.server import ServerStats, StreamServer, make_listener
+
+if TYPE_CHECKING:
+    from conftest import Runner, Serve
+
+
+class Watch:
+    """Events a test can wait on, set by the server-side connection below."""
+
+    def __init__(self) -> None:
+        self.bytes_in = 0
+        self.received = asyncio.Event()
+        self.draining = asyncio.Event()
+
+
+class WatchedFramedEcho(FramedEchoConnection):
+    def __init__(self, watch: Watch) -> None:
+        super().__init__(max_frame=1 << 16)
+        self.watch = watch
+
+    def data_ready(self) -> None:
+        super().data_ready()
+        self.watch.bytes_in = self.bytes_in
+        self.watch.received.set()
+
+    def begin_drain(self) -> None:
+        super().begin_drain()
+        self.watch.draining.set()
+
+
+async def received_at_least(watch: Watch, nbytes: int) -> None:
+    while watch.bytes_in < nbytes:
+        watch.received.clear()
+        await watch.received.wait()
+
+
+# --- listening ---------------------------------------------------------------------------
+
+
+def test_make_listener_tcp() -> None:
+    with make_listener(TCPEndpoint("127.0.0.1", 0)) as sock:
+        assert sock.family == socket.AF_INET
+        assert sock.type == socket.SOCK_STREAM
+
+
+def test_make_listener_unix_mode(tmp_path: Path) -> None:
+    path = tmp_path / "m.sock"
+    with make_listener(UnixEndpoint(str(path)), socket_mode=0o600) as sock:
+        assert sock.family == socket.AF_UNIX
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_server_address_and_events(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(EchoConnection) as h:
+            assert h.server.address == f"127.0.0.1:{h.endpoint.port}"
+            client = await h.connect()
+            await echo_once(client, 0, b"abc", framed=False, timeout=5)
+            (connected,) = await h.wait_events("connected")
+            assert connected["peer"] == "127.0.0.1:{}".format(
+                client.transport.get_extra_info("sockname")[1]
+            )
+            stats = h.server.stats
+            assert (stats.accepted, stats.active, stats.peak) == (1, 1, 1)
+            client.close()
+            (gone,) = await h.wait_events("disconnected")
+            assert gone["peer"] == connected["peer"]
+            assert gone["bytes_in"] == gone["bytes_out"] == 3
+            assert gone["duration_s"] >= 0
+            assert (stats.active, stats.peak) == (0, 1)
+            assert h.server.connections == set()
+
+    run(main())
+
+
+def test_user_on_event_is_called(run: Runner, serve: Serve) -> None:
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with serve(EchoConnection, on_event=lambda name, fields: seen.append(name)) as h:
+            client = await h.connect()
+            client.close()
+            await h.wait_events("disconnected")
+
+    run(main())
+    assert seen == ["connected", "disconnected"]
+
+
+# --- connection cap ----------------------------------------------------------------------
+
+
+def test_max_connections_rejects_the_extra_connection(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(EchoConnection, max_connections=1) as h:
+            first = await h.connect()
+            await echo_once(first, 0, b"first", framed=False, timeout=5)
+            second = await h.connect()  # the kernel accepts; the server drops it at once
+            await second.closed
+            assert h.server.stats.rejected == 1
+            assert h.server.stats.accepted == 1
+            assert len(h.server.connections) == 1
+            assert h.named("connected") and len(h.named("connected")) == 1
+            # The first connection is unaffected.
+            await echo_once(first, 1, b"still here", framed=False, timeout=5)
+            # Once it leaves, there is room again.
+            first.close()
+            await h.wait_events("disconnected")
+            third = await h.connect()
+            await echo_once(third, 0, b"third", framed=False, timeout=5)
+            assert (h.server.stats.accepted, h.server.stats.rejected) == (2, 1)
+
+    run(main())
+
+
+def test_rejected_connection_cannot_echo(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(EchoConnection, max_connections=0) as h:
+            client = await h.connect()
+            with pytest.raises(ConnectionLost):
+                await echo_once(client, 0, b"x", framed=False, timeout=5)
+            assert h.server.stats.rejected == 1
+            assert h.server.stats.accepted == 0
+
+    run(main())
+
+
+# --- drain -------------------------------------------------------------------------------
+
+
+def test_drain_without_connections_returns_at_once(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(EchoConnection) as h:
+            async with asyncio.timeout(2):  # far less than the drain timeout
+                await h.server.drain(30)
+            assert h.server.draining
+            assert h.server.stats.aborted_at_drain == 0
+            # The listener is closed: new connections are refused.
+            with pytest.raises(ConnectError, match="connection refused"):
+                await open_stream(h.endpoint, EchoClientConnection, timeout=5)
+
+    run(main())
+
+
+def test_drain_aborts_an_idle_raw_connection_after_the_timeout(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with serve(EchoConnection) as h:
+            client = await h.connect()
+            await echo_once(client, 0, b"hi", framed=False, timeout=5)
+            start = loop.time()
+            await h.server.drain(0.2)
+            assert loop.time() - start >= 0.19
+            assert h.server.stats.aborted_at_drain == 1
+            assert h.server.connections == set()
+            await client.closed
+            # Aborted connections are still counted in the summary.
+            assert h.server.stats.bytes_in == h.server.stats.bytes_out == 2
+
+    run(main())
+
+
+def test_drain_waits_for_a_raw_connection_the_peer_closes(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(EchoConnection) as h:
+            client = await h.connect()
+            await echo_once(client, 0, b"hi", framed=False, timeout=5)
+            drain = asyncio.ensure_future(h.server.drain(30))
+            client.close()
+            async with asyncio.timeout(5):
+                await drain
+            assert h.server.stats.aborted_at_drain == 0
+
+    run(main())
+
+
+def test_framed_drain_closes_a_connection_between_frames(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(lambda: FramedEchoConnection(max_frame=1024)) as h:
+            client = await h.connect()
+            await echo_once(client, 0, b"frame", framed=True, timeout=5)
+            async with asyncio.timeout(2):  # not the 30 s drain timeout
+                await h.server.drain(30)
+            assert h.server.stats.aborted_at_drain == 0
+            await client.closed
+            assert client.eof  # closed gracefully, not reset
+            assert client.error is None
+
+    run(main())
+
+
+def test_framed_drain_finishes_the_frame_in_flight(run: Runner, serve: Serve) -> None:
+    watch = Watch()
+    payload = bytes(range(200))
+
+    async def main() -> None:
+        async with serve(lambda: WatchedFramedEcho(watch)) as h:
+            client = await h.connect()
+            message = frame_header(len(payload)) + payload
+            waiter = client.expect(message)
+            client.write(message[:100])
+            await received_at_least(watch, 100)
+            drain = asyncio.ensure_future(h.server.drain(30))
+            await watch.draining.wait()
+            # Mid-frame: the connection stays open until the frame is complete.
+            assert not client.closed.done()
+            assert not drain.done()
+            client.write(message[100:])
+            await waiter  # the whole frame was echoed ...
+            await client.closed  # ... and then the server closed
+            assert client.eof
+            async with asyncio.timeout(2):
+                await drain
+            assert h.server.stats.aborted_at_drain == 0
+            assert h.server.stats.bytes_out == len(message)
+
+    run(main())
+
+
+def test_drain_stops_early_when_forced(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(EchoConnection) as h:
+            client = await h.connect()
+            await echo_once(client, 0, b"x", framed=False, timeout=5)
+            forced = asyncio.Event()
+            forced.set()
+            async with asyncio.timeout(2):
+                await h.server.drain(30, forced)
+            assert h.server.stats.aborted_at_drain == 1
+            await client.closed
+
+    run(main())
+
+
+def test_connections_during_drain_are_rejected(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        async with serve(EchoConnection) as h:
+            h.server.draining = True  # as drain() sets it, before the listener closes
+            client = await h.connect()
+            await client.closed
+            assert h.server.stats.rejected == 1
+
+    run(main())
+
+
+def test_unix_server_close_listener_removes_the_file(run: Runner, tmp_path: Path) -> None:
+    path = tmp_path / "srv.sock"
+    endpoint = UnixEndpoint(str(path))
+
+    async def main() -> None:
+        server = StreamServer(make_listener(endpoint), EchoConnection, unix_endpoint=endpoint)
+        await server.start()
+        try:
+            assert stat.S_ISSOCK(os.lstat(path).st_mode)
+            client = await open_stream(endpoint, EchoClientConnection, timeout=5)
+            client.abort()
+            await client.closed
+            await server.drain(0)
+            assert not path.exists()  # drain already removes the file
+        finally:
+            server.close_listener()
+        assert not path.exists()
+
+    run(main())
+
+
+def test_close_listener_without_start_closes_the_socket(run: Runner) -> None:
+    async def main() -> socket.socket:
+        sock = make_listener(TCPEndpoint("127.0.0.1", 0))
+        server = StreamServer(sock, EchoConnection)
+        server.close_listener()
+        return sock
+
+    sock = run(main())
+    assert sock.fileno() == -1
+
+
+# --- ServerStats -------------------------------------------------------------------------
+
+
+def test_server_stats_as_dict_and_merge() -> None:
+    stats = ServerStats(accepted=3, rejected=1, peak=2, bytes_in=10, bytes_out=9, errors=1)
+    d: dict[str, Any] = stats.as_dict()
+    assert {k: v for k, v in d.items() if k != "uptime_s"} == {
+        "connections": 3,
+        "rejected": 1,
+        "peak_connections": 2,
+        "bytes_in": 10,
+        "bytes_out": 9,
+        "errors": 1,
+        "aborted_at_drain": 0,
+    }
+    assert d["uptime_s"] >= 0
+    total = ServerStats()
+    total.merge(d)
+    total.merge(ServerStats(accepted=1, aborted_at_drain=2, peak=1).as_dict())
+    assert (total.accepted, total.rejected, total.peak) == (4, 1, 3)
+    assert (total.bytes_in, total.bytes_out, total.errors) == (10, 9, 1)
+    assert total.aborted_at_drain == 2
+    total.merge({})
+    assert total.accepted == 4
