@@ -47,6 +47,7 @@ def run_server(
     socket_mode: int | None = 0o660,
     options: SocketOptions = SocketOptions(),
     details: dict[str, Any] | None = None,
+    url: Callable[[str, bool], str] | None = None,
 ) -> ExitStatus:
     """Run a stream server command until SIGINT/SIGTERM and print its events and summary.
 
@@ -54,6 +55,8 @@ def run_server(
         name: the command, for human output (``tcp-echo``).
         factory: builds one connection protocol; called inside the serving process.
         details: extra fields for the ``listening`` event (mode, limits ...).
+        url: builds the ``url`` field of the ``listening`` event from the bound address and
+            whether TLS is on (ws://..., for servers whose clients take URLs).
 
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT.
@@ -87,7 +90,10 @@ def run_server(
         }
         if ca_file is not None:
             fields["ca_file"] = str(ca_file)
-        human = f"[bold]{name}[/] listening on [cyan]{escape(address)}[/]"
+        shown = address
+        if url is not None:
+            fields["url"] = shown = url(address, ssl_context is not None)
+        human = f"[bold]{name}[/] listening on [cyan]{escape(shown)}[/]"
         extras = ", ".join(f"{k} {v}" for k, v in details.items() if v not in (None, False))
         human += f" ({escape(extras)}{', ' if extras else ''}{runtime.loop_name()}"
         human += f", {workers} workers)" if workers > 1 else ")"

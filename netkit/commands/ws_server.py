@@ -1,0 +1,169 @@
+"""``netkit ws-server``: a WebSocket server (echo, broadcast, sink) on TCP, TLS or Unix sockets."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+
+from netkit.commands import options as opt
+from netkit.commands.serving import run_server
+from netkit.console import Output
+from netkit.core.addresses import WSURL, TCPEndpoint, UnixEndpoint, parse_endpoint
+from netkit.core.units import parse_duration, parse_size
+from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.handshake import ServerHandshake
+from netkit.errors import ConfigError, EndpointError
+from netkit.net.server import ServerConnection
+from netkit.net.ws import WSTimeouts
+from netkit.net.ws_server import MODES, ModeConnection, Room
+
+NAME = "ws-server"
+HELP = "WebSocket server: echo, broadcast (chat room) or sink, on TCP, TLS or Unix sockets."
+
+DEFAULT_ENDPOINT = "127.0.0.1:8765"
+
+
+def _listen_endpoint(text: str) -> tuple[TCPEndpoint | UnixEndpoint, bool, str | None]:
+    """Where to listen, whether the URL asked for TLS, and the path it named (if any)."""
+    endpoint = parse_endpoint(text)
+    if isinstance(endpoint, WSURL):
+        path = endpoint.resource.partition("?")[0]
+        return endpoint.transport, endpoint.secure, None if path == "/" else path
+    if isinstance(endpoint, TCPEndpoint | UnixEndpoint):
+        return endpoint, False, None
+    raise EndpointError(f"endpoint {text!r}: expected HOST:PORT, unix:/path or a ws:// URL here")
+
+
+def _optional_duration(text: str, option: str) -> float | None:
+    seconds = parse_duration(text, option=option)
+    return seconds if seconds > 0 else None
+
+
+def ws_server(
+    endpoint: Annotated[
+        str,
+        typer.Argument(
+            help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path, ws://HOST:PORT/path, wss://..., ws+unix:///path.sock."
+        ),
+    ] = DEFAULT_ENDPOINT,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            "-m",
+            click_type=click.Choice(MODES),
+            help="echo: send each message back; broadcast: to every other client (a chat room); sink: read and discard.",
+        ),
+    ] = "echo",
+    path: Annotated[
+        list[str] | None,
+        typer.Option("--path", help="Accept upgrades only on this path (repeatable; 404 otherwise)."),
+    ] = None,
+    subprotocol: Annotated[
+        list[str] | None,
+        typer.Option("--subprotocol", help="Subprotocols we speak, in order of preference (repeatable)."),
+    ] = None,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option("--origin", help="Allowed Origin header values (repeatable; 403 otherwise)."),
+    ] = None,
+    max_size: Annotated[str, typer.Option("--max-size", help="Largest message accepted (1009 beyond).")] = "1MiB",
+    compress: Annotated[bool, typer.Option("--compress", help="Accept permessage-deflate (RFC 7692).")] = False,
+    ping_interval: Annotated[
+        str, typer.Option("--ping-interval", help="Keepalive ping period; 0 disables.")
+    ] = "20s",
+    ping_timeout: Annotated[
+        str, typer.Option("--ping-timeout", help="Close with 1011 when a ping is not answered in time; 0 disables.")
+    ] = "20s",
+    handshake_timeout: Annotated[
+        str, typer.Option("--handshake-timeout", help="Close connections that do not finish the opening handshake in time.")
+    ] = "10s",
+    close_timeout: Annotated[
+        str, typer.Option("--close-timeout", help="How long to wait for the peer's part of the closing handshake.")
+    ] = "10s",
+    max_connections: opt.MaxConnections = None,
+    workers: opt.Workers = 1,
+    drain_timeout: opt.DrainTimeout = "10s",
+    socket_mode: opt.SocketMode = "660",
+    cert: opt.Cert = None,
+    key: opt.Key = None,
+    tls_self_signed: opt.SelfSigned = False,
+    client_ca: opt.ClientCA = None,
+    sndbuf: opt.SendBuffer = None,
+    rcvbuf: opt.RecvBuffer = None,
+    keepalive: opt.KeepAlive = False,
+    json: opt.Json = False,
+) -> None:
+    """Serve WebSocket clients until SIGINT/SIGTERM; GET /health answers 200 ok.
+
+    On SIGTERM every client gets close 1001 (going away) and the server waits for the closing
+    handshakes, up to --drain-timeout. --json logs every connection's open and close (with
+    codes), and every message, ping and pong.
+    """
+    out = Output(json)
+    where, wants_tls, url_path = _listen_endpoint(endpoint)
+    tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
+    if wants_tls and not tls.enabled:
+        raise ConfigError("wss:// needs --cert/--key or --tls-self-signed")
+    if mode == "broadcast" and workers > 1:
+        raise ConfigError("--mode broadcast needs a single process: every client must share the room")
+    paths = list(path or ([] if url_path is None else [url_path])) or None
+    limit = parse_size(max_size, option="--max-size")
+    if limit <= 0:
+        raise ConfigError("--max-size must be at least 1 byte")
+    timeouts = WSTimeouts(
+        open=_optional_duration(handshake_timeout, "--handshake-timeout"),
+        close=_optional_duration(close_timeout, "--close-timeout"),
+        ping_interval=_optional_duration(ping_interval, "--ping-interval"),
+        ping_timeout=_optional_duration(ping_timeout, "--ping-timeout"),
+    )
+    handshake = ServerHandshake(
+        paths=paths,
+        origins=origin or None,
+        subprotocols=tuple(subprotocol or ()),
+        deflate=DeflateParams() if compress else None,
+    )
+    room = Room()
+
+    def log(event: str, fields: dict[str, Any]) -> None:
+        if event == "rejected" and not out.json:
+            out.warn(f"{fields['peer']}: upgrade refused with {fields['status']}: {fields['reason']}")
+        elif event == "close" and "error" in fields and not out.json:
+            out.warn(f"{fields['peer']}: closed with {fields['sent_code']}: {fields['error']}")
+        out.event(event, None, **fields)
+
+    def factory() -> ServerConnection:
+        return ModeConnection(
+            handshake,
+            mode=mode,
+            room=room,
+            log=log,
+            log_messages=out.json,
+            max_size=limit,
+            timeouts=timeouts,
+        )
+
+    def url(address: str, secure: bool) -> str:
+        scheme = "wss" if secure else "ws"
+        resource = paths[0] if paths else "/"
+        if address.startswith("unix:"):
+            return f"{scheme}+unix://{address[5:]}:{resource}"
+        return f"{scheme}://{address}{resource}"
+
+    code = run_server(
+        out,
+        name="ws-server",
+        endpoint=where,
+        factory=factory,
+        tls=tls,
+        workers=workers,
+        drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
+        max_connections=max_connections,
+        socket_mode=opt.socket_mode(socket_mode),
+        options=opt.socket_options(sndbuf, rcvbuf, keepalive),
+        details={"mode": mode, "compress": compress, "max_size": limit},
+        url=url,
+    )
+    raise typer.Exit(code)

@@ -1,0 +1,428 @@
+"""The asyncio adapter around :mod:`netkit.core.ws`: it only moves bytes and runs timers.
+
+One :class:`WebSocketConnection` per connection shares its pooled receive buffer with the
+sans-I/O :class:`~netkit.core.ws.protocol.Protocol`: the kernel writes into
+``Protocol.writable()``, events come back as memoryview slices of that same buffer, and what
+the protocol wants sent is written as ``[header, payload]`` buffers (scatter-gather).
+
+Timers are loop handles, not tasks, so ten thousand idle connections cost no coroutine each:
+the opening-handshake timeout, the keepalive ping and its pong deadline, and the closing
+handshake timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from netkit.core.addresses import WSURL
+from netkit.core.buffers import BufferFull
+from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.frames import CloseCode, Side
+from netkit.core.ws.handshake import (
+    Accepted,
+    ClientHandshake,
+    HealthCheck,
+    Rejected,
+    ServerHandshake,
+)
+from netkit.core.ws.protocol import (
+    CloseReceived,
+    ConnectionClosed,
+    Message,
+    Ping,
+    Pong,
+    Protocol,
+    State,
+)
+from netkit.errors import ConnectionLost, NetkitError, OperationTimeout, PeerProtocolError
+from netkit.net.protocols import StreamProtocol
+from netkit.net.server import ServerConnection
+from netkit.net.zerocopy import Buffer
+
+
+@dataclass(frozen=True)
+class WSTimeouts:
+    """Timers of a WebSocket connection, in seconds (None disables one).
+
+    Defaults follow the websockets library: 10 s for each handshake, a ping every 20 s that
+    must be answered within 20 s.
+    """
+
+    open: float | None = 10.0
+    close: float | None = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+
+
+class WebSocketConnection(StreamProtocol):
+    """Common machinery of WebSocket clients and servers.
+
+    Subclasses run the opening handshake (:meth:`handshake_data`) and then receive events
+    through :meth:`on_open`, :meth:`on_message`, :meth:`on_ping`, :meth:`on_pong` and
+    :meth:`on_closed`.
+
+    Attributes:
+        ws: the sans-I/O protocol.
+        close_code, close_reason: what the peer's close frame said (1006 when there was none).
+        messages_in, messages_out: counters.
+    """
+
+    side: Side
+
+    def __init__(
+        self, *, max_size: int | None = 1 << 20, timeouts: WSTimeouts = WSTimeouts()
+    ) -> None:
+        super().__init__(max_buffer=(max_size or (1 << 20)) + 14)
+        self.ws = Protocol(self.side, state=State.CONNECTING, buffer=self.rbuf, max_size=max_size)
+        self.timeouts = timeouts
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.messages_in = 0
+        self.messages_out = 0
+        self.subprotocol: str | None = None
+        self.resource = "/"
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._ping_handle: asyncio.TimerHandle | None = None
+        self._pong_deadline: asyncio.TimerHandle | None = None
+        self._ping_payload: bytes | None = None
+        self._ping_sent_at = 0.0
+        self.last_rtt: float | None = None
+
+    # --- bytes in -----------------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        try:
+            # Through the protocol, which copies undelivered events out of the buffer first.
+            return self.ws.writable(1)
+        except BufferFull as exc:
+            return self.overflow(exc)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.error is not None:
+            return
+        self.bytes_in += nbytes
+        try:
+            if self.ws.state is State.CONNECTING:
+                self.rbuf.commit(nbytes)
+                self.handshake_data()
+            else:
+                self.ws.commit(nbytes)
+                self._dispatch()
+        except NetkitError as exc:
+            self.fail(exc)
+            return
+        if not self._write_paused:
+            self.rbuf.release()
+
+    def eof_received(self) -> bool | None:
+        if self.ws.state is not State.CLOSED:
+            self.ws.receive_eof()
+            self._dispatch()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        if self.ws.state is not State.CLOSED:
+            self.ws.receive_eof()
+            self._dispatch()
+        super().connection_lost(exc)
+
+    def handshake_data(self) -> None:
+        """Bytes arrived while CONNECTING (in ``self.rbuf``): advance the opening handshake."""
+        raise NotImplementedError
+
+    def _dispatch(self) -> None:
+        for event in self.ws.events_received():
+            if isinstance(event, Message):
+                self.messages_in += 1
+                self.on_message(event)
+            elif isinstance(event, Ping):
+                self.on_ping(event.payload)
+            elif isinstance(event, Pong):
+                self._pong_received(event.payload)
+            elif isinstance(event, CloseReceived):
+                self.close_code, self.close_reason = event.code, event.reason
+            elif isinstance(event, ConnectionClosed):
+                if self.close_code is None:
+                    self.close_code, self.close_reason = event.code, event.reason
+                self.on_closed(event.code, event.reason, event.error)
+        self.flush()
+
+    # --- bytes out ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the protocol queued; close or arm the closing timeout as it says."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.ws.data_to_send()  # nowhere to send it
+            return
+        data = self.ws.data_to_send()
+        if data:
+            self.write(*data)
+        if self.ws.should_close_transport():
+            self._cancel_timers()
+            transport.close()
+        elif self.ws.close_expected() and self._timer is None and self.timeouts.close:
+            self._timer = self._loop.call_later(self.timeouts.close, self._close_timed_out)
+
+    def send_message(self, data: Buffer | str, *, text: bool | None = None) -> None:
+        """Send one message: text for ``str`` (or ``text=True``), binary otherwise."""
+        if self.ws.state is not State.OPEN:
+            return  # closing: RFC 6455 5.5.1 forbids data after a close frame
+        if text if text is not None else isinstance(data, str):
+            self.ws.send_text(data)
+        else:
+            assert not isinstance(data, str)
+            self.ws.send_binary(data)
+        self.messages_out += 1
+        self.flush()
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Send a ping now; its pong updates :attr:`last_rtt`."""
+        if self.ws.state is State.OPEN and self.ws.close_sent is None:
+            self._ping_payload = payload or os.urandom(4)
+            self._ping_sent_at = self._loop.time()
+            self.ws.send_ping(self._ping_payload)
+            self.flush()
+
+    def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake (no-op when already closing)."""
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)
+            self.flush()
+        elif self.ws.state is State.CONNECTING:
+            self.abort()
+
+    # --- timers -------------------------------------------------------------------------
+
+    def on_connect(self) -> None:
+        if self.timeouts.open:
+            self._timer = self._loop.call_later(self.timeouts.open, self._open_timed_out)
+
+    def _opened(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.timeouts.ping_interval:
+            self._ping_handle = self._loop.call_later(self.timeouts.ping_interval, self._keepalive)
+        self.on_open()
+
+    def _open_timed_out(self) -> None:
+        self._timer = None
+        if self.ws.state is State.CONNECTING:
+            self.fail(OperationTimeout(f"opening handshake with {self.peer} timed out"))
+
+    def _close_timed_out(self) -> None:
+        self._timer = None
+        self.abort()
+
+    def _keepalive(self) -> None:
+        self._ping_handle = None
+        if self.ws.state is not State.OPEN:
+            return
+        self.send_ping()
+        if self.timeouts.ping_timeout:
+            self._pong_deadline = self._loop.call_later(
+                self.timeouts.ping_timeout, self._pong_missed
+            )
+        if self.timeouts.ping_interval:
+            self._ping_handle = self._loop.call_later(self.timeouts.ping_interval, self._keepalive)
+
+    def _pong_received(self, payload: Buffer) -> None:
+        if self._ping_payload is not None and bytes(payload) == self._ping_payload:
+            self.last_rtt = self._loop.time() - self._ping_sent_at
+            self._ping_payload = None
+            if self._pong_deadline is not None:
+                self._pong_deadline.cancel()
+                self._pong_deadline = None
+        self.on_pong(payload)
+
+    def _pong_missed(self) -> None:
+        self._pong_deadline = None
+        if self.ws.state is State.OPEN:
+            # 1011: the peer is not dead by protocol, but unresponsive; RFC 6455 7.4.1.
+            self.ws.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.flush()
+            self.error = OperationTimeout(f"no pong from {self.peer} in time")
+
+    def _cancel_timers(self) -> None:
+        for handle in (self._timer, self._ping_handle, self._pong_deadline):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._ping_handle = self._pong_deadline = None
+
+    # --- events for subclasses ----------------------------------------------------------
+
+    def on_open(self) -> None:
+        """The opening handshake succeeded."""
+
+    def on_message(self, message: Message) -> None:
+        """A message arrived. ``message.data`` is valid only during this call."""
+
+    def on_ping(self, payload: Buffer) -> None:
+        """A ping arrived (the protocol already answered it)."""
+
+    def on_pong(self, payload: Buffer) -> None:
+        """A pong arrived."""
+
+    def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
+        """The connection is closed (code 1006 when no close frame was received)."""
+
+
+# --- server -------------------------------------------------------------------------------
+
+
+class WebSocketServerConnection(WebSocketConnection, ServerConnection):
+    """A server-side connection: answers the upgrade (or /health), then speaks WebSocket.
+
+    Args:
+        handshake: the server's handshake policy (paths, origins, subprotocols, deflate).
+        on_event: receives (event name, fields) for logging: ``open``, ``rejected``, ``health``,
+            ``close``.
+    """
+
+    side = Side.SERVER
+
+    def __init__(
+        self,
+        handshake: ServerHandshake,
+        *,
+        max_size: int | None = 1 << 20,
+        timeouts: WSTimeouts = WSTimeouts(),
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        super().__init__(max_size=max_size, timeouts=timeouts)
+        self.handshake = handshake
+        self.on_event = on_event
+        self.upgraded = False
+
+    def on_connect(self) -> None:
+        ServerConnection.on_connect(self)
+        WebSocketConnection.on_connect(self)
+
+    def on_close(self, exc: Exception | None) -> None:
+        ServerConnection.on_close(self, exc)
+
+    def handshake_data(self) -> None:
+        result = self.handshake.receive_request(self.rbuf)
+        if result is None:
+            return
+        assert self.transport is not None
+        self.write(result.response)
+        if isinstance(result, Accepted):
+            self.upgraded = True
+            self.subprotocol = result.subprotocol
+            self.resource = result.request.target
+            self.ws.open(deflate=result.deflate)
+            self._opened()
+            self._dispatch()
+            return
+        self._cancel_timers()
+        if isinstance(result, HealthCheck):
+            self._emit("health", path=result.request.path)
+        elif isinstance(result, Rejected):
+            self._emit("rejected", status=result.status_code, reason=result.message)
+        self.transport.close()
+
+    def begin_drain(self) -> None:
+        """Server shutdown: 1001 Going Away to this client, then wait for its close."""
+        self.start_close(CloseCode.GOING_AWAY, "server shutting down")
+
+    def _emit(self, name: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(name, {"peer": self.peer, **fields})
+
+
+# --- client -------------------------------------------------------------------------------
+
+
+class WebSocketClientConnection(WebSocketConnection):
+    """A client connection: sends the upgrade request and resolves :attr:`opened`.
+
+    Received messages go to :meth:`on_message`; the default keeps copies in :attr:`inbox`.
+    """
+
+    side = Side.CLIENT
+    pause_reading_on_backpressure = False  # we send masked copies, never views of rbuf
+
+    def __init__(
+        self,
+        handshake: ClientHandshake,
+        *,
+        max_size: int | None = 1 << 20,
+        timeouts: WSTimeouts = WSTimeouts(),
+    ) -> None:
+        super().__init__(max_size=max_size, timeouts=timeouts)
+        self.handshake = handshake
+        self.opened: asyncio.Future[None] = self._loop.create_future()
+        self.inbox: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
+        self.deflate: DeflateParams | None = None
+
+    def on_connect(self) -> None:
+        super().on_connect()
+        self.write(self.handshake.request())
+
+    def handshake_data(self) -> None:
+        response = self.handshake.receive_response(self.rbuf)  # raises UpgradeRefused etc.
+        if response is None:
+            return
+        self.subprotocol = response.subprotocol
+        self.deflate = response.deflate
+        self.ws.open(deflate=response.deflate)
+        self._opened()
+        if not self.opened.done():
+            self.opened.set_result(None)
+        self._dispatch()
+
+    def on_message(self, message: Message) -> None:
+        # Kept for later: the view is only valid during this call, so this is a copy.
+        self.inbox.put_nowait((bool(message.text), bytes(message.data)))
+
+    def on_close(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(
+                self.error
+                or ConnectionLost(f"{self.peer} closed the connection during the opening handshake")
+            )
+
+
+async def connect_ws(
+    url: WSURL,
+    factory: Callable[[], WebSocketClientConnection],
+    *,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None = None,
+    timeout: float = 10.0,
+    retry_for: float = 0.0,
+) -> WebSocketClientConnection:
+    """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
+
+    Raises:
+        ConnectError, TLSError, OperationTimeout: connecting failed.
+        UpgradeRefused: the server answered something other than 101 (status in the error).
+        InvalidHandshake: the 101 response was not valid.
+    """
+    from netkit.net.echo import open_stream
+
+    conn = await open_stream(
+        url.transport,
+        factory,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname or (url.host if url.unix_path is None else None),
+        timeout=timeout,
+        retry_for=retry_for,
+    )
+    assert isinstance(conn, WebSocketClientConnection)
+    try:
+        async with asyncio.timeout(timeout):
+            await conn.opened
+    except TimeoutError:
+        conn.abort()
+        raise OperationTimeout(f"opening handshake with {url} timed out") from None
+    return conn

@@ -1,0 +1,111 @@
+"""What ``ws-server`` does with messages: echo, broadcast (a chat room) or sink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from netkit.core.ws.handshake import ServerHandshake
+from netkit.core.ws.protocol import Message
+from netkit.errors import PeerProtocolError
+from netkit.net.ws import WebSocketServerConnection, WSTimeouts
+from netkit.net.zerocopy import Buffer
+
+MODES = ("echo", "broadcast", "sink")
+
+
+class Room:
+    """The connections of one broadcast room (one per server process)."""
+
+    def __init__(self) -> None:
+        self.members: set[ModeConnection] = set()
+
+
+class ModeConnection(WebSocketServerConnection):
+    """A server connection that handles messages as its mode says and logs its events.
+
+    Args:
+        mode: ``echo`` (send each message back), ``broadcast`` (send it to every other member
+            of ``room``) or ``sink`` (count it and drop it).
+        log: receives (event, fields); None to log nothing.
+        log_messages: also log every message, ping and pong (JSON output).
+    """
+
+    def __init__(
+        self,
+        handshake: ServerHandshake,
+        *,
+        mode: str,
+        room: Room,
+        log: Callable[[str, dict[str, Any]], None] | None,
+        log_messages: bool,
+        max_size: int | None,
+        timeouts: WSTimeouts,
+    ) -> None:
+        super().__init__(handshake, max_size=max_size, timeouts=timeouts, on_event=log)
+        self.mode = mode
+        self.room = room
+        self.log = log
+        self.log_messages = log_messages and log is not None
+
+    def on_open(self) -> None:
+        if self.mode == "broadcast":
+            self.room.members.add(self)
+        if self.log is not None:
+            self.log(
+                "open",
+                {
+                    "peer": self.peer,
+                    "path": self.resource,
+                    "subprotocol": self.subprotocol,
+                    "compress": self.ws.deflate is not None,
+                },
+            )
+
+    def on_message(self, message: Message) -> None:
+        text = bool(message.text)
+        if self.log_messages:
+            assert self.log is not None
+            self.log(
+                "message",
+                {"peer": self.peer, "type": "text" if text else "binary", "size": len(message.data)},
+            )
+        if self.mode == "echo":
+            # The payload is a view of the receive buffer, written out as is (no copy).
+            self.send_message(message.data, text=text)
+        elif self.mode == "broadcast":
+            others = [m for m in self.room.members if m is not self]
+            if others:
+                # One copy shared by every recipient: a slow member's transport may keep the
+                # object longer than the receive buffer stays valid.
+                data = bytes(message.data)
+                for member in others:
+                    member.send_message(data, text=text)
+
+    def on_ping(self, payload: Buffer) -> None:
+        if self.log_messages:
+            assert self.log is not None
+            self.log("ping", {"peer": self.peer, "size": len(payload)})
+
+    def on_pong(self, payload: Buffer) -> None:
+        if self.log_messages:
+            assert self.log is not None
+            fields: dict[str, Any] = {"peer": self.peer}
+            if self.last_rtt is not None:
+                fields["rtt_ms"] = round(self.last_rtt * 1000, 3)
+            self.log("pong", fields)
+
+    def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
+        self.room.members.discard(self)
+        if self.log is not None and self.upgraded:
+            fields: dict[str, Any] = {
+                "peer": self.peer,
+                "code": code,
+                "reason": reason,
+                "messages_in": self.messages_in,
+                "messages_out": self.messages_out,
+            }
+            if error is not None:
+                fields["error"] = str(error)
+                fields["sent_code"] = error.close_code
+            self.log("close", fields)
