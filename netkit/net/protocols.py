@@ -99,7 +99,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         except NetkitError as exc:
             self.fail(exc)
             return
-        if not self._write_paused:
+        if self.views_released():
             self.rbuf.release()
 
     def eof_received(self) -> bool | None:
@@ -129,6 +129,13 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self.closed.set_result(None)
 
     # --- for subclasses ----------------------------------------------------------------
+
+    def views_released(self) -> bool:
+        """True when no transport may still hold views of ``rbuf`` (it may go back to the pool).
+
+        Views of ``rbuf`` go to our own transport here; a relay writes them to its peer's.
+        """
+        return not self._write_paused
 
     def on_connect(self) -> None:
         """Called once the transport is up."""

@@ -1,0 +1,215 @@
+"""``netkit proxy``: an L4 relay (TCP/Unix/TLS on either side) with fault injection."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from netkit.commands import options as opt
+from netkit.commands.relaying import run_relay
+from netkit.console import Output
+from netkit.core.addresses import parse_stream_endpoint
+from netkit.core.faults import FaultSpec, parse_fault
+from netkit.core.units import parse_duration
+from netkit.errors import ConfigError
+from netkit.net.relay import RelayOptions, UpstreamConnector, connect_raw
+from netkit.net.tls import client_context, server_context
+
+NAME = "proxy"
+HELP = (
+    "L4 relay: TCP, Unix sockets and TLS on either side, with fault injection for testing clients."
+)
+FAULTS = "Faults (VALUE[,up|down][,p=PROBABILITY])"
+UPSTREAM = "Upstream TLS"
+
+
+def _fault_option(flag: str, help: str) -> typer.models.OptionInfo:
+    option: typer.models.OptionInfo = typer.Option(flag, help=help, rich_help_panel=FAULTS)
+    return option
+
+
+def proxy(
+    listen: Annotated[
+        str, typer.Argument(help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path.")
+    ],
+    upstream: Annotated[
+        str, typer.Argument(help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path.")
+    ],
+    upstream_tls: Annotated[
+        bool,
+        typer.Option(
+            "--upstream-tls",
+            help="Speak TLS to the upstream (verified unless --insecure).",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = False,
+    cacert: Annotated[
+        Path | None,
+        typer.Option(
+            "--cacert",
+            help="CA bundle to verify the upstream with; implies --upstream-tls.",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            "-k",
+            help="Do not verify the upstream's certificate; implies --upstream-tls.",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = False,
+    sni: Annotated[
+        str | None,
+        typer.Option(
+            "--sni",
+            help="Server name for the upstream TLS handshake; implies --upstream-tls.",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = None,
+    proxy_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-protocol",
+            click_type=click.Choice(["v1", "v2"]),
+            help="Send a PROXY protocol header with the client's address.",
+        ),
+    ] = None,
+    splice: Annotated[
+        bool,
+        typer.Option(
+            "--splice/--no-splice",
+            help="Relay plain TCP/Unix with os.splice (payload never enters Python).",
+        ),
+    ] = True,
+    connect_timeout: Annotated[
+        str, typer.Option("--connect-timeout", help="Time allowed to connect to the upstream.")
+    ] = "10s",
+    idle_timeout: opt.IdleTimeout = None,
+    latency: Annotated[
+        list[str] | None,
+        _fault_option("--latency", "Delay data by MS[:JITTER] (e.g. 50 or 50ms:10ms)."),
+    ] = None,
+    bandwidth: Annotated[
+        list[str] | None, _fault_option("--bandwidth", "Cap the rate (e.g. 1MB/s, 10Mbit/s).")
+    ] = None,
+    slice_: Annotated[
+        list[str] | None, _fault_option("--slice", "Split data into writes of BYTES[:DELAY].")
+    ] = None,
+    limit_data: Annotated[
+        list[str] | None, _fault_option("--limit-data", "Close after BYTES have passed.")
+    ] = None,
+    reset_after: Annotated[
+        list[str] | None, _fault_option("--reset-after", "Reset (RST) after BYTES or a DURATION.")
+    ] = None,
+    blackhole_after: Annotated[
+        list[str] | None,
+        _fault_option(
+            "--blackhole-after", "Stop forwarding after DURATION, keep the connection open."
+        ),
+    ] = None,
+    slow_close: Annotated[
+        list[str] | None, _fault_option("--slow-close", "Delay passing on a close by DURATION.")
+    ] = None,
+    refuse: Annotated[
+        list[str] | None,
+        _fault_option("--refuse", "Accept and reset at once, with this probability (1 = always)."),
+    ] = None,
+    accept_delay: Annotated[
+        list[str] | None,
+        _fault_option("--accept-delay", "Hold new connections this long before relaying."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed for fault draws and jitter (repeatable runs).",
+            rich_help_panel=FAULTS,
+        ),
+    ] = None,
+    max_connections: opt.MaxConnections = None,
+    drain_timeout: opt.DrainTimeout = "10s",
+    socket_mode: opt.SocketMode = "660",
+    cert: opt.Cert = None,
+    key: opt.Key = None,
+    tls_self_signed: opt.SelfSigned = False,
+    client_ca: opt.ClientCA = None,
+    json: opt.Json = False,
+) -> None:
+    """Relay every connection on LISTEN to UPSTREAM until SIGINT/SIGTERM.
+
+    Half-closes pass through; every byte is delivered or the connection's closed event says how
+    many were not. Faults apply per connection with their probability; --json logs each one.
+    """
+    out = Output(json)
+    listen_at = parse_stream_endpoint(listen)
+    target = parse_stream_endpoint(upstream)
+    faults: list[FaultSpec] = []
+    for kind, values in (
+        ("latency", latency), ("bandwidth", bandwidth), ("slice", slice_), ("limit_data", limit_data),
+        ("reset_after", reset_after), ("blackhole_after", blackhole_after), ("slow_close", slow_close),
+        ("accept_delay", accept_delay),
+    ):  # fmt: skip
+        faults += [parse_fault(kind, v) for v in values or ()]
+    for value in refuse or ():
+        try:
+            p = float(value.removeprefix("p="))
+        except ValueError:
+            p = -1.0
+        if not 0 <= p <= 1:
+            raise ConfigError(
+                f"--refuse {value!r}: give a probability from 0 to 1 (1 = every connection)"
+            )
+        faults.append(FaultSpec("refuse", probability=p))
+    tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
+    client_ssl, ca_file = server_context(tls) if tls.enabled else (None, None)
+    up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
+    upstream_ssl = client_context(up_tls) if up_tls.enabled else None
+    timeout = parse_duration(connect_timeout, option="--connect-timeout")
+    options = RelayOptions(
+        client_tls=client_ssl,
+        upstream_tls=upstream_ssl,
+        upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
+        splice=splice,
+        proxy_protocol=int(proxy_protocol[1]) if proxy_protocol else 0,
+        idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
+        faults=faults,
+        seed=seed,
+    )
+
+    def connector() -> UpstreamConnector:
+        label = str(target)
+
+        async def connect(_client: str) -> tuple[socket.socket, str]:
+            return await connect_raw(target, timeout=timeout), label
+
+        return connect
+
+    code = run_relay(
+        out,
+        name="proxy",
+        listen=listen_at,
+        connect_upstream=connector,
+        options=options,
+        max_connections=max_connections,
+        drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
+        socket_mode=opt.socket_mode(socket_mode),
+        sockopts=opt.socket_options(None, None, False),
+        details={
+            "upstream": str(target),
+            "upstream_tls": upstream_ssl is not None,
+            "proxy_protocol": proxy_protocol,
+            "faults": [
+                f.describe() | {"directions": list(f.directions), "p": f.probability}
+                for f in faults
+            ],
+            "seed": seed,
+        }
+        | ({"ca_file": str(ca_file)} if ca_file else {}),
+    )
+    raise typer.Exit(code)

@@ -1,0 +1,833 @@
+"""The bidirectional L4 relay shared by ``proxy`` and ``lb``.
+
+Two paths move the bytes:
+
+* **splice** (Linux, plain TCP/Unix on both sides, no data faults): socket → pipe → socket with
+  ``os.splice``, driven by the loop's readiness callbacks; payload never enters Python.
+* **buffered** (TLS on either side, data faults, other platforms): asyncio transports with the
+  zero-copy :class:`StreamProtocol`; each side writes views of its receive buffer to the other,
+  or, with faults, copies that are released on the faults' schedule.
+
+Both propagate half-close (a FIN becomes ``shutdown(SHUT_WR)`` on the other side; the relay
+ends when both directions are done), bound memory with flow control (a side stops reading
+while the other cannot take more), count bytes received and delivered per direction, and report
+the bytes that were not delivered when a connection ends early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import itertools
+import os
+import random
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.faults import ConnectionFaults, DirectionPlan, FaultSpec, draw
+from netkit.core.proxy_protocol import encode as encode_proxy_header
+from netkit.errors import ConnectError, NetkitError, OperationTimeout
+from netkit.net.protocols import StreamProtocol
+from netkit.net.sockets import SocketOptions, apply_options, describe, translate_connect_error
+
+SPLICE_AVAILABLE = hasattr(os, "splice")
+PIPE_SIZE = 1 << 20
+FAULT_HIGH_WATER = 1 << 20  # bytes held back by faults before the source is paused
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+def _force_rst(sock: Any) -> None:
+    # SO_LINGER {on, 0}: close() sends RST instead of FIN.
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+@dataclass
+class RelayRecord:
+    """One relayed connection, for the ``closed`` event and the summary."""
+
+    id: int
+    client: str
+    upstream: str = ""
+    path: str = ""
+    started: float = field(default_factory=time.monotonic)
+    up_in: int = 0
+    up_out: int = 0
+    down_in: int = 0
+    down_out: int = 0
+    end: str = "closed"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of a ``closed`` event."""
+        fields: dict[str, Any] = {
+            "id": self.id,
+            "client": self.client,
+            "upstream": self.upstream,
+            "path": self.path,
+            "bytes_up": self.up_out,
+            "bytes_down": self.down_out,
+            "duration_s": round(time.monotonic() - self.started, 6),
+            "end": self.end,
+        }
+        lost = (self.up_in - self.up_out) + (self.down_in - self.down_out)
+        if lost:
+            fields["undelivered"] = {
+                "up": self.up_in - self.up_out,
+                "down": self.down_in - self.down_out,
+            }
+        return fields
+
+
+# --- splice path -------------------------------------------------------------------------
+
+
+class _SpliceDirection:
+    """src → pipe → dst for one direction, driven by readiness callbacks."""
+
+    FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+    def __init__(
+        self, relay: SpliceRelay, src: socket.socket, dst: socket.socket, up: bool
+    ) -> None:
+        self.relay, self.src, self.dst, self.up = relay, src, dst, up
+        self.loop = relay.loop
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self.in_pipe = 0
+        self.reading = False
+        self.writing = False
+        self.eof = False
+        self.done = False
+
+    def start(self) -> None:
+        self._read_on()
+
+    def _read_on(self) -> None:
+        if not self.reading:
+            self.loop.add_reader(self.src.fileno(), self._readable)
+            self.reading = True
+
+    def _read_off(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.src.fileno())
+            self.reading = False
+
+    def _count(self, received: int, delivered: int) -> None:
+        record = self.relay.record
+        if self.up:
+            record.up_in += received
+            record.up_out += delivered
+        else:
+            record.down_in += received
+            record.down_out += delivered
+        self.relay.last_activity = self.loop.time()
+
+    def _readable(self) -> None:
+        try:
+            n = os.splice(self.src.fileno(), self.wfd, PIPE_SIZE, flags=self.FLAGS)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.relay.failed(exc, from_client=self.up)
+            return
+        if n == 0:
+            self.eof = True
+            self._read_off()
+        else:
+            self.in_pipe += n
+            self._count(n, 0)
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.in_pipe:
+            try:
+                n = os.splice(self.rfd, self.dst.fileno(), self.in_pipe, flags=self.FLAGS)
+            except BlockingIOError:
+                # dst is full: stop reading src until the pipe has drained (bounded memory).
+                self._read_off()
+                if not self.writing:
+                    self.loop.add_writer(self.dst.fileno(), self._flush)
+                    self.writing = True
+                return
+            except OSError as exc:
+                self.relay.failed(exc, from_client=not self.up)
+                return
+            self.in_pipe -= n
+            self._count(0, n)
+        if self.writing:
+            self.loop.remove_writer(self.dst.fileno())
+            self.writing = False
+        if self.eof:
+            if not self.done:
+                self.done = True
+                self.relay.half_closed(self)
+        else:
+            self._read_on()
+
+    def stop(self) -> None:
+        self._read_off()
+        if self.writing:
+            self.loop.remove_writer(self.dst.fileno())
+            self.writing = False
+        for fd in (self.rfd, self.wfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class SpliceRelay:
+    """Relays two connected, non-blocking sockets with ``os.splice``."""
+
+    def __init__(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        record: RelayRecord,
+        *,
+        slow_close: float = 0.0,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.client, self.upstream, self.record = client, upstream, record
+        self.slow_close = slow_close
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.last_activity = self.loop.time()
+        self.directions = (
+            _SpliceDirection(self, client, upstream, up=True),
+            _SpliceDirection(self, upstream, client, up=False),
+        )
+        record.path = "splice"
+
+    def start(self) -> None:
+        """Start moving bytes both ways."""
+        for direction in self.directions:
+            direction.start()
+
+    def half_closed(self, direction: _SpliceDirection) -> None:
+        """One direction saw EOF and delivered everything: pass the FIN on."""
+
+        def shutdown() -> None:
+            with contextlib.suppress(OSError):
+                direction.dst.shutdown(socket.SHUT_WR)
+            if all(d.done for d in self.directions):
+                self.finish("closed")
+
+        if self.slow_close:
+            self.loop.call_later(self.slow_close, shutdown)
+        else:
+            shutdown()
+
+    def failed(self, exc: OSError, *, from_client: bool) -> None:
+        """A socket error: reset the other side too and end."""
+        who = "client" if from_client else "upstream"
+        reason = (
+            "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else (exc.strerror or str(exc))
+        )
+        _force_rst(self.upstream if from_client else self.client)
+        self.finish(f"{reason} by {who}")
+
+    def abort(self, reason: str) -> None:
+        """End now with RST on both sides."""
+        _force_rst(self.client)
+        _force_rst(self.upstream)
+        self.finish(reason)
+
+    def finish(self, reason: str) -> None:
+        """Stop, close both sockets, resolve :attr:`done`."""
+        if self.done.done():
+            return
+        for direction in self.directions:
+            direction.stop()
+        self.client.close()
+        self.upstream.close()
+        self.record.end = reason
+        self.done.set_result(None)
+
+
+# --- buffered path -----------------------------------------------------------------------
+
+
+class _RelaySide(StreamProtocol):
+    """One side of a buffered relay; what it reads goes to :attr:`other`."""
+
+    pause_reading_on_backpressure = False  # the other side's backpressure pauses us
+
+    def __init__(self, relay: BufferedRelay, up: bool) -> None:
+        super().__init__()
+        self.relay, self.up = relay, up
+        self.other: _RelaySide | None = None
+        self.plan: DirectionPlan | None = None
+        self.held = 0  # bytes copied and waiting for their fault schedule
+        self.delivered = 0
+        self.blackholed = False
+        self.eof = False
+
+    def views_released(self) -> bool:
+        return self.other is None or not self.other._write_paused
+
+    def data_ready(self) -> None:
+        other = self.other
+        if other is None or other.transport is None:
+            # The other side is still connecting: keep the bytes, stop reading until it is up.
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        view = self.rbuf.view()
+        n = len(view)
+        self.relay.count(self.up, received=n)
+        plan = self.plan
+        if plan is None:
+            self._deliver(view)
+        elif self.blackholed:
+            pass  # swallowed: counted as received, never delivered
+        elif plan.shapes_data:
+            self.relay.schedule(self, bytes(view))  # held for later: a copy
+        else:
+            self._deliver(view)
+        self.rbuf.consume(n)
+
+    def _deliver(self, data: bytes | memoryview) -> None:
+        other, plan = self.other, self.plan
+        assert other is not None and other.transport is not None
+        if plan is not None and plan.limit is not None:
+            room = plan.limit - self.delivered
+            data = data[: max(room, 0)]
+        if plan is not None and plan.reset_bytes is not None:
+            data = data[: max(plan.reset_bytes - self.delivered, 0)]
+        if data:
+            other.write(data)
+            self.delivered += len(data)
+            self.relay.count(self.up, delivered=len(data))
+        if plan is not None:
+            if plan.reset_bytes is not None and self.delivered >= plan.reset_bytes:
+                self.relay.fault_end("reset", rst=True)
+            elif plan.limit is not None and self.delivered >= plan.limit:
+                self.relay.fault_end("limit-data", rst=False)
+
+    def on_connect(self) -> None:
+        other = self.other
+        if other is not None and other.transport is not None and len(other.rbuf):
+            other.data_ready()  # what arrived while we were connecting
+            if not self._write_paused:
+                other.transport.resume_reading()
+
+    def on_eof(self) -> bool | None:
+        self.eof = True
+        self.relay.side_eof(self)
+        return True  # keep our write side open: the other direction may still flow
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.other is not None and self.other.transport is not None:
+            self.other.transport.pause_reading()  # the other side's bytes have nowhere to go
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        other = self.other
+        if other is not None and other.transport is not None and not other.transport.is_closing():
+            other.rbuf.release()
+            if other.held < FAULT_HIGH_WATER:
+                other.transport.resume_reading()
+
+    def on_close(self, exc: Exception | None) -> None:
+        self.relay.side_closed(self, exc)
+
+
+class BufferedRelay:
+    """Relays two asyncio transports (TLS, faults, or no splice)."""
+
+    def __init__(self, record: RelayRecord, faults: ConnectionFaults, rng: random.Random) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.record, self.faults, self.rng = record, faults, rng
+        self.client = _RelaySide(self, up=True)
+        self.upstream = _RelaySide(self, up=False)
+        self.client.other, self.upstream.other = self.upstream, self.client
+        data_faults = faults.touches_data
+        self.client.plan = faults.directions["up"] if data_faults else None
+        self.upstream.plan = faults.directions["down"] if data_faults else None
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.last_activity = self.loop.time()
+        self._timers: list[asyncio.TimerHandle] = []
+        record.path = "buffered"
+
+    def start(self) -> None:
+        """Both transports are connected: arm time-based faults."""
+        f = self.faults
+        if f.reset_after_s is not None:
+            self._timers.append(
+                self.loop.call_later(f.reset_after_s, self.fault_end, "reset", True)
+            )
+        for side in (self.client, self.upstream):
+            if side.plan is not None and side.plan.blackhole_after is not None:
+                self._timers.append(
+                    self.loop.call_later(
+                        side.plan.blackhole_after, setattr, side, "blackholed", True
+                    )
+                )
+
+    def count(self, up: bool, *, received: int = 0, delivered: int = 0) -> None:
+        """Account bytes in one direction."""
+        r = self.record
+        if up:
+            r.up_in += received
+            r.up_out += delivered
+        else:
+            r.down_in += received
+            r.down_out += delivered
+        self.last_activity = self.loop.time()
+
+    def schedule(self, side: _RelaySide, data: bytes) -> None:
+        """Hold ``data`` and release it on the side's fault schedule."""
+        assert side.plan is not None
+        side.held += len(data)
+        if side.held >= FAULT_HIGH_WATER and side.transport is not None:
+            side.transport.pause_reading()
+        offset = 0
+        for due, size in side.plan.plan(self.loop.time(), len(data), self.rng):
+            piece = memoryview(data)[offset : offset + size]
+            offset += size
+            self.loop.call_at(due, self._release, side, piece)
+
+    def _release(self, side: _RelaySide, piece: memoryview) -> None:
+        side.held -= len(piece)
+        if self.done.done() or side.other is None or side.other.transport is None:
+            return
+        if side.other.transport.is_closing():
+            return
+        side._deliver(piece)
+        transport = side.transport
+        if (
+            side.held < FAULT_HIGH_WATER // 4
+            and transport is not None
+            and not transport.is_closing()
+            and not side.other._write_paused
+        ):
+            transport.resume_reading()
+        if side.eof and not side.held:
+            self._propagate_eof(side)
+
+    def side_eof(self, side: _RelaySide) -> None:
+        """A side sent FIN: pass it on once its held bytes are out."""
+        if not side.held:
+            self._propagate_eof(side)
+
+    def _propagate_eof(self, side: _RelaySide) -> None:
+        other = side.other
+        if other is None or other.transport is None or other.transport.is_closing():
+            return
+
+        def shutdown() -> None:
+            assert other is not None and other.transport is not None
+            if other.transport.is_closing():
+                return
+            if other.transport.can_write_eof():
+                other.transport.write_eof()
+            else:
+                other.transport.close()  # TLS cannot half-close: close after flushing
+            if self.client.eof and self.upstream.eof:
+                self.close_both()
+
+        if self.faults.slow_close:
+            self.loop.call_later(self.faults.slow_close, shutdown)
+        else:
+            shutdown()
+
+    def fault_end(self, what: str, rst: bool) -> None:
+        """A data fault ends the connection: RST both sides, or close them gracefully."""
+        if self.done.done():
+            return
+        self.record.end = f"fault: {what}"
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                if rst:
+                    _force_rst(side.transport.get_extra_info("socket"))
+                    side.transport.abort()
+                else:
+                    side.transport.close()
+
+    def close_both(self) -> None:
+        """Close both transports after flushing."""
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                side.transport.close()
+
+    def abort(self, reason: str) -> None:
+        """End now with RST on both sides."""
+        if self.record.end == "closed":
+            self.record.end = reason
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                _force_rst(side.transport.get_extra_info("socket"))
+                side.transport.abort()
+
+    def side_closed(self, side: _RelaySide, exc: Exception | None) -> None:
+        """A transport is gone: finish the other one (RST if this one was reset)."""
+        if exc is not None and self.record.end == "closed":
+            who = "client" if side.up else "upstream"
+            self.record.end = f"reset by {who}"
+        other = side.other
+        if other is not None and other.transport is not None and not other.transport.is_closing():
+            if exc is not None:
+                _force_rst(other.transport.get_extra_info("socket"))
+                other.transport.abort()
+            elif not side.held:
+                other.transport.close()
+        if all(s.closed.done() or s is side for s in (self.client, self.upstream)):
+            for timer in self._timers:
+                timer.cancel()
+            if not self.done.done():
+                self.done.set_result(None)
+
+
+# --- connecting upstreams ----------------------------------------------------------------
+
+
+async def connect_raw(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    *,
+    timeout: float,
+    options: SocketOptions = SocketOptions(),
+) -> socket.socket:
+    """Open a non-blocking socket connected to ``endpoint`` (each resolved address in turn).
+
+    Raises:
+        ConnectError, OperationTimeout: as the failure was.
+    """
+    loop = asyncio.get_running_loop()
+    target = str(endpoint)
+    try:
+        async with asyncio.timeout(timeout):
+            infos: list[tuple[int, Any]]
+            if isinstance(endpoint, UnixEndpoint):
+                infos = [(socket.AF_UNIX, endpoint.address)]
+            else:
+                resolved = await loop.getaddrinfo(
+                    endpoint.host, endpoint.port, type=socket.SOCK_STREAM
+                )
+                infos = [(family, addr) for family, _, _, _, addr in resolved]
+            last: BaseException | None = None
+            for family, addr in infos:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.setblocking(False)
+                    apply_options(sock, options)
+                    await loop.sock_connect(sock, addr)
+                    return sock
+                except OSError as exc:
+                    sock.close()
+                    last = exc
+                except BaseException:
+                    sock.close()
+                    raise
+            raise last or ConnectError(f"cannot resolve {target}")
+    except TimeoutError:
+        raise OperationTimeout(f"timed out connecting to {target}") from None
+    except OSError as exc:
+        raise translate_connect_error(exc, target) from exc
+
+
+UpstreamConnector = Callable[[str], Awaitable[tuple[socket.socket, str]]]
+"""Given the client's address, return a connected upstream socket and its label."""
+
+
+@dataclass
+class RelayOptions:
+    """How a :class:`RelayServer` relays.
+
+    Attributes:
+        client_tls: terminate TLS from clients with this context.
+        upstream_tls: originate TLS to the upstream with this context.
+        upstream_sni: server name for the upstream TLS handshake.
+        splice: use ``os.splice`` where possible.
+        proxy_protocol: send a PROXY header (1 or 2) to the upstream first, or 0.
+        idle_timeout: close relays idle this long (seconds), or None.
+        faults: fault specs drawn per connection.
+        seed: RNG seed for fault draws and jitter (repeatable runs).
+    """
+
+    client_tls: ssl.SSLContext | None = None
+    upstream_tls: ssl.SSLContext | None = None
+    upstream_sni: str | None = None
+    splice: bool = True
+    proxy_protocol: int = 0
+    idle_timeout: float | None = None
+    faults: list[FaultSpec] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class RelayTotals:
+    """Totals over a relay server's life."""
+
+    accepted: int = 0
+    rejected: int = 0
+    failed_upstream: int = 0
+    active: int = 0
+    peak: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    undelivered: int = 0
+    faults: int = 0
+    accept_errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of a summary."""
+        return {
+            "connections": self.accepted,
+            "rejected": self.rejected,
+            "upstream_failures": self.failed_upstream,
+            "peak_connections": self.peak,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "undelivered_bytes": self.undelivered,
+            "faults_injected": self.faults,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+
+
+class RelayServer:
+    """Accepts clients on a listening socket and relays each to an upstream.
+
+    Args:
+        sock: the listening socket.
+        connect_upstream: opens the upstream for a client (proxy: one endpoint; lb: a choice).
+        options: TLS, splice, PROXY protocol, faults.
+        max_connections: clients beyond this are refused (RST) and counted.
+        on_event: receives (event, fields): ``fault``, ``upstream_failed``, ``closed``, ...
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        connect_upstream: UpstreamConnector,
+        options: RelayOptions,
+        *,
+        max_connections: int | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.address = describe(sock.getsockname())
+        self.connect_upstream = connect_upstream
+        self.options = options
+        self.max_connections = max_connections
+        self.on_event = on_event or (lambda _e, _f: None)
+        self.totals = RelayTotals()
+        self.relays: dict[int, SpliceRelay | BufferedRelay | None] = {}
+        self.rng = random.Random(options.seed)
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = False
+        self._emfile_logged = False
+        self.loop = asyncio.get_running_loop()
+        self.splice = (
+            options.splice
+            and SPLICE_AVAILABLE
+            and not options.client_tls
+            and not options.upstream_tls
+        )
+
+    def start(self) -> None:
+        """Start accepting."""
+        self.loop.add_reader(self.sock.fileno(), self._accept)
+        self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        if self._accepting:
+            self.loop.remove_reader(self.sock.fileno())
+            self._accepting = False
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment, keep serving the rest.
+                    self.totals.accept_errors += 1
+                    if not self._emfile_logged:
+                        self._emfile_logged = True
+                        self.on_event("accept_paused", {"error": exc.strerror, "retry_s": 0.1})
+                    self._stop_accepting()
+                    self.loop.call_later(0.1, self._resume_accepting)
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            conn.setblocking(False)
+            self._start(conn, describe(addr) if addr else "unix:(client)")
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and self.sock.fileno() >= 0:
+            self.start()
+
+    def _start(self, conn: socket.socket, client: str) -> None:
+        if self.max_connections is not None and len(self.relays) >= self.max_connections:
+            self.totals.rejected += 1
+            _force_rst(conn)
+            conn.close()
+            self.on_event("rejected", {"client": client, "reason": "max connections"})
+            return
+        cid = next(self._ids)
+        self.relays[cid] = None
+        self._idle.clear()
+        self.totals.accepted += 1
+        self.totals.peak = max(self.totals.peak, len(self.relays))
+        task = self.loop.create_task(self._handle(cid, conn, client))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, cid: int, conn: socket.socket, client: str) -> None:
+        record = RelayRecord(cid, client)
+        faults = draw(self.options.faults, self.rng)
+        for applied in faults.applied:
+            self.totals.faults += 1
+            self.on_event("fault", {"id": cid, "client": client, **applied})
+        upstream: socket.socket | None = None
+        try:
+            if faults.refuse:
+                _force_rst(conn)
+                conn.close()
+                record.end = "fault: refuse"
+                return
+            if faults.accept_delay:
+                await asyncio.sleep(faults.accept_delay)
+            try:
+                upstream, record.upstream = await self.connect_upstream(client)
+            except NetkitError as exc:
+                self.totals.failed_upstream += 1
+                record.end = f"upstream failed: {exc}"
+                self.on_event("upstream_failed", {"id": cid, "client": client, "error": str(exc)})
+                _force_rst(conn)
+                conn.close()
+                return
+            header = b""
+            if self.options.proxy_protocol:
+                header = encode_proxy_header(
+                    self.options.proxy_protocol,
+                    _tcp_address(conn.getpeername()),
+                    _tcp_address(conn.getsockname()),
+                )
+            relay: SpliceRelay | BufferedRelay
+            if self.splice and not faults.touches_data:
+                if header:
+                    await self.loop.sock_sendall(upstream, header)
+                relay = SpliceRelay(conn, upstream, record, slow_close=faults.slow_close)
+                upstream = None  # owned by the relay now
+                self.relays[cid] = relay
+                relay.start()
+            else:
+                relay = BufferedRelay(record, faults, self.rng)
+                self.relays[cid] = relay
+                try:
+                    await self._open_upstream_transport(relay, upstream, header)
+                except (OSError, ssl.SSLError) as exc:
+                    error = translate_connect_error(exc, record.upstream)
+                    self.totals.failed_upstream += 1
+                    record.end = f"upstream failed: {error}"
+                    self.on_event(
+                        "upstream_failed", {"id": cid, "client": client, "error": str(error)}
+                    )
+                    _force_rst(conn)
+                    conn.close()
+                    return
+                finally:
+                    upstream = None  # the transport owns it (or closed it)
+                await self.loop.connect_accepted_socket(
+                    lambda: relay.client, conn, ssl=self.options.client_tls
+                )
+                relay.start()
+            await self._watch(relay)
+        except (OSError, ssl.SSLError, NetkitError) as exc:
+            record.end = f"error: {translate_connect_error(exc, client) if isinstance(exc, OSError) else exc}"
+            with contextlib.suppress(OSError):
+                conn.close()
+        finally:
+            if upstream is not None:
+                upstream.close()
+            self._finish(cid, record)
+
+    async def _open_upstream_transport(
+        self, relay: BufferedRelay, upstream: socket.socket, header: bytes
+    ) -> None:
+        # Upstream first (TLS handshake included), and the PROXY header on it before any client
+        # byte can flow; bytes that reach either side before the other is up wait in its buffer.
+        opts = self.options
+        try:
+            await self.loop.create_connection(
+                lambda: relay.upstream,
+                sock=upstream,
+                ssl=opts.upstream_tls,
+                server_hostname=opts.upstream_sni if opts.upstream_tls else None,
+            )
+        except BaseException:
+            upstream.close()
+            raise
+        if header:
+            relay.upstream.write(header)
+
+    async def _watch(self, relay: SpliceRelay | BufferedRelay) -> None:
+        idle = self.options.idle_timeout
+        while not relay.done.done():
+            if idle is None:
+                await relay.done
+                return
+            remaining = relay.last_activity + idle - self.loop.time()
+            if remaining <= 0:
+                relay.abort("idle timeout")
+                await relay.done
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(relay.done)
+
+    def _finish(self, cid: int, record: RelayRecord) -> None:
+        self.relays.pop(cid, None)
+        t = self.totals
+        t.bytes_up += record.up_out
+        t.bytes_down += record.down_out
+        t.undelivered += (record.up_in - record.up_out) + (record.down_in - record.down_out)
+        self.on_event("closed", record.as_dict())
+        if not self.relays:
+            self._idle.set()
+
+    async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> int:
+        """Stop accepting, let relays finish for up to ``timeout`` s, then reset the rest.
+
+        Returns:
+            How many relays had to be cut.
+        """
+        self._stop_accepting()
+        self.sock.close()
+        waiters = [asyncio.ensure_future(self._idle.wait())]
+        if forced is not None:
+            waiters.append(asyncio.ensure_future(forced.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        cut = [r for r in self.relays.values() if r is not None]
+        for relay in cut:
+            relay.abort("drain timeout")
+        for task in list(self._tasks):
+            if not task.done():
+                task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+        return len(cut)
+
+
+def _tcp_address(addr: object) -> tuple[str, int] | None:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return str(addr[0]), int(addr[1])
+    return None
