@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import signal
 import socket
 import ssl
@@ -329,3 +330,43 @@ def test_bad_fault_values_are_usage_errors(args, words):
     assert result.returncode == 2
     assert_one_line_error(result.stderr)
     assert words in result.stderr
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("splice", ["--splice", "--no-splice"])
+def test_memory_stays_bounded_when_the_upstream_stops_reading(netkit_server, thread_server, splice):
+    release = threading.Event()
+
+    def never_reads(conn: socket.socket) -> None:
+        release.wait(30)
+
+    upstream = thread_server(never_reads)
+    proxy = netkit_server("proxy", ":0", upstream, splice)
+    before = rss_bytes(proxy.proc.pid)
+    sent = 0
+    chunk = b"m" * (1 << 16)
+    try:
+        with connect(proxy.address) as sock:
+            sock.setblocking(False)
+            deadline = time.monotonic() + 20
+            while sent < (256 << 20) and time.monotonic() < deadline:
+                try:
+                    sent += sock.send(chunk)
+                except BlockingIOError:
+                    # Stalled: wait for room; none within 0.5 s means the proxy stopped reading.
+                    _, writable, _ = select.select([], [sock], [], 0.5)
+                    if not writable:
+                        break
+            grown = rss_bytes(proxy.proc.pid) - before
+    finally:
+        release.set()
+    assert sent > 1 << 20, "data flowed into the proxy before it pushed back"
+    assert sent < 256 << 20, "the proxy kept reading although the upstream did not"
+    assert grown < 24 << 20, f"proxy memory grew by {grown >> 20} MiB"
