@@ -98,8 +98,9 @@ class WebSocketConnection(StreamProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         try:
-            # Through the protocol, which copies undelivered events out of the buffer first.
-            return self.ws.writable(1)
+            # Through the protocol, which copies undelivered events out of the buffer first;
+            # sized for the whole frame at the front, so a large one is not grown step by step.
+            return self.ws.writable(self.ws.bytes_wanted())
         except BufferFull as exc:
             return self.overflow(exc)
 

@@ -331,6 +331,14 @@ class Protocol:
         room = self._buffer.max_size - len(self._buffer)
         return self._buffer.writable(max(1, min(min_size, room)))
 
+    def bytes_wanted(self) -> int:
+        """How many more bytes the frame at the front of the buffer needs (at least 1).
+
+        Pass it to :meth:`writable` so that a large frame gets one buffer of the right size
+        instead of one that doubles as the payload arrives (each doubling is a copy).
+        """
+        return max(1, self._parser.needed(self._buffer) - len(self._buffer))
+
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""
         self._buffer.commit(nbytes)

@@ -444,3 +444,17 @@ def test_random_bytes_never_raise(data: bytes, side: Side, deflate: bool) -> Non
     if proto.error is not None:
         assert proto.error.close_code in (1002, 1007, 1009)
         assert proto.close_sent is not None
+
+
+def test_bytes_wanted_sizes_the_buffer_for_the_whole_frame():
+    from netkit.core.ws.frames import FrameWriter, Opcode, Side
+    from netkit.core.ws.frames import Frame as WireFrame
+    from netkit.core.ws.protocol import Protocol
+
+    server = Protocol(Side.SERVER, max_size=4 << 20)
+    header, payload = FrameWriter(Side.CLIENT).write(WireFrame(Opcode.BINARY, bytes(3 << 20)))
+    assert server.bytes_wanted() == 2
+    server.receive_data(header)
+    assert server.bytes_wanted() == 3 << 20
+    view = server.writable(server.bytes_wanted())
+    assert len(view) >= 3 << 20, "one buffer for the whole payload, not a doubling series"
