@@ -9,7 +9,7 @@ import click
 import typer
 
 from netkit import __version__
-from netkit.commands import proxy, tcp_echo, udp_echo, ws_server
+from netkit.commands import lb, proxy, tcp_echo, udp_echo, ws_server
 from netkit.console import active_output
 from netkit.errors import (
     BindError,
@@ -39,6 +39,7 @@ app.add_typer(udp_echo.app)
 # the word after its first argument for a subcommand name).
 app.command(ws_server.NAME, help=ws_server.HELP)(ws_server.ws_server)
 app.command(proxy.NAME, help=proxy.HELP)(proxy.proxy)
+app.command(lb.NAME, help=lb.HELP)(lb.lb)
 
 _debug = False
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
@@ -54,15 +55,17 @@ def run_relay(
     socket_mode: int | None,
     sockopts: SocketOptions,
     details: dict[str, Any],
-    on_start: Callable[[RelayServer], Any] | None = None,
-    extra_status: Callable[[], Text | None] | None = None,
+    on_start: Callable[[RelayServer], Callable[[], Awaitable[None]] | None] | None = None,
+    final: Callable[[], dict[str, Any]] | None = None,
+    extra_status: Callable[[], RenderableType | None] | None = None,
 ) -> ExitStatus:
     """Serve until SIGINT/SIGTERM: the listening event, live stats on a terminal, a summary.
 
     Args:
         connect_upstream: called inside the loop; returns the connector for each client.
         on_start: called with the running server (lb starts its health checks there); may
-            return an awaitable cleanup coroutine function.
+            return a coroutine function to await at shutdown.
+        final: extra fields for the summary (lb's per-backend table).
     """
     raise_nofile_limit()
     sock = make_listener(listen, socket_mode=socket_mode, options=sockopts)
@@ -112,7 +115,7 @@ def run_relay(
                     while not shutdown.requested.is_set():
                         line, previous = status_line(server, previous)
                         more = extra_status() if extra_status else None
-                        live.update(Text("\n").join([line, more]) if more else line)
+                        live.update(Group(line, more) if more is not None else line)
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(1.0):
                                 await shutdown.requested.wait()
@@ -133,7 +136,8 @@ def run_relay(
             sock.close()
             if unix is not None:
                 unlink_unix_listener(unix)
-        return shutdown.interrupted, server.totals.as_dict() | {"cut_at_drain": cut}
+        extra = final() if final is not None else {}
+        return shutdown.interrupted, server.totals.as_dict() | {"cut_at_drain": cut} | extra
 
     interrupted, summary = runtime.run(main)
     out.event(

@@ -1,0 +1,261 @@
+"""``netkit lb``: an L4 load balancer with health checks, on the relay that ``proxy`` uses."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.table import Table
+
+from netkit.commands import options as opt
+from netkit.commands.relaying import run_relay
+from netkit.console import Output
+from netkit.core.addresses import parse_stream_endpoint
+from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
+from netkit.core.units import parse_duration
+from netkit.errors import ConfigError, ConnectError, OperationTimeout
+from netkit.net.health import HealthChecker
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.tls import server_context
+
+NAME = "lb"
+HELP = "L4 load balancer: weighted algorithms, health checks, backups, failover; one command line."
+CHECKS = "Health checks"
+
+
+def lb(
+    listen: Annotated[
+        str, typer.Argument(help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path.")
+    ],
+    backends: Annotated[
+        list[str],
+        typer.Argument(
+            help="Backends: ENDPOINT[,weight=N][,maxconn=N][,backup], e.g. 127.0.0.1:8001,weight=3 unix:/run/b.sock,backup."
+        ),
+    ],
+    algorithm: Annotated[
+        str,
+        typer.Option(
+            "--algorithm",
+            "-a",
+            click_type=click.Choice(ALGORITHMS),
+            help="roundrobin (weighted), leastconn, random (power of two choices), source (consistent hash of the client address).",
+        ),
+    ] = "roundrobin",
+    check_interval: Annotated[
+        str,
+        typer.Option(
+            "--check-interval", help="Time between active checks.", rich_help_panel=CHECKS
+        ),
+    ] = "2s",
+    check_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--check-timeout",
+            help="Time allowed per check [default: the interval].",
+            rich_help_panel=CHECKS,
+        ),
+    ] = None,
+    rise: Annotated[
+        int,
+        typer.Option(
+            "--rise",
+            min=1,
+            help="Passing checks in a row to bring a backend up.",
+            rich_help_panel=CHECKS,
+        ),
+    ] = 2,
+    fall: Annotated[
+        int,
+        typer.Option(
+            "--fall",
+            min=1,
+            help="Failing checks in a row to take a backend down.",
+            rich_help_panel=CHECKS,
+        ),
+    ] = 3,
+    check_send: Annotated[
+        str | None,
+        typer.Option(
+            "--check-send",
+            help="Bytes to send in a check (escapes \\r \\n \\xHH).",
+            rich_help_panel=CHECKS,
+        ),
+    ] = None,
+    check_expect: Annotated[
+        str | None,
+        typer.Option(
+            "--check-expect",
+            help="Regular expression the reply must match.",
+            rich_help_panel=CHECKS,
+        ),
+    ] = None,
+    slowstart: Annotated[
+        str,
+        typer.Option("--slowstart", help="Ramp a recovered backend's weight up over this long."),
+    ] = "0",
+    connect_timeout: Annotated[
+        str,
+        typer.Option(
+            "--connect-timeout", help="Time allowed to connect to a backend before trying the next."
+        ),
+    ] = "5s",
+    proxy_protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-protocol",
+            click_type=click.Choice(["v1", "v2"]),
+            help="Send a PROXY protocol header with the client's address.",
+        ),
+    ] = None,
+    splice: Annotated[
+        bool, typer.Option("--splice/--no-splice", help="Relay with os.splice where possible.")
+    ] = True,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for the random algorithm.")
+    ] = None,
+    idle_timeout: opt.IdleTimeout = None,
+    max_connections: opt.MaxConnections = None,
+    drain_timeout: opt.DrainTimeout = "10s",
+    socket_mode: opt.SocketMode = "660",
+    cert: opt.Cert = None,
+    key: opt.Key = None,
+    tls_self_signed: opt.SelfSigned = False,
+    client_ca: opt.ClientCA = None,
+    json: opt.Json = False,
+) -> None:
+    """Spread connections on LISTEN over BACKENDs until SIGINT/SIGTERM.
+
+    A backend that refuses a connection is taken out at once and the client is retried on the
+    next one, so a client is never handed a backend that refused; active checks (HAProxy's
+    defaults: every 2s, rise 2, fall 3) bring it back. Backups serve only when no primary can.
+    """
+    out = Output(json)
+    listen_at = parse_stream_endpoint(listen)
+    pool_backends = parse_backends(backends)
+    interval = parse_duration(check_interval, option="--check-interval")
+    if interval <= 0:
+        raise ConfigError("--check-interval must be more than zero")
+    timeout = parse_duration(check_timeout, option="--check-timeout") if check_timeout else interval
+    connect_limit = parse_duration(connect_timeout, option="--connect-timeout")
+    probe = CheckProbe.parse(check_send, check_expect)
+    pool = BackendPool(
+        pool_backends,
+        algorithm=algorithm,
+        rise=rise,
+        fall=fall,
+        slowstart=parse_duration(slowstart, option="--slowstart"),
+        seed=seed,
+    )
+    tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
+    client_ssl, ca_file = server_context(tls) if tls.enabled else (None, None)
+
+    def health(event: HealthEvent) -> None:
+        if not out.json:
+            out.warn(str(event)) if event.new == "down" else out.print(f"[green]{event}[/]")
+        out.event("health", None, **event.as_dict())
+
+    def connector() -> UpstreamConnector:
+        loop = asyncio.get_running_loop()
+
+        async def connect(client: str) -> tuple[socket.socket, str]:
+            key = client if client.startswith("unix:") else client.rpartition(":")[0].strip("[]")
+            tried: set[Any] = set()
+            last = ""
+            while (state := pool.choose(key, loop.time(), tried)) is not None:
+                state.connect_started()
+                started = loop.time()
+                try:
+                    sock = await connect_raw(state.backend.endpoint, timeout=connect_limit)
+                except (ConnectError, OperationTimeout) as exc:
+                    if event := state.connect_failed(str(exc), loop.time()):
+                        health(event)
+                    tried.add(state)
+                    last = f" (last: {exc})"
+                    continue
+                state.connect_succeeded(loop.time() - started)
+                return sock, state.name
+            raise ConnectError(f"no backend available{last}")
+
+        return connect
+
+    def on_start(server: RelayServer) -> Callable[[], Awaitable[None]]:
+        checker = HealthChecker(
+            pool.states, interval=interval, timeout=timeout, probe=probe, on_event=health
+        )
+        checker.start()
+        original = server.on_event
+
+        def on_event(event: str, fields: dict[str, Any]) -> None:
+            if event == "closed" and fields.get("upstream"):
+                pool.state(fields["upstream"]).connection_ended(
+                    fields["bytes_up"], fields["bytes_down"]
+                )
+            original(event, fields)
+
+        server.on_event = on_event
+        return checker.stop
+
+    def table() -> Table:
+        now = asyncio.get_running_loop().time()
+        grid = Table(box=None, pad_edge=False, header_style="dim")
+        for column in (
+            "backend",
+            "state",
+            "weight",
+            "active",
+            "total",
+            "failed",
+            "up",
+            "down",
+            "connect p50/p99 ms",
+        ):
+            grid.add_column(column, justify="left" if column in ("backend", "state") else "right")
+        for row in pool.snapshot(now):
+            state = row["state"] + (" (backup)" if row["role"] == "backup" else "")
+            grid.add_row(
+                row["backend"],
+                f"[green]{state}[/]" if row["state"] == "up" else f"[red]{state}[/]",
+                str(row["weight"]),
+                str(row["active"]),
+                str(row["total"]),
+                str(row["failed"]),
+                str(row["bytes_up"]),
+                str(row["bytes_down"]),
+                f"{row['connect_p50_ms']}/{row['connect_p99_ms']}",
+            )
+        return grid
+
+    code = run_relay(
+        out,
+        name="lb",
+        listen=listen_at,
+        connect_upstream=connector,
+        options=RelayOptions(
+            client_tls=client_ssl,
+            splice=splice,
+            proxy_protocol=int(proxy_protocol[1]) if proxy_protocol else 0,
+            idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
+            seed=seed,
+        ),
+        max_connections=max_connections,
+        drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
+        socket_mode=opt.socket_mode(socket_mode),
+        sockopts=opt.socket_options(None, None, False),
+        details={
+            "algorithm": algorithm,
+            "backends": [str(b) for b in pool_backends],
+            "check_interval_s": interval,
+            "rise": rise,
+            "fall": fall,
+        }
+        | ({"ca_file": str(ca_file)} if ca_file else {}),
+        on_start=on_start,
+        extra_status=table,
+        final=lambda: {"backends": pool.snapshot(asyncio.get_running_loop().time())},
+    )
+    raise typer.Exit(code)

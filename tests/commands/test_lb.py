@@ -1,0 +1,219 @@
+"""lb end to end: the CLI as a subprocess in front of real loopback backends."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.commands.conftest import assert_one_line_error, run_netkit
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class NamedBackend:
+    """A loopback server that answers every connection with its own name, then echoes."""
+
+    def __init__(self, name: str, port: int = 0) -> None:
+        self.name = name
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.port = self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.accepted = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted.set()
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.sendall(self.name.encode() + b"\n")
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[..., NamedBackend]]:
+    made: list[NamedBackend] = []
+
+    def make(name: str, port: int = 0) -> NamedBackend:
+        backend = NamedBackend(name, port)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def who(address: str) -> str:
+    with socket.create_connection(host_port(address), timeout=10) as sock:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = sock.recv(64)
+            assert chunk, "closed before the backend said its name"
+            line += chunk
+        return line.decode().strip()
+
+
+def dead_address() -> str:
+    with socket.socket() as sock:  # bound and closed: connections to it are refused
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_weighted_roundrobin_distribution(netkit_server, backends):
+    a, b, c = backends("a"), backends("b"), backends("c")
+    lb = netkit_server("lb", ":0", f"{a.address},weight=2", b.address, c.address)
+    counts = collections.Counter(who(lb.address) for _ in range(12))
+    assert counts == {"a": 6, "b": 3, "c": 3}
+    assert lb.stop() == 0
+    totals = {row["backend"]: row["total"] for row in lb.event("summary")["backends"]}
+    assert totals == {a.address: 6, b.address: 3, c.address: 3}
+
+
+def test_source_hashing_keeps_a_client_on_one_backend(netkit_server, backends):
+    addresses = [backends(name).address for name in "abc"]
+    lb = netkit_server("lb", ":0", *addresses, "--algorithm", "source")
+    assert len({who(lb.address) for _ in range(10)}) == 1
+
+
+def test_dead_at_start_is_ejected_by_the_first_check(netkit_server, backends):
+    alive = backends("alive")
+    dead = dead_address()
+    lb = netkit_server("lb", ":0", dead, alive.address, "--check-interval", "30s")
+    assert [who(lb.address) for _ in range(6)] == ["alive"] * 6
+    event = lb.wait_for("health")
+    assert (event["backend"], event["new"]) == (dead, "down")
+
+
+def test_refused_connect_ejects_and_retries_on_the_next_backend(netkit_server, backends):
+    doomed, alive = backends("doomed"), backends("alive")
+    lb = netkit_server("lb", ":0", doomed.address, alive.address, "--check-interval", "30s")
+    assert doomed.accepted.wait(10), "the first health check connected"
+    doomed.close()  # up as far as the lb knows; the next check is 30 s away
+    assert [who(lb.address) for _ in range(6)] == ["alive"] * 6
+    event = lb.wait_for("health")
+    assert (event["backend"], event["new"], event["source"]) == (doomed.address, "down", "traffic")
+    assert lb.stop() == 0
+    assert "upstream_failed" not in {e["event"] for e in lb.events}, "no client saw the refusal"
+
+
+def test_health_checks_eject_and_readmit(netkit_server, backends):
+    first = backends("b1")
+    other = backends("b2")
+    port = first.port
+    lb = netkit_server(
+        "lb", ":0", first.address, other.address,
+        "--check-interval", "100ms", "--check-timeout", "1s", "--rise", "2", "--fall", "2",
+    )  # fmt: skip
+    first.close()
+    down = lb.wait_for("health")
+    assert (down["backend"], down["new"], down["source"]) == (first.address, "down", "check")
+    assert {who(lb.address) for _ in range(4)} == {"b2"}
+    backends("b1", port)  # the same address comes back
+    up = lb.wait_for("health")
+    assert (up["backend"], up["new"]) == (first.address, "up")
+    assert "b1" in {who(lb.address) for _ in range(4)}
+
+
+def test_backup_serves_only_when_primaries_are_down(netkit_server, backends):
+    primary, spare = backends("primary"), backends("spare")
+    lb = netkit_server(
+        "lb",
+        ":0",
+        primary.address,
+        f"{spare.address},backup",
+        "--check-interval",
+        "100ms",
+        "--fall",
+        "1",
+    )
+    assert {who(lb.address) for _ in range(3)} == {"primary"}
+    primary.close()
+    assert lb.wait_for("health")["new"] == "down"
+    assert {who(lb.address) for _ in range(3)} == {"spare"}
+
+
+def test_backend_killed_mid_run(netkit_server):
+    one = netkit_server("tcp-echo", "serve", ":0")
+    two = netkit_server("tcp-echo", "serve", ":0")
+    lb = netkit_server(
+        "lb", ":0", one.address, two.address, "--check-interval", "100ms", "--fall", "1"
+    )
+    held = [socket.create_connection(host_port(lb.address), timeout=10) for _ in range(2)]
+    for sock in held:
+        sock.sendall(b"hi")
+        assert sock.recv(2) == b"hi"
+    one.proc.kill()
+    one.proc.wait()
+    ended = 0
+    for sock in held:
+        with sock:
+            try:
+                sock.sendall(b"again")
+                ended += sock.recv(5) != b"again"
+            except OSError:
+                ended += 1
+    assert ended == 1, "the connection on the killed backend ends, the other goes on"
+    for _ in range(10):
+        result = run_netkit("tcp-echo", "client", lb.address, "ping")
+        assert result.returncode == 0, result.stderr
+
+
+def test_no_backend_available_resets_the_client(netkit_server):
+    lb = netkit_server("lb", ":0", dead_address(), "--check-interval", "30s")
+    with (
+        pytest.raises(ConnectionResetError),
+        socket.create_connection(host_port(lb.address), timeout=10) as sock,
+    ):
+        sock.sendall(b"x")
+        sock.recv(1)
+    assert "no backend available" in lb.wait_for("upstream_failed")["error"]
+
+
+def test_sigterm_drains(netkit_server, backends):
+    b = backends("b")
+    lb = netkit_server("lb", ":0", b.address)
+    with socket.create_connection(host_port(lb.address), timeout=10) as sock:
+        assert sock.recv(2) == b"b\n"
+        lb.proc.send_signal(signal.SIGTERM)
+        lb.wait_for("draining")
+        sock.sendall(b"still")
+        assert sock.recv(5) == b"still"
+    assert lb.wait_exit() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["127.0.0.1:1,wieght=3"], "unknown option 'wieght'"),
+        (["127.0.0.1:1,backup"], "backup"),
+        (["127.0.0.1:1", "--algorithm", "fastest"], "fastest"),
+        (["127.0.0.1:1", "--check-expect", "("], "--check-expect"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(args, words):
+    result = run_netkit("lb", ":0", *args)
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    assert words in result.stderr
