@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from netkit.core.buffers import ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.frames import MaskKeys, Side
+from netkit.core.ws.frames import Frame as WireFrame
+from netkit.core.ws.frames import FrameWriter, MaskKeys, Opcode, Side
 from netkit.core.ws.mask import mask_bytes
 from netkit.core.ws.protocol import (
     CloseReceived,
@@ -447,12 +448,8 @@ def test_random_bytes_never_raise(data: bytes, side: Side, deflate: bool) -> Non
 
 
 def test_bytes_wanted_sizes_the_buffer_for_the_whole_frame():
-    from netkit.core.ws.frames import FrameWriter, Opcode, Side
-    from netkit.core.ws.frames import Frame as WireFrame
-    from netkit.core.ws.protocol import Protocol
-
     server = Protocol(Side.SERVER, max_size=4 << 20)
-    header, payload = FrameWriter(Side.CLIENT).write(WireFrame(Opcode.BINARY, bytes(3 << 20)))
+    header, _payload = FrameWriter(Side.CLIENT).write(WireFrame(Opcode.BINARY, bytes(3 << 20)))
     assert server.bytes_wanted() == 2
     server.receive_data(header)
     assert server.bytes_wanted() == 3 << 20
