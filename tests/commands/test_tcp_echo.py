@@ -332,7 +332,7 @@ def test_help_lists_only_working_commands():
     commands = result.stdout.split("Commands", 1)[1]
     listed = {line.strip("│ ").split(" ")[0] for line in commands.splitlines() if line.strip("│ ")}
     assert {"tcp-echo", "udp-echo"} <= listed
-    assert not listed & {"bench", "multicast"}
+    assert not listed & {"bench"}
 
 
 def test_version():
