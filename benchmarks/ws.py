@@ -1,0 +1,990 @@
+"""Compare netkit's WebSocket server and client with the websockets library on loopback.
+
+Usage::
+
+    python benchmarks/ws.py [--quick] [--json [PATH]] [--pin same|split] [--no-cross]
+                            [--only pingpong|bulk|concurrent|memory]
+                            [--netkit-log json|text] [--websockets-loop asyncio|uvloop]
+
+Run it with the Python that has netkit and websockets installed (``/tmp/venv/bin/python`` in the
+dev setup). Everything runs on 127.0.0.1; every load loop stops after a fixed time *and* a
+fixed count.
+
+Servers, each its own process, started once and reused by every client:
+
+- ``netkit ws-server 127.0.0.1:0 --json --mode echo --ping-interval 0 --max-size 2MiB`` (uvloop,
+  netkit's default). The port comes from its first JSON line; it is stopped with SIGTERM. With
+  ``--json`` it also logs one JSON line per message (to a temporary file here);
+  ``--netkit-log text`` runs it without ``--json`` to see what that logging costs.
+- A ``websockets.asyncio.server.serve`` echo server written in this file (``async for message
+  in ws: await ws.send(message)``), with default settings except ``max_size=2 MiB``,
+  ``ping_interval=None`` and ``compression=None`` (netkit does not compress by default), on the
+  stock asyncio loop (``--websockets-loop uvloop`` to see what the loop alone is worth).
+
+Clients, each run a new process (this file again):
+
+- netkit: a ``WebSocketClientConnection`` subclass opened with ``connect_ws`` whose
+  ``on_message`` resolves one future per echo, on uvloop (``netkit.net.runtime.run``);
+- websockets: ``websockets.asyncio.client.connect`` with the same settings as its server,
+  ``await ws.send(...)`` then ``await ws.recv()``.
+
+The two main pairings are netkit client -> netkit server and websockets client -> websockets
+server; the two cross pairings are reported for information, so that client and server speed can
+be told apart. Tests:
+
+a. **ping-pong**: one connection, 32-byte binary message, closed loop (send, await the echo,
+   repeat) for a fixed time after a warm-up; messages per second.
+b. **bulk**: one connection, 1 MiB binary message echoed in a closed loop; MB/s of payload
+   echoed (10^6 bytes/s, each byte crosses loopback twice).
+c. **concurrent**: 1,000 connections from one client process, each in its own closed loop of
+   32-byte messages; messages per second in total.
+d. **memory**: a fresh server, one warm-up connection, then 1,000 connections that complete
+   the handshake and stay idle; server RSS (``VmRSS``) after minus before, per connection.
+
+For a-c, runs are interleaved (run 1 of every pairing, then run 2, ...) with the order rotated
+each time; the server's CPU time per message is read from ``/proc`` and the client reports its
+own, so the cost of each side can be seen apart from the rate. For a, the CPU each side last ran
+on is sampled, because on a small VM a wake-up across CPUs costs more than the echo itself.
+
+Targets (issue 3), netkit pairing over websockets pairing: a >= 3x, b >= 1.5x, c >= 2x, and
+memory per idle connection <= 0.75x. The script ends with a Markdown block for
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+HOST = "127.0.0.1"
+SMALL = 32
+LARGE = 1 << 20
+MAX_SIZE = 2 << 20  # both servers and clients: 1 MiB messages plus headroom
+CONNECTIONS = 1000
+OPEN_AT_ONCE = 64  # handshakes in flight while opening many connections
+MAX_MESSAGES = 50_000_000  # count bound on one run, far above what a few seconds allow
+WARMUP_S = 0.3
+CONCURRENT_WARMUP_S = 0.5
+START_TIMEOUT_S = 15.0
+SAMPLE_EVERY_S = 0.02  # CPU placement sampling while a ping-pong run is measured
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+NETKIT = "netkit"
+WEBSOCKETS = "websockets"
+TESTS = ("pingpong", "bulk", "concurrent")
+TEST_TITLES = {
+    "pingpong": "a. 32 B ping-pong, 1 connection",
+    "bulk": "b. 1 MiB echo, 1 connection",
+    "concurrent": f"c. 32 B messages, {CONNECTIONS:,} connections",
+}
+PIN_CHOICES: dict[str, tuple[set[int], set[int]] | None] = {
+    "none": None,
+    "same": ({0}, {0}),  # (client CPUs, server CPUs)
+    "split": ({0}, {1}),
+}
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr; stdout carries only the results."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON line on stdout: how the helper processes talk to the orchestrator."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def run_loop(main: Callable[[], Awaitable[Any]], loop: str) -> Any:
+    """Run ``main()`` on uvloop or on the stock asyncio loop."""
+
+    async def wrapper() -> Any:
+        return await main()
+
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(wrapper())
+    return asyncio.run(wrapper())
+
+
+# --- the websockets server (this file runs as it) -----------------------------------------
+
+
+def websockets_server(loop: str) -> None:
+    """The anchor: a websockets echo server, default settings but for size, pings, compression."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with serve(
+            echo, HOST, 0, compression=None, max_size=MAX_SIZE, ping_interval=None
+        ) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            url = f"ws://{HOST}:{port}/"
+            emit("listening", address=f"{HOST}:{port}", url=url)
+            await stop.wait()
+
+    run_loop(main, loop)
+
+
+# --- clients (this file runs as them) ------------------------------------------------------
+
+
+class EchoConnection(Protocol):
+    """What a test needs from a client connection."""
+
+    async def echo(self, payload: bytes) -> int:
+        """Send ``payload`` as one binary message; return the length of the echo."""
+        ...
+
+    async def aclose(self) -> None:
+        """Run the closing handshake (bounded in time)."""
+        ...
+
+
+Opener = Callable[[str], Awaitable[EchoConnection]]
+
+
+def netkit_opener() -> Opener:
+    """Connections built from netkit's client driver: one future per echo, no inbox queue."""
+    from netkit.core.addresses import parse_ws_url
+    from netkit.core.ws.handshake import ClientHandshake
+    from netkit.core.ws.protocol import Message
+    from netkit.errors import ConnectionLost
+    from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
+
+    timeouts = WSTimeouts(ping_interval=None, ping_timeout=None)
+
+    class EchoClient(WebSocketClientConnection):
+        waiter: asyncio.Future[int] | None = None
+
+        def on_message(self, message: Message) -> None:
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(len(message.data))
+
+        def on_close(self, exc: Exception | None) -> None:
+            super().on_close(exc)
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionLost(f"{self.peer} closed the connection"))
+
+        async def echo(self, payload: bytes) -> int:
+            waiter: asyncio.Future[int] = self._loop.create_future()
+            self.waiter = waiter
+            self.send_message(payload)
+            return await waiter
+
+        async def aclose(self) -> None:
+            self.start_close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed), 10)
+            except TimeoutError:
+                self.abort()
+
+    async def open_connection(text: str) -> EchoConnection:
+        url = parse_ws_url(text)
+
+        def factory() -> EchoClient:
+            handshake = ClientHandshake(url.host_header, url.resource)
+            return EchoClient(handshake, max_size=MAX_SIZE, timeouts=timeouts)
+
+        conn = await connect_ws(url, factory, ssl_context=None)
+        assert isinstance(conn, EchoClient)
+        return conn
+
+    return open_connection
+
+
+def websockets_opener() -> Opener:
+    """Connections from ``websockets.asyncio.client.connect``, configured like its server."""
+    from websockets.asyncio.client import ClientConnection, connect
+
+    class EchoClient:
+        def __init__(self, ws: ClientConnection) -> None:
+            self.ws = ws
+
+        async def echo(self, payload: bytes) -> int:
+            await self.ws.send(payload)
+            return len(await self.ws.recv())
+
+        async def aclose(self) -> None:
+            await self.ws.close()
+
+    async def open_connection(text: str) -> EchoConnection:
+        ws = await connect(text, compression=None, max_size=MAX_SIZE, ping_interval=None)
+        return EchoClient(ws)
+
+    return open_connection
+
+
+def check(got: int, expected: int) -> None:
+    if got != expected:
+        raise RuntimeError(f"echo of {expected} bytes came back as {got}")
+
+
+async def closed_loop(conn: EchoConnection, size: int, seconds: float) -> dict[str, Any]:
+    """Send ``size`` bytes, await the echo, repeat: warm-up, then ``seconds`` measured."""
+    payload = os.urandom(size)
+    batch = 64 if size <= 4096 else 1  # how many round trips between clock reads
+    warm_until = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < warm_until:
+        for _ in range(batch):
+            check(await conn.echo(payload), size)
+    emit("mark")
+    count = 0
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    deadline = start + seconds
+    while count < MAX_MESSAGES:
+        for _ in range(batch):
+            check(await conn.echo(payload), size)
+        count += batch
+        if time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - start
+    return {"messages": count, "bytes": count * size, "seconds": elapsed,
+            "client_cpu": time.process_time() - cpu0}  # fmt: skip
+
+
+async def open_many(opener: Opener, url: str, n: int) -> list[EchoConnection]:
+    """Open ``n`` connections, at most OPEN_AT_ONCE handshakes at a time."""
+    limit = asyncio.Semaphore(OPEN_AT_ONCE)
+
+    async def one() -> EchoConnection:
+        async with limit:
+            return await opener(url)
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def close_all(conns: list[EchoConnection]) -> None:
+    limit = asyncio.Semaphore(OPEN_AT_ONCE)
+
+    async def one(conn: EchoConnection) -> None:
+        async with limit:
+            with contextlib.suppress(Exception):
+                await conn.aclose()
+
+    await asyncio.gather(*(one(c) for c in conns))
+
+
+async def concurrent(opener: Opener, url: str, n: int, seconds: float) -> dict[str, Any]:
+    """``n`` connections, each in its own closed loop of 32-byte messages, for ``seconds``."""
+    conns = await open_many(opener, url, n)
+    payload = os.urandom(SMALL)
+    count = 0
+    stop = False
+
+    async def worker(conn: EchoConnection) -> None:
+        nonlocal count
+        mine = 0
+        while not stop and mine < MAX_MESSAGES // n:
+            check(await conn.echo(payload), SMALL)
+            mine += 1
+            count += 1
+
+    tasks = [asyncio.create_task(worker(c)) for c in conns]
+    try:
+        await asyncio.sleep(CONCURRENT_WARMUP_S)
+        emit("mark")
+        count0 = count
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        await asyncio.sleep(seconds)
+        messages = count - count0
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu0
+        stop = True
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        for task in done:
+            task.result()  # a failed connection fails the run
+        if pending:
+            raise RuntimeError(f"{len(pending)} connections did not finish their last echo")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await close_all(conns)
+    return {"messages": messages, "bytes": messages * SMALL, "seconds": elapsed,
+            "client_cpu": cpu, "connections": n}  # fmt: skip
+
+
+async def read_stdin_line() -> str:
+    """Wait for the orchestrator's go-ahead without blocking the loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+async def idle_connections(opener: Opener, url: str, n: int) -> None:
+    """Memory test: warm-up connection; then, on "go", ``n`` idle connections until "done"."""
+    conn = await opener(url)
+    check(await conn.echo(os.urandom(SMALL)), SMALL)
+    await conn.aclose()
+    emit("warm")
+    await asyncio.wait_for(read_stdin_line(), 60)
+    conns = await open_many(opener, url, n)
+    emit("ready", connections=len(conns))
+    await asyncio.wait_for(read_stdin_line(), 60)
+    await close_all(conns)
+    emit("result")
+
+
+def client(kind: str, url: str, tests: list[str], seconds: float, n: int, loop: str) -> None:
+    """One client process: run ``tests`` in order against ``url``, one JSON result each."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 256:  # one descriptor per connection, plus the interpreter's own
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 256), hard))
+    opener = netkit_opener() if kind == NETKIT else websockets_opener()
+
+    async def main() -> None:
+        for test in tests:
+            if test == "memory":
+                await idle_connections(opener, url, n)
+                continue
+            if test == "concurrent":
+                result = await concurrent(opener, url, n, seconds)
+            else:
+                conn = await opener(url)
+                try:
+                    result = await closed_loop(
+                        conn, SMALL if test == "pingpong" else LARGE, seconds
+                    )
+                finally:
+                    await conn.aclose()
+            emit("result", test=test, **result)
+
+    if kind == NETKIT:
+        from netkit.net import runtime
+
+        runtime.run(main)  # uvloop, netkit's default
+    else:
+        run_loop(main, loop)
+
+
+# --- process plumbing ----------------------------------------------------------------------
+
+
+def netkit_command() -> list[str]:
+    """``netkit`` next to this Python when it is there, else ``python -m netkit``."""
+    script = Path(sys.executable).parent / "netkit"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "netkit"]
+
+
+def netkit_server_available() -> bool:
+    """True once ``netkit ws-server --help`` works."""
+    cmd = [*netkit_command(), "ws-server", "--help"]
+    return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """One line of the process's stdout, within ``timeout`` seconds."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError(f"no output line from {proc.args!r} within {timeout:g}s")
+        chunk = os.read(fd, 4096 if not line else 1)
+        if not chunk:
+            raise RuntimeError(f"{proc.args!r} exited before printing a line")
+        line += chunk
+    return line
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its current children (a server may run worker processes)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (``state`` is index 0)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its current children."""
+    total = 0.0
+    for p in family(pid):
+        with contextlib.suppress(OSError):
+            fields = proc_stat(p)
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return total
+
+
+def last_cpu(pid: int) -> int:
+    """The CPU ``pid`` last ran on (``processor`` in /proc/PID/stat)."""
+    return int(proc_stat(pid)[36])
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size (``VmRSS``) of ``pid`` and its children, in KiB."""
+    total = 0
+    for p in family(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def settled_rss(pid: int, timeout: float = 3.0) -> int:
+    """RSS once it stops moving: two samples 0.2 s apart that agree (or the last one)."""
+    time.sleep(0.5)
+    deadline = time.monotonic() + timeout
+    last = rss_kib(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = rss_kib(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Restrict every thread of ``pid`` and its children to ``cpus``."""
+    for p in family(pid):
+        for task in os.listdir(f"/proc/{p}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), cpus)
+
+
+@dataclass
+class Server:
+    """A running server under test."""
+
+    kind: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: IO[bytes] | None = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then wait; SIGKILL only if it will not go."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.log is not None:
+            self.log.close()
+
+
+def start_server(kind: str, args: argparse.Namespace) -> Server:
+    """Start one server and read its URL from its first line (JSON, or netkit's text line)."""
+    json_output = kind != NETKIT or args.netkit_log == "json"
+    if kind == NETKIT:
+        cmd = [*netkit_command(), "ws-server", f"{HOST}:0", "--mode", "echo"]
+        cmd += ["--ping-interval", "0", "--max-size", "2MiB"] + (["--json"] if json_output else [])
+    else:
+        cmd = [sys.executable, __file__, "--serve-websockets", "--loop", args.websockets_loop]
+    # With --json, netkit logs every connection and message as a JSON line: to a file, so that
+    # no pipe ever fills up and blocks it.
+    out = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the server; Server.stop closes it
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        out.seek(0)
+        first = out.readline()
+        if first.endswith(b"\n"):
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            out.close()
+            raise RuntimeError(f"{cmd!r} did not announce a listening address")
+        time.sleep(0.02)
+    if json_output:
+        event = json.loads(first)
+        if event.get("event") != "listening":
+            raise RuntimeError(f"unexpected first line from {cmd!r}: {event}")
+        url = str(event.get("url") or f"ws://{event['address']}/")
+    else:  # "ws-server listening on ws://127.0.0.1:PORT/ (mode echo, ...)"
+        found = re.search(rb"ws://\S+", first)
+        if found is None:
+            raise RuntimeError(f"no ws:// URL in the first line from {cmd!r}: {first!r}")
+        url = found.group().decode()
+    return Server(kind, proc, url, out)
+
+
+def client_command(
+    kind: str, server: Server, tests: list[str], args: argparse.Namespace
+) -> list[str]:
+    cmd = [sys.executable, __file__, "--client", kind, "--url", server.url]
+    cmd += ["--tests", ",".join(tests), "--seconds", str(args.seconds)]
+    cmd += ["--connections", str(args.connections), "--loop", args.websockets_loop]
+    return cmd
+
+
+def start_client(cmd: list[str], cpus: set[int] | None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    if cpus is not None:
+        pin(proc.pid, cpus)
+    return proc
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Wait for a client to exit; its stderr goes into the error when it failed."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"client {proc.args!r} exited with {proc.returncode}:\n{err[-3000:]}")
+
+
+def events(proc: subprocess.Popen[bytes], timeout: float) -> Iterator[dict[str, Any] | None]:
+    """The client's JSON lines as they come; None every SAMPLE_EVERY_S while it is quiet."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    pending = b""
+    while time.monotonic() < deadline:
+        if b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            yield json.loads(line)
+            continue
+        if not select.select([fd], [], [], SAMPLE_EVERY_S)[0]:
+            yield None
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        pending += chunk
+    raise TimeoutError(f"client {proc.args!r} still running after {timeout:g}s")
+
+
+# --- the measurements -----------------------------------------------------------------------
+
+
+@dataclass
+class Pairing:
+    """A client driving a server, and its per-run results per test."""
+
+    client: str
+    server: str
+    results: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.client} client → {self.server} server"
+
+    @property
+    def main(self) -> bool:
+        return self.client == self.server
+
+
+def run_client(
+    pairing: Pairing, server: Server, tests: list[str], args: argparse.Namespace
+) -> None:
+    """One client process running ``tests``; server CPU and placement read around each window."""
+    cpus = PIN_CHOICES[args.pin]
+    proc = start_client(client_command(pairing.client, server, tests, args), cpus and cpus[0])
+    server_pid = family(server.proc.pid)[-1]
+    timeout = len(tests) * (args.seconds + 60) + 60
+    try:
+        cpu0 = 0.0
+        same = samples = 0
+        measuring = False
+        for event in events(proc, timeout):
+            if event is None:
+                if measuring:
+                    with contextlib.suppress(OSError):
+                        same += last_cpu(proc.pid) == last_cpu(server_pid)
+                        samples += 1
+                continue
+            if event["event"] == "mark":
+                cpu0, same, samples, measuring = cpu_seconds(server.proc.pid), 0, 0, True
+            elif event["event"] == "result":
+                server_cpu = cpu_seconds(server.proc.pid) - cpu0
+                measuring = False
+                n = max(int(event["messages"]), 1)
+                row = {
+                    "rate": event["messages"] / event["seconds"],
+                    "mb_per_s": event["bytes"] / event["seconds"] / 1e6,
+                    "client_cpu_us": event["client_cpu"] / n * 1e6,
+                    "server_cpu_us": server_cpu / n * 1e6,
+                    "same_cpu": same / max(samples, 1),
+                }
+                pairing.results.setdefault(event["test"], []).append(row)
+                log(
+                    f"    {event['test']:10} {pairing.name:40} {row['rate']:10,.0f} msg/s "
+                    f"{row['mb_per_s']:8,.1f} MB/s  client {row['client_cpu_us']:6.1f} µs "
+                    f"server {row['server_cpu_us']:6.1f} µs /msg  same CPU {row['same_cpu']:4.0%}"
+                )
+    finally:
+        finish(proc)
+
+
+def bench_speed(
+    pairings: list[Pairing], servers: dict[str, Server], tests: list[str], args: argparse.Namespace
+) -> None:
+    """Every pairing runs ``tests`` once per run, pairings in rotated order."""
+    cpus = PIN_CHOICES[args.pin]
+    if cpus is not None:
+        for server in servers.values():
+            pin(server.proc.pid, cpus[1])
+    for run in range(args.runs):
+        log(f"  run {run + 1}/{args.runs}")
+        k = run % len(pairings)
+        for pairing in pairings[k:] + pairings[:k]:
+            run_client(pairing, servers[pairing.server], tests, args)
+
+
+def memory_run(kind: str, args: argparse.Namespace) -> dict[str, float]:
+    """A fresh server; RSS before and after CONNECTIONS idle connections from its own client."""
+    server = start_server(kind, args)
+    try:
+        proc = start_client(client_command(kind, server, ["memory"], args), None)
+        assert proc.stdin is not None
+        try:
+            before = after = 0
+            for event in events(proc, 120):
+                if event is None:
+                    continue
+                if event["event"] == "warm":
+                    before = settled_rss(server.proc.pid)
+                    proc.stdin.write(b"go\n")
+                    proc.stdin.flush()
+                elif event["event"] == "ready":
+                    after = settled_rss(server.proc.pid)
+                    proc.stdin.write(b"done\n")
+                    proc.stdin.flush()
+                elif event["event"] == "result":
+                    break
+        finally:
+            finish(proc)
+    finally:
+        server.stop()
+    per_conn = (after - before) / args.connections
+    log(f"    memory     {kind:10} server  before {before:8,} KiB  after {after:8,} KiB  "
+        f"{per_conn:6.1f} KiB per connection")  # fmt: skip
+    return {"before_kib": before, "after_kib": after, "per_connection_kib": per_conn}
+
+
+def bench_memory(kinds: list[str], args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    for run in range(args.memory_runs):
+        log(f"  memory run {run + 1}/{args.memory_runs}")
+        k = run % len(kinds)
+        for kind in kinds[k:] + kinds[:k]:
+            results[kind].append(memory_run(kind, args))
+    return results
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    from importlib.metadata import version
+
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%a %d %b %Y %H:%M:%S UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "uvloop": version("uvloop"),
+        "websockets": version("websockets"),
+        "commit": commit or "?",
+    }
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def column(rows: list[dict[str, float]], key: str) -> list[float]:
+    return [r[key] for r in rows]
+
+
+TARGETS = {  # test: (metric, netkit/websockets at least this, or at most for memory)
+    "pingpong": ("rate", 3.0),
+    "bulk": ("mb_per_s", 1.5),
+    "concurrent": ("rate", 2.0),
+}
+
+
+def report(
+    args: argparse.Namespace,
+    pairings: list[Pairing],
+    memory: dict[str, list[dict[str, float]]],
+) -> tuple[str, dict[str, Any]]:
+    """The Markdown block for benchmarks/README.md, and the raw numbers."""
+    info = machine()
+    flags = " --quick" if args.quick else ""
+    flags += f" --pin {args.pin}" if args.pin != "none" else ""
+    flags += f" --only {args.only}" if args.only != "all" else ""
+    flags += " --netkit-log text" if args.netkit_log != "json" else ""
+    if args.websockets_loop != "asyncio":
+        flags += f" --websockets-loop {args.websockets_loop}"
+    lines = [
+        f"Date: {info['date']}  ",
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python "
+        f"{info['python']}, uvloop {info['uvloop']}, websockets {info['websockets']}  ",
+        f"Code: commit {info['commit']} plus the working tree  ",
+        f"Command: `python benchmarks/ws.py{flags}`",
+        "",
+        "| Test | Client → server | Runs | Median | Client CPU / msg | Server CPU / msg | Ratio |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    by = {(p.client, p.server): p for p in pairings}
+    nk, ws = by.get((NETKIT, NETKIT)), by.get((WEBSOCKETS, WEBSOCKETS))
+    ratios: dict[str, float] = {}
+    targets: list[tuple[str, bool | None]] = []
+    for test in TESTS:
+        metric, goal = TARGETS[test]
+        unit = "MB/s" if metric == "mb_per_s" else "msg/s"
+        ref = ws.results.get(test) if ws else None
+        for p in pairings:
+            rows = p.results.get(test)
+            if not rows:
+                continue
+            if p is ws:
+                cell = "reference"
+            elif ref:
+                r = med(column(rows, metric)) / med(column(ref, metric))
+                cell = f"{r:.2f}x websockets→websockets" + ("" if p is nk else " (information)")
+                ratios[f"{test} {p.name}"] = r
+            else:
+                cell = ""
+            if test == "pingpong":
+                on_same = sum(x["same_cpu"] >= 0.5 for x in rows)
+                cell += f"; same CPU in {on_same}/{len(rows)} runs"
+            lines.append(
+                f"| {TEST_TITLES[test]} | {p.name} | {len(rows)} | "
+                f"{med(column(rows, metric)):,.0f} {unit} | "
+                f"{med(column(rows, 'client_cpu_us')):.1f} µs | "
+                f"{med(column(rows, 'server_cpu_us')):.1f} µs | {cell} |"
+            )
+        if nk and ws and test in nk.results and test in ws.results:
+            r = ratios[f"{test} {nk.name}"]
+            targets.append(
+                (f"{TEST_TITLES[test]}: netkit >= {goal:g}x websockets: {r:.2f}x", r >= goal)
+            )
+        elif args.only in ("all", test):
+            targets.append(
+                (f"{TEST_TITLES[test]}: netkit >= {goal:g}x websockets: not measured", None)
+            )
+    if memory:
+        ref_mem = memory.get(WEBSOCKETS)
+        for kind, rows in memory.items():
+            per = med(column(rows, "per_connection_kib"))
+            if kind == NETKIT and ref_mem:
+                r = per / med(column(ref_mem, "per_connection_kib"))
+                ratios["memory netkit/websockets"] = r
+                cell = f"{r:.2f}x websockets"
+            else:
+                cell = "reference"
+            lines.append(
+                f"| d. server RSS at {args.connections:,} idle connections | {kind} client → "
+                f"{kind} server | {len(rows)} | {per:.1f} KiB / connection "
+                f"(+{med(column(rows, 'after_kib')) - med(column(rows, 'before_kib')):,.0f} KiB "
+                f"over {med(column(rows, 'before_kib')):,.0f}) | | | {cell} |"
+            )
+        if "memory netkit/websockets" in ratios:
+            r = ratios["memory netkit/websockets"]
+            targets.append(
+                (f"d. memory per idle connection: netkit <= 0.75x websockets: {r:.2f}x", r <= 0.75)
+            )
+    elif args.only in ("all", "memory"):
+        targets.append(("d. memory per idle connection: not measured", None))
+    lines += [
+        "",
+        f"a/b: one connection per run, closed loop (send, await the echo, repeat) for "
+        f"{args.seconds:g} s after a {WARMUP_S:g} s warm-up; b counts payload bytes echoed "
+        f"(MB/s = 10^6 bytes/s; each byte crosses loopback twice). c: {args.connections:,} "
+        f"connections from one client process, each in its own closed loop, {args.seconds:g} s "
+        f"after a {CONCURRENT_WARMUP_S:g} s warm-up. Runs interleaved, order rotated; ratios "
+        "are ratios of medians. CPU / msg = user+sys time of that process over the measured "
+        "window, per message (from /proc for the server, `time.process_time()` in the client). "
+        "d: a fresh server per run, RSS (VmRSS) settled after one warm-up connection, then again "
+        f"with {args.connections:,} connections open and idle after their handshake. The "
+        f"websockets server and client run on the {args.websockets_loop} loop, netkit's on "
+        "uvloop. netkit ws-server output: "
+        + (
+            "--json (one JSON line per message, to a file). "
+            if args.netkit_log == "json"
+            else "text (no --json, no per-message lines). "
+        )
+        + "CPU placement: "
+        + ("not pinned." if args.pin == "none" else f"pinned ({args.pin}), a-c only."),
+        "",
+    ]
+    shares = [r["same_cpu"] for p in pairings for r in p.results.get("pingpong", [])]
+    if args.pin == "none" and any(x >= 0.5 for x in shares) and any(x < 0.5 for x in shares):
+        lines += [
+            "**Placement was mixed** in a: in some runs client and server shared a CPU, in "
+            "others not, and on a small VM that alone changes the rate several-fold, so the "
+            "unpinned ping-pong ratios depend on where the scheduler put each run. Compare with "
+            "`--only pingpong --pin same` (CPU cost) and `--pin split` (cross-CPU wake-ups).",
+            "",
+        ]
+    for text, ok in targets:
+        lines.append(f"- Target {text}: **{'n/a' if ok is None else 'met' if ok else 'NOT met'}**")
+    raw = {
+        "machine": info,
+        "settings": {k: v for k, v in vars(args).items() if k in SETTINGS},
+        "speed": {p.name: p.results for p in pairings},
+        "memory": memory,
+        "ratios": ratios,
+        "targets": dict(targets),
+    }
+    return "\n".join(lines), raw
+
+
+SETTINGS = (
+    "quick",
+    "only",
+    "pin",
+    "websockets_loop",
+    "netkit_log",
+    "runs",
+    "memory_runs",
+    "seconds",
+    "connections",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (~1 minute)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
+    )
+    parser.add_argument(
+        "--only", choices=["all", *TESTS, "memory"], default="all", help="which test to run"
+    )
+    parser.add_argument(
+        "--pin",
+        choices=sorted(PIN_CHOICES),
+        default="none",
+        help="tests a-c: none (default), same (clients and servers on CPU 0), "
+        "split (clients on CPU 0, servers on CPU 1)",
+    )
+    parser.add_argument(
+        "--websockets-loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop of the websockets server and client (default: asyncio, its own default)",
+    )
+    parser.add_argument(
+        "--netkit-log",
+        choices=["json", "text"],
+        default="json",
+        help="netkit ws-server output: json (default, as specified; one JSON line per message "
+        "in echo mode) or text (its default human output, no per-message lines)",
+    )
+    parser.add_argument(
+        "--no-cross", action="store_true", help="skip the two cross pairings (information only)"
+    )
+    # Internal modes: this file is also each helper process.
+    parser.add_argument("--serve-websockets", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=[NETKIT, WEBSOCKETS], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--tests", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_websockets:
+        return websockets_server(args.loop)
+    if args.client:
+        tests = args.tests.split(",")
+        return client(args.client, args.url, tests, args.seconds, args.connections, args.loop)
+
+    args.runs, args.seconds = (2, 1.0) if args.quick else (5, 2.0)
+    args.memory_runs = 2 if args.quick else 3
+    kinds = [NETKIT, WEBSOCKETS]
+    if not netkit_server_available():
+        log(
+            "netkit ws-server is not available (`netkit ws-server --help` fails): its rows are skipped"
+        )
+        kinds = [WEBSOCKETS]
+    pairings = [Pairing(c, s) for c in (NETKIT, WEBSOCKETS) for s in kinds]
+    pairings.sort(key=lambda p: (not p.main, p.client != NETKIT))
+    if args.no_cross:
+        pairings = [p for p in pairings if p.main]
+    tests = [t for t in TESTS if args.only in ("all", t)]
+    memory: dict[str, list[dict[str, float]]] = {}
+    if tests:
+        log(f"a-c: {args.runs} runs x {len(tests)} tests x {args.seconds:g} s per pairing")
+        servers: dict[str, Server] = {}
+        try:
+            for kind in kinds:
+                servers[kind] = start_server(kind, args)
+            bench_speed(pairings, servers, tests, args)
+        finally:
+            for server in servers.values():
+                server.stop()
+    if args.only in ("all", "memory"):
+        log(f"memory: {args.memory_runs} runs x {args.connections:,} idle connections per server")
+        memory = bench_memory(kinds, args)
+    table, raw = report(args, pairings, memory)
+    print(table)
+    if args.json == "-":
+        print(json.dumps(raw, indent=2))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
