@@ -9,7 +9,7 @@ import click
 import typer
 
 from netkit import __version__
-from netkit.commands import lb, multicast, proxy, tcp_echo, udp_echo, ws_server
+from netkit.commands import lb, multicast, proxy, tcp_echo, udp_echo, ws_client, ws_server
 from netkit.console import active_output
 from netkit.errors import (
     BindError,
@@ -41,6 +41,7 @@ app.add_typer(multicast.app)
 app.command(ws_server.NAME, help=ws_server.HELP)(ws_server.ws_server)
 app.command(proxy.NAME, help=proxy.HELP)(proxy.proxy)
 app.command(lb.NAME, help=lb.HELP)(lb.lb)
+app.add_typer(ws_client.app)
 
 _debug = False
 

@@ -26,6 +26,7 @@ from netkit.core.ws.frames import CloseCode, Side
 from netkit.core.ws.handshake import (
     Accepted,
     ClientHandshake,
+    HandshakeResponse,
     HealthCheck,
     Rejected,
     ServerHandshake,
@@ -346,7 +347,16 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
 class WebSocketClientConnection(WebSocketConnection):
     """A client connection: sends the upgrade request and resolves :attr:`opened`.
 
-    Received messages go to :meth:`on_message`; the default keeps copies in :attr:`inbox`.
+    Received messages go to :meth:`on_message`; the default keeps copies in :attr:`inbox`,
+    read them with :meth:`receive`.
+
+    Attributes:
+        opened: resolved when the opening handshake succeeded; fails with the error otherwise
+            (:class:`~netkit.core.ws.handshake.UpgradeRefused` for a non-101 answer).
+        response: the server's 101 response (headers, subprotocol, deflate), once open.
+        inbox: ``(is_text, data)`` per received message (:meth:`receive` also says when the
+            connection is over).
+        initiated_close: we sent the first close frame (as asked through :meth:`start_close`).
     """
 
     side = Side.CLIENT
@@ -363,7 +373,13 @@ class WebSocketClientConnection(WebSocketConnection):
         self.handshake = handshake
         self.opened: asyncio.Future[None] = self._loop.create_future()
         self.inbox: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
+        self._ended = False  # on_closed ran: nothing more will be put in the inbox
+        self._wakeup: asyncio.Future[None] | None = None
         self.deflate: DeflateParams | None = None
+        self.response: HandshakeResponse | None = None
+        self.initiated_close = False
+        # Pings sent through ping(): payload -> (time sent, waiter for the round-trip time).
+        self._pings: dict[bytes, tuple[float, asyncio.Future[float | None]]] = {}
 
     def on_connect(self) -> None:
         super().on_connect()
@@ -373,6 +389,7 @@ class WebSocketClientConnection(WebSocketConnection):
         response = self.handshake.receive_response(self.rbuf)  # raises UpgradeRefused etc.
         if response is None:
             return
+        self.response = response
         self.subprotocol = response.subprotocol
         self.deflate = response.deflate
         self.ws.open(deflate=response.deflate)
@@ -384,6 +401,24 @@ class WebSocketClientConnection(WebSocketConnection):
     def on_message(self, message: Message) -> None:
         # Kept for later: the view is only valid during this call, so this is a copy.
         self.inbox.put_nowait((bool(message.text), bytes(message.data)))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def on_pong(self, payload: Buffer) -> None:
+        entry = self._pings.pop(bytes(payload), None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(self._loop.time() - entry[0])
+
+    def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
+        self._ended = True
+        self._wake()
+        for _, waiter in self._pings.values():
+            if not waiter.done():
+                waiter.set_result(None)
+        self._pings.clear()
 
     def on_close(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -391,6 +426,65 @@ class WebSocketClientConnection(WebSocketConnection):
                 self.error
                 or ConnectionLost(f"{self.peer} closed the connection during the opening handshake")
             )
+
+    # --- for applications ---------------------------------------------------------------
+
+    async def receive(self) -> tuple[bool, bytes] | None:
+        """Wait for the next message, ``(is_text, data)``; None once the connection is closed."""
+        while self.inbox.empty():
+            if self._ended:
+                return None
+            self._wakeup = self._loop.create_future()
+            await self._wakeup
+        return self.inbox.get_nowait()
+
+    def send(self, data: Buffer | str, *, text: bool | None = None) -> bool:
+        """Send one message (as :meth:`send_message`); False when no longer OPEN (not sent)."""
+        if self.ws.state is not State.OPEN:
+            return False
+        self.send_message(data, text=text)
+        return True
+
+    def ping(self, payload: bytes = b"") -> asyncio.Future[float | None]:
+        """Send a ping (4 random bytes when ``payload`` is empty).
+
+        Returns:
+            A future for the round-trip time in seconds, resolved when the matching pong
+            arrives; None if the connection closes first or was not open.
+        """
+        waiter: asyncio.Future[float | None] = self._loop.create_future()
+        if self.ws.state is not State.OPEN or self.ws.close_sent is not None:
+            waiter.set_result(None)
+            return waiter
+        payload = payload or os.urandom(4)
+        self._pings[payload] = (self._loop.time(), waiter)
+        self.send_ping(payload)
+        return waiter
+
+    def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake, remembering that we did (:attr:`initiated_close`)."""
+        if self.ws.state is State.OPEN and self.ws.close_received is None:
+            self.initiated_close = True
+        super().start_close(code, reason)
+
+    async def close_and_wait(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake and wait until the connection is gone.
+
+        The closing timeout (:attr:`WSTimeouts.close`) bounds the wait: the connection is
+        dropped when the server does not finish the handshake in time.
+        """
+        self.start_close(code, reason)
+        # Shielded: a caller cancelled while waiting must not cancel the shared future.
+        await asyncio.shield(self.closed)
+
+    @property
+    def close_initiator(self) -> str | None:
+        """Who started the closing handshake: ``client``, ``server``, or None (no close frame)."""
+        if self.initiated_close or self.ws.error is not None or self.error is not None:
+            return "client"
+        if self.ws.close_received is not None:
+            return "server"
+        return None
 
 
 async def connect_ws(
@@ -404,10 +498,15 @@ async def connect_ws(
 ) -> WebSocketClientConnection:
     """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
 
+    Args:
+        timeout: for connecting (TCP and TLS), then again for the opening handshake.
+        retry_for: keep retrying a refused connection (or a missing socket file) this long.
+
     Raises:
         ConnectError, TLSError, OperationTimeout: connecting failed.
         UpgradeRefused: the server answered something other than 101 (status in the error).
         InvalidHandshake: the 101 response was not valid.
+        ConnectionLost: the server closed the connection during the handshake.
     """
     from netkit.net.echo import open_stream
 
