@@ -66,6 +66,17 @@ class Output:
         except BrokenPipeError:
             self._gone()
 
+    def write_bytes(self, data: bytes) -> None:
+        """Write raw bytes to stdout (``--raw`` output), flushed; quiet once the reader left."""
+        if self._stdout_gone:
+            return
+        try:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            self._gone()
+
     def warn(self, message: str) -> None:
         """A diagnostic on stderr, shown in every mode."""
         self.err.print(f"[yellow]netkit: warning:[/] {escape(message)}")

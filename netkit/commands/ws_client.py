@@ -364,26 +364,6 @@ def hex_summary(data: bytes) -> str:
     return f"[binary, {len(data)} byte{'s' if len(data) != 1 else ''}] {shown}{more}".rstrip()
 
 
-class Stdout:
-    """Received data on stdout, byte for byte (no markup, no tab expansion), for pipes."""
-
-    def __init__(self, out: Output) -> None:
-        self.out = out
-        self.gone = False
-
-    def write(self, data: bytes) -> None:
-        """Write and flush; stop quietly once the reader has gone (``| head``)."""
-        if self.gone:
-            return
-        try:
-            sys.stdout.flush()
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            self.gone = True
-            self.out._gone()  # point stdout at /dev/null, as the console does for its own output
-
-
 # --- the session ---------------------------------------------------------------------------
 
 
@@ -410,7 +390,6 @@ class Session:
     conn: WebSocketClientConnection
     settings: Settings
     out: Output
-    stdout: Stdout
     sent: int = 0
     sent_bytes: int = 0
     received_bytes: int = 0
@@ -514,11 +493,11 @@ class Session:
         # Received output at the prompt: clear the prompt line, print, then prompt again.
         prefix = "\r\x1b[K" if self._prompt_shown else ""
         suffix = "> " if self._prompt_shown else ""
-        self.stdout.write(f"{prefix}{line}\n{suffix}".encode())
+        self.out.write_bytes(f"{prefix}{line}\n{suffix}".encode())
 
     def _prompt_again(self) -> None:
         self._prompt_shown = True
-        self.stdout.write(b"> ")
+        self.out.write_bytes(b"> ")
 
     async def _prompt(self) -> None:
         self._prompt_again()
@@ -571,7 +550,9 @@ class Session:
             details = [f"subprotocol {conn.subprotocol}"] if conn.subprotocol else []
             details += ["permessage-deflate"] if conn.deflate is not None else []
             more = f" ({', '.join(details)})" if details else ""
-            self.stdout.write(f"connected to {self.settings.url}{more}; {HELP_COMMANDS}\n".encode())
+            self.out.write_bytes(
+                f"connected to {self.settings.url}{more}; {HELP_COMMANDS}\n".encode()
+            )
 
     def _report_received(self, is_text: bool, data: bytes) -> None:
         self.received_bytes += len(data)
@@ -584,11 +565,11 @@ class Session:
         if self.settings.interactive:
             self._show("< " + (data.decode("utf-8") if is_text else hex_summary(data)))
         elif is_text:
-            self.stdout.write(data + b"\n")
+            self.out.write_bytes(data + b"\n")
         elif self.settings.raw:
-            self.stdout.write(data)
+            self.out.write_bytes(data)
         else:
-            self.stdout.write(hex_summary(data).encode() + b"\n")
+            self.out.write_bytes(hex_summary(data).encode() + b"\n")
 
     def _report_close(self, *, clean_exit: bool) -> None:
         conn = self.conn
@@ -616,7 +597,7 @@ class Session:
         text = f"closed: {describe_close(code, reason)}"
         if self.settings.interactive:
             self._prompt_shown = False
-            self.stdout.write(f"\r\x1b[K{text}\n".encode())
+            self.out.write_bytes(f"\r\x1b[K{text}\n".encode())
         elif clean_exit:
             # A failure is reported by its one error line (with the code); success by this one.
             self.out.err.print(escape(text))
@@ -835,7 +816,7 @@ def ws_client(
             retry_for=retry_for,
         )
         try:
-            await Session(conn, settings, out, Stdout(out)).run()
+            await Session(conn, settings, out).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 

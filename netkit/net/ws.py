@@ -78,7 +78,8 @@ class WebSocketConnection(StreamProtocol):
     def __init__(
         self, *, max_size: int | None = 1 << 20, timeouts: WSTimeouts = WSTimeouts()
     ) -> None:
-        super().__init__(max_buffer=(max_size or (1 << 20)) + 14)
+        # The buffer must hold one whole frame (header included); no limit means up to 1 GiB.
+        super().__init__(max_buffer=(max_size or (1 << 30)) + 14)
         self.ws = Protocol(self.side, state=State.CONNECTING, buffer=self.rbuf, max_size=max_size)
         self.timeouts = timeouts
         self.close_code: int | None = None
@@ -119,7 +120,7 @@ class WebSocketConnection(StreamProtocol):
         except NetkitError as exc:
             self.fail(exc)
             return
-        if not self._write_paused:
+        if self.views_released():
             self.rbuf.release()
 
     def eof_received(self) -> bool | None:
@@ -169,7 +170,15 @@ class WebSocketConnection(StreamProtocol):
             self.write(*data)
         if self.ws.should_close_transport():
             self._cancel_timers()
-            transport.close()
+            if self.ws.error is not None and transport.can_write_eof():
+                # We failed the connection: half-close, so the peer reads our close frame
+                # before the connection goes (closing with its data unread would send RST).
+                transport.write_eof()
+                self._timer = self._loop.call_later(
+                    self.timeouts.close or 2.0, self._close_timed_out
+                )
+            else:
+                transport.close()
         elif self.ws.close_expected() and self._timer is None and self.timeouts.close:
             self._timer = self._loop.call_later(self.timeouts.close, self._close_timed_out)
 
@@ -228,11 +237,12 @@ class WebSocketConnection(StreamProtocol):
         self._ping_handle = None
         if self.ws.state is not State.OPEN:
             return
-        self.send_ping()
-        if self.timeouts.ping_timeout:
-            self._pong_deadline = self._loop.call_later(
-                self.timeouts.ping_timeout, self._pong_missed
-            )
+        if self._pong_deadline is None:  # one keepalive ping in flight at a time
+            self.send_ping()
+            if self.timeouts.ping_timeout:
+                self._pong_deadline = self._loop.call_later(
+                    self.timeouts.ping_timeout, self._pong_missed
+                )
         if self.timeouts.ping_interval:
             self._ping_handle = self._loop.call_later(self.timeouts.ping_interval, self._keepalive)
 
@@ -248,10 +258,13 @@ class WebSocketConnection(StreamProtocol):
     def _pong_missed(self) -> None:
         self._pong_deadline = None
         if self.ws.state is State.OPEN:
-            # 1011: the peer is not dead by protocol, but unresponsive; RFC 6455 7.4.1.
+            # 1011: the peer is unresponsive (RFC 6455 7.4.1). It is presumed dead, so the
+            # close frame is sent and the connection dropped without waiting for a reply.
             self.ws.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self.flush()
             self.error = OperationTimeout(f"no pong from {self.peer} in time")
+            if self.transport is not None:
+                self.transport.close()
 
     def _cancel_timers(self) -> None:
         for handle in (self._timer, self._ping_handle, self._pong_deadline):

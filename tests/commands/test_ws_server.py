@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -239,6 +241,25 @@ def test_max_size_closes_with_1009(netkit_server):
             return closed.value.rcvd.code if closed.value.rcvd else None
 
     assert run(client()) == 1009
+
+
+def test_1009_comes_from_the_header_before_the_payload_is_buffered(netkit_server):
+    server = netkit_server("ws-server", ":0", "--max-size", "1KiB")
+    size = 8 << 20
+    with socket.create_connection(host_port(server.address), timeout=10) as sock:
+        upgrade(sock)
+        # Masked binary frame with a zero key (payload as is), 64-bit length.
+        sock.sendall(b"\x82\xff" + struct.pack("!Q", size) + bytes(4))
+        sender = threading.Thread(target=lambda: _quietly(sock.sendall, bytes(size)), daemon=True)
+        sender.start()
+        # The server answers 1009 from the header alone, while the 8 MiB are still on their way
+        # (it never buffers them: its limit is 1 KiB).
+        assert read_close_code(sock) == 1009
+
+
+def _quietly(send, data) -> None:
+    with contextlib.suppress(OSError):
+        send(data)
 
 
 def upgrade(sock: socket.socket) -> None:
