@@ -9,7 +9,8 @@ user's input are separate from errors caused by the network or the peer::
     │   ├── EndpointError           an endpoint string that does not parse
     │   └── ConfigError             a bad option value, a missing or unreadable file
     ├── LocalError                  this machine refused                           -> 6
-    │   └── BindError               address in use, permission denied, not a socket
+    │   ├── BindError               address in use, permission denied, not a socket
+    │   └── ResourceExhausted       out of file descriptors or memory
     ├── NetworkError                the network or the peer failed
     │   ├── ConnectError            refused, unreachable, no such socket, not resolved  -> 3
     │   ├── ConnectionLost          reset or closed before the exchange finished        -> 3
@@ -56,6 +57,10 @@ class LocalError(NetkitError):
 
 class BindError(LocalError):
     """A listener could not be created: address in use, permission denied, path not a socket."""
+
+
+class ResourceExhausted(LocalError):
+    """This machine ran out of file descriptors (EMFILE/ENFILE) or socket memory."""
 
 
 class NetworkError(NetkitError):

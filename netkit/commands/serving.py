@@ -103,7 +103,9 @@ def run_server(
         out.event("listening", human, **fields)
 
     def on_event(event: str, fields: dict[str, Any]) -> None:
-        if "error" in fields and not out.json:
+        if not out.json and event == "accept_paused":
+            out.warn(f"not accepting for now: {fields['error']} (raise the open-files limit?)")
+        elif not out.json and "error" in fields:
             out.warn(f"{fields['peer']}: {fields['error']}")
         out.event(event, None, **fields)
 

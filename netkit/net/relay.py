@@ -34,7 +34,8 @@ from typing import Any
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.faults import ConnectionFaults, DirectionPlan, FaultSpec, draw
 from netkit.core.proxy_protocol import encode as encode_proxy_header
-from netkit.errors import ConnectError, NetkitError, OperationTimeout
+from netkit.errors import ConnectError, NetkitError, OperationTimeout, ResourceExhausted
+from netkit.net.accept import OUT_OF_RESOURCES, Acceptor
 from netkit.net.protocols import StreamProtocol
 from netkit.net.sockets import SocketOptions, apply_options, describe, translate_connect_error
 
@@ -89,6 +90,45 @@ class RelayRecord:
 # --- splice path -------------------------------------------------------------------------
 
 
+class PipePool:
+    """Pipes for splice, shared by every relay in the process (HAProxy keeps one too).
+
+    A direction takes a pipe only while bytes are in flight and gives it back once drained,
+    so idle relays hold no pipe: ten thousand open relays do not cost forty thousand
+    descriptors.
+    """
+
+    def __init__(self, max_free: int = 64) -> None:
+        self.max_free = max_free
+        self._free: list[tuple[int, int]] = []
+
+    def acquire(self) -> tuple[int, int]:
+        """A (read fd, write fd) pair, non-blocking; raises OSError when out of descriptors."""
+        if self._free:
+            return self._free.pop()
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        return rfd, wfd
+
+    def release(self, pipe: tuple[int, int]) -> None:
+        """Give back an empty pipe."""
+        if len(self._free) < self.max_free:
+            self._free.append(pipe)
+        else:
+            self.discard(pipe)
+
+    @staticmethod
+    def discard(pipe: tuple[int, int]) -> None:
+        """Close a pipe (one that may hold bytes)."""
+        for fd in pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+PIPES = PipePool()
+
+
 class _SpliceDirection:
     """src → pipe → dst for one direction, driven by readiness callbacks."""
 
@@ -99,9 +139,7 @@ class _SpliceDirection:
     ) -> None:
         self.relay, self.src, self.dst, self.up = relay, src, dst, up
         self.loop = relay.loop
-        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(self.wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self.pipe: tuple[int, int] | None = None
         self.in_pipe = 0
         self.reading = False
         self.writing = False
@@ -132,9 +170,19 @@ class _SpliceDirection:
         self.relay.last_activity = self.loop.time()
 
     def _readable(self) -> None:
+        if self.pipe is None:
+            try:
+                self.pipe = PIPES.acquire()
+            except OSError as exc:
+                # Out of descriptors: the bytes wait in the kernel; try again shortly.
+                self._read_off()
+                self.relay.out_of_pipes(exc)
+                self.loop.call_later(0.05, self._read_on)
+                return
         try:
-            n = os.splice(self.src.fileno(), self.wfd, PIPE_SIZE, flags=self.FLAGS)
+            n = os.splice(self.src.fileno(), self.pipe[1], PIPE_SIZE, flags=self.FLAGS)
         except BlockingIOError:
+            self._give_back()
             return
         except OSError as exc:
             self.relay.failed(exc, from_client=self.up)
@@ -149,8 +197,9 @@ class _SpliceDirection:
 
     def _flush(self) -> None:
         while self.in_pipe:
+            assert self.pipe is not None
             try:
-                n = os.splice(self.rfd, self.dst.fileno(), self.in_pipe, flags=self.FLAGS)
+                n = os.splice(self.pipe[0], self.dst.fileno(), self.in_pipe, flags=self.FLAGS)
             except BlockingIOError:
                 # dst is full: stop reading src until the pipe has drained (bounded memory).
                 self._read_off()
@@ -163,6 +212,7 @@ class _SpliceDirection:
                 return
             self.in_pipe -= n
             self._count(0, n)
+        self._give_back()
         if self.writing:
             self.loop.remove_writer(self.dst.fileno())
             self.writing = False
@@ -173,14 +223,20 @@ class _SpliceDirection:
         else:
             self._read_on()
 
+    def _give_back(self) -> None:
+        if self.pipe is not None and not self.in_pipe:
+            PIPES.release(self.pipe)
+            self.pipe = None
+
     def stop(self) -> None:
         self._read_off()
         if self.writing:
             self.loop.remove_writer(self.dst.fileno())
             self.writing = False
-        for fd in (self.rfd, self.wfd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if self.pipe is not None:
+            # Bytes still in it were not delivered (and are counted so): never reuse it.
+            PipePool.discard(self.pipe)
+            self.pipe = None
 
 
 class SpliceRelay:
@@ -193,10 +249,12 @@ class SpliceRelay:
         record: RelayRecord,
         *,
         slow_close: float = 0.0,
+        on_exhausted: Callable[[OSError], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.client, self.upstream, self.record = client, upstream, record
         self.slow_close = slow_close
+        self.on_exhausted = on_exhausted
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.last_activity = self.loop.time()
         self.directions = (
@@ -209,6 +267,11 @@ class SpliceRelay:
         """Start moving bytes both ways."""
         for direction in self.directions:
             direction.start()
+
+    def out_of_pipes(self, exc: OSError) -> None:
+        """No descriptor for a pipe: tell the server, which stops accepting for a while."""
+        if self.on_exhausted is not None:
+            self.on_exhausted(exc)
 
     def half_closed(self, direction: _SpliceDirection) -> None:
         """One direction saw EOF and delivered everything: pass the FIN on."""
@@ -514,7 +577,14 @@ async def connect_raw(
                 infos = [(family, addr) for family, _, _, _, addr in resolved]
             last: BaseException | None = None
             for family, addr in infos:
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                except OSError as exc:
+                    if exc.errno in OUT_OF_RESOURCES:
+                        raise ResourceExhausted(
+                            f"cannot open a socket to {target}: {exc.strerror}"
+                        ) from exc
+                    raise
                 try:
                     sock.setblocking(False)
                     apply_options(sock, options)
@@ -589,6 +659,7 @@ class RelayTotals:
             "bytes_down": self.bytes_down,
             "undelivered_bytes": self.undelivered,
             "faults_injected": self.faults,
+            "accept_errors": self.accept_errors,
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
@@ -626,9 +697,9 @@ class RelayServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._accepting = False
-        self._emfile_logged = False
         self.loop = asyncio.get_running_loop()
+        # on_event is looked up at call time: lb wraps it after construction.
+        self.acceptor = Acceptor(sock, self._start, lambda e, f: self.on_event(e, f))
         self.splice = (
             options.splice
             and SPLICE_AVAILABLE
@@ -638,37 +709,7 @@ class RelayServer:
 
     def start(self) -> None:
         """Start accepting."""
-        self.loop.add_reader(self.sock.fileno(), self._accept)
-        self._accepting = True
-
-    def _stop_accepting(self) -> None:
-        if self._accepting:
-            self.loop.remove_reader(self.sock.fileno())
-            self._accepting = False
-
-    def _accept(self) -> None:
-        for _ in range(64):
-            try:
-                conn, addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: stop accepting for a moment, keep serving the rest.
-                    self.totals.accept_errors += 1
-                    if not self._emfile_logged:
-                        self._emfile_logged = True
-                        self.on_event("accept_paused", {"error": exc.strerror, "retry_s": 0.1})
-                    self._stop_accepting()
-                    self.loop.call_later(0.1, self._resume_accepting)
-                    return
-                continue  # ECONNABORTED and the like: that client is gone
-            conn.setblocking(False)
-            self._start(conn, describe(addr) if addr else "unix:(client)")
-
-    def _resume_accepting(self) -> None:
-        if not self._accepting and self.sock.fileno() >= 0:
-            self.start()
+        self.acceptor.start()
 
     def _start(self, conn: socket.socket, client: str) -> None:
         if self.max_connections is not None and len(self.relays) >= self.max_connections:
@@ -702,7 +743,7 @@ class RelayServer:
             if faults.accept_delay:
                 await asyncio.sleep(faults.accept_delay)
             try:
-                upstream, record.upstream = await self.connect_upstream(client)
+                upstream, record.upstream = await self._connect_when_possible(client)
             except NetkitError as exc:
                 self.totals.failed_upstream += 1
                 record.end = f"upstream failed: {exc}"
@@ -721,7 +762,13 @@ class RelayServer:
             if self.splice and not faults.touches_data:
                 if header:
                     await self.loop.sock_sendall(upstream, header)
-                relay = SpliceRelay(conn, upstream, record, slow_close=faults.slow_close)
+                relay = SpliceRelay(
+                    conn,
+                    upstream,
+                    record,
+                    slow_close=faults.slow_close,
+                    on_exhausted=self.acceptor.pause_for,
+                )
                 upstream = None  # owned by the relay now
                 self.relays[cid] = relay
                 relay.start()
@@ -755,6 +802,20 @@ class RelayServer:
             if upstream is not None:
                 upstream.close()
             self._finish(cid, record)
+
+    async def _connect_when_possible(self, client: str) -> tuple[socket.socket, str]:
+        # Out of descriptors for the upstream socket: stop accepting and keep this client
+        # waiting (not reset) until descriptors free up, backing off like the accept loop.
+        delay = 0.05
+        while True:
+            try:
+                return await self.connect_upstream(client)
+            except ResourceExhausted as exc:
+                cause = exc.__cause__
+                if isinstance(cause, OSError):
+                    self.acceptor.pause_for(cause)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _open_upstream_transport(
         self, relay: BufferedRelay, upstream: socket.socket, header: bytes
@@ -806,7 +867,7 @@ class RelayServer:
         Returns:
             How many relays had to be cut.
         """
-        self._stop_accepting()
+        self.acceptor.stop()
         self.sock.close()
         waiters = [asyncio.ensure_future(self._idle.wait())]
         if forced is not None:
@@ -816,6 +877,7 @@ class RelayServer:
         finally:
             for w in waiters:
                 w.cancel()
+        self.totals.accept_errors = self.acceptor.errors
         cut = [r for r in self.relays.values() if r is not None]
         for relay in cut:
             relay.abort("drain timeout")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.net.accept import Acceptor
 from netkit.net.protocols import StreamProtocol
 from netkit.net.sockets import (
     SocketOptions,
@@ -33,6 +34,7 @@ class ServerStats:
     bytes_out: int = 0
     errors: int = 0
     aborted_at_drain: int = 0
+    accept_errors: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
@@ -45,6 +47,7 @@ class ServerStats:
             "bytes_out": self.bytes_out,
             "errors": self.errors,
             "aborted_at_drain": self.aborted_at_drain,
+            "accept_errors": self.accept_errors,
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
@@ -57,6 +60,7 @@ class ServerStats:
         self.bytes_out += other.get("bytes_out", 0)
         self.errors += other.get("errors", 0)
         self.aborted_at_drain += other.get("aborted_at_drain", 0)
+        self.accept_errors += other.get("accept_errors", 0)
 
 
 class ServerConnection(StreamProtocol):
@@ -122,7 +126,8 @@ class StreamServer:
         self.stats = ServerStats()
         self.connections: set[ServerConnection] = set()
         self.draining = False
-        self._server: asyncio.AbstractServer | None = None
+        self._acceptor: Acceptor | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -133,15 +138,31 @@ class StreamServer:
 
     async def start(self) -> None:
         """Start accepting connections."""
-        loop = asyncio.get_running_loop()
-        if self.sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(
-                self._make, sock=self.sock, ssl=self.ssl_context
+        self._acceptor = Acceptor(self.sock, self._accepted, self._acceptor_event)
+        self._acceptor.start()
+
+    def _acceptor_event(self, event: str, fields: dict[str, Any]) -> None:
+        self.stats.accept_errors = self._acceptor.errors if self._acceptor else 0
+        if self.on_event:
+            self.on_event(event, fields)
+
+    def _accepted(self, conn: socket.socket, peer: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._attach(conn, peer))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _attach(self, conn: socket.socket, peer: str) -> None:
+        # A transport for the accepted socket (and the TLS handshake, when there is TLS).
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._make, conn, ssl=self.ssl_context
             )
-        else:
-            self._server = await loop.create_server(
-                self._make, sock=self.sock, ssl=self.ssl_context
-            )
+        except (OSError, ssl.SSLError) as exc:
+            conn.close()
+            self.stats.errors += 1
+            if self.on_event:
+                reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+                self.on_event("handshake_failed", {"peer": peer, "error": f"TLS: {reason}"})
 
     def _register(self, conn: ServerConnection) -> None:
         if self.draining or (
@@ -184,8 +205,7 @@ class StreamServer:
     async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> None:
         """Stop accepting, let connections finish for up to ``timeout`` s, then abort the rest."""
         self.draining = True
-        if self._server is not None:
-            self._server.close()
+        self._stop_accepting()
         if self.unix_endpoint is not None:
             unlink_unix_listener(self.unix_endpoint)
         for conn in list(self.connections):
@@ -206,12 +226,17 @@ class StreamServer:
             # Wait for connection_lost so their bytes are counted in the summary.
             await asyncio.wait([c.closed for c in remaining], timeout=1.0)
 
+    def _stop_accepting(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.stop()
+        for task in self._handshakes:
+            task.cancel()  # TLS handshakes not finished: those clients never got in
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+
     def close_listener(self) -> None:
         """Close the listening socket and remove its file (when it is ours)."""
-        if self._server is not None:
-            self._server.close()
-        else:
-            self.sock.close()
+        self._stop_accepting()
         if self.unix_endpoint is not None:
             unlink_unix_listener(self.unix_endpoint)
 

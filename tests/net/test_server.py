@@ -311,13 +311,14 @@ def test_server_stats_as_dict_and_merge() -> None:
         "bytes_out": 9,
         "errors": 1,
         "aborted_at_drain": 0,
+        "accept_errors": 0,
     }
     assert d["uptime_s"] >= 0
     total = ServerStats()
     total.merge(d)
-    total.merge(ServerStats(accepted=1, aborted_at_drain=2, peak=1).as_dict())
+    total.merge(ServerStats(accepted=1, aborted_at_drain=2, peak=1, accept_errors=5).as_dict())
     assert (total.accepted, total.rejected, total.peak) == (4, 1, 3)
     assert (total.bytes_in, total.bytes_out, total.errors) == (10, 9, 1)
-    assert total.aborted_at_drain == 2
+    assert (total.aborted_at_drain, total.accept_errors) == (2, 5)
     total.merge({})
     assert total.accepted == 4
