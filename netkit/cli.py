@@ -9,7 +9,7 @@ import click
 import typer
 
 from netkit import __version__
-from netkit.commands import lb, multicast, proxy, tcp_echo, udp_echo, ws_client, ws_server
+from netkit.commands import bench, lb, multicast, proxy, tcp_echo, udp_echo, ws_client, ws_server
 from netkit.console import active_output
 from netkit.errors import (
     BindError,
@@ -35,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(tcp_echo.app)
 app.add_typer(udp_echo.app)
+app.add_typer(bench.app)
 app.add_typer(multicast.app)
 # Single-command tools are plain commands (a sub-app would be a group, and a group takes
 # the word after its first argument for a subcommand name).

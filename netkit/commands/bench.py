@@ -1,0 +1,593 @@
+"""``netkit bench``: a load generator for echo, stream and connect scenarios, and ``merge``.
+
+``netkit bench [TARGET] [OPTIONS]`` runs a benchmark (the ``run`` command: the word ``run`` may
+be left out); ``netkit bench merge A.json B.json`` combines saved ``--json`` results. Without a
+target, netkit's own TCP echo server is started in a child process and benchmarked.
+
+Workers are processes (``--workers``, one per core by default): each runs its share of the
+connections and of the rate on its own event loop, writes its result to a file and, when the
+live view is on, small progress lines to a pipe. The parent merges the results exactly (counts
+and HDR histograms add).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json as jsonlib
+import os
+import select
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from typer.core import TyperGroup
+
+import netkit.errors
+from netkit.commands import options as opt
+from netkit.console import Output
+from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
+from netkit.core.bench import (
+    METRICS_HELP,
+    SCENARIOS,
+    BenchResult,
+    LoadPlan,
+    Threshold,
+    check_thresholds,
+    merge_results,
+    parse_rate,
+    parse_threshold,
+)
+from netkit.core.units import format_size, parse_duration, parse_size
+from netkit.errors import CheckFailed, ConfigError, NetkitError
+from netkit.net import runtime
+from netkit.net.bench import EmbeddedEchoServer, Target, run_worker
+from netkit.net.sockets import raise_nofile_limit
+from netkit.net.tls import client_context
+from netkit.net.workers import run_workers
+from netkit.status import ExitStatus
+
+LOAD_PANEL = "Load shape"
+RUN_PANEL = "Run"
+
+DEFAULT_DURATION = "10s"
+EMBEDDED_DURATION = "3s"
+DEFAULT_SIZE = {"echo": "64", "connect": "64", "stream": "256KiB"}
+
+
+class BenchGroup(TyperGroup):
+    """``bench``'s group: any first argument that is not a subcommand goes to ``run``.
+
+    So ``netkit bench ws://127.0.0.1:8765/ --duration 5s`` is ``netkit bench run ...``, while
+    ``netkit bench merge a.json b.json`` is the merge command. (click's
+    ``invoke_without_command`` would take the target for a subcommand name.)
+    """
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    name="bench",
+    cls=BenchGroup,
+    help="Load generator: echo round trips, bulk stream, connection rate; 'bench merge' combines results.",
+)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@app.command(
+    "run",
+    epilog="Without TARGET, netkit's own echo server runs in a child process for a short default "
+    "benchmark. Combine saved results with 'netkit bench merge A.json B.json'.",
+)
+def run(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="What to load: HOST:PORT or tcp://HOST:PORT, unix:/path, udp://HOST:PORT, ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path. Default: netkit's own echo server."
+        ),
+    ] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            click_type=click.Choice(SCENARIOS),
+            help="echo: request/response round trips; stream: bulk one-way throughput; connect: connections per second.",
+        ),
+    ] = "echo",
+    connections: Annotated[
+        int,
+        typer.Option(
+            "--connections",
+            "-c",
+            min=1,
+            max=100_000,
+            help="Connections (concurrent ones, for connect).",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = 16,
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            "--duration",
+            "-d",
+            help=f"How long to measure (default {DEFAULT_DURATION}; {EMBEDDED_DURATION} without a target).",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = None,
+    requests: Annotated[
+        int | None,
+        typer.Option(
+            "--requests",
+            "-n",
+            min=1,
+            help="Stop after this many requests instead of after --duration.",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = None,
+    size: Annotated[
+        str | None,
+        typer.Option(
+            "--size",
+            "-s",
+            help="Bytes per request (default 64; for stream 256KiB per write).",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = None,
+    pipeline: Annotated[
+        int,
+        typer.Option(
+            "--pipeline",
+            "-p",
+            min=1,
+            max=65536,
+            help="Requests in flight per connection.",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = 1,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate",
+            "-r",
+            help="Open loop: this many requests/s in total (e.g. 5000/s, 20k); latency counts from each request's intended send time.",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = None,
+    warmup: Annotated[
+        str,
+        typer.Option(
+            "--warmup",
+            help="Load without measuring first, for this long.",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = "0s",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            max=256,
+            help="Processes sharing the connections and the rate (default: one per core).",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = None,
+    timeout: Annotated[
+        str,
+        typer.Option(
+            "--timeout",
+            "-t",
+            help="Time allowed to connect, and for each response.",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = "5s",
+    exchange: Annotated[
+        bool,
+        typer.Option(
+            "--exchange",
+            help="connect: send one request and verify its echo before closing.",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = False,
+    fail_if: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-if",
+            help=f"Exit 1 when this holds, e.g. 'p99>5ms', 'errors>0', 'rps<10000' (repeatable). Metrics: {METRICS_HELP}.",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = None,
+    tls: opt.UseTLS = False,
+    cacert: opt.CACert = None,
+    cert: opt.ClientCert = None,
+    key: opt.ClientKey = None,
+    insecure: opt.Insecure = False,
+    sni: opt.SNI = None,
+    json: opt.Json = False,
+) -> None:
+    """Benchmark a service: latency percentiles (HDR), throughput and errors by kind.
+
+    TARGET: HOST:PORT or tcp://HOST:PORT (add --tls for TLS), unix:/path, udp://HOST:PORT,
+    ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path; none: netkit's own echo server.
+
+    Exit 0 when every --fail-if threshold holds, 1 when one was crossed (each is listed),
+    2 for bad options, 3 when no connection could be made at all.
+    """
+    out = Output(json)
+    thresholds = [parse_threshold(t) for t in fail_if or []]
+    if duration is not None and requests is not None:
+        raise ConfigError("give --duration or --requests, not both")
+    embedded = target is None
+    seconds = None
+    if requests is None:
+        default = EMBEDDED_DURATION if embedded else DEFAULT_DURATION
+        seconds = parse_duration(duration or default, option="--duration")
+    plan = LoadPlan(
+        scenario=scenario,
+        connections=connections,
+        total_connections=connections,
+        duration=seconds,
+        requests=requests,
+        size=parse_size(size or DEFAULT_SIZE[scenario], option="--size"),
+        pipeline=pipeline,
+        rate=parse_rate(rate) if rate is not None else None,
+        warmup=parse_duration(warmup, option="--warmup"),
+        timeout=parse_duration(timeout, option="--timeout"),
+        exchange=exchange,
+    )
+    if plan.timeout <= 0:
+        raise ConfigError("--timeout must be more than 0")
+    tls_opts = opt.client_tls(tls, cacert, cert, key, insecure, sni)
+    server: EmbeddedEchoServer | None = None
+    cores = _cores()
+    try:
+        if target is None:
+            server = EmbeddedEchoServer(workers=max(1, cores // 2), loop=runtime.loop_name())
+            address = server.start()
+            out.event(
+                "server",
+                f"no target: benchmarking netkit's own echo server ([cyan]tcp-echo serve "
+                f"--workers {server.workers}[/]) at [cyan]{escape(address)}[/]",
+                address=address,
+                workers=server.workers,
+            )
+            target = address
+            default_workers = max(1, cores - server.workers)
+        else:
+            default_workers = cores
+        endpoint = parse_endpoint(target)
+        secure = isinstance(endpoint, WSURL) and endpoint.secure
+        if tls_opts.enabled and not isinstance(endpoint, TCPEndpoint | UnixEndpoint | WSURL):
+            raise ConfigError("TLS options need a TCP, Unix or WebSocket target")
+        ctx = client_context(tls_opts) if (tls_opts.enabled or secure) else None
+        where = Target(endpoint, ctx, tls_opts.server_hostname)
+        if isinstance(endpoint, UDPEndpoint) and scenario != "echo":
+            raise ConfigError(f"--scenario {scenario}: UDP targets support echo only")
+        result, signum = _execute(out, plan, where, workers or default_workers)
+    finally:
+        if server is not None:
+            server.stop()
+    _report(out, result, thresholds)
+    if signum == signal.SIGINT:
+        raise typer.Exit(ExitStatus.INTERRUPTED)
+    _enforce(thresholds, result)
+    raise typer.Exit(ExitStatus.SUCCESS)
+
+
+@app.command("merge")
+def merge(
+    files: Annotated[
+        list[Path], typer.Argument(help="Results saved from 'netkit bench --json' (one or more).")
+    ],
+    fail_if: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-if", help="Exit 1 when this holds for the merged result (repeatable)."
+        ),
+    ] = None,
+    json: opt.Json = False,
+) -> None:
+    """Combine results of runs that ran side by side (several machines) into one exact report.
+
+    Counts and HDR histograms add; throughput is the total over the longest duration.
+    """
+    out = Output(json)
+    thresholds = [parse_threshold(t) for t in fail_if or []]
+    result = merge_results(_load_result(path) for path in files)
+    _report(out, result, thresholds)
+    _enforce(thresholds, result)
+    raise typer.Exit(ExitStatus.SUCCESS)
+
+
+def _load_result(path: Path) -> BenchResult:
+    """The bench result in a ``--json`` output file (its ``summary`` line)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    found: dict[str, Any] | None = None
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            record = jsonlib.loads(line)
+            if (
+                isinstance(record, dict)
+                and "histogram" in record
+                and record.get("event")
+                in (
+                    "summary",
+                    None,
+                )
+            ):
+                found = record
+    if found is None:
+        with contextlib.suppress(ValueError):
+            record = jsonlib.loads(text)
+            found = record if isinstance(record, dict) and "histogram" in record else None
+    if found is None:
+        raise ConfigError(f"{path}: no bench result in it (save one with 'netkit bench --json')")
+    try:
+        return BenchResult.from_dict(found)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# --- running the workers -------------------------------------------------------------------
+
+
+def _execute(
+    out: Output, plan: LoadPlan, target: Target, workers: int
+) -> tuple[BenchResult, int | None]:
+    """Run ``plan`` in ``workers`` processes; returns the merged result and the signal that
+    stopped the run early, if any.
+
+    Raises:
+        NetkitError: a worker could not connect at all (the error it reported).
+    """
+    raise_nofile_limit()
+    plans = plan.split(workers)
+    live = out.interactive or out.json
+    results_dir = Path(tempfile.mkdtemp(prefix="netkit-bench-"))
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, fcntl.F_SETFL, fcntl.fcntl(write_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+    def child(index: int) -> tuple[int, dict[str, Any]]:
+        os.close(read_fd)
+
+        def progress(snapshot: dict[str, Any]) -> None:
+            line = jsonlib.dumps({"w": index, **snapshot}) + "\n"
+            with contextlib.suppress(OSError):  # a full pipe drops an update, never blocks
+                os.write(write_fd, line.encode())
+
+        try:
+            result = runtime.run(
+                lambda: run_worker(plans[index], target, progress=progress if live else None)
+            )
+            record: dict[str, Any] = {"result": result.as_dict()}
+        except NetkitError as exc:
+            record = {
+                "fatal": {
+                    "classes": [c.__name__ for c in type(exc).__mro__],
+                    "message": str(exc),
+                    "hint": exc.hint,
+                }
+            }
+        (results_dir / f"worker-{index}.json").write_text(jsonlib.dumps(record))
+        return 0, {}
+
+    view = LiveView(out, plan) if live else None
+
+    def started() -> None:
+        os.close(write_fd)
+        if view is not None:
+            view.start(read_fd)
+
+    try:
+        _, _, signum = run_workers(len(plans), child, on_started=started)
+    finally:
+        if view is not None:
+            view.stop()
+        with contextlib.suppress(OSError):
+            os.close(read_fd)
+    try:
+        parts = [_read_worker(results_dir / f"worker-{i}.json") for i in range(len(plans))]
+    finally:
+        shutil.rmtree(results_dir, ignore_errors=True)
+    for i, part in enumerate(parts):
+        out.event("worker", None, index=i, **part.as_dict())
+    return merge_results(parts), signum
+
+
+def _read_worker(path: Path) -> BenchResult:
+    try:
+        record = jsonlib.loads(path.read_text())
+    except (OSError, ValueError):
+        raise NetkitError(f"a bench worker ended without a result ({path.name})") from None
+    fatal = record.get("fatal")
+    if fatal is not None:
+        # Re-raise as the class the worker raised (the nearest one cli.py knows).
+        for name in fatal["classes"]:
+            cls = getattr(netkit.errors, name, None)
+            if isinstance(cls, type) and issubclass(cls, NetkitError):
+                raise cls(fatal["message"], hint=fatal.get("hint"))
+    return BenchResult.from_dict(record["result"])
+
+
+class LiveView:
+    """Progress while the workers run: a rich progress bar on a terminal (elapsed and remaining
+    time, current rate, running p99, errors), ``progress`` events with ``--json``.
+
+    Workers send JSON progress lines through a pipe; a thread reads them (the parent's main
+    thread is waiting for the workers).
+    """
+
+    def __init__(self, out: Output, plan: LoadPlan) -> None:
+        self.out = out
+        self.plan = plan
+        self.progress: Progress | None = None
+        if out.interactive:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}"),
+                console=out.out,
+                transient=True,
+            )
+            total = (plan.duration or 0) + plan.warmup if plan.requests is None else plan.requests
+            self.task = self.progress.add_task(plan.scenario, total=total, stats="starting")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, fd: int) -> None:
+        """Start following the workers' progress lines on ``fd``."""
+        if self.progress is not None:
+            self.progress.start()
+        self._thread = threading.Thread(target=self._follow, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following, and remove the bar."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _follow(self, fd: int) -> None:
+        started = time.monotonic()
+        latest: dict[int, dict[str, Any]] = {}
+        pending = b""
+        last_total, last_time, rate = 0, started, 0.0
+        emitted = started
+        while not self._stop.is_set():
+            if select.select([fd], [], [], 0.25)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    with contextlib.suppress(ValueError, KeyError):
+                        snap = jsonlib.loads(line)
+                        latest[int(snap["w"])] = snap
+            if not latest:
+                continue
+            now = time.monotonic()
+            total = sum(s["requests"] for s in latest.values())
+            if now - last_time >= 0.5:
+                rate = max(0.0, (total - last_total) / (now - last_time))
+                last_total, last_time = total, now
+            errors = sum(s["errors"] for s in latest.values())
+            p99 = max(s["p99_ns"] for s in latest.values())
+            phase = "warmup" if any(s["phase"] == "warmup" for s in latest.values()) else "measure"
+            if self.progress is not None:
+                self.progress.update(
+                    self.task,
+                    completed=now - started if self.plan.requests is None else total,
+                    stats=f"{rate:,.0f}/s  p99 {p99 / 1e6:.3f} ms  errors {errors}",
+                    description="warm-up" if phase == "warmup" else self.plan.scenario,
+                )
+            elif now - emitted >= 1.0:
+                emitted = now
+                self.out.event(
+                    "progress",
+                    None,
+                    phase=phase,
+                    elapsed_s=round(now - started, 3),
+                    requests=total,
+                    rps=round(rate, 1),
+                    p99_ms=round(p99 / 1e6, 4),
+                    errors=errors,
+                )
+
+
+# --- reporting ---------------------------------------------------------------------------
+
+
+def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> None:
+    crossed = check_thresholds(thresholds, result)
+    checks = [
+        {"expr": t.text, "value": t.value(result), "crossed": t in crossed} for t in thresholds
+    ]
+    out.event("summary", None, **result.as_dict(), thresholds=checks, ok=not crossed)
+    if out.json:
+        return
+    loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
+    head = (
+        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/]: "
+        f"{result.connections} connection(s), {result.workers} worker(s), "
+        + (f"pipeline {result.pipeline}, " if result.scenario == "echo" else "")
+        + f"{format_size(result.size)} per {'write' if result.scenario == 'stream' else 'request'}, {loop}"
+    )
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    unit = {"stream": "writes", "connect": "connections"}.get(result.scenario, "requests")
+    table.add_row(
+        unit,
+        f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",
+    )
+    table.add_row(
+        "throughput",
+        f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
+    )
+    lat = result.latency_ms()
+    if lat is not None:
+        table.add_row(
+            "latency ms",
+            "  ".join(
+                f"{name.replace('_', '.')} [bold]{lat[name]:.3f}[/]"
+                for name in ("min", "p50", "p90", "p99", "p99_9", "p99_99", "max")
+            )
+            + f"  (mean {lat['mean']:.3f}, {result.latency.count:,} samples)",
+        )
+    if result.rate:
+        table.add_row("late", f"{result.late:,} sent late, {result.missed:,} never sent")
+    if result.error_count:
+        kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(result.errors.items()))
+        table.add_row("errors", f"[red]{result.error_count:,}[/] ({kinds})")
+        for kind, message in sorted(result.error_samples.items()):
+            table.add_row("", f"[dim]{kind}: {escape(message)}[/]")
+    else:
+        table.add_row("errors", "none")
+    for t, check in zip(thresholds, checks, strict=True):
+        mark = "[red]crossed[/]" if check["crossed"] else "[green]held[/]"
+        table.add_row("fail-if", f"{mark} {escape(t.describe(result))}")
+    out.print(head)
+    out.print(table)
+
+
+def _enforce(thresholds: list[Threshold], result: BenchResult) -> None:
+    crossed = check_thresholds(thresholds, result)
+    if crossed:
+        raise CheckFailed(
+            f"{len(crossed)} threshold(s) crossed: "
+            + "; ".join(t.describe(result) for t in crossed)
+        )

@@ -1,0 +1,244 @@
+"""End-to-end tests of ``netkit bench``: every scenario against netkit's own servers, the CLI
+shape (``bench TARGET ...`` and ``bench merge ...``), thresholds, merging and workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netkit.core.bench import LatencyHistogram
+from tests.commands.conftest import (
+    NETKIT,
+    ServerProcess,
+    assert_one_line_error,
+    json_lines,
+    run_netkit,
+)
+
+SHORT = ("--duration", "0.5s", "--workers", "1", "--connections", "2", "--json")
+
+
+def summary(stdout: str) -> dict[str, Any]:
+    (record,) = [e for e in json_lines(stdout) if e["event"] == "summary"]
+    return record
+
+
+def histogram(record: dict[str, Any]) -> LatencyHistogram:
+    h = record["histogram"]
+    return LatencyHistogram.decode(h["encoded"], lowest=h["min"], highest=h["max"])
+
+
+def started(netkit_server: Any, *args: str) -> ServerProcess:
+    """A netkit server whose JSON events (one per connection, or per message) are read and
+    dropped, so that a full stdout pipe never stalls it under load."""
+    server: ServerProcess = netkit_server(*args)
+    assert server.proc.stdout is not None
+    fd = server.proc.stdout.fileno()
+
+    def discard() -> None:
+        try:
+            while os.read(fd, 65536):
+                pass
+        except OSError:
+            pass  # the fixture closed the pipe
+
+    threading.Thread(target=discard, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def echo(netkit_server: Any) -> ServerProcess:
+    return started(netkit_server, "tcp-echo", "serve", "127.0.0.1:0")
+
+
+def test_echo_reports_percentiles_throughput_and_histogram(echo: ServerProcess) -> None:
+    proc = run_netkit("bench", echo.address, *SHORT, "--pipeline", "4")
+    assert proc.returncode == 0, proc.stderr
+    s = summary(proc.stdout)
+    assert s["scenario"] == "echo" and s["transport"] == "tcp"
+    assert s["requests"] > 100 and s["errors"] == {"total": 0}
+    assert s["rps"] > 0 and s["mb_per_s"] > 0
+    assert set(s["latency_ms"]) >= {"p50", "p90", "p99", "p99_9", "p99_99", "max"}
+    assert histogram(s).count == s["requests"]
+    assert s["ok"] is True
+
+
+def test_default_benchmarks_the_embedded_echo_server() -> None:
+    proc = run_netkit("bench", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "no target: benchmarking netkit's own echo server" in proc.stdout
+    assert "requests" in proc.stdout and "p99" in proc.stdout and "errors" in proc.stdout
+
+
+def test_embedded_server_json() -> None:
+    proc = run_netkit("bench", "--duration", "0.5s", "--json")
+    assert proc.returncode == 0, proc.stderr
+    events = json_lines(proc.stdout)
+    assert events[0]["event"] == "server" and events[0]["address"].startswith("127.0.0.1:")
+    assert summary(proc.stdout)["requests"] > 0
+
+
+def test_websocket_target_then_options_and_explicit_run(netkit_server: Any) -> None:
+    server = started(netkit_server, "ws-server", "127.0.0.1:0")
+    url = server.listening["url"]
+    for args in (("bench", url, *SHORT), ("bench", "run", url, *SHORT)):
+        proc = run_netkit(*args)
+        assert proc.returncode == 0, proc.stderr
+        s = summary(proc.stdout)
+        assert s["transport"] == "ws" and s["requests"] > 10
+        assert s["errors"]["total"] == 0, s["error_samples"]
+
+
+def test_udp_unix_tls_stream_and_connect(netkit_server: Any, tmp_path: Path) -> None:
+    udp = started(netkit_server, "udp-echo", "serve", "127.0.0.1:0")
+    assert udp.address.startswith("udp://")
+    s = summary(run_netkit("bench", udp.address, *SHORT).stdout)
+    assert (s["transport"], s["errors"]["total"]) == ("udp", 0) and s["requests"] > 10
+
+    sock = tmp_path / "echo.sock"
+    started(netkit_server, "tcp-echo", "serve", f"unix:{sock}")
+    s = summary(run_netkit("bench", f"unix:{sock}", *SHORT).stdout)
+    assert s["transport"] == "unix" and s["requests"] > 10 and s["errors"]["total"] == 0
+
+    echo = started(netkit_server, "tcp-echo", "serve", "127.0.0.1:0")
+    proc = run_netkit("bench", echo.address, *SHORT, "--scenario", "connect", "--exchange")
+    s = summary(proc.stdout)
+    assert s["scenario"] == "connect" and s["requests"] > 10 and s["errors"]["total"] == 0
+    assert s["bytes_received"] == s["requests"] * 64
+
+    tls = started(netkit_server, "tcp-echo", "serve", "127.0.0.1:0", "--tls-self-signed")
+    proc = run_netkit("bench", tls.address, *SHORT, "--cacert", tls.listening["ca_file"])
+    s = summary(proc.stdout)
+    assert s["transport"] == "tls" and s["requests"] > 10 and s["errors"]["total"] == 0
+
+    sink = started(netkit_server, "ws-server", "127.0.0.1:0", "--mode", "sink")
+    s = summary(run_netkit("bench", sink.listening["url"], *SHORT, "--scenario", "stream").stdout)
+    assert s["scenario"] == "stream" and s["bytes_sent"] > 1_000_000 and s["mb_per_s"] > 1
+    assert s["latency_ms"] is None and s["errors"]["total"] == 0
+
+
+def test_workers_result_is_the_sum_of_its_parts(echo: ServerProcess) -> None:
+    proc = run_netkit("bench", echo.address, "-d", "0.5s", "-w", "2", "-c", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    events = json_lines(proc.stdout)
+    parts = [e for e in events if e["event"] == "worker"]
+    s = summary(proc.stdout)
+    assert len(parts) == 2 and s["workers"] == 2
+    assert [p["connections"] for p in parts] == [2, 2]
+    for key in ("requests", "bytes_sent", "bytes_received"):
+        assert s[key] == sum(p[key] for p in parts)
+    total = histogram(parts[0])
+    total.add(histogram(parts[1]))
+    merged = histogram(s)
+    assert list(merged.hdr.counts) == list(total.hdr.counts)
+    assert (merged.count, merged.min, merged.max) == (total.count, total.min, total.max)
+
+
+def test_merge_gives_the_counts_of_the_added_histograms(
+    echo: ServerProcess, tmp_path: Path
+) -> None:
+    files = []
+    for name in ("a", "b"):
+        proc = run_netkit("bench", echo.address, *SHORT)
+        assert proc.returncode == 0, proc.stderr
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(proc.stdout)
+    a, b = (summary(f.read_text()) for f in files)
+    proc = run_netkit("bench", "merge", *map(str, files), "--json")
+    assert proc.returncode == 0, proc.stderr
+    m = summary(proc.stdout)
+    assert m["requests"] == a["requests"] + b["requests"]
+    assert m["parts"] == 2 and m["connections"] == 4
+    added = histogram(a)
+    added.add(histogram(b))
+    assert list(histogram(m).hdr.counts) == list(added.hdr.counts)
+    assert m["latency_ms"]["max"] == max(a["latency_ms"]["max"], b["latency_ms"]["max"])
+    # Human output of the same merge.
+    human = run_netkit("bench", "merge", *map(str, files))
+    assert human.returncode == 0 and "latency ms" in human.stdout
+
+
+def test_merge_bad_input(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"event":"listening"}\n')
+    for args in ((str(empty),), (str(tmp_path / "missing.json"),)):
+        proc = run_netkit("bench", "merge", *args)
+        assert proc.returncode == 2
+        assert_one_line_error(proc.stderr)
+
+
+def test_fail_if_exit_codes(echo: ServerProcess) -> None:
+    held = run_netkit("bench", echo.address, *SHORT, "--fail-if", "p99>1h", "--fail-if", "errors>0")
+    assert held.returncode == 0, held.stderr
+    assert [t["crossed"] for t in summary(held.stdout)["thresholds"]] == [False, False]
+
+    crossed = run_netkit(
+        "bench", echo.address, "-d", "0.5s", "-w", "1", "-c", "2",
+        "--fail-if", "p99<1h", "--fail-if", "rps>1", "--fail-if", "errors>0",
+    )  # fmt: skip
+    assert crossed.returncode == 1
+    assert_one_line_error(crossed.stderr)
+    assert "2 threshold(s) crossed" in crossed.stderr
+    assert "p99<1h" in crossed.stderr and "rps>1" in crossed.stderr
+    assert "errors>0" not in crossed.stderr
+    assert "crossed" in crossed.stdout and "held" in crossed.stdout  # the report came first
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("127.0.0.1:7", "--fail-if", "p99>>5ms"),
+        ("127.0.0.1:7", "--fail-if", "p99>5"),
+        ("nope://127.0.0.1:7",),
+        ("127.0.0.1:99999",),
+        ("udp://127.0.0.1:7", "--scenario", "stream"),
+        ("127.0.0.1:7", "--rate", "fast"),
+        ("127.0.0.1:7", "--duration", "1s", "--requests", "5"),
+        ("127.0.0.1:7", "--scenario", "stream", "--rate", "10"),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error(args: tuple[str, ...]) -> None:
+    proc = run_netkit("bench", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc.stderr)
+
+
+def test_refused_target_exits_3_at_once() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        proc = run_netkit("bench", f"127.0.0.1:{s.getsockname()[1]}", "--duration", "30s", "--json")
+    assert proc.returncode == 3
+    assert_one_line_error(proc.stderr)
+    assert "refused" in proc.stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_signal_stops_the_run_with_a_report(echo: ServerProcess, sig: int, code: int) -> None:
+    proc = subprocess.Popen(
+        [*NETKIT, "bench", echo.address, "-d", "30s", "-w", "2", "-c", "2", "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    bench = ServerProcess(proc, {})
+    try:
+        progress = bench.wait_for("progress", timeout=10)
+        assert progress["requests"] > 0
+        assert bench.stop(sig, timeout=10) == code
+        s = bench.event("summary")
+        assert s["requests"] > 0 and s["duration_s"] < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
