@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ruff_clean():
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "netkit", "tests", "benchmarks"],
+        [sys.executable, "-m", "ruff", "check", "netkit", "tests", "benchmarks", "tools"],
         cwd=ROOT,
         capture_output=True,
         text=True,
