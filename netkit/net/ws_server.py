@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.handshake import ServerHandshake
 from netkit.core.ws.protocol import Message
 from netkit.errors import PeerProtocolError
@@ -12,6 +13,7 @@ from netkit.net.ws import WebSocketServerConnection, WSTimeouts
 from netkit.net.zerocopy import Buffer
 
 MODES = ("echo", "broadcast", "sink")
+SLOW_MEMBER_SLACK = 4 << 20  # bytes a broadcast member may lag behind, beyond one message
 
 
 class Room:
@@ -80,7 +82,24 @@ class ModeConnection(WebSocketServerConnection):
                 # object longer than the receive buffer stays valid.
                 data = bytes(message.data)
                 for member in others:
-                    member.send_message(data, text=text)
+                    if member.lagging():
+                        member.drop_slow()
+                    else:
+                        member.send_message(data, text=text)
+
+    def lagging(self) -> bool:
+        """True when this member has not read what the room sent it (memory would grow)."""
+        transport = self.transport
+        limit = SLOW_MEMBER_SLACK + (self.ws.max_size or 0)
+        return transport is not None and transport.get_write_buffer_size() > limit
+
+    def drop_slow(self) -> None:
+        """Close a member that does not keep up (1008), rather than buffer without bound."""
+        self.room.members.discard(self)
+        if self.log is not None:
+            buffered = self.transport.get_write_buffer_size() if self.transport else 0
+            self.log("slow_client", {"peer": self.peer, "buffered": buffered})
+        self.start_close(CloseCode.POLICY_VIOLATION, "not reading fast enough")
 
     def on_ping(self, payload: Buffer) -> None:
         if self.log_messages:

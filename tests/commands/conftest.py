@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,12 +47,28 @@ def assert_one_line_error(stderr: str) -> None:
 
 @dataclass
 class ServerProcess:
-    """A netkit server started with ``--json``; ``address`` comes from its listening event."""
+    """A netkit server started with ``--json``; ``address`` comes from its listening event.
+
+    A thread reads its stdout all the time, so a server that logs an event per connection or
+    per message never blocks on a full pipe; tests take the events from a queue.
+    """
 
     proc: subprocess.Popen[bytes]
     listening: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
-    _pending: bytes = b""
+    _queue: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
+    _reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self._queue.put(json.loads(line))
+        self._queue.put(None)  # EOF
 
     @property
     def address(self) -> str:
@@ -60,21 +76,13 @@ class ServerProcess:
 
     def read_event(self, timeout: float = 10) -> dict[str, Any]:
         """Wait for the next JSON event on stdout."""
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no event from the server in time")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise EOFError("server closed stdout: " + self.stderr_text())
-                self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        event = json.loads(line)
+        try:
+            event = self._queue.get(timeout=max(timeout, 0.001))
+        except queue.Empty:
+            raise TimeoutError("no event from the server in time") from None
+        if event is None:
+            self._queue.put(None)
+            raise EOFError("server closed stdout: " + self.stderr_text())
         self.events.append(event)
         return event
 
@@ -95,10 +103,10 @@ class ServerProcess:
     def wait_exit(self, timeout: float = 15) -> int:
         """Wait for a server that was already told to stop; remaining events are collected."""
         rc = self.proc.wait(timeout=timeout)
-        assert self.proc.stdout is not None
-        rest = self._pending + self.proc.stdout.read()
-        self._pending = b""
-        self.events += [json.loads(line) for line in rest.splitlines() if line.strip()]
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)
+        while (event := self._queue.get_nowait() if not self._queue.empty() else None) is not None:
+            self.events.append(event)
         return rc
 
     def stderr_text(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import select
 import socket
 import subprocess
 
@@ -115,3 +116,112 @@ def test_proxy_out_of_descriptors_pauses_and_recovers(netkit_server):
         for sock in clients:
             sock.close()
         proxy.stop()
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def open_many(address: tuple[str, int], count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        socks.append(socket.create_connection(address, timeout=10))
+    return socks
+
+
+@pytest.mark.parametrize("kind", ["tcp-echo", "ws-server", "proxy"])
+def test_a_thousand_open_connections_and_a_fresh_client_is_served(netkit_server, kind):
+    if kind == "proxy":
+        upstream = netkit_server("tcp-echo", "serve", ":0")
+        server = netkit_server("proxy", ":0", upstream.address)
+    elif kind == "ws-server":
+        server = netkit_server(
+            "ws-server", ":0", "--ping-interval", "0", "--handshake-timeout", "60s"
+        )
+    else:
+        server = netkit_server("tcp-echo", "serve", ":0")
+    address = host_port(server.address)
+    held = open_many(address, 1000)
+    try:
+        if kind == "ws-server":
+            assert health_ok(address)
+        else:
+            with socket.create_connection(address, timeout=10) as fresh:
+                assert echo_ok(fresh, b"fresh client")
+            assert echo_ok(held[0], b"and the first one"), "the oldest connection is still served"
+            assert echo_ok(held[-1], b"and the last one")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_unfinished_handshakes_do_not_block_a_new_client(netkit_server):
+    server = netkit_server("ws-server", ":0", "--handshake-timeout", "30s")
+    address = host_port(server.address)
+    stuck = open_many(address, 500)
+    try:
+        for i, sock in enumerate(stuck):  # half a request line each, one byte at a time
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n"[: 1 + i % 20])
+        assert health_ok(address), "a new client is served while 500 handshakes hang"
+    finally:
+        for sock in stuck:
+            sock.close()
+
+
+def test_a_client_that_never_reads_does_not_grow_the_echo_server(netkit_server):
+    server = netkit_server("tcp-echo", "serve", ":0")
+    before = rss(server.proc.pid)
+    with socket.create_connection(host_port(server.address), timeout=10) as sock:
+        sock.setblocking(False)
+        sent = 0
+        chunk = b"e" * (1 << 16)
+        while sent < (256 << 20):
+            try:
+                sent += sock.send(chunk)
+            except BlockingIOError:
+                _, writable, _ = select.select([], [sock], [], 0.5)
+                if not writable:
+                    break  # the server stopped reading us: flow control
+        grown = rss(server.proc.pid) - before
+    assert 1 << 20 < sent < 256 << 20
+    assert grown < 16 << 20, f"echo server grew by {grown >> 20} MiB"
+
+
+def test_broadcast_drops_a_member_that_does_not_read(netkit_server):
+    from websockets.sync.client import connect as sync_connect
+
+    server = netkit_server("ws-server", ":0", "--mode", "broadcast", "--ping-interval", "0")
+    url = server.listening["url"]
+    address = host_port(server.address)
+    with socket.create_connection(address, timeout=10) as lazy:
+        # A raw member that completes the handshake and then never reads.
+        key = b"dGhlIHNhbXBsZSBub25jZQ=="
+        lazy.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += lazy.recv(1024)
+        server.wait_for("open")
+        with sync_connect(url, max_size=None) as talker:
+            server.wait_for("open")
+            payload = b"b" * (256 << 10)
+            before = rss(server.proc.pid)
+            for _ in range(200):  # 50 MiB through the room: far more than a socket buffers
+                talker.send(payload)
+                try:
+                    event = server.read_event(timeout=0.01)
+                except TimeoutError:
+                    continue
+                if event["event"] == "slow_client":
+                    break
+            else:
+                event = server.wait_for("slow_client", timeout=10)
+            assert event["event"] == "slow_client"
+            grown = rss(server.proc.pid) - before
+    assert grown < 48 << 20, f"broadcast server grew by {grown >> 20} MiB"
