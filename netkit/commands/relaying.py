@@ -12,13 +12,14 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
+from netkit.commands.serving import check_open_files
 from netkit.console import Output
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.units import format_size
 from netkit.net import runtime
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.server import make_listener
-from netkit.net.sockets import SocketOptions, raise_nofile_limit, unlink_unix_listener
+from netkit.net.sockets import SocketOptions, unlink_unix_listener
 from netkit.status import ExitStatus
 
 
@@ -67,7 +68,8 @@ def run_relay(
             return a coroutine function to await at shutdown.
         final: extra fields for the summary (lb's per-backend table).
     """
-    raise_nofile_limit()
+    # A relay holds two sockets (pipes come from a pool, only while bytes are in flight).
+    details = details | {"max_open_files": check_open_files(out, max_connections, per_connection=2)}
     sock = make_listener(listen, socket_mode=socket_mode, options=sockopts)
     unix = listen if isinstance(listen, UnixEndpoint) else None
 

@@ -25,6 +25,7 @@ from netkit.net.server import (
 )
 from netkit.net.sockets import (
     SocketOptions,
+    descriptors_needed,
     listener_address,
     raise_nofile_limit,
     unlink_unix_listener,
@@ -32,6 +33,23 @@ from netkit.net.sockets import (
 from netkit.net.tls import ServerTLS, server_context
 from netkit.net.workers import run_workers
 from netkit.status import ExitStatus
+
+
+def check_open_files(out: Output, max_connections: int | None, *, per_connection: int) -> int:
+    """Raise the open-files limit to the hard limit; warn when --max-connections needs more.
+
+    Returns:
+        The limit now in force.
+    """
+    soft, _ = raise_nofile_limit()
+    if max_connections is not None:
+        needed = descriptors_needed(max_connections, per_connection)
+        if needed > soft:
+            out.warn(
+                f"the open-files limit is {soft}, --max-connections {max_connections} needs about "
+                f"{needed}: raise it (ulimit -n {needed}) or expect accepting to pause"
+            )
+    return soft
 
 
 def run_server(
@@ -62,7 +80,7 @@ def run_server(
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT.
     """
     details = details or {}
-    raise_nofile_limit()
+    details["max_open_files"] = check_open_files(out, max_connections, per_connection=1)
     ssl_context: ssl.SSLContext | None = None
     ca_file = None
     if tls.enabled:

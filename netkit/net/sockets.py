@@ -294,6 +294,15 @@ def raise_nofile_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+# Descriptors a process needs besides its connections: the interpreter, the loop, listeners.
+FD_RESERVE = 64
+
+
+def descriptors_needed(connections: int, per_connection: int) -> int:
+    """Open files needed for ``connections`` at ``per_connection`` descriptors each."""
+    return connections * per_connection + FD_RESERVE
+
+
 def parse_socket_mode(text: str) -> int:
     """Parse an octal file mode such as ``660`` or ``0o600``.
 

@@ -225,3 +225,16 @@ def test_broadcast_drops_a_member_that_does_not_read(netkit_server):
             assert event["event"] == "slow_client"
             grown = rss(server.proc.pid) - before
     assert grown < 48 << 20, f"broadcast server grew by {grown >> 20} MiB"
+
+
+@pytest.mark.parametrize(("command", "needed"), [(["tcp-echo", "serve"], 1064), (["proxy"], 2064)])
+def test_too_low_open_files_limit_is_reported_with_the_number_needed(
+    netkit_server, command, needed
+):
+    extra = [netkit_server("tcp-echo", "serve", ":0").address] if command == ["proxy"] else []
+    server = start_limited(*command, ":0", *extra, "--max-connections", "1000", nofile=256)
+    assert server.listening["max_open_files"] == 256
+    server.stop()
+    assert server.proc.stderr is not None
+    warning = server.proc.stderr.read().decode()
+    assert "open-files limit is 256" in warning and f"ulimit -n {needed}" in warning
