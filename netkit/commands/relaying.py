@@ -123,6 +123,7 @@ def run_relay(
                                 await shutdown.requested.wait()
             else:
                 await shutdown.requested.wait()
+            server.stop_accepting()  # before "draining" is announced: from then on, refused
             active = len(server.relays)
             out.event(
                 "draining",

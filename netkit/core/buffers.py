@@ -164,6 +164,11 @@ class ReceiveBuffer:
             self.writable(n)[:n] = data
             self._end += n
 
+    def abandon(self) -> None:
+        """Drop the memory without returning it to the pool (views of it may still be in use)."""
+        self._buf, self._mem = None, memoryview(b"")
+        self._start = self._end = 0
+
     def clear(self) -> None:
         """Drop any unread bytes and give the memory back to the pool."""
         self._start = self._end = 0

@@ -115,7 +115,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self._drained is not None:
             self._drained.set()
         if self.transport is not None and not self.transport.is_closing():
-            self.rbuf.release()
+            if self.views_released():
+                self.rbuf.release()
             if self.pause_reading_on_backpressure:
                 self.transport.resume_reading()
 
@@ -123,7 +124,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         if self._drained is not None:
             self._drained.set()
-        self.rbuf.clear()
+        if self.views_released():
+            self.rbuf.clear()
+        else:
+            # Another transport may still be sending views of this memory (a relay's other
+            # side): let the garbage collector have it once they are gone, never the pool.
+            self.rbuf.abandon()
         self.on_close(exc)
         if not self.closed.done():
             self.closed.set_result(None)

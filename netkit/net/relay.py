@@ -861,14 +861,19 @@ class RelayServer:
         if not self.relays:
             self._idle.set()
 
+    def stop_accepting(self) -> None:
+        """Close the listener: new clients are refused from now on (relays go on)."""
+        self.acceptor.stop()
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+
     async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> int:
         """Stop accepting, let relays finish for up to ``timeout`` s, then reset the rest.
 
         Returns:
             How many relays had to be cut.
         """
-        self.acceptor.stop()
-        self.sock.close()
+        self.stop_accepting()
         waiters = [asyncio.ensure_future(self._idle.wait())]
         if forced is not None:
             waiters.append(asyncio.ensure_future(forced.wait()))

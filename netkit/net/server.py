@@ -204,8 +204,7 @@ class StreamServer:
 
     async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> None:
         """Stop accepting, let connections finish for up to ``timeout`` s, then abort the rest."""
-        self.draining = True
-        self._stop_accepting()
+        self.stop_accepting()
         if self.unix_endpoint is not None:
             unlink_unix_listener(self.unix_endpoint)
         for conn in list(self.connections):
@@ -226,7 +225,9 @@ class StreamServer:
             # Wait for connection_lost so their bytes are counted in the summary.
             await asyncio.wait([c.closed for c in remaining], timeout=1.0)
 
-    def _stop_accepting(self) -> None:
+    def stop_accepting(self) -> None:
+        """Close the listener: new clients are refused from now on (existing ones go on)."""
+        self.draining = True
         if self._acceptor is not None:
             self._acceptor.stop()
         for task in self._handshakes:
@@ -236,7 +237,7 @@ class StreamServer:
 
     def close_listener(self) -> None:
         """Close the listening socket and remove its file (when it is ours)."""
-        self._stop_accepting()
+        self.stop_accepting()
         if self.unix_endpoint is not None:
             unlink_unix_listener(self.unix_endpoint)
 
@@ -286,6 +287,7 @@ async def serve_until_signal(
         if on_listening is not None:
             on_listening(server.address)
         await shutdown.requested.wait()
+        server.stop_accepting()  # before "draining" is announced: from then on, refused
         if on_draining is not None:
             on_draining(len(server.connections))
         await server.drain(drain_timeout, shutdown.forced)
