@@ -20,6 +20,7 @@ the same value, except that ``user:pass@`` credentials are never printed.
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 from dataclasses import dataclass
 
@@ -42,7 +43,9 @@ class TCPEndpoint:
     port: int
 
     def __str__(self) -> str:
-        return f"{_format_host(self.host)}:{self.port}"
+        # A host literally called "unix" would read back as a unix: path: say tcp:// then.
+        prefix = "tcp://" if self.host.lower() == "unix" else ""
+        return f"{prefix}{_format_host(self.host)}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,10 @@ class UnixEndpoint:
         return "\0" + self.path if self.abstract else self.path
 
     def __str__(self) -> str:
-        return f"unix:@{self.path}" if self.abstract else f"unix:{self.path}"
+        if self.abstract:
+            return f"unix:@{self.path}"
+        # "unix://..." is the URL form: a path starting with // needs it to survive a round trip.
+        return f"unix://{self.path}" if self.path.startswith("//") else f"unix:{self.path}"
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,9 @@ def _parse_port(text: str, whole: str) -> int:
         raise EndpointError(f"endpoint {whole!r} has no port (expected HOST:PORT)")
     if not (text.isascii() and text.isdigit()):
         raise EndpointError(f"endpoint {whole!r}: port {text!r} is not a number")
-    port = int(text)
+    digits = text.lstrip("0") or "0"
+    # Bounded before int(): Python refuses to convert strings of more than 4300 digits.
+    port = int(digits) if len(digits) <= 5 else 65536
     if port > 65535:
         raise EndpointError(f"endpoint {whole!r}: port {port} is out of range (0-65535)")
     return port
@@ -195,9 +203,16 @@ def _parse_ws(text: str) -> WSURL:
         if endpoint.abstract:
             raise EndpointError(f"endpoint {text!r}: ws+unix needs a socket file path")
         return WSURL(secure, "localhost", 0, resource or "/" if sep else "/", endpoint.path)
-    parts = urllib.parse.urlsplit(text)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError as exc:
+        raise EndpointError(f"endpoint {text!r}: {exc}") from None
     if not parts.hostname:
         raise EndpointError(f"endpoint {text!r} has no host (expected {scheme}://HOST/...)")
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.startswith("[") and not re.fullmatch(r"\[[^\]]*\](:[0-9]*)?", hostport):
+        # urlsplit reads "[::1]x" and "[::1]]" as host ::1 and drops the rest: refuse them.
+        raise EndpointError(f"endpoint {text!r}: only :PORT may follow the ] of an IPv6 host")
     try:
         port = parts.port
     except ValueError:

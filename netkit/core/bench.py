@@ -500,7 +500,10 @@ def _number(text: str, expr: str) -> float:
     if not m:
         raise ConfigError(f"--fail-if {expr!r}: {text!r} is not a number")
     scale = {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
-    return float(m.group(1)) * scale
+    value = float(m.group(1)) * scale
+    if not math.isfinite(value):
+        raise ConfigError(f"--fail-if {expr!r}: {text!r} is not a finite number")
+    return value
 
 
 @dataclass(frozen=True)

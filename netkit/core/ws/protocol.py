@@ -346,9 +346,16 @@ class Protocol:
 
     def receive_data(self, data: Buffer) -> None:
         """Feed bytes that were read some other way (copied into the buffer), and parse them."""
-        self._detach_events()
-        self._buffer.extend(data)
-        self._parse()
+        # In slices that fit the buffer, parsing between them: valid input larger than the
+        # buffer's free room is fine; only a single frame that cannot fit is BufferFull.
+        view = memoryview(data).cast("B")
+        while len(view):
+            self._detach_events()
+            room = self._buffer.max_size - len(self._buffer)
+            chunk = view[: max(room, 1)]
+            self._buffer.extend(chunk)
+            view = view[len(chunk) :]
+            self._parse()
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection: move to CLOSED and emit ConnectionClosed."""
