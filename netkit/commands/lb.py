@@ -56,7 +56,7 @@ def lb(
         str | None,
         typer.Option(
             "--check-timeout",
-            help="Time allowed per check [default: the interval].",
+            help="Time allowed per check (default: the interval).",
             rich_help_panel=CHECKS,
         ),
     ] = None,

@@ -91,12 +91,19 @@ IdleTimeout = Annotated[
 ]
 
 # --- clients -------------------------------------------------------------------------------
-UseTLS = Annotated[bool, typer.Option("--tls", help="Connect with TLS.", rich_help_panel=TLS_PANEL)]
+UseTLS = Annotated[
+    bool,
+    typer.Option(
+        "--tls",
+        help="Connect with TLS (also turned on by --cacert, --cert, --insecure or --sni).",
+        rich_help_panel=TLS_PANEL,
+    ),
+]
 CACert = Annotated[
     Path | None,
     typer.Option(
         "--cacert",
-        help="Trust this CA bundle (PEM) instead of the system's; implies --tls.",
+        help="Trust this CA bundle (PEM) instead of the system's.",
         rich_help_panel=TLS_PANEL,
     ),
 ]
@@ -104,7 +111,7 @@ ClientCert = Annotated[
     Path | None,
     typer.Option(
         "--cert",
-        help="Client certificate (PEM) for mutual TLS; implies --tls.",
+        help="Client certificate (PEM) for mutual TLS.",
         rich_help_panel=TLS_PANEL,
     ),
 ]
@@ -119,7 +126,7 @@ Insecure = Annotated[
     typer.Option(
         "--insecure",
         "-k",
-        help="Do not verify the server's certificate; implies --tls.",
+        help="Do not verify the server's certificate.",
         rich_help_panel=TLS_PANEL,
     ),
 ]

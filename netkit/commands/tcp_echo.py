@@ -128,11 +128,11 @@ def client(
     ] = None,
     count: Annotated[
         int | None,
-        typer.Option("--count", "-c", min=1, help="Generated messages to send [default: 10]."),
+        typer.Option("--count", "-c", min=1, help="Generated messages to send (default: 10)."),
     ] = None,
     size: Annotated[
         str | None,
-        typer.Option("--size", "-s", help="Size of each generated message [default: 64]."),
+        typer.Option("--size", "-s", help="Size of each generated message (default: 64)."),
     ] = None,
     interval: Annotated[
         str, typer.Option("--interval", "-i", help="Pause between messages.")

@@ -59,29 +59,48 @@ def ws_server(
     ] = "echo",
     path: Annotated[
         list[str] | None,
-        typer.Option("--path", help="Accept upgrades only on this path (repeatable; 404 otherwise)."),
+        typer.Option(
+            "--path", help="Accept upgrades only on this path (repeatable; 404 otherwise)."
+        ),
     ] = None,
     subprotocol: Annotated[
         list[str] | None,
-        typer.Option("--subprotocol", help="Subprotocols we speak, in order of preference (repeatable)."),
+        typer.Option(
+            "--subprotocol", help="Subprotocols we speak, in order of preference (repeatable)."
+        ),
     ] = None,
     origin: Annotated[
         list[str] | None,
         typer.Option("--origin", help="Allowed Origin header values (repeatable; 403 otherwise)."),
     ] = None,
-    max_size: Annotated[str, typer.Option("--max-size", help="Largest message accepted (1009 beyond).")] = "1MiB",
-    compress: Annotated[bool, typer.Option("--compress", help="Accept permessage-deflate (RFC 7692).")] = False,
+    max_size: Annotated[
+        str, typer.Option("--max-size", help="Largest message accepted (1009 beyond).")
+    ] = "1MiB",
+    compress: Annotated[
+        bool, typer.Option("--compress", help="Accept permessage-deflate (RFC 7692).")
+    ] = False,
     ping_interval: Annotated[
         str, typer.Option("--ping-interval", help="Keepalive ping period; 0 disables.")
     ] = "20s",
     ping_timeout: Annotated[
-        str, typer.Option("--ping-timeout", help="Close with 1011 when a ping is not answered in time; 0 disables.")
+        str,
+        typer.Option(
+            "--ping-timeout",
+            help="Close with 1011 when a ping is not answered in time; 0 disables.",
+        ),
     ] = "20s",
     handshake_timeout: Annotated[
-        str, typer.Option("--handshake-timeout", help="Close connections that do not finish the opening handshake in time.")
+        str,
+        typer.Option(
+            "--handshake-timeout",
+            help="Close connections that do not finish the opening handshake in time.",
+        ),
     ] = "10s",
     close_timeout: Annotated[
-        str, typer.Option("--close-timeout", help="How long to wait for the peer's part of the closing handshake.")
+        str,
+        typer.Option(
+            "--close-timeout", help="How long to wait for the peer's part of the closing handshake."
+        ),
     ] = "10s",
     max_connections: opt.MaxConnections = None,
     workers: opt.Workers = 1,
@@ -108,7 +127,9 @@ def ws_server(
     if wants_tls and not tls.enabled:
         raise ConfigError("wss:// needs --cert/--key or --tls-self-signed")
     if mode == "broadcast" and workers > 1:
-        raise ConfigError("--mode broadcast needs a single process: every client must share the room")
+        raise ConfigError(
+            "--mode broadcast needs a single process: every client must share the room"
+        )
     paths = list(path or ([] if url_path is None else [url_path])) or None
     limit = parse_size(max_size, option="--max-size")
     if limit <= 0:
@@ -129,7 +150,9 @@ def ws_server(
 
     def log(event: str, fields: dict[str, Any]) -> None:
         if event == "rejected" and not out.json:
-            out.warn(f"{fields['peer']}: upgrade refused with {fields['status']}: {fields['reason']}")
+            out.warn(
+                f"{fields['peer']}: upgrade refused with {fields['status']}: {fields['reason']}"
+            )
         elif event == "close" and "error" in fields and not out.json:
             out.warn(f"{fields['peer']}: closed with {fields['sent_code']}: {fields['error']}")
         out.event(event, None, **fields)
