@@ -45,7 +45,7 @@ from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, Uni
 from netkit.core.bench import LATE_TOLERANCE_NS, BenchResult, LoadPlan, Pacing
 from netkit.core.probe import HEADER_SIZE, make_probe, parse_probe
 from netkit.core.ws.handshake import ClientHandshake
-from netkit.core.ws.protocol import Message
+from netkit.core.ws.protocol import Message, State
 from netkit.errors import (
     CheckFailed,
     ConfigError,
@@ -450,13 +450,26 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
         self.init_engine(run, slot)
         self.payload = payload
         self._replies = 0
+        self._finishing = False
+        self._close_counted = False
 
     def on_open(self) -> None:
         self.start_requests()
 
+    def on_close_received(self, code: int, reason: str) -> None:
+        # The server closed first, mid-run: that is the error, counted now, whenever (or
+        # however) the TCP connection ends after it.
+        if not self._finishing and not self._close_counted:
+            self._close_counted = True
+            self._complete_replies()  # echoes that arrived before the close frame count
+            report_close(self.run, None, close_code_error(self))
+            self.lose_in_flight()
+
     def transmit(self, n: int) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return  # failed: on_close accounts for these requests
+        if self.transport is None or self.transport.is_closing() or self.ws.state is not State.OPEN:
+            # Failed, or the server is closing (no data after a close frame, RFC 6455 5.5.1):
+            # on_close accounts for these requests.
+            return
         data = self.payload.data
         for _ in range(n):
             self.ws.send_binary(data)
@@ -472,6 +485,9 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
 
     def buffer_updated(self, nbytes: int) -> None:
         super().buffer_updated(nbytes)
+        self._complete_replies()
+
+    def _complete_replies(self) -> None:
         if self._replies:
             n, self._replies = self._replies, 0
             if self.run.recording:
@@ -480,11 +496,13 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
 
     def on_close(self, exc: Exception | None) -> None:
         super().on_close(exc)
-        report_close(self.run, self.error or exc, close_code_error(self))
+        if not self._close_counted:
+            report_close(self.run, self.error or exc, close_code_error(self))
         self.lose_in_flight()
 
     def finish(self) -> None:
         """Start the closing handshake at the end of the run."""
+        self._finishing = True
         self.stop_timer()
         self.start_close()
 

@@ -151,6 +151,7 @@ class WebSocketConnection(StreamProtocol):
                 self._pong_received(event.payload)
             elif isinstance(event, CloseReceived):
                 self.close_code, self.close_reason = event.code, event.reason
+                self.on_close_received(event.code, event.reason)
             elif isinstance(event, ConnectionClosed):
                 if self.close_code is None:
                     self.close_code, self.close_reason = event.code, event.reason
@@ -285,6 +286,9 @@ class WebSocketConnection(StreamProtocol):
 
     def on_pong(self, payload: Buffer) -> None:
         """A pong arrived."""
+
+    def on_close_received(self, code: int, reason: str) -> None:
+        """The peer's close frame arrived (the TCP connection may stay open a while)."""
 
     def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
         """The connection is closed (code 1006 when no close frame was received)."""
