@@ -19,25 +19,25 @@ _netkit_default() {
 
 _netkit_options() {
     case "$1" in
-        "netkit") echo "--version -V --debug --loop --install-completion --show-completion -h --help" ;;
-        "netkit ws-server") echo "--mode -m --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json -h --help" ;;
-        "netkit proxy") echo "--upstream-tls --cacert --insecure -k --sni --proxy-protocol --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json -h --help" ;;
-        "netkit lb") echo "--algorithm -a --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --splice --no-splice --seed --idle-timeout --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json -h --help" ;;
-        "netkit tcp-echo") echo "-h --help" ;;
-        "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json -h --help" ;;
-        "netkit tcp-echo client") echo "--count -c --size -s --interval -i --framed --timeout -t --retry --quiet -q --tls --cacert --cert --key --insecure -k --sni --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit udp-echo") echo "-h --help" ;;
-        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit udp-echo client") echo "--count -c --interval -i --size -s --timeout -t --max-loss --quiet -q --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit bench") echo "-h --help --scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --exchange --fail-if --tls --cacert --cert --key --insecure -k --sni --json" ;;
-        "netkit bench run") echo "--scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --exchange --fail-if --tls --cacert --cert --key --insecure -k --sni --json -h --help" ;;
-        "netkit bench merge") echo "--fail-if --json -h --help" ;;
-        "netkit multicast") echo "-h --help" ;;
-        "netkit multicast send") echo "--count -c --interval -i --size -s --ttl --hops --loop --no-loop --interface -I --source-port --broadcast --quiet -q --sndbuf --json -h --help" ;;
-        "netkit multicast listen") echo "--interface -I --source -S --count -c --timeout -t --quiet -q --rcvbuf --json -h --help" ;;
-        "netkit multicast ping") echo "--interface -I --count -c --interval -i --size -s --timeout -t --peers --max-loss --ttl --hops --loop --no-loop --quiet -q --json -h --help" ;;
-        "netkit multicast selftest") echo "--interface -I --family --count -c --interval -i --receivers --timeout -t --max-loss --json -h --help" ;;
-        "netkit ws-client") echo "--header -H --subprotocol --origin --binary -b --file -f --raw --count -c --expect -e --timeout -t --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key --insecure -k --sni --json -h --help" ;;
+        "netkit") echo "--version -V --debug --loop --install-completion --show-completion --help -h" ;;
+        "netkit ws-server") echo "--mode -m --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json --help -h" ;;
+        "netkit proxy") echo "--upstream-tls --cacert --insecure -k --sni --proxy-protocol --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json --help -h" ;;
+        "netkit lb") echo "--algorithm -a --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --splice --no-splice --seed --idle-timeout --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json --help -h" ;;
+        "netkit tcp-echo") echo "--help -h" ;;
+        "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json --help -h" ;;
+        "netkit tcp-echo client") echo "--count -c --size -s --interval -i --framed --timeout -t --retry --quiet -q --tls --cacert --cert --key --insecure -k --sni --sndbuf --rcvbuf --json --help -h" ;;
+        "netkit udp-echo") echo "--help -h" ;;
+        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --json --help -h" ;;
+        "netkit udp-echo client") echo "--count -c --interval -i --size -s --timeout -t --max-loss --quiet -q --sndbuf --rcvbuf --json --help -h" ;;
+        "netkit bench") echo "--help -h --scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --exchange --fail-if --tls --cacert --cert --key --insecure -k --sni --json" ;;
+        "netkit bench run") echo "--scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --exchange --fail-if --tls --cacert --cert --key --insecure -k --sni --json --help -h" ;;
+        "netkit bench merge") echo "--fail-if --json --help -h" ;;
+        "netkit multicast") echo "--help -h" ;;
+        "netkit multicast send") echo "--count -c --interval -i --size -s --ttl --hops --loop --no-loop --interface -I --source-port --broadcast --quiet -q --sndbuf --json --help -h" ;;
+        "netkit multicast listen") echo "--interface -I --source -S --count -c --timeout -t --quiet -q --rcvbuf --json --help -h" ;;
+        "netkit multicast ping") echo "--interface -I --count -c --interval -i --size -s --timeout -t --peers --max-loss --ttl --hops --loop --no-loop --quiet -q --json --help -h" ;;
+        "netkit multicast selftest") echo "--interface -I --family --count -c --interval -i --receivers --timeout -t --max-loss --json --help -h" ;;
+        "netkit ws-client") echo "--header -H --subprotocol --origin --binary -b --file -f --raw --count -c --expect -e --timeout -t --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key --insecure -k --sni --json --help -h" ;;
     esac
 }
 

@@ -117,7 +117,7 @@ complete -c netkit -n '__netkit_at \'netkit\'' -l 'debug' -d 'Show tracebacks in
 complete -c netkit -n '__netkit_at \'netkit\'' -l 'loop' -x -a 'auto uvloop asyncio' -d 'Event loop: auto (uvloop when installed), uvloop or asyncio'
 complete -c netkit -n '__netkit_at \'netkit\'' -l 'install-completion' -d 'Install completion for the current shell'
 complete -c netkit -n '__netkit_at \'netkit\'' -l 'show-completion' -d 'Show completion for the current shell, to copy it or customize the installation'
-complete -c netkit -n '__netkit_at \'netkit\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit ws-server
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'mode' -s 'm' -x -a 'echo broadcast sink' -d 'echo: send each message back; broadcast: to every other client (a chat room);...'
@@ -142,14 +142,14 @@ complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'sndbuf' -x -d 'SO_S
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'rcvbuf' -x -d 'SO_RCVBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'keepalive' -d 'Enable TCP keepalive probes'
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit ws-server\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit proxy
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'upstream-tls' -d 'Speak TLS to the upstream (verified unless --insecure)'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'cacert' -r -F -d 'CA bundle to verify the upstream with; implies --upstream-tls'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'insecure' -s 'k' -d 'Do not verify the upstream\'s certificate; implies --upstream-tls'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'sni' -x -d 'Server name for the upstream TLS handshake; implies --upstream-tls'
-complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'proxy-protocol' -x -a 'v1 v2' -d 'Send a PROXY protocol header with the client\'s address'
+complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'proxy-protocol' -x -a 'v1 v2' -d 'Send a PROXY protocol header with the client\'s address to the upstream'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'splice' -l 'no-splice' -d 'Relay plain TCP/Unix with os.splice (payload never enters Python)'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'connect-timeout' -x -d 'Time allowed to connect to the upstream'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'idle-timeout' -x -d 'Close a connection after this long without data (e.g. 30s)'
@@ -171,7 +171,7 @@ complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'key' -r -F -d 'Private 
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'tls-self-signed' -d 'TLS with a throwaway CA and certificate for localhost; prints the CA file to...'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'client-ca' -r -F -d 'Require client certificates signed by this CA (mutual TLS)'
 complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit proxy\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit proxy\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit lb
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'algorithm' -s 'a' -x -a 'roundrobin leastconn random source' -d 'roundrobin (weighted), leastconn, random (power of two choices), source (cons...'
@@ -183,8 +183,8 @@ complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'check-send' -x -d 'Bytes t
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'check-expect' -x -d 'Regular expression the reply must match'
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'slowstart' -x -d 'Ramp a recovered backend\'s weight up over this long'
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'connect-timeout' -x -d 'Time allowed to connect to a backend before trying the next'
-complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'proxy-protocol' -x -a 'v1 v2' -d 'Send a PROXY protocol header with the client\'s address'
-complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'splice' -l 'no-splice' -d 'Relay with os.splice where possible'
+complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'proxy-protocol' -x -a 'v1 v2' -d 'Send a PROXY protocol header with the client\'s address to the upstream'
+complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'splice' -l 'no-splice' -d 'Relay plain TCP/Unix with os.splice (payload never enters Python)'
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'seed' -x -d 'Seed for the random algorithm'
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'idle-timeout' -x -d 'Close a connection after this long without data (e.g. 30s)'
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'max-connections' -x -d 'Close connections beyond this many at once'
@@ -195,12 +195,12 @@ complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'key' -r -F -d 'Private key
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'tls-self-signed' -d 'TLS with a throwaway CA and certificate for localhost; prints the CA file to...'
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'client-ca' -r -F -d 'Require client certificates signed by this CA (mutual TLS)'
 complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit lb\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit lb\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit tcp-echo
 complete -c netkit -n '__netkit_at \'netkit tcp-echo\'' -a 'serve' -d 'Echo every byte (or every frame) back to the sender until SIGINT/SIGTERM'
 complete -c netkit -n '__netkit_at \'netkit tcp-echo\'' -a 'client' -d 'Send messages, verify every echoed byte, and report round-trip times'
-complete -c netkit -n '__netkit_at \'netkit tcp-echo\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit tcp-echo\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit tcp-echo serve
 complete -c netkit -n '__netkit_at \'netkit tcp-echo serve\'' -l 'framed' -d 'Echo whole length-prefixed frames (4-byte big-endian length)'
@@ -218,7 +218,7 @@ complete -c netkit -n '__netkit_at \'netkit tcp-echo serve\'' -l 'sndbuf' -x -d 
 complete -c netkit -n '__netkit_at \'netkit tcp-echo serve\'' -l 'rcvbuf' -x -d 'SO_RCVBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit tcp-echo serve\'' -l 'keepalive' -d 'Enable TCP keepalive probes'
 complete -c netkit -n '__netkit_at \'netkit tcp-echo serve\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit tcp-echo serve\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit tcp-echo serve\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit tcp-echo client
 complete -c netkit -n '__netkit_at \'netkit tcp-echo client\'' -l 'count' -s 'c' -x -d 'Generated messages to send (default: 10)'
@@ -237,12 +237,12 @@ complete -c netkit -n '__netkit_at \'netkit tcp-echo client\'' -l 'sni' -x -d 'S
 complete -c netkit -n '__netkit_at \'netkit tcp-echo client\'' -l 'sndbuf' -x -d 'SO_SNDBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit tcp-echo client\'' -l 'rcvbuf' -x -d 'SO_RCVBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit tcp-echo client\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit tcp-echo client\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit tcp-echo client\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit udp-echo
 complete -c netkit -n '__netkit_at \'netkit udp-echo\'' -a 'serve' -d 'Echo every datagram back to its sender until SIGINT/SIGTERM'
 complete -c netkit -n '__netkit_at \'netkit udp-echo\'' -a 'client' -d 'Send sequenced datagrams and report loss, duplicates, reordering, RTT and jit...'
-complete -c netkit -n '__netkit_at \'netkit udp-echo\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit udp-echo\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit udp-echo serve
 complete -c netkit -n '__netkit_at \'netkit udp-echo serve\'' -l 'max-size' -x -d 'Largest datagram echoed; larger ones are dropped'
@@ -250,7 +250,7 @@ complete -c netkit -n '__netkit_at \'netkit udp-echo serve\'' -l 'drop-every' -x
 complete -c netkit -n '__netkit_at \'netkit udp-echo serve\'' -l 'sndbuf' -x -d 'SO_SNDBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit udp-echo serve\'' -l 'rcvbuf' -x -d 'SO_RCVBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit udp-echo serve\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit udp-echo serve\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit udp-echo serve\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit udp-echo client
 complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -l 'count' -s 'c' -x -d 'Datagrams to send'
@@ -262,12 +262,12 @@ complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -l 'quiet' -s 'q'
 complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -l 'sndbuf' -x -d 'SO_SNDBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -l 'rcvbuf' -x -d 'SO_RCVBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit bench
 complete -c netkit -n '__netkit_at \'netkit bench\'' -a 'run' -d 'Benchmark a service: latency percentiles (HDR), throughput and errors by kind'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -a 'merge' -d 'Combine results of runs that ran side by side (several machines) into one exa...'
-complete -c netkit -n '__netkit_at \'netkit bench\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'help' -s 'h' -d 'Show this message and exit'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'scenario' -x -a 'echo stream connect' -d 'echo: request/response round trips; stream: bulk one-way throughput; connect:...'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'connections' -s 'c' -x -d 'Connections (concurrent ones, for connect)'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'duration' -s 'd' -x -d 'How long to measure (default 10s; 3s without a target)'
@@ -308,12 +308,12 @@ complete -c netkit -n '__netkit_at \'netkit bench run\'' -l 'key' -r -F -d 'Priv
 complete -c netkit -n '__netkit_at \'netkit bench run\'' -l 'insecure' -s 'k' -d 'Do not verify the server\'s certificate'
 complete -c netkit -n '__netkit_at \'netkit bench run\'' -l 'sni' -x -d 'Server name to send and verify (default: the endpoint\'s host)'
 complete -c netkit -n '__netkit_at \'netkit bench run\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit bench run\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit bench run\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit bench merge
 complete -c netkit -n '__netkit_at \'netkit bench merge\'' -l 'fail-if' -x -d 'Exit 1 when this holds for the merged result (repeatable)'
 complete -c netkit -n '__netkit_at \'netkit bench merge\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit bench merge\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit bench merge\'' -l 'help' -s 'h' -d 'Show this message and exit'
 complete -c netkit -n '__netkit_at \'netkit bench merge\'' -F
 
 # netkit multicast
@@ -321,7 +321,7 @@ complete -c netkit -n '__netkit_at \'netkit multicast\'' -a 'send' -d 'Send data
 complete -c netkit -n '__netkit_at \'netkit multicast\'' -a 'listen' -d 'Join groups and print each datagram; per-source statistics on exit'
 complete -c netkit -n '__netkit_at \'netkit multicast\'' -a 'ping' -d 'Probe the group and answer the others; per-peer loss and RTT, like omping'
 complete -c netkit -n '__netkit_at \'netkit multicast\'' -a 'selftest' -d 'Check multicast on this host: one sender, several receivers (ASM and SSM, IPv...'
-complete -c netkit -n '__netkit_at \'netkit multicast\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit multicast\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit multicast send
 complete -c netkit -n '__netkit_at \'netkit multicast send\'' -l 'count' -s 'c' -x -d 'Generated datagrams'
@@ -335,7 +335,7 @@ complete -c netkit -n '__netkit_at \'netkit multicast send\'' -l 'broadcast' -d 
 complete -c netkit -n '__netkit_at \'netkit multicast send\'' -l 'quiet' -s 'q' -d 'Print only the summary'
 complete -c netkit -n '__netkit_at \'netkit multicast send\'' -l 'sndbuf' -x -d 'SO_SNDBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit multicast send\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit multicast send\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit multicast send\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit multicast listen
 complete -c netkit -n '__netkit_at \'netkit multicast listen\'' -l 'interface' -s 'I' -x -d 'Interface by name or address'
@@ -345,7 +345,7 @@ complete -c netkit -n '__netkit_at \'netkit multicast listen\'' -l 'timeout' -s 
 complete -c netkit -n '__netkit_at \'netkit multicast listen\'' -l 'quiet' -s 'q' -d 'Print only the summary'
 complete -c netkit -n '__netkit_at \'netkit multicast listen\'' -l 'rcvbuf' -x -d 'SO_RCVBUF size (e.g. 256KiB)'
 complete -c netkit -n '__netkit_at \'netkit multicast listen\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit multicast listen\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit multicast listen\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit multicast ping
 complete -c netkit -n '__netkit_at \'netkit multicast ping\'' -l 'interface' -s 'I' -x -d 'Interface by name or address'
@@ -359,7 +359,7 @@ complete -c netkit -n '__netkit_at \'netkit multicast ping\'' -l 'ttl' -l 'hops'
 complete -c netkit -n '__netkit_at \'netkit multicast ping\'' -l 'loop' -l 'no-loop' -d 'Deliver copies to listeners on this host too'
 complete -c netkit -n '__netkit_at \'netkit multicast ping\'' -l 'quiet' -s 'q' -d 'Print only the summary'
 complete -c netkit -n '__netkit_at \'netkit multicast ping\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit multicast ping\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit multicast ping\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit multicast selftest
 complete -c netkit -n '__netkit_at \'netkit multicast selftest\'' -l 'interface' -s 'I' -x -d 'Interface by name or address'
@@ -370,7 +370,7 @@ complete -c netkit -n '__netkit_at \'netkit multicast selftest\'' -l 'receivers'
 complete -c netkit -n '__netkit_at \'netkit multicast selftest\'' -l 'timeout' -s 't' -x -d 'How long to wait for the last datagrams'
 complete -c netkit -n '__netkit_at \'netkit multicast selftest\'' -l 'max-loss' -x -d 'Loss a receiver may see, in percent'
 complete -c netkit -n '__netkit_at \'netkit multicast selftest\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit multicast selftest\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit multicast selftest\'' -l 'help' -s 'h' -d 'Show this message and exit'
 
 # netkit ws-client
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'header' -s 'H' -x -d 'Extra request header \'Name: value\' (repeatable)'
@@ -395,4 +395,4 @@ complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'key' -r -F -d 'Priv
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'insecure' -s 'k' -d 'Do not verify the server\'s certificate'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'sni' -x -d 'Server name to send and verify (default: the endpoint\'s host)'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'json' -d 'Print one JSON object per line (events)'
-complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'h' -l 'help' -d 'Show this message and exit'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'help' -s 'h' -d 'Show this message and exit'

@@ -104,17 +104,8 @@ def lb(
             "--connect-timeout", help="Time allowed to connect to a backend before trying the next."
         ),
     ] = "5s",
-    proxy_protocol: Annotated[
-        str | None,
-        typer.Option(
-            "--proxy-protocol",
-            click_type=click.Choice(["v1", "v2"]),
-            help="Send a PROXY protocol header with the client's address.",
-        ),
-    ] = None,
-    splice: Annotated[
-        bool, typer.Option("--splice/--no-splice", help="Relay with os.splice where possible.")
-    ] = True,
+    proxy_protocol: opt.ProxyProtocol = None,
+    splice: opt.Splice = True,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
     ] = None,
@@ -238,7 +229,7 @@ def lb(
         options=RelayOptions(
             client_tls=client_ssl,
             splice=splice,
-            proxy_protocol=int(proxy_protocol[1]) if proxy_protocol else 0,
+            proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
             idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
             seed=seed,
         ),

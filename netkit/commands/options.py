@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from netkit.core.units import parse_duration, parse_size
@@ -200,3 +201,26 @@ def socket_mode(text: str) -> int:
 def duration(text: str | None, option: str) -> float | None:
     """Parse an optional duration flag."""
     return None if text is None else parse_duration(text, option=option)
+
+
+# --- relays (proxy, lb) --------------------------------------------------------------------
+ProxyProtocol = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy-protocol",
+        click_type=click.Choice(["v1", "v2"]),
+        help="Send a PROXY protocol header with the client's address to the upstream.",
+    ),
+]
+Splice = Annotated[
+    bool,
+    typer.Option(
+        "--splice/--no-splice",
+        help="Relay plain TCP/Unix with os.splice (payload never enters Python).",
+    ),
+]
+
+
+def proxy_protocol_version(choice: str | None) -> int:
+    """``--proxy-protocol v1|v2`` as the version number, 0 when not asked for."""
+    return int(choice[1]) if choice else 0

@@ -6,7 +6,6 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from netkit.commands import options as opt
@@ -72,21 +71,8 @@ def proxy(
             rich_help_panel=UPSTREAM,
         ),
     ] = None,
-    proxy_protocol: Annotated[
-        str | None,
-        typer.Option(
-            "--proxy-protocol",
-            click_type=click.Choice(["v1", "v2"]),
-            help="Send a PROXY protocol header with the client's address.",
-        ),
-    ] = None,
-    splice: Annotated[
-        bool,
-        typer.Option(
-            "--splice/--no-splice",
-            help="Relay plain TCP/Unix with os.splice (payload never enters Python).",
-        ),
-    ] = True,
+    proxy_protocol: opt.ProxyProtocol = None,
+    splice: opt.Splice = True,
     connect_timeout: Annotated[
         str, typer.Option("--connect-timeout", help="Time allowed to connect to the upstream.")
     ] = "10s",
@@ -176,7 +162,7 @@ def proxy(
         upstream_tls=upstream_ssl,
         upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
         splice=splice,
-        proxy_protocol=int(proxy_protocol[1]) if proxy_protocol else 0,
+        proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
         idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
         faults=faults,
         seed=seed,
