@@ -19,54 +19,54 @@ _netkit_default() {
 
 _netkit_options() {
     case "$1" in
-        "netkit") echo "--version -V --debug --loop --install-completion --show-completion --help -h" ;;
-        "netkit ws-server") echo "--mode -m --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json --help -h" ;;
-        "netkit proxy") echo "--upstream-tls --cacert --insecure -k --sni --proxy-protocol --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json --help -h" ;;
-        "netkit lb") echo "--algorithm -a --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --splice --no-splice --seed --idle-timeout --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json --help -h" ;;
-        "netkit tcp-echo") echo "--help -h" ;;
-        "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json --help -h" ;;
-        "netkit tcp-echo client") echo "--count -c --size -s --interval -i --framed --timeout -t --retry --quiet -q --tls --cacert --cert --key --insecure -k --sni --sndbuf --rcvbuf --json --help -h" ;;
-        "netkit udp-echo") echo "--help -h" ;;
-        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --json --help -h" ;;
-        "netkit udp-echo client") echo "--count -c --interval -i --size -s --timeout -t --max-loss --quiet -q --sndbuf --rcvbuf --json --help -h" ;;
-        "netkit bench") echo "--help -h --scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --exchange --fail-if --tls --cacert --cert --key --insecure -k --sni --json" ;;
-        "netkit bench run") echo "--scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --exchange --fail-if --tls --cacert --cert --key --insecure -k --sni --json --help -h" ;;
-        "netkit bench merge") echo "--fail-if --json --help -h" ;;
-        "netkit multicast") echo "--help -h" ;;
-        "netkit multicast send") echo "--count -c --interval -i --size -s --ttl --hops --loop --no-loop --interface -I --source-port --broadcast --quiet -q --sndbuf --json --help -h" ;;
-        "netkit multicast listen") echo "--interface -I --source -S --count -c --timeout -t --quiet -q --rcvbuf --json --help -h" ;;
-        "netkit multicast ping") echo "--interface -I --count -c --interval -i --size -s --timeout -t --peers --max-loss --ttl --hops --loop --no-loop --quiet -q --json --help -h" ;;
-        "netkit multicast selftest") echo "--interface -I --family --count -c --interval -i --receivers --timeout -t --max-loss --json --help -h" ;;
-        "netkit ws-client") echo "--header -H --subprotocol --origin --binary -b --file -f --raw --count -c --expect -e --timeout -t --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key --insecure -k --sni --json --help -h" ;;
+        "netkit") echo "-V --version --debug --loop --install-completion --show-completion -h --help" ;;
+        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json -h --help" ;;
+        "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --proxy-protocol --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json -h --help" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --splice --no-splice --seed --idle-timeout --max-connections --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json -h --help" ;;
+        "netkit tcp-echo") echo "-h --help" ;;
+        "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json -h --help" ;;
+        "netkit tcp-echo client") echo "-c --count -s --size -i --interval --framed -t --timeout --retry -q --quiet --tls --cacert --cert --key -k --insecure --sni --sndbuf --rcvbuf --json -h --help" ;;
+        "netkit udp-echo") echo "-h --help" ;;
+        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --json -h --help" ;;
+        "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss -q --quiet --sndbuf --rcvbuf --json -h --help" ;;
+        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if --tls --cacert --cert --key -k --insecure --sni --json" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
+        "netkit bench merge") echo "--fail-if --json -h --help" ;;
+        "netkit multicast") echo "-h --help" ;;
+        "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;
+        "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout -q --quiet --rcvbuf --json -h --help" ;;
+        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --loop --no-loop -q --quiet --json -h --help" ;;
+        "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss --json -h --help" ;;
+        "netkit ws-client") echo "-H --header --subprotocol --origin -b --binary -f --file --raw -c --count -e --expect -t --timeout --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key -k --insecure --sni --json -h --help" ;;
     esac
 }
 
 _netkit_value_options() {
     case "$1" in
         "netkit") echo "--loop" ;;
-        "netkit ws-server") echo "--mode -m --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --sndbuf --rcvbuf" ;;
+        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --sndbuf --rcvbuf" ;;
         "netkit proxy") echo "--cacert --sni --proxy-protocol --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --max-connections --drain-timeout --socket-mode --cert --key --client-ca" ;;
-        "netkit lb") echo "--algorithm -a --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --seed --idle-timeout --max-connections --drain-timeout --socket-mode --cert --key --client-ca" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --seed --idle-timeout --max-connections --drain-timeout --socket-mode --cert --key --client-ca" ;;
         "netkit tcp-echo serve") echo "--max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --sndbuf --rcvbuf" ;;
-        "netkit tcp-echo client") echo "--count -c --size -s --interval -i --timeout -t --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
+        "netkit tcp-echo client") echo "-c --count -s --size -i --interval -t --timeout --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
         "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf" ;;
-        "netkit udp-echo client") echo "--count -c --interval -i --size -s --timeout -t --max-loss --sndbuf --rcvbuf" ;;
-        "netkit bench") echo "--scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --fail-if --cacert --cert --key --sni" ;;
-        "netkit bench run") echo "--scenario --connections -c --duration -d --requests -n --size -s --pipeline -p --rate -r --warmup --workers -w --timeout -t --fail-if --cacert --cert --key --sni" ;;
+        "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss --sndbuf --rcvbuf" ;;
+        "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if --cacert --cert --key --sni" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if --cacert --cert --key --sni" ;;
         "netkit bench merge") echo "--fail-if" ;;
-        "netkit multicast send") echo "--count -c --interval -i --size -s --ttl --hops --interface -I --source-port --sndbuf" ;;
-        "netkit multicast listen") echo "--interface -I --source -S --count -c --timeout -t --rcvbuf" ;;
-        "netkit multicast ping") echo "--interface -I --count -c --interval -i --size -s --timeout -t --peers --max-loss --ttl --hops" ;;
-        "netkit multicast selftest") echo "--interface -I --family --count -c --interval -i --receivers --timeout -t --max-loss" ;;
-        "netkit ws-client") echo "--header -H --subprotocol --origin --file -f --count -c --expect -e --timeout -t --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --cacert --cert --key --sni" ;;
+        "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl -I --interface --source-port --sndbuf" ;;
+        "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
+        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl" ;;
+        "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss" ;;
+        "netkit ws-client") echo "-H --header --subprotocol --origin -f --file -c --count -e --expect -t --timeout --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --cacert --cert --key --sni" ;;
     esac
 }
 
 _netkit_values() {
     case "$1 $2" in
         "netkit --loop") echo "auto uvloop asyncio" ;;
-        "netkit ws-server --mode") echo "echo broadcast sink" ;;
         "netkit ws-server -m") echo "echo broadcast sink" ;;
+        "netkit ws-server --mode") echo "echo broadcast sink" ;;
         "netkit ws-server --cert") echo "@files" ;;
         "netkit ws-server --key") echo "@files" ;;
         "netkit ws-server --client-ca") echo "@files" ;;
@@ -75,8 +75,8 @@ _netkit_values() {
         "netkit proxy --cert") echo "@files" ;;
         "netkit proxy --key") echo "@files" ;;
         "netkit proxy --client-ca") echo "@files" ;;
-        "netkit lb --algorithm") echo "roundrobin leastconn random source" ;;
         "netkit lb -a") echo "roundrobin leastconn random source" ;;
+        "netkit lb --algorithm") echo "roundrobin leastconn random source" ;;
         "netkit lb --proxy-protocol") echo "v1 v2" ;;
         "netkit lb --cert") echo "@files" ;;
         "netkit lb --key") echo "@files" ;;
@@ -95,8 +95,8 @@ _netkit_values() {
         "netkit bench run --cacert") echo "@files" ;;
         "netkit bench run --cert") echo "@files" ;;
         "netkit bench run --key") echo "@files" ;;
-        "netkit ws-client --file") echo "@files" ;;
         "netkit ws-client -f") echo "@files" ;;
+        "netkit ws-client --file") echo "@files" ;;
         "netkit ws-client --cacert") echo "@files" ;;
         "netkit ws-client --cert") echo "@files" ;;
         "netkit ws-client --key") echo "@files" ;;

@@ -156,7 +156,9 @@ def _param(param: click.Parameter) -> Param:
     return Param(
         name=param.name or "",
         is_option=is_option,
-        opts=tuple(param.opts) if is_option else (),
+        # Sorted (short before long): click builds the help option's names from a set, whose
+        # order changes with hash randomisation, and the output must not.
+        opts=tuple(sorted(param.opts, key=lambda o: (o.startswith("--"), o))) if is_option else (),
         secondary_opts=tuple(param.secondary_opts) if is_option else (),
         help=_text(getattr(param, "help", None)),
         metavar=_metavar(param),
