@@ -73,6 +73,7 @@ class LibServer:
         self.unix_path = unix_path
         self.kwargs = kwargs
         self.seen: list[Seen] = []
+        self._seen_changed = threading.Condition()
         self.port = 0
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -99,7 +100,9 @@ class LibServer:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None and ws.response is not None
         seen = Seen(ws.request.path, ws.request.headers, ws.response.headers, ws.subprotocol)
-        self.seen.append(seen)
+        with self._seen_changed:
+            self.seen.append(seen)
+            self._seen_changed.notify_all()
         try:
             await self.handler(ws, seen)
         except ConnectionClosed:
@@ -124,9 +127,9 @@ class LibServer:
     def connection(self, index: int = 0, timeout: float = 10) -> Seen:
         """The ``index``-th connection, once its handler is over and the close is known."""
         deadline = time.monotonic() + timeout
-        while len(self.seen) <= index:
-            assert time.monotonic() < deadline, "no such connection"
-            time.sleep(0.01)  # polling a list another thread appends to, with a deadline
+        with self._seen_changed:
+            arrived = self._seen_changed.wait_for(lambda: len(self.seen) > index, timeout)
+        assert arrived, "no such connection"
         assert self.seen[index].done.wait(max(0.0, deadline - time.monotonic()))
         return self.seen[index]
 
