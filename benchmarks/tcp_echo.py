@@ -27,7 +27,7 @@ Everything runs on 127.0.0.1; every load loop stops after a fixed time *and* a f
    (also with ``-l 256K``, netkit's write size, for information), and netkit's own stream path:
    a sink built from ``netkit.net.server`` (a ``ServerConnection`` that consumes everything,
    served by ``StreamServer`` on uvloop) fed by a sender built from
-   ``netkit.net.echo.open_stream`` + ``StreamProtocol`` writing a 256 KiB memoryview and awaiting
+   ``netkit.net.protocols.open_stream`` + ``StreamProtocol`` writing a 256 KiB memoryview and awaiting
    ``drain()``, each in its own process. Also, for information, the echo throughput of
    ``netkit tcp-echo client -s 1MiB -c N`` against ``netkit tcp-echo serve``.
 
@@ -176,8 +176,7 @@ def netkit_sender(port: int, seconds: float) -> None:
     """Write a 256 KiB memoryview again and again for ``seconds`` with netkit's StreamProtocol."""
     from netkit.core.addresses import TCPEndpoint
     from netkit.net import runtime
-    from netkit.net.echo import open_stream
-    from netkit.net.protocols import StreamProtocol
+    from netkit.net.protocols import StreamProtocol, open_stream
 
     async def send() -> dict[str, Any]:
         conn = await open_stream(TCPEndpoint(HOST, port), StreamProtocol)

@@ -495,11 +495,15 @@ METRICS_HELP = (
 )
 
 
+# What a k or M suffix multiplies by, in --fail-if values and --rate.
+_SCALE = {"": 1, "k": 1e3, "m": 1e6}
+
+
 def _number(text: str, expr: str) -> float:
     m = _NUMBER.match(text)
     if not m:
         raise ConfigError(f"--fail-if {expr!r}: {text!r} is not a number")
-    scale = {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+    scale = _SCALE[m.group(2).lower()]
     value = float(m.group(1)) * scale
     if not math.isfinite(value):
         raise ConfigError(f"--fail-if {expr!r}: {text!r} is not a finite number")
@@ -614,7 +618,7 @@ def parse_rate(text: str) -> float:
     if raw.endswith("/s"):
         raw = raw[:-2].strip()
     m = _NUMBER.match(raw)
-    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()] if m else 0.0
+    value = float(m.group(1)) * _SCALE[m.group(2).lower()] if m else 0.0
     if not value > 0:
         raise ConfigError(f"--rate {text!r} is not a rate such as 1000/s or 10k")
     return value

@@ -57,8 +57,8 @@ from netkit.errors import (
     TLSError,
 )
 from netkit.net.datagram import BATCH, MAX_UDP_PAYLOAD
-from netkit.net.echo import EchoClientConnection, echo_once, open_stream
-from netkit.net.protocols import StreamProtocol
+from netkit.net.echo import EchoClientConnection, echo_once
+from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.runtime import ShutdownSignal
 from netkit.net.sockets import SocketOptions, create_udp_socket, describe
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws

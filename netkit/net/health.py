@@ -21,8 +21,7 @@ from typing import Any
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance import BackendState, CheckProbe, HealthEvent
 from netkit.errors import CheckFailed, ConfigError, ConnectionLost, NetkitError
-from netkit.net.echo import open_stream
-from netkit.net.protocols import StreamProtocol
+from netkit.net.protocols import StreamProtocol, open_stream
 
 DEFAULT_INTERVAL = 2.0  # HAProxy's ``inter 2s``
 CLOSE_WAIT = 1.0  # how long a finished check waits for its socket to close

@@ -10,13 +10,15 @@ is reused or returned to the pool (CPython >= 3.12 and uvloop may keep views of 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import cast
 
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.buffers import BufferFull, BufferPool, ReceiveBuffer
-from netkit.errors import NetkitError
-from netkit.net.sockets import describe
+from netkit.errors import ConnectError, NetkitError
+from netkit.net.sockets import SocketOptions, apply_options, describe, translate_connect_error
 from netkit.net.zerocopy import Buffer, write_parts
 
 TLS_HIGH_WATER = 64 * 1024
@@ -167,10 +169,6 @@ class StreamProtocol(asyncio.BufferedProtocol):
         else:
             write_parts(self.transport, parts)
 
-    def write_all(self, parts: Sequence[Buffer]) -> None:
-        """Send a sequence of buffers in order."""
-        self.write(*parts)
-
     async def drain(self) -> None:
         """Wait until the transport has sent everything it buffered."""
         while self._write_paused and not self.closed.done():
@@ -198,3 +196,57 @@ class StreamProtocol(asyncio.BufferedProtocol):
         """Close gracefully: flush what is buffered, then close."""
         if self.transport is not None:
             self.transport.close()
+
+
+async def open_stream(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    factory: Callable[[], StreamProtocol],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float = 10.0,
+    retry_for: float = 0.0,
+    options: SocketOptions = SocketOptions(),
+) -> StreamProtocol:
+    """Connect to a TCP or Unix endpoint (optionally TLS) and return the protocol.
+
+    Args:
+        retry_for: keep retrying refused connections (or a missing socket file) for this many
+            seconds, so a check can wait for a service that is still starting.
+
+    Raises:
+        ConnectError, OperationTimeout, TLSError: as the failure was.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    delay = 0.05
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                if isinstance(endpoint, UnixEndpoint):
+                    _, protocol = await loop.create_unix_connection(
+                        factory,
+                        endpoint.address,
+                        ssl=ssl_context,
+                        server_hostname=(server_hostname or "localhost") if ssl_context else None,
+                    )
+                else:
+                    _, protocol = await loop.create_connection(
+                        factory,
+                        endpoint.host,
+                        endpoint.port,
+                        ssl=ssl_context,
+                        server_hostname=server_hostname if ssl_context else None,
+                    )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            error = translate_connect_error(exc, str(endpoint))
+            if isinstance(error, ConnectError) and loop.time() + delay < deadline:
+                await asyncio.sleep(delay)  # waiting for a service to come up, by request
+                delay = min(delay * 2, 0.5)
+                continue
+            raise error from exc
+        assert isinstance(protocol, StreamProtocol)
+        sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+        if sock is not None:
+            apply_options(sock, options)
+        return protocol

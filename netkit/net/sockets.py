@@ -85,7 +85,9 @@ def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
         )
     if isinstance(exc, ssl.SSLError):
         # ssl.py raises some SSLErrors itself, without OpenSSL's ``reason``.
-        return TLSError(f"TLS handshake with {target} failed: {getattr(exc, 'reason', None) or exc}")
+        return TLSError(
+            f"TLS handshake with {target} failed: {getattr(exc, 'reason', None) or exc}"
+        )
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"cannot resolve {target}: {exc.strerror}")
     if isinstance(exc, TimeoutError):

@@ -41,7 +41,7 @@ from netkit.core.ws.protocol import (
     State,
 )
 from netkit.errors import ConnectionLost, NetkitError, OperationTimeout, PeerProtocolError
-from netkit.net.protocols import StreamProtocol
+from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.zerocopy import Buffer
 
@@ -525,8 +525,6 @@ async def connect_ws(
         InvalidHandshake: the 101 response was not valid.
         ConnectionLost: the server closed the connection during the handshake.
     """
-    from netkit.net.echo import open_stream
-
     conn = await open_stream(
         url.transport,
         factory,

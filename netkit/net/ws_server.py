@@ -70,7 +70,11 @@ class ModeConnection(WebSocketServerConnection):
             assert self.log is not None
             self.log(
                 "message",
-                {"peer": self.peer, "type": "text" if text else "binary", "size": len(message.data)},
+                {
+                    "peer": self.peer,
+                    "type": "text" if text else "binary",
+                    "size": len(message.data),
+                },
             )
         if self.mode == "echo":
             # The payload is a view of the receive buffer, written out as is (no copy).

@@ -99,8 +99,12 @@ def exchange_both_ways(address: str, size: int) -> None:
         echoed = recv_all(sock)
         sender.join(timeout=30)
     if echoed != payload:
-        first = next((i for i, (a, b) in enumerate(zip(echoed, payload, strict=False)) if a != b), None)
-        raise AssertionError(f"echoed {len(echoed)} of {len(payload)} bytes, first difference at {first}")
+        first = next(
+            (i for i, (a, b) in enumerate(zip(echoed, payload, strict=False)) if a != b), None
+        )
+        raise AssertionError(
+            f"echoed {len(echoed)} of {len(payload)} bytes, first difference at {first}"
+        )
 
 
 @pytest.mark.parametrize("splice", ["--splice", "--no-splice"])

@@ -216,7 +216,8 @@ class ServerHarness:
 
     async def connect(self, factory: Any = None, **kwargs: Any) -> Any:
         """Open a client connection to the server (an EchoClientConnection by default)."""
-        from netkit.net.echo import EchoClientConnection, open_stream
+        from netkit.net.echo import EchoClientConnection
+        from netkit.net.protocols import open_stream
 
         conn = await open_stream(self.endpoint, factory or EchoClientConnection, **kwargs)
         self.clients.append(conn)

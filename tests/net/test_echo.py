@@ -20,8 +20,8 @@ from netkit.net.echo import (
     EchoResult,
     FramedEchoConnection,
     echo_once,
-    open_stream,
 )
+from netkit.net.protocols import open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.sockets import SocketOptions
 from netkit.net.tls import ClientTLS, ServerTLS, client_context, server_context

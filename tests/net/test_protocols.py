@@ -37,11 +37,11 @@ class Blaster(ServerConnection):
 
 
 class Parts(ServerConnection):
-    """Answers every byte with three buffers written through write_all()."""
+    """Answers every byte with three buffers written in one write() call."""
 
     def data_ready(self) -> None:
         self.rbuf.consume(len(self.rbuf))
-        self.write_all([b"one,", bytearray(b"two,"), memoryview(b"three")])
+        self.write(b"one,", bytearray(b"two,"), memoryview(b"three"))
 
 
 async def raw_client(endpoint, *, rcvbuf: int | None = None) -> socket.socket:
@@ -183,7 +183,7 @@ def test_peer_half_close_closes_the_connection(run: Runner, serve: Serve) -> Non
     run(main())
 
 
-def test_write_all_sends_the_parts_in_order(run: Runner, serve: Serve) -> None:
+def test_write_sends_the_parts_in_order(run: Runner, serve: Serve) -> None:
     async def main() -> None:
         async with serve(Parts) as h:
             sock = await raw_client(h.endpoint)
