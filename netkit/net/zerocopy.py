@@ -17,8 +17,17 @@ def has_vectored_writelines(transport: asyncio.BaseTransport) -> bool:
     uvloop (writev), asyncio's SSL transport (writes each part into the TLS object) and
     CPython >= 3.12's socket transport (sendmsg) do; CPython 3.11's socket transport joins.
     """
-    method = getattr(type(transport), "writelines", None)
-    return method is not None and method is not asyncio.WriteTransport.writelines
+    kind = type(transport)
+    # Decided once per transport class: this is on the path of every multi-part write.
+    vectored = _VECTORED.get(kind)
+    if vectored is None:
+        method = getattr(kind, "writelines", None)
+        vectored = method is not None and method is not asyncio.WriteTransport.writelines
+        _VECTORED[kind] = vectored
+    return vectored
+
+
+_VECTORED: dict[type, bool] = {}
 
 
 def write_parts(transport: asyncio.WriteTransport, parts: Sequence[Buffer]) -> None:
