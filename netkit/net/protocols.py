@@ -163,7 +163,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
     def write(self, *parts: Buffer) -> None:
         """Send buffers in order, scatter-gather where the transport allows."""
         assert self.transport is not None
-        self.bytes_out += sum(len(p) for p in parts)
+        self.bytes_out += sum(map(len, parts))
         if len(parts) == 1:
             self.transport.write(parts[0])
         else:

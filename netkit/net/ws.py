@@ -95,6 +95,7 @@ class WebSocketConnection(StreamProtocol):
         self._ping_payload: bytes | None = None
         self._ping_sent_at = 0.0
         self.last_rtt: float | None = None
+        self._dispatching = False  # in _dispatch: it flushes once at the end
 
     # --- bytes in -----------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class WebSocketConnection(StreamProtocol):
         try:
             # Through the protocol, which copies undelivered events out of the buffer first;
             # sized for the whole frame at the front, so a large one is not grown step by step.
-            return self.ws.writable(self.ws.bytes_wanted())
+            return self.ws.read_buffer()
         except BufferFull as exc:
             return self.overflow(exc)
 
@@ -116,7 +117,11 @@ class WebSocketConnection(StreamProtocol):
                 self.handshake_data()
             else:
                 self.ws.commit(nbytes)
-                self._dispatch()
+                self._dispatching = True
+                try:
+                    self._dispatch()
+                finally:
+                    self._dispatching = False
         except NetkitError as exc:
             self.fail(exc)
             return
@@ -142,7 +147,7 @@ class WebSocketConnection(StreamProtocol):
 
     def _dispatch(self) -> None:
         for event in self.ws.events_received():
-            if isinstance(event, Message):
+            if type(event) is Message:
                 self.messages_in += 1
                 self.on_message(event)
             elif isinstance(event, Ping):
@@ -162,13 +167,14 @@ class WebSocketConnection(StreamProtocol):
 
     def flush(self) -> None:
         """Write what the protocol queued; close or arm the closing timeout as it says."""
+        data = self.ws.data_to_send()
         transport = self.transport
         if transport is None or transport.is_closing():
-            self.ws.data_to_send()  # nowhere to send it
-            return
-        data = self.ws.data_to_send()
+            return  # nowhere to send it
         if data:
             self.write(*data)
+        if self.ws.state is State.OPEN:
+            return  # nothing to close, no closing timeout to arm
         if self.ws.should_close_transport():
             self._cancel_timers()
             if self.ws.error is not None and transport.can_write_eof():
@@ -193,7 +199,10 @@ class WebSocketConnection(StreamProtocol):
             assert not isinstance(data, str)
             self.ws.send_binary(data)
         self.messages_out += 1
-        self.flush()
+        if not self._dispatching:
+            # Replies sent while handling received events go out together when _dispatch
+            # flushes: one write for every echo of a read.
+            self.flush()
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Send a ping now; its pong updates :attr:`last_rtt`."""

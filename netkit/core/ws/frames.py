@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from netkit.core.buffers import ReceiveBuffer
-from netkit.core.ws.mask import Buffer, mask_bytes, unmask_into
+from netkit.core.ws.mask import SMALL_MAX, Buffer, key_int, mask_bytes, unmask_into, xor_small
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 __all__ = [
@@ -379,6 +379,15 @@ def serialize_header(
     return header
 
 
+# Headers of whole (FIN) text and binary frames with a 7-bit length, by opcode, then length:
+# the header of a small message is a table lookup. The masked ones get the key appended.
+_SMALL_HEADERS: Final = {
+    (opcode, mask): [bytes((_FIN | opcode, mask | n)) for n in range(SMALL_MAX + 1)]
+    for opcode in (Opcode.TEXT, Opcode.BINARY)
+    for mask in (0, _MASK)
+}
+
+
 class FrameWriter:
     """Serializes frames for one side: a client masks every frame, a server none (5.1).
 
@@ -387,11 +396,12 @@ class FrameWriter:
         keys: where masking keys come from (tests inject fixed ones).
     """
 
-    __slots__ = ("_keys", "side")
+    __slots__ = ("_keys", "_mask", "side")
 
     def __init__(self, side: Side, *, keys: MaskKeys | None = None) -> None:
         self.side = side
         self._keys = keys if keys is not None else _DEFAULT_KEYS
+        self._mask = _MASK if side is Side.CLIENT else 0
 
     def write(self, frame: Frame) -> list[Buffer]:
         """Return the buffers to send for ``frame``: header, then payload unless it is empty.
@@ -401,7 +411,7 @@ class FrameWriter:
         A client's payload is masked into new bytes.
         """
         payload = frame.payload
-        key = self._keys.next() if self.side is Side.CLIENT else None
+        key = self._keys.next() if self._mask else None
         header = serialize_header(
             frame.opcode,
             len(payload),
@@ -417,6 +427,25 @@ class FrameWriter:
             # 5.3: masking the caller's payload needs a copy: it is theirs, not ours.
             payload = mask_bytes(payload, key)
         return [header, payload]
+
+    def write_data(
+        self, opcode: Opcode, payload: Buffer, *, fin: bool = True, rsv1: bool = False
+    ) -> list[Buffer]:
+        """As :meth:`write` for a data frame (TEXT, BINARY, CONT), without building a Frame.
+
+        The per-message path: a whole small message costs a table lookup for its header (and
+        on a client a key and one XOR), which is most of what ping-pong traffic sends.
+        """
+        n = len(payload)
+        if n <= SMALL_MAX and fin and not rsv1 and opcode:
+            header = _SMALL_HEADERS[opcode, self._mask][n]
+            if not n:
+                return [header + self._keys.next()] if self._mask else [header]
+            if self._mask:
+                key = self._keys.next()
+                return [header + key, xor_small(payload, key_int(key))]
+            return [header, payload]
+        return self.write(Frame(opcode, payload, fin=fin, rsv1=rsv1))
 
 
 def parse_close_payload(payload: Buffer) -> tuple[int, str]:

@@ -54,11 +54,34 @@ def _check_key(key: bytes) -> None:
         raise ValueError(f"a masking key is 4 bytes, not {len(key)}")
 
 
-def _xor_int(data: Buffer, key: bytes) -> bytes:
+# The key repeated over n bytes is key * _REPEAT[n], truncated by _LOW[n]: multiplying a 32-bit
+# number by 1 + 2**32 + 2**64 + ... lays copies side by side without carries. Tables up to the
+# largest payload a 7-bit length can announce, the size of every control frame and of the
+# small messages that dominate chat and ping-pong traffic.
+SMALL_MAX: Final = 125
+_REPEAT: Final = [sum(1 << (32 * i) for i in range((n + 3) // 4)) for n in range(SMALL_MAX + 1)]
+_LOW: Final = [(1 << (8 * n)) - 1 for n in range(SMALL_MAX + 1)]
+
+
+def key_int(key: Buffer) -> int:
+    """The 4-byte masking key as the int :func:`xor_small` takes."""
+    return int.from_bytes(key, "little")
+
+
+def xor_small(data: Buffer, key: int) -> bytes:
+    """Return ``data`` (at most 125 bytes) XORed with a key from :func:`key_int`.
+
+    The per-frame path of small messages: a handful of int operations, no key repetition.
+    """
     # 5.3: octet i of the payload is XORed with octet i MOD 4 of the key.
     n = len(data)
-    if n == 0:
-        return b""
+    return ((int.from_bytes(data, "little") ^ key * _REPEAT[n]) & _LOW[n]).to_bytes(n, "little")
+
+
+def _xor_int(data: Buffer, key: bytes) -> bytes:
+    n = len(data)
+    if n <= SMALL_MAX:
+        return xor_small(data, int.from_bytes(key, "little"))
     repeated = (key * (n // 4 + 1))[:n]
     return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
         n, "little"

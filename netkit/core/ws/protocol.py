@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+from codecs import utf_8_decode as _utf8_decode
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -49,7 +50,7 @@ from netkit.core.ws.frames import (
     parse_close_payload,
     serialize_close_payload,
 )
-from netkit.core.ws.mask import Buffer
+from netkit.core.ws.mask import SMALL_MAX, Buffer, key_int, xor_small
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 __all__ = [
@@ -111,9 +112,10 @@ _TRANSITIONS: Final[dict[tuple[State, str], State]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Message:
-    """A complete data message.
+    """A complete data message (not frozen: a frozen dataclass costs three times as much to
+    build, and one is built per message).
 
     Attributes:
         data: the payload. A memoryview of the receive buffer for a single uncompressed frame
@@ -232,6 +234,10 @@ class Protocol:
             # A frame of max_size bytes and its header must fit in the buffer at once.
             self._buffer.max_size = max_size + MAX_HEADER_SIZE
         self._parser = FrameParser(side, max_size=max_size)
+        # For the small-message fast path of _parse: the mask bit frames from the peer carry
+        # (5.1), and the largest payload it takes (a 7-bit length, within max_size).
+        self._mask_in = 0x80 if side is Side.SERVER else 0
+        self._small_max = min(SMALL_MAX, max_size if max_size is not None else SMALL_MAX)
         self._writer = FrameWriter(side, keys=keys)
         self._deflate: PerMessageDeflate | None = None
         if deflate is not None:
@@ -339,6 +345,19 @@ class Protocol:
         """
         return max(1, self._parser.needed(self._buffer) - len(self._buffer))
 
+    def read_buffer(self) -> memoryview:
+        """:meth:`writable` sized by :meth:`bytes_wanted`, in one call: the I/O layer's
+        ``get_buffer``. Between frames (the usual case) no header needs to be looked at."""
+        if self._events:
+            self._detach_events()
+        buf = self._buffer
+        pending = len(buf)
+        if pending < 2:
+            return buf.writable(1)
+        wanted = self._parser.needed(buf) - pending
+        room = buf.max_size - pending
+        return buf.writable(max(1, min(wanted, room)))
+
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""
         self._buffer.commit(nbytes)
@@ -379,9 +398,42 @@ class Protocol:
 
     def _parse(self) -> None:
         parser, buf = self._parser, self._buffer
+        mask_bit, small_max = self._mask_in, self._small_max
         while self._state is State.OPEN or (
             self._state is State.CLOSING and self.close_received is None and self.error is None
         ):
+            # Fast path: a whole text or binary message in one frame with a 7-bit length and
+            # no extension bits, outside a fragmented message: ping-pong and chat traffic.
+            # It checks what parse() would (5.2: FIN set, RSV clear, a data opcode, masked as
+            # the side requires; the size limit) and leaves anything else to it.
+            if len(buf) < 2:
+                return
+            view = buf.view()
+            b0 = view[0]
+            if (b0 == 0x82 or b0 == 0x81) and self._msg_text is None:
+                length = view[1] ^ mask_bit  # over 125 unless masked as required
+                if length <= small_max:
+                    start = 6 if mask_bit else 2
+                    end = start + length
+                    if len(view) < end:
+                        return
+                    payload = view[start:end]
+                    if mask_bit and length:
+                        # 5.3: unmask in place, the masked bytes are of no further use.
+                        payload[:] = xor_small(payload, key_int(view[2:6]))
+                    buf.consume(end)
+                    if b0 == 0x81:
+                        try:
+                            _utf8_decode(payload, "strict", True)
+                        except UnicodeDecodeError:
+                            self._fail(
+                                PeerProtocolError(
+                                    "invalid UTF-8 in a text message", close_code=1007
+                                )
+                            )
+                            continue
+                    self._events.append(Message(payload, b0 == 0x81))
+                    continue
             limit = self.max_size
             if limit is not None and self._msg_text is not None and not self._msg_compressed:
                 limit -= self._msg_size  # what is left of this message's budget
@@ -508,14 +560,15 @@ class Protocol:
         if self._deflate is not None and compress:
             data = self._deflate.compress(data)
             rsv1 = True  # RFC 7692 6: RSV1 on the first frame only.
+        write = self._writer.write_data
         if fragment_size is None or len(data) <= fragment_size:
-            self._send_frame(Frame(opcode, data, rsv1=rsv1))
+            self._output += write(opcode, data, rsv1=rsv1)
             return
         view = memoryview(data).cast("B")
         for start in range(0, len(view), fragment_size):
             chunk = view[start : start + fragment_size]
             last = start + fragment_size >= len(view)
-            self._send_frame(Frame(opcode, chunk, fin=last, rsv1=rsv1))
+            self._output += write(opcode, chunk, fin=last, rsv1=rsv1)
             opcode, rsv1 = Opcode.CONT, False
 
     def send_text(

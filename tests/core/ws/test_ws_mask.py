@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netkit.core.ws import mask
-from netkit.core.ws.mask import NUMPY_THRESHOLD, mask_bytes, unmask_into
+from netkit.core.ws.mask import NUMPY_THRESHOLD, key_int, mask_bytes, unmask_into, xor_small
 
 KEY = b"\x37\xfa\x21\x3d"
 
@@ -93,3 +93,9 @@ def test_mask_is_its_own_inverse(data: bytes, key: bytes) -> None:
     buf = bytearray(masked)
     unmask_into(memoryview(buf), key)
     assert buf == data
+
+
+@pytest.mark.parametrize("size", range(126))
+def test_xor_small_matches_reference(size: int) -> None:
+    data = os.urandom(size)
+    assert xor_small(data, key_int(KEY)) == reference(data, KEY)

@@ -455,3 +455,66 @@ def test_bytes_wanted_sizes_the_buffer_for_the_whole_frame():
     assert server.bytes_wanted() == 3 << 20
     view = server.writable(server.bytes_wanted())
     assert len(view) >= 3 << 20, "one buffer for the whole payload, not a doubling series"
+
+
+# --- small messages: the per-message fast path ------------------------------------------------
+
+
+def test_small_message_over_max_size_is_1009() -> None:
+    # A 7-bit length is still checked against a max_size below 125.
+    server, events = server_receives(b"\x82\x8b" + KEY + m(b"hello world"), max_size=10)
+    assert events == []
+    assert_failed(server, 1009)
+
+
+def test_small_masked_frame_to_a_client_is_1002() -> None:
+    client = Protocol(Side.CLIENT)
+    client.receive_data(b"\x82\x82" + KEY + m(b"hi"))
+    assert client.events_received() == []
+    assert client.error is not None and client.error.close_code == 1002
+
+
+def test_small_messages_one_byte_at_a_time() -> None:
+    # Every split point of a run of small frames, header and payload alike.
+    messages = [(b"", False), (b"x", True), (bytes(range(125)), False), ("é€😀".encode(), True)]
+    keys = MaskKeys(4)
+    stream = b"".join(
+        bytes(part)
+        for data, text in messages
+        for part in FrameWriter(Side.CLIENT, keys=keys).write(
+            WireFrame(Opcode.TEXT if text else Opcode.BINARY, data)
+        )
+    )
+    server = Protocol(Side.SERVER)
+    events = []
+    for i in range(len(stream)):
+        server.receive_data(stream[i : i + 1])
+        events += [(bytes(e.data), e.text) for e in server.events_received()]
+    assert events == messages
+    assert server.error is None
+
+
+@settings(max_examples=100)
+@given(
+    st.lists(st.tuples(st.binary(max_size=140), st.booleans(), st.booleans()), max_size=12),
+    st.sampled_from([Side.CLIENT, Side.SERVER]),
+    st.integers(min_value=1, max_value=64),
+)
+def test_small_and_fragmented_messages_in_any_chunking(
+    messages: list[tuple[bytes, bool, bool]], side: Side, chunk: int
+) -> None:
+    # Binary messages around the 125-byte edge of the fast path, some fragmented (which
+    # the fast path must leave alone), fed in chunks of any size: delivered as sent.
+    sender = Protocol(Side.SERVER if side is Side.CLIENT else Side.CLIENT)
+    for data, fragmented, ping in messages:
+        sender.send_binary(data, fragment_size=max(1, len(data) // 2) if fragmented else None)
+        if ping:
+            sender.send_ping(b"p")
+    stream = wire(sender)
+    receiver = Protocol(side)
+    got = []
+    for start in range(0, len(stream), chunk):
+        receiver.receive_data(stream[start : start + chunk])
+        got += [bytes(e.data) for e in receiver.events_received() if isinstance(e, Message)]
+    assert got == [data for data, _, _ in messages]
+    assert receiver.error is None
