@@ -135,19 +135,22 @@ def run_server(
         sock_index: int, listening: Callable[[str], None] | None
     ) -> tuple[int, dict[str, Any]]:
         sock = socks[sock_index if unix is None else 0]
-        result = runtime.run(
-            lambda: serve_until_signal(
-                sock,
-                factory,
-                ssl_context=ssl_context,
-                max_connections=max_connections,
-                drain_timeout=drain_timeout,
-                unix_endpoint=unix if sock_index == 0 else None,
-                on_listening=listening,
-                on_event=on_event,
-                on_draining=on_draining if listening else None,
+        try:
+            result = runtime.run(
+                lambda: serve_until_signal(
+                    sock,
+                    factory,
+                    ssl_context=ssl_context,
+                    max_connections=max_connections,
+                    drain_timeout=drain_timeout,
+                    unix_endpoint=unix if sock_index == 0 else None,
+                    on_listening=listening,
+                    on_event=on_event,
+                    on_draining=on_draining if listening else None,
+                )
             )
-        )
+        finally:
+            out.flush()  # lines buffered for later: a worker ends in os._exit (no atexit)
         code = ExitStatus.INTERRUPTED if result.interrupted else ExitStatus.SUCCESS
         return int(code), result.stats.as_dict()
 

@@ -166,6 +166,7 @@ def ws_server(
             log_messages=out.json,
             max_size=limit,
             timeouts=timeouts,
+            message_logger=lambda peer: out.prepared_event("message", ("type", "size"), peer=peer),
         )
 
     def url(address: str, secure: bool) -> str:

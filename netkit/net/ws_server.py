@@ -31,6 +31,9 @@ class ModeConnection(WebSocketServerConnection):
             of ``room``) or ``sink`` (count it and drop it).
         log: receives (event, fields); None to log nothing.
         log_messages: also log every message, ping and pong (JSON output).
+        message_logger: given the peer, returns what logs each message, called with its type
+            (``text``/``binary``) and size: the per-message path, prepared once per
+            connection. Without it messages go to ``log``.
     """
 
     def __init__(
@@ -43,16 +46,30 @@ class ModeConnection(WebSocketServerConnection):
         log_messages: bool,
         max_size: int | None,
         timeouts: WSTimeouts,
+        message_logger: Callable[[str], Callable[..., None]] | None = None,
     ) -> None:
         super().__init__(handshake, max_size=max_size, timeouts=timeouts, on_event=log)
         self.mode = mode
+        self.echo = mode == "echo"
         self.room = room
         self.log = log
         self.log_messages = log_messages and log is not None
+        self.message_logger = message_logger
+        self._log_message: Callable[..., None] | None = None
 
     def on_open(self) -> None:
         if self.mode == "broadcast":
             self.room.members.add(self)
+        if self.log_messages:
+            log = self.log
+            assert log is not None
+            if self.message_logger is not None:
+                self._log_message = self.message_logger(self.peer)
+            else:
+                peer = self.peer
+                self._log_message = lambda kind, size: log(
+                    "message", {"peer": peer, "type": kind, "size": size}
+                )
         if self.log is not None:
             self.log(
                 "open",
@@ -65,18 +82,10 @@ class ModeConnection(WebSocketServerConnection):
             )
 
     def on_message(self, message: Message) -> None:
-        text = bool(message.text)
-        if self.log_messages:
-            assert self.log is not None
-            self.log(
-                "message",
-                {
-                    "peer": self.peer,
-                    "type": "text" if text else "binary",
-                    "size": len(message.data),
-                },
-            )
-        if self.mode == "echo":
+        text = message.text
+        if self._log_message is not None:
+            self._log_message("text" if text else "binary", len(message.data))
+        if self.echo:
             # The payload is a view of the receive buffer, written out as is (no copy).
             self.send_message(message.data, text=text)
         elif self.mode == "broadcast":
