@@ -40,13 +40,16 @@ ATOMIC_WRITE = 4096
 # other event flushes it sooner.
 LAZY_FLUSH_S = 0.05
 
+# The most prepared events buffered before they are written anyway.
+MAX_PENDING = 1024
+
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
-def _timestamp() -> str:
-    # Unix time with microseconds, as a JSON number; by hand, as round() and the float's
-    # repr would cost four times as much.
-    us = time.time_ns() // 1000
+def _timestamp(ns: int) -> str:
+    # Unix time (time.time_ns()) with microseconds, as a JSON number; by hand, as round()
+    # and the float's repr would cost four times as much.
+    us = ns // 1000
     return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
@@ -75,10 +78,10 @@ class Output:
         self.out.owner = self
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self._stdout_gone = False
-        # JSON lines not yet written, and their length (ASCII: bytes). Buffered here, not in
-        # sys.stdout, which is unbuffered under PYTHONUNBUFFERED (common in containers).
-        self._pending: list[str] = []
-        self._pending_size = 0
+        # JSON lines not written yet: strings, or what a prepared event formats at flush
+        # time. Buffered here, not in sys.stdout, which is unbuffered under PYTHONUNBUFFERED
+        # (common in containers).
+        self._pending: list[Any] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         atexit.register(self.flush)
         global _active
@@ -94,7 +97,9 @@ class Output:
         if self.json:
             rest = _ENCODER.encode(fields)[1:-1] if fields else ""
             comma = "," if rest else ""
-            self._write(f'{{"event":{_scalar_json(name)},"ts":{_timestamp()}{comma}{rest}}}\n')
+            self._write(
+                f'{{"event":{_scalar_json(name)},"ts":{_timestamp(time.time_ns())}{comma}{rest}}}\n'
+            )
         elif human is not None:
             self.print(human)
 
@@ -105,10 +110,11 @@ class Output:
 
         The line is the one :meth:`event` would print, with the ``fixed`` fields, then the
         ``varying`` ones, whose values the returned function takes in that order (scalars:
-        str, int, float, bool). Everything else is encoded once, here. Inside an event loop
-        the line is flushed within LAZY_FLUSH_S, or with the next other event, rather than at
-        once: a write(2) per message would cost more than the message. Without ``--json`` the
-        returned function does nothing.
+        str, int, float, bool; each field always of one type, as lines are cached by equal
+        values). Everything else is encoded once, here. Inside an event loop
+        a call only records the time and the values: lines are formatted and written in
+        batches, within LAZY_FLUSH_S or with the next other event (a write(2) per message
+        would cost more than the message). Without ``--json`` the function does nothing.
         """
         if not self.json:
             return _ignore
@@ -116,10 +122,24 @@ class Output:
         encoded = "".join(f",{_scalar_json(k)}:{_ENCODER.encode(v)}" for k, v in fixed.items())
         template = encoded.replace("%", "%%")  # a %-format template from here on
         template += "".join(f",{_scalar_json(k).replace('%', '%%')}:%s" for k in varying) + "}\n"
-        write = self._write
+
+        # The end of the line by values: a server logs the same few sizes over and over.
+        ends: dict[tuple[Any, ...], str] = {}
+
+        def line(ns: int, values: tuple[Any, ...]) -> str:
+            end = ends.get(values)
+            if end is None:
+                end = template % tuple(map(_scalar_json, values))
+                if len(ends) < MAX_PENDING:
+                    ends[values] = end
+            return head + _timestamp(ns) + end
+
+        pending = self._pending
 
         def emit(*values: Any) -> None:
-            write(head + _timestamp() + template % tuple(map(_scalar_json, values)), lazy=True)
+            pending.append((line, time.time_ns(), values))
+            if self._flush_handle is None or len(pending) >= MAX_PENDING:
+                self._flush_later()
 
         return emit
 
@@ -149,39 +169,48 @@ class Output:
         """A diagnostic on stderr, shown in every mode."""
         self.err.print(f"[yellow]netkit: warning:[/] {escape(message)}")
 
-    def _write(self, line: str, *, lazy: bool = False) -> None:
-        if self._stdout_gone:
-            return
-        # No flush writes more than ATOMIC_WRITE bytes (one long line aside), so that lines of
-        # --workers processes sharing a pipe never interleave.
-        if self._pending and self._pending_size + len(line) > ATOMIC_WRITE:
-            self.flush()
+    def _write(self, line: str) -> None:
         self._pending.append(line)
-        self._pending_size += len(line)
-        if not lazy:
-            self.flush()
-        elif self._flush_handle is None:
+        self.flush()
+
+    def _flush_later(self) -> None:
+        # A prepared event was buffered: make sure a flush comes (at once without a loop).
+        if self._flush_handle is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 self.flush()
                 return
             self._flush_handle = loop.call_later(LAZY_FLUSH_S, self.flush)
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
 
     def flush(self) -> None:
-        """Write out the JSON lines not written yet (one write)."""
+        """Write out the JSON lines not written yet, in writes of at most ATOMIC_WRITE bytes.
+
+        Lines from --workers processes sharing a pipe never interleave: a write of at most
+        PIPE_BUF bytes is atomic (one line longer than that aside).
+        """
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if not self._pending:
             return
-        data = "".join(self._pending)
+        lines = [x if type(x) is str else x[0](x[1], x[2]) for x in self._pending]
         self._pending.clear()
-        self._pending_size = 0
         if self._stdout_gone:
             return
         try:
-            sys.stdout.write(data)
+            chunk: list[str] = []
+            size = 0
+            for line in lines:
+                if chunk and size + len(line) > ATOMIC_WRITE:
+                    sys.stdout.write("".join(chunk))
+                    sys.stdout.flush()
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += len(line)
+            sys.stdout.write("".join(chunk))
             sys.stdout.flush()
         except BrokenPipeError:
             self._gone()

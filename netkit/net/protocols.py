@@ -12,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.buffers import BufferFull, BufferPool, ReceiveBuffer
 from netkit.errors import ConnectError, NetkitError
 from netkit.net.sockets import SocketOptions, apply_options, describe, translate_connect_error
-from netkit.net.zerocopy import Buffer, write_parts
+from netkit.net.zerocopy import Buffer, writer_for
 
 TLS_HIGH_WATER = 64 * 1024
+
+
+def _not_connected(parts: Sequence[Buffer]) -> None:
+    raise RuntimeError("write before the connection was made")
 
 
 class StreamProtocol(asyncio.BufferedProtocol):
@@ -52,12 +56,14 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drained: asyncio.Event | None = None
         self._scratch = memoryview(bytearray(4096))
+        self._writelines: Callable[[Sequence[Buffer]], None] = _not_connected
 
     # --- asyncio callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+        self._writelines = writer_for(self.transport)
         # TLS copies what we write into the SSL object, so its transport never holds views of
         # our buffer; it keeps a 64 KiB mark (asyncio's SSL layer re-checks the mark only when
         # written to, so a mark of 0 would leave it paused for good).
@@ -167,7 +173,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if len(parts) == 1:
             self.transport.write(parts[0])
         else:
-            write_parts(self.transport, parts)
+            self._writelines(parts)
 
     async def drain(self) -> None:
         """Wait until the transport has sent everything it buffered."""

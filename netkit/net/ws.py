@@ -45,6 +45,9 @@ from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.zerocopy import Buffer
 
+# As module constants: an Enum member looked up on its class costs 0.1 us (Python 3.11).
+_CONNECTING, _OPEN, _CLOSED = State.CONNECTING, State.OPEN, State.CLOSED
+
 
 @dataclass(frozen=True)
 class WSTimeouts:
@@ -80,7 +83,7 @@ class WebSocketConnection(StreamProtocol):
     ) -> None:
         # The buffer must hold one whole frame (header included); no limit means up to 1 GiB.
         super().__init__(max_buffer=(max_size or (1 << 30)) + 14)
-        self.ws = Protocol(self.side, state=State.CONNECTING, buffer=self.rbuf, max_size=max_size)
+        self.ws = Protocol(self.side, state=_CONNECTING, buffer=self.rbuf, max_size=max_size)
         self.timeouts = timeouts
         self.close_code: int | None = None
         self.close_reason = ""
@@ -112,16 +115,12 @@ class WebSocketConnection(StreamProtocol):
             return
         self.bytes_in += nbytes
         try:
-            if self.ws.state is State.CONNECTING:
+            if self.ws.state is _CONNECTING:
                 self.rbuf.commit(nbytes)
                 self.handshake_data()
             else:
                 self.ws.commit(nbytes)
-                self._dispatching = True
-                try:
-                    self._dispatch()
-                finally:
-                    self._dispatching = False
+                self._dispatch()
         except NetkitError as exc:
             self.fail(exc)
             return
@@ -129,14 +128,14 @@ class WebSocketConnection(StreamProtocol):
             self.rbuf.release()
 
     def eof_received(self) -> bool | None:
-        if self.ws.state is not State.CLOSED:
+        if self.ws.state is not _CLOSED:
             self.ws.receive_eof()
             self._dispatch()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
-        if self.ws.state is not State.CLOSED:
+        if self.ws.state is not _CLOSED:
             self.ws.receive_eof()
             self._dispatch()
         super().connection_lost(exc)
@@ -146,21 +145,27 @@ class WebSocketConnection(StreamProtocol):
         raise NotImplementedError
 
     def _dispatch(self) -> None:
-        for event in self.ws.events_received():
-            if type(event) is Message:
-                self.messages_in += 1
-                self.on_message(event)
-            elif isinstance(event, Ping):
-                self.on_ping(event.payload)
-            elif isinstance(event, Pong):
-                self._pong_received(event.payload)
-            elif isinstance(event, CloseReceived):
-                self.close_code, self.close_reason = event.code, event.reason
-                self.on_close_received(event.code, event.reason)
-            elif isinstance(event, ConnectionClosed):
-                if self.close_code is None:
+        # Replies sent while handling these events go out together in the flush at the end:
+        # one write for every echo of a read.
+        self._dispatching = True
+        try:
+            for event in self.ws.events_received():
+                if type(event) is Message:
+                    self.messages_in += 1
+                    self.on_message(event)
+                elif isinstance(event, Ping):
+                    self.on_ping(event.payload)
+                elif isinstance(event, Pong):
+                    self._pong_received(event.payload)
+                elif isinstance(event, CloseReceived):
                     self.close_code, self.close_reason = event.code, event.reason
-                self.on_closed(event.code, event.reason, event.error)
+                    self.on_close_received(event.code, event.reason)
+                elif isinstance(event, ConnectionClosed):
+                    if self.close_code is None:
+                        self.close_code, self.close_reason = event.code, event.reason
+                    self.on_closed(event.code, event.reason, event.error)
+        finally:
+            self._dispatching = False
         self.flush()
 
     # --- bytes out ----------------------------------------------------------------------
@@ -172,8 +177,10 @@ class WebSocketConnection(StreamProtocol):
         if transport is None or transport.is_closing():
             return  # nowhere to send it
         if data:
-            self.write(*data)
-        if self.ws.state is State.OPEN:
+            # As self.write(*data), without packing the list into arguments and back.
+            self.bytes_out += sum(map(len, data))
+            self._writelines(data)
+        if self.ws.state is _OPEN:
             return  # nothing to close, no closing timeout to arm
         if self.ws.should_close_transport():
             self._cancel_timers()
@@ -191,7 +198,7 @@ class WebSocketConnection(StreamProtocol):
 
     def send_message(self, data: Buffer | str, *, text: bool | None = None) -> None:
         """Send one message: text for ``str`` (or ``text=True``), binary otherwise."""
-        if self.ws.state is not State.OPEN:
+        if self.ws.state is not _OPEN:
             return  # closing: RFC 6455 5.5.1 forbids data after a close frame
         if text if text is not None else isinstance(data, str):
             self.ws.send_text(data)
@@ -199,14 +206,12 @@ class WebSocketConnection(StreamProtocol):
             assert not isinstance(data, str)
             self.ws.send_binary(data)
         self.messages_out += 1
-        if not self._dispatching:
-            # Replies sent while handling received events go out together when _dispatch
-            # flushes: one write for every echo of a read.
+        if not self._dispatching:  # else _dispatch flushes
             self.flush()
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Send a ping now; its pong updates :attr:`last_rtt`."""
-        if self.ws.state is State.OPEN and self.ws.close_sent is None:
+        if self.ws.state is _OPEN and self.ws.close_sent is None:
             self._ping_payload = payload or os.urandom(4)
             self._ping_sent_at = self._loop.time()
             self.ws.send_ping(self._ping_payload)
@@ -214,10 +219,10 @@ class WebSocketConnection(StreamProtocol):
 
     def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake (no-op when already closing)."""
-        if self.ws.state is State.OPEN:
+        if self.ws.state is _OPEN:
             self.ws.send_close(code, reason)
             self.flush()
-        elif self.ws.state is State.CONNECTING:
+        elif self.ws.state is _CONNECTING:
             self.abort()
 
     # --- timers -------------------------------------------------------------------------
@@ -236,7 +241,7 @@ class WebSocketConnection(StreamProtocol):
 
     def _open_timed_out(self) -> None:
         self._timer = None
-        if self.ws.state is State.CONNECTING:
+        if self.ws.state is _CONNECTING:
             self.fail(OperationTimeout(f"opening handshake with {self.peer} timed out"))
 
     def _close_timed_out(self) -> None:
@@ -245,7 +250,7 @@ class WebSocketConnection(StreamProtocol):
 
     def _keepalive(self) -> None:
         self._ping_handle = None
-        if self.ws.state is not State.OPEN:
+        if self.ws.state is not _OPEN:
             return
         if self._pong_deadline is None:  # one keepalive ping in flight at a time
             self.send_ping()
@@ -267,7 +272,7 @@ class WebSocketConnection(StreamProtocol):
 
     def _pong_missed(self) -> None:
         self._pong_deadline = None
-        if self.ws.state is State.OPEN:
+        if self.ws.state is _OPEN:
             # 1011: the peer is unresponsive (RFC 6455 7.4.1). It is presumed dead, so the
             # close frame is sent and the connection dropped without waiting for a reply.
             self.ws.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
@@ -466,7 +471,7 @@ class WebSocketClientConnection(WebSocketConnection):
 
     def send(self, data: Buffer | str, *, text: bool | None = None) -> bool:
         """Send one message (as :meth:`send_message`); False when no longer OPEN (not sent)."""
-        if self.ws.state is not State.OPEN:
+        if self.ws.state is not _OPEN:
             return False
         self.send_message(data, text=text)
         return True
@@ -479,7 +484,7 @@ class WebSocketClientConnection(WebSocketConnection):
             arrives; None if the connection closes first or was not open.
         """
         waiter: asyncio.Future[float | None] = self._loop.create_future()
-        if self.ws.state is not State.OPEN or self.ws.close_sent is not None:
+        if self.ws.state is not _OPEN or self.ws.close_sent is not None:
             waiter.set_result(None)
             return waiter
         payload = payload or os.urandom(4)
@@ -489,7 +494,7 @@ class WebSocketClientConnection(WebSocketConnection):
 
     def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake, remembering that we did (:attr:`initiated_close`)."""
-        if self.ws.state is State.OPEN and self.ws.close_received is None:
+        if self.ws.state is _OPEN and self.ws.close_received is None:
             self.initiated_close = True
         super().start_close(code, reason)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 Buffer = bytes | bytearray | memoryview
 
@@ -41,3 +42,11 @@ def write_parts(transport: asyncio.WriteTransport, parts: Sequence[Buffer]) -> N
         return
     for part in parts:
         transport.write(part)
+
+
+def writer_for(transport: asyncio.WriteTransport) -> Callable[[Sequence[Buffer]], None]:
+    """What :func:`write_parts` would do on ``transport``, decided once (per connection):
+    its own ``writelines`` when vectored, else write_parts itself."""
+    if has_vectored_writelines(transport):
+        return transport.writelines
+    return functools.partial(write_parts, transport)
