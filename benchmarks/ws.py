@@ -12,10 +12,11 @@ fixed count.
 
 Servers, each its own process, started once and reused by every client:
 
-- ``netkit ws-server 127.0.0.1:0 --json --mode echo --ping-interval 0 --max-size 2MiB`` (uvloop,
-  netkit's default). The port comes from its first JSON line; it is stopped with SIGTERM. With
-  ``--json`` it also logs one JSON line per message (to a temporary file here);
-  ``--netkit-log text`` runs it without ``--json`` to see what that logging costs.
+- ``netkit ws-server 127.0.0.1:0 --mode echo --ping-interval 0 --max-size 2MiB`` (uvloop,
+  netkit's default), its output to a temporary file. The URL comes from its first line; it is
+  stopped with SIGTERM. Like the websockets server, it writes nothing per message.
+  ``--netkit-log json`` adds ``--json``, which logs one JSON line per message: that shows what
+  the logging costs.
 - A ``websockets.asyncio.server.serve`` echo server written in this file (``async for message
   in ws: await ws.send(message)``), with default settings except ``max_size=2 MiB``,
   ``ping_interval=None`` and ``compression=None`` (netkit does not compress by default), on the
@@ -769,7 +770,7 @@ def report(
     flags = " --quick" if args.quick else ""
     flags += f" --pin {args.pin}" if args.pin != "none" else ""
     flags += f" --only {args.only}" if args.only != "all" else ""
-    flags += " --netkit-log text" if args.netkit_log != "json" else ""
+    flags += " --netkit-log json" if args.netkit_log == "json" else ""
     if args.websockets_loop != "asyncio":
         flags += f" --websockets-loop {args.websockets_loop}"
     lines = [
@@ -929,9 +930,9 @@ def main() -> None:
     parser.add_argument(
         "--netkit-log",
         choices=["json", "text"],
-        default="json",
-        help="netkit ws-server output: json (default, as specified; one JSON line per message "
-        "in echo mode) or text (its default human output, no per-message lines)",
+        default="text",
+        help="netkit ws-server output: text (default: its human output, nothing per message, "
+        "like the websockets server) or json (one JSON line per message, to measure its cost)",
     )
     parser.add_argument(
         "--no-cross", action="store_true", help="skip the two cross pairings (information only)"

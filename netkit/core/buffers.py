@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 DEFAULT_CHUNK = 64 * 1024
+_NO_MEMORY = memoryview(b"")  # what a released buffer points at (one object, not one per release)
 
 
 class BufferFull(PeerProtocolError):
@@ -81,7 +82,7 @@ class ReceiveBuffer:
             max_size = self._pool.chunk_size
         self.max_size = max_size
         self._buf: bytearray | None = None
-        self._mem = memoryview(b"")
+        self._mem = _NO_MEMORY
         self._start = 0
         self._end = 0
 
@@ -166,7 +167,7 @@ class ReceiveBuffer:
 
     def abandon(self) -> None:
         """Drop the memory without returning it to the pool (views of it may still be in use)."""
-        self._buf, self._mem = None, memoryview(b"")
+        self._buf, self._mem = None, _NO_MEMORY
         self._start = self._end = 0
 
     def clear(self) -> None:
@@ -183,7 +184,7 @@ class ReceiveBuffer:
         if self._buf is None or self._end != self._start:
             return self._buf is None
         buf = self._buf
-        self._buf, self._mem = None, memoryview(b"")
+        self._buf, self._mem = None, _NO_MEMORY
         self._start = self._end = 0
         self._pool.release(buf)
         return True

@@ -438,6 +438,8 @@ class Protocol:
                             )
                             continue
                     self._events.append(Message(payload, b0 == 0x81))
+                    if end == len(view):
+                        return  # the read held whole messages: the usual case
                     continue
             limit = self.max_size
             if limit is not None and self._msg_text is not None and not self._msg_compressed:
