@@ -24,17 +24,18 @@ Servers, each its own process, started once and reused by every client:
 
 Clients, each run a new process (this file again):
 
-- netkit: a ``WebSocketClientConnection`` subclass opened with ``connect_ws`` whose
-  ``on_message`` resolves one future per echo, on uvloop (``netkit.net.runtime.run``);
+- netkit: a ``WebSocketClientConnection`` subclass opened with ``connect_ws``, on uvloop
+  (``netkit.net.runtime.run``), driven the way netkit's own load generator (``netkit bench``)
+  drives it: ``on_message`` checks the echo and sends the next message;
 - websockets: ``websockets.asyncio.client.connect`` with the same settings as its server,
-  ``await ws.send(...)`` then ``await ws.recv()``.
+  ``await ws.send(...)`` then ``await ws.recv()`` in a loop (its API is coroutines only).
 
 The two main pairings are netkit client -> netkit server and websockets client -> websockets
 server; the two cross pairings are reported for information, so that client and server speed can
 be told apart. Tests:
 
-a. **ping-pong**: one connection, 32-byte binary message, closed loop (send, await the echo,
-   repeat) for a fixed time after a warm-up; messages per second.
+a. **ping-pong**: one connection, 32-byte binary message, closed loop (send, wait for the
+   echo, check its length, repeat) for a fixed time after a warm-up; messages per second.
 b. **bulk**: one connection, 1 MiB binary message echoed in a closed loop; MB/s of payload
    echoed (10^6 bytes/s, each byte crosses loopback twice).
 c. **concurrent**: 1,000 connections from one client process, each in its own closed loop of
@@ -158,11 +159,26 @@ def websockets_server(loop: str) -> None:
 # --- clients (this file runs as them) ------------------------------------------------------
 
 
+class Counter:
+    """Echoes counted across a test's connections, and the signal for their loops to stop."""
+
+    def __init__(self, limit: int) -> None:
+        self.count = 0
+        self.limit = limit  # per connection: the count bound of a load loop
+        self.stop = False
+
+
 class EchoConnection(Protocol):
     """What a test needs from a client connection."""
 
     async def echo(self, payload: bytes) -> int:
         """Send ``payload`` as one binary message; return the length of the echo."""
+        ...
+
+    async def echo_loop(self, payload: bytes, counter: Counter) -> None:
+        """Closed loop: send ``payload``, wait for its echo (checked), count it, repeat until
+        ``counter.stop`` or ``counter.limit`` echoes; each library the way it is meant to be
+        driven (netkit: from its message callback; websockets: awaiting send and recv)."""
         ...
 
     async def aclose(self) -> None:
@@ -185,17 +201,45 @@ def netkit_opener() -> Opener:
 
     class EchoClient(WebSocketClientConnection):
         waiter: asyncio.Future[int] | None = None
+        # echo_loop's state: what to send again, the shared counter, this connection's count.
+        looping: tuple[bytes, Counter, asyncio.Future[None]] | None = None
+        mine = 0
 
         def on_message(self, message: Message) -> None:
+            if self.looping is not None:
+                payload, counter, done = self.looping
+                if len(message.data) != len(payload):
+                    self.looping = None
+                    done.set_exception(RuntimeError(f"echo of {len(payload)} bytes came back "
+                                                    f"as {len(message.data)}"))  # fmt: skip
+                    return
+                counter.count += 1
+                self.mine += 1
+                if counter.stop or self.mine >= counter.limit:
+                    self.looping = None
+                    done.set_result(None)
+                else:
+                    self.send_message(payload)  # the next round trip, from this callback
+                return
             waiter, self.waiter = self.waiter, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(len(message.data))
 
         def on_close(self, exc: Exception | None) -> None:
             super().on_close(exc)
+            lost = ConnectionLost(f"{self.peer} closed the connection")
             waiter, self.waiter = self.waiter, None
             if waiter is not None and not waiter.done():
-                waiter.set_exception(ConnectionLost(f"{self.peer} closed the connection"))
+                waiter.set_exception(lost)
+            if self.looping is not None:
+                self.looping[2].set_exception(lost)
+                self.looping = None
+
+        async def echo_loop(self, payload: bytes, counter: Counter) -> None:
+            done: asyncio.Future[None] = self._loop.create_future()
+            self.looping = (payload, counter, done)
+            self.send_message(payload)
+            await done
 
         async def echo(self, payload: bytes) -> int:
             waiter: asyncio.Future[int] = self._loop.create_future()
@@ -236,6 +280,14 @@ def websockets_opener() -> Opener:
             await self.ws.send(payload)
             return len(await self.ws.recv())
 
+        async def echo_loop(self, payload: bytes, counter: Counter) -> None:
+            mine = 0
+            while not counter.stop and mine < counter.limit:
+                await self.ws.send(payload)
+                check(len(await self.ws.recv()), len(payload))
+                counter.count += 1
+                mine += 1
+
         async def aclose(self) -> None:
             await self.ws.close()
 
@@ -252,27 +304,8 @@ def check(got: int, expected: int) -> None:
 
 
 async def closed_loop(conn: EchoConnection, size: int, seconds: float) -> dict[str, Any]:
-    """Send ``size`` bytes, await the echo, repeat: warm-up, then ``seconds`` measured."""
-    payload = os.urandom(size)
-    batch = 64 if size <= 4096 else 1  # how many round trips between clock reads
-    warm_until = time.perf_counter() + WARMUP_S
-    while time.perf_counter() < warm_until:
-        for _ in range(batch):
-            check(await conn.echo(payload), size)
-    emit("mark")
-    count = 0
-    cpu0 = time.process_time()
-    start = time.perf_counter()
-    deadline = start + seconds
-    while count < MAX_MESSAGES:
-        for _ in range(batch):
-            check(await conn.echo(payload), size)
-        count += batch
-        if time.perf_counter() >= deadline:
-            break
-    elapsed = time.perf_counter() - start
-    return {"messages": count, "bytes": count * size, "seconds": elapsed,
-            "client_cpu": time.process_time() - cpu0}  # fmt: skip
+    """One connection in a closed loop of ``size``-byte messages: warm-up, then ``seconds``."""
+    return await measure([conn], size, seconds, WARMUP_S)
 
 
 async def open_many(opener: Opener, url: str, n: int) -> list[EchoConnection]:
@@ -300,30 +333,33 @@ async def close_all(conns: list[EchoConnection]) -> None:
 async def concurrent(opener: Opener, url: str, n: int, seconds: float) -> dict[str, Any]:
     """``n`` connections, each in its own closed loop of 32-byte messages, for ``seconds``."""
     conns = await open_many(opener, url, n)
-    payload = os.urandom(SMALL)
-    count = 0
-    stop = False
-
-    async def worker(conn: EchoConnection) -> None:
-        nonlocal count
-        mine = 0
-        while not stop and mine < MAX_MESSAGES // n:
-            check(await conn.echo(payload), SMALL)
-            mine += 1
-            count += 1
-
-    tasks = [asyncio.create_task(worker(c)) for c in conns]
     try:
-        await asyncio.sleep(CONCURRENT_WARMUP_S)
+        result = await measure(conns, SMALL, seconds, CONCURRENT_WARMUP_S)
+    finally:
+        await close_all(conns)
+    return result | {"connections": n}
+
+
+async def measure(
+    conns: list[EchoConnection], size: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """Run every connection's echo loop; count the echoes of ``seconds`` after ``warmup``."""
+    payload = os.urandom(size)
+    counter = Counter(MAX_MESSAGES // len(conns))
+    tasks = [asyncio.create_task(c.echo_loop(payload, counter)) for c in conns]
+    try:
+        # Sleeping is the measurement here (a fixed window), not synchronization; a failed
+        # loop ends the wait early and fails the run.
+        await asyncio.wait(tasks, timeout=warmup, return_when=asyncio.FIRST_EXCEPTION)
         emit("mark")
-        count0 = count
+        count0 = counter.count
         cpu0 = time.process_time()
         start = time.perf_counter()
-        await asyncio.sleep(seconds)
-        messages = count - count0
+        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_EXCEPTION)
+        messages = counter.count - count0
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu0
-        stop = True
+        counter.stop = True
         done, pending = await asyncio.wait(tasks, timeout=30)
         for task in done:
             task.result()  # a failed connection fails the run
@@ -332,9 +368,8 @@ async def concurrent(opener: Opener, url: str, n: int, seconds: float) -> dict[s
     finally:
         for task in tasks:
             task.cancel()
-        await close_all(conns)
-    return {"messages": messages, "bytes": messages * SMALL, "seconds": elapsed,
-            "client_cpu": cpu, "connections": n}  # fmt: skip
+    return {"messages": messages, "bytes": messages * size, "seconds": elapsed,
+            "client_cpu": cpu}  # fmt: skip
 
 
 async def read_stdin_line() -> str:
@@ -846,7 +881,7 @@ def report(
         targets.append(("d. memory per idle connection: not measured", None))
     lines += [
         "",
-        f"a/b: one connection per run, closed loop (send, await the echo, repeat) for "
+        f"a/b: one connection per run, closed loop (send, wait for the echo, repeat) for "
         f"{args.seconds:g} s after a {WARMUP_S:g} s warm-up; b counts payload bytes echoed "
         f"(MB/s = 10^6 bytes/s; each byte crosses loopback twice). c: {args.connections:,} "
         f"connections from one client process, each in its own closed loop, {args.seconds:g} s "
