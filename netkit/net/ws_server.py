@@ -50,7 +50,6 @@ class ModeConnection(WebSocketServerConnection):
     ) -> None:
         super().__init__(handshake, max_size=max_size, timeouts=timeouts, on_event=log)
         self.mode = mode
-        self.echo = mode == "echo"
         self.room = room
         self.log = log
         self.log_messages = log_messages and log is not None
@@ -85,7 +84,7 @@ class ModeConnection(WebSocketServerConnection):
         text = message.text
         if self._log_message is not None:
             self._log_message("text" if text else "binary", len(message.data))
-        if self.echo:
+        if self.mode == "echo":
             # The payload is a view of the receive buffer, written out as is (no copy).
             self.send_message(message.data, text=text)
         elif self.mode == "broadcast":

@@ -439,12 +439,10 @@ class FrameWriter:
         n = len(payload)
         if n <= SMALL_MAX and fin and not rsv1 and opcode:
             header = _SMALL_HEADERS[opcode, self._mask][n]
-            if not n:
-                return [header + self._keys.next()] if self._mask else [header]
             if self._mask:
                 key = self._keys.next()
-                return [header + key, xor_small(payload, key_int(key))]
-            return [header, payload]
+                return [header + key, xor_small(payload, key_int(key))] if n else [header + key]
+            return [header, payload] if n else [header]
         return self.write(Frame(opcode, payload, fin=fin, rsv1=rsv1))
 
 

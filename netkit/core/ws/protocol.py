@@ -338,9 +338,10 @@ class Protocol:
         Undelivered events that point into the buffer are copied first (see module docs).
         ``min_size`` is capped so that it never asks the buffer for more than it may hold.
         """
-        self._detach_events()
-        room = self._buffer.max_size - len(self._buffer)
-        return self._buffer.writable(max(1, min(min_size, room)))
+        if self._events:
+            self._detach_events()
+        buf = self._buffer
+        return buf.writable(max(1, min(min_size, buf.max_size - len(buf))))
 
     def bytes_wanted(self) -> int:
         """How many more bytes the frame at the front of the buffer needs (at least 1).
@@ -353,15 +354,8 @@ class Protocol:
     def read_buffer(self) -> memoryview:
         """:meth:`writable` sized by :meth:`bytes_wanted`, in one call: the I/O layer's
         ``get_buffer``. Between frames (the usual case) no header needs to be looked at."""
-        if self._events:
-            self._detach_events()
-        buf = self._buffer
-        pending = len(buf)
-        if pending < 2:
-            return buf.writable(1)
-        wanted = self._parser.needed(buf) - pending
-        room = buf.max_size - pending
-        return buf.writable(max(1, min(wanted, room)))
+        pending = len(self._buffer)
+        return self.writable(1 if pending < 2 else self._parser.needed(self._buffer) - pending)
 
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""
