@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from netkit.core.buffers import ReceiveBuffer
-from netkit.core.ws.mask import SMALL_MAX, Buffer, key_int, mask_bytes, unmask_into, xor_small
+from netkit.core.ws.mask import SMALL_MAX, Buffer, mask_bytes, unmask_into, xor_small
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 __all__ = [
@@ -441,7 +441,8 @@ class FrameWriter:
             header = _SMALL_HEADERS[opcode, self._mask][n]
             if self._mask:
                 key = self._keys.next()
-                return [header + key, xor_small(payload, key_int(key))] if n else [header + key]
+                masked = xor_small(payload, int.from_bytes(key, "little"))  # as key_int()
+                return [header + key, masked] if n else [header + key]
             return [header, payload] if n else [header]
         return self.write(Frame(opcode, payload, fin=fin, rsv1=rsv1))
 

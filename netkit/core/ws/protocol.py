@@ -215,7 +215,37 @@ class Protocol:
             after the handshake stay in it); its ``max_size`` is raised to fit one frame.
         keys: source of masking keys (tests inject fixed ones).
         auto_pong: answer pings automatically (5.5.2).
+
+    Attributes:
+        state: the connection state (read it; only the protocol's own transitions set it).
+        close_sent, close_received: the close frames' ``(code, reason)``, once sent/received.
+        error: the peer's protocol violation that failed the connection, if any.
     """
+
+    # Slots: attribute reads on the per-message path, and less memory per idle connection.
+    __slots__ = (
+        "_buffer",
+        "_deflate",
+        "_eof",
+        "_events",
+        "_mask_in",
+        "_msg_compressed",
+        "_msg_parts",
+        "_msg_size",
+        "_msg_text",
+        "_output",
+        "_parser",
+        "_small_max",
+        "_utf8",
+        "_writer",
+        "auto_pong",
+        "close_received",
+        "close_sent",
+        "error",
+        "max_size",
+        "side",
+        "state",
+    )
 
     def __init__(
         self,
@@ -233,7 +263,7 @@ class Protocol:
         self.side = side
         self.max_size = max_size
         self.auto_pong = auto_pong
-        self._state: State = state
+        self.state: State = state  # read it; transitions set it
         self._buffer = buffer if buffer is not None else ReceiveBuffer()
         if max_size is not None and self._buffer.max_size < max_size + MAX_HEADER_SIZE:
             # A frame of max_size bytes and its header must fit in the buffer at once.
@@ -264,11 +294,6 @@ class Protocol:
     # --- state ----------------------------------------------------------------------------
 
     @property
-    def state(self) -> State:
-        """The connection state."""
-        return self._state
-
-    @property
     def buffer(self) -> ReceiveBuffer:
         """The receive buffer (write into it through :meth:`writable`/:meth:`commit`)."""
         return self._buffer
@@ -283,14 +308,14 @@ class Protocol:
         """The close code to report: received, else 1006 once closed, else None."""
         if self.close_received is not None:
             return self.close_received[0]
-        return CloseCode.ABNORMAL_CLOSURE if self._state is _CLOSED else None
+        return CloseCode.ABNORMAL_CLOSURE if self.state is _CLOSED else None
 
     def _transition(self, what: str) -> None:
         try:
-            self._state = _TRANSITIONS[self._state, what]
+            self.state = _TRANSITIONS[self.state, what]
         except KeyError:
             raise LocalProtocolError(
-                f"cannot {what.replace('_', ' ')} in state {self._state.name}"
+                f"cannot {what.replace('_', ' ')} in state {self.state.name}"
             ) from None
 
     def _set_deflate(self, params: DeflateParams) -> None:
@@ -315,7 +340,7 @@ class Protocol:
         True in CLOSING: the peer owes us a close frame, or the closing handshake is over and
         the server is to close TCP first (7.1.1). On expiry the I/O layer closes the socket.
         """
-        return self._state is _CLOSING
+        return self.state is _CLOSING
 
     def should_close_transport(self) -> bool:
         """Tell whether we should close the TCP connection once :meth:`data_to_send` is sent.
@@ -323,7 +348,7 @@ class Protocol:
         True for the server when the closing handshake is over (7.1.1: the server closes
         first) and for either side after failing the connection (7.1.7).
         """
-        if self._state is not _CLOSING:
+        if self.state is not _CLOSING:
             return False
         if self.error is not None:
             return True
@@ -354,8 +379,11 @@ class Protocol:
     def read_buffer(self) -> memoryview:
         """:meth:`writable` sized by :meth:`bytes_wanted`, in one call: the I/O layer's
         ``get_buffer``. Between frames (the usual case) no header needs to be looked at."""
-        pending = len(self._buffer)
-        return self.writable(1 if pending < 2 else self._parser.needed(self._buffer) - pending)
+        buf = self._buffer
+        pending = len(buf)
+        if pending < 2 and not self._events:
+            return buf.writable()  # between frames, nothing to detach: the per-message path
+        return self.writable(1 if pending < 2 else self._parser.needed(buf) - pending)
 
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""
@@ -398,8 +426,8 @@ class Protocol:
     def _parse(self) -> None:
         parser, buf = self._parser, self._buffer
         mask_bit, small_max = self._mask_in, self._small_max
-        while self._state is _OPEN or (
-            self._state is _CLOSING and self.close_received is None and self.error is None
+        while self.state is _OPEN or (
+            self.state is _CLOSING and self.close_received is None and self.error is None
         ):
             # Fast path: a whole text or binary message in one frame with a 7-bit length and
             # no extension bits, outside a fragmented message: ping-pong and chat traffic.
@@ -445,7 +473,7 @@ class Protocol:
                 self._handle(frame)
             except PeerProtocolError as exc:
                 self._fail(exc)
-        if self._state is not _CONNECTING and len(buf):
+        if self.state is not _CONNECTING and len(buf):
             # After the peer's close frame nothing more may come (5.5.1); after failing,
             # 7.1.7 says not to process anything else: drop it.
             buf.consume(len(buf))
@@ -459,7 +487,7 @@ class Protocol:
             payload = bytes(frame.payload)
             self._events.append(Ping(payload))
             # 5.5.2: answer with a pong carrying the same data, unless we are closing.
-            if self.auto_pong and self._state is _OPEN:
+            if self.auto_pong and self.state is _OPEN:
                 self._send_frame(Frame(Opcode.PONG, payload))
         elif op is Opcode.PONG:
             self._events.append(Pong(bytes(frame.payload)))
@@ -550,11 +578,8 @@ class Protocol:
         self, opcode: Opcode, data: Buffer, fragment_size: int | None, compress: bool
     ) -> None:
         # 5.5.1: no data frames after a close frame.
-        if self._state is not _OPEN:
-            raise LocalProtocolError(f"cannot send a message in state {self._state.name}")
-        if fragment_size is None and (self._deflate is None or not compress):
-            self._output += self._writer.write_data(opcode, data)  # the per-message path
-            return
+        if self.state is not _OPEN:
+            raise LocalProtocolError(f"cannot send a message in state {self.state.name}")
         if fragment_size is not None and fragment_size <= 0:
             raise LocalProtocolError("fragment_size must be positive")
         rsv1 = False
@@ -586,6 +611,14 @@ class Protocol:
             LocalProtocolError: the connection is not OPEN.
         """
         payload = data.encode("utf-8") if isinstance(data, str) else data
+        if (
+            fragment_size is None
+            and (self._deflate is None or not compress)
+            and self.state is _OPEN
+        ):
+            # The per-message path: one frame, nothing to compress.
+            self._output += self._writer.write_data(_TEXT, payload)
+            return
         self._send_message(_TEXT, payload, fragment_size, compress)
 
     def send_binary(
@@ -602,6 +635,14 @@ class Protocol:
         Raises:
             LocalProtocolError: the connection is not OPEN.
         """
+        if (
+            fragment_size is None
+            and (self._deflate is None or not compress)
+            and self.state is _OPEN
+        ):
+            # The per-message path: one frame, nothing to compress.
+            self._output += self._writer.write_data(_BINARY, data)
+            return
         self._send_message(_BINARY, data, fragment_size, compress)
 
     def send_ping(self, payload: Buffer = b"") -> None:
@@ -610,8 +651,8 @@ class Protocol:
         Raises:
             LocalProtocolError: a close frame was already sent, or payload > 125 bytes.
         """
-        if self.close_sent is not None or self._state is not _OPEN:
-            raise LocalProtocolError(f"cannot send a ping in state {self._state.name}")
+        if self.close_sent is not None or self.state is not _OPEN:
+            raise LocalProtocolError(f"cannot send a ping in state {self.state.name}")
         self._send_frame(Frame(Opcode.PING, bytes(payload)))
 
     def send_pong(self, payload: Buffer = b"") -> None:
@@ -620,8 +661,8 @@ class Protocol:
         Raises:
             LocalProtocolError: a close frame was already sent, or payload > 125 bytes.
         """
-        if self.close_sent is not None or self._state is not _OPEN:
-            raise LocalProtocolError(f"cannot send a pong in state {self._state.name}")
+        if self.close_sent is not None or self.state is not _OPEN:
+            raise LocalProtocolError(f"cannot send a pong in state {self.state.name}")
         self._send_frame(Frame(Opcode.PONG, bytes(payload)))
 
     def send_close(self, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
@@ -634,8 +675,8 @@ class Protocol:
         Raises:
             LocalProtocolError: not OPEN, or an invalid code or reason.
         """
-        if self._state is not _OPEN:
-            raise LocalProtocolError(f"cannot send a close frame in state {self._state.name}")
+        if self.state is not _OPEN:
+            raise LocalProtocolError(f"cannot send a close frame in state {self.state.name}")
         self._queue_close(code, reason)
         self._transition("send_close")
 
