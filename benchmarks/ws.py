@@ -32,7 +32,11 @@ Clients, each run a new process (this file again):
 
 The two main pairings are netkit client -> netkit server and websockets client -> websockets
 server; the two cross pairings are reported for information, so that client and server speed can
-be told apart. Tests:
+be told apart. For a, a third pairing measures the floor of the machine: the same 38 bytes a
+WebSocket client sends for a 32-byte message, echoed over raw TCP by a blocking-socket loop on
+each side (this file again: no event loop, no framing, no WebSocket). No WebSocket
+implementation can ping-pong faster than that on the same CPU placement, so it shows whether a
+target is within reach. Tests:
 
 a. **ping-pong**: one connection, 32-byte binary message, closed loop (send, wait for the
    echo, check its length, repeat) for a fixed time after a warm-up; messages per second.
@@ -94,6 +98,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 NETKIT = "netkit"
 WEBSOCKETS = "websockets"
+FLOOR = "tcp"  # the raw TCP floor of test a: blocking sockets, no WebSocket
+FLOOR_FRAME = 6 + 32  # what a client sends for a 32-byte message: header, mask key, payload
 TESTS = ("pingpong", "bulk", "concurrent")
 TEST_TITLES = {
     "pingpong": "a. 32 B ping-pong, 1 connection",
@@ -154,6 +160,66 @@ def websockets_server(loop: str) -> None:
             await stop.wait()
 
     run_loop(main, loop)
+
+
+def tcp_floor_server() -> None:
+    """The floor's server: echo each connection in turn with blocking recv/sendall."""
+    import socket
+
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+        raise KeyboardInterrupt  # out of a blocking accept or recv
+
+    signal.signal(signal.SIGTERM, on_term)
+    with socket.create_server((HOST, 0)) as listener:
+        port = listener.getsockname()[1]
+        emit("listening", address=f"{HOST}:{port}", url=f"tcp://{HOST}:{port}")
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+
+
+def tcp_floor_client(url: str, seconds: float) -> dict[str, Any]:
+    """The floor's client: FLOOR_FRAME bytes out, the same back, in a blocking closed loop."""
+    import socket
+
+    host, _, port = url.removeprefix("tcp://").rpartition(":")
+    message = os.urandom(FLOOR_FRAME)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def round_trip() -> None:
+            sock.sendall(message)
+            got = 0
+            while got < FLOOR_FRAME:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the floor's echo server closed the connection")
+                got += len(chunk)
+            check(got, FLOOR_FRAME)
+
+        end = time.perf_counter() + WARMUP_S
+        while time.perf_counter() < end:
+            round_trip()
+        emit("mark")
+        messages = 0
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        end = start + seconds
+        while messages < MAX_MESSAGES and time.perf_counter() < end:
+            round_trip()
+            messages += 1
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu0
+    return {"messages": messages, "bytes": messages * SMALL, "seconds": elapsed,
+            "client_cpu": cpu}  # fmt: skip
 
 
 # --- clients (this file runs as them) ------------------------------------------------------
@@ -393,6 +459,10 @@ async def idle_connections(opener: Opener, url: str, n: int) -> None:
 
 def client(kind: str, url: str, tests: list[str], seconds: float, n: int, loop: str) -> None:
     """One client process: run ``tests`` in order against ``url``, one JSON result each."""
+    if kind == FLOOR:
+        for test in tests:  # the floor is measured for the ping-pong test only
+            emit("result", test=test, **tcp_floor_client(url, seconds))
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n + 256:  # one descriptor per connection, plus the interpreter's own
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 256), hard))
@@ -546,7 +616,9 @@ class Server:
 def start_server(kind: str, args: argparse.Namespace) -> Server:
     """Start one server and read its URL from its first line (JSON, or netkit's text line)."""
     json_output = kind != NETKIT or args.netkit_log == "json"
-    if kind == NETKIT:
+    if kind == FLOOR:
+        cmd = [sys.executable, __file__, "--serve-tcp-floor"]
+    elif kind == NETKIT:
         cmd = [*netkit_command(), "ws-server", f"{HOST}:0", "--mode", "echo"]
         cmd += ["--ping-interval", "0", "--max-size", "2MiB"] + (["--json"] if json_output else [])
     else:
@@ -647,6 +719,8 @@ class Pairing:
 
     @property
     def name(self) -> str:
+        if self.client == FLOOR:
+            return "raw TCP floor (blocking sockets)"
         return f"{self.client} client → {self.server} server"
 
     @property
@@ -708,7 +782,8 @@ def bench_speed(
         log(f"  run {run + 1}/{args.runs}")
         k = run % len(pairings)
         for pairing in pairings[k:] + pairings[:k]:
-            run_client(pairing, servers[pairing.server], tests, args)
+            mine = [t for t in tests if pairing.client != FLOOR or t == "pingpong"]
+            run_client(pairing, servers[pairing.server], mine, args)
 
 
 def memory_run(kind: str, args: argparse.Namespace) -> dict[str, float]:
@@ -834,7 +909,9 @@ def report(
                 cell = "reference"
             elif ref:
                 r = med(column(rows, metric)) / med(column(ref, metric))
-                cell = f"{r:.2f}x websockets→websockets" + ("" if p is nk else " (information)")
+                cell = f"{r:.2f}x websockets→websockets" + (
+                    "" if p is nk else " (floor)" if p.client == FLOOR else " (information)"
+                )
                 ratios[f"{test} {p.name}"] = r
             else:
                 cell = ""
@@ -849,9 +926,12 @@ def report(
             )
         if nk and ws and test in nk.results and test in ws.results:
             r = ratios[f"{test} {nk.name}"]
-            targets.append(
-                (f"{TEST_TITLES[test]}: netkit >= {goal:g}x websockets: {r:.2f}x", r >= goal)
-            )
+            text = f"{TEST_TITLES[test]}: netkit >= {goal:g}x websockets: {r:.2f}x"
+            floor = ratios.get(f"{test} {Pairing(FLOOR, FLOOR).name}")
+            if floor is not None:
+                text += f" (raw TCP floor: {floor:.2f}x"
+                text += ", so the target is out of reach here)" if floor < goal else ")"
+            targets.append((text, r >= goal))
         elif args.only in ("all", test):
             targets.append(
                 (f"{TEST_TITLES[test]}: netkit >= {goal:g}x websockets: not measured", None)
@@ -885,7 +965,9 @@ def report(
         f"{args.seconds:g} s after a {WARMUP_S:g} s warm-up; b counts payload bytes echoed "
         f"(MB/s = 10^6 bytes/s; each byte crosses loopback twice). c: {args.connections:,} "
         f"connections from one client process, each in its own closed loop, {args.seconds:g} s "
-        f"after a {CONCURRENT_WARMUP_S:g} s warm-up. Runs interleaved, order rotated; ratios "
+        f"after a {CONCURRENT_WARMUP_S:g} s warm-up. Floor (a only): {FLOOR_FRAME} bytes echoed "
+        "over raw TCP by blocking sockets in a closed loop, the same placement. Runs interleaved, "
+        "order rotated; ratios "
         "are ratios of medians. CPU / msg = user+sys time of that process over the measured "
         "window, per message (from /proc for the server, `time.process_time()` in the client). "
         "d: a fresh server per run, RSS (VmRSS) settled after one warm-up connection, then again "
@@ -974,7 +1056,8 @@ def main() -> None:
     )
     # Internal modes: this file is also each helper process.
     parser.add_argument("--serve-websockets", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--client", choices=[NETKIT, WEBSOCKETS], help=argparse.SUPPRESS)
+    parser.add_argument("--serve-tcp-floor", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", choices=[NETKIT, WEBSOCKETS, FLOOR], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--tests", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
@@ -983,6 +1066,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve_websockets:
         return websockets_server(args.loop)
+    if args.serve_tcp_floor:
+        return tcp_floor_server()
     if args.client:
         tests = args.tests.split(",")
         return client(args.client, args.url, tests, args.seconds, args.connections, args.loop)
@@ -1000,12 +1085,14 @@ def main() -> None:
     if args.no_cross:
         pairings = [p for p in pairings if p.main]
     tests = [t for t in TESTS if args.only in ("all", t)]
+    if "pingpong" in tests:
+        pairings.append(Pairing(FLOOR, FLOOR))
     memory: dict[str, list[dict[str, float]]] = {}
     if tests:
         log(f"a-c: {args.runs} runs x {len(tests)} tests x {args.seconds:g} s per pairing")
         servers: dict[str, Server] = {}
         try:
-            for kind in kinds:
+            for kind in dict.fromkeys(p.server for p in pairings):
                 servers[kind] = start_server(kind, args)
             bench_speed(pairings, servers, tests, args)
         finally:

@@ -22,6 +22,9 @@ from netkit.net.sockets import SocketOptions, apply_options, describe, translate
 from netkit.net.zerocopy import Buffer, writer_for
 
 TLS_HIGH_WATER = 64 * 1024
+# Where the loop reads to once a connection's buffer overflowed: the bytes are discarded, so
+# one buffer serves every connection (4 KiB each would be most of an idle connection's memory).
+_SCRATCH = memoryview(bytearray(4096))
 
 
 def _not_connected(parts: Sequence[Buffer]) -> None:
@@ -55,7 +58,6 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._write_paused = False
         self._drained: asyncio.Event | None = None
-        self._scratch = memoryview(bytearray(4096))
         self._writelines: Callable[[Sequence[Buffer]], None] = _not_connected
 
     # --- asyncio callbacks -------------------------------------------------------------
@@ -95,7 +97,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self.error is None:
             self.error = exc
             asyncio.get_running_loop().call_soon(self.abort)
-        return self._scratch
+        return _SCRATCH
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.error is not None:
