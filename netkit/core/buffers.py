@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
@@ -33,6 +34,9 @@ class BufferFull(PeerProtocolError):
 class BufferPool:
     """A free list of equal-sized bytearrays, reused across connections.
 
+    Free bytearrays are kept with a memoryview of each, so that a receive buffer taking one
+    (:meth:`acquire_view`, once per message on a busy connection) allocates nothing.
+
     Args:
         chunk_size: size of each bytearray.
         max_pooled: how many free bytearrays to keep; more are left to the garbage collector.
@@ -43,20 +47,28 @@ class BufferPool:
             raise ValueError("chunk_size must be positive")
         self.chunk_size = chunk_size
         self.max_pooled = max_pooled
-        self._free: list[bytearray] = []
+        self._free: list[memoryview] = []
         self.allocated = 0
 
     def acquire(self) -> bytearray:
         """Return a bytearray of ``chunk_size`` bytes, reused when one is free."""
+        return cast(bytearray, self.acquire_view().obj)
+
+    def acquire_view(self) -> memoryview:
+        """As :meth:`acquire`, as a memoryview of the whole bytearray (``.obj``)."""
         if self._free:
             return self._free.pop()
         self.allocated += 1
-        return bytearray(self.chunk_size)
+        return memoryview(bytearray(self.chunk_size))
 
     def release(self, buf: bytearray) -> None:
         """Give a bytearray back. Only pool-sized ones are kept."""
-        if len(buf) == self.chunk_size and len(self._free) < self.max_pooled:
-            self._free.append(buf)
+        self.release_view(memoryview(buf))
+
+    def release_view(self, mem: memoryview) -> None:
+        """Give back what :meth:`acquire_view` returned (or a view of a whole bytearray)."""
+        if len(mem) == self.chunk_size and len(self._free) < self.max_pooled:
+            self._free.append(mem)
 
     def __len__(self) -> int:
         return len(self._free)
@@ -103,11 +115,12 @@ class ReceiveBuffer:
             BufferFull: when holding ``len(self) + min_size`` bytes would exceed ``max_size``.
         """
         if self._buf is None:
-            self._buf = self._pool.acquire()
-            self._mem = memoryview(self._buf)
+            mem = self._mem = self._pool.acquire_view()
+            self._buf = cast(bytearray, mem.obj)
         free = len(self._buf) - self._end
         if free >= min_size:
-            return self._mem[self._end :]
+            # All of it when empty (the usual case between messages): no new view.
+            return self._mem[self._end :] if self._end else self._mem
         pending = self._end - self._start
         needed = pending + min_size
         if needed > self.max_size:
@@ -183,10 +196,10 @@ class ReceiveBuffer:
         """
         if self._buf is None or self._end != self._start:
             return self._buf is None
-        buf = self._buf
+        mem = self._mem
         self._buf, self._mem = None, _NO_MEMORY
         self._start = self._end = 0
-        self._pool.release(buf)
+        self._pool.release_view(mem)
         return True
 
 

@@ -54,13 +54,14 @@ def _check_key(key: bytes) -> None:
         raise ValueError(f"a masking key is 4 bytes, not {len(key)}")
 
 
-# The key repeated over n bytes is key * _REPEAT[n], truncated by _LOW[n]: multiplying a 32-bit
-# number by 1 + 2**32 + 2**64 + ... lays copies side by side without carries. Tables up to the
-# largest payload a 7-bit length can announce, the size of every control frame and of the
-# small messages that dominate chat and ping-pong traffic.
+# The key repeated over n bytes is key * KEY_REPEAT[n], truncated by LOW_BYTES[n]: multiplying
+# a 32-bit number by 1 + 2**32 + 2**64 + ... lays copies side by side without carries. Tables
+# up to the largest payload a 7-bit length can announce, the size of every control frame and of
+# the small messages that dominate chat and ping-pong traffic. Public for the parser's inline
+# copy of xor_small().
 SMALL_MAX: Final = 125
-_REPEAT: Final = [sum(1 << (32 * i) for i in range((n + 3) // 4)) for n in range(SMALL_MAX + 1)]
-_LOW: Final = [(1 << (8 * n)) - 1 for n in range(SMALL_MAX + 1)]
+KEY_REPEAT: Final = [sum(1 << (32 * i) for i in range((n + 3) // 4)) for n in range(SMALL_MAX + 1)]
+LOW_BYTES: Final = [(1 << (8 * n)) - 1 for n in range(SMALL_MAX + 1)]
 
 
 def key_int(key: Buffer) -> int:
@@ -75,7 +76,9 @@ def xor_small(data: Buffer, key: int) -> bytes:
     """
     # 5.3: octet i of the payload is XORed with octet i MOD 4 of the key.
     n = len(data)
-    return ((int.from_bytes(data, "little") ^ key * _REPEAT[n]) & _LOW[n]).to_bytes(n, "little")
+    return ((int.from_bytes(data, "little") ^ key * KEY_REPEAT[n]) & LOW_BYTES[n]).to_bytes(
+        n, "little"
+    )
 
 
 def _xor_int(data: Buffer, key: bytes) -> bytes:

@@ -50,7 +50,7 @@ from netkit.core.ws.frames import (
     parse_close_payload,
     serialize_close_payload,
 )
-from netkit.core.ws.mask import SMALL_MAX, Buffer, xor_small
+from netkit.core.ws.mask import KEY_REPEAT, LOW_BYTES, SMALL_MAX, Buffer
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 __all__ = [
@@ -424,7 +424,7 @@ class Protocol:
                 self._events[i] = replace(event, data=bytes(event.data))
 
     def _parse(self) -> None:
-        parser, buf = self._parser, self._buffer
+        buf = self._buffer
         mask_bit, small_max = self._mask_in, self._small_max
         while self.state is _OPEN or (
             self.state is _CLOSING and self.close_received is None and self.error is None
@@ -446,8 +446,11 @@ class Protocol:
                         return
                     payload = view[start:end]
                     if mask_bit and length:
-                        # 5.3: unmask in place, the masked bytes are of no further use.
-                        payload[:] = xor_small(payload, int.from_bytes(view[2:6], "little"))
+                        # 5.3: unmask in place, the masked bytes are of no further use. This
+                        # is xor_small(payload, key), inline: it runs once per message.
+                        key = int.from_bytes(view[2:6], "little") * KEY_REPEAT[length]
+                        unmasked = (int.from_bytes(payload, "little") ^ key) & LOW_BYTES[length]
+                        payload[:] = unmasked.to_bytes(length, "little")
                     buf.consume(end)
                     if b0 == 0x81:
                         try:
@@ -467,7 +470,7 @@ class Protocol:
             if limit is not None and self._msg_text is not None and not self._msg_compressed:
                 limit -= self._msg_size  # what is left of this message's budget
             try:
-                frame = parser.parse(buf, max_size=limit)
+                frame = self._parser.parse(buf, max_size=limit)
                 if frame is None:
                     return
                 self._handle(frame)
