@@ -71,6 +71,46 @@ def test_pool_keeps_at_most_max_pooled() -> None:
     assert len(pool) == 2
 
 
+def test_pool_views_are_reused_without_allocating() -> None:
+    pool = BufferPool(chunk_size=16)
+    view = pool.acquire_view()
+    assert isinstance(view.obj, bytearray)
+    assert len(view) == 16
+    pool.release_view(view)
+    # The same memoryview object comes back: taking a buffer allocates nothing.
+    assert pool.acquire_view() is view
+    assert pool.allocated == 1
+    # The bytearray API and the view API share one free list.
+    pool.release_view(view)
+    assert pool.acquire() is view.obj
+    pool.release(bytearray(16))
+    assert len(pool.acquire_view()) == 16
+    assert pool.allocated == 1
+
+
+def test_pool_views_of_the_wrong_size_are_not_kept() -> None:
+    pool = BufferPool(chunk_size=16)
+    pool.release_view(memoryview(bytearray(32)))
+    assert len(pool) == 0
+
+
+def test_empty_buffer_hands_out_the_whole_chunk_view() -> None:
+    buf, pool = small_buffer()
+    first = buf.writable()
+    assert len(first) == CHUNK
+    # Between messages (nothing unread) the same whole view, not a new slice each time.
+    assert buf.writable() is first
+    feed(buf, b"ab")
+    rest = buf.writable()
+    assert rest is not first
+    assert len(rest) == CHUNK - 2
+    buf.consume(2)
+    assert buf.release() is True
+    # After a release and a new acquire, still the pool's one view of that chunk.
+    assert buf.writable() is first
+    assert pool.allocated == 1
+
+
 def test_pool_rejects_non_positive_chunk() -> None:
     with pytest.raises(ValueError, match="chunk_size must be positive"):
         BufferPool(chunk_size=0)

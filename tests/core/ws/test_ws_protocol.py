@@ -518,3 +518,19 @@ def test_small_and_fragmented_messages_in_any_chunking(
         got += [bytes(e.data) for e in receiver.events_received() if isinstance(e, Message)]
     assert got == [data for data, _, _ in messages]
     assert receiver.error is None
+
+
+def test_protocol_has_slots_and_a_plain_state() -> None:
+    # One Protocol per connection: no per-instance dict (memory per idle connection), and
+    # the state is read as an attribute on the per-message path.
+    proto = Protocol(Side.SERVER, state=State.CONNECTING)
+    assert not hasattr(proto, "__dict__")
+    assert proto.state is State.CONNECTING
+    proto.open()
+    assert proto.state is State.OPEN
+    proto.send_close()
+    assert proto.state is State.CLOSING
+    with pytest.raises(LocalProtocolError):
+        proto.send_binary(b"late")
+    with pytest.raises(LocalProtocolError):
+        proto.send_text("late")
