@@ -80,20 +80,22 @@ _DEFAULT_POOL = BufferPool()
 class ReceiveBuffer:
     """A growable, capped receive buffer that hands out memoryview slices without copying.
 
+    It holds one memoryview of a whole bytearray (the pool's, or a larger one after growth),
+    or none while released.
+
     Args:
         max_size: the most unconsumed bytes it will hold; past that :meth:`writable` raises
             :class:`BufferFull`.
         pool: where the first bytearray comes from and goes back to.
     """
 
-    __slots__ = ("_buf", "_end", "_mem", "_pool", "_start", "max_size")
+    __slots__ = ("_end", "_mem", "_pool", "_start", "max_size")
 
     def __init__(self, max_size: int = 1 << 20, pool: BufferPool | None = None) -> None:
         self._pool = pool if pool is not None else _DEFAULT_POOL
         if max_size < self._pool.chunk_size:
             max_size = self._pool.chunk_size
         self.max_size = max_size
-        self._buf: bytearray | None = None
         self._mem = _NO_MEMORY
         self._start = 0
         self._end = 0
@@ -104,7 +106,7 @@ class ReceiveBuffer:
     @property
     def capacity(self) -> int:
         """Size of the bytearray in use (0 when released to the pool)."""
-        return len(self._buf) if self._buf is not None else 0
+        return len(self._mem)
 
     def writable(self, min_size: int = 1) -> memoryview:
         """Return free space at the end for the kernel to write into, at least ``min_size``.
@@ -114,35 +116,35 @@ class ReceiveBuffer:
         Raises:
             BufferFull: when holding ``len(self) + min_size`` bytes would exceed ``max_size``.
         """
-        if self._buf is None:
-            mem = self._mem = self._pool.acquire_view()
-            self._buf = cast(bytearray, mem.obj)
-        free = len(self._buf) - self._end
-        if free >= min_size:
+        mem, end = self._mem, self._end
+        if mem is _NO_MEMORY:
+            pooled = self._pool._free  # acquire_view(), inline: once per message when busy
+            mem = self._mem = pooled.pop() if pooled else self._pool.acquire_view()
+        if len(mem) - end >= min_size:
             # All of it when empty (the usual case between messages): no new view.
-            return self._mem[self._end :] if self._end else self._mem
-        pending = self._end - self._start
+            return mem[end:] if end else mem
+        pending = end - self._start
         needed = pending + min_size
         if needed > self.max_size:
             raise BufferFull(f"more than {self.max_size} bytes buffered without a complete message")
-        if needed <= len(self._buf):
-            # Compaction: one memmove of the unread tail, no allocation.
-            self._buf[:pending] = self._mem[self._start : self._end]
+        if needed <= len(mem):
+            # Compaction: one memmove of the unread tail (overlap-safe), no allocation.
+            mem[:pending] = mem[self._start : end]
         else:
-            size = len(self._buf)
+            size = len(mem)
             while size < needed:
                 size *= 2
-            grown = bytearray(min(size, self.max_size))
+            grown = memoryview(bytearray(min(size, self.max_size)))
             # Growth copies the unread bytes once; it happens only for messages larger than
             # the pool's chunk, and the larger buffer is kept until release().
-            grown[:pending] = self._mem[self._start : self._end]
-            self._buf, self._mem = grown, memoryview(grown)
+            grown[:pending] = mem[self._start : end]
+            self._mem = mem = grown
         self._start, self._end = 0, pending
-        return self._mem[self._end :]
+        return mem[pending:]
 
     def commit(self, nbytes: int) -> None:
         """Record that ``nbytes`` were written into the last :meth:`writable` view."""
-        if nbytes < 0 or self._buf is None or self._end + nbytes > len(self._buf):
+        if nbytes < 0 or self._mem is _NO_MEMORY or self._end + nbytes > len(self._mem):
             raise LocalProtocolError(f"commit({nbytes}) beyond the writable space")
         self._end += nbytes
 
@@ -180,7 +182,7 @@ class ReceiveBuffer:
 
     def abandon(self) -> None:
         """Drop the memory without returning it to the pool (views of it may still be in use)."""
-        self._buf, self._mem = None, _NO_MEMORY
+        self._mem = _NO_MEMORY
         self._start = self._end = 0
 
     def clear(self) -> None:
@@ -194,12 +196,16 @@ class ReceiveBuffer:
         Returns:
             True when released. A buffer with unread bytes keeps its memory.
         """
-        if self._buf is None or self._end != self._start:
-            return self._buf is None
         mem = self._mem
-        self._buf, self._mem = None, _NO_MEMORY
+        if mem is _NO_MEMORY:
+            return True
+        if self._end != self._start:
+            return False
+        self._mem = _NO_MEMORY
         self._start = self._end = 0
-        self._pool.release_view(mem)
+        pool = self._pool
+        if len(mem) == pool.chunk_size and len(pool._free) < pool.max_pooled:
+            pool._free.append(mem)  # release_view(), inline: once per message when busy
         return True
 
 
