@@ -583,6 +583,9 @@ class Protocol:
         # 5.5.1: no data frames after a close frame.
         if self.state is not _OPEN:
             raise LocalProtocolError(f"cannot send a message in state {self.state.name}")
+        if fragment_size is None and (self._deflate is None or not compress):
+            self._output += self._writer.write_data(opcode, data)  # the per-message path
+            return
         if fragment_size is not None and fragment_size <= 0:
             raise LocalProtocolError("fragment_size must be positive")
         rsv1 = False
@@ -614,14 +617,6 @@ class Protocol:
             LocalProtocolError: the connection is not OPEN.
         """
         payload = data.encode("utf-8") if isinstance(data, str) else data
-        if (
-            fragment_size is None
-            and (self._deflate is None or not compress)
-            and self.state is _OPEN
-        ):
-            # The per-message path: one frame, nothing to compress.
-            self._output += self._writer.write_data(_TEXT, payload)
-            return
         self._send_message(_TEXT, payload, fragment_size, compress)
 
     def send_binary(
@@ -638,14 +633,6 @@ class Protocol:
         Raises:
             LocalProtocolError: the connection is not OPEN.
         """
-        if (
-            fragment_size is None
-            and (self._deflate is None or not compress)
-            and self.state is _OPEN
-        ):
-            # The per-message path: one frame, nothing to compress.
-            self._output += self._writer.write_data(_BINARY, data)
-            return
         self._send_message(_BINARY, data, fragment_size, compress)
 
     def send_ping(self, payload: Buffer = b"") -> None:
