@@ -434,19 +434,28 @@ def _ws_handshake(url: WSURL) -> ClientHandshake:
     return ClientHandshake(url.host_header, url.resource, user=url.user, password=url.password)
 
 
-_WS_TIMEOUTS_OFF = dict(ping_interval=None, ping_timeout=None)
+def _ws_timeouts(plan: LoadPlan) -> WSTimeouts:
+    """The load generator's WebSocket timeouts: the plan's for opening, no keepalive pings."""
+    return WSTimeouts(open=plan.timeout, close=2.0, ping_interval=None, ping_timeout=None)
+
+
+def _init_ws_driver(
+    conn: WebSocketClientConnection, run: Run, payload: Payload, url: WSURL
+) -> None:
+    """The connection half of a WebSocket driver's ``__init__`` (echo and bulk alike)."""
+    WebSocketClientConnection.__init__(
+        conn,
+        _ws_handshake(url),
+        max_size=max(payload.size, 1 << 20),
+        timeouts=_ws_timeouts(run.plan),
+    )
 
 
 class WSEcho(RequestEngine, WebSocketClientConnection):
     """Echo requests as binary WebSocket messages; each reply is compared with the payload."""
 
     def __init__(self, run: Run, slot: Slot, payload: Payload, url: WSURL) -> None:
-        WebSocketClientConnection.__init__(
-            self,
-            _ws_handshake(url),
-            max_size=max(payload.size, 1 << 20),
-            timeouts=WSTimeouts(open=run.plan.timeout, close=2.0, **_WS_TIMEOUTS_OFF),
-        )
+        _init_ws_driver(self, run, payload, url)
         self.init_engine(run, slot)
         self.payload = payload
         self._replies = 0
@@ -687,12 +696,7 @@ class WSBulk(BulkSender, WebSocketClientConnection):
     """Bulk binary messages over WebSocket (to ``ws-server --mode sink`` or an echo)."""
 
     def __init__(self, run: Run, slot: Slot, payload: Payload, url: WSURL) -> None:
-        WebSocketClientConnection.__init__(
-            self,
-            _ws_handshake(url),
-            max_size=max(payload.size, 1 << 20),
-            timeouts=WSTimeouts(open=run.plan.timeout, close=2.0, **_WS_TIMEOUTS_OFF),
-        )
+        _init_ws_driver(self, run, payload, url)
         self.run, self.slot, self.chunk = run, slot, payload.data
         self._task = None
 
@@ -853,7 +857,7 @@ class Worker:
                 ws = await self._open(
                     lambda: WebSocketClientConnection(
                         _ws_handshake(url),
-                        timeouts=WSTimeouts(open=plan.timeout, close=2.0, **_WS_TIMEOUTS_OFF),
+                        timeouts=_ws_timeouts(plan),
                     )
                 )
                 if plan.exchange:
