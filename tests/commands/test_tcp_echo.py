@@ -132,6 +132,32 @@ def test_unix_default_mode_and_stale_socket_replaced(netkit_server, tmp_path):
     assert run_netkit("tcp-echo", "client", f"unix:{path}", "x").returncode == 0
 
 
+def test_exiting_unix_server_spares_the_socket_of_the_server_that_replaced_it(
+    netkit_server, tmp_path
+):
+    path = tmp_path / "shared.sock"
+    a = netkit_server("tcp-echo", "serve", f"unix:{path}")
+    path.unlink()  # removed by hand while A runs
+    b = netkit_server("tcp-echo", "serve", f"unix:{path}")
+    assert a.stop() == 0
+    assert stat.S_ISSOCK(path.lstat().st_mode), "A's exit removed B's socket"
+    result = run_netkit("tcp-echo", "client", f"unix:{path}", "still-here")
+    assert result.returncode == 0, result.stderr
+    assert b.stop() == 0
+    assert not path.exists()
+
+
+def test_unix_server_refuses_a_path_where_a_live_server_listens(netkit_server, tmp_path):
+    path = tmp_path / "live.sock"
+    live = netkit_server("tcp-echo", "serve", f"unix:{path}")
+    result = run_netkit("tcp-echo", "serve", f"unix:{path}")
+    assert result.returncode == 6
+    assert_one_line_error(result.stderr)
+    assert "another server is listening" in result.stderr
+    assert run_netkit("tcp-echo", "client", f"unix:{path}", "x").returncode == 0
+    assert live.stop() == 0
+
+
 def test_unix_path_that_is_a_file_is_never_clobbered(tmp_path):
     path = tmp_path / "important.txt"
     path.write_text("keep me")

@@ -237,6 +237,42 @@ def test_unlink_unix_listener_removes_only_sockets(tmp_path: Path, sock_path: Pa
     assert regular.exists()
 
 
+def test_unlink_unix_listener_spares_a_socket_another_server_bound_since(sock_path: Path) -> None:
+    # A binds; its file is removed by hand and B (another process: a socket bound outside
+    # this module) binds the same path; A exits.
+    endpoint = UnixEndpoint(str(sock_path))
+    a = create_unix_listener(endpoint)
+    sock_path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as b:
+        b.bind(str(sock_path))
+        b.listen()
+        a.close()
+        unlink_unix_listener(endpoint)  # A's cleanup on exit
+        assert stat.S_ISSOCK(sock_path.lstat().st_mode), "B's socket file was removed"
+        exchange(b, socket.AF_UNIX, str(sock_path))  # B still serves
+
+
+def test_unlink_unix_listener_spares_a_socket_renamed_over_ours(
+    tmp_path: Path, sock_path: Path
+) -> None:
+    a = create_unix_listener(UnixEndpoint(str(sock_path)))
+    other_path = tmp_path / "other.sock"
+    with create_unix_listener(UnixEndpoint(str(other_path))) as b:
+        os.rename(other_path, sock_path)  # B's file now sits at A's path
+        a.close()
+        unlink_unix_listener(UnixEndpoint(str(sock_path)))
+        assert sock_path.exists()
+        exchange(b, socket.AF_UNIX, str(sock_path))
+
+
+def test_unlink_unix_listener_leaves_sockets_it_did_not_bind(sock_path: Path) -> None:
+    foreign = socket.socket(socket.AF_UNIX)
+    foreign.bind(str(sock_path))
+    foreign.close()
+    unlink_unix_listener(UnixEndpoint(str(sock_path)))
+    assert sock_path.exists()
+
+
 # --- UDP ---------------------------------------------------------------------------------
 
 
