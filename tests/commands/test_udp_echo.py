@@ -24,6 +24,7 @@ def test_echo_without_loss(netkit_server):
     assert server.stop() == 0
     done = server.event("summary")
     assert done["datagrams_in"] == 20 and done["datagrams_out"] == 20 and done["peers"] == 1
+    assert done["refused_source"] == 0 and done["peer_table_full"] is False
 
 
 def test_lossy_server_is_measured_and_fails_the_check(netkit_server):
