@@ -8,7 +8,9 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,6 +158,19 @@ def test_unix_server_refuses_a_path_where_a_live_server_listens(netkit_server, t
     assert "another server is listening" in result.stderr
     assert run_netkit("tcp-echo", "client", f"unix:{path}", "x").returncode == 0
     assert live.stop() == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets are Linux")
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_abstract_unix_socket_echo(netkit_server, loop):
+    # uvloop's create_unix_connection refused "\0name" with EINVAL (#13 item 21).
+    name = f"unix:@netkit-echo-{uuid.uuid4().hex}"
+    server = netkit_server("--loop", loop, "tcp-echo", "serve", name)
+    assert server.address == name
+    result = run_netkit("--loop", loop, "tcp-echo", "client", name, "abstract", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout)[-1]["verified"] == 1
+    assert server.stop() == 0
 
 
 def test_unix_path_that_is_a_file_is_never_clobbered(tmp_path):
