@@ -74,11 +74,21 @@ def describe(address: object) -> str:
     return str(address)
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = frozenset({62, 63, 64})
+
+
 def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
     """Turn an exception from connecting to ``target`` into a netkit error."""
     if isinstance(exc, NetkitError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in _NAME_MISMATCH:
+            # Trusted, but issued for another name: --cacert or --insecure is not the cure.
+            return TLSError(
+                f"TLS certificate of {target} is for another name: {exc.verify_message}",
+                hint="pass --sni NAME to check it against the name it was issued for",
+            )
         return TLSError(
             f"TLS certificate of {target} not trusted: {exc.verify_message}",
             hint="pass --cacert FILE to trust its CA, or --insecure to skip verification",

@@ -92,8 +92,39 @@ def test_tls_echo_verifies_server(netkit_server, tls_files):
     assert untrusted.returncode == 5
     assert_one_line_error(untrusted.stderr)
     assert "not trusted" in untrusted.stderr and "--cacert" in untrusted.stderr
+    assert ok.stderr == ""
     insecure = run_netkit("tcp-echo", "client", server.address, "--insecure", "-c", "1")
     assert insecure.returncode == 0, insecure.stderr
+    # Skipping verification is said on stderr, once, in every output mode (#13 item 23).
+    for result in (
+        insecure,
+        run_netkit("tcp-echo", "client", server.address, "-k", "-c", "1", "--json"),
+    ):
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("netkit: warning: --insecure: certificates are not verified")
+
+
+def test_tls_name_mismatch_suggests_sni(netkit_server, tls_files):
+    server = netkit_server(
+        "tcp-echo", "serve", ":0", "--cert", tls_files["chain"], "--key", tls_files["key"]
+    )
+    port = server.address.rsplit(":", 1)[1]
+    result = run_netkit(
+        "tcp-echo", "client", f"127.0.0.1:{port}", "--cacert", tls_files["ca"], "--sni", "x.test"
+    )
+    assert result.returncode == 5
+    assert_one_line_error(result.stderr)
+    assert "is for another name" in result.stderr and "--sni" in result.stderr
+    assert "--insecure" not in result.stderr
+
+
+def test_certificate_without_key_names_the_file(tls_files):
+    result = run_netkit("tcp-echo", "serve", ":0", "--cert", tls_files["chain"])
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    assert "holds no private key: pass --key FILE" in result.stderr
+    assert "PEM lib" not in result.stderr
 
 
 def test_tls_self_signed_prints_ca_file(netkit_server):

@@ -366,14 +366,19 @@ def test_translate_tls_verification_failure(
     assert error.hint is not None and "--cacert" in error.hint and "--insecure" in error.hint
 
 
-def test_translate_tls_hostname_mismatch(
-    tls_handshake: Handshake, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+@pytest.mark.parametrize("name", ["other.test", "127.0.0.2"])
+def test_translate_tls_name_mismatch_suggests_sni(
+    tls_handshake: Handshake, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext, name: str
 ) -> None:
     with pytest.raises(ssl.SSLCertVerificationError) as info:
-        tls_handshake(server_ssl, client_ssl, server_hostname="other.test")
-    error = translate_connect_error(info.value, "other.test:443")
+        tls_handshake(server_ssl, client_ssl, server_hostname=name)
+    error = translate_connect_error(info.value, f"{name}:443")
     assert isinstance(error, TLSError)
-    assert "other.test" in str(error)
+    assert str(error).startswith(f"TLS certificate of {name}:443 is for another name: ")
+    assert name in str(error)
+    # The CA is trusted: the cure is --sni, not --cacert or --insecure.
+    assert error.hint is not None and "--sni" in error.hint
+    assert "--cacert" not in error.hint and "--insecure" not in error.hint
 
 
 def test_translate_tls_handshake_failure_from_a_real_handshake() -> None:
