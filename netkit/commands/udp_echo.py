@@ -76,7 +76,14 @@ def serve(
             ),
         )
         server.start()
-        fields = {"address": f"udp://{address}", "transport": "udp", "loop": runtime.loop_name()}
+        # "address" is bare HOST:PORT as for every server; "url" names the transport too,
+        # for commands whose bare HOST:PORT means TCP (bench).
+        fields = {
+            "address": address,
+            "transport": "udp",
+            "url": f"udp://{address}",
+            "loop": runtime.loop_name(),
+        }
         human = f"[bold]udp-echo[/] listening on [cyan]udp://{escape(address)}[/] ({runtime.loop_name()})"
         if drop_every:
             human += f", dropping every {drop_every}th datagram"
