@@ -48,8 +48,9 @@ def serve(
     """Echo every datagram back to its sender until SIGINT/SIGTERM.
 
     Datagrams from port 0, from ports below 1024 (where echo and chargen services live) or
-    from the server's own port are counted and not answered, so a forged source cannot start
-    an echo loop. The first 10,000 senders are reported (one "peer" event each); later ones
+    from the server's own port are counted and not answered: a forged source cannot make it
+    echo to itself, to another echo server on its port, or to a well-known service (another
+    echo server on some other high port can still be aimed at it, as with any echo). The first 10,000 senders are reported (one "peer" event each); later ones
     are answered but not listed. Byte counts are the datagrams' real sizes, even those
     dropped for being over --max-size.
     """

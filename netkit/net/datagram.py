@@ -79,7 +79,10 @@ def answerable(source: tuple[Any, ...], own_port: int) -> bool:
 
 
 class UDPEchoServer:
-    """Echoes every datagram to its sender, unless the sender could start an echo loop.
+    """Echoes every datagram to its sender, unless its source port could start an echo loop.
+
+    A loop with an echo server on some other unprivileged port cannot be told apart from a
+    client by its address; no port rule (nor inetd) prevents that one.
 
     Args:
         sock: a bound, non-blocking UDP socket.

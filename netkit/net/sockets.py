@@ -201,8 +201,11 @@ def _remove_stale_socket(path: str) -> None:
         probe.settimeout(1)
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
+        # Stale: a previous server died without cleaning up. Unless a server bound the path
+        # anew while we probed: then the file is another one, and it is not ours to remove.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # stale: a previous server died without cleaning up
+            if _file_identity(os.lstat(path)) == _file_identity(st):
+                os.unlink(path)
         return
     except OSError:
         return  # let bind() report what is wrong
