@@ -95,19 +95,66 @@ def test_every_command_has_a_man_page_with_every_option() -> None:
 @pytest.mark.parametrize("page", _man_pages(), ids=lambda p: p.name)
 @pytest.mark.parametrize("device", ["utf8", "ps"])
 def test_man_page_renders_without_warnings(page: Path, device: str) -> None:
+    result = subprocess.run(
+        [_groff(), "-man", "-ww", "-z", f"-T{device}", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and not result.stderr, result.stderr
+
+
+def _groff() -> str:
     groff = shutil.which("groff")
     if groff is None:
         pytest.fail(
             "groff is not installed, so the man pages cannot be checked: "
             "apt-get install groff-base (.ci/run installs it in CI)"
         )
+    return groff
+
+
+@pytest.mark.parametrize("page", _man_pages(), ids=lambda p: p.name)
+def test_rendered_man_page_shows_no_escape_artifacts(page: Path) -> None:
+    # The ws-client page showed "/ping \[data]" (rich's markup escape, kept) and
+    # "Default: ." (an empty default) (#13 item 24).
     result = subprocess.run(
-        [groff, "-man", "-ww", "-z", f"-T{device}", str(page)],
+        [_groff(), "-man", "-Tutf8", "-P-cbou", str(page)],
         capture_output=True,
         text=True,
         timeout=30,
+        env={**os.environ, "GROFF_NO_SGR": "1"},
     )
-    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "DESCRIPTION" in text  # really rendered
+    for artifact in ("\\[", "\\e", "Default: .", "Default: \n"):
+        assert artifact not in text, (page.name, artifact)
+
+
+def test_help_text_survives_typers_rich_markup() -> None:
+    # typer reads help as rich markup: "[ff15::1]:5000" in a help string looked like a tag
+    # and vanished from --help (and "\\[" must stay the way to write a "[").
+    import click
+    import typer
+    from rich.text import Text
+
+    from netkit import cli
+
+    def texts(cmd: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
+        found = [(ctx.command_path, cmd.help or "")]
+        found += [(ctx.command_path, getattr(p, "help", None) or "") for p in cmd.params]
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None
+                found += texts(sub, click.Context(sub, info_name=name, parent=ctx))
+        return found
+
+    root = typer.main.get_command(cli.app)
+    for where, raw in texts(root, click.Context(root, info_name="netkit")):
+        shown = Text.from_markup(raw).plain
+        assert shown == raw.replace("\\[", "["), (where, raw)
 
 
 def test_exit_status_section_lists_every_exit_code() -> None:

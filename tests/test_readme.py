@@ -22,10 +22,12 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,3 +227,82 @@ def test_readme_example_runs(block: Block, tmp_path: Path) -> None:
     finally:
         failures = session.stop()
     assert not failures, "\n".join(failures)
+
+
+# --- what the README says besides its runnable blocks ---------------------------------------
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+# A command and, on the next line, the JSON line it prints: "netkit ... --json\n# -> {...}".
+SAMPLE = re.compile(r"^netkit (?P<command>.+ --json)\n# -> (?P<line>\{.*\})$", re.MULTILINE)
+# Fields whose value depends on the run or the machine: only their kind is compared.
+VARYING = {"ts", "address", "max_open_files", "loop"}
+
+
+@pytest.mark.timeout(60)
+def test_readme_sample_json_lines_are_what_netkit_prints(tmp_path: Path) -> None:
+    samples = SAMPLE.findall(README)
+    assert samples, "the README shows no sample --json line any more"
+    for command, line in samples:
+        expected = json.loads(line.replace("...", "null"))
+        session = Session(tmp_path)
+        try:
+            session.start(f"netkit {command} &")
+            got = session.servers[-1].listening()
+        finally:
+            failures = session.stop()
+        assert not failures, failures
+        assert list(got) == list(expected), f"README shows {line}\nnetkit prints {got}"
+        for key, value in expected.items():
+            if key in VARYING:
+                assert type(got[key]) is type(value) or value is None, (key, got[key])
+            else:
+                assert got[key] == value, (key, got[key], value)
+
+
+def _man_block() -> list[str]:
+    """The commands of the README's block that shows how to reach the man pages (or [])."""
+    section = README.split("## Man pages and shell completion", 1)[1].split("\n## ", 1)[0]
+    for block in section.split("```sh\n")[1:]:
+        body = block.split("```", 1)[0]
+        lines = [line.split("#", 1)[0].strip() for line in body.splitlines()]
+        commands = [line for line in lines if line]
+        # Only a block of man commands: never run the completion block (it edits ~/.bashrc).
+        if commands and all(re.search(r"\bman (-l |netkit)", c) for c in commands):
+            return commands
+    return []
+
+
+@pytest.mark.timeout(60)
+def test_readme_ways_to_reach_the_man_pages_work(tmp_path: Path) -> None:
+    # "man netkit" failed right after the README's install (#13 item 24): each way the README
+    # gives is run here against a real venv laid out as pip installs the pages.
+    commands = _man_block()
+    assert len(commands) >= 3, "the README shows no block of ways to reach the man pages"
+    if shutil.which("man") is None or shutil.which("manpath") is None:
+        pytest.skip("man-db is not installed")
+    venv = tmp_path / ".venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60
+    )
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["tool"]["setuptools"]["data-files"]["share/man/man1"] == ["man/*.1"]
+    pages = venv / "share" / "man" / "man1"
+    pages.mkdir(parents=True)
+    for page in (ROOT / "man").glob("*.1"):
+        shutil.copy(page, pages)
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"
+    for command in commands:
+        # -w: where the page is, instead of showing it.
+        located = command.replace("man -l ", "man -w -l ").replace("man netkit", "man -w netkit")
+        result = subprocess.run(
+            ["bash", "--norc", "-c", located],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        found = (tmp_path / result.stdout.strip()).resolve()
+        assert found.parent == pages.resolve(), (command, result.stdout)

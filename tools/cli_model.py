@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import click
 import typer
+from rich.text import Text
 
 # typer's own options on the root command: kept in the model (they work), described as typer does.
 DEFAULT_PANEL = "Options"
@@ -94,7 +95,11 @@ class Command:
 
 
 def _text(value: str | None) -> str:
-    return inspect.cleandoc(value) if value else ""
+    """Help text as ``--help`` shows it: typer reads it as rich markup, so ``\\[`` is ``[``.
+
+    Parsing the markup is not rendering: the result does not depend on the terminal.
+    """
+    return Text.from_markup(inspect.cleandoc(value)).plain if value else ""
 
 
 def _range(kind: object) -> str | None:
@@ -117,8 +122,8 @@ def _default(param: click.Parameter) -> str | None:
     if show is False:
         return None
     value = param.default
-    if callable(value) or value is None or value == () or value == []:
-        return None
+    if callable(value) or value is None or value in ((), [], ""):
+        return None  # nothing to show ("Default: ." otherwise); --help shows none either
     if isinstance(param, click.Option) and param.is_flag:
         if not param.secondary_opts:
             return None  # a plain flag is off unless given

@@ -118,7 +118,7 @@ def send(
     group: Annotated[
         str,
         typer.Argument(
-            help="GROUP:PORT (239.1.2.3:5000, [ff15::1]:5000); with --broadcast ADDRESS:PORT."
+            help="GROUP:PORT (239.1.2.3:5000, \\[ff15::1]:5000); with --broadcast ADDRESS:PORT."
         ),
     ],
     messages: Annotated[

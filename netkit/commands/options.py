@@ -8,6 +8,7 @@ from typing import Annotated
 import click
 import typer
 
+from netkit.console import active_output
 from netkit.core.units import parse_duration, parse_size
 from netkit.net.sockets import SocketOptions, parse_socket_mode
 from netkit.net.tls import ClientTLS, ServerTLS
@@ -187,9 +188,23 @@ def client_tls(
     key: Path | None,
     insecure: bool,
     sni: str | None,
+    *,
+    warn: bool = True,
 ) -> ClientTLS:
-    """Build :class:`ClientTLS`; any TLS-specific flag turns TLS on."""
+    """Build :class:`ClientTLS`; any TLS-specific flag turns TLS on.
+
+    ``--insecure`` is said out loud on stderr, once, in every output mode (after every check
+    of the options: a refused command line gets its error alone).
+
+    Args:
+        warn: False when the caller goes on to refuse TLS options (no warning then).
+    """
     enabled = tls or cacert is not None or cert is not None or insecure or sni is not None
+    out = active_output()
+    if insecure and warn and out is not None:
+        out.warn(
+            "--insecure: certificates are not verified, anyone on the path can pose as the server"
+        )
     return ClientTLS(enabled, cacert, cert, key, insecure, sni)
 
 

@@ -45,7 +45,15 @@ def serve(
     rcvbuf: opt.RecvBuffer = None,
     json: opt.Json = False,
 ) -> None:
-    """Echo every datagram back to its sender until SIGINT/SIGTERM."""
+    """Echo every datagram back to its sender until SIGINT/SIGTERM.
+
+    Datagrams from port 0, from ports below 1024 (where echo and chargen services live) or
+    from the server's own port are counted and not answered: a forged source cannot make it
+    echo to itself, to another echo server on its port, or to a well-known service (another
+    echo server on some other high port can still be aimed at it, as with any echo). The first 10,000 senders are reported (one "peer" event each); later ones
+    are answered but not listed. Byte counts are the datagrams' real sizes, even those
+    dropped for being over --max-size.
+    """
     out = Output(json)
     where = parse_datagram_endpoint(endpoint)
     limit = parse_size(max_size, option="--max-size")
@@ -62,9 +70,21 @@ def serve(
             max_size=limit,
             drop_every=drop_every,
             on_peer=lambda peer: out.event("peer", None, peer=peer),
+            on_peer_table_full=lambda cap: out.event(
+                "peer_table_full",
+                f"{cap} peers seen: later senders are answered but not listed",
+                max_peers=cap,
+            ),
         )
         server.start()
-        fields = {"address": f"udp://{address}", "transport": "udp", "loop": runtime.loop_name()}
+        # "address" is bare HOST:PORT as for every server; "url" names the transport too,
+        # for commands whose bare HOST:PORT means TCP (bench).
+        fields = {
+            "address": address,
+            "transport": "udp",
+            "url": f"udp://{address}",
+            "loop": runtime.loop_name(),
+        }
         human = f"[bold]udp-echo[/] listening on [cyan]udp://{escape(address)}[/] ({runtime.loop_name()})"
         if drop_every:
             human += f", dropping every {drop_every}th datagram"
@@ -88,7 +108,14 @@ def serve(
     out.event(
         "summary",
         f"echoed {stats['datagrams_out']} of {stats['datagrams_in']} datagram(s) from "
-        f"{stats['peers']} peer(s), {format_size(int(stats['bytes_in']))} in"  # type: ignore[call-overload]
+        f"{stats['peers']}{'+' if stats['peer_table_full'] else ''} peer(s), "
+        f"{format_size(int(stats['bytes_in']))} in"  # type: ignore[call-overload]
+        + (
+            f", {stats['refused_source']} not answered (source port below 1024 or our own)"
+            if stats["refused_source"]
+            else ""
+        )
+        + (f", {stats['oversize']} over --max-size" if stats["oversize"] else "")
         + (
             f", {stats['dropped_on_purpose']} dropped on purpose"
             if stats["dropped_on_purpose"]

@@ -778,7 +778,7 @@ def ws_client(
     )
     wait = parse_duration(timeout, option="--timeout") if timeout is not None else None
     retry_for = parse_duration(retry, option="--retry") if retry else 0.0
-    tls = opt.client_tls(target.secure, cacert, cert, key, insecure, sni)
+    tls = opt.client_tls(target.secure, cacert, cert, key, insecure, sni, warn=target.secure)
     if tls.enabled and not target.secure:
         raise ConfigError("TLS options need a wss:// URL")
     ctx = client_context(tls) if tls.enabled else None

@@ -167,6 +167,12 @@ def parse_host_port(text: str, *, whole: str | None = None) -> tuple[str, int]:
         if not rest.startswith(":"):
             raise EndpointError(f"endpoint {whole!r} has no port (expected [{host}]:PORT)")
         return host, _parse_port(rest[1:], whole)
+    if "://" in text:
+        # udp://udp://H:P: without this, the colons read as an IPv6 address without brackets.
+        inner = text.partition("://")[0]
+        raise EndpointError(
+            f"endpoint {whole!r}: {inner + '://'!r} where HOST:PORT should be (a scheme twice?)"
+        )
     if text.count(":") > 1:
         raise EndpointError(f"endpoint {whole!r}: put IPv6 addresses in brackets, as in [::1]:7007")
     host, sep, port_text = text.rpartition(":")

@@ -21,6 +21,18 @@ from netkit.net.sockets import describe
 # Datagrams handled per readiness callback before yielding to the loop (fairness).
 BATCH = 64
 MAX_UDP_PAYLOAD = 65507
+# Receive buffer of the echo server: larger than any UDP payload (IPv4 65507, IPv6 65527),
+# so recvfrom_into never truncates and the byte counts are what really arrived.
+_RECV_BUFFER = 65536
+# Senders the echo server remembers (for "peer" events and the summary's count); beyond
+# this, new senders are still answered but no longer recorded, so memory and output stay
+# bounded whatever sources a flood (or a spoofer) uses.
+MAX_PEERS = 10_000
+# Source ports an echo server never answers: the well-known services below 1024, where
+# echo, chargen, daytime and friends answer anything (two of them answering each other is
+# the UDP packet storm of CVE-1999-0103), and port 0, which cannot be answered (RFC 768).
+# OpenBSD inetd's dg_badinput rule.
+_FIRST_ANSWERED_PORT = 1024
 
 
 @dataclass
@@ -34,7 +46,9 @@ class DatagramStats:
     dropped: int = 0
     oversize: int = 0
     send_failed: int = 0
-    peers: set[str] = field(default_factory=set)
+    refused_source: int = 0
+    peers: set[tuple[Any, ...]] = field(default_factory=set)
+    peers_untracked: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of a summary."""
@@ -46,18 +60,37 @@ class DatagramStats:
             "dropped_on_purpose": self.dropped,
             "oversize": self.oversize,
             "send_failed": self.send_failed,
+            "refused_source": self.refused_source,
             "peers": len(self.peers),
+            "peer_table_full": self.peers_untracked,
         }
 
 
+def answerable(source: tuple[Any, ...], own_port: int) -> bool:
+    """Whether an echo server on ``own_port`` may answer a datagram from ``source``.
+
+    Never its own port, whatever the address: a datagram forged to come from the server
+    itself (or from another echo server on the same port) would be echoed back and forth for
+    ever. FreeBSD inetd's check_loop refuses its own services' ports the same way. Nor
+    port 0 or the well-known service ports below 1024 (OpenBSD inetd's dg_badinput).
+    """
+    port: int = source[1]
+    return port >= _FIRST_ANSWERED_PORT and port != own_port
+
+
 class UDPEchoServer:
-    """Echoes every datagram to its sender.
+    """Echoes every datagram to its sender, unless its source port could start an echo loop.
+
+    A loop with an echo server on some other unprivileged port cannot be told apart from a
+    client by its address; no port rule (nor inetd) prevents that one.
 
     Args:
         sock: a bound, non-blocking UDP socket.
         max_size: the largest datagram echoed; larger ones are counted and dropped.
         drop_every: drop every Nth datagram (fault injection for testing clients), 0 = never.
-        on_peer: called once with each new peer address.
+        on_peer: called once with each new peer address (for the first ``max_peers``).
+        on_peer_table_full: called once, when a sender arrives beyond ``max_peers``.
+        max_peers: how many senders are remembered; later ones are answered, not recorded.
     """
 
     def __init__(
@@ -67,14 +100,18 @@ class UDPEchoServer:
         max_size: int = MAX_UDP_PAYLOAD,
         drop_every: int = 0,
         on_peer: Callable[[str], None] | None = None,
+        on_peer_table_full: Callable[[int], None] | None = None,
+        max_peers: int = MAX_PEERS,
     ) -> None:
         self.sock = sock
         self.max_size = max_size
         self.drop_every = drop_every
         self.on_peer = on_peer
+        self.on_peer_table_full = on_peer_table_full
+        self.max_peers = max_peers
         self.stats = DatagramStats()
-        # One byte more than the limit, so an oversize datagram is recognisable.
-        self._buf = bytearray(max_size + 1)
+        self._own_port: int = sock.getsockname()[1]
+        self._buf = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buf)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -99,11 +136,11 @@ class UDPEchoServer:
                 continue  # an ICMP error from an earlier reply to a peer that went away
             stats.received += 1
             stats.bytes_in += n
-            if self.on_peer is not None:
-                peer = describe(addr)
-                if peer not in stats.peers:
-                    stats.peers.add(peer)
-                    self.on_peer(peer)
+            if not answerable(addr, self._own_port):
+                stats.refused_source += 1
+                continue
+            if addr not in stats.peers:
+                self._new_peer(addr)
             if n > self.max_size:
                 stats.oversize += 1
                 continue
@@ -117,6 +154,17 @@ class UDPEchoServer:
                 continue
             stats.echoed += 1
             stats.bytes_out += n
+
+    def _new_peer(self, addr: tuple[Any, ...]) -> None:
+        stats = self.stats
+        if len(stats.peers) < self.max_peers:
+            stats.peers.add(addr)
+            if self.on_peer is not None:
+                self.on_peer(describe(addr))
+        elif not stats.peers_untracked:
+            stats.peers_untracked = True
+            if self.on_peer_table_full is not None:
+                self.on_peer_table_full(self.max_peers)
 
 
 @dataclass

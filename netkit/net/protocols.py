@@ -10,6 +10,7 @@ is reused or returned to the pool (CPython >= 3.12 and uvloop may keep views of 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -206,6 +207,23 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self.transport.close()
 
 
+async def _connect_unix(endpoint: UnixEndpoint) -> socket.socket:
+    """A non-blocking Unix socket connected to ``endpoint``.
+
+    uvloop's ``create_unix_connection`` rejects an abstract name (``"\\0name"``) with EINVAL,
+    though its ``sock_connect`` takes it: connecting here serves file and abstract names
+    alike on every loop.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, endpoint.address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def open_stream(
     endpoint: TCPEndpoint | UnixEndpoint,
     factory: Callable[[], StreamProtocol],
@@ -234,7 +252,7 @@ async def open_stream(
                 if isinstance(endpoint, UnixEndpoint):
                     _, protocol = await loop.create_unix_connection(
                         factory,
-                        endpoint.address,
+                        sock=await _connect_unix(endpoint),
                         ssl=ssl_context,
                         server_hostname=(server_hostname or "localhost") if ssl_context else None,
                     )

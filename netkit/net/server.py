@@ -95,6 +95,35 @@ def make_listener(
     return create_tcp_listener(endpoint, reuse_port=reuse_port, options=options)
 
 
+# OpenSSL reasons a user meets on a TLS port, in words.
+_TLS_REASONS = {
+    "HTTP_REQUEST": "plain HTTP sent to a TLS port",
+    "WRONG_VERSION_NUMBER": "not a TLS handshake",
+    "UNSUPPORTED_PROTOCOL": "the client offers only TLS versions below 1.2",
+    "NO_SHARED_CIPHER": "no cipher suite in common",
+    "TLSV1_ALERT_UNKNOWN_CA": "the client does not trust our certificate's CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the client rejected our certificate",
+}
+
+
+def handshake_failure(exc: OSError | ssl.SSLError) -> str:
+    """One line on why a client's TLS handshake failed; never empty.
+
+    The event loops report a connection lost mid-handshake as a bare ``ConnectionResetError()``
+    (no errno, no text), which used to come out as "TLS: ".
+    """
+    reason = getattr(exc, "reason", None)
+    if reason:
+        words = _TLS_REASONS.get(reason)
+        return f"TLS handshake failed: {reason}" + (f" ({words})" if words else "")
+    if isinstance(exc, ConnectionResetError) and exc.errno is None:
+        return (
+            "TLS handshake failed: the client closed the connection before it ended"
+            " (a client that does not trust the certificate does this)"
+        )
+    return f"TLS handshake failed: {exc.strerror or exc or type(exc).__name__}"
+
+
 class StreamServer:
     """Serves connections made by ``factory`` on an already-listening socket.
 
@@ -161,8 +190,7 @@ class StreamServer:
             conn.close()
             self.stats.errors += 1
             if self.on_event:
-                reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
-                self.on_event("handshake_failed", {"peer": peer, "error": f"TLS: {reason}"})
+                self.on_event("handshake_failed", {"peer": peer, "error": handshake_failure(exc)})
 
     def _register(self, conn: ServerConnection) -> None:
         if self.draining or (

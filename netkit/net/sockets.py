@@ -74,11 +74,21 @@ def describe(address: object) -> str:
     return str(address)
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = frozenset({62, 63, 64})
+
+
 def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
     """Turn an exception from connecting to ``target`` into a netkit error."""
     if isinstance(exc, NetkitError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in _NAME_MISMATCH:
+            # Trusted, but issued for another name: --cacert or --insecure is not the cure.
+            return TLSError(
+                f"TLS certificate of {target} is for another name: {exc.verify_message}",
+                hint="pass --sni NAME to check it against the name it was issued for",
+            )
         return TLSError(
             f"TLS certificate of {target} not trusted: {exc.verify_message}",
             hint="pass --cacert FILE to trust its CA, or --insecure to skip verification",
@@ -166,6 +176,16 @@ def create_tcp_listener(
     return sock
 
 
+# Socket files this process bound: path -> (st_dev, st_ino) taken right after bind().
+# Module state because the listener socket cannot tell which file it bound; it survives
+# fork, so a worker of a multi-process server can clean up the file its parent bound.
+_bound_files: dict[str, tuple[int, int]] = {}
+
+
+def _file_identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
 def _remove_stale_socket(path: str) -> None:
     """Remove ``path`` if it is a socket nobody listens on; refuse to touch anything else."""
     try:
@@ -181,8 +201,11 @@ def _remove_stale_socket(path: str) -> None:
         probe.settimeout(1)
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
+        # Stale: a previous server died without cleaning up. Unless a server bound the path
+        # anew while we probed: then the file is another one, and it is not ours to remove.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # stale: a previous server died without cleaning up
+            if _file_identity(os.lstat(path)) == _file_identity(st):
+                os.unlink(path)
         return
     except OSError:
         return  # let bind() report what is wrong
@@ -221,6 +244,10 @@ def create_unix_listener(
                 sock.bind(endpoint.address)
             finally:
                 os.umask(old)
+            # Right after bind: the file is ours; remember which file, so exiting never
+            # removes a file another server bound at this path since (CPython 3.13's
+            # asyncio cleanup_socket keeps st_ino for the same reason).
+            _bound_files[endpoint.path] = _file_identity(os.lstat(endpoint.path))
             if mode is not None:
                 os.chmod(endpoint.path, mode)
         sock.listen(backlog)
@@ -274,12 +301,22 @@ def listener_address(sock: socket.socket) -> str:
 
 
 def unlink_unix_listener(endpoint: UnixEndpoint) -> None:
-    """Remove the socket file of a listener we created (not abstract ones, not other files)."""
+    """Remove the socket file of a listener this process created, if it is still that file.
+
+    Nothing is removed for abstract sockets, for paths this process did not bind, or when the
+    file at the path is no longer the one bound (same device and inode): another server may
+    have bound the path since, and its socket must survive our exit.
+    """
     if endpoint.abstract:
         return
+    identity = _bound_files.get(endpoint.path)
+    if identity is None:
+        return
     with contextlib.suppress(OSError):
-        if stat.S_ISSOCK(os.lstat(endpoint.path).st_mode):
+        st = os.lstat(endpoint.path)
+        if stat.S_ISSOCK(st.st_mode) and _file_identity(st) == identity:
             os.unlink(endpoint.path)
+            del _bound_files[endpoint.path]
 
 
 def raise_nofile_limit() -> tuple[int, int]:

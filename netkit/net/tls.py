@@ -63,6 +63,31 @@ def _readable(path: Path, what: str) -> str:
     return str(path)
 
 
+def _chain_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> str:
+    """Say what is wrong with a certificate and key OpenSSL refused, in terms a user can act on.
+
+    OpenSSL's own words for the commonest mistakes are "[SSL] PEM lib (_ssl.c:3926)"; the
+    PEM markers in the files tell which file lacks what.
+    """
+    with open(certfile, "rb") as f:
+        cert_pem = f.read()
+    if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
+        return f"{certfile!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    if keyfile is None:
+        if b"PRIVATE KEY-----" not in cert_pem:
+            return (
+                f"{certfile!r} holds no private key: pass --key FILE, "
+                "or put the key in the same PEM file"
+            )
+    else:
+        with open(keyfile, "rb") as f:
+            if b"PRIVATE KEY-----" not in f.read():
+                return f"{keyfile!r} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return "the private key does not match the certificate (it belongs to another one)"
+    return str(exc.reason or exc)
+
+
 def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None) -> None:
     certfile = _readable(cert, "certificate file")
     keyfile = _readable(key, "key file") if key is not None else None
@@ -72,7 +97,7 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None) -> None:
         raise ConfigError(
             f"cannot use certificate {certfile!r}"
             + (f" with key {keyfile!r}" if keyfile else "")
-            + f": {exc.reason or exc}"
+            + f": {_chain_problem(certfile, keyfile, exc)}"
         ) from None
 
 

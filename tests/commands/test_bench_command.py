@@ -83,8 +83,8 @@ def test_websocket_target_then_options_and_explicit_run(netkit_server: Any) -> N
 
 def test_udp_unix_tls_stream_and_connect(netkit_server: Any, tmp_path: Path) -> None:
     udp = started(netkit_server, "udp-echo", "serve", "127.0.0.1:0")
-    assert udp.address.startswith("udp://")
-    s = summary(run_netkit("bench", udp.address, *SHORT).stdout)
+    assert udp.listening["url"].startswith("udp://")
+    s = summary(run_netkit("bench", udp.listening["url"], *SHORT).stdout)
     assert (s["transport"], s["errors"]["total"]) == ("udp", 0) and s["requests"] > 10
 
     sock = tmp_path / "echo.sock"

@@ -8,7 +8,9 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,8 +92,39 @@ def test_tls_echo_verifies_server(netkit_server, tls_files):
     assert untrusted.returncode == 5
     assert_one_line_error(untrusted.stderr)
     assert "not trusted" in untrusted.stderr and "--cacert" in untrusted.stderr
+    assert ok.stderr == ""
     insecure = run_netkit("tcp-echo", "client", server.address, "--insecure", "-c", "1")
     assert insecure.returncode == 0, insecure.stderr
+    # Skipping verification is said on stderr, once, in every output mode (#13 item 23).
+    for result in (
+        insecure,
+        run_netkit("tcp-echo", "client", server.address, "-k", "-c", "1", "--json"),
+    ):
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("netkit: warning: --insecure: certificates are not verified")
+
+
+def test_tls_name_mismatch_suggests_sni(netkit_server, tls_files):
+    server = netkit_server(
+        "tcp-echo", "serve", ":0", "--cert", tls_files["chain"], "--key", tls_files["key"]
+    )
+    port = server.address.rsplit(":", 1)[1]
+    result = run_netkit(
+        "tcp-echo", "client", f"127.0.0.1:{port}", "--cacert", tls_files["ca"], "--sni", "x.test"
+    )
+    assert result.returncode == 5
+    assert_one_line_error(result.stderr)
+    assert "is for another name" in result.stderr and "--sni" in result.stderr
+    assert "--insecure" not in result.stderr
+
+
+def test_certificate_without_key_names_the_file(tls_files):
+    result = run_netkit("tcp-echo", "serve", ":0", "--cert", tls_files["chain"])
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    assert "holds no private key: pass --key FILE" in result.stderr
+    assert "PEM lib" not in result.stderr
 
 
 def test_tls_self_signed_prints_ca_file(netkit_server):
@@ -130,6 +163,45 @@ def test_unix_default_mode_and_stale_socket_replaced(netkit_server, tmp_path):
     netkit_server("tcp-echo", "serve", f"unix:{path}")
     assert stat.S_IMODE(path.stat().st_mode) == 0o660
     assert run_netkit("tcp-echo", "client", f"unix:{path}", "x").returncode == 0
+
+
+def test_exiting_unix_server_spares_the_socket_of_the_server_that_replaced_it(
+    netkit_server, tmp_path
+):
+    path = tmp_path / "shared.sock"
+    a = netkit_server("tcp-echo", "serve", f"unix:{path}")
+    path.unlink()  # removed by hand while A runs
+    b = netkit_server("tcp-echo", "serve", f"unix:{path}")
+    assert a.stop() == 0
+    assert stat.S_ISSOCK(path.lstat().st_mode), "A's exit removed B's socket"
+    result = run_netkit("tcp-echo", "client", f"unix:{path}", "still-here")
+    assert result.returncode == 0, result.stderr
+    assert b.stop() == 0
+    assert not path.exists()
+
+
+def test_unix_server_refuses_a_path_where_a_live_server_listens(netkit_server, tmp_path):
+    path = tmp_path / "live.sock"
+    live = netkit_server("tcp-echo", "serve", f"unix:{path}")
+    result = run_netkit("tcp-echo", "serve", f"unix:{path}")
+    assert result.returncode == 6
+    assert_one_line_error(result.stderr)
+    assert "another server is listening" in result.stderr
+    assert run_netkit("tcp-echo", "client", f"unix:{path}", "x").returncode == 0
+    assert live.stop() == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets are Linux")
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_abstract_unix_socket_echo(netkit_server, loop):
+    # uvloop's create_unix_connection refused "\0name" with EINVAL (#13 item 21).
+    name = f"unix:@netkit-echo-{uuid.uuid4().hex}"
+    server = netkit_server("--loop", loop, "tcp-echo", "serve", name)
+    assert server.address == name
+    result = run_netkit("--loop", loop, "tcp-echo", "client", name, "abstract", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout)[-1]["verified"] == 1
+    assert server.stop() == 0
 
 
 def test_unix_path_that_is_a_file_is_never_clobbered(tmp_path):

@@ -11,7 +11,10 @@ from tests.commands.conftest import assert_one_line_error, json_lines, run_netki
 
 def test_echo_without_loss(netkit_server):
     server = netkit_server("udp-echo", "serve", "127.0.0.1:0")
-    assert server.address.startswith("udp://127.0.0.1:")
+    # Bare HOST:PORT as tcp-echo's; the transport and a URL for bench beside it (#13 item 23).
+    assert server.address.startswith("127.0.0.1:") and not server.address.endswith(":0")
+    assert server.listening["transport"] == "udp"
+    assert server.listening["url"] == f"udp://{server.address}"
     result = run_netkit("udp-echo", "client", server.address, "-c", "20", "-i", "1ms", "--json")
     assert result.returncode == 0, result.stderr
     events = json_lines(result.stdout)
@@ -24,6 +27,7 @@ def test_echo_without_loss(netkit_server):
     assert server.stop() == 0
     done = server.event("summary")
     assert done["datagrams_in"] == 20 and done["datagrams_out"] == 20 and done["peers"] == 1
+    assert done["refused_source"] == 0 and done["peer_table_full"] is False
 
 
 def test_lossy_server_is_measured_and_fails_the_check(netkit_server):

@@ -5,6 +5,8 @@ coordinated omission."""
 from __future__ import annotations
 
 import asyncio
+import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +147,19 @@ def test_unix_echo_and_large_payloads(run: Runner, serve: Serve, tmp_path: Path)
         assert r.requests > 0 and not r.errors
         assert r.transport == "unix"
         assert r.bytes_received == r.requests * 300_000
+
+    run(main())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets are Linux")
+def test_abstract_unix_target(run: Runner, serve: Serve) -> None:
+    # uvloop's create_unix_connection refused "\0name" with EINVAL (#13 item 21).
+    async def main() -> None:
+        where = UnixEndpoint(f"netkit-bench-{uuid.uuid4().hex}", abstract=True)
+        async with serve(EchoConnection, endpoint=where) as h:
+            r = await bench(plan(connections=2, size=64), h.endpoint)
+        assert r.requests > 0 and not r.errors
+        assert r.transport == "unix"
 
     run(main())
 

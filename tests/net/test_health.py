@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import re
 import socket
+import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,7 @@ from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance import Backend, BackendState, CheckProbe, HealthEvent
 from netkit.errors import ConfigError
 from netkit.net.health import CheckResult, HealthChecker, run_check
+from netkit.net.sockets import create_unix_listener
 
 if TYPE_CHECKING:
     from conftest import Runner
@@ -253,6 +256,25 @@ def test_send_expect_probe_passes_on_a_matching_reply(run: Runner[None]) -> None
         assert re.fullmatch(r"reply matched /\^\\\+PONG\\r\\n/ in \d+\.\d ms", result.detail)
         assert received == [b"PING\r\n"]
         await close(server)
+
+    run(main())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets are Linux")
+def test_abstract_unix_backend_is_checked(run: Runner[None]) -> None:
+    # uvloop's create_unix_connection refused "\0name" with EINVAL (#13 item 21).
+    async def main() -> None:
+        endpoint = UnixEndpoint(f"netkit-health-{uuid.uuid4().hex}", abstract=True)
+        server = await asyncio.start_unix_server(until_eof, sock=create_unix_listener(endpoint))
+        try:
+            result = await run_check(endpoint, timeout=2)
+        finally:
+            await close(server)
+        assert result.ok, result.detail
+        assert result.detail.startswith("connected in ")
+        gone = await run_check(endpoint, timeout=2)
+        assert not gone.ok
+        assert gone.detail == f"connection refused by unix:@{endpoint.path}"
 
     run(main())
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import ssl
 import stat
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -317,3 +320,45 @@ def test_server_stats_as_dict_and_merge() -> None:
     assert (total.aborted_at_drain, total.accept_errors) == (2, 5)
     total.merge({})
     assert total.accepted == 4
+
+
+# --- TLS handshake failures ----------------------------------------------------------------
+
+
+def test_every_failed_tls_handshake_says_why(
+    run: Runner, serve: Serve, server_ssl: ssl.SSLContext
+) -> None:
+    # A connection lost mid-handshake reached the event as a bare ConnectionResetError()
+    # and came out as "TLS: " (#13 item 23).
+    async def main() -> None:
+        async with serve(EchoConnection, ssl_context=server_ssl) as h:
+            address = (h.endpoint.host, h.endpoint.port)
+            for n, first_bytes in enumerate(
+                (b"", b"GET / HTTP/1.1\r\n\r\n", b"\x00\x01garbage\r\n")
+            ):
+                reader, writer = await asyncio.open_connection(*address)
+                writer.write(first_bytes)
+                writer.write_eof()
+                with contextlib.suppress(ConnectionError):
+                    await reader.read()  # until the server gives up on us
+                writer.close()
+                await h.wait_events("handshake_failed", n + 1)  # one at a time: in order
+            old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            old.check_hostname = False
+            old.verify_mode = ssl.CERT_NONE
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+            with pytest.raises((ssl.SSLError, OSError)):
+                await asyncio.open_connection(*address, ssl=old)
+            errors = [e["error"] for e in await h.wait_events("handshake_failed", 4)]
+        assert errors[0] == (
+            "TLS handshake failed: the client closed the connection before it ended"
+            " (a client that does not trust the certificate does this)"
+        )
+        assert errors[1] == "TLS handshake failed: HTTP_REQUEST (plain HTTP sent to a TLS port)"
+        assert errors[2] == "TLS handshake failed: WRONG_VERSION_NUMBER (not a TLS handshake)"
+        assert errors[3].startswith("TLS handshake failed: ")
+        assert all(e.removeprefix("TLS handshake failed:").strip() for e in errors)
+
+    run(main())

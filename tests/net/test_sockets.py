@@ -237,6 +237,42 @@ def test_unlink_unix_listener_removes_only_sockets(tmp_path: Path, sock_path: Pa
     assert regular.exists()
 
 
+def test_unlink_unix_listener_spares_a_socket_another_server_bound_since(sock_path: Path) -> None:
+    # A binds; its file is removed by hand and B (another process: a socket bound outside
+    # this module) binds the same path; A exits.
+    endpoint = UnixEndpoint(str(sock_path))
+    a = create_unix_listener(endpoint)
+    sock_path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as b:
+        b.bind(str(sock_path))
+        b.listen()
+        a.close()
+        unlink_unix_listener(endpoint)  # A's cleanup on exit
+        assert stat.S_ISSOCK(sock_path.lstat().st_mode), "B's socket file was removed"
+        exchange(b, socket.AF_UNIX, str(sock_path))  # B still serves
+
+
+def test_unlink_unix_listener_spares_a_socket_renamed_over_ours(
+    tmp_path: Path, sock_path: Path
+) -> None:
+    a = create_unix_listener(UnixEndpoint(str(sock_path)))
+    other_path = tmp_path / "other.sock"
+    with create_unix_listener(UnixEndpoint(str(other_path))) as b:
+        os.rename(other_path, sock_path)  # B's file now sits at A's path
+        a.close()
+        unlink_unix_listener(UnixEndpoint(str(sock_path)))
+        assert sock_path.exists()
+        exchange(b, socket.AF_UNIX, str(sock_path))
+
+
+def test_unlink_unix_listener_leaves_sockets_it_did_not_bind(sock_path: Path) -> None:
+    foreign = socket.socket(socket.AF_UNIX)
+    foreign.bind(str(sock_path))
+    foreign.close()
+    unlink_unix_listener(UnixEndpoint(str(sock_path)))
+    assert sock_path.exists()
+
+
 # --- UDP ---------------------------------------------------------------------------------
 
 
@@ -330,14 +366,19 @@ def test_translate_tls_verification_failure(
     assert error.hint is not None and "--cacert" in error.hint and "--insecure" in error.hint
 
 
-def test_translate_tls_hostname_mismatch(
-    tls_handshake: Handshake, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+@pytest.mark.parametrize("name", ["other.test", "127.0.0.2"])
+def test_translate_tls_name_mismatch_suggests_sni(
+    tls_handshake: Handshake, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext, name: str
 ) -> None:
     with pytest.raises(ssl.SSLCertVerificationError) as info:
-        tls_handshake(server_ssl, client_ssl, server_hostname="other.test")
-    error = translate_connect_error(info.value, "other.test:443")
+        tls_handshake(server_ssl, client_ssl, server_hostname=name)
+    error = translate_connect_error(info.value, f"{name}:443")
     assert isinstance(error, TLSError)
-    assert "other.test" in str(error)
+    assert str(error).startswith(f"TLS certificate of {name}:443 is for another name: ")
+    assert name in str(error)
+    # The CA is trusted: the cure is --sni, not --cacert or --insecure.
+    assert error.hint is not None and "--sni" in error.hint
+    assert "--cacert" not in error.hint and "--insecure" not in error.hint
 
 
 def test_translate_tls_handshake_failure_from_a_real_handshake() -> None:

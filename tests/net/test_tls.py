@@ -190,8 +190,42 @@ def test_garbage_certificate(tmp_path: Path) -> None:
 def test_key_that_does_not_match(tmp_path: Path, tls_files: TLSFiles, ca: trustme.CA) -> None:
     other_key = tmp_path / "other-key.pem"
     ca.issue_cert("localhost").private_key_pem.write_to_path(str(other_key))
-    with pytest.raises(ConfigError, match=f"cannot use certificate .* with key '{other_key}'"):
+    with pytest.raises(
+        ConfigError, match=f"cannot use certificate .* with key '{other_key}'"
+    ) as info:
         server_context(ServerTLS(cert=tls_files.cert, key=other_key))
+    assert str(info.value).endswith(
+        "the private key does not match the certificate (it belongs to another one)"
+    )
+
+
+def test_certificate_without_its_key_says_which_file_lacks_it(
+    tmp_path: Path, tls_files: TLSFiles
+) -> None:
+    # OpenSSL says only "[SSL] PEM lib (_ssl.c:3926)" here.
+    with pytest.raises(ConfigError) as info:
+        server_context(ServerTLS(cert=tls_files.cert))
+    assert str(info.value) == (
+        f"cannot use certificate '{tls_files.cert}': '{tls_files.cert}' holds no private key: "
+        "pass --key FILE, or put the key in the same PEM file"
+    )
+    assert "PEM lib" not in str(info.value)
+
+
+def test_key_file_without_a_key_is_named(tmp_path: Path, tls_files: TLSFiles) -> None:
+    with pytest.raises(ConfigError) as info:
+        server_context(ServerTLS(cert=tls_files.cert, key=tls_files.ca))
+    assert str(info.value).endswith(
+        f"'{tls_files.ca}' holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+    )
+
+
+def test_key_given_as_the_certificate_is_named(tmp_path: Path, tls_files: TLSFiles) -> None:
+    with pytest.raises(ConfigError) as info:
+        client_context(ClientTLS(enabled=True, cert=tls_files.key, key=tls_files.key))
+    assert str(info.value).endswith(
+        f"'{tls_files.key}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    )
 
 
 def test_garbage_ca_file(tmp_path: Path) -> None:
