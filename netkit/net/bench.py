@@ -136,6 +136,9 @@ class Run:
         self.timeout_ns = int(plan.timeout * 1e9)
         self.ever_connected = False
         self.fatal: NetkitError | None = None
+        # True once the end of the run has counted every request still unanswered: a
+        # connection that ends after that has nothing left to count.
+        self.settled = False
         self.changed = asyncio.Event()  # budget used up, nothing outstanding, or fatal error
         self.halted = asyncio.Event()  # set by halt()
 
@@ -176,11 +179,31 @@ class Run:
             message = exc
         self.result.add_error(kind or "connect", message, count)
 
-    def lost(self, count: int) -> None:
-        """``count`` requests in flight will never be answered (their connection failed)."""
+    def lost(self, count: int, cause: BaseException | tuple[str, str] | None = None) -> None:
+        """``count`` requests in flight will never be answered (their connection ended).
+
+        During the run, the close that ended the connection is the error counted. Once the
+        run is over the close itself is no error, but each request it still owed an answer
+        is one (``cause`` says which kind): a request outstanding at the end of a run is
+        never dropped, or a server that hangs would pass every gate.
+        """
+        if count > 0 and self.stopping and not self.settled and cause is not None:
+            if isinstance(cause, tuple):
+                self.error(cause[0], cause[1], count, late=True)
+            else:
+                self.error(cause, None, count, late=True)
         self.outstanding -= count
         if self.exhausted:
             self.changed.set()
+
+    def attempt_failed(self, exc: NetkitError) -> None:
+        """A ``connect`` scenario attempt failed; one begun during the run and ending after
+        it still counts (it was a request outstanding at the end)."""
+        if self.stopping:
+            if not self.settled:
+                self.error(exc, late=True)
+        else:
+            self.connect_failed(exc)
 
     def connect_failed(self, exc: NetkitError) -> None:
         """A connection attempt failed: fatal if none ever succeeded, else counted."""
@@ -312,12 +335,13 @@ class RequestEngine:
         """True when the oldest request in flight has waited longer than the timeout."""
         return bool(self.sent) and now - self.sent[0] > self.run.timeout_ns
 
-    def lose_in_flight(self) -> None:
-        """The connection is gone: forget its requests in flight and stop its timer."""
+    def lose_in_flight(self, cause: BaseException | tuple[str, str] | None = None) -> None:
+        """The connection is gone: its requests in flight are lost (see :meth:`Run.lost`
+        for how ``cause``, what ended it, is counted), and its timer stops."""
         self.active = False
         self.stop_timer()
         if self.in_flight:
-            self.run.lost(self.in_flight)
+            self.run.lost(self.in_flight, cause)
         self.in_flight = 0
         self.sent.clear()
 
@@ -400,8 +424,9 @@ class StreamEcho(RequestEngine, StreamProtocol):
             self.completed(complete)
 
     def on_close(self, exc: Exception | None) -> None:
-        report_close(self.run, self.error or exc, (f"{self.peer} closed the connection", "closed"))
-        self.lose_in_flight()
+        cause = self.error or exc or (f"{self.peer} closed the connection", "closed")
+        report_close(self.run, cause)
+        self.lose_in_flight(cause)
 
     def finish(self) -> None:
         """Close at the end of the run."""
@@ -409,13 +434,13 @@ class StreamEcho(RequestEngine, StreamProtocol):
         self.close()
 
 
-def report_close(run: Run, error: BaseException | None, closed: tuple[str, str]) -> None:
-    """Count the error that ended a connection: ``error`` if any, else ``closed``, a
-    (message, kind) pair for a close by the peer."""
-    if error is not None:
-        run.error(error)
+def report_close(run: Run, cause: BaseException | tuple[str, str]) -> None:
+    """Count the error that ended a connection: an exception, or a (message, kind) pair for
+    a close by the peer."""
+    if isinstance(cause, tuple):
+        run.error(*cause)
     else:
-        run.error(*closed)
+        run.error(cause)
 
 
 def close_code_error(conn: WebSocketClientConnection) -> tuple[str, str]:
@@ -471,8 +496,9 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
         if not self._finishing and not self._close_counted:
             self._close_counted = True
             self._complete_replies()  # echoes that arrived before the close frame count
-            report_close(self.run, None, close_code_error(self))
-            self.lose_in_flight()
+            cause = close_code_error(self)
+            report_close(self.run, cause)
+            self.lose_in_flight(cause)
 
     def transmit(self, n: int) -> None:
         if self.transport is None or self.transport.is_closing() or self.ws.state is not State.OPEN:
@@ -505,9 +531,10 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
 
     def on_close(self, exc: Exception | None) -> None:
         super().on_close(exc)
+        cause = self.error or exc or close_code_error(self)
         if not self._close_counted:
-            report_close(self.run, self.error or exc, close_code_error(self))
-        self.lose_in_flight()
+            report_close(self.run, cause)
+        self.lose_in_flight(cause)
 
     def finish(self) -> None:
         """Start the closing handshake at the end of the run."""
@@ -609,7 +636,7 @@ class DatagramEcho(RequestEngine):
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
-        self.lose_in_flight()
+        self.lose_in_flight((f"no reply from udp://{self.peer} before the end of the run", "timeout"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -684,7 +711,7 @@ class StreamBulk(BulkSender, StreamProtocol):
 
     def on_close(self, exc: Exception | None) -> None:
         self.stop_bulk()
-        report_close(self.run, self.error or exc, (f"{self.peer} closed the connection", "closed"))
+        report_close(self.run, self.error or exc or (f"{self.peer} closed the connection", "closed"))
 
     def finish(self) -> None:
         """Close at the end of the run."""
@@ -713,7 +740,7 @@ class WSBulk(BulkSender, WebSocketClientConnection):
     def on_close(self, exc: Exception | None) -> None:
         super().on_close(exc)
         self.stop_bulk()
-        report_close(self.run, self.error or exc, close_code_error(self))
+        report_close(self.run, self.error or exc or close_code_error(self))
 
     def finish(self) -> None:
         """Close at the end of the run."""
@@ -907,7 +934,7 @@ class Worker:
                 run.outstanding -= 1
                 if isinstance(exc, TimeoutError):
                     exc = OperationTimeout(f"connecting to {self.target.endpoint} timed out")
-                run.connect_failed(exc)
+                run.attempt_failed(exc)
                 if run.fatal is not None:
                     return
                 backoff = min(max(backoff * 2, 0.05), 1.0)
@@ -1043,12 +1070,19 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.05):
                         await run.changed.wait()
-            if run.outstanding > 0:
-                run.error(
-                    "no response before the end of the run", "timeout", run.outstanding, late=True
-                )
         elif plan.scenario == "connect":
-            await asyncio.wait(tasks, timeout=plan.timeout)
+            # Each attempt under way ends within its own timeout (and counts itself); the
+            # slack covers the loop's timer granularity.
+            await asyncio.wait(tasks, timeout=plan.timeout + 1.0)
+        if run.outstanding > 0:
+            # Never dropped: a hung server must fail the gate (issue 13 item 15).
+            run.error(
+                f"no response within {plan.timeout:g}s, before the end of the run",
+                "timeout",
+                run.outstanding,
+                late=True,
+            )
+        run.settled = True
         if plan.scenario == "stream":
             last = end_ns
         elif plan.duration is not None:

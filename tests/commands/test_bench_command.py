@@ -176,6 +176,26 @@ def test_fail_if_exit_codes(echo: ServerProcess) -> None:
     assert "crossed" in crossed.stdout and "held" in crossed.stdout  # the report came first
 
 
+@pytest.mark.timeout(60)
+def test_a_stopped_server_fails_the_gate(echo: ServerProcess) -> None:
+    """Issue 13 item 15: a server stopped with SIGSTOP accepts (the kernel does) and never
+    answers; with the run as long as the timeout, its requests used to be dropped."""
+    echo.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(2):  # the old race lost the requests about 3 runs in 4
+            proc = run_netkit(
+                "bench", echo.address, "-d", "1s", "-t", "1s", "-w", "1", "-c", "2",
+                "--fail-if", "errors>0", "--json", timeout=30,
+            )  # fmt: skip
+            assert proc.returncode == 1, proc.stderr
+            s = summary(proc.stdout)
+            assert s["requests"] == 0
+            assert s["errors"]["timeout"] == 2, s["errors"]
+    finally:
+        echo.proc.send_signal(signal.SIGCONT)
+        echo.proc.kill()
+
+
 @pytest.mark.parametrize(
     "args",
     [
