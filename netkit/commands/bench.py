@@ -44,12 +44,14 @@ from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
 from netkit.core.bench import (
+    DEFAULT_GATE_HELP,
     METRICS_HELP,
     SCENARIOS,
     BenchResult,
     LoadPlan,
     Threshold,
     check_thresholds,
+    default_failures,
     merge_results,
     parse_rate,
     parse_threshold,
@@ -217,7 +219,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--fail-if",
-            help=f"Exit 1 when this holds, e.g. 'p99>5ms', 'errors>0', 'rps<10000' (repeatable). Metrics: {METRICS_HELP}.",
+            help=f"Exit 1 when this holds, e.g. 'p99>5ms', 'errors>0', 'rps<10000' (repeatable). Metrics: {METRICS_HELP}. Without it too, {DEFAULT_GATE_HELP}.",
             rich_help_panel=RUN_PANEL,
         ),
     ] = None,
@@ -234,8 +236,9 @@ def run(
     TARGET: HOST:PORT or tcp://HOST:PORT (add --tls for TLS), unix:/path, udp://HOST:PORT,
     ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path; none: netkit's own echo server.
 
-    Exit 0 when every --fail-if threshold holds, 1 when one was crossed (each is listed),
-    2 for bad options, 3 when no connection could be made at all.
+    Exit 0 when the run held, 1 when it failed: no request succeeded, an echo came back
+    different, or a --fail-if threshold was crossed (each reason is listed); 2 for bad
+    options, 3 when no connection could be made at all.
     """
     out = Output(json)
     thresholds = [parse_threshold(t) for t in fail_if or []]
@@ -314,6 +317,8 @@ def merge(
     """Combine results of runs that ran side by side (several machines) into one exact report.
 
     Counts and HDR histograms add; throughput is the total over the longest duration.
+    The merged result is judged as a run is: it fails when no request succeeded or an echo
+    came back different, or when a --fail-if threshold is crossed.
     """
     out = Output(json)
     thresholds = [parse_threshold(t) for t in fail_if or []]
@@ -533,10 +538,18 @@ class LiveView:
 
 def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> None:
     crossed = check_thresholds(thresholds, result)
+    failures = default_failures(result)
     checks = [
         {"expr": t.text, "value": t.value(result), "crossed": t in crossed} for t in thresholds
     ]
-    out.event("summary", None, **result.as_dict(), thresholds=checks, ok=not crossed)
+    out.event(
+        "summary",
+        None,
+        **result.as_dict(),
+        thresholds=checks,
+        failures=failures,
+        ok=not crossed and not failures,
+    )
     if out.json:
         return
     loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
@@ -580,14 +593,20 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     for t, check in zip(thresholds, checks, strict=True):
         mark = "[red]crossed[/]" if check["crossed"] else "[green]held[/]"
         table.add_row("fail-if", f"{mark} {escape(t.describe(result))}")
+    for reason in failures:
+        table.add_row("failed", f"[red]{escape(reason)}[/]")
     out.print(head)
     out.print(table)
 
 
 def _enforce(thresholds: list[Threshold], result: BenchResult) -> None:
+    """Raise CheckFailed when the run failed: the default gate, then each --fail-if."""
+    reasons = default_failures(result)
     crossed = check_thresholds(thresholds, result)
     if crossed:
-        raise CheckFailed(
+        reasons.append(
             f"{len(crossed)} threshold(s) crossed: "
             + "; ".join(t.describe(result) for t in crossed)
         )
+    if reasons:
+        raise CheckFailed("; ".join(reasons))

@@ -475,6 +475,30 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
     return merged
 
 
+# --- the verdict --------------------------------------------------------------------------
+
+DEFAULT_GATE_HELP = (
+    "a run fails (exit 1) when no request succeeded or any echo came back different"
+    " (errors.mismatch), with or without --fail-if"
+)
+
+
+def default_failures(result: BenchResult) -> list[str]:
+    """Why ``result`` fails whatever ``--fail-if`` says (empty when it does not).
+
+    A load test in which nothing succeeded measured nothing, and an echo that came back
+    different is a broken server, not a slow one: neither may exit 0 (issue 13 item 16).
+    """
+    reasons = []
+    if result.requests == 0:
+        unit = {"stream": "write", "connect": "connection"}.get(result.scenario, "request")
+        reasons.append(f"no {unit} succeeded")
+    mismatched = result.errors.get("mismatch", 0)
+    if mismatched:
+        reasons.append(f"{mismatched:,} echo(es) came back different from what was sent")
+    return reasons
+
+
 # --- --fail-if thresholds ----------------------------------------------------------------
 
 _EXPR = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.:]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")

@@ -19,6 +19,7 @@ from netkit.core.bench import (
     LoadPlan,
     Pacing,
     check_thresholds,
+    default_failures,
     merge_results,
     parse_rate,
     parse_threshold,
@@ -167,6 +168,25 @@ def test_merge_adds_counts_and_histograms() -> None:
         merge_results([a, c])
     with pytest.raises(ConfigError):
         merge_results([])
+
+
+# --- the default gate ------------------------------------------------------------------------
+
+
+def test_default_gate_fails_a_run_with_no_success_or_a_mismatch() -> None:
+    """Issue 13 item 16: with or without --fail-if, nothing succeeded or a wrong echo fails."""
+    assert default_failures(result(10, [1_000_000] * 10, errors={"timeout": 3})) == []
+    assert default_failures(result(0, [], errors={"timeout": 2})) == ["no request succeeded"]
+    garbage = result(0, [], errors={"mismatch": 3327})
+    assert default_failures(garbage) == [
+        "no request succeeded",
+        "3,327 echo(es) came back different from what was sent",
+    ]
+    one_bad = result(500, [1_000_000] * 500, errors={"mismatch": 1})
+    assert default_failures(one_bad) == ["1 echo(es) came back different from what was sent"]
+    connect = result(0, [])
+    connect.scenario = "connect"
+    assert default_failures(connect) == ["no connection succeeded"]
 
 
 # --- thresholds ----------------------------------------------------------------------------
