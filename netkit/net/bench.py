@@ -921,6 +921,11 @@ class Worker:
                 if wait > 0:
                     if await self._pause(wait / 1e9):
                         return
+                    # The loop's timer may fire up to 1 ms early (uvloop's clock has ms
+                    # resolution): the attempt must not start before its intended time,
+                    # which its latency is measured from.
+                    while perf_ns() < intended:
+                        await asyncio.sleep(0)
                 elif -wait > LATE_TOLERANCE_NS and run.recording:
                     run.result.late += 1
                 slot.issued += 1
