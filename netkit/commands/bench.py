@@ -53,6 +53,7 @@ from netkit.core.bench import (
     check_thresholds,
     default_failures,
     merge_results,
+    merge_warnings,
     parse_rate,
     parse_threshold,
 )
@@ -316,13 +317,29 @@ def merge(
 ) -> None:
     """Combine results of runs that ran side by side (several machines) into one exact report.
 
-    Counts and HDR histograms add; throughput is the total over the longest duration.
+    Counts and HDR histograms add; throughput is the total over the longest duration. The
+    same run given twice, or runs of different scenarios or transports, are refused (exit 2);
+    runs that did not run side by side are merged with a warning, their throughput taken
+    over the union of their time spans.
     The merged result is judged as a run is: it fails when no request succeeded or an echo
     came back different, or when a --fail-if threshold is crossed.
     """
     out = Output(json)
     thresholds = [parse_threshold(t) for t in fail_if or []]
-    result = merge_results(_load_result(path) for path in files)
+    named: list[tuple[str, BenchResult]] = []
+    given: dict[Path, Path] = {}
+    for path in files:
+        real = path.resolve()
+        if real in given:
+            raise ConfigError(
+                f"{path} is given twice (as {given[real]}): merging a run with itself would"
+                " count it twice"
+            )
+        given[real] = path
+        named.append((str(path), _load_result(path)))
+    for warning in merge_warnings(named):
+        out.warn(warning)
+    result = merge_results(r for _, r in named)
     _report(out, result, thresholds)
     _enforce(thresholds, result)
     raise typer.Exit(ExitStatus.SUCCESS)

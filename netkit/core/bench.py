@@ -296,8 +296,11 @@ class BenchResult:
         missed: open loop: requests due before the end that were never sent.
         errors: count per kind (see :data:`ERROR_KINDS`).
         error_samples: the first message seen for each kind.
-        duration_s: seconds measured (the longest, for merged results that ran side by side).
+        duration_s: seconds measured (for merged results, the time they ran: see
+            :func:`merge_results`).
         parts: how many results were merged into this one.
+        started_at: wall-clock time (Unix seconds) the measurement began (the earliest part's,
+            for merged results); None in results saved by older versions.
     """
 
     scenario: str
@@ -318,6 +321,7 @@ class BenchResult:
     error_samples: dict[str, str] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     parts: int = 1
+    started_at: float | None = None
 
     def add_error(self, kind: str, message: str, count: int = 1) -> None:
         """Count ``count`` errors of ``kind``; the first message of each kind is kept."""
@@ -366,6 +370,7 @@ class BenchResult:
             "pipeline": self.pipeline,
             "size": self.size,
             "rate": self.rate,
+            "started_at": round(self.started_at, 6) if self.started_at is not None else None,
             "duration_s": round(self.duration_s, 6),
             "requests": self.requests,
             "rps": round(self.rps, 1),
@@ -403,6 +408,7 @@ class BenchResult:
             if hist.get("unit") != "ns":
                 raise ConfigError(f"histogram unit {hist.get('unit')!r}: expected 'ns'")
             rate = data.get("rate")
+            started_at = data.get("started_at")
             return cls(
                 scenario=str(data["scenario"]),
                 target=str(data["target"]),
@@ -426,29 +432,62 @@ class BenchResult:
                     highest=int(hist["max"]) if "max" in hist else None,
                 ),
                 parts=int(data.get("parts", 1)),
+                started_at=float(started_at) if started_at is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a netkit bench result: {type(exc).__name__}: {exc}") from None
 
 
-def merge_results(results: Iterable[BenchResult]) -> BenchResult:
-    """Combine results of runs that ran side by side (workers, machines) into one.
+# Runs whose common time is at least this share of the longest one ran side by side: their
+# throughput adds over the longest duration (clocks of different machines may differ a bit).
+SIDE_BY_SIDE = 0.9
 
-    Counts and histograms add exactly; the duration is the longest one, so throughput is the
-    sum of the parts' work over the time they took together.
+
+def _span(parts: list[BenchResult]) -> tuple[float, bool]:
+    """The seconds ``parts`` ran, and whether they ran side by side.
+
+    Side by side (every part ran through at least :data:`SIDE_BY_SIDE` of the longest, or a
+    part has no start time): the longest duration. Otherwise: the length of the union of
+    their time spans, so that two runs an hour apart are not counted as one of twice the
+    throughput.
+    """
+    longest = max(p.duration_s for p in parts)
+    spans = [(p.started_at, p.started_at + p.duration_s) for p in parts if p.started_at is not None]
+    if len(spans) < len(parts) or len(parts) == 1:
+        return longest, True
+    common = min(end for _, end in spans) - max(start for start, _ in spans)
+    if common >= SIDE_BY_SIDE * longest:
+        return longest, True
+    union, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            union += end - max(start, reach)
+            reach = end
+    return union, False
+
+
+def merge_results(results: Iterable[BenchResult]) -> BenchResult:
+    """Combine results of runs (workers, machines) into one.
+
+    Counts and histograms add exactly. Throughput is the sum of the parts' work over the
+    time they ran: the longest duration for runs side by side, the union of their time
+    spans otherwise (see :func:`merge_warnings`).
 
     Raises:
-        ConfigError: no results, or results of different scenarios.
+        ConfigError: no results, or results of different scenarios or transports.
     """
     parts = list(results)
     if not parts:
         raise ConfigError("nothing to merge")
-    scenarios = {p.scenario for p in parts}
-    if len(scenarios) > 1:
-        raise ConfigError(
-            f"cannot merge results of different scenarios: {', '.join(sorted(scenarios))}"
-        )
+    for what in ("scenario", "transport"):
+        kinds = {getattr(p, what) for p in parts}
+        if len(kinds) > 1:
+            raise ConfigError(
+                f"cannot merge results of different {what}s: {', '.join(sorted(kinds))}"
+                " (their figures do not add up)"
+            )
     first = parts[0]
+    starts = [p.started_at for p in parts if p.started_at is not None]
     targets = sorted({p.target for p in parts})
     rates = [p.rate for p in parts]
     merged = BenchResult(
@@ -460,8 +499,9 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         pipeline=first.pipeline,
         size=first.size,
         rate=None if any(r is None for r in rates) else sum(r for r in rates if r is not None),
-        duration_s=max(p.duration_s for p in parts),
+        duration_s=_span(parts)[0],
         parts=sum(p.parts for p in parts),
+        started_at=min(starts) if starts else None,
     )
     for p in parts:
         merged.requests += p.requests
@@ -475,7 +515,53 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
     return merged
 
 
-# --- the verdict --------------------------------------------------------------------------
+def merge_warnings(named: list[tuple[str, BenchResult]]) -> list[str]:
+    """Check that saved results may be merged; returns what the user should be warned of.
+
+    Args:
+        named: (file name, result) pairs, as given.
+
+    Raises:
+        ConfigError: the same run is given twice (it would be counted twice), or the
+            results are of different scenarios or transports.
+    """
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, result in named:
+        key = (
+            result.started_at,
+            result.duration_s,
+            result.scenario,
+            result.transport,
+            result.target,
+            result.requests,
+            result.bytes_sent,
+            result.latency.encode(),
+        )
+        if result.started_at is not None and key in seen:
+            raise ConfigError(
+                f"{seen[key]} and {name} hold the same run: merging it with itself would"
+                " count it twice"
+            )
+        seen.setdefault(key, name)
+    results = [r for _, r in named]
+    merge_results(results)  # refuses different scenarios or transports
+    missing = [name for name, r in named if r.started_at is None]
+    if missing and len(named) > 1:
+        return [
+            f"{', '.join(missing)}: no start time (saved by an older netkit): assuming the"
+            " runs ran side by side"
+        ]
+    seconds, side_by_side = _span(results)
+    if side_by_side:
+        return []
+    return [
+        "the runs did not run side by side (they overlap in time for less than"
+        f" {SIDE_BY_SIDE:.0%} of the longest): throughput is their combined work over the"
+        f" {seconds:.2f} s they ran in all, not a figure of one load"
+    ]
+
+
+# --- the verdict# --- the verdict --------------------------------------------------------------------------
 
 DEFAULT_GATE_HELP = (
     "a run fails (exit 1) when no request succeeded or any echo came back different"

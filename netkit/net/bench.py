@@ -1037,6 +1037,7 @@ class Worker:
                 await self._wait_for(plan.warmup, stop)
                 run.recording = True
             run.measure_start_ns = run.last_done_ns = perf_ns()
+            run.result.started_at = time.time()  # wall clock: bench merge compares runs by it
             await self._wait_for(plan.duration, stop)
             end_ns = perf_ns()
             if run.fatal is not None:

@@ -3,6 +3,7 @@ shape (``bench TARGET ...`` and ``bench merge ...``), thresholds, merging and wo
 
 from __future__ import annotations
 
+import json
 import signal
 import socketserver
 import subprocess
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from netkit.core.bench import LatencyHistogram
+from netkit.core.bench import BenchResult, LatencyHistogram
 from tests.commands.conftest import (
     NETKIT,
     ServerProcess,
@@ -150,6 +151,49 @@ def test_merge_gives_the_counts_of_the_added_histograms(
     # Human output of the same merge.
     human = run_netkit("bench", "merge", *map(str, files))
     assert human.returncode == 0 and "latency ms" in human.stdout
+
+
+def saved(path: Path, transport: str, started_at: float, requests: int = 100) -> Path:
+    """A saved ``--json`` result of a one-second run that started at ``started_at``."""
+    r = BenchResult("echo", "127.0.0.1:7", transport, 2, 1, 1, 64, None)
+    r.requests, r.duration_s, r.started_at = requests, 1.0, started_at
+    for _ in range(requests):
+        r.latency.record(1_000_000)
+    path.write_text(json.dumps({"event": "summary", **r.as_dict()}) + "\n")
+    return path
+
+
+def test_merge_refuses_the_same_run_twice_and_mixed_transports(tmp_path: Path) -> None:
+    """Issue 13 item 18: each refusal is one clear line and exit 2."""
+    a = saved(tmp_path / "a.json", "tcp", 1_800_000_000.0)
+    copy = tmp_path / "copy.json"
+    copy.write_text(a.read_text())
+    udp = saved(tmp_path / "u.json", "udp", 1_800_000_000.0)
+    cases = [
+        ((str(a), str(a)), "given twice"),
+        ((str(a), str(tmp_path / "." / "a.json")), "given twice"),
+        ((str(a), str(copy)), "hold the same run"),
+        ((str(a), str(udp)), "different transports: tcp, udp"),
+    ]
+    for args, message in cases:
+        proc = run_netkit("bench", "merge", *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert_one_line_error(proc.stderr)
+        assert message in proc.stderr
+
+
+def test_merge_of_runs_apart_in_time_warns(tmp_path: Path) -> None:
+    a = saved(tmp_path / "a.json", "tcp", 1_800_000_000.0, requests=100)
+    b = saved(tmp_path / "b.json", "tcp", 1_800_003_600.0, requests=300)
+    proc = run_netkit("bench", "merge", str(a), str(b), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" in proc.stderr and "did not run side by side" in proc.stderr
+    m = summary(proc.stdout)
+    assert m["requests"] == 400 and m["duration_s"] == 2.0 and m["rps"] == 200.0
+    b = saved(tmp_path / "b.json", "tcp", 1_800_000_000.02, requests=300)
+    proc = run_netkit("bench", "merge", str(a), str(b), "--json")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert summary(proc.stdout)["rps"] == 400.0
 
 
 def test_merge_bad_input(tmp_path: Path) -> None:

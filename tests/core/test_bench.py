@@ -21,6 +21,7 @@ from netkit.core.bench import (
     check_thresholds,
     default_failures,
     merge_results,
+    merge_warnings,
     parse_rate,
     parse_threshold,
     split_evenly,
@@ -168,6 +169,47 @@ def test_merge_adds_counts_and_histograms() -> None:
         merge_results([a, c])
     with pytest.raises(ConfigError):
         merge_results([])
+
+
+def test_merge_refuses_a_run_twice_and_different_transports() -> None:
+    """Issue 13 item 18: a file merged with itself double counts; tcp + udp is no figure."""
+    a = result(10, [1_000_000] * 10)
+    a.started_at = 1_800_000_000.0
+    twin = BenchResult.from_dict(a.as_dict())  # the same run, saved under another name
+    with pytest.raises(ConfigError, match=r"a\.json and copy\.json hold the same run"):
+        merge_warnings([("a.json", a), ("copy.json", twin)])
+    udp = result(10, [1_000_000] * 10)
+    udp.transport = "udp"
+    udp.started_at = a.started_at
+    with pytest.raises(ConfigError, match="different transports: tcp, udp"):
+        merge_warnings([("a.json", a), ("u.json", udp)])
+    with pytest.raises(ConfigError, match="different transports"):
+        merge_results([a, udp])
+
+
+def test_merge_of_runs_apart_in_time_warns_and_takes_their_union() -> None:
+    a = result(100, [1_000_000] * 100, duration_s=1.0)
+    b = result(300, [1_000_000] * 300, duration_s=1.0)
+    a.started_at, b.started_at = 1_800_000_000.0, 1_800_000_000.05  # side by side
+    assert merge_warnings([("a", a), ("b", b)]) == []
+    side = merge_results([a, b])
+    assert side.duration_s == 1.0 and side.rps == 400.0
+    assert side.started_at == a.started_at
+
+    b.started_at = a.started_at + 3600.0  # an hour later: no common time at all
+    (warning,) = merge_warnings([("a", a), ("b", b)])
+    assert "did not run side by side" in warning and "2.00 s" in warning
+    apart = merge_results([a, b])
+    assert apart.duration_s == 2.0 and apart.rps == 200.0  # not 400/s
+
+    b.started_at = a.started_at + 0.5  # half overlapping: 1.5 s in all
+    assert len(merge_warnings([("a", a), ("b", b)])) == 1
+    assert merge_results([a, b]).duration_s == pytest.approx(1.5)
+
+    b.started_at = None  # saved by an older netkit: assumed side by side, with a warning
+    (old,) = merge_warnings([("a", a), ("b", b)])
+    assert "b: no start time" in old
+    assert merge_results([a, b]).duration_s == 1.0
 
 
 # --- the default gate ------------------------------------------------------------------------
