@@ -50,6 +50,7 @@ from netkit.core.bench import (
     BenchResult,
     LoadPlan,
     Threshold,
+    check_memory,
     check_thresholds,
     default_failures,
     merge_results,
@@ -58,12 +59,12 @@ from netkit.core.bench import (
     parse_threshold,
 )
 from netkit.core.units import format_size, parse_duration, parse_size
-from netkit.errors import CheckFailed, ConfigError, NetkitError
+from netkit.errors import CheckFailed, ConfigError, LocalError, NetkitError
 from netkit.net import runtime
 from netkit.net.bench import EmbeddedEchoServer, Target, run_worker
 from netkit.net.sockets import raise_nofile_limit
 from netkit.net.tls import client_context
-from netkit.net.workers import run_workers
+from netkit.net.workers import available_memory, describe_exit, run_workers
 from netkit.status import ExitStatus
 
 LOAD_PANEL = "Load shape"
@@ -156,7 +157,7 @@ def run(
         typer.Option(
             "--size",
             "-s",
-            help="Bytes per request (default 64; for stream 256KiB per write).",
+            help="Bytes per request (default 64; for stream 256KiB per write, larger writes sent from one reusable 256KiB chunk). Refused when connections x pipeline x size cannot fit in the memory available.",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
@@ -291,7 +292,11 @@ def run(
         where = Target(endpoint, ctx, tls_opts.server_hostname)
         if isinstance(endpoint, UDPEndpoint) and scenario != "echo":
             raise ConfigError(f"--scenario {scenario}: UDP targets support echo only")
-        result, signum = _execute(out, plan, where, workers or default_workers)
+        workers = len(plan.split(workers or default_workers))
+        available = available_memory()
+        if available is not None:  # refused before any worker allocates a byte of it
+            check_memory(plan, workers, available, websocket=isinstance(endpoint, WSURL))
+        result, signum = _execute(out, plan, where, workers)
     finally:
         if server is not None:
             server.stop()
@@ -428,14 +433,17 @@ def _execute(
             view.start(read_fd)
 
     try:
-        _, _, signum = run_workers(len(plans), child, on_started=started)
+        codes, _, signum = run_workers(len(plans), child, on_started=started)
     finally:
         if view is not None:
             view.stop()
         with contextlib.suppress(OSError):
             os.close(read_fd)
     try:
-        parts = [_read_worker(results_dir / f"worker-{i}.json") for i in range(len(plans))]
+        parts = [
+            _read_worker(results_dir / f"worker-{i}.json", i, len(plans), code)
+            for i, code in enumerate(codes)
+        ]
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)
     for i, part in enumerate(parts):
@@ -443,11 +451,14 @@ def _execute(
     return merge_results(parts), signum
 
 
-def _read_worker(path: Path) -> BenchResult:
+def _read_worker(path: Path, index: int, count: int, code: int) -> BenchResult:
+    """The result worker ``index`` wrote; ``code`` is how it ended (for when it wrote none)."""
     try:
         record = jsonlib.loads(path.read_text())
     except (OSError, ValueError):
-        raise NetkitError(f"a bench worker ended without a result ({path.name})") from None
+        raise LocalError(
+            f"bench worker {index + 1} of {count} {describe_exit(code)} before writing its result"
+        ) from None
     fatal = record.get("fatal")
     if fatal is not None:
         # Re-raise as the class the worker raised (the nearest one cli.py knows).

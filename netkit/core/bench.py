@@ -23,7 +23,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from netkit.core.units import parse_duration
+from netkit.core.units import format_size, parse_duration
 from netkit.errors import ConfigError
 
 SCENARIOS = ("echo", "stream", "connect")
@@ -266,7 +266,54 @@ class Pacing:
         return elapsed // self.interval_ns + 1 if elapsed >= 0 else 0
 
 
-# --- results -------------------------------------------------------------------------------
+# --- memory --------------------------------------------------------------------------------
+
+# stream writes larger than this go out in pieces of one reusable chunk of this size, so a
+# connection never holds a whole write (``--size 10GiB`` is 40,960 pieces, not 10 GiB).
+STREAM_CHUNK = 256 << 10
+
+
+def payload_memory(plan: LoadPlan, workers: int, *, websocket: bool) -> int:
+    """About how many bytes of payload a run holds at most, all workers together.
+
+    Each worker keeps the payload pattern and a batch of it (up to 3 x ``size``). Per
+    connection: echo requests waiting in the socket's send buffer (``pipeline`` x ``size``;
+    the echo is compared as it arrives, never held whole, except that a WebSocket message
+    is assembled whole), one frame for a WebSocket stream (a TCP stream sends from a
+    reusable chunk: nothing per connection), the request and its echo for ``connect
+    --exchange``.
+    """
+    size = plan.size
+    if plan.scenario == "stream":
+        per_worker = 3 * (size if websocket else min(size, STREAM_CHUNK))
+        per_connection = size if websocket else 0
+    elif plan.scenario == "connect":
+        per_worker = 3 * size
+        per_connection = 2 * size if plan.exchange else 0
+    else:
+        per_worker = 3 * size
+        per_connection = (plan.pipeline + (1 if websocket else 0)) * size
+    return workers * per_worker + plan.connections * per_connection
+
+
+def check_memory(plan: LoadPlan, workers: int, available: int, *, websocket: bool) -> None:
+    """Refuse a run whose payload cannot fit in ``available`` bytes of memory, before any
+    of it is allocated (``--size 10GiB`` with 16 connections drove a machine out of memory).
+
+    Raises:
+        ConfigError: with both numbers.
+    """
+    need = payload_memory(plan, workers, websocket=websocket)
+    if need > available:
+        raise ConfigError(
+            f"--size {format_size(plan.size)}: {plan.connections} connection(s) in"
+            f" {workers} worker(s) would hold about {format_size(need)} of payload, more than"
+            f" the {format_size(available)} of memory available; lower --size, --connections"
+            " or --pipeline"
+        )
+
+
+# --- results ---# --- results -------------------------------------------------------------------------------
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0),

@@ -42,7 +42,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import LATE_TOLERANCE_NS, BenchResult, LoadPlan, Pacing
+from netkit.core.bench import LATE_TOLERANCE_NS, STREAM_CHUNK, BenchResult, LoadPlan, Pacing
 from netkit.core.probe import HEADER_SIZE, make_probe, parse_probe
 from netkit.core.ws.handshake import ClientHandshake
 from netkit.core.ws.protocol import Message, State
@@ -649,14 +649,19 @@ class DatagramEcho(RequestEngine):
 
 
 class BulkSender:
-    """Writes ``size``-byte chunks as fast as the peer reads them (a mixin)."""
+    """Writes ``size``-byte writes as fast as the peer reads them (a mixin).
+
+    A write may go out in pieces (:attr:`piece_size` bytes each, from one reusable chunk):
+    a connection never needs a whole write in memory.
+    """
 
     run: Run
+    piece_size: int
     _task: asyncio.Task[None] | None
     _write_paused: bool
 
-    def send_chunk(self) -> None:
-        """Write one chunk."""
+    def send_chunk(self, n: int) -> None:
+        """Write the next ``n`` bytes (at most :attr:`piece_size`)."""
         raise NotImplementedError
 
     if TYPE_CHECKING:
@@ -671,11 +676,18 @@ class BulkSender:
 
     async def _send_loop(self) -> None:
         run, size = self.run, self.run.plan.size
+        piece = self.piece_size
+        left = size  # of the current write
         while not run.stopping:
-            self.send_chunk()
+            n = min(piece, left)
+            self.send_chunk(n)
+            left -= n
             if run.recording:
-                run.result.requests += 1
-                run.result.bytes_sent += size
+                run.result.bytes_sent += n
+                if not left:
+                    run.result.requests += 1
+            if not left:
+                left = size
             if self._write_paused:
                 await self.drain()
             else:
@@ -694,14 +706,16 @@ class StreamBulk(BulkSender, StreamProtocol):
 
     def __init__(self, run: Run, slot: Slot, payload: Payload) -> None:
         StreamProtocol.__init__(self)
+        # The payload is one STREAM_CHUNK at most (see Worker): larger writes go in pieces.
         self.run, self.slot, self.chunk = run, slot, payload.view
+        self.piece_size = len(self.chunk)
         self._task = None
 
     def on_connect(self) -> None:
         self.start_bulk()
 
-    def send_chunk(self) -> None:
-        self.write(self.chunk)
+    def send_chunk(self, n: int) -> None:
+        self.write(self.chunk[:n])
 
     def data_ready(self) -> None:
         n = len(self.rbuf)
@@ -725,12 +739,13 @@ class WSBulk(BulkSender, WebSocketClientConnection):
     def __init__(self, run: Run, slot: Slot, payload: Payload, url: WSURL) -> None:
         _init_ws_driver(self, run, payload, url)
         self.run, self.slot, self.chunk = run, slot, payload.data
+        self.piece_size = len(self.chunk)  # one message is one write
         self._task = None
 
     def on_open(self) -> None:
         self.start_bulk()
 
-    def send_chunk(self) -> None:
+    def send_chunk(self, n: int) -> None:
         self.send_message(self.chunk)
 
     def on_message(self, message: Message) -> None:
@@ -804,7 +819,10 @@ class Worker:
         self.target = target
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
-        self.payload = Payload(plan.size, plan.pipeline)
+        if plan.scenario == "stream" and not isinstance(target.endpoint, WSURL):
+            self.payload = Payload(min(plan.size, STREAM_CHUNK), 1)
+        else:
+            self.payload = Payload(plan.size, plan.pipeline)
         self.slots = [Slot(i, plan.pacing(i)) for i in range(plan.connections)]
         self.conns: set[Any] = set()
 

@@ -3,11 +3,15 @@ shape (``bench TARGET ...`` and ``bench merge ...``), thresholds, merging and wo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import resource
 import signal
 import socketserver
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,26 @@ def started(netkit_server: Any, *args: str) -> ServerProcess:
     """A netkit server (the fixture reads its events, so a busy one never stalls on stdout)."""
     server: ServerProcess = netkit_server(*args)
     return server
+
+
+@contextlib.contextmanager
+def running_bench(*args: str) -> Iterator[ServerProcess]:
+    """``netkit bench ARGS --json`` running in the background; killed if still running."""
+    proc = subprocess.Popen(
+        [*NETKIT, "bench", *args, "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield ServerProcess(proc, {})
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @pytest.fixture
@@ -281,6 +305,46 @@ def test_a_stopped_server_fails_the_gate(echo: ServerProcess) -> None:
         echo.proc.kill()
 
 
+def limited_memory() -> None:
+    """In the child: at most 2 GiB of address space, so a run that allocated its --size
+    would fail with MemoryError instead of being refused."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_a_size_that_cannot_fit_is_refused_before_allocating() -> None:
+    """Issue 13 item 17: --size 10GiB is refused with the numbers, before any allocation."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: reaching the target would exit 3
+        for extra in ((), ("-c", "1", "-w", "1")):
+            size = "10GiB" if not extra else "1GiB"
+            proc = subprocess.run(
+                [*NETKIT, "bench", f"127.0.0.1:{s.getsockname()[1]}", "--size", size, *extra],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                preexec_fn=limited_memory,
+            )  # fmt: skip
+            assert proc.returncode == 2, proc.stderr
+            assert_one_line_error(proc.stderr)
+            assert f"--size {size[:-3]}.0 GiB" in proc.stderr
+            assert "of memory available" in proc.stderr and "2.0 GiB" in proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_dies_is_reported_with_its_signal(echo: ServerProcess) -> None:
+    """Issue 13 item 17: 'a bench worker ended without a result' now says how it ended."""
+    with running_bench(echo.address, "-d", "3s", "-w", "2", "-c", "2") as bench:
+        bench.wait_for("progress", timeout=10)  # both workers are running
+        pid = bench.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[1]), signal.SIGKILL)
+        assert bench.wait_exit(timeout=30) == 6
+        stderr = bench.stderr_text()
+        assert_one_line_error(stderr)
+        assert "bench worker 2 of 2 was killed by SIGKILL" in stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -313,23 +377,9 @@ def test_refused_target_exits_3_at_once() -> None:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
 def test_signal_stops_the_run_with_a_report(echo: ServerProcess, sig: int, code: int) -> None:
-    proc = subprocess.Popen(
-        [*NETKIT, "bench", echo.address, "-d", "30s", "-w", "2", "-c", "2", "--json"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    bench = ServerProcess(proc, {})
-    try:
+    with running_bench(echo.address, "-d", "30s", "-w", "2", "-c", "2") as bench:
         progress = bench.wait_for("progress", timeout=10)
         assert progress["requests"] > 0
         assert bench.stop(sig, timeout=10) == code
         s = bench.event("summary")
         assert s["requests"] > 0 and s["duration_s"] < 20
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()

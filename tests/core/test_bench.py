@@ -14,16 +14,19 @@ from netkit.core.bench import (
     HIGHEST_NS,
     LOWEST_NS,
     SIGNIFICANT_FIGURES,
+    STREAM_CHUNK,
     BenchResult,
     LatencyHistogram,
     LoadPlan,
     Pacing,
+    check_memory,
     check_thresholds,
     default_failures,
     merge_results,
     merge_warnings,
     parse_rate,
     parse_threshold,
+    payload_memory,
     split_evenly,
 )
 from netkit.errors import ConfigError
@@ -125,6 +128,31 @@ def test_pacing_spreads_the_rate_over_every_connection() -> None:
 def test_bad_plans(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         LoadPlan(**kwargs)  # type: ignore[arg-type]
+
+
+# --- memory ------------------------------------------------------------------------------
+
+GiB = 1 << 30
+
+
+def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
+    """Issue 13 item 17: --size 10GiB with 16 connections needs ~160 GiB; say so, refuse."""
+    huge = LoadPlan(size=10 * GiB, connections=16, total_connections=16)
+    assert payload_memory(huge, 2, websocket=False) == 2 * 3 * 10 * GiB + 16 * 10 * GiB
+    with pytest.raises(ConfigError) as info:
+        check_memory(huge, 2, 24 * GiB, websocket=False)
+    message = str(info.value)
+    assert "--size 10.0 GiB" in message and "220.0 GiB" in message and "24.0 GiB" in message
+    # What fits passes: the default shapes, and a large stream over TCP (one reusable chunk).
+    check_memory(LoadPlan(size=64, connections=16, total_connections=16), 2, GiB, websocket=True)
+    stream = LoadPlan(scenario="stream", size=10 * GiB, connections=16, total_connections=16)
+    assert payload_memory(stream, 2, websocket=False) == 2 * 3 * STREAM_CHUNK
+    check_memory(stream, 2, GiB, websocket=False)
+    with pytest.raises(ConfigError, match=r"more than the 1\.0 GiB"):
+        check_memory(stream, 2, GiB, websocket=True)  # a WebSocket message is one frame
+    piped = LoadPlan(size=64 << 20, pipeline=16, connections=1, total_connections=1)
+    with pytest.raises(ConfigError, match="--pipeline"):
+        check_memory(piped, 1, GiB, websocket=False)
 
 
 # --- results -------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import LoadPlan
+from netkit.core.bench import STREAM_CHUNK, LoadPlan
 from netkit.core.ws.handshake import ServerHandshake
 from netkit.errors import ConfigError, ConnectError
-from netkit.net.bench import Target, make_payload, run_worker
+from netkit.net.bench import Target, Worker, make_payload, run_worker
 from netkit.net.datagram import UDPEchoServer
 from netkit.net.echo import EchoConnection
 from netkit.net.server import ServerConnection
@@ -313,6 +313,22 @@ def test_stream_to_an_echo(run: Runner, serve: Serve) -> None:
         assert not r.errors and r.latency.count == 0
 
     run(main())
+
+
+def test_stream_sends_large_writes_from_one_reusable_chunk(run: Runner, serve: Serve) -> None:
+    """Issue 13 item 17: a stream write larger than STREAM_CHUNK goes out in pieces of one
+    chunk; no connection (nor the worker) holds a whole write."""
+    large = plan(scenario="stream", size=64 << 20, connections=1)  # small enough if it regresses
+    assert Worker(large, Target(TCPEndpoint("127.0.0.1", 9))).payload.size == STREAM_CHUNK
+
+    async def main() -> Any:
+        async with serve(EchoConnection) as h:
+            return await bench(plan(scenario="stream", size=1 << 20, connections=1), h.endpoint)
+
+    r = run(main())
+    assert r.bytes_sent >= 4 << 20 and not r.errors
+    # Whole writes counted; the last one may be partly sent when the run ends.
+    assert r.requests == r.bytes_sent >> 20
 
 
 def test_connect_scenario_with_exchange(run: Runner, serve: Serve) -> None:
