@@ -72,6 +72,9 @@ RUN_PANEL = "Run"
 
 DEFAULT_DURATION = "10s"
 EMBEDDED_DURATION = "3s"
+EMBEDDED_HINT = (
+    "benchmarked netkit's own echo server; point it at yours: netkit bench HOST:PORT"
+)
 DEFAULT_SIZE = {"echo": "64", "connect": "64", "stream": "256KiB"}
 
 
@@ -301,6 +304,8 @@ def run(
         if server is not None:
             server.stop()
     _report(out, result, thresholds)
+    if embedded:
+        out.print(f"[dim]{EMBEDDED_HINT}[/]")
     if signum == signal.SIGINT:
         raise typer.Exit(ExitStatus.INTERRUPTED)
     _enforce(thresholds, result)
@@ -581,11 +586,12 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     if out.json:
         return
     loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
+    # Two lines, each short enough for 80 columns with a usual target.
     head = (
-        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/]: "
-        f"{result.connections} connection(s), {result.workers} worker(s), "
+        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
+        f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
         + (f"pipeline {result.pipeline}, " if result.scenario == "echo" else "")
-        + f"{format_size(result.size)} per {'write' if result.scenario == 'stream' else 'request'}, {loop}"
+        + f"{format_size(result.size)} per {'write' if result.scenario == 'stream' else 'request'}"
     )
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -601,14 +607,8 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     )
     lat = result.latency_ms()
     if lat is not None:
-        table.add_row(
-            "latency ms",
-            "  ".join(
-                f"{name.replace('_', '.')} [bold]{lat[name]:.3f}[/]"
-                for name in ("min", "p50", "p90", "p99", "p99_9", "p99_99", "max")
-            )
-            + f"  (mean {lat['mean']:.3f}, {result.latency.count:,} samples)",
-        )
+        table.add_row("latency ms", _latency_grid(lat))
+        table.add_row("samples", f"{result.latency.count:,}")
     if result.rate:
         table.add_row("late", f"{result.late:,} sent late, {result.missed:,} never sent")
     if result.error_count:
@@ -625,6 +625,21 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
         table.add_row("failed", f"[red]{escape(reason)}[/]")
     out.print(head)
     out.print(table)
+
+
+# The latency figures, four to a row: each label stands above its value, so no terminal
+# width can put a label and its value on different lines (as "p99.99" / "5.236" were).
+LATENCY_ROWS = (("min", "p50", "p90", "p99"), ("p99_9", "p99_99", "max", "mean"))
+
+
+def _latency_grid(lat: dict[str, float]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    for _ in LATENCY_ROWS[0]:
+        grid.add_column(justify="right", no_wrap=True)
+    for names in LATENCY_ROWS:
+        grid.add_row(*(f"[dim]{name.replace('_', '.')}[/]" for name in names))
+        grid.add_row(*(f"[bold]{lat[name]:.3f}[/]" for name in names))
+    return grid
 
 
 def _enforce(thresholds: list[Threshold], result: BenchResult) -> None:

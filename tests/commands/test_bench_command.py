@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
+import re
 import resource
 import signal
 import socketserver
@@ -87,6 +89,70 @@ def test_default_benchmarks_the_embedded_echo_server() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "no target: benchmarking netkit's own echo server" in proc.stdout
     assert "requests" in proc.stdout and "p99" in proc.stdout and "errors" in proc.stdout
+
+
+def test_human_output_fits_80_columns_and_keeps_labels_with_values(echo: ServerProcess) -> None:
+    """Issue 13 item 24: at 80 columns 'p99.99' was split from its value."""
+    env = {**os.environ, "COLUMNS": "80"}
+    proc = subprocess.run(
+        [*NETKIT, "bench", echo.address, "-d", "0.3s", "-w", "1", "-c", "2", "--rate", "2000",
+         "--fail-if", "p99>1h"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), proc.stdout
+    number = re.compile(r"^[0-9][0-9,]*\.[0-9]{3}$")
+    labels = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean"]
+    found = []
+    for i, line in enumerate(lines):
+        words = line.removeprefix("latency ms").split()
+        names = [w for w in words if w in labels]
+        if names and len(names) == len(words):
+            # A row of labels: the line under it holds exactly one value per label.
+            values = lines[i + 1].split()
+            assert len(values) == len(names) and all(number.match(v) for v in values), line
+            found += names
+    assert found == labels, proc.stdout
+
+
+def test_embedded_run_says_how_to_point_it_at_your_server(echo: ServerProcess) -> None:
+    hint = "point it at yours: netkit bench HOST:PORT"
+    proc = run_netkit("bench", "-d", "0.3s", "-w", "1", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert hint in proc.stdout
+    own = run_netkit("bench", echo.address, "-d", "0.3s", "-w", "1")
+    assert own.returncode == 0 and hint not in own.stdout
+
+
+@pytest.mark.timeout(60)
+def test_a_terminal_shows_live_progress(echo: ServerProcess) -> None:
+    """On a terminal the run shows a progress line while it runs (rich, TTY only)."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [*NETKIT, "bench", echo.address, "-d", "1.5s", "-w", "1", "-c", "2"],
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+        assert proc.wait(timeout=30) == 0
+        if proc.stderr is not None:
+            proc.stderr.close()
+    text = seen.decode(errors="replace")
+    assert "/s  p99" in text and "errors 0" in text  # the live line
+    assert "latency ms" in text  # then the report
 
 
 def test_embedded_server_json() -> None:
