@@ -44,23 +44,27 @@ from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
 from netkit.core.bench import (
+    DEFAULT_GATE_HELP,
     METRICS_HELP,
     SCENARIOS,
     BenchResult,
     LoadPlan,
     Threshold,
+    check_memory,
     check_thresholds,
+    default_failures,
     merge_results,
+    merge_warnings,
     parse_rate,
     parse_threshold,
 )
 from netkit.core.units import format_size, parse_duration, parse_size
-from netkit.errors import CheckFailed, ConfigError, NetkitError
+from netkit.errors import CheckFailed, ConfigError, LocalError, NetkitError
 from netkit.net import runtime
 from netkit.net.bench import EmbeddedEchoServer, Target, run_worker
 from netkit.net.sockets import raise_nofile_limit
 from netkit.net.tls import client_context
-from netkit.net.workers import run_workers
+from netkit.net.workers import available_memory, describe_exit, run_workers
 from netkit.status import ExitStatus
 
 LOAD_PANEL = "Load shape"
@@ -68,6 +72,9 @@ RUN_PANEL = "Run"
 
 DEFAULT_DURATION = "10s"
 EMBEDDED_DURATION = "3s"
+EMBEDDED_HINT = (
+    "benchmarked netkit's own echo server; point it at yours: netkit bench HOST:PORT"
+)
 DEFAULT_SIZE = {"echo": "64", "connect": "64", "stream": "256KiB"}
 
 
@@ -153,7 +160,7 @@ def run(
         typer.Option(
             "--size",
             "-s",
-            help="Bytes per request (default 64; for stream 256KiB per write).",
+            help="Bytes per request (default 64; for stream 256KiB per write, larger writes sent from one reusable 256KiB chunk). Refused when connections x pipeline x size cannot fit in the memory available.",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
@@ -217,7 +224,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--fail-if",
-            help=f"Exit 1 when this holds, e.g. 'p99>5ms', 'errors>0', 'rps<10000' (repeatable). Metrics: {METRICS_HELP}.",
+            help=f"Exit 1 when this holds, e.g. 'p99>5ms', 'errors>0', 'rps<10000' (repeatable). Metrics: {METRICS_HELP}. Without it too, {DEFAULT_GATE_HELP}.",
             rich_help_panel=RUN_PANEL,
         ),
     ] = None,
@@ -234,8 +241,9 @@ def run(
     TARGET: HOST:PORT or tcp://HOST:PORT (add --tls for TLS), unix:/path, udp://HOST:PORT,
     ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path; none: netkit's own echo server.
 
-    Exit 0 when every --fail-if threshold holds, 1 when one was crossed (each is listed),
-    2 for bad options, 3 when no connection could be made at all.
+    Exit 0 when the run held, 1 when it failed: no request succeeded, an echo came back
+    different, or a --fail-if threshold was crossed (each reason is listed); 2 for bad
+    options, 3 when no connection could be made at all.
     """
     out = Output(json)
     thresholds = [parse_threshold(t) for t in fail_if or []]
@@ -287,11 +295,17 @@ def run(
         where = Target(endpoint, ctx, tls_opts.server_hostname)
         if isinstance(endpoint, UDPEndpoint) and scenario != "echo":
             raise ConfigError(f"--scenario {scenario}: UDP targets support echo only")
-        result, signum = _execute(out, plan, where, workers or default_workers)
+        workers = len(plan.split(workers or default_workers))
+        available = available_memory()
+        if available is not None:  # refused before any worker allocates a byte of it
+            check_memory(plan, workers, available, websocket=isinstance(endpoint, WSURL))
+        result, signum = _execute(out, plan, where, workers)
     finally:
         if server is not None:
             server.stop()
     _report(out, result, thresholds)
+    if embedded:
+        out.print(f"[dim]{EMBEDDED_HINT}[/]")
     if signum == signal.SIGINT:
         raise typer.Exit(ExitStatus.INTERRUPTED)
     _enforce(thresholds, result)
@@ -313,11 +327,29 @@ def merge(
 ) -> None:
     """Combine results of runs that ran side by side (several machines) into one exact report.
 
-    Counts and HDR histograms add; throughput is the total over the longest duration.
+    Counts and HDR histograms add; throughput is the total over the longest duration. The
+    same run given twice, or runs of different scenarios or transports, are refused (exit 2);
+    runs that did not run side by side are merged with a warning, their throughput taken
+    over the union of their time spans.
+    The merged result is judged as a run is: it fails when no request succeeded or an echo
+    came back different, or when a --fail-if threshold is crossed.
     """
     out = Output(json)
     thresholds = [parse_threshold(t) for t in fail_if or []]
-    result = merge_results(_load_result(path) for path in files)
+    named: list[tuple[str, BenchResult]] = []
+    given: dict[Path, Path] = {}
+    for path in files:
+        real = path.resolve()
+        if real in given:
+            raise ConfigError(
+                f"{path} is given twice (as {given[real]}): merging a run with itself would"
+                " count it twice"
+            )
+        given[real] = path
+        named.append((str(path), _load_result(path)))
+    for warning in merge_warnings(named):
+        out.warn(warning)
+    result = merge_results(r for _, r in named)
     _report(out, result, thresholds)
     _enforce(thresholds, result)
     raise typer.Exit(ExitStatus.SUCCESS)
@@ -406,14 +438,17 @@ def _execute(
             view.start(read_fd)
 
     try:
-        _, _, signum = run_workers(len(plans), child, on_started=started)
+        codes, _, signum = run_workers(len(plans), child, on_started=started)
     finally:
         if view is not None:
             view.stop()
         with contextlib.suppress(OSError):
             os.close(read_fd)
     try:
-        parts = [_read_worker(results_dir / f"worker-{i}.json") for i in range(len(plans))]
+        parts = [
+            _read_worker(results_dir / f"worker-{i}.json", i, len(plans), code)
+            for i, code in enumerate(codes)
+        ]
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)
     for i, part in enumerate(parts):
@@ -421,11 +456,14 @@ def _execute(
     return merge_results(parts), signum
 
 
-def _read_worker(path: Path) -> BenchResult:
+def _read_worker(path: Path, index: int, count: int, code: int) -> BenchResult:
+    """The result worker ``index`` wrote; ``code`` is how it ended (for when it wrote none)."""
     try:
         record = jsonlib.loads(path.read_text())
     except (OSError, ValueError):
-        raise NetkitError(f"a bench worker ended without a result ({path.name})") from None
+        raise LocalError(
+            f"bench worker {index + 1} of {count} {describe_exit(code)} before writing its result"
+        ) from None
     fatal = record.get("fatal")
     if fatal is not None:
         # Re-raise as the class the worker raised (the nearest one cli.py knows).
@@ -533,18 +571,27 @@ class LiveView:
 
 def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> None:
     crossed = check_thresholds(thresholds, result)
+    failures = default_failures(result)
     checks = [
         {"expr": t.text, "value": t.value(result), "crossed": t in crossed} for t in thresholds
     ]
-    out.event("summary", None, **result.as_dict(), thresholds=checks, ok=not crossed)
+    out.event(
+        "summary",
+        None,
+        **result.as_dict(),
+        thresholds=checks,
+        failures=failures,
+        ok=not crossed and not failures,
+    )
     if out.json:
         return
     loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
+    # Two lines, each short enough for 80 columns with a usual target.
     head = (
-        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/]: "
-        f"{result.connections} connection(s), {result.workers} worker(s), "
+        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
+        f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
         + (f"pipeline {result.pipeline}, " if result.scenario == "echo" else "")
-        + f"{format_size(result.size)} per {'write' if result.scenario == 'stream' else 'request'}, {loop}"
+        + f"{format_size(result.size)} per {'write' if result.scenario == 'stream' else 'request'}"
     )
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -560,14 +607,8 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     )
     lat = result.latency_ms()
     if lat is not None:
-        table.add_row(
-            "latency ms",
-            "  ".join(
-                f"{name.replace('_', '.')} [bold]{lat[name]:.3f}[/]"
-                for name in ("min", "p50", "p90", "p99", "p99_9", "p99_99", "max")
-            )
-            + f"  (mean {lat['mean']:.3f}, {result.latency.count:,} samples)",
-        )
+        table.add_row("latency ms", _latency_grid(lat))
+        table.add_row("samples", f"{result.latency.count:,}")
     if result.rate:
         table.add_row("late", f"{result.late:,} sent late, {result.missed:,} never sent")
     if result.error_count:
@@ -580,14 +621,35 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     for t, check in zip(thresholds, checks, strict=True):
         mark = "[red]crossed[/]" if check["crossed"] else "[green]held[/]"
         table.add_row("fail-if", f"{mark} {escape(t.describe(result))}")
+    for reason in failures:
+        table.add_row("failed", f"[red]{escape(reason)}[/]")
     out.print(head)
     out.print(table)
 
 
+# The latency figures, four to a row: each label stands above its value, so no terminal
+# width can put a label and its value on different lines (as "p99.99" / "5.236" were).
+LATENCY_ROWS = (("min", "p50", "p90", "p99"), ("p99_9", "p99_99", "max", "mean"))
+
+
+def _latency_grid(lat: dict[str, float]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    for _ in LATENCY_ROWS[0]:
+        grid.add_column(justify="right", no_wrap=True)
+    for names in LATENCY_ROWS:
+        grid.add_row(*(f"[dim]{name.replace('_', '.')}[/]" for name in names))
+        grid.add_row(*(f"[bold]{lat[name]:.3f}[/]" for name in names))
+    return grid
+
+
 def _enforce(thresholds: list[Threshold], result: BenchResult) -> None:
+    """Raise CheckFailed when the run failed: the default gate, then each --fail-if."""
+    reasons = default_failures(result)
     crossed = check_thresholds(thresholds, result)
     if crossed:
-        raise CheckFailed(
+        reasons.append(
             f"{len(crossed)} threshold(s) crossed: "
             + "; ".join(t.describe(result) for t in crossed)
         )
+    if reasons:
+        raise CheckFailed("; ".join(reasons))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -159,7 +160,7 @@ def lb(
             last = ""
             while (state := pool.choose(key, loop.time(), tried)) is not None:
                 state.connect_started()
-                started = loop.time()
+                started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
                 try:
                     sock = await connect_raw(state.backend.endpoint, timeout=connect_limit)
                 except (ConnectError, OperationTimeout) as exc:
@@ -168,7 +169,7 @@ def lb(
                     tried.add(state)
                     last = f" (last: {exc})"
                     continue
-                state.connect_succeeded(loop.time() - started)
+                state.connect_succeeded(time.perf_counter() - started)
                 return sock, state.name
             raise ConnectError(f"no backend available{last}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ def status_line(
     live_up = sum(r.record.up_out for r in server.relays.values() if r is not None)
     live_down = sum(r.record.down_out for r in server.relays.values() if r is not None)
     up, down = t.bytes_up + live_up, t.bytes_down + live_down
-    now = server.loop.time()
+    now = time.perf_counter()
     then, up0, down0 = previous
     span = max(now - then, 1e-6)
     text = Text.assemble(
@@ -112,7 +113,7 @@ def run_relay(
         )
         try:
             if out.interactive:
-                previous = (server.loop.time(), 0, 0)
+                previous = (time.perf_counter(), 0, 0)
                 with Live(console=out.out, refresh_per_second=2, transient=True) as live:
                     while not shutdown.requested.is_set():
                         line, previous = status_line(server, previous)

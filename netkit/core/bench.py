@@ -23,7 +23,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from netkit.core.units import parse_duration
+from netkit.core.units import format_size, parse_duration
 from netkit.errors import ConfigError
 
 SCENARIOS = ("echo", "stream", "connect")
@@ -266,7 +266,54 @@ class Pacing:
         return elapsed // self.interval_ns + 1 if elapsed >= 0 else 0
 
 
-# --- results -------------------------------------------------------------------------------
+# --- memory --------------------------------------------------------------------------------
+
+# stream writes larger than this go out in pieces of one reusable chunk of this size, so a
+# connection never holds a whole write (``--size 10GiB`` is 40,960 pieces, not 10 GiB).
+STREAM_CHUNK = 256 << 10
+
+
+def payload_memory(plan: LoadPlan, workers: int, *, websocket: bool) -> int:
+    """About how many bytes of payload a run holds at most, all workers together.
+
+    Each worker keeps the payload pattern and a batch of it (up to 3 x ``size``). Per
+    connection: echo requests waiting in the socket's send buffer (``pipeline`` x ``size``;
+    the echo is compared as it arrives, never held whole, except that a WebSocket message
+    is assembled whole), one frame for a WebSocket stream (a TCP stream sends from a
+    reusable chunk: nothing per connection), the request and its echo for ``connect
+    --exchange``.
+    """
+    size = plan.size
+    if plan.scenario == "stream":
+        per_worker = 3 * (size if websocket else min(size, STREAM_CHUNK))
+        per_connection = size if websocket else 0
+    elif plan.scenario == "connect":
+        per_worker = 3 * size
+        per_connection = 2 * size if plan.exchange else 0
+    else:
+        per_worker = 3 * size
+        per_connection = (plan.pipeline + (1 if websocket else 0)) * size
+    return workers * per_worker + plan.connections * per_connection
+
+
+def check_memory(plan: LoadPlan, workers: int, available: int, *, websocket: bool) -> None:
+    """Refuse a run whose payload cannot fit in ``available`` bytes of memory, before any
+    of it is allocated (``--size 10GiB`` with 16 connections drove a machine out of memory).
+
+    Raises:
+        ConfigError: with both numbers.
+    """
+    need = payload_memory(plan, workers, websocket=websocket)
+    if need > available:
+        raise ConfigError(
+            f"--size {format_size(plan.size)}: {plan.connections} connection(s) in"
+            f" {workers} worker(s) would hold about {format_size(need)} of payload, more than"
+            f" the {format_size(available)} of memory available; lower --size, --connections"
+            " or --pipeline"
+        )
+
+
+# --- results ---# --- results -------------------------------------------------------------------------------
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0),
@@ -296,8 +343,11 @@ class BenchResult:
         missed: open loop: requests due before the end that were never sent.
         errors: count per kind (see :data:`ERROR_KINDS`).
         error_samples: the first message seen for each kind.
-        duration_s: seconds measured (the longest, for merged results that ran side by side).
+        duration_s: seconds measured (for merged results, the time they ran: see
+            :func:`merge_results`).
         parts: how many results were merged into this one.
+        started_at: wall-clock time (Unix seconds) the measurement began (the earliest part's,
+            for merged results); None in results saved by older versions.
     """
 
     scenario: str
@@ -318,6 +368,7 @@ class BenchResult:
     error_samples: dict[str, str] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     parts: int = 1
+    started_at: float | None = None
 
     def add_error(self, kind: str, message: str, count: int = 1) -> None:
         """Count ``count`` errors of ``kind``; the first message of each kind is kept."""
@@ -366,6 +417,7 @@ class BenchResult:
             "pipeline": self.pipeline,
             "size": self.size,
             "rate": self.rate,
+            "started_at": round(self.started_at, 6) if self.started_at is not None else None,
             "duration_s": round(self.duration_s, 6),
             "requests": self.requests,
             "rps": round(self.rps, 1),
@@ -403,6 +455,7 @@ class BenchResult:
             if hist.get("unit") != "ns":
                 raise ConfigError(f"histogram unit {hist.get('unit')!r}: expected 'ns'")
             rate = data.get("rate")
+            started_at = data.get("started_at")
             return cls(
                 scenario=str(data["scenario"]),
                 target=str(data["target"]),
@@ -426,29 +479,62 @@ class BenchResult:
                     highest=int(hist["max"]) if "max" in hist else None,
                 ),
                 parts=int(data.get("parts", 1)),
+                started_at=float(started_at) if started_at is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a netkit bench result: {type(exc).__name__}: {exc}") from None
 
 
-def merge_results(results: Iterable[BenchResult]) -> BenchResult:
-    """Combine results of runs that ran side by side (workers, machines) into one.
+# Runs whose common time is at least this share of the longest one ran side by side: their
+# throughput adds over the longest duration (clocks of different machines may differ a bit).
+SIDE_BY_SIDE = 0.9
 
-    Counts and histograms add exactly; the duration is the longest one, so throughput is the
-    sum of the parts' work over the time they took together.
+
+def _span(parts: list[BenchResult]) -> tuple[float, bool]:
+    """The seconds ``parts`` ran, and whether they ran side by side.
+
+    Side by side (every part ran through at least :data:`SIDE_BY_SIDE` of the longest, or a
+    part has no start time): the longest duration. Otherwise: the length of the union of
+    their time spans, so that two runs an hour apart are not counted as one of twice the
+    throughput.
+    """
+    longest = max(p.duration_s for p in parts)
+    spans = [(p.started_at, p.started_at + p.duration_s) for p in parts if p.started_at is not None]
+    if len(spans) < len(parts) or len(parts) == 1:
+        return longest, True
+    common = min(end for _, end in spans) - max(start for start, _ in spans)
+    if common >= SIDE_BY_SIDE * longest:
+        return longest, True
+    union, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            union += end - max(start, reach)
+            reach = end
+    return union, False
+
+
+def merge_results(results: Iterable[BenchResult]) -> BenchResult:
+    """Combine results of runs (workers, machines) into one.
+
+    Counts and histograms add exactly. Throughput is the sum of the parts' work over the
+    time they ran: the longest duration for runs side by side, the union of their time
+    spans otherwise (see :func:`merge_warnings`).
 
     Raises:
-        ConfigError: no results, or results of different scenarios.
+        ConfigError: no results, or results of different scenarios or transports.
     """
     parts = list(results)
     if not parts:
         raise ConfigError("nothing to merge")
-    scenarios = {p.scenario for p in parts}
-    if len(scenarios) > 1:
-        raise ConfigError(
-            f"cannot merge results of different scenarios: {', '.join(sorted(scenarios))}"
-        )
+    for what in ("scenario", "transport"):
+        kinds = {getattr(p, what) for p in parts}
+        if len(kinds) > 1:
+            raise ConfigError(
+                f"cannot merge results of different {what}s: {', '.join(sorted(kinds))}"
+                " (their figures do not add up)"
+            )
     first = parts[0]
+    starts = [p.started_at for p in parts if p.started_at is not None]
     targets = sorted({p.target for p in parts})
     rates = [p.rate for p in parts]
     merged = BenchResult(
@@ -460,8 +546,9 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         pipeline=first.pipeline,
         size=first.size,
         rate=None if any(r is None for r in rates) else sum(r for r in rates if r is not None),
-        duration_s=max(p.duration_s for p in parts),
+        duration_s=_span(parts)[0],
         parts=sum(p.parts for p in parts),
+        started_at=min(starts) if starts else None,
     )
     for p in parts:
         merged.requests += p.requests
@@ -473,6 +560,76 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
             merged.add_error(kind, p.error_samples.get(kind, kind), count)
         merged.latency.add(p.latency)
     return merged
+
+
+def merge_warnings(named: list[tuple[str, BenchResult]]) -> list[str]:
+    """Check that saved results may be merged; returns what the user should be warned of.
+
+    Args:
+        named: (file name, result) pairs, as given.
+
+    Raises:
+        ConfigError: the same run is given twice (it would be counted twice), or the
+            results are of different scenarios or transports.
+    """
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, result in named:
+        key = (
+            result.started_at,
+            result.duration_s,
+            result.scenario,
+            result.transport,
+            result.target,
+            result.requests,
+            result.bytes_sent,
+            result.latency.encode(),
+        )
+        if result.started_at is not None and key in seen:
+            raise ConfigError(
+                f"{seen[key]} and {name} hold the same run: merging it with itself would"
+                " count it twice"
+            )
+        seen.setdefault(key, name)
+    results = [r for _, r in named]
+    merge_results(results)  # refuses different scenarios or transports
+    missing = [name for name, r in named if r.started_at is None]
+    if missing and len(named) > 1:
+        return [
+            f"{', '.join(missing)}: no start time (saved by an older netkit): assuming the"
+            " runs ran side by side"
+        ]
+    seconds, side_by_side = _span(results)
+    if side_by_side:
+        return []
+    return [
+        "the runs did not run side by side (they overlap in time for less than"
+        f" {SIDE_BY_SIDE:.0%} of the longest): throughput is their combined work over the"
+        f" {seconds:.2f} s they ran in all, not a figure of one load"
+    ]
+
+
+# --- the verdict# --- the verdict --------------------------------------------------------------------------
+
+DEFAULT_GATE_HELP = (
+    "a run fails (exit 1) when no request succeeded or any echo came back different"
+    " (errors.mismatch), with or without --fail-if"
+)
+
+
+def default_failures(result: BenchResult) -> list[str]:
+    """Why ``result`` fails whatever ``--fail-if`` says (empty when it does not).
+
+    A load test in which nothing succeeded measured nothing, and an echo that came back
+    different is a broken server, not a slow one: neither may exit 0 (issue 13 item 16).
+    """
+    reasons = []
+    if result.requests == 0:
+        unit = {"stream": "write", "connect": "connection"}.get(result.scenario, "request")
+        reasons.append(f"no {unit} succeeded")
+    mismatched = result.errors.get("mismatch", 0)
+    if mismatched:
+        reasons.append(f"{mismatched:,} echo(es) came back different from what was sent")
+    return reasons
 
 
 # --- --fail-if thresholds ----------------------------------------------------------------

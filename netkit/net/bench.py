@@ -42,7 +42,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import LATE_TOLERANCE_NS, BenchResult, LoadPlan, Pacing
+from netkit.core.bench import LATE_TOLERANCE_NS, STREAM_CHUNK, BenchResult, LoadPlan, Pacing
 from netkit.core.probe import HEADER_SIZE, make_probe, parse_probe
 from netkit.core.ws.handshake import ClientHandshake
 from netkit.core.ws.protocol import Message, State
@@ -136,6 +136,9 @@ class Run:
         self.timeout_ns = int(plan.timeout * 1e9)
         self.ever_connected = False
         self.fatal: NetkitError | None = None
+        # True once the end of the run has counted every request still unanswered: a
+        # connection that ends after that has nothing left to count.
+        self.settled = False
         self.changed = asyncio.Event()  # budget used up, nothing outstanding, or fatal error
         self.halted = asyncio.Event()  # set by halt()
 
@@ -176,11 +179,31 @@ class Run:
             message = exc
         self.result.add_error(kind or "connect", message, count)
 
-    def lost(self, count: int) -> None:
-        """``count`` requests in flight will never be answered (their connection failed)."""
+    def lost(self, count: int, cause: BaseException | tuple[str, str] | None = None) -> None:
+        """``count`` requests in flight will never be answered (their connection ended).
+
+        During the run, the close that ended the connection is the error counted. Once the
+        run is over the close itself is no error, but each request it still owed an answer
+        is one (``cause`` says which kind): a request outstanding at the end of a run is
+        never dropped, or a server that hangs would pass every gate.
+        """
+        if count > 0 and self.stopping and not self.settled and cause is not None:
+            if isinstance(cause, tuple):
+                self.error(cause[0], cause[1], count, late=True)
+            else:
+                self.error(cause, None, count, late=True)
         self.outstanding -= count
         if self.exhausted:
             self.changed.set()
+
+    def attempt_failed(self, exc: NetkitError) -> None:
+        """A ``connect`` scenario attempt failed; one begun during the run and ending after
+        it still counts (it was a request outstanding at the end)."""
+        if self.stopping:
+            if not self.settled:
+                self.error(exc, late=True)
+        else:
+            self.connect_failed(exc)
 
     def connect_failed(self, exc: NetkitError) -> None:
         """A connection attempt failed: fatal if none ever succeeded, else counted."""
@@ -312,12 +335,13 @@ class RequestEngine:
         """True when the oldest request in flight has waited longer than the timeout."""
         return bool(self.sent) and now - self.sent[0] > self.run.timeout_ns
 
-    def lose_in_flight(self) -> None:
-        """The connection is gone: forget its requests in flight and stop its timer."""
+    def lose_in_flight(self, cause: BaseException | tuple[str, str] | None = None) -> None:
+        """The connection is gone: its requests in flight are lost (see :meth:`Run.lost`
+        for how ``cause``, what ended it, is counted), and its timer stops."""
         self.active = False
         self.stop_timer()
         if self.in_flight:
-            self.run.lost(self.in_flight)
+            self.run.lost(self.in_flight, cause)
         self.in_flight = 0
         self.sent.clear()
 
@@ -400,8 +424,9 @@ class StreamEcho(RequestEngine, StreamProtocol):
             self.completed(complete)
 
     def on_close(self, exc: Exception | None) -> None:
-        report_close(self.run, self.error or exc, (f"{self.peer} closed the connection", "closed"))
-        self.lose_in_flight()
+        cause = self.error or exc or (f"{self.peer} closed the connection", "closed")
+        report_close(self.run, cause)
+        self.lose_in_flight(cause)
 
     def finish(self) -> None:
         """Close at the end of the run."""
@@ -409,13 +434,13 @@ class StreamEcho(RequestEngine, StreamProtocol):
         self.close()
 
 
-def report_close(run: Run, error: BaseException | None, closed: tuple[str, str]) -> None:
-    """Count the error that ended a connection: ``error`` if any, else ``closed``, a
-    (message, kind) pair for a close by the peer."""
-    if error is not None:
-        run.error(error)
+def report_close(run: Run, cause: BaseException | tuple[str, str]) -> None:
+    """Count the error that ended a connection: an exception, or a (message, kind) pair for
+    a close by the peer."""
+    if isinstance(cause, tuple):
+        run.error(*cause)
     else:
-        run.error(*closed)
+        run.error(cause)
 
 
 def close_code_error(conn: WebSocketClientConnection) -> tuple[str, str]:
@@ -471,8 +496,9 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
         if not self._finishing and not self._close_counted:
             self._close_counted = True
             self._complete_replies()  # echoes that arrived before the close frame count
-            report_close(self.run, None, close_code_error(self))
-            self.lose_in_flight()
+            cause = close_code_error(self)
+            report_close(self.run, cause)
+            self.lose_in_flight(cause)
 
     def transmit(self, n: int) -> None:
         if self.transport is None or self.transport.is_closing() or self.ws.state is not State.OPEN:
@@ -505,9 +531,10 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
 
     def on_close(self, exc: Exception | None) -> None:
         super().on_close(exc)
+        cause = self.error or exc or close_code_error(self)
         if not self._close_counted:
-            report_close(self.run, self.error or exc, close_code_error(self))
-        self.lose_in_flight()
+            report_close(self.run, cause)
+        self.lose_in_flight(cause)
 
     def finish(self) -> None:
         """Start the closing handshake at the end of the run."""
@@ -609,7 +636,7 @@ class DatagramEcho(RequestEngine):
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
-        self.lose_in_flight()
+        self.lose_in_flight((f"no reply from udp://{self.peer} before the end of the run", "timeout"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -622,14 +649,19 @@ class DatagramEcho(RequestEngine):
 
 
 class BulkSender:
-    """Writes ``size``-byte chunks as fast as the peer reads them (a mixin)."""
+    """Writes ``size``-byte writes as fast as the peer reads them (a mixin).
+
+    A write may go out in pieces (:attr:`piece_size` bytes each, from one reusable chunk):
+    a connection never needs a whole write in memory.
+    """
 
     run: Run
+    piece_size: int
     _task: asyncio.Task[None] | None
     _write_paused: bool
 
-    def send_chunk(self) -> None:
-        """Write one chunk."""
+    def send_chunk(self, n: int) -> None:
+        """Write the next ``n`` bytes (at most :attr:`piece_size`)."""
         raise NotImplementedError
 
     if TYPE_CHECKING:
@@ -644,11 +676,18 @@ class BulkSender:
 
     async def _send_loop(self) -> None:
         run, size = self.run, self.run.plan.size
+        piece = self.piece_size
+        left = size  # of the current write
         while not run.stopping:
-            self.send_chunk()
+            n = min(piece, left)
+            self.send_chunk(n)
+            left -= n
             if run.recording:
-                run.result.requests += 1
-                run.result.bytes_sent += size
+                run.result.bytes_sent += n
+                if not left:
+                    run.result.requests += 1
+            if not left:
+                left = size
             if self._write_paused:
                 await self.drain()
             else:
@@ -667,14 +706,16 @@ class StreamBulk(BulkSender, StreamProtocol):
 
     def __init__(self, run: Run, slot: Slot, payload: Payload) -> None:
         StreamProtocol.__init__(self)
+        # The payload is one STREAM_CHUNK at most (see Worker): larger writes go in pieces.
         self.run, self.slot, self.chunk = run, slot, payload.view
+        self.piece_size = len(self.chunk)
         self._task = None
 
     def on_connect(self) -> None:
         self.start_bulk()
 
-    def send_chunk(self) -> None:
-        self.write(self.chunk)
+    def send_chunk(self, n: int) -> None:
+        self.write(self.chunk[:n])
 
     def data_ready(self) -> None:
         n = len(self.rbuf)
@@ -684,7 +725,7 @@ class StreamBulk(BulkSender, StreamProtocol):
 
     def on_close(self, exc: Exception | None) -> None:
         self.stop_bulk()
-        report_close(self.run, self.error or exc, (f"{self.peer} closed the connection", "closed"))
+        report_close(self.run, self.error or exc or (f"{self.peer} closed the connection", "closed"))
 
     def finish(self) -> None:
         """Close at the end of the run."""
@@ -698,12 +739,13 @@ class WSBulk(BulkSender, WebSocketClientConnection):
     def __init__(self, run: Run, slot: Slot, payload: Payload, url: WSURL) -> None:
         _init_ws_driver(self, run, payload, url)
         self.run, self.slot, self.chunk = run, slot, payload.data
+        self.piece_size = len(self.chunk)  # one message is one write
         self._task = None
 
     def on_open(self) -> None:
         self.start_bulk()
 
-    def send_chunk(self) -> None:
+    def send_chunk(self, n: int) -> None:
         self.send_message(self.chunk)
 
     def on_message(self, message: Message) -> None:
@@ -713,7 +755,7 @@ class WSBulk(BulkSender, WebSocketClientConnection):
     def on_close(self, exc: Exception | None) -> None:
         super().on_close(exc)
         self.stop_bulk()
-        report_close(self.run, self.error or exc, close_code_error(self))
+        report_close(self.run, self.error or exc or close_code_error(self))
 
     def finish(self) -> None:
         """Close at the end of the run."""
@@ -777,7 +819,10 @@ class Worker:
         self.target = target
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
-        self.payload = Payload(plan.size, plan.pipeline)
+        if plan.scenario == "stream" and not isinstance(target.endpoint, WSURL):
+            self.payload = Payload(min(plan.size, STREAM_CHUNK), 1)
+        else:
+            self.payload = Payload(plan.size, plan.pipeline)
         self.slots = [Slot(i, plan.pacing(i)) for i in range(plan.connections)]
         self.conns: set[Any] = set()
 
@@ -894,6 +939,11 @@ class Worker:
                 if wait > 0:
                     if await self._pause(wait / 1e9):
                         return
+                    # The loop's timer may fire up to 1 ms early (uvloop's clock has ms
+                    # resolution): the attempt must not start before its intended time,
+                    # which its latency is measured from.
+                    while perf_ns() < intended:
+                        await asyncio.sleep(0)
                 elif -wait > LATE_TOLERANCE_NS and run.recording:
                     run.result.late += 1
                 slot.issued += 1
@@ -907,7 +957,7 @@ class Worker:
                 run.outstanding -= 1
                 if isinstance(exc, TimeoutError):
                     exc = OperationTimeout(f"connecting to {self.target.endpoint} timed out")
-                run.connect_failed(exc)
+                run.attempt_failed(exc)
                 if run.fatal is not None:
                     return
                 backoff = min(max(backoff * 2, 0.05), 1.0)
@@ -1005,6 +1055,7 @@ class Worker:
                 await self._wait_for(plan.warmup, stop)
                 run.recording = True
             run.measure_start_ns = run.last_done_ns = perf_ns()
+            run.result.started_at = time.time()  # wall clock: bench merge compares runs by it
             await self._wait_for(plan.duration, stop)
             end_ns = perf_ns()
             if run.fatal is not None:
@@ -1043,12 +1094,19 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.05):
                         await run.changed.wait()
-            if run.outstanding > 0:
-                run.error(
-                    "no response before the end of the run", "timeout", run.outstanding, late=True
-                )
         elif plan.scenario == "connect":
-            await asyncio.wait(tasks, timeout=plan.timeout)
+            # Each attempt under way ends within its own timeout (and counts itself); the
+            # slack covers the loop's timer granularity.
+            await asyncio.wait(tasks, timeout=plan.timeout + 1.0)
+        if run.outstanding > 0:
+            # Never dropped: a hung server must fail the gate (issue 13 item 15).
+            run.error(
+                f"no response within {plan.timeout:g}s, before the end of the run",
+                "timeout",
+                run.outstanding,
+                late=True,
+            )
+        run.settled = True
         if plan.scenario == "stream":
             last = end_ns
         elif plan.duration is not None:

@@ -13,6 +13,7 @@ Times given to the core are ``loop.time()``, so the caller should use the same c
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -127,9 +128,8 @@ async def run_check(
     Never raises for a failed check: the failure is the result's ``detail``, in the words of
     :func:`netkit.net.sockets.translate_connect_error` (``connection refused by 127.0.0.1:8001``).
     """
-    loop = asyncio.get_running_loop()
     target = str(endpoint)
-    start = loop.time()
+    start = time.perf_counter()  # durations: not loop.time(), 1 ms under uvloop
     conn: _ProbeConnection | None = None
     ok = False
     try:
@@ -152,7 +152,7 @@ async def run_check(
                 conn.close()
             else:
                 conn.abort()
-    seconds = loop.time() - start
+    seconds = time.perf_counter() - start
     if conn is not None:
         await asyncio.wait([conn.closed], timeout=CLOSE_WAIT)
     if ok:

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -28,6 +29,45 @@ def _die_with_parent() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available for new work: ``MemAvailable`` in /proc/meminfo (as free(1)
+    shows it), or less under an address-space limit (``ulimit -v``); None where the system
+    does not say."""
+    found: int | None = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    found = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        with contextlib.suppress(OSError, ValueError):
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        found = limit if found is None else min(found, limit)
+    return found
+
+
+def describe_exit(code: int) -> str:
+    """How a child ended, from :func:`run_workers`' exit code: ``was killed by SIGKILL``,
+    ``exited with code 70``.
+
+    SIGKILL is what the kernel's out-of-memory killer sends, so its description says so.
+    """
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == signal.SIGKILL:
+            return f"was killed by {name} (the kernel's out-of-memory killer sends it: see dmesg)"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
 def run_workers(
     count: int,
     child_main: Callable[[int], tuple[int, dict[str, Any]]],
@@ -39,7 +79,7 @@ def run_workers(
     every child exists. Must be called before any event loop exists in this process.
 
     Returns:
-        The children's exit codes, their summaries, and the signal that stopped the parent
+        The children's exit codes (``-N`` for a child killed by signal N), their summaries, and the signal that stopped the parent
         (None when the children ended by themselves).
     """
     children: list[tuple[int, int]] = []
@@ -58,7 +98,7 @@ def run_workers(
             except KeyboardInterrupt:
                 code = 130
             except BaseException as exc:
-                print(f"netkit: worker {index}: {exc}", file=sys.stderr)
+                print(f"netkit: worker {index}: {str(exc) or type(exc).__name__}", file=sys.stderr)
             finally:
                 with contextlib.suppress(OSError):
                     os.write(write_fd, json.dumps(summary).encode())

@@ -3,14 +3,23 @@ shape (``bench TARGET ...`` and ``bench merge ...``), thresholds, merging and wo
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import pty
+import re
+import resource
 import signal
+import socketserver
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from netkit.core.bench import LatencyHistogram
+from netkit.core.bench import BenchResult, LatencyHistogram
 from tests.commands.conftest import (
     NETKIT,
     ServerProcess,
@@ -38,6 +47,26 @@ def started(netkit_server: Any, *args: str) -> ServerProcess:
     return server
 
 
+@contextlib.contextmanager
+def running_bench(*args: str) -> Iterator[ServerProcess]:
+    """``netkit bench ARGS --json`` running in the background; killed if still running."""
+    proc = subprocess.Popen(
+        [*NETKIT, "bench", *args, "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield ServerProcess(proc, {})
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
 @pytest.fixture
 def echo(netkit_server: Any) -> ServerProcess:
     return started(netkit_server, "tcp-echo", "serve", "127.0.0.1:0")
@@ -60,6 +89,70 @@ def test_default_benchmarks_the_embedded_echo_server() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "no target: benchmarking netkit's own echo server" in proc.stdout
     assert "requests" in proc.stdout and "p99" in proc.stdout and "errors" in proc.stdout
+
+
+def test_human_output_fits_80_columns_and_keeps_labels_with_values(echo: ServerProcess) -> None:
+    """Issue 13 item 24: at 80 columns 'p99.99' was split from its value."""
+    env = {**os.environ, "COLUMNS": "80"}
+    proc = subprocess.run(
+        [*NETKIT, "bench", echo.address, "-d", "0.3s", "-w", "1", "-c", "2", "--rate", "2000",
+         "--fail-if", "p99>1h"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), proc.stdout
+    number = re.compile(r"^[0-9][0-9,]*\.[0-9]{3}$")
+    labels = ["min", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean"]
+    found = []
+    for i, line in enumerate(lines):
+        words = line.removeprefix("latency ms").split()
+        names = [w for w in words if w in labels]
+        if names and len(names) == len(words):
+            # A row of labels: the line under it holds exactly one value per label.
+            values = lines[i + 1].split()
+            assert len(values) == len(names) and all(number.match(v) for v in values), line
+            found += names
+    assert found == labels, proc.stdout
+
+
+def test_embedded_run_says_how_to_point_it_at_your_server(echo: ServerProcess) -> None:
+    hint = "point it at yours: netkit bench HOST:PORT"
+    proc = run_netkit("bench", "-d", "0.3s", "-w", "1", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert hint in proc.stdout
+    own = run_netkit("bench", echo.address, "-d", "0.3s", "-w", "1")
+    assert own.returncode == 0 and hint not in own.stdout
+
+
+@pytest.mark.timeout(60)
+def test_a_terminal_shows_live_progress(echo: ServerProcess) -> None:
+    """On a terminal the run shows a progress line while it runs (rich, TTY only)."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [*NETKIT, "bench", echo.address, "-d", "1.5s", "-w", "1", "-c", "2"],
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+        assert proc.wait(timeout=30) == 0
+        if proc.stderr is not None:
+            proc.stderr.close()
+    text = seen.decode(errors="replace")
+    assert "/s  p99" in text and "errors 0" in text  # the live line
+    assert "latency ms" in text  # then the report
 
 
 def test_embedded_server_json() -> None:
@@ -150,6 +243,49 @@ def test_merge_gives_the_counts_of_the_added_histograms(
     assert human.returncode == 0 and "latency ms" in human.stdout
 
 
+def saved(path: Path, transport: str, started_at: float, requests: int = 100) -> Path:
+    """A saved ``--json`` result of a one-second run that started at ``started_at``."""
+    r = BenchResult("echo", "127.0.0.1:7", transport, 2, 1, 1, 64, None)
+    r.requests, r.duration_s, r.started_at = requests, 1.0, started_at
+    for _ in range(requests):
+        r.latency.record(1_000_000)
+    path.write_text(json.dumps({"event": "summary", **r.as_dict()}) + "\n")
+    return path
+
+
+def test_merge_refuses_the_same_run_twice_and_mixed_transports(tmp_path: Path) -> None:
+    """Issue 13 item 18: each refusal is one clear line and exit 2."""
+    a = saved(tmp_path / "a.json", "tcp", 1_800_000_000.0)
+    copy = tmp_path / "copy.json"
+    copy.write_text(a.read_text())
+    udp = saved(tmp_path / "u.json", "udp", 1_800_000_000.0)
+    cases = [
+        ((str(a), str(a)), "given twice"),
+        ((str(a), str(tmp_path / "." / "a.json")), "given twice"),
+        ((str(a), str(copy)), "hold the same run"),
+        ((str(a), str(udp)), "different transports: tcp, udp"),
+    ]
+    for args, message in cases:
+        proc = run_netkit("bench", "merge", *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert_one_line_error(proc.stderr)
+        assert message in proc.stderr
+
+
+def test_merge_of_runs_apart_in_time_warns(tmp_path: Path) -> None:
+    a = saved(tmp_path / "a.json", "tcp", 1_800_000_000.0, requests=100)
+    b = saved(tmp_path / "b.json", "tcp", 1_800_003_600.0, requests=300)
+    proc = run_netkit("bench", "merge", str(a), str(b), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" in proc.stderr and "did not run side by side" in proc.stderr
+    m = summary(proc.stdout)
+    assert m["requests"] == 400 and m["duration_s"] == 2.0 and m["rps"] == 200.0
+    b = saved(tmp_path / "b.json", "tcp", 1_800_000_000.02, requests=300)
+    proc = run_netkit("bench", "merge", str(a), str(b), "--json")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert summary(proc.stdout)["rps"] == 400.0
+
+
 def test_merge_bad_input(tmp_path: Path) -> None:
     empty = tmp_path / "empty.json"
     empty.write_text('{"event":"listening"}\n')
@@ -174,6 +310,105 @@ def test_fail_if_exit_codes(echo: ServerProcess) -> None:
     assert "p99<1h" in crossed.stderr and "rps>1" in crossed.stderr
     assert "errors>0" not in crossed.stderr
     assert "crossed" in crossed.stdout and "held" in crossed.stdout  # the report came first
+
+
+class GarbageHandler(socketserver.BaseRequestHandler):
+    """Answers every read with as many bytes of garbage."""
+
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(b"?" * len(data))
+
+
+def test_a_target_that_answers_garbage_fails_without_fail_if() -> None:
+    """Issue 13 item 16: every request failing (mismatch) exits 1 with no --fail-if."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), GarbageHandler) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            port = server.server_address[1]
+            proc = run_netkit("bench", f"127.0.0.1:{port}", *SHORT)
+            human = run_netkit("bench", f"127.0.0.1:{port}", "-d", "0.3s", "-w", "1", "-c", "1")
+        finally:
+            server.shutdown()
+    assert proc.returncode == 1, proc.stderr
+    assert_one_line_error(proc.stderr)
+    assert "no request succeeded" in proc.stderr and "came back different" in proc.stderr
+    s = summary(proc.stdout)
+    assert s["requests"] == 0 and s["errors"]["mismatch"] > 0
+    assert s["ok"] is False and "no request succeeded" in s["failures"]
+    assert human.returncode == 1
+    assert "failed" in human.stdout and "no request succeeded" in human.stdout
+
+
+def test_a_good_run_passes_the_default_gate(echo: ServerProcess) -> None:
+    proc = run_netkit("bench", echo.address, *SHORT)
+    assert proc.returncode == 0, proc.stderr
+    s = summary(proc.stdout)
+    assert s["ok"] is True and s["failures"] == []
+
+
+@pytest.mark.timeout(60)
+def test_a_stopped_server_fails_the_gate(echo: ServerProcess) -> None:
+    """Issue 13 item 15: a server stopped with SIGSTOP accepts (the kernel does) and never
+    answers; with the run as long as the timeout, its requests used to be dropped."""
+    echo.proc.send_signal(signal.SIGSTOP)
+    try:
+        # The old race lost the requests about 3 runs in 4; without --fail-if, the default
+        # gate fails a run in which nothing succeeded (item 16).
+        for gate in (("--fail-if", "errors>0"), ()):
+            proc = run_netkit(
+                "bench", echo.address, "-d", "1s", "-t", "1s", "-w", "1", "-c", "2",
+                *gate, "--json", timeout=30,
+            )  # fmt: skip
+            assert proc.returncode == 1, proc.stderr
+            s = summary(proc.stdout)
+            assert s["requests"] == 0
+            assert s["errors"]["timeout"] == 2, s["errors"]
+    finally:
+        echo.proc.send_signal(signal.SIGCONT)
+        echo.proc.kill()
+
+
+def limited_memory() -> None:
+    """In the child: at most 2 GiB of address space, so a run that allocated its --size
+    would fail with MemoryError instead of being refused."""
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_a_size_that_cannot_fit_is_refused_before_allocating() -> None:
+    """Issue 13 item 17: --size 10GiB is refused with the numbers, before any allocation."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: reaching the target would exit 3
+        for extra in ((), ("-c", "1", "-w", "1")):
+            size = "10GiB" if not extra else "1GiB"
+            proc = subprocess.run(
+                [*NETKIT, "bench", f"127.0.0.1:{s.getsockname()[1]}", "--size", size, *extra],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                preexec_fn=limited_memory,
+            )  # fmt: skip
+            assert proc.returncode == 2, proc.stderr
+            assert_one_line_error(proc.stderr)
+            assert f"--size {size[:-3]}.0 GiB" in proc.stderr
+            assert "of memory available" in proc.stderr and "2.0 GiB" in proc.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_dies_is_reported_with_its_signal(echo: ServerProcess) -> None:
+    """Issue 13 item 17: 'a bench worker ended without a result' now says how it ended."""
+    with running_bench(echo.address, "-d", "3s", "-w", "2", "-c", "2") as bench:
+        bench.wait_for("progress", timeout=10)  # both workers are running
+        pid = bench.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[1]), signal.SIGKILL)
+        assert bench.wait_exit(timeout=30) == 6
+        stderr = bench.stderr_text()
+        assert_one_line_error(stderr)
+        assert "bench worker 2 of 2 was killed by SIGKILL" in stderr
 
 
 @pytest.mark.parametrize(
@@ -208,23 +443,9 @@ def test_refused_target_exits_3_at_once() -> None:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
 def test_signal_stops_the_run_with_a_report(echo: ServerProcess, sig: int, code: int) -> None:
-    proc = subprocess.Popen(
-        [*NETKIT, "bench", echo.address, "-d", "30s", "-w", "2", "-c", "2", "--json"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    bench = ServerProcess(proc, {})
-    try:
+    with running_bench(echo.address, "-d", "30s", "-w", "2", "-c", "2") as bench:
         progress = bench.wait_for("progress", timeout=10)
         assert progress["requests"] > 0
         assert bench.stop(sig, timeout=10) == code
         s = bench.event("summary")
         assert s["requests"] > 0 and s["duration_s"] < 20
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()

@@ -14,14 +14,19 @@ from netkit.core.bench import (
     HIGHEST_NS,
     LOWEST_NS,
     SIGNIFICANT_FIGURES,
+    STREAM_CHUNK,
     BenchResult,
     LatencyHistogram,
     LoadPlan,
     Pacing,
+    check_memory,
     check_thresholds,
+    default_failures,
     merge_results,
+    merge_warnings,
     parse_rate,
     parse_threshold,
+    payload_memory,
     split_evenly,
 )
 from netkit.errors import ConfigError
@@ -125,6 +130,31 @@ def test_bad_plans(kwargs: dict[str, object], message: str) -> None:
         LoadPlan(**kwargs)  # type: ignore[arg-type]
 
 
+# --- memory ------------------------------------------------------------------------------
+
+GiB = 1 << 30
+
+
+def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
+    """Issue 13 item 17: --size 10GiB with 16 connections needs ~160 GiB; say so, refuse."""
+    huge = LoadPlan(size=10 * GiB, connections=16, total_connections=16)
+    assert payload_memory(huge, 2, websocket=False) == 2 * 3 * 10 * GiB + 16 * 10 * GiB
+    with pytest.raises(ConfigError) as info:
+        check_memory(huge, 2, 24 * GiB, websocket=False)
+    message = str(info.value)
+    assert "--size 10.0 GiB" in message and "220.0 GiB" in message and "24.0 GiB" in message
+    # What fits passes: the default shapes, and a large stream over TCP (one reusable chunk).
+    check_memory(LoadPlan(size=64, connections=16, total_connections=16), 2, GiB, websocket=True)
+    stream = LoadPlan(scenario="stream", size=10 * GiB, connections=16, total_connections=16)
+    assert payload_memory(stream, 2, websocket=False) == 2 * 3 * STREAM_CHUNK
+    check_memory(stream, 2, GiB, websocket=False)
+    with pytest.raises(ConfigError, match=r"more than the 1\.0 GiB"):
+        check_memory(stream, 2, GiB, websocket=True)  # a WebSocket message is one frame
+    piped = LoadPlan(size=64 << 20, pipeline=16, connections=1, total_connections=1)
+    with pytest.raises(ConfigError, match="--pipeline"):
+        check_memory(piped, 1, GiB, websocket=False)
+
+
 # --- results -------------------------------------------------------------------------------
 
 
@@ -167,6 +197,66 @@ def test_merge_adds_counts_and_histograms() -> None:
         merge_results([a, c])
     with pytest.raises(ConfigError):
         merge_results([])
+
+
+def test_merge_refuses_a_run_twice_and_different_transports() -> None:
+    """Issue 13 item 18: a file merged with itself double counts; tcp + udp is no figure."""
+    a = result(10, [1_000_000] * 10)
+    a.started_at = 1_800_000_000.0
+    twin = BenchResult.from_dict(a.as_dict())  # the same run, saved under another name
+    with pytest.raises(ConfigError, match=r"a\.json and copy\.json hold the same run"):
+        merge_warnings([("a.json", a), ("copy.json", twin)])
+    udp = result(10, [1_000_000] * 10)
+    udp.transport = "udp"
+    udp.started_at = a.started_at
+    with pytest.raises(ConfigError, match="different transports: tcp, udp"):
+        merge_warnings([("a.json", a), ("u.json", udp)])
+    with pytest.raises(ConfigError, match="different transports"):
+        merge_results([a, udp])
+
+
+def test_merge_of_runs_apart_in_time_warns_and_takes_their_union() -> None:
+    a = result(100, [1_000_000] * 100, duration_s=1.0)
+    b = result(300, [1_000_000] * 300, duration_s=1.0)
+    a.started_at, b.started_at = 1_800_000_000.0, 1_800_000_000.05  # side by side
+    assert merge_warnings([("a", a), ("b", b)]) == []
+    side = merge_results([a, b])
+    assert side.duration_s == 1.0 and side.rps == 400.0
+    assert side.started_at == a.started_at
+
+    b.started_at = a.started_at + 3600.0  # an hour later: no common time at all
+    (warning,) = merge_warnings([("a", a), ("b", b)])
+    assert "did not run side by side" in warning and "2.00 s" in warning
+    apart = merge_results([a, b])
+    assert apart.duration_s == 2.0 and apart.rps == 200.0  # not 400/s
+
+    b.started_at = a.started_at + 0.5  # half overlapping: 1.5 s in all
+    assert len(merge_warnings([("a", a), ("b", b)])) == 1
+    assert merge_results([a, b]).duration_s == pytest.approx(1.5)
+
+    b.started_at = None  # saved by an older netkit: assumed side by side, with a warning
+    (old,) = merge_warnings([("a", a), ("b", b)])
+    assert "b: no start time" in old
+    assert merge_results([a, b]).duration_s == 1.0
+
+
+# --- the default gate ------------------------------------------------------------------------
+
+
+def test_default_gate_fails_a_run_with_no_success_or_a_mismatch() -> None:
+    """Issue 13 item 16: with or without --fail-if, nothing succeeded or a wrong echo fails."""
+    assert default_failures(result(10, [1_000_000] * 10, errors={"timeout": 3})) == []
+    assert default_failures(result(0, [], errors={"timeout": 2})) == ["no request succeeded"]
+    garbage = result(0, [], errors={"mismatch": 3327})
+    assert default_failures(garbage) == [
+        "no request succeeded",
+        "3,327 echo(es) came back different from what was sent",
+    ]
+    one_bad = result(500, [1_000_000] * 500, errors={"mismatch": 1})
+    assert default_failures(one_bad) == ["1 echo(es) came back different from what was sent"]
+    connect = result(0, [])
+    connect.scenario = "connect"
+    assert default_failures(connect) == ["no connection succeeded"]
 
 
 # --- thresholds ----------------------------------------------------------------------------

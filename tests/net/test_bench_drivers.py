@@ -5,6 +5,7 @@ coordinated omission."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import uuid
 from pathlib import Path
@@ -13,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import LoadPlan
+from netkit.core.bench import STREAM_CHUNK, LoadPlan
 from netkit.core.ws.handshake import ServerHandshake
 from netkit.errors import ConfigError, ConnectError
-from netkit.net.bench import Target, make_payload, run_worker
+from netkit.net.bench import Target, Worker, make_payload, run_worker
 from netkit.net.datagram import UDPEchoServer
 from netkit.net.echo import EchoConnection
 from netkit.net.server import ServerConnection
@@ -251,6 +252,72 @@ def test_timeouts_are_counted(run: Runner, serve: Serve) -> None:
     run(main())
 
 
+def test_requests_unanswered_at_the_end_are_errors_not_dropped(
+    run: Runner, serve: Serve
+) -> None:
+    """A hung server fails the run (issue 13 item 15): requests still in flight when the run
+    ends are errors, even when their connection ends during the final drain."""
+
+    class Hung(ServerConnection):
+        """Never answers; closes each connection 0.4 s after its first read (while the
+        load generator drains its last requests)."""
+
+        def data_ready(self) -> None:
+            if len(self.rbuf) and not getattr(self, "_armed", False):
+                self._armed = True
+                asyncio.get_running_loop().call_later(0.4, self.close)
+            self.rbuf.consume(len(self.rbuf))
+
+    class Silent(ServerConnection):
+        def data_ready(self) -> None:
+            self.rbuf.consume(len(self.rbuf))
+
+    async def main() -> tuple[Any, Any]:
+        async with serve(Hung) as h:
+            closed = await bench(plan(duration=0.2, timeout=2.0), h.endpoint)
+        async with serve(Silent) as h:
+            silent = await bench(plan(duration=0.2, timeout=0.3), h.endpoint)
+        return closed, silent
+
+    closed, silent = run(main())
+    assert closed.requests == 0
+    assert closed.errors["closed"] == 2, closed.errors  # one request in flight per connection
+    assert silent.requests == 0
+    assert silent.errors["timeout"] == 2, silent.errors
+    assert "before the end of the run" in silent.error_samples["timeout"]
+
+
+def test_connect_attempts_under_way_at_the_end_are_errors(run: Runner) -> None:
+    import socket
+
+    # A listener whose backlog is full: further connects hang in SYN_SENT until they time out.
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)
+        port = lsock.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(3):
+                f = socket.socket()
+                f.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    f.connect(("127.0.0.1", port))
+                fillers.append(f)
+
+            async def main() -> Any:
+                return await bench(
+                    plan(scenario="connect", duration=0.2, timeout=0.5, connections=1),
+                    TCPEndpoint("127.0.0.1", port),
+                )
+
+            r = run(main())
+            assert r.requests == 0
+            assert r.errors["timeout"] == 1, r.errors
+        finally:
+            for f in fillers:
+                f.close()
+
+
 def test_stream_to_an_echo(run: Runner, serve: Serve) -> None:
     async def main() -> None:
         async with serve(EchoConnection) as h:
@@ -261,6 +328,22 @@ def test_stream_to_an_echo(run: Runner, serve: Serve) -> None:
         assert not r.errors and r.latency.count == 0
 
     run(main())
+
+
+def test_stream_sends_large_writes_from_one_reusable_chunk(run: Runner, serve: Serve) -> None:
+    """Issue 13 item 17: a stream write larger than STREAM_CHUNK goes out in pieces of one
+    chunk; no connection (nor the worker) holds a whole write."""
+    large = plan(scenario="stream", size=64 << 20, connections=1)  # small enough if it regresses
+    assert Worker(large, Target(TCPEndpoint("127.0.0.1", 9))).payload.size == STREAM_CHUNK
+
+    async def main() -> Any:
+        async with serve(EchoConnection) as h:
+            return await bench(plan(scenario="stream", size=1 << 20, connections=1), h.endpoint)
+
+    r = run(main())
+    assert r.bytes_sent >= 4 << 20 and not r.errors
+    # Whole writes counted; the last one may be partly sent when the run ends.
+    assert r.requests == r.bytes_sent >> 20
 
 
 def test_connect_scenario_with_exchange(run: Runner, serve: Serve) -> None:
