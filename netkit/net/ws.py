@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from netkit.core.addresses import WSURL
-from netkit.core.buffers import BufferFull
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.frames import CloseCode, Side
 from netkit.core.ws.handshake import (
@@ -40,7 +39,13 @@ from netkit.core.ws.protocol import (
     Protocol,
     State,
 )
-from netkit.errors import ConnectionLost, NetkitError, OperationTimeout, PeerProtocolError
+from netkit.errors import (
+    ConnectionLost,
+    LocalProtocolError,
+    NetkitError,
+    OperationTimeout,
+    PeerProtocolError,
+)
 from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.zerocopy import Buffer
@@ -99,23 +104,30 @@ class WebSocketConnection(StreamProtocol):
         self._ping_sent_at = 0.0
         self.last_rtt: float | None = None
         self._dispatching = False  # in _dispatch: it flushes once at the end
+        self._lingering = False  # an HTTP answer sent, half-closed, reading to the client's EOF
 
     # --- bytes in -----------------------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        # Nothing may escape get_buffer: the loop would log a fatal error and reset the
+        # connection (uvloop, asyncio). read_buffer only raises BufferFull; the rest is a guard.
         try:
-            # Through the protocol, which copies undelivered events out of the buffer first;
-            # sized for the whole frame at the front, so a large one is not grown step by step.
             return self.ws.read_buffer()
-        except BufferFull as exc:
+        except NetkitError as exc:
             return self.overflow(exc)
+        except Exception as exc:  # a bug: fail this connection, keep serving the others
+            return self.overflow(LocalProtocolError(f"internal error reading: {exc!r}"))
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.error is not None:
             return
         self.bytes_in += nbytes
         try:
-            if self.ws.state is _CONNECTING:
+            if self._lingering:
+                # Answered and half-closed: discard what the client still sends.
+                self.rbuf.commit(nbytes)
+                self.rbuf.consume(len(self.rbuf))
+            elif self.ws.state is _CONNECTING:
                 self.rbuf.commit(nbytes)
                 self.handshake_data()
             else:
@@ -124,10 +136,15 @@ class WebSocketConnection(StreamProtocol):
         except NetkitError as exc:
             self.fail(exc)
             return
+        except Exception as exc:  # a bug: as in get_buffer, never out to the loop
+            self.fail(LocalProtocolError(f"internal error handling data: {exc!r}"))
+            return
         if self.views_released():
             self.rbuf.release()
 
     def eof_received(self) -> bool | None:
+        if self._lingering:
+            return None  # the client has read our answer: close
         if self.ws.state is not _CLOSED:
             self.ws.receive_eof()
             self._dispatch()
@@ -143,6 +160,25 @@ class WebSocketConnection(StreamProtocol):
     def handshake_data(self) -> None:
         """Bytes arrived while CONNECTING (in ``self.rbuf``): advance the opening handshake."""
         raise NotImplementedError
+
+    def linger_close(self) -> None:
+        """Close after an HTTP answer, so that the peer reads it rather than a reset.
+
+        Closing a socket with unread input sends RST, which can destroy the answer before the
+        client reads it (a 431 to a large head). So half-close, discard what still comes, and
+        close on the client's EOF or after the closing timeout (nginx's lingering close).
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._cancel_timers()
+        self.rbuf.consume(len(self.rbuf))
+        if not transport.can_write_eof():
+            transport.close()  # TLS: close_notify, then close
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._timer = self._loop.call_later(self.timeouts.close or 2.0, self._close_timed_out)
 
     def _dispatch(self) -> None:
         # Replies sent while handling these events go out together in the flush at the end:
@@ -356,12 +392,11 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
             self._opened()
             self._dispatch()
             return
-        self._cancel_timers()
         if isinstance(result, HealthCheck):
             self._emit("health", path=result.request.path)
         elif isinstance(result, Rejected):
             self._emit("rejected", status=result.status_code, reason=result.message)
-        self.transport.close()
+        self.linger_close()
 
     def begin_drain(self) -> None:
         """Server shutdown: 1001 Going Away to this client, then wait for its close."""

@@ -102,6 +102,8 @@ class State(enum.IntEnum):
 # Python 3.11, and the per-message path compares states several times.
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 _TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY
+# The least free space read_buffer offers when part of a frame is buffered.
+_MIN_READ: Final = 4096
 
 # State transitions as data: (state, what happened) -> next state. Anything missing is misuse.
 _TRANSITIONS: Final[dict[tuple[State, str], State]] = {
@@ -371,19 +373,32 @@ class Protocol:
     def bytes_wanted(self) -> int:
         """How many more bytes the frame at the front of the buffer needs (at least 1).
 
-        Pass it to :meth:`writable` so that a large frame gets one buffer of the right size
-        instead of one that doubles as the payload arrives (each doubling is a copy).
+        For information only: do not size the buffer by it. The length is what the peer
+        declares, not what it sent; :meth:`read_buffer` grows the buffer as bytes arrive.
         """
         return max(1, self._parser.needed(self._buffer) - len(self._buffer))
 
     def read_buffer(self) -> memoryview:
-        """:meth:`writable` sized by :meth:`bytes_wanted`, in one call: the I/O layer's
-        ``get_buffer``. Between frames (the usual case) no header needs to be looked at."""
+        """Return buffer space for the next read: the I/O layer's ``get_buffer``.
+
+        Memory follows what arrived, never what a frame header declares: the buffer keeps
+        its size while it has room and doubles (a copy, bounded by ``max_size``) when a
+        frame fills it, so a peer that declares 100 MB and sends 17 bytes holds one pooled
+        chunk. No header is looked at here, so it is the same during the opening handshake
+        (HTTP bytes) and after a failure (the bad frame may still be buffered).
+
+        Raises:
+            BufferFull: more than ``max_size`` bytes would be buffered.
+        """
+        if self._events:
+            self._detach_events()
         buf = self._buffer
         pending = len(buf)
-        if pending < 2 and not self._events:
-            return buf.writable()  # between frames, nothing to detach: the per-message path
-        return self.writable(1 if pending < 2 else self._parser.needed(buf) - pending)
+        if not pending:
+            return buf.writable()  # between frames: the per-message path
+        # Part of a frame is here: ask for a useful read, so that a nearly full buffer is
+        # compacted or grown instead of handing the kernel a few bytes at a time.
+        return buf.writable(max(1, min(_MIN_READ, buf.max_size - pending)))
 
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""

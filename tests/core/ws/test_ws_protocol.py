@@ -447,14 +447,42 @@ def test_random_bytes_never_raise(data: bytes, side: Side, deflate: bool) -> Non
         assert proto.close_sent is not None
 
 
-def test_bytes_wanted_sizes_the_buffer_for_the_whole_frame():
+def read_in(proto: Protocol, data: bytes) -> None:
+    """Feed ``data`` as the I/O layer does: into :meth:`Protocol.read_buffer`, then commit."""
+    while data:
+        view = proto.read_buffer()
+        n = min(len(view), len(data))
+        view[:n] = data[:n]
+        proto.commit(n)
+        data = data[n:]
+
+
+def test_bytes_wanted_is_what_the_header_declares():
     server = Protocol(Side.SERVER, max_size=4 << 20)
     header, _payload = FrameWriter(Side.CLIENT).write(WireFrame(Opcode.BINARY, bytes(3 << 20)))
     assert server.bytes_wanted() == 2
     server.receive_data(header)
     assert server.bytes_wanted() == 3 << 20
-    view = server.writable(server.bytes_wanted())
-    assert len(view) >= 3 << 20, "one buffer for the whole payload, not a doubling series"
+
+
+@pytest.mark.parametrize(("declared", "max_size"), [(1 << 20, 1 << 20), (10**7, 16 << 20)])
+def test_memory_follows_what_arrived_not_what_the_header_declares(declared, max_size):
+    # Issue 13 item 3: a header declaring ~1 MiB (or 10 MB under a 16 MiB limit) with 17
+    # bytes of payload held a buffer of the declared size (up to max_size) at once.
+    server = Protocol(Side.SERVER, max_size=max_size)
+    payload = bytes(range(256)) * (declared // 256) + bytes(declared % 256)
+    frame = b"".join(FrameWriter(Side.CLIENT).write(WireFrame(Opcode.BINARY, payload)))
+    header = len(frame) - declared
+    read_in(server, frame[: header + 17])
+    chunk = 64 * 1024  # the pool's chunk: what any connection with unread bytes holds
+    assert server.buffer.capacity <= chunk
+    read_in(server, frame[header + 17 : header + 200_000])
+    # Grown as the bytes came, to at most twice what arrived.
+    assert 200_000 <= server.buffer.capacity <= 2 * 200_000
+    read_in(server, frame[header + 200_000 :])
+    (message,) = server.events_received()
+    assert message.data == payload
+    assert server.buffer.capacity <= 2 * len(frame)
 
 
 # --- small messages: the per-message fast path ------------------------------------------------
