@@ -104,6 +104,11 @@ class ReceiveBuffer:
         return self._end - self._start
 
     @property
+    def end(self) -> int:
+        """Offset in the bytearray where the next byte will be written."""
+        return self._end
+
+    @property
     def capacity(self) -> int:
         """Size of the bytearray in use (0 when released to the pool)."""
         return len(self._mem)
@@ -131,9 +136,8 @@ class ReceiveBuffer:
             # Compaction: one memmove of the unread tail (overlap-safe), no allocation.
             mem[:pending] = mem[self._start : end]
         else:
-            size = len(mem)
-            while size < needed:
-                size *= 2
+            # Double (amortised copies), or straight to what was asked for if that is more.
+            size = max(needed, 2 * len(mem))
             grown = memoryview(bytearray(min(size, self.max_size)))
             # Growth copies the unread bytes once; it happens only for messages larger than
             # the pool's chunk, and the larger buffer is kept until release().

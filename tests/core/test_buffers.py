@@ -250,12 +250,15 @@ def test_growth_keeps_data_and_doubles() -> None:
     buf, _ = small_buffer(max_size=1024)
     feed(buf, b"a" * 50)
     buf.consume(10)
-    w = buf.writable(100)  # 40 unread + 100 > 64: grow to 256 (64 -> 128 -> 256)
-    assert buf.capacity == 256
+    w = buf.writable(100)  # 40 unread + 100 > 2 x 64: grow to what was asked, 140
+    assert buf.capacity == 140
     assert bytes(buf.view()) == b"a" * 40
-    assert len(w) == 256 - 40
+    assert len(w) == 140 - 40
     w[:100] = b"b" * 100
     buf.commit(100)
+    assert bytes(buf.view()) == b"a" * 40 + b"b" * 100
+    buf.writable(1)  # full: at least double (amortised copies)
+    assert buf.capacity == 280
     assert bytes(buf.view()) == b"a" * 40 + b"b" * 100
 
 

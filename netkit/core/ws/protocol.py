@@ -396,9 +396,18 @@ class Protocol:
         pending = len(buf)
         if not pending:
             return buf.writable()  # between frames: the per-message path
-        # Part of a frame is here: ask for a useful read, so that a nearly full buffer is
-        # compacted or grown instead of handing the kernel a few bytes at a time.
-        return buf.writable(max(1, min(_MIN_READ, buf.max_size - pending)))
+        room = buf.max_size - pending
+        want = _MIN_READ
+        if buf.capacity - buf.end < want and self.state is not _CONNECTING and self.error is None:
+            # Full: grow toward the frame's end, but to at most 4x (5x for the last step)
+            # what arrived: fewer copies than doubling for a large message, and a 100 MB
+            # claim with 64 KiB sent gets 256 KiB.
+            try:
+                rest = self._parser.needed(buf) - pending
+            except PeerProtocolError:
+                rest = 0  # _parse fails the connection on it
+            want = max(want, rest if rest <= 4 * pending else 3 * pending)
+        return buf.writable(max(1, min(want, room)))
 
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""

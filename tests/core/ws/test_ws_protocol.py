@@ -477,8 +477,8 @@ def test_memory_follows_what_arrived_not_what_the_header_declares(declared, max_
     chunk = 64 * 1024  # the pool's chunk: what any connection with unread bytes holds
     assert server.buffer.capacity <= chunk
     read_in(server, frame[header + 17 : header + 200_000])
-    # Grown as the bytes came, to at most twice what arrived.
-    assert 200_000 <= server.buffer.capacity <= 2 * 200_000
+    # Grown as the bytes came, to at most 4 times what arrived.
+    assert 200_000 <= server.buffer.capacity <= 4 * 200_000
     read_in(server, frame[header + 200_000 :])
     (message,) = server.events_received()
     assert message.data == payload
