@@ -16,6 +16,14 @@ from netkit.core.addresses import WSURL, parse_endpoint
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
 from netkit.net.ws_server import ModeConnection, Room
+from tests.core.ws.test_ws_protocol import (
+    IN_ORDER_CASES,
+    PAYLOAD,
+    PAYLOAD1,
+    PAYLOAD2,
+    autobahn_frame,
+    chops_of,
+)
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -36,11 +44,14 @@ def masked(opcode_byte: int, payload: bytes) -> bytes:
 
 
 def echo_server(
-    events: list[tuple[str, dict[str, Any]]], *, max_size: int | None = MIB
+    events: list[tuple[str, dict[str, Any]]],
+    *,
+    max_size: int | None = MIB,
+    handshake: ServerHandshake | None = None,
 ) -> Callable[[], ModeConnection]:
     room = Room()
     return lambda: ModeConnection(
-        ServerHandshake(),
+        handshake or ServerHandshake(),
         mode="echo",
         room=room,
         log=lambda name, fields: events.append((name, fields)),
@@ -267,5 +278,68 @@ def test_declared_sizes_do_not_allocate(
             assert max(capacities) <= 64 * 1024, capacities
             for writer in writers:
                 writer.close()
+
+    run(main())
+
+
+# --- item 25: Autobahn strictness over a real socket --------------------------------------
+
+
+async def upgraded(
+    h: Any, extensions: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await open_raw(h)
+    request = REQUEST
+    if extensions:
+        request = request[:-2] + b"Sec-WebSocket-Extensions: " + extensions + b"\r\n\r\n"
+    writer.write(request)
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+    return reader, writer
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame with a 7-bit length: (first byte, payload)."""
+    b0, length = await asyncio.wait_for(reader.readexactly(2), 2)
+    return b0, await reader.readexactly(length)
+
+
+@pytest.mark.parametrize("case", IN_ORDER_CASES)
+def test_ws_server_echoes_before_failing(run: Runner, serve: Serve, case: str) -> None:
+    frames, echo = IN_ORDER_CASES[case]
+
+    async def main() -> None:
+        errors = catch_loop_errors()
+        async with serve(echo_server([])) as h:
+            reader, writer = await upgraded(h)
+            writer.write(b"".join(frames))  # one write: one read on loopback
+            assert await read_frame(reader) == (0x81, echo)
+            b0, payload = await read_frame(reader)
+            assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1002
+            assert await reader.read() == b"", "nothing after the close frame (no pong)"
+            writer.close()
+        assert errors == []
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("case", "cuts"),
+    [("6.4.3", [len(PAYLOAD1), len(PAYLOAD1 + PAYLOAD2)]), ("6.4.4", [12, 13])],
+)
+def test_ws_server_fails_fast_on_invalid_utf8(
+    run: Runner, serve: Serve, case: str, cuts: list[int]
+) -> None:
+    first, second, _third = chops_of(autobahn_frame(1, PAYLOAD), cuts)
+
+    async def main() -> None:
+        async with serve(echo_server([])) as h:
+            reader, writer = await upgraded(h)
+            writer.write(first)
+            await writer.drain()
+            await asyncio.sleep(PAUSE)
+            writer.write(second)  # the third chop is never sent: the close must come first
+            b0, payload = await read_frame(reader)
+            assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1007
+            writer.close()
 
     run(main())
