@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from netkit.core.addresses import WSURL, parse_endpoint
+from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
 from netkit.net.ws_server import ModeConnection, Room
@@ -341,5 +343,34 @@ def test_ws_server_fails_fast_on_invalid_utf8(
             b0, payload = await read_frame(reader)
             assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1007
             writer.close()
+
+    run(main())
+
+
+# --- item 7: the close event reports the code sent when the server failed the connection ---
+
+
+def test_decompression_bomb_close_event_reports_1009(run: Runner, serve: Serve) -> None:
+    bomb = zlib.compressobj(wbits=-15)
+    data = bomb.compress(bytes(4 * MIB)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    data = data[:-4]  # RFC 7692 7.2.1: the 00 00 ff ff tail is left off
+    assert len(data) < 65536
+    frame = b"\xc2\xfe" + len(data).to_bytes(2, "big") + bytes(4) + data  # RSV1, binary
+
+    async def main() -> None:
+        events: list[tuple[str, dict[str, Any]]] = []
+        handshake = ServerHandshake(deflate=DeflateParams())
+        async with serve(echo_server(events, handshake=handshake)) as h:
+            reader, writer = await upgraded(h, b"permessage-deflate")
+            writer.write(frame)
+            b0, payload = await read_frame(reader)
+            assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1009
+            writer.write(b"\x88\x82" + bytes(4) + payload[:2])  # the client's echo
+            assert await reader.read() == b""
+            writer.close()
+            await h.wait_events("disconnected")
+        (closed,) = [fields for name, fields in events if name == "close"]
+        assert closed["code"] == 1009, closed
+        assert closed["sent_code"] == 1009
 
     run(main())
