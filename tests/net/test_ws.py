@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import zlib
 from collections.abc import Callable
@@ -157,6 +158,47 @@ def test_client_reads_a_101_written_in_pieces(run: Runner, splits: list[int]) ->
         conn.abort()
         await conn.closed
         stop()
+        assert errors == []
+
+    run(main())
+
+
+class BrokenHandshake(ModeConnection):
+    """A connection whose handshake code has a bug (raises something unexpected)."""
+
+    def handshake_data(self) -> None:
+        raise RuntimeError("a bug")
+
+
+def test_an_unexpected_error_fails_one_connection_not_the_loop(run: Runner, serve: Serve) -> None:
+    # Nothing escapes buffer_updated: the connection is failed, no "Fatal error on transport".
+    async def main() -> None:
+        errors = catch_loop_errors()
+        broken = True
+
+        def factory() -> ModeConnection:
+            cls = BrokenHandshake if broken else ModeConnection
+            return cls(
+                ServerHandshake(),
+                mode="echo",
+                room=Room(),
+                log=None,
+                log_messages=False,
+                max_size=MIB,
+                timeouts=WSTimeouts(ping_interval=None),
+            )
+
+        async with serve(factory) as h:
+            reader, writer = await open_raw(h)
+            writer.write(REQUEST)
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+            writer.close()
+            broken = False
+            reader, writer = await open_raw(h)
+            writer.write(REQUEST)
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+            writer.close()
         assert errors == []
 
     run(main())
