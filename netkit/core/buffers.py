@@ -8,7 +8,8 @@ A view is valid until the next call to ``writable()``, which may move unread byt
 
 Idle connections hold no memory: a buffer takes its bytearray from a :class:`BufferPool` when
 the first byte arrives and gives it back with :meth:`ReceiveBuffer.release` once everything has
-been consumed.
+been consumed, or with :meth:`ReceiveBuffer.stash` while only a few bytes of an unfinished
+message wait for the rest (memory follows what arrived, not the chunk size).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import cast
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 DEFAULT_CHUNK = 64 * 1024
+# ReceiveBuffer.stash() moves at most this many unread bytes out of a pooled chunk.
+STASH_LIMIT = 4096
 _NO_MEMORY = memoryview(b"")  # what a released buffer points at (one object, not one per release)
 
 
@@ -138,7 +141,11 @@ class ReceiveBuffer:
         else:
             # Double (amortised copies), or straight to what was asked for if that is more.
             size = max(needed, 2 * len(mem))
-            grown = memoryview(bytearray(min(size, self.max_size)))
+            pool = self._pool
+            if size <= pool.chunk_size:
+                grown = pool.acquire_view()  # back from a stash() to a pooled chunk
+            else:
+                grown = memoryview(bytearray(min(size, self.max_size)))
             # Growth copies the unread bytes once; it happens only for messages larger than
             # the pool's chunk, and the larger buffer is kept until release().
             grown[:pending] = mem[self._start : end]
@@ -183,6 +190,30 @@ class ReceiveBuffer:
         if n:
             self.writable(n)[:n] = data
             self._end += n
+
+    def stash(self, limit: int = STASH_LIMIT) -> bool:
+        """Give the pooled bytearray back while a few unread bytes wait for the rest.
+
+        A connection that sent part of a message (a frame header declaring 1 MiB and 17
+        bytes of it) would otherwise hold a whole pooled chunk until the rest comes: its
+        unread bytes move to a bytearray of their own, and the next :meth:`writable` takes
+        a chunk from the pool again. Call it only when no view of the buffer is in use.
+
+        Args:
+            limit: stash only this many unread bytes or fewer (a copy each time).
+
+        Returns:
+            True when the chunk went back to the pool.
+        """
+        mem = self._mem
+        pending = self._end - self._start
+        pool = self._pool
+        if not 0 < pending <= limit or len(mem) != pool.chunk_size:
+            return False
+        self._mem = memoryview(bytearray(mem[self._start : self._end]))
+        self._start, self._end = 0, pending
+        pool.release_view(mem)
+        return True
 
     def abandon(self) -> None:
         """Drop the memory without returning it to the pool (views of it may still be in use)."""

@@ -139,8 +139,9 @@ class WebSocketConnection(StreamProtocol):
         except Exception as exc:  # a bug: as in get_buffer, never out to the loop
             self.fail(LocalProtocolError(f"internal error handling data: {exc!r}"))
             return
-        if self.views_released():
-            self.rbuf.release()
+        if self.views_released() and not self.rbuf.release():
+            # Part of a frame (or of the handshake) waits: a few bytes need not hold a chunk.
+            self.rbuf.stash()
 
     def eof_received(self) -> bool | None:
         if self._lingering:

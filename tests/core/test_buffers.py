@@ -549,3 +549,36 @@ def test_frame_larger_than_a_chunk_grows_the_buffer() -> None:
         pos += n
         got.extend(bytes(f) for f in framer.frames(buf))
     assert got == [payload]
+
+
+# --- stash: a few unread bytes do not hold a pooled chunk (issue 13 item 3) -----------------
+
+
+def test_stash_gives_the_chunk_back_and_keeps_the_bytes() -> None:
+    buf, pool = small_buffer()
+    feed(buf, b"header+17 bytes")
+    chunk = buf.view().obj
+    buf.consume(2)
+    assert buf.stash()
+    assert buf.capacity == len(b"header+17 bytes") - 2  # what arrived, not the chunk
+    assert len(pool) == 1 and pool._free[0].obj is chunk
+    assert bytes(buf.view()) == b"ader+17 bytes"
+    w = buf.writable(1)  # the next read: a pooled chunk again, the bytes copied back
+    assert buf.capacity == CHUNK and w.obj is chunk and len(pool) == 0
+    w[:4] = b"more"
+    buf.commit(4)
+    assert bytes(buf.view()) == b"ader+17 bytesmore"
+
+
+def test_stash_only_a_few_bytes_of_a_pooled_chunk() -> None:
+    buf, _ = small_buffer()
+    assert not buf.stash()  # nothing held
+    feed(buf, b"x" * 40)
+    assert not buf.stash(limit=39)  # more unread bytes than the limit: keep the chunk
+    assert buf.capacity == CHUNK
+    buf.consume(40)
+    assert not buf.stash()  # nothing unread: release() is the call
+    big, _ = small_buffer()
+    feed(big, b"y" * (CHUNK + 1))  # grown past the chunk: not the pool's
+    big.consume(CHUNK)
+    assert not big.stash() and big.capacity > CHUNK
