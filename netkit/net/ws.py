@@ -21,8 +21,9 @@ from typing import Any
 
 from netkit.core.addresses import WSURL
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.frames import CloseCode, Side
+from netkit.core.ws.frames import MAX_HEADER_SIZE, CloseCode, Side
 from netkit.core.ws.handshake import (
+    MAX_HEAD,
     Accepted,
     ClientHandshake,
     HandshakeResponse,
@@ -87,7 +88,10 @@ class WebSocketConnection(StreamProtocol):
         self, *, max_size: int | None = 1 << 20, timeouts: WSTimeouts = WSTimeouts()
     ) -> None:
         # The buffer must hold one whole frame (header included); no limit means up to 1 GiB.
-        super().__init__(max_buffer=(max_size or (1 << 30)) + 14)
+        # And a whole request head, so that a large one is answered (431), never overflows:
+        # frames cannot use the extra room, the parser refuses any over max_size first.
+        frame = (max_size or (1 << 30)) + MAX_HEADER_SIZE
+        super().__init__(max_buffer=max(frame, MAX_HEAD))
         self.ws = Protocol(self.side, state=_CONNECTING, buffer=self.rbuf, max_size=max_size)
         self.timeouts = timeouts
         self.close_code: int | None = None

@@ -237,10 +237,14 @@ def test_tls_client_hello_to_a_plain_server_is_400(run: Runner, serve: Serve) ->
     ],
     ids=["long-line", "many-headers"],
 )
-def test_a_head_over_64k_is_431_then_closed(run: Runner, serve: Serve, head: bytes) -> None:
+@pytest.mark.parametrize("max_size", [MIB, 1024])
+def test_a_head_over_64k_is_431_then_closed(
+    run: Runner, serve: Serve, head: bytes, max_size: int
+) -> None:
+    # Also under a --max-size smaller than the head: the head has its own limits.
     async def main() -> None:
         errors = catch_loop_errors()
-        async with serve(echo_server([])) as h:
+        async with serve(echo_server([], max_size=max_size)) as h:
             reader, writer = await open_raw(h)
             writer.write(head)  # all of it: the server must not reset us for unread bytes
             await writer.drain()
@@ -250,6 +254,23 @@ def test_a_head_over_64k_is_431_then_closed(run: Runner, serve: Serve, head: byt
             assert await reader.read() == b""
             writer.close()
         assert errors == []
+
+    run(main())
+
+
+def test_a_large_valid_head_is_upgraded_under_a_small_max_size(run: Runner, serve: Serve) -> None:
+    # 100 headers of 700 bytes (70 KiB) are within websockets' limits: upgraded.
+    padding = b"".join(b"X-Pad-%d: " % i + b"c" * 690 + b"\r\n" for i in range(100))
+    request = REQUEST[:-2] + padding + b"\r\n"
+
+    async def main() -> None:
+        async with serve(echo_server([], max_size=1024)) as h:
+            reader, writer = await open_raw(h)
+            writer.write(request)
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+            writer.write(masked(0x82, b"ok"))
+            assert await reader.readexactly(4) == b"\x82\x02ok"
+            writer.close()
 
     run(main())
 

@@ -49,6 +49,10 @@ from netkit.errors import LocalProtocolError, PeerProtocolError
 GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_LINE: Final = 8192
 MAX_HEADERS: Final = 128
+# The most bytes a head can take before it is either complete or refused: the start line,
+# MAX_HEADERS header lines and the empty line, each with CRLF, after up to MAX_HEADERS empty
+# lines. A receive buffer that can hold this never overflows during the handshake.
+MAX_HEAD: Final = (MAX_HEADERS + 2) * (MAX_LINE + 2) + 2 * MAX_HEADERS
 WS_VERSION: Final = "13"
 
 _TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
