@@ -146,8 +146,8 @@ class ReceiveBuffer:
                 grown = pool.acquire_view()  # back from a stash() to a pooled chunk
             else:
                 grown = memoryview(bytearray(min(size, self.max_size)))
-            # Growth copies the unread bytes once; it happens only for messages larger than
-            # the pool's chunk, and the larger buffer is kept until release().
+            # Growth copies the unread bytes once; it happens for messages larger than the
+            # pool's chunk (kept until release()) and after a stash() (a small copy).
             grown[:pending] = mem[self._start : end]
             self._mem = mem = grown
         self._start, self._end = 0, pending
