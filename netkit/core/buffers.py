@@ -24,6 +24,8 @@ from netkit.errors import LocalProtocolError, PeerProtocolError
 DEFAULT_CHUNK = 64 * 1024
 # ReceiveBuffer.stash() moves at most this many unread bytes out of a pooled chunk.
 STASH_LIMIT = 4096
+# Free buffers larger than a chunk a pool keeps, in bytes (for the next large message).
+LARGE_BUDGET = 16 * 1024 * 1024
 _NO_MEMORY = memoryview(b"")  # what a released buffer points at (one object, not one per release)
 
 
@@ -40,17 +42,31 @@ class BufferPool:
     Free bytearrays are kept with a memoryview of each, so that a receive buffer taking one
     (:meth:`acquire_view`, once per message on a busy connection) allocates nothing.
 
+    Buffers grown past a chunk for a large message are kept too, up to ``large_budget``
+    bytes in all, for the next large message (:meth:`acquire_large`): a connection grows
+    its buffer as a message arrives, and without them each large message would pay for
+    fresh memory at every step.
+
     Args:
         chunk_size: size of each bytearray.
         max_pooled: how many free bytearrays to keep; more are left to the garbage collector.
+        large_budget: the most bytes of free larger buffers to keep.
     """
 
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK, max_pooled: int = 256) -> None:
+    def __init__(
+        self,
+        chunk_size: int = DEFAULT_CHUNK,
+        max_pooled: int = 256,
+        large_budget: int = LARGE_BUDGET,
+    ) -> None:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         self.chunk_size = chunk_size
         self.max_pooled = max_pooled
+        self.large_budget = large_budget
         self._free: list[memoryview] = []
+        self._large: list[memoryview] = []
+        self.large_bytes = 0
         self.allocated = 0
 
     def acquire(self) -> bytearray:
@@ -69,9 +85,28 @@ class BufferPool:
         self.release_view(memoryview(buf))
 
     def release_view(self, mem: memoryview) -> None:
-        """Give back what :meth:`acquire_view` returned (or a view of a whole bytearray)."""
-        if len(mem) == self.chunk_size and len(self._free) < self.max_pooled:
-            self._free.append(mem)
+        """Give back what :meth:`acquire_view` or :meth:`acquire_large` returned (or a view
+        of a whole bytearray). Larger ones are kept while they fit ``large_budget``."""
+        n = len(mem)
+        if n == self.chunk_size:
+            if len(self._free) < self.max_pooled:
+                self._free.append(mem)
+        elif n > self.chunk_size and self.large_bytes + n <= self.large_budget:
+            self._large.append(mem)
+            self.large_bytes += n
+
+    def acquire_large(self, min_size: int, max_size: int) -> memoryview:
+        """Return a whole-bytearray view of ``min_size`` to ``max_size`` bytes: the smallest
+        kept one that fits, else a new one of ``min_size``."""
+        best = -1
+        for i, mem in enumerate(self._large):
+            if min_size <= len(mem) <= max_size and (best < 0 or len(mem) < len(self._large[best])):
+                best = i
+        if best < 0:
+            return memoryview(bytearray(min_size))
+        mem = self._large.pop(best)
+        self.large_bytes -= len(mem)
+        return mem
 
     def __len__(self) -> int:
         return len(self._free)
@@ -145,7 +180,9 @@ class ReceiveBuffer:
             if size <= pool.chunk_size:
                 grown = pool.acquire_view()  # back from a stash() to a pooled chunk
             else:
-                grown = memoryview(bytearray(min(size, self.max_size)))
+                size = min(size, self.max_size)
+                # A kept buffer up to 16x the size asked for (not a huge one for a small need).
+                grown = pool.acquire_large(size, min(16 * size, self.max_size))
             # Growth copies the unread bytes once; it happens for messages larger than the
             # pool's chunk (kept until release()) and after a stash() (a small copy).
             grown[:pending] = mem[self._start : end]
@@ -241,6 +278,8 @@ class ReceiveBuffer:
         pool = self._pool
         if len(mem) == pool.chunk_size and len(pool._free) < pool.max_pooled:
             pool._free.append(mem)  # release_view(), inline: once per message when busy
+        elif len(mem) > pool.chunk_size:
+            pool.release_view(mem)  # grown for a large message: kept for the next one
         return True
 
 

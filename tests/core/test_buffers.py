@@ -582,3 +582,31 @@ def test_stash_only_a_few_bytes_of_a_pooled_chunk() -> None:
     feed(big, b"y" * (CHUNK + 1))  # grown past the chunk: not the pool's
     big.consume(CHUNK)
     assert not big.stash() and big.capacity > CHUNK
+
+
+# --- buffers grown for a large message are kept for the next one (within a budget) ----------
+
+
+def test_a_grown_buffer_is_kept_for_the_next_large_message() -> None:
+    pool = BufferPool(chunk_size=CHUNK, large_budget=1000)
+    buf = ReceiveBuffer(4 * CHUNK, pool)
+    feed(buf, b"a" * (CHUNK + 100))  # grown to 164 bytes
+    grown = buf.view().obj
+    assert buf.capacity == CHUNK + 100
+    buf.consume(len(buf))
+    assert buf.release()
+    assert pool.large_bytes == CHUNK + 100
+    other = ReceiveBuffer(4 * CHUNK, pool)
+    feed(other, b"b" * (CHUNK + 10))  # needs 74: the kept 164-byte one fits
+    assert other.view().obj is grown and pool.large_bytes == 0
+    assert bytes(other.view()) == b"b" * (CHUNK + 10)
+
+
+def test_kept_buffers_respect_the_budget_and_the_size_asked() -> None:
+    pool = BufferPool(chunk_size=CHUNK, large_budget=200)
+    for size in (150, 120):  # the second would pass the 200-byte budget: not kept
+        pool.release_view(memoryview(bytearray(size)))
+    assert pool.large_bytes == 150
+    assert len(pool.acquire_large(160, 1000)) == 160  # none fits: a new one of the size asked
+    assert len(pool.acquire_large(100, 140)) == 100  # 150 is over the most wanted
+    assert len(pool.acquire_large(100, 1000)) == 150 and pool.large_bytes == 0
