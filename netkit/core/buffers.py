@@ -8,7 +8,8 @@ A view is valid until the next call to ``writable()``, which may move unread byt
 
 Idle connections hold no memory: a buffer takes its bytearray from a :class:`BufferPool` when
 the first byte arrives and gives it back with :meth:`ReceiveBuffer.release` once everything has
-been consumed.
+been consumed, or with :meth:`ReceiveBuffer.stash` while only a few bytes of an unfinished
+message wait for the rest (memory follows what arrived, not the chunk size).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from typing import cast
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 DEFAULT_CHUNK = 64 * 1024
+# ReceiveBuffer.stash() moves at most this many unread bytes out of a pooled chunk.
+STASH_LIMIT = 4096
+# Free buffers larger than a chunk a pool keeps, in bytes (for the next large message).
+LARGE_BUDGET = 16 * 1024 * 1024
 _NO_MEMORY = memoryview(b"")  # what a released buffer points at (one object, not one per release)
 
 
@@ -37,17 +42,31 @@ class BufferPool:
     Free bytearrays are kept with a memoryview of each, so that a receive buffer taking one
     (:meth:`acquire_view`, once per message on a busy connection) allocates nothing.
 
+    Buffers grown past a chunk for a large message are kept too, up to ``large_budget``
+    bytes in all, for the next large message (:meth:`acquire_large`): a connection grows
+    its buffer as a message arrives, and without them each large message would pay for
+    fresh memory at every step.
+
     Args:
         chunk_size: size of each bytearray.
         max_pooled: how many free bytearrays to keep; more are left to the garbage collector.
+        large_budget: the most bytes of free larger buffers to keep.
     """
 
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK, max_pooled: int = 256) -> None:
+    def __init__(
+        self,
+        chunk_size: int = DEFAULT_CHUNK,
+        max_pooled: int = 256,
+        large_budget: int = LARGE_BUDGET,
+    ) -> None:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         self.chunk_size = chunk_size
         self.max_pooled = max_pooled
+        self.large_budget = large_budget
         self._free: list[memoryview] = []
+        self._large: list[memoryview] = []
+        self.large_bytes = 0
         self.allocated = 0
 
     def acquire(self) -> bytearray:
@@ -66,9 +85,28 @@ class BufferPool:
         self.release_view(memoryview(buf))
 
     def release_view(self, mem: memoryview) -> None:
-        """Give back what :meth:`acquire_view` returned (or a view of a whole bytearray)."""
-        if len(mem) == self.chunk_size and len(self._free) < self.max_pooled:
-            self._free.append(mem)
+        """Give back what :meth:`acquire_view` or :meth:`acquire_large` returned (or a view
+        of a whole bytearray). Larger ones are kept while they fit ``large_budget``."""
+        n = len(mem)
+        if n == self.chunk_size:
+            if len(self._free) < self.max_pooled:
+                self._free.append(mem)
+        elif n > self.chunk_size and self.large_bytes + n <= self.large_budget:
+            self._large.append(mem)
+            self.large_bytes += n
+
+    def acquire_large(self, min_size: int, max_size: int) -> memoryview:
+        """Return a whole-bytearray view of ``min_size`` to ``max_size`` bytes: the smallest
+        kept one that fits, else a new one of ``min_size``."""
+        best = -1
+        for i, mem in enumerate(self._large):
+            if min_size <= len(mem) <= max_size and (best < 0 or len(mem) < len(self._large[best])):
+                best = i
+        if best < 0:
+            return memoryview(bytearray(min_size))
+        mem = self._large.pop(best)
+        self.large_bytes -= len(mem)
+        return mem
 
     def __len__(self) -> int:
         return len(self._free)
@@ -104,6 +142,11 @@ class ReceiveBuffer:
         return self._end - self._start
 
     @property
+    def end(self) -> int:
+        """Offset in the bytearray where the next byte will be written."""
+        return self._end
+
+    @property
     def capacity(self) -> int:
         """Size of the bytearray in use (0 when released to the pool)."""
         return len(self._mem)
@@ -131,12 +174,17 @@ class ReceiveBuffer:
             # Compaction: one memmove of the unread tail (overlap-safe), no allocation.
             mem[:pending] = mem[self._start : end]
         else:
-            size = len(mem)
-            while size < needed:
-                size *= 2
-            grown = memoryview(bytearray(min(size, self.max_size)))
-            # Growth copies the unread bytes once; it happens only for messages larger than
-            # the pool's chunk, and the larger buffer is kept until release().
+            # Double (amortised copies), or straight to what was asked for if that is more.
+            size = max(needed, 2 * len(mem))
+            pool = self._pool
+            if size <= pool.chunk_size:
+                grown = pool.acquire_view()  # back from a stash() to a pooled chunk
+            else:
+                size = min(size, self.max_size)
+                # A kept buffer up to 16x the size asked for (not a huge one for a small need).
+                grown = pool.acquire_large(size, min(16 * size, self.max_size))
+            # Growth copies the unread bytes once; it happens for messages larger than the
+            # pool's chunk (kept until release()) and after a stash() (a small copy).
             grown[:pending] = mem[self._start : end]
             self._mem = mem = grown
         self._start, self._end = 0, pending
@@ -180,6 +228,30 @@ class ReceiveBuffer:
             self.writable(n)[:n] = data
             self._end += n
 
+    def stash(self, limit: int = STASH_LIMIT) -> bool:
+        """Give the pooled bytearray back while a few unread bytes wait for the rest.
+
+        A connection that sent part of a message (a frame header declaring 1 MiB and 17
+        bytes of it) would otherwise hold a whole pooled chunk until the rest comes: its
+        unread bytes move to a bytearray of their own, and the next :meth:`writable` takes
+        a chunk from the pool again. Call it only when no view of the buffer is in use.
+
+        Args:
+            limit: stash only this many unread bytes or fewer (a copy each time).
+
+        Returns:
+            True when the chunk went back to the pool.
+        """
+        mem = self._mem
+        pending = self._end - self._start
+        pool = self._pool
+        if not 0 < pending <= limit or len(mem) != pool.chunk_size:
+            return False
+        self._mem = memoryview(bytearray(mem[self._start : self._end]))
+        self._start, self._end = 0, pending
+        pool.release_view(mem)
+        return True
+
     def abandon(self) -> None:
         """Drop the memory without returning it to the pool (views of it may still be in use)."""
         self._mem = _NO_MEMORY
@@ -206,6 +278,8 @@ class ReceiveBuffer:
         pool = self._pool
         if len(mem) == pool.chunk_size and len(pool._free) < pool.max_pooled:
             pool._free.append(mem)  # release_view(), inline: once per message when busy
+        elif len(mem) > pool.chunk_size:
+            pool.release_view(mem)  # grown for a large message: kept for the next one
         return True
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from netkit.core.addresses import WSURL
-from netkit.core.buffers import BufferFull
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.frames import CloseCode, Side
+from netkit.core.ws.frames import MAX_HEADER_SIZE, CloseCode, Side
 from netkit.core.ws.handshake import (
+    MAX_HEAD,
     Accepted,
     ClientHandshake,
     HandshakeResponse,
@@ -41,7 +41,13 @@ from netkit.core.ws.protocol import (
     Protocol,
     State,
 )
-from netkit.errors import ConnectionLost, NetkitError, OperationTimeout, PeerProtocolError
+from netkit.errors import (
+    ConnectionLost,
+    LocalProtocolError,
+    NetkitError,
+    OperationTimeout,
+    PeerProtocolError,
+)
 from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.zerocopy import Buffer
@@ -83,7 +89,10 @@ class WebSocketConnection(StreamProtocol):
         self, *, max_size: int | None = 1 << 20, timeouts: WSTimeouts = WSTimeouts()
     ) -> None:
         # The buffer must hold one whole frame (header included); no limit means up to 1 GiB.
-        super().__init__(max_buffer=(max_size or (1 << 30)) + 14)
+        # And a whole request head, so that a large one is answered (431), never overflows:
+        # frames cannot use the extra room, the parser refuses any over max_size first.
+        frame = (max_size or (1 << 30)) + MAX_HEADER_SIZE
+        super().__init__(max_buffer=max(frame, MAX_HEAD))
         self.ws = Protocol(self.side, state=_CONNECTING, buffer=self.rbuf, max_size=max_size)
         self.timeouts = timeouts
         self.close_code: int | None = None
@@ -100,23 +109,30 @@ class WebSocketConnection(StreamProtocol):
         self._ping_sent_at = 0.0
         self.last_rtt: float | None = None
         self._dispatching = False  # in _dispatch: it flushes once at the end
+        self._lingering = False  # an HTTP answer sent, half-closed, reading to the client's EOF
 
     # --- bytes in -----------------------------------------------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        # Nothing may escape get_buffer: the loop would log a fatal error and reset the
+        # connection (uvloop, asyncio). read_buffer only raises BufferFull; the rest is a guard.
         try:
-            # Through the protocol, which copies undelivered events out of the buffer first;
-            # sized for the whole frame at the front, so a large one is not grown step by step.
             return self.ws.read_buffer()
-        except BufferFull as exc:
+        except NetkitError as exc:
             return self.overflow(exc)
+        except Exception as exc:  # a bug: fail this connection, keep serving the others
+            return self.overflow(LocalProtocolError(f"internal error reading: {exc!r}"))
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.error is not None:
             return
         self.bytes_in += nbytes
         try:
-            if self.ws.state is _CONNECTING:
+            if self._lingering:
+                # Answered and half-closed: discard what the client still sends.
+                self.rbuf.commit(nbytes)
+                self.rbuf.consume(len(self.rbuf))
+            elif self.ws.state is _CONNECTING:
                 self.rbuf.commit(nbytes)
                 self.handshake_data()
             else:
@@ -125,10 +141,16 @@ class WebSocketConnection(StreamProtocol):
         except NetkitError as exc:
             self.fail(exc)
             return
-        if self.views_released():
-            self.rbuf.release()
+        except Exception as exc:  # a bug: as in get_buffer, never out to the loop
+            self.fail(LocalProtocolError(f"internal error handling data: {exc!r}"))
+            return
+        if self.views_released() and not self.rbuf.release():
+            # Part of a frame (or of the handshake) waits: a few bytes need not hold a chunk.
+            self.rbuf.stash()
 
     def eof_received(self) -> bool | None:
+        if self._lingering:
+            return None  # the client has read our answer: close
         if self.ws.state is not _CLOSED:
             self.ws.receive_eof()
             self._dispatch()
@@ -144,6 +166,25 @@ class WebSocketConnection(StreamProtocol):
     def handshake_data(self) -> None:
         """Bytes arrived while CONNECTING (in ``self.rbuf``): advance the opening handshake."""
         raise NotImplementedError
+
+    def linger_close(self) -> None:
+        """Close after an HTTP answer, so that the peer reads it rather than a reset.
+
+        Closing a socket with unread input sends RST, which can destroy the answer before the
+        client reads it (a 431 to a large head). So half-close, discard what still comes, and
+        close on the client's EOF or after the closing timeout (nginx's lingering close).
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._cancel_timers()
+        self.rbuf.consume(len(self.rbuf))
+        if not transport.can_write_eof():
+            transport.close()  # TLS: close_notify, then close
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._timer = self._loop.call_later(self.timeouts.close or 2.0, self._close_timed_out)
 
     def _dispatch(self) -> None:
         # Replies sent while handling these events go out together in the flush at the end:
@@ -357,12 +398,11 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
             self._opened()
             self._dispatch()
             return
-        self._cancel_timers()
         if isinstance(result, HealthCheck):
             self._emit("health", path=result.request.path)
         elif isinstance(result, Rejected):
             self._emit("rejected", status=result.status_code, reason=result.message)
-        self.transport.close()
+        self.linger_close()
 
     def begin_drain(self) -> None:
         """Server shutdown: 1001 Going Away to this client, then wait for its close."""

@@ -128,6 +128,11 @@ class ModeConnection(WebSocketServerConnection):
 
     def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
         self.room.members.discard(self)
+        sent = self.ws.close_sent
+        if error is not None and sent is not None and self.ws.close_received is None:
+            # We failed the connection (7.1.7) and read nothing after: its code is the one
+            # we sent (1009 to a decompression bomb), not 1006.
+            code, reason = sent
         if self.log is not None and self.upgraded:
             fields: dict[str, Any] = {
                 "peer": self.peer,

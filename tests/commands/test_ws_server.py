@@ -11,6 +11,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -335,3 +336,63 @@ def test_sigterm_sends_1001_and_waits_for_the_close(netkit_server):
     assert server.wait_exit() == 0
     summary = server.event("summary")
     assert summary["aborted_at_drain"] == 0
+
+
+# --- issue 13: split handshakes, bytes that are not HTTP, Autobahn strictness ---------------
+
+
+def test_split_request_and_client_hello_are_answered_not_reset(netkit_server):
+    # Items 1 and 2, through the CLI: two writes 50 ms apart (a deliberate delay, so that
+    # the request arrives in two reads), then a TLS ClientHello to the plain server.
+    server = netkit_server("ws-server", ":0")
+    key = base64.b64encode(os.urandom(16))
+    request = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for split in (2, 20, 100):
+        with socket.create_connection(host_port(server.address), timeout=10) as sock:
+            sock.sendall(request[:split])
+            time.sleep(0.05)
+            sock.sendall(request[split:])
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+    with socket.create_connection(host_port(server.address), timeout=10) as sock:
+        sock.sendall(b"\x16\x03\x01\x00\x05hello")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ")
+    assert server.wait_for("rejected")["status"] == 400
+
+
+def test_valid_message_is_echoed_before_the_bad_frame_closes(netkit_server):
+    # Item 25 (a), Autobahn 3.2: a text message, a frame with RSV2, a ping, in one write.
+    server = netkit_server("ws-server", ":0")
+    hello = b"Hello, world!"
+    frames = (
+        b"\x81\x8d" + bytes(4) + hello + b"\xa1\x8d" + bytes(4) + hello + b"\x89\x80" + bytes(4)
+    )
+    with socket.create_connection(host_port(server.address), timeout=10) as sock:
+        upgrade(sock)
+        sock.sendall(frames)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"\x81\x0d" + hello), data
+    close = data[2 + len(hello) :]
+    assert close[:1] == b"\x88" and struct.unpack("!H", close[2:4])[0] == 1002
+    assert len(close) == 2 + close[1], "nothing after the close frame: no pong"
+
+
+def test_invalid_utf8_closes_before_the_frame_is_complete(netkit_server):
+    # Item 25 (b), Autobahn 6.4.3: the rest of the frame is never sent.
+    server = netkit_server("ws-server", ":0")
+    part1 = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"
+    part2 = b"\xf4\x90\x80\x80"
+    with socket.create_connection(host_port(server.address), timeout=10) as sock:
+        upgrade(sock)
+        sock.sendall(b"\x81\x95" + bytes(4) + part1)  # 21 bytes declared, 11 sent
+        time.sleep(0.05)
+        sock.sendall(part2)
+        sock.settimeout(3)
+        assert read_close_code(sock) == 1007

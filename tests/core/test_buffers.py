@@ -250,12 +250,15 @@ def test_growth_keeps_data_and_doubles() -> None:
     buf, _ = small_buffer(max_size=1024)
     feed(buf, b"a" * 50)
     buf.consume(10)
-    w = buf.writable(100)  # 40 unread + 100 > 64: grow to 256 (64 -> 128 -> 256)
-    assert buf.capacity == 256
+    w = buf.writable(100)  # 40 unread + 100 > 2 x 64: grow to what was asked, 140
+    assert buf.capacity == 140
     assert bytes(buf.view()) == b"a" * 40
-    assert len(w) == 256 - 40
+    assert len(w) == 140 - 40
     w[:100] = b"b" * 100
     buf.commit(100)
+    assert bytes(buf.view()) == b"a" * 40 + b"b" * 100
+    buf.writable(1)  # full: at least double (amortised copies)
+    assert buf.capacity == 280
     assert bytes(buf.view()) == b"a" * 40 + b"b" * 100
 
 
@@ -546,3 +549,64 @@ def test_frame_larger_than_a_chunk_grows_the_buffer() -> None:
         pos += n
         got.extend(bytes(f) for f in framer.frames(buf))
     assert got == [payload]
+
+
+# --- stash: a few unread bytes do not hold a pooled chunk (issue 13 item 3) -----------------
+
+
+def test_stash_gives_the_chunk_back_and_keeps_the_bytes() -> None:
+    buf, pool = small_buffer()
+    feed(buf, b"header+17 bytes")
+    chunk = buf.view().obj
+    buf.consume(2)
+    assert buf.stash()
+    assert buf.capacity == len(b"header+17 bytes") - 2  # what arrived, not the chunk
+    assert len(pool) == 1 and pool._free[0].obj is chunk
+    assert bytes(buf.view()) == b"ader+17 bytes"
+    w = buf.writable(1)  # the next read: a pooled chunk again, the bytes copied back
+    assert buf.capacity == CHUNK and w.obj is chunk and len(pool) == 0
+    w[:4] = b"more"
+    buf.commit(4)
+    assert bytes(buf.view()) == b"ader+17 bytesmore"
+
+
+def test_stash_only_a_few_bytes_of_a_pooled_chunk() -> None:
+    buf, _ = small_buffer()
+    assert not buf.stash()  # nothing held
+    feed(buf, b"x" * 40)
+    assert not buf.stash(limit=39)  # more unread bytes than the limit: keep the chunk
+    assert buf.capacity == CHUNK
+    buf.consume(40)
+    assert not buf.stash()  # nothing unread: release() is the call
+    big, _ = small_buffer()
+    feed(big, b"y" * (CHUNK + 1))  # grown past the chunk: not the pool's
+    big.consume(CHUNK)
+    assert not big.stash() and big.capacity > CHUNK
+
+
+# --- buffers grown for a large message are kept for the next one (within a budget) ----------
+
+
+def test_a_grown_buffer_is_kept_for_the_next_large_message() -> None:
+    pool = BufferPool(chunk_size=CHUNK, large_budget=1000)
+    buf = ReceiveBuffer(4 * CHUNK, pool)
+    feed(buf, b"a" * (CHUNK + 100))  # grown to 164 bytes
+    grown = buf.view().obj
+    assert buf.capacity == CHUNK + 100
+    buf.consume(len(buf))
+    assert buf.release()
+    assert pool.large_bytes == CHUNK + 100
+    other = ReceiveBuffer(4 * CHUNK, pool)
+    feed(other, b"b" * (CHUNK + 10))  # needs 74: the kept 164-byte one fits
+    assert other.view().obj is grown and pool.large_bytes == 0
+    assert bytes(other.view()) == b"b" * (CHUNK + 10)
+
+
+def test_kept_buffers_respect_the_budget_and_the_size_asked() -> None:
+    pool = BufferPool(chunk_size=CHUNK, large_budget=200)
+    for size in (150, 120):  # the second would pass the 200-byte budget: not kept
+        pool.release_view(memoryview(bytearray(size)))
+    assert pool.large_bytes == 150
+    assert len(pool.acquire_large(160, 1000)) == 160  # none fits: a new one of the size asked
+    assert len(pool.acquire_large(100, 140)) == 100  # 150 is over the most wanted
+    assert len(pool.acquire_large(100, 1000)) == 150 and pool.large_bytes == 0

@@ -53,6 +53,7 @@ __all__ = [
     "parse_close_payload",
     "serialize_close_payload",
     "serialize_header",
+    "unmask_from",
 ]
 
 DEFAULT_MAX_SIZE: Final = 1 << 20
@@ -248,13 +249,39 @@ class FrameParser:
             return size
         return size + self._payload_length(buf.view(size))
 
-    def parse(self, buf: ReceiveBuffer, *, max_size: int | None = -1) -> Frame | None:
+    def peek(self, buf: ReceiveBuffer) -> tuple[int, int, bytes | None] | None:
+        """Look at the header of the frame at the front of ``buf`` without consuming it.
+
+        :meth:`parse` starts with it; a caller checking a frame's payload as it arrives
+        (UTF-8 of a long text frame) calls it after :meth:`parse` returned None.
+
+        Raises:
+            PeerProtocolError: the first two bytes break a rule of 5.2/5.5.
+
+        Returns:
+            ``(header size, payload length, masking key or None)``, or None while the header
+            is incomplete.
+        """
+        if len(buf) < 2:
+            return None
+        size = self._header_size(buf.view(2))
+        if len(buf) < size:
+            return None
+        header = buf.view(size)
+        key = bytes(header[size - 4 : size]) if header[1] & _MASK else None
+        return size, self._payload_length(header), key
+
+    def parse(
+        self, buf: ReceiveBuffer, *, max_size: int | None = -1, unmasked: int = 0
+    ) -> Frame | None:
         """Return the next complete frame and consume it, or None if more bytes are needed.
 
         Args:
             buf: the receive buffer; on success the frame's bytes are consumed from it.
             max_size: the payload limit of a data frame for this call (e.g. what remains of a
                 message's budget); the default -1 means the parser's own ``max_size``.
+            unmasked: how many leading payload bytes the caller already unmasked in place
+                (see :func:`unmask_from`) while the frame was arriving.
 
         Returns:
             The frame, its payload a view of ``buf`` unmasked in place, or None.
@@ -263,29 +290,28 @@ class FrameParser:
             PeerProtocolError: a rule of 5.2/5.5 is broken (close code 1002), or the payload
                 length exceeds the limit (1009), checked before the payload is buffered.
         """
-        if len(buf) < 2:
+        head = self.peek(buf)
+        if head is None:
             return None
-        size = self._header_size(buf.view(2))
-        if len(buf) < size:
-            return None
-        header = buf.view(size)
-        length = self._payload_length(header)
+        size, length, key = head
+        b0 = buf.view(1)[0]
         limit = self.max_size if max_size == -1 else max_size
         # Control frames are bounded by 125 bytes already (5.5) and never count against a
         # message's budget: a ping inside a nearly full fragmented message is fine.
-        if limit is not None and length > limit and not header[0] & 0x08:
+        if limit is not None and length > limit and not b0 & 0x08:
             raise PeerProtocolError(
                 f"frame of {length} bytes exceeds the {limit}-byte limit", close_code=1009
             )
         if len(buf) < size + length:
             return None
-        b0 = header[0]
-        key = bytes(header[size - 4 : size]) if header[1] & _MASK else None
         buf.consume(size)
         payload = buf.take(length)
         if key is not None:
             # 5.3: unmask in place, the masked bytes are of no further use.
-            unmask_into(payload, key)
+            if unmasked:
+                unmask_from(payload, key, unmasked)
+            else:
+                unmask_into(payload, key)
         return Frame(
             _OPCODES[b0 & _OPCODE],
             payload,
@@ -294,6 +320,18 @@ class FrameParser:
             rsv2=bool(b0 & _RSV2),
             rsv3=bool(b0 & _RSV3),
         )
+
+
+def unmask_from(payload: memoryview, key: bytes, start: int) -> None:
+    """Unmask ``payload[start:]`` in place, the first ``start`` bytes being done already.
+
+    Args:
+        payload: the frame's payload (or the part of it that has arrived).
+        key: the frame's masking key.
+        start: offset of the first byte to unmask (5.3: byte i uses key byte i MOD 4).
+    """
+    shift = start % 4
+    unmask_into(payload[start:], key[shift:] + key[:shift])
 
 
 class MaskKeys:

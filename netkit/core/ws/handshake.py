@@ -16,7 +16,9 @@ Server::
     send(result.response)
     # Accepted: go on with the WebSocket protocol; HealthCheck / Rejected: close after sending
 
-HTTP heads are read line by line with websockets' limits: 8 KiB per line, 128 header lines.
+HTTP heads are read line by line with websockets' limits: 8 KiB per line, 128 header lines
+(past them the server answers 431). Bytes that cannot start an HTTP message (a TLS
+ClientHello) are refused as soon as they arrive, not when a line end comes.
 Header names are matched case-insensitively and list-valued headers (``Connection``,
 ``Upgrade``, ``Sec-WebSocket-Protocol``, ``Sec-WebSocket-Extensions``) are split on commas,
 across repeated header lines too.
@@ -47,6 +49,10 @@ from netkit.errors import LocalProtocolError, PeerProtocolError
 GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_LINE: Final = 8192
 MAX_HEADERS: Final = 128
+# The most bytes a head can take before it is either complete or refused: the start line,
+# MAX_HEADERS header lines and the empty line, each with CRLF, after up to MAX_HEADERS empty
+# lines. A receive buffer that can hold this never overflows during the handshake.
+MAX_HEAD: Final = (MAX_HEADERS + 2) * (MAX_LINE + 2) + 2 * MAX_HEADERS
 WS_VERSION: Final = "13"
 
 _TOKEN_RE: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -202,7 +208,38 @@ def _split_quoted(text: str, sep: str) -> list[str]:
 
 
 class _HeadTooLarge(Exception):
-    pass
+    def __init__(self, message: str, *, in_headers: bool) -> None:
+        super().__init__(message)
+        self.in_headers = in_headers  # past the start line: the header section is too large
+
+
+def _start_prefix(buf: ReceiveBuffer) -> bytes:
+    # The first bytes of the start line (empty lines before it are ignored, RFC 7230 3.5).
+    return bytes(buf.view(64)).lstrip(b"\r\n")
+
+
+def _not_a_request(buf: ReceiveBuffer) -> bool:
+    """Tell whether the bytes so far cannot begin an HTTP request line (method SP ...).
+
+    Checked before the head is parsed, so that the verdict is the same however the bytes
+    were split.
+    """
+    prefix = _start_prefix(buf)
+    method = _TOKEN_RE.match(prefix)
+    end = method.end() if method else 0
+    return end < len(prefix) and (end == 0 or prefix[end] != 0x20)
+
+
+def _tls_hint(buf: ReceiveBuffer) -> str:
+    # 0x16 is a TLS handshake record (RFC 8446 5.1); the message is the same however the
+    # bytes were split, so it names no more than the first byte.
+    return " (a TLS handshake: use wss://)" if _start_prefix(buf)[:1] == b"\x16" else ""
+
+
+def _not_a_response(buf: ReceiveBuffer) -> bool:
+    """Tell whether the bytes so far cannot begin an HTTP status line (``HTTP/``)."""
+    prefix = _start_prefix(buf)[:5]
+    return not b"HTTP/".startswith(prefix)
 
 
 def _read_head(buf: ReceiveBuffer) -> tuple[str, Headers] | None:
@@ -216,27 +253,32 @@ def _read_head(buf: ReceiveBuffer) -> tuple[str, Headers] | None:
         InvalidHandshake: a header line does not parse.
     """
     data = buf.view()
-    pos = 0
+    pos = skipped = 0
     lines: list[bytes] = []
     while True:
         end = bytes(data[pos : pos + MAX_LINE + 2]).find(b"\n")
         if end < 0:
             if len(data) - pos > MAX_LINE + 1:
-                raise _HeadTooLarge("line too long")
+                raise _HeadTooLarge("line too long", in_headers=bool(lines))
             return None
         line = bytes(data[pos : pos + end])
         pos += end + 1
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > MAX_LINE:
-            raise _HeadTooLarge("line too long")
+            raise _HeadTooLarge("line too long", in_headers=bool(lines))
         if not line:
             if not lines:
-                continue  # RFC 7230 3.5: ignore empty lines before the start line.
+                # RFC 7230 3.5: ignore empty lines before the start line (a few: they
+                # count as lines, or endless CRLFs would fill the buffer).
+                skipped += 1
+                if skipped > MAX_HEADERS:
+                    raise _HeadTooLarge("too many empty lines", in_headers=False)
+                continue
             break
         lines.append(line)
         if len(lines) > MAX_HEADERS + 1:
-            raise _HeadTooLarge("too many headers")
+            raise _HeadTooLarge("too many headers", in_headers=True)
     buf.consume(pos)
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
@@ -382,6 +424,8 @@ class ClientHandshake:
             UpgradeRefused: the status is not 101 (carries status code and reason).
             InvalidHandshake: the response is malformed or disagrees with our request.
         """
+        if _not_a_response(buf):
+            raise InvalidHandshake("not an HTTP response" + _tls_hint(buf))
         try:
             head = _read_head(buf)
         except _HeadTooLarge as exc:
@@ -493,7 +537,7 @@ class Rejected:
     """The request cannot be upgraded: send ``response`` and close.
 
     Attributes:
-        status_code: 400, 403, 404 or 426.
+        status_code: 400, 403, 404, 426 or 431.
         message: why, for logs.
         response: the HTTP response to send.
         request: the request, or None if it did not parse.
@@ -512,6 +556,7 @@ _REASONS: Final = {
     403: "Forbidden",
     404: "Not Found",
     426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
 }
 
 
@@ -566,10 +611,16 @@ class ServerHandshake:
             :class:`Accepted`, :class:`HealthCheck` or :class:`Rejected` (each with the bytes
             to send), or None.
         """
+        if _not_a_request(buf):
+            # E.g. a TLS ClientHello (16 03 01 ...) sent to a plain server: answered at once,
+            # not when a line end comes (it may never come).
+            return _reject(400, "not an HTTP request" + _tls_hint(buf))
         try:
             head = _read_head(buf)
         except _HeadTooLarge as exc:
-            return _reject(400, f"request head: {exc}")
+            # Header section: 431 (RFC 6585 5), as Node's http server answers; a request
+            # line too long stays 400. The limits are websockets'.
+            return _reject(431 if exc.in_headers else 400, f"request head: {exc}")
         except InvalidHandshake as exc:
             return _reject(400, str(exc))
         if head is None:

@@ -49,8 +49,9 @@ from netkit.core.ws.frames import (
     Side,
     parse_close_payload,
     serialize_close_payload,
+    unmask_from,
 )
-from netkit.core.ws.mask import KEY_REPEAT, LOW_BYTES, SMALL_MAX, Buffer
+from netkit.core.ws.mask import KEY_REPEAT, LOW_BYTES, SMALL_MAX, Buffer, xor_small
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 __all__ = [
@@ -78,6 +79,24 @@ _UTF8_SECOND: Final = {
 }
 
 
+def _invalid_utf8() -> PeerProtocolError:
+    return PeerProtocolError("invalid UTF-8 in a text message", close_code=1007)
+
+
+def _small_text_prefix_ok(view: memoryview, start: int, mask_bit: int) -> bool:
+    # The part of a small (at most 125 bytes) text frame that has arrived: unmasked into a
+    # copy (the frame is unmasked in place when complete) and checked from its start, so no
+    # state is kept between reads. A code point cut at the end must be a valid beginning.
+    part: Buffer = view[start:]
+    if mask_bit:
+        part = xor_small(part, int.from_bytes(view[2:6], "little"))
+    try:
+        _, used = _utf8_decode(part, "strict", False)
+    except UnicodeDecodeError:
+        return False
+    return used == len(part) or _utf8_prefix_ok(bytes(part[used:]))
+
+
 def _utf8_prefix_ok(pending: bytes) -> bool:
     # Python's incremental decoder holds back an incomplete sequence without checking it
     # (b"\xed\xa0" passes until its third byte arrives); check it so as to fail fast.
@@ -102,6 +121,8 @@ class State(enum.IntEnum):
 # Python 3.11, and the per-message path compares states several times.
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 _TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY
+# The least free space read_buffer offers when part of a frame is buffered.
+_MIN_READ: Final = 4096
 
 # State transitions as data: (state, what happened) -> next state. Anything missing is misuse.
 _TRANSITIONS: Final[dict[tuple[State, str], State]] = {
@@ -219,12 +240,15 @@ class Protocol:
     Attributes:
         state: the connection state (read it; only the protocol's own transitions set it).
         close_sent, close_received: the close frames' ``(code, reason)``, once sent/received.
-        error: the peer's protocol violation that failed the connection, if any.
+        error: the peer's protocol violation that failed the connection, if any. When it
+            follows events parsed from the same read, it is set (and the close frame queued)
+            by the next :meth:`data_to_send`, so that replies to those events go first.
     """
 
     # Slots: attribute reads on the per-message path, and less memory per idle connection.
     __slots__ = (
         "_buffer",
+        "_deferred",
         "_deflate",
         "_eof",
         "_events",
@@ -236,6 +260,7 @@ class Protocol:
         "_output",
         "_parser",
         "_small_max",
+        "_text_checked",
         "_utf8",
         "_writer",
         "auto_pong",
@@ -285,6 +310,12 @@ class Protocol:
         self._msg_parts = bytearray()
         self._msg_size = 0
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        # Payload bytes of the frame at the front already unmasked in place and fed to _utf8
+        # while the frame was arriving (a text frame checked before it is complete).
+        self._text_checked = 0
+        # A peer error found after events that are still to be handled: it fails the
+        # connection once they have been collected (see _fail_in_order).
+        self._deferred: PeerProtocolError | None = None
         # Closing handshake (7.1.2, 7.1.3).
         self.close_sent: tuple[int, str] | None = None
         self.close_received: tuple[int, str] | None = None
@@ -371,19 +402,41 @@ class Protocol:
     def bytes_wanted(self) -> int:
         """How many more bytes the frame at the front of the buffer needs (at least 1).
 
-        Pass it to :meth:`writable` so that a large frame gets one buffer of the right size
-        instead of one that doubles as the payload arrives (each doubling is a copy).
+        For information only: do not size the buffer by it. The length is what the peer
+        declares, not what it sent; :meth:`read_buffer` grows the buffer as bytes arrive.
         """
         return max(1, self._parser.needed(self._buffer) - len(self._buffer))
 
     def read_buffer(self) -> memoryview:
-        """:meth:`writable` sized by :meth:`bytes_wanted`, in one call: the I/O layer's
-        ``get_buffer``. Between frames (the usual case) no header needs to be looked at."""
+        """Return buffer space for the next read: the I/O layer's ``get_buffer``.
+
+        Memory follows what arrived, never what a frame header declares: the buffer keeps
+        its size while it has room and doubles (a copy, bounded by ``max_size``) when a
+        frame fills it, so a peer that declares 100 MB and sends 17 bytes holds one pooled
+        chunk. No header is looked at here, so it is the same during the opening handshake
+        (HTTP bytes) and after a failure (the bad frame may still be buffered).
+
+        Raises:
+            BufferFull: more than ``max_size`` bytes would be buffered.
+        """
+        if self._events:
+            self._detach_events()
         buf = self._buffer
         pending = len(buf)
-        if pending < 2 and not self._events:
-            return buf.writable()  # between frames, nothing to detach: the per-message path
-        return self.writable(1 if pending < 2 else self._parser.needed(buf) - pending)
+        if not pending:
+            return buf.writable()  # between frames: the per-message path
+        room = buf.max_size - pending
+        want = _MIN_READ
+        if buf.capacity - buf.end < want and self.state is not _CONNECTING and self.error is None:
+            # Full: grow toward the frame's end, but to at most 4x (5x for the last step)
+            # what arrived: fewer copies than doubling for a large message, and a 100 MB
+            # claim with 64 KiB sent gets 256 KiB.
+            try:
+                rest = self._parser.needed(buf) - pending
+            except PeerProtocolError:
+                rest = 0  # _parse fails the connection on it
+            want = max(want, rest if rest <= 4 * pending else 3 * pending)
+        return buf.writable(max(1, min(want, room)))
 
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""
@@ -408,6 +461,8 @@ class Protocol:
         if self._eof:
             return
         self._eof = True
+        if self._deferred is not None:
+            self._fail_deferred()
         self._transition("eof")
         code, reason = self.close_received or (CloseCode.ABNORMAL_CLOSURE, "")
         self._events.append(ConnectionClosed(code, reason, self.error))
@@ -424,6 +479,8 @@ class Protocol:
                 self._events[i] = replace(event, data=bytes(event.data))
 
     def _parse(self) -> None:
+        if self._deferred is not None:
+            self._fail_deferred()  # more bytes came before the events were collected
         buf = self._buffer
         mask_bit, small_max = self._mask_in, self._small_max
         while self.state is _OPEN or (
@@ -443,6 +500,14 @@ class Protocol:
                     start = 6 if mask_bit else 2
                     end = start + length
                     if len(view) < end:
+                        if (
+                            b0 == 0x81
+                            and len(view) > start
+                            and not _small_text_prefix_ok(view, start, mask_bit)
+                        ):
+                            # 8.1: fail fast, before the rest of the frame arrives.
+                            self._fail_in_order(_invalid_utf8())
+                            break
                         return
                     payload = view[start:end]
                     if mask_bit and length:
@@ -456,12 +521,8 @@ class Protocol:
                         try:
                             _utf8_decode(payload, "strict", True)
                         except UnicodeDecodeError:
-                            self._fail(
-                                PeerProtocolError(
-                                    "invalid UTF-8 in a text message", close_code=1007
-                                )
-                            )
-                            continue
+                            self._fail_in_order(_invalid_utf8())
+                            break
                     self._events.append(Message(payload, b0 == 0x81))
                     if end == len(view):
                         return  # the read held whole messages: the usual case
@@ -470,18 +531,62 @@ class Protocol:
             if limit is not None and self._msg_text is not None and not self._msg_compressed:
                 limit -= self._msg_size  # what is left of this message's budget
             try:
-                frame = self._parser.parse(buf, max_size=limit)
+                frame = self._parser.parse(buf, max_size=limit, unmasked=self._text_checked)
                 if frame is None:
+                    if self._msg_text is not False:  # a text frame may be arriving
+                        self._check_text_arriving()
                     return
-                self._handle(frame)
+                checked, self._text_checked = self._text_checked, 0
+                self._handle(frame, checked)
             except PeerProtocolError as exc:
-                self._fail(exc)
+                self._fail_in_order(exc)
+                break
         if self.state is not _CONNECTING and len(buf):
             # After the peer's close frame nothing more may come (5.5.1); after failing,
             # 7.1.7 says not to process anything else: drop it.
             buf.consume(len(buf))
 
-    def _handle(self, frame: Frame) -> None:
+    def _check_text_arriving(self) -> None:
+        # 8.1: fail fast on invalid UTF-8 in a text frame that has not fully arrived (Autobahn
+        # 6.4.3, 6.4.4): unmask what arrived since the last read in place, feed it to the
+        # incremental decoder, and remember how far, so that nothing is done twice.
+        buf = self._buffer
+        head = self._parser.peek(buf)
+        if head is None:
+            return
+        size, length, key = head
+        b0 = buf.view(1)[0]
+        op = b0 & 0x0F
+        if b0 & 0x40:
+            return  # compressed: checked once decompressed, when the frame is complete
+        if not (
+            (op == _TEXT and self._msg_text is None)
+            or (op == Opcode.CONT and self._msg_text and not self._msg_compressed)
+        ):
+            return
+        done = self._text_checked
+        arrived = buf.view(size + length)[size:]
+        if len(arrived) <= done:
+            return
+        if key is not None:
+            unmask_from(arrived, key, done)
+        if not done and op == _TEXT:
+            self._utf8.reset()  # a new message
+        self._text_checked = len(arrived)
+        self._check_utf8(arrived[done:], final=False)
+
+    def _check_utf8(self, data: Buffer, final: bool) -> None:
+        try:
+            # 8.1: fail as soon as the bytes cannot be UTF-8; a code point split across
+            # frames (or reads) waits in the decoder.
+            self._utf8.decode(data, final)
+        except UnicodeDecodeError as exc:
+            raise _invalid_utf8() from exc
+        pending = self._utf8.getstate()[0]
+        if pending and not _utf8_prefix_ok(pending):
+            raise _invalid_utf8()
+
+    def _handle(self, frame: Frame, checked: int = 0) -> None:
         op = frame.opcode
         if frame.rsv1 and op in CONTROL_OPCODES:
             # RFC 7692 6: permessage-deflate applies to data messages only.
@@ -497,9 +602,10 @@ class Protocol:
         elif op is Opcode.CLOSE:
             self._receive_close(frame)
         else:
-            self._receive_data_frame(frame)
+            self._receive_data_frame(frame, checked)
 
-    def _receive_data_frame(self, frame: Frame) -> None:
+    def _receive_data_frame(self, frame: Frame, checked: int) -> None:
+        # checked: leading payload bytes already fed to the UTF-8 decoder as they arrived.
         op = frame.opcode
         if op is Opcode.CONT:
             # 5.4: a continuation needs a fragmented message to continue.
@@ -515,7 +621,8 @@ class Protocol:
             self._msg_text = op is Opcode.TEXT
             self._msg_compressed = frame.rsv1
             self._msg_size = 0
-            self._utf8.reset()
+            if not checked:
+                self._utf8.reset()
         data: Buffer = frame.payload
         if self._msg_compressed:
             assert self._deflate is not None  # rsv1 is only accepted with deflate
@@ -523,15 +630,7 @@ class Protocol:
             data = self._deflate.decompress(data, fin=frame.fin, max_size=budget)
         self._msg_size += len(data)
         if self._msg_text:
-            try:
-                # 8.1: fail as soon as the bytes cannot be UTF-8, frame by frame; a code point
-                # split across frames waits in the decoder.
-                self._utf8.decode(data, frame.fin)
-            except UnicodeDecodeError as exc:
-                raise PeerProtocolError("invalid UTF-8 in a text message", close_code=1007) from exc
-            pending = self._utf8.getstate()[0]
-            if pending and not _utf8_prefix_ok(pending):
-                raise PeerProtocolError("invalid UTF-8 in a text message", close_code=1007)
+            self._check_utf8(data[checked:] if checked else data, frame.fin)
         if frame.fin and not self._msg_parts:
             # A whole message in one frame: hand out the view (or decompressed bytes) as is.
             message = Message(data, self._msg_text)
@@ -554,9 +653,26 @@ class Protocol:
             self._queue_close(None if code == CloseCode.NO_STATUS_RCVD else code, "")
         self._transition("receive_close")
 
+    def _fail_in_order(self, exc: PeerProtocolError) -> None:
+        # Events parsed from the same read before the error are handled first, as if they
+        # had come in an earlier read: the failure (and its close frame) waits until the
+        # application has collected them and queued its replies, i.e. until data_to_send()
+        # (Autobahn 3.2, 4.1.3, 5.15: the echo of a valid message, then the close).
+        if self._events:
+            self._deferred = exc
+        else:
+            self._fail(exc)
+
+    def _fail_deferred(self) -> None:
+        exc, self._deferred = self._deferred, None
+        if exc is not None and self.error is None and self.state is not _CLOSED:
+            self._fail(exc)
+            self._buffer.consume(len(self._buffer))  # 7.1.7: nothing more is processed
+
     def _fail(self, exc: PeerProtocolError) -> None:
         # 7.1.7 Fail the WebSocket Connection: send a close frame with the code, stop reading.
         self.error = exc
+        self._text_checked = 0
         if self.close_sent is None:
             code = exc.close_code or CloseCode.PROTOCOL_ERROR
             reason = str(exc).encode("utf-8")[:123].decode("utf-8", "ignore")
@@ -570,7 +686,13 @@ class Protocol:
 
         Headers and payloads are separate buffers: write them with one scatter-gather call
         (``socket.sendmsg``, ``transport.writelines``), do not join them.
+
+        A peer error found in the same read after events that were still to be handled
+        fails the connection here, after the replies queued while handling them: handle
+        :meth:`events_received` first, then call this.
         """
+        if self._deferred is not None:
+            self._fail_deferred()
         out, self._output = self._output, []
         return out
 

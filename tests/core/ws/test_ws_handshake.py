@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from netkit.core.buffers import ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.frames import Side
 from netkit.core.ws.handshake import (
     MAX_HEADERS,
     MAX_LINE,
     Accepted,
     ClientHandshake,
+    HandshakeResponse,
     Headers,
     HealthCheck,
     InvalidHandshake,
@@ -20,6 +24,7 @@ from netkit.core.ws.handshake import (
     accept_key,
     parse_extension_header,
 )
+from netkit.core.ws.protocol import Message, Protocol, State
 from netkit.errors import LocalProtocolError
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -270,7 +275,8 @@ def test_header_line_too_long() -> None:
     line = b"X-Big: " + b"a" * (MAX_LINE - 7) + b"\r\n"  # exactly MAX_LINE: fine
     assert isinstance(serve(RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + line + b"\r\n")), Accepted)
     line = b"X-Big: " + b"a" * (MAX_LINE - 6) + b"\r\n"
-    rejected(RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + line + b"\r\n"), 400)
+    # 431 Request Header Fields Too Large (RFC 6585 5) for the header section.
+    rejected(RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + line + b"\r\n"), 431)
 
 
 def test_too_many_headers() -> None:
@@ -279,7 +285,7 @@ def test_too_many_headers() -> None:
     ok = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + b"X-A: 1\r\n" * fill + b"\r\n")
     assert isinstance(serve(ok), Accepted)
     too_many = RFC_REQUEST.replace(b"\r\n\r\n", b"\r\n" + b"X-A: 1\r\n" * (fill + 1) + b"\r\n")
-    result = rejected(too_many, 400)
+    result = rejected(too_many, 431)
     assert "too many headers" in result.message
 
 
@@ -400,3 +406,91 @@ def test_headers_lookup() -> None:
     assert "b" in headers and "c" not in headers
     with pytest.raises(InvalidHandshake):
         headers.get("a")
+
+
+# --- a handshake split across reads (issue 13, items 1 and 2) -----------------------------
+
+
+def _read_in_two(
+    proto: Protocol, first: bytes, second: bytes, step: Callable[[], object]
+) -> list[object]:
+    """Feed ``first`` then ``second`` as the I/O layer does (read_buffer, commit, step)."""
+    results = []
+    for part in (first, second):
+        view = proto.read_buffer()  # issue 13 item 1: raised on HTTP bytes read as a frame
+        view[: len(part)] = part
+        proto.buffer.commit(len(part))
+        results.append(step())
+    return results
+
+
+@pytest.mark.parametrize("split", range(1, len(RFC_REQUEST)))
+def test_request_split_at_every_byte_is_accepted(split: int) -> None:
+    server = Protocol(Side.SERVER, state=State.CONNECTING)
+    hs = ServerHandshake()
+    frame = b"\x81\x82" + bytes(4) + b"hi"  # an early frame after the request
+    first, second = _read_in_two(
+        server,
+        RFC_REQUEST[:split],
+        RFC_REQUEST[split:] + frame,
+        lambda: hs.receive_request(server.buffer),
+    )
+    assert first is None
+    assert isinstance(second, Accepted)
+    server.open()
+    assert server.events_received() == [Message(b"hi", text=True)]
+
+
+@pytest.mark.parametrize("split", range(1, len(GOOD_RESPONSE)))
+def test_response_split_at_every_byte_is_accepted(split: int) -> None:
+    client = Protocol(Side.CLIENT, state=State.CONNECTING)
+    hs = ClientHandshake("h", key=RFC_KEY)
+    first, second = _read_in_two(
+        client,
+        GOOD_RESPONSE[:split],
+        GOOD_RESPONSE[split:] + b"\x81\x02hi",
+        lambda: hs.receive_response(client.buffer),
+    )
+    assert first is None
+    assert isinstance(second, HandshakeResponse)
+    client.open()
+    assert client.events_received() == [Message(b"hi", text=True)]
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"\x16\x03\x01\x00\x05hello",  # a TLS ClientHello to a plain server (item 2)
+        b"\x16",
+        b"GE\x16",
+        b"GET\x00",
+        b"\r\n\x80",
+        b"PRI\t* HTTP/2.0",
+    ],
+)
+def test_bytes_that_cannot_start_a_request_are_400_at_once(start: bytes) -> None:
+    result = ServerHandshake().receive_request(buffer_of(start))
+    assert isinstance(result, Rejected) and result.status_code == 400
+    assert "not an HTTP request" in result.message
+
+
+@pytest.mark.parametrize("start", [b"G", b"GET", b"GET ", b"\r\nGET /x", b"M-SEARCH * HTTP/1.1"])
+def test_a_plausible_start_waits_for_more(start: bytes) -> None:
+    assert ServerHandshake().receive_request(buffer_of(start)) is None
+
+
+@pytest.mark.parametrize("start", [b"\x16\x03\x01", b"HTTX", b"<html>", b"SSH-2.0-OpenSSH"])
+def test_bytes_that_cannot_start_a_response_fail_at_once(start: bytes) -> None:
+    with pytest.raises(InvalidHandshake, match="not an HTTP response"):
+        client_response(start)
+
+
+@pytest.mark.parametrize("start", [b"H", b"HTTP", b"HTTP/1.1 10"])
+def test_a_plausible_response_start_waits_for_more(start: bytes) -> None:
+    assert client_response(start) is None
+
+
+def test_endless_empty_lines_before_the_request_are_refused() -> None:
+    # RFC 7230 3.5 allows some; without a bound they would fill the buffer.
+    assert serve(b"\r\n" * 3 + RFC_REQUEST).__class__ is Accepted
+    rejected(b"\r\n" * (MAX_HEADERS + 1), 400)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netkit.core.buffers import ReceiveBuffer
+from netkit.core.buffers import BufferPool, ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.frames import Frame as WireFrame
-from netkit.core.ws.frames import FrameWriter, MaskKeys, Opcode, Side
+from netkit.core.ws.frames import FrameWriter, MaskKeys, Opcode, Side, serialize_header
 from netkit.core.ws.mask import mask_bytes
 from netkit.core.ws.protocol import (
     CloseReceived,
@@ -447,14 +447,43 @@ def test_random_bytes_never_raise(data: bytes, side: Side, deflate: bool) -> Non
         assert proto.close_sent is not None
 
 
-def test_bytes_wanted_sizes_the_buffer_for_the_whole_frame():
+def read_in(proto: Protocol, data: bytes) -> None:
+    """Feed ``data`` as the I/O layer does: into :meth:`Protocol.read_buffer`, then commit."""
+    while data:
+        view = proto.read_buffer()
+        n = min(len(view), len(data))
+        view[:n] = data[:n]
+        proto.commit(n)
+        data = data[n:]
+
+
+def test_bytes_wanted_is_what_the_header_declares():
     server = Protocol(Side.SERVER, max_size=4 << 20)
     header, _payload = FrameWriter(Side.CLIENT).write(WireFrame(Opcode.BINARY, bytes(3 << 20)))
     assert server.bytes_wanted() == 2
     server.receive_data(header)
     assert server.bytes_wanted() == 3 << 20
-    view = server.writable(server.bytes_wanted())
-    assert len(view) >= 3 << 20, "one buffer for the whole payload, not a doubling series"
+
+
+@pytest.mark.parametrize(("declared", "max_size"), [(1 << 20, 1 << 20), (10**7, 16 << 20)])
+def test_memory_follows_what_arrived_not_what_the_header_declares(declared, max_size):
+    # Issue 13 item 3: a header declaring ~1 MiB (or 10 MB under a 16 MiB limit) with 17
+    # bytes of payload held a buffer of the declared size (up to max_size) at once.
+    # Its own pool: no buffer kept from another test's large message.
+    server = Protocol(Side.SERVER, max_size=max_size, buffer=ReceiveBuffer(pool=BufferPool()))
+    payload = bytes(range(256)) * (declared // 256) + bytes(declared % 256)
+    frame = b"".join(FrameWriter(Side.CLIENT).write(WireFrame(Opcode.BINARY, payload)))
+    header = len(frame) - declared
+    read_in(server, frame[: header + 17])
+    chunk = 64 * 1024  # the pool's chunk: what any connection with unread bytes holds
+    assert server.buffer.capacity <= chunk
+    read_in(server, frame[header + 17 : header + 200_000])
+    # Grown as the bytes came, to at most 4 times what arrived.
+    assert 200_000 <= server.buffer.capacity <= 4 * 200_000
+    read_in(server, frame[header + 200_000 :])
+    (message,) = server.events_received()
+    assert message.data == payload
+    assert server.buffer.capacity <= 2 * len(frame)
 
 
 # --- small messages: the per-message fast path ------------------------------------------------
@@ -534,3 +563,163 @@ def test_protocol_has_slots_and_a_plain_state() -> None:
         proto.send_binary(b"late")
     with pytest.raises(LocalProtocolError):
         proto.send_text("late")
+
+
+# --- Autobahn strictness (issue 13 item 25) -----------------------------------------------
+
+
+def autobahn_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
+    """A client frame as autobahntestsuite's sendFrame() builds it (rsv: the 3-bit field)."""
+    header = serialize_header(
+        opcode,
+        len(payload),
+        fin=fin,
+        rsv1=bool(rsv & 4),
+        rsv2=bool(rsv & 2),
+        rsv3=bool(rsv & 1),
+        mask_key=KEY,
+    )
+    return header + m(payload)
+
+
+HELLO = b"Hello, world!"
+# Case id -> the frames it sends (autobahntestsuite/case/caseN_N.py) and the echo expected.
+IN_ORDER_CASES = {
+    "3.2": ([autobahn_frame(1, HELLO), autobahn_frame(1, HELLO, rsv=2), autobahn_frame(9)], HELLO),
+    "3.3": ([autobahn_frame(1, HELLO), autobahn_frame(1, HELLO, rsv=3), autobahn_frame(9)], HELLO),
+    "4.1.3": ([autobahn_frame(1, HELLO), autobahn_frame(5), autobahn_frame(9)], HELLO),
+    "4.1.4": ([autobahn_frame(1, HELLO), autobahn_frame(6, HELLO), autobahn_frame(9)], HELLO),
+    "4.2.3": ([autobahn_frame(1, HELLO), autobahn_frame(13), autobahn_frame(9)], HELLO),
+    "4.2.4": ([autobahn_frame(1, HELLO), autobahn_frame(14, HELLO), autobahn_frame(9)], HELLO),
+    "5.15": (
+        [
+            autobahn_frame(1, b"fragment1", fin=False),
+            autobahn_frame(0, b"fragment2", fin=True),
+            autobahn_frame(0, b"fragment3", fin=False),
+            autobahn_frame(1, b"fragment4", fin=True),
+        ],
+        b"fragment1fragment2",
+    ),
+}
+
+
+def echo_app(server: Protocol, reads: list[bytes]) -> bytes:
+    """Run an echo application on ``server`` over ``reads``; return everything it sent."""
+    sent = b""
+    for data in reads:
+        server.receive_data(data)
+        for event in server.events_received():
+            if isinstance(event, Message) and server.state is State.OPEN:
+                server.send_text(event.data) if event.text else server.send_binary(event.data)
+        sent += wire(server)
+    return sent
+
+
+@pytest.mark.parametrize("case", IN_ORDER_CASES)
+@pytest.mark.parametrize("chops", ["one read", "frame-wise"])
+def test_valid_message_is_echoed_before_the_bad_frame_fails(case: str, chops: str) -> None:
+    # Item 25 (a): events are handled in order, the error after them.
+    frames, echo = IN_ORDER_CASES[case]
+    reads = [b"".join(frames)] if chops == "one read" else frames
+    server = Protocol(Side.SERVER)
+    sent = echo_app(server, reads)
+    expected_echo = bytes((0x81, len(echo))) + echo
+    assert sent.startswith(expected_echo), sent
+    close = sent[len(expected_echo) :]
+    assert close[:1] == b"\x88" and struct.unpack("!H", close[2:4])[0] == 1002
+    assert len(close) == 2 + close[1], "the close frame is last: the ping is not answered"
+    assert server.error is not None and server.should_close_transport()
+
+
+def test_failure_waits_only_for_collected_events() -> None:
+    server = Protocol(Side.SERVER)
+    server.receive_data(autobahn_frame(1, HELLO) + autobahn_frame(5))
+    assert server.state is State.OPEN and server.error is None  # the message comes first
+    assert server.events_received() == [Message(HELLO, text=True)]
+    server.send_text(HELLO)
+    sent = wire(server)  # data_to_send(): the reply, then the close frame
+    assert sent.startswith(b"\x81\x0d" + HELLO) and sent[15:16] == b"\x88"
+    assert server.error is not None and server.state is State.CLOSING
+    server.receive_eof()
+    (closed,) = server.events_received()
+    assert isinstance(closed, ConnectionClosed) and closed.error is server.error
+
+
+def test_eof_applies_a_pending_failure() -> None:
+    server = Protocol(Side.SERVER)
+    server.receive_data(autobahn_frame(1, HELLO) + autobahn_frame(1, HELLO, rsv=2))
+    server.receive_eof()
+    events = server.events_received()
+    assert events[0] == Message(HELLO, text=True)
+    assert isinstance(events[-1], ConnectionClosed) and events[-1].error is not None
+
+
+# Autobahn 6.4.1's payload: valid, then 0x110000 encoded (invalid at its second byte), then valid.
+PAYLOAD1 = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"
+PAYLOAD2 = b"\xf4\x90\x80\x80"
+PAYLOAD3 = b"\x65\x64\x69\x74\x65\x64"
+PAYLOAD = PAYLOAD1 + PAYLOAD2 + PAYLOAD3
+
+
+def chops_of(frame: bytes, payload_cuts: list[int]) -> list[bytes]:
+    """Split a masked 7-bit-length frame at offsets of its payload (the header goes first)."""
+    cuts = [6 + c for c in payload_cuts]
+    return [frame[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame)], strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("case", "cuts"),
+    [("6.4.3", [len(PAYLOAD1), len(PAYLOAD1 + PAYLOAD2)]), ("6.4.4", [12, 13])],
+)
+def test_invalid_utf8_fails_before_the_frame_is_complete(case: str, cuts: list[int]) -> None:
+    # Item 25 (b): the second chop already makes the text invalid; the third never matters.
+    first, second, _third = chops_of(autobahn_frame(1, PAYLOAD), cuts)
+    server = Protocol(Side.SERVER)
+    server.receive_data(first)
+    assert server.error is None, "the first chop is valid"
+    server.receive_data(second)
+    assert_failed(server, 1007)
+
+
+def large_text_frame(text: bytes, *, opcode: int = 1, fin: bool = True) -> bytes:
+    return serialize_header(opcode, len(text), fin=fin, mask_key=KEY) + bytes(mask_bytes(text, KEY))
+
+
+LARGE_TEXT = "aé€😀z".encode() * 200  # 2,200 bytes: the general (not small-frame) path
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 64, 1000])
+def test_large_text_frame_in_pieces_is_checked_as_it_comes(step: int) -> None:
+    # Valid: unmasked and decoded piece by piece, never twice; the message is intact.
+    frame = large_text_frame(LARGE_TEXT)
+    server = Protocol(Side.SERVER)
+    for i in range(0, len(frame), step):
+        server.receive_data(frame[i : i + step])
+    assert server.error is None
+    assert server.events_received() == [Message(LARGE_TEXT, text=True)]
+    # Invalid in the middle: failed once that piece arrives, long before the end.
+    bad = LARGE_TEXT[:1001] + b"\xff" + LARGE_TEXT[1002:]
+    frame = large_text_frame(bad)
+    server = Protocol(Side.SERVER)
+    header = len(frame) - len(bad)
+    end = header + 1002
+    for i in range(0, end, step):
+        server.receive_data(frame[i : min(i + step, end)])
+    assert_failed(server, 1007)
+
+
+@pytest.mark.parametrize("step", [1, 5, 300])
+def test_fragmented_text_with_a_ping_in_between_checked_as_it_comes(step: int) -> None:
+    first = LARGE_TEXT[:1000]  # cuts "€" after its first byte: the decoder holds it
+    second = LARGE_TEXT[1000:]
+    wire_bytes = (
+        large_text_frame(first, fin=False)
+        + autobahn_frame(9, b"p")
+        + large_text_frame(second, opcode=0)
+    )
+    server = Protocol(Side.SERVER)
+    for i in range(0, len(wire_bytes), step):
+        server.receive_data(wire_bytes[i : i + step])
+    events = server.events_received()
+    assert events == [Ping(b"p"), Message(bytearray(LARGE_TEXT), text=True)]
+    assert server.error is None

@@ -1,0 +1,440 @@
+"""Tests for netkit.net.ws: the WebSocket receive path on real loopback sockets, under both the
+asyncio loop and uvloop — handshakes split across reads, bytes that are not HTTP, large heads,
+memory that follows what arrived, and events handled in order before a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from netkit.core.addresses import WSURL, parse_endpoint
+from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
+from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
+from netkit.net.ws_server import ModeConnection, Room
+from tests.core.ws.test_ws_protocol import (
+    IN_ORDER_CASES,
+    PAYLOAD,
+    PAYLOAD1,
+    PAYLOAD2,
+    autobahn_frame,
+    chops_of,
+)
+
+if TYPE_CHECKING:
+    from conftest import Runner, Serve
+
+MIB = 1 << 20
+KEY = base64.b64encode(os.urandom(16))
+REQUEST = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + KEY + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+PAUSE = 0.05  # a deliberate delay between two writes, so that they arrive in two reads
+
+
+def masked(opcode_byte: int, payload: bytes) -> bytes:
+    """A client frame with a zero masking key (the payload goes as is), 7-bit length."""
+    assert len(payload) < 126
+    return bytes((opcode_byte, 0x80 | len(payload))) + bytes(4) + payload
+
+
+def echo_server(
+    events: list[tuple[str, dict[str, Any]]],
+    *,
+    max_size: int | None = MIB,
+    handshake: ServerHandshake | None = None,
+) -> Callable[[], ModeConnection]:
+    room = Room()
+    return lambda: ModeConnection(
+        handshake or ServerHandshake(),
+        mode="echo",
+        room=room,
+        log=lambda name, fields: events.append((name, fields)),
+        log_messages=False,
+        max_size=max_size,
+        timeouts=WSTimeouts(ping_interval=None),
+    )
+
+
+def catch_loop_errors() -> list[dict[str, Any]]:
+    """Record what the running loop reports ("Fatal error on transport", ...)."""
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    return errors
+
+
+async def open_raw(h: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(h.endpoint.host, h.endpoint.port)
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """An HTTP response with Content-Length: (head, body)."""
+    head = await read_head(reader)
+    lines = head.lower().split(b"\r\n")
+    length = next(int(line[15:]) for line in lines if line.startswith(b"content-length:"))
+    return head, await reader.readexactly(length)
+
+
+# --- item 1: a handshake that arrives in more than one read -------------------------------
+
+
+@pytest.mark.parametrize("split", [2, 20, 100])
+def test_request_in_two_writes_is_upgraded(run: Runner, serve: Serve, split: int) -> None:
+    async def main() -> None:
+        errors = catch_loop_errors()
+        events: list[tuple[str, dict[str, Any]]] = []
+        async with serve(echo_server(events)) as h:
+            reader, writer = await open_raw(h)
+            writer.write(REQUEST[:split])
+            await writer.drain()
+            await asyncio.sleep(PAUSE)
+            writer.write(REQUEST[split:])
+            head = await read_head(reader)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            writer.write(masked(0x81, b"hi"))
+            assert await reader.readexactly(4) == b"\x81\x02hi"
+            writer.close()
+        assert errors == []
+
+    run(main())
+
+
+async def _split_101_server(
+    splits: list[int],
+) -> tuple[asyncio.Server, Callable[[], None]]:
+    """A raw server that writes its 101 in pieces, PAUSE apart, then a text frame ``hi``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await read_head(reader)
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        response = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n\x81\x02hi"
+        )
+        start = 0
+        for end in [*splits, len(response)]:
+            writer.write(response[start:end])
+            await writer.drain()
+            await asyncio.sleep(PAUSE)
+            start = end
+        await reader.read()  # until the client closes
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.close
+
+
+@pytest.mark.parametrize("splits", [[2], [20], [34], [34, 60, 100]])
+def test_client_reads_a_101_written_in_pieces(run: Runner, splits: list[int]) -> None:
+    async def main() -> None:
+        errors = catch_loop_errors()
+        server, stop = await _split_101_server(splits)
+        port = server.sockets[0].getsockname()[1]
+        url = parse_endpoint(f"ws://127.0.0.1:{port}/")
+        assert isinstance(url, WSURL)
+        conn = await connect_ws(
+            url,
+            lambda: WebSocketClientConnection(ClientHandshake(f"127.0.0.1:{port}")),
+            ssl_context=None,
+            timeout=5,
+        )
+        assert await conn.receive() == (True, b"hi")
+        conn.abort()
+        await conn.closed
+        stop()
+        assert errors == []
+
+    run(main())
+
+
+class BrokenHandshake(ModeConnection):
+    """A connection whose handshake code has a bug (raises something unexpected)."""
+
+    def handshake_data(self) -> None:
+        raise RuntimeError("a bug")
+
+
+def test_an_unexpected_error_fails_one_connection_not_the_loop(run: Runner, serve: Serve) -> None:
+    # Nothing escapes buffer_updated: the connection is failed, no "Fatal error on transport".
+    async def main() -> None:
+        errors = catch_loop_errors()
+        broken = True
+
+        def factory() -> ModeConnection:
+            cls = BrokenHandshake if broken else ModeConnection
+            return cls(
+                ServerHandshake(),
+                mode="echo",
+                room=Room(),
+                log=None,
+                log_messages=False,
+                max_size=MIB,
+                timeouts=WSTimeouts(ping_interval=None),
+            )
+
+        async with serve(factory) as h:
+            reader, writer = await open_raw(h)
+            writer.write(REQUEST)
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+            writer.close()
+            broken = False
+            reader, writer = await open_raw(h)
+            writer.write(REQUEST)
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+            writer.close()
+        assert errors == []
+
+    run(main())
+
+
+# --- item 2: bytes that are not HTTP, a head too large ------------------------------------
+
+
+def test_tls_client_hello_to_a_plain_server_is_400(run: Runner, serve: Serve) -> None:
+    async def main() -> None:
+        errors = catch_loop_errors()
+        events: list[tuple[str, dict[str, Any]]] = []
+        async with serve(echo_server(events)) as h:
+            reader, writer = await open_raw(h)
+            writer.write(b"\x16\x03\x01\x00\x05hello")
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 400 ")
+            assert b"not an HTTP request" in body
+            writer.write_eof()
+            assert await reader.read() == b""  # closed, not reset
+            writer.close()
+            (rejected,) = [f for name, f in events if name == "rejected"]
+            assert rejected["status"] == 400
+        assert errors == []
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # one header line of 70 KiB (past websockets' 8 KiB line limit)
+        b"GET / HTTP/1.1\r\nCookie: " + b"a" * (70 << 10) + b"\r\n\r\n",
+        # 200 header lines, 80 KiB (past websockets' 128 headers)
+        b"GET / HTTP/1.1\r\n" + (b"X-Pad: " + b"b" * 400 + b"\r\n") * 200 + b"\r\n",
+    ],
+    ids=["long-line", "many-headers"],
+)
+@pytest.mark.parametrize("max_size", [MIB, 1024])
+def test_a_head_over_64k_is_431_then_closed(
+    run: Runner, serve: Serve, head: bytes, max_size: int
+) -> None:
+    # Also under a --max-size smaller than the head: the head has its own limits.
+    async def main() -> None:
+        errors = catch_loop_errors()
+        async with serve(echo_server([], max_size=max_size)) as h:
+            reader, writer = await open_raw(h)
+            writer.write(head)  # all of it: the server must not reset us for unread bytes
+            await writer.drain()
+            response, _ = await read_response(reader)
+            assert response.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+            writer.write_eof()
+            assert await reader.read() == b""
+            writer.close()
+        assert errors == []
+
+    run(main())
+
+
+def test_a_large_valid_head_is_upgraded_under_a_small_max_size(run: Runner, serve: Serve) -> None:
+    # 100 headers of 700 bytes (70 KiB) are within websockets' limits: upgraded.
+    padding = b"".join(b"X-Pad-%d: " % i + b"c" * 690 + b"\r\n" for i in range(100))
+    request = REQUEST[:-2] + padding + b"\r\n"
+
+    async def main() -> None:
+        async with serve(echo_server([], max_size=1024)) as h:
+            reader, writer = await open_raw(h)
+            writer.write(request)
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+            writer.write(masked(0x82, b"ok"))
+            assert await reader.readexactly(4) == b"\x82\x02ok"
+            writer.close()
+
+    run(main())
+
+
+# --- item 3: memory follows the bytes that arrived ----------------------------------------
+
+
+class RecordingConnection(ModeConnection):
+    """An echo connection that signals every read, for tests to wait on (no sleeping)."""
+
+    def __init__(self, read: asyncio.Event, **kwargs: Any) -> None:
+        super().__init__(ServerHandshake(), **kwargs)
+        self.read = read
+
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        self.read.set()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("declared", "max_size", "clients"), [(1 << 20, MIB, 50), (10**7, 16 * MIB, 4)]
+)
+def test_declared_sizes_do_not_allocate(
+    run: Runner, serve: Serve, declared: int, max_size: int, clients: int
+) -> None:
+    # Issue 13 item 3: 200 connections declaring ~1 MiB with 17 bytes each grew the server by
+    # 1,080 KiB each; each must hold what it sent. (Few clients for the large limit: a
+    # regression would allocate max_size each.)
+
+    async def main() -> None:
+        read = asyncio.Event()
+        conns: list[RecordingConnection] = []
+
+        def factory() -> RecordingConnection:
+            conn = RecordingConnection(
+                read,
+                mode="echo",
+                room=Room(),
+                log=None,
+                log_messages=False,
+                max_size=max_size,
+                timeouts=WSTimeouts(ping_interval=None),
+            )
+            conns.append(conn)
+            return conn
+
+        header = b"\x82\xff" + declared.to_bytes(8, "big") + bytes(4)
+        sent = len(REQUEST) + len(header) + 17
+        async with serve(factory) as h:
+            writers = []
+            for _ in range(clients):
+                reader, writer = await open_raw(h)
+                writer.write(REQUEST)
+                await read_head(reader)
+                writer.write(header)
+                writers.append(writer)
+
+            async def server_read(total: int) -> None:
+                while len(conns) < clients or any(c.bytes_in < total for c in conns):
+                    read.clear()
+                    await read.wait()
+
+            # The payload in a later read: the next get_buffer sees the header.
+            await server_read(sent - 17)
+            for writer in writers:
+                writer.write(b"x" * 17)
+            await server_read(sent)
+            # What arrived (header and 17 bytes), not the declared size nor a 64 KiB chunk.
+            capacities = [c.rbuf.capacity for c in conns]
+            assert max(capacities) <= len(header) + 17, capacities
+            for writer in writers:
+                writer.close()
+
+    run(main())
+
+
+# --- item 25: Autobahn strictness over a real socket --------------------------------------
+
+
+async def upgraded(
+    h: Any, extensions: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await open_raw(h)
+    request = REQUEST
+    if extensions:
+        request = request[:-2] + b"Sec-WebSocket-Extensions: " + extensions + b"\r\n\r\n"
+    writer.write(request)
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 101 ")
+    return reader, writer
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame with a 7-bit length: (first byte, payload)."""
+    b0, length = await asyncio.wait_for(reader.readexactly(2), 2)
+    return b0, await reader.readexactly(length)
+
+
+@pytest.mark.parametrize("case", IN_ORDER_CASES)
+def test_ws_server_echoes_before_failing(run: Runner, serve: Serve, case: str) -> None:
+    frames, echo = IN_ORDER_CASES[case]
+
+    async def main() -> None:
+        errors = catch_loop_errors()
+        async with serve(echo_server([])) as h:
+            reader, writer = await upgraded(h)
+            writer.write(b"".join(frames))  # one write: one read on loopback
+            assert await read_frame(reader) == (0x81, echo)
+            b0, payload = await read_frame(reader)
+            assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1002
+            assert await reader.read() == b"", "nothing after the close frame (no pong)"
+            writer.close()
+        assert errors == []
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("case", "cuts"),
+    [("6.4.3", [len(PAYLOAD1), len(PAYLOAD1 + PAYLOAD2)]), ("6.4.4", [12, 13])],
+)
+def test_ws_server_fails_fast_on_invalid_utf8(
+    run: Runner, serve: Serve, case: str, cuts: list[int]
+) -> None:
+    first, second, _third = chops_of(autobahn_frame(1, PAYLOAD), cuts)
+
+    async def main() -> None:
+        async with serve(echo_server([])) as h:
+            reader, writer = await upgraded(h)
+            writer.write(first)
+            await writer.drain()
+            await asyncio.sleep(PAUSE)
+            writer.write(second)  # the third chop is never sent: the close must come first
+            b0, payload = await read_frame(reader)
+            assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1007
+            writer.close()
+
+    run(main())
+
+
+# --- item 7: the close event reports the code sent when the server failed the connection ---
+
+
+def test_decompression_bomb_close_event_reports_1009(run: Runner, serve: Serve) -> None:
+    bomb = zlib.compressobj(wbits=-15)
+    data = bomb.compress(bytes(4 * MIB)) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    data = data[:-4]  # RFC 7692 7.2.1: the 00 00 ff ff tail is left off
+    assert len(data) < 65536
+    frame = b"\xc2\xfe" + len(data).to_bytes(2, "big") + bytes(4) + data  # RSV1, binary
+
+    async def main() -> None:
+        events: list[tuple[str, dict[str, Any]]] = []
+        handshake = ServerHandshake(deflate=DeflateParams())
+        async with serve(echo_server(events, handshake=handshake)) as h:
+            reader, writer = await upgraded(h, b"permessage-deflate")
+            writer.write(frame)
+            b0, payload = await read_frame(reader)
+            assert b0 == 0x88 and int.from_bytes(payload[:2], "big") == 1009
+            writer.write(b"\x88\x82" + bytes(4) + payload[:2])  # the client's echo
+            assert await reader.read() == b""
+            writer.close()
+            await h.wait_events("disconnected")
+        (closed,) = [fields for name, fields in events if name == "close"]
+        assert closed["code"] == 1009, closed
+        assert closed["sent_code"] == 1009
+
+    run(main())
