@@ -12,7 +12,7 @@ class ExitStatus(IntEnum):
     """Process exit codes.
 
     0 and 1 are for checks (did the echo match, did the threshold hold); 2 is for anything
-    the user can fix on the command line; 3-7 say which part of the network failed.
+    the user can fix on the command line; 3-7 say what failed: the network, the peer or this machine.
     """
 
     SUCCESS = 0
@@ -30,7 +30,8 @@ class ExitStatus(IntEnum):
     TLS_ERROR = 5
     """TLS failed: certificate not trusted, hostname mismatch, handshake failure."""
     BIND_FAILED = 6
-    """A server could not listen: address in use, permission denied, a path that is not a socket."""
+    """This machine refused: a server could not listen (address in use, permission denied, a path
+    that is not a socket), descriptors or memory ran out, or a bench worker died."""
     PROTOCOL_ERROR = 7
     """The peer broke the protocol (bad frame, refused upgrade, unexpected close)."""
     INTERNAL_ERROR = 70
