@@ -52,9 +52,8 @@ def test_server_key_without_cert_is_a_usage_error(command, tls_files):
 @pytest.mark.parametrize("command", SERVERS.values(), ids=SERVERS.keys())
 def test_missing_client_ca_file_is_a_usage_error_naming_it(command, tls_files, tmp_path):
     missing = tmp_path / "no-such-ca.pem"
-    stderr = refused(
-        *command, "--cert", tls_files["chain"], "--key", tls_files["key"], "--client-ca", str(missing)
-    )
+    tls = ["--cert", tls_files["chain"], "--key", tls_files["key"]]
+    stderr = refused(*command, *tls, "--client-ca", str(missing))
     assert f"cannot read CA file '{missing}'" in stderr
 
 
