@@ -121,9 +121,9 @@ complete -c netkit -n '__netkit_at \'netkit\'' -s 'h' -l 'help' -d 'Show this me
 
 # netkit ws-server
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -s 'm' -l 'mode' -x -a 'echo broadcast sink' -d 'echo: send each message back; broadcast: to every other client (a chat room);...'
-complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'path' -x -d 'Accept upgrades only on this path (repeatable; 404 otherwise)'
+complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'path' -x -d 'Accept upgrades only on this path (repeatable; 404 otherwise); chat means /chat'
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'subprotocol' -x -d 'Subprotocols we speak, in order of preference (repeatable)'
-complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'origin' -x -d 'Allowed Origin header values (repeatable; 403 otherwise)'
+complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'origin' -x -d 'Allowed Origin, as browsers send it: scheme://host[:port] (repeatable; 403 ot...'
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'max-size' -x -d 'Largest message accepted (1009 beyond)'
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'compress' -d 'Accept permessage-deflate (RFC 7692)'
 complete -c netkit -n '__netkit_at \'netkit ws-server\'' -l 'ping-interval' -x -d 'Keepalive ping period; 0 disables'

@@ -200,12 +200,13 @@ def client_tls(
         warn: False when the caller goes on to refuse TLS options (no warning then).
     """
     enabled = tls or cacert is not None or cert is not None or insecure or sni is not None
+    options = ClientTLS(enabled, cacert, cert, key, insecure, sni)  # refuses half a config
     out = active_output()
     if insecure and warn and out is not None:
         out.warn(
             "--insecure: certificates are not verified, anyone on the path can pose as the server"
         )
-    return ClientTLS(enabled, cacert, cert, key, insecure, sni)
+    return options
 
 
 def socket_mode(text: str) -> int:

@@ -123,6 +123,9 @@ def run_server(
     def on_event(event: str, fields: dict[str, Any]) -> None:
         if not out.json and event == "accept_paused":
             out.warn(f"not accepting for now: {fields['error']} (raise the open-files limit?)")
+        elif not out.json and event == "rejected":
+            answer = f" with {fields['status']}" if "status" in fields else ""
+            out.warn(f"{fields['peer']}: refused{answer}: {fields['reason']}")
         elif not out.json and "error" in fields:
             out.warn(f"{fields['peer']}: {fields['error']}")
         out.event(event, None, **fields)

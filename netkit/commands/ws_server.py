@@ -13,7 +13,7 @@ from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UnixEndpoint, parse_endpoint
 from netkit.core.units import parse_duration, parse_size
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.handshake import ServerHandshake
+from netkit.core.ws.handshake import ServerHandshake, parse_origins, resource_path
 from netkit.errors import ConfigError, EndpointError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
@@ -60,7 +60,8 @@ def ws_server(
     path: Annotated[
         list[str] | None,
         typer.Option(
-            "--path", help="Accept upgrades only on this path (repeatable; 404 otherwise)."
+            "--path",
+            help="Accept upgrades only on this path (repeatable; 404 otherwise); chat means /chat.",
         ),
     ] = None,
     subprotocol: Annotated[
@@ -71,7 +72,11 @@ def ws_server(
     ] = None,
     origin: Annotated[
         list[str] | None,
-        typer.Option("--origin", help="Allowed Origin header values (repeatable; 403 otherwise)."),
+        typer.Option(
+            "--origin",
+            help="Allowed Origin, as browsers send it: scheme://host[:port] (repeatable; 403 "
+            "otherwise). '*' admits any; 'none' admits clients that send no Origin.",
+        ),
     ] = None,
     max_size: Annotated[
         str, typer.Option("--max-size", help="Largest message accepted (1009 beyond).")
@@ -120,6 +125,10 @@ def ws_server(
     On SIGTERM every client gets close 1001 (going away) and the server waits for the closing
     handshakes, up to --drain-timeout. --json logs every connection's open and close (with
     codes), and every message, ping and pong.
+
+    A client over --max-connections, or still in its opening handshake at shutdown, gets
+    503 with Retry-After: 1 (as websocketd and HAProxy answer); methods other than GET and
+    HEAD get 405. Each refusal is a rejected event, counted in the summary.
     """
     out = Output(json)
     where, wants_tls, url_path = _listen_endpoint(endpoint)
@@ -130,7 +139,7 @@ def ws_server(
         raise ConfigError(
             "--mode broadcast needs a single process: every client must share the room"
         )
-    paths = list(path or ([] if url_path is None else [url_path])) or None
+    paths = [resource_path(p) for p in path or ([] if url_path is None else [url_path])] or None
     limit = parse_size(max_size, option="--max-size")
     if limit <= 0:
         raise ConfigError("--max-size must be at least 1 byte")
@@ -142,18 +151,14 @@ def ws_server(
     )
     handshake = ServerHandshake(
         paths=paths,
-        origins=origin or None,
+        origins=parse_origins(origin or ()),
         subprotocols=tuple(subprotocol or ()),
         deflate=DeflateParams() if compress else None,
     )
     room = Room()
 
     def log(event: str, fields: dict[str, Any]) -> None:
-        if event == "rejected" and not out.json:
-            out.warn(
-                f"{fields['peer']}: upgrade refused with {fields['status']}: {fields['reason']}"
-            )
-        elif event == "close" and "error" in fields and not out.json:
+        if event == "close" and "error" in fields and not out.json:
             out.warn(f"{fields['peer']}: closed with {fields['sent_code']}: {fields['error']}")
         out.event(event, None, **fields)
 

@@ -75,6 +75,15 @@ class ServerConnection(StreamProtocol):
         the next boundary.
         """
 
+    def turn_away(self, reason: str) -> None:
+        """The server will not serve this connection (at its connection limit, shutting down).
+
+        Raw bytes have no way to say why, so the default resets the connection; protocols that
+        can answer (HTTP: a 503) override this to say so, then close.
+        """
+        self.server.refuse(self, reason)
+        self.abort()
+
     def on_connect(self) -> None:
         self.server._register(self)
 
@@ -131,7 +140,8 @@ class StreamServer:
         sock: the listening socket (from :func:`make_listener`).
         factory: builds one :class:`ServerConnection` per accepted connection.
         ssl_context: TLS for every connection, or None.
-        max_connections: connections beyond this are closed at once and counted as rejected.
+        max_connections: connections beyond this are turned away at once
+            (:meth:`ServerConnection.turn_away`) and counted as rejected.
         on_event: called with (event name, fields) for per-connection events.
     """
 
@@ -192,13 +202,31 @@ class StreamServer:
             if self.on_event:
                 self.on_event("handshake_failed", {"peer": peer, "error": handshake_failure(exc)})
 
+    def refuse(
+        self, conn: ServerConnection, reason: str, *, response: bytes = b"", **fields: Any
+    ) -> None:
+        """Count ``conn`` as turned away and report it (``rejected``), with ``response`` sent.
+
+        Every refusal goes through here: over the connection limit, during the drain, and a
+        protocol's own (an HTTP 4xx/5xx), so that the summary's ``rejected`` counts them all.
+        The caller closes the connection.
+
+        Args:
+            response: bytes to send the client first (an HTTP answer), if its protocol has one.
+            fields: more fields for the event (``status``).
+        """
+        if response and conn.transport is not None and not conn.transport.is_closing():
+            conn.write(response)
+        self.stats.rejected += 1
+        if self.on_event:
+            self.on_event("rejected", {"peer": conn.peer, "reason": reason, **fields})
+
     def _register(self, conn: ServerConnection) -> None:
-        if self.draining or (
-            self.max_connections is not None and len(self.connections) >= self.max_connections
-        ):
-            self.stats.rejected += 1
-            if conn.transport is not None:
-                conn.transport.abort()
+        if self.draining:
+            conn.turn_away("shutting down")
+            return
+        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+            conn.turn_away(f"at the connection limit ({self.max_connections})")
             return
         self.connections.add(conn)
         self._idle.clear()

@@ -17,16 +17,35 @@ from netkit.errors import ConfigError
 class ServerTLS:
     """What a TLS listener needs from the command line.
 
+    Half a configuration is refused here, once for every server command: ``--client-ca`` or
+    ``--key`` without a certificate would otherwise leave the server listening in plain text,
+    admitting clients the user meant to require a certificate from (#13 item 12).
+
     Attributes:
         cert, key: PEM files (key may be inside ``cert``).
         self_signed: issue a throwaway CA and certificate instead (for local use).
         client_ca: require client certificates signed by this CA (mutual TLS).
+
+    Raises:
+        ConfigError: ``client_ca`` without ``cert`` or ``self_signed``; ``key`` without ``cert``.
     """
 
     cert: Path | None = None
     key: Path | None = None
     self_signed: bool = False
     client_ca: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.key is not None and self.cert is None:
+            raise ConfigError(
+                "--key needs --cert: a private key alone does not turn TLS on",
+                hint="pass the certificate it belongs to with --cert FILE",
+            )
+        if self.client_ca is not None and not self.enabled:
+            raise ConfigError(
+                "--client-ca needs --cert (or --tls-self-signed): without a certificate the "
+                "server would listen in plain text and admit clients without one"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -44,6 +63,9 @@ class ClientTLS:
         cert, key: a client certificate (mutual TLS).
         insecure: skip certificate and hostname verification (only when asked).
         server_hostname: SNI and verification name override.
+
+    Raises:
+        ConfigError: ``key`` without ``cert`` (it would be ignored: no client certificate sent).
     """
 
     enabled: bool = False
@@ -52,6 +74,13 @@ class ClientTLS:
     key: Path | None = None
     insecure: bool = False
     server_hostname: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.key is not None and self.cert is None:
+            raise ConfigError(
+                "--key needs --cert: a private key alone sends no client certificate",
+                hint="pass the certificate it belongs to with --cert FILE",
+            )
 
 
 def _readable(path: Path, what: str) -> str:

@@ -31,6 +31,7 @@ from netkit.core.ws.handshake import (
     HealthCheck,
     Rejected,
     ServerHandshake,
+    unavailable,
 )
 from netkit.core.ws.protocol import (
     CloseReceived,
@@ -358,8 +359,9 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
 
     Args:
         handshake: the server's handshake policy (paths, origins, subprotocols, deflate).
-        on_event: receives (event name, fields) for logging: ``open``, ``rejected``, ``health``,
-            ``close``.
+        on_event: receives (event name, fields) for logging: ``open``, ``health``, ``close``.
+            Refusals (HTTP 4xx/5xx) are the server's ``rejected`` events
+            (:meth:`~netkit.net.server.StreamServer.refuse`).
     """
 
     side = Side.SERVER
@@ -378,17 +380,30 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
         self.upgraded = False
 
     def on_connect(self) -> None:
-        ServerConnection.on_connect(self)
         WebSocketConnection.on_connect(self)
+        ServerConnection.on_connect(self)  # after the timer: a refusal replaces it (linger)
 
     def on_close(self, exc: Exception | None) -> None:
         ServerConnection.on_close(self, exc)
+
+    def turn_away(self, reason: str) -> None:
+        """Answer 503 with ``Retry-After: 1`` (websocketd, HAProxy), not a bare TCP close."""
+        self._refuse(unavailable(reason))
+
+    def _refuse(self, result: Rejected) -> None:
+        self.server.refuse(
+            self, result.message, response=result.response, status=result.status_code
+        )
+        self.linger_close()
 
     def handshake_data(self) -> None:
         result = self.handshake.receive_request(self.rbuf)
         if result is None:
             return
         assert self.transport is not None
+        if isinstance(result, Rejected):
+            self._refuse(result)
+            return
         self.write(result.response)
         if isinstance(result, Accepted):
             self.upgraded = True
@@ -400,13 +415,18 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
             return
         if isinstance(result, HealthCheck):
             self._emit("health", path=result.request.path)
-        elif isinstance(result, Rejected):
-            self._emit("rejected", status=result.status_code, reason=result.message)
         self.linger_close()
 
     def begin_drain(self) -> None:
-        """Server shutdown: 1001 Going Away to this client, then wait for its close."""
-        self.start_close(CloseCode.GOING_AWAY, "server shutting down")
+        """Server shutdown: 1001 Going Away to this client, then wait for its close.
+
+        A client still in the opening handshake gets 503 instead (it may retry elsewhere);
+        one already answered is left to finish reading its answer.
+        """
+        if self.ws.state is not _CONNECTING:
+            self.start_close(CloseCode.GOING_AWAY, "server shutting down")
+        elif not self._lingering:
+            self.turn_away("shutting down")
 
     def _emit(self, name: str, **fields: Any) -> None:
         if self.on_event is not None:

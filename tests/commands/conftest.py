@@ -11,9 +11,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 NETKIT = [sys.executable, "-m", "netkit"]
 
@@ -43,6 +45,29 @@ def assert_one_line_error(stderr: str) -> None:
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     assert "error" in lines[0]
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
+    """PEM files as a user passes them: ``ca``, ``chain`` (certificate chain) and ``key``."""
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    paths = {
+        "ca": tmp_path / "ca.pem",
+        "chain": tmp_path / "chain.pem",
+        "key": tmp_path / "key.pem",
+    }
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    cert.cert_chain_pems[0].write_to_path(str(paths["chain"]))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(paths["chain"]), append=True)
+    cert.private_key_pem.write_to_path(str(paths["key"]))
+    return {k: str(v) for k, v in paths.items()}
 
 
 @dataclass

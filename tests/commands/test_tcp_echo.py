@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
 
@@ -58,27 +57,6 @@ def test_ipv6_loopback(netkit_server):
     assert server.address.startswith("[::1]:")
     result = run_netkit("tcp-echo", "client", server.address, "-c", "2")
     assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_files(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    paths = {
-        "ca": tmp_path / "ca.pem",
-        "chain": tmp_path / "chain.pem",
-        "key": tmp_path / "key.pem",
-    }
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    cert.cert_chain_pems[0].write_to_path(str(paths["chain"]))
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(str(paths["chain"]), append=True)
-    cert.private_key_pem.write_to_path(str(paths["key"]))
-    return {k: str(v) for k, v in paths.items()}
 
 
 def test_tls_echo_verifies_server(netkit_server, tls_files):

@@ -396,3 +396,127 @@ def test_invalid_utf8_closes_before_the_frame_is_complete(netkit_server):
         sock.sendall(part2)
         sock.settimeout(3)
         assert read_close_code(sock) == 1007
+
+
+# --- issue 13 item 7: paths, origins, refusals ---------------------------------------------
+
+
+def test_path_without_a_slash_is_normalised(netkit_server):
+    # Was advertised as ws://127.0.0.1:PORTchat, and every request got 404.
+    server = netkit_server("ws-server", "127.0.0.1:0", "--path", "chat")
+    assert server.listening["url"] == f"ws://{server.address}/chat"
+
+    async def client() -> str:
+        async with connect(server.listening["url"]) as ws:
+            await ws.send("hi")
+            return str(await ws.recv())
+
+    assert run(client()) == "hi"
+    bad = run_netkit("ws-server", "127.0.0.1:0", "--path", "/chat?room=1")
+    assert bad.returncode == 2
+    assert_one_line_error(bad.stderr)
+    assert "--path '/chat?room=1'" in bad.stderr
+
+
+def test_star_admits_any_origin_and_none_admits_clients_without_one(netkit_server):
+    # '*' was taken literally (every client got 403); clients without Origin could not get in.
+    star = netkit_server("ws-server", ":0", "--origin", "*")
+    listed = netkit_server(
+        "ws-server", ":0", "--origin", "HTTPS://App.test:443", "--origin", "none"
+    )
+
+    async def status(url: str, origin: str | None) -> int:
+        try:
+            async with connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+                await ws.send("x")
+                assert await ws.recv() == "x"
+        except InvalidStatus as exc:
+            return int(exc.response.status_code)
+        return 101
+
+    async def attempts() -> list[int]:
+        return [
+            await status(star.listening["url"], "https://anything.test"),
+            await status(star.listening["url"], None),
+            await status(listed.listening["url"], "https://app.test"),  # as browsers send it
+            await status(listed.listening["url"], None),
+            await status(listed.listening["url"], "https://evil.test"),
+        ]
+
+    assert run(attempts()) == [101, 101, 101, 101, 403]
+
+
+@pytest.mark.parametrize("origin", ["example.com", "https://example.com/", "https://*.test"])
+def test_an_origin_no_browser_sends_is_a_usage_error(origin):
+    result = run_netkit("ws-server", ":0", "--origin", origin)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result.stderr)
+    assert f"--origin {origin!r}" in result.stderr and "scheme://host[:port]" in result.stderr
+
+
+def test_over_max_connections_clients_get_503_and_refusals_are_counted(netkit_server):
+    # Was a bare TCP close, no event, and "rejected: 0" in the summary after HTTP 4xx answers.
+    server = netkit_server("ws-server", ":0", "--path", "/chat", "--max-connections", "1")
+    url = server.listening["url"]
+
+    async def attempts() -> tuple[int, str | None, int]:
+        async with connect(url) as first:
+            with pytest.raises(InvalidStatus) as over:
+                async with connect(url):
+                    pass
+            await first.send("still here")
+            assert await first.recv() == "still here"
+        with pytest.raises(InvalidStatus) as wrong_path:
+            async with connect(url.replace("/chat", "/other")):
+                pass
+        busy, missing = over.value.response, wrong_path.value.response
+        return busy.status_code, busy.headers.get("Retry-After"), missing.status_code
+
+    assert run(attempts()) == (503, "1", 404)
+    assert server.stop() == 0
+    refused = [e for e in server.events if e["event"] == "rejected"]
+    assert [(e["status"], e["reason"]) for e in refused] == [
+        (503, "at the connection limit (1)"),
+        (404, "no WebSocket endpoint at /other"),
+    ]
+    assert server.event("summary")["rejected"] == 2
+
+
+def test_post_health_is_405_and_head_has_no_body(netkit_server):
+    # POST /health answered 400; 405 with Allow is what HTTP servers say (RFC 9110 15.5.6).
+    server = netkit_server("ws-server", ":0")
+    post = http_request(server.address, b"POST /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = post.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"\r\nAllow: GET, HEAD\r\n" in head
+    assert body == b"405 Method Not Allowed: method POST not allowed on /health\n"
+    head_request = http_request(server.address, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head_request.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert head_request.endswith(b"Content-Length: 3\r\n\r\n")
+
+
+def test_refusals_are_warnings_in_human_output(tmp_path):
+    # Without --json each refusal is one warning line on stderr, with the status.
+    import subprocess
+
+    from tests.commands.conftest import NETKIT
+
+    sock = tmp_path / "ws.sock"
+    proc = subprocess.Popen(
+        [*NETKIT, "ws-server", f"unix:{sock}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert b"listening" in proc.stdout.readline()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(10)
+            client.connect(str(sock))
+            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 405 ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    assert b"refused with 405: method POST not allowed on /\n" in stderr

@@ -235,7 +235,7 @@ def check_server_result(server: ServerHandshake, request: bytes) -> None:
     if result is None:
         return
     if isinstance(result, Rejected):
-        assert result.status_code in (400, 403, 404, 426, 431)
+        assert result.status_code in (400, 403, 404, 405, 426, 431)
         assert result.response.startswith(f"HTTP/1.1 {result.status_code} ".encode())
         assert b"\r\nConnection: close\r\n" in result.response
         return

@@ -145,6 +145,30 @@ def test_rejected_connection_cannot_echo(run: Runner, serve: Serve) -> None:
     run(main())
 
 
+def test_a_turned_away_connection_is_logged(run: Runner, serve: Serve) -> None:
+    # Over the limit, a client used to vanish without an event (#13 item 7).
+    async def main() -> None:
+        async with serve(EchoConnection, max_connections=1) as h:
+            first = await h.connect()
+            await echo_once(first, 0, b"first", framed=False, timeout=5)
+            second = await h.connect()
+            await second.closed
+            (rejected,) = await h.wait_events("rejected")
+            port = second.transport.get_extra_info("sockname")[1]
+            assert rejected == {
+                "peer": f"127.0.0.1:{port}",
+                "reason": "at the connection limit (1)",
+            }
+            h.server.draining = True  # as drain() sets it, before the listener closes
+            third = await h.connect()
+            await third.closed
+            events = await h.wait_events("rejected", 2)
+            assert events[1]["reason"] == "shutting down"
+            assert h.server.stats.rejected == 2
+
+    run(main())
+
+
 # --- drain -------------------------------------------------------------------------------
 
 

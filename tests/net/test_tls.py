@@ -26,7 +26,25 @@ def test_server_tls_enabled() -> None:
     assert ServerTLS().enabled is False
     assert ServerTLS(self_signed=True).enabled is True
     assert ServerTLS(cert=Path("c.pem")).enabled is True
-    assert ServerTLS(client_ca=Path("ca.pem")).enabled is False
+    assert ServerTLS(self_signed=True, client_ca=Path("ca.pem")).enabled is True
+
+
+def test_half_configured_server_tls_is_refused() -> None:
+    # Was silently ignored: the server listened in plain TCP and admitted anyone (#13 item 12).
+    with pytest.raises(ConfigError, match=r"^--client-ca needs --cert \(or --tls-self-signed\)"):
+        ServerTLS(client_ca=Path("ca.pem"))
+    with pytest.raises(ConfigError, match=r"^--key needs --cert"):
+        ServerTLS(key=Path("key.pem"))
+    with pytest.raises(ConfigError, match=r"^--key needs --cert"):
+        ServerTLS(key=Path("key.pem"), self_signed=True, client_ca=Path("ca.pem"))
+
+
+def test_client_key_without_cert_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^--key needs --cert"):
+        ClientTLS(enabled=True, key=Path("key.pem"))
+    with pytest.raises(ConfigError, match=r"^--key needs --cert"):
+        ClientTLS(key=Path("key.pem"))  # a ws:// URL: refused too, not ignored
+    assert ClientTLS(enabled=True, cert=Path("c.pem"), key=Path("key.pem")).key == Path("key.pem")
 
 
 def test_contexts_require_tls_1_2(tls_files: TLSFiles) -> None:

@@ -220,8 +220,9 @@ def test_tls_client_hello_to_a_plain_server_is_400(run: Runner, serve: Serve) ->
             writer.write_eof()
             assert await reader.read() == b""  # closed, not reset
             writer.close()
-            (rejected,) = [f for name, f in events if name == "rejected"]
+            (rejected,) = h.named("rejected")  # the server's event: counted in its summary
             assert rejected["status"] == 400
+            assert h.server.stats.rejected == 1
         assert errors == []
 
     run(main())
@@ -436,5 +437,91 @@ def test_decompression_bomb_close_event_reports_1009(run: Runner, serve: Serve) 
         (closed,) = [fields for name, fields in events if name == "close"]
         assert closed["code"] == 1009, closed
         assert closed["sent_code"] == 1009
+
+    run(main())
+
+
+# --- item 7: refusals are HTTP answers, events and counts ----------------------------------
+
+
+def test_over_max_connections_is_503_with_retry_after(run: Runner, serve: Serve) -> None:
+    # Was a bare TCP close with no event; websocketd and HAProxy answer 503.
+    async def main() -> None:
+        errors = catch_loop_errors()
+        async with serve(echo_server([]), max_connections=1) as h:
+            reader1, writer1 = await upgraded(h)
+            reader2, writer2 = await open_raw(h)
+            writer2.write(REQUEST)
+            head, body = await read_response(reader2)
+            assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+            assert b"\r\nRetry-After: 1\r\n" in head
+            assert body == b"503 Service Unavailable: at the connection limit (1)\n"
+            writer2.write_eof()
+            assert await reader2.read() == b""  # closed after the answer, not reset
+            writer2.close()
+            (rejected,) = h.named("rejected")
+            assert rejected["status"] == 503
+            assert rejected["reason"] == "at the connection limit (1)"
+            assert (h.server.stats.accepted, h.server.stats.rejected) == (1, 1)
+            writer1.write(masked(0x81, b"hi"))  # the first client is unaffected
+            assert await reader1.readexactly(4) == b"\x81\x02hi"
+            writer1.close()
+        assert errors == []
+
+    run(main())
+
+
+def test_http_refusals_count_as_rejected(run: Runner, serve: Serve) -> None:
+    # The summary said "rejected: 0" after HTTP 4xx answers.
+    handshake = ServerHandshake(paths={"/chat"}, origins={"https://app.test"})
+    requests = {
+        404: REQUEST,  # GET /, not /chat
+        405: b"POST /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        403: REQUEST.replace(b"GET / ", b"GET /chat "),  # no Origin
+        400: b"\x16\x03\x01\x00\x05hello",
+    }
+
+    async def main() -> None:
+        async with serve(echo_server([], handshake=handshake)) as h:
+            for status, request in requests.items():
+                reader, writer = await open_raw(h)
+                writer.write(request)
+                head, _ = await read_response(reader)
+                assert head.startswith(b"HTTP/1.1 %d " % status), head
+                if status == 405:
+                    assert b"\r\nAllow: GET, HEAD\r\n" in head
+                writer.close()
+            events = await h.wait_events("rejected", len(requests))
+            assert [e["status"] for e in events] == list(requests)
+            assert h.server.stats.rejected == len(requests)
+            health = await open_raw(h)
+            health[1].write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(health[0]))[1] == b"ok\n"
+            health[1].close()
+            assert h.server.stats.rejected == len(requests)  # a health check is no refusal
+
+    run(main())
+
+
+def test_drain_answers_503_to_a_handshake_in_progress(run: Runner, serve: Serve) -> None:
+    # Was a reset: a client half-way through its handshake got nothing it could act on.
+    async def main() -> None:
+        errors = catch_loop_errors()
+        async with serve(echo_server([])) as h:
+            reader, writer = await open_raw(h)
+            writer.write(REQUEST[:20])  # the rest never comes before the drain
+            await h.wait_events("connected")
+            drain = asyncio.create_task(h.server.drain(5))
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in head
+            assert body.endswith(b": shutting down\n")
+            writer.write_eof()
+            assert await reader.read() == b""
+            writer.close()
+            await drain  # ends when the client has read its answer, not at the timeout
+            assert h.server.stats.aborted_at_drain == 0
+            (rejected,) = h.named("rejected")
+            assert (rejected["status"], rejected["reason"]) == (503, "shutting down")
+        assert errors == []
 
     run(main())

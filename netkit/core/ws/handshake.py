@@ -10,7 +10,7 @@ Client::
 
 Server::
 
-    hs = ServerHandshake(paths={"/chat"}, subprotocols=["chat"])
+    hs = ServerHandshake(paths={resource_path("chat")}, origins=parse_origins(["*"]))
     while (result := hs.receive_request(buf)) is None:
         read more into buf
     send(result.response)
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import os
 import re
@@ -44,7 +45,7 @@ from netkit.core.ws.deflate import (
     accept_offer,
     accept_response,
 )
-from netkit.errors import LocalProtocolError, PeerProtocolError
+from netkit.errors import ConfigError, LocalProtocolError, PeerProtocolError
 
 GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_LINE: Final = 8192
@@ -537,7 +538,7 @@ class Rejected:
     """The request cannot be upgraded: send ``response`` and close.
 
     Attributes:
-        status_code: 400, 403, 404, 426 or 431.
+        status_code: 400, 403, 404, 405, 426, 431, or 503 (:func:`unavailable`).
         message: why, for logs.
         response: the HTTP response to send.
         request: the request, or None if it did not parse.
@@ -555,9 +556,13 @@ _REASONS: Final = {
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
 }
+# The methods a WebSocket endpoint (and /health) answers; others get 405 with this Allow.
+ALLOWED_METHODS: Final = ("GET", "HEAD")
 
 
 def _reject(
@@ -574,6 +579,94 @@ def _reject(
         body,
     )
     return Rejected(status, message, response, request)
+
+
+def unavailable(message: str) -> Rejected:
+    """The answer to a client the server cannot take now: 503 with ``Retry-After: 1``.
+
+    Sent when the server is over its connection limit or shutting down, as websocketd and
+    HAProxy answer, rather than a bare TCP close the client cannot tell from a crash.
+    """
+    return _reject(503, message, headers=[("Retry-After", "1")])
+
+
+def head_only(result: ServerResult) -> ServerResult:
+    """The answer to a ``HEAD`` request: the same head as for ``GET``, without the body.
+
+    ``Content-Length`` stays that of the ``GET`` answer (RFC 9110 9.3.2).
+    """
+    if isinstance(result, Accepted):
+        raise LocalProtocolError("a HEAD request is never upgraded")
+    head, _, _ = result.response.partition(b"\r\n\r\n")
+    return dataclasses.replace(result, response=head + b"\r\n\r\n")
+
+
+def resource_path(text: str, *, option: str = "--path") -> str:
+    """A path to serve WebSocket on, as the request target will carry it: ``chat`` -> ``/chat``.
+
+    A missing leading slash is added, as nginx's ``location`` and websocketd do.
+
+    Raises:
+        ConfigError: the path holds a query, a fragment, spaces or control characters (a
+            request path is compared without its query, so such a path would never match).
+    """
+    if any(ch in "?#" or ch.isspace() or not ch.isprintable() for ch in text):
+        raise ConfigError(
+            f"{option} {text!r}: give a path without spaces, query (?) or fragment (#), e.g. /chat"
+        )
+    return text if text.startswith("/") else "/" + text
+
+
+_ORIGIN_RE: Final = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[a-z0-9._~%-]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?",
+    re.IGNORECASE,
+)
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+
+
+def parse_origin(text: str, *, option: str = "--origin") -> str | None:
+    """One allowed ``Origin``, as a browser sends it (RFC 6454 6.2); ``none`` for no header.
+
+    Browsers send ``scheme://host[:port]`` in lower case without the default port, or
+    ``null`` for an opaque origin; the value is normalised to that, so that it compares
+    equal to what they send.
+
+    Returns:
+        The origin, or None for ``none`` (a client that sends no Origin: not a browser).
+
+    Raises:
+        ConfigError: no browser sends such an Origin (a path, a missing scheme ...).
+    """
+    if text.lower() == "none":
+        return None
+    if text == "null":
+        return text
+    match = _ORIGIN_RE.fullmatch(text)
+    if match is None or int(match["port"] or 0) > 65535:
+        raise ConfigError(
+            f"{option} {text!r}: browsers send an origin as scheme://host[:port] "
+            "(no path, e.g. https://example.com); or give '*' (any) or 'none' (no Origin header)"
+        )
+    scheme, host, port = match["scheme"].lower(), match["host"].lower(), match["port"]
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}:{int(port)}"
+    return f"{scheme}://{host}"
+
+
+def parse_origins(values: Sequence[str], *, option: str = "--origin") -> set[str | None] | None:
+    """The ``origins`` of a :class:`ServerHandshake` from ``--origin`` values.
+
+    ``*`` admits every client (no check at all, as when no value is given); ``none`` admits
+    clients that send no Origin (websockets' ``origins=[None]``); other values must be origins
+    a browser can send (:func:`parse_origin`).
+
+    Returns:
+        The allowed origins (None among them for ``none``), or None for no check.
+    """
+    if not values or "*" in values:
+        return None
+    return {parse_origin(value, option=option) for value in values}
 
 
 @dataclass
@@ -638,12 +731,30 @@ class ServerHandshake:
 
     def _decide(self, request: Request) -> ServerResult:
         headers = request.headers
-        if request.method != "GET":
-            return _reject(400, f"method {request.method} is not GET", request)
+        health = self.health_path is not None and request.path == self.health_path
+        if request.method not in ALLOWED_METHODS:
+            if not health and self.paths is not None and request.path not in self.paths:
+                return _reject(404, f"no WebSocket endpoint at {request.path}", request)
+            # RFC 9110 15.5.6: the method is known but not served here; Allow says which are.
+            return _reject(
+                405,
+                f"method {request.method} not allowed on {request.path}",
+                request,
+                [("Allow", ", ".join(ALLOWED_METHODS))],
+            )
         if request.version not in ("HTTP/1.1", "HTTP/1.0"):
             return _reject(400, f"unsupported {request.version}", request)
-        upgrade = [t.lower() for t in headers.tokens("Upgrade")]
-        if self.health_path is not None and not upgrade and request.path == self.health_path:
+        if request.method == "HEAD":
+            # Answered as GET without a body; a HEAD request is never upgraded.
+            try:
+                return head_only(self._answer(request, health, upgrade=[]))
+            except InvalidHandshake as exc:
+                return head_only(_reject(400, str(exc), request))
+        return self._answer(request, health, [t.lower() for t in headers.tokens("Upgrade")])
+
+    def _answer(self, request: Request, health: bool, upgrade: list[str]) -> ServerResult:
+        headers = request.headers
+        if health and not upgrade:
             return HealthCheck(
                 request,
                 http_response(

@@ -22,10 +22,15 @@ from netkit.core.ws.handshake import (
     ServerHandshake,
     UpgradeRefused,
     accept_key,
+    head_only,
     parse_extension_header,
+    parse_origin,
+    parse_origins,
+    resource_path,
+    unavailable,
 )
 from netkit.core.ws.protocol import Message, Protocol, State
-from netkit.errors import LocalProtocolError
+from netkit.errors import ConfigError, LocalProtocolError
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -208,6 +213,97 @@ def test_health_check_disabled_or_other_path() -> None:
 # --- refusals -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("method", [b"POST", b"PUT", b"DELETE", b"OPTIONS", b"get"])
+def test_other_methods_on_a_known_path_are_405_with_allow(method: bytes) -> None:
+    # Was 400 (#13 item 7); RFC 9110 15.5.6: 405 with the methods that are served.
+    for request, kwargs in [
+        (b"%b /health HTTP/1.1\r\nHost: x\r\n\r\n" % method, {}),
+        (RFC_REQUEST.replace(b"GET", method), {}),
+        (RFC_REQUEST.replace(b"GET", method), {"paths": {"/chat"}}),
+    ]:
+        result = rejected(request, 405, **kwargs)
+        assert b"\r\nAllow: GET, HEAD\r\n" in result.response
+    rejected(RFC_REQUEST.replace(b"GET", b"POST"), 404, paths={"/ws"})  # an unknown path
+
+
+def test_head_is_answered_as_get_without_a_body() -> None:
+    result = serve(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(result, HealthCheck)
+    assert result.response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert result.response.endswith(b"Content-Length: 3\r\n\r\n")  # GET's length, no body
+    # Never upgraded, even with every upgrade header: 426 as GET without them, no body.
+    result = rejected(RFC_REQUEST.replace(b"GET", b"HEAD"), 426)
+    assert result.response.endswith(b"\r\n\r\n")
+    result = rejected(b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n", 404, paths={"/chat"})
+    assert result.response.endswith(b"\r\n\r\n")
+    with pytest.raises(LocalProtocolError):
+        head_only(serve(RFC_REQUEST))
+
+
+def test_unavailable_is_503_with_retry_after() -> None:
+    result = unavailable("at the connection limit (1)")
+    assert result.status_code == 503
+    head, _, body = result.response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nConnection: close" in head
+    assert body == b"503 Service Unavailable: at the connection limit (1)\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "path"), [("chat", "/chat"), ("/chat", "/chat"), ("", "/"), ("a/b", "/a/b")]
+)
+def test_resource_path_adds_the_leading_slash(text: str, path: str) -> None:
+    assert resource_path(text) == path
+
+
+@pytest.mark.parametrize("text", ["/chat?x=1", "/a#b", "/a b", "/a\tb", "\x00"])
+def test_resource_path_that_can_never_match_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--path "):
+        resource_path(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "origin"),
+    [
+        ("https://example.com", "https://example.com"),
+        ("HTTPS://Example.COM", "https://example.com"),  # browsers send lower case
+        ("https://example.com:443", "https://example.com"),  # ... and no default port
+        ("http://example.com:80", "http://example.com"),
+        ("http://localhost:8080", "http://localhost:8080"),
+        ("http://[::1]:3000", "http://[::1]:3000"),
+        ("chrome-extension://abcdef", "chrome-extension://abcdef"),
+        ("null", "null"),  # an opaque origin (a sandboxed frame, a file:// page)
+        ("none", None),
+        ("None", None),
+    ],
+)
+def test_parse_origin(text: str, origin: str | None) -> None:
+    assert parse_origin(text) == origin
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["example.com", "https://example.com/", "https://example.com/app", "https://", "*.example.com",
+     "https://example.com:99999", "https://a b", "https://*.example.com", ""],
+)  # fmt: skip
+def test_an_origin_no_browser_sends_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^--origin .*scheme://host\[:port\]"):
+        parse_origin(text)
+
+
+def test_parse_origins_star_and_none() -> None:
+    assert parse_origins([]) is None
+    assert parse_origins(["*"]) is None
+    assert parse_origins(["https://a.test", "*"]) is None
+    assert parse_origins(["none"]) == {None}
+    assert parse_origins(["https://a.test", "none"]) == {"https://a.test", None}
+    no_origin = request_with(drop="Origin")
+    assert isinstance(serve(no_origin, origins=parse_origins(["none"])), Accepted)
+    rejected(RFC_REQUEST, 403, origins=parse_origins(["none"]))
+    assert isinstance(serve(RFC_REQUEST, origins=parse_origins(["*"])), Accepted)
+    assert isinstance(serve(no_origin, origins=parse_origins(["*"])), Accepted)
+
+
 def test_wrong_version_is_426_with_supported_version() -> None:
     result = rejected(request_with(Sec_WebSocket_Version="8"), 426)
     assert b"Sec-WebSocket-Version: 13\r\n" in result.response
@@ -240,7 +336,6 @@ def test_wrong_path_is_404() -> None:
         b"hello\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # TLS ClientHello-ish
         b"GET /chat\r\n\r\n",
-        RFC_REQUEST.replace(b"GET", b"POST"),
         RFC_REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0"),
         RFC_REQUEST.replace(b"HTTP/1.1", b"HTTP/2.0"),
         request_with(drop="Connection"),

@@ -1,0 +1,72 @@
+"""Options every command shares: half a TLS configuration is a usage error everywhere (#13 item 12).
+
+``--client-ca`` or ``--key`` without ``--cert`` used to be ignored: the server listened in plain
+TCP and admitted clients without a certificate. Each case must exit 2 with one line, before
+anything listens or connects.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.commands.conftest import assert_one_line_error, run_netkit
+
+pytestmark = pytest.mark.timeout(60)
+
+# Every server command that takes --cert/--key/--client-ca, with arguments that would start it.
+SERVERS = {
+    "proxy": ["proxy", "127.0.0.1:0", "127.0.0.1:9"],
+    "lb": ["lb", "127.0.0.1:0", "127.0.0.1:9"],
+    "ws-server": ["ws-server", "127.0.0.1:0"],
+    "tcp-echo serve": ["tcp-echo", "serve", "127.0.0.1:0"],
+}
+# Every client command that takes --cacert/--cert/--key.
+CLIENTS = {
+    "ws-client": ["ws-client", "wss://127.0.0.1:9/"],
+    "tcp-echo client": ["tcp-echo", "client", "127.0.0.1:9", "-c", "1"],
+    "bench": ["bench", "127.0.0.1:9", "-d", "1s"],
+}
+
+
+def refused(*args: str) -> str:
+    """Run netkit, check it refused the command line (exit 2, one line), return stderr."""
+    result = run_netkit(*args, timeout=15)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert_one_line_error(result.stderr)
+    assert result.stdout == ""  # nothing listened, nothing was sent
+    return result.stderr
+
+
+@pytest.mark.parametrize("command", SERVERS.values(), ids=SERVERS.keys())
+def test_client_ca_without_cert_is_a_usage_error(command, tls_files):
+    stderr = refused(*command, "--client-ca", tls_files["ca"])
+    assert "--client-ca needs --cert (or --tls-self-signed)" in stderr
+
+
+@pytest.mark.parametrize("command", SERVERS.values(), ids=SERVERS.keys())
+def test_server_key_without_cert_is_a_usage_error(command, tls_files):
+    stderr = refused(*command, "--key", tls_files["key"])
+    assert "--key needs --cert" in stderr
+
+
+@pytest.mark.parametrize("command", SERVERS.values(), ids=SERVERS.keys())
+def test_missing_client_ca_file_is_a_usage_error_naming_it(command, tls_files, tmp_path):
+    missing = tmp_path / "no-such-ca.pem"
+    tls = ["--cert", tls_files["chain"], "--key", tls_files["key"]]
+    stderr = refused(*command, *tls, "--client-ca", str(missing))
+    assert f"cannot read CA file '{missing}'" in stderr
+
+
+@pytest.mark.parametrize("command", CLIENTS.values(), ids=CLIENTS.keys())
+def test_client_key_without_cert_is_a_usage_error(command, tls_files):
+    stderr = refused(*command, "--key", tls_files["key"])
+    assert "--key needs --cert" in stderr
+
+
+@pytest.mark.parametrize(
+    "command", [*CLIENTS.values(), SERVERS["proxy"]], ids=[*CLIENTS.keys(), "proxy"]
+)
+def test_missing_cacert_file_is_a_usage_error_naming_it(command, tmp_path):
+    missing = tmp_path / "no-such-ca.pem"
+    stderr = refused(*command, "--cacert", str(missing))
+    assert f"cannot read CA file '{missing}'" in stderr
