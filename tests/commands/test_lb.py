@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import signal
 import socket
 import threading
@@ -48,6 +49,11 @@ class NamedBackend:
                 pass
 
     def close(self) -> None:
+        # close() alone leaves the socket listening while the accept thread is blocked in
+        # accept(): the kernel still holds it, and one more client can be accepted. shutdown()
+        # stops listening at once and wakes the thread.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
 
 
