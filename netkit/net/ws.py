@@ -450,6 +450,7 @@ class WebSocketClientConnection(WebSocketConnection):
         self.deflate: DeflateParams | None = None
         self.response: HandshakeResponse | None = None
         self.initiated_close = False
+        self.close_timed_out = False  # the closing timeout passed: the connection was dropped
         # Pings sent through ping(): payload -> (time sent, waiter for the round-trip time).
         self._pings: dict[bytes, tuple[float, asyncio.Future[float | None]]] = {}
 
@@ -469,6 +470,10 @@ class WebSocketClientConnection(WebSocketConnection):
         if not self.opened.done():
             self.opened.set_result(None)
         self._dispatch()
+
+    def _close_timed_out(self) -> None:
+        self.close_timed_out = True
+        super()._close_timed_out()
 
     def on_message(self, message: Message) -> None:
         # Kept for later: the view is only valid during this call, so this is a copy.
@@ -565,13 +570,14 @@ async def connect_ws(
     *,
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None = None,
-    timeout: float = 10.0,
+    timeout: float | None = 10.0,
     retry_for: float = 0.0,
 ) -> WebSocketClientConnection:
     """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
 
     Args:
-        timeout: for connecting (TCP and TLS), then again for the opening handshake.
+        timeout: one deadline for the TCP connect, the TLS handshake and the HTTP upgrade
+            together (websockets' ``open_timeout``); None: no deadline.
         retry_for: keep retrying a refused connection (or a missing socket file) this long.
 
     Raises:
@@ -580,6 +586,11 @@ async def connect_ws(
         InvalidHandshake: the 101 response was not valid.
         ConnectionLost: the server closed the connection during the handshake.
     """
+
+    async def upgrade(protocol: StreamProtocol) -> None:
+        assert isinstance(protocol, WebSocketClientConnection)
+        await protocol.opened
+
     conn = await open_stream(
         url.transport,
         factory,
@@ -587,12 +598,7 @@ async def connect_ws(
         server_hostname=server_hostname or (url.host if url.unix_path is None else None),
         timeout=timeout,
         retry_for=retry_for,
+        handshake=upgrade,
     )
     assert isinstance(conn, WebSocketClientConnection)
-    try:
-        async with asyncio.timeout(timeout):
-            await conn.opened
-    except TimeoutError:
-        conn.abort()
-        raise OperationTimeout(f"opening handshake with {url} timed out") from None
     return conn

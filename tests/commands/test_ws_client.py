@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import http
 import os
@@ -159,6 +160,18 @@ def run_with_stdin(*args: str, stdin: bytes) -> subprocess.CompletedProcess[str]
     return subprocess.CompletedProcess(
         result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
     )
+
+
+def run_with_open_stdin(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """``run_netkit`` with a stdin that never ends: the input does not end the session."""
+    read_end, write_end = os.pipe()
+    try:
+        return subprocess.run(
+            [*NETKIT, *args], stdin=read_end, capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def events_named(stdout: str, name: str) -> list[dict[str, Any]]:
@@ -482,7 +495,9 @@ def test_expect_times_out_with_1(lib_server):
 
 def test_plain_mode_timeout_is_4(lib_server):
     server = lib_server()
-    result = run_netkit("ws-client", server.url(), "echo me", "--timeout", "300ms", "--json")
+    result = run_with_open_stdin(
+        "ws-client", server.url(), "echo me", "--timeout", "300ms", "--json"
+    )
     assert result.returncode == 4, result.stderr
     assert_one_line_error(result.stderr)
     assert "did not close" in result.stderr
@@ -497,7 +512,7 @@ def test_plain_mode_server_closes_cleanly(lib_server):
         await ws.close(1001, "going away")
 
     server = lib_server(reply_and_close)
-    result = run_netkit("ws-client", server.url(), "hello")
+    result = run_with_open_stdin("ws-client", server.url(), "hello")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "bye now\n"
     assert result.stderr.strip() == 'closed: 1001 (going away) "going away"'
@@ -513,7 +528,7 @@ def test_server_closing_with_1008(lib_server):
 
     server = lib_server(policy)
     for extra in ([], ["--expect", "never"]):  # a broken connection wins over an expectation
-        result = run_netkit("ws-client", server.url(), "hi", "--json", *extra)
+        result = run_with_open_stdin("ws-client", server.url(), "hi", "--json", *extra)
         assert result.returncode == 7, result.stderr
         assert_one_line_error(result.stderr)
         assert '1008 (policy violation) "policy"' in result.stderr
@@ -540,7 +555,7 @@ def test_dropped_connection_is_3(lib_server):
         ws.transport.abort()
 
     server = lib_server(drop)
-    result = run_netkit("ws-client", server.url(), "x", "--json")
+    result = run_with_open_stdin("ws-client", server.url(), "x", "--json")
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result.stderr)
     assert "1006" in result.stderr
@@ -766,9 +781,11 @@ def test_answers_server_pings(lib_server):
 
 
 class DeafServer:
-    """Accepts the upgrade, then ignores every frame except close (and then hangs up)."""
+    """Accepts the upgrade, then ignores every frame; on close it hangs up, or with
+    ``hang_up=False`` it keeps the connection open (and silent) until the client drops it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hang_up: bool = True) -> None:
+        self.hang_up = hang_up
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.opcodes: list[int] = []
@@ -805,6 +822,8 @@ class DeafServer:
                 self.opcodes.append(opcode)
                 data = data[6 + size :]
                 if opcode == 0x8:
+                    while not self.hang_up and conn.recv(4096):
+                        pass  # never answer, never hang up: wait for the client to drop it
                     return  # hang up without answering the close
 
     def stop(self) -> None:
@@ -815,7 +834,7 @@ class DeafServer:
 def test_unanswered_ping_is_4():
     server = DeafServer()
     try:
-        result = run_netkit(
+        result = run_with_open_stdin(
             "ws-client", f"ws://127.0.0.1:{server.port}/", "--json",
             "--ping-interval", "100ms", "--ping-timeout", "200ms",
         )  # fmt: skip
@@ -825,3 +844,129 @@ def test_unanswered_ping_is_4():
     assert_one_line_error(result.stderr)
     assert "no pong" in result.stderr
     assert server.opcodes[0] == 0x9 and server.opcodes[-1] == 0x8  # pings, then our close
+
+
+class StuckServer:
+    """Accepts TCP connections and never sends a byte: no TLS, no HTTP answer."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.sock.close()
+        self.thread.join(10)
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture
+def stuck_server() -> Iterator[StuckServer]:
+    server = StuckServer()
+    yield server
+    server.stop()
+
+
+# --- item 4: ending a run in a script ------------------------------------------------------
+
+
+def test_end_of_stdin_closes_and_exits_0(lib_server):
+    # websocat's rule: end of input sends close 1000, prints what still arrives, exits.
+    server = lib_server()
+    started = time.monotonic()
+    result = run_netkit("ws-client", server.url(), input=b"hi\nthere\n", timeout=8)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hi\nthere\n"  # the echoes arrived before the server's close
+    assert result.stderr.strip() == "closed: 1000 (normal closure)"
+    assert elapsed < 5
+    seen = server.connection()
+    assert seen.messages == ["hi", "there"] and seen.close_code == 1000
+
+
+def test_a_send_only_run_exits_0(lib_server):
+    async def sink(ws: ServerConnection, seen: Seen) -> None:
+        async for message in ws:
+            seen.messages.append(message)
+
+    server = lib_server(sink)
+    result = run_netkit("ws-client", server.url(), "one", "two", "--json", timeout=8)
+    assert result.returncode == 0, result.stderr
+    (close,) = events_named(result.stdout, "close")
+    assert close == {**close, "code": 1000, "initiator": "client", "clean": True}
+    assert events_named(result.stdout, "received") == []
+    seen = server.connection()
+    assert seen.messages == ["one", "two"] and seen.close_code == 1000
+
+
+@pytest.mark.parametrize("hang_up", [True, False])
+def test_our_close_unanswered_is_not_a_success(hang_up):
+    server = DeafServer(hang_up=hang_up)
+    try:
+        started = time.monotonic()
+        result = run_netkit(
+            "ws-client", f"ws://127.0.0.1:{server.port}/", "hi", "--close-timeout", "500ms",
+            "--json", timeout=10,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert_one_line_error(result.stderr)
+    (close,) = events_named(result.stdout, "close")
+    assert close["clean"] is False and close["code"] == 1006
+    if hang_up:  # dropped before answering: a lost connection
+        assert result.returncode == 3, result.stderr
+        assert "lost before the server answered our close (1006)" in result.stderr
+    else:  # never answered: the closing timeout passed
+        assert result.returncode == 4, result.stderr
+        assert "did not answer our close frame within 0.5s" in result.stderr
+        assert 0.5 <= elapsed < 5
+    assert server.opcodes == [0x1, 0x8]
+
+
+def test_default_deadlines_end_a_run_that_would_wait_for_ever(lib_server):
+    # --count 2 and one reply, no --timeout: replies get 10 s once the input ended.
+    server = lib_server()
+    started = time.monotonic()
+    result = run_netkit("ws-client", server.url(), "only one", "--count", "2", timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert_one_line_error(result.stderr)
+    assert "--count 2: 1 message received within 10s after the input ended" in result.stderr
+    assert result.stdout == "only one\n"
+    assert 10 <= elapsed < 20
+    assert server.connection().close_code == 1000  # closed by us, politely
+    help_text = run_netkit("ws-client", "--help").stdout
+    for default in ("--open-timeout 10s", "--close-timeout 10s", "10s for replies"):
+        assert default in " ".join(help_text.split()), default
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_timeout_and_open_timeout_bound_the_opening(stuck_server, scheme):
+    # The server accepts and never answers: neither the TLS handshake nor the upgrade ends.
+    url = f"{scheme}://127.0.0.1:{stuck_server.port}/"
+    tls = ["--insecure"] if scheme == "wss" else []
+    for args, message in (
+        (["-t", "1s"], "was not open within 1s (--timeout)"),
+        (["--open-timeout", "500ms"], "timed out"),
+    ):
+        started = time.monotonic()
+        result = run_netkit("ws-client", url, "x", *tls, *args, timeout=8)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 4, (args, result.stderr)
+        assert message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert elapsed < 4, (args, elapsed)  # not the fixed 10 s opening of before

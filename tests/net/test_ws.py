@@ -8,6 +8,10 @@ import asyncio
 import base64
 import contextlib
 import os
+import socket
+import ssl
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +21,7 @@ import pytest
 from netkit.core.addresses import WSURL, parse_endpoint
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
+from netkit.errors import OperationTimeout
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
 from netkit.net.ws_server import ModeConnection, Room
 from tests.core.ws.test_ws_protocol import (
@@ -161,6 +166,117 @@ def test_client_reads_a_101_written_in_pieces(run: Runner, splits: list[int]) ->
         assert errors == []
 
     run(main())
+
+
+# --- ws-client (#13 item 4): one deadline for the whole opening ---------------------------
+
+
+class SlowTLSServer:
+    """A wss server in a thread, slow on purpose: it waits ``tls_delay`` before the TLS
+    handshake and ``upgrade_delay`` before answering 101 (None: it never answers)."""
+
+    def __init__(
+        self, ctx: ssl.SSLContext, *, tls_delay: float, upgrade_delay: float | None
+    ) -> None:
+        self.ctx, self.tls_delay, self.upgrade_delay = ctx, tls_delay, upgrade_delay
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(10)
+                time.sleep(self.tls_delay)  # the slowness under test, not synchronisation
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    if self.upgrade_delay is not None and head:
+                        time.sleep(self.upgrade_delay)
+                        key = next(
+                            line.split(b":", 1)[1].strip().decode()
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"sec-websocket-key:")
+                        )
+                        tls.sendall(
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                            + accept_key(key).encode()
+                            + b"\r\n\r\n"
+                        )
+                    while tls.recv(4096):  # until the client goes
+                        pass
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.sock.close()
+        self.thread.join(10)
+
+
+async def open_wss(port: int, client_ssl: ssl.SSLContext, timeout: float) -> float:
+    """Open ws:// over TLS to 127.0.0.1:port; how long it took (it raises on failure)."""
+    url = parse_endpoint(f"wss://127.0.0.1:{port}/")
+    assert isinstance(url, WSURL)
+    started = time.perf_counter()
+    conn = await connect_ws(
+        url,
+        lambda: WebSocketClientConnection(ClientHandshake(f"127.0.0.1:{port}")),
+        ssl_context=client_ssl,
+        server_hostname="localhost",
+        timeout=timeout,
+    )
+    conn.abort()
+    await conn.closed
+    return time.perf_counter() - started
+
+
+def test_the_open_timeout_bounds_tcp_tls_and_upgrade_together(
+    run: Runner, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    # Each stage alone takes less than the timeout; together they take more: time out.
+    slow = SlowTLSServer(server_ssl, tls_delay=0.6, upgrade_delay=0.6)
+    quick = SlowTLSServer(server_ssl, tls_delay=0.1, upgrade_delay=0.1)
+
+    async def main() -> None:
+        assert await open_wss(quick.port, client_ssl, timeout=1.0) < 1.0
+        with pytest.raises(OperationTimeout, match=r"opening handshake .* timed out"):
+            await open_wss(slow.port, client_ssl, timeout=1.0)
+
+    try:
+        run(main())
+    finally:
+        slow.stop()
+        quick.stop()
+
+
+def test_one_deadline_covers_a_slow_tls_handshake_and_the_upgrade(
+    run: Runner, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    # TLS takes 0.6 of the timeout and the upgrade is never answered: the error comes when
+    # the one deadline passes, not a whole timeout after the TLS handshake.
+    server = SlowTLSServer(server_ssl, tls_delay=0.6, upgrade_delay=None)
+
+    async def main() -> None:
+        started = time.perf_counter()
+        with pytest.raises(OperationTimeout):
+            await open_wss(server.port, client_ssl, timeout=1.0)
+        elapsed = time.perf_counter() - started
+        assert 0.9 <= elapsed < 1.45, elapsed
+
+    try:
+        run(main())
+    finally:
+        server.stop()
 
 
 class BrokenHandshake(ModeConnection):
