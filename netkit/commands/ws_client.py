@@ -26,6 +26,7 @@ A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/`
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import sys
@@ -216,26 +217,31 @@ class Expectation:
     """``--count`` and ``--expect``: when the client is done, and whether that is a success.
 
     * ``--count N``: satisfied by the N-th message.
-    * ``--expect RE``: satisfied by the first message RE matches (``re.search``); binary
-      messages are matched as UTF-8 with undecodable bytes replaced.
-    * both: satisfied by a match among the first N messages; failed once N came without one.
+    * ``--expect RE`` (repeatable): each pattern must match a message (``re.search``), in
+      order, each a later message than the one before; satisfied when the last one matched.
+      Binary messages are matched as UTF-8 with undecodable bytes replaced.
+    * both: satisfied when every pattern matched among the first N messages; failed once N
+      came without that.
     """
 
     count: int | None = None
-    pattern: re.Pattern[str] | None = None
+    patterns: tuple[re.Pattern[str], ...] = ()
     received: int = 0
+    matched: int = 0  # how many patterns matched so far
 
     @property
     def active(self) -> bool:
         """True when there is something to wait for."""
-        return self.count is not None or self.pattern is not None
+        return self.count is not None or bool(self.patterns)
 
     def feed(self, data: bytes) -> bool | None:
         """Record one received message: True when satisfied, False when it no longer can be."""
         self.received += 1
-        if self.pattern is not None:
-            if self.pattern.search(data.decode("utf-8", "replace")):
-                return True
+        if self.patterns:
+            if self.patterns[self.matched].search(data.decode("utf-8", "replace")):
+                self.matched += 1
+                if self.matched == len(self.patterns):
+                    return True
             if self.count is not None and self.received >= self.count:
                 return False
             return None
@@ -246,9 +252,11 @@ class Expectation:
     def failure(self, why: str) -> str:
         """Say what was not met, and why (``why``: "before ...", "within ...")."""
         got = f"{self.received} message{'s' if self.received != 1 else ''} received"
-        if self.pattern is None:
+        if not self.patterns:
             return f"--count {self.count}: {got} {why}"
-        what = f"no message matched --expect {self.pattern.pattern!r}"
+        what = f"no message matched --expect {self.patterns[self.matched].pattern!r}"
+        if len(self.patterns) > 1:
+            what += f" (pattern {self.matched + 1} of {len(self.patterns)})"
         if self.count is not None and self.received >= self.count:
             return f"{what} in the first {self.count}"
         return f"{what} ({got}) {why}"
@@ -373,6 +381,19 @@ def describe_close(code: int | None, reason: str) -> str:
     return close_name(code) + (f' "{reason}"' if reason else "")
 
 
+def message_fields(is_text: bool, data: bytes) -> dict[str, Any]:
+    """A message in a ``sent``/``received`` event: ``text``, or for a binary message the
+    payload in ``data``, base64-encoded, as ``encoding`` says."""
+    if is_text:
+        return {"type": "text", "bytes": len(data), "text": data.decode("utf-8")}
+    return {
+        "type": "binary",
+        "bytes": len(data),
+        "data": base64.b64encode(data).decode("ascii"),
+        "encoding": "base64",
+    }
+
+
 def hex_summary(data: bytes) -> str:
     """``[binary, 5 bytes] 68 65 6c 6c 6f``, at most the first 16 bytes shown."""
     shown = data[:_HEX_PREVIEW].hex(" ")
@@ -422,6 +443,7 @@ class Session:
         """Run to the end; raise the error the exit code is for (return normally for 0)."""
         s = self.settings
         self._report_open()
+        self.conn.on_keepalive_rtt = self._report_keepalive_pong
         sender = asyncio.create_task(self._prompt() if s.interactive else self._send_all())
         sender.add_done_callback(self._sender_done)
         outcome = "closed"
@@ -472,10 +494,7 @@ class Session:
             return False
         self.sent += 1
         self.sent_bytes += len(data)
-        fields: dict[str, Any] = {"type": "text" if text else "binary", "bytes": len(data)}
-        if text:
-            fields["text"] = data.decode("utf-8")
-        self.out.event("sent", None, **fields)
+        self.out.event("sent", None, **message_fields(text, data))
         await self.conn.drain()
         return True
 
@@ -552,8 +571,12 @@ class Session:
     async def _report_pong(self, waiter: asyncio.Future[float | None]) -> None:
         rtt = await waiter
         if rtt is not None:
-            self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3))
+            self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3), keepalive=False)
             self._show(f"< pong in {rtt * 1000:.3f} ms")
+
+    def _report_keepalive_pong(self, rtt: float) -> None:
+        # An event only: a line every --ping-interval would drown what arrives.
+        self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3), keepalive=True)
 
     # --- reporting ----------------------------------------------------------------------
 
@@ -582,10 +605,7 @@ class Session:
 
     def _report_received(self, is_text: bool, data: bytes) -> None:
         self.received_bytes += len(data)
-        fields: dict[str, Any] = {"type": "text" if is_text else "binary", "bytes": len(data)}
-        if is_text:
-            fields["text"] = data.decode("utf-8")
-        self.out.event("received", None, **fields)
+        self.out.event("received", None, **message_fields(is_text, data))
         if self.out.json:
             return
         if self.settings.interactive:
@@ -688,6 +708,13 @@ def _duration_or_off(text: str, option: str) -> float | None:
     return seconds if seconds > 0 else None
 
 
+def _compile_pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"--expect {text!r} is not a regular expression: {exc}") from None
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return stream is not None and bool(stream.isatty())
@@ -733,11 +760,11 @@ def ws_client(
         typer.Option("--count", "-c", min=1, help="Exit 0 after receiving this many messages."),
     ] = None,
     expect: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--expect",
             "-e",
-            help="Exit 0 when a received message matches this regex (with --count: within the first N).",
+            help="Exit 0 when a received message matches this regex (with --count: within the first N). Repeatable: every pattern must match, in order, each a later message.",
         ),
     ] = None,
     timeout: Annotated[
@@ -814,10 +841,7 @@ def ws_client(
         raise ConfigError(f"--close-code {close_code}: use 1000-1003, 1007-1014 or 3000-4999")
     if len(close_reason.encode()) > 123:
         raise ConfigError("--close-reason is longer than 123 bytes")
-    try:
-        pattern = re.compile(expect) if expect is not None else None
-    except re.error as exc:
-        raise ConfigError(f"--expect {expect!r} is not a regular expression: {exc}") from None
+    patterns = tuple(_compile_pattern(text) for text in expect or [])
     limit = parse_size(max_size, option="--max-size")
     if not 0 < limit <= _MAX_MESSAGE:
         raise ConfigError("--max-size must be between 1 byte and 1 GiB")
@@ -849,7 +873,7 @@ def ws_client(
         outgoing=outgoing,
         binary=binary,
         raw=raw,
-        expectation=Expectation(count, pattern),
+        expectation=Expectation(count, patterns),
         timeout=wait,
         close_timeout=close_for,
         close_code=close_code,

@@ -310,6 +310,7 @@ class WebSocketConnection(StreamProtocol):
             if self._pong_deadline is not None:
                 self._pong_deadline.cancel()
                 self._pong_deadline = None
+            self.on_keepalive_pong(self.last_rtt)
         self.on_pong(payload)
 
     def _pong_missed(self) -> None:
@@ -342,6 +343,9 @@ class WebSocketConnection(StreamProtocol):
 
     def on_pong(self, payload: Buffer) -> None:
         """A pong arrived."""
+
+    def on_keepalive_pong(self, rtt: float) -> None:
+        """A pong answered our keepalive ping, ``rtt`` seconds after it was sent."""
 
     def on_close_received(self, code: int, reason: str) -> None:
         """The peer's close frame arrived (the TCP connection may stay open a while)."""
@@ -451,6 +455,8 @@ class WebSocketClientConnection(WebSocketConnection):
         self.response: HandshakeResponse | None = None
         self.initiated_close = False
         self.close_timed_out = False  # the closing timeout passed: the connection was dropped
+        # Called with the round-trip time of each keepalive ping (ws-client --json reports it).
+        self.on_keepalive_rtt: Callable[[float], None] | None = None
         # Pings sent through ping(): payload -> (time sent, waiter for the round-trip time).
         self._pings: dict[bytes, tuple[float, asyncio.Future[float | None]]] = {}
 
@@ -474,6 +480,10 @@ class WebSocketClientConnection(WebSocketConnection):
     def _close_timed_out(self) -> None:
         self.close_timed_out = True
         super()._close_timed_out()
+
+    def on_keepalive_pong(self, rtt: float) -> None:
+        if self.on_keepalive_rtt is not None:
+            self.on_keepalive_rtt(rtt)
 
     def on_message(self, message: Message) -> None:
         # Kept for later: the view is only valid during this call, so this is a copy.
@@ -535,7 +545,10 @@ class WebSocketClientConnection(WebSocketConnection):
             return waiter
         payload = payload or os.urandom(4)
         self._pings[payload] = (time.perf_counter(), waiter)
-        self.send_ping(payload)
+        # Not send_ping(): that one is the keepalive's, and a ping of ours must not replace
+        # the payload its pong deadline waits for.
+        self.ws.send_ping(payload)
+        self.flush()
         return waiter
 
     def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:

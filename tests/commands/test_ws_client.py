@@ -11,6 +11,7 @@ import hashlib
 import http
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -376,6 +377,30 @@ def test_binary_file_and_stdin_lines(lib_server, tmp_path):
     assert binary.stdout == "[binary, 3 bytes] 61 62 63\n[binary, 2 bytes] 00 ff\n"
 
 
+def test_binary_messages_are_in_json_events_as_base64(lib_server):
+    server = lib_server()
+    result = run_with_stdin(
+        "ws-client", server.url(), "abc", "-b", "-c", "2", "--json", stdin=b"\x00\xff\n"
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("sent", "received"):
+        events = events_named(result.stdout, name)
+        assert [base64.b64decode(e["data"]) for e in events] == [b"abc", b"\x00\xff"], name
+        assert all(e["type"] == "binary" and e["encoding"] == "base64" for e in events)
+        assert [e["bytes"] for e in events] == [3, 2] and all("text" not in e for e in events)
+
+
+def test_url_path_and_query_are_percent_encoded(lib_server):
+    # As browsers and websocat: UTF-8, then percent-encoded; %XX and reserved characters kept.
+    server = lib_server()
+    result = run_netkit("ws-client", server.url("/a b/é?x=ü&y=%41/b"), "hi", "-c", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    # websockets keeps the request target of the request line as it came, undecoded.
+    assert server.connection().path == "/a%20b/%C3%A9?x=%C3%BC&y=%41/b"
+    (opened,) = events_named(result.stdout, "open")
+    assert opened["url"].endswith("/a%20b/%C3%A9?x=%C3%BC&y=%41/b")
+
+
 def test_raw_binary_output(lib_server, tmp_path):
     server = lib_server()
     blob = bytes(range(256)) * 4
@@ -491,6 +516,25 @@ def test_expect_times_out_with_1(lib_server):
     assert result.stdout == "ping\n"
     assert 0.5 <= elapsed < 10
     assert server.connection().close_code == 1000
+
+
+def test_repeated_expect_waits_for_each_pattern_in_order(lib_server):
+    server = lib_server(push_three)  # sends first, second, third, then keeps listening
+    ordered = run_netkit(
+        "ws-client", server.url(), "--expect", "^first", "--expect", "^third", "--json",
+    )  # fmt: skip
+    assert ordered.returncode == 0, ordered.stderr
+    texts = [e["text"] for e in events_named(ordered.stdout, "received")]
+    assert texts == ["first", "second", "third"]
+    # The same pattern twice needs two messages: each pattern is waited for.
+    twice = run_netkit("ws-client", server.url(), "-e", "^[a-z]", "-e", "^[a-z]", "--json")
+    assert twice.returncode == 0, twice.stderr
+    assert [e["text"] for e in events_named(twice.stdout, "received")] == ["first", "second"]
+    # Out of order: "first" came before "second", so it is never matched after it.
+    wrong = run_netkit("ws-client", server.url(), "-e", "^second", "-e", "^first", "-t", "1s")
+    assert wrong.returncode == 1, wrong.stderr
+    assert_one_line_error(wrong.stderr)
+    assert "no message matched --expect '^first' (pattern 2 of 2)" in wrong.stderr
 
 
 def test_plain_mode_timeout_is_4(lib_server):
@@ -640,11 +684,19 @@ def test_parse_prompt_line():
 def test_expectation_rules():
     count = Expectation(count=2)
     assert [count.feed(b"a"), count.feed(b"b")] == [None, True]
-    both = Expectation(count=2, pattern=__import__("re").compile("x"))
+    both = Expectation(count=2, patterns=(re.compile("x"),))
     assert [both.feed(b"a"), both.feed(b"b")] == [None, False]
     assert "in the first 2" in both.failure("")
-    binary = Expectation(pattern=__import__("re").compile("ok"))
+    binary = Expectation(patterns=(re.compile("ok"),))
     assert binary.feed(b"\xffok") is True
+    # Repeated --expect: all must match, in order, each in a later message.
+    ordered = Expectation(patterns=(re.compile("a"), re.compile("b")))
+    assert [ordered.feed(m) for m in (b"b", b"ab", b"x", b"b")] == [None, None, None, True]
+    twice = Expectation(patterns=(re.compile("a"), re.compile("a")))
+    assert [twice.feed(b"a"), twice.feed(b"a")] == [None, True]
+    unmet = Expectation(count=3, patterns=(re.compile("a"), re.compile("b")))
+    assert [unmet.feed(m) for m in (b"a", b"a", b"a")] == [None, None, False]
+    assert "--expect 'b' (pattern 2 of 2) in the first 3" in unmet.failure("")
     assert hex_summary(bytes(20)).endswith("00 ...") and hex_summary(b"") == "[binary, 0 bytes]"
 
 
@@ -778,6 +830,24 @@ def test_answers_server_pings(lib_server):
     result = run_netkit("ws-client", server.url(), "--expect", "answered", "--timeout", "10s")
     assert result.returncode == 0, result.stderr
     assert len(server.connection().messages) == 3
+
+
+def test_keepalive_pongs_are_in_json_events(lib_server):
+    async def answer_late(ws: ServerConnection, seen: Seen) -> None:
+        await asyncio.sleep(0.6)  # a slow reply: the client pings meanwhile
+        await ws.send("done")
+        async for message in ws:
+            seen.messages.append(message)
+
+    server = lib_server(answer_late)
+    result = run_netkit(
+        "ws-client", server.url(), "--expect", "done", "--ping-interval", "100ms", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    pongs = events_named(result.stdout, "pong")
+    assert len(pongs) >= 2, result.stdout
+    assert all(p["keepalive"] is True and 0 < p["rtt_ms"] < 1000 for p in pongs)
+    assert result.stdout.index('"pong"') < result.stdout.index('"received"')
 
 
 class DeafServer:

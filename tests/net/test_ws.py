@@ -279,6 +279,35 @@ def test_one_deadline_covers_a_slow_tls_handshake_and_the_upgrade(
         server.stop()
 
 
+def test_keepalive_pongs_are_reported_with_their_rtt(run: Runner, serve: Serve) -> None:
+    # ws-client --json reports each pong to a keepalive ping with its round-trip time; a
+    # ping of the application's own (the prompt's /ping) is not one of them.
+    async def main() -> None:
+        events: list[tuple[str, dict[str, Any]]] = []
+        async with serve(echo_server(events)) as h:
+            url = parse_endpoint(f"ws://127.0.0.1:{h.endpoint.port}/")
+            assert isinstance(url, WSURL)
+            timeouts = WSTimeouts(ping_interval=0.05, ping_timeout=5)
+            conn = await connect_ws(
+                url,
+                lambda: WebSocketClientConnection(ClientHandshake("x"), timeouts=timeouts),
+                ssl_context=None,
+                timeout=5,
+            )
+            rtts: asyncio.Queue[float] = asyncio.Queue()
+            conn.on_keepalive_rtt = rtts.put_nowait
+            own = await conn.ping(b"mine")
+            assert own is not None and own > 0
+            for _ in range(3):
+                rtt = await rtts.get()
+                assert 0 < rtt < 1
+            assert conn.last_rtt is not None and conn.last_rtt > 0
+            conn.abort()
+            await conn.closed
+
+    run(main())
+
+
 class BrokenHandshake(ModeConnection):
     """A connection whose handshake code has a bug (raises something unexpected)."""
 
