@@ -14,7 +14,8 @@ Exit codes (the rule ``--help`` documents):
 * 4: ``--open-timeout`` or ``--timeout`` passed before the connection was open; without
   ``--count``/``--expect``, ``--timeout`` passed; the server did not answer our close within
   ``--close-timeout``; or a keepalive ping went unanswered (``--ping-timeout``).
-* 5: TLS failed. 2: bad URL or options.
+* 5: TLS failed, a server refusing our client certificate (its TLS alert) included.
+* 2: bad URL or options.
 * 7: the upgrade was refused (the HTTP status is in the message), the server broke the
   protocol, or it closed with any other code (1002, 1008, 1011, 4000 ...; code and reason in
   the message).
@@ -111,7 +112,8 @@ HELP = escape(
             "opening included.",
             "Exit 3 when the connection fails or drops without a close frame (1006), 4 when "
             "a deadline passes (--open-timeout, --timeout without --count/--expect, "
-            "--close-timeout, --ping-timeout), 5 on TLS failures, 7 when the upgrade is refused (HTTP "
+            "--close-timeout, --ping-timeout), 5 on TLS failures (a server refusing our client "
+            "certificate included), 7 when the upgrade is refused (HTTP "
             "status shown), the server breaks the protocol, or it closes with any other code "
             "(1002, 1008, 1011, 4000 ...: code and reason shown); a broken connection wins over "
             "an unmet --count/--expect. The close code and reason are always reported.",

@@ -50,6 +50,7 @@ from netkit.errors import (
 )
 from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.server import ServerConnection
+from netkit.net.sockets import translate_connect_error
 from netkit.net.zerocopy import Buffer
 
 # As module constants: an Enum member looked up on its class costs 0.1 us (Python 3.11).
@@ -496,8 +497,10 @@ class WebSocketClientConnection(WebSocketConnection):
 
     def on_pong(self, payload: Buffer) -> None:
         entry = self._pings.pop(bytes(payload), None)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(time.perf_counter() - entry[0])
+        if entry is not None:
+            self.last_rtt = time.perf_counter() - entry[0]
+            if not entry[1].done():
+                entry[1].set_result(self.last_rtt)
 
     def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
         self._ended = True
@@ -508,10 +511,22 @@ class WebSocketClientConnection(WebSocketConnection):
         self._pings.clear()
 
     def on_close(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError) and self.error is None:
+            # A TLS alert after our side of the handshake: TLS 1.3 servers refuse a client
+            # certificate this way, on our first read (during the upgrade).
+            self.error = translate_connect_error(exc, self.peer)
         if not self.opened.done():
+            tls = self.transport is not None and self.transport.get_extra_info("ssl_object")
             self.opened.set_exception(
                 self.error
-                or ConnectionLost(f"{self.peer} closed the connection during the opening handshake")
+                or ConnectionLost(
+                    f"{self.peer} closed the connection during the opening handshake",
+                    # Not sure enough for a TLS error: the server said nothing.
+                    hint="a TLS server that refuses a client certificate without an alert "
+                    "closes like this: check --cert and --key"
+                    if tls and self.bytes_in == 0
+                    else None,
+                )
             )
 
     # --- for applications ---------------------------------------------------------------

@@ -37,6 +37,7 @@ from netkit.commands.ws_client import (
     parse_prompt_line,
 )
 from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
+from tests.net.test_ws import SlowTLSServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -315,6 +316,54 @@ def test_wrong_sni_fails_verification(tls_server):
     result = run_netkit("ws-client", url, "x", "-c", "1", "--cacert", ca_file, "--sni", "other")
     assert result.returncode == 5, result.stderr
     assert_one_line_error(result.stderr)
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_client_refused_by_mtls_server_exits_5(ca, tmp_path, version):
+    # A server that requires a client certificate and says so with a TLS alert (Python's ssl,
+    # as openssl s_server); under TLS 1.3 the alert comes during the upgrade.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
+    ca.configure_trust(ctx)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    certs = {}
+    for name, issuer in (("trusted", ca), ("untrusted", trustme.CA())):
+        leaf = issuer.issue_cert("client.test")
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
+        leaf.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
+        certs[name] = [
+            "--cert",
+            str(tmp_path / f"{name}.pem"),
+            "--key",
+            str(tmp_path / f"{name}.key"),
+        ]
+    server = SlowTLSServer(ctx, tls_delay=0, upgrade_delay=0)
+    url = f"wss://127.0.0.1:{server.port}/"
+    try:
+        no_cert = run_netkit("ws-client", url, "--cacert", str(ca_file), "--json")
+        untrusted = run_netkit("ws-client", url, "--cacert", str(ca_file), *certs["untrusted"])
+        # The control: with a certificate it trusts, TLS and the upgrade succeed (this server
+        # never answers a close frame, so the closing timeout ends the run).
+        trusted = run_netkit(
+            "ws-client", url, "--cacert", str(ca_file), *certs["trusted"],
+            "--close-timeout", "200ms",
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert no_cert.returncode == 5, no_cert.stderr
+    assert_one_line_error(no_cert.stderr)
+    alert = "certificate required" if version == "1.3" else "handshake failure"
+    assert f"TLS handshake with 127.0.0.1:{server.port} failed" in no_cert.stderr
+    assert f"(alert: {alert})" in no_cert.stderr
+    assert events_named(no_cert.stdout, "error")[0]["exit_code"] == 5
+    assert untrusted.returncode == 5, untrusted.stderr
+    assert_one_line_error(untrusted.stderr)
+    assert "does not trust the CA of our client certificate (alert: unknown ca)" in untrusted.stderr
+    assert trusted.returncode == 4, trusted.stderr
+    assert "did not answer our close frame" in trusted.stderr
 
 
 def test_tls_options_need_wss(lib_server, tmp_path):
@@ -955,12 +1004,12 @@ def stuck_server() -> Iterator[StuckServer]:
 
 def test_end_of_stdin_closes_and_exits_0(lib_server):
     # websocat's rule: end of input sends close 1000, prints what still arrives, exits.
-    server = lib_server()
+    server = lib_server(push_three)  # its three messages come before its answer to our close
     started = time.monotonic()
     result = run_netkit("ws-client", server.url(), input=b"hi\nthere\n", timeout=8)
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "hi\nthere\n"  # the echoes arrived before the server's close
+    assert result.stdout == "first\nsecond\nthird\n"
     assert result.stderr.strip() == "closed: 1000 (normal closure)"
     assert elapsed < 5
     seen = server.connection()

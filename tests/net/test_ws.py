@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trustme
 
 from netkit.core.addresses import WSURL, parse_endpoint
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
-from netkit.errors import OperationTimeout
+from netkit.errors import OperationTimeout, TLSError
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
 from netkit.net.ws_server import ModeConnection, Room
 from tests.core.ws.test_ws_protocol import (
@@ -306,6 +307,50 @@ def test_keepalive_pongs_are_reported_with_their_rtt(run: Runner, serve: Serve) 
             await conn.closed
 
     run(main())
+
+
+# --- ws-client (#13 item 8): a client certificate refused is a TLS error --------------------
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+@pytest.mark.parametrize("client_cert", ["none", "untrusted"])
+def test_a_refused_client_certificate_is_a_tls_error(
+    run: Runner,
+    ca: trustme.CA,
+    server_cert: trustme.LeafCert,
+    client_ssl: ssl.SSLContext,
+    version: ssl.TLSVersion,
+    client_cert: str,
+) -> None:
+    # Python's ssl module (OpenSSL) sends the alert, as openssl s_server does. Under TLS 1.3
+    # it arrives after our side of the handshake is done: on the first read, in the upgrade.
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_cert.configure_cert(server_ctx)
+    ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.maximum_version = version
+    if client_cert == "untrusted":
+        trustme.CA().issue_cert("client.test").configure_cert(client_ssl)
+    server = SlowTLSServer(server_ctx, tls_delay=0, upgrade_delay=None)
+    expected = "certificate required" if version is ssl.TLSVersion.TLSv1_3 else "handshake failure"
+
+    async def main() -> None:
+        with pytest.raises(TLSError) as caught:
+            await open_wss(server.port, client_ssl, timeout=5)
+        if client_cert == "untrusted":
+            assert "does not trust the CA of our client certificate (alert: unknown ca)" in str(
+                caught.value
+            )
+        else:
+            assert f"(alert: {expected})" in str(caught.value)
+        assert caught.value.hint is not None and "--cert" in caught.value.hint
+
+    try:
+        run(main())
+    finally:
+        server.stop()
 
 
 class BrokenHandshake(ModeConnection):
