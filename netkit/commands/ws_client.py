@@ -774,7 +774,7 @@ def ws_client(
         typer.Option(
             "--timeout",
             "-t",
-            help="Deadline for the whole run, opening included: exit 4 if it passes before the connection is open or without --count/--expect, exit 1 with them. Default: none, but with --count/--expect replies get 10s once the input ended.",
+            help="Deadline for the whole run, opening included: exit 4 if it passes before the connection is open or without --count/--expect, exit 1 with them. Default (or 0): none, but with --count/--expect replies get 10s once the input ended.",
         ),
     ] = None,
     open_timeout: Annotated[
@@ -855,7 +855,7 @@ def ws_client(
         ping_interval=_duration_or_off(ping_interval, "--ping-interval"),
         ping_timeout=_duration_or_off(ping_timeout, "--ping-timeout"),
     )
-    wait = parse_duration(timeout, option="--timeout") if timeout is not None else None
+    wait = _duration_or_off(timeout, "--timeout") if timeout is not None else None
     retry_for = parse_duration(retry, option="--retry") if retry else 0.0
     tls = opt.client_tls(target.secure, cacert, cert, key, insecure, sni, warn=target.secure)
     if tls.enabled and not target.secure:
