@@ -60,7 +60,7 @@ function __netkit_value_options --description 'Options of a netkit command that 
         case 'netkit multicast selftest'
             printf '%s\n' '-I' '--interface' '--family' '-c' '--count' '-i' '--interval' '--receivers' '-t' '--timeout' '--max-loss'
         case 'netkit ws-client'
-            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni'
+            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni'
         case '*'
             return 1
     end
@@ -381,7 +381,9 @@ complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'f' -l 'file' -r -F 
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'raw' -d 'Write received binary messages to stdout as raw bytes'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'c' -l 'count' -x -d 'Exit 0 after receiving this many messages'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'e' -l 'expect' -x -d 'Exit 0 when a received message matches this regex (with --count: within the f...'
-complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 't' -l 'timeout' -x -d 'With --count/--expect: deadline from the opening handshake (exit 1)'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 't' -l 'timeout' -x -d 'Deadline for the whole run, opening included: exit 4 if it passes before the...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'open-timeout' -x -d 'Deadline for opening: TCP connect, TLS handshake and HTTP upgrade together (e...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'close-timeout' -x -d 'How long the server may take to answer our close frame; unanswered: exit 4. 0...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'close-code' -x -d 'Close code we send when we close (default 1000)'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'close-reason' -x -d 'Close reason we send when we close'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'ping-interval' -x -d 'Keepalive ping period; 0 disables'

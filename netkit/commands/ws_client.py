@@ -3,15 +3,19 @@
 Exit codes (the rule ``--help`` documents):
 
 * 0: the server closed cleanly (1000, 1001, or a close frame without a code) after our
-  messages; or ``--count``/``--expect`` was satisfied (we then close with 1000 or
-  ``--close-code`` and wait for the closing handshake); or we closed on request
-  (``/close``, ``/quit``, end of input at the prompt).
+  messages; or ``--count``/``--expect`` was satisfied; or the input ended (end of stdin, or
+  the last message when stdin is not read: websocat's rule); or we closed on request
+  (``/close``, ``/quit``, end of input at the prompt). Whenever we close (1000 or
+  ``--close-code``), success also needs the server to answer our close frame within
+  ``--close-timeout``.
 * 1: ``--count``/``--expect`` not satisfied when the server closed cleanly or ``--timeout``
-  passed.
-* 3: the connection failed, or dropped without a close frame (1006).
-* 4: without ``--count``/``--expect``: the server did not close within ``--timeout`` after
-  the last message was sent; or a keepalive ping went unanswered (``--ping-timeout``).
-* 5: TLS failed. 2: bad URL or options.
+  passed (by default 10 s after the input ended).
+* 3: the connection failed, or dropped without a close frame (1006), our close included.
+* 4: ``--open-timeout`` or ``--timeout`` passed before the connection was open; without
+  ``--count``/``--expect``, ``--timeout`` passed; the server did not answer our close within
+  ``--close-timeout``; or a keepalive ping went unanswered (``--ping-timeout``).
+* 5: TLS failed, a server refusing our client certificate (its TLS alert) included.
+* 2: bad URL or options.
 * 7: the upgrade was refused (the HTTP status is in the message), the server broke the
   protocol, or it closed with any other code (1002, 1008, 1011, 4000 ...; code and reason in
   the message).
@@ -23,6 +27,7 @@ A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/`
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import sys
@@ -73,7 +78,11 @@ _RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CLEAN_CLOSE = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
 _HEX_PREVIEW = 16
-_CONNECT_TIMEOUT = 10.0
+# Default deadlines, as the websockets library's open_timeout and close_timeout.
+_OPEN_TIMEOUT = "10s"
+_CLOSE_TIMEOUT = "10s"
+# With --count/--expect and no --timeout: how long replies may take once the input ended.
+_REPLY_WAIT = 10.0
 _MAX_MESSAGE = 1 << 30
 
 HELP_COMMANDS = "/ping [data], /close [code [reason]], /quit (or Ctrl-D); '//text' sends '/text'"
@@ -90,11 +99,21 @@ HELP = escape(
             "arrives, and " + HELP_COMMANDS + ".",
             "When it stops: with --count/--expect, as soon as they are satisfied (it sends "
             "close 1000 or --close-code, waits for the server's close, exits 0), or when they "
-            "fail: exit 1 if the server closes or --timeout passes first. Otherwise it keeps "
-            "printing until the server closes (exit 0 for 1000/1001), stdin has ended and "
-            "--timeout has passed (exit 4), or Ctrl-C (close 1001, exit 130).",
+            "fail: exit 1 if the server closes or --timeout passes first (default: 10s after "
+            "the input ended). Otherwise when the input ends (end of stdin, or the last "
+            "message when stdin is a terminal): it sends close 1000, prints what still "
+            "arrives and exits 0 once the server answers the close; or when the server closes "
+            "(exit 0 for 1000/1001), --timeout passes (exit 4), or Ctrl-C (close 1001, exit "
+            "130).",
+            "Default deadlines: --open-timeout 10s (TCP connect, TLS and upgrade together), "
+            "--close-timeout 10s (for the server's answer to our close; unanswered: exit 4), "
+            "--ping-interval 20s and --ping-timeout 20s, and with --count/--expect 10s for "
+            "replies once the input ended. --timeout (none by default) bounds the whole run, "
+            "opening included.",
             "Exit 3 when the connection fails or drops without a close frame (1006), 4 when "
-            "--ping-timeout passes, 5 on TLS failures, 7 when the upgrade is refused (HTTP "
+            "a deadline passes (--open-timeout, --timeout without --count/--expect, "
+            "--close-timeout, --ping-timeout), 5 on TLS failures (a server refusing our client "
+            "certificate included), 7 when the upgrade is refused (HTTP "
             "status shown), the server breaks the protocol, or it closes with any other code "
             "(1002, 1008, 1011, 4000 ...: code and reason shown); a broken connection wins over "
             "an unmet --count/--expect. The close code and reason are always reported.",
@@ -200,26 +219,31 @@ class Expectation:
     """``--count`` and ``--expect``: when the client is done, and whether that is a success.
 
     * ``--count N``: satisfied by the N-th message.
-    * ``--expect RE``: satisfied by the first message RE matches (``re.search``); binary
-      messages are matched as UTF-8 with undecodable bytes replaced.
-    * both: satisfied by a match among the first N messages; failed once N came without one.
+    * ``--expect RE`` (repeatable): each pattern must match a message (``re.search``), in
+      order, each a later message than the one before; satisfied when the last one matched.
+      Binary messages are matched as UTF-8 with undecodable bytes replaced.
+    * both: satisfied when every pattern matched among the first N messages; failed once N
+      came without that.
     """
 
     count: int | None = None
-    pattern: re.Pattern[str] | None = None
+    patterns: tuple[re.Pattern[str], ...] = ()
     received: int = 0
+    matched: int = 0  # how many patterns matched so far
 
     @property
     def active(self) -> bool:
         """True when there is something to wait for."""
-        return self.count is not None or self.pattern is not None
+        return self.count is not None or bool(self.patterns)
 
     def feed(self, data: bytes) -> bool | None:
         """Record one received message: True when satisfied, False when it no longer can be."""
         self.received += 1
-        if self.pattern is not None:
-            if self.pattern.search(data.decode("utf-8", "replace")):
-                return True
+        if self.patterns:
+            if self.patterns[self.matched].search(data.decode("utf-8", "replace")):
+                self.matched += 1
+                if self.matched == len(self.patterns):
+                    return True
             if self.count is not None and self.received >= self.count:
                 return False
             return None
@@ -230,9 +254,11 @@ class Expectation:
     def failure(self, why: str) -> str:
         """Say what was not met, and why (``why``: "before ...", "within ...")."""
         got = f"{self.received} message{'s' if self.received != 1 else ''} received"
-        if self.pattern is None:
+        if not self.patterns:
             return f"--count {self.count}: {got} {why}"
-        what = f"no message matched --expect {self.pattern.pattern!r}"
+        what = f"no message matched --expect {self.patterns[self.matched].pattern!r}"
+        if len(self.patterns) > 1:
+            what += f" (pattern {self.matched + 1} of {len(self.patterns)})"
         if self.count is not None and self.received >= self.count:
             return f"{what} in the first {self.count}"
         return f"{what} ({got}) {why}"
@@ -357,6 +383,19 @@ def describe_close(code: int | None, reason: str) -> str:
     return close_name(code) + (f' "{reason}"' if reason else "")
 
 
+def message_fields(is_text: bool, data: bytes) -> dict[str, Any]:
+    """A message in a ``sent``/``received`` event: ``text``, or for a binary message the
+    payload in ``data``, base64-encoded, as ``encoding`` says."""
+    if is_text:
+        return {"type": "text", "bytes": len(data), "text": data.decode("utf-8")}
+    return {
+        "type": "binary",
+        "bytes": len(data),
+        "data": base64.b64encode(data).decode("ascii"),
+        "encoding": "base64",
+    }
+
+
 def hex_summary(data: bytes) -> str:
     """``[binary, 5 bytes] 68 65 6c 6c 6f``, at most the first 16 bytes shown."""
     shown = data[:_HEX_PREVIEW].hex(" ")
@@ -377,6 +416,7 @@ class Settings:
     raw: bool
     expectation: Expectation
     timeout: float | None
+    close_timeout: float | None
     close_code: int | None
     close_reason: str
     read_stdin: bool
@@ -398,20 +438,22 @@ class Session:
     _window: asyncio.Timeout | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _prompt_shown: bool = False
+    deadline: float | None = None  # loop time when --timeout passes (it counts the opening)
+    _waited: str = ""  # how the deadline that passed is described ("within 2s")
 
     async def run(self) -> None:
         """Run to the end; raise the error the exit code is for (return normally for 0)."""
         s = self.settings
         self._report_open()
-        loop = asyncio.get_running_loop()
+        self.conn.on_keepalive_rtt = self._report_keepalive_pong
         sender = asyncio.create_task(self._prompt() if s.interactive else self._send_all())
         sender.add_done_callback(self._sender_done)
         outcome = "closed"
+        if s.timeout is not None:
+            self._waited = f"within {s.timeout:g}s"
         try:
             try:
-                checks = s.expectation.active and s.timeout is not None
-                deadline = loop.time() + s.timeout if checks and s.timeout is not None else None
-                async with asyncio.timeout_at(deadline) as self._window:
+                async with asyncio.timeout_at(self.deadline) as self._window:
                     outcome = await self._receive_loop()
             except TimeoutError:
                 outcome = "timeout"
@@ -454,10 +496,7 @@ class Session:
             return False
         self.sent += 1
         self.sent_bytes += len(data)
-        fields: dict[str, Any] = {"type": "text" if text else "binary", "bytes": len(data)}
-        if text:
-            fields["text"] = data.decode("utf-8")
-        self.out.event("sent", None, **fields)
+        self.out.event("sent", None, **message_fields(text, data))
         await self.conn.drain()
         return True
 
@@ -474,11 +513,19 @@ class Session:
                     _check_text(line, f"line {number} of standard input")
                 if not await self._send(line, not s.binary):
                     return
-        # Everything is sent: without --count/--expect, --timeout now bounds the wait for
-        # the server to close.
+        self._input_ended()
+
+    def _input_ended(self) -> None:
+        """Everything is sent: close (websocat's rule), or give the replies a deadline."""
+        s = self.settings
+        if not s.expectation.active:
+            self.conn.start_close(self._close_code(), s.close_reason)
+            return
         window = self._window
-        if window is not None and s.timeout is not None and not s.expectation.active:
-            window.reschedule(asyncio.get_running_loop().time() + s.timeout)
+        if window is not None and s.timeout is None:
+            # Without --timeout, replies still get a deadline: a script never waits for ever.
+            self._waited = f"within {_REPLY_WAIT:g}s after the input ended"
+            window.reschedule(asyncio.get_running_loop().time() + _REPLY_WAIT)
 
     def _sender_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -526,8 +573,12 @@ class Session:
     async def _report_pong(self, waiter: asyncio.Future[float | None]) -> None:
         rtt = await waiter
         if rtt is not None:
-            self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3))
+            self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3), keepalive=False)
             self._show(f"< pong in {rtt * 1000:.3f} ms")
+
+    def _report_keepalive_pong(self, rtt: float) -> None:
+        # An event only: a line every --ping-interval would drown what arrives.
+        self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3), keepalive=True)
 
     # --- reporting ----------------------------------------------------------------------
 
@@ -556,10 +607,7 @@ class Session:
 
     def _report_received(self, is_text: bool, data: bytes) -> None:
         self.received_bytes += len(data)
-        fields: dict[str, Any] = {"type": "text" if is_text else "binary", "bytes": len(data)}
-        if is_text:
-            fields["text"] = data.decode("utf-8")
-        self.out.event("received", None, **fields)
+        self.out.event("received", None, **message_fields(is_text, data))
         if self.out.json:
             return
         if self.settings.interactive:
@@ -609,22 +657,32 @@ class Session:
         s, conn = self.settings, self.conn
         if self._send_error is not None:
             return self._send_error
-        if outcome == "satisfied":
-            return None
         if outcome == "failed":
             return CheckFailed(s.expectation.failure(""))
         if outcome == "timeout":
             if s.expectation.active:
-                return CheckFailed(s.expectation.failure(f"within {s.timeout:g}s"))
+                return CheckFailed(s.expectation.failure(self._waited))
             return OperationTimeout(
-                f"{s.url} did not close the connection within {s.timeout:g}s after the last "
-                "message (use --count or --expect to stop on a reply)"
+                f"{s.url} did not close the connection {self._waited} (--timeout; use --count "
+                "or --expect to stop on a reply)"
             )
-        # The connection closed before anything asked us to stop.
         if conn.ws.error is not None:
             return conn.ws.error
         if conn.error is not None:
             return conn.error
+        if conn.initiated_close and conn.ws.close_received is None:
+            # Our close was never answered: the closing handshake failed (websockets: 1006).
+            if conn.close_timed_out:
+                return OperationTimeout(
+                    f"{s.url} did not answer our close frame within {s.close_timeout:g}s "
+                    "(--close-timeout)"
+                )
+            return ConnectionLost(
+                f"connection to {s.url} lost before the server answered our close (1006)"
+            )
+        if outcome == "satisfied":
+            return None
+        # The connection closed before anything asked us to stop.
         code = conn.close_code
         if not conn.initiated_close:
             if code is None or code == CloseCode.ABNORMAL_CLOSURE:
@@ -650,6 +708,13 @@ class Session:
 def _duration_or_off(text: str, option: str) -> float | None:
     seconds = parse_duration(text, option=option)
     return seconds if seconds > 0 else None
+
+
+def _compile_pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"--expect {text!r} is not a regular expression: {exc}") from None
 
 
 def _isatty(stream: Any) -> bool:
@@ -697,11 +762,11 @@ def ws_client(
         typer.Option("--count", "-c", min=1, help="Exit 0 after receiving this many messages."),
     ] = None,
     expect: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--expect",
             "-e",
-            help="Exit 0 when a received message matches this regex (with --count: within the first N).",
+            help="Exit 0 when a received message matches this regex (with --count: within the first N). Repeatable: every pattern must match, in order, each a later message.",
         ),
     ] = None,
     timeout: Annotated[
@@ -709,9 +774,23 @@ def ws_client(
         typer.Option(
             "--timeout",
             "-t",
-            help="With --count/--expect: deadline from the opening handshake (exit 1). Otherwise: how long to wait for the server to close after the last message (exit 4).",
+            help="Deadline for the whole run, opening included: exit 4 if it passes before the connection is open or without --count/--expect, exit 1 with them. Default (or 0): none, but with --count/--expect replies get 10s once the input ended.",
         ),
     ] = None,
+    open_timeout: Annotated[
+        str,
+        typer.Option(
+            "--open-timeout",
+            help="Deadline for opening: TCP connect, TLS handshake and HTTP upgrade together (exit 4); 0 disables.",
+        ),
+    ] = _OPEN_TIMEOUT,
+    close_timeout: Annotated[
+        str,
+        typer.Option(
+            "--close-timeout",
+            help="How long the server may take to answer our close frame; unanswered: exit 4. 0 disables.",
+        ),
+    ] = _CLOSE_TIMEOUT,
     close_code: Annotated[
         int | None,
         typer.Option("--close-code", help="Close code we send when we close (default 1000)."),
@@ -764,19 +843,19 @@ def ws_client(
         raise ConfigError(f"--close-code {close_code}: use 1000-1003, 1007-1014 or 3000-4999")
     if len(close_reason.encode()) > 123:
         raise ConfigError("--close-reason is longer than 123 bytes")
-    try:
-        pattern = re.compile(expect) if expect is not None else None
-    except re.error as exc:
-        raise ConfigError(f"--expect {expect!r} is not a regular expression: {exc}") from None
+    patterns = tuple(_compile_pattern(text) for text in expect or [])
     limit = parse_size(max_size, option="--max-size")
     if not 0 < limit <= _MAX_MESSAGE:
         raise ConfigError("--max-size must be between 1 byte and 1 GiB")
+    open_for = _duration_or_off(open_timeout, "--open-timeout")
+    close_for = _duration_or_off(close_timeout, "--close-timeout")
     timeouts = WSTimeouts(
-        open=_CONNECT_TIMEOUT,
+        open=open_for,
+        close=close_for,
         ping_interval=_duration_or_off(ping_interval, "--ping-interval"),
         ping_timeout=_duration_or_off(ping_timeout, "--ping-timeout"),
     )
-    wait = parse_duration(timeout, option="--timeout") if timeout is not None else None
+    wait = _duration_or_off(timeout, "--timeout") if timeout is not None else None
     retry_for = parse_duration(retry, option="--retry") if retry else 0.0
     tls = opt.client_tls(target.secure, cacert, cert, key, insecure, sni, warn=target.secure)
     if tls.enabled and not target.secure:
@@ -796,8 +875,9 @@ def ws_client(
         outgoing=outgoing,
         binary=binary,
         raw=raw,
-        expectation=Expectation(count, pattern),
+        expectation=Expectation(count, patterns),
         timeout=wait,
+        close_timeout=close_for,
         close_code=close_code,
         close_reason=close_reason,
         read_stdin=sys.stdin is not None and not stdin_tty,
@@ -807,16 +887,22 @@ def ws_client(
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
     async def main() -> None:
-        conn = await connect_ws(
-            target,
-            lambda: WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts),
-            ssl_context=ctx,
-            server_hostname=tls.server_hostname,
-            timeout=_CONNECT_TIMEOUT,
-            retry_for=retry_for,
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait if wait else None
         try:
-            await Session(conn, settings, out).run()
+            async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
+                conn = await connect_ws(
+                    target,
+                    lambda: WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts),
+                    ssl_context=ctx,
+                    server_hostname=tls.server_hostname,
+                    timeout=open_for,
+                    retry_for=retry_for,
+                )
+        except TimeoutError:
+            raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
+        try:
+            await Session(conn, settings, out, deadline=deadline).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 

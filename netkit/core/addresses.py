@@ -208,7 +208,8 @@ def _parse_ws(text: str) -> WSURL:
         endpoint = _parse_unix(sock, text)
         if endpoint.abstract:
             raise EndpointError(f"endpoint {text!r}: ws+unix needs a socket file path")
-        return WSURL(secure, "localhost", 0, resource or "/" if sep else "/", endpoint.path)
+        resource = encode_resource(resource or "/" if sep else "/", text)
+        return WSURL(secure, "localhost", 0, resource, endpoint.path)
     try:
         parts = urllib.parse.urlsplit(text)
     except ValueError as exc:
@@ -230,9 +231,45 @@ def _parse_ws(text: str) -> WSURL:
         secure=secure,
         host=_check_host(parts.hostname, text),
         port=port if port is not None else (443 if secure else 80),
-        resource=resource,
+        resource=encode_resource(resource, text),
         user=urllib.parse.unquote(parts.username) if parts.username else None,
         password=urllib.parse.unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+# The WHATWG URL standard's percent-encode sets, what browsers (and websocat, through the url
+# crate) apply: C0 controls, DEL and every non-ASCII byte, plus these. '%' is kept, so an
+# already-encoded %XX goes out as it came; reserved characters (/ ? = & ; : @ + $ ,) too.
+_PATH_ENCODED = frozenset(b' "#<>?`{}')
+_QUERY_ENCODED = frozenset(b" \"#<>'")  # the special-query set (ws and wss are special)
+
+
+def _percent_encode(text: str, encoded: frozenset[int], whole: str) -> str:
+    if text.isascii() and text.isprintable() and not encoded.intersection(text.encode()):
+        return text  # the common case: nothing to do
+    try:
+        # surrogateescape: bytes of a command line that were not UTF-8 go out as they came.
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise EndpointError(f"endpoint {whole!r}: the path is not valid text") from None
+    return "".join(f"%{b:02X}" if b <= 0x20 or b >= 0x7F or b in encoded else chr(b) for b in data)
+
+
+def encode_resource(resource: str, whole: str = "") -> str:
+    """Percent-encode a request target (path and query) as browsers do before sending it.
+
+    ``/a b/é?x=ü`` becomes ``/a%20b/%C3%A9?x=%C3%BC``: UTF-8, then the WHATWG URL
+    standard's path and query percent-encode sets. ``%XX`` and reserved characters are kept.
+
+    Raises:
+        EndpointError: text that cannot be UTF-8 (a lone surrogate); ``whole`` names the URL.
+    """
+    path, sep, query = resource.partition("?")
+    whole = whole or resource
+    return (
+        _percent_encode(path, _PATH_ENCODED, whole)
+        + sep
+        + _percent_encode(query, _QUERY_ENCODED, whole)
     )
 
 

@@ -78,6 +78,62 @@ def describe(address: object) -> str:
 _NAME_MISMATCH = frozenset({62, 63, 64})
 
 
+# TLS alerts a server sends when it refuses us (RFC 8446 6.2, RFC 5246 7.2), by OpenSSL's
+# reason name: (what the server said, in words; what to do). TLS 1.3 servers verify the client
+# certificate after our side of the handshake is done, so their alert arrives on the first
+# read: callers translate errors from then on too, not only from connecting.
+_CLIENT_CERT_HINT = "pass --cert FILE and --key FILE with a certificate the server's CA issued"
+_TLS_ALERTS: dict[str, tuple[str, str | None]] = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+        "the server requires a client certificate (alert: certificate required)",
+        "pass --cert FILE and --key FILE",
+    ),
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "the server refused the handshake (alert: handshake failure): it wants a client "
+        "certificate, or shares no cipher or version with us",
+        _CLIENT_CERT_HINT,
+    ),
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        "the server does not trust the CA of our client certificate (alert: unknown ca)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_BAD_CERTIFICATE": (
+        "the server rejected our client certificate (alert: bad certificate)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (
+        "the server rejected our client certificate (alert: certificate unknown)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": (
+        "the server does not accept our client certificate's type (alert: unsupported certificate)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": (
+        "the server says our client certificate has expired (alert: certificate expired)",
+        None,
+    ),
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": (
+        "the server says our client certificate was revoked (alert: certificate revoked)",
+        None,
+    ),
+    "TLSV1_ALERT_ACCESS_DENIED": ("the server denied access (alert: access denied)", None),
+    "TLSV1_ALERT_DECRYPT_ERROR": (
+        "the server could not verify our client certificate's signature (alert: decrypt "
+        "error): is --key the certificate's key?",
+        None,
+    ),
+    "TLSV1_ALERT_PROTOCOL_VERSION": (
+        "the server supports none of our TLS versions (alert: protocol version)",
+        None,
+    ),
+    "TLSV1_UNRECOGNIZED_NAME": (
+        "the server does not serve the name we asked for (alert: unrecognized name)",
+        "check the host name, or pass --sni NAME",
+    ),
+}
+
+
 def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
     """Turn an exception from connecting to ``target`` into a netkit error."""
     if isinstance(exc, NetkitError):
@@ -94,6 +150,9 @@ def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
             hint="pass --cacert FILE to trust its CA, or --insecure to skip verification",
         )
     if isinstance(exc, ssl.SSLError):
+        alert = _TLS_ALERTS.get(getattr(exc, "reason", None) or "")
+        if alert is not None:
+            return TLSError(f"TLS handshake with {target} failed: {alert[0]}", hint=alert[1])
         # ssl.py raises some SSLErrors itself, without OpenSSL's ``reason``.
         return TLSError(
             f"TLS handshake with {target} failed: {getattr(exc, 'reason', None) or exc}"

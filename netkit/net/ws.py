@@ -51,6 +51,7 @@ from netkit.errors import (
 )
 from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.server import ServerConnection
+from netkit.net.sockets import translate_connect_error
 from netkit.net.zerocopy import Buffer
 
 # As module constants: an Enum member looked up on its class costs 0.1 us (Python 3.11).
@@ -311,6 +312,7 @@ class WebSocketConnection(StreamProtocol):
             if self._pong_deadline is not None:
                 self._pong_deadline.cancel()
                 self._pong_deadline = None
+            self.on_keepalive_pong(self.last_rtt)
         self.on_pong(payload)
 
     def _pong_missed(self) -> None:
@@ -343,6 +345,9 @@ class WebSocketConnection(StreamProtocol):
 
     def on_pong(self, payload: Buffer) -> None:
         """A pong arrived."""
+
+    def on_keepalive_pong(self, rtt: float) -> None:
+        """A pong answered our keepalive ping, ``rtt`` seconds after it was sent."""
 
     def on_close_received(self, code: int, reason: str) -> None:
         """The peer's close frame arrived (the TCP connection may stay open a while)."""
@@ -470,6 +475,9 @@ class WebSocketClientConnection(WebSocketConnection):
         self.deflate: DeflateParams | None = None
         self.response: HandshakeResponse | None = None
         self.initiated_close = False
+        self.close_timed_out = False  # the closing timeout passed: the connection was dropped
+        # Called with the round-trip time of each keepalive ping (ws-client --json reports it).
+        self.on_keepalive_rtt: Callable[[float], None] | None = None
         # Pings sent through ping(): payload -> (time sent, waiter for the round-trip time).
         self._pings: dict[bytes, tuple[float, asyncio.Future[float | None]]] = {}
 
@@ -490,6 +498,14 @@ class WebSocketClientConnection(WebSocketConnection):
             self.opened.set_result(None)
         self._dispatch()
 
+    def _close_timed_out(self) -> None:
+        self.close_timed_out = True
+        super()._close_timed_out()
+
+    def on_keepalive_pong(self, rtt: float) -> None:
+        if self.on_keepalive_rtt is not None:
+            self.on_keepalive_rtt(rtt)
+
     def on_message(self, message: Message) -> None:
         # Kept for later: the view is only valid during this call, so this is a copy.
         self.inbox.put_nowait((bool(message.text), bytes(message.data)))
@@ -501,8 +517,10 @@ class WebSocketClientConnection(WebSocketConnection):
 
     def on_pong(self, payload: Buffer) -> None:
         entry = self._pings.pop(bytes(payload), None)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(time.perf_counter() - entry[0])
+        if entry is not None:
+            self.last_rtt = time.perf_counter() - entry[0]
+            if not entry[1].done():
+                entry[1].set_result(self.last_rtt)
 
     def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
         self._ended = True
@@ -513,10 +531,22 @@ class WebSocketClientConnection(WebSocketConnection):
         self._pings.clear()
 
     def on_close(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError) and self.error is None:
+            # A TLS alert after our side of the handshake: TLS 1.3 servers refuse a client
+            # certificate this way, on our first read (during the upgrade).
+            self.error = translate_connect_error(exc, self.peer)
         if not self.opened.done():
+            tls = self.transport is not None and self.transport.get_extra_info("ssl_object")
             self.opened.set_exception(
                 self.error
-                or ConnectionLost(f"{self.peer} closed the connection during the opening handshake")
+                or ConnectionLost(
+                    f"{self.peer} closed the connection during the opening handshake",
+                    # Not sure enough for a TLS error: the server said nothing.
+                    hint="a TLS server that refuses a client certificate without an alert "
+                    "closes like this: check --cert and --key"
+                    if tls and self.bytes_in == 0
+                    else None,
+                )
             )
 
     # --- for applications ---------------------------------------------------------------
@@ -550,7 +580,10 @@ class WebSocketClientConnection(WebSocketConnection):
             return waiter
         payload = payload or os.urandom(4)
         self._pings[payload] = (time.perf_counter(), waiter)
-        self.send_ping(payload)
+        # Not send_ping(): that one is the keepalive's, and a ping of ours must not replace
+        # the payload its pong deadline waits for.
+        self.ws.send_ping(payload)
+        self.flush()
         return waiter
 
     def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
@@ -585,13 +618,14 @@ async def connect_ws(
     *,
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None = None,
-    timeout: float = 10.0,
+    timeout: float | None = 10.0,
     retry_for: float = 0.0,
 ) -> WebSocketClientConnection:
     """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
 
     Args:
-        timeout: for connecting (TCP and TLS), then again for the opening handshake.
+        timeout: one deadline for the TCP connect, the TLS handshake and the HTTP upgrade
+            together (websockets' ``open_timeout``); None: no deadline.
         retry_for: keep retrying a refused connection (or a missing socket file) this long.
 
     Raises:
@@ -600,6 +634,11 @@ async def connect_ws(
         InvalidHandshake: the 101 response was not valid.
         ConnectionLost: the server closed the connection during the handshake.
     """
+
+    async def upgrade(protocol: StreamProtocol) -> None:
+        assert isinstance(protocol, WebSocketClientConnection)
+        await protocol.opened
+
     conn = await open_stream(
         url.transport,
         factory,
@@ -607,12 +646,7 @@ async def connect_ws(
         server_hostname=server_hostname or (url.host if url.unix_path is None else None),
         timeout=timeout,
         retry_for=retry_for,
+        handshake=upgrade,
     )
     assert isinstance(conn, WebSocketClientConnection)
-    try:
-        async with asyncio.timeout(timeout):
-            await conn.opened
-    except TimeoutError:
-        conn.abort()
-        raise OperationTimeout(f"opening handshake with {url} timed out") from None
     return conn

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import http
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -35,6 +37,7 @@ from netkit.commands.ws_client import (
     parse_prompt_line,
 )
 from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
+from tests.net.test_ws import SlowTLSServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,6 +162,18 @@ def run_with_stdin(*args: str, stdin: bytes) -> subprocess.CompletedProcess[str]
     return subprocess.CompletedProcess(
         result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
     )
+
+
+def run_with_open_stdin(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """``run_netkit`` with a stdin that never ends: the input does not end the session."""
+    read_end, write_end = os.pipe()
+    try:
+        return subprocess.run(
+            [*NETKIT, *args], stdin=read_end, capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def events_named(stdout: str, name: str) -> list[dict[str, Any]]:
@@ -303,6 +318,54 @@ def test_wrong_sni_fails_verification(tls_server):
     assert_one_line_error(result.stderr)
 
 
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_client_refused_by_mtls_server_exits_5(ca, tmp_path, version):
+    # A server that requires a client certificate and says so with a TLS alert (Python's ssl,
+    # as openssl s_server); under TLS 1.3 the alert comes during the upgrade.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
+    ca.configure_trust(ctx)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    certs = {}
+    for name, issuer in (("trusted", ca), ("untrusted", trustme.CA())):
+        leaf = issuer.issue_cert("client.test")
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
+        leaf.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
+        certs[name] = [
+            "--cert",
+            str(tmp_path / f"{name}.pem"),
+            "--key",
+            str(tmp_path / f"{name}.key"),
+        ]
+    server = SlowTLSServer(ctx, tls_delay=0, upgrade_delay=0)
+    url = f"wss://127.0.0.1:{server.port}/"
+    try:
+        no_cert = run_netkit("ws-client", url, "--cacert", str(ca_file), "--json")
+        untrusted = run_netkit("ws-client", url, "--cacert", str(ca_file), *certs["untrusted"])
+        # The control: with a certificate it trusts, TLS and the upgrade succeed (this server
+        # never answers a close frame, so the closing timeout ends the run).
+        trusted = run_netkit(
+            "ws-client", url, "--cacert", str(ca_file), *certs["trusted"],
+            "--close-timeout", "200ms",
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert no_cert.returncode == 5, no_cert.stderr
+    assert_one_line_error(no_cert.stderr)
+    alert = "certificate required" if version == "1.3" else "handshake failure"
+    assert f"TLS handshake with 127.0.0.1:{server.port} failed" in no_cert.stderr
+    assert f"(alert: {alert})" in no_cert.stderr
+    assert events_named(no_cert.stdout, "error")[0]["exit_code"] == 5
+    assert untrusted.returncode == 5, untrusted.stderr
+    assert_one_line_error(untrusted.stderr)
+    assert "does not trust the CA of our client certificate (alert: unknown ca)" in untrusted.stderr
+    assert trusted.returncode == 4, trusted.stderr
+    assert "did not answer our close frame" in trusted.stderr
+
+
 def test_tls_options_need_wss(lib_server, tmp_path):
     server = lib_server()
     result = run_netkit("ws-client", server.url(), "x", "--insecure")
@@ -361,6 +424,30 @@ def test_binary_file_and_stdin_lines(lib_server, tmp_path):
     assert binary.returncode == 0, binary.stderr
     assert server.connection(1).messages == [b"abc", b"\x00\xff"]
     assert binary.stdout == "[binary, 3 bytes] 61 62 63\n[binary, 2 bytes] 00 ff\n"
+
+
+def test_binary_messages_are_in_json_events_as_base64(lib_server):
+    server = lib_server()
+    result = run_with_stdin(
+        "ws-client", server.url(), "abc", "-b", "-c", "2", "--json", stdin=b"\x00\xff\n"
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("sent", "received"):
+        events = events_named(result.stdout, name)
+        assert [base64.b64decode(e["data"]) for e in events] == [b"abc", b"\x00\xff"], name
+        assert all(e["type"] == "binary" and e["encoding"] == "base64" for e in events)
+        assert [e["bytes"] for e in events] == [3, 2] and all("text" not in e for e in events)
+
+
+def test_url_path_and_query_are_percent_encoded(lib_server):
+    # As browsers and websocat: UTF-8, then percent-encoded; %XX and reserved characters kept.
+    server = lib_server()
+    result = run_netkit("ws-client", server.url("/a b/é?x=ü&y=%41/b"), "hi", "-c", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    # websockets keeps the request target of the request line as it came, undecoded.
+    assert server.connection().path == "/a%20b/%C3%A9?x=%C3%BC&y=%41/b"
+    (opened,) = events_named(result.stdout, "open")
+    assert opened["url"].endswith("/a%20b/%C3%A9?x=%C3%BC&y=%41/b")
 
 
 def test_raw_binary_output(lib_server, tmp_path):
@@ -480,9 +567,30 @@ def test_expect_times_out_with_1(lib_server):
     assert server.connection().close_code == 1000
 
 
+def test_repeated_expect_waits_for_each_pattern_in_order(lib_server):
+    server = lib_server(push_three)  # sends first, second, third, then keeps listening
+    ordered = run_netkit(
+        "ws-client", server.url(), "--expect", "^first", "--expect", "^third", "--json",
+    )  # fmt: skip
+    assert ordered.returncode == 0, ordered.stderr
+    texts = [e["text"] for e in events_named(ordered.stdout, "received")]
+    assert texts == ["first", "second", "third"]
+    # The same pattern twice needs two messages: each pattern is waited for.
+    twice = run_netkit("ws-client", server.url(), "-e", "^[a-z]", "-e", "^[a-z]", "--json")
+    assert twice.returncode == 0, twice.stderr
+    assert [e["text"] for e in events_named(twice.stdout, "received")] == ["first", "second"]
+    # Out of order: "first" came before "second", so it is never matched after it.
+    wrong = run_netkit("ws-client", server.url(), "-e", "^second", "-e", "^first", "-t", "1s")
+    assert wrong.returncode == 1, wrong.stderr
+    assert_one_line_error(wrong.stderr)
+    assert "no message matched --expect '^first' (pattern 2 of 2)" in wrong.stderr
+
+
 def test_plain_mode_timeout_is_4(lib_server):
     server = lib_server()
-    result = run_netkit("ws-client", server.url(), "echo me", "--timeout", "300ms", "--json")
+    result = run_with_open_stdin(
+        "ws-client", server.url(), "echo me", "--timeout", "300ms", "--json"
+    )
     assert result.returncode == 4, result.stderr
     assert_one_line_error(result.stderr)
     assert "did not close" in result.stderr
@@ -497,7 +605,7 @@ def test_plain_mode_server_closes_cleanly(lib_server):
         await ws.close(1001, "going away")
 
     server = lib_server(reply_and_close)
-    result = run_netkit("ws-client", server.url(), "hello")
+    result = run_with_open_stdin("ws-client", server.url(), "hello")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "bye now\n"
     assert result.stderr.strip() == 'closed: 1001 (going away) "going away"'
@@ -513,7 +621,7 @@ def test_server_closing_with_1008(lib_server):
 
     server = lib_server(policy)
     for extra in ([], ["--expect", "never"]):  # a broken connection wins over an expectation
-        result = run_netkit("ws-client", server.url(), "hi", "--json", *extra)
+        result = run_with_open_stdin("ws-client", server.url(), "hi", "--json", *extra)
         assert result.returncode == 7, result.stderr
         assert_one_line_error(result.stderr)
         assert '1008 (policy violation) "policy"' in result.stderr
@@ -540,7 +648,7 @@ def test_dropped_connection_is_3(lib_server):
         ws.transport.abort()
 
     server = lib_server(drop)
-    result = run_netkit("ws-client", server.url(), "x", "--json")
+    result = run_with_open_stdin("ws-client", server.url(), "x", "--json")
     assert result.returncode == 3, result.stderr
     assert_one_line_error(result.stderr)
     assert "1006" in result.stderr
@@ -625,11 +733,19 @@ def test_parse_prompt_line():
 def test_expectation_rules():
     count = Expectation(count=2)
     assert [count.feed(b"a"), count.feed(b"b")] == [None, True]
-    both = Expectation(count=2, pattern=__import__("re").compile("x"))
+    both = Expectation(count=2, patterns=(re.compile("x"),))
     assert [both.feed(b"a"), both.feed(b"b")] == [None, False]
     assert "in the first 2" in both.failure("")
-    binary = Expectation(pattern=__import__("re").compile("ok"))
+    binary = Expectation(patterns=(re.compile("ok"),))
     assert binary.feed(b"\xffok") is True
+    # Repeated --expect: all must match, in order, each in a later message.
+    ordered = Expectation(patterns=(re.compile("a"), re.compile("b")))
+    assert [ordered.feed(m) for m in (b"b", b"ab", b"x", b"b")] == [None, None, None, True]
+    twice = Expectation(patterns=(re.compile("a"), re.compile("a")))
+    assert [twice.feed(b"a"), twice.feed(b"a")] == [None, True]
+    unmet = Expectation(count=3, patterns=(re.compile("a"), re.compile("b")))
+    assert [unmet.feed(m) for m in (b"a", b"a", b"a")] == [None, None, False]
+    assert "--expect 'b' (pattern 2 of 2) in the first 3" in unmet.failure("")
     assert hex_summary(bytes(20)).endswith("00 ...") and hex_summary(b"") == "[binary, 0 bytes]"
 
 
@@ -765,10 +881,30 @@ def test_answers_server_pings(lib_server):
     assert len(server.connection().messages) == 3
 
 
-class DeafServer:
-    """Accepts the upgrade, then ignores every frame except close (and then hangs up)."""
+def test_keepalive_pongs_are_in_json_events(lib_server):
+    async def answer_late(ws: ServerConnection, seen: Seen) -> None:
+        await asyncio.sleep(0.6)  # a slow reply: the client pings meanwhile
+        await ws.send("done")
+        async for message in ws:
+            seen.messages.append(message)
 
-    def __init__(self) -> None:
+    server = lib_server(answer_late)
+    result = run_netkit(
+        "ws-client", server.url(), "--expect", "done", "--ping-interval", "100ms", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    pongs = events_named(result.stdout, "pong")
+    assert len(pongs) >= 2, result.stdout
+    assert all(p["keepalive"] is True and 0 < p["rtt_ms"] < 1000 for p in pongs)
+    assert result.stdout.index('"pong"') < result.stdout.index('"received"')
+
+
+class DeafServer:
+    """Accepts the upgrade, then ignores every frame; on close it hangs up, or with
+    ``hang_up=False`` it keeps the connection open (and silent) until the client drops it."""
+
+    def __init__(self, *, hang_up: bool = True) -> None:
+        self.hang_up = hang_up
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.opcodes: list[int] = []
@@ -805,6 +941,8 @@ class DeafServer:
                 self.opcodes.append(opcode)
                 data = data[6 + size :]
                 if opcode == 0x8:
+                    while not self.hang_up and conn.recv(4096):
+                        pass  # never answer, never hang up: wait for the client to drop it
                     return  # hang up without answering the close
 
     def stop(self) -> None:
@@ -815,7 +953,7 @@ class DeafServer:
 def test_unanswered_ping_is_4():
     server = DeafServer()
     try:
-        result = run_netkit(
+        result = run_with_open_stdin(
             "ws-client", f"ws://127.0.0.1:{server.port}/", "--json",
             "--ping-interval", "100ms", "--ping-timeout", "200ms",
         )  # fmt: skip
@@ -825,3 +963,129 @@ def test_unanswered_ping_is_4():
     assert_one_line_error(result.stderr)
     assert "no pong" in result.stderr
     assert server.opcodes[0] == 0x9 and server.opcodes[-1] == 0x8  # pings, then our close
+
+
+class StuckServer:
+    """Accepts TCP connections and never sends a byte: no TLS, no HTTP answer."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.sock.close()
+        self.thread.join(10)
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture
+def stuck_server() -> Iterator[StuckServer]:
+    server = StuckServer()
+    yield server
+    server.stop()
+
+
+# --- item 4: ending a run in a script ------------------------------------------------------
+
+
+def test_end_of_stdin_closes_and_exits_0(lib_server):
+    # websocat's rule: end of input sends close 1000, prints what still arrives, exits.
+    server = lib_server(push_three)  # its three messages come before its answer to our close
+    started = time.monotonic()
+    result = run_netkit("ws-client", server.url(), input=b"hi\nthere\n", timeout=8)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "first\nsecond\nthird\n"
+    assert result.stderr.strip() == "closed: 1000 (normal closure)"
+    assert elapsed < 5
+    seen = server.connection()
+    assert seen.messages == ["hi", "there"] and seen.close_code == 1000
+
+
+def test_a_send_only_run_exits_0(lib_server):
+    async def sink(ws: ServerConnection, seen: Seen) -> None:
+        async for message in ws:
+            seen.messages.append(message)
+
+    server = lib_server(sink)
+    result = run_netkit("ws-client", server.url(), "one", "two", "--json", timeout=8)
+    assert result.returncode == 0, result.stderr
+    (close,) = events_named(result.stdout, "close")
+    assert close == {**close, "code": 1000, "initiator": "client", "clean": True}
+    assert events_named(result.stdout, "received") == []
+    seen = server.connection()
+    assert seen.messages == ["one", "two"] and seen.close_code == 1000
+
+
+@pytest.mark.parametrize("hang_up", [True, False])
+def test_our_close_unanswered_is_not_a_success(hang_up):
+    server = DeafServer(hang_up=hang_up)
+    try:
+        started = time.monotonic()
+        result = run_netkit(
+            "ws-client", f"ws://127.0.0.1:{server.port}/", "hi", "--close-timeout", "500ms",
+            "--json", timeout=10,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert_one_line_error(result.stderr)
+    (close,) = events_named(result.stdout, "close")
+    assert close["clean"] is False and close["code"] == 1006
+    if hang_up:  # dropped before answering: a lost connection
+        assert result.returncode == 3, result.stderr
+        assert "lost before the server answered our close (1006)" in result.stderr
+    else:  # never answered: the closing timeout passed
+        assert result.returncode == 4, result.stderr
+        assert "did not answer our close frame within 0.5s" in result.stderr
+        assert 0.5 <= elapsed < 5
+    assert server.opcodes == [0x1, 0x8]
+
+
+def test_default_deadlines_end_a_run_that_would_wait_for_ever(lib_server):
+    # --count 2 and one reply, no --timeout: replies get 10 s once the input ended.
+    server = lib_server()
+    started = time.monotonic()
+    result = run_netkit("ws-client", server.url(), "only one", "--count", "2", timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert_one_line_error(result.stderr)
+    assert "--count 2: 1 message received within 10s after the input ended" in result.stderr
+    assert result.stdout == "only one\n"
+    assert 10 <= elapsed < 20
+    assert server.connection().close_code == 1000  # closed by us, politely
+    help_text = run_netkit("ws-client", "--help").stdout
+    for default in ("--open-timeout 10s", "--close-timeout 10s", "10s for replies"):
+        assert default in " ".join(help_text.split()), default
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_timeout_and_open_timeout_bound_the_opening(stuck_server, scheme):
+    # The server accepts and never answers: neither the TLS handshake nor the upgrade ends.
+    url = f"{scheme}://127.0.0.1:{stuck_server.port}/"
+    tls = ["--insecure"] if scheme == "wss" else []
+    for args, message in (
+        (["-t", "1s"], "was not open within 1s (--timeout)"),
+        (["--open-timeout", "500ms"], "timed out"),
+    ):
+        started = time.monotonic()
+        result = run_netkit("ws-client", url, "x", *tls, *args, timeout=8)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 4, (args, result.stderr)
+        assert message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert elapsed < 4, (args, elapsed)  # not the fixed 10 s opening of before

@@ -13,6 +13,7 @@ from netkit.core.addresses import (
     TCPEndpoint,
     UDPEndpoint,
     UnixEndpoint,
+    encode_resource,
     is_loopback_host,
     parse_datagram_endpoint,
     parse_endpoint,
@@ -173,6 +174,26 @@ def test_str_forms() -> None:
     assert str(UnixEndpoint("n", abstract=True)) == "unix:@n"
     assert str(parse_ws_url("ws://h")) == "ws://h:80/"
     assert str(parse_ws_url("ws+unix:///s.sock")) == "ws+unix:///s.sock:/"
+
+
+@pytest.mark.parametrize(
+    ("text", "resource"),
+    [
+        ("ws://h/a b/é?x=ü", "/a%20b/%C3%A9?x=%C3%BC"),  # the issue's example
+        ("ws://h/already%20encoded/%C3%A9?q=%41", "/already%20encoded/%C3%A9?q=%41"),
+        ("ws://h/p;a=1:b@c+$,/&=?q=1&r=a/b:c@d+$,;", "/p;a=1:b@c+$,/&=?q=1&r=a/b:c@d+$,;"),
+        ('ws://h/<"`{}>?<"\'`{}>', "/%3C%22%60%7B%7D%3E?%3C%22%27`{}%3E"),  # WHATWG sets
+        ("ws://h/100%?x=%", "/100%?x=%"),  # a lone % is kept, as browsers do
+        ("ws://h/ü", "/%C3%BC"),
+        ("ws+unix:///run/ws.sock:/a b?c=ü", "/a%20b?c=%C3%BC"),
+        ("ws://h/\udcff", "/%FF"),  # a command-line byte that was not UTF-8
+    ],
+)
+def test_ws_resource_is_percent_encoded(text: str, resource: str) -> None:
+    url = parse_ws_url(text)
+    assert url.resource == resource
+    assert encode_resource(resource) == resource  # encoding twice changes nothing
+    assert str(url).endswith(resource)
 
 
 def test_str_round_trip_of_udp_keeps_udp_under_tcp_default() -> None:

@@ -425,6 +425,26 @@ def test_translate_connect_error_table(exc: BaseException, kind: type, message: 
     assert str(error).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("TLSV13_ALERT_CERTIFICATE_REQUIRED", "requires a client certificate"),
+        ("TLSV1_ALERT_UNKNOWN_CA", "does not trust the CA of our client certificate"),
+        ("SSLV3_ALERT_BAD_CERTIFICATE", "rejected our client certificate"),
+        ("SSLV3_ALERT_HANDSHAKE_FAILURE", "refused the handshake"),
+        ("SSLV3_ALERT_CERTIFICATE_EXPIRED", "says our client certificate has expired"),
+    ],
+)
+def test_translate_tls_alerts_in_words(reason: str, words: str) -> None:
+    # What OpenSSL raises when the server sends the alert: reason set, as the ssl module does.
+    exc = ssl.SSLError(1, f"[SSL: {reason}] alert")
+    exc.reason = reason  # type: ignore[misc]
+    error = translate_connect_error(exc, "T")
+    assert isinstance(error, TLSError)
+    assert str(error).startswith(f"TLS handshake with T failed: the server {words}")
+    assert "(alert: " in str(error) and reason not in str(error)
+
+
 def test_translate_connect_error_passes_netkit_errors_through() -> None:
     original = OperationTimeout("already translated")
     assert translate_connect_error(original, "T") is original

@@ -8,15 +8,21 @@ import asyncio
 import base64
 import contextlib
 import os
+import socket
+import ssl
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trustme
 
 from netkit.core.addresses import WSURL, parse_endpoint
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
+from netkit.errors import OperationTimeout, TLSError
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
 from netkit.net.ws_server import ModeConnection, Room
 from tests.core.ws.test_ws_protocol import (
@@ -161,6 +167,190 @@ def test_client_reads_a_101_written_in_pieces(run: Runner, splits: list[int]) ->
         assert errors == []
 
     run(main())
+
+
+# --- ws-client (#13 item 4): one deadline for the whole opening ---------------------------
+
+
+class SlowTLSServer:
+    """A wss server in a thread, slow on purpose: it waits ``tls_delay`` before the TLS
+    handshake and ``upgrade_delay`` before answering 101 (None: it never answers)."""
+
+    def __init__(
+        self, ctx: ssl.SSLContext, *, tls_delay: float, upgrade_delay: float | None
+    ) -> None:
+        self.ctx, self.tls_delay, self.upgrade_delay = ctx, tls_delay, upgrade_delay
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), conn:
+                conn.settimeout(10)
+                time.sleep(self.tls_delay)  # the slowness under test, not synchronisation
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    if self.upgrade_delay is not None and head:
+                        time.sleep(self.upgrade_delay)
+                        key = next(
+                            line.split(b":", 1)[1].strip().decode()
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"sec-websocket-key:")
+                        )
+                        tls.sendall(
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                            + accept_key(key).encode()
+                            + b"\r\n\r\n"
+                        )
+                    while tls.recv(4096):  # until the client goes
+                        pass
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.sock.close()
+        self.thread.join(10)
+
+
+async def open_wss(port: int, client_ssl: ssl.SSLContext, timeout: float) -> float:
+    """Open ws:// over TLS to 127.0.0.1:port; how long it took (it raises on failure)."""
+    url = parse_endpoint(f"wss://127.0.0.1:{port}/")
+    assert isinstance(url, WSURL)
+    started = time.perf_counter()
+    conn = await connect_ws(
+        url,
+        lambda: WebSocketClientConnection(ClientHandshake(f"127.0.0.1:{port}")),
+        ssl_context=client_ssl,
+        server_hostname="localhost",
+        timeout=timeout,
+    )
+    conn.abort()
+    await conn.closed
+    return time.perf_counter() - started
+
+
+def test_the_open_timeout_bounds_tcp_tls_and_upgrade_together(
+    run: Runner, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    # Each stage alone takes less than the timeout; together they take more: time out.
+    slow = SlowTLSServer(server_ssl, tls_delay=0.6, upgrade_delay=0.6)
+    quick = SlowTLSServer(server_ssl, tls_delay=0.1, upgrade_delay=0.1)
+
+    async def main() -> None:
+        assert await open_wss(quick.port, client_ssl, timeout=1.0) < 1.0
+        with pytest.raises(OperationTimeout, match=r"opening handshake .* timed out"):
+            await open_wss(slow.port, client_ssl, timeout=1.0)
+
+    try:
+        run(main())
+    finally:
+        slow.stop()
+        quick.stop()
+
+
+def test_one_deadline_covers_a_slow_tls_handshake_and_the_upgrade(
+    run: Runner, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    # TLS takes 0.6 of the timeout and the upgrade is never answered: the error comes when
+    # the one deadline passes, not a whole timeout after the TLS handshake.
+    server = SlowTLSServer(server_ssl, tls_delay=0.6, upgrade_delay=None)
+
+    async def main() -> None:
+        started = time.perf_counter()
+        with pytest.raises(OperationTimeout):
+            await open_wss(server.port, client_ssl, timeout=1.0)
+        elapsed = time.perf_counter() - started
+        assert 0.9 <= elapsed < 1.45, elapsed
+
+    try:
+        run(main())
+    finally:
+        server.stop()
+
+
+def test_keepalive_pongs_are_reported_with_their_rtt(run: Runner, serve: Serve) -> None:
+    # ws-client --json reports each pong to a keepalive ping with its round-trip time; a
+    # ping of the application's own (the prompt's /ping) is not one of them.
+    async def main() -> None:
+        events: list[tuple[str, dict[str, Any]]] = []
+        async with serve(echo_server(events)) as h:
+            url = parse_endpoint(f"ws://127.0.0.1:{h.endpoint.port}/")
+            assert isinstance(url, WSURL)
+            timeouts = WSTimeouts(ping_interval=0.05, ping_timeout=5)
+            conn = await connect_ws(
+                url,
+                lambda: WebSocketClientConnection(ClientHandshake("x"), timeouts=timeouts),
+                ssl_context=None,
+                timeout=5,
+            )
+            rtts: asyncio.Queue[float] = asyncio.Queue()
+            conn.on_keepalive_rtt = rtts.put_nowait
+            own = await conn.ping(b"mine")
+            assert own is not None and own > 0
+            for _ in range(3):
+                rtt = await rtts.get()
+                assert 0 < rtt < 1
+            assert conn.last_rtt is not None and conn.last_rtt > 0
+            conn.abort()
+            await conn.closed
+
+    run(main())
+
+
+# --- ws-client (#13 item 8): a client certificate refused is a TLS error --------------------
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+@pytest.mark.parametrize("client_cert", ["none", "untrusted"])
+def test_a_refused_client_certificate_is_a_tls_error(
+    run: Runner,
+    ca: trustme.CA,
+    server_cert: trustme.LeafCert,
+    client_ssl: ssl.SSLContext,
+    version: ssl.TLSVersion,
+    client_cert: str,
+) -> None:
+    # Python's ssl module (OpenSSL) sends the alert, as openssl s_server does. Under TLS 1.3
+    # it arrives after our side of the handshake is done: on the first read, in the upgrade.
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_cert.configure_cert(server_ctx)
+    ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.maximum_version = version
+    if client_cert == "untrusted":
+        trustme.CA().issue_cert("client.test").configure_cert(client_ssl)
+    server = SlowTLSServer(server_ctx, tls_delay=0, upgrade_delay=None)
+    expected = "certificate required" if version is ssl.TLSVersion.TLSv1_3 else "handshake failure"
+
+    async def main() -> None:
+        with pytest.raises(TLSError) as caught:
+            await open_wss(server.port, client_ssl, timeout=5)
+        if client_cert == "untrusted":
+            assert "does not trust the CA of our client certificate (alert: unknown ca)" in str(
+                caught.value
+            )
+        else:
+            assert f"(alert: {expected})" in str(caught.value)
+        assert caught.value.hint is not None and "--cert" in caught.value.hint
+
+    try:
+        run(main())
+    finally:
+        server.stop()
 
 
 class BrokenHandshake(ModeConnection):
