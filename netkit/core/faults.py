@@ -3,7 +3,9 @@
 Each fault is ``VALUE[,up|down][,p=PROBABILITY]``: ``up`` is client→upstream, ``down`` is
 upstream→client, both by default; ``p`` is the chance that a connection gets the fault (1 by
 default), drawn once per connection from a seeded RNG so that runs repeat. This module parses
-the flags and computes *when* bytes are due; the relay moves them.
+the flags and computes *when* bytes are due; the relay moves them. A fault may delay bytes, it
+never reorders them within a direction (toxiproxy's latency toxic keeps order too): each piece
+is due no earlier than the one before it, and the relay releases them from one queue.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import socket
 import ssl
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -328,6 +329,10 @@ class _RelaySide(StreamProtocol):
         self.other: _RelaySide | None = None
         self.plan: DirectionPlan | None = None
         self.held = 0  # bytes copied and waiting for their fault schedule
+        # Held pieces in arrival order with their due times, released by ONE timer: timers
+        # with close due times may fire in any order, a queue cannot reorder (#13 item 9).
+        self.pending: deque[tuple[float, memoryview]] = deque()
+        self.release_timer: asyncio.TimerHandle | None = None
         self.delivered = 0
         self.blackholed = False
         self.eof = False
@@ -447,30 +452,39 @@ class BufferedRelay:
         self.last_activity = self.loop.time()
 
     def schedule(self, side: _RelaySide, data: bytes) -> None:
-        """Hold ``data`` and release it on the side's fault schedule."""
+        """Hold ``data`` and release it on the side's fault schedule, in order."""
         assert side.plan is not None
         side.held += len(data)
         if side.held >= FAULT_HIGH_WATER and side.transport is not None:
             side.transport.pause_reading()
         offset = 0
         for due, size in side.plan.plan(self.loop.time(), len(data), self.rng):
-            piece = memoryview(data)[offset : offset + size]
+            side.pending.append((due, memoryview(data)[offset : offset + size]))
             offset += size
-            self.loop.call_at(due, self._release, side, piece)
+        if side.release_timer is None and side.pending:
+            side.release_timer = self.loop.call_at(side.pending[0][0], self._release, side)
 
-    def _release(self, side: _RelaySide, piece: memoryview) -> None:
-        side.held -= len(piece)
-        if self.done.done() or side.other is None or side.other.transport is None:
-            return
-        if side.other.transport.is_closing():
-            return
-        side._deliver(piece)
+    def _release(self, side: _RelaySide) -> None:
+        # Deliver every piece that is due, oldest first, then wait for the next one. A piece
+        # is never due before the one ahead of it (DirectionPlan.plan), so order is kept.
+        side.release_timer = None
+        now = self.loop.time()
+        while side.pending and side.pending[0][0] <= now:
+            _, piece = side.pending.popleft()
+            side.held -= len(piece)
+            if self.done.done() or side.other is None or side.other.transport is None:
+                continue
+            if side.other.transport.is_closing():
+                continue
+            side._deliver(piece)
+        if side.pending:
+            side.release_timer = self.loop.call_at(side.pending[0][0], self._release, side)
         transport = side.transport
         if (
             side.held < FAULT_HIGH_WATER // 4
             and transport is not None
             and not transport.is_closing()
-            and not side.other._write_paused
+            and (side.other is None or not side.other._write_paused)
         ):
             transport.resume_reading()
         if side.eof and not side.held:
@@ -545,6 +559,9 @@ class BufferedRelay:
         if all(s.closed.done() or s is side for s in (self.client, self.upstream)):
             for timer in self._timers:
                 timer.cancel()
+            for each in (self.client, self.upstream):
+                if each.release_timer is not None:
+                    each.release_timer.cancel()
             if not self.done.done():
                 self.done.set_result(None)
 
