@@ -18,7 +18,7 @@ from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
 from netkit.core.units import parse_duration
-from netkit.errors import ConfigError, ConnectError, OperationTimeout
+from netkit.errors import ConnectError, OperationTimeout
 from netkit.net.health import HealthChecker
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
 from netkit.net.tls import server_context
@@ -129,11 +129,9 @@ def lb(
     out = Output(json)
     listen_at = parse_stream_endpoint(listen)
     pool_backends = parse_backends(backends)
-    interval = parse_duration(check_interval, option="--check-interval")
-    if interval <= 0:
-        raise ConfigError("--check-interval must be more than zero")
+    interval = parse_duration(check_interval, option="--check-interval", positive=True)
     timeout = parse_duration(check_timeout, option="--check-timeout") if check_timeout else interval
-    connect_limit = parse_duration(connect_timeout, option="--connect-timeout")
+    connect_limit = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     probe = CheckProbe.parse(check_send, check_expect)
     pool = BackendPool(
         pool_backends,
@@ -171,7 +169,7 @@ def lb(
                     continue
                 state.connect_succeeded(time.perf_counter() - started)
                 return sock, state.name
-            raise ConnectError(f"no backend available{last}")
+            raise ConnectError(f"{pool.unavailable(tried)}{last}")
 
         return connect
 

@@ -96,11 +96,15 @@ def proxy(
     blackhole_after: Annotated[
         list[str] | None,
         _fault_option(
-            "--blackhole-after", "Stop forwarding after DURATION, keep the connection open."
+            "--blackhole-after",
+            "Stop forwarding after DURATION[:CLOSE_AFTER]; keep the connection open, or close it "
+            "CLOSE_AFTER later (toxiproxy's timeout toxic).",
         ),
     ] = None,
     slow_close: Annotated[
-        list[str] | None, _fault_option("--slow-close", "Delay passing on a close by DURATION.")
+        list[str] | None, _fault_option(
+            "--slow-close", "Delay passing on a close (FIN) by DURATION, in the directions given."
+        )
     ] = None,
     refuse: Annotated[
         list[str] | None,
@@ -108,7 +112,10 @@ def proxy(
     ] = None,
     accept_delay: Annotated[
         list[str] | None,
-        _fault_option("--accept-delay", "Hold new connections this long before relaying."),
+        _fault_option(
+            "--accept-delay",
+            "Hold new connections this long before relaying (no direction: the whole connection).",
+        ),
     ] = None,
     seed: Annotated[
         int | None,
@@ -156,7 +163,7 @@ def proxy(
     client_ssl, ca_file = server_context(tls) if tls.enabled else (None, None)
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
-    timeout = parse_duration(connect_timeout, option="--connect-timeout")
+    timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     options = RelayOptions(
         client_tls=client_ssl,
         upstream_tls=upstream_ssl,

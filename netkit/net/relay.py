@@ -249,12 +249,12 @@ class SpliceRelay:
         upstream: socket.socket,
         record: RelayRecord,
         *,
-        slow_close: float = 0.0,
+        slow_close: tuple[float, float] = (0.0, 0.0),
         on_exhausted: Callable[[OSError], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.client, self.upstream, self.record = client, upstream, record
-        self.slow_close = slow_close
+        self.slow_close = slow_close  # (client→upstream, upstream→client) FIN delays
         self.on_exhausted = on_exhausted
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.last_activity = self.loop.time()
@@ -283,8 +283,9 @@ class SpliceRelay:
             if all(d.done for d in self.directions):
                 self.finish("closed")
 
-        if self.slow_close:
-            self.loop.call_later(self.slow_close, shutdown)
+        delay = self.slow_close[0 if direction.up else 1]
+        if delay:
+            self.loop.call_later(delay, shutdown)
         else:
             shutdown()
 
@@ -439,6 +440,12 @@ class BufferedRelay:
                         side.plan.blackhole_after, setattr, side, "blackholed", True
                     )
                 )
+                if side.plan.blackhole_close_after:
+                    # toxiproxy's timeout toxic: swallow, then close after a while.
+                    closing = side.plan.blackhole_after + side.plan.blackhole_close_after
+                    self._timers.append(
+                        self.loop.call_later(closing, self.fault_end, "blackhole-after", False)
+                    )
 
     def count(self, up: bool, *, received: int = 0, delivered: int = 0) -> None:
         """Account bytes in one direction."""
@@ -511,8 +518,9 @@ class BufferedRelay:
             if self.client.eof and self.upstream.eof:
                 self.close_both()
 
-        if self.faults.slow_close:
-            self.loop.call_later(self.faults.slow_close, shutdown)
+        delay = self.faults.directions["up" if side.up else "down"].slow_close
+        if delay:
+            self.loop.call_later(delay, shutdown)
         else:
             shutdown()
 
@@ -783,7 +791,10 @@ class RelayServer:
                     conn,
                     upstream,
                     record,
-                    slow_close=faults.slow_close,
+                    slow_close=(
+                        faults.directions["up"].slow_close,
+                        faults.directions["down"].slow_close,
+                    ),
                     on_exhausted=self.acceptor.pause_for,
                 )
                 upstream = None  # owned by the relay now

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import collections
+import re
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.commands.conftest import assert_one_line_error, run_netkit
+from tests.commands.conftest import NETKIT, assert_one_line_error, run_netkit
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -191,6 +193,54 @@ def test_no_backend_available_resets_the_client(netkit_server):
     assert "no backend available" in lb.wait_for("upstream_failed")["error"]
 
 
+def test_a_full_maxconn_is_its_own_reason_in_json(netkit_server, backends):
+    b = backends("b")
+    lb = netkit_server("lb", ":0", f"{b.address},maxconn=1", "--check-interval", "30s")
+    with socket.create_connection(host_port(lb.address), timeout=10) as held:
+        assert held.recv(2) == b"b\n"  # b's one slot is taken
+        with (
+            pytest.raises(ConnectionResetError),
+            socket.create_connection(host_port(lb.address), timeout=10) as sock,
+        ):
+            sock.sendall(b"x")
+            sock.recv(1)
+        error = lb.wait_for("upstream_failed")["error"]
+    assert "maxconn" in error and "no backend available" not in error
+    assert lb.stop() == 0
+    assert lb.event("summary")["backends"][0]["state"] == "up"  # full is not down
+
+
+def test_a_full_maxconn_is_its_own_reason_for_people(backends):
+    b = backends("b")
+    proc = subprocess.Popen(
+        [*NETKIT, "lb", "127.0.0.1:0", f"{b.address},maxconn=1", "--check-interval", "30s"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        listening = re.search(r"listening on (\S+)", proc.stdout.readline())
+        assert listening, "no listening line"
+        address = listening.group(1)
+        with socket.create_connection(host_port(address), timeout=10) as held:
+            assert held.recv(2) == b"b\n"
+            with (
+                pytest.raises(ConnectionResetError),
+                socket.create_connection(host_port(address), timeout=10) as sock,
+            ):
+                sock.sendall(b"x")
+                sock.recv(1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "maxconn" in stderr and "no backend available" not in stderr, stderr
+
+
 def test_sigterm_drains(netkit_server, backends):
     b = backends("b")
     lb = netkit_server("lb", ":0", b.address)
@@ -210,6 +260,8 @@ def test_sigterm_drains(netkit_server, backends):
         (["127.0.0.1:1,backup"], "backup"),
         (["127.0.0.1:1", "--algorithm", "fastest"], "fastest"),
         (["127.0.0.1:1", "--check-expect", "("], "--check-expect"),
+        (["127.0.0.1:1", "--connect-timeout", "0"], "--connect-timeout"),
+        (["127.0.0.1:1", "--check-interval", "0s"], "--check-interval"),
     ],
 )
 def test_bad_arguments_are_usage_errors(args, words):
