@@ -120,7 +120,7 @@ def lb(
     client_ca: opt.ClientCA = None,
     json: opt.Json = False,
 ) -> None:
-    """Spread connections on LISTEN over BACKENDs until SIGINT/SIGTERM.
+    """Spread connections on LISTEN over BACKENDs until SIGINT/SIGTERM/SIGHUP/SIGUSR1.
 
     A backend that refuses a connection is taken out at once and the client is retried on the
     next one, so a client is never handed a backend that refused; active checks (HAProxy's

@@ -70,7 +70,7 @@ DrainTimeout = Annotated[
     str,
     typer.Option(
         "--drain-timeout",
-        help="On SIGTERM/SIGINT, how long open connections may finish.",
+        help="On SIGTERM, SIGHUP, SIGUSR1 or SIGINT, how long open connections may finish.",
         rich_help_panel=SERVER_PANEL,
     ),
 ]

@@ -134,7 +134,7 @@ def proxy(
     client_ca: opt.ClientCA = None,
     json: opt.Json = False,
 ) -> None:
-    """Relay every connection on LISTEN to UPSTREAM until SIGINT/SIGTERM.
+    """Relay every connection on LISTEN to UPSTREAM until SIGINT/SIGTERM/SIGHUP/SIGUSR1.
 
     Half-closes pass through; every byte is delivered or the connection's closed event says how
     many were not. Faults apply per connection with their probability; --json logs each one.

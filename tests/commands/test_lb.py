@@ -253,6 +253,22 @@ def test_sigterm_drains(netkit_server, backends):
     assert lb.wait_exit() == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1], ids=["SIGHUP", "SIGUSR1"])
+def test_sighup_and_sigusr1_drain_like_sigterm(netkit_server, backends, sig):
+    # HAProxy's soft stop: no new clients, the open relay finishes, then a summary.
+    b = backends("b")
+    lb = netkit_server("lb", ":0", b.address, "--drain-timeout", "20s")
+    with socket.create_connection(host_port(lb.address), timeout=10) as sock:
+        assert sock.recv(2) == b"b\n"
+        lb.proc.send_signal(sig)
+        assert lb.wait_for("draining")["active"] == 1
+        sock.sendall(b"still")
+        assert sock.recv(5) == b"still"
+    assert lb.wait_exit() == 0
+    summary = lb.event("summary")
+    assert summary["cut_at_drain"] == 0 and summary["connections"] == 1
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -363,6 +363,23 @@ def test_sigterm_drains_an_open_relay(netkit_server, thread_server):
     assert proxy.event("summary")["cut_at_drain"] == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1], ids=["SIGHUP", "SIGUSR1"])
+def test_sighup_and_sigusr1_drain_like_sigterm(netkit_server, thread_server, sig):
+    # HAProxy's soft stop: no new clients, the open relay finishes, then a summary.
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, "--drain-timeout", "20s")
+    with connect(proxy.address) as sock:
+        sock.sendall(b"one")
+        assert sock.recv(3) == b"one"
+        proxy.proc.send_signal(sig)
+        assert proxy.wait_for("draining")["active"] == 1
+        sock.sendall(b"two")
+        assert sock.recv(3) == b"two"
+    assert proxy.wait_exit() == 0
+    summary = proxy.event("summary")
+    assert summary["cut_at_drain"] == 0 and summary["connections"] == 1
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
