@@ -110,7 +110,7 @@ def lb(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
     ] = None,
-    idle_timeout: opt.IdleTimeout = None,
+    idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
     max_connections: opt.MaxConnections = None,
     drain_timeout: opt.DrainTimeout = "10s",
     socket_mode: opt.SocketMode = "660",
@@ -132,6 +132,7 @@ def lb(
     interval = parse_duration(check_interval, option="--check-interval", positive=True)
     timeout = parse_duration(check_timeout, option="--check-timeout") if check_timeout else interval
     connect_limit = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
+    idle = opt.idle_timeout(idle_timeout)
     probe = CheckProbe.parse(check_send, check_expect)
     pool = BackendPool(
         pool_backends,
@@ -229,7 +230,7 @@ def lb(
             client_tls=client_ssl,
             splice=splice,
             proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
-            idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
+            idle_timeout=idle,
             seed=seed,
         ),
         max_connections=max_connections,
@@ -242,6 +243,7 @@ def lb(
             "check_interval_s": interval,
             "rise": rise,
             "fall": fall,
+            "idle_timeout_s": idle,
         }
         | ({"ca_file": str(ca_file)} if ca_file else {}),
         on_start=on_start,

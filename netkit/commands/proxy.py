@@ -76,7 +76,7 @@ def proxy(
     connect_timeout: Annotated[
         str, typer.Option("--connect-timeout", help="Time allowed to connect to the upstream.")
     ] = "10s",
-    idle_timeout: opt.IdleTimeout = None,
+    idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
     latency: Annotated[
         list[str] | None,
         _fault_option("--latency", "Delay data by MS[:JITTER] (e.g. 50 or 50ms:10ms)."),
@@ -164,13 +164,14 @@ def proxy(
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
     timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
+    idle = opt.idle_timeout(idle_timeout)
     options = RelayOptions(
         client_tls=client_ssl,
         upstream_tls=upstream_ssl,
         upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
         splice=splice,
         proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
-        idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
+        idle_timeout=idle,
         faults=faults,
         seed=seed,
     )
@@ -202,6 +203,7 @@ def proxy(
                 for f in faults
             ],
             "seed": seed,
+            "idle_timeout_s": idle,
         }
         | ({"ca_file": str(ca_file)} if ca_file else {}),
     )

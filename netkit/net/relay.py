@@ -304,6 +304,10 @@ class SpliceRelay:
         _force_rst(self.upstream)
         self.finish(reason)
 
+    def close(self, reason: str) -> None:
+        """End now with a FIN on both sides (an idle relay has nothing in flight)."""
+        self.finish(reason)
+
     def finish(self, reason: str) -> None:
         """Stop, close both sockets, resolve :attr:`done`."""
         if self.done.done():
@@ -542,6 +546,20 @@ class BufferedRelay:
         for side in (self.client, self.upstream):
             if side.transport is not None:
                 side.transport.close()
+
+    def close(self, reason: str) -> None:
+        """End now with a FIN on both sides; a side with bytes it cannot flush gets an RST."""
+        if self.record.end == "closed":
+            self.record.end = reason
+        for side in (self.client, self.upstream):
+            transport = side.transport
+            if transport is None or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size():
+                _force_rst(transport.get_extra_info("socket"))
+                transport.abort()
+            else:
+                transport.close()
 
     def abort(self, reason: str) -> None:
         """End now with RST on both sides."""
@@ -865,6 +883,9 @@ class RelayServer:
             relay.upstream.write(header)
 
     async def _watch(self, relay: SpliceRelay | BufferedRelay) -> None:
+        # One watcher per relay, woken only when the idle time could have run out: reads just
+        # stamp relay.last_activity, they arm no timer. Idle means silent both ways (nginx's
+        # stream proxy_timeout), and it ends with a close, not a reset, as nginx does.
         idle = self.options.idle_timeout
         while not relay.done.done():
             if idle is None:
@@ -872,7 +893,7 @@ class RelayServer:
                 return
             remaining = relay.last_activity + idle - self.loop.time()
             if remaining <= 0:
-                relay.abort("idle timeout")
+                relay.close("idle timeout")
                 await relay.done
                 return
             with contextlib.suppress(TimeoutError):

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -267,6 +268,25 @@ def test_sighup_and_sigusr1_drain_like_sigterm(netkit_server, backends, sig):
     assert lb.wait_exit() == 0
     summary = lb.event("summary")
     assert summary["cut_at_drain"] == 0 and summary["connections"] == 1
+
+
+def test_idle_timeout_defaults_to_ten_minutes(netkit_server, backends):
+    b = backends("b")
+    assert netkit_server("lb", ":0", b.address).listening["idle_timeout_s"] == 600
+    off = netkit_server("lb", ":0", b.address, "--idle-timeout", "0")
+    assert off.listening["idle_timeout_s"] is None
+
+
+def test_a_silent_client_is_closed_at_the_idle_timeout(netkit_server, backends):
+    b = backends("b")
+    lb = netkit_server("lb", ":0", b.address, "--idle-timeout", "300ms")
+    with socket.create_connection(host_port(lb.address), timeout=10) as sock:
+        assert sock.recv(2) == b"b\n"
+        start = time.perf_counter()
+        assert sock.recv(1) == b""  # closed, not reset
+        waited = time.perf_counter() - start
+    assert 0.25 <= waited < 5, waited
+    assert lb.wait_for("closed")["end"] == "idle timeout"
 
 
 @pytest.mark.parametrize(

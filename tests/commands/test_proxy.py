@@ -380,6 +380,29 @@ def test_sighup_and_sigusr1_drain_like_sigterm(netkit_server, thread_server, sig
     assert summary["cut_at_drain"] == 0 and summary["connections"] == 1
 
 
+def test_idle_timeout_defaults_to_nginx_s_ten_minutes_and_can_be_turned_off(
+    netkit_server, thread_server
+):
+    upstream = thread_server(echo_handler)
+    assert netkit_server("proxy", ":0", upstream).listening["idle_timeout_s"] == 600
+    off = netkit_server("proxy", ":0", upstream, "--idle-timeout", "0")
+    assert off.listening["idle_timeout_s"] is None
+
+
+@pytest.mark.parametrize("splice", ["--splice", "--no-splice"])
+def test_a_silent_client_is_closed_at_the_idle_timeout(netkit_server, thread_server, splice):
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, splice, "--idle-timeout", "300ms")
+    with connect(proxy.address) as sock:
+        sock.sendall(b"hi")
+        assert sock.recv(2) == b"hi"
+        start = time.perf_counter()
+        assert sock.recv(1) == b""  # closed, not reset
+        waited = time.perf_counter() - start
+    assert 0.25 <= waited < 5, waited
+    assert proxy.wait_for("closed")["end"] == "idle timeout"
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -95,3 +96,69 @@ def test_faults_keep_the_byte_order(run, faults):
     received = run(main())
     assert len(received) == len(payload)
     assert out_of_place(received) == 0
+
+
+@asynccontextmanager
+async def echo_server() -> AsyncIterator[TCPEndpoint]:
+    """A loopback server that echoes until EOF."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield TCPEndpoint("127.0.0.1", server.sockets[0].getsockname()[1])
+
+
+IDLE = 0.3
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_a_silent_client_is_closed_at_the_idle_timeout(run, splice):
+    # nginx stream's proxy_timeout: silent both ways this long, the connection is closed (FIN).
+    events: list[tuple[str, dict]] = []
+
+    async def main() -> tuple[float, bytes]:
+        async with echo_server() as upstream:
+            options = RelayOptions(splice=splice, idle_timeout=IDLE)
+            async with relay_to(upstream, options, events) as (_, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"hi")
+                assert await reader.readexactly(2) == b"hi"
+                start = time.perf_counter()
+                rest = await reader.read()  # b"" on a FIN; a reset raises
+                waited = time.perf_counter() - start
+                writer.close()
+                return waited, rest
+
+    waited, rest = run(main())
+    assert rest == b""
+    assert IDLE - 0.05 <= waited < IDLE + 2, waited
+    closed = [fields for event, fields in events if event == "closed"]
+    assert closed and closed[0]["end"] == "idle timeout"
+    assert closed[0]["path"] == ("splice" if splice else "buffered")
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_an_active_client_outlives_the_idle_timeout(run, splice):
+    events: list[tuple[str, dict]] = []
+
+    async def main() -> None:
+        async with echo_server() as upstream:
+            options = RelayOptions(splice=splice, idle_timeout=IDLE)
+            async with relay_to(upstream, options, events) as (_, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                for _ in range(8):  # 8 x IDLE / 3: well past the timeout, never silent that long
+                    writer.write(b"x")
+                    assert await reader.readexactly(1) == b"x"
+                    await asyncio.sleep(IDLE / 3)
+                writer.write_eof()
+                assert await reader.read() == b""
+                writer.close()
+
+    run(main())
+    closed = [fields for event, fields in events if event == "closed"]
+    assert closed and closed[0]["end"] == "closed"
