@@ -18,7 +18,7 @@ from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
 from netkit.core.units import parse_duration
-from netkit.errors import ConfigError, ConnectError, OperationTimeout
+from netkit.errors import ConnectError, OperationTimeout
 from netkit.net.health import HealthChecker
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
 from netkit.net.tls import server_context
@@ -110,7 +110,7 @@ def lb(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
     ] = None,
-    idle_timeout: opt.IdleTimeout = None,
+    idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
     max_connections: opt.MaxConnections = None,
     drain_timeout: opt.DrainTimeout = "10s",
     socket_mode: opt.SocketMode = "660",
@@ -120,7 +120,7 @@ def lb(
     client_ca: opt.ClientCA = None,
     json: opt.Json = False,
 ) -> None:
-    """Spread connections on LISTEN over BACKENDs until SIGINT/SIGTERM.
+    """Spread connections on LISTEN over BACKENDs until SIGINT/SIGTERM/SIGHUP/SIGUSR1.
 
     A backend that refuses a connection is taken out at once and the client is retried on the
     next one, so a client is never handed a backend that refused; active checks (HAProxy's
@@ -129,11 +129,10 @@ def lb(
     out = Output(json)
     listen_at = parse_stream_endpoint(listen)
     pool_backends = parse_backends(backends)
-    interval = parse_duration(check_interval, option="--check-interval")
-    if interval <= 0:
-        raise ConfigError("--check-interval must be more than zero")
+    interval = parse_duration(check_interval, option="--check-interval", positive=True)
     timeout = parse_duration(check_timeout, option="--check-timeout") if check_timeout else interval
-    connect_limit = parse_duration(connect_timeout, option="--connect-timeout")
+    connect_limit = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
+    idle = opt.idle_timeout(idle_timeout)
     probe = CheckProbe.parse(check_send, check_expect)
     pool = BackendPool(
         pool_backends,
@@ -171,7 +170,7 @@ def lb(
                     continue
                 state.connect_succeeded(time.perf_counter() - started)
                 return sock, state.name
-            raise ConnectError(f"no backend available{last}")
+            raise ConnectError(f"{pool.unavailable(tried)}{last}")
 
         return connect
 
@@ -231,7 +230,7 @@ def lb(
             client_tls=client_ssl,
             splice=splice,
             proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
-            idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
+            idle_timeout=idle,
             seed=seed,
         ),
         max_connections=max_connections,
@@ -244,6 +243,7 @@ def lb(
             "check_interval_s": interval,
             "rise": rise,
             "fall": fall,
+            "idle_timeout_s": idle,
         }
         | ({"ca_file": str(ca_file)} if ca_file else {}),
         on_start=on_start,

@@ -70,7 +70,7 @@ DrainTimeout = Annotated[
     str,
     typer.Option(
         "--drain-timeout",
-        help="On SIGTERM/SIGINT, how long open connections may finish.",
+        help="On SIGTERM, SIGHUP, SIGUSR1 or SIGINT, how long open connections may finish.",
         rich_help_panel=SERVER_PANEL,
     ),
 ]
@@ -88,6 +88,16 @@ IdleTimeout = Annotated[
     typer.Option(
         "--idle-timeout",
         help="Close a connection after this long without data (e.g. 30s).",
+        rich_help_panel=SERVER_PANEL,
+    ),
+]
+RELAY_IDLE_TIMEOUT = "10m"  # nginx stream's proxy_timeout default
+RelayIdleTimeout = Annotated[
+    str,
+    typer.Option(
+        "--idle-timeout",
+        help="Close a connection when neither side has sent anything for this long (nginx "
+        "stream's proxy_timeout, 10 minutes by default); 0 never closes.",
         rich_help_panel=SERVER_PANEL,
     ),
 ]
@@ -217,6 +227,11 @@ def socket_mode(text: str) -> int:
 def duration(text: str | None, option: str) -> float | None:
     """Parse an optional duration flag."""
     return None if text is None else parse_duration(text, option=option)
+
+
+def idle_timeout(text: str) -> float | None:
+    """``--idle-timeout`` for a relay: seconds, or None for ``0`` (never)."""
+    return parse_duration(text, option="--idle-timeout") or None
 
 
 # --- relays (proxy, lb) --------------------------------------------------------------------

@@ -76,7 +76,7 @@ def proxy(
     connect_timeout: Annotated[
         str, typer.Option("--connect-timeout", help="Time allowed to connect to the upstream.")
     ] = "10s",
-    idle_timeout: opt.IdleTimeout = None,
+    idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
     latency: Annotated[
         list[str] | None,
         _fault_option("--latency", "Delay data by MS[:JITTER] (e.g. 50 or 50ms:10ms)."),
@@ -96,11 +96,15 @@ def proxy(
     blackhole_after: Annotated[
         list[str] | None,
         _fault_option(
-            "--blackhole-after", "Stop forwarding after DURATION, keep the connection open."
+            "--blackhole-after",
+            "Stop forwarding after DURATION[:CLOSE_AFTER]; keep the connection open, or close it "
+            "CLOSE_AFTER later (toxiproxy's timeout toxic).",
         ),
     ] = None,
     slow_close: Annotated[
-        list[str] | None, _fault_option("--slow-close", "Delay passing on a close by DURATION.")
+        list[str] | None, _fault_option(
+            "--slow-close", "Delay passing on a close (FIN) by DURATION, in the directions given."
+        )
     ] = None,
     refuse: Annotated[
         list[str] | None,
@@ -108,7 +112,10 @@ def proxy(
     ] = None,
     accept_delay: Annotated[
         list[str] | None,
-        _fault_option("--accept-delay", "Hold new connections this long before relaying."),
+        _fault_option(
+            "--accept-delay",
+            "Hold new connections this long before relaying (no direction: the whole connection).",
+        ),
     ] = None,
     seed: Annotated[
         int | None,
@@ -127,7 +134,7 @@ def proxy(
     client_ca: opt.ClientCA = None,
     json: opt.Json = False,
 ) -> None:
-    """Relay every connection on LISTEN to UPSTREAM until SIGINT/SIGTERM.
+    """Relay every connection on LISTEN to UPSTREAM until SIGINT/SIGTERM/SIGHUP/SIGUSR1.
 
     Half-closes pass through; every byte is delivered or the connection's closed event says how
     many were not. Faults apply per connection with their probability; --json logs each one.
@@ -156,14 +163,15 @@ def proxy(
     client_ssl, ca_file = server_context(tls) if tls.enabled else (None, None)
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
-    timeout = parse_duration(connect_timeout, option="--connect-timeout")
+    timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
+    idle = opt.idle_timeout(idle_timeout)
     options = RelayOptions(
         client_tls=client_ssl,
         upstream_tls=upstream_ssl,
         upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
         splice=splice,
         proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
-        idle_timeout=opt.duration(idle_timeout, "--idle-timeout"),
+        idle_timeout=idle,
         faults=faults,
         seed=seed,
     )
@@ -195,6 +203,7 @@ def proxy(
                 for f in faults
             ],
             "seed": seed,
+            "idle_timeout_s": idle,
         }
         | ({"ca_file": str(ca_file)} if ca_file else {}),
     )

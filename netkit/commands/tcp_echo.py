@@ -66,7 +66,7 @@ def serve(
     keepalive: opt.KeepAlive = False,
     json: opt.Json = False,
 ) -> None:
-    """Echo every byte (or every frame) back to the sender until SIGINT/SIGTERM."""
+    """Echo every byte (or every frame) back to the sender until SIGINT/SIGTERM/SIGHUP/SIGUSR1."""
     out = Output(json)
     where = parse_stream_endpoint(endpoint)
     frame_limit = parse_size(max_frame, option="--max-frame")

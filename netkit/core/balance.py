@@ -724,6 +724,18 @@ class BackendPool:
             client_key, now, exclude
         )
 
+    def unavailable(self, exclude: Container[BackendState] = ()) -> str:
+        """Why :meth:`choose` found no backend, in words: every backend left is full
+        (``maxconn``), or none is available (down, or excluded after a failed connect).
+
+        A full pool is not a failure of the backends (HAProxy counts it apart: it queues the
+        client instead of marking anything down), so it gets its own reason.
+        """
+        left = [s for s in self.states if s not in exclude and s.up]
+        if left and all(s.full for s in left):
+            return "every backend is full (maxconn reached)"
+        return "no backend available"
+
     def state(self, name: str) -> BackendState:
         """The state of the backend called ``name`` (its endpoint string).
 

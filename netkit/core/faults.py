@@ -3,7 +3,9 @@
 Each fault is ``VALUE[,up|down][,p=PROBABILITY]``: ``up`` is client→upstream, ``down`` is
 upstream→client, both by default; ``p`` is the chance that a connection gets the fault (1 by
 default), drawn once per connection from a seeded RNG so that runs repeat. This module parses
-the flags and computes *when* bytes are due; the relay moves them.
+the flags and computes *when* bytes are due; the relay moves them. A fault may delay bytes, it
+never reorders them within a direction (toxiproxy's latency toxic keeps order too): each piece
+is due no earlier than the one before it, and the relay releases them from one queue.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class FaultSpec:
         directions: which directions it applies to.
         probability: chance per connection.
         a, b: the values (seconds, bytes or bytes/s), meaning depends on ``kind``;
-            ``reset_after`` uses ``a`` for bytes or ``b`` for seconds.
+            ``reset_after`` uses ``a`` for bytes or ``b`` for seconds; ``blackhole_after``
+            uses ``b`` for the time after which a blackholed connection is closed (0: never).
     """
 
     kind: str
@@ -57,14 +60,23 @@ class FaultSpec:
             values |= {"bytes": int(self.a)} if self.a else {"after_s": self.b}
         elif self.kind in ("blackhole_after", "slow_close", "accept_delay"):
             values["after_s" if self.kind != "accept_delay" else "delay_s"] = self.a
+            if self.kind == "blackhole_after" and self.b:
+                values["close_after_s"] = self.b
         return values
 
 
-def _split_modifiers(option: str, text: str) -> tuple[str, tuple[Direction, ...], float]:
+def _split_modifiers(
+    option: str, text: str, *, directed: bool = True
+) -> tuple[str, tuple[Direction, ...], float]:
     parts = [p.strip() for p in text.split(",")]
     value, directions, probability = parts[0], list[Direction](), 1.0
     for mod in parts[1:]:
         if mod in DIRECTIONS:
+            if not directed:
+                raise ConfigError(
+                    f"{option} {text!r}: {mod!r} does not apply, this fault acts on the whole "
+                    "connection before any byte flows (it has no direction)"
+                )
             directions.append(mod)
         elif mod.startswith("p="):
             try:
@@ -108,7 +120,7 @@ def parse_fault(kind: str, text: str) -> FaultSpec:
         ConfigError: with the option name and what is wrong.
     """
     option = "--" + kind.replace("_", "-")
-    value, directions, p = _split_modifiers(option, text)
+    value, directions, p = _split_modifiers(option, text, directed=kind not in SETUP_FAULTS)
     if kind == "latency":
         base, _, jitter = value.partition(":")
         return FaultSpec(
@@ -132,7 +144,12 @@ def parse_fault(kind: str, text: str) -> FaultSpec:
         if re.fullmatch(r"\s*[0-9.]+\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*", value, re.IGNORECASE):
             return FaultSpec(kind, directions, p, a=parse_size(value, option=option))
         return FaultSpec(kind, directions, p, b=parse_duration(value, option=option))
-    if kind in ("blackhole_after", "slow_close", "accept_delay"):
+    if kind == "blackhole_after":
+        # DURATION[:CLOSE_AFTER]: toxiproxy's timeout toxic closes CLOSE_AFTER into the blackhole.
+        after, _, close_after = value.partition(":")
+        closing = parse_duration(close_after, option=option) if close_after else 0.0
+        return FaultSpec(kind, directions, p, parse_duration(after, option=option), closing)
+    if kind in ("slow_close", "accept_delay"):
         return FaultSpec(kind, directions, p, parse_duration(value, option=option))
     if kind == "refuse":
         return FaultSpec(kind, directions, p)
@@ -151,6 +168,8 @@ class DirectionPlan:
     limit: int | None = None
     reset_bytes: int | None = None
     blackhole_after: float | None = None
+    blackhole_close_after: float = 0.0  # close this long after blackholing began (0: never)
+    slow_close: float = 0.0  # hold this direction's FIN this long before passing it on
     _last_due: float = 0.0
     _rate_free_at: float = 0.0
 
@@ -190,7 +209,6 @@ class ConnectionFaults:
     refuse: bool = False
     accept_delay: float = 0.0
     reset_after_s: float | None = None
-    slow_close: float = 0.0
     directions: dict[str, DirectionPlan] = field(
         default_factory=lambda: {"up": DirectionPlan(), "down": DirectionPlan()}
     )
@@ -204,7 +222,7 @@ class ConnectionFaults:
                 d.shapes_data
                 or d.limit is not None
                 or d.reset_bytes is not None
-                or d.blackhole_after
+                or d.blackhole_after is not None
                 for d in self.directions.values()
             )
             or self.reset_after_s is not None
@@ -222,8 +240,6 @@ def draw(specs: list[FaultSpec], rng: random.Random) -> ConnectionFaults:
             faults.refuse = True
         elif spec.kind == "accept_delay":
             faults.accept_delay = max(faults.accept_delay, spec.a)
-        elif spec.kind == "slow_close":
-            faults.slow_close = max(faults.slow_close, spec.a)
         elif spec.kind == "reset_after" and not spec.a:
             faults.reset_after_s = spec.b
         for name in spec.directions:
@@ -239,5 +255,7 @@ def draw(specs: list[FaultSpec], rng: random.Random) -> ConnectionFaults:
             elif spec.kind == "reset_after" and spec.a:
                 plan.reset_bytes = int(spec.a)
             elif spec.kind == "blackhole_after":
-                plan.blackhole_after = spec.a
+                plan.blackhole_after, plan.blackhole_close_after = spec.a, spec.b
+            elif spec.kind == "slow_close":
+                plan.slow_close = max(plan.slow_close, spec.a)
     return faults

@@ -31,17 +31,22 @@ def parse_size(text: str, *, option: str = "size") -> int:
     return int(value)
 
 
-def parse_duration(text: str, *, option: str = "duration") -> float:
+def parse_duration(text: str, *, option: str = "duration", positive: bool = False) -> float:
     """Parse a duration in seconds: ``2``, ``2s``, ``500ms``, ``1.5m``.
 
+    Args:
+        positive: refuse zero (for a timeout, where zero would make every attempt fail).
+
     Raises:
-        ConfigError: not a duration.
+        ConfigError: not a duration, or zero when ``positive``.
     """
     m = _NUMBER_UNIT.match(text)
     unit = m.group(2).lower() if m else ""
     value = float(m.group(1)) * _DURATION_UNITS[unit] if m and unit in _DURATION_UNITS else math.nan
     if not math.isfinite(value):
         raise ConfigError(f"{option} {text!r} is not a duration such as 2s, 500ms or 1m")
+    if positive and value <= 0:
+        raise ConfigError(f"{option} {text!r} must be more than zero")
     return value
 
 

@@ -27,6 +27,7 @@ import socket
 import ssl
 import struct
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,12 +249,12 @@ class SpliceRelay:
         upstream: socket.socket,
         record: RelayRecord,
         *,
-        slow_close: float = 0.0,
+        slow_close: tuple[float, float] = (0.0, 0.0),
         on_exhausted: Callable[[OSError], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.client, self.upstream, self.record = client, upstream, record
-        self.slow_close = slow_close
+        self.slow_close = slow_close  # (client→upstream, upstream→client) FIN delays
         self.on_exhausted = on_exhausted
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.last_activity = self.loop.time()
@@ -282,8 +283,9 @@ class SpliceRelay:
             if all(d.done for d in self.directions):
                 self.finish("closed")
 
-        if self.slow_close:
-            self.loop.call_later(self.slow_close, shutdown)
+        delay = self.slow_close[0 if direction.up else 1]
+        if delay:
+            self.loop.call_later(delay, shutdown)
         else:
             shutdown()
 
@@ -300,6 +302,10 @@ class SpliceRelay:
         """End now with RST on both sides."""
         _force_rst(self.client)
         _force_rst(self.upstream)
+        self.finish(reason)
+
+    def close(self, reason: str) -> None:
+        """End now with a FIN on both sides (an idle relay has nothing in flight)."""
         self.finish(reason)
 
     def finish(self, reason: str) -> None:
@@ -328,6 +334,10 @@ class _RelaySide(StreamProtocol):
         self.other: _RelaySide | None = None
         self.plan: DirectionPlan | None = None
         self.held = 0  # bytes copied and waiting for their fault schedule
+        # Held pieces in arrival order with their due times, released by ONE timer: timers
+        # with close due times may fire in any order, a queue cannot reorder (#13 item 9).
+        self.pending: deque[tuple[float, memoryview]] = deque()
+        self.release_timer: asyncio.TimerHandle | None = None
         self.delivered = 0
         self.blackholed = False
         self.eof = False
@@ -434,6 +444,12 @@ class BufferedRelay:
                         side.plan.blackhole_after, setattr, side, "blackholed", True
                     )
                 )
+                if side.plan.blackhole_close_after:
+                    # toxiproxy's timeout toxic: swallow, then close after a while.
+                    closing = side.plan.blackhole_after + side.plan.blackhole_close_after
+                    self._timers.append(
+                        self.loop.call_later(closing, self.fault_end, "blackhole-after", False)
+                    )
 
     def count(self, up: bool, *, received: int = 0, delivered: int = 0) -> None:
         """Account bytes in one direction."""
@@ -447,30 +463,39 @@ class BufferedRelay:
         self.last_activity = self.loop.time()
 
     def schedule(self, side: _RelaySide, data: bytes) -> None:
-        """Hold ``data`` and release it on the side's fault schedule."""
+        """Hold ``data`` and release it on the side's fault schedule, in order."""
         assert side.plan is not None
         side.held += len(data)
         if side.held >= FAULT_HIGH_WATER and side.transport is not None:
             side.transport.pause_reading()
         offset = 0
         for due, size in side.plan.plan(self.loop.time(), len(data), self.rng):
-            piece = memoryview(data)[offset : offset + size]
+            side.pending.append((due, memoryview(data)[offset : offset + size]))
             offset += size
-            self.loop.call_at(due, self._release, side, piece)
+        if side.release_timer is None and side.pending:
+            side.release_timer = self.loop.call_at(side.pending[0][0], self._release, side)
 
-    def _release(self, side: _RelaySide, piece: memoryview) -> None:
-        side.held -= len(piece)
-        if self.done.done() or side.other is None or side.other.transport is None:
-            return
-        if side.other.transport.is_closing():
-            return
-        side._deliver(piece)
+    def _release(self, side: _RelaySide) -> None:
+        # Deliver every piece that is due, oldest first, then wait for the next one. A piece
+        # is never due before the one ahead of it (DirectionPlan.plan), so order is kept.
+        side.release_timer = None
+        now = self.loop.time()
+        while side.pending and side.pending[0][0] <= now:
+            _, piece = side.pending.popleft()
+            side.held -= len(piece)
+            if self.done.done() or side.other is None or side.other.transport is None:
+                continue
+            if side.other.transport.is_closing():
+                continue
+            side._deliver(piece)
+        if side.pending:
+            side.release_timer = self.loop.call_at(side.pending[0][0], self._release, side)
         transport = side.transport
         if (
             side.held < FAULT_HIGH_WATER // 4
             and transport is not None
             and not transport.is_closing()
-            and not side.other._write_paused
+            and (side.other is None or not side.other._write_paused)
         ):
             transport.resume_reading()
         if side.eof and not side.held:
@@ -497,8 +522,9 @@ class BufferedRelay:
             if self.client.eof and self.upstream.eof:
                 self.close_both()
 
-        if self.faults.slow_close:
-            self.loop.call_later(self.faults.slow_close, shutdown)
+        delay = self.faults.directions["up" if side.up else "down"].slow_close
+        if delay:
+            self.loop.call_later(delay, shutdown)
         else:
             shutdown()
 
@@ -520,6 +546,20 @@ class BufferedRelay:
         for side in (self.client, self.upstream):
             if side.transport is not None:
                 side.transport.close()
+
+    def close(self, reason: str) -> None:
+        """End now with a FIN on both sides; a side with bytes it cannot flush gets an RST."""
+        if self.record.end == "closed":
+            self.record.end = reason
+        for side in (self.client, self.upstream):
+            transport = side.transport
+            if transport is None or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size():
+                _force_rst(transport.get_extra_info("socket"))
+                transport.abort()
+            else:
+                transport.close()
 
     def abort(self, reason: str) -> None:
         """End now with RST on both sides."""
@@ -545,6 +585,9 @@ class BufferedRelay:
         if all(s.closed.done() or s is side for s in (self.client, self.upstream)):
             for timer in self._timers:
                 timer.cancel()
+            for each in (self.client, self.upstream):
+                if each.release_timer is not None:
+                    each.release_timer.cancel()
             if not self.done.done():
                 self.done.set_result(None)
 
@@ -766,7 +809,10 @@ class RelayServer:
                     conn,
                     upstream,
                     record,
-                    slow_close=faults.slow_close,
+                    slow_close=(
+                        faults.directions["up"].slow_close,
+                        faults.directions["down"].slow_close,
+                    ),
                     on_exhausted=self.acceptor.pause_for,
                 )
                 upstream = None  # owned by the relay now
@@ -837,6 +883,9 @@ class RelayServer:
             relay.upstream.write(header)
 
     async def _watch(self, relay: SpliceRelay | BufferedRelay) -> None:
+        # One watcher per relay, woken only when the idle time could have run out: reads just
+        # stamp relay.last_activity, they arm no timer. Idle means silent both ways (nginx's
+        # stream proxy_timeout), and it ends with a close, not a reset, as nginx does.
         idle = self.options.idle_timeout
         while not relay.done.done():
             if idle is None:
@@ -844,7 +893,7 @@ class RelayServer:
                 return
             remaining = relay.last_activity + idle - self.loop.time()
             if remaining <= 0:
-                relay.abort("idle timeout")
+                relay.close("idle timeout")
                 await relay.done
                 return
             with contextlib.suppress(TimeoutError):

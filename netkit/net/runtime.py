@@ -52,6 +52,12 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+"""Signals that stop a netkit process gracefully (drain, then a summary). SIGHUP and SIGUSR1
+are HAProxy's soft-stop signals; until netkit can reload, they drain as SIGTERM does rather
+than kill the process with every connection in it (their default action)."""
+
+
 def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` to completion on the chosen loop.
 
@@ -63,7 +69,8 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 @dataclass
 class ShutdownSignal:
-    """Turns SIGINT/SIGTERM into events a server can await.
+    """Turns SIGINT/SIGTERM (and SIGHUP, SIGUSR1: see :data:`STOP_SIGNALS`) into events a
+    server can await.
 
     The first signal sets :attr:`requested` (drain gracefully); a second one sets :attr:`forced`
     (stop now). :attr:`signum` says which signal came first.
@@ -76,13 +83,13 @@ class ShutdownSignal:
     def install(self) -> None:
         """Install the handlers on the running loop."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._handle, sig)
 
     def uninstall(self) -> None:
         """Remove the handlers."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
     def _handle(self, sig: int) -> None:

@@ -4,7 +4,8 @@ The parent creates every listening socket before forking (TCP: one per worker, b
 port with SO_REUSEPORT so the kernel spreads connections; Unix: one socket shared by all), then
 forks. Each child runs its own event loop and reports its summary to the parent through a pipe.
 Children live in their own process group, so a terminal's Ctrl-C reaches only the parent, which
-forwards SIGINT/SIGTERM exactly once; if the parent dies, children get SIGTERM (Linux).
+forwards SIGINT/SIGTERM/SIGHUP/SIGUSR1 exactly once; if the parent dies, children get SIGTERM
+(Linux).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import signal
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from netkit.net.runtime import STOP_SIGNALS
 
 _PR_SET_PDEATHSIG = 1
 
@@ -116,7 +119,7 @@ def run_workers(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     if on_started is not None:
         on_started()
     codes: list[int] = []

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import re
 import signal
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.commands.conftest import assert_one_line_error, run_netkit
+from tests.commands.conftest import NETKIT, assert_one_line_error, run_netkit
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -197,6 +200,54 @@ def test_no_backend_available_resets_the_client(netkit_server):
     assert "no backend available" in lb.wait_for("upstream_failed")["error"]
 
 
+def test_a_full_maxconn_is_its_own_reason_in_json(netkit_server, backends):
+    b = backends("b")
+    lb = netkit_server("lb", ":0", f"{b.address},maxconn=1", "--check-interval", "30s")
+    with socket.create_connection(host_port(lb.address), timeout=10) as held:
+        assert held.recv(2) == b"b\n"  # b's one slot is taken
+        with (
+            pytest.raises(ConnectionResetError),
+            socket.create_connection(host_port(lb.address), timeout=10) as sock,
+        ):
+            sock.sendall(b"x")
+            sock.recv(1)
+        error = lb.wait_for("upstream_failed")["error"]
+    assert "maxconn" in error and "no backend available" not in error
+    assert lb.stop() == 0
+    assert lb.event("summary")["backends"][0]["state"] == "up"  # full is not down
+
+
+def test_a_full_maxconn_is_its_own_reason_for_people(backends):
+    b = backends("b")
+    proc = subprocess.Popen(
+        [*NETKIT, "lb", "127.0.0.1:0", f"{b.address},maxconn=1", "--check-interval", "30s"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        listening = re.search(r"listening on (\S+)", proc.stdout.readline())
+        assert listening, "no listening line"
+        address = listening.group(1)
+        with socket.create_connection(host_port(address), timeout=10) as held:
+            assert held.recv(2) == b"b\n"
+            with (
+                pytest.raises(ConnectionResetError),
+                socket.create_connection(host_port(address), timeout=10) as sock,
+            ):
+                sock.sendall(b"x")
+                sock.recv(1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "maxconn" in stderr and "no backend available" not in stderr, stderr
+
+
 def test_sigterm_drains(netkit_server, backends):
     b = backends("b")
     lb = netkit_server("lb", ":0", b.address)
@@ -209,6 +260,41 @@ def test_sigterm_drains(netkit_server, backends):
     assert lb.wait_exit() == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1], ids=["SIGHUP", "SIGUSR1"])
+def test_sighup_and_sigusr1_drain_like_sigterm(netkit_server, backends, sig):
+    # HAProxy's soft stop: no new clients, the open relay finishes, then a summary.
+    b = backends("b")
+    lb = netkit_server("lb", ":0", b.address, "--drain-timeout", "20s")
+    with socket.create_connection(host_port(lb.address), timeout=10) as sock:
+        assert sock.recv(2) == b"b\n"
+        lb.proc.send_signal(sig)
+        assert lb.wait_for("draining")["active"] == 1
+        sock.sendall(b"still")
+        assert sock.recv(5) == b"still"
+    assert lb.wait_exit() == 0
+    summary = lb.event("summary")
+    assert summary["cut_at_drain"] == 0 and summary["connections"] == 1
+
+
+def test_idle_timeout_defaults_to_ten_minutes(netkit_server, backends):
+    b = backends("b")
+    assert netkit_server("lb", ":0", b.address).listening["idle_timeout_s"] == 600
+    off = netkit_server("lb", ":0", b.address, "--idle-timeout", "0")
+    assert off.listening["idle_timeout_s"] is None
+
+
+def test_a_silent_client_is_closed_at_the_idle_timeout(netkit_server, backends):
+    b = backends("b")
+    lb = netkit_server("lb", ":0", b.address, "--idle-timeout", "300ms")
+    with socket.create_connection(host_port(lb.address), timeout=10) as sock:
+        assert sock.recv(2) == b"b\n"
+        start = time.perf_counter()
+        assert sock.recv(1) == b""  # closed, not reset
+        waited = time.perf_counter() - start
+    assert 0.25 <= waited < 5, waited
+    assert lb.wait_for("closed")["end"] == "idle timeout"
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -216,6 +302,8 @@ def test_sigterm_drains(netkit_server, backends):
         (["127.0.0.1:1,backup"], "backup"),
         (["127.0.0.1:1", "--algorithm", "fastest"], "fastest"),
         (["127.0.0.1:1", "--check-expect", "("], "--check-expect"),
+        (["127.0.0.1:1", "--connect-timeout", "0"], "--connect-timeout"),
+        (["127.0.0.1:1", "--check-interval", "0s"], "--check-interval"),
     ],
 )
 def test_bad_arguments_are_usage_errors(args, words):

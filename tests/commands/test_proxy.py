@@ -248,6 +248,48 @@ def test_reset_after_bytes(netkit_server, thread_server):
     assert proxy.wait_for("closed")["end"] == "fault: reset"
 
 
+def reply_ok_after_eof(conn: socket.socket) -> None:
+    """Answers ``ok`` once the client's FIN arrived, then closes."""
+    recv_all(conn)
+    conn.sendall(b"ok")
+
+
+@pytest.mark.parametrize("splice", ["--splice", "--no-splice"])
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_slow_close_holds_only_its_direction(netkit_server, thread_server, splice, direction):
+    upstream = thread_server(reply_ok_after_eof)
+    hold = 0.8
+    proxy = netkit_server("proxy", ":0", upstream, splice, "--slow-close", f"{hold}s,{direction}")
+    with connect(proxy.address) as sock:
+        sock.sendall(b"question")
+        sock.shutdown(socket.SHUT_WR)  # up: client FIN -> upstream, which then answers
+        start = time.perf_counter()
+        assert sock.recv(2) == b"ok"
+        answered = time.perf_counter() - start
+        assert sock.recv(1) == b""  # down: the upstream's FIN -> client
+        closed = time.perf_counter() - start - answered
+    if direction == "up":
+        assert answered >= hold - 0.05 and closed < hold / 2, (answered, closed)
+    else:
+        assert answered < hold / 2 and closed >= hold - 0.05, (answered, closed)
+
+
+@pytest.mark.parametrize("splice", ["--splice", "--no-splice"])
+def test_blackhole_then_close_after_a_time(netkit_server, thread_server, splice):
+    # toxiproxy's timeout toxic: swallow the bytes, then close CLOSE_AFTER later.
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, splice, "--blackhole-after", "300ms:400ms")
+    with connect(proxy.address) as sock:
+        start = time.perf_counter()
+        sock.sendall(b"one")
+        assert sock.recv(3) == b"one"
+        assert sock.recv(1) == b""  # closed (FIN), not left open for ever
+        elapsed = time.perf_counter() - start
+    assert 0.65 <= elapsed < 5, elapsed
+    closed = proxy.wait_for("closed")
+    assert closed["end"] == "fault: blackhole-after"
+
+
 def test_refuse_and_accept_delay(netkit_server, thread_server):
     upstream = thread_server(echo_handler)
     refusing = netkit_server("proxy", ":0", upstream, "--refuse", "1")
@@ -321,6 +363,46 @@ def test_sigterm_drains_an_open_relay(netkit_server, thread_server):
     assert proxy.event("summary")["cut_at_drain"] == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1], ids=["SIGHUP", "SIGUSR1"])
+def test_sighup_and_sigusr1_drain_like_sigterm(netkit_server, thread_server, sig):
+    # HAProxy's soft stop: no new clients, the open relay finishes, then a summary.
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, "--drain-timeout", "20s")
+    with connect(proxy.address) as sock:
+        sock.sendall(b"one")
+        assert sock.recv(3) == b"one"
+        proxy.proc.send_signal(sig)
+        assert proxy.wait_for("draining")["active"] == 1
+        sock.sendall(b"two")
+        assert sock.recv(3) == b"two"
+    assert proxy.wait_exit() == 0
+    summary = proxy.event("summary")
+    assert summary["cut_at_drain"] == 0 and summary["connections"] == 1
+
+
+def test_idle_timeout_defaults_to_nginx_s_ten_minutes_and_can_be_turned_off(
+    netkit_server, thread_server
+):
+    upstream = thread_server(echo_handler)
+    assert netkit_server("proxy", ":0", upstream).listening["idle_timeout_s"] == 600
+    off = netkit_server("proxy", ":0", upstream, "--idle-timeout", "0")
+    assert off.listening["idle_timeout_s"] is None
+
+
+@pytest.mark.parametrize("splice", ["--splice", "--no-splice"])
+def test_a_silent_client_is_closed_at_the_idle_timeout(netkit_server, thread_server, splice):
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, splice, "--idle-timeout", "300ms")
+    with connect(proxy.address) as sock:
+        sock.sendall(b"hi")
+        assert sock.recv(2) == b"hi"
+        start = time.perf_counter()
+        assert sock.recv(1) == b""  # closed, not reset
+        waited = time.perf_counter() - start
+    assert 0.25 <= waited < 5, waited
+    assert proxy.wait_for("closed")["end"] == "idle timeout"
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -329,6 +411,9 @@ def test_sigterm_drains_an_open_relay(netkit_server, thread_server):
         (["--bandwidth", "fast"], "--bandwidth"),
         (["--slice", "0"], "--slice"),
         (["--latency", "50,sideways"], "unknown modifier"),
+        (["--accept-delay", "1s,down"], "--accept-delay"),
+        (["--blackhole-after", "1s:later"], "--blackhole-after"),
+        (["--connect-timeout", "0"], "--connect-timeout"),
     ],
 )
 def test_bad_fault_values_are_usage_errors(args, words):

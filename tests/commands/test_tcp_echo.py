@@ -254,6 +254,27 @@ def test_sigterm_drain_finishes_in_flight_echo(netkit_server):
     assert summary["bytes_out"] == 11 and summary["aborted_at_drain"] == 0
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1], ids=["SIGHUP", "SIGUSR1"])
+def test_sighup_and_sigusr1_drain_like_sigterm(netkit_server, sig, workers):
+    # Every server shares the lifecycle: HAProxy's soft-stop signals drain as SIGTERM does.
+    server = netkit_server(
+        "tcp-echo", "serve", ":0", "--drain-timeout", "20s", "--workers", workers
+    )
+    with _connect(server.address) as sock:
+        sock.sendall(b"hello ")
+        assert _recv_exactly(sock, 6) == b"hello "
+        server.wait_for("connected")
+        server.proc.send_signal(sig)
+        if workers == "1":
+            assert server.wait_for("draining")["active"] == 1
+        sock.sendall(b"world")
+        assert _recv_exactly(sock, 5) == b"world"
+    assert server.wait_exit() == 0
+    summary = server.event("summary")
+    assert summary["bytes_out"] == 11 and summary["aborted_at_drain"] == 0
+
+
 def test_sigterm_drain_framed_closes_after_the_frame(netkit_server):
     server = netkit_server("tcp-echo", "serve", ":0", "--framed")
     with _connect(server.address) as sock:

@@ -345,6 +345,21 @@ def test_backups_only_when_every_primary_is_down(algorithm: str) -> None:
     assert {p.choose(key) for key in KEYS[:300]} == {b}
 
 
+def test_a_full_pool_says_maxconn_not_no_backend() -> None:
+    p = pool(["127.0.0.1:1,maxconn=1", "127.0.0.1:2,maxconn=1"])
+    a, b = p.states
+    assert p.unavailable() == "no backend available"  # (not asked while one is free)
+    for state in (a, b):
+        state.connect_started()
+    assert p.choose("10.0.0.1") is None
+    assert "maxconn" in p.unavailable() and "no backend" not in p.unavailable()
+    a.health.mark_down("test")  # down and full: the one still up is full, so still maxconn
+    assert "maxconn" in p.unavailable()
+    assert p.unavailable(exclude={b}) == "no backend available"  # b refused this client
+    b.health.mark_down("test")
+    assert p.unavailable() == "no backend available"
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_maxconn_is_respected_and_full_primaries_overflow_to_backup(algorithm: str) -> None:
     p = pool(

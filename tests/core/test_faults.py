@@ -79,3 +79,35 @@ def test_slices_are_spaced_by_their_delay():
     pieces = plan.plan(1.0, 250, random.Random())
     assert [size for _, size in pieces] == [100, 100, 50]
     assert [round(due, 6) for due, _ in pieces] == [1.0, 1.01, 1.02]
+
+
+def test_slow_close_acts_on_its_direction_only():
+    faults = draw([parse_fault("slow_close", "1s,down")], random.Random())
+    assert faults.directions["down"].slow_close == 1.0
+    assert faults.directions["up"].slow_close == 0.0
+    both = draw([parse_fault("slow_close", "250ms")], random.Random())
+    assert both.directions["up"].slow_close == both.directions["down"].slow_close == 0.25
+    assert not both.touches_data  # a FIN delay does not need the bytes in user space
+
+
+@pytest.mark.parametrize("text", ["1s,down", "1s,up", "1s,up,p=0.5"])
+def test_accept_delay_has_no_direction(text):
+    with pytest.raises(ConfigError, match=r"--accept-delay .* no direction"):
+        parse_fault("accept_delay", text)
+    assert parse_fault("accept_delay", "1s,p=0.5").probability == 0.5
+
+
+def test_blackhole_after_can_close_after_a_time():
+    # toxiproxy's timeout toxic: swallow the bytes, close the connection CLOSE_AFTER later.
+    spec = parse_fault("blackhole_after", "200ms:1s,down")
+    assert (spec.a, spec.b, spec.directions) == (0.2, 1.0, ("down",))
+    assert spec.describe() == {"fault": "blackhole-after", "after_s": 0.2, "close_after_s": 1.0}
+    plan = draw([spec], random.Random()).directions["down"]
+    assert (plan.blackhole_after, plan.blackhole_close_after) == (0.2, 1.0)
+    assert parse_fault("blackhole_after", "2s").b == 0.0  # open for ever, as before
+    with pytest.raises(ConfigError, match="--blackhole-after"):
+        parse_fault("blackhole_after", "1s:later")
+
+
+def test_blackhole_from_the_start_still_touches_data():
+    assert draw([parse_fault("blackhole_after", "0")], random.Random()).touches_data

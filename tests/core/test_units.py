@@ -113,3 +113,10 @@ def test_format_size(nbytes: int, text: str) -> None:
 def test_format_size_of_parsed_size() -> None:
     assert format_size(parse_size("64KiB")) == "64.0 KiB"
     assert format_size(parse_size("1MB")) == "976.6 KiB"
+
+
+def test_a_positive_duration_refuses_zero() -> None:
+    assert parse_duration("0") == 0.0
+    assert parse_duration("5s", positive=True) == 5.0
+    with pytest.raises(ConfigError, match="--connect-timeout '0' must be more than zero"):
+        parse_duration("0", option="--connect-timeout", positive=True)
