@@ -12,6 +12,7 @@ Accepted forms (``parse_endpoint``)::
     ws://HOST[:PORT][/resource]         WebSocket, port 80 by default
     wss://HOST[:PORT][/resource]        WebSocket over TLS, port 443 by default
     ws+unix:///path/to.sock[:/resource] WebSocket over a Unix socket (the Node ``ws`` convention)
+    ws+unix://@name[:/resource]         the same over an abstract socket, named as in unix:@name
 
 Each parses to a frozen dataclass; ``str()`` of any of them gives back a string that parses to
 the same value, except that ``user:pass@`` credentials are never printed.
@@ -87,7 +88,9 @@ class WSURL:
         host: host name for TCP, also sent in the ``Host`` header.
         port: TCP port (80 / 443 by default).
         resource: path and query string sent in the request line (``/`` at least).
-        unix_path: for ``ws+unix://``, the socket file; ``host`` is then ``localhost``.
+        unix_path: for ``ws+unix://``, the socket file (or abstract name); ``host`` is then
+            ``localhost``.
+        unix_abstract: ``unix_path`` is a Linux abstract socket name (``ws+unix://@name:/``).
         user, password: from ``user:pass@`` in the URL, for HTTP Basic authentication.
     """
 
@@ -98,12 +101,13 @@ class WSURL:
     unix_path: str | None = None
     user: str | None = None
     password: str | None = None
+    unix_abstract: bool = False
 
     @property
     def transport(self) -> TCPEndpoint | UnixEndpoint:
         """The endpoint the connection is made to."""
         if self.unix_path is not None:
-            return UnixEndpoint(self.unix_path)
+            return UnixEndpoint(self.unix_path, abstract=self.unix_abstract)
         return TCPEndpoint(self.host, self.port)
 
     @property
@@ -116,7 +120,8 @@ class WSURL:
     def __str__(self) -> str:
         scheme = "wss" if self.secure else "ws"
         if self.unix_path is not None:
-            return f"{scheme}+unix://{self.unix_path}:{self.resource}"
+            at = "@" if self.unix_abstract else ""
+            return f"{scheme}+unix://{at}{self.unix_path}:{self.resource}"
         return f"{scheme}://{_format_host(self.host)}:{self.port}{self.resource}"
 
 
@@ -203,13 +208,15 @@ def _parse_ws(text: str) -> WSURL:
     scheme = scheme.lower()
     secure = scheme.startswith("wss")
     if scheme.endswith("+unix"):
-        # ws+unix:///path/to.sock:/resource - the socket path ends at the first ':'.
+        # ws+unix:///path/to.sock:/resource - the socket path ends at the first ':'; an
+        # abstract name is written as in unix:@name (ws+unix://@name:/resource), as ws-server
+        # advertises it.
         sock, sep, resource = rest.partition(":")
         endpoint = _parse_unix(sock, text)
-        if endpoint.abstract:
-            raise EndpointError(f"endpoint {text!r}: ws+unix needs a socket file path")
         resource = encode_resource(resource or "/" if sep else "/", text)
-        return WSURL(secure, "localhost", 0, resource, endpoint.path)
+        return WSURL(
+            secure, "localhost", 0, resource, endpoint.path, unix_abstract=endpoint.abstract
+        )
     try:
         parts = urllib.parse.urlsplit(text)
     except ValueError as exc:

@@ -12,6 +12,7 @@ import ssl
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -98,6 +99,14 @@ def test_unix_socket(netkit_server, tmp_path):
     assert run(client()) == "over unix"
     assert server.stop() == 0
     assert not path.exists()
+
+
+def test_the_url_advertised_for_an_abstract_socket_is_one_ws_client_takes(netkit_server):
+    name = f"netkit-test-{uuid.uuid4().hex}"
+    server = netkit_server("ws-server", f"unix:@{name}")
+    assert server.listening["url"] == f"ws+unix://@{name}:/"
+    result = run_netkit("ws-client", server.listening["url"], "over abstract", "-c", "1", "-t", "10s")
+    assert (result.returncode, result.stdout.strip()) == (0, "over abstract"), result.stderr
 
 
 @pytest.mark.parametrize("server_compress", [True, False])
