@@ -280,7 +280,8 @@ def encode_resource(resource: str, whole: str = "") -> str:
     )
 
 
-_SCHEMES = ("tcp", "udp", "unix", "ws", "wss", "ws+unix", "wss+unix")
+_WS_SCHEMES = ("ws", "wss", "ws+unix", "wss+unix")
+_SCHEMES = ("tcp", "udp", "unix", *_WS_SCHEMES)
 
 
 def parse_endpoint(text: str, *, default: str = "tcp") -> Endpoint:
@@ -300,7 +301,7 @@ def parse_endpoint(text: str, *, default: str = "tcp") -> Endpoint:
     if "://" in text:
         scheme, _, rest = text.partition("://")
         scheme = scheme.lower()
-        if scheme in ("ws", "wss", "ws+unix", "wss+unix"):
+        if scheme in _WS_SCHEMES:
             return _parse_ws(text)
         if scheme == "unix":
             return _parse_unix(rest, text)
@@ -344,9 +345,16 @@ def parse_ws_url(text: str) -> WSURL:
     Raises:
         EndpointError: for any other kind of endpoint, and anything that does not parse.
     """
+    scheme = text.strip().partition("://")[0].lower() if "://" in text else ""
+    if scheme not in _WS_SCHEMES:
+        # Name only the schemes this caller takes; for http(s):// say which one is meant.
+        hint = {"http": " (use ws:// for http://)", "https": " (use wss:// for https://)"}
+        raise EndpointError(
+            f"endpoint {text!r}: expected a ws://, wss:// or ws+unix:// URL here"
+            + hint.get(scheme, "")
+        )
     endpoint = parse_endpoint(text)
-    if not isinstance(endpoint, WSURL):
-        raise EndpointError(f"endpoint {text!r}: expected a ws://, wss:// or ws+unix:// URL here")
+    assert isinstance(endpoint, WSURL)
     return endpoint
 
 

@@ -162,7 +162,7 @@ def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
     if isinstance(exc, TimeoutError):
         return OperationTimeout(f"timed out connecting to {target}")
     if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(f"connection refused by {target}")
+        return ConnectError(f"connection refused by {target}{_unix_refusal(target)}")
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return ConnectionLost(f"connection to {target} was reset")
     if isinstance(exc, FileNotFoundError):
@@ -170,6 +170,22 @@ def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
     if isinstance(exc, OSError):
         return ConnectError(f"cannot connect to {target}: {exc.strerror or exc}")
     return ConnectError(f"cannot connect to {target}: {exc}")
+
+
+def _unix_refusal(target: str) -> str:
+    """Why a Unix socket path refused: the kernel says ECONNREFUSED for a directory too."""
+    if not target.startswith("unix:") or target.startswith("unix:@"):
+        return ""
+    path = target.removeprefix("unix://") if target.startswith("unix://") else target[5:]
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISDIR(mode):
+        return " (it is a directory, not a socket)"
+    if not stat.S_ISSOCK(mode):
+        return " (it is not a socket)"
+    return " (no server listens on that socket file)"
 
 
 def translate_bind_error(exc: OSError, target: str) -> BindError:

@@ -1089,3 +1089,27 @@ def test_timeout_and_open_timeout_bound_the_opening(stuck_server, scheme):
         assert message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert elapsed < 4, (args, elapsed)  # not the fixed 10 s opening of before
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (
+            "http://127.0.0.1:1/",
+            "expected a ws://, wss:// or ws+unix:// URL here (use ws:// for http://)",
+        ),
+        ("tcp://127.0.0.1:1", "expected a ws://, wss:// or ws+unix:// URL here"),
+    ],
+)
+def test_a_url_of_another_kind_names_only_the_schemes_ws_client_takes(url, says):
+    result = run_netkit("ws-client", url, "x")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    assert says in result.stderr and "udp" not in result.stderr
+
+
+def test_a_directory_named_as_the_socket_is_called_a_directory(tmp_path):
+    result = run_netkit("ws-client", f"ws+unix://{tmp_path}:/", "x", "-t", "10s")
+    assert result.returncode == 3
+    assert_one_line_error(result.stderr)
+    assert "it is a directory, not a socket" in result.stderr

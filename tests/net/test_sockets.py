@@ -349,7 +349,22 @@ def test_translate_stale_socket_file_is_refused(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as client, pytest.raises(ConnectionRefusedError) as info:
         client.connect(str(path))
     error = translate_connect_error(info.value, f"unix:{path}")
-    assert str(error) == f"connection refused by unix:{path}"
+    assert (
+        str(error) == f"connection refused by unix:{path} (no server listens on that socket file)"
+    )
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_translate_a_path_that_is_no_socket(tmp_path: Path, kind: str) -> None:
+    # The kernel refuses a connect to a directory or a plain file with ECONNREFUSED, as if a
+    # server had gone: say what the path is instead.
+    path = tmp_path / kind
+    path.mkdir() if kind == "directory" else path.write_bytes(b"")
+    with socket.socket(socket.AF_UNIX) as client, pytest.raises(ConnectionRefusedError) as info:
+        client.connect(str(path))
+    error = translate_connect_error(info.value, f"unix:{path}")
+    expected = "it is a directory, not a socket" if kind == "directory" else "it is not a socket"
+    assert str(error) == f"connection refused by unix:{path} ({expected})"
 
 
 def test_translate_tls_verification_failure(
