@@ -9,9 +9,12 @@ Two paths move the bytes:
   or, with faults, copies that are released on the faults' schedule.
 
 Both propagate half-close (a FIN becomes ``shutdown(SHUT_WR)`` on the other side; the relay
-ends when both directions are done), bound memory with flow control (a side stops reading
-while the other cannot take more), count bytes received and delivered per direction, and report
-the bytes that were not delivered when a connection ends early.
+ends when both directions are done; a TLS side that cannot half-close is kept open and read
+until it closes, so its reply is never cut), bound memory with flow control (a side stops
+reading while the other cannot take more), count bytes received and delivered per direction,
+and report the bytes that were not delivered when a connection ends early. Delivered means
+handed to the kernel and, when the relay resets a socket, sent: what a transport still
+buffered or the kernel had not sent when the connection died is counted as undelivered.
 """
 
 from __future__ import annotations
@@ -43,12 +46,29 @@ SPLICE_AVAILABLE = hasattr(os, "splice")
 PIPE_SIZE = 1 << 20
 FAULT_HIGH_WATER = 1 << 20  # bytes held back by faults before the source is paused
 _LINGER_RST = struct.pack("ii", 1, 0)
+_SIOCOUTQNSD = 0x894B  # linux/sockios.h
 
 
 def _force_rst(sock: Any) -> None:
     # SO_LINGER {on, 0}: close() sends RST instead of FIN.
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+def _unsent(sock: Any) -> int:
+    """Bytes in a TCP socket's send queue not yet sent to the peer (SIOCOUTQNSD).
+
+    A reset discards them, so a relay that resets a socket has not delivered them; bytes
+    already sent are in the peer's receive queue, which it can still read after the RST. A
+    Unix socket's queued bytes stay readable by the peer after close: they count as delivered.
+    """
+    if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
 
 
 @dataclass
@@ -293,14 +313,23 @@ class SpliceRelay:
         reason = (
             "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else (exc.strerror or str(exc))
         )
-        _force_rst(self.upstream if from_client else self.client)
+        self._reset(self.upstream if from_client else self.client)
         self.finish(f"{reason} by {who}")
 
     def abort(self, reason: str) -> None:
         """End now with RST on both sides."""
-        _force_rst(self.client)
-        _force_rst(self.upstream)
+        self._reset(self.client)
+        self._reset(self.upstream)
         self.finish(reason)
+
+    def _reset(self, sock: socket.socket) -> None:
+        # What the kernel still holds for the peer is lost with the RST: not delivered.
+        lost = _unsent(sock)
+        if sock is self.upstream:
+            self.record.up_out -= lost
+        else:
+            self.record.down_out -= lost
+        _force_rst(sock)
 
     def finish(self, reason: str) -> None:
         """Stop, close both sockets, resolve :attr:`done`."""
@@ -329,6 +358,8 @@ class _RelaySide(StreamProtocol):
         self.plan: DirectionPlan | None = None
         self.held = 0  # bytes copied and waiting for their fault schedule
         self.delivered = 0
+        self.unsent = 0  # bytes our transport held after the last write (not yet in the kernel)
+        self.was_reset = False
         self.blackholed = False
         self.eof = False
 
@@ -364,8 +395,7 @@ class _RelaySide(StreamProtocol):
             data = data[: max(room, 0)]
         if plan is not None and plan.reset_bytes is not None:
             data = data[: max(plan.reset_bytes - self.delivered, 0)]
-        if data:
-            other.write(data)
+        if data and other.take(data):
             self.delivered += len(data)
             self.relay.count(self.up, delivered=len(data))
         if plan is not None:
@@ -373,6 +403,28 @@ class _RelaySide(StreamProtocol):
                 self.relay.fault_end("reset", rst=True)
             elif plan.limit is not None and self.delivered >= plan.limit:
                 self.relay.fault_end("limit-data", rst=False)
+
+    def take(self, data: bytes | memoryview) -> bool:
+        """Write bytes from the other side; False when our transport could not take them."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False  # a closing transport drops writes silently
+        self.write(data)
+        if transport.is_closing():
+            return False  # the write failed: the peer is gone (connection_lost follows)
+        self.unsent = transport.get_write_buffer_size()
+        return True
+
+    def reset(self) -> None:
+        """RST our peer; what it never got is withdrawn from the delivered count."""
+        transport = self.transport
+        if transport is None or self.was_reset or self.closed.done():
+            return
+        self.was_reset = True
+        sock = transport.get_extra_info("socket")
+        self.unsent = transport.get_write_buffer_size() + _unsent(sock)
+        _force_rst(sock)
+        transport.abort()
 
     def on_connect(self) -> None:
         other = self.other
@@ -393,6 +445,7 @@ class _RelaySide(StreamProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self.unsent = 0
         other = self.other
         if other is not None and other.transport is not None and not other.transport.is_closing():
             other.rbuf.release()
@@ -400,6 +453,10 @@ class _RelaySide(StreamProtocol):
                 other.transport.resume_reading()
 
     def on_close(self, exc: Exception | None) -> None:
+        if (exc is not None or self.was_reset) and self.unsent:
+            # Lost with the connection: those bytes were never delivered.
+            self.relay.count(not self.up, delivered=-self.unsent)
+            self.unsent = 0
         self.relay.side_closed(self, exc)
 
 
@@ -492,8 +549,8 @@ class BufferedRelay:
                 return
             if other.transport.can_write_eof():
                 other.transport.write_eof()
-            else:
-                other.transport.close()  # TLS cannot half-close: close after flushing
+            # else: TLS here cannot half-close; closing would cut the reply still coming
+            # back, so keep it open and keep reading until that side closes (HAProxy does).
             if self.client.eof and self.upstream.eof:
                 self.close_both()
 
@@ -510,8 +567,7 @@ class BufferedRelay:
         for side in (self.client, self.upstream):
             if side.transport is not None:
                 if rst:
-                    _force_rst(side.transport.get_extra_info("socket"))
-                    side.transport.abort()
+                    side.reset()
                 else:
                     side.transport.close()
 
@@ -526,9 +582,7 @@ class BufferedRelay:
         if self.record.end == "closed":
             self.record.end = reason
         for side in (self.client, self.upstream):
-            if side.transport is not None:
-                _force_rst(side.transport.get_extra_info("socket"))
-                side.transport.abort()
+            side.reset()
 
     def side_closed(self, side: _RelaySide, exc: Exception | None) -> None:
         """A transport is gone: finish the other one (RST if this one was reset)."""
@@ -538,8 +592,7 @@ class BufferedRelay:
         other = side.other
         if other is not None and other.transport is not None and not other.transport.is_closing():
             if exc is not None:
-                _force_rst(other.transport.get_extra_info("socket"))
-                other.transport.abort()
+                other.reset()
             elif not side.held:
                 other.transport.close()
         if all(s.closed.done() or s is side for s in (self.client, self.upstream)):
