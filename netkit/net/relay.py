@@ -38,9 +38,15 @@ from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.faults import ConnectionFaults, DirectionPlan, FaultSpec, draw
 from netkit.core.proxy_protocol import encode as encode_proxy_header
 from netkit.errors import ConnectError, NetkitError, OperationTimeout, ResourceExhausted
-from netkit.net.accept import OUT_OF_RESOURCES, Acceptor
+from netkit.net.accept import Acceptor, DescriptorReserve
 from netkit.net.protocols import StreamProtocol
-from netkit.net.sockets import SocketOptions, apply_options, describe, translate_connect_error
+from netkit.net.sockets import (
+    OUT_OF_RESOURCES,
+    SocketOptions,
+    apply_options,
+    describe,
+    translate_connect_error,
+)
 
 SPLICE_AVAILABLE = hasattr(os, "splice")
 PIPE_SIZE = 1 << 20
@@ -122,11 +128,19 @@ class PipePool:
         self.max_free = max_free
         self._free: list[tuple[int, int]] = []
 
-    def acquire(self) -> tuple[int, int]:
-        """A (read fd, write fd) pair, non-blocking; raises OSError when out of descriptors."""
+    def acquire(self, reserve: DescriptorReserve | None = None) -> tuple[int, int]:
+        """A (read fd, write fd) pair, non-blocking; raises OSError when out of descriptors.
+
+        Out of descriptors, two held in ``reserve`` are spent on the pipe.
+        """
         if self._free:
             return self._free.pop()
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in OUT_OF_RESOURCES or reserve is None or not reserve.spend(2):
+                raise
+            rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError, AttributeError):
             fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         return rfd, wfd
@@ -192,7 +206,7 @@ class _SpliceDirection:
     def _readable(self) -> None:
         if self.pipe is None:
             try:
-                self.pipe = PIPES.acquire()
+                self.pipe = PIPES.acquire(self.relay.reserve)
             except OSError as exc:
                 # Out of descriptors: the bytes wait in the kernel; try again shortly.
                 self._read_off()
@@ -270,11 +284,13 @@ class SpliceRelay:
         *,
         slow_close: float = 0.0,
         on_exhausted: Callable[[OSError], None] | None = None,
+        reserve: DescriptorReserve | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.client, self.upstream, self.record = client, upstream, record
         self.slow_close = slow_close
         self.on_exhausted = on_exhausted
+        self.reserve = reserve
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.last_activity = self.loop.time()
         self.directions = (
@@ -751,13 +767,25 @@ class RelayServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.loop = asyncio.get_running_loop()
-        # on_event is looked up at call time: lb wraps it after construction.
-        self.acceptor = Acceptor(sock, self._start, lambda e, f: self.on_event(e, f))
         self.splice = (
             options.splice
             and SPLICE_AVAILABLE
             and not options.client_tls
             and not options.upstream_tls
+        )
+        # Descriptors held for clients accepted and still opening their upstream (one each),
+        # for the next client, and for a splice pipe: a client is accepted only when it can
+        # be relayed, so clients beyond the descriptor limit wait in the backlog and are
+        # served in turn as others close, instead of each holding a socket it cannot use.
+        self.reserve = DescriptorReserve()
+        self._connecting = 0
+        self._spare = 1 + (2 if self.splice else 0)
+        # on_event is looked up at call time: lb wraps it after construction.
+        self.acceptor = Acceptor(
+            sock,
+            self._start,
+            lambda e, f: self.on_event(e, f),
+            before_accept=lambda: self.reserve.fill(self._connecting + self._spare),
         )
 
     def start(self) -> None:
@@ -774,6 +802,7 @@ class RelayServer:
         cid = next(self._ids)
         self.relays[cid] = None
         self._idle.clear()
+        self._connecting += 1
         self.totals.accepted += 1
         self.totals.peak = max(self.totals.peak, len(self.relays))
         task = self.loop.create_task(self._handle(cid, conn, client))
@@ -787,6 +816,7 @@ class RelayServer:
             self.totals.faults += 1
             self.on_event("fault", {"id": cid, "client": client, **applied})
         upstream: socket.socket | None = None
+        connecting = True  # counted in self._connecting until its upstream is open (or not)
         try:
             if faults.refuse:
                 _force_rst(conn)
@@ -796,7 +826,17 @@ class RelayServer:
             if faults.accept_delay:
                 await asyncio.sleep(faults.accept_delay)
             try:
-                upstream, record.upstream = await self._connect_when_possible(client)
+                upstream, record.upstream = await self._connect_upstream(client)
+            except ResourceExhausted as exc:
+                # Out of descriptors even with the reserve: turn the client away now rather
+                # than hold its socket while it waits (HAProxy closes it too); not the
+                # upstream's fault, so it is counted as rejected.
+                self.totals.rejected += 1
+                record.end = f"turned away: {exc}"
+                self.on_event("rejected", {"id": cid, "client": client, "reason": str(exc)})
+                _force_rst(conn)
+                conn.close()
+                return
             except NetkitError as exc:
                 self.totals.failed_upstream += 1
                 record.end = f"upstream failed: {exc}"
@@ -804,6 +844,9 @@ class RelayServer:
                 _force_rst(conn)
                 conn.close()
                 return
+            finally:
+                self._connecting -= 1
+                connecting = False
             header = b""
             if self.options.proxy_protocol:
                 header = encode_proxy_header(
@@ -821,6 +864,7 @@ class RelayServer:
                     record,
                     slow_close=faults.slow_close,
                     on_exhausted=self.acceptor.pause_for,
+                    reserve=self.reserve,
                 )
                 upstream = None  # owned by the relay now
                 self.relays[cid] = relay
@@ -852,23 +896,25 @@ class RelayServer:
             with contextlib.suppress(OSError):
                 conn.close()
         finally:
+            if connecting:
+                self._connecting -= 1
             if upstream is not None:
                 upstream.close()
             self._finish(cid, record)
 
-    async def _connect_when_possible(self, client: str) -> tuple[socket.socket, str]:
-        # Out of descriptors for the upstream socket: stop accepting and keep this client
-        # waiting (not reset) until descriptors free up, backing off like the accept loop.
-        delay = 0.05
-        while True:
-            try:
-                return await self.connect_upstream(client)
-            except ResourceExhausted as exc:
-                cause = exc.__cause__
-                if isinstance(cause, OSError):
-                    self.acceptor.pause_for(cause)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+    async def _connect_upstream(self, client: str) -> tuple[socket.socket, str]:
+        # Out of descriptors for the upstream socket: spend this client's reserved descriptor
+        # and try once more (nothing else can take it: the retry opens its socket before any
+        # await); a second failure propagates and the client is turned away.
+        try:
+            return await self.connect_upstream(client)
+        except ResourceExhausted as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                self.acceptor.pause_for(cause)
+            if not self.reserve.spend():
+                raise
+            return await self.connect_upstream(client)
 
     async def _open_upstream_transport(
         self, relay: BufferedRelay, upstream: socket.socket, header: bytes
@@ -913,10 +959,12 @@ class RelayServer:
         self.on_event("closed", record.as_dict())
         if not self.relays:
             self._idle.set()
+        self.acceptor.wake()  # descriptors were freed: a client paused in the backlog may go
 
     def stop_accepting(self) -> None:
         """Close the listener: new clients are refused from now on (relays go on)."""
         self.acceptor.stop()
+        self.reserve.close()
         if self.sock.fileno() >= 0:
             self.sock.close()
 

@@ -14,9 +14,9 @@ import pytest
 
 from netkit.core.addresses import TCPEndpoint
 from netkit.net.echo import EchoConnection
-from netkit.net.relay import RelayOptions, RelayServer, connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
 from netkit.net.server import make_listener
-from tests.net.conftest import Runner, Serve
+from tests.net.conftest import Runner, Serve, descriptor_limit, hog_descriptors
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,14 +54,16 @@ class RelayHarness:
 
 
 @contextlib.asynccontextmanager
-async def relay_to(upstream: TCPEndpoint, options: RelayOptions) -> AsyncIterator[RelayHarness]:
-    """Run a RelayServer that relays every client to ``upstream``."""
+async def relay_to(
+    upstream: TCPEndpoint, options: RelayOptions, connector: UpstreamConnector | None = None
+) -> AsyncIterator[RelayHarness]:
+    """Run a RelayServer that relays every client to ``upstream`` (or through ``connector``)."""
 
-    async def connector(_client: str) -> tuple[socket.socket, str]:
+    async def connect(_client: str) -> tuple[socket.socket, str]:
         return await connect_raw(upstream, timeout=5), str(upstream)
 
     sock = make_listener(TCPEndpoint("127.0.0.1", 0))
-    server = RelayServer(sock, connector, options)
+    server = RelayServer(sock, connector or connect, options)
     harness = RelayHarness(server)
     server.on_event = harness.record
     server.start()
@@ -182,5 +184,53 @@ def test_bytes_a_stalled_client_never_got_are_undelivered_exactly(
         assert "undelivered" in closed, closed
         assert closed["undelivered"]["down"] > 0
         assert len(received) == closed["bytes_down"]
+
+    run(main())
+
+
+# --- item 11: out of descriptors ----------------------------------------------------------
+
+
+async def echoes(sock: socket.socket, data: bytes) -> bool:
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, data)
+    return await read_until_eof(sock, limit=len(data)) == data
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away(
+    run: Runner[None], serve: Serve, splice: bool
+) -> None:
+    # Something else in the process took every descriptor, the relay's reserve included:
+    # the client is turned away (reset, counted), not kept waiting for ever holding its
+    # socket; once descriptors are back, a fresh client is relayed.
+    async def main() -> None:
+        async with serve(EchoConnection) as backend:
+            hogged: list[int] = []
+            hog = True
+
+            async def connector(_client: str) -> tuple[socket.socket, str]:
+                if hog:
+                    hogged.extend(hog_descriptors())
+                return await connect_raw(backend.endpoint, timeout=5), str(backend.endpoint)
+
+            async with relay_to(backend.endpoint, RelayOptions(splice=splice), connector) as relay:
+                try:
+                    with descriptor_limit(16):
+                        client = await relay.connect()
+                        (rejected,) = await relay.wait_events("rejected")
+                finally:
+                    for fd in hogged:
+                        os.close(fd)
+                assert "Too many open files" in rejected["reason"]
+                assert await read_until_eof(client) == b""
+                client.close()
+                (closed,) = relay.named("closed")
+                assert closed["end"].startswith("turned away")
+                assert relay.server.totals.rejected == 1
+                hog = False
+                fresh = await relay.connect()
+                assert await echoes(fresh, b"served")
+                fresh.close()
 
     run(main())
