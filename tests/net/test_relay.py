@@ -8,11 +8,12 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from netkit.core.addresses import TCPEndpoint
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.net.echo import EchoConnection
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
 from netkit.net.server import make_listener
@@ -55,7 +56,9 @@ class RelayHarness:
 
 @contextlib.asynccontextmanager
 async def relay_to(
-    upstream: TCPEndpoint, options: RelayOptions, connector: UpstreamConnector | None = None
+    upstream: TCPEndpoint | UnixEndpoint,
+    options: RelayOptions,
+    connector: UpstreamConnector | None = None,
 ) -> AsyncIterator[RelayHarness]:
     """Run a RelayServer that relays every client to ``upstream`` (or through ``connector``)."""
 
@@ -199,13 +202,15 @@ async def echoes(sock: socket.socket, data: bytes) -> bool:
 
 @pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
 def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away(
-    run: Runner[None], serve: Serve, splice: bool
+    run: Runner[None], serve: Serve, splice: bool, tmp_path: Path
 ) -> None:
     # Something else in the process took every descriptor, the relay's reserve included:
     # the client is turned away (reset, counted), not kept waiting for ever holding its
-    # socket; once descriptors are back, a fresh client is relayed.
+    # socket; once descriptors are back, a fresh client is relayed. (A Unix upstream: its
+    # socket is opened with no await after the hog, so no other thread can free one between.)
     async def main() -> None:
-        async with serve(EchoConnection) as backend:
+        loop = asyncio.get_running_loop()
+        async with serve(EchoConnection, endpoint=UnixEndpoint(str(tmp_path / "echo"))) as backend:
             hogged: list[int] = []
             hog = True
 
@@ -215,9 +220,11 @@ def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away
                 return await connect_raw(backend.endpoint, timeout=5), str(backend.endpoint)
 
             async with relay_to(backend.endpoint, RelayOptions(splice=splice), connector) as relay:
+                client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                client.setblocking(False)
                 try:
-                    with descriptor_limit(16):
-                        client = await relay.connect()
+                    with descriptor_limit(64):
+                        await loop.sock_connect(client, relay.address)
                         (rejected,) = await relay.wait_events("rejected")
                 finally:
                     for fd in hogged:
