@@ -47,6 +47,7 @@ from netkit.net.sockets import (
     describe,
     translate_connect_error,
 )
+from netkit.net.tls_layer import accept_tls
 
 SPLICE_AVAILABLE = hasattr(os, "splice")
 PIPE_SIZE = 1 << 20
@@ -886,9 +887,11 @@ class RelayServer:
                     return
                 finally:
                     upstream = None  # the transport owns it (or closed it)
-                await self.loop.connect_accepted_socket(
-                    lambda: relay.client, conn, ssl=self.options.client_tls
-                )
+                if self.options.client_tls is not None:
+                    # netkit's TLS layer: sends the alert when a handshake fails, half-closes.
+                    await accept_tls(conn, lambda: relay.client, self.options.client_tls)
+                else:
+                    await self.loop.connect_accepted_socket(lambda: relay.client, conn)
                 relay.start()
             await self._watch(relay)
         except (OSError, ssl.SSLError, NetkitError) as exc:
