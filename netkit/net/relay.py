@@ -47,7 +47,7 @@ from netkit.net.sockets import (
     describe,
     translate_connect_error,
 )
-from netkit.net.tls_layer import accept_tls
+from netkit.net.tls_layer import accept_tls, connect_tls
 
 SPLICE_AVAILABLE = hasattr(os, "splice")
 PIPE_SIZE = 1 << 20
@@ -565,9 +565,9 @@ class BufferedRelay:
             if other.transport.is_closing():
                 return
             if other.transport.can_write_eof():
-                other.transport.write_eof()
-            # else: TLS here cannot half-close; closing would cut the reply still coming
-            # back, so keep it open and keep reading until that side closes (HAProxy does).
+                other.transport.write_eof()  # TLS: close_notify, and the other way stays open
+            # else: a transport that cannot half-close; closing it would cut the reply still
+            # coming back, so keep it open and reading until that side closes.
             if self.client.eof and self.upstream.eof:
                 self.close_both()
 
@@ -926,12 +926,17 @@ class RelayServer:
         # byte can flow; bytes that reach either side before the other is up wait in its buffer.
         opts = self.options
         try:
-            await self.loop.create_connection(
-                lambda: relay.upstream,
-                sock=upstream,
-                ssl=opts.upstream_tls,
-                server_hostname=opts.upstream_sni if opts.upstream_tls else None,
-            )
+            if opts.upstream_tls is not None:
+                # netkit's TLS layer: a client's FIN becomes close_notify, and the reply is
+                # still read (HAProxy shuts its SSL server side down the same way).
+                await connect_tls(
+                    upstream,
+                    lambda: relay.upstream,
+                    opts.upstream_tls,
+                    server_hostname=opts.upstream_sni,
+                )
+            else:
+                await self.loop.create_connection(lambda: relay.upstream, sock=upstream)
         except BaseException:
             upstream.close()
             raise

@@ -74,6 +74,7 @@ class TLSTransport(asyncio.Transport):
         self.handshake: asyncio.Future[None] = self._loop.create_future()
         self._closing = False
         self._eof_sent = False
+        self._eof_wanted = False  # write_eof() waits for decrypted bytes to be read first
         self._eof_seen = False
         self._reading_paused = False
         self._lost = False
@@ -188,6 +189,9 @@ class TLSTransport(asyncio.Transport):
                 self._fatal(exc)
                 break
             app = self._app
+        if self._eof_wanted and not self._ssl.pending():
+            self._eof_wanted = False
+            self._send_close_notify()
         self._flush()  # a read may produce records too (TLS 1.3 key updates, tickets)
 
     def _peer_eof(self) -> None:
@@ -239,7 +243,7 @@ class TLSTransport(asyncio.Transport):
             self._raw.abort()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self._eof_sent or self._lost:
+        if self._closing or self._eof_sent or self._eof_wanted or self._lost:
             return
         try:
             self._ssl.write(data)
@@ -249,7 +253,7 @@ class TLSTransport(asyncio.Transport):
         self._flush()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        if self._closing or self._eof_sent or self._lost:
+        if self._closing or self._eof_sent or self._eof_wanted or self._lost:
             return
         try:
             for data in list_of_data:
@@ -264,23 +268,34 @@ class TLSTransport(asyncio.Transport):
 
     def write_eof(self) -> None:
         """Half-close: send ``close_notify`` and keep reading (RFC 8446, 6.1)."""
-        if self._closing or self._eof_sent:
+        if self._closing or self._eof_sent or self._eof_wanted:
             return
-        self._send_close_notify()
-        if self._eof_seen and self._raw is not None:
+        if self._send_close_notify() and self._eof_seen and self._raw is not None:
             self._raw.close()  # both directions are done
 
-    def _send_close_notify(self) -> None:
+    def _send_close_notify(self) -> bool:
+        """Send ``close_notify`` now, or once the decrypted bytes are read; True when sent."""
         if self._eof_sent or not self.handshake.done() or self._lost:
-            return
+            return False
+        if self._ssl.pending() and not self._closing:
+            # unwrap() would discard the decrypted bytes not yet read: send it once they are.
+            self._eof_wanted = True
+            return False
         self._eof_sent = True
+        # unwrap() calls SSL_shutdown twice, and the second call reads (and drops) whatever
+        # records wait in the incoming BIO, looking for the peer's close_notify: keep them
+        # out of its reach, and give them back for SSL_read.
+        waiting = self._incoming.read()
         try:
             self._ssl.unwrap()
         except _WANT:
             pass  # sent; the peer's close_notify is not waited for
         except (ssl.SSLError, OSError):
             pass  # the connection is going anyway
+        if waiting:
+            self._incoming.write(waiting)
         self._flush()
+        return True
 
     def pause_reading(self) -> None:
         self._reading_paused = True

@@ -107,13 +107,15 @@ def test_half_close_toward_a_tls_upstream_delivers_the_whole_reply(
             options = RelayOptions(upstream_tls=client_ssl, upstream_sni="localhost")
             async with relay_to(backend.endpoint, options) as relay:
                 client = await relay.connect()
-                reader = asyncio.ensure_future(read_until_eof(client, limit=TEN_MB))
+                reader = asyncio.ensure_future(read_until_eof(client))
                 await loop.sock_sendall(client, payload)
-                client.shutdown(socket.SHUT_WR)
+                client.shutdown(socket.SHUT_WR)  # close_notify to the upstream, which ends
                 received = await reader
                 client.close()
                 assert len(received) == TEN_MB
                 assert received == payload
+                (closed,) = await relay.wait_events("closed")
+                assert closed["end"] == "closed" and "undelivered" not in closed
 
     run(main())
 
