@@ -18,7 +18,7 @@ from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
 from netkit.core.units import parse_duration
-from netkit.errors import ConnectError, OperationTimeout
+from netkit.errors import ConnectError, LocalError, OperationTimeout
 from netkit.net.health import HealthChecker
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
 from netkit.net.tls import server_context
@@ -162,6 +162,9 @@ def lb(
                 started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
                 try:
                     sock = await connect_raw(state.backend.endpoint, timeout=connect_limit)
+                except LocalError:
+                    state.connect_abandoned()  # our descriptor limit, not the backend's fault
+                    raise
                 except (ConnectError, OperationTimeout) as exc:
                     if event := state.connect_failed(str(exc), loop.time()):
                         health(event)

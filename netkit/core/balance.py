@@ -331,6 +331,7 @@ class BackendState:
 
         state.connect_started()                 # counts toward maxconn and leastconn
         state.connect_succeeded(seconds)         # or: event = state.connect_failed(reason, now)
+                                                 # or: state.connect_abandoned() (our fault)
         state.connection_ended(bytes_up, bytes_down)
 
     Attributes:
@@ -431,6 +432,14 @@ class BackendState:
             return self._event(self.health.mark_down(why), HealthStatus.UP, "traffic", now)
         return self._event(self.health.failed(why), HealthStatus.UP, "traffic", now)
 
+    def connect_abandoned(self) -> None:
+        """The connect that began could not even start here (out of descriptors or memory).
+
+        A local resource error says nothing about the backend: it is neither a failure nor a
+        connection, so only the active count is given back.
+        """
+        self.active = max(0, self.active - 1)
+
     def connection_ended(self, bytes_up: int = 0, bytes_down: int = 0) -> None:
         """A connection that was made has ended, having relayed these bytes each way."""
         self.active = max(0, self.active - 1)
@@ -448,6 +457,14 @@ class BackendState:
         """An active check failed because of ``reason``. Returns the down event, if any."""
         self.last_check = reason
         return self._event(self.health.failed(reason), HealthStatus.UP, "check", now)
+
+    def check_skipped(self, reason: str) -> None:
+        """An active check could not run here (a local resource error): no verdict.
+
+        HAProxy does the same with a check it cannot start for lack of resources: the
+        backend keeps its state and its rise/fall counts.
+        """
+        self.last_check = f"check skipped: {reason}"
 
     def _event(
         self,

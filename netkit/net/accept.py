@@ -3,21 +3,27 @@
 asyncio's own server logs through ``logging`` when it runs out of file descriptors, and uvloop
 accepts and drops clients; this one reports through the command's events instead: on EMFILE,
 ENFILE, ENOBUFS or ENOMEM it reports once, stops accepting (clients wait in the backlog, they
-are not reset), keeps serving the connections it has, and tries again after a back-off that
-doubles up to a second. The first successful accept after that is reported too.
+are not reset), keeps serving the connections it has, and tries again when one of them closes
+(:meth:`Acceptor.wake`) or after a back-off that doubles up to a second. The first successful
+accept after that is reported too.
+
+A server whose clients need more descriptors than the accepted socket (a relay opens its
+upstream) passes ``before_accept``: it is asked before every accept, and while it says no the
+acceptor pauses the same way. :class:`DescriptorReserve` is what a relay answers with: HAProxy
+sizes ``maxconn`` from its descriptor limit so that every client it accepts can open its
+server side; a reserve held at run time gives the same promise under any limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from netkit.net.sockets import describe
+from netkit.net.sockets import OUT_OF_RESOURCES, describe
 
-OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 BATCH = 64  # accepts per readiness callback, so one busy listener cannot starve the loop
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
@@ -30,6 +36,8 @@ class Acceptor:
         sock: a non-blocking listening socket.
         on_connection: receives each accepted (non-blocking) socket and the peer's address.
         on_event: receives (event, fields): ``accept_paused`` and ``accept_resumed``.
+        before_accept: asked before each accept; an OSError (out of resources) pauses
+            accepting, None lets it go on.
     """
 
     def __init__(
@@ -37,10 +45,13 @@ class Acceptor:
         sock: socket.socket,
         on_connection: Callable[[socket.socket, str], None],
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        *,
+        before_accept: Callable[[], OSError | None] | None = None,
     ) -> None:
         self.sock = sock
         self.on_connection = on_connection
         self.on_event = on_event or (lambda _e, _f: None)
+        self.before_accept = before_accept
         self.loop = asyncio.get_running_loop()
         self.accepting = False
         self.paused_by_error = False
@@ -66,6 +77,9 @@ class Acceptor:
 
     def _accept(self) -> None:
         for _ in range(BATCH):
+            if self.before_accept is not None and (short := self.before_accept()) is not None:
+                self._pause(short)
+                return
             try:
                 conn, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -104,7 +118,52 @@ class Acceptor:
         self._retry = self.loop.call_later(self._backoff, self._resume)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
 
+    def wake(self) -> None:
+        """A connection closed: if paused for lack of resources, try again now."""
+        if self.paused_by_error and self._retry is not None:
+            self._retry.cancel()
+            self._resume()
+
     def _resume(self) -> None:
         self._retry = None
         self.start()
         self._accept()  # try now: with an empty backlog no readiness event would tell us
+
+
+class DescriptorReserve:
+    """Descriptors held back so that a client already accepted can open what it needs.
+
+    The reserve is filled before an accept (:meth:`fill`) and spent, one descriptor at a time,
+    by a socket or pipe that could not be opened otherwise (:meth:`spend`): the slot is freed
+    and taken again with no await in between, so nothing else can take it.
+    """
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def fill(self, count: int) -> OSError | None:
+        """Hold ``count`` descriptors; returns the error when the process cannot."""
+        while len(self._fds) < count:
+            try:
+                self._fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                if exc.errno in OUT_OF_RESOURCES:
+                    return exc
+                raise
+        return None
+
+    def spend(self, count: int = 1) -> bool:
+        """Free ``count`` held descriptors for the caller to reuse at once; False if short."""
+        if len(self._fds) < count:
+            return False
+        for _ in range(count):
+            os.close(self._fds.pop())
+        return True
+
+    def close(self) -> None:
+        """Give every held descriptor back."""
+        while self._fds:
+            os.close(self._fds.pop())

@@ -21,7 +21,7 @@ from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance import BackendState, CheckProbe, HealthEvent
-from netkit.errors import CheckFailed, ConfigError, ConnectionLost, NetkitError
+from netkit.errors import CheckFailed, ConfigError, ConnectionLost, LocalError, NetkitError
 from netkit.net.protocols import StreamProtocol, open_stream
 
 DEFAULT_INTERVAL = 2.0  # HAProxy's ``inter 2s``
@@ -37,12 +37,15 @@ class CheckResult:
         ok: the check passed.
         detail: one line: ``connected in 0.2 ms``, ``connection refused by 127.0.0.1:8001``...
         seconds: how long the check took.
+        skipped: the check could not run here (out of descriptors or memory): no verdict on
+            the backend either way.
     """
 
     backend: str
     ok: bool
     detail: str
     seconds: float
+    skipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The fields for a JSON event."""
@@ -51,6 +54,7 @@ class CheckResult:
             "ok": self.ok,
             "detail": self.detail,
             "ms": round(self.seconds * 1000, 3),
+            **({"skipped": True} if self.skipped else {}),
         }
 
 
@@ -131,7 +135,7 @@ async def run_check(
     target = str(endpoint)
     start = time.perf_counter()  # durations: not loop.time(), 1 ms under uvloop
     conn: _ProbeConnection | None = None
-    ok = False
+    ok = skipped = False
     try:
         async with asyncio.timeout(timeout):
             protocol = await open_stream(
@@ -143,6 +147,8 @@ async def run_check(
         ok = True
     except TimeoutError:
         detail = conn.no_reply(timeout) if conn else f"timed out connecting to {target}"
+    except LocalError as exc:
+        detail, skipped = str(exc), True  # our limit, not the backend's failure
     except NetkitError as exc:
         detail = str(exc)
     finally:
@@ -157,7 +163,7 @@ async def run_check(
         await asyncio.wait([conn.closed], timeout=CLOSE_WAIT)
     if ok:
         detail = f"{detail} in {seconds * 1000:.1f} ms"
-    return CheckResult(target, ok, detail, seconds)
+    return CheckResult(target, ok, detail, seconds, skipped)
 
 
 OnEvent = Callable[[HealthEvent], None]
@@ -214,7 +220,11 @@ class HealthChecker:
         result = await run_check(state.backend.endpoint, timeout=self.timeout, probe=self.probe)
         now = asyncio.get_running_loop().time()
         self.checks += 1
-        if result.ok:
+        event: HealthEvent | None
+        if result.skipped:
+            state.check_skipped(result.detail)
+            event = None
+        elif result.ok:
             event = state.check_passed(now, result.detail)
         else:
             event = state.check_failed(result.detail, now)

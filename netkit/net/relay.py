@@ -9,9 +9,12 @@ Two paths move the bytes:
   or, with faults, copies that are released on the faults' schedule.
 
 Both propagate half-close (a FIN becomes ``shutdown(SHUT_WR)`` on the other side; the relay
-ends when both directions are done), bound memory with flow control (a side stops reading
-while the other cannot take more), count bytes received and delivered per direction, and report
-the bytes that were not delivered when a connection ends early.
+ends when both directions are done; a TLS side that cannot half-close is kept open and read
+until it closes, so its reply is never cut), bound memory with flow control (a side stops
+reading while the other cannot take more), count bytes received and delivered per direction,
+and report the bytes that were not delivered when a connection ends early. Delivered means
+handed to the kernel and, when the relay resets a socket, sent: what a transport still
+buffered or the kernel had not sent when the connection died is counted as undelivered.
 """
 
 from __future__ import annotations
@@ -36,20 +39,44 @@ from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.faults import ConnectionFaults, DirectionPlan, FaultSpec, draw
 from netkit.core.proxy_protocol import encode as encode_proxy_header
 from netkit.errors import ConnectError, NetkitError, OperationTimeout, ResourceExhausted
-from netkit.net.accept import OUT_OF_RESOURCES, Acceptor
+from netkit.net.accept import Acceptor, DescriptorReserve
 from netkit.net.protocols import StreamProtocol
-from netkit.net.sockets import SocketOptions, apply_options, describe, translate_connect_error
+from netkit.net.sockets import (
+    OUT_OF_RESOURCES,
+    SocketOptions,
+    apply_options,
+    describe,
+    translate_connect_error,
+)
+from netkit.net.tls_layer import accept_tls, connect_tls
 
 SPLICE_AVAILABLE = hasattr(os, "splice")
 PIPE_SIZE = 1 << 20
 FAULT_HIGH_WATER = 1 << 20  # bytes held back by faults before the source is paused
 _LINGER_RST = struct.pack("ii", 1, 0)
+_SIOCOUTQNSD = 0x894B  # linux/sockios.h
 
 
 def _force_rst(sock: Any) -> None:
     # SO_LINGER {on, 0}: close() sends RST instead of FIN.
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+def _unsent(sock: Any) -> int:
+    """Bytes in a TCP socket's send queue not yet sent to the peer (SIOCOUTQNSD).
+
+    A reset discards them, so a relay that resets a socket has not delivered them; bytes
+    already sent are in the peer's receive queue, which it can still read after the RST. A
+    Unix socket's queued bytes stay readable by the peer after close: they count as delivered.
+    """
+    if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
 
 
 @dataclass
@@ -103,11 +130,19 @@ class PipePool:
         self.max_free = max_free
         self._free: list[tuple[int, int]] = []
 
-    def acquire(self) -> tuple[int, int]:
-        """A (read fd, write fd) pair, non-blocking; raises OSError when out of descriptors."""
+    def acquire(self, reserve: DescriptorReserve | None = None) -> tuple[int, int]:
+        """A (read fd, write fd) pair, non-blocking; raises OSError when out of descriptors.
+
+        Out of descriptors, two held in ``reserve`` are spent on the pipe.
+        """
         if self._free:
             return self._free.pop()
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in OUT_OF_RESOURCES or reserve is None or not reserve.spend(2):
+                raise
+            rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError, AttributeError):
             fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         return rfd, wfd
@@ -173,7 +208,7 @@ class _SpliceDirection:
     def _readable(self) -> None:
         if self.pipe is None:
             try:
-                self.pipe = PIPES.acquire()
+                self.pipe = PIPES.acquire(self.relay.reserve)
             except OSError as exc:
                 # Out of descriptors: the bytes wait in the kernel; try again shortly.
                 self._read_off()
@@ -251,11 +286,13 @@ class SpliceRelay:
         *,
         slow_close: tuple[float, float] = (0.0, 0.0),
         on_exhausted: Callable[[OSError], None] | None = None,
+        reserve: DescriptorReserve | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.client, self.upstream, self.record = client, upstream, record
         self.slow_close = slow_close  # (client→upstream, upstream→client) FIN delays
         self.on_exhausted = on_exhausted
+        self.reserve = reserve
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.last_activity = self.loop.time()
         self.directions = (
@@ -295,18 +332,27 @@ class SpliceRelay:
         reason = (
             "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else (exc.strerror or str(exc))
         )
-        _force_rst(self.upstream if from_client else self.client)
+        self._reset(self.upstream if from_client else self.client)
         self.finish(f"{reason} by {who}")
 
     def abort(self, reason: str) -> None:
         """End now with RST on both sides."""
-        _force_rst(self.client)
-        _force_rst(self.upstream)
+        self._reset(self.client)
+        self._reset(self.upstream)
         self.finish(reason)
 
     def close(self, reason: str) -> None:
         """End now with a FIN on both sides (an idle relay has nothing in flight)."""
         self.finish(reason)
+
+    def _reset(self, sock: socket.socket) -> None:
+        # What the kernel still holds for the peer is lost with the RST: not delivered.
+        lost = _unsent(sock)
+        if sock is self.upstream:
+            self.record.up_out -= lost
+        else:
+            self.record.down_out -= lost
+        _force_rst(sock)
 
     def finish(self, reason: str) -> None:
         """Stop, close both sockets, resolve :attr:`done`."""
@@ -339,6 +385,8 @@ class _RelaySide(StreamProtocol):
         self.pending: deque[tuple[float, memoryview]] = deque()
         self.release_timer: asyncio.TimerHandle | None = None
         self.delivered = 0
+        self.unsent = 0  # bytes our transport held after the last write (not yet in the kernel)
+        self.was_reset = False
         self.blackholed = False
         self.eof = False
 
@@ -374,8 +422,7 @@ class _RelaySide(StreamProtocol):
             data = data[: max(room, 0)]
         if plan is not None and plan.reset_bytes is not None:
             data = data[: max(plan.reset_bytes - self.delivered, 0)]
-        if data:
-            other.write(data)
+        if data and other.take(data):
             self.delivered += len(data)
             self.relay.count(self.up, delivered=len(data))
         if plan is not None:
@@ -383,6 +430,28 @@ class _RelaySide(StreamProtocol):
                 self.relay.fault_end("reset", rst=True)
             elif plan.limit is not None and self.delivered >= plan.limit:
                 self.relay.fault_end("limit-data", rst=False)
+
+    def take(self, data: bytes | memoryview) -> bool:
+        """Write bytes from the other side; False when our transport could not take them."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False  # a closing transport drops writes silently
+        self.write(data)
+        if transport.is_closing():
+            return False  # the write failed: the peer is gone (connection_lost follows)
+        self.unsent = transport.get_write_buffer_size()
+        return True
+
+    def reset(self) -> None:
+        """RST our peer; what it never got is withdrawn from the delivered count."""
+        transport = self.transport
+        if transport is None or self.was_reset or self.closed.done():
+            return
+        self.was_reset = True
+        sock = transport.get_extra_info("socket")
+        self.unsent = transport.get_write_buffer_size() + _unsent(sock)
+        _force_rst(sock)
+        transport.abort()
 
     def on_connect(self) -> None:
         other = self.other
@@ -403,6 +472,7 @@ class _RelaySide(StreamProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self.unsent = 0
         other = self.other
         if other is not None and other.transport is not None and not other.transport.is_closing():
             other.rbuf.release()
@@ -410,6 +480,10 @@ class _RelaySide(StreamProtocol):
                 other.transport.resume_reading()
 
     def on_close(self, exc: Exception | None) -> None:
+        if (exc is not None or self.was_reset) and self.unsent:
+            # Lost with the connection: those bytes were never delivered.
+            self.relay.count(not self.up, delivered=-self.unsent)
+            self.unsent = 0
         self.relay.side_closed(self, exc)
 
 
@@ -516,9 +590,9 @@ class BufferedRelay:
             if other.transport.is_closing():
                 return
             if other.transport.can_write_eof():
-                other.transport.write_eof()
-            else:
-                other.transport.close()  # TLS cannot half-close: close after flushing
+                other.transport.write_eof()  # TLS: close_notify, and the other way stays open
+            # else: a transport that cannot half-close; closing it would cut the reply still
+            # coming back, so keep it open and reading until that side closes.
             if self.client.eof and self.upstream.eof:
                 self.close_both()
 
@@ -536,8 +610,7 @@ class BufferedRelay:
         for side in (self.client, self.upstream):
             if side.transport is not None:
                 if rst:
-                    _force_rst(side.transport.get_extra_info("socket"))
-                    side.transport.abort()
+                    side.reset()
                 else:
                     side.transport.close()
 
@@ -556,8 +629,7 @@ class BufferedRelay:
             if transport is None or transport.is_closing():
                 continue
             if transport.get_write_buffer_size():
-                _force_rst(transport.get_extra_info("socket"))
-                transport.abort()
+                side.reset()  # counts what it could not flush as undelivered
             else:
                 transport.close()
 
@@ -566,9 +638,7 @@ class BufferedRelay:
         if self.record.end == "closed":
             self.record.end = reason
         for side in (self.client, self.upstream):
-            if side.transport is not None:
-                _force_rst(side.transport.get_extra_info("socket"))
-                side.transport.abort()
+            side.reset()
 
     def side_closed(self, side: _RelaySide, exc: Exception | None) -> None:
         """A transport is gone: finish the other one (RST if this one was reset)."""
@@ -578,8 +648,7 @@ class BufferedRelay:
         other = side.other
         if other is not None and other.transport is not None and not other.transport.is_closing():
             if exc is not None:
-                _force_rst(other.transport.get_extra_info("socket"))
-                other.transport.abort()
+                other.reset()
             elif not side.held:
                 other.transport.close()
         if all(s.closed.done() or s is side for s in (self.client, self.upstream)):
@@ -741,13 +810,25 @@ class RelayServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.loop = asyncio.get_running_loop()
-        # on_event is looked up at call time: lb wraps it after construction.
-        self.acceptor = Acceptor(sock, self._start, lambda e, f: self.on_event(e, f))
         self.splice = (
             options.splice
             and SPLICE_AVAILABLE
             and not options.client_tls
             and not options.upstream_tls
+        )
+        # Descriptors held for clients accepted and still opening their upstream (one each),
+        # for the next client, and for a splice pipe: a client is accepted only when it can
+        # be relayed, so clients beyond the descriptor limit wait in the backlog and are
+        # served in turn as others close, instead of each holding a socket it cannot use.
+        self.reserve = DescriptorReserve()
+        self._connecting = 0
+        self._spare = 1 + (2 if self.splice else 0)
+        # on_event is looked up at call time: lb wraps it after construction.
+        self.acceptor = Acceptor(
+            sock,
+            self._start,
+            lambda e, f: self.on_event(e, f),
+            before_accept=lambda: self.reserve.fill(self._connecting + self._spare),
         )
 
     def start(self) -> None:
@@ -764,6 +845,7 @@ class RelayServer:
         cid = next(self._ids)
         self.relays[cid] = None
         self._idle.clear()
+        self._connecting += 1
         self.totals.accepted += 1
         self.totals.peak = max(self.totals.peak, len(self.relays))
         task = self.loop.create_task(self._handle(cid, conn, client))
@@ -777,6 +859,7 @@ class RelayServer:
             self.totals.faults += 1
             self.on_event("fault", {"id": cid, "client": client, **applied})
         upstream: socket.socket | None = None
+        connecting = True  # counted in self._connecting until its upstream is open (or not)
         try:
             if faults.refuse:
                 _force_rst(conn)
@@ -786,7 +869,17 @@ class RelayServer:
             if faults.accept_delay:
                 await asyncio.sleep(faults.accept_delay)
             try:
-                upstream, record.upstream = await self._connect_when_possible(client)
+                upstream, record.upstream = await self._connect_upstream(client)
+            except ResourceExhausted as exc:
+                # Out of descriptors even with the reserve: turn the client away now rather
+                # than hold its socket while it waits (HAProxy closes it too); not the
+                # upstream's fault, so it is counted as rejected.
+                self.totals.rejected += 1
+                record.end = f"turned away: {exc}"
+                self.on_event("rejected", {"id": cid, "client": client, "reason": str(exc)})
+                _force_rst(conn)
+                conn.close()
+                return
             except NetkitError as exc:
                 self.totals.failed_upstream += 1
                 record.end = f"upstream failed: {exc}"
@@ -794,6 +887,9 @@ class RelayServer:
                 _force_rst(conn)
                 conn.close()
                 return
+            finally:
+                self._connecting -= 1
+                connecting = False
             header = b""
             if self.options.proxy_protocol:
                 header = encode_proxy_header(
@@ -814,6 +910,7 @@ class RelayServer:
                         faults.directions["down"].slow_close,
                     ),
                     on_exhausted=self.acceptor.pause_for,
+                    reserve=self.reserve,
                 )
                 upstream = None  # owned by the relay now
                 self.relays[cid] = relay
@@ -835,9 +932,11 @@ class RelayServer:
                     return
                 finally:
                     upstream = None  # the transport owns it (or closed it)
-                await self.loop.connect_accepted_socket(
-                    lambda: relay.client, conn, ssl=self.options.client_tls
-                )
+                if self.options.client_tls is not None:
+                    # netkit's TLS layer: sends the alert when a handshake fails, half-closes.
+                    await accept_tls(conn, lambda: relay.client, self.options.client_tls)
+                else:
+                    await self.loop.connect_accepted_socket(lambda: relay.client, conn)
                 relay.start()
             await self._watch(relay)
         except (OSError, ssl.SSLError, NetkitError) as exc:
@@ -845,23 +944,25 @@ class RelayServer:
             with contextlib.suppress(OSError):
                 conn.close()
         finally:
+            if connecting:
+                self._connecting -= 1
             if upstream is not None:
                 upstream.close()
             self._finish(cid, record)
 
-    async def _connect_when_possible(self, client: str) -> tuple[socket.socket, str]:
-        # Out of descriptors for the upstream socket: stop accepting and keep this client
-        # waiting (not reset) until descriptors free up, backing off like the accept loop.
-        delay = 0.05
-        while True:
-            try:
-                return await self.connect_upstream(client)
-            except ResourceExhausted as exc:
-                cause = exc.__cause__
-                if isinstance(cause, OSError):
-                    self.acceptor.pause_for(cause)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+    async def _connect_upstream(self, client: str) -> tuple[socket.socket, str]:
+        # Out of descriptors for the upstream socket: spend this client's reserved descriptor
+        # and try once more (nothing else can take it: the retry opens its socket before any
+        # await); a second failure propagates and the client is turned away.
+        try:
+            return await self.connect_upstream(client)
+        except ResourceExhausted as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError):
+                self.acceptor.pause_for(cause)
+            if not self.reserve.spend():
+                raise
+            return await self.connect_upstream(client)
 
     async def _open_upstream_transport(
         self, relay: BufferedRelay, upstream: socket.socket, header: bytes
@@ -870,12 +971,17 @@ class RelayServer:
         # byte can flow; bytes that reach either side before the other is up wait in its buffer.
         opts = self.options
         try:
-            await self.loop.create_connection(
-                lambda: relay.upstream,
-                sock=upstream,
-                ssl=opts.upstream_tls,
-                server_hostname=opts.upstream_sni if opts.upstream_tls else None,
-            )
+            if opts.upstream_tls is not None:
+                # netkit's TLS layer: a client's FIN becomes close_notify, and the reply is
+                # still read (HAProxy shuts its SSL server side down the same way).
+                await connect_tls(
+                    upstream,
+                    lambda: relay.upstream,
+                    opts.upstream_tls,
+                    server_hostname=opts.upstream_sni,
+                )
+            else:
+                await self.loop.create_connection(lambda: relay.upstream, sock=upstream)
         except BaseException:
             upstream.close()
             raise
@@ -909,10 +1015,12 @@ class RelayServer:
         self.on_event("closed", record.as_dict())
         if not self.relays:
             self._idle.set()
+        self.acceptor.wake()  # descriptors were freed: a client paused in the backlog may go
 
     def stop_accepting(self) -> None:
         """Close the listener: new clients are refused from now on (relays go on)."""
         self.acceptor.stop()
+        self.reserve.close()
         if self.sock.fileno() >= 0:
             self.sock.close()
 

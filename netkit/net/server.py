@@ -20,6 +20,7 @@ from netkit.net.sockets import (
     listener_address,
     unlink_unix_listener,
 )
+from netkit.net.tls_layer import accept_tls
 
 
 @dataclass
@@ -191,11 +192,13 @@ class StreamServer:
         task.add_done_callback(self._handshakes.discard)
 
     async def _attach(self, conn: socket.socket, peer: str) -> None:
-        # A transport for the accepted socket (and the TLS handshake, when there is TLS).
+        # A transport for the accepted socket (and the TLS handshake, when there is TLS:
+        # netkit's own layer, which sends the alert when a handshake fails).
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                self._make, conn, ssl=self.ssl_context
-            )
+            if self.ssl_context is not None:
+                await accept_tls(conn, self._make, self.ssl_context)
+            else:
+                await asyncio.get_running_loop().connect_accepted_socket(self._make, conn)
         except (OSError, ssl.SSLError) as exc:
             conn.close()
             self.stats.errors += 1

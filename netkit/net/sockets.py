@@ -24,10 +24,13 @@ from netkit.errors import (
     ConnectionLost,
     NetkitError,
     OperationTimeout,
+    ResourceExhausted,
     TLSError,
 )
 
 DEFAULT_BACKLOG = 1024
+# This process or machine ran out of something: not the peer's fault, not a network failure.
+OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
         return ConnectionLost(f"connection to {target} was reset")
     if isinstance(exc, FileNotFoundError):
         return ConnectError(f"no socket at {target}")
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
+        return ResourceExhausted(f"cannot connect to {target}: {exc.strerror or exc}")
     if isinstance(exc, OSError):
         return ConnectError(f"cannot connect to {target}: {exc.strerror or exc}")
     return ConnectError(f"cannot connect to {target}: {exc}")

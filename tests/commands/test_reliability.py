@@ -6,6 +6,7 @@ import resource
 import select
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -116,6 +117,58 @@ def test_proxy_out_of_descriptors_pauses_and_recovers(netkit_server):
         for sock in clients:
             sock.close()
         proxy.stop()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["proxy", "lb"])
+def test_a_descriptor_storm_is_served_in_turn_then_a_fresh_client(netkit_server, command):
+    # 100 clients at once against 64 descriptors: the relay accepts only the clients it can
+    # relay (a reserve keeps a descriptor for each upstream), the rest wait in the backlog
+    # and are served as others leave, as HAProxy's maxconn queue does; lb's health checks,
+    # short of descriptors, are skipped and never take the backend down.
+    upstream = netkit_server("tcp-echo", "serve", ":0")
+    extra = ["--check-interval", "0.1s"] if command == "lb" else []
+    relay = start_limited(command, ":0", upstream.address, *extra, nofile=64)
+    address = host_port(relay.address)
+    clients = [socket.create_connection(address, timeout=10) for _ in range(100)]
+    served = 0
+    try:
+        for i, sock in enumerate(clients):
+            sock.sendall(b"client %03d" % i)
+        for i, sock in enumerate(clients):
+            sock.settimeout(5)
+            if not reads(sock, b"client %03d" % i):
+                break
+            served += 1
+            sock.close()
+        assert served == 100
+        started = time.perf_counter()
+        with socket.create_connection(address, timeout=5) as fresh:
+            assert echo_ok(fresh, b"fresh")
+        fresh_s = time.perf_counter() - started
+        assert fresh_s < 2.0
+    finally:
+        for sock in clients:
+            sock.close()
+        rc = relay.stop()
+    assert rc == 0
+    assert relay.event("summary")["connections"] == 101
+    if command == "lb":
+        downs = [e for e in relay.events if e["event"] == "health" and e.get("new") == "down"]
+        assert downs == []
+
+
+def reads(sock: socket.socket, expected: bytes) -> bool:
+    got = b""
+    try:
+        while len(got) < len(expected):
+            chunk = sock.recv(len(expected) - len(got))
+            if not chunk:
+                return False
+            got += chunk
+    except OSError:
+        return False
+    return got == expected
 
 
 def rss(pid: int) -> int:

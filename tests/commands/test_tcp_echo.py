@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
 
@@ -444,3 +446,33 @@ def test_stdout_closed_early_is_not_an_error(netkit_server):
     os.close(write_end)
     assert proc.returncode == 0
     assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    "command",
+    [["tcp-echo", "serve"], ["ws-server"], ["proxy"], ["lb"]],
+    ids=["tcp-echo", "ws-server", "proxy", "lb"],
+)
+def test_mtls_servers_tell_openssl_a_certificate_is_required(netkit_server, tmp_path, command):
+    # openssl s_server answers a client without a certificate with an alert, and s_client
+    # says "certificate required"; netkit's TLS servers used to close without a word.
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    ca = trustme.CA()
+    ca_file = tmp_path / "clients-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    upstream = netkit_server("tcp-echo", "serve", ":0")
+    target = [upstream.address] if command[0] in ("proxy", "lb") else []
+    server = netkit_server(
+        *command, "127.0.0.1:0", *target, "--tls-self-signed", "--client-ca", str(ca_file)
+    )
+    result = subprocess.run(
+        [openssl, "s_client", "-connect", server.address, "-servername", "localhost", "-ign_eof"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "certificate required" in result.stdout + result.stderr, result.stderr

@@ -526,6 +526,19 @@ def test_passive_failure_is_only_counted_with_ignore() -> None:
     assert state.up and state.failed == 5 and state.active == 0
 
 
+def test_a_local_resource_error_is_not_a_backend_failure() -> None:
+    # Out of descriptors here says nothing about the backend: a check that could not run
+    # gives no verdict (even the provisional first one), a connect that could not start is
+    # neither a failure nor a connection.
+    state = BackendState(parse_backend("127.0.0.1:1"), fall=1)
+    state.check_skipped("cannot connect to 127.0.0.1:1: Too many open files")
+    assert state.up and state.health.provisional and state.health.failures == 0
+    assert state.last_check == "check skipped: cannot connect to 127.0.0.1:1: Too many open files"
+    state.connect_started()
+    state.connect_abandoned()
+    assert state.up and (state.active, state.failed, state.total) == (0, 0, 0)
+
+
 def test_health_state_can_start_down() -> None:
     health = HealthState(rise=1, fall=1, up=False)
     assert not health.up

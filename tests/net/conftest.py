@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import gc
+import os
+import resource
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -277,3 +282,49 @@ def serve() -> Serve:
             server.close_listener()
 
     return serve
+
+
+# --- running out of descriptors ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def descriptor_limit(free: int) -> Iterator[None]:
+    """Lower this process's RLIMIT_NOFILE so that only ``free`` more descriptors can be opened.
+
+    The soft limit is a bound on descriptor numbers, so it is set just above the ``free``-th
+    unused number; the old limit is restored on exit (descriptors opened meanwhile stay).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    gc.collect()  # sockets of earlier tests waiting for the collector would free numbers later
+    used = {int(name) for name in os.listdir("/proc/self/fd")}
+    used -= {fd for fd in used if not _is_open(fd)}  # the listing's own, closed by now
+    limit, left = 0, free
+    while left or limit in used:
+        if limit not in used:
+            left -= 1
+        limit += 1
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def hog_descriptors() -> list[int]:
+    """Open descriptors until the process has none left; close them to give them back."""
+    fds: list[int] = []
+    while True:
+        try:
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                return fds
+            raise

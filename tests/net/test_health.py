@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import sys
@@ -21,6 +22,7 @@ from netkit.core.balance import Backend, BackendState, CheckProbe, HealthEvent
 from netkit.errors import ConfigError
 from netkit.net.health import CheckResult, HealthChecker, run_check
 from netkit.net.sockets import create_unix_listener
+from tests.net.conftest import descriptor_limit, hog_descriptors
 
 if TYPE_CHECKING:
     from conftest import Runner
@@ -212,6 +214,50 @@ def test_a_failing_callback_stops_the_checks_and_is_raised(run: Runner[None]) ->
         with pytest.raises(RuntimeError, match="cannot print"):
             await checker.run()
         assert check_tasks() == []
+
+    run(main())
+
+
+def test_a_check_that_hits_our_descriptor_limit_does_not_take_the_backend_down(
+    run: Runner[None],
+) -> None:
+    # "Too many open files" is this process's limit, not the backend's failure (the lb used
+    # to mark a healthy backend down and answer "no backend available").
+    async def main() -> None:
+        server, port = await tcp_backend()
+        state = BackendState(Backend(TCPEndpoint("127.0.0.1", port)), fall=1)
+        events: list[HealthEvent] = []
+        checker = HealthChecker([state], interval=INTERVAL, timeout=2, on_event=events.append)
+        with descriptor_limit(8):
+            hogged = hog_descriptors()  # and whatever another thread frees meanwhile
+            try:
+                assert await checker.check(state) is None
+            finally:
+                for fd in hogged:
+                    os.close(fd)
+        assert events == [] and state.up and state.health.failures == 0
+        assert state.last_check.startswith("check skipped: ")
+        assert "Too many open files" in state.last_check
+        assert await checker.check(state) is None  # descriptors back: a real check passes
+        assert state.up and state.last_check.startswith("connected in ")
+        await close(server)
+
+    run(main())
+
+
+def test_run_check_reports_a_local_resource_error_as_skipped(run: Runner[None]) -> None:
+    async def main() -> None:
+        server, port = await tcp_backend()
+        with descriptor_limit(8):
+            hogged = hog_descriptors()
+            try:
+                result = await run_check(TCPEndpoint("127.0.0.1", port), timeout=2)
+            finally:
+                for fd in hogged:
+                    os.close(fd)
+        assert not result.ok and result.skipped
+        assert result.as_dict()["skipped"] is True
+        await close(server)
 
     run(main())
 

@@ -1,0 +1,245 @@
+"""The relay shared by proxy and lb, run in the test's loop against real loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.net.echo import EchoConnection
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.server import make_listener
+from tests.net.conftest import Runner, Serve, descriptor_limit, hog_descriptors
+
+pytestmark = pytest.mark.timeout(60)
+
+TEN_MB = 10_000_000
+
+
+class RelayHarness:
+    """A RelayServer on 127.0.0.1 and the events it reported."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._changed = asyncio.Event()
+        host, port = server.sock.getsockname()[:2]
+        self.address = (host, port)
+
+    def record(self, name: str, fields: dict[str, Any]) -> None:
+        self.events.append((name, fields))
+        self._changed.set()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [fields for event, fields in self.events if event == name]
+
+    async def wait_events(self, name: str, count: int = 1) -> list[dict[str, Any]]:
+        while len(self.named(name)) < count:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.named(name)
+
+    async def connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, self.address)
+        return sock
+
+
+@contextlib.asynccontextmanager
+async def relay_to(
+    upstream: TCPEndpoint | UnixEndpoint,
+    options: RelayOptions,
+    connector: UpstreamConnector | None = None,
+) -> AsyncIterator[RelayHarness]:
+    """Run a RelayServer that relays every client to ``upstream`` (or through ``connector``)."""
+
+    async def connect(_client: str) -> tuple[socket.socket, str]:
+        return await connect_raw(upstream, timeout=5), str(upstream)
+
+    sock = make_listener(TCPEndpoint("127.0.0.1", 0))
+    server = RelayServer(sock, connector or connect, options)
+    harness = RelayHarness(server)
+    server.on_event = harness.record
+    server.start()
+    try:
+        yield harness
+    finally:
+        await server.drain(0)
+
+
+async def read_until_eof(sock: socket.socket, *, limit: int | None = None) -> bytes:
+    """Everything ``sock`` receives until EOF (or a reset, or ``limit`` bytes)."""
+    loop = asyncio.get_running_loop()
+    got = bytearray()
+    while limit is None or len(got) < limit:
+        try:
+            chunk = await loop.sock_recv(sock, 1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+# --- item 10: half-close and undelivered bytes --------------------------------------------
+
+
+def test_half_close_toward_a_tls_upstream_delivers_the_whole_reply(
+    run: Runner[None], serve: Serve, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    # TLS cannot half-close: the client's FIN must not close the upstream while its reply
+    # is still coming (HAProxy keeps reading the server until it closes).
+    payload = os.urandom(TEN_MB)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with serve(EchoConnection, ssl_context=server_ssl) as backend:
+            options = RelayOptions(upstream_tls=client_ssl, upstream_sni="localhost")
+            async with relay_to(backend.endpoint, options) as relay:
+                client = await relay.connect()
+                reader = asyncio.ensure_future(read_until_eof(client))
+                await loop.sock_sendall(client, payload)
+                client.shutdown(socket.SHUT_WR)  # close_notify to the upstream, which ends
+                received = await reader
+                client.close()
+                assert len(received) == TEN_MB
+                assert received == payload
+                (closed,) = await relay.wait_events("closed")
+                assert closed["end"] == "closed" and "undelivered" not in closed
+
+    run(main())
+
+
+async def wait_until(condition: Any) -> None:
+    """Poll a condition the relay exposes no event for (bounded by the test's timeout)."""
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
+def test_bytes_a_dead_upstream_refused_are_undelivered(run: Runner[None]) -> None:
+    # An upstream that closes without reading: the relay's writes to it fail, and what it
+    # took from the client and could not deliver is reported (the counts add up).
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        upstream = TCPEndpoint("127.0.0.1", listener.getsockname()[1])
+        sent = 4 << 20
+        async with relay_to(upstream, RelayOptions(splice=False)) as relay:
+            client = await relay.connect()
+            conn, _ = await loop.sock_accept(listener)
+            conn.close()
+            sender = asyncio.ensure_future(loop.sock_sendall(client, b"x" * sent))
+            (closed,) = await relay.wait_events("closed")
+            sender.cancel()
+            client.close()
+            listener.close()
+            totals = relay.server.totals
+        assert closed["end"] != "closed", closed
+        assert "undelivered" in closed, closed
+        lost = closed["undelivered"]["up"]
+        assert lost > 0
+        assert closed["bytes_up"] + lost <= sent
+        assert totals.undelivered == lost + closed["undelivered"]["down"]
+
+    run(main())
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_bytes_a_stalled_client_never_got_are_undelivered_exactly(
+    run: Runner[None], splice: bool
+) -> None:
+    # A client that stops reading; the relay is then cut. Every byte the relay counts as
+    # delivered is one the client can still read: bytes_down is exact.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        upstream = TCPEndpoint("127.0.0.1", listener.getsockname()[1])
+        async with relay_to(upstream, RelayOptions(splice=splice)) as relay:
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.setblocking(False)
+            await loop.sock_connect(client, relay.address)
+            conn, _ = await loop.sock_accept(listener)
+            sender = asyncio.ensure_future(loop.sock_sendall(conn, b"y" * (32 << 20)))
+            await wait_until(
+                lambda: any(
+                    r is not None and r.record.down_in > (1 << 20)
+                    for r in relay.server.relays.values()
+                )
+            )
+            await relay.server.drain(0)
+            (closed,) = await relay.wait_events("closed")
+            received = await read_until_eof(client)
+            sender.cancel()
+            conn.close()
+            client.close()
+            listener.close()
+        assert "undelivered" in closed, closed
+        assert closed["undelivered"]["down"] > 0
+        assert len(received) == closed["bytes_down"]
+
+    run(main())
+
+
+# --- item 11: out of descriptors ----------------------------------------------------------
+
+
+async def echoes(sock: socket.socket, data: bytes) -> bool:
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, data)
+    return await read_until_eof(sock, limit=len(data)) == data
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away(
+    run: Runner[None], serve: Serve, splice: bool, tmp_path: Path
+) -> None:
+    # Something else in the process took every descriptor, the relay's reserve included:
+    # the client is turned away (reset, counted), not kept waiting for ever holding its
+    # socket; once descriptors are back, a fresh client is relayed. (A Unix upstream: its
+    # socket is opened with no await after the hog, so no other thread can free one between.)
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with serve(EchoConnection, endpoint=UnixEndpoint(str(tmp_path / "echo"))) as backend:
+            hogged: list[int] = []
+            hog = True
+
+            async def connector(_client: str) -> tuple[socket.socket, str]:
+                if hog:
+                    hogged.extend(hog_descriptors())
+                return await connect_raw(backend.endpoint, timeout=5), str(backend.endpoint)
+
+            async with relay_to(backend.endpoint, RelayOptions(splice=splice), connector) as relay:
+                client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                client.setblocking(False)
+                try:
+                    with descriptor_limit(64):
+                        await loop.sock_connect(client, relay.address)
+                        (rejected,) = await relay.wait_events("rejected")
+                finally:
+                    for fd in hogged:
+                        os.close(fd)
+                assert "Too many open files" in rejected["reason"]
+                assert await read_until_eof(client) == b""
+                client.close()
+                (closed,) = relay.named("closed")
+                assert closed["end"].startswith("turned away")
+                assert relay.server.totals.rejected == 1
+                hog = False
+                fresh = await relay.connect()
+                assert await echoes(fresh, b"served")
+                fresh.close()
+
+    run(main())
