@@ -366,6 +366,26 @@ def test_client_refused_by_mtls_server_exits_5(ca, tmp_path, version):
     assert "did not answer our close frame" in trusted.stderr
 
 
+def test_netkit_ws_server_refusing_a_client_without_certificate_is_exit_5(
+    netkit_server, tls_files
+):
+    # Both ends netkit: ws-server sends the TLS alert (its MemoryBIO layer) and ws-client names it.
+    files = tls_files
+    server = netkit_server(
+        "ws-server", "127.0.0.1:0", "--cert", files["chain"], "--key", files["key"],
+        "--client-ca", files["ca"],
+    )  # fmt: skip
+    refused = run_netkit("ws-client", server.listening["url"], "--cacert", files["ca"], "x")
+    admitted = run_netkit(
+        "ws-client", server.listening["url"], "--cacert", files["ca"],
+        "--cert", files["chain"], "--key", files["key"], "x", "-c", "1",
+    )  # fmt: skip
+    assert refused.returncode == 5, refused.stderr
+    assert_one_line_error(refused.stderr)
+    assert "requires a client certificate" in refused.stderr
+    assert (admitted.returncode, admitted.stdout.strip()) == (0, "x"), admitted.stderr
+
+
 def test_tls_options_need_wss(lib_server, tmp_path):
     server = lib_server()
     result = run_netkit("ws-client", server.url(), "x", "--insecure")
