@@ -4,6 +4,7 @@ shape (``bench TARGET ...`` and ``bench merge ...``), thresholds, merging and wo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import pty
@@ -340,6 +341,36 @@ def test_a_target_that_answers_garbage_fails_without_fail_if() -> None:
     assert s["ok"] is False and "no request succeeded" in s["failures"]
     assert human.returncode == 1
     assert "failed" in human.stdout and "no request succeeded" in human.stdout
+
+
+class OneBadEchoHandler(socketserver.BaseRequestHandler):
+    """Echoes every read, except the 50th of the server, answered with garbage."""
+
+    reads = itertools.count(1)
+
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            bad = next(self.reads) == 50
+            self.request.sendall(b"?" * len(data) if bad else data)
+
+
+def test_one_wrong_echo_among_good_ones_fails_without_fail_if() -> None:
+    """Issue 13 item 16: any echo that came back different fails the run, not only all."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), OneBadEchoHandler) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            port = server.server_address[1]
+            proc = run_netkit("bench", f"127.0.0.1:{port}", *SHORT)
+        finally:
+            server.shutdown()
+    assert proc.returncode == 1, proc.stderr
+    assert_one_line_error(proc.stderr)
+    assert "1 echo(es) came back different" in proc.stderr
+    s = summary(proc.stdout)
+    assert s["requests"] > 50 and s["errors"] == {"total": 1, "mismatch": 1}
+    assert s["ok"] is False and "no request succeeded" not in s["failures"]
 
 
 def test_a_good_run_passes_the_default_gate(echo: ServerProcess) -> None:
