@@ -160,7 +160,7 @@ def run(
         typer.Option(
             "--size",
             "-s",
-            help="Bytes per request (default 64; for stream 256KiB per write, larger writes sent from one reusable 256KiB chunk). Refused when connections x pipeline x size cannot fit in the memory available.",
+            help="Bytes per request (default 64; for stream 256KiB per write). Over TCP, TLS and Unix sockets, larger requests and writes go out from one reusable 256KiB chunk, as the socket takes them; a WebSocket message is held whole. Refused when that cannot fit in the memory available.",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,

@@ -281,10 +281,15 @@ def payload_memory(plan: LoadPlan, workers: int, *, websocket: bool) -> int:
     the echo is compared as it arrives, never held whole, except that a WebSocket message
     is assembled whole), one frame for a WebSocket stream (a TCP stream sends from a
     reusable chunk: nothing per connection), the request and its echo for ``connect
-    --exchange``.
+    --exchange``. Echo requests over a byte stream larger than STREAM_CHUNK are written
+    and checked a chunk at a time, as the socket takes them: one chunk per worker, and
+    about one per connection.
     """
     size = plan.size
-    if plan.scenario == "stream":
+    if plan.scenario == "echo" and not websocket and size > STREAM_CHUNK:
+        per_worker = STREAM_CHUNK
+        per_connection = STREAM_CHUNK
+    elif plan.scenario == "stream":
         per_worker = 3 * (size if websocket else min(size, STREAM_CHUNK))
         per_connection = size if websocket else 0
     elif plan.scenario == "connect":

@@ -360,8 +360,16 @@ class Payload:
         pipeline: the most requests sent in one batch.
     """
 
-    def __init__(self, size: int, pipeline: int) -> None:
+    def __init__(self, size: int, pipeline: int, *, chunked: bool = False) -> None:
         self.size = size
+        # Chunked: requests are written and checked piece by piece against one chunk of the
+        # pattern (a piece at request offset o is view[o % period:][:k]), so that memory does
+        # not grow with the size of a request (see StreamEcho).
+        self.chunked = chunked
+        if chunked:
+            self.data = make_payload(STREAM_CHUNK + _PATTERN_PERIOD)
+            self.view = self.batch = memoryview(self.data)
+            return
         self.data = make_payload(size)
         self.view = memoryview(self.data)
         reps = pipeline + 1 if size * (pipeline + 1) <= _MAX_BATCH_BYTES else 2
@@ -381,6 +389,10 @@ class StreamEcho(RequestEngine, StreamProtocol):
         self.init_engine(run, slot)
         self.payload = payload
         self._offset = 0  # position within the payload of the next byte expected
+        # A chunked payload: whole requests still to write, the offset reached in the first.
+        self._unsent = 0
+        self._writing_at = 0
+        self._writer: asyncio.Task[None] | None = None
 
     def on_connect(self) -> None:
         self.start_requests()
@@ -390,12 +402,42 @@ class StreamEcho(RequestEngine, StreamProtocol):
             return  # failed: on_close accounts for these requests
         p = self.payload
         nbytes = n * p.size
-        if nbytes <= len(p.batch):
+        if p.chunked:
+            self._unsent += n
+            if self._writer is None:
+                self._writer = asyncio.get_running_loop().create_task(self._write_pieces())
+        elif nbytes <= len(p.batch):
             self.write(p.batch[:nbytes])
         else:
             self.write(*repeat(p.view, n))
         if self.run.recording:
             self.run.result.bytes_sent += nbytes
+
+    async def _write_pieces(self) -> None:
+        """Write the requests of a chunked payload a piece at a time, as the socket takes
+        them (a 1 GiB request held 1 GiB in the transport's buffer per connection)."""
+        p = self.payload
+        try:
+            while self._unsent and self.transport is not None and not self.transport.is_closing():
+                at = self._writing_at
+                k = min(STREAM_CHUNK, p.size - at)
+                start = at % _PATTERN_PERIOD
+                self.write(p.view[start : start + k])
+                at += k
+                if at == p.size:
+                    at = 0
+                    self._unsent -= 1
+                self._writing_at = at
+                if self._write_paused:
+                    await self.drain()
+                else:
+                    await asyncio.sleep(0)  # everything went to the kernel: let the loop run
+        finally:
+            self._writer = None
+
+    def _stop_writing(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
 
     def data_ready(self) -> None:
         view = self.rbuf.view()
@@ -406,11 +448,17 @@ class StreamEcho(RequestEngine, StreamProtocol):
             self.rbuf.consume(n)
             raise CheckFailed(f"{self.peer} sent more bytes than were sent to it")
         batch = self.payload.batch
+        chunked = self.payload.chunked
         span = len(batch) - size  # any offset < size leaves this much pattern to compare
         done = 0
         while done < n:
-            k = min(n - done, span)
-            if view[done : done + k] != batch[offset : offset + k]:
+            if chunked:  # up to the end of the request, one chunk at most
+                k = min(n - done, size - offset, STREAM_CHUNK)
+                start = offset % _PATTERN_PERIOD
+            else:
+                k = min(n - done, span)
+                start = offset
+            if view[done : done + k] != batch[start : start + k]:
                 self.rbuf.consume(n)
                 raise CheckFailed(f"echo from {self.peer} differs from what was sent")
             done += k
@@ -424,12 +472,14 @@ class StreamEcho(RequestEngine, StreamProtocol):
             self.completed(complete)
 
     def on_close(self, exc: Exception | None) -> None:
+        self._stop_writing()
         cause = self.error or exc or (f"{self.peer} closed the connection", "closed")
         report_close(self.run, cause)
         self.lose_in_flight(cause)
 
     def finish(self) -> None:
         """Close at the end of the run."""
+        self._stop_writing()
         self.stop_timer()
         self.close()
 
@@ -819,8 +869,11 @@ class Worker:
         self.target = target
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
-        if plan.scenario == "stream" and not isinstance(target.endpoint, WSURL):
+        byte_stream = not isinstance(target.endpoint, (WSURL, UDPEndpoint))
+        if plan.scenario == "stream" and byte_stream:
             self.payload = Payload(min(plan.size, STREAM_CHUNK), 1)
+        elif plan.scenario == "echo" and byte_stream and plan.size > STREAM_CHUNK:
+            self.payload = Payload(plan.size, plan.pipeline, chunked=True)
         else:
             self.payload = Payload(plan.size, plan.pipeline)
         self.slots = [Slot(i, plan.pacing(i)) for i in range(plan.connections)]

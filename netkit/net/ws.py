@@ -184,9 +184,24 @@ class WebSocketConnection(StreamProtocol):
         if not transport.can_write_eof():
             transport.close()  # TLS: close_notify, then close
             return
+        if not self._half_close(transport):
+            return
         self._lingering = True
-        transport.write_eof()
         self._timer = self._loop.call_later(self.timeouts.close or 2.0, self._close_timed_out)
+
+    def _half_close(self, transport: asyncio.Transport) -> bool:
+        """Send our FIN and keep reading; False when the peer has already reset the connection.
+
+        A client that reads part of an answer and closes resets the connection, and asyncio's
+        ``write_eof`` then raises ENOTCONN. Nothing is left to read or report: close, as
+        nginx's lingering close does when ``shutdown()`` fails.
+        """
+        try:
+            transport.write_eof()
+        except OSError:
+            transport.abort()
+            return False
+        return True
 
     def _dispatch(self) -> None:
         # Replies sent while handling these events go out together in the flush at the end:
@@ -231,10 +246,10 @@ class WebSocketConnection(StreamProtocol):
             if self.ws.error is not None and transport.can_write_eof():
                 # We failed the connection: half-close, so the peer reads our close frame
                 # before the connection goes (closing with its data unread would send RST).
-                transport.write_eof()
-                self._timer = self._loop.call_later(
-                    self.timeouts.close or 2.0, self._close_timed_out
-                )
+                if self._half_close(transport):
+                    self._timer = self._loop.call_later(
+                        self.timeouts.close or 2.0, self._close_timed_out
+                    )
             else:
                 transport.close()
         elif self.ws.close_expected() and self._timer is None and self.timeouts.close:

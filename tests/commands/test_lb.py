@@ -200,6 +200,21 @@ def test_no_backend_available_resets_the_client(netkit_server):
     assert "no backend available" in lb.wait_for("upstream_failed")["error"]
 
 
+def test_connect_times_have_sub_millisecond_resolution_under_uvloop(netkit_server, backends):
+    # uvloop's loop.time() ticks in whole milliseconds: connect times measured with it read
+    # 0.0 or 1.0 ms ("connect_p50_ms": 0.0) (#13 item 6). They come from perf_counter.
+    pytest.importorskip("uvloop")
+    b = backends("b")
+    lb = netkit_server("--loop", "uvloop", "lb", ":0", b.address, "--check-interval", "30s")
+    for _ in range(10):
+        assert who(lb.address) == "b"
+    assert lb.stop() == 0
+    (row,) = lb.event("summary")["backends"]
+    assert row["connects"] == 10
+    times = [row[f"connect_{k}_ms"] for k in ("min", "p50", "p99", "max")]
+    assert times[0] > 0 and not all(float(t).is_integer() for t in times), times
+
+
 def test_a_full_maxconn_is_its_own_reason_in_json(netkit_server, backends):
     b = backends("b")
     lb = netkit_server("lb", ":0", f"{b.address},maxconn=1", "--check-interval", "30s")

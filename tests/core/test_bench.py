@@ -138,11 +138,16 @@ GiB = 1 << 30
 def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
     """Issue 13 item 17: --size 10GiB with 16 connections needs ~160 GiB; say so, refuse."""
     huge = LoadPlan(size=10 * GiB, connections=16, total_connections=16)
-    assert payload_memory(huge, 2, websocket=False) == 2 * 3 * 10 * GiB + 16 * 10 * GiB
+    # A WebSocket message is assembled whole: pattern and batch per worker, request and echo
+    # per connection.
+    assert payload_memory(huge, 2, websocket=True) == 2 * 3 * 10 * GiB + 16 * 2 * 10 * GiB
     with pytest.raises(ConfigError) as info:
-        check_memory(huge, 2, 24 * GiB, websocket=False)
+        check_memory(huge, 2, 24 * GiB, websocket=True)
     message = str(info.value)
-    assert "--size 10.0 GiB" in message and "220.0 GiB" in message and "24.0 GiB" in message
+    assert "--size 10.0 GiB" in message and "380.0 GiB" in message and "24.0 GiB" in message
+    # Echo over a byte stream goes a chunk at a time: 10 GiB requests need no 10 GiB.
+    assert payload_memory(huge, 2, websocket=False) == 2 * STREAM_CHUNK + 16 * STREAM_CHUNK
+    check_memory(huge, 2, GiB, websocket=False)
     # What fits passes: the default shapes, and a large stream over TCP (one reusable chunk).
     check_memory(LoadPlan(size=64, connections=16, total_connections=16), 2, GiB, websocket=True)
     stream = LoadPlan(scenario="stream", size=10 * GiB, connections=16, total_connections=16)
@@ -150,9 +155,9 @@ def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
     check_memory(stream, 2, GiB, websocket=False)
     with pytest.raises(ConfigError, match=r"more than the 1\.0 GiB"):
         check_memory(stream, 2, GiB, websocket=True)  # a WebSocket message is one frame
-    piped = LoadPlan(size=64 << 20, pipeline=16, connections=1, total_connections=1)
+    piped = LoadPlan(size=2 << 20, pipeline=512, connections=1, total_connections=1)
     with pytest.raises(ConfigError, match="--pipeline"):
-        check_memory(piped, 1, GiB, websocket=False)
+        check_memory(piped, 1, GiB, websocket=True)
 
 
 # --- results -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 import zlib
@@ -413,6 +414,58 @@ def test_tls_client_hello_to_a_plain_server_is_400(run: Runner, serve: Serve) ->
             (rejected,) = h.named("rejected")  # the server's event: counted in its summary
             assert rejected["status"] == 400
             assert h.server.stats.rejected == 1
+        assert errors == []
+
+    run(main())
+
+
+class HalfCloseAfterReset(ModeConnection):
+    """Half-closes after its 400 only once the client has read part of it and reset."""
+
+    reset: threading.Event
+
+    def linger_close(self) -> None:
+        assert self.reset.wait(5)
+        super().linger_close()
+
+
+def test_a_client_that_resets_before_the_half_close_is_no_internal_error(
+    run: Runner, serve: Serve
+) -> None:
+    # A client that reads the first bytes of the 400 and closes resets the connection; the
+    # half-close after it (shutdown) then failed with ENOTCONN under asyncio, reported as
+    # "internal error handling data: OSError(107, ...)" (seen fuzzing a live server).
+    reset = threading.Event()
+
+    def client(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"\x16\x03\x01\x00\x05hello")
+            assert sock.recv(12) == b"HTTP/1.1 400"  # the rest unread: close sends RST
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset.set()
+
+    async def main() -> None:
+        errors = catch_loop_errors()
+        conns: asyncio.Queue[HalfCloseAfterReset] = asyncio.Queue()
+
+        def factory() -> HalfCloseAfterReset:
+            conn = HalfCloseAfterReset(
+                ServerHandshake(), mode="echo", room=Room(), log=None, log_messages=False,
+                max_size=MIB, timeouts=WSTimeouts(ping_interval=None),
+            )  # fmt: skip
+            conn.reset = reset
+            conns.put_nowait(conn)
+            return conn
+
+        async with serve(factory) as h:
+            thread = threading.Thread(target=client, args=(h.endpoint.port,))
+            thread.start()
+            conn = await asyncio.wait_for(conns.get(), 5)
+            await asyncio.wait_for(conn.closed, 5)
+            thread.join()
+            (rejected,) = h.named("rejected")
+            assert rejected["status"] == 400
+        assert conn.error is None, conn.error  # the client went away: nothing to report
         assert errors == []
 
     run(main())
