@@ -870,20 +870,19 @@ class RelayServer:
                 await asyncio.sleep(faults.accept_delay)
             try:
                 upstream, record.upstream = await self._connect_upstream(client)
-            except ResourceExhausted as exc:
-                # Out of descriptors even with the reserve: turn the client away now rather
-                # than hold its socket while it waits (HAProxy closes it too); not the
-                # upstream's fault, so it is counted as rejected.
-                self.totals.rejected += 1
-                record.end = f"turned away: {exc}"
-                self.on_event("rejected", {"id": cid, "client": client, "reason": str(exc)})
-                _force_rst(conn)
-                conn.close()
-                return
             except NetkitError as exc:
-                self.totals.failed_upstream += 1
-                record.end = f"upstream failed: {exc}"
-                self.on_event("upstream_failed", {"id": cid, "client": client, "error": str(exc)})
+                if isinstance(exc, ResourceExhausted):
+                    # Out of descriptors even with the reserve: turn the client away now
+                    # rather than hold its socket while it waits (HAProxy closes it too); not
+                    # the upstream's fault, so it is counted as rejected.
+                    self.totals.rejected += 1
+                    record.end = f"turned away: {exc}"
+                    event = ("rejected", {"id": cid, "client": client, "reason": str(exc)})
+                else:
+                    self.totals.failed_upstream += 1
+                    record.end = f"upstream failed: {exc}"
+                    event = ("upstream_failed", {"id": cid, "client": client, "error": str(exc)})
+                self.on_event(*event)
                 _force_rst(conn)
                 conn.close()
                 return

@@ -188,20 +188,15 @@ def ipv6() -> None:
 # --- a stream server running inside the test's event loop --------------------------------
 
 
-class ServerHarness:
-    """A StreamServer listening on loopback (or a Unix socket), with clients that are cleaned up.
+class EventLog:
+    """The events a server reported through ``on_event``, and a way to wait for them.
 
     Attributes:
-        server: the running :class:`netkit.net.server.StreamServer`.
-        endpoint: where clients connect.
-        events: every (name, fields) the server reported through ``on_event``.
+        events: every (name, fields) reported, in order.
     """
 
-    def __init__(self, server: Any, endpoint: Any) -> None:
-        self.server = server
-        self.endpoint = endpoint
+    def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self.clients: list[Any] = []
         self._changed = asyncio.Event()
 
     def record(self, name: str, fields: dict[str, Any]) -> None:
@@ -218,6 +213,22 @@ class ServerHarness:
             self._changed.clear()
             await self._changed.wait()
         return self.named(name)
+
+
+class ServerHarness(EventLog):
+    """A StreamServer listening on loopback (or a Unix socket), with clients that are cleaned up.
+
+    Attributes:
+        server: the running :class:`netkit.net.server.StreamServer`.
+        endpoint: where clients connect.
+        events: every (name, fields) the server reported through ``on_event``.
+    """
+
+    def __init__(self, server: Any, endpoint: Any) -> None:
+        super().__init__()
+        self.server = server
+        self.endpoint = endpoint
+        self.clients: list[Any] = []
 
     async def connect(self, factory: Any = None, **kwargs: Any) -> Any:
         """Open a client connection to the server (an EchoClientConnection by default)."""

@@ -17,35 +17,21 @@ from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.net.echo import EchoConnection
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
 from netkit.net.server import make_listener
-from tests.net.conftest import Runner, Serve, descriptor_limit, hog_descriptors
+from tests.net.conftest import EventLog, Runner, Serve, descriptor_limit, hog_descriptors
 
 pytestmark = pytest.mark.timeout(60)
 
 TEN_MB = 10_000_000
 
 
-class RelayHarness:
+class RelayHarness(EventLog):
     """A RelayServer on 127.0.0.1 and the events it reported."""
 
     def __init__(self, server: RelayServer) -> None:
+        super().__init__()
         self.server = server
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self._changed = asyncio.Event()
         host, port = server.sock.getsockname()[:2]
         self.address = (host, port)
-
-    def record(self, name: str, fields: dict[str, Any]) -> None:
-        self.events.append((name, fields))
-        self._changed.set()
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [fields for event, fields in self.events if event == name]
-
-    async def wait_events(self, name: str, count: int = 1) -> list[dict[str, Any]]:
-        while len(self.named(name)) < count:
-            self._changed.clear()
-            await self._changed.wait()
-        return self.named(name)
 
     async def connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
