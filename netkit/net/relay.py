@@ -644,7 +644,11 @@ class BufferedRelay:
         """A transport is gone: finish the other one (RST if this one was reset)."""
         if exc is not None and self.record.end == "closed":
             who = "client" if side.up else "upstream"
-            self.record.end = f"reset by {who}"
+            if isinstance(exc, ssl.SSLError):
+                # A record that failed to decrypt or verify: the stream was cut, say how.
+                self.record.end = f"TLS error from {who}: {exc.reason or exc}"
+            else:
+                self.record.end = f"reset by {who}"
         other = side.other
         if other is not None and other.transport is not None and not other.transport.is_closing():
             if exc is not None:

@@ -78,6 +78,7 @@ class TLSTransport(asyncio.Transport):
         self._eof_seen = False
         self._reading_paused = False
         self._lost = False
+        self._error: Exception | None = None  # what _fatal() aborted for
 
     # --- the plain transport underneath (its protocol is _Ciphertext) ------------------
 
@@ -107,7 +108,7 @@ class TLSTransport(asyncio.Transport):
             return
         if self._app is not None:
             app, self._app = self._app, None
-            app.connection_lost(exc)
+            app.connection_lost(exc or self._error)
 
     def _raw_pause_writing(self) -> None:
         if self._app is not None:
@@ -206,6 +207,9 @@ class TLSTransport(asyncio.Transport):
             self._raw.close()  # both directions are done
 
     def _fatal(self, exc: BaseException) -> None:
+        # The abort below reports no error: keep this one for connection_lost, so a bad
+        # record is never taken for a clean close.
+        self._error = exc if isinstance(exc, Exception) else ConnectionAbortedError(str(exc))
         if self._raw is not None:
             self._raw.abort()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -234,5 +235,38 @@ def test_a_malformed_client_hello_is_answered_with_an_alert(
             reply = await read_until_eof(sock)
             assert reply[:1] == b"\x15", reply  # a TLS alert record, then the close
             sock.close()
+
+    run(main())
+
+
+def test_a_corrupt_record_ends_the_relay_as_an_error_not_a_clean_close(
+    run: Runner[None], serve: Serve, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    # After the handshake the client sends an application-data record whose bytes cannot be
+    # authenticated: the layer aborts the connection, and the relay must not call that a
+    # clean close ("closed") — the client's stream was cut, not ended.
+    def client(address: tuple[str, int]) -> None:
+        raw = socket.create_connection(address, timeout=5)
+        with raw, client_ssl.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"fine")
+            assert tls.recv(4) == b"fine"
+            # type 23 (application data), TLS 1.2 on the wire, 64 bytes of garbage, written
+            # under the TLS object
+            raw_fd = os.dup(tls.fileno())
+            try:
+                os.write(raw_fd, b"\x17\x03\x03\x00\x40" + os.urandom(64))
+            finally:
+                os.close(raw_fd)
+            with contextlib.suppress(OSError):
+                tls.recv(1)  # the relay's alert or close
+
+    async def main() -> None:
+        async with (
+            serve(EchoConnection) as backend,
+            relay_to(backend.endpoint, RelayOptions(client_tls=server_ssl)) as relay,
+        ):
+            await asyncio.to_thread(client, relay.address)
+            (closed,) = await relay.wait_events("closed")
+            assert closed["end"] == "TLS error from client: DECRYPTION_FAILED_OR_BAD_RECORD_MAC", closed
 
     run(main())
