@@ -65,7 +65,10 @@ Handler = Callable[[ServerConnection, Seen], Awaitable[None]]
 async def echo(ws: ServerConnection, seen: Seen) -> None:
     async for message in ws:
         seen.messages.append(message)
-        await ws.send(message)
+        # Once the client's close has arrived, send() raises; the messages that came before
+        # the close are still to be recorded, so keep reading rather than end the handler.
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(message)
 
 
 class LibServer:
