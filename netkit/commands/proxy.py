@@ -12,9 +12,8 @@ from netkit.commands import options as opt
 from netkit.commands.relaying import run_relay
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
-from netkit.core.faults import FaultSpec, parse_fault
+from netkit.core.faults import SYNTAX, fault_kind, parse_faults
 from netkit.core.units import parse_duration
-from netkit.errors import ConfigError
 from netkit.net.relay import RelayOptions, UpstreamConnector, connect_raw
 from netkit.net.tls import client_context, server_context
 
@@ -22,12 +21,16 @@ NAME = "proxy"
 HELP = (
     "L4 relay: TCP, Unix sockets and TLS on either side, with fault injection for testing clients."
 )
-FAULTS = "Faults (VALUE[,up|down][,p=PROBABILITY])"
+FAULTS = f"Faults ({SYNTAX})"
 UPSTREAM = "Upstream TLS"
 
 
-def _fault_option(flag: str, help: str) -> typer.models.OptionInfo:
-    option: typer.models.OptionInfo = typer.Option(flag, help=help, rich_help_panel=FAULTS)
+def _fault_option(name: str) -> typer.models.OptionInfo:
+    # The flag and its help come from the fault's class (netkit.core.faults.FAULTS).
+    kind = fault_kind(name)
+    option: typer.models.OptionInfo = typer.Option(
+        kind.option(), help=kind.help, rich_help_panel=FAULTS
+    )
     return option
 
 
@@ -77,46 +80,15 @@ def proxy(
         str, typer.Option("--connect-timeout", help="Time allowed to connect to the upstream.")
     ] = "10s",
     idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
-    latency: Annotated[
-        list[str] | None,
-        _fault_option("--latency", "Delay data by MS[:JITTER] (e.g. 50 or 50ms:10ms)."),
-    ] = None,
-    bandwidth: Annotated[
-        list[str] | None, _fault_option("--bandwidth", "Cap the rate (e.g. 1MB/s, 10Mbit/s).")
-    ] = None,
-    slice_: Annotated[
-        list[str] | None, _fault_option("--slice", "Split data into writes of BYTES[:DELAY].")
-    ] = None,
-    limit_data: Annotated[
-        list[str] | None, _fault_option("--limit-data", "Close after BYTES have passed.")
-    ] = None,
-    reset_after: Annotated[
-        list[str] | None, _fault_option("--reset-after", "Reset (RST) after BYTES or a DURATION.")
-    ] = None,
-    blackhole_after: Annotated[
-        list[str] | None,
-        _fault_option(
-            "--blackhole-after",
-            "Stop forwarding after DURATION[:CLOSE_AFTER]; keep the connection open, or close it "
-            "CLOSE_AFTER later (toxiproxy's timeout toxic).",
-        ),
-    ] = None,
-    slow_close: Annotated[
-        list[str] | None, _fault_option(
-            "--slow-close", "Delay passing on a close (FIN) by DURATION, in the directions given."
-        )
-    ] = None,
-    refuse: Annotated[
-        list[str] | None,
-        _fault_option("--refuse", "Accept and reset at once, with this probability (1 = always)."),
-    ] = None,
-    accept_delay: Annotated[
-        list[str] | None,
-        _fault_option(
-            "--accept-delay",
-            "Hold new connections this long before relaying (no direction: the whole connection).",
-        ),
-    ] = None,
+    latency: Annotated[list[str] | None, _fault_option("latency")] = None,
+    bandwidth: Annotated[list[str] | None, _fault_option("bandwidth")] = None,
+    slice_: Annotated[list[str] | None, _fault_option("slice")] = None,
+    limit_data: Annotated[list[str] | None, _fault_option("limit-data")] = None,
+    reset_after: Annotated[list[str] | None, _fault_option("reset-after")] = None,
+    blackhole_after: Annotated[list[str] | None, _fault_option("blackhole-after")] = None,
+    slow_close: Annotated[list[str] | None, _fault_option("slow-close")] = None,
+    refuse: Annotated[list[str] | None, _fault_option("refuse")] = None,
+    accept_delay: Annotated[list[str] | None, _fault_option("accept-delay")] = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -142,23 +114,13 @@ def proxy(
     out = Output(json)
     listen_at = parse_stream_endpoint(listen)
     target = parse_stream_endpoint(upstream)
-    faults: list[FaultSpec] = []
-    for kind, values in (
-        ("latency", latency), ("bandwidth", bandwidth), ("slice", slice_), ("limit_data", limit_data),
-        ("reset_after", reset_after), ("blackhole_after", blackhole_after), ("slow_close", slow_close),
-        ("accept_delay", accept_delay),
-    ):  # fmt: skip
-        faults += [parse_fault(kind, v) for v in values or ()]
-    for value in refuse or ():
-        try:
-            p = float(value.removeprefix("p="))
-        except ValueError:
-            p = -1.0
-        if not 0 <= p <= 1:
-            raise ConfigError(
-                f"--refuse {value!r}: give a probability from 0 to 1 (1 = every connection)"
-            )
-        faults.append(FaultSpec("refuse", probability=p))
+    faults = parse_faults(
+        {
+            "latency": latency, "bandwidth": bandwidth, "slice": slice_, "limit-data": limit_data,
+            "reset-after": reset_after, "blackhole-after": blackhole_after,
+            "slow-close": slow_close, "accept-delay": accept_delay, "refuse": refuse,
+        }
+    )  # fmt: skip
     tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
     client_ssl, ca_file = server_context(tls) if tls.enabled else (None, None)
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
@@ -198,10 +160,7 @@ def proxy(
             "upstream": str(target),
             "upstream_tls": upstream_ssl is not None,
             "proxy_protocol": proxy_protocol,
-            "faults": [
-                f.describe() | {"directions": list(f.directions), "p": f.probability}
-                for f in faults
-            ],
+            "faults": [f.as_dict() for f in faults],
             "seed": seed,
             "idle_timeout_s": idle,
         }

@@ -6,63 +6,29 @@ default), drawn once per connection from a seeded RNG so that runs repeat. This 
 the flags and computes *when* bytes are due; the relay moves them. A fault may delay bytes, it
 never reorders them within a direction (toxiproxy's latency toxic keeps order too): each piece
 is due no earlier than the one before it, and the relay releases them from one queue.
+
+Each kind of fault is a class (toxiproxy's toxics are types too): it parses its flag value,
+describes itself for the JSON events, renders its flag value back, and applies itself to one
+connection's :class:`ConnectionFaults` (a per-direction :class:`DirectionPlan`, or a
+connection-level action). :data:`FAULTS` lists them all, in the order their flags are read and
+drawn; :func:`parse_faults` is what a command hands its flag values to.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Literal, Self
 
 from netkit.core.units import parse_duration, parse_size
 from netkit.errors import ConfigError
 
 Direction = Literal["up", "down"]
 DIRECTIONS: tuple[Direction, Direction] = ("up", "down")
-
-DATA_FAULTS = ("latency", "bandwidth", "slice", "limit_data", "reset_after", "blackhole_after")
-SETUP_FAULTS = ("refuse", "accept_delay")
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """One fault from the command line.
-
-    Attributes:
-        kind: ``latency``, ``bandwidth``, ``slice``, ``limit_data``, ``reset_after``,
-            ``blackhole_after``, ``slow_close``, ``refuse`` or ``accept_delay``.
-        directions: which directions it applies to.
-        probability: chance per connection.
-        a, b: the values (seconds, bytes or bytes/s), meaning depends on ``kind``;
-            ``reset_after`` uses ``a`` for bytes or ``b`` for seconds; ``blackhole_after``
-            uses ``b`` for the time after which a blackholed connection is closed (0: never).
-    """
-
-    kind: str
-    directions: tuple[Direction, ...] = DIRECTIONS
-    probability: float = 1.0
-    a: float = 0.0
-    b: float = 0.0
-
-    def describe(self) -> dict[str, object]:
-        """Fields for the JSON ``fault`` event."""
-        values: dict[str, object] = {"fault": self.kind.replace("_", "-")}
-        if self.kind == "latency":
-            values |= {"latency_ms": self.a * 1000, "jitter_ms": self.b * 1000}
-        elif self.kind == "bandwidth":
-            values["bytes_per_s"] = self.a
-        elif self.kind == "slice":
-            values |= {"bytes": int(self.a), "delay_ms": self.b * 1000}
-        elif self.kind in ("limit_data",):
-            values["bytes"] = int(self.a)
-        elif self.kind == "reset_after":
-            values |= {"bytes": int(self.a)} if self.a else {"after_s": self.b}
-        elif self.kind in ("blackhole_after", "slow_close", "accept_delay"):
-            values["after_s" if self.kind != "accept_delay" else "delay_s"] = self.a
-            if self.kind == "blackhole_after" and self.b:
-                values["close_after_s"] = self.b
-        return values
+SYNTAX = "VALUE[,up|down][,p=PROBABILITY]"
+"""The shape of every fault flag's value (a :class:`Refuse` takes the probability alone)."""
 
 
 def _split_modifiers(
@@ -97,6 +63,11 @@ def _ms_or_duration(text: str, option: str) -> float:
     return parse_duration(text, option=option)
 
 
+def _seconds(value: float) -> str:
+    # repr is the shortest text that parses back to the same float.
+    return f"{value!r}s"
+
+
 def parse_rate(text: str, option: str = "--bandwidth") -> float:
     """Parse a rate such as ``1MB/s``, ``512KiB/s`` or ``10Mbit/s`` into bytes per second.
 
@@ -113,47 +84,385 @@ def parse_rate(text: str, option: str = "--bandwidth") -> float:
     return rate
 
 
-def parse_fault(kind: str, text: str) -> FaultSpec:
-    """Parse one fault flag's value.
+# --- the kinds ---------------------------------------------------------------------------
 
-    Raises:
-        ConfigError: with the option name and what is wrong.
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault from the command line; each kind is a subclass listed in :data:`FAULTS`.
+
+    Attributes:
+        name: the flag without its leading dashes, and the ``fault`` field of its events.
+        help: the flag's one-line help.
+        directed: False for a fault that acts on the whole connection before any byte flows.
+        end_reason: how a connection this fault ends is reported (``fault: ...``).
+        resets: True when that end is an RST, False for a FIN.
+        directions: which directions it applies to.
+        probability: chance per connection.
     """
-    option = "--" + kind.replace("_", "-")
-    value, directions, p = _split_modifiers(option, text, directed=kind not in SETUP_FAULTS)
-    if kind == "latency":
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    directed: ClassVar[bool] = True
+    end_reason: ClassVar[str] = ""
+    resets: ClassVar[bool] = False
+
+    directions: tuple[Direction, ...] = field(default=DIRECTIONS, kw_only=True)
+    probability: float = field(default=1.0, kw_only=True)
+
+    @classmethod
+    def option(cls) -> str:
+        """The flag: ``--limit-data``."""
+        return f"--{cls.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """Parse the flag's value with its modifiers.
+
+        Raises:
+            ConfigError: with the option name and what is wrong.
+        """
+        option = cls.option()
+        value, directions, probability = _split_modifiers(option, text, directed=cls.directed)
+        fault = cls.parse_value(value, option, text)
+        return replace(fault, directions=directions, probability=probability)
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
+        """Parse the value without its modifiers (``text`` is the whole flag value, for errors)."""
+        raise NotImplementedError
+
+    def values(self) -> dict[str, object]:
+        """The kind's own fields for the JSON events."""
+        return {}
+
+    def value_text(self) -> str:
+        """The value as a flag takes it (no modifiers)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, object]:
+        """Fields for the JSON ``fault`` event."""
+        return {"fault": self.name, **self.values()}
+
+    def as_dict(self) -> dict[str, object]:
+        """The whole fault, as the ``listening`` event lists it."""
+        return self.describe() | {"directions": list(self.directions), "p": self.probability}
+
+    def flag_value(self) -> str:
+        """The flag value that parses back to this fault (modifiers included)."""
+        parts = [self.value_text()]
+        if self.directions != DIRECTIONS:
+            parts += self.directions
+        if self.probability != 1:
+            parts.append(f"p={self.probability!r}")
+        return ",".join(parts)
+
+    def apply(self, faults: ConnectionFaults) -> None:
+        """Put this fault into one connection's faults: by default, into each direction's plan."""
+        for name in self.directions:
+            self.apply_to(faults.directions[name])
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        """Put this fault into one direction's plan."""
+
+
+@dataclass(frozen=True)
+class Latency(Fault):
+    """Delay every byte by ``delay`` ± ``jitter`` seconds (order kept)."""
+
+    name = "latency"
+    help = "Delay data by MS[:JITTER] (e.g. 50 or 50ms:10ms)."
+
+    delay: float
+    jitter: float = 0.0
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
         base, _, jitter = value.partition(":")
-        return FaultSpec(
-            kind,
-            directions,
-            p,
-            _ms_or_duration(base, option),
-            _ms_or_duration(jitter or "0", option),
-        )
-    if kind == "bandwidth":
-        return FaultSpec(kind, directions, p, parse_rate(value, option))
-    if kind == "slice":
+        return cls(_ms_or_duration(base, option), _ms_or_duration(jitter or "0", option))
+
+    def values(self) -> dict[str, object]:
+        return {"latency_ms": self.delay * 1000, "jitter_ms": self.jitter * 1000}
+
+    def value_text(self) -> str:
+        return f"{_seconds(self.delay)}:{_seconds(self.jitter)}"
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.latency, plan.jitter = self.delay, self.jitter
+
+
+@dataclass(frozen=True)
+class Bandwidth(Fault):
+    """Pass no more than ``rate`` bytes per second."""
+
+    name = "bandwidth"
+    help = "Cap the rate (e.g. 1MB/s, 10Mbit/s)."
+
+    rate: float
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
+        return cls(parse_rate(value, option))
+
+    def values(self) -> dict[str, object]:
+        return {"bytes_per_s": self.rate}
+
+    def value_text(self) -> str:
+        # Parsed rates are whole bytes per second, or whole bits (1.25 B/s is 10bit/s).
+        if self.rate.is_integer():
+            return f"{int(self.rate)}/s"
+        return f"{round(self.rate * 8)}bit/s"
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.rate = self.rate
+
+
+@dataclass(frozen=True)
+class Slice(Fault):
+    """Split data into writes of ``size`` bytes, ``delay`` seconds apart."""
+
+    name = "slice"
+    help = "Split data into writes of BYTES[:DELAY]."
+
+    size: int
+    delay: float = 0.0
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
         size, _, delay = value.partition(":")
         nbytes = parse_size(size, option=option)
         if nbytes < 1:
             raise ConfigError(f"{option} {text!r}: slices are at least 1 byte")
-        return FaultSpec(kind, directions, p, nbytes, _ms_or_duration(delay or "0", option))
-    if kind == "limit_data":
-        return FaultSpec(kind, directions, p, parse_size(value, option=option))
-    if kind == "reset_after":
+        return cls(nbytes, _ms_or_duration(delay or "0", option))
+
+    def values(self) -> dict[str, object]:
+        return {"bytes": self.size, "delay_ms": self.delay * 1000}
+
+    def value_text(self) -> str:
+        return f"{self.size}:{_seconds(self.delay)}"
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.slice_size, plan.slice_delay = self.size, self.delay
+
+
+@dataclass(frozen=True)
+class LimitData(Fault):
+    """Close the connection (FIN) once ``size`` bytes have passed in a direction."""
+
+    name = "limit-data"
+    help = "Close after BYTES have passed."
+    end_reason = "limit-data"
+
+    size: int
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
+        return cls(parse_size(value, option=option))
+
+    def values(self) -> dict[str, object]:
+        return {"bytes": self.size}
+
+    def value_text(self) -> str:
+        return str(self.size)
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.limit = self.size
+
+
+@dataclass(frozen=True)
+class ResetAfter(Fault):
+    """Reset (RST) the connection after ``size`` bytes in a direction, or (``size`` 0) after
+    ``seconds`` from its start."""
+
+    name = "reset-after"
+    help = "Reset (RST) after BYTES or a DURATION."
+    end_reason = "reset"
+    resets = True
+
+    size: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
         if re.fullmatch(r"\s*[0-9.]+\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*", value, re.IGNORECASE):
-            return FaultSpec(kind, directions, p, a=parse_size(value, option=option))
-        return FaultSpec(kind, directions, p, b=parse_duration(value, option=option))
-    if kind == "blackhole_after":
+            return cls(size=parse_size(value, option=option))
+        return cls(seconds=parse_duration(value, option=option))
+
+    def values(self) -> dict[str, object]:
+        return {"bytes": self.size} if self.size else {"after_s": self.seconds}
+
+    def value_text(self) -> str:
+        return str(self.size) if self.size else _seconds(self.seconds)
+
+    def apply(self, faults: ConnectionFaults) -> None:
+        if self.size:
+            super().apply(faults)
+        else:
+            faults.reset_after_s = self.seconds
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.reset_bytes = self.size
+
+
+@dataclass(frozen=True)
+class BlackholeAfter(Fault):
+    """Swallow data after ``after`` seconds; close ``close_after`` seconds later (0: never)."""
+
+    name = "blackhole-after"
+    help = (
+        "Stop forwarding after DURATION[:CLOSE_AFTER]; keep the connection open, or close it "
+        "CLOSE_AFTER later (toxiproxy's timeout toxic)."
+    )
+    end_reason = "blackhole-after"
+
+    after: float
+    close_after: float = 0.0
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
         # DURATION[:CLOSE_AFTER]: toxiproxy's timeout toxic closes CLOSE_AFTER into the blackhole.
         after, _, close_after = value.partition(":")
         closing = parse_duration(close_after, option=option) if close_after else 0.0
-        return FaultSpec(kind, directions, p, parse_duration(after, option=option), closing)
-    if kind in ("slow_close", "accept_delay"):
-        return FaultSpec(kind, directions, p, parse_duration(value, option=option))
-    if kind == "refuse":
-        return FaultSpec(kind, directions, p)
-    raise ConfigError(f"unknown fault {kind!r}")
+        return cls(parse_duration(after, option=option), closing)
+
+    def values(self) -> dict[str, object]:
+        values: dict[str, object] = {"after_s": self.after}
+        if self.close_after:
+            values["close_after_s"] = self.close_after
+        return values
+
+    def value_text(self) -> str:
+        text = _seconds(self.after)
+        return f"{text}:{_seconds(self.close_after)}" if self.close_after else text
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.blackhole_after, plan.blackhole_close_after = self.after, self.close_after
+
+
+@dataclass(frozen=True)
+class SlowClose(Fault):
+    """Hold a direction's FIN for ``after`` seconds before passing it on."""
+
+    name = "slow-close"
+    help = "Delay passing on a close (FIN) by DURATION, in the directions given."
+
+    after: float
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
+        return cls(parse_duration(value, option=option))
+
+    def values(self) -> dict[str, object]:
+        return {"after_s": self.after}
+
+    def value_text(self) -> str:
+        return _seconds(self.after)
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.slow_close = max(plan.slow_close, self.after)
+
+
+@dataclass(frozen=True)
+class AcceptDelay(Fault):
+    """Hold a new connection ``delay`` seconds before relaying it."""
+
+    name = "accept-delay"
+    help = "Hold new connections this long before relaying (no direction: the whole connection)."
+    directed = False
+
+    delay: float
+
+    @classmethod
+    def parse_value(cls, value: str, option: str, text: str) -> Self:
+        return cls(parse_duration(value, option=option))
+
+    def values(self) -> dict[str, object]:
+        return {"delay_s": self.delay}
+
+    def value_text(self) -> str:
+        return _seconds(self.delay)
+
+    def apply(self, faults: ConnectionFaults) -> None:
+        faults.accept_delay = max(faults.accept_delay, self.delay)
+
+
+@dataclass(frozen=True)
+class Refuse(Fault):
+    """Accept a connection and reset it at once; the flag's value is the probability."""
+
+    name = "refuse"
+    help = "Accept and reset at once, with this probability (1 = always)."
+    directed = False
+    end_reason = "refuse"
+    resets = True
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """Parse ``P`` or ``p=P``, the probability from 0 to 1.
+
+        Raises:
+            ConfigError: not a probability.
+        """
+        try:
+            probability = float(text.removeprefix("p="))
+        except ValueError:
+            probability = -1.0
+        if not 0 <= probability <= 1:
+            raise ConfigError(
+                f"{cls.option()} {text!r}: give a probability from 0 to 1 (1 = every connection)"
+            )
+        return cls(probability=probability)
+
+    def value_text(self) -> str:
+        return repr(self.probability)
+
+    def flag_value(self) -> str:
+        return self.value_text()
+
+    def apply(self, faults: ConnectionFaults) -> None:
+        faults.refuse = True
+
+
+FAULTS: tuple[type[Fault], ...] = (
+    Latency, Bandwidth, Slice, LimitData, ResetAfter, BlackholeAfter, SlowClose, AcceptDelay, Refuse
+)  # fmt: skip
+"""Every kind of fault, in the order their flags are read and drawn (seeded runs repeat)."""
+
+_BY_NAME: dict[str, type[Fault]] = {kind.name: kind for kind in FAULTS}
+
+
+def fault_kind(name: str) -> type[Fault]:
+    """The fault class for ``name`` (``limit-data``, ``limit_data`` or ``--limit-data``).
+
+    Raises:
+        ConfigError: no such fault.
+    """
+    kind = _BY_NAME.get(name.removeprefix("--").replace("_", "-"))
+    if kind is None:
+        raise ConfigError(f"unknown fault {name!r}")
+    return kind
+
+
+def parse_fault(kind: str, text: str) -> Fault:
+    """Parse one fault flag's value.
+
+    Raises:
+        ConfigError: with the option name and what is wrong, or an unknown kind.
+    """
+    return fault_kind(kind).parse(text)
+
+
+def parse_faults(flags: Mapping[str, Iterable[str] | None]) -> list[Fault]:
+    """Parse every fault flag a command collected: ``{name: [value, ...]}``, in :data:`FAULTS` order.
+
+    Raises:
+        ConfigError: a bad value, or a name that is no fault.
+    """
+    given = {fault_kind(name): values for name, values in flags.items()}
+    return [kind.parse(v) for kind in FAULTS for v in given.get(kind) or ()]
+
+
+# --- one connection's faults ---------------------------------------------------------------
 
 
 @dataclass
@@ -229,33 +538,12 @@ class ConnectionFaults:
         )
 
 
-def draw(specs: list[FaultSpec], rng: random.Random) -> ConnectionFaults:
+def draw(specs: Iterable[Fault], rng: random.Random) -> ConnectionFaults:
     """Decide, for one new connection, which faults apply (each by its probability)."""
     faults = ConnectionFaults()
     for spec in specs:
         if spec.probability < 1 and rng.random() >= spec.probability:
             continue
         faults.applied.append({**spec.describe(), "directions": list(spec.directions)})
-        if spec.kind == "refuse":
-            faults.refuse = True
-        elif spec.kind == "accept_delay":
-            faults.accept_delay = max(faults.accept_delay, spec.a)
-        elif spec.kind == "reset_after" and not spec.a:
-            faults.reset_after_s = spec.b
-        for name in spec.directions:
-            plan = faults.directions[name]
-            if spec.kind == "latency":
-                plan.latency, plan.jitter = spec.a, spec.b
-            elif spec.kind == "bandwidth":
-                plan.rate = spec.a
-            elif spec.kind == "slice":
-                plan.slice_size, plan.slice_delay = int(spec.a), spec.b
-            elif spec.kind == "limit_data":
-                plan.limit = int(spec.a)
-            elif spec.kind == "reset_after" and spec.a:
-                plan.reset_bytes = int(spec.a)
-            elif spec.kind == "blackhole_after":
-                plan.blackhole_after, plan.blackhole_close_after = spec.a, spec.b
-            elif spec.kind == "slow_close":
-                plan.slow_close = max(plan.slow_close, spec.a)
+        spec.apply(faults)
     return faults

@@ -36,7 +36,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.faults import ConnectionFaults, DirectionPlan, FaultSpec, draw
+from netkit.core.faults import (
+    BlackholeAfter,
+    ConnectionFaults,
+    DirectionPlan,
+    Fault,
+    LimitData,
+    Refuse,
+    ResetAfter,
+    draw,
+)
 from netkit.core.proxy_protocol import encode as encode_proxy_header
 from netkit.errors import ConnectError, NetkitError, OperationTimeout, ResourceExhausted
 from netkit.net.accept import Acceptor, DescriptorReserve
@@ -427,9 +436,9 @@ class _RelaySide(StreamProtocol):
             self.relay.count(self.up, delivered=len(data))
         if plan is not None:
             if plan.reset_bytes is not None and self.delivered >= plan.reset_bytes:
-                self.relay.fault_end("reset", rst=True)
+                self.relay.fault_end(ResetAfter)
             elif plan.limit is not None and self.delivered >= plan.limit:
-                self.relay.fault_end("limit-data", rst=False)
+                self.relay.fault_end(LimitData)
 
     def take(self, data: bytes | memoryview) -> bool:
         """Write bytes from the other side; False when our transport could not take them."""
@@ -508,9 +517,7 @@ class BufferedRelay:
         """Both transports are connected: arm time-based faults."""
         f = self.faults
         if f.reset_after_s is not None:
-            self._timers.append(
-                self.loop.call_later(f.reset_after_s, self.fault_end, "reset", True)
-            )
+            self._timers.append(self.loop.call_later(f.reset_after_s, self.fault_end, ResetAfter))
         for side in (self.client, self.upstream):
             if side.plan is not None and side.plan.blackhole_after is not None:
                 self._timers.append(
@@ -522,7 +529,7 @@ class BufferedRelay:
                     # toxiproxy's timeout toxic: swallow, then close after a while.
                     closing = side.plan.blackhole_after + side.plan.blackhole_close_after
                     self._timers.append(
-                        self.loop.call_later(closing, self.fault_end, "blackhole-after", False)
+                        self.loop.call_later(closing, self.fault_end, BlackholeAfter)
                     )
 
     def count(self, up: bool, *, received: int = 0, delivered: int = 0) -> None:
@@ -602,14 +609,14 @@ class BufferedRelay:
         else:
             shutdown()
 
-    def fault_end(self, what: str, rst: bool) -> None:
+    def fault_end(self, fault: type[Fault]) -> None:
         """A data fault ends the connection: RST both sides, or close them gracefully."""
         if self.done.done():
             return
-        self.record.end = f"fault: {what}"
+        self.record.end = f"fault: {fault.end_reason}"
         for side in (self.client, self.upstream):
             if side.transport is not None:
-                if rst:
+                if fault.resets:
                     side.reset()
                 else:
                     side.transport.close()
@@ -744,7 +751,7 @@ class RelayOptions:
     splice: bool = True
     proxy_protocol: int = 0
     idle_timeout: float | None = None
-    faults: list[FaultSpec] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     seed: int | None = None
 
 
@@ -868,7 +875,7 @@ class RelayServer:
             if faults.refuse:
                 _force_rst(conn)
                 conn.close()
-                record.end = "fault: refuse"
+                record.end = f"fault: {Refuse.end_reason}"
                 return
             if faults.accept_delay:
                 await asyncio.sleep(faults.accept_delay)

@@ -6,14 +6,32 @@ import random
 
 import pytest
 
-from netkit.core.faults import DirectionPlan, FaultSpec, draw, parse_fault, parse_rate
-from netkit.errors import ConfigError
+from netkit.core.faults import (
+    FAULTS,
+    AcceptDelay,
+    Bandwidth,
+    BlackholeAfter,
+    DirectionPlan,
+    Fault,
+    Latency,
+    LimitData,
+    Refuse,
+    ResetAfter,
+    Slice,
+    SlowClose,
+    draw,
+    fault_kind,
+    parse_fault,
+    parse_faults,
+    parse_rate,
+)
+from netkit.errors import ConfigError, UsageError
 
 
 def test_latency_in_ms_by_default_with_jitter_and_direction():
     spec = parse_fault("latency", "50:10,down,p=0.25")
-    assert spec == FaultSpec("latency", ("down",), 0.25, 0.05, 0.01)
-    assert parse_fault("latency", "1s").a == 1.0
+    assert spec == Latency(0.05, 0.01, directions=("down",), probability=0.25)
+    assert parse_fault("latency", "1s") == Latency(1.0)
 
 
 @pytest.mark.parametrize(
@@ -34,9 +52,8 @@ def test_bad_values_name_the_option(kind, text):
 
 
 def test_reset_after_bytes_or_duration():
-    assert parse_fault("reset_after", "64KiB").a == 65536
-    by_time = parse_fault("reset_after", "2s")
-    assert (by_time.a, by_time.b) == (0, 2.0)
+    assert parse_fault("reset_after", "64KiB") == ResetAfter(size=65536)
+    assert parse_fault("reset_after", "2s") == ResetAfter(seconds=2.0)
 
 
 def test_draws_follow_probability_and_seed():
@@ -56,7 +73,7 @@ def test_directions_get_their_own_plans():
 
 
 def test_setup_faults_do_not_touch_data():
-    faults = draw([parse_fault("accept_delay", "1s"), FaultSpec("refuse")], random.Random())
+    faults = draw([parse_fault("accept_delay", "1s"), Refuse()], random.Random())
     assert faults.refuse and faults.accept_delay == 1.0 and not faults.touches_data
 
 
@@ -100,14 +117,118 @@ def test_accept_delay_has_no_direction(text):
 def test_blackhole_after_can_close_after_a_time():
     # toxiproxy's timeout toxic: swallow the bytes, close the connection CLOSE_AFTER later.
     spec = parse_fault("blackhole_after", "200ms:1s,down")
-    assert (spec.a, spec.b, spec.directions) == (0.2, 1.0, ("down",))
+    assert spec == BlackholeAfter(0.2, 1.0, directions=("down",))
     assert spec.describe() == {"fault": "blackhole-after", "after_s": 0.2, "close_after_s": 1.0}
     plan = draw([spec], random.Random()).directions["down"]
     assert (plan.blackhole_after, plan.blackhole_close_after) == (0.2, 1.0)
-    assert parse_fault("blackhole_after", "2s").b == 0.0  # open for ever, as before
+    assert parse_fault("blackhole_after", "2s").close_after == 0.0  # open for ever, as before
     with pytest.raises(ConfigError, match="--blackhole-after"):
         parse_fault("blackhole_after", "1s:later")
 
 
 def test_blackhole_from_the_start_still_touches_data():
     assert draw([parse_fault("blackhole_after", "0")], random.Random()).touches_data
+
+
+# --- the registry: every kind parses, describes and renders itself ---------------------------
+
+# One flag value per kind, and the fields its ``fault`` event carries.
+EXAMPLES: dict[type[Fault], tuple[str, Fault, dict[str, object]]] = {
+    Latency: ("50:10,down", Latency(0.05, 0.01, directions=("down",)),
+              {"latency_ms": 50.0, "jitter_ms": 10.0}),
+    Bandwidth: ("10Mbit/s,p=0.5", Bandwidth(1.25e6, probability=0.5), {"bytes_per_s": 1.25e6}),
+    Slice: ("100:20ms,up", Slice(100, 0.02, directions=("up",)), {"bytes": 100, "delay_ms": 20.0}),
+    LimitData: ("64KiB", LimitData(65536), {"bytes": 65536}),
+    ResetAfter: ("2s,down", ResetAfter(seconds=2.0, directions=("down",)), {"after_s": 2.0}),
+    BlackholeAfter: ("300ms:1s", BlackholeAfter(0.3, 1.0), {"after_s": 0.3, "close_after_s": 1.0}),
+    SlowClose: ("250ms,down,p=0.1", SlowClose(0.25, directions=("down",), probability=0.1),
+                {"after_s": 0.25}),
+    AcceptDelay: ("1s", AcceptDelay(1.0), {"delay_s": 1.0}),
+    Refuse: ("p=0.25", Refuse(probability=0.25), {}),
+}  # fmt: skip
+
+
+def test_the_registry_lists_every_kind_once_in_flag_order():
+    assert tuple(EXAMPLES) == FAULTS
+    assert len({kind.name for kind in FAULTS}) == len(FAULTS)
+    assert all(kind.help and kind.option() == f"--{kind.name}" for kind in FAULTS)
+
+
+@pytest.mark.parametrize("kind", FAULTS, ids=lambda kind: kind.name)
+def test_every_kind_parses_describes_and_round_trips(kind):
+    text, expected, values = EXAMPLES[kind]
+    fault = parse_fault(kind.name, text)
+    assert fault == expected and type(fault) is kind
+    assert fault.describe() == {"fault": kind.name, **values}
+    assert fault.as_dict() == fault.describe() | {
+        "directions": list(fault.directions),
+        "p": fault.probability,
+    }
+    assert kind.parse(fault.flag_value()) == fault  # the rendered flag parses back
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["50", "0:0", "7ms,up,p=0.3", "1.5s:250ms,down"],
+)
+def test_latency_round_trips_through_its_flag_value(text):
+    fault = Latency.parse(text)
+    assert Latency.parse(fault.flag_value()) == fault
+
+
+@pytest.mark.parametrize("text", ["1MB/s", "512KiB/s", "3bit/s", "100/s,up"])
+def test_bandwidth_round_trips_whole_bytes_and_bits(text):
+    fault = Bandwidth.parse(text)
+    assert Bandwidth.parse(fault.flag_value()) == fault
+
+
+def test_reset_after_round_trips_both_forms():
+    for text in ("2000,down", "1.5s", "0"):
+        fault = ResetAfter.parse(text)
+        assert ResetAfter.parse(fault.flag_value()) == fault
+
+
+@pytest.mark.parametrize("name", ["limit-data", "limit_data", "--limit-data"])
+def test_kinds_are_found_by_flag_or_python_name(name):
+    assert fault_kind(name) is LimitData
+
+
+@pytest.mark.parametrize("name", ["jitter", "", "refused", "--"])
+def test_an_unknown_kind_is_a_usage_error(name):
+    with pytest.raises(ConfigError, match="unknown fault") as caught:
+        parse_fault(name, "1")
+    assert isinstance(caught.value, UsageError)
+    with pytest.raises(ConfigError, match="unknown fault"):
+        parse_faults({name: ["1"]})
+
+
+def test_parse_faults_reads_flags_in_registry_order():
+    faults = parse_faults(
+        {"refuse": ["0.5"], "slow-close": None, "latency": ["5", "6,up"], "accept-delay": ["1s"]}
+    )
+    assert [type(f) for f in faults] == [Latency, Latency, AcceptDelay, Refuse]
+    assert faults[1] == Latency(0.006, directions=("up",))
+
+
+@pytest.mark.parametrize("text", ["2", "-0.1", "x", "1,up"])
+def test_refuse_takes_a_probability_alone(text):
+    with pytest.raises(ConfigError, match=r"--refuse .* give a probability from 0 to 1"):
+        Refuse.parse(text)
+    assert Refuse.parse("1") == Refuse() and Refuse.parse("p=0") == Refuse(probability=0.0)
+
+
+def test_each_kind_applies_to_its_own_part_of_a_connection():
+    faults = draw(
+        [Refuse(), AcceptDelay(0.5), ResetAfter(seconds=3.0), ResetAfter(100, directions=("up",))],
+        random.Random(),
+    )
+    assert faults.refuse and faults.accept_delay == 0.5 and faults.reset_after_s == 3.0
+    assert faults.directions["up"].reset_bytes == 100
+    assert faults.directions["down"].reset_bytes is None
+
+
+def test_ending_faults_say_how_the_connection_ends():
+    assert (ResetAfter.end_reason, ResetAfter.resets) == ("reset", True)
+    assert (LimitData.end_reason, LimitData.resets) == ("limit-data", False)
+    assert (BlackholeAfter.end_reason, BlackholeAfter.resets) == ("blackhole-after", False)
+    assert (Refuse.end_reason, Refuse.resets) == ("refuse", True)
