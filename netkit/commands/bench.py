@@ -2,7 +2,7 @@
 
 ``netkit bench [TARGET] [OPTIONS]`` runs a benchmark (the ``run`` command: the word ``run`` may
 be left out); ``netkit bench merge A.json B.json`` combines saved ``--json`` results. Without a
-target, netkit's own TCP echo server is started in a child process and benchmarked.
+target, netkit's own TCP echo server is started in forked worker processes and benchmarked.
 
 Workers are processes (``--workers``, one per core by default): each runs its share of the
 connections and of the rate on its own event loop, writes its result to a file and, when the
@@ -274,7 +274,7 @@ def run(
     cores = _cores()
     try:
         if target is None:
-            server = EmbeddedEchoServer(workers=max(1, cores // 2), loop=runtime.loop_name())
+            server = EmbeddedEchoServer(workers=max(1, cores // 2))
             address = server.start()
             out.event(
                 "server",

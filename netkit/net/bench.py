@@ -20,20 +20,20 @@ advance; latency measured from that time, as wrk2 does). Transports:
 
 The hot path is kept lean: one ``perf_counter_ns()`` per batch of responses, a histogram
 record per response, one write per batch of requests.
+
+Without a target, :class:`EmbeddedEchoServer` runs netkit's own echo server (the shared
+:class:`~netkit.net.server.StreamServer`) in forked processes for the drivers to load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import select
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -56,11 +56,20 @@ from netkit.errors import (
     PeerProtocolError,
     TLSError,
 )
+from netkit.net import runtime
 from netkit.net.datagram import BATCH, MAX_UDP_PAYLOAD
-from netkit.net.echo import EchoClientConnection, echo_once
+from netkit.net.echo import EchoClientConnection, EchoConnection, echo_once
 from netkit.net.protocols import StreamProtocol, open_stream
 from netkit.net.runtime import ShutdownSignal
-from netkit.net.sockets import SocketOptions, create_udp_socket, describe
+from netkit.net.server import make_listener, serve_until_signal
+from netkit.net.sockets import (
+    SocketOptions,
+    create_udp_socket,
+    describe,
+    listener_address,
+    raise_nofile_limit,
+)
+from netkit.net.workers import describe_exit, fork_worker
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
 
 perf_ns = time.perf_counter_ns
@@ -686,7 +695,9 @@ class DatagramEcho(RequestEngine):
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
-        self.lose_in_flight((f"no reply from udp://{self.peer} before the end of the run", "timeout"))
+        self.lose_in_flight(
+            (f"no reply from udp://{self.peer} before the end of the run", "timeout")
+        )
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -775,7 +786,9 @@ class StreamBulk(BulkSender, StreamProtocol):
 
     def on_close(self, exc: Exception | None) -> None:
         self.stop_bulk()
-        report_close(self.run, self.error or exc or (f"{self.peer} closed the connection", "closed"))
+        report_close(
+            self.run, self.error or exc or (f"{self.peer} closed the connection", "closed")
+        )
 
     def finish(self) -> None:
         """Close at the end of the run."""
@@ -1204,81 +1217,133 @@ async def run_worker(
 
 
 class EmbeddedEchoServer:
-    """``netkit tcp-echo serve 127.0.0.1:0`` in a child process, for ``netkit bench`` without
-    a target. The address comes from the server's first JSON line.
+    """netkit's own TCP echo server (:class:`~netkit.net.server.StreamServer` serving
+    :class:`~netkit.net.echo.EchoConnection`) on 127.0.0.1, for ``netkit bench`` without a
+    target. No CLI is involved: the listeners are made here, then ``workers`` forked children
+    (:func:`~netkit.net.workers.fork_worker`) serve them, one event loop each, sharing the port
+    with SO_REUSEPORT as ``tcp-echo serve --workers N`` does.
+
+    Processes rather than a thread of this one: the server must not share this process's GIL
+    with the load it is measured under, it keeps one core per worker, and the bench workers
+    fork after it starts, which is only safe from a process with one thread and no event loop.
+    Call :meth:`start` before any event loop exists in this process.
 
     Args:
-        workers: the server's ``--workers``.
-        loop: the event loop the server should use (``uvloop`` or ``asyncio``).
+        workers: how many server processes.
+        drain_timeout: how long :meth:`stop` lets open connections finish.
     """
 
-    def __init__(self, *, workers: int = 1, loop: str = "auto") -> None:
+    def __init__(self, *, workers: int = 1, drain_timeout: float = 10.0) -> None:
         self.workers = workers
-        self.loop = loop
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.drain_timeout = drain_timeout
+        self.pids: list[int] = []
         self.address = ""
 
     def start(self, timeout: float = 10.0) -> str:
-        """Start the server and return the address it listens on.
+        """Start the server and return the address it listens on, once every worker serves.
 
         Raises:
-            ConnectError: the server did not start (its stderr is in the message).
+            ConnectError: a worker did not start (why is in the message).
         """
-        cmd = [sys.executable, "-m", "netkit", "--loop", self.loop, "tcp-echo", "serve",
-               "127.0.0.1:0", "--json", "--workers", str(self.workers)]  # fmt: skip
-        # Its own session: a Ctrl-C meant for bench must not reach the server first.
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        pending = b""
-        while True:
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                with contextlib.suppress(ValueError):
-                    event = json.loads(line)
-                    if event.get("event") == "listening":
-                        self.address = str(event["address"])
-                        return self.address
-            left = deadline - time.monotonic()
-            ready = select.select([fd], [], [], max(0.0, left))[0] if left > 0 else []
-            chunk = os.read(fd, 65536) if ready else b""
-            if not chunk:
-                self.stop()
-                stderr = (
-                    self.proc.stderr.read().decode(errors="replace").strip()
-                    if self.proc.stderr
-                    else ""
-                )
-                raise ConnectError(
-                    f"the embedded echo server did not start: {stderr or 'no listening event'}"
-                )
-            pending += chunk
+        raise_nofile_limit()
+        first = make_listener(TCPEndpoint("127.0.0.1", 0), reuse_port=self.workers > 1)
+        socks = [first]
+        bound = TCPEndpoint("127.0.0.1", first.getsockname()[1])
+        socks += [make_listener(bound, reuse_port=True) for _ in range(self.workers - 1)]
+        self.address = listener_address(first)
+        ready_fd, ready_w = os.pipe()
+        summary_fds: list[int] = []
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        def serve(index: int) -> tuple[int, dict[str, Any]]:
+            os.close(ready_fd)
+            for other, sock in enumerate(socks):
+                if other != index:
+                    sock.close()
+
+            def listening(_: str) -> None:
+                os.write(ready_w, b"1")
+                os.close(ready_w)
+
+            result = runtime.run(
+                lambda: serve_until_signal(
+                    socks[index],
+                    EchoConnection,
+                    ssl_context=None,
+                    max_connections=None,
+                    drain_timeout=self.drain_timeout,
+                    unix_endpoint=None,
+                    on_listening=listening,
+                    on_event=None,
+                )
+            )
+            return 0, result.stats.as_dict()
+
+        try:
+            for index in range(self.workers):
+                pid, summary_fd = fork_worker(index, serve, close=summary_fds)
+                self.pids.append(pid)
+                summary_fds.append(summary_fd)
+        finally:
+            os.close(ready_w)
+            for sock in socks:  # the workers hold them now; bench's own workers must not
+                sock.close()
+            for fd in summary_fds:
+                os.close(fd)
+        try:
+            self._wait_ready(ready_fd, timeout)
+        finally:
+            os.close(ready_fd)
+        return self.address
+
+    def _wait_ready(self, fd: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        ready = 0
+        while ready < self.workers:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.stop()
+                raise ConnectError(f"the embedded echo server did not start within {timeout:g}s")
+            chunk = os.read(fd, 64)
+            if not chunk:  # every worker has closed its end: one ended before serving
+                codes = self.stop()
+                why = next((describe_exit(c) for c in codes if c), "ended before serving")
+                raise ConnectError(f"the embedded echo server {why}")
+            ready += len(chunk)
+
+    def stop(self) -> list[int]:
+        """Stop the workers (SIGTERM; SIGKILL when they have not ended ``drain_timeout`` + 1 s
+        later) and return how each ended (``-N``: killed by signal N)."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.drain_timeout + 1.0
+        codes = []
+        for pid in self.pids:
+            codes.append(_reap(pid, deadline))
+        self.pids = []
+        return codes
 
     def __enter__(self) -> EmbeddedEchoServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _reap(pid: int, deadline: float) -> int:
+    """Wait for child ``pid`` until ``deadline`` (monotonic), then SIGKILL it; its exit code."""
+    with contextlib.suppress(OSError, AttributeError):  # a pidfd: readable once the child ends
+        fd = os.pidfd_open(pid)
+        try:
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        time.sleep(0.01)  # no pidfd (Linux before 5.3): poll

@@ -17,7 +17,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from netkit.net.runtime import STOP_SIGNALS
@@ -71,6 +71,49 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def fork_worker(
+    index: int,
+    child_main: Callable[[int], tuple[int, dict[str, Any]]],
+    *,
+    close: Sequence[int] = (),
+) -> tuple[int, int]:
+    """Fork one child running ``child_main(index)`` in its own process group, dying with its
+    parent; it closes the descriptors in ``close`` first (pipes to its siblings).
+
+    The child ends in ``os._exit`` with the code ``child_main`` returns (70 when it raised, 130
+    on KeyboardInterrupt; the error goes to stderr as ``netkit: worker N: ...``) after writing
+    its summary, as JSON, to the pipe whose read end is returned.
+
+    Returns:
+        The child's pid and the read end of its summary pipe.
+    """
+    for stream in (sys.stdout, sys.stderr):  # else the child would write the parent's buffers
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid != 0:
+        os.close(write_fd)
+        return pid, read_fd
+    os.close(read_fd)
+    for fd in close:
+        os.close(fd)
+    os.setpgid(0, 0)
+    _die_with_parent()
+    code, summary = 70, dict[str, Any]()
+    try:
+        code, summary = child_main(index)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as exc:
+        print(f"netkit: worker {index}: {str(exc) or type(exc).__name__}", file=sys.stderr)
+    finally:
+        with contextlib.suppress(OSError):
+            os.write(write_fd, json.dumps(summary).encode())
+        sys.stdout.flush()
+        os._exit(code)
+
+
 def run_workers(
     count: int,
     child_main: Callable[[int], tuple[int, dict[str, Any]]],
@@ -87,28 +130,7 @@ def run_workers(
     """
     children: list[tuple[int, int]] = []
     for index in range(count):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            os.close(read_fd)
-            for _, fd in children:
-                os.close(fd)
-            os.setpgid(0, 0)
-            _die_with_parent()
-            code, summary = 70, dict[str, Any]()
-            try:
-                code, summary = child_main(index)
-            except KeyboardInterrupt:
-                code = 130
-            except BaseException as exc:
-                print(f"netkit: worker {index}: {str(exc) or type(exc).__name__}", file=sys.stderr)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.write(write_fd, json.dumps(summary).encode())
-                sys.stdout.flush()
-                os._exit(code)
-        os.close(write_fd)
-        children.append((pid, read_fd))
+        children.append(fork_worker(index, child_main, close=[fd for _, fd in children]))
 
     stopped_by: list[int] = []
 

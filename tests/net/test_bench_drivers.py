@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -13,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import netkit.net.bench
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench import STREAM_CHUNK, LoadPlan
 from netkit.core.ws.handshake import ServerHandshake
 from netkit.errors import ConfigError, ConnectError
-from netkit.net.bench import Target, Worker, make_payload, run_worker
+from netkit.net.bench import EmbeddedEchoServer, Target, Worker, make_payload, run_worker
 from netkit.net.datagram import UDPEchoServer
 from netkit.net.echo import EchoConnection
 from netkit.net.server import ServerConnection
@@ -252,9 +256,7 @@ def test_timeouts_are_counted(run: Runner, serve: Serve) -> None:
     run(main())
 
 
-def test_requests_unanswered_at_the_end_are_errors_not_dropped(
-    run: Runner, serve: Serve
-) -> None:
+def test_requests_unanswered_at_the_end_are_errors_not_dropped(run: Runner, serve: Serve) -> None:
     """A hung server fails the run (issue 13 item 15): requests still in flight when the run
     ends are errors, even when their connection ends during the final drain."""
 
@@ -458,3 +460,61 @@ def test_payload_pattern_is_not_periodic_in_small_shifts() -> None:
     data = make_payload(1000)
     assert len(data) == 1000
     assert all(data[k:] != data[: len(data) - k] for k in range(1, 251))
+
+
+# --- the embedded echo server -------------------------------------------------------------------
+
+
+def _echo_through(address: str, payload: bytes) -> bytes:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_embedded_echo_server_forks_the_shared_server_without_the_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14: it used to spawn ``python -m netkit tcp-echo serve`` and parse its JSON."""
+
+    def no_subprocess(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"the embedded echo server started a subprocess: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    server = EmbeddedEchoServer(workers=2)
+    try:
+        address = server.start()
+        assert address.startswith("127.0.0.1:") and address == server.address
+        assert len(server.pids) == 2
+        for pid in server.pids:  # our own children, serving
+            assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+        for i in range(8):  # SO_REUSEPORT spreads these over both workers
+            payload = bytes([i]) * (1000 + i)
+            assert _echo_through(address, payload) == payload
+    finally:
+        codes = server.stop()
+    assert codes == [0, 0]  # SIGTERM: drained and ended cleanly
+    assert server.pids == []
+    host, port = server.address.rsplit(":", 1)
+    with pytest.raises(ConnectionRefusedError):  # no copy of the listener left open here
+        socket.create_connection((host, int(port)), timeout=10).close()
+
+
+def test_embedded_echo_server_that_cannot_serve_says_so(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("no loop for you")
+
+    monkeypatch.setattr(netkit.net.bench, "serve_until_signal", broken)
+    server = EmbeddedEchoServer()
+    with pytest.raises(ConnectError, match="embedded echo server exited with code 70"):
+        server.start(timeout=30)
+    assert server.pids == []
+    assert "no loop for you" in capfd.readouterr().err
