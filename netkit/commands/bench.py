@@ -72,9 +72,7 @@ RUN_PANEL = "Run"
 
 DEFAULT_DURATION = "10s"
 EMBEDDED_DURATION = "3s"
-EMBEDDED_HINT = (
-    "benchmarked netkit's own echo server; point it at yours: netkit bench HOST:PORT"
-)
+EMBEDDED_HINT = "benchmarked netkit's own echo server; point it at yours: netkit bench HOST:PORT"
 DEFAULT_SIZE = {"echo": "64", "connect": "64", "stream": "256KiB"}
 
 

@@ -369,9 +369,7 @@ def test_client_refused_by_mtls_server_exits_5(ca, tmp_path, version):
     assert "did not answer our close frame" in trusted.stderr
 
 
-def test_netkit_ws_server_refusing_a_client_without_certificate_is_exit_5(
-    netkit_server, tls_files
-):
+def test_netkit_ws_server_refusing_a_client_without_certificate_is_exit_5(netkit_server, tls_files):
     # Both ends netkit: ws-server sends the TLS alert (its MemoryBIO layer) and ws-client names it.
     files = tls_files
     server = netkit_server(

@@ -105,7 +105,9 @@ def test_the_url_advertised_for_an_abstract_socket_is_one_ws_client_takes(netkit
     name = f"netkit-test-{uuid.uuid4().hex}"
     server = netkit_server("ws-server", f"unix:@{name}")
     assert server.listening["url"] == f"ws+unix://@{name}:/"
-    result = run_netkit("ws-client", server.listening["url"], "over abstract", "-c", "1", "-t", "10s")
+    result = run_netkit(
+        "ws-client", server.listening["url"], "over abstract", "-c", "1", "-t", "10s"
+    )
     assert (result.returncode, result.stdout.strip()) == (0, "over abstract"), result.stderr
 
 

@@ -267,6 +267,8 @@ def test_a_corrupt_record_ends_the_relay_as_an_error_not_a_clean_close(
         ):
             await asyncio.to_thread(client, relay.address)
             (closed,) = await relay.wait_events("closed")
-            assert closed["end"] == "TLS error from client: DECRYPTION_FAILED_OR_BAD_RECORD_MAC", closed
+            assert closed["end"] == "TLS error from client: DECRYPTION_FAILED_OR_BAD_RECORD_MAC", (
+                closed
+            )
 
     run(main())
