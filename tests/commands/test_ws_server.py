@@ -395,6 +395,21 @@ def test_valid_message_is_echoed_before_the_bad_frame_closes(netkit_server):
     assert len(close) == 2 + close[1], "nothing after the close frame: no pong"
 
 
+def test_a_message_and_a_close_in_one_write_get_the_echo_then_the_close(netkit_server):
+    # Autobahn 7.1.6: the close frame came in the same read as the message before it, and
+    # the echo was dropped (only the close reply went out).
+    server = netkit_server("ws-server", ":0")
+    hello = b"Hello, world!"
+    frames = b"\x81\x8d" + bytes(4) + hello + b"\x88\x82" + bytes(4) + struct.pack("!H", 1000)
+    with socket.create_connection(host_port(server.address), timeout=10) as sock:
+        upgrade(sock)
+        sock.sendall(frames)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data == b"\x81\x0d" + hello + b"\x88\x02" + struct.pack("!H", 1000), data
+
+
 def test_invalid_utf8_closes_before_the_frame_is_complete(netkit_server):
     # Item 25 (b), Autobahn 6.4.3: the rest of the frame is never sent.
     server = netkit_server("ws-server", ":0")

@@ -248,6 +248,7 @@ class Protocol:
     # Slots: attribute reads on the per-message path, and less memory per idle connection.
     __slots__ = (
         "_buffer",
+        "_close_deferred",
         "_deferred",
         "_deflate",
         "_eof",
@@ -316,6 +317,7 @@ class Protocol:
         # A peer error found after events that are still to be handled: it fails the
         # connection once they have been collected (see _fail_in_order).
         self._deferred: PeerProtocolError | None = None
+        self._close_deferred = False  # the peer's close waits for the messages before it
         # Closing handshake (7.1.2, 7.1.3).
         self.close_sent: tuple[int, str] | None = None
         self.close_received: tuple[int, str] | None = None
@@ -461,6 +463,8 @@ class Protocol:
         if self._eof:
             return
         self._eof = True
+        if self._close_deferred:
+            self._answer_close()
         if self._deferred is not None:
             self._fail_deferred()
         self._transition("eof")
@@ -479,6 +483,8 @@ class Protocol:
                 self._events[i] = replace(event, data=bytes(event.data))
 
     def _parse(self) -> None:
+        if self._close_deferred:
+            self._answer_close()  # more bytes came before the events were collected
         if self._deferred is not None:
             self._fail_deferred()  # more bytes came before the events were collected
         buf = self._buffer
@@ -538,6 +544,8 @@ class Protocol:
                     return
                 checked, self._text_checked = self._text_checked, 0
                 self._handle(frame, checked)
+                if self._close_deferred:
+                    break  # 5.5.1: nothing after the peer's close frame is processed
             except PeerProtocolError as exc:
                 self._fail_in_order(exc)
                 break
@@ -648,8 +656,20 @@ class Protocol:
         code, reason = parse_close_payload(frame.payload)
         self.close_received = (code, reason)
         self._events.append(CloseReceived(code, reason))
-        if self.close_sent is None:
+        if self.close_sent is None and any(type(event) is Message for event in self._events):
+            # 5.5.1 lets an endpoint finish sending before it answers a close: messages that
+            # came in the same read before the close frame are handled first, as if they
+            # had come in an earlier read, and the reply waits until data_to_send(), after
+            # theirs (Autobahn 7.1.6: the echo of the message, then the close).
+            self._close_deferred = True
+            return
+        self._answer_close()
+
+    def _answer_close(self) -> None:
+        self._close_deferred = False
+        if self.close_sent is None and self.close_received is not None:
             # 5.5.1: reply with a close frame, echoing the status code.
+            code = self.close_received[0]
             self._queue_close(None if code == CloseCode.NO_STATUS_RCVD else code, "")
         self._transition("receive_close")
 
@@ -691,6 +711,8 @@ class Protocol:
         fails the connection here, after the replies queued while handling them: handle
         :meth:`events_received` first, then call this.
         """
+        if self._close_deferred:
+            self._answer_close()
         if self._deferred is not None:
             self._fail_deferred()
         out, self._output = self._output, []

@@ -631,6 +631,36 @@ def test_valid_message_is_echoed_before_the_bad_frame_fails(case: str, chops: st
     assert server.error is not None and server.should_close_transport()
 
 
+@pytest.mark.parametrize("chops", ["one read", "frame-wise"])
+def test_messages_before_a_close_in_the_same_read_are_echoed_first(chops: str) -> None:
+    # Autobahn 7.1.6: a message, the close, then a ping, in one read. The echo goes out before
+    # the close reply (5.5.1 lets an endpoint finish sending first); the ping after the close
+    # is not answered.
+    frames = [
+        autobahn_frame(1, HELLO),
+        autobahn_frame(8, struct.pack("!H", 1000)),
+        autobahn_frame(9, b"late"),
+    ]
+    reads = [b"".join(frames)] if chops == "one read" else frames
+    server = Protocol(Side.SERVER)
+    sent = echo_app(server, reads)
+    echo = b"\x81\x0d" + HELLO
+    assert sent == echo + b"\x88\x02" + struct.pack("!H", 1000), sent
+    assert server.state is State.CLOSING and server.close_received == (1000, "")
+    assert server.should_close_transport()
+
+
+def test_a_close_waiting_for_its_messages_is_answered_at_eof() -> None:
+    server = Protocol(Side.SERVER)
+    server.receive_data(autobahn_frame(1, HELLO) + autobahn_frame(8, struct.pack("!H", 1001)))
+    assert server.state is State.OPEN  # the close waits for the message to be handled
+    server.receive_eof()
+    events = server.events_received()
+    assert [type(e).__name__ for e in events] == ["Message", "CloseReceived", "ConnectionClosed"]
+    assert wire(server) == b"\x88\x02" + struct.pack("!H", 1001)
+    assert server.state is State.CLOSED
+
+
 def test_failure_waits_only_for_collected_events() -> None:
     server = Protocol(Side.SERVER)
     server.receive_data(autobahn_frame(1, HELLO) + autobahn_frame(5))
