@@ -288,6 +288,14 @@ def upgrade(sock: socket.socket) -> None:
     assert head.startswith(b"HTTP/1.1 101 ")
 
 
+def read_to_eof(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
 def read_close_code(sock: socket.socket) -> int:
     data = b""
     while len(data) < 4:
@@ -369,9 +377,7 @@ def test_split_request_and_client_hello_are_answered_not_reset(netkit_server):
             assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
     with socket.create_connection(host_port(server.address), timeout=10) as sock:
         sock.sendall(b"\x16\x03\x01\x00\x05hello")
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+        answer = read_to_eof(sock)
         assert answer.startswith(b"HTTP/1.1 400 ")
     assert server.wait_for("rejected")["status"] == 400
 
@@ -386,9 +392,7 @@ def test_valid_message_is_echoed_before_the_bad_frame_closes(netkit_server):
     with socket.create_connection(host_port(server.address), timeout=10) as sock:
         upgrade(sock)
         sock.sendall(frames)
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
+        data = read_to_eof(sock)
     assert data.startswith(b"\x81\x0d" + hello), data
     close = data[2 + len(hello) :]
     assert close[:1] == b"\x88" and struct.unpack("!H", close[2:4])[0] == 1002
@@ -404,9 +408,7 @@ def test_a_message_and_a_close_in_one_write_get_the_echo_then_the_close(netkit_s
     with socket.create_connection(host_port(server.address), timeout=10) as sock:
         upgrade(sock)
         sock.sendall(frames)
-        data = b""
-        while chunk := sock.recv(4096):
-            data += chunk
+        data = read_to_eof(sock)
     assert data == b"\x81\x0d" + hello + b"\x88\x02" + struct.pack("!H", 1000), data
 
 
