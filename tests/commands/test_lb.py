@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import re
 import signal
 import socket
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.commands.conftest import NETKIT, assert_one_line_error, run_netkit
+from tests.net.conftest import ThreadListener
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -22,25 +22,18 @@ def host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class NamedBackend:
+class NamedBackend(ThreadListener):
     """A loopback server that answers every connection with its own name, then echoes."""
 
     def __init__(self, name: str, port: int = 0) -> None:
         self.name = name
-        self.listener = socket.create_server(("127.0.0.1", port))
-        self.port = self.listener.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
         self.accepted = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(port)
+        self.address = f"127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted.set()
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        self.accepted.set()
+        threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
@@ -52,12 +45,7 @@ class NamedBackend:
                 pass
 
     def close(self) -> None:
-        # close() alone leaves the socket listening while the accept thread is blocked in
-        # accept(): the kernel still holds it, and one more client can be accepted. shutdown()
-        # stops listening at once and wakes the thread.
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
+        self.stop()  # stops listening at once (shutdown before close), as a dead backend
 
 
 @pytest.fixture

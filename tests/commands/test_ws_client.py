@@ -37,6 +37,7 @@ from netkit.commands.ws_client import (
     parse_prompt_line,
 )
 from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
+from tests.net.conftest import ThreadListener
 from tests.net.test_ws import SlowTLSServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -986,29 +987,18 @@ def test_unanswered_ping_is_4():
     assert server.opcodes[0] == 0x9 and server.opcodes[-1] == 0x8  # pings, then our close
 
 
-class StuckServer:
+class StuckServer(ThreadListener):
     """Accepts TCP connections and never sends a byte: no TLS, no HTTP answer."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
+    def handle(self, conn: socket.socket) -> None:
+        self.conns.append(conn)
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        self.sock.close()
-        self.thread.join(10)
+        super().stop()
         for conn in self.conns:
             conn.close()
 

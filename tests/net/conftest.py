@@ -8,7 +8,9 @@ import errno
 import gc
 import os
 import resource
+import socket
 import ssl
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +188,34 @@ def ipv6() -> None:
 
 
 # --- a stream server running inside the test's event loop --------------------------------
+
+
+class ThreadListener:
+    """A loopback listener whose thread hands each accepted connection to :meth:`handle`,
+    one at a time; :meth:`stop` ends it."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        self.sock.close()
+        self.thread.join(10)
 
 
 class EventLog:

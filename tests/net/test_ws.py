@@ -34,6 +34,7 @@ from tests.core.ws.test_ws_protocol import (
     autobahn_frame,
     chops_of,
 )
+from tests.net.conftest import ThreadListener
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -173,7 +174,7 @@ def test_client_reads_a_101_written_in_pieces(run: Runner, splits: list[int]) ->
 # --- ws-client (#13 item 4): one deadline for the whole opening ---------------------------
 
 
-class SlowTLSServer:
+class SlowTLSServer(ThreadListener):
     """A wss server in a thread, slow on purpose: it waits ``tls_delay`` before the TLS
     handshake and ``upgrade_delay`` before answering 101 (None: it never answers)."""
 
@@ -181,48 +182,34 @@ class SlowTLSServer:
         self, ctx: ssl.SSLContext, *, tls_delay: float, upgrade_delay: float | None
     ) -> None:
         self.ctx, self.tls_delay, self.upgrade_delay = ctx, tls_delay, upgrade_delay
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with contextlib.suppress(OSError), conn:
-                conn.settimeout(10)
-                time.sleep(self.tls_delay)  # the slowness under test, not synchronisation
-                with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                    head = b""
-                    while b"\r\n\r\n" not in head:
-                        chunk = tls.recv(4096)
-                        if not chunk:
-                            break
-                        head += chunk
-                    if self.upgrade_delay is not None and head:
-                        time.sleep(self.upgrade_delay)
-                        key = next(
-                            line.split(b":", 1)[1].strip().decode()
-                            for line in head.split(b"\r\n")
-                            if line.lower().startswith(b"sec-websocket-key:")
-                        )
-                        tls.sendall(
-                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                            + accept_key(key).encode()
-                            + b"\r\n\r\n"
-                        )
-                    while tls.recv(4096):  # until the client goes
-                        pass
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        self.sock.close()
-        self.thread.join(10)
+    def handle(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            conn.settimeout(10)
+            time.sleep(self.tls_delay)  # the slowness under test, not synchronisation
+            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                if self.upgrade_delay is not None and head:
+                    time.sleep(self.upgrade_delay)
+                    key = next(
+                        line.split(b":", 1)[1].strip().decode()
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"sec-websocket-key:")
+                    )
+                    tls.sendall(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                        + accept_key(key).encode()
+                        + b"\r\n\r\n"
+                    )
+                while tls.recv(4096):  # until the client goes
+                    pass
 
 
 async def open_wss(port: int, client_ssl: ssl.SSLContext, timeout: float) -> float:
