@@ -145,7 +145,13 @@ class DescriptorReserve:
         return len(self._fds)
 
     def fill(self, count: int) -> OSError | None:
-        """Hold ``count`` descriptors; returns the error when the process cannot."""
+        """Hold ``count`` descriptors; returns the error when the process cannot.
+
+        Descriptors held beyond ``count`` (a burst of clients that has since connected) are
+        given back, so the reserve never keeps more than the next accept needs.
+        """
+        while len(self._fds) > count:
+            os.close(self._fds.pop())
         while len(self._fds) < count:
             try:
                 self._fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))

@@ -188,6 +188,40 @@ async def echoes(sock: socket.socket, data: bytes) -> bool:
     return await read_until_eof(sock, limit=len(data)) == data
 
 
+def test_the_reserve_shrinks_back_after_a_burst_of_connecting_clients(
+    run: Runner[None], serve: Serve
+) -> None:
+    # While clients wait for their upstream each holds a reserved descriptor; once they are
+    # relayed the reserve must not keep them: the next accept gives the extra ones back.
+    async def main() -> None:
+        opened = asyncio.Event()
+        async with serve(EchoConnection) as backend:
+
+            async def connector(_client: str) -> tuple[socket.socket, str]:
+                await opened.wait()
+                return await connect_raw(backend.endpoint, timeout=5), str(backend.endpoint)
+
+            async with relay_to(backend.endpoint, RelayOptions(splice=False), connector) as relay:
+                server = relay.server
+                clients = [await relay.connect() for _ in range(8)]
+                await wait_until(lambda: server._connecting == 8)
+                clients.append(await relay.connect())  # accepted while 8 are connecting
+                await wait_until(lambda: server._connecting == 9)
+                assert len(server.reserve) >= 8 + server._spare
+                opened.set()
+                for sock in clients:
+                    assert await echoes(sock, b"ping")
+                late = await relay.connect()  # accepted with none connecting
+                assert await echoes(late, b"late")
+                # The accept loop refilled once more after the late client, which was still
+                # connecting then: one for it and the spare ones, not the burst's nine.
+                assert len(server.reserve) <= 1 + server._spare
+                for sock in [*clients, late]:
+                    sock.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
 def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away(
     run: Runner[None], serve: Serve, splice: bool, tmp_path: Path
