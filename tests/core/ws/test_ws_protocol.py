@@ -631,17 +631,22 @@ def test_valid_message_is_echoed_before_the_bad_frame_fails(case: str, chops: st
     assert server.error is not None and server.should_close_transport()
 
 
-@pytest.mark.parametrize("chops", ["one read", "frame-wise"])
-def test_messages_before_a_close_in_the_same_read_are_echoed_first(chops: str) -> None:
-    # Autobahn 7.1.6: a message, the close, then a ping, in one read. The echo goes out before
-    # the close reply (5.5.1 lets an endpoint finish sending first); the ping after the close
-    # is not answered.
-    frames = [
-        autobahn_frame(1, HELLO),
-        autobahn_frame(8, struct.pack("!H", 1000)),
-        autobahn_frame(9, b"late"),
-    ]
-    reads = [b"".join(frames)] if chops == "one read" else frames
+MESSAGE_CLOSE_PING = [
+    autobahn_frame(1, HELLO),
+    autobahn_frame(8, struct.pack("!H", 1000)),
+    autobahn_frame(9, b"late"),
+]
+
+
+@pytest.mark.parametrize(
+    "split", [None, *range(1, len(b"".join(MESSAGE_CLOSE_PING)))], ids=lambda n: f"split@{n}"
+)
+def test_messages_before_a_close_in_the_same_read_are_echoed_first(split: int | None) -> None:
+    # Autobahn 7.1.6: a message, the close, then a ping, in one read (or two reads split at
+    # every byte). The echo goes out before the close reply (5.5.1 lets an endpoint finish
+    # sending first); the ping after the close is not answered.
+    data = b"".join(MESSAGE_CLOSE_PING)
+    reads = [data] if split is None else [data[:split], data[split:]]
     server = Protocol(Side.SERVER)
     sent = echo_app(server, reads)
     echo = b"\x81\x0d" + HELLO
