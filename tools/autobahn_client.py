@@ -38,8 +38,8 @@ import time
 
 from netkit.core.addresses import parse_ws_url
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import Message
 from netkit.core.ws.handshake import ClientHandshake
-from netkit.core.ws.protocol import Message
 from netkit.errors import NetkitError
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
 

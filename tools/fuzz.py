@@ -104,7 +104,7 @@ def _frame_parser_outcome(make: Callable[[], Any], chunks: list[bytes]) -> tuple
 
 
 def _protocol_outcome(make: Callable[[], Any], chunks: list[bytes]) -> tuple[Any, ...]:
-    from netkit.core.ws.protocol import ConnectionClosed, Message
+    from netkit.core.ws.events import ConnectionClosed, Message
 
     proto = make()
     events: list[Any] = []
@@ -176,7 +176,7 @@ def _server_outcome(server: Any, chunks: list[bytes]) -> tuple[Any, ...]:
 
 def _client_outcome(client: Any, chunks: list[bytes]) -> tuple[Any, ...]:
     from netkit.core.buffers import ReceiveBuffer
-    from netkit.core.ws.handshake import InvalidHandshake
+    from netkit.core.ws.http import InvalidHandshake
 
     buf = ReceiveBuffer()
     try:
@@ -194,12 +194,8 @@ def _client_outcome(client: Any, chunks: list[bytes]) -> tuple[Any, ...]:
 def fuzz_handshake(data: bytes) -> None:
     """Server and client handshake parsers, and the extension header parser, on any bytes."""
     from netkit.core.ws.deflate import DeflateParams, accept_offer
-    from netkit.core.ws.handshake import (
-        ClientHandshake,
-        InvalidHandshake,
-        ServerHandshake,
-        parse_extension_header,
-    )
+    from netkit.core.ws.handshake import ClientHandshake, ServerHandshake
+    from netkit.core.ws.http import InvalidHandshake, parse_extension_header
 
     if len(data) < 2:
         return

@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench import LATE_TOLERANCE_NS, STREAM_CHUNK, BenchResult, LoadPlan, Pacing
 from netkit.core.probe import HEADER_SIZE, make_probe, parse_probe
+from netkit.core.ws.events import Message
 from netkit.core.ws.handshake import ClientHandshake
-from netkit.core.ws.protocol import Message, State
+from netkit.core.ws.protocol import State
 from netkit.errors import (
     CheckFailed,
     ConfigError,

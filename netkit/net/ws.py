@@ -22,9 +22,9 @@ from typing import Any
 
 from netkit.core.addresses import WSURL
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import CloseReceived, ConnectionClosed, Message, Ping, Pong
 from netkit.core.ws.frames import MAX_HEADER_SIZE, CloseCode, Side
 from netkit.core.ws.handshake import (
-    MAX_HEAD,
     Accepted,
     ClientHandshake,
     HandshakeResponse,
@@ -33,15 +33,8 @@ from netkit.core.ws.handshake import (
     ServerHandshake,
     unavailable,
 )
-from netkit.core.ws.protocol import (
-    CloseReceived,
-    ConnectionClosed,
-    Message,
-    Ping,
-    Pong,
-    Protocol,
-    State,
-)
+from netkit.core.ws.http import MAX_HEAD
+from netkit.core.ws.protocol import Protocol, State
 from netkit.errors import (
     ConnectionLost,
     LocalProtocolError,

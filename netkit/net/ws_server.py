@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from netkit.core.ws.events import Message
 from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.handshake import ServerHandshake
-from netkit.core.ws.protocol import Message
 from netkit.errors import PeerProtocolError
 from netkit.net.ws import WebSocketServerConnection, WSTimeouts
 from netkit.net.zerocopy import Buffer

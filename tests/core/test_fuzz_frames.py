@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from netkit.core.buffers import BufferPool, ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import CloseReceived, ConnectionClosed, Event, Message, Ping, Pong
 from netkit.core.ws.frames import (
     CloseCode,
     Frame,
@@ -35,15 +36,7 @@ from netkit.core.ws.frames import (
     parse_close_payload,
     serialize_close_payload,
 )
-from netkit.core.ws.protocol import (
-    CloseReceived,
-    ConnectionClosed,
-    Event,
-    Message,
-    Ping,
-    Pong,
-    Protocol,
-)
+from netkit.core.ws.protocol import Protocol
 from netkit.errors import PeerProtocolError
 
 # NETKIT_FUZZ_EXAMPLES=5000 runs every property longer, to hunt rather than to check.

@@ -27,14 +27,12 @@ from netkit.core.ws.handshake import (
     Accepted,
     ClientHandshake,
     HandshakeResponse,
-    InvalidHandshake,
     Rejected,
     ServerHandshake,
-    UpgradeRefused,
     accept_key,
-    parse_extension_header,
 )
 from netkit.core.ws.handshake import HealthCheck as Health
+from netkit.core.ws.http import InvalidHandshake, UpgradeRefused, parse_extension_header
 from netkit.errors import PeerProtocolError
 
 # NETKIT_FUZZ_EXAMPLES=5000 runs every property longer, to hunt rather than to check.

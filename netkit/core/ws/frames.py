@@ -49,11 +49,11 @@ __all__ = [
     "MaskKeys",
     "Opcode",
     "Side",
+    "frame_from",
     "is_valid_close_code",
     "parse_close_payload",
     "serialize_close_payload",
     "serialize_header",
-    "unmask_from",
 ]
 
 DEFAULT_MAX_SIZE: Final = 1 << 20
@@ -180,7 +180,7 @@ class FrameParser:
         rsv1_allowed: an extension using RSV1 (permessage-deflate) was negotiated.
     """
 
-    __slots__ = ("max_size", "rsv1_allowed", "side")
+    __slots__ = ("_mask_in", "max_size", "rsv1_allowed", "side")
 
     def __init__(
         self,
@@ -192,6 +192,8 @@ class FrameParser:
         self.side = side
         self.max_size = max_size
         self.rsv1_allowed = rsv1_allowed
+        # The mask bit of the peer's frames (5.1: a client masks, a server does not).
+        self._mask_in = _MASK if side is Side.SERVER else 0
 
     def _header_size(self, head: memoryview) -> int:
         # Checks everything the first two bytes can tell, then says how long the header is.
@@ -271,67 +273,90 @@ class FrameParser:
         key = bytes(header[size - 4 : size]) if header[1] & _MASK else None
         return size, self._payload_length(header), key
 
-    def parse(
+    def read(
         self, buf: ReceiveBuffer, *, max_size: int | None = -1, unmasked: int = 0
-    ) -> Frame | None:
-        """Return the next complete frame and consume it, or None if more bytes are needed.
+    ) -> tuple[int, memoryview] | None:
+        """Return the next complete frame as ``(first header byte, payload)`` and consume it.
+
+        The one frame parser: :meth:`parse` wraps its result in a :class:`Frame`, the
+        protocol takes it as is (the first byte says opcode, FIN and RSV bits). A whole small
+        data frame (FIN set, no RSV bit, a 7-bit length, masked as the side requires) is
+        read by a short path inside it, the frame of ping-pong and chat traffic; it checks
+        what the general path would and leaves anything else to it.
 
         Args:
             buf: the receive buffer; on success the frame's bytes are consumed from it.
             max_size: the payload limit of a data frame for this call (e.g. what remains of a
                 message's budget); the default -1 means the parser's own ``max_size``.
             unmasked: how many leading payload bytes the caller already unmasked in place
-                (see :func:`unmask_from`) while the frame was arriving.
+                (:func:`~netkit.core.ws.mask.unmask_into` with ``start``) while the frame
+                was arriving.
 
         Returns:
-            The frame, its payload a view of ``buf`` unmasked in place, or None.
+            ``(byte 0, payload)``, the payload a view of ``buf`` unmasked in place; or None
+            while the frame is incomplete.
 
         Raises:
             PeerProtocolError: a rule of 5.2/5.5 is broken (close code 1002), or the payload
                 length exceeds the limit (1009), checked before the payload is buffered.
         """
+        limit = self.max_size if max_size == -1 else max_size
+        view = buf.view()
+        if len(view) < 2:
+            return None
+        b0 = view[0]
+        if (b0 == 0x82 or b0 == 0x81) and not unmasked:
+            # The short path. XOR with the expected mask bit: a frame masked the wrong way
+            # gets a length over 125 and goes the general way, which refuses it (5.1).
+            length = view[1] ^ self._mask_in
+            if length <= MAX_CONTROL_PAYLOAD and (limit is None or length <= limit):
+                start = 6 if self._mask_in else 2
+                end = start + length
+                if len(view) < end:
+                    return None
+                payload = view[start:end]
+                if start == 6 and length:
+                    # 5.3: unmask in place, the masked bytes are of no further use.
+                    unmask_into(payload, view[2:6])
+                buf.consume(end)
+                return b0, payload
         head = self.peek(buf)
         if head is None:
             return None
         size, length, key = head
-        b0 = buf.view(1)[0]
-        limit = self.max_size if max_size == -1 else max_size
         # Control frames are bounded by 125 bytes already (5.5) and never count against a
         # message's budget: a ping inside a nearly full fragmented message is fine.
         if limit is not None and length > limit and not b0 & 0x08:
             raise PeerProtocolError(
                 f"frame of {length} bytes exceeds the {limit}-byte limit", close_code=1009
             )
-        if len(buf) < size + length:
+        if len(view) < size + length:
             return None
-        buf.consume(size)
-        payload = buf.take(length)
+        payload = view[size : size + length]
         if key is not None:
             # 5.3: unmask in place, the masked bytes are of no further use.
-            if unmasked:
-                unmask_from(payload, key, unmasked)
-            else:
-                unmask_into(payload, key)
-        return Frame(
-            _OPCODES[b0 & _OPCODE],
-            payload,
-            fin=bool(b0 & _FIN),
-            rsv1=bool(b0 & _RSV1),
-            rsv2=bool(b0 & _RSV2),
-            rsv3=bool(b0 & _RSV3),
-        )
+            unmask_into(payload, key, unmasked)
+        buf.consume(size + length)
+        return b0, payload
+
+    def parse(
+        self, buf: ReceiveBuffer, *, max_size: int | None = -1, unmasked: int = 0
+    ) -> Frame | None:
+        """As :meth:`read`, the frame as a :class:`Frame`; None if more bytes are needed."""
+        item = self.read(buf, max_size=max_size, unmasked=unmasked)
+        return None if item is None else frame_from(*item)
 
 
-def unmask_from(payload: memoryview, key: bytes, start: int) -> None:
-    """Unmask ``payload[start:]`` in place, the first ``start`` bytes being done already.
-
-    Args:
-        payload: the frame's payload (or the part of it that has arrived).
-        key: the frame's masking key.
-        start: offset of the first byte to unmask (5.3: byte i uses key byte i MOD 4).
-    """
-    shift = start % 4
-    unmask_into(payload[start:], key[shift:] + key[:shift])
+def frame_from(b0: int, payload: Buffer) -> Frame:
+    """The :class:`Frame` with first header byte ``b0`` (opcode, FIN, RSV bits) and ``payload``."""
+    return Frame(
+        _OPCODES[b0 & _OPCODE],
+        payload,
+        fin=bool(b0 & _FIN),
+        rsv1=bool(b0 & _RSV1),
+        rsv2=bool(b0 & _RSV2),
+        rsv3=bool(b0 & _RSV3),
+    )
 
 
 class MaskKeys:

@@ -49,7 +49,7 @@ def have_numpy() -> bool:
     return _load_numpy() is not None
 
 
-def _check_key(key: bytes) -> None:
+def _check_key(key: Buffer) -> None:
     if len(key) != 4:
         raise ValueError(f"a masking key is 4 bytes, not {len(key)}")
 
@@ -107,25 +107,38 @@ def _unmask_numpy(view: memoryview, key: bytes) -> None:
         view[words * 8 :] = _xor_int(view[words * 8 :], key)
 
 
-def unmask_into(view: memoryview, key: bytes) -> None:
+def unmask_into(view: memoryview, key: Buffer, start: int = 0) -> None:
     """Unmask (or mask: XOR is its own inverse) a writable buffer in place.
+
+    The one unmasking routine: the frame parser calls it for every masked frame, whole small
+    frames included (its per-message path), and for the part of a text frame that arrived.
 
     Args:
         view: a writable, contiguous byte view; typically a slice of the receive buffer.
         key: the 4-byte masking key.
+        start: offset of the first byte to unmask, the bytes before it being done already
+            (5.3: byte i uses key byte i MOD 4).
 
     Raises:
         ValueError: the key is not 4 bytes.
         TypeError: the view is read-only.
     """
+    n = len(view) - start
+    if 0 < n <= SMALL_MAX and not start and len(key) == 4:
+        # The per-message path: one small frame, unmasked with a handful of int operations.
+        view[:] = xor_small(view, int.from_bytes(key, "little"))
+        return
     _check_key(key)
     if view.readonly:
         raise TypeError("unmask_into() needs a writable buffer")
-    n = len(view)
-    if n == 0:
+    if n <= 0:
         return
     if view.itemsize != 1 or view.ndim != 1:
         view = view.cast("B")
+    key = bytes(key)
+    if start:
+        shift = start % 4
+        view, key = view[start:], key[shift:] + key[:shift]
     if n >= NUMPY_THRESHOLD and _load_numpy() is not None:
         _unmask_numpy(view, key)
     else:

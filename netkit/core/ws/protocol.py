@@ -31,11 +31,12 @@ from __future__ import annotations
 import codecs
 import enum
 from codecs import utf_8_decode as _utf8_decode
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final
 
 from netkit.core.buffers import ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams, PerMessageDeflate
+from netkit.core.ws.events import CloseReceived, ConnectionClosed, Event, Message, Ping, Pong
 from netkit.core.ws.frames import (
     CONTROL_OPCODES,
     DEFAULT_MAX_SIZE,
@@ -47,23 +48,14 @@ from netkit.core.ws.frames import (
     MaskKeys,
     Opcode,
     Side,
+    frame_from,
     parse_close_payload,
     serialize_close_payload,
-    unmask_from,
 )
-from netkit.core.ws.mask import KEY_REPEAT, LOW_BYTES, SMALL_MAX, Buffer, xor_small
+from netkit.core.ws.mask import Buffer, unmask_into
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
-__all__ = [
-    "CloseReceived",
-    "ConnectionClosed",
-    "Event",
-    "Message",
-    "Ping",
-    "Pong",
-    "Protocol",
-    "State",
-]
+__all__ = ["Protocol", "State"]
 
 
 # Allowed range of the second byte of a UTF-8 sequence, by lead byte (RFC 3629 section 4);
@@ -81,20 +73,6 @@ _UTF8_SECOND: Final = {
 
 def _invalid_utf8() -> PeerProtocolError:
     return PeerProtocolError("invalid UTF-8 in a text message", close_code=1007)
-
-
-def _small_text_prefix_ok(view: memoryview, start: int, mask_bit: int) -> bool:
-    # The part of a small (at most 125 bytes) text frame that has arrived: unmasked into a
-    # copy (the frame is unmasked in place when complete) and checked from its start, so no
-    # state is kept between reads. A code point cut at the end must be a valid beginning.
-    part: Buffer = view[start:]
-    if mask_bit:
-        part = xor_small(part, int.from_bytes(view[2:6], "little"))
-    try:
-        _, used = _utf8_decode(part, "strict", False)
-    except UnicodeDecodeError:
-        return False
-    return used == len(part) or _utf8_prefix_ok(bytes(part[used:]))
 
 
 def _utf8_prefix_ok(pending: bytes) -> bool:
@@ -138,90 +116,6 @@ _TRANSITIONS: Final[dict[tuple[State, str], State]] = {
 }
 
 
-@dataclass(slots=True)
-class Message:
-    """A complete data message (not frozen: a frozen dataclass costs three times as much to
-    build, and one is built per message).
-
-    Attributes:
-        data: the payload. A memoryview of the receive buffer for a single uncompressed frame
-            (valid until the buffer is next written), a bytearray for a fragmented message
-            (joined), bytes for a compressed one (decompressed).
-        text: a text message (valid UTF-8, checked) rather than binary.
-    """
-
-    data: Buffer
-    text: bool = False
-
-    def __repr__(self) -> str:
-        # Payloads can be megabytes: show the size and a prefix only.
-        head = bytes(self.data[:32])
-        more = "..." if len(self.data) > 32 else ""
-        return f"Message({head!r}{more}, len={len(self.data)}, text={self.text})"
-
-    @property
-    def opcode(self) -> Opcode:
-        """The opcode of the message's first frame."""
-        return Opcode.TEXT if self.text else Opcode.BINARY
-
-    def as_text(self) -> str:
-        """Decode a text message (already validated, so this cannot fail for text)."""
-        return bytes(self.data).decode("utf-8")
-
-
-@dataclass(frozen=True)
-class Ping:
-    """A ping from the peer (5.5.2); a pong has already been queued if ``auto_pong`` is on.
-
-    Attributes:
-        payload: the ping's application data (copied: at most 125 bytes).
-    """
-
-    payload: bytes = b""
-
-
-@dataclass(frozen=True)
-class Pong:
-    """A pong from the peer (5.5.3).
-
-    Attributes:
-        payload: the pong's application data (copied: at most 125 bytes).
-    """
-
-    payload: bytes = b""
-
-
-@dataclass(frozen=True)
-class CloseReceived:
-    """The peer sent a close frame (5.5.1); if we had not sent one, an echo is queued.
-
-    Attributes:
-        code: the status code, 1005 if the frame had none.
-        reason: the reason, possibly empty.
-    """
-
-    code: int
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class ConnectionClosed:
-    """The TCP connection is closed (:meth:`Protocol.receive_eof`); the last event.
-
-    Attributes:
-        code: the close code received, 1006 if the connection dropped without one (7.1.5).
-        reason: the close reason received.
-        error: the peer's protocol violation that made us fail the connection, if any.
-    """
-
-    code: int
-    reason: str = ""
-    error: PeerProtocolError | None = None
-
-
-Event = Message | Ping | Pong | CloseReceived | ConnectionClosed
-
-
 class Protocol:
     """One side of a WebSocket connection: bytes in, events and bytes out.
 
@@ -253,14 +147,12 @@ class Protocol:
         "_deflate",
         "_eof",
         "_events",
-        "_mask_in",
         "_msg_compressed",
         "_msg_parts",
         "_msg_size",
         "_msg_text",
         "_output",
         "_parser",
-        "_small_max",
         "_text_checked",
         "_utf8",
         "_writer",
@@ -295,10 +187,6 @@ class Protocol:
             # A frame of max_size bytes and its header must fit in the buffer at once.
             self._buffer.max_size = max_size + MAX_HEADER_SIZE
         self._parser = FrameParser(side, max_size=max_size)
-        # For the small-message fast path of _parse: the mask bit frames from the peer carry
-        # (5.1), and the largest payload it takes (a 7-bit length, within max_size).
-        self._mask_in = 0x80 if side is Side.SERVER else 0
-        self._small_max = min(SMALL_MAX, max_size if max_size is not None else SMALL_MAX)
         self._writer = FrameWriter(side, keys=keys)
         self._deflate: PerMessageDeflate | None = None
         if deflate is not None:
@@ -488,62 +376,34 @@ class Protocol:
         if self._deferred is not None:
             self._fail_deferred()  # more bytes came before the events were collected
         buf = self._buffer
-        mask_bit, small_max = self._mask_in, self._small_max
+        read = self._parser.read
         while self.state is _OPEN or (
             self.state is _CLOSING and self.close_received is None and self.error is None
         ):
-            # Fast path: a whole text or binary message in one frame with a 7-bit length and
-            # no extension bits, outside a fragmented message: ping-pong and chat traffic.
-            # It checks what parse() would (5.2: FIN set, RSV clear, a data opcode, masked as
-            # the side requires; the size limit) and leaves anything else to it.
-            view = buf.view()
-            if len(view) < 2:
-                return
-            b0 = view[0]
-            if (b0 == 0x82 or b0 == 0x81) and self._msg_text is None:
-                length = view[1] ^ mask_bit  # over 125 unless masked as required
-                if length <= small_max:
-                    start = 6 if mask_bit else 2
-                    end = start + length
-                    if len(view) < end:
-                        if (
-                            b0 == 0x81
-                            and len(view) > start
-                            and not _small_text_prefix_ok(view, start, mask_bit)
-                        ):
-                            # 8.1: fail fast, before the rest of the frame arrives.
-                            self._fail_in_order(_invalid_utf8())
-                            break
-                        return
-                    payload = view[start:end]
-                    if mask_bit and length:
-                        # 5.3: unmask in place, the masked bytes are of no further use. This
-                        # is xor_small(payload, key), inline: it runs once per message.
-                        key = int.from_bytes(view[2:6], "little") * KEY_REPEAT[length]
-                        unmasked = (int.from_bytes(payload, "little") ^ key) & LOW_BYTES[length]
-                        payload[:] = unmasked.to_bytes(length, "little")
-                    buf.consume(end)
-                    if b0 == 0x81:
-                        try:
-                            _utf8_decode(payload, "strict", True)
-                        except UnicodeDecodeError:
-                            self._fail_in_order(_invalid_utf8())
-                            break
-                    self._events.append(Message(payload, b0 == 0x81))
-                    if end == len(view):
-                        return  # the read held whole messages: the usual case
-                    continue
             limit = self.max_size
             if limit is not None and self._msg_text is not None and not self._msg_compressed:
                 limit -= self._msg_size  # what is left of this message's budget
             try:
-                frame = self._parser.parse(buf, max_size=limit, unmasked=self._text_checked)
-                if frame is None:
-                    if self._msg_text is not False:  # a text frame may be arriving
+                item = read(buf, max_size=limit, unmasked=self._text_checked)
+                if item is None:
+                    if self._msg_text is not False and len(buf):  # a text frame may be arriving
                         self._check_text_arriving()
                     return
+                b0, payload = item
                 checked, self._text_checked = self._text_checked, 0
-                self._handle(frame, checked)
+                if (b0 == 0x82 or b0 == 0x81) and self._msg_text is None and not checked:
+                    # A whole message in one uncompressed frame (FIN set, no RSV bit): the
+                    # per-message path, no Frame built. 8.1: text must be UTF-8.
+                    if b0 == 0x81:
+                        try:
+                            _utf8_decode(payload, "strict", True)
+                        except UnicodeDecodeError as exc:
+                            raise _invalid_utf8() from exc
+                    self._events.append(Message(payload, b0 == 0x81))
+                    if not len(buf):
+                        return  # the read held whole messages: the usual case
+                    continue
+                self._handle(frame_from(b0, payload), checked)
                 if self._close_deferred:
                     break  # 5.5.1: nothing after the peer's close frame is processed
             except PeerProtocolError as exc:
@@ -577,7 +437,7 @@ class Protocol:
         if len(arrived) <= done:
             return
         if key is not None:
-            unmask_from(arrived, key, done)
+            unmask_into(arrived, key, done)
         if not done and op == _TEXT:
             self._utf8.reset()  # a new message
         self._text_checked = len(arrived)

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import pytest
 
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import Event
 from netkit.core.ws.frames import Side
-from netkit.core.ws.protocol import Event, Protocol
+from netkit.core.ws.protocol import Protocol
 
 
 class ConnectionPair:

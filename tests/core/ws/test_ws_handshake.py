@@ -8,28 +8,31 @@ import pytest
 
 from netkit.core.buffers import ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import Message
 from netkit.core.ws.frames import Side
 from netkit.core.ws.handshake import (
-    MAX_HEADERS,
-    MAX_LINE,
     Accepted,
     ClientHandshake,
     HandshakeResponse,
-    Headers,
     HealthCheck,
-    InvalidHandshake,
     Rejected,
     ServerHandshake,
-    UpgradeRefused,
     accept_key,
     head_only,
-    parse_extension_header,
     parse_origin,
     parse_origins,
     resource_path,
     unavailable,
 )
-from netkit.core.ws.protocol import Message, Protocol, State
+from netkit.core.ws.http import (
+    MAX_HEADERS,
+    MAX_LINE,
+    Headers,
+    InvalidHandshake,
+    UpgradeRefused,
+    parse_extension_header,
+)
+from netkit.core.ws.protocol import Protocol, State
 from netkit.errors import ConfigError, LocalProtocolError
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="

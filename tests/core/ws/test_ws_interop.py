@@ -6,9 +6,10 @@ import pytest
 
 from netkit.core.buffers import ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import CloseReceived, Message
 from netkit.core.ws.frames import Side
 from netkit.core.ws.handshake import Accepted, ClientHandshake, ServerHandshake
-from netkit.core.ws.protocol import CloseReceived, Message, Protocol
+from netkit.core.ws.protocol import Protocol
 
 websockets = pytest.importorskip("websockets")
 from websockets.client import ClientProtocol  # noqa: E402

@@ -11,18 +11,11 @@ from hypothesis import strategies as st
 
 from netkit.core.buffers import BufferPool, ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import CloseReceived, ConnectionClosed, Message, Ping, Pong
 from netkit.core.ws.frames import Frame as WireFrame
 from netkit.core.ws.frames import FrameWriter, MaskKeys, Opcode, Side, serialize_header
 from netkit.core.ws.mask import mask_bytes
-from netkit.core.ws.protocol import (
-    CloseReceived,
-    ConnectionClosed,
-    Message,
-    Ping,
-    Pong,
-    Protocol,
-    State,
-)
+from netkit.core.ws.protocol import Protocol, State
 from netkit.errors import LocalProtocolError
 
 KEY = b"\x37\xfa\x21\x3d"
