@@ -258,10 +258,11 @@ Opener = Callable[[str], Awaitable[EchoConnection]]
 def netkit_opener() -> Opener:
     """Connections built from netkit's client driver: one future per echo, no inbox queue."""
     from netkit.core.addresses import parse_ws_url
+    from netkit.core.ws.client import ClientHandshake
     from netkit.core.ws.events import Message
-    from netkit.core.ws.handshake import ClientHandshake
     from netkit.errors import ConnectionLost
-    from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
+    from netkit.net.ws import WSTimeouts
+    from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
     timeouts = WSTimeouts(ping_interval=None, ping_timeout=None)
 

@@ -37,11 +37,12 @@ import sys
 import time
 
 from netkit.core.addresses import parse_ws_url
+from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.events import Message
-from netkit.core.ws.handshake import ClientHandshake
 from netkit.errors import NetkitError
-from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
+from netkit.net.ws import WSTimeouts
+from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
 MAX_SIZE = 16 << 20  # 9.* send messages of up to 16 MiB
 TIMEOUTS = WSTimeouts(open=10.0, close=10.0, ping_interval=None, ping_timeout=None)

@@ -160,7 +160,7 @@ def fuzz_frames(data: bytes) -> None:
 
 def _server_outcome(server: Any, chunks: list[bytes]) -> tuple[Any, ...]:
     from netkit.core.buffers import ReceiveBuffer
-    from netkit.core.ws.handshake import Rejected
+    from netkit.core.ws.events import Rejected
 
     buf, result = ReceiveBuffer(), None
     for chunk in chunks:
@@ -193,9 +193,10 @@ def _client_outcome(client: Any, chunks: list[bytes]) -> tuple[Any, ...]:
 
 def fuzz_handshake(data: bytes) -> None:
     """Server and client handshake parsers, and the extension header parser, on any bytes."""
+    from netkit.core.ws.client import ClientHandshake
     from netkit.core.ws.deflate import DeflateParams, accept_offer
-    from netkit.core.ws.handshake import ClientHandshake, ServerHandshake
     from netkit.core.ws.http import InvalidHandshake, parse_extension_header
+    from netkit.core.ws.server import ServerHandshake
 
     if len(data) < 2:
         return
@@ -243,10 +244,11 @@ TARGET_FUNCTIONS: dict[str, Callable[[bytes], None]] = {
 def seeds(target: str) -> list[bytes]:
     """Valid inputs to start from: the fuzzers mutate these."""
     from netkit.core.buffers import ReceiveBuffer
+    from netkit.core.ws.client import ClientHandshake
     from netkit.core.ws.deflate import DeflateParams
     from netkit.core.ws.frames import Side
-    from netkit.core.ws.handshake import ClientHandshake, ServerHandshake
     from netkit.core.ws.protocol import Protocol
+    from netkit.core.ws.server import ServerHandshake
 
     out: list[bytes] = []
     if target == "frames":

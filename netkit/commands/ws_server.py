@@ -10,11 +10,16 @@ import typer
 from netkit.commands import options as opt
 from netkit.commands.serving import run_server
 from netkit.console import Output
-from netkit.core.addresses import WSURL, TCPEndpoint, UnixEndpoint, parse_endpoint
 from netkit.core.units import parse_duration, parse_size
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.handshake import ServerHandshake, parse_origins, resource_path
-from netkit.errors import ConfigError, EndpointError
+from netkit.core.ws.server import (
+    ServerHandshake,
+    listen_address,
+    parse_origins,
+    resource_path,
+    server_url,
+)
+from netkit.errors import ConfigError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_server import MODES, ModeConnection, Room
@@ -23,17 +28,6 @@ NAME = "ws-server"
 HELP = "WebSocket server: echo, broadcast (chat room) or sink, on TCP, TLS or Unix sockets."
 
 DEFAULT_ENDPOINT = "127.0.0.1:8765"
-
-
-def _listen_endpoint(text: str) -> tuple[TCPEndpoint | UnixEndpoint, bool, str | None]:
-    """Where to listen, whether the URL asked for TLS, and the path it named (if any)."""
-    endpoint = parse_endpoint(text)
-    if isinstance(endpoint, WSURL):
-        path = endpoint.resource.partition("?")[0]
-        return endpoint.transport, endpoint.secure, None if path == "/" else path
-    if isinstance(endpoint, TCPEndpoint | UnixEndpoint):
-        return endpoint, False, None
-    raise EndpointError(f"endpoint {text!r}: expected HOST:PORT, unix:/path or a ws:// URL here")
 
 
 def _optional_duration(text: str, option: str) -> float | None:
@@ -131,7 +125,7 @@ def ws_server(
     HEAD get 405. Each refusal is a rejected event, counted in the summary.
     """
     out = Output(json)
-    where, wants_tls, url_path = _listen_endpoint(endpoint)
+    where, wants_tls, url_path = listen_address(endpoint)
     tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
     if wants_tls and not tls.enabled:
         raise ConfigError("wss:// needs --cert/--key or --tls-self-signed")
@@ -175,11 +169,7 @@ def ws_server(
         )
 
     def url(address: str, secure: bool) -> str:
-        scheme = "wss" if secure else "ws"
-        resource = paths[0] if paths else "/"
-        if address.startswith("unix:"):
-            return f"{scheme}+unix://{address[5:]}:{resource}"
-        return f"{scheme}://{address}{resource}"
+        return server_url(address, secure, paths[0] if paths else "/")
 
     code = run_server(
         out,

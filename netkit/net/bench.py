@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench import LATE_TOLERANCE_NS, STREAM_CHUNK, BenchResult, LoadPlan, Pacing
 from netkit.core.probe import HEADER_SIZE, make_probe, parse_probe
+from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.events import Message
-from netkit.core.ws.handshake import ClientHandshake
 from netkit.core.ws.protocol import State
 from netkit.errors import (
     CheckFailed,
@@ -71,7 +71,8 @@ from netkit.net.sockets import (
     raise_nofile_limit,
 )
 from netkit.net.workers import describe_exit, fork_worker
-from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
+from netkit.net.ws import WSTimeouts
+from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
 perf_ns = time.perf_counter_ns
 
@@ -515,10 +516,6 @@ def close_code_error(conn: WebSocketClientConnection) -> tuple[str, str]:
 # --- WebSocket echo -----------------------------------------------------------------------
 
 
-def _ws_handshake(url: WSURL) -> ClientHandshake:
-    return ClientHandshake(url.host_header, url.resource, user=url.user, password=url.password)
-
-
 def _ws_timeouts(plan: LoadPlan) -> WSTimeouts:
     """The load generator's WebSocket timeouts: the plan's for opening, no keepalive pings."""
     return WSTimeouts(open=plan.timeout, close=2.0, ping_interval=None, ping_timeout=None)
@@ -530,7 +527,7 @@ def _init_ws_driver(
     """The connection half of a WebSocket driver's ``__init__`` (echo and bulk alike)."""
     WebSocketClientConnection.__init__(
         conn,
-        _ws_handshake(url),
+        ClientHandshake.from_url(url),
         max_size=max(payload.size, 1 << 20),
         timeouts=_ws_timeouts(run.plan),
     )
@@ -968,7 +965,7 @@ class Worker:
                 url = ep
                 ws = await self._open(
                     lambda: WebSocketClientConnection(
-                        _ws_handshake(url),
+                        ClientHandshake.from_url(url),
                         timeouts=_ws_timeouts(plan),
                     )
                 )

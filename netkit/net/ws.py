@@ -1,9 +1,13 @@
 """The asyncio adapter around :mod:`netkit.core.ws`: it only moves bytes and runs timers.
 
-One :class:`WebSocketConnection` per connection shares its pooled receive buffer with the
-sans-I/O :class:`~netkit.core.ws.protocol.Protocol`: the kernel writes into
-``Protocol.writable()``, events come back as memoryview slices of that same buffer, and what
-the protocol wants sent is written as ``[header, payload]`` buffers (scatter-gather).
+One :class:`WebSocketConnection` per connection hands its pooled receive buffer to the
+sans-I/O protocol (:class:`~netkit.core.ws.server.ServerProtocol` or
+:class:`~netkit.core.ws.client.ClientProtocol`), which alone reads and consumes it: the
+kernel writes into ``read_buffer()``, the opening handshake and the frames are the
+protocol's, events come back (messages as memoryview slices of that same buffer), and what
+the protocol wants sent is written as it says (``[header, payload]`` buffers, scatter-gather).
+Pings in flight, the keepalive's and the application's, are one
+:class:`~netkit.core.ws.pings.PingTracker`.
 
 Timers are loop handles, not tasks, so ten thousand idle connections cost no coroutine each:
 the opening-handshake timeout, the keepalive ping and its pong deadline, and the closing
@@ -13,38 +17,33 @@ handshake timeout.
 from __future__ import annotations
 
 import asyncio
-import os
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from netkit.core.addresses import WSURL
-from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.events import CloseReceived, ConnectionClosed, Message, Ping, Pong
-from netkit.core.ws.frames import MAX_HEADER_SIZE, CloseCode, Side
-from netkit.core.ws.handshake import (
+from netkit.core.ws.events import (
     Accepted,
-    ClientHandshake,
+    CloseReceived,
+    ConnectionClosed,
+    Event,
     HandshakeResponse,
     HealthCheck,
+    Message,
+    Ping,
+    Pong,
     Rejected,
-    ServerHandshake,
-    unavailable,
 )
+from netkit.core.ws.frames import MAX_HEADER_SIZE, CloseCode
 from netkit.core.ws.http import MAX_HEAD
+from netkit.core.ws.pings import PingTracker
 from netkit.core.ws.protocol import Protocol, State
 from netkit.errors import (
-    ConnectionLost,
     LocalProtocolError,
     NetkitError,
     OperationTimeout,
     PeerProtocolError,
 )
-from netkit.net.protocols import StreamProtocol, open_stream
-from netkit.net.server import ServerConnection
-from netkit.net.sockets import translate_connect_error
+from netkit.net.protocols import StreamProtocol
 from netkit.net.zerocopy import Buffer
 
 # As module constants: an Enum member looked up on its class costs 0.1 us (Python 3.11).
@@ -68,8 +67,9 @@ class WSTimeouts:
 class WebSocketConnection(StreamProtocol):
     """Common machinery of WebSocket clients and servers.
 
-    Subclasses run the opening handshake (:meth:`handshake_data`) and then receive events
-    through :meth:`on_open`, :meth:`on_message`, :meth:`on_ping`, :meth:`on_pong` and
+    Subclasses build the sans-I/O protocol (:meth:`new_protocol`), take the opening
+    handshake's outcome (:meth:`on_handshake`) and then receive events through
+    :meth:`on_open`, :meth:`on_message`, :meth:`on_ping`, :meth:`on_pong` and
     :meth:`on_closed`.
 
     Attributes:
@@ -77,8 +77,6 @@ class WebSocketConnection(StreamProtocol):
         close_code, close_reason: what the peer's close frame said (1006 when there was none).
         messages_in, messages_out: counters.
     """
-
-    side: Side
 
     def __init__(
         self, *, max_size: int | None = 1 << 20, timeouts: WSTimeouts = WSTimeouts()
@@ -88,7 +86,7 @@ class WebSocketConnection(StreamProtocol):
         # frames cannot use the extra room, the parser refuses any over max_size first.
         frame = (max_size or (1 << 30)) + MAX_HEADER_SIZE
         super().__init__(max_buffer=max(frame, MAX_HEAD))
-        self.ws = Protocol(self.side, state=_CONNECTING, buffer=self.rbuf, max_size=max_size)
+        self.ws = self.new_protocol(max_size)
         self.timeouts = timeouts
         self.close_code: int | None = None
         self.close_reason = ""
@@ -100,11 +98,14 @@ class WebSocketConnection(StreamProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._ping_handle: asyncio.TimerHandle | None = None
         self._pong_deadline: asyncio.TimerHandle | None = None
-        self._ping_payload: bytes | None = None
-        self._ping_sent_at = 0.0
+        self.pings = PingTracker()
         self.last_rtt: float | None = None
         self._dispatching = False  # in _dispatch: it flushes once at the end
         self._lingering = False  # an HTTP answer sent, half-closed, reading to the client's EOF
+
+    def new_protocol(self, max_size: int | None) -> Protocol:
+        """The sans-I/O protocol of this side, reading from ``self.rbuf``."""
+        raise NotImplementedError
 
     # --- bytes in -----------------------------------------------------------------------
 
@@ -123,16 +124,8 @@ class WebSocketConnection(StreamProtocol):
             return
         self.bytes_in += nbytes
         try:
-            if self._lingering:
-                # Answered and half-closed: discard what the client still sends.
-                self.rbuf.commit(nbytes)
-                self.rbuf.consume(len(self.rbuf))
-            elif self.ws.state is _CONNECTING:
-                self.rbuf.commit(nbytes)
-                self.handshake_data()
-            else:
-                self.ws.commit(nbytes)
-                self._dispatch()
+            self.ws.commit(nbytes)  # the handshake, frames, or dropped after an HTTP answer
+            self._dispatch()
         except NetkitError as exc:
             self.fail(exc)
             return
@@ -156,24 +149,21 @@ class WebSocketConnection(StreamProtocol):
         if self.ws.state is not _CLOSED:
             self.ws.receive_eof()
             self._dispatch()
+        self.pings.clear()
         super().connection_lost(exc)
-
-    def handshake_data(self) -> None:
-        """Bytes arrived while CONNECTING (in ``self.rbuf``): advance the opening handshake."""
-        raise NotImplementedError
 
     def linger_close(self) -> None:
         """Close after an HTTP answer, so that the peer reads it rather than a reset.
 
         Closing a socket with unread input sends RST, which can destroy the answer before the
-        client reads it (a 431 to a large head). So half-close, discard what still comes, and
-        close on the client's EOF or after the closing timeout (nginx's lingering close).
+        client reads it (a 431 to a large head). So half-close, let the protocol discard
+        what still comes, and close on the client's EOF or after the closing timeout
+        (nginx's lingering close).
         """
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         self._cancel_timers()
-        self.rbuf.consume(len(self.rbuf))
         if not transport.can_write_eof():
             transport.close()  # TLS: close_notify, then close
             return
@@ -205,20 +195,27 @@ class WebSocketConnection(StreamProtocol):
                 if type(event) is Message:
                     self.messages_in += 1
                     self.on_message(event)
-                elif isinstance(event, Ping):
-                    self.on_ping(event.payload)
-                elif isinstance(event, Pong):
-                    self._pong_received(event.payload)
-                elif isinstance(event, CloseReceived):
-                    self.close_code, self.close_reason = event.code, event.reason
-                    self.on_close_received(event.code, event.reason)
-                elif isinstance(event, ConnectionClosed):
-                    if self.close_code is None:
-                        self.close_code, self.close_reason = event.code, event.reason
-                    self.on_closed(event.code, event.reason, event.error)
+                else:
+                    self._dispatch_other(event)
         finally:
             self._dispatching = False
         self.flush()
+
+    def _dispatch_other(self, event: Event) -> None:
+        if isinstance(event, Ping):
+            self.on_ping(event.payload)
+        elif isinstance(event, Pong):
+            self.pings.pong(event.payload, time.perf_counter())
+            self.on_pong(event.payload)
+        elif isinstance(event, CloseReceived):
+            self.close_code, self.close_reason = event.code, event.reason
+            self.on_close_received(event.code, event.reason)
+        elif isinstance(event, ConnectionClosed):
+            if self.close_code is None:
+                self.close_code, self.close_reason = event.code, event.reason
+            self.on_closed(event.code, event.reason, event.error)
+        elif not isinstance(event, Message):
+            self.on_handshake(event)
 
     # --- bytes out ----------------------------------------------------------------------
 
@@ -261,13 +258,32 @@ class WebSocketConnection(StreamProtocol):
         if not self._dispatching:  # else _dispatch flushes
             self.flush()
 
-    def send_ping(self, payload: bytes = b"") -> None:
-        """Send a ping now; its pong updates :attr:`last_rtt`."""
-        if self.ws.state is _OPEN and self.ws.close_sent is None:
-            self._ping_payload = payload or os.urandom(4)
-            self._ping_sent_at = time.perf_counter()  # not loop.time(): 1 ms under uvloop
-            self.ws.send_ping(self._ping_payload)
-            self.flush()
+    def send_ping(
+        self, payload: bytes = b"", answered: Callable[[float | None], None] | None = None
+    ) -> bool:
+        """Send a ping now (4 random bytes when ``payload`` is empty) and track it.
+
+        Its pong sets :attr:`last_rtt` and calls ``answered`` with the round-trip time
+        (with None if the connection closes first).
+
+        Returns:
+            False when no ping can be sent (not open, or closing): ``answered`` is not kept.
+        """
+        if self.ws.state is not _OPEN or self.ws.close_sent is not None:
+            return False
+        payload = payload or self.pings.new_payload()
+
+        def on_rtt(rtt: float | None) -> None:
+            if rtt is not None:
+                self.last_rtt = rtt
+            if answered is not None:
+                answered(rtt)
+
+        # perf_counter, not loop.time(): 1 ms under uvloop.
+        self.pings.sent(payload, time.perf_counter(), on_rtt)
+        self.ws.send_ping(payload)
+        self.flush()
+        return True
 
     def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake (no-op when already closing)."""
@@ -304,24 +320,25 @@ class WebSocketConnection(StreamProtocol):
         self._ping_handle = None
         if self.ws.state is not _OPEN:
             return
-        if self._pong_deadline is None:  # one keepalive ping in flight at a time
-            self.send_ping()
-            if self.timeouts.ping_timeout:
-                self._pong_deadline = self._loop.call_later(
-                    self.timeouts.ping_timeout, self._pong_missed
-                )
+        # One keepalive ping in flight at a time.
+        if (
+            self._pong_deadline is None
+            and self.send_ping(answered=self._keepalive_answered)
+            and self.timeouts.ping_timeout
+        ):
+            self._pong_deadline = self._loop.call_later(
+                self.timeouts.ping_timeout, self._pong_missed
+            )
         if self.timeouts.ping_interval:
             self._ping_handle = self._loop.call_later(self.timeouts.ping_interval, self._keepalive)
 
-    def _pong_received(self, payload: Buffer) -> None:
-        if self._ping_payload is not None and bytes(payload) == self._ping_payload:
-            self.last_rtt = time.perf_counter() - self._ping_sent_at
-            self._ping_payload = None
-            if self._pong_deadline is not None:
-                self._pong_deadline.cancel()
-                self._pong_deadline = None
-            self.on_keepalive_pong(self.last_rtt)
-        self.on_pong(payload)
+    def _keepalive_answered(self, rtt: float | None) -> None:
+        if rtt is None:
+            return  # closed before the pong came
+        if self._pong_deadline is not None:
+            self._pong_deadline.cancel()
+            self._pong_deadline = None
+        self.on_keepalive_pong(rtt)
 
     def _pong_missed(self) -> None:
         self._pong_deadline = None
@@ -342,6 +359,9 @@ class WebSocketConnection(StreamProtocol):
 
     # --- events for subclasses ----------------------------------------------------------
 
+    def on_handshake(self, event: Accepted | HealthCheck | Rejected | HandshakeResponse) -> None:
+        """The opening handshake's outcome (the protocol queued any answer to send)."""
+
     def on_open(self) -> None:
         """The opening handshake succeeded."""
 
@@ -352,7 +372,7 @@ class WebSocketConnection(StreamProtocol):
         """A ping arrived (the protocol already answered it)."""
 
     def on_pong(self, payload: Buffer) -> None:
-        """A pong arrived."""
+        """A pong arrived (after the ping it answers, if any, had its round-trip time)."""
 
     def on_keepalive_pong(self, rtt: float) -> None:
         """A pong answered our keepalive ping, ``rtt`` seconds after it was sent."""
@@ -362,299 +382,3 @@ class WebSocketConnection(StreamProtocol):
 
     def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
         """The connection is closed (code 1006 when no close frame was received)."""
-
-
-# --- server -------------------------------------------------------------------------------
-
-
-class WebSocketServerConnection(WebSocketConnection, ServerConnection):
-    """A server-side connection: answers the upgrade (or /health), then speaks WebSocket.
-
-    Args:
-        handshake: the server's handshake policy (paths, origins, subprotocols, deflate).
-        on_event: receives (event name, fields) for logging: ``open``, ``health``, ``close``.
-            Refusals (HTTP 4xx/5xx) are the server's ``rejected`` events
-            (:meth:`~netkit.net.server.StreamServer.refuse`).
-    """
-
-    side = Side.SERVER
-
-    def __init__(
-        self,
-        handshake: ServerHandshake,
-        *,
-        max_size: int | None = 1 << 20,
-        timeouts: WSTimeouts = WSTimeouts(),
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
-    ) -> None:
-        super().__init__(max_size=max_size, timeouts=timeouts)
-        self.handshake = handshake
-        self.on_event = on_event
-        self.upgraded = False
-
-    def on_connect(self) -> None:
-        WebSocketConnection.on_connect(self)
-        ServerConnection.on_connect(self)  # after the timer: a refusal replaces it (linger)
-
-    def on_close(self, exc: Exception | None) -> None:
-        ServerConnection.on_close(self, exc)
-
-    def turn_away(self, reason: str) -> None:
-        """Answer 503 with ``Retry-After: 1`` (websocketd, HAProxy), not a bare TCP close."""
-        self._refuse(unavailable(reason))
-
-    def _refuse(self, result: Rejected) -> None:
-        self.server.refuse(
-            self, result.message, response=result.response, status=result.status_code
-        )
-        self.linger_close()
-
-    def handshake_data(self) -> None:
-        result = self.handshake.receive_request(self.rbuf)
-        if result is None:
-            return
-        assert self.transport is not None
-        if isinstance(result, Rejected):
-            self._refuse(result)
-            return
-        self.write(result.response)
-        if isinstance(result, Accepted):
-            self.upgraded = True
-            self.subprotocol = result.subprotocol
-            self.resource = result.request.target
-            self.ws.open(deflate=result.deflate)
-            self._opened()
-            self._dispatch()
-            return
-        if isinstance(result, HealthCheck):
-            self._emit("health", path=result.request.path)
-        self.linger_close()
-
-    def begin_drain(self) -> None:
-        """Server shutdown: 1001 Going Away to this client, then wait for its close.
-
-        A client still in the opening handshake gets 503 instead (it may retry elsewhere);
-        one already answered is left to finish reading its answer.
-        """
-        if self.ws.state is not _CONNECTING:
-            self.start_close(CloseCode.GOING_AWAY, "server shutting down")
-        elif not self._lingering:
-            self.turn_away("shutting down")
-
-    def _emit(self, name: str, **fields: Any) -> None:
-        if self.on_event is not None:
-            self.on_event(name, {"peer": self.peer, **fields})
-
-
-# --- client -------------------------------------------------------------------------------
-
-
-class WebSocketClientConnection(WebSocketConnection):
-    """A client connection: sends the upgrade request and resolves :attr:`opened`.
-
-    Received messages go to :meth:`on_message`; the default keeps copies in :attr:`inbox`,
-    read them with :meth:`receive`.
-
-    Attributes:
-        opened: resolved when the opening handshake succeeded; fails with the error otherwise
-            (:class:`~netkit.core.ws.handshake.UpgradeRefused` for a non-101 answer).
-        response: the server's 101 response (headers, subprotocol, deflate), once open.
-        inbox: ``(is_text, data)`` per received message (:meth:`receive` also says when the
-            connection is over).
-        initiated_close: we sent the first close frame (as asked through :meth:`start_close`).
-    """
-
-    side = Side.CLIENT
-    pause_reading_on_backpressure = False  # we send masked copies, never views of rbuf
-
-    def __init__(
-        self,
-        handshake: ClientHandshake,
-        *,
-        max_size: int | None = 1 << 20,
-        timeouts: WSTimeouts = WSTimeouts(),
-    ) -> None:
-        super().__init__(max_size=max_size, timeouts=timeouts)
-        self.handshake = handshake
-        self.opened: asyncio.Future[None] = self._loop.create_future()
-        self.inbox: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
-        self._ended = False  # on_closed ran: nothing more will be put in the inbox
-        self._wakeup: asyncio.Future[None] | None = None
-        self.deflate: DeflateParams | None = None
-        self.response: HandshakeResponse | None = None
-        self.initiated_close = False
-        self.close_timed_out = False  # the closing timeout passed: the connection was dropped
-        # Called with the round-trip time of each keepalive ping (ws-client --json reports it).
-        self.on_keepalive_rtt: Callable[[float], None] | None = None
-        # Pings sent through ping(): payload -> (time sent, waiter for the round-trip time).
-        self._pings: dict[bytes, tuple[float, asyncio.Future[float | None]]] = {}
-
-    def on_connect(self) -> None:
-        super().on_connect()
-        self.write(self.handshake.request())
-
-    def handshake_data(self) -> None:
-        response = self.handshake.receive_response(self.rbuf)  # raises UpgradeRefused etc.
-        if response is None:
-            return
-        self.response = response
-        self.subprotocol = response.subprotocol
-        self.deflate = response.deflate
-        self.ws.open(deflate=response.deflate)
-        self._opened()
-        if not self.opened.done():
-            self.opened.set_result(None)
-        self._dispatch()
-
-    def _close_timed_out(self) -> None:
-        self.close_timed_out = True
-        super()._close_timed_out()
-
-    def on_keepalive_pong(self, rtt: float) -> None:
-        if self.on_keepalive_rtt is not None:
-            self.on_keepalive_rtt(rtt)
-
-    def on_message(self, message: Message) -> None:
-        # Kept for later: the view is only valid during this call, so this is a copy.
-        self.inbox.put_nowait((bool(message.text), bytes(message.data)))
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-
-    def on_pong(self, payload: Buffer) -> None:
-        entry = self._pings.pop(bytes(payload), None)
-        if entry is not None:
-            self.last_rtt = time.perf_counter() - entry[0]
-            if not entry[1].done():
-                entry[1].set_result(self.last_rtt)
-
-    def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
-        self._ended = True
-        self._wake()
-        for _, waiter in self._pings.values():
-            if not waiter.done():
-                waiter.set_result(None)
-        self._pings.clear()
-
-    def on_close(self, exc: Exception | None) -> None:
-        if isinstance(exc, ssl.SSLError) and self.error is None:
-            # A TLS alert after our side of the handshake: TLS 1.3 servers refuse a client
-            # certificate this way, on our first read (during the upgrade).
-            self.error = translate_connect_error(exc, self.peer)
-        if not self.opened.done():
-            tls = self.transport is not None and self.transport.get_extra_info("ssl_object")
-            self.opened.set_exception(
-                self.error
-                or ConnectionLost(
-                    f"{self.peer} closed the connection during the opening handshake",
-                    # Not sure enough for a TLS error: the server said nothing.
-                    hint="a TLS server that refuses a client certificate without an alert "
-                    "closes like this: check --cert and --key"
-                    if tls and self.bytes_in == 0
-                    else None,
-                )
-            )
-
-    # --- for applications ---------------------------------------------------------------
-
-    async def receive(self) -> tuple[bool, bytes] | None:
-        """Wait for the next message, ``(is_text, data)``; None once the connection is closed."""
-        while self.inbox.empty():
-            if self._ended:
-                return None
-            self._wakeup = self._loop.create_future()
-            await self._wakeup
-        return self.inbox.get_nowait()
-
-    def send(self, data: Buffer | str, *, text: bool | None = None) -> bool:
-        """Send one message (as :meth:`send_message`); False when no longer OPEN (not sent)."""
-        if self.ws.state is not _OPEN:
-            return False
-        self.send_message(data, text=text)
-        return True
-
-    def ping(self, payload: bytes = b"") -> asyncio.Future[float | None]:
-        """Send a ping (4 random bytes when ``payload`` is empty).
-
-        Returns:
-            A future for the round-trip time in seconds, resolved when the matching pong
-            arrives; None if the connection closes first or was not open.
-        """
-        waiter: asyncio.Future[float | None] = self._loop.create_future()
-        if self.ws.state is not _OPEN or self.ws.close_sent is not None:
-            waiter.set_result(None)
-            return waiter
-        payload = payload or os.urandom(4)
-        self._pings[payload] = (time.perf_counter(), waiter)
-        # Not send_ping(): that one is the keepalive's, and a ping of ours must not replace
-        # the payload its pong deadline waits for.
-        self.ws.send_ping(payload)
-        self.flush()
-        return waiter
-
-    def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start the closing handshake, remembering that we did (:attr:`initiated_close`)."""
-        if self.ws.state is _OPEN and self.ws.close_received is None:
-            self.initiated_close = True
-        super().start_close(code, reason)
-
-    async def close_and_wait(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start the closing handshake and wait until the connection is gone.
-
-        The closing timeout (:attr:`WSTimeouts.close`) bounds the wait: the connection is
-        dropped when the server does not finish the handshake in time.
-        """
-        self.start_close(code, reason)
-        # Shielded: a caller cancelled while waiting must not cancel the shared future.
-        await asyncio.shield(self.closed)
-
-    @property
-    def close_initiator(self) -> str | None:
-        """Who started the closing handshake: ``client``, ``server``, or None (no close frame)."""
-        if self.initiated_close or self.ws.error is not None or self.error is not None:
-            return "client"
-        if self.ws.close_received is not None:
-            return "server"
-        return None
-
-
-async def connect_ws(
-    url: WSURL,
-    factory: Callable[[], WebSocketClientConnection],
-    *,
-    ssl_context: ssl.SSLContext | None,
-    server_hostname: str | None = None,
-    timeout: float | None = 10.0,
-    retry_for: float = 0.0,
-) -> WebSocketClientConnection:
-    """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
-
-    Args:
-        timeout: one deadline for the TCP connect, the TLS handshake and the HTTP upgrade
-            together (websockets' ``open_timeout``); None: no deadline.
-        retry_for: keep retrying a refused connection (or a missing socket file) this long.
-
-    Raises:
-        ConnectError, TLSError, OperationTimeout: connecting failed.
-        UpgradeRefused: the server answered something other than 101 (status in the error).
-        InvalidHandshake: the 101 response was not valid.
-        ConnectionLost: the server closed the connection during the handshake.
-    """
-
-    async def upgrade(protocol: StreamProtocol) -> None:
-        assert isinstance(protocol, WebSocketClientConnection)
-        await protocol.opened
-
-    conn = await open_stream(
-        url.transport,
-        factory,
-        ssl_context=ssl_context,
-        server_hostname=server_hostname or (url.host if url.unix_path is None else None),
-        timeout=timeout,
-        retry_for=retry_for,
-        handshake=upgrade,
-    )
-    assert isinstance(conn, WebSocketClientConnection)
-    return conn

@@ -1,19 +1,93 @@
-"""What ``ws-server`` does with messages: echo, broadcast (a chat room) or sink."""
+"""WebSocket server connections: :class:`WebSocketServerConnection` (the upgrade, /health and
+refusals answered by :class:`~netkit.core.ws.server.ServerProtocol`), and what ``ws-server``
+does with messages (:class:`ModeConnection`: echo, broadcast to a chat room, or sink)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from netkit.core.ws.events import Message
+from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Message, Rejected
 from netkit.core.ws.frames import CloseCode
-from netkit.core.ws.handshake import ServerHandshake
+from netkit.core.ws.protocol import State
+from netkit.core.ws.server import ServerHandshake, ServerProtocol
 from netkit.errors import PeerProtocolError
-from netkit.net.ws import WebSocketServerConnection, WSTimeouts
+from netkit.net.server import ServerConnection
+from netkit.net.ws import WebSocketConnection, WSTimeouts
 from netkit.net.zerocopy import Buffer
 
 MODES = ("echo", "broadcast", "sink")
 SLOW_MEMBER_SLACK = 4 << 20  # bytes a broadcast member may lag behind, beyond one message
+
+
+class WebSocketServerConnection(WebSocketConnection, ServerConnection):
+    """A server-side connection: answers the upgrade (or /health), then speaks WebSocket.
+
+    Args:
+        handshake: the server's handshake policy (paths, origins, subprotocols, deflate).
+        on_event: receives (event name, fields) for logging: ``open``, ``health``, ``close``.
+            Refusals (HTTP 4xx/5xx) are the server's ``rejected`` events
+            (:meth:`~netkit.net.server.StreamServer.refuse`).
+    """
+
+    ws: ServerProtocol
+
+    def __init__(
+        self,
+        handshake: ServerHandshake,
+        *,
+        max_size: int | None = 1 << 20,
+        timeouts: WSTimeouts = WSTimeouts(),
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.handshake = handshake
+        super().__init__(max_size=max_size, timeouts=timeouts)
+        self.on_event = on_event
+        self.upgraded = False
+
+    def new_protocol(self, max_size: int | None) -> ServerProtocol:
+        return ServerProtocol(self.handshake, buffer=self.rbuf, max_size=max_size)
+
+    def on_connect(self) -> None:
+        WebSocketConnection.on_connect(self)
+        ServerConnection.on_connect(self)  # after the timer: a refusal replaces it (linger)
+
+    def on_close(self, exc: Exception | None) -> None:
+        ServerConnection.on_close(self, exc)
+
+    def turn_away(self, reason: str) -> None:
+        """Answer 503 with ``Retry-After: 1`` (websocketd, HAProxy), not a bare TCP close."""
+        self.ws.turn_away(reason)
+        self._dispatch()
+
+    def on_handshake(self, event: Accepted | HealthCheck | Rejected | HandshakeResponse) -> None:
+        if isinstance(event, Accepted):
+            self.upgraded = True
+            self.subprotocol = event.subprotocol
+            self.resource = event.request.target
+            self._opened()
+            return
+        self.flush()  # the answer goes out before the connection is counted and closed
+        if isinstance(event, Rejected):
+            self.server.refuse(self, event.message, status=event.status_code)
+        elif isinstance(event, HealthCheck):
+            self._emit("health", path=event.request.path)
+        self.linger_close()
+
+    def begin_drain(self) -> None:
+        """Server shutdown: 1001 Going Away to this client, then wait for its close.
+
+        A client still in the opening handshake gets 503 instead (it may retry elsewhere);
+        one already answered is left to finish reading its answer.
+        """
+        if self.ws.state is not State.CONNECTING:
+            self.start_close(CloseCode.GOING_AWAY, "server shutting down")
+        elif not self.ws.answered:
+            self.turn_away("shutting down")
+
+    def _emit(self, name: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(name, {"peer": self.peer, **fields})
 
 
 class Room:

@@ -22,17 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netkit.core.buffers import ReceiveBuffer
+from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams, InvalidExtension, accept_offer, accept_response
-from netkit.core.ws.handshake import (
-    Accepted,
-    ClientHandshake,
-    HandshakeResponse,
-    Rejected,
-    ServerHandshake,
-    accept_key,
-)
-from netkit.core.ws.handshake import HealthCheck as Health
+from netkit.core.ws.events import Accepted, HandshakeResponse, Rejected
+from netkit.core.ws.events import HealthCheck as Health
+from netkit.core.ws.handshake import accept_key
 from netkit.core.ws.http import InvalidHandshake, UpgradeRefused, parse_extension_header
+from netkit.core.ws.server import ServerHandshake
 from netkit.errors import PeerProtocolError
 
 # NETKIT_FUZZ_EXAMPLES=5000 runs every property longer, to hunt rather than to check.

@@ -19,7 +19,7 @@ import pytest
 import netkit.net.bench
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench import STREAM_CHUNK, LoadPlan
-from netkit.core.ws.handshake import ServerHandshake
+from netkit.core.ws.server import ServerHandshake
 from netkit.errors import ConfigError, ConnectError
 from netkit.net.bench import EmbeddedEchoServer, Target, Worker, make_payload, run_worker
 from netkit.net.datagram import UDPEchoServer

@@ -15,11 +15,13 @@ import pytest
 
 from netkit.core.addresses import WSURL
 from netkit.core.bench import LoadPlan
-from netkit.core.ws.handshake import ClientHandshake, ServerHandshake
+from netkit.core.ws.client import ClientHandshake
+from netkit.core.ws.server import ServerHandshake
 from netkit.net.bench import Target, run_worker
 from netkit.net.echo import EchoConnection
 from netkit.net.health import run_check
-from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
+from netkit.net.ws import WSTimeouts
+from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 from netkit.net.ws_server import ModeConnection, Room
 
 if TYPE_CHECKING:

@@ -21,10 +21,13 @@ import pytest
 import trustme
 
 from netkit.core.addresses import WSURL, parse_endpoint
+from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
+from netkit.core.ws.handshake import accept_key
+from netkit.core.ws.server import ServerHandshake
 from netkit.errors import OperationTimeout, TLSError
-from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
+from netkit.net.ws import WSTimeouts
+from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 from netkit.net.ws_server import ModeConnection, Room
 from tests.core.ws.test_ws_protocol import (
     IN_ORDER_CASES,
@@ -344,7 +347,7 @@ def test_a_refused_client_certificate_is_a_tls_error(
 class BrokenHandshake(ModeConnection):
     """A connection whose handshake code has a bug (raises something unexpected)."""
 
-    def handshake_data(self) -> None:
+    def on_handshake(self, event: object) -> None:
         raise RuntimeError("a bug")
 
 

@@ -331,7 +331,10 @@ class Protocol:
     def commit(self, nbytes: int) -> None:
         """Record ``nbytes`` read into the last :meth:`writable` view, and parse them."""
         self._buffer.commit(nbytes)
-        self._parse()
+        if self.state is _CONNECTING:
+            self._handshake()
+        else:
+            self._parse()
 
     def receive_data(self, data: Buffer) -> None:
         """Feed bytes that were read some other way (copied into the buffer), and parse them."""
@@ -344,7 +347,15 @@ class Protocol:
             chunk = view[: max(room, 1)]
             self._buffer.extend(chunk)
             view = view[len(chunk) :]
-            self._parse()
+            if self.state is _CONNECTING:
+                self._handshake()
+            else:
+                self._parse()
+
+    def _handshake(self) -> None:
+        """Bytes arrived while CONNECTING: the sides' opening handshakes override this
+        (:mod:`netkit.core.ws.server`, :mod:`netkit.core.ws.client`). Here they wait in the
+        buffer until :meth:`open`."""
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection: move to CLOSED and emit ConnectionClosed."""

@@ -7,23 +7,11 @@ from collections.abc import Callable
 import pytest
 
 from netkit.core.buffers import ReceiveBuffer
+from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.events import Message
+from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Message, Rejected
 from netkit.core.ws.frames import Side
-from netkit.core.ws.handshake import (
-    Accepted,
-    ClientHandshake,
-    HandshakeResponse,
-    HealthCheck,
-    Rejected,
-    ServerHandshake,
-    accept_key,
-    head_only,
-    parse_origin,
-    parse_origins,
-    resource_path,
-    unavailable,
-)
+from netkit.core.ws.handshake import accept_key
 from netkit.core.ws.http import (
     MAX_HEADERS,
     MAX_LINE,
@@ -33,6 +21,14 @@ from netkit.core.ws.http import (
     parse_extension_header,
 )
 from netkit.core.ws.protocol import Protocol, State
+from netkit.core.ws.server import (
+    ServerHandshake,
+    head_only,
+    parse_origin,
+    parse_origins,
+    resource_path,
+    unavailable,
+)
 from netkit.errors import ConfigError, LocalProtocolError
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from netkit.core.buffers import ReceiveBuffer
+from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.events import CloseReceived, Message
+from netkit.core.ws.events import Accepted, CloseReceived, Message
 from netkit.core.ws.frames import Side
-from netkit.core.ws.handshake import Accepted, ClientHandshake, ServerHandshake
 from netkit.core.ws.protocol import Protocol
+from netkit.core.ws.server import ServerHandshake
 
 websockets = pytest.importorskip("websockets")
 from websockets.client import ClientProtocol  # noqa: E402

@@ -1,0 +1,220 @@
+"""The WebSocket client connection (:class:`WebSocketClientConnection` around
+:class:`~netkit.core.ws.client.ClientProtocol`) and :func:`connect_ws`, which dials and
+finishes the opening handshake."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+
+from netkit.core.addresses import WSURL
+from netkit.core.ws.client import ClientHandshake, ClientProtocol
+from netkit.core.ws.deflate import DeflateParams
+from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Message, Rejected
+from netkit.core.ws.frames import CloseCode
+from netkit.core.ws.protocol import State
+from netkit.errors import ConnectionLost, PeerProtocolError
+from netkit.net.protocols import StreamProtocol, open_stream
+from netkit.net.sockets import translate_connect_error
+from netkit.net.ws import WebSocketConnection, WSTimeouts
+from netkit.net.zerocopy import Buffer
+
+_OPEN = State.OPEN
+
+
+class WebSocketClientConnection(WebSocketConnection):
+    """A client connection: sends the upgrade request and resolves :attr:`opened`.
+
+    Received messages go to :meth:`on_message`; the default keeps copies in :attr:`inbox`,
+    read them with :meth:`receive`.
+
+    Attributes:
+        opened: resolved when the opening handshake succeeded; fails with the error otherwise
+            (:class:`~netkit.core.ws.http.UpgradeRefused` for a non-101 answer).
+        response: the server's 101 response (headers, subprotocol, deflate), once open.
+        inbox: ``(is_text, data)`` per received message (:meth:`receive` also says when the
+            connection is over).
+        initiated_close: we sent the first close frame (as asked through :meth:`start_close`).
+    """
+
+    ws: ClientProtocol
+    pause_reading_on_backpressure = False  # we send masked copies, never views of rbuf
+
+    def __init__(
+        self,
+        handshake: ClientHandshake,
+        *,
+        max_size: int | None = 1 << 20,
+        timeouts: WSTimeouts = WSTimeouts(),
+    ) -> None:
+        self.handshake = handshake
+        super().__init__(max_size=max_size, timeouts=timeouts)
+        self.opened: asyncio.Future[None] = self._loop.create_future()
+        self.inbox: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
+        self._ended = False  # on_closed ran: nothing more will be put in the inbox
+        self._wakeup: asyncio.Future[None] | None = None
+        self.deflate: DeflateParams | None = None
+        self.response: HandshakeResponse | None = None
+        self.initiated_close = False
+        self.close_timed_out = False  # the closing timeout passed: the connection was dropped
+        # Called with the round-trip time of each keepalive ping (ws-client --json reports it).
+        self.on_keepalive_rtt: Callable[[float], None] | None = None
+
+    def new_protocol(self, max_size: int | None) -> ClientProtocol:
+        return ClientProtocol(self.handshake, buffer=self.rbuf, max_size=max_size)
+
+    def on_connect(self) -> None:
+        super().on_connect()
+        self.ws.send_request()
+        self.flush()
+
+    def on_handshake(self, event: Accepted | HealthCheck | Rejected | HandshakeResponse) -> None:
+        assert isinstance(event, HandshakeResponse)
+        self.response = event
+        self.subprotocol = event.subprotocol
+        self.deflate = event.deflate
+        self._opened()
+        if not self.opened.done():
+            self.opened.set_result(None)
+
+    def _close_timed_out(self) -> None:
+        self.close_timed_out = True
+        super()._close_timed_out()
+
+    def on_keepalive_pong(self, rtt: float) -> None:
+        if self.on_keepalive_rtt is not None:
+            self.on_keepalive_rtt(rtt)
+
+    def on_message(self, message: Message) -> None:
+        # Kept for later: the view is only valid during this call, so this is a copy.
+        self.inbox.put_nowait((bool(message.text), bytes(message.data)))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
+        self._ended = True
+        self._wake()
+        self.pings.clear()
+
+    def on_close(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError) and self.error is None:
+            # A TLS alert after our side of the handshake: TLS 1.3 servers refuse a client
+            # certificate this way, on our first read (during the upgrade).
+            self.error = translate_connect_error(exc, self.peer)
+        if not self.opened.done():
+            tls = self.transport is not None and self.transport.get_extra_info("ssl_object")
+            self.opened.set_exception(
+                self.error
+                or ConnectionLost(
+                    f"{self.peer} closed the connection during the opening handshake",
+                    # Not sure enough for a TLS error: the server said nothing.
+                    hint="a TLS server that refuses a client certificate without an alert "
+                    "closes like this: check --cert and --key"
+                    if tls and self.bytes_in == 0
+                    else None,
+                )
+            )
+
+    # --- for applications ---------------------------------------------------------------
+
+    async def receive(self) -> tuple[bool, bytes] | None:
+        """Wait for the next message, ``(is_text, data)``; None once the connection is closed."""
+        while self.inbox.empty():
+            if self._ended:
+                return None
+            self._wakeup = self._loop.create_future()
+            await self._wakeup
+        return self.inbox.get_nowait()
+
+    def send(self, data: Buffer | str, *, text: bool | None = None) -> bool:
+        """Send one message (as :meth:`send_message`); False when no longer OPEN (not sent)."""
+        if self.ws.state is not _OPEN:
+            return False
+        self.send_message(data, text=text)
+        return True
+
+    def ping(self, payload: bytes = b"") -> asyncio.Future[float | None]:
+        """Send a ping (4 random bytes when ``payload`` is empty).
+
+        Returns:
+            A future for the round-trip time in seconds, resolved when the matching pong
+            arrives; None if the connection closes first or was not open.
+        """
+        waiter: asyncio.Future[float | None] = self._loop.create_future()
+
+        def answered(rtt: float | None) -> None:
+            if not waiter.done():
+                waiter.set_result(rtt)
+
+        if not self.send_ping(payload, answered):
+            waiter.set_result(None)
+        return waiter
+
+    def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake, remembering that we did (:attr:`initiated_close`)."""
+        if self.ws.state is _OPEN and self.ws.close_received is None:
+            self.initiated_close = True
+        super().start_close(code, reason)
+
+    async def close_and_wait(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake and wait until the connection is gone.
+
+        The closing timeout (:attr:`WSTimeouts.close`) bounds the wait: the connection is
+        dropped when the server does not finish the handshake in time.
+        """
+        self.start_close(code, reason)
+        # Shielded: a caller cancelled while waiting must not cancel the shared future.
+        await asyncio.shield(self.closed)
+
+    @property
+    def close_initiator(self) -> str | None:
+        """Who started the closing handshake: ``client``, ``server``, or None (no close frame)."""
+        if self.initiated_close or self.ws.error is not None or self.error is not None:
+            return "client"
+        if self.ws.close_received is not None:
+            return "server"
+        return None
+
+
+async def connect_ws(
+    url: WSURL,
+    factory: Callable[[], WebSocketClientConnection],
+    *,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None = None,
+    timeout: float | None = 10.0,
+    retry_for: float = 0.0,
+) -> WebSocketClientConnection:
+    """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
+
+    Args:
+        timeout: one deadline for the TCP connect, the TLS handshake and the HTTP upgrade
+            together (websockets' ``open_timeout``); None: no deadline.
+        retry_for: keep retrying a refused connection (or a missing socket file) this long.
+
+    Raises:
+        ConnectError, TLSError, OperationTimeout: connecting failed.
+        UpgradeRefused: the server answered something other than 101 (status in the error).
+        InvalidHandshake: the 101 response was not valid.
+        ConnectionLost: the server closed the connection during the handshake.
+    """
+
+    async def upgrade(protocol: StreamProtocol) -> None:
+        assert isinstance(protocol, WebSocketClientConnection)
+        await protocol.opened
+
+    conn = await open_stream(
+        url.transport,
+        factory,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname or (url.host if url.unix_path is None else None),
+        timeout=timeout,
+        retry_for=retry_for,
+        handshake=upgrade,
+    )
+    assert isinstance(conn, WebSocketClientConnection)
+    return conn
