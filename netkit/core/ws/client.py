@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from netkit.core.addresses import WSURL
 from netkit.core.buffers import ReceiveBuffer
@@ -26,7 +26,7 @@ from netkit.core.ws.deflate import (
     accept_response,
 )
 from netkit.core.ws.events import HandshakeResponse
-from netkit.core.ws.frames import DEFAULT_MAX_SIZE, MaskKeys, Side
+from netkit.core.ws.frames import Side
 from netkit.core.ws.handshake import WS_VERSION, accept_key, generate_key
 from netkit.core.ws.http import (
     Headers,
@@ -253,8 +253,8 @@ class ClientProtocol(Protocol):
 
     Args:
         handshake: the request and what the answer must agree with.
-        max_size, keys, auto_pong: as for :class:`~netkit.core.ws.protocol.Protocol`.
-        buffer: the receive buffer (the I/O layer's pooled one).
+        options: ``max_size``, ``buffer`` (the I/O layer's pooled one), ``keys``,
+            ``auto_pong``, as for :class:`~netkit.core.ws.protocol.Protocol`.
 
     Attributes:
         response: the server's 101 answer, once open.
@@ -262,23 +262,8 @@ class ClientProtocol(Protocol):
 
     __slots__ = ("handshake", "response")
 
-    def __init__(
-        self,
-        handshake: ClientHandshake,
-        *,
-        max_size: int | None = DEFAULT_MAX_SIZE,
-        buffer: ReceiveBuffer | None = None,
-        keys: MaskKeys | None = None,
-        auto_pong: bool = True,
-    ) -> None:
-        super().__init__(
-            Side.CLIENT,
-            state=State.CONNECTING,
-            max_size=max_size,
-            buffer=buffer,
-            keys=keys,
-            auto_pong=auto_pong,
-        )
+    def __init__(self, handshake: ClientHandshake, **options: Any) -> None:
+        super().__init__(Side.CLIENT, state=State.CONNECTING, **options)
         self.handshake = handshake
         self.response: HandshakeResponse | None = None
 

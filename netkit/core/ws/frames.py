@@ -274,9 +274,9 @@ class FrameParser:
         return size, self._payload_length(header), key
 
     def read(
-        self, buf: ReceiveBuffer, *, max_size: int | None = -1, unmasked: int = 0
-    ) -> tuple[int, memoryview] | None:
-        """Return the next complete frame as ``(first header byte, payload)`` and consume it.
+        self, buf: ReceiveBuffer, max_size: int | None = -1, unmasked: int = 0
+    ) -> tuple[int, memoryview, int] | None:
+        """Return the next complete frame as ``(first header byte, payload, bytes left)``.
 
         The one frame parser: :meth:`parse` wraps its result in a :class:`Frame`, the
         protocol takes it as is (the first byte says opcode, FIN and RSV bits). A whole small
@@ -293,7 +293,8 @@ class FrameParser:
                 was arriving.
 
         Returns:
-            ``(byte 0, payload)``, the payload a view of ``buf`` unmasked in place; or None
+            ``(byte 0, payload, left)``: the payload a view of ``buf`` unmasked in place, and
+            how many bytes stay buffered after the frame (0: the read ended with it); or None
             while the frame is incomplete.
 
         Raises:
@@ -319,7 +320,7 @@ class FrameParser:
                     # 5.3: unmask in place, the masked bytes are of no further use.
                     unmask_into(payload, view[2:6])
                 buf.consume(end)
-                return b0, payload
+                return b0, payload, len(view) - end
         head = self.peek(buf)
         if head is None:
             return None
@@ -337,14 +338,14 @@ class FrameParser:
             # 5.3: unmask in place, the masked bytes are of no further use.
             unmask_into(payload, key, unmasked)
         buf.consume(size + length)
-        return b0, payload
+        return b0, payload, len(view) - size - length
 
     def parse(
         self, buf: ReceiveBuffer, *, max_size: int | None = -1, unmasked: int = 0
     ) -> Frame | None:
         """As :meth:`read`, the frame as a :class:`Frame`; None if more bytes are needed."""
-        item = self.read(buf, max_size=max_size, unmasked=unmasked)
-        return None if item is None else frame_from(*item)
+        item = self.read(buf, max_size, unmasked)
+        return None if item is None else frame_from(item[0], item[1])
 
 
 def frame_from(b0: int, payload: Buffer) -> Frame:

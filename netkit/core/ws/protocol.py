@@ -1,5 +1,9 @@
 """The WebSocket connection state machine (RFC 6455 sections 5-7), sans-I/O.
 
+(Over 600 lines: receiving and sending share the state, the closing handshake and the
+deflate context; the opening handshake is in server.py/client.py, frames in frames.py,
+events in events.py, UTF-8 checks in utf8.py.)
+
 The I/O layer moves bytes; :class:`Protocol` does everything else::
 
     view = proto.writable()              # or proto.receive_data(data)
@@ -28,7 +32,6 @@ buffer is reused between reads, so this copy is necessary.
 
 from __future__ import annotations
 
-import codecs
 import enum
 from codecs import utf_8_decode as _utf8_decode
 from dataclasses import replace
@@ -53,37 +56,10 @@ from netkit.core.ws.frames import (
     serialize_close_payload,
 )
 from netkit.core.ws.mask import Buffer, unmask_into
+from netkit.core.ws.utf8 import TextCheck, invalid_utf8
 from netkit.errors import LocalProtocolError, PeerProtocolError
 
 __all__ = ["Protocol", "State"]
-
-
-# Allowed range of the second byte of a UTF-8 sequence, by lead byte (RFC 3629 section 4);
-# every other continuation byte is 80..BF.
-_UTF8_SECOND: Final = {
-    **{lead: (0x80, 0xBF) for lead in range(0xC2, 0xE0)},
-    0xE0: (0xA0, 0xBF),
-    **{lead: (0x80, 0xBF) for lead in (*range(0xE1, 0xED), 0xEE, 0xEF)},
-    0xED: (0x80, 0x9F),
-    0xF0: (0x90, 0xBF),
-    **{lead: (0x80, 0xBF) for lead in range(0xF1, 0xF4)},
-    0xF4: (0x80, 0x8F),
-}
-
-
-def _invalid_utf8() -> PeerProtocolError:
-    return PeerProtocolError("invalid UTF-8 in a text message", close_code=1007)
-
-
-def _utf8_prefix_ok(pending: bytes) -> bool:
-    # Python's incremental decoder holds back an incomplete sequence without checking it
-    # (b"\xed\xa0" passes until its third byte arrives); check it so as to fail fast.
-    bounds = _UTF8_SECOND.get(pending[0])
-    if bounds is None:
-        return False
-    if len(pending) > 1 and not bounds[0] <= pending[1] <= bounds[1]:
-        return False
-    return all(0x80 <= b <= 0xBF for b in pending[2:])
 
 
 class State(enum.IntEnum):
@@ -198,7 +174,7 @@ class Protocol:
         self._msg_compressed = False
         self._msg_parts = bytearray()
         self._msg_size = 0
-        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._utf8 = TextCheck()
         # Payload bytes of the frame at the front already unmasked in place and fed to _utf8
         # while the frame was arriving (a text frame checked before it is complete).
         self._text_checked = 0
@@ -395,12 +371,12 @@ class Protocol:
             if limit is not None and self._msg_text is not None and not self._msg_compressed:
                 limit -= self._msg_size  # what is left of this message's budget
             try:
-                item = read(buf, max_size=limit, unmasked=self._text_checked)
+                item = read(buf, limit, self._text_checked)
                 if item is None:
                     if self._msg_text is not False and len(buf):  # a text frame may be arriving
                         self._check_text_arriving()
                     return
-                b0, payload = item
+                b0, payload, left = item
                 checked, self._text_checked = self._text_checked, 0
                 if (b0 == 0x82 or b0 == 0x81) and self._msg_text is None and not checked:
                     # A whole message in one uncompressed frame (FIN set, no RSV bit): the
@@ -409,9 +385,9 @@ class Protocol:
                         try:
                             _utf8_decode(payload, "strict", True)
                         except UnicodeDecodeError as exc:
-                            raise _invalid_utf8() from exc
+                            raise invalid_utf8() from exc
                     self._events.append(Message(payload, b0 == 0x81))
-                    if not len(buf):
+                    if not left:
                         return  # the read held whole messages: the usual case
                     continue
                 self._handle(frame_from(b0, payload), checked)
@@ -452,18 +428,7 @@ class Protocol:
         if not done and op == _TEXT:
             self._utf8.reset()  # a new message
         self._text_checked = len(arrived)
-        self._check_utf8(arrived[done:], final=False)
-
-    def _check_utf8(self, data: Buffer, final: bool) -> None:
-        try:
-            # 8.1: fail as soon as the bytes cannot be UTF-8; a code point split across
-            # frames (or reads) waits in the decoder.
-            self._utf8.decode(data, final)
-        except UnicodeDecodeError as exc:
-            raise _invalid_utf8() from exc
-        pending = self._utf8.getstate()[0]
-        if pending and not _utf8_prefix_ok(pending):
-            raise _invalid_utf8()
+        self._utf8.feed(arrived[done:], final=False)
 
     def _handle(self, frame: Frame, checked: int = 0) -> None:
         op = frame.opcode
@@ -509,7 +474,7 @@ class Protocol:
             data = self._deflate.decompress(data, fin=frame.fin, max_size=budget)
         self._msg_size += len(data)
         if self._msg_text:
-            self._check_utf8(data[checked:] if checked else data, frame.fin)
+            self._utf8.feed(data[checked:] if checked else data, frame.fin)
         if frame.fin and not self._msg_parts:
             # A whole message in one frame: hand out the view (or decompressed bytes) as is.
             message = Message(data, self._msg_text)
@@ -648,6 +613,9 @@ class Protocol:
         Raises:
             LocalProtocolError: the connection is not OPEN.
         """
+        if fragment_size is None and self._deflate is None and self.state is _OPEN:
+            self._output += self._writer.write_data(_BINARY, data)  # the per-message path
+            return
         self._send_message(_BINARY, data, fragment_size, compress)
 
     def send_ping(self, payload: Buffer = b"") -> None:

@@ -17,7 +17,7 @@ import dataclasses
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from netkit.core.addresses import WSURL, TCPEndpoint, UnixEndpoint, parse_endpoint
 from netkit.core.buffers import ReceiveBuffer
@@ -27,7 +27,7 @@ from netkit.core.ws.deflate import (
     accept_offer,
 )
 from netkit.core.ws.events import Accepted, HealthCheck, Rejected, Request
-from netkit.core.ws.frames import DEFAULT_MAX_SIZE, MaskKeys, Side
+from netkit.core.ws.frames import Side
 from netkit.core.ws.handshake import WS_VERSION, accept_key, valid_key
 from netkit.core.ws.http import (
     Headers,
@@ -358,8 +358,8 @@ class ServerProtocol(Protocol):
 
     Args:
         policy: paths, origins, subprotocols, compression, health path.
-        max_size, keys, auto_pong: as for :class:`~netkit.core.ws.protocol.Protocol`.
-        buffer: the receive buffer (the I/O layer's pooled one).
+        options: ``max_size``, ``buffer`` (the I/O layer's pooled one), ``keys``,
+            ``auto_pong``, as for :class:`~netkit.core.ws.protocol.Protocol`.
 
     Attributes:
         answered: an HTTP answer other than 101 was queued: close after sending it.
@@ -368,23 +368,8 @@ class ServerProtocol(Protocol):
 
     __slots__ = ("answered", "policy", "request")
 
-    def __init__(
-        self,
-        policy: ServerHandshake,
-        *,
-        max_size: int | None = DEFAULT_MAX_SIZE,
-        buffer: ReceiveBuffer | None = None,
-        keys: MaskKeys | None = None,
-        auto_pong: bool = True,
-    ) -> None:
-        super().__init__(
-            Side.SERVER,
-            state=State.CONNECTING,
-            max_size=max_size,
-            buffer=buffer,
-            keys=keys,
-            auto_pong=auto_pong,
-        )
+    def __init__(self, policy: ServerHandshake, **options: Any) -> None:
+        super().__init__(Side.SERVER, state=State.CONNECTING, **options)
         self.policy = policy
         self.answered = False
         self.request: Request | None = None
