@@ -19,8 +19,9 @@ from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
 from netkit.core.units import parse_duration
 from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.net.connect import connect_raw
 from netkit.net.health import HealthChecker
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.tls import server_context
 
 NAME = "lb"

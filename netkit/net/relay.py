@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.faults import (
     BlackholeAfter,
     ConnectionFaults,
@@ -47,16 +46,11 @@ from netkit.core.faults import (
     draw,
 )
 from netkit.core.proxy_protocol import encode as encode_proxy_header
-from netkit.errors import ConnectError, NetkitError, OperationTimeout, ResourceExhausted
+from netkit.errors import NetkitError, ResourceExhausted
 from netkit.net.accept import Acceptor, DescriptorReserve
+from netkit.net.connect import translate_connect_error
 from netkit.net.protocols import StreamProtocol
-from netkit.net.sockets import (
-    OUT_OF_RESOURCES,
-    SocketOptions,
-    apply_options,
-    describe,
-    translate_connect_error,
-)
+from netkit.net.sockets import OUT_OF_RESOURCES, describe
 from netkit.net.tls_layer import accept_tls, connect_tls
 
 SPLICE_AVAILABLE = hasattr(os, "splice")
@@ -670,60 +664,6 @@ class BufferedRelay:
                     each.release_timer.cancel()
             if not self.done.done():
                 self.done.set_result(None)
-
-
-# --- connecting upstreams ----------------------------------------------------------------
-
-
-async def connect_raw(
-    endpoint: TCPEndpoint | UnixEndpoint,
-    *,
-    timeout: float,
-    options: SocketOptions = SocketOptions(),
-) -> socket.socket:
-    """Open a non-blocking socket connected to ``endpoint`` (each resolved address in turn).
-
-    Raises:
-        ConnectError, OperationTimeout: as the failure was.
-    """
-    loop = asyncio.get_running_loop()
-    target = str(endpoint)
-    try:
-        async with asyncio.timeout(timeout):
-            infos: list[tuple[int, Any]]
-            if isinstance(endpoint, UnixEndpoint):
-                infos = [(socket.AF_UNIX, endpoint.address)]
-            else:
-                resolved = await loop.getaddrinfo(
-                    endpoint.host, endpoint.port, type=socket.SOCK_STREAM
-                )
-                infos = [(family, addr) for family, _, _, _, addr in resolved]
-            last: BaseException | None = None
-            for family, addr in infos:
-                try:
-                    sock = socket.socket(family, socket.SOCK_STREAM)
-                except OSError as exc:
-                    if exc.errno in OUT_OF_RESOURCES:
-                        raise ResourceExhausted(
-                            f"cannot open a socket to {target}: {exc.strerror}"
-                        ) from exc
-                    raise
-                try:
-                    sock.setblocking(False)
-                    apply_options(sock, options)
-                    await loop.sock_connect(sock, addr)
-                    return sock
-                except OSError as exc:
-                    sock.close()
-                    last = exc
-                except BaseException:
-                    sock.close()
-                    raise
-            raise last or ConnectError(f"cannot resolve {target}")
-    except TimeoutError:
-        raise OperationTimeout(f"timed out connecting to {target}") from None
-    except OSError as exc:
-        raise translate_connect_error(exc, target) from exc
 
 
 UpstreamConnector = Callable[[str], Awaitable[tuple[socket.socket, str]]]

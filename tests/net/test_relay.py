@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.net.connect import connect_raw
 from netkit.net.echo import EchoConnection
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.server import make_listener
 from tests.net.conftest import EventLog, Runner, Serve, descriptor_limit, hog_descriptors
 

@@ -13,7 +13,8 @@ import pytest
 
 from netkit.core.addresses import TCPEndpoint
 from netkit.core.faults import parse_fault
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.connect import connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 
 COUNTERS = (8 << 20) // 4  # 8 MiB of 4-byte big-endian counters
 
