@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import resource
 import socket
 import stat
+import struct
 from dataclasses import dataclass
+from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.errors import (
@@ -54,6 +57,32 @@ def apply_options(sock: socket.socket, options: SocketOptions) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(options.nodelay))
         if options.keepalive:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+_LINGER_RST = struct.pack("ii", 1, 0)
+_SIOCOUTQNSD = 0x894B  # linux/sockios.h
+
+
+def force_rst(sock: Any) -> None:
+    """Make ``close()`` send RST instead of FIN (SO_LINGER {on, 0})."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+def unsent_bytes(sock: Any) -> int:
+    """Bytes in a TCP socket's send queue not yet sent to the peer (SIOCOUTQNSD).
+
+    A reset discards them, so a relay that resets a socket has not delivered them; bytes
+    already sent are in the peer's receive queue, which it can still read after the RST. A
+    Unix socket's queued bytes stay readable by the peer after close: they count as delivered.
+    """
+    if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
 
 
 def describe(address: object) -> str:

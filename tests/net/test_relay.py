@@ -162,7 +162,7 @@ def test_bytes_a_stalled_client_never_got_are_undelivered_exactly(
             sender = asyncio.ensure_future(loop.sock_sendall(conn, b"y" * (32 << 20)))
             await wait_until(
                 lambda: any(
-                    r is not None and r.record.down_in > (1 << 20)
+                    r is not None and r.record.down.received > (1 << 20)
                     for r in relay.server.relays.values()
                 )
             )
