@@ -9,7 +9,6 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from netkit.net.echo import EchoConnection
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.server import make_listener
 from tests.net.conftest import EventLog, Runner, Serve, descriptor_limit, hog_descriptors
+from tests.net.pairs import read_until_eof, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,21 +63,6 @@ async def relay_to(
         await server.drain(0)
 
 
-async def read_until_eof(sock: socket.socket, *, limit: int | None = None) -> bytes:
-    """Everything ``sock`` receives until EOF (or a reset, or ``limit`` bytes)."""
-    loop = asyncio.get_running_loop()
-    got = bytearray()
-    while limit is None or len(got) < limit:
-        try:
-            chunk = await loop.sock_recv(sock, 1 << 16)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        got += chunk
-    return bytes(got)
-
-
 # --- item 10: half-close and undelivered bytes --------------------------------------------
 
 
@@ -105,12 +90,6 @@ def test_half_close_toward_a_tls_upstream_delivers_the_whole_reply(
                 assert closed["end"] == "closed" and "undelivered" not in closed
 
     run(main())
-
-
-async def wait_until(condition: Any) -> None:
-    """Poll a condition the relay exposes no event for (bounded by the test's timeout)."""
-    while not condition():
-        await asyncio.sleep(0.005)
 
 
 def test_bytes_a_dead_upstream_refused_are_undelivered(run: Runner[None]) -> None:
