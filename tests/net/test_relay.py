@@ -243,3 +243,114 @@ def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away
                 fresh.close()
 
     run(main())
+
+
+# --- the server around the two relays ----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def replying_backend(
+    reply: bytes,
+) -> AsyncIterator[tuple[TCPEndpoint, asyncio.Future[bytes]]]:
+    """A loopback server that reads its client to EOF, then sends ``reply`` and closes."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[bytes] = loop.create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()
+        if not received.done():
+            received.set_result(data)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield TCPEndpoint("127.0.0.1", server.sockets[0].getsockname()[1]), received
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_a_request_half_closed_through_the_server_gets_its_whole_reply(
+    run: Runner[None], splice: bool
+) -> None:
+    reply = os.urandom(1 << 20)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with (
+            replying_backend(reply) as (upstream, received),
+            relay_to(upstream, RelayOptions(splice=splice)) as relay,
+        ):
+            client = await relay.connect()
+            await loop.sock_sendall(client, b"request")
+            client.shutdown(socket.SHUT_WR)
+            assert await received == b"request"
+            assert await read_until_eof(client) == reply
+            client.close()
+            (closed,) = await relay.wait_events("closed")
+        assert closed["end"] == "closed" and "undelivered" not in closed
+        assert closed["path"] == ("splice" if splice else "buffered")
+        assert (closed["bytes_up"], closed["bytes_down"]) == (7, len(reply))
+        totals = relay.server.totals
+        assert (totals.bytes_up, totals.bytes_down, totals.undelivered) == (7, len(reply), 0)
+
+    run(main())
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_the_proxy_header_goes_first(run: Runner[None], splice: bool) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with (
+            replying_backend(b"") as (upstream, received),
+            relay_to(upstream, RelayOptions(splice=splice, proxy_protocol=1)) as relay,
+        ):
+            client = await relay.connect()
+            await loop.sock_sendall(client, b"payload")
+            client.shutdown(socket.SHUT_WR)
+            got = await received
+            host, port = client.getsockname()[:2]
+            client.close()
+        assert got == f"PROXY TCP4 {host} 127.0.0.1 {port} {relay.address[1]}\r\n".encode() + (
+            b"payload"
+        )
+
+    run(main())
+
+
+def test_a_refused_upstream_resets_the_client_and_is_counted(run: Runner[None]) -> None:
+    async def main() -> None:
+        with socket.socket() as closed_port:
+            closed_port.bind(("127.0.0.1", 0))  # bound, never listening: refused
+            upstream = TCPEndpoint("127.0.0.1", closed_port.getsockname()[1])
+            async with relay_to(upstream, RelayOptions()) as relay:
+                client = await relay.connect()
+                (failed,) = await relay.wait_events("upstream_failed")
+                assert await read_until_eof(client) == b""
+                client.close()
+                (closed,) = await relay.wait_events("closed")
+        assert failed["error"] == f"connection refused by {upstream}"
+        assert closed["end"] == f"upstream failed: connection refused by {upstream}"
+        assert relay.server.totals.failed_upstream == 1
+
+    run(main())
+
+
+def test_tls_from_clients_is_terminated(
+    run: Runner[None], serve: Serve, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    async def main() -> None:
+        async with (
+            serve(EchoConnection) as backend,
+            relay_to(backend.endpoint, RelayOptions(client_tls=server_ssl)) as relay,
+        ):
+            reader, writer = await asyncio.open_connection(
+                *relay.address, ssl=client_ssl, server_hostname="localhost"
+            )
+            writer.write(b"over tls")
+            assert await reader.readexactly(8) == b"over tls"
+            writer.close()
+            (closed,) = await relay.wait_events("closed")
+        assert closed["path"] == "buffered" and closed["bytes_up"] == 8
+
+    run(main())

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from netkit.core.addresses import TCPEndpoint
-from netkit.core.faults import parse_fault
+from netkit.core.faults import Refuse, parse_fault
 from netkit.net.connect import connect_raw
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 
@@ -163,3 +163,49 @@ def test_an_active_client_outlives_the_idle_timeout(run, splice):
     run(main())
     closed = [fields for event, fields in events if event == "closed"]
     assert closed and closed[0]["end"] == "closed"
+
+
+def test_refuse_resets_the_client_and_reports_the_fault(run):
+    events: list[tuple[str, dict]] = []
+
+    async def main() -> None:
+        async with (
+            echo_server() as upstream,
+            relay_to(upstream, RelayOptions(faults=[Refuse()]), events) as (server, port),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            with pytest.raises(ConnectionResetError):
+                await reader.read()
+            writer.close()
+            assert server.totals.faults == 1
+
+    run(main())
+    assert [e for e, _ in events] == ["fault", "closed"]
+    assert events[0][1]["fault"] == "refuse"
+    assert events[1][1]["end"] == "fault: refuse"
+
+
+@pytest.mark.parametrize(
+    ("fault", "path"),
+    [(("limit_data", "1KiB"), "buffered"), (("slow_close", "10ms"), "splice")],
+    ids=["data-fault-buffered", "fin-fault-splice"],
+)
+def test_only_data_faults_take_the_buffered_path(run, fault, path):
+    # A fault that needs the bytes in user space moves the connection off splice; a FIN
+    # delay does not.
+    events: list[tuple[str, dict]] = []
+
+    async def exchange() -> None:
+        async with echo_server() as upstream:
+            options = RelayOptions(splice=True, faults=[parse_fault(*fault)])
+            async with relay_to(upstream, options, events) as (_, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"hello")
+                assert await reader.readexactly(5) == b"hello"
+                writer.write_eof()
+                await reader.read()
+                writer.close()
+
+    run(exchange())
+    closed = [fields for event, fields in events if event == "closed"]
+    assert closed[0]["path"] == path
