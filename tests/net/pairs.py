@@ -1,14 +1,25 @@
-"""Connected socket pairs for in-process relay tests, and reading a socket to its end.
+"""Helpers for in-process relay tests: socket pairs, a relay between them, a backend.
 
 A relay under test sits between two pairs: ``client`` (the test's end) ↔ ``relay_client`` and
-``relay_upstream`` ↔ ``upstream`` (the test's end).
+``relay_upstream`` ↔ ``upstream`` (the test's end). :func:`start_relay` puts a splice or a
+buffered relay there, as the relay server would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
+
+from netkit.core.addresses import TCPEndpoint
+from netkit.core.faults import ConnectionFaults
+from netkit.core.flow import RelayRecord
+from netkit.net.buffered import BufferedRelay
+from netkit.net.splice import SpliceRelay
 
 
 def tcp_pair(*, rcvbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
@@ -78,3 +89,45 @@ async def wait_until(condition: object) -> None:
     assert callable(condition)
     while not condition():
         await asyncio.sleep(0.005)
+
+
+async def start_relay(
+    pair: Ends, path: str, drawn: ConnectionFaults | None = None, **splice_options: Any
+) -> tuple[SpliceRelay | BufferedRelay, RelayRecord]:
+    """A started relay of ``path`` (``splice`` or ``buffered``) on the pair's middle sockets."""
+    record = RelayRecord(1, "test")
+    if path == "splice":
+        relay = SpliceRelay(pair.relay_client, pair.relay_upstream, record, **splice_options)
+        relay.start()
+        return relay, record
+    loop = asyncio.get_running_loop()
+    buffered = BufferedRelay(record, drawn or ConnectionFaults(), random.Random(1))
+    # Upstream first, as the relay server does.
+    await loop.create_connection(lambda: buffered.upstream, sock=pair.relay_upstream)
+    await loop.connect_accepted_socket(lambda: buffered.client, pair.relay_client)
+    buffered.start()
+    return buffered, record
+
+
+@asynccontextmanager
+async def replying_backend(
+    reply: bytes = b"",
+) -> AsyncIterator[tuple[TCPEndpoint, asyncio.Future[bytes]]]:
+    """A loopback server that reads its first client to EOF, sends ``reply`` and closes.
+
+    Yields its endpoint and a future with what it read.
+    """
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[bytes] = loop.create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()
+        if not received.done():
+            received.set_result(data)
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield TCPEndpoint("127.0.0.1", server.sockets[0].getsockname()[1]), received

@@ -18,7 +18,7 @@ from netkit.net.echo import EchoConnection
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.server import make_listener
 from tests.net.conftest import EventLog, Runner, Serve, descriptor_limit, hog_descriptors
-from tests.net.pairs import read_until_eof, wait_until
+from tests.net.pairs import read_until_eof, replying_backend, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -246,27 +246,6 @@ def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away
 
 
 # --- the server around the two relays ----------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def replying_backend(
-    reply: bytes,
-) -> AsyncIterator[tuple[TCPEndpoint, asyncio.Future[bytes]]]:
-    """A loopback server that reads its client to EOF, then sends ``reply`` and closes."""
-    loop = asyncio.get_running_loop()
-    received: asyncio.Future[bytes] = loop.create_future()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        data = await reader.read()
-        if not received.done():
-            received.set_result(data)
-        writer.write(reply)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield TCPEndpoint("127.0.0.1", server.sockets[0].getsockname()[1]), received
 
 
 @pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])

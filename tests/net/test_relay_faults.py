@@ -15,6 +15,7 @@ from netkit.core.addresses import TCPEndpoint
 from netkit.core.faults import Refuse, parse_fault
 from netkit.net.connect import connect_raw
 from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
+from tests.net.pairs import replying_backend
 
 COUNTERS = (8 << 20) // 4  # 8 MiB of 4-byte big-endian counters
 
@@ -27,24 +28,6 @@ def out_of_place(received: bytes) -> int:
     """How many 4-byte counters are not where the sent stream had them."""
     values = struct.unpack(f">{len(received) // 4}I", received[: len(received) // 4 * 4])
     return sum(1 for i, v in enumerate(values) if v != i)
-
-
-@asynccontextmanager
-async def sink_server() -> AsyncIterator[tuple[TCPEndpoint, asyncio.Future[bytes]]]:
-    """A loopback server that keeps what its first client sends until EOF, then closes."""
-    loop = asyncio.get_running_loop()
-    received: asyncio.Future[bytes] = loop.create_future()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        data = await reader.read()
-        if not received.done():
-            received.set_result(data)
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield TCPEndpoint("127.0.0.1", port), received
 
 
 @asynccontextmanager
@@ -84,7 +67,7 @@ def test_faults_keep_the_byte_order(run, faults):
     payload = counter_stream(COUNTERS)
 
     async def main() -> bytes:
-        async with sink_server() as (upstream, received):
+        async with replying_backend() as (upstream, received):
             options = RelayOptions(faults=[parse_fault(k, v) for k, v in faults], seed=1)
             async with relay_to(upstream, options) as (_, port):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
