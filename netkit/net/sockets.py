@@ -1,8 +1,9 @@
-"""Listeners and connectors for TCP, UDP and Unix-domain sockets, and OSError translation.
+"""Listeners for TCP, UDP and Unix-domain sockets, socket options, and bind-error translation.
 
 Raw sockets are made here, set up completely and handed to the event loop; a socket whose set-up
 fails is closed before the error propagates. Every ``OSError`` leaves this module as a
-:mod:`netkit.errors` exception that names the address.
+:mod:`netkit.errors` exception that names the address. Outgoing stream connections are made in
+:mod:`netkit.net.connect`, which also words connect errors (a UDP client's too).
 """
 
 from __future__ import annotations
