@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from netkit.core.multicast import (
-    PING_HEADER_SIZE,
+from netkit.core.multicast.groups import (
     Group,
-    PingMessage,
-    PingSession,
-    PingType,
-    ReceiveLedger,
-    SourceAccount,
     check_interface_family,
     parse_broadcast,
     parse_group,
     parse_source,
     split_sources,
 )
+from netkit.core.multicast.ping import PING_HEADER_SIZE, PingMessage, PingSession, PingType
+from netkit.core.multicast.traffic import ReceiveLedger, SourceAccount
 from netkit.core.probe import make_probe, parse_probe
 from netkit.errors import ConfigError, EndpointError, UsageError
 

@@ -9,16 +9,16 @@ import struct
 
 import pytest
 
-from netkit.core.multicast import Group
+from netkit.core.multicast.groups import Group
 from netkit.errors import ConfigError, ConnectError
-from netkit.net.multicast import (
-    Listener,
+from netkit.net.multicast.datagrams import Listener
+from netkit.net.multicast.interfaces import resolve_interface
+from netkit.net.multicast.selftest import run_selftest_family
+from netkit.net.multicast.sockets import (
     group_sockaddr,
     group_source_req,
     open_receiver,
     open_sender,
-    resolve_interface,
-    run_selftest_family,
     send_error,
 )
 
