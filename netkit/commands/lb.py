@@ -16,11 +16,15 @@ from netkit.commands import options as opt
 from netkit.commands.relaying import run_relay
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
-from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
+from netkit.core.balance.backends import parse_backends
+from netkit.core.balance.health import CheckProbe, HealthEvent
+from netkit.core.balance.policies import ALGORITHMS
+from netkit.core.balance.pool import BackendPool
 from netkit.core.units import parse_duration
 from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.net.connect import connect_raw
 from netkit.net.health import HealthChecker
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.tls import server_context
 
 NAME = "lb"

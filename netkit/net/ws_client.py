@@ -15,8 +15,8 @@ from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Mess
 from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.protocol import State
 from netkit.errors import ConnectionLost, PeerProtocolError
-from netkit.net.protocols import StreamProtocol, open_stream
-from netkit.net.sockets import translate_connect_error
+from netkit.net.connect import open_stream, translate_connect_error
+from netkit.net.protocols import StreamProtocol
 from netkit.net.ws import WebSocketConnection, WSTimeouts
 from netkit.net.zerocopy import Buffer
 
