@@ -161,7 +161,7 @@ def netkit_sink(warmup: float) -> None:
     async def serve() -> None:
         done.append(asyncio.Event())
         server = StreamServer(make_listener(TCPEndpoint(HOST, 0)), SinkConnection)
-        await server.start()
+        server.start()
         print(json.dumps({"event": "listening", "address": server.address}), flush=True)
         try:
             await asyncio.wait_for(done[0].wait(), timeout=120)

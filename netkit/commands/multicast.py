@@ -93,15 +93,13 @@ def _ms(seconds: float | None) -> float | None:
 
 async def _until_signal(work: Coroutine[Any, Any, T]) -> tuple[T | None, int | None]:
     """Run ``work`` until it finishes or SIGINT/SIGTERM; returns (result, exit status or None)."""
-    shutdown = runtime.ShutdownSignal()
-    shutdown.install()
-    task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(shutdown.requested.wait())
-    try:
-        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        shutdown.uninstall()
+    async with runtime.run_until_signal() as shutdown:
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(shutdown.requested.wait())
+        try:
+            await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
     if task.done():
         return task.result(), None
     task.cancel()
@@ -315,22 +313,18 @@ def listen(
     sources = sorted({s for group_sources in plan.values() for s in group_sources})
 
     async def main() -> tuple[bool, int | None]:
-        shutdown = runtime.ShutdownSignal()
-        shutdown.install()
-        # Printed once the signal handlers are in: a stop right after it is always graceful.
-        out.event(
-            "listening",
-            f"[bold]multicast[/] listening on {escape(', '.join(names))} via {iface.name}"
-            + (f", sources {escape(', '.join(sources))}" if sources else "")
-            + "\n[dim]Ctrl-C or SIGTERM to stop[/]",
-            groups=names,
-            interface=iface.name,
-            sources=sources,
-        )
-        try:
+        async with runtime.run_until_signal() as shutdown:
+            # Printed once the signal handlers are in: a stop right after it is always graceful.
+            out.event(
+                "listening",
+                f"[bold]multicast[/] listening on {escape(', '.join(names))} via {iface.name}"
+                + (f", sources {escape(', '.join(sources))}" if sources else "")
+                + "\n[dim]Ctrl-C or SIGTERM to stop[/]",
+                groups=names,
+                interface=iface.name,
+                sources=sources,
+            )
             got = await listener.run(count=count, timeout=wait, stop=shutdown.requested)
-        finally:
-            shutdown.uninstall()
         if shutdown.requested.is_set():
             return got, ExitStatus.INTERRUPTED if shutdown.interrupted else ExitStatus.SUCCESS
         return got, None
@@ -465,24 +459,20 @@ def ping(
         )
 
     async def main() -> int | None:
-        shutdown = runtime.ShutdownSignal()
-        shutdown.install()
-        out.event(
-            "listening",
-            f"[bold]multicast ping[/] {escape(str(sockets.group))} via {iface.name} from {escape(me)}, "
-            f"{count} probe(s) every {interval}",
-            group=str(sockets.group),
-            interface=iface.name,
-            address=me,
-            id=f"{session.instance_id:016x}",
-        )
-        try:
+        async with runtime.run_until_signal() as shutdown:
+            out.event(
+                "listening",
+                f"[bold]multicast ping[/] {escape(str(sockets.group))} via {iface.name} from {escape(me)}, "
+                f"{count} probe(s) every {interval}",
+                group=str(sockets.group),
+                interface=iface.name,
+                address=me,
+                id=f"{session.instance_id:016x}",
+            )
             await run_ping(
                 session, sockets, count=count, interval=pause, timeout=wait,
                 stop=shutdown.requested, on_peer=on_peer,
             )  # fmt: skip
-        finally:
-            shutdown.uninstall()
         if shutdown.requested.is_set():
             return ExitStatus.INTERRUPTED if shutdown.interrupted else ExitStatus.SUCCESS
         return None

@@ -13,7 +13,8 @@ import pytest
 
 from netkit.core.addresses import TCPEndpoint
 from netkit.core.faults import parse_fault
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.relay import RelayOptions, RelayServer
+from netkit.net.upstreams import FixedUpstream
 
 COUNTERS = (8 << 20) // 4  # 8 MiB of 4-byte big-endian counters
 
@@ -54,13 +55,9 @@ async def relay_to(
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
 
-    async def connect(_client: str) -> tuple[socket.socket, str]:
-        return await connect_raw(upstream, timeout=5), str(upstream)
-
-    connector: UpstreamConnector = connect
     server = RelayServer(
         listener,
-        connector,
+        FixedUpstream(upstream, timeout=5),
         options,
         on_event=lambda e, f: events.append((e, f)) if events is not None else None,
     )
