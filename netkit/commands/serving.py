@@ -222,8 +222,9 @@ def _print_event(out: Output) -> EventHook:
 
 
 @dataclass
-class _Listening:
-    """The ``listening`` event, announced once (by the only process, or the parent)."""
+class _Announcer:
+    """The ``listening`` and ``draining`` events, announced once (by the only process, or
+    the parent)."""
 
     out: Output
     name: str
@@ -234,6 +235,7 @@ class _Listening:
     fields: dict[str, Any]
     ca_file: Path | None
     url: str | None
+    drain_timeout: float
 
     def announce(self, _server: Server | None = None) -> None:
         fields: dict[str, Any] = {
@@ -259,6 +261,11 @@ class _Listening:
             human += f"\nself-signed TLS: clients can trust [cyan]{escape(str(self.ca_file))}[/]"
         human += "\n[dim]Ctrl-C or SIGTERM to stop[/]"
         self.out.event("listening", human, **fields)
+
+    def draining(self, active: int) -> None:
+        timeout = self.drain_timeout
+        human = f"draining {active} connection(s), up to {timeout:g}s" if active else None
+        self.out.event("draining", human, active=active, timeout_s=timeout)
 
 
 async def _live(out: Output, render: Callable[[], RenderableType], stop: asyncio.Event) -> None:
@@ -313,7 +320,7 @@ def run_server(
     unix = endpoint if isinstance(endpoint, UnixEndpoint) else None
     socks = _listeners(endpoint, workers, socket_mode, options)
     address = listener_address(socks[0])
-    listening = _Listening(
+    announcer = _Announcer(
         out,
         name,
         address,
@@ -323,12 +330,9 @@ def run_server(
         fields(ssl_context is not None) if fields is not None else {},
         ca_file,
         url(address, ssl_context is not None) if url is not None else None,
+        drain_timeout,
     )
     on_event = _print_event(out)
-
-    def on_draining(active: int) -> None:
-        human = f"draining {active} connection(s), up to {drain_timeout:g}s" if active else None
-        out.event("draining", human, active=active, timeout_s=drain_timeout)
 
     def serve(index: int, alone: bool) -> tuple[int, dict[str, Any]]:
         async def main() -> tuple[bool, dict[str, Any]]:
@@ -343,8 +347,8 @@ def run_server(
             interrupted = await serve_until_signal(
                 server,
                 drain_timeout=drain_timeout,
-                on_listening=listening.announce if alone else None,
-                on_draining=on_draining if alone else None,
+                on_listening=announcer.announce if alone else None,
+                on_draining=announcer.draining if alone else None,
                 while_serving=(lambda stop: _live(out, status(server), stop)) if status else None,
             )
             final = presentation.final() if presentation.final is not None else {}
@@ -360,7 +364,7 @@ def run_server(
         code, summary = serve(0, True)
     else:
         codes, summaries, signum = run_workers(
-            workers, lambda i: serve(i, False), on_started=listening.announce
+            workers, lambda i: serve(i, False), on_started=announcer.announce
         )
         for sock in socks:
             sock.close()

@@ -52,15 +52,8 @@ class ServerStats:
         return round(time.monotonic() - self.started, 3)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of a summary (each kind of server defines its own)."""
-        return {
-            "connections": self.accepted,
-            "rejected": self.rejected,
-            "peak_connections": self.peak,
-            "aborted_at_drain": self.aborted_at_drain,
-            "accept_errors": self.accept_errors,
-            "uptime_s": self.uptime,
-        }
+        """The JSON shape of a summary: each kind of server words its own."""
+        raise NotImplementedError
 
 
 @dataclass
