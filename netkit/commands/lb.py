@@ -18,7 +18,10 @@ from netkit.commands.serving import (
 )
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
-from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
+from netkit.core.balance.backends import parse_backends
+from netkit.core.balance.health import CheckProbe, HealthEvent
+from netkit.core.balance.policies import ALGORITHMS
+from netkit.core.balance.pool import BackendPool
 from netkit.core.units import parse_duration
 from netkit.net.health import HealthChecker
 from netkit.net.relay import RelayOptions, RelayStats

@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.balance import BackendPool, BackendState, HealthEvent
+from netkit.core.balance.health import HealthEvent
+from netkit.core.balance.pool import BackendPool
+from netkit.core.balance.state import BackendState
 from netkit.errors import ConnectError, LocalError, OperationTimeout
 from netkit.net.health import HealthChecker
 from netkit.net.relay import connect_raw

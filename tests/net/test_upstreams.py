@@ -7,7 +7,9 @@ import socket
 import pytest
 
 from netkit.core.addresses import TCPEndpoint
-from netkit.core.balance import BackendPool, HealthEvent, parse_backends
+from netkit.core.balance.backends import parse_backends
+from netkit.core.balance.health import HealthEvent
+from netkit.core.balance.pool import BackendPool
 from netkit.errors import ConnectError
 from netkit.net.echo import EchoConnection
 from netkit.net.upstreams import BalancedPool, FixedUpstream, balance_key, merge_snapshots
