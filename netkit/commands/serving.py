@@ -335,9 +335,14 @@ def run_server(
     on_event = _print_event(out)
 
     def serve(index: int, alone: bool) -> tuple[int, dict[str, Any]]:
+        sock = socks[index if unix is None else 0]
+        for other in socks:  # a worker keeps only its own listener: once it stops accepting,
+            if other is not sock:  # no process holds that socket open to queue clients in
+                other.close()
+
         async def main() -> tuple[bool, dict[str, Any]]:
             server = build(
-                socks[index if unix is None else 0],
+                sock,
                 ssl_context=ssl_context,
                 max_connections=max_connections,
                 on_event=on_event,
@@ -363,15 +368,31 @@ def run_server(
     if workers == 1:
         code, summary = serve(0, True)
     else:
-        codes, summaries, signum = run_workers(
-            workers, lambda i: serve(i, False), on_started=announcer.announce
+        code, summary = _serve_in_workers(
+            workers, serve, socks, unix, announcer.announce, presentation
         )
-        for sock in socks:
-            sock.close()
-        if unix is not None:
-            unlink_unix_listener(unix)
-        empty = presentation.stats().as_dict() | {"uptime_s": 0.0}
-        summary = merge_summaries([empty, *summaries], presentation.merge)
-        code = ExitStatus.INTERRUPTED if signum == signal.SIGINT else max(codes, default=0)
     out.event("summary", presentation.summarize(summary), **summary)
     return ExitStatus(code)
+
+
+def _serve_in_workers(
+    workers: int,
+    serve: Callable[[int, bool], tuple[int, dict[str, Any]]],
+    socks: list[socket.socket],
+    unix: UnixEndpoint | None,
+    announce: Callable[[], None],
+    presentation: Presentation,
+) -> tuple[int, dict[str, Any]]:
+    # Fork the workers, wait for them all; their exit code and merged summary.
+    def started() -> None:
+        for sock in socks:  # the workers have them now
+            sock.close()
+        announce()
+
+    codes, summaries, signum = run_workers(workers, lambda i: serve(i, False), started)
+    if unix is not None:
+        unlink_unix_listener(unix)
+    empty = presentation.stats().as_dict() | {"uptime_s": 0.0}
+    summary = merge_summaries([empty, *summaries], presentation.merge)
+    code = ExitStatus.INTERRUPTED if signum == signal.SIGINT else max(codes, default=0)
+    return code, summary
