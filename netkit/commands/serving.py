@@ -147,8 +147,8 @@ def status_line(
     """One line of live stats: connections, bytes each way and the current rates."""
     t = server.stats
     relays = [r for r in server.connections.values() if r is not None]
-    up = t.bytes_up + sum(r.record.up_out for r in relays)
-    down = t.bytes_down + sum(r.record.down_out for r in relays)
+    up = t.bytes_up + sum(r.record.up.delivered for r in relays)
+    down = t.bytes_down + sum(r.record.down.delivered for r in relays)
     now = time.perf_counter()
     then, up0, down0 = previous
     span = max(now - then, 1e-6)

@@ -21,8 +21,8 @@ from netkit.core.balance.health import HealthEvent
 from netkit.core.balance.pool import BackendPool
 from netkit.core.balance.state import BackendState
 from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.net.connect import connect_raw
 from netkit.net.health import HealthChecker
-from netkit.net.relay import connect_raw
 
 
 class Upstream:
