@@ -57,9 +57,10 @@ from netkit.errors import (
     TLSError,
 )
 from netkit.net import runtime
+from netkit.net.connect import open_stream
 from netkit.net.datagram import BATCH, MAX_UDP_PAYLOAD
 from netkit.net.echo import EchoClientConnection, EchoConnection, echo_once
-from netkit.net.protocols import StreamProtocol, open_stream
+from netkit.net.protocols import StreamProtocol
 from netkit.net.runtime import ShutdownSignal
 from netkit.net.server import make_listener, serve_until_signal
 from netkit.net.sockets import (
