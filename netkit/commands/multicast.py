@@ -27,7 +27,7 @@ from netkit.core.multicast.groups import (
 )
 from netkit.core.multicast.ping import PING_HEADER_SIZE, PingPeer, PingSession
 from netkit.core.multicast.selftest import SelftestTally
-from netkit.core.multicast.traffic import MAX_PAYLOAD, Arrival, SendPlan
+from netkit.core.multicast.traffic import MAX_PAYLOAD, Arrival, SendPlan, probe_sizes
 from netkit.core.probe import HEADER_SIZE
 from netkit.core.units import parse_duration, parse_size
 from netkit.errors import CheckFailed, ConfigError
@@ -159,7 +159,10 @@ def send(
     elif messages:
         payloads = [m.encode() for m in messages]
     nbytes = parse_size(size, option="--size")
-    plan = SendPlan.build(target.version, payloads, count, nbytes, size)
+    sizes = probe_sizes(target.version)
+    if nbytes not in sizes:
+        raise ConfigError(f"--size {size!r}: must be {sizes[0]} to {sizes[-1]} bytes")
+    plan = SendPlan.build(target.version, payloads, count, nbytes)
     sock = open_sender(
         target.version,
         iface,
