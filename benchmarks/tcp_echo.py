@@ -169,7 +169,7 @@ def netkit_sink(warmup: float) -> None:
     async def serve() -> None:
         done.append(asyncio.Event())
         server = StreamServer(make_listener(TCPEndpoint(HOST, 0)), SinkConnection)
-        await server.start()
+        server.start()
         print(json.dumps({"event": "listening", "address": server.address}), flush=True)
         try:
             await asyncio.wait_for(done[0].wait(), timeout=120)
@@ -184,7 +184,8 @@ def netkit_sender(port: int, seconds: float) -> None:
     """Write a 256 KiB memoryview again and again for ``seconds`` with netkit's StreamProtocol."""
     from netkit.core.addresses import TCPEndpoint
     from netkit.net import runtime
-    from netkit.net.protocols import StreamProtocol, open_stream
+    from netkit.net.connect import open_stream
+    from netkit.net.protocols import StreamProtocol
 
     async def send() -> dict[str, Any]:
         conn = await open_stream(TCPEndpoint(HOST, port), StreamProtocol)

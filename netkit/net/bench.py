@@ -57,11 +57,12 @@ from netkit.errors import (
     TLSError,
 )
 from netkit.net import runtime
+from netkit.net.connect import open_stream
 from netkit.net.datagram import BATCH, MAX_UDP_PAYLOAD
 from netkit.net.echo import EchoClientConnection, EchoConnection, echo_once
-from netkit.net.protocols import StreamProtocol, open_stream
-from netkit.net.runtime import ShutdownSignal
-from netkit.net.server import make_listener, serve_until_signal
+from netkit.net.protocols import StreamProtocol
+from netkit.net.runtime import ShutdownSignal, run_until_signal
+from netkit.net.server import Server, StreamServer, make_listener, serve_until_signal
 from netkit.net.sockets import (
     SocketOptions,
     create_udp_socket,
@@ -1203,14 +1204,9 @@ async def run_worker(
         NetkitError: no connection could be made at all.
     """
     worker = Worker(plan, target)
-    shutdown = ShutdownSignal()
-    if handle_signals:
-        shutdown.install()
-    try:
+    signals = run_until_signal() if handle_signals else contextlib.nullcontext(ShutdownSignal())
+    async with signals as shutdown:
         return await worker.execute(shutdown.requested, progress)
-    finally:
-        if handle_signals:
-            shutdown.uninstall()
 
 
 # --- the embedded echo server ------------------------------------------------------------------
@@ -1260,23 +1256,18 @@ class EmbeddedEchoServer:
                 if other != index:
                     sock.close()
 
-            def listening(_: str) -> None:
+            def listening(_: Server) -> None:
                 os.write(ready_w, b"1")
                 os.close(ready_w)
 
-            result = runtime.run(
-                lambda: serve_until_signal(
-                    socks[index],
-                    EchoConnection,
-                    ssl_context=None,
-                    max_connections=None,
-                    drain_timeout=self.drain_timeout,
-                    unix_endpoint=None,
-                    on_listening=listening,
-                    on_event=None,
+            async def main() -> dict[str, Any]:
+                server = StreamServer(socks[index], EchoConnection)
+                await serve_until_signal(
+                    server, drain_timeout=self.drain_timeout, on_listening=listening
                 )
-            )
-            return 0, result.stats.as_dict()
+                return server.stats.as_dict()
+
+            return 0, runtime.run(main)
 
         try:
             for index in range(self.workers):

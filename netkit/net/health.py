@@ -1,9 +1,10 @@
 """Active health checks for load-balancer backends.
 
 Every ``interval`` seconds, each backend gets one check: a TCP (or Unix) connect within
-``timeout``, optionally followed by a send/expect probe (:class:`netkit.core.balance.CheckProbe`).
-The result goes into the backend's rise/fall machine (:class:`netkit.core.balance.BackendState`);
-a change of state comes back as a :class:`netkit.core.balance.HealthEvent` for the caller to
+``timeout``, optionally followed by a send/expect probe
+(:class:`netkit.core.balance.health.CheckProbe`). The result goes into the backend's rise/fall
+machine (:class:`netkit.core.balance.state.BackendState`); a change of state comes back as a
+:class:`netkit.core.balance.health.HealthEvent` for the caller to
 print. One asyncio task per backend: backends are few, and a slow one cannot delay the others.
 
 Times given to the core are ``loop.time()``, so the caller should use the same clock for
@@ -20,9 +21,11 @@ from types import TracebackType
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.balance import BackendState, CheckProbe, HealthEvent
+from netkit.core.balance.health import CheckProbe, HealthEvent
+from netkit.core.balance.state import BackendState
 from netkit.errors import CheckFailed, ConfigError, ConnectionLost, LocalError, NetkitError
-from netkit.net.protocols import StreamProtocol, open_stream
+from netkit.net.connect import open_stream
+from netkit.net.protocols import StreamProtocol
 
 DEFAULT_INTERVAL = 2.0  # HAProxy's ``inter 2s``
 CLOSE_WAIT = 1.0  # how long a finished check waits for its socket to close
@@ -130,7 +133,7 @@ async def run_check(
     """Check one backend once: connect, then the probe, all within ``timeout`` seconds.
 
     Never raises for a failed check: the failure is the result's ``detail``, in the words of
-    :func:`netkit.net.sockets.translate_connect_error` (``connection refused by 127.0.0.1:8001``).
+    :func:`netkit.net.connect.translate_connect_error` (``connection refused by 127.0.0.1:8001``).
     """
     target = str(endpoint)
     start = time.perf_counter()  # durations: not loop.time(), 1 ms under uvloop

@@ -49,9 +49,9 @@ from netkit.errors import (
     OperationTimeout,
     PeerProtocolError,
 )
-from netkit.net.protocols import StreamProtocol, open_stream
+from netkit.net.connect import open_stream, translate_connect_error
+from netkit.net.protocols import StreamProtocol
 from netkit.net.server import ServerConnection
-from netkit.net.sockets import translate_connect_error
 from netkit.net.zerocopy import Buffer
 
 # As module constants: an Enum member looked up on its class costs 0.1 us (Python 3.11).

@@ -11,20 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.balance import (
-    ALGORITHMS,
-    Backend,
-    BackendPool,
-    BackendState,
-    CheckProbe,
-    ConnectTimes,
-    HealthState,
-    HealthStatus,
-    make_policy,
-    parse_backend,
-    parse_backends,
-    parse_escapes,
-)
+from netkit.core.balance.backends import Backend, parse_backend, parse_backends
+from netkit.core.balance.health import CheckProbe, HealthState, HealthStatus, parse_escapes
+from netkit.core.balance.policies import ALGORITHMS, make_policy
+from netkit.core.balance.pool import BackendPool
+from netkit.core.balance.state import BackendState, ConnectTimes
 from netkit.errors import ConfigError, EndpointError
 
 
@@ -137,7 +128,7 @@ def test_pool_rejects_bad_settings() -> None:
     with pytest.raises(ConfigError, match="slow start must not be negative"):
         BackendPool(backends, slowstart=-1)
     with pytest.raises(ConfigError, match="on-error 'skip'"):
-        BackendPool(backends, on_error="skip")  # type: ignore[arg-type]
+        BackendPool(backends, on_error="skip")
     with pytest.raises(ConfigError, match="no backends"):
         BackendPool([])
 

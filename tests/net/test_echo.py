@@ -14,6 +14,7 @@ import pytest
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.buffers import frame_header
 from netkit.errors import CheckFailed, ConnectError, ConnectionLost, OperationTimeout, TLSError
+from netkit.net.connect import open_stream
 from netkit.net.echo import (
     EchoClientConnection,
     EchoConnection,
@@ -21,7 +22,6 @@ from netkit.net.echo import (
     FramedEchoConnection,
     echo_once,
 )
-from netkit.net.protocols import open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.sockets import SocketOptions
 from netkit.net.tls import ClientTLS, ServerTLS, client_context, server_context
