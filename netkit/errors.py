@@ -20,12 +20,26 @@ user's input are separate from errors caused by the network or the peer::
     ├── LocalProtocolError          we were asked to do something the protocol forbids -> 70
     └── CheckFailed                 it all worked, but a check did not hold            -> 1
 
+Errors are data: every :class:`NetkitError` pickles and unpickles as itself, whatever its
+constructor takes (``netkit bench`` passes its workers' errors to the parent this way).
+
 Frame and handshake parsers in ``netkit.core`` raise :class:`PeerProtocolError` (remote
 violations) and :class:`LocalProtocolError` (misuse of the API); both live here so that core
 code stays free of I/O imports.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+
+def _restore(cls: type[NetkitError], args: tuple[Any, ...], state: dict[str, Any]) -> NetkitError:
+    """Rebuild a pickled error without calling its constructor (subclasses take other
+    arguments than the message they pass up)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class NetkitError(Exception):
@@ -37,6 +51,9 @@ class NetkitError(Exception):
         super().__init__(message)
         if hint is not None:
             self.hint = hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args, self.__dict__)
 
 
 class UsageError(NetkitError):

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import netkit.net.bench
+import netkit.net.bench.embedded
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench import STREAM_CHUNK, LoadPlan
 from netkit.core.ws.handshake import ServerHandshake
 from netkit.errors import ConfigError, ConnectError
-from netkit.net.bench import EmbeddedEchoServer, Target, Worker, make_payload, run_worker
+from netkit.net.bench.embedded import EmbeddedEchoServer
+from netkit.net.bench.engine import make_payload
+from netkit.net.bench.worker import Target, Worker, run_worker
 from netkit.net.datagram import UDPEchoServer
 from netkit.net.echo import EchoConnection
 from netkit.net.server import ServerConnection
@@ -512,7 +514,7 @@ def test_embedded_echo_server_that_cannot_serve_says_so(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("no loop for you")
 
-    monkeypatch.setattr(netkit.net.bench, "serve_until_signal", broken)
+    monkeypatch.setattr(netkit.net.bench.embedded, "serve_until_signal", broken)
     server = EmbeddedEchoServer()
     with pytest.raises(ConnectError, match="embedded echo server exited with code 70"):
         server.start(timeout=30)

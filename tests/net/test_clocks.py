@@ -16,7 +16,7 @@ import pytest
 from netkit.core.addresses import WSURL
 from netkit.core.bench import LoadPlan
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake
-from netkit.net.bench import Target, run_worker
+from netkit.net.bench.worker import Target, run_worker
 from netkit.net.echo import EchoConnection
 from netkit.net.health import run_check
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
