@@ -36,21 +36,15 @@ from typer.core import TyperGroup
 from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
-from netkit.core.bench import (
+from netkit.core.bench.plan import SCENARIOS, LoadPlan, check_memory, parse_rate
+from netkit.core.bench.result import (
     DEFAULT_GATE_HELP,
-    METRICS_HELP,
-    SCENARIOS,
     BenchResult,
-    LoadPlan,
-    Threshold,
-    check_memory,
-    check_thresholds,
     default_failures,
     merge_results,
     merge_warnings,
-    parse_rate,
-    parse_threshold,
 )
+from netkit.core.bench.thresholds import METRICS_HELP, Threshold, check_thresholds, parse_threshold
 from netkit.core.units import format_size, parse_duration, parse_size
 from netkit.errors import CheckFailed, ConfigError
 from netkit.net.bench.embedded import EmbeddedEchoServer

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from netkit.core.bench import BenchResult, LatencyHistogram
+from netkit.core.bench.histogram import LatencyHistogram
+from netkit.core.bench.result import BenchResult
 from tests.commands.conftest import (
     NETKIT,
     ServerProcess,

@@ -10,25 +10,18 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netkit.core.bench import (
-    HIGHEST_NS,
-    LOWEST_NS,
-    SIGNIFICANT_FIGURES,
+from netkit.core.bench.histogram import HIGHEST_NS, LOWEST_NS, SIGNIFICANT_FIGURES, LatencyHistogram
+from netkit.core.bench.plan import (
     STREAM_CHUNK,
-    BenchResult,
-    LatencyHistogram,
     LoadPlan,
     Pacing,
     check_memory,
-    check_thresholds,
-    default_failures,
-    merge_results,
-    merge_warnings,
     parse_rate,
-    parse_threshold,
     payload_memory,
     split_evenly,
 )
+from netkit.core.bench.result import BenchResult, default_failures, merge_results, merge_warnings
+from netkit.core.bench.thresholds import check_thresholds, parse_threshold
 from netkit.errors import ConfigError
 
 # --- histogram ---------------------------------------------------------------------------

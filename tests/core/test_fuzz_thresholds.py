@@ -14,14 +14,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from netkit.core.bench import (
-    ERROR_KINDS,
-    BenchResult,
-    Threshold,
-    check_thresholds,
-    parse_rate,
-    parse_threshold,
-)
+from netkit.core.bench.plan import parse_rate
+from netkit.core.bench.result import ERROR_KINDS, BenchResult
+from netkit.core.bench.thresholds import Threshold, check_thresholds, parse_threshold
 from netkit.errors import ConfigError
 
 # NETKIT_FUZZ_EXAMPLES=5000 runs every property longer, to hunt rather than to check.

@@ -18,7 +18,7 @@ import pytest
 
 import netkit.net.bench.embedded
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import STREAM_CHUNK, LoadPlan
+from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan
 from netkit.core.ws.handshake import ServerHandshake
 from netkit.errors import ConfigError, ConnectError
 from netkit.net.bench.embedded import EmbeddedEchoServer

@@ -14,7 +14,7 @@ import pytest
 
 import netkit.net.bench.fanout
 from netkit.core.addresses import TCPEndpoint
-from netkit.core.bench import LoadPlan
+from netkit.core.bench.plan import LoadPlan
 from netkit.errors import ConnectError, LocalError
 from netkit.net.bench.embedded import EmbeddedEchoServer
 from netkit.net.bench.fanout import ProgressFollower, ProgressTotals, run_bench_workers

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from netkit.core.addresses import WSURL
-from netkit.core.bench import LoadPlan
+from netkit.core.bench.plan import LoadPlan
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake
 from netkit.net.bench.worker import Target, run_worker
 from netkit.net.echo import EchoConnection

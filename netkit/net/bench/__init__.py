@@ -1,7 +1,7 @@
 """The load drivers of ``netkit bench``: one event loop's worth of connections, and their clock.
 
-One :func:`run_worker` call drives one :class:`~netkit.core.bench.LoadPlan` on the running loop
-and returns its :class:`~netkit.core.bench.BenchResult`; ``netkit bench --workers N`` runs it in
+One :func:`run_worker` call drives one :class:`~netkit.core.bench.plan.LoadPlan` on the running loop
+and returns its :class:`~netkit.core.bench.result.BenchResult`; ``netkit bench --workers N`` runs it in
 N processes and merges the results.
 
 Each connection slot keeps one connection open (reconnecting after a failure, which is counted)

@@ -13,7 +13,9 @@ from itertools import repeat
 from typing import TYPE_CHECKING
 
 from netkit.core.addresses import WSURL, Endpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import LATE_TOLERANCE_NS, STREAM_CHUNK, BenchResult, LoadPlan, Pacing
+from netkit.core.bench.histogram import LATE_TOLERANCE_NS
+from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan, Pacing
+from netkit.core.bench.result import BenchResult
 from netkit.errors import (
     CheckFailed,
     ConnectError,

@@ -3,7 +3,7 @@
 :func:`run_bench_workers` forks one process per part of the plan (through
 :func:`netkit.net.workers.run_workers`). Each runs :func:`~netkit.net.bench.worker.run_worker`
 on its own event loop and writes what it ended with to a file of its own: its
-:class:`~netkit.core.bench.BenchResult`, or the :class:`~netkit.errors.NetkitError` that
+:class:`~netkit.core.bench.result.BenchResult`, or the :class:`~netkit.errors.NetkitError` that
 stopped it, pickled (errors are data: the parent gets the error object back, not its name).
 When a live view is wanted, workers also write small JSON progress lines to a shared
 non-blocking pipe; a thread in the parent (:class:`ProgressFollower`) reads them and hands
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from netkit.core.bench import BenchResult, LoadPlan
+from netkit.core.bench.plan import LoadPlan
+from netkit.core.bench.result import BenchResult
 from netkit.errors import LocalError, NetkitError
 from netkit.net import runtime
 from netkit.net.bench.worker import Target, run_worker

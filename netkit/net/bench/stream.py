@@ -8,7 +8,7 @@ import asyncio
 import time
 from itertools import repeat
 
-from netkit.core.bench import STREAM_CHUNK
+from netkit.core.bench.plan import STREAM_CHUNK
 from netkit.errors import (
     CheckFailed,
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from netkit.core.addresses import WSURL
-from netkit.core.bench import LoadPlan
+from netkit.core.bench.plan import LoadPlan
 from netkit.core.ws.handshake import ClientHandshake
 from netkit.core.ws.protocol import Message, State
 from netkit.errors import (

@@ -1,6 +1,6 @@
-"""One ``netkit bench`` worker: :class:`Worker` runs one :class:`~netkit.core.bench.LoadPlan`'s
+"""One ``netkit bench`` worker: :class:`Worker` runs one :class:`~netkit.core.bench.plan.LoadPlan`'s
 connection slots on the running loop with the driver for the target's transport, and
-:func:`run_worker` returns its :class:`~netkit.core.bench.BenchResult`."""
+:func:`run_worker` returns its :class:`~netkit.core.bench.result.BenchResult`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import LATE_TOLERANCE_NS, STREAM_CHUNK, BenchResult, LoadPlan
+from netkit.core.bench.histogram import LATE_TOLERANCE_NS
+from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan
+from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
 from netkit.errors import (
     CheckFailed,
