@@ -38,7 +38,6 @@ from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
 from netkit.core.bench.plan import SCENARIOS, LoadPlan, check_memory, parse_rate
 from netkit.core.bench.result import (
-    DEFAULT_GATE_HELP,
     BenchResult,
     default_failures,
     merge_results,
@@ -60,6 +59,10 @@ RUN_PANEL = "Run"
 DEFAULT_DURATION = "10s"
 EMBEDDED_DURATION = "3s"
 EMBEDDED_HINT = "benchmarked netkit's own echo server; point it at yours: netkit bench HOST:PORT"
+DEFAULT_GATE_HELP = (
+    "a run fails (exit 1) when no request succeeded or any echo came back different"
+    " (errors.mismatch), with or without --fail-if"
+)
 DEFAULT_SIZE = {"echo": "64", "connect": "64", "stream": "256KiB"}
 
 

@@ -17,6 +17,17 @@ TLS_PANEL = "TLS"
 SOCKET_PANEL = "Sockets"
 SERVER_PANEL = "Server"
 
+# --- settings named in errors -------------------------------------------------------------
+# core/ and net/ name settings, not flags (netkit.errors.Setting); the command line shows each
+# as the flag that sets it: "--" and the name with dashes, or the exception listed here.
+_FLAG_EXCEPTIONS: dict[str, str] = {}
+
+
+def flag_name(setting: str) -> str:
+    """The flag that sets ``setting`` (``max_size`` -> ``--max-size``)."""
+    return _FLAG_EXCEPTIONS.get(setting) or "--" + setting.replace("_", "-")
+
+
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per line (events).")]
 
 # --- servers -------------------------------------------------------------------------------

@@ -502,3 +502,15 @@ def test_signal_stops_the_run_with_a_report(echo: ServerProcess, sig: int, code:
         assert bench.stop(sig, timeout=10) == code
         s = bench.event("summary")
         assert s["requests"] > 0 and s["duration_s"] < 20
+
+
+def test_errors_from_core_and_from_a_worker_name_the_flags() -> None:
+    """core/ and net/ name settings; the command line shows the flag, also for an error a
+    forked worker raised (it reaches the parent as an error object)."""
+    unit = run_netkit("bench", "127.0.0.1:9", "--fail-if", "p99>5")
+    assert unit.returncode == 2
+    assert unit.stderr == "netkit: error: --fail-if 'p99>5': give the latency a unit, as in 5ms\n"
+    small = run_netkit("bench", "udp://127.0.0.1:9", "--size", "4", "--workers", "1")
+    assert small.returncode == 2, small.stderr
+    assert_one_line_error(small.stderr)
+    assert "error: --size: UDP requests carry a " in small.stderr

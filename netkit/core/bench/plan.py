@@ -13,9 +13,18 @@ import re
 from dataclasses import dataclass, replace
 
 from netkit.core.units import format_size
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
 
 SCENARIOS = ("echo", "stream", "connect")
+
+# The settings a plan's errors mention (the command line shows them as its flags).
+SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
+RATE, DURATION, REQUESTS, SIZE = (
+    Setting("rate"),
+    Setting("duration"),
+    Setting("requests"),
+    Setting("size"),
+)
 
 # What a k or M suffix multiplies by, in --fail-if values and --rate.
 SCALE = {"": 1, "k": 1e3, "m": 1e6}
@@ -65,21 +74,23 @@ class LoadPlan:
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
-            raise ConfigError(f"--scenario {self.scenario!r}: choose one of {', '.join(SCENARIOS)}")
+            raise ConfigError(
+                (SCENARIO, f" {self.scenario!r}: choose one of {', '.join(SCENARIOS)}")
+            )
         if self.connections < 1 or self.pipeline < 1:
-            raise ConfigError("--connections and --pipeline must be at least 1")
+            raise ConfigError((CONNECTIONS, " and ", PIPELINE, " must be at least 1"))
         if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ConfigError(f"--rate {self.rate!r}: give a positive number of requests/s")
+            raise ConfigError((RATE, f" {self.rate!r}: give a positive number of requests/s"))
         if self.duration is not None and not self.duration > 0:
-            raise ConfigError("--duration must be more than 0")
+            raise ConfigError((DURATION, " must be more than 0"))
         if self.requests is not None and self.requests < 1:
-            raise ConfigError("--requests must be at least 1")
+            raise ConfigError((REQUESTS, " must be at least 1"))
         if (self.duration is None) == (self.requests is None):
-            raise ConfigError("give --duration or --requests, not both")
+            raise ConfigError(("give ", DURATION, " or ", REQUESTS, ", not both"))
         if self.size < 1:
-            raise ConfigError("--size must be at least 1 byte")
+            raise ConfigError((SIZE, " must be at least 1 byte"))
         if self.rate is not None and self.scenario == "stream":
-            raise ConfigError("--rate applies to echo and connect, not to stream")
+            raise ConfigError((RATE, " applies to echo and connect, not to stream"))
 
     def pacing(self, index: int) -> Pacing | None:
         """The open-loop schedule of this plan's connection ``index`` (None: closed loop)."""
@@ -186,10 +197,17 @@ def check_memory(plan: LoadPlan, workers: int, available: int, *, websocket: boo
     need = payload_memory(plan, workers, websocket=websocket)
     if need > available:
         raise ConfigError(
-            f"--size {format_size(plan.size)}: {plan.connections} connection(s) in"
-            f" {workers} worker(s) would hold about {format_size(need)} of payload, more than"
-            f" the {format_size(available)} of memory available; lower --size, --connections"
-            " or --pipeline"
+            (
+                SIZE,
+                f" {format_size(plan.size)}: {plan.connections} connection(s) in"
+                f" {workers} worker(s) would hold about {format_size(need)} of payload, more"
+                f" than the {format_size(available)} of memory available; lower ",
+                SIZE,
+                ", ",
+                CONNECTIONS,
+                " or ",
+                PIPELINE,
+            )
         )
 
 
@@ -205,5 +223,5 @@ def parse_rate(text: str) -> float:
     m = NUMBER.match(raw)
     value = float(m.group(1)) * SCALE[m.group(2).lower()] if m else 0.0
     if not value > 0:
-        raise ConfigError(f"--rate {text!r} is not a rate such as 1000/s or 10k")
+        raise ConfigError((RATE, f" {text!r} is not a rate such as 1000/s or 10k"))
     return value

@@ -308,11 +308,6 @@ def merge_warnings(named: list[tuple[str, BenchResult]]) -> list[str]:
 
 # --- the verdict# --- the verdict --------------------------------------------------------------------------
 
-DEFAULT_GATE_HELP = (
-    "a run fails (exit 1) when no request succeeded or any echo came back different"
-    " (errors.mismatch), with or without --fail-if"
-)
-
 
 def default_failures(result: BenchResult) -> list[str]:
     """Why ``result`` fails whatever ``--fail-if`` says (empty when it does not).

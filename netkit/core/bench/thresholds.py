@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from netkit.core.bench.plan import NUMBER, SCALE
 from netkit.core.bench.result import ERROR_KINDS, BenchResult
 from netkit.core.units import parse_duration
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
 
 # --- --fail-if thresholds ----------------------------------------------------------------
 
@@ -24,6 +24,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
 }
+FAIL_IF = Setting("fail_if")  # the setting these expressions come from
 _COUNT_METRICS = ("errors", "requests", "late", "missed")
 METRICS_HELP = (
     "p50, p90, p99, p99.9, p99.99 (any pNN), min, mean, max: latency with a unit (5ms, 200us);"
@@ -35,11 +36,11 @@ METRICS_HELP = (
 def _number(text: str, expr: str) -> float:
     m = NUMBER.match(text)
     if not m:
-        raise ConfigError(f"--fail-if {expr!r}: {text!r} is not a number")
+        raise ConfigError((FAIL_IF, f" {expr!r}: {text!r} is not a number"))
     scale = SCALE[m.group(2).lower()]
     value = float(m.group(1)) * scale
     if not math.isfinite(value):
-        raise ConfigError(f"--fail-if {expr!r}: {text!r} is not a finite number")
+        raise ConfigError((FAIL_IF, f" {expr!r}: {text!r} is not a finite number"))
     return value
 
 
@@ -113,27 +114,27 @@ def parse_threshold(text: str) -> Threshold:
     m = _EXPR.match(text)
     if not m:
         raise ConfigError(
-            f"--fail-if {text!r}: expected METRIC OP VALUE, as in 'p99>5ms' or 'errors>0'"
+            (FAIL_IF, f" {text!r}: expected METRIC OP VALUE, as in 'p99>5ms' or 'errors>0'")
         )
     metric, op, raw = m.group(1).lower(), m.group(2), m.group(3)
     if re.fullmatch(r"p[0-9]+(\.[0-9]+)?", metric):
         q = float(metric[1:])
         if not 0 < q <= 100:
-            raise ConfigError(f"--fail-if {text!r}: percentile {q:g} is not in (0, 100]")
+            raise ConfigError((FAIL_IF, f" {text!r}: percentile {q:g} is not in (0, 100]"))
     if metric in ("min", "mean", "max") or re.fullmatch(r"p[0-9]+(\.[0-9]+)?", metric):
         if re.fullmatch(r"[0-9.]+", raw):
-            raise ConfigError(f"--fail-if {text!r}: give the latency a unit, as in {raw}ms")
-        seconds = parse_duration(raw, option=f"--fail-if {text!r}:")
+            raise ConfigError((FAIL_IF, f" {text!r}: give the latency a unit, as in {raw}ms"))
+        seconds = parse_duration(raw, option=(FAIL_IF, f" {text!r}:"))
         return Threshold(text, metric, op, seconds * 1e9, "ns")
     if metric == "error_rate":
         if not raw.endswith("%"):
-            raise ConfigError(f"--fail-if {text!r}: give error_rate in percent, as in 1%")
+            raise ConfigError((FAIL_IF, f" {text!r}: give error_rate in percent, as in 1%"))
         return Threshold(text, metric, op, _number(raw[:-1].strip(), text), "percent")
     if metric in ("rps", "mb_s") or metric in _COUNT_METRICS:
         return Threshold(text, metric, op, _number(raw, text), "")
     if metric.startswith("errors.") and metric.partition(".")[2] in ERROR_KINDS:
         return Threshold(text, metric, op, _number(raw, text), "")
-    raise ConfigError(f"--fail-if {text!r}: unknown metric {metric!r} (known: {METRICS_HELP})")
+    raise ConfigError((FAIL_IF, f" {text!r}: unknown metric {metric!r} (known: {METRICS_HELP})"))
 
 
 def check_thresholds(thresholds: Iterable[Threshold], result: BenchResult) -> list[Threshold]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
-from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan
+from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
 from netkit.errors import (
@@ -83,14 +83,20 @@ class Worker:
         if isinstance(target.endpoint, UDPEndpoint):
             if plan.scenario != "echo":
                 raise ConfigError(
-                    f"--scenario {plan.scenario} needs a stream or WebSocket target; UDP supports echo"
+                    (
+                        SCENARIO,
+                        f" {plan.scenario} needs a stream or WebSocket target; UDP supports echo",
+                    )
                 )
             if plan.size < HEADER_SIZE:
                 raise ConfigError(
-                    f"--size: UDP requests carry a {HEADER_SIZE}-byte header; give at least {HEADER_SIZE}"
+                    (
+                        SIZE,
+                        f": UDP requests carry a {HEADER_SIZE}-byte header; give at least {HEADER_SIZE}",
+                    )
                 )
             if plan.size > MAX_UDP_PAYLOAD:
-                raise ConfigError(f"--size: a UDP datagram holds at most {MAX_UDP_PAYLOAD} bytes")
+                raise ConfigError((SIZE, f": a UDP datagram holds at most {MAX_UDP_PAYLOAD} bytes"))
         self.plan = plan
         self.target = target
         self.result = new_result(plan, target)
