@@ -20,7 +20,7 @@ SERVER_PANEL = "Server"
 # --- settings named in errors -------------------------------------------------------------
 # core/ and net/ name settings, not flags (netkit.errors.Setting); the command line shows each
 # as the flag that sets it: "--" and the name with dashes, or the exception listed here.
-_FLAG_EXCEPTIONS: dict[str, str] = {}
+_FLAG_EXCEPTIONS = {"self_signed": "--tls-self-signed", "server_hostname": "--sni"}
 
 
 def flag_name(setting: str) -> str:

@@ -10,7 +10,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
+
+# The TLS settings errors mention (the command line shows them as its flags).
+CERT, KEY, CLIENT_CA = Setting("cert"), Setting("key"), Setting("client_ca")
+SELF_SIGNED, CACERT, SNI = Setting("self_signed"), Setting("cacert"), Setting("server_hostname")
+INSECURE = Setting("insecure")
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,20 @@ class ServerTLS:
     def __post_init__(self) -> None:
         if self.key is not None and self.cert is None:
             raise ConfigError(
-                "--key needs --cert: a private key alone does not turn TLS on",
-                hint="pass the certificate it belongs to with --cert FILE",
+                (KEY, " needs ", CERT, ": a private key alone does not turn TLS on"),
+                hint=("pass the certificate it belongs to with ", CERT, " FILE"),
             )
         if self.client_ca is not None and not self.enabled:
             raise ConfigError(
-                "--client-ca needs --cert (or --tls-self-signed): without a certificate the "
-                "server would listen in plain text and admit clients without one"
+                (
+                    CLIENT_CA,
+                    " needs ",
+                    CERT,
+                    " (or ",
+                    SELF_SIGNED,
+                    "): without a certificate the server would listen in plain text and admit"
+                    " clients without one",
+                )
             )
 
     @property
@@ -78,8 +90,8 @@ class ClientTLS:
     def __post_init__(self) -> None:
         if self.key is not None and self.cert is None:
             raise ConfigError(
-                "--key needs --cert: a private key alone sends no client certificate",
-                hint="pass the certificate it belongs to with --cert FILE",
+                (KEY, " needs ", CERT, ": a private key alone sends no client certificate"),
+                hint=("pass the certificate it belongs to with ", CERT, " FILE"),
             )
 
 
@@ -180,7 +192,7 @@ def server_context(tls: ServerTLS) -> tuple[ssl.SSLContext, Path | None]:
     elif tls.cert is not None:
         _load_chain(ctx, tls.cert, tls.key)
     else:
-        raise ConfigError("TLS needs --cert (and --key), or --tls-self-signed")
+        raise ConfigError(("TLS needs ", CERT, " (and ", KEY, "), or ", SELF_SIGNED))
     if tls.client_ca is not None:
         _load_ca(ctx, tls.client_ca)
         ctx.verify_mode = ssl.CERT_REQUIRED
