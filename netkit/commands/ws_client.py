@@ -76,15 +76,6 @@ _OPEN_TIMEOUT = "10s"
 _CLOSE_TIMEOUT = "10s"
 _MAX_MESSAGE = 1 << 30
 
-# The flags that set what the session's messages name (see netkit.core.ws.expect).
-FLAG_NAMES = {
-    "count": "--count",
-    "expect": "--expect",
-    "timeout": "--timeout",
-    "close_timeout": "--close-timeout",
-    "binary": "--binary",
-}
-
 
 # Paragraphs are single lines: typer's rich help keeps line breaks inside a paragraph.
 HELP = escape(
@@ -132,7 +123,7 @@ def _outgoing(messages: list[str], files: list[Path], binary: bool) -> list[Outg
         except OSError as exc:
             raise ConfigError(f"cannot read --file {str(path)!r}: {exc.strerror}") from None
         if not binary:
-            require_text(data, f"--file {str(path)!r}", FLAG_NAMES)
+            require_text(data, f"--file {str(path)!r}")
         out.append(Outgoing(data, not binary))
     return out
 
@@ -502,7 +493,6 @@ def ws_client(
         close_reason=close_reason,
         read_stdin=sys.stdin is not None and not stdin_tty,
         interactive=stdin_tty and _isatty(sys.stdout) and not json and not outgoing,
-        names=FLAG_NAMES,
     )
     if stdin_tty and not settings.interactive and not outgoing:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from netkit.core.addresses import WSURL
 from netkit.core.ws.ending import Ending, Outcome, verdict
-from netkit.core.ws.expect import SETTING_NAMES, Expectation
+from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.prompt import PromptKind, parse_prompt_line
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
 from netkit.net.lines import LineReader
 from netkit.net.ws import WebSocketClientConnection
 
+BINARY = Setting("binary")
 # With an expectation and no deadline: how long replies may take once the input ended.
 REPLY_WAIT = 10.0
 STDIN = 0
@@ -38,7 +38,7 @@ class Outgoing:
     text: bool
 
 
-def require_text(data: bytes, what: str, names: Mapping[str, str] = SETTING_NAMES) -> None:
+def require_text(data: bytes, what: str) -> None:
     """Refuse ``data`` that is not UTF-8 text (``what`` names it in the message).
 
     Raises:
@@ -47,16 +47,12 @@ def require_text(data: bytes, what: str, names: Mapping[str, str] = SETTING_NAME
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{what} is not UTF-8 text (send it with {names['binary']})") from None
+        raise ConfigError((f"{what} is not UTF-8 text (send it with ", BINARY, ")")) from None
 
 
 @dataclass
 class Settings:
-    """What the session was asked to do.
-
-    Attributes:
-        names: how messages call the settings (ws-client: its flag names).
-    """
+    """What the session was asked to do."""
 
     url: WSURL
     outgoing: list[Outgoing]
@@ -68,7 +64,6 @@ class Settings:
     close_reason: str
     read_stdin: bool
     interactive: bool
-    names: Mapping[str, str] = field(default_factory=lambda: dict(SETTING_NAMES))
 
 
 class SessionView(Protocol):
@@ -142,7 +137,7 @@ class Session:
             await self.conn.close_and_wait(code, s.close_reason or "going away")
             self.view.closed(self, clean_exit=True)
             raise
-        error = verdict(self._ending(outcome), s.expectation, s.names)
+        error = verdict(self._ending(outcome), s.expectation)
         self.view.closed(self, clean_exit=error is None)
         if error is not None:
             raise error
@@ -201,7 +196,7 @@ class Session:
             async for line in LineReader(STDIN).lines():
                 number += 1
                 if not s.binary:
-                    require_text(line, f"line {number} of standard input", s.names)
+                    require_text(line, f"line {number} of standard input")
                 if not await self._send(line, not s.binary):
                     return
         self._input_ended()

@@ -3,17 +3,16 @@ outcomes of a session and the verdict that turns an outcome into success or an e
 
 Pure logic (no I/O): the session in :mod:`netkit.net.ws_session` gathers the facts of its
 end into an :class:`Ending`; :func:`verdict` returns the error the exit status is for, or
-None for success. The rule is documented in ``netkit/commands/ws_client.py``. Messages name
-settings by the names the caller passes (ws-client passes its flag names).
+None for success. The rule is documented in ``netkit/commands/ws_client.py``. Messages
+mention settings as :class:`~netkit.errors.Setting` objects (the command line shows flags).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from netkit.core.ws.expect import SETTING_NAMES, Expectation
+from netkit.core.ws.expect import COUNT, EXPECT, Expectation
 from netkit.core.ws.frames import CloseCode
 from netkit.errors import (
     CheckFailed,
@@ -21,7 +20,11 @@ from netkit.errors import (
     NetkitError,
     OperationTimeout,
     PeerProtocolError,
+    Setting,
+    words,
 )
+
+TIMEOUT, CLOSE_TIMEOUT = Setting("timeout"), Setting("close_timeout")
 
 # Close codes that end a session cleanly when the server sends them.
 CLEAN_CLOSE = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
@@ -84,29 +87,25 @@ class Ending:
     close_reason: str = ""
 
 
-def verdict(
-    end: Ending, expectation: Expectation, names: Mapping[str, str] = SETTING_NAMES
-) -> BaseException | None:
+def verdict(end: Ending, expectation: Expectation) -> BaseException | None:
     """The error the exit status is for, or None for success.
 
     A failure of the connection itself wins over an unmet expectation.
-
-    Args:
-        names: how to call the settings in messages (``count``, ``expect``, ``timeout``,
-            ``close_timeout``); ws-client passes its flag names.
     """
     if end.send_error is not None:
         return end.send_error
     if end.outcome is Outcome.FAILED:
-        return CheckFailed(expectation.failure("", names))
+        return CheckFailed(expectation.failure(""))
     if end.outcome is Outcome.TIMEOUT:
         if expectation.active:
-            return CheckFailed(expectation.failure(end.waited, names))
+            return CheckFailed(expectation.failure(end.waited))
         return OperationTimeout(
-            f"{end.peer} did not close the connection {end.waited} ({names['timeout']}; use "
-            f"{names['count']} or {names['expect']} to stop on a reply)"
+            words(
+                f"{end.peer} did not close the connection {end.waited} (",
+                (TIMEOUT, "; use ", COUNT, " or ", EXPECT, " to stop on a reply)"),
+            )
         )
-    broken = _broken(end, names)
+    broken = _broken(end)
     if broken is not None or end.outcome is Outcome.SATISFIED:
         return broken
     if expectation.active:
@@ -115,11 +114,11 @@ def verdict(
             if end.initiated_close
             else f"before the server closed the connection ({close_name(end.close_code or 1005)})"
         )
-        return CheckFailed(expectation.failure(closed, names))
+        return CheckFailed(expectation.failure(closed))
     return None
 
 
-def _broken(end: Ending, names: Mapping[str, str]) -> NetkitError | BaseException | None:
+def _broken(end: Ending) -> NetkitError | BaseException | None:
     """The error when the connection itself failed, or the server closed it badly."""
     for error in (end.protocol_error, end.connection_error):
         if error is not None:
@@ -128,8 +127,11 @@ def _broken(end: Ending, names: Mapping[str, str]) -> NetkitError | BaseExceptio
         # Our close was never answered: the closing handshake failed (websockets: 1006).
         if end.close_timed_out:
             return OperationTimeout(
-                f"{end.peer} did not answer our close frame within {end.close_timeout:g}s "
-                f"({names['close_timeout']})"
+                (
+                    f"{end.peer} did not answer our close frame within {end.close_timeout:g}s (",
+                    CLOSE_TIMEOUT,
+                    ")",
+                )
             )
         return ConnectionLost(
             f"connection to {end.peer} lost before the server answered our close (1006)"

@@ -2,24 +2,18 @@
 messages arrive (ws-client's ``--count`` and ``--expect``).
 
 Pure logic: :class:`Expectation` is fed each received message and says when it is satisfied
-or can no longer be. Messages name settings by the names the caller passes in (the command
-passes its flag names), so this module names no command-line flags itself.
+or can no longer be. Its messages mention the ``count`` and ``expect`` settings as
+:class:`~netkit.errors.Setting` objects (the command line shows its flags).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-# Setting names used in messages unless the caller maps them to its own (ws-client: flags).
-SETTING_NAMES: Mapping[str, str] = {
-    "count": "count",
-    "expect": "expect",
-    "timeout": "timeout",
-    "close_timeout": "close timeout",
-    "binary": "binary",
-}
+from netkit.errors import Setting, Words
+
+COUNT, EXPECT = Setting("count"), Setting("expect")
 
 
 @dataclass
@@ -59,19 +53,14 @@ class Expectation:
             return True
         return None
 
-    def failure(self, why: str, names: Mapping[str, str] = SETTING_NAMES) -> str:
-        """Say what was not met, and why (``why``: "before ...", "within ...").
-
-        Args:
-            names: how to call the ``count`` and ``expect`` settings (ws-client: its flags).
-        """
+    def failure(self, why: str) -> Words:
+        """Say what was not met, and why (``why``: "before ...", "within ...")."""
         got = f"{self.received} message{'s' if self.received != 1 else ''} received"
         if not self.patterns:
-            return f"{names['count']} {self.count}: {got} {why}"
-        pattern = self.patterns[self.matched].pattern
-        what = f"no message matched {names['expect']} {pattern!r}"
+            return (COUNT, f" {self.count}: {got} {why}")
+        which = f" {self.patterns[self.matched].pattern!r}"
         if len(self.patterns) > 1:
-            what += f" (pattern {self.matched + 1} of {len(self.patterns)})"
+            which += f" (pattern {self.matched + 1} of {len(self.patterns)})"
         if self.count is not None and self.received >= self.count:
-            return f"{what} in the first {self.count}"
-        return f"{what} ({got}) {why}"
+            return ("no message matched ", EXPECT, f"{which} in the first {self.count}")
+        return ("no message matched ", EXPECT, f"{which} ({got}) {why}")
