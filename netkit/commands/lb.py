@@ -16,7 +16,10 @@ from netkit.commands import options as opt
 from netkit.commands.relaying import run_relay
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
-from netkit.core.balance import ALGORITHMS, BackendPool, CheckProbe, HealthEvent, parse_backends
+from netkit.core.balance.backends import parse_backends
+from netkit.core.balance.health import CheckProbe, HealthEvent
+from netkit.core.balance.policies import ALGORITHMS
+from netkit.core.balance.pool import BackendPool
 from netkit.core.units import parse_duration
 from netkit.errors import ConnectError, LocalError, OperationTimeout
 from netkit.net.health import HealthChecker

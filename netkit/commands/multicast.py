@@ -18,34 +18,25 @@ from rich.markup import escape
 
 from netkit.commands import options as opt
 from netkit.console import Output
-from netkit.core.multicast import (
-    Arrival,
+from netkit.core.multicast.groups import (
     Group,
-    PingPeer,
-    PingSession,
     check_interface_family,
     parse_broadcast,
     parse_group,
     split_sources,
 )
-from netkit.core.probe import HEADER_SIZE, make_probe
+from netkit.core.multicast.ping import PING_HEADER_SIZE, PingPeer, PingSession
+from netkit.core.multicast.selftest import SelftestTally
+from netkit.core.multicast.traffic import MAX_PAYLOAD, Arrival, SendPlan
+from netkit.core.probe import HEADER_SIZE
 from netkit.core.units import parse_duration, parse_size
 from netkit.errors import CheckFailed, ConfigError
 from netkit.net import runtime
-from netkit.net.multicast import (
-    Interface,
-    Listener,
-    group_sockaddr,
-    open_ping_sockets,
-    open_receiver,
-    open_sender,
-    resolve_interface,
-    run_ping,
-    run_selftest_family,
-    send_all,
-    send_error,
-    wall_ns,
-)
+from netkit.net.multicast.datagrams import Listener, send_all, wall_ns
+from netkit.net.multicast.interfaces import Interface, resolve_interface
+from netkit.net.multicast.ping import open_ping_sockets, run_ping
+from netkit.net.multicast.selftest import run_selftest_family
+from netkit.net.multicast.sockets import group_sockaddr, open_receivers, open_sender, send_error
 from netkit.status import ExitStatus
 
 T = TypeVar("T")
@@ -55,8 +46,6 @@ app = typer.Typer(
     help="Multicast send, listen, ping and self-test: ASM and SSM, IPv4 and IPv6.",
     no_args_is_help=True,
 )
-
-MAX_PAYLOAD = {4: 65507, 6: 65487}
 
 Interface_ = Annotated[
     str,
@@ -171,16 +160,8 @@ def send(
         payloads = _stdin_lines()
     elif messages:
         payloads = [m.encode() for m in messages]
-    limit = MAX_PAYLOAD[target.version]
     nbytes = parse_size(size, option="--size")
-    if not HEADER_SIZE <= nbytes <= limit:
-        raise ConfigError(f"--size {size!r}: must be {HEADER_SIZE} to {limit} bytes")
-    if payloads is not None and any(len(p) > limit for p in payloads):
-        raise ConfigError(f"a message is longer than the largest datagram ({limit} bytes)")
-
-    def generated(seq: int) -> bytes:
-        return make_probe(seq, wall_ns(), nbytes)
-
+    plan = SendPlan.build(target.version, payloads, count, nbytes, size)
     sock = open_sender(
         target.version,
         iface,
@@ -201,8 +182,8 @@ def send(
         return await send_all(
             sock,
             group_sockaddr(target, iface),
-            len(payloads) if payloads is not None else count,
-            payloads.__getitem__ if payloads is not None else generated,
+            plan.total,
+            plan.maker(wall_ns),
             interval=pause,
             on_sent=on_sent,
             describe_error=lambda exc: send_error(exc, target, iface),
@@ -287,16 +268,7 @@ def listen(
     iface = _interface(interface, parsed)
     wait = parse_duration(timeout, option="--timeout") if timeout is not None else None
     buf = parse_size(rcvbuf, option="--rcvbuf") if rcvbuf else None
-    sockets: list[tuple[Group, Any]] = []
-    try:
-        for group in parsed:
-            sock = open_receiver(group, iface, plan[group], rcvbuf=buf)
-            bound = Group(group.address, sock.getsockname()[1], group.version)
-            sockets.append((bound, sock))
-    except BaseException:
-        for _, sock in sockets:
-            sock.close()
-        raise
+    sockets = open_receivers(parsed, iface, plan, rcvbuf=buf)
 
     def on_arrival(arrival: Arrival) -> None:
         out.event(
@@ -342,21 +314,9 @@ def listen(
         for _, sock in sockets:
             sock.close()
     per_source = listener.ledger.as_list()
-    lines = [f"received {listener.ledger.total} datagram(s) from {len(per_source)} source(s)"]
-    for s in per_source:
-        line = f"  {escape(s['source'])} -> {escape(s['group'])}: {s['datagrams']} datagram(s)"
-        if s["probes"]:
-            line += (
-                f", {s['lost']} lost ({s['loss_percent']}%), {s['duplicates']} duplicate(s), "
-                f"{s['reordered']} reordered"
-            )
-            if s["delay"].get("count"):
-                d = s["delay"]
-                line += f", delay min/avg/max {d['min_ms']}/{d['avg_ms']}/{d['max_ms']} ms"
-        lines.append(line)
     out.event(
         "summary",
-        "\n".join(lines),
+        _ledger_text(listener.ledger.total, per_source),
         received=listener.ledger.total,
         count=count or None,
         seconds=round(time.monotonic() - started, 6),
@@ -369,6 +329,22 @@ def listen(
             f"received {listener.ledger.total} of {count} datagram(s) within --timeout {timeout}"
         )
     raise typer.Exit(ExitStatus.SUCCESS)
+
+
+def _ledger_text(total: int, per_source: list[dict[str, Any]]) -> str:
+    lines = [f"received {total} datagram(s) from {len(per_source)} source(s)"]
+    for s in per_source:
+        line = f"  {escape(s['source'])} -> {escape(s['group'])}: {s['datagrams']} datagram(s)"
+        if s["probes"]:
+            line += (
+                f", {s['lost']} lost ({s['loss_percent']}%), {s['duplicates']} duplicate(s), "
+                f"{s['reordered']} reordered"
+            )
+            if s["delay"].get("count"):
+                d = s["delay"]
+                line += f", delay min/avg/max {d['min_ms']}/{d['avg_ms']}/{d['max_ms']} ms"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _peer_text(p: dict[str, Any]) -> str:
@@ -447,8 +423,9 @@ def ping(
     pause = parse_duration(interval, option="--interval")
     wait = parse_duration(timeout, option="--timeout")
     nbytes = parse_size(size, option="--size")
-    if not 40 <= nbytes <= MAX_PAYLOAD[target.version]:
-        raise ConfigError(f"--size {size!r}: must be 40 to {MAX_PAYLOAD[target.version]} bytes")
+    limit = MAX_PAYLOAD[target.version]
+    if not PING_HEADER_SIZE <= nbytes <= limit:
+        raise ConfigError(f"--size {size!r}: must be {PING_HEADER_SIZE} to {limit} bytes")
     sockets = open_ping_sockets(target, iface, ttl=ttl, loop=loop)
     port = sockets.multicast.getsockname()[1]
     sockets.group = Group(target.address, port, target.version)
@@ -500,13 +477,21 @@ def ping(
         raise CheckFailed(
             f"{len(report)} other instance(s) answered on {sockets.group}, expected {peers}"
         )
-    worst = max(
-        (max(p["multicast"]["loss_percent"], p["unicast"]["loss_percent"]) for p in report),
-        default=0.0,
-    )
+    worst = session.worst_loss()
     if worst > max_loss:
         raise CheckFailed(f"loss {worst}% exceeds --max-loss {max_loss}%")
     raise typer.Exit(ExitStatus.SUCCESS)
+
+
+def _case_text(version: int, case: dict[str, Any]) -> str:
+    mark = "[green]pass[/]" if case["passed"] else f"[red]FAIL[/] ({escape(case['reason'])})"
+    src = f" source {case['source']}" if case["source"] else ""
+    join_ms = case["join_ms"] if case["join_ms"] is not None else "-"
+    return (
+        f"IPv{version} {case['mode']:<9} {escape(case['group'])}{escape(src)}: "
+        f"join→first {join_ms} ms, {case['received']} received, {case['lost']} lost, "
+        f"{case['duplicates']} dup, {case['reordered']} reordered  {mark}"
+    )
 
 
 @app.command()
@@ -562,11 +547,10 @@ def selftest(
     results, status = runtime.run(lambda: _until_signal(main()))
     if status is not None:
         raise typer.Exit(status)
-    passed = failed = 0
-    skipped_families = []
+    tally = SelftestTally()
     for version, cases, skipped in results or []:
         if skipped is not None:
-            skipped_families.append(version)
+            tally.skip(version)
             out.event(
                 "skipped",
                 f"[yellow]IPv{version} skipped[/]: {escape(skipped)}",
@@ -576,33 +560,18 @@ def selftest(
             )
             continue
         for case in cases:
-            passed += case["passed"]
-            failed += not case["passed"]
-            mark = (
-                "[green]pass[/]" if case["passed"] else f"[red]FAIL[/] ({escape(case['reason'])})"
-            )
-            src = f" source {case['source']}" if case["source"] else ""
-            out.event(
-                "case",
-                f"IPv{version} {case['mode']:<9} {escape(case['group'])}{escape(src)}: "
-                f"join→first {case['join_ms'] if case['join_ms'] is not None else '-'} ms, {case['received']} received, {case['lost']} lost, "
-                f"{case['duplicates']} dup, {case['reordered']} reordered  {mark}",
-                interface=iface.name,
-                **case,
-            )
+            tally.add(case)
+            out.event("case", _case_text(version, case), interface=iface.name, **case)
     out.event(
         "summary",
-        f"{passed} passed, {failed} failed"
-        + (f", IPv{'/'.join(map(str, skipped_families))} skipped" if skipped_families else ""),
+        f"{tally.passed} passed, {tally.failed} failed"
+        + (f", IPv{'/'.join(map(str, tally.skipped))} skipped" if tally.skipped else ""),
         interface=iface.name,
-        passed=passed,
-        failed=failed,
-        skipped=[f"ipv{v}" for v in skipped_families],
+        passed=tally.passed,
+        failed=tally.failed,
+        skipped=[f"ipv{v}" for v in tally.skipped],
     )
-    if failed:
-        raise CheckFailed(f"{failed} multicast self-test receiver(s) failed on {iface.name}")
-    if skipped_families and family != "all":
-        raise CheckFailed(f"IPv{family} multicast cannot run on {iface.name}")
-    if not passed:
-        raise CheckFailed(f"no multicast self-test could run on {iface.name}")
+    failure = tally.failure(versions, iface.name)
+    if failure is not None:
+        raise CheckFailed(failure)
     raise typer.Exit(ExitStatus.SUCCESS)

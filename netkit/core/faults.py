@@ -340,50 +340,47 @@ class BlackholeAfter(Fault):
 
 
 @dataclass(frozen=True)
-class SlowClose(Fault):
-    """Hold a direction's FIN for ``after`` seconds before passing it on."""
+class DurationFault(Fault):
+    """A fault whose value is one duration, ``seconds``, shown in its events as ``json_key``."""
 
-    name = "slow-close"
-    help = "Delay passing on a close (FIN) by DURATION, in the directions given."
+    json_key: ClassVar[str]
 
-    after: float
+    seconds: float
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
         return cls(parse_duration(value, option=option))
 
     def values(self) -> dict[str, object]:
-        return {"after_s": self.after}
+        return {self.json_key: self.seconds}
 
     def value_text(self) -> str:
-        return _seconds(self.after)
-
-    def apply_to(self, plan: DirectionPlan) -> None:
-        plan.slow_close = max(plan.slow_close, self.after)
+        return _seconds(self.seconds)
 
 
 @dataclass(frozen=True)
-class AcceptDelay(Fault):
-    """Hold a new connection ``delay`` seconds before relaying it."""
+class SlowClose(DurationFault):
+    """Hold a direction's FIN for ``seconds`` before passing it on."""
+
+    name = "slow-close"
+    help = "Delay passing on a close (FIN) by DURATION, in the directions given."
+    json_key = "after_s"
+
+    def apply_to(self, plan: DirectionPlan) -> None:
+        plan.slow_close = max(plan.slow_close, self.seconds)
+
+
+@dataclass(frozen=True)
+class AcceptDelay(DurationFault):
+    """Hold a new connection ``seconds`` before relaying it."""
 
     name = "accept-delay"
     help = "Hold new connections this long before relaying (no direction: the whole connection)."
     directed = False
-
-    delay: float
-
-    @classmethod
-    def parse_value(cls, value: str, option: str, text: str) -> Self:
-        return cls(parse_duration(value, option=option))
-
-    def values(self) -> dict[str, object]:
-        return {"delay_s": self.delay}
-
-    def value_text(self) -> str:
-        return _seconds(self.delay)
+    json_key = "delay_s"
 
     def apply(self, faults: ConnectionFaults) -> None:
-        faults.accept_delay = max(faults.accept_delay, self.delay)
+        faults.accept_delay = max(faults.accept_delay, self.seconds)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Active health checks for load-balancer backends.
 
 Every ``interval`` seconds, each backend gets one check: a TCP (or Unix) connect within
-``timeout``, optionally followed by a send/expect probe (:class:`netkit.core.balance.CheckProbe`).
-The result goes into the backend's rise/fall machine (:class:`netkit.core.balance.BackendState`);
-a change of state comes back as a :class:`netkit.core.balance.HealthEvent` for the caller to
+``timeout``, optionally followed by a send/expect probe
+(:class:`netkit.core.balance.health.CheckProbe`). The result goes into the backend's rise/fall
+machine (:class:`netkit.core.balance.state.BackendState`); a change of state comes back as a
+:class:`netkit.core.balance.health.HealthEvent` for the caller to
 print. One asyncio task per backend: backends are few, and a slow one cannot delay the others.
 
 Times given to the core are ``loop.time()``, so the caller should use the same clock for
@@ -20,7 +21,8 @@ from types import TracebackType
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.balance import BackendState, CheckProbe, HealthEvent
+from netkit.core.balance.health import CheckProbe, HealthEvent
+from netkit.core.balance.state import BackendState
 from netkit.errors import (
     CheckFailed,
     ConfigError,

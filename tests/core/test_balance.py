@@ -11,20 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.balance import (
-    ALGORITHMS,
-    Backend,
-    BackendPool,
-    BackendState,
-    CheckProbe,
-    ConnectTimes,
-    HealthState,
-    HealthStatus,
-    make_policy,
-    parse_backend,
-    parse_backends,
-    parse_escapes,
-)
+from netkit.core.balance.backends import Backend, parse_backend, parse_backends
+from netkit.core.balance.health import CheckProbe, HealthState, HealthStatus, parse_escapes
+from netkit.core.balance.policies import ALGORITHMS, make_policy
+from netkit.core.balance.pool import BackendPool
+from netkit.core.balance.state import BackendState, ConnectTimes
 from netkit.errors import ConfigError, EndpointError
 
 

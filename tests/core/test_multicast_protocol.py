@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from netkit.core.multicast import (
-    PING_HEADER_SIZE,
+from netkit.core.multicast.groups import (
     Group,
-    PingMessage,
-    PingSession,
-    PingType,
-    ReceiveLedger,
-    SourceAccount,
     check_interface_family,
     parse_broadcast,
     parse_group,
     parse_source,
     split_sources,
 )
+from netkit.core.multicast.ping import PING_HEADER_SIZE, PingMessage, PingSession, PingType
+from netkit.core.multicast.traffic import MAX_PAYLOAD, ReceiveLedger, SendPlan, SourceAccount
 from netkit.core.probe import make_probe, parse_probe
 from netkit.errors import ConfigError, EndpointError, UsageError
 
@@ -168,3 +164,28 @@ def test_probes_before_a_peer_was_heard_do_not_count():
     assert report["multicast"]["sent"] == 3 and report["multicast"]["received"] == 2
     assert report["unicast"]["lost"] == 1 and len(early) == PING_HEADER_SIZE
     assert a.receive(b"garbage", "x:1", 0) == ([], None) and a.ignored == 1
+
+
+def test_worst_loss_is_the_highest_of_any_peer_on_either_path():
+    a, b = PingSession(1), PingSession(2)
+    assert a.worst_loss() == 0.0  # no peers
+    a.receive(b.probe(0), "b:1", 0)
+    for now in (10, 20, 30, 40):
+        actions, _ = b.receive(a.probe(now), "a:1", now)
+        # the unicast reply to the last two probes is lost; every multicast reply arrives
+        _deliver(actions if now < 30 else actions[:1], [a], a, "b:1", now + 1)
+    assert a.report()[0]["unicast"]["loss_percent"] == 50.0
+    assert a.worst_loss() == 50.0
+
+
+def test_a_send_plan_checks_sizes_and_makes_probes_when_due():
+    plan = SendPlan.build(4, None, 3, 64, "64")
+    make = plan.maker(lambda: 123_456)
+    probe = parse_probe(make(2))
+    assert plan.total == 3 and probe is not None and (probe.seq, probe.sent_ns) == (2, 123_456)
+    given = SendPlan.build(6, [b"a", b"bc"], 99, 64, "64")
+    assert given.total == 2 and given.maker(lambda: 0)(1) == b"bc"
+    with pytest.raises(ConfigError, match=r"--size '20': must be \d+ to 65507 bytes"):
+        SendPlan.build(4, None, 1, 20, "20")
+    with pytest.raises(ConfigError, match=r"largest datagram \(65487 bytes\)"):
+        SendPlan.build(6, [bytes(MAX_PAYLOAD[6] + 1)], 1, 64, "64")

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.balance import Backend, BackendState, CheckProbe, HealthEvent
+from netkit.core.balance.backends import Backend
+from netkit.core.balance.health import CheckProbe, HealthEvent
+from netkit.core.balance.state import BackendState
 from netkit.errors import ConfigError
 from netkit.net.health import CheckResult, HealthChecker, run_check
 from netkit.net.sockets import create_unix_listener

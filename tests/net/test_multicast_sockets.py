@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import socket
 import struct
 
 import pytest
 
-from netkit.core.multicast import Group
-from netkit.errors import ConfigError, ConnectError
-from netkit.net.multicast import (
-    Listener,
+from netkit.core.multicast.groups import Group
+from netkit.errors import BindError, ConfigError, ConnectError
+from netkit.net.multicast.datagrams import Listener
+from netkit.net.multicast.interfaces import resolve_interface
+from netkit.net.multicast.selftest import run_selftest_family
+from netkit.net.multicast.sockets import (
     group_sockaddr,
     group_source_req,
     open_receiver,
+    open_receivers,
     open_sender,
-    resolve_interface,
-    run_selftest_family,
     send_error,
 )
 
@@ -143,3 +145,31 @@ def test_selftest_runner_on_lo(run):
     assert all(c["passed"] for c in cases), cases
     assert cases[0]["received"] >= 20 and cases[0]["join_ms"] is not None
     assert cases[3]["received"] == 0
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_open_receivers_gives_each_group_its_port_and_closes_all_on_failure():
+    lo = resolve_interface("lo")
+    groups = [Group("239.77.3.1", 0, 4), Group("232.77.3.1", 0, 4)]
+    opened = open_receivers(groups, lo, {groups[0]: [], groups[1]: ["127.0.0.1"]})
+    try:
+        assert [g.address for g, _ in opened] == ["239.77.3.1", "232.77.3.1"]
+        assert all(g.port == s.getsockname()[1] != 0 for g, s in opened)
+    finally:
+        for _, sock in opened:
+            sock.close()
+    # A wildcard socket without SO_REUSEADDR holds the second group's port: the first
+    # group's socket, already open when the second bind fails, is closed with it.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("0.0.0.0", 0))
+        port = holder.getsockname()[1]
+        second = Group("232.77.3.1", port, 4)
+        before = _open_fds()
+        with pytest.raises(BindError) as info:
+            open_receivers([groups[0], second], lo, {groups[0]: [], second: []})
+        # info holds the traceback, and with it the function's locals: a socket left open
+        # would still be open here, not collected.
+        assert _open_fds() == before and info.value is not None

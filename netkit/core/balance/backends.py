@@ -1,0 +1,124 @@
+"""Backends as the user writes them: ``ENDPOINT[,weight=N][,maxconn=N][,backup]``.
+
+* A backend is *usable* when it is up and below its ``maxconn``. Backup backends are chosen
+  only when no primary is usable (all down, full, or excluded by the caller). All usable
+  backups share the load with the same algorithm (HAProxy's ``option allbackups``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
+from netkit.errors import ConfigError
+
+MAX_WEIGHT = 256  # HAProxy's limit
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend from the command line.
+
+    Attributes:
+        endpoint: where to connect (TCP or a Unix socket).
+        weight: relative share of new connections, 1-256.
+        backup: used only when no primary backend is usable.
+        maxconn: at most this many connections at once (connects in progress count), or None.
+    """
+
+    endpoint: TCPEndpoint | UnixEndpoint
+    weight: int = 1
+    backup: bool = False
+    maxconn: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.weight <= MAX_WEIGHT:
+            raise ConfigError(
+                f"backend {self.endpoint}: weight {self.weight} is out of range (1-{MAX_WEIGHT})"
+            )
+        if self.maxconn is not None and self.maxconn < 1:
+            raise ConfigError(f"backend {self.endpoint}: maxconn must be at least 1")
+
+    @property
+    def name(self) -> str:
+        """The endpoint as a string: the backend's name in events and tables."""
+        return str(self.endpoint)
+
+    def __str__(self) -> str:
+        options = [f"weight={self.weight}"] if self.weight != 1 else []
+        if self.maxconn is not None:
+            options.append(f"maxconn={self.maxconn}")
+        if self.backup:
+            options.append("backup")
+        return ",".join([self.name, *options])
+
+
+_BACKEND_KEYS = ("weight", "maxconn", "backup")
+
+
+def _parse_count(text: str, key: str, whole: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigError(f"backend {whole!r}: {key}={text!r} is not a whole number")
+    return int(text)
+
+
+def parse_backend(text: str) -> Backend:
+    """Parse ``ENDPOINT[,weight=N][,maxconn=N][,backup]``.
+
+    The endpoint is ``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:/path`` (it cannot contain a
+    comma). Examples: ``127.0.0.1:8001,weight=3``, ``unix:/run/b.sock,backup``,
+    ``[::1]:8002,maxconn=100,weight=2``.
+
+    Raises:
+        EndpointError: the endpoint does not parse.
+        ConfigError: an unknown, repeated or invalid option.
+    """
+    whole = text.strip()
+    endpoint_text, *options = whole.split(",")
+    endpoint = parse_stream_endpoint(endpoint_text)
+    values: dict[str, str | None] = {}
+    for option in options:
+        key, sep, value = option.strip().partition("=")
+        key = key.strip().lower()
+        if not key:
+            raise ConfigError(f"backend {whole!r}: empty option (stray comma?)")
+        if key not in _BACKEND_KEYS:
+            raise ConfigError(
+                f"backend {whole!r}: unknown option {key!r} (known: {', '.join(_BACKEND_KEYS)})"
+            )
+        if key in values:
+            raise ConfigError(f"backend {whole!r}: {key} is given twice")
+        values[key] = value.strip() if sep else None
+    weight, maxconn, backup = 1, None, False
+    for key, given in values.items():
+        if key == "backup":
+            if given not in (None, "true", "yes", "1"):
+                raise ConfigError(f"backend {whole!r}: backup takes no value (write ',backup')")
+            backup = True
+        elif not given:
+            raise ConfigError(f"backend {whole!r}: {key} needs a value ({key}=N)")
+        elif key == "weight":
+            weight = _parse_count(given, key, whole)
+        else:
+            maxconn = _parse_count(given, key, whole)
+    return Backend(endpoint, weight=weight, backup=backup, maxconn=maxconn)
+
+
+def parse_backends(texts: Sequence[str]) -> list[Backend]:
+    """Parse every backend argument; the same endpoint twice, or only backups, is an error.
+
+    Raises:
+        EndpointError, ConfigError: as :func:`parse_backend`, and for the cases above.
+    """
+    backends = [parse_backend(text) for text in texts]
+    if not backends:
+        raise ConfigError("no backends given")
+    seen: set[TCPEndpoint | UnixEndpoint] = set()
+    for backend in backends:
+        if backend.endpoint in seen:
+            raise ConfigError(f"backend {backend.name} is given twice")
+        seen.add(backend.endpoint)
+    if all(b.backup for b in backends):
+        raise ConfigError("every backend is a backup: at least one must be a primary")
+    return backends
