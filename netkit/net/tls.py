@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from netkit.errors import ConfigError, Setting
+from netkit.errors import ConfigError, Setting, Words, words
 
 # The TLS settings errors mention (the command line shows them as its flags).
 CERT, KEY, CLIENT_CA = Setting("cert"), Setting("key"), Setting("client_ca")
@@ -104,7 +104,7 @@ def _readable(path: Path, what: str) -> str:
     return str(path)
 
 
-def _chain_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> str:
+def _chain_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> Words:
     """Say what is wrong with a certificate and key OpenSSL refused, in terms a user can act on.
 
     OpenSSL's own words for the commonest mistakes are "[SSL] PEM lib (_ssl.c:3926)"; the
@@ -117,8 +117,9 @@ def _chain_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> str
     if keyfile is None:
         if b"PRIVATE KEY-----" not in cert_pem:
             return (
-                f"{certfile!r} holds no private key: pass --key FILE, "
-                "or put the key in the same PEM file"
+                f"{certfile!r} holds no private key: pass ",
+                KEY,
+                " FILE, or put the key in the same PEM file",
             )
     else:
         with open(keyfile, "rb") as f:
@@ -135,10 +136,12 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None) -> None:
     try:
         ctx.load_cert_chain(certfile, keyfile)
     except ssl.SSLError as exc:
+        with_key = f" with key {keyfile!r}" if keyfile else ""
         raise ConfigError(
-            f"cannot use certificate {certfile!r}"
-            + (f" with key {keyfile!r}" if keyfile else "")
-            + f": {_chain_problem(certfile, keyfile, exc)}"
+            words(
+                f"cannot use certificate {certfile!r}{with_key}: ",
+                _chain_problem(certfile, keyfile, exc),
+            )
         ) from None
 
 

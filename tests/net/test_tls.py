@@ -225,8 +225,8 @@ def test_certificate_without_its_key_says_which_file_lacks_it(
         server_context(ServerTLS(cert=tls_files.cert))
     assert str(info.value) == (
         f"cannot use certificate '{tls_files.cert}': '{tls_files.cert}' holds no private key: "
-        "pass --key FILE, or put the key in the same PEM file"
-    )
+        "pass key FILE, or put the key in the same PEM file"
+    )  # the setting; the command line says --key (tests/commands/test_tcp_echo.py)
     assert "PEM lib" not in str(info.value)
 
 

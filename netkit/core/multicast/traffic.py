@@ -14,7 +14,7 @@ from typing import Any
 
 from netkit.core.probe import HEADER_SIZE, Probe, make_probe
 from netkit.core.stats import RTTSummary, SequenceTracker
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
 
 MAX_PAYLOAD = {4: 65507, 6: 65487}
 """The largest UDP payload per IP version (65535 minus the IPv4 / IPv6 and UDP headers)."""
@@ -48,7 +48,9 @@ class SendPlan:
         """
         limit = MAX_PAYLOAD[version]
         if not HEADER_SIZE <= size <= limit:
-            raise ConfigError(f"--size {size_text!r}: must be {HEADER_SIZE} to {limit} bytes")
+            raise ConfigError(
+                (Setting("size"), f" {size_text!r}: must be {HEADER_SIZE} to {limit} bytes")
+            )
         if payloads is not None and any(len(p) > limit for p in payloads):
             raise ConfigError(f"a message is longer than the largest datagram ({limit} bytes)")
         return cls(payloads, count, size)
