@@ -333,7 +333,8 @@ def test_a_refused_client_certificate_is_a_tls_error(
             )
         else:
             assert f"(alert: {expected})" in str(caught.value)
-        assert caught.value.hint is not None and "--cert" in caught.value.hint
+        hint = caught.value.describe(lambda name: f"--{name}")[1]
+        assert hint is not None and "--cert" in hint
 
     try:
         run(main())
