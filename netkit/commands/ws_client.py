@@ -40,7 +40,7 @@ from rich.markup import escape
 from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
-from netkit.core.units import parse_duration, parse_size
+from netkit.core.units import parse_size
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
@@ -317,11 +317,6 @@ class View:
 # --- the command ---------------------------------------------------------------------------
 
 
-def _duration_or_off(text: str, option: str) -> float | None:
-    seconds = parse_duration(text, option=option)
-    return seconds if seconds > 0 else None
-
-
 def _compile_pattern(text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)
@@ -410,16 +405,8 @@ def ws_client(
     close_reason: Annotated[
         str, typer.Option("--close-reason", help="Close reason we send when we close.")
     ] = "",
-    ping_interval: Annotated[
-        str, typer.Option("--ping-interval", help="Keepalive ping period; 0 disables.")
-    ] = "20s",
-    ping_timeout: Annotated[
-        str,
-        typer.Option(
-            "--ping-timeout",
-            help="Give up (exit 4) when a ping is not answered in time; 0 disables.",
-        ),
-    ] = "20s",
+    ping_interval: opt.PingInterval = opt.PING_INTERVAL,
+    ping_timeout: opt.PingTimeout = opt.PING_TIMEOUT,
     compress: Annotated[
         bool, typer.Option("--compress", help="Offer permessage-deflate (RFC 7692).")
     ] = False,
@@ -429,13 +416,7 @@ def ws_client(
             "--max-size", help="Largest message accepted; a bigger one is closed with 1009."
         ),
     ] = "1MiB",
-    retry: Annotated[
-        str | None,
-        typer.Option(
-            "--retry",
-            help="Keep retrying a refused connection this long (wait for a server to start).",
-        ),
-    ] = None,
+    retry: opt.Retry = None,
     cacert: opt.CACert = None,
     cert: opt.ClientCert = None,
     key: opt.ClientKey = None,
@@ -459,16 +440,17 @@ def ws_client(
     limit = parse_size(max_size, option="--max-size")
     if not 0 < limit <= _MAX_MESSAGE:
         raise ConfigError("--max-size must be between 1 byte and 1 GiB")
-    open_for = _duration_or_off(open_timeout, "--open-timeout")
-    close_for = _duration_or_off(close_timeout, "--close-timeout")
+    open_for = opt.duration_or_off(open_timeout, "--open-timeout")
+    close_for = opt.duration_or_off(close_timeout, "--close-timeout")
+    ping_every, ping_wait = opt.pings(ping_interval, ping_timeout)
     timeouts = WSTimeouts(
         open=open_for,
         close=close_for,
-        ping_interval=_duration_or_off(ping_interval, "--ping-interval"),
-        ping_timeout=_duration_or_off(ping_timeout, "--ping-timeout"),
+        ping_interval=ping_every,
+        ping_timeout=ping_wait,
     )
-    wait = _duration_or_off(timeout, "--timeout") if timeout is not None else None
-    retry_for = parse_duration(retry, option="--retry") if retry else 0.0
+    wait = opt.duration_or_off(timeout, "--timeout") if timeout is not None else None
+    retry_for = opt.retry(retry)
     tls = opt.client_tls(target.secure, cacert, cert, key, insecure, sni, warn=target.secure)
     if tls.enabled and not target.secure:
         raise ConfigError("TLS options need a wss:// URL")
