@@ -17,7 +17,7 @@ from netkit.core.ws.handshake import ServerHandshake, parse_origins, resource_pa
 from netkit.errors import ConfigError, EndpointError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_server import MODES, ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 
 NAME = "ws-server"
 HELP = "WebSocket server: echo, broadcast (chat room) or sink, on TCP, TLS or Unix sockets."
@@ -48,7 +48,7 @@ def ws_server(
         typer.Option(
             "--mode",
             "-m",
-            click_type=click.Choice(MODES),
+            click_type=click.Choice([m.value for m in Mode]),
             help="echo: send each message back; broadcast: to every other client (a chat room); sink: read and discard.",
         ),
     ] = "echo",
@@ -122,10 +122,9 @@ def ws_server(
     tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
     if wants_tls and not tls.enabled:
         raise ConfigError("wss:// needs --cert/--key or --tls-self-signed")
-    if mode == "broadcast" and workers > 1:
-        raise ConfigError(
-            "--mode broadcast needs a single process: every client must share the room"
-        )
+    handling = Mode(mode)
+    if handling.single_process and workers > 1:
+        raise ConfigError(f"--mode {mode} needs a single process: every client must share the room")
     paths = [resource_path(p) for p in path or ([] if url_path is None else [url_path])] or None
     limit = parse_size(max_size, option="--max-size")
     if limit <= 0:
@@ -153,7 +152,7 @@ def ws_server(
     def factory() -> ServerConnection:
         return ModeConnection(
             handshake,
-            mode=mode,
+            mode=handling,
             room=room,
             log=log,
             log_messages=out.json,

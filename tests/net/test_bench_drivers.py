@@ -29,7 +29,7 @@ from netkit.net.echo import EchoConnection
 from netkit.net.server import ServerConnection
 from netkit.net.sockets import create_udp_socket
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_server import ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -413,7 +413,7 @@ def test_udp_size_below_the_probe_header_is_refused() -> None:
         asyncio.run(main())
 
 
-def ws_factory(mode: str = "echo") -> Any:
+def ws_factory(mode: Mode = Mode.ECHO) -> Any:
     room = Room()
     return lambda: ModeConnection(
         ServerHandshake(),
@@ -446,7 +446,7 @@ def test_websocket_close_code_is_reported(run: Runner, serve: Serve) -> None:
 
     async def main() -> None:
         factory = lambda: Closer(  # noqa: E731
-            ServerHandshake(), mode="echo", room=Room(), log=None, log_messages=False,
+            ServerHandshake(), mode=Mode.ECHO, room=Room(), log=None, log_messages=False,
             max_size=1 << 20, timeouts=WSTimeouts(),
         )  # fmt: skip
         async with serve(factory) as h:

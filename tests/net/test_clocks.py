@@ -20,7 +20,7 @@ from netkit.net.bench.worker import Target, run_worker
 from netkit.net.echo import EchoConnection
 from netkit.net.health import run_check
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
-from netkit.net.ws_server import ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -35,7 +35,7 @@ def whole_ms(seconds: float) -> bool:
 
 def ws_echo() -> Any:
     return lambda: ModeConnection(
-        ServerHandshake(), mode="echo", room=Room(), log=None, log_messages=False,
+        ServerHandshake(), mode=Mode.ECHO, room=Room(), log=None, log_messages=False,
         max_size=1 << 20, timeouts=WSTimeouts(),
     )  # fmt: skip
 
