@@ -36,7 +36,7 @@ from typer.core import TyperGroup
 from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
-from netkit.core.bench.plan import SCENARIOS, LoadPlan, check_memory, parse_rate
+from netkit.core.bench.plan import LoadPlan, Scenario, check_memory, parse_rate
 from netkit.core.bench.result import (
     BenchResult,
     default_failures,
@@ -63,7 +63,7 @@ DEFAULT_GATE_HELP = (
     "a run fails (exit 1) when no request succeeded or any echo came back different"
     " (errors.mismatch), with or without --fail-if"
 )
-DEFAULT_SIZE = {"echo": "64", "connect": "64", "stream": "256KiB"}
+DEFAULT_SIZE = {Scenario.ECHO: "64", Scenario.CONNECT: "64", Scenario.STREAM: "256KiB"}
 
 
 class BenchGroup(TyperGroup):
@@ -109,7 +109,7 @@ def run(
         str,
         typer.Option(
             "--scenario",
-            click_type=click.Choice(SCENARIOS),
+            click_type=click.Choice([s.value for s in Scenario]),
             help="echo: request/response round trips; stream: bulk one-way throughput; connect: connections per second.",
         ),
     ] = "echo",
@@ -242,13 +242,14 @@ def run(
     if requests is None:
         default = EMBEDDED_DURATION if embedded else DEFAULT_DURATION
         seconds = parse_duration(duration or default, option="--duration")
+    kind = Scenario(scenario)
     plan = LoadPlan(
-        scenario=scenario,
+        scenario=kind,
         connections=connections,
         total_connections=connections,
         duration=seconds,
         requests=requests,
-        size=parse_size(size or DEFAULT_SIZE[scenario], option="--size"),
+        size=parse_size(size or DEFAULT_SIZE[kind], option="--size"),
         pipeline=pipeline,
         rate=parse_rate(rate) if rate is not None else None,
         warmup=parse_duration(warmup, option="--warmup"),
@@ -281,7 +282,7 @@ def run(
             raise ConfigError("TLS options need a TCP, Unix or WebSocket target")
         ctx = client_context(tls_opts) if (tls_opts.enabled or secure) else None
         where = Target(endpoint, ctx, tls_opts.server_hostname)
-        if isinstance(endpoint, UDPEndpoint) and scenario != "echo":
+        if isinstance(endpoint, UDPEndpoint) and kind is not Scenario.ECHO:
             raise ConfigError(f"--scenario {scenario}: UDP targets support echo only")
         workers = len(plan.split(workers or default_workers))
         available = available_memory()
@@ -487,13 +488,14 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     head = (
         f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
         f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
-        + (f"pipeline {result.pipeline}, " if result.scenario == "echo" else "")
-        + f"{format_size(result.size)} per {'write' if result.scenario == 'stream' else 'request'}"
+        + (f"pipeline {result.pipeline}, " if result.scenario is Scenario.ECHO else "")
+        + f"{format_size(result.size)} per "
+        + ("write" if result.scenario is Scenario.STREAM else "request")
     )
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    unit = {"stream": "writes", "connect": "connections"}.get(result.scenario, "requests")
+    unit = f"{result.scenario.unit}s"
     table.add_row(
         unit,
         f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from netkit.core.bench.histogram import LatencyHistogram
+from netkit.core.bench.plan import Scenario
 from netkit.core.bench.result import BenchResult
 from tests.commands.conftest import (
     NETKIT,
@@ -247,7 +248,7 @@ def test_merge_gives_the_counts_of_the_added_histograms(
 
 def saved(path: Path, transport: str, started_at: float, requests: int = 100) -> Path:
     """A saved ``--json`` result of a one-second run that started at ``started_at``."""
-    r = BenchResult("echo", "127.0.0.1:7", transport, 2, 1, 1, 64, None)
+    r = BenchResult(Scenario.ECHO, "127.0.0.1:7", transport, 2, 1, 1, 64, None)
     r.requests, r.duration_s, r.started_at = requests, 1.0, started_at
     for _ in range(requests):
         r.latency.record(1_000_000)

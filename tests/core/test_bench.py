@@ -15,6 +15,7 @@ from netkit.core.bench.plan import (
     STREAM_CHUNK,
     LoadPlan,
     Pacing,
+    Scenario,
     check_memory,
     parse_rate,
     payload_memory,
@@ -162,7 +163,7 @@ def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
 
 
 def result(requests: int, latencies: list[int], **kw: object) -> BenchResult:
-    r = BenchResult("echo", "127.0.0.1:7", "tcp", 2, 1, 1, 64, kw.pop("rate", None))  # type: ignore[arg-type]
+    r = BenchResult(Scenario.ECHO, "127.0.0.1:7", "tcp", 2, 1, 1, 64, kw.pop("rate", None))  # type: ignore[arg-type]
     r.requests = requests
     r.duration_s = float(kw.pop("duration_s", 2.0))  # type: ignore[arg-type]
     r.bytes_sent = r.bytes_received = requests * 64
@@ -258,7 +259,7 @@ def test_default_gate_fails_a_run_with_no_success_or_a_mismatch() -> None:
     one_bad = result(500, [1_000_000] * 500, errors={"mismatch": 1})
     assert default_failures(one_bad) == ["1 echo(es) came back different from what was sent"]
     connect = result(0, [])
-    connect.scenario = "connect"
+    connect.scenario = Scenario.CONNECT
     assert default_failures(connect) == ["no connection succeeded"]
 
 
@@ -325,3 +326,13 @@ def test_parse_rate() -> None:
     for bad in ("0", "-5", "fast", "10/m"):
         with pytest.raises(ConfigError, match="rate"):
             parse_rate(bad)
+
+
+def test_scenarios_are_an_enum_a_plan_may_name() -> None:
+    assert LoadPlan(scenario="stream").scenario is Scenario.STREAM  # type: ignore[arg-type]
+    assert [s.unit for s in Scenario] == ["request", "write", "connection"]
+    with pytest.raises(ConfigError) as info:
+        LoadPlan(scenario="ping")  # type: ignore[arg-type]
+    assert str(info.value) == "scenario 'ping': choose one of echo, stream, connect"
+    back = BenchResult.from_dict(result(1, [1000]).as_dict() | {"scenario": "connect"})
+    assert back.scenario is Scenario.CONNECT

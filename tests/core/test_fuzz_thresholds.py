@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from netkit.core.bench.plan import parse_rate
+from netkit.core.bench.plan import Scenario, parse_rate
 from netkit.core.bench.result import ERROR_KINDS, BenchResult
 from netkit.core.bench.thresholds import Threshold, check_thresholds, parse_threshold
 from netkit.errors import ConfigError
@@ -123,7 +123,7 @@ def test_error_rate_is_in_percent(op: str, value: float) -> None:
 
 @st.composite
 def results(draw: st.DrawFn) -> BenchResult:
-    r = BenchResult("echo", "127.0.0.1:7", "tcp", 1, 1, 1, 64, None)
+    r = BenchResult(Scenario.ECHO, "127.0.0.1:7", "tcp", 1, 1, 1, 64, None)
     r.requests = draw(st.integers(0, 10**6))
     r.duration_s = draw(st.sampled_from([0.0, 0.001, 1.0, 10.0]))
     r.bytes_sent = r.bytes_received = r.requests * 64

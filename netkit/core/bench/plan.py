@@ -8,6 +8,7 @@ during it (no coordinated omission)."""
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from dataclasses import dataclass, replace
@@ -15,7 +16,21 @@ from dataclasses import dataclass, replace
 from netkit.core.units import format_size
 from netkit.errors import ConfigError, Setting
 
-SCENARIOS = ("echo", "stream", "connect")
+
+class Scenario(enum.StrEnum):
+    """What a bench run does (``--scenario``); its value is its name in reports."""
+
+    ECHO = "echo"  # request/response round trips
+    STREAM = "stream"  # bulk one-way writes, as fast as the peer reads
+    CONNECT = "connect"  # connections per second
+
+    @property
+    def unit(self) -> str:
+        """What one counted request is: ``request``, ``write`` or ``connection``."""
+        return _UNITS[self]
+
+
+_UNITS = {Scenario.ECHO: "request", Scenario.STREAM: "write", Scenario.CONNECT: "connection"}
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
@@ -45,7 +60,7 @@ class LoadPlan:
     """What to do: the whole run, or one worker's share of it.
 
     Attributes:
-        scenario: ``echo``, ``stream`` or ``connect``.
+        scenario: what the run does (a :class:`Scenario`, or its name).
         connections: connections this plan opens (concurrent ones, for ``connect``).
         first_connection: global index of the first of them (spreads open-loop send times).
         total_connections: connections of the whole run, all workers together.
@@ -59,7 +74,7 @@ class LoadPlan:
         exchange: ``connect`` only: send one request and verify its echo before closing.
     """
 
-    scenario: str = "echo"
+    scenario: Scenario = Scenario.ECHO
     connections: int = 1
     first_connection: int = 0
     total_connections: int = 1
@@ -73,10 +88,11 @@ class LoadPlan:
     exchange: bool = False
 
     def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise ConfigError(
-                (SCENARIO, f" {self.scenario!r}: choose one of {', '.join(SCENARIOS)}")
-            )
+        try:  # a plan may be given the scenario's name
+            object.__setattr__(self, "scenario", Scenario(self.scenario))
+        except ValueError:
+            names = ", ".join(Scenario)
+            raise ConfigError((SCENARIO, f" {self.scenario!r}: choose one of {names}")) from None
         if self.connections < 1 or self.pipeline < 1:
             raise ConfigError((CONNECTIONS, " and ", PIPELINE, " must be at least 1"))
         if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
@@ -89,7 +105,7 @@ class LoadPlan:
             raise ConfigError(("give ", DURATION, " or ", REQUESTS, ", not both"))
         if self.size < 1:
             raise ConfigError((SIZE, " must be at least 1 byte"))
-        if self.rate is not None and self.scenario == "stream":
+        if self.rate is not None and self.scenario is Scenario.STREAM:
             raise ConfigError((RATE, " applies to echo and connect, not to stream"))
 
     def pacing(self, index: int) -> Pacing | None:
@@ -172,13 +188,13 @@ def payload_memory(plan: LoadPlan, workers: int, *, websocket: bool) -> int:
     about one per connection.
     """
     size = plan.size
-    if plan.scenario == "echo" and not websocket and size > STREAM_CHUNK:
+    if plan.scenario is Scenario.ECHO and not websocket and size > STREAM_CHUNK:
         per_worker = STREAM_CHUNK
         per_connection = STREAM_CHUNK
-    elif plan.scenario == "stream":
+    elif plan.scenario is Scenario.STREAM:
         per_worker = 3 * (size if websocket else min(size, STREAM_CHUNK))
         per_connection = size if websocket else 0
-    elif plan.scenario == "connect":
+    elif plan.scenario is Scenario.CONNECT:
         per_worker = 3 * size
         per_connection = 2 * size if plan.exchange else 0
     else:

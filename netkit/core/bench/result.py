@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netkit.core.bench.histogram import LatencyHistogram
+from netkit.core.bench.plan import Scenario
 from netkit.errors import ConfigError
 
 # --- results ---# --- results -------------------------------------------------------------------------------
@@ -48,7 +49,7 @@ class BenchResult:
             for merged results); None in results saved by older versions.
     """
 
-    scenario: str
+    scenario: Scenario
     target: str
     transport: str
     connections: int
@@ -155,7 +156,7 @@ class BenchResult:
             rate = data.get("rate")
             started_at = data.get("started_at")
             return cls(
-                scenario=str(data["scenario"]),
+                scenario=Scenario(data["scenario"]),
                 target=str(data["target"]),
                 transport=str(data["transport"]),
                 connections=int(data["connections"]),
@@ -317,8 +318,7 @@ def default_failures(result: BenchResult) -> list[str]:
     """
     reasons = []
     if result.requests == 0:
-        unit = {"stream": "write", "connect": "connection"}.get(result.scenario, "request")
-        reasons.append(f"no {unit} succeeded")
+        reasons.append(f"no {result.scenario.unit} succeeded")
     mismatched = result.errors.get("mismatch", 0)
     if mismatched:
         reasons.append(f"{mismatched:,} echo(es) came back different from what was sent")

@@ -14,7 +14,7 @@ from typing import Any
 
 from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
-from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan
+from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
 from netkit.errors import (
@@ -81,7 +81,7 @@ class Worker:
 
     def __init__(self, plan: LoadPlan, target: Target) -> None:
         if isinstance(target.endpoint, UDPEndpoint):
-            if plan.scenario != "echo":
+            if plan.scenario is not Scenario.ECHO:
                 raise ConfigError(
                     (
                         SCENARIO,
@@ -102,9 +102,9 @@ class Worker:
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
         byte_stream = not isinstance(target.endpoint, (WSURL, UDPEndpoint))
-        if plan.scenario == "stream" and byte_stream:
+        if plan.scenario is Scenario.STREAM and byte_stream:
             self.payload = Payload(min(plan.size, STREAM_CHUNK), 1)
-        elif plan.scenario == "echo" and byte_stream and plan.size > STREAM_CHUNK:
+        elif plan.scenario is Scenario.ECHO and byte_stream and plan.size > STREAM_CHUNK:
             self.payload = Payload(plan.size, plan.pipeline, chunked=True)
         else:
             self.payload = Payload(plan.size, plan.pipeline)
@@ -135,7 +135,7 @@ class Worker:
 
     def _factory(self, slot: Slot) -> Callable[[], Any]:
         ep, run, payload = self.target.endpoint, self.run, self.payload
-        bulk = self.plan.scenario == "stream"
+        bulk = self.plan.scenario is Scenario.STREAM
         if isinstance(ep, WSURL):
             if bulk:
                 return lambda: WSBulk(run, slot, payload, ep)
@@ -328,10 +328,10 @@ class Worker:
             NetkitError: no connection could be made at all (the first connect error).
         """
         plan, run = self.plan, self.run
-        loop_fn = self._connect_loop if plan.scenario == "connect" else self._slot_loop
+        loop_fn = self._connect_loop if plan.scenario is Scenario.CONNECT else self._slot_loop
         tasks = [asyncio.create_task(loop_fn(slot)) for slot in self.slots]
         helpers = []
-        if plan.scenario != "connect":
+        if plan.scenario is not Scenario.CONNECT:
             helpers.append(asyncio.create_task(self._watchdog()))
         if progress is not None:
             helpers.append(asyncio.create_task(self._progress(progress, progress_every)))
@@ -373,13 +373,13 @@ class Worker:
             if isinstance(conn, BulkSender):
                 conn.stop_bulk()
         drain_until = perf_ns() + run.timeout_ns
-        if plan.scenario == "echo":
+        if plan.scenario is Scenario.ECHO:
             while run.outstanding > 0 and perf_ns() < drain_until:
                 run.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.05):
                         await run.changed.wait()
-        elif plan.scenario == "connect":
+        elif plan.scenario is Scenario.CONNECT:
             # Each attempt under way ends within its own timeout (and counts itself); the
             # slack covers the loop's timer granularity.
             await asyncio.wait(tasks, timeout=plan.timeout + 1.0)
@@ -392,7 +392,7 @@ class Worker:
                 late=True,
             )
         run.settled = True
-        if plan.scenario == "stream":
+        if plan.scenario is Scenario.STREAM:
             last = end_ns
         elif plan.duration is not None:
             last = max(end_ns, run.last_done_ns)  # answers drained after the end count too
