@@ -176,7 +176,8 @@ def netkit_sender(port: int, seconds: float) -> None:
     """Write a 256 KiB memoryview again and again for ``seconds`` with netkit's StreamProtocol."""
     from netkit.core.addresses import TCPEndpoint
     from netkit.net import runtime
-    from netkit.net.protocols import StreamProtocol, open_stream
+    from netkit.net.connect import open_stream
+    from netkit.net.protocols import StreamProtocol
 
     async def send() -> dict[str, Any]:
         conn = await open_stream(TCPEndpoint(HOST, port), StreamProtocol)

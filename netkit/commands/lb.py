@@ -22,8 +22,9 @@ from netkit.core.balance.policies import ALGORITHMS
 from netkit.core.balance.pool import BackendPool
 from netkit.core.units import parse_duration
 from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.net.connect import connect_raw
 from netkit.net.health import HealthChecker
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.tls import server_context
 
 NAME = "lb"

@@ -13,7 +13,8 @@ from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.faults import SYNTAX, fault_kind, parse_faults
 from netkit.core.units import parse_duration
-from netkit.net.relay import RelayOptions, UpstreamConnector, connect_raw
+from netkit.net.connect import connect_raw
+from netkit.net.relay import RelayOptions, UpstreamConnector
 from netkit.net.tls import client_context, server_context
 
 NAME = "proxy"

@@ -29,8 +29,8 @@ def status_line(
 ) -> tuple[Text, tuple[float, int, int]]:
     """One line of live stats: connections, bytes each way and the current rates."""
     t = server.totals
-    live_up = sum(r.record.up_out for r in server.relays.values() if r is not None)
-    live_down = sum(r.record.down_out for r in server.relays.values() if r is not None)
+    live_up = sum(r.record.up.delivered for r in server.relays.values() if r is not None)
+    live_down = sum(r.record.down.delivered for r in server.relays.values() if r is not None)
     up, down = t.bytes_up + live_up, t.bytes_down + live_down
     now = time.perf_counter()
     then, up0, down0 = previous

@@ -20,8 +20,8 @@ from netkit.core.stats import RTTSummary
 from netkit.core.units import format_size, parse_duration, parse_size
 from netkit.errors import ConfigError
 from netkit.net import runtime
+from netkit.net.connect import open_stream
 from netkit.net.echo import EchoClientConnection, EchoConnection, FramedEchoConnection, echo_once
-from netkit.net.protocols import open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.tls import client_context
 from netkit.status import ExitStatus

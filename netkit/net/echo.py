@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from netkit.core.buffers import LengthPrefixedFramer, frame_header
 from netkit.errors import CheckFailed, ConnectionLost, NetkitError, OperationTimeout
+from netkit.net.idle import IdleTimer
 from netkit.net.protocols import StreamProtocol
 from netkit.net.server import ServerConnection
-
-
-class IdleTimer:
-    """Closes a connection after ``timeout`` seconds without received data.
-
-    One timer per connection, re-armed lazily: activity only stores a timestamp.
-    """
-
-    def __init__(self, timeout: float, on_idle: Callable[[], None]) -> None:
-        self.timeout = timeout
-        self.on_idle = on_idle
-        self.loop = asyncio.get_running_loop()
-        self.last = self.loop.time()
-        self.handle = self.loop.call_later(timeout, self._check)
-
-    def touch(self) -> None:
-        """Record activity."""
-        self.last = self.loop.time()
-
-    def _check(self) -> None:
-        remaining = self.last + self.timeout - self.loop.time()
-        if remaining > 0:
-            self.handle = self.loop.call_later(remaining, self._check)
-        else:
-            self.on_idle()
-
-    def cancel(self) -> None:
-        """Stop the timer."""
-        self.handle.cancel()
 
 
 class EchoConnection(ServerConnection):

@@ -31,7 +31,8 @@ from netkit.errors import (
     NetkitError,
     Setting,
 )
-from netkit.net.protocols import StreamProtocol, open_stream
+from netkit.net.connect import open_stream
+from netkit.net.protocols import StreamProtocol
 
 DEFAULT_INTERVAL = 2.0  # HAProxy's ``inter 2s``
 CLOSE_WAIT = 1.0  # how long a finished check waits for its socket to close
@@ -139,7 +140,7 @@ async def run_check(
     """Check one backend once: connect, then the probe, all within ``timeout`` seconds.
 
     Never raises for a failed check: the failure is the result's ``detail``, in the words of
-    :func:`netkit.net.sockets.translate_connect_error` (``connection refused by 127.0.0.1:8001``).
+    :func:`netkit.net.connect.translate_connect_error` (``connection refused by 127.0.0.1:8001``).
     """
     target = str(endpoint)
     start = time.perf_counter()  # durations: not loop.time(), 1 ms under uvloop

@@ -10,16 +10,13 @@ is reused or returned to the pool (CPython >= 3.12 and uvloop may keep views of 
 from __future__ import annotations
 
 import asyncio
-import socket
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
-from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.buffers import BufferFull, BufferPool, ReceiveBuffer
-from netkit.errors import ConnectError, NetkitError, OperationTimeout
-from netkit.net.sockets import SocketOptions, apply_options, describe, translate_connect_error
+from netkit.errors import NetkitError
+from netkit.net.sockets import describe
 from netkit.net.zerocopy import Buffer, writer_for
 
 TLS_HIGH_WATER = 64 * 1024
@@ -205,93 +202,3 @@ class StreamProtocol(asyncio.BufferedProtocol):
         """Close gracefully: flush what is buffered, then close."""
         if self.transport is not None:
             self.transport.close()
-
-
-async def _connect_unix(endpoint: UnixEndpoint) -> socket.socket:
-    """A non-blocking Unix socket connected to ``endpoint``.
-
-    uvloop's ``create_unix_connection`` rejects an abstract name (``"\\0name"``) with EINVAL,
-    though its ``sock_connect`` takes it: connecting here serves file and abstract names
-    alike on every loop.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, endpoint.address)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def open_stream(
-    endpoint: TCPEndpoint | UnixEndpoint,
-    factory: Callable[[], StreamProtocol],
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-    timeout: float | None = 10.0,
-    retry_for: float = 0.0,
-    options: SocketOptions = SocketOptions(),
-    handshake: Callable[[StreamProtocol], Awaitable[None]] | None = None,
-) -> StreamProtocol:
-    """Connect to a TCP or Unix endpoint (optionally TLS) and return the protocol.
-
-    Args:
-        timeout: one deadline for an attempt: the TCP (or Unix) connect, the TLS handshake
-            and ``handshake`` together, as websockets' ``open_timeout`` bounds its opening
-            (None: no deadline).
-        retry_for: keep retrying refused connections (or a missing socket file) for this many
-            seconds, so a check can wait for a service that is still starting.
-        handshake: awaited once connected, under the same deadline (an HTTP upgrade); the
-            connection is aborted if it fails.
-
-    Raises:
-        ConnectError, OperationTimeout, TLSError: as the failure was; or what ``handshake``
-            raised.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + retry_for
-    delay = 0.05
-    while True:
-        protocol: StreamProtocol | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                if isinstance(endpoint, UnixEndpoint):
-                    _, made = await loop.create_unix_connection(
-                        factory,
-                        sock=await _connect_unix(endpoint),
-                        ssl=ssl_context,
-                        server_hostname=(server_hostname or "localhost") if ssl_context else None,
-                    )
-                else:
-                    _, made = await loop.create_connection(
-                        factory,
-                        endpoint.host,
-                        endpoint.port,
-                        ssl=ssl_context,
-                        server_hostname=server_hostname if ssl_context else None,
-                    )
-                assert isinstance(made, StreamProtocol)
-                protocol = made
-                if handshake is not None:
-                    await handshake(protocol)
-        except BaseException as exc:
-            if protocol is not None:
-                protocol.abort()
-            if not isinstance(exc, OSError | TimeoutError | ssl.SSLError):
-                raise
-            if isinstance(exc, TimeoutError) and protocol is not None:
-                raise OperationTimeout(
-                    f"opening handshake with {endpoint} timed out ({timeout:g}s)"
-                ) from exc
-            error = translate_connect_error(exc, str(endpoint))
-            if isinstance(error, ConnectError) and loop.time() + delay < deadline:
-                await asyncio.sleep(delay)  # waiting for a service to come up, by request
-                delay = min(delay * 2, 0.5)
-                continue
-            raise error from exc
-        sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
-        if sock is not None:
-            apply_options(sock, options)
-        return protocol

@@ -1,36 +1,30 @@
-"""Listeners and connectors for TCP, UDP and Unix-domain sockets, and OSError translation.
+"""Listeners for TCP, UDP and Unix-domain sockets, socket options, and bind-error translation.
 
 Raw sockets are made here, set up completely and handed to the event loop; a socket whose set-up
 fails is closed before the error propagates. Every ``OSError`` leaves this module as a
-:mod:`netkit.errors` exception that names the address.
+:mod:`netkit.errors` exception that names the address. Outgoing stream connections are made in
+:mod:`netkit.net.connect`, which also words connect errors (a UDP client's too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import resource
 import socket
-import ssl
 import stat
+import struct
 from dataclasses import dataclass
+from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.errors import (
     BindError,
     ConfigError,
-    ConnectError,
-    ConnectionLost,
-    NetkitError,
-    OperationTimeout,
-    ResourceExhausted,
     Setting,
-    TLSError,
-    Words,
-    words,
 )
-from netkit.net.tls import CACERT, CERT, INSECURE, KEY, SNI
 
 DEFAULT_BACKLOG = 1024
 # This process or machine ran out of something: not the peer's fault, not a network failure.
@@ -67,6 +61,32 @@ def apply_options(sock: socket.socket, options: SocketOptions) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
 
+_LINGER_RST = struct.pack("ii", 1, 0)
+_SIOCOUTQNSD = 0x894B  # linux/sockios.h
+
+
+def force_rst(sock: Any) -> None:
+    """Make ``close()`` send RST instead of FIN (SO_LINGER {on, 0})."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+def unsent_bytes(sock: Any) -> int:
+    """Bytes in a TCP socket's send queue not yet sent to the peer (SIOCOUTQNSD).
+
+    A reset discards them, so a relay that resets a socket has not delivered them; bytes
+    already sent are in the peer's receive queue, which it can still read after the RST. A
+    Unix socket's queued bytes stay readable by the peer after close: they count as delivered.
+    """
+    if sock is None or getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
 def describe(address: object) -> str:
     """Format a socket address the way endpoints are written (``[::1]:80``, ``unix:/p``)."""
     if isinstance(address, tuple) and len(address) >= 2:
@@ -79,127 +99,6 @@ def describe(address: object) -> str:
             return "unix:@" + address[1:]
         return "unix:" + address if address else "unix:(unnamed)"
     return str(address)
-
-
-# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
-_NAME_MISMATCH = frozenset({62, 63, 64})
-
-
-# TLS alerts a server sends when it refuses us (RFC 8446 6.2, RFC 5246 7.2), by OpenSSL's
-# reason name: (what the server said, in words; what to do). TLS 1.3 servers verify the client
-# certificate after our side of the handshake is done, so their alert arrives on the first
-# read: callers translate errors from then on too, not only from connecting.
-_CERT_AND_KEY = ("pass ", CERT, " FILE and ", KEY, " FILE")
-_CLIENT_CERT_HINT = (*_CERT_AND_KEY, " with a certificate the server's CA issued")
-_TLS_ALERTS: dict[str, tuple[Words, Words | None]] = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
-        "the server requires a client certificate (alert: certificate required)",
-        _CERT_AND_KEY,
-    ),
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
-        "the server refused the handshake (alert: handshake failure): it wants a client "
-        "certificate, or shares no cipher or version with us",
-        _CLIENT_CERT_HINT,
-    ),
-    "TLSV1_ALERT_UNKNOWN_CA": (
-        "the server does not trust the CA of our client certificate (alert: unknown ca)",
-        _CLIENT_CERT_HINT,
-    ),
-    "SSLV3_ALERT_BAD_CERTIFICATE": (
-        "the server rejected our client certificate (alert: bad certificate)",
-        _CLIENT_CERT_HINT,
-    ),
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (
-        "the server rejected our client certificate (alert: certificate unknown)",
-        _CLIENT_CERT_HINT,
-    ),
-    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": (
-        "the server does not accept our client certificate's type (alert: unsupported certificate)",
-        _CLIENT_CERT_HINT,
-    ),
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": (
-        "the server says our client certificate has expired (alert: certificate expired)",
-        None,
-    ),
-    "SSLV3_ALERT_CERTIFICATE_REVOKED": (
-        "the server says our client certificate was revoked (alert: certificate revoked)",
-        None,
-    ),
-    "TLSV1_ALERT_ACCESS_DENIED": ("the server denied access (alert: access denied)", None),
-    "TLSV1_ALERT_DECRYPT_ERROR": (
-        (
-            "the server could not verify our client certificate's signature (alert: decrypt "
-            "error): is ",
-            KEY,
-            " the certificate's key?",
-        ),
-        None,
-    ),
-    "TLSV1_ALERT_PROTOCOL_VERSION": (
-        "the server supports none of our TLS versions (alert: protocol version)",
-        None,
-    ),
-    "TLSV1_UNRECOGNIZED_NAME": (
-        "the server does not serve the name we asked for (alert: unrecognized name)",
-        ("check the host name, or pass ", SNI, " NAME"),
-    ),
-}
-
-
-def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
-    """Turn an exception from connecting to ``target`` into a netkit error."""
-    if isinstance(exc, NetkitError):
-        return exc
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        if exc.verify_code in _NAME_MISMATCH:
-            # Trusted, but issued for another name: --cacert or --insecure is not the cure.
-            return TLSError(
-                f"TLS certificate of {target} is for another name: {exc.verify_message}",
-                hint=("pass ", SNI, " NAME to check it against the name it was issued for"),
-            )
-        return TLSError(
-            f"TLS certificate of {target} not trusted: {exc.verify_message}",
-            hint=("pass ", CACERT, " FILE to trust its CA, or ", INSECURE, " to skip verification"),
-        )
-    if isinstance(exc, ssl.SSLError):
-        alert = _TLS_ALERTS.get(getattr(exc, "reason", None) or "")
-        if alert is not None:
-            return TLSError(words(f"TLS handshake with {target} failed: ", alert[0]), hint=alert[1])
-        # ssl.py raises some SSLErrors itself, without OpenSSL's ``reason``.
-        return TLSError(
-            f"TLS handshake with {target} failed: {getattr(exc, 'reason', None) or exc}"
-        )
-    if isinstance(exc, socket.gaierror):
-        return ConnectError(f"cannot resolve {target}: {exc.strerror}")
-    if isinstance(exc, TimeoutError):
-        return OperationTimeout(f"timed out connecting to {target}")
-    if isinstance(exc, ConnectionRefusedError):
-        return ConnectError(f"connection refused by {target}{_unix_refusal(target)}")
-    if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return ConnectionLost(f"connection to {target} was reset")
-    if isinstance(exc, FileNotFoundError):
-        return ConnectError(f"no socket at {target}")
-    if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
-        return ResourceExhausted(f"cannot connect to {target}: {exc.strerror or exc}")
-    if isinstance(exc, OSError):
-        return ConnectError(f"cannot connect to {target}: {exc.strerror or exc}")
-    return ConnectError(f"cannot connect to {target}: {exc}")
-
-
-def _unix_refusal(target: str) -> str:
-    """Why a Unix socket path refused: the kernel says ECONNREFUSED for a directory too."""
-    if not target.startswith("unix:") or target.startswith("unix:@"):
-        return ""
-    path = target.removeprefix("unix://") if target.startswith("unix://") else target[5:]
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return ""
-    if stat.S_ISDIR(mode):
-        return " (it is a directory, not a socket)"
-    if not stat.S_ISSOCK(mode):
-        return " (it is not a socket)"
-    return " (no server listens on that socket file)"
 
 
 def translate_bind_error(exc: OSError, target: str) -> BindError:
@@ -359,6 +258,10 @@ def create_udp_socket(
         BindError: (server) the address cannot be bound.
         ConnectError: (client) the host does not resolve.
     """
+    # Connect errors are worded where every other connector's are (netkit.net.connect,
+    # which imports this module: imported here, not at the top).
+    from netkit.net.connect import translate_connect_error
+
     target = str(endpoint)
     try:
         family, addr = _resolve(endpoint.host, endpoint.port, socket.SOCK_DGRAM, passive=bind)[0]

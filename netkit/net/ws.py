@@ -49,9 +49,9 @@ from netkit.errors import (
     OperationTimeout,
     PeerProtocolError,
 )
-from netkit.net.protocols import StreamProtocol, open_stream
+from netkit.net.connect import open_stream, translate_connect_error
+from netkit.net.protocols import StreamProtocol
 from netkit.net.server import ServerConnection
-from netkit.net.sockets import translate_connect_error
 from netkit.net.tls import CERT, KEY
 from netkit.net.zerocopy import Buffer
 

@@ -262,8 +262,8 @@ class ServerHarness(EventLog):
 
     async def connect(self, factory: Any = None, **kwargs: Any) -> Any:
         """Open a client connection to the server (an EchoClientConnection by default)."""
+        from netkit.net.connect import open_stream
         from netkit.net.echo import EchoClientConnection
-        from netkit.net.protocols import open_stream
 
         conn = await open_stream(self.endpoint, factory or EchoClientConnection, **kwargs)
         self.clients.append(conn)

@@ -14,6 +14,7 @@ import pytest
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.buffers import frame_header
 from netkit.errors import CheckFailed, ConnectError, ConnectionLost, OperationTimeout, TLSError
+from netkit.net.connect import open_stream
 from netkit.net.echo import (
     EchoClientConnection,
     EchoConnection,
@@ -21,7 +22,6 @@ from netkit.net.echo import (
     FramedEchoConnection,
     echo_once,
 )
-from netkit.net.protocols import open_stream
 from netkit.net.server import ServerConnection
 from netkit.net.sockets import SocketOptions
 from netkit.net.tls import ClientTLS, ServerTLS, client_context, server_context
@@ -376,7 +376,8 @@ def test_open_stream_untrusted_certificate(run: Runner, serve: Serve, tls_files:
         async with serve(EchoConnection, ssl_context=server_ctx) as h:
             with pytest.raises(TLSError, match="not trusted") as info:
                 await h.connect(ssl_context=untrusting, server_hostname="localhost")
-            assert info.value.hint is not None and "--cacert" in info.value.hint
+            hint = info.value.describe(lambda name: f"--{name}")[1]
+            assert hint is not None and "--cacert" in hint
 
     run(main())
 

@@ -9,15 +9,16 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.net.connect import connect_raw
 from netkit.net.echo import EchoConnection
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
 from netkit.net.server import make_listener
 from tests.net.conftest import EventLog, Runner, Serve, descriptor_limit, hog_descriptors
+from tests.net.pairs import read_until_eof, replying_backend, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,21 +63,6 @@ async def relay_to(
         await server.drain(0)
 
 
-async def read_until_eof(sock: socket.socket, *, limit: int | None = None) -> bytes:
-    """Everything ``sock`` receives until EOF (or a reset, or ``limit`` bytes)."""
-    loop = asyncio.get_running_loop()
-    got = bytearray()
-    while limit is None or len(got) < limit:
-        try:
-            chunk = await loop.sock_recv(sock, 1 << 16)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        got += chunk
-    return bytes(got)
-
-
 # --- item 10: half-close and undelivered bytes --------------------------------------------
 
 
@@ -104,12 +90,6 @@ def test_half_close_toward_a_tls_upstream_delivers_the_whole_reply(
                 assert closed["end"] == "closed" and "undelivered" not in closed
 
     run(main())
-
-
-async def wait_until(condition: Any) -> None:
-    """Poll a condition the relay exposes no event for (bounded by the test's timeout)."""
-    while not condition():
-        await asyncio.sleep(0.005)
 
 
 def test_bytes_a_dead_upstream_refused_are_undelivered(run: Runner[None]) -> None:
@@ -161,7 +141,7 @@ def test_bytes_a_stalled_client_never_got_are_undelivered_exactly(
             sender = asyncio.ensure_future(loop.sock_sendall(conn, b"y" * (32 << 20)))
             await wait_until(
                 lambda: any(
-                    r is not None and r.record.down_in > (1 << 20)
+                    r is not None and r.record.down.received > (1 << 20)
                     for r in relay.server.relays.values()
                 )
             )
@@ -261,5 +241,95 @@ def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away
                 fresh = await relay.connect()
                 assert await echoes(fresh, b"served")
                 fresh.close()
+
+    run(main())
+
+
+# --- the server around the two relays ----------------------------------------------------
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_a_request_half_closed_through_the_server_gets_its_whole_reply(
+    run: Runner[None], splice: bool
+) -> None:
+    reply = os.urandom(1 << 20)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with (
+            replying_backend(reply) as (upstream, received),
+            relay_to(upstream, RelayOptions(splice=splice)) as relay,
+        ):
+            client = await relay.connect()
+            await loop.sock_sendall(client, b"request")
+            client.shutdown(socket.SHUT_WR)
+            assert await received == b"request"
+            assert await read_until_eof(client) == reply
+            client.close()
+            (closed,) = await relay.wait_events("closed")
+        assert closed["end"] == "closed" and "undelivered" not in closed
+        assert closed["path"] == ("splice" if splice else "buffered")
+        assert (closed["bytes_up"], closed["bytes_down"]) == (7, len(reply))
+        totals = relay.server.totals
+        assert (totals.bytes_up, totals.bytes_down, totals.undelivered) == (7, len(reply), 0)
+
+    run(main())
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+def test_the_proxy_header_goes_first(run: Runner[None], splice: bool) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with (
+            replying_backend(b"") as (upstream, received),
+            relay_to(upstream, RelayOptions(splice=splice, proxy_protocol=1)) as relay,
+        ):
+            client = await relay.connect()
+            await loop.sock_sendall(client, b"payload")
+            client.shutdown(socket.SHUT_WR)
+            got = await received
+            host, port = client.getsockname()[:2]
+            client.close()
+        assert got == f"PROXY TCP4 {host} 127.0.0.1 {port} {relay.address[1]}\r\n".encode() + (
+            b"payload"
+        )
+
+    run(main())
+
+
+def test_a_refused_upstream_resets_the_client_and_is_counted(run: Runner[None]) -> None:
+    async def main() -> None:
+        with socket.socket() as closed_port:
+            closed_port.bind(("127.0.0.1", 0))  # bound, never listening: refused
+            upstream = TCPEndpoint("127.0.0.1", closed_port.getsockname()[1])
+            async with relay_to(upstream, RelayOptions()) as relay:
+                client = await relay.connect()
+                (failed,) = await relay.wait_events("upstream_failed")
+                assert await read_until_eof(client) == b""
+                client.close()
+                (closed,) = await relay.wait_events("closed")
+        assert failed["error"] == f"connection refused by {upstream}"
+        assert closed["end"] == f"upstream failed: connection refused by {upstream}"
+        assert relay.server.totals.failed_upstream == 1
+
+    run(main())
+
+
+def test_tls_from_clients_is_terminated(
+    run: Runner[None], serve: Serve, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    async def main() -> None:
+        async with (
+            serve(EchoConnection) as backend,
+            relay_to(backend.endpoint, RelayOptions(client_tls=server_ssl)) as relay,
+        ):
+            reader, writer = await asyncio.open_connection(
+                *relay.address, ssl=client_ssl, server_hostname="localhost"
+            )
+            writer.write(b"over tls")
+            assert await reader.readexactly(8) == b"over tls"
+            writer.close()
+            (closed,) = await relay.wait_events("closed")
+        assert closed["path"] == "buffered" and closed["bytes_up"] == 8
 
     run(main())

@@ -12,8 +12,10 @@ from contextlib import asynccontextmanager
 import pytest
 
 from netkit.core.addresses import TCPEndpoint
-from netkit.core.faults import parse_fault
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector, connect_raw
+from netkit.core.faults import Refuse, parse_fault
+from netkit.net.connect import connect_raw
+from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
+from tests.net.pairs import replying_backend
 
 COUNTERS = (8 << 20) // 4  # 8 MiB of 4-byte big-endian counters
 
@@ -26,24 +28,6 @@ def out_of_place(received: bytes) -> int:
     """How many 4-byte counters are not where the sent stream had them."""
     values = struct.unpack(f">{len(received) // 4}I", received[: len(received) // 4 * 4])
     return sum(1 for i, v in enumerate(values) if v != i)
-
-
-@asynccontextmanager
-async def sink_server() -> AsyncIterator[tuple[TCPEndpoint, asyncio.Future[bytes]]]:
-    """A loopback server that keeps what its first client sends until EOF, then closes."""
-    loop = asyncio.get_running_loop()
-    received: asyncio.Future[bytes] = loop.create_future()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        data = await reader.read()
-        if not received.done():
-            received.set_result(data)
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield TCPEndpoint("127.0.0.1", port), received
 
 
 @asynccontextmanager
@@ -83,7 +67,7 @@ def test_faults_keep_the_byte_order(run, faults):
     payload = counter_stream(COUNTERS)
 
     async def main() -> bytes:
-        async with sink_server() as (upstream, received):
+        async with replying_backend() as (upstream, received):
             options = RelayOptions(faults=[parse_fault(k, v) for k, v in faults], seed=1)
             async with relay_to(upstream, options) as (_, port):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -162,3 +146,49 @@ def test_an_active_client_outlives_the_idle_timeout(run, splice):
     run(main())
     closed = [fields for event, fields in events if event == "closed"]
     assert closed and closed[0]["end"] == "closed"
+
+
+def test_refuse_resets_the_client_and_reports_the_fault(run):
+    events: list[tuple[str, dict]] = []
+
+    async def main() -> None:
+        async with (
+            echo_server() as upstream,
+            relay_to(upstream, RelayOptions(faults=[Refuse()]), events) as (server, port),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            with pytest.raises(ConnectionResetError):
+                await reader.read()
+            writer.close()
+            assert server.totals.faults == 1
+
+    run(main())
+    assert [e for e, _ in events] == ["fault", "closed"]
+    assert events[0][1]["fault"] == "refuse"
+    assert events[1][1]["end"] == "fault: refuse"
+
+
+@pytest.mark.parametrize(
+    ("fault", "path"),
+    [(("limit_data", "1KiB"), "buffered"), (("slow_close", "10ms"), "splice")],
+    ids=["data-fault-buffered", "fin-fault-splice"],
+)
+def test_only_data_faults_take_the_buffered_path(run, fault, path):
+    # A fault that needs the bytes in user space moves the connection off splice; a FIN
+    # delay does not.
+    events: list[tuple[str, dict]] = []
+
+    async def exchange() -> None:
+        async with echo_server() as upstream:
+            options = RelayOptions(splice=True, faults=[parse_fault(*fault)])
+            async with relay_to(upstream, options, events) as (_, port):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"hello")
+                assert await reader.readexactly(5) == b"hello"
+                writer.write_eof()
+                await reader.read()
+                writer.close()
+
+    run(exchange())
+    closed = [fields for event, fields in events if event == "closed"]
+    assert closed[0]["path"] == path

@@ -17,8 +17,8 @@ import pytest
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.buffers import frame_header
 from netkit.errors import ConnectError, ConnectionLost
+from netkit.net.connect import open_stream
 from netkit.net.echo import EchoClientConnection, EchoConnection, FramedEchoConnection, echo_once
-from netkit.net.protocols import open_stream
 from netkit.net.server import ServerStats, StreamServer, make_listener
 
 if TYPE_CHECKING:

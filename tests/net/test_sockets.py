@@ -1,4 +1,4 @@
-"""Tests for netkit.net.sockets: listeners, Unix socket files, options, error translation."""
+"""Tests for netkit.net.sockets: listeners, Unix socket files, options, bind error translation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import errno
 import os
 import resource
 import socket
-import ssl
 import stat
 import sys
 import uuid
@@ -20,11 +19,7 @@ from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.errors import (
     BindError,
     ConfigError,
-    ConnectError,
-    ConnectionLost,
     LocalError,
-    OperationTimeout,
-    TLSError,
 )
 from netkit.net.sockets import (
     SocketOptions,
@@ -37,12 +32,11 @@ from netkit.net.sockets import (
     parse_socket_mode,
     raise_nofile_limit,
     translate_bind_error,
-    translate_connect_error,
     unlink_unix_listener,
 )
 
 if TYPE_CHECKING:
-    from conftest import Handshake
+    pass
 
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -300,171 +294,7 @@ def test_udp_address_in_use_is_a_bind_error() -> None:
             create_udp_socket(UDPEndpoint("127.0.0.1", port), bind=True)
 
 
-# --- connect error translation -----------------------------------------------------------
-
-
-def test_translate_refused_from_a_real_connect() -> None:
-    # A bound socket that does not listen: connecting is refused, and the port stays ours.
-    with socket.socket() as closed_port:
-        closed_port.bind(("127.0.0.1", 0))
-        port = closed_port.getsockname()[1]
-        with socket.socket() as client:
-            client.settimeout(5)
-            with pytest.raises(ConnectionRefusedError) as info:
-                client.connect(("127.0.0.1", port))
-    error = translate_connect_error(info.value, f"127.0.0.1:{port}")
-    assert isinstance(error, ConnectError)
-    assert str(error) == f"connection refused by 127.0.0.1:{port}"
-
-
-def test_translate_refused_after_closing_a_listener() -> None:
-    listener = create_tcp_listener(TCPEndpoint("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()
-    with socket.socket() as client:
-        client.settimeout(5)
-        try:
-            client.connect(("127.0.0.1", port))
-        except ConnectionRefusedError as exc:
-            error = translate_connect_error(exc, f"127.0.0.1:{port}")
-        else:  # pragma: no cover - another process took the port in between
-            pytest.skip("the closed port was reused by someone else")
-    assert isinstance(error, ConnectError)
-    assert "connection refused by 127.0.0.1:" in str(error)
-
-
-def test_translate_missing_socket_file(tmp_path: Path) -> None:
-    path = tmp_path / "nobody.sock"
-    with socket.socket(socket.AF_UNIX) as client, pytest.raises(FileNotFoundError) as info:
-        client.connect(str(path))
-    error = translate_connect_error(info.value, f"unix:{path}")
-    assert isinstance(error, ConnectError)
-    assert str(error) == f"no socket at unix:{path}"
-
-
-def test_translate_stale_socket_file_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "stale.sock"
-    with socket.socket(socket.AF_UNIX) as stale:
-        stale.bind(str(path))
-    with socket.socket(socket.AF_UNIX) as client, pytest.raises(ConnectionRefusedError) as info:
-        client.connect(str(path))
-    error = translate_connect_error(info.value, f"unix:{path}")
-    assert (
-        str(error) == f"connection refused by unix:{path} (no server listens on that socket file)"
-    )
-
-
-@pytest.mark.parametrize("kind", ["directory", "file"])
-def test_translate_a_path_that_is_no_socket(tmp_path: Path, kind: str) -> None:
-    # The kernel refuses a connect to a directory or a plain file with ECONNREFUSED, as if a
-    # server had gone: say what the path is instead.
-    path = tmp_path / kind
-    path.mkdir() if kind == "directory" else path.write_bytes(b"")
-    with socket.socket(socket.AF_UNIX) as client, pytest.raises(ConnectionRefusedError) as info:
-        client.connect(str(path))
-    error = translate_connect_error(info.value, f"unix:{path}")
-    expected = "it is a directory, not a socket" if kind == "directory" else "it is not a socket"
-    assert str(error) == f"connection refused by unix:{path} ({expected})"
-
-
-def test_translate_tls_verification_failure(
-    tls_handshake: Handshake, server_ssl: ssl.SSLContext
-) -> None:
-    # The default client context trusts the system CAs, not our trustme CA.
-    client = ssl.create_default_context()
-    with pytest.raises(ssl.SSLCertVerificationError) as info:
-        tls_handshake(server_ssl, client)
-    error = translate_connect_error(info.value, "localhost:443")
-    assert isinstance(error, TLSError)
-    assert str(error).startswith("TLS certificate of localhost:443 not trusted: ")
-    assert "self" in str(error) or "issuer" in str(error)  # OpenSSL's verify message
-    hint = error.describe(lambda name: f"--{name}")[1]  # as the command line shows it
-    assert hint is not None and "--cacert" in hint and "--insecure" in hint
-
-
-@pytest.mark.parametrize("name", ["other.test", "127.0.0.2"])
-def test_translate_tls_name_mismatch_suggests_sni(
-    tls_handshake: Handshake, server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext, name: str
-) -> None:
-    with pytest.raises(ssl.SSLCertVerificationError) as info:
-        tls_handshake(server_ssl, client_ssl, server_hostname=name)
-    error = translate_connect_error(info.value, f"{name}:443")
-    assert isinstance(error, TLSError)
-    assert str(error).startswith(f"TLS certificate of {name}:443 is for another name: ")
-    assert name in str(error)
-    # The CA is trusted: the cure is --sni, not --cacert or --insecure.
-    hint = error.describe(lambda name: {"server_hostname": "--sni"}.get(name, name))[1]
-    assert hint is not None and "--sni" in hint
-    assert "cacert" not in hint and "insecure" not in hint
-
-
-def test_translate_tls_handshake_failure_from_a_real_handshake() -> None:
-    # A TLS client talking to a plain-text server: OpenSSL sees no TLS record.
-    a, b = socket.socketpair()
-    with a, b:
-        a.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4)
-        b.settimeout(5)
-        client = ssl.create_default_context()
-        with pytest.raises(ssl.SSLError) as info:
-            client.wrap_socket(b, server_hostname="localhost")
-    assert not isinstance(info.value, ssl.SSLCertVerificationError)
-    error = translate_connect_error(info.value, "localhost:443")
-    assert isinstance(error, TLSError)
-    assert str(error) == f"TLS handshake with localhost:443 failed: {info.value.reason}"
-    assert info.value.reason == "WRONG_VERSION_NUMBER"
-
-
-def test_translate_ssl_error_without_reason() -> None:
-    exc = ssl.SSLError(1, "Closed before TLS handshake with data in receive buffer")
-    error = translate_connect_error(exc, "T")
-    assert isinstance(error, TLSError)
-    assert str(error).startswith("TLS handshake with T failed")
-
-
-@pytest.mark.parametrize(
-    ("exc", "kind", "message"),
-    [
-        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), ConnectError,
-         "cannot resolve T: Name or service not known"),
-        (TimeoutError(), OperationTimeout, "timed out connecting to T"),
-        (ConnectionResetError(errno.ECONNRESET, "reset"), ConnectionLost,
-         "connection to T was reset"),
-        (BrokenPipeError(errno.EPIPE, "pipe"), ConnectionLost, "connection to T was reset"),
-        (OSError(errno.ENETUNREACH, "Network is unreachable"), ConnectError,
-         "cannot connect to T: Network is unreachable"),
-        (OSError("odd"), ConnectError, "cannot connect to T: odd"),
-        (RuntimeError("weird"), ConnectError, "cannot connect to T: weird"),
-    ],
-)  # fmt: skip
-def test_translate_connect_error_table(exc: BaseException, kind: type, message: str) -> None:
-    error = translate_connect_error(exc, "T")
-    assert type(error) is kind
-    assert str(error).startswith(message)
-
-
-@pytest.mark.parametrize(
-    ("reason", "words"),
-    [
-        ("TLSV13_ALERT_CERTIFICATE_REQUIRED", "requires a client certificate"),
-        ("TLSV1_ALERT_UNKNOWN_CA", "does not trust the CA of our client certificate"),
-        ("SSLV3_ALERT_BAD_CERTIFICATE", "rejected our client certificate"),
-        ("SSLV3_ALERT_HANDSHAKE_FAILURE", "refused the handshake"),
-        ("SSLV3_ALERT_CERTIFICATE_EXPIRED", "says our client certificate has expired"),
-    ],
-)
-def test_translate_tls_alerts_in_words(reason: str, words: str) -> None:
-    # What OpenSSL raises when the server sends the alert: reason set, as the ssl module does.
-    exc = ssl.SSLError(1, f"[SSL: {reason}] alert")
-    exc.reason = reason  # type: ignore[misc]
-    error = translate_connect_error(exc, "T")
-    assert isinstance(error, TLSError)
-    assert str(error).startswith(f"TLS handshake with T failed: the server {words}")
-    assert "(alert: " in str(error) and reason not in str(error)
-
-
-def test_translate_connect_error_passes_netkit_errors_through() -> None:
-    original = OperationTimeout("already translated")
-    assert translate_connect_error(original, "T") is original
+# --- bind error translation --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

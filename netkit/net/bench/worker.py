@@ -27,9 +27,10 @@ from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
 from netkit.net.bench.stream import StreamBulk, StreamEcho
 from netkit.net.bench.websocket import WSBulk, WSEcho, _ws_handshake, _ws_timeouts
+from netkit.net.connect import open_stream
 from netkit.net.datagram import MAX_UDP_PAYLOAD
 from netkit.net.echo import EchoClientConnection, echo_once
-from netkit.net.protocols import StreamProtocol, open_stream
+from netkit.net.protocols import StreamProtocol
 from netkit.net.runtime import ShutdownSignal
 from netkit.net.sockets import (
     SocketOptions,

@@ -1,0 +1,337 @@
+"""Dialling out: every outgoing stream connection netkit makes starts here.
+
+* :func:`connect_raw` opens a connected, non-blocking socket to a TCP or Unix endpoint (each
+  resolved address in turn, socket options set before the connect); the relay hands it to
+  ``os.splice`` or to a transport.
+* :func:`open_stream` builds on it: the socket wrapped in an asyncio transport with a
+  :class:`~netkit.net.protocols.StreamProtocol`, TLS and an opening handshake (a WebSocket
+  upgrade) under one deadline, retried with back-off while the service is not up yet
+  (``--retry``). Health checks, bench drivers, the WebSocket client and tcp-echo's client use it.
+* :func:`translate_connect_error` turns whatever connecting raised into a netkit error that
+  names the address, in words a user can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import ssl
+import stat
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.errors import (
+    ConnectError,
+    ConnectionLost,
+    NetkitError,
+    OperationTimeout,
+    ResourceExhausted,
+    TLSError,
+    Words,
+    words,
+)
+from netkit.net.protocols import StreamProtocol
+from netkit.net.sockets import OUT_OF_RESOURCES, SocketOptions, apply_options
+from netkit.net.tls import CACERT, CERT, INSECURE, KEY, SNI
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = frozenset({62, 63, 64})
+
+
+# TLS alerts a server sends when it refuses us (RFC 8446 6.2, RFC 5246 7.2), by OpenSSL's
+# reason name: (what the server said, in words; what to do). TLS 1.3 servers verify the client
+# certificate after our side of the handshake is done, so their alert arrives on the first
+# read: callers translate errors from then on too, not only from connecting.
+_CERT_AND_KEY = ("pass ", CERT, " FILE and ", KEY, " FILE")
+_CLIENT_CERT_HINT = (*_CERT_AND_KEY, " with a certificate the server's CA issued")
+_TLS_ALERTS: dict[str, tuple[Words, Words | None]] = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
+        "the server requires a client certificate (alert: certificate required)",
+        _CERT_AND_KEY,
+    ),
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "the server refused the handshake (alert: handshake failure): it wants a client "
+        "certificate, or shares no cipher or version with us",
+        _CLIENT_CERT_HINT,
+    ),
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        "the server does not trust the CA of our client certificate (alert: unknown ca)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_BAD_CERTIFICATE": (
+        "the server rejected our client certificate (alert: bad certificate)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (
+        "the server rejected our client certificate (alert: certificate unknown)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": (
+        "the server does not accept our client certificate's type (alert: unsupported certificate)",
+        _CLIENT_CERT_HINT,
+    ),
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": (
+        "the server says our client certificate has expired (alert: certificate expired)",
+        None,
+    ),
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": (
+        "the server says our client certificate was revoked (alert: certificate revoked)",
+        None,
+    ),
+    "TLSV1_ALERT_ACCESS_DENIED": ("the server denied access (alert: access denied)", None),
+    "TLSV1_ALERT_DECRYPT_ERROR": (
+        (
+            "the server could not verify our client certificate's signature (alert: decrypt "
+            "error): is ",
+            KEY,
+            " the certificate's key?",
+        ),
+        None,
+    ),
+    "TLSV1_ALERT_PROTOCOL_VERSION": (
+        "the server supports none of our TLS versions (alert: protocol version)",
+        None,
+    ),
+    "TLSV1_UNRECOGNIZED_NAME": (
+        "the server does not serve the name we asked for (alert: unrecognized name)",
+        ("check the host name, or pass ", SNI, " NAME"),
+    ),
+}
+
+
+def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
+    """Turn an exception from connecting to ``target`` into a netkit error."""
+    if isinstance(exc, NetkitError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in _NAME_MISMATCH:
+            # Trusted, but issued for another name: trusting its CA or not verifying is no cure.
+            return TLSError(
+                f"TLS certificate of {target} is for another name: {exc.verify_message}",
+                hint=("pass ", SNI, " NAME to check it against the name it was issued for"),
+            )
+        return TLSError(
+            f"TLS certificate of {target} not trusted: {exc.verify_message}",
+            hint=("pass ", CACERT, " FILE to trust its CA, or ", INSECURE, " to skip verification"),
+        )
+    if isinstance(exc, ssl.SSLError):
+        alert = _TLS_ALERTS.get(getattr(exc, "reason", None) or "")
+        if alert is not None:
+            return TLSError(words(f"TLS handshake with {target} failed: ", alert[0]), hint=alert[1])
+        # ssl.py raises some SSLErrors itself, without OpenSSL's ``reason``.
+        return TLSError(
+            f"TLS handshake with {target} failed: {getattr(exc, 'reason', None) or exc}"
+        )
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(f"cannot resolve {target}: {exc.strerror}")
+    if isinstance(exc, TimeoutError):
+        return OperationTimeout(f"timed out connecting to {target}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectError(f"connection refused by {target}{_unix_refusal(target)}")
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return ConnectionLost(f"connection to {target} was reset")
+    if isinstance(exc, FileNotFoundError):
+        return ConnectError(f"no socket at {target}")
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
+        return ResourceExhausted(f"cannot connect to {target}: {exc.strerror or exc}")
+    if isinstance(exc, OSError):
+        return ConnectError(f"cannot connect to {target}: {exc.strerror or exc}")
+    return ConnectError(f"cannot connect to {target}: {exc}")
+
+
+def _unix_refusal(target: str) -> str:
+    """Why a Unix socket path refused: the kernel says ECONNREFUSED for a directory too."""
+    if not target.startswith("unix:") or target.startswith("unix:@"):
+        return ""
+    path = target.removeprefix("unix://") if target.startswith("unix://") else target[5:]
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISDIR(mode):
+        return " (it is a directory, not a socket)"
+    if not stat.S_ISSOCK(mode):
+        return " (it is not a socket)"
+    return " (no server listens on that socket file)"
+
+
+# --- connecting ----------------------------------------------------------------------------
+
+
+async def _addresses(endpoint: TCPEndpoint | UnixEndpoint) -> list[tuple[int, Any]]:
+    """(family, address) pairs to try in turn; an IP literal needs no resolver round trip."""
+    if isinstance(endpoint, UnixEndpoint):
+        return [(socket.AF_UNIX, endpoint.address)]
+    try:
+        ip = ipaddress.ip_address(endpoint.host)
+    except ValueError:
+        pass  # a name (or a scoped IPv6 address): ask the resolver
+    else:
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        return [(family, (endpoint.host, endpoint.port))]
+    resolved = await asyncio.get_running_loop().getaddrinfo(
+        endpoint.host, endpoint.port, type=socket.SOCK_STREAM
+    )
+    return [(family, addr) for family, _, _, _, addr in resolved]
+
+
+def _new_socket(family: int, target: str) -> socket.socket:
+    try:
+        return socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        if exc.errno in OUT_OF_RESOURCES:
+            raise ResourceExhausted(f"cannot open a socket to {target}: {exc.strerror}") from exc
+        raise
+
+
+async def connect_raw(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    *,
+    timeout: float | None,
+    options: SocketOptions = SocketOptions(),
+) -> socket.socket:
+    """Open a non-blocking socket connected to ``endpoint`` (each resolved address in turn).
+
+    Args:
+        timeout: deadline for resolving and connecting (None: none).
+        options: applied before the connect (a receive buffer set later is not advertised).
+
+    Raises:
+        ConnectError, OperationTimeout, ResourceExhausted: as the failure was.
+    """
+    loop = asyncio.get_running_loop()
+    target = str(endpoint)
+    try:
+        async with asyncio.timeout(timeout):
+            last: BaseException | None = None
+            for family, addr in await _addresses(endpoint):
+                sock = _new_socket(family, target)
+                try:
+                    sock.setblocking(False)
+                    apply_options(sock, options)
+                    await loop.sock_connect(sock, addr)
+                    return sock
+                except OSError as exc:
+                    sock.close()
+                    last = exc
+                except BaseException:
+                    sock.close()
+                    raise
+            raise last or ConnectError(f"cannot resolve {target}")
+    except TimeoutError:
+        raise OperationTimeout(f"timed out connecting to {target}") from None
+    except OSError as exc:
+        raise translate_connect_error(exc, target) from exc
+
+
+class Backoff:
+    """Delays between attempts: ``first``, doubling up to ``limit``, until ``reset``."""
+
+    def __init__(self, first: float = 0.05, limit: float = 0.5) -> None:
+        self.first, self.limit = first, limit
+        self.delay = first
+
+    def next(self) -> float:
+        """The delay to wait now; the next one is twice as long (at most ``limit``)."""
+        delay = self.delay
+        self.delay = min(delay * 2, self.limit)
+        return delay
+
+    def reset(self) -> None:
+        """An attempt succeeded: start again from ``first``."""
+        self.delay = self.first
+
+
+async def _open_once(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    factory: Callable[[], StreamProtocol],
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    options: SocketOptions,
+) -> StreamProtocol:
+    loop = asyncio.get_running_loop()
+    sock = await connect_raw(endpoint, timeout=None, options=options)
+    try:
+        if isinstance(endpoint, UnixEndpoint):
+            # uvloop's create_unix_connection rejects an abstract name given as a path;
+            # handing it the connected socket serves file and abstract names alike.
+            name = (server_hostname or "localhost") if ssl_context else None
+            _, made = await loop.create_unix_connection(
+                factory, sock=sock, ssl=ssl_context, server_hostname=name
+            )
+        else:
+            name = server_hostname if server_hostname is not None else endpoint.host
+            _, made = await loop.create_connection(
+                factory, sock=sock, ssl=ssl_context, server_hostname=name if ssl_context else None
+            )
+    except BaseException:
+        sock.close()
+        raise
+    assert isinstance(made, StreamProtocol)
+    if made.transport is not None:
+        # Once more on the transport's socket: uvloop turns TCP_NODELAY on when it wraps one.
+        apply_options(made.transport.get_extra_info("socket"), options)
+    return made
+
+
+async def open_stream(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    factory: Callable[[], StreamProtocol],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float | None = 10.0,
+    retry_for: float = 0.0,
+    options: SocketOptions = SocketOptions(),
+    handshake: Callable[[StreamProtocol], Awaitable[None]] | None = None,
+) -> StreamProtocol:
+    """Connect to a TCP or Unix endpoint (optionally TLS) and return the protocol.
+
+    Args:
+        timeout: one deadline for an attempt: the TCP (or Unix) connect, the TLS handshake
+            and ``handshake`` together, as websockets' ``open_timeout`` bounds its opening
+            (None: no deadline).
+        retry_for: keep retrying refused connections (or a missing socket file) for this many
+            seconds, so a check can wait for a service that is still starting.
+        handshake: awaited once connected, under the same deadline (an HTTP upgrade); the
+            connection is aborted if it fails.
+
+    Raises:
+        ConnectError, OperationTimeout, TLSError: as the failure was; or what ``handshake``
+            raised.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    backoff = Backoff()
+    while True:
+        protocol: StreamProtocol | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                protocol = await _open_once(
+                    endpoint, factory, ssl_context, server_hostname, options
+                )
+                if handshake is not None:
+                    await handshake(protocol)
+            return protocol
+        except BaseException as exc:
+            if protocol is not None:
+                protocol.abort()
+            # What the handshake raised is its own verdict; what connecting raised is
+            # translated (connect_raw's errors already are) and may be retried.
+            connecting = isinstance(exc, NetkitError) and protocol is None
+            if not (connecting or isinstance(exc, OSError | TimeoutError | ssl.SSLError)):
+                raise
+            if isinstance(exc, TimeoutError) and protocol is not None:
+                raise OperationTimeout(
+                    f"opening handshake with {endpoint} timed out ({timeout:g}s)"
+                ) from exc
+            error = translate_connect_error(exc, str(endpoint))
+            if isinstance(error, ConnectError) and loop.time() + backoff.delay < deadline:
+                await asyncio.sleep(backoff.next())  # waiting for a service to come up
+                continue
+            if error is exc:
+                raise
+            raise error from exc

@@ -1,0 +1,270 @@
+"""The splice path of the relay: socket → pipe → socket with ``os.splice`` (Linux).
+
+Used for plain TCP/Unix on both sides with no data faults; the payload never enters Python.
+Each direction is driven by the loop's readiness callbacks and takes a pipe from the shared
+:data:`PIPES` pool only while bytes are in flight. A direction stops reading while its
+destination cannot take more (bounded memory), passes a FIN on as ``shutdown(SHUT_WR)`` once
+its pipe is empty, and counts every byte in its :class:`~netkit.core.flow.Flow`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from collections.abc import Callable
+
+from netkit.core.flow import Flow, RelayRecord
+from netkit.net.accept import DescriptorReserve
+from netkit.net.sockets import OUT_OF_RESOURCES, force_rst, unsent_bytes
+
+SPLICE_AVAILABLE = hasattr(os, "splice")
+PIPE_SIZE = 1 << 20
+PIPE_RETRY_S = 0.05  # out of descriptors for a pipe: read again after this long
+
+
+class PipePool:
+    """Pipes for splice, shared by every relay in the process (HAProxy keeps one too).
+
+    A direction takes a pipe only while bytes are in flight and gives it back once drained,
+    so idle relays hold no pipe: ten thousand open relays do not cost forty thousand
+    descriptors.
+    """
+
+    def __init__(self, max_free: int = 64) -> None:
+        self.max_free = max_free
+        self._free: list[tuple[int, int]] = []
+
+    def acquire(self, reserve: DescriptorReserve | None = None) -> tuple[int, int]:
+        """A (read fd, write fd) pair, non-blocking; raises OSError when out of descriptors.
+
+        Out of descriptors, two held in ``reserve`` are spent on the pipe.
+        """
+        if self._free:
+            return self._free.pop()
+        try:
+            rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in OUT_OF_RESOURCES or reserve is None or not reserve.spend(2):
+                raise
+            rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        return rfd, wfd
+
+    def release(self, pipe: tuple[int, int]) -> None:
+        """Give back an empty pipe."""
+        if len(self._free) < self.max_free:
+            self._free.append(pipe)
+        else:
+            self.discard(pipe)
+
+    @staticmethod
+    def discard(pipe: tuple[int, int]) -> None:
+        """Close a pipe (one that may hold bytes)."""
+        for fd in pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __len__(self) -> int:
+        """Free pipes kept for reuse."""
+        return len(self._free)
+
+
+PIPES = PipePool()
+
+
+class _SpliceDirection:
+    """src → pipe → dst for one direction, driven by readiness callbacks."""
+
+    FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+    def __init__(
+        self, relay: SpliceRelay, src: socket.socket, dst: socket.socket, flow: Flow
+    ) -> None:
+        self.relay, self.src, self.dst, self.flow = relay, src, dst, flow
+        self.loop = relay.loop
+        self.pipe: tuple[int, int] | None = None
+        self.reading = False
+        self.writing = False
+        self.done = False
+
+    def start(self) -> None:
+        self._read_on()
+
+    def _read_on(self) -> None:
+        if not self.reading:
+            self.loop.add_reader(self.src.fileno(), self._readable)
+            self.reading = True
+
+    def _read_off(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.src.fileno())
+            self.reading = False
+
+    def _readable(self) -> None:
+        if self.pipe is None:
+            try:
+                self.pipe = PIPES.acquire(self.relay.reserve)
+            except OSError as exc:
+                # Out of descriptors: the bytes wait in the kernel; try again shortly.
+                self._read_off()
+                self.relay.out_of_pipes(exc)
+                self.loop.call_later(PIPE_RETRY_S, self._read_on)
+                return
+        try:
+            n = os.splice(self.src.fileno(), self.pipe[1], PIPE_SIZE, flags=self.FLAGS)
+        except BlockingIOError:
+            self._give_back()
+            return
+        except OSError as exc:
+            self.relay.failed(exc, from_client=self.flow.up)
+            return
+        if n == 0:
+            self.flow.eof = True
+            self._read_off()
+        else:
+            self.flow.took(n, held=True)
+        self._flush()
+
+    def _flush(self) -> None:
+        flow = self.flow
+        while flow.held:
+            assert self.pipe is not None
+            try:
+                n = os.splice(self.pipe[0], self.dst.fileno(), flow.held, flags=self.FLAGS)
+            except BlockingIOError:
+                # dst is full: stop reading src until the pipe has drained (bounded memory).
+                self._read_off()
+                if not self.writing:
+                    self.loop.add_writer(self.dst.fileno(), self._flush)
+                    self.writing = True
+                return
+            except OSError as exc:
+                self.relay.failed(exc, from_client=not flow.up)
+                return
+            flow.gave(n, held=True)
+        self._give_back()
+        if self.writing:
+            self.loop.remove_writer(self.dst.fileno())
+            self.writing = False
+        if flow.eof:
+            if not self.done:
+                self.done = True
+                self.relay.half_closed(self)
+        else:
+            self._read_on()
+
+    def _give_back(self) -> None:
+        if self.pipe is not None and not self.flow.held:
+            PIPES.release(self.pipe)
+            self.pipe = None
+
+    def stop(self) -> None:
+        self._read_off()
+        if self.writing:
+            self.loop.remove_writer(self.dst.fileno())
+            self.writing = False
+        if self.pipe is not None:
+            # Bytes still in it were not delivered (and are counted so): never reuse it.
+            PipePool.discard(self.pipe)
+            self.pipe = None
+
+
+class SpliceRelay:
+    """Relays two connected, non-blocking sockets with ``os.splice``.
+
+    Args:
+        client, upstream: the two sockets; the relay owns them and closes both at the end.
+        record: where the bytes are counted (its flows) and the end reason is written.
+        slow_close: (client→upstream, upstream→client) delays before a FIN is passed on.
+        on_exhausted: told when no descriptor was left for a pipe.
+        reserve: descriptors a pipe may be made of when the process is out of them.
+    """
+
+    def __init__(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        record: RelayRecord,
+        *,
+        slow_close: tuple[float, float] = (0.0, 0.0),
+        on_exhausted: Callable[[OSError], None] | None = None,
+        reserve: DescriptorReserve | None = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.client, self.upstream, self.record = client, upstream, record
+        self.slow_close = slow_close
+        self.on_exhausted = on_exhausted
+        self.reserve = reserve
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.created = self.loop.time()
+        self.directions = (
+            _SpliceDirection(self, client, upstream, record.up),
+            _SpliceDirection(self, upstream, client, record.down),
+        )
+        record.path = "splice"
+
+    def start(self) -> None:
+        """Start moving bytes both ways."""
+        for direction in self.directions:
+            direction.start()
+
+    def out_of_pipes(self, exc: OSError) -> None:
+        """No descriptor for a pipe: tell the server, which stops accepting for a while."""
+        if self.on_exhausted is not None:
+            self.on_exhausted(exc)
+
+    def half_closed(self, direction: _SpliceDirection) -> None:
+        """One direction saw EOF and delivered everything: pass the FIN on."""
+
+        def shutdown() -> None:
+            with contextlib.suppress(OSError):
+                direction.dst.shutdown(socket.SHUT_WR)
+            if all(d.done for d in self.directions):
+                self.finish("closed")
+
+        delay = self.slow_close[0 if direction.flow.up else 1]
+        if delay:
+            self.loop.call_later(delay, shutdown)
+        else:
+            shutdown()
+
+    def failed(self, exc: OSError, *, from_client: bool) -> None:
+        """A socket error: reset the other side too and end."""
+        who = "client" if from_client else "upstream"
+        reason = (
+            "reset" if exc.errno in (errno.ECONNRESET, errno.EPIPE) else (exc.strerror or str(exc))
+        )
+        self._reset(self.upstream if from_client else self.client)
+        self.finish(f"{reason} by {who}")
+
+    def abort(self, reason: str) -> None:
+        """End now with RST on both sides."""
+        self._reset(self.client)
+        self._reset(self.upstream)
+        self.finish(reason)
+
+    def close(self, reason: str) -> None:
+        """End now with a FIN on both sides (an idle relay has nothing in flight)."""
+        self.finish(reason)
+
+    def _reset(self, sock: socket.socket) -> None:
+        # What the kernel still holds for the peer is lost with the RST: not delivered.
+        toward = self.record.up if sock is self.upstream else self.record.down
+        toward.lost(unsent_bytes(sock))
+        force_rst(sock)
+
+    def finish(self, reason: str) -> None:
+        """Stop, close both sockets, resolve :attr:`done`."""
+        if self.done.done():
+            return
+        for direction in self.directions:
+            direction.stop()
+        self.client.close()
+        self.upstream.close()
+        self.record.end = reason
+        self.done.set_result(None)
