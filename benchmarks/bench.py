@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tcp_echo import (  # the shared helpers of the benchmarks
+from harness import (
     HOST,
     START_TIMEOUT_S,
     ensure_tool,
     free_port,
-    iperf3_run,
     listening_port,
     log,
     machine,
@@ -51,6 +50,7 @@ from tcp_echo import (  # the shared helpers of the benchmarks
     stop,
     wait_connectable,
 )
+from tcp_echo import iperf3_run
 
 MESSAGE = 64
 CONNECTIONS = 16

@@ -63,7 +63,7 @@ from typing import IO, Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # The helpers of the tcp-echo benchmark, shared rather than copied.
-from tcp_echo import (
+from harness import (
     CLK_TCK,
     HOST,
     START_TIMEOUT_S,

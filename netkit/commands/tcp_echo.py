@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
-from netkit.commands.serving import run_server
+from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.buffers import DEFAULT_MAX_FRAME
@@ -83,7 +83,7 @@ def serve(
         out,
         name="tcp-echo",
         endpoint=where,
-        factory=factory,
+        build=build_stream(factory),
         tls=opt.server_tls(cert, key, tls_self_signed, client_ca),
         workers=workers,
         drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),

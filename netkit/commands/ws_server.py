@@ -8,7 +8,7 @@ import click
 import typer
 
 from netkit.commands import options as opt
-from netkit.commands.serving import run_server
+from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UnixEndpoint, parse_endpoint
 from netkit.core.units import parse_duration, parse_size
@@ -172,7 +172,7 @@ def ws_server(
         out,
         name="ws-server",
         endpoint=where,
-        factory=factory,
+        build=build_stream(factory),
         tls=tls,
         workers=workers,
         drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),

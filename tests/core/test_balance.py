@@ -128,7 +128,7 @@ def test_pool_rejects_bad_settings() -> None:
     with pytest.raises(ConfigError, match="slow start must not be negative"):
         BackendPool(backends, slowstart=-1)
     with pytest.raises(ConfigError, match="on-error 'skip'"):
-        BackendPool(backends, on_error="skip")  # type: ignore[arg-type]
+        BackendPool(backends, on_error="skip")
     with pytest.raises(ConfigError, match="no backends"):
         BackendPool([])
 

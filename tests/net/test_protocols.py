@@ -137,7 +137,7 @@ async def main():
             gone.set_result(fields)
 
     server = StreamServer(sock, Hoarder, on_event=on_event)
-    await server.start()
+    server.start()
     client = socket.socket()
     client.setblocking(False)
     await loop.sock_connect(client, sock.getsockname())

@@ -14,13 +14,18 @@ from typing import Any
 
 from netkit.core.probe import HEADER_SIZE, Probe, make_probe
 from netkit.core.stats import RTTSummary, SequenceTracker
-from netkit.errors import ConfigError, Setting
+from netkit.errors import ConfigError
 
 MAX_PAYLOAD = {4: 65507, 6: 65487}
 """The largest UDP payload per IP version (65535 minus the IPv4 / IPv6 and UDP headers)."""
 
 # A one-way delay further off than this means the two clocks are not comparable; say nothing.
 MAX_CLOCK_SKEW_NS = 3600 * 10**9
+
+
+def probe_sizes(version: int) -> range:
+    """The sizes a generated probe may have over IP ``version``: its header to a full datagram."""
+    return range(HEADER_SIZE, MAX_PAYLOAD[version] + 1)
 
 
 @dataclass(frozen=True)
@@ -39,18 +44,16 @@ class SendPlan:
 
     @classmethod
     def build(
-        cls, version: int, payloads: Sequence[bytes] | None, count: int, size: int, size_text: str
+        cls, version: int, payloads: Sequence[bytes] | None, count: int, size: int
     ) -> SendPlan:
-        """Check the sizes against the largest datagram of IP ``version``.
+        """Check the messages against the largest datagram of IP ``version``.
+
+        ``size`` is taken as it is: the caller checks it against :func:`probe_sizes`.
 
         Raises:
-            ConfigError: a probe size or a message that does not fit in one datagram.
+            ConfigError: a message that does not fit in one datagram.
         """
         limit = MAX_PAYLOAD[version]
-        if not HEADER_SIZE <= size <= limit:
-            raise ConfigError(
-                (Setting("size"), f" {size_text!r}: must be {HEADER_SIZE} to {limit} bytes")
-            )
         if payloads is not None and any(len(p) > limit for p in payloads):
             raise ConfigError(f"a message is longer than the largest datagram ({limit} bytes)")
         return cls(payloads, count, size)

@@ -16,7 +16,7 @@ from netkit.errors import (
 )
 from netkit.net import runtime
 from netkit.net.echo import EchoConnection
-from netkit.net.server import make_listener, serve_until_signal
+from netkit.net.server import Server, StreamServer, make_listener, serve_until_signal
 from netkit.net.sockets import (
     listener_address,
     raise_nofile_limit,
@@ -72,23 +72,18 @@ class EmbeddedEchoServer:
                 if other != index:
                     sock.close()
 
-            def listening(_: str) -> None:
+            def listening(_: Server) -> None:
                 os.write(ready_w, b"1")
                 os.close(ready_w)
 
-            result = runtime.run(
-                lambda: serve_until_signal(
-                    socks[index],
-                    EchoConnection,
-                    ssl_context=None,
-                    max_connections=None,
-                    drain_timeout=self.drain_timeout,
-                    unix_endpoint=None,
-                    on_listening=listening,
-                    on_event=None,
+            async def main() -> dict[str, Any]:
+                server = StreamServer(socks[index], EchoConnection)
+                await serve_until_signal(
+                    server, drain_timeout=self.drain_timeout, on_listening=listening
                 )
-            )
-            return 0, result.stats.as_dict()
+                return server.stats.as_dict()
+
+            return 0, runtime.run(main)
 
         try:
             for index in range(self.workers):

@@ -31,7 +31,7 @@ from netkit.net.connect import open_stream
 from netkit.net.datagram import MAX_UDP_PAYLOAD
 from netkit.net.echo import EchoClientConnection, echo_once
 from netkit.net.protocols import StreamProtocol
-from netkit.net.runtime import ShutdownSignal
+from netkit.net.runtime import ShutdownSignal, run_until_signal
 from netkit.net.sockets import (
     SocketOptions,
     create_udp_socket,
@@ -423,11 +423,6 @@ async def run_worker(
         NetkitError: no connection could be made at all.
     """
     worker = Worker(plan, target)
-    shutdown = ShutdownSignal()
-    if handle_signals:
-        shutdown.install()
-    try:
+    signals = run_until_signal() if handle_signals else contextlib.nullcontext(ShutdownSignal())
+    async with signals as shutdown:
         return await worker.execute(shutdown.requested, progress)
-    finally:
-        if handle_signals:
-            shutdown.uninstall()
