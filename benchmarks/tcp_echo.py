@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/tcp_echo.py [--quick] [--json [PATH]] [--only rtt|bulk] [--pin same|split]
+    python benchmarks/tcp_echo.py [--quick] [--json [PATH]] [--only rtt|bulk|cpu]
+                                  [--pin same|split] [--cpu N]
 
 Run it with the Python that has netkit installed (``/tmp/venv/bin/python`` in the dev setup).
 Everything runs on 127.0.0.1; every load loop stops after a fixed time *and* a fixed count.
@@ -31,8 +32,16 @@ Everything runs on 127.0.0.1; every load loop stops after a fixed time *and* a f
    ``drain()``, each in its own process. Also, for information, the echo throughput of
    ``netkit tcp-echo client -s 1MiB -c N`` against ``netkit tcp-echo serve``.
 
+3. **CPU per message** -- server CPU time per 32-byte round trip with the client (a blocking
+   socket in this process) and every server pinned to one CPU (``--cpu N``, default 0), so the
+   figure does not depend on where the scheduler puts them: netkit tcp-echo serve (uvloop), the
+   asyncio-streams server, socat, and a bare blocking ``recv``/``sendall`` echo as the floor.
+   7 rounds of 1 s each (3 of 0.5 s with ``--quick``), interleaved, order rotated; medians,
+   min-max and ratios to asyncio streams (``harness.cpu_per_message``).
+
 Targets (issue 2): netkit >= 2x the asyncio-streams server and >= socat in round trips per
-second; netkit bulk >= 0.9x iperf3. The script ends with a Markdown block for
+second; netkit bulk >= 0.9x iperf3. Issue 14: netkit server CPU per message <= 0.5x asyncio
+streams. The script ends with a Markdown block for
 ``benchmarks/README.md``. socat and iperf3 are installed with apt-get when missing and the script
 runs as root; otherwise their rows are skipped with a hint.
 """

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/ws.py [--quick] [--json [PATH]] [--pin same|split] [--no-cross]
-                            [--only pingpong|bulk|concurrent|memory]
+                            [--only pingpong|bulk|concurrent|memory|cpu] [--cpu N]
                             [--netkit-log json|text] [--websockets-loop asyncio|uvloop]
 
 Run it with the Python that has netkit and websockets installed (``/tmp/venv/bin/python`` in the
@@ -46,6 +46,12 @@ c. **concurrent**: 1,000 connections from one client process, each in its own cl
    32-byte messages; messages per second in total.
 d. **memory**: a fresh server, one warm-up connection, then 1,000 connections that complete
    the handshake and stay idle; server RSS (``VmRSS``) after minus before, per connection.
+e. **CPU per message**: server CPU time per 32-byte ping-pong with the client and every server
+   pinned to one CPU (``--cpu N``, default 0). One client for every server, a blocking socket in
+   this process (after a raw opening handshake): it sends the 38 bytes of a masked 32-byte
+   binary frame and reads the 34-byte echo frame; the floor is a bare blocking echo of the same
+   38 bytes. 7 rounds of 1 s (3 of 0.5 s with ``--quick``), interleaved; medians, min-max and
+   ratios to the websockets server (``harness.cpu_per_message``).
 
 For a-c, runs are interleaved (run 1 of every pairing, then run 2, ...) with the order rotated
 each time; the server's CPU time per message is read from ``/proc`` and the client reports its
@@ -53,7 +59,7 @@ own, so the cost of each side can be seen apart from the rate. For a, the CPU ea
 on is sampled, because on a small VM a wake-up across CPUs costs more than the echo itself.
 
 Targets (issue 3), netkit pairing over websockets pairing: a >= 3x, b >= 1.5x, c >= 2x, and
-memory per idle connection <= 0.75x. The script ends with a Markdown block for
+memory per idle connection <= 0.75x; issue 14: e <= 0.40x. The script ends with a Markdown block for
 ``benchmarks/README.md``.
 """
 
