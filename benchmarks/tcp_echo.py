@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/tcp_echo.py [--quick] [--json [PATH]] [--only rtt|bulk] [--pin same|split]
+    python benchmarks/tcp_echo.py [--quick] [--json [PATH]] [--only rtt|bulk|cpu]
+                                  [--pin same|split] [--cpu N]
 
 Run it with the Python that has netkit installed (``/tmp/venv/bin/python`` in the dev setup).
 Everything runs on 127.0.0.1; every load loop stops after a fixed time *and* a fixed count.
@@ -31,8 +32,16 @@ Everything runs on 127.0.0.1; every load loop stops after a fixed time *and* a f
    ``drain()``, each in its own process. Also, for information, the echo throughput of
    ``netkit tcp-echo client -s 1MiB -c N`` against ``netkit tcp-echo serve``.
 
+3. **CPU per message** -- server CPU time per 32-byte round trip with the client (a blocking
+   socket in this process) and every server pinned to one CPU (``--cpu N``, default 0), so the
+   figure does not depend on where the scheduler puts them: netkit tcp-echo serve (uvloop), the
+   asyncio-streams server, socat, and a bare blocking ``recv``/``sendall`` echo as the floor.
+   7 rounds of 1 s each (3 of 0.5 s with ``--quick``), interleaved, order rotated; medians,
+   min-max and ratios to asyncio streams (``harness.cpu_per_message``).
+
 Targets (issue 2): netkit >= 2x the asyncio-streams server and >= socat in round trips per
-second; netkit bulk >= 0.9x iperf3. The script ends with a Markdown block for
+second; netkit bulk >= 0.9x iperf3. Issue 14: netkit server CPU per message <= 0.5x asyncio
+streams. The script ends with a Markdown block for
 ``benchmarks/README.md``. socat and iperf3 are installed with apt-get when missing and the script
 runs as root; otherwise their rows are skipped with a hint.
 """
@@ -41,51 +50,59 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
-import select
-import shutil
 import signal
-import socket
-import statistics
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness import (
+    HOST,
+    PIN_CHOICES,
+    START_TIMEOUT_S,
+    WARMUP_S,
+    CpuRow,
+    add_json_option,
+    add_placement_options,
+    closed_loop,
+    connect_blocking,
+    cpu_per_message,
+    cpu_table,
+    ensure_tool,
+    family,
+    free_port,
+    last_cpu,
+    listening_port,
+    log,
+    machine,
+    med,
+    netkit_command,
+    pin,
+    ratio_of_medians,
+    read_line,
+    rotated,
+    stop,
+    target_line,
+    tcp_floor_server,
+    wait_connectable,
+    write_json,
+)
 
-HOST = "127.0.0.1"
 MESSAGE = 32
-MAX_ROUND_TRIPS = 10_000_000  # count bound on one run, far above what a few seconds allow
 BULK_CHUNK = 256 * 1024
 MAX_BULK_WRITES = 1_000_000  # 256 GiB: a count bound far above a few seconds of loopback
-WARMUP_S = 0.3
-START_TIMEOUT_S = 10.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 NETKIT_UVLOOP = "netkit tcp-echo serve (uvloop)"
 NETKIT_ASYNCIO = "netkit --loop asyncio tcp-echo serve"
 ASYNCIO_STREAMS = "asyncio streams (stock loop)"
 SOCAT = "socat TCP-LISTEN:…,fork PIPE"
-
-PIN_CHOICES: dict[str, tuple[set[int], set[int]] | None] = {
-    "none": None,
-    "same": ({0}, {0}),  # (client CPUs, server CPUs)
-    "split": ({0}, {1}),
-}
-
-
-def log(msg: str) -> None:
-    """Progress goes to stderr; stdout carries only the results."""
-    print(msg, file=sys.stderr, flush=True)
+FLOOR = "bare blocking echo (floor)"
+CPU_GOAL = 0.5  # issue 14: netkit server CPU per message <= 0.5x asyncio streams
 
 
 # --- helper processes (this file runs as each of them) -------------------------------------
@@ -161,7 +178,7 @@ def netkit_sink(warmup: float) -> None:
     async def serve() -> None:
         done.append(asyncio.Event())
         server = StreamServer(make_listener(TCPEndpoint(HOST, 0)), SinkConnection)
-        await server.start()
+        server.start()
         print(json.dumps({"event": "listening", "address": server.address}), flush=True)
         try:
             await asyncio.wait_for(done[0].wait(), timeout=120)
@@ -197,137 +214,6 @@ def netkit_sender(port: int, seconds: float) -> None:
         return {"bytes": conn.bytes_out, "seconds": elapsed, "writes": writes}
 
     print(json.dumps({"event": "result", **runtime.run(send)}), flush=True)
-
-
-# --- process plumbing ----------------------------------------------------------------------
-
-
-def netkit_command() -> list[str]:
-    """``netkit`` next to this Python when it is there, else ``python -m netkit``."""
-    script = Path(sys.executable).parent / "netkit"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "netkit"]
-
-
-def free_port() -> int:
-    """A port the kernel just handed out (bound to port 0, then closed)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-    """One line of the process's stdout, within ``timeout`` seconds."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError(f"no output line from {proc.args!r} within {timeout:g}s")
-        chunk = os.read(fd, 1)  # byte by byte: nothing may be read past the line
-        if not chunk:
-            raise RuntimeError(f"{proc.args!r} exited before printing a line")
-        line += chunk
-    return line
-
-
-def listening_port(proc: subprocess.Popen[bytes]) -> int:
-    """The port from the ``{"event":"listening","address":"HOST:PORT"}`` first line."""
-    event = json.loads(read_line(proc, START_TIMEOUT_S))
-    if event.get("event") != "listening":
-        raise RuntimeError(f"unexpected first line from {proc.args!r}: {event}")
-    return int(str(event["address"]).rsplit(":", 1)[1])
-
-
-def wait_connectable(port: int, timeout: float = START_TIMEOUT_S) -> None:
-    """Poll until something accepts on ``port`` (for servers that print no readiness line)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM, then wait; SIGKILL only if it will not go."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
-def family(pid: int) -> list[int]:
-    """``pid`` and its current children (socat forks one child per client)."""
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-    return pids
-
-
-def proc_stat(pid: int | str) -> list[str]:
-    """The fields of ``/proc/PID/stat`` after the command name (``state`` is index 0)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its current children."""
-    total = 0.0
-    for p in family(pid):
-        with contextlib.suppress(OSError):
-            fields = proc_stat(p)
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-    return total
-
-
-def last_cpu(pid: int | str) -> int:
-    """The CPU ``pid`` last ran on (``processor`` in /proc/PID/stat)."""
-    return int(proc_stat(pid)[36])
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Restrict every thread of ``pid`` (and later children, which inherit it) to ``cpus``."""
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(task), cpus)
-
-
-def ensure_tool(name: str, package: str) -> bool:
-    """Make ``name`` available: already there, or apt-get install when we are root."""
-    if shutil.which(name):
-        return True
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        log(f"{name} not found: installing {package} with apt-get")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", package]
-
-        def apt(cmd: list[str]) -> int:
-            out = subprocess.DEVNULL
-            return subprocess.run(cmd, stdout=out, stderr=out, env=env, timeout=300).returncode
-
-        try:
-            if apt(install) != 0:
-                apt(["apt-get", "update", "-q"])  # stale or empty package lists
-                apt(install)
-        except subprocess.TimeoutExpired:
-            pass
-        if shutil.which(name):
-            return True
-    log(f"{name} not found: its rows are skipped. Install it with: sudo apt-get install {package}")
-    return False
 
 
 # --- round trips ---------------------------------------------------------------------------
@@ -370,55 +256,33 @@ def start_socat() -> Server:
     return Server(SOCAT, proc, port)
 
 
+def start_floor() -> Server:
+    """The bare blocking echo (harness.tcp_floor_server) in its own process: the floor."""
+    cmd = [sys.executable, __file__, "--serve-floor"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return Server(FLOOR, proc, listening_port(proc))
+
+
 def round_trips(server: Server, seconds: float) -> tuple[float, float, float]:
     """One closed-loop run on a new connection.
 
     Returns:
         round trips per second; server CPU microseconds per round trip; the share of samples in
         which client and server last ran on the same CPU.
-
-    Time, placement and CPU time are read every 256 round trips, so the loop itself stays two
-    syscalls long.
     """
-    payload = b"x" * MESSAGE
-    buf = bytearray(65536)
-    view = memoryview(buf)
-    with socket.create_connection((HOST, server.port), timeout=5) as sock:
-        sock.settimeout(None)  # blocking: no poll() before each call
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A hung server cannot hang us: the kernel times a blocking recv out after 5 s.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 5, 0))
-        sendall, recv_into = sock.sendall, sock.recv_into
+    with connect_blocking(server.port) as sock:
+        placement = [0, 0]  # same, samples
+        workers: list[int] = []  # looked up once the warm-up is over and socat has forked
 
-        def one_round_trip() -> None:
-            sendall(payload)
-            got = recv_into(buf, MESSAGE)
-            while got < MESSAGE:  # rare: the echo came back in pieces
-                if (n := recv_into(view[got:], MESSAGE - got)) == 0:
-                    raise ConnectionError(f"{server.name} closed the connection")
-                got += n
-
-        warm_until = time.perf_counter() + WARMUP_S
-        while time.perf_counter() < warm_until:
-            for _ in range(64):
-                one_round_trip()
-        worker = family(server.proc.pid)[-1]  # socat's child for this connection, else the server
-        count = same = samples = 0
-        cpu0 = cpu_seconds(server.proc.pid)
-        start = time.perf_counter()
-        deadline = start + seconds
-        while count < MAX_ROUND_TRIPS:
-            for _ in range(256):
-                one_round_trip()
-            count += 256
+        def sample() -> None:
+            if not workers:  # socat's child for this connection, else the server
+                workers.append(family(server.proc.pid)[-1])
             with contextlib.suppress(OSError):
-                same += last_cpu("self") == last_cpu(worker)
-                samples += 1
-            if time.perf_counter() >= deadline:
-                break
-        elapsed = time.perf_counter() - start
-        cpu = cpu_seconds(server.proc.pid) - cpu0
-    return count / elapsed, cpu / count * 1e6, same / max(samples, 1)
+                placement[0] += last_cpu("self") == last_cpu(workers[0])
+                placement[1] += 1
+
+        res = closed_loop(sock, b"x" * MESSAGE, MESSAGE, seconds, server.proc.pid, sample)
+    return res.rate, res.server_us, placement[0] / max(placement[1], 1)
 
 
 def bench_round_trips(runs: int, seconds: float, socat_ok: bool, pinning: str) -> list[Server]:
@@ -440,8 +304,7 @@ def bench_round_trips(runs: int, seconds: float, socat_ok: bool, pinning: str) -
             for server in servers:
                 pin(server.proc.pid, cpus[1])
         for run in range(runs):
-            k = run % len(servers)
-            for server in servers[k:] + servers[:k]:
+            for server in rotated(servers, run):
                 rate, cpu, same = round_trips(server, seconds)
                 server.rates.append(rate)
                 server.cpu_us.append(cpu)
@@ -456,6 +319,28 @@ def bench_round_trips(runs: int, seconds: float, socat_ok: bool, pinning: str) -
         for server in servers:
             stop(server.proc)
     return servers
+
+
+def bench_cpu(rounds: int, seconds: float, socat_ok: bool, cpu: int) -> list[CpuRow]:
+    """Server CPU per 32 B round trip, client and servers pinned to ``cpu``, rounds interleaved."""
+    starters: list[Callable[[], Server]] = [lambda: start_netkit(None), start_asyncio_streams]
+    if socat_ok:
+        starters.append(start_socat)
+    starters.append(start_floor)
+    servers: list[Server] = []
+    try:
+        for starter in starters:
+            servers.append(starter())
+        request = b"x" * MESSAGE
+        rows = [
+            CpuRow(s.name, s.proc.pid, partial(connect_blocking, s.port), request, MESSAGE)
+            for s in servers
+        ]
+        cpu_per_message(rows, rounds, seconds, cpu)
+    finally:
+        for server in servers:
+            stop(server.proc)
+    return rows
 
 
 # --- bulk throughput -----------------------------------------------------------------------
@@ -543,8 +428,7 @@ def bench_bulk(runs: int, seconds: float, echo_count: int, iperf_ok: bool) -> Bu
         tests.append(("iperf3", lambda: iperf3_run(seconds), res.iperf3))
         tests.append(("iperf3 -l 256K", lambda: iperf3_run(seconds, "-l", "256K"), res.iperf3_256k))
     for run in range(runs):
-        k = run % len(tests)
-        for name, func, results in tests[k:] + tests[:k]:
+        for name, func, results in rotated(tests, run):
             results.append(func())
             log(f"  bulk run {run + 1}/{runs} {name:24} {results[-1]:9.0f} MB/s")
     server = start_netkit(None)
@@ -560,36 +444,11 @@ def bench_bulk(runs: int, seconds: float, echo_count: int, iperf_ok: bool) -> Bu
 # --- report --------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    from importlib.metadata import version
-
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%a %d %b %Y %H:%M:%S UTC"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loop": f"uvloop {version('uvloop')} (netkit's default loop)",
-    }
-
-
-def med(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
-def ratio_of_medians(a: list[float], b: list[float]) -> float:
-    return med(a) / med(b) if a and b else float("nan")
-
-
 def report(
-    args: argparse.Namespace, servers: list[Server], bulk: BulkResults | None
+    args: argparse.Namespace,
+    servers: list[Server],
+    bulk: BulkResults | None,
+    cpu_rows: list[CpuRow],
 ) -> tuple[str, dict[str, Any]]:
     """The Markdown block for benchmarks/README.md, and the raw numbers."""
     info = machine()
@@ -686,7 +545,13 @@ def report(
         )
     lines.append("")
     for text, ok in targets:
-        lines.append(f"- Target {text}: **{'n/a' if ok is None else 'met' if ok else 'NOT met'}**")
+        lines.append(target_line(text, ok))
+    cpu_raw = None
+    if cpu_rows:
+        goal = (NETKIT_UVLOOP, CPU_GOAL)
+        cpu_lines, cpu_raw = cpu_table(cpu_rows, ASYNCIO_STREAMS, goal, args.cpu)
+        # Only the CPU part ran: the header lines, then its table.
+        lines = [*lines[:3], "", *cpu_lines] if args.only == "cpu" else [*lines, "", *cpu_lines]
     raw = {
         "machine": info,
         "settings": vars(args),
@@ -699,6 +564,7 @@ def report(
             for s in servers
         },
         "bulk_mb_per_s": None if bulk is None else vars(bulk),
+        "cpu_per_message": cpu_raw,
         "ratios": ratios,
         "targets": dict(targets),
     }
@@ -708,41 +574,33 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    add_json_option(parser)
     parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
+        "--only", choices=["all", "rtt", "bulk", "cpu"], default="all", help="which part to run"
     )
-    parser.add_argument(
-        "--only", choices=["all", "rtt", "bulk"], default="all", help="which part to run"
-    )
-    parser.add_argument(
-        "--pin",
-        choices=sorted(PIN_CHOICES),
-        default="none",
-        help="round trips only: none (default), same (client and servers on CPU 0), "
-        "split (client on CPU 0, servers on CPU 1)",
-    )
+    add_placement_options(parser, "round trips only")
     # Internal modes: this file is also each helper process.
     parser.add_argument("--serve-asyncio", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--netkit-sink", type=float, metavar="WARMUP", help=argparse.SUPPRESS)
     parser.add_argument("--netkit-send", nargs=2, metavar=("PORT", "S"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_asyncio:
         return asyncio_streams_server()
+    if args.serve_floor:
+        return tcp_floor_server()
     if args.netkit_sink is not None:
         return netkit_sink(args.netkit_sink)
     if args.netkit_send:
         return netkit_sender(int(args.netkit_send[0]), float(args.netkit_send[1]))
-    del args.serve_asyncio, args.netkit_sink, args.netkit_send
+    del args.serve_asyncio, args.serve_floor, args.netkit_sink, args.netkit_send
 
     args.rtt_runs, args.rtt_seconds = (2, 1.0) if args.quick else (5, 3.0)
     args.bulk_runs, args.bulk_seconds = (2, 1.0) if args.quick else (5, 3.0)
     args.echo_count = 16 if args.quick else 64
+    args.cpu_rounds, args.cpu_seconds = (3, 0.5) if args.quick else (7, 1.0)
     socat_ok = args.only != "bulk" and ensure_tool("socat", "socat")
-    iperf_ok = args.only != "rtt" and ensure_tool("iperf3", "iperf3")
+    iperf_ok = args.only in ("all", "bulk") and ensure_tool("iperf3", "iperf3")
     servers: list[Server] = []
     bulk = None
     if args.only in ("all", "rtt"):
@@ -751,12 +609,13 @@ def main() -> None:
     if args.only in ("all", "bulk"):
         log(f"bulk: {args.bulk_runs} runs x {args.bulk_seconds:g} s")
         bulk = bench_bulk(args.bulk_runs, args.bulk_seconds, args.echo_count, iperf_ok)
-    table, raw = report(args, servers, bulk)
+    cpu_rows: list[CpuRow] = []
+    if args.only in ("all", "cpu"):
+        log(f"CPU per message: {args.cpu_rounds} rounds x {args.cpu_seconds:g} s, CPU {args.cpu}")
+        cpu_rows = bench_cpu(args.cpu_rounds, args.cpu_seconds, socat_ok, args.cpu)
+    table, raw = report(args, servers, bulk, cpu_rows)
     print(table)
-    if args.json == "-":
-        print(json.dumps(raw, indent=2))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    write_json(raw, args.json)
 
 
 if __name__ == "__main__":

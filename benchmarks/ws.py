@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/ws.py [--quick] [--json [PATH]] [--pin same|split] [--no-cross]
-                            [--only pingpong|bulk|concurrent|memory]
+                            [--only pingpong|bulk|concurrent|memory|cpu] [--cpu N]
                             [--netkit-log json|text] [--websockets-loop asyncio|uvloop]
 
 Run it with the Python that has netkit and websockets installed (``/tmp/venv/bin/python`` in the
@@ -46,6 +46,12 @@ c. **concurrent**: 1,000 connections from one client process, each in its own cl
    32-byte messages; messages per second in total.
 d. **memory**: a fresh server, one warm-up connection, then 1,000 connections that complete
    the handshake and stay idle; server RSS (``VmRSS``) after minus before, per connection.
+e. **CPU per message**: server CPU time per 32-byte ping-pong with the client and every server
+   pinned to one CPU (``--cpu N``, default 0). One client for every server, a blocking socket in
+   this process (after a raw opening handshake): it sends the 38 bytes of a masked 32-byte
+   binary frame and reads the 34-byte echo frame; the floor is a bare blocking echo of the same
+   38 bytes. 7 rounds of 1 s (3 of 0.5 s with ``--quick``), interleaved; medians, min-max and
+   ratios to the websockets server (``harness.cpu_per_message``).
 
 For a-c, runs are interleaved (run 1 of every pairing, then run 2, ...) with the order rotated
 each time; the server's CPU time per message is read from ``/proc`` and the client reports its
@@ -53,7 +59,7 @@ own, so the cost of each side can be seen apart from the rate. For a, the CPU ea
 on is sampled, because on a small VM a wake-up across CPUs costs more than the echo itself.
 
 Targets (issue 3), netkit pairing over websockets pairing: a >= 3x, b >= 1.5x, c >= 2x, and
-memory per idle connection <= 0.75x. The script ends with a Markdown block for
+memory per idle connection <= 0.75x; issue 14: e <= 0.40x. The script ends with a Markdown block for
 ``benchmarks/README.md``.
 """
 
@@ -62,39 +68,57 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
-import platform
 import re
 import resource
 import select
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import IO, Any, Protocol
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from harness import (
+    HOST,
+    PIN_CHOICES,
+    WARMUP_S,
+    CpuRow,
+    add_json_option,
+    add_placement_options,
+    connect_blocking,
+    cpu_per_message,
+    cpu_seconds,
+    cpu_table,
+    family,
+    last_cpu,
+    log,
+    machine,
+    med,
+    netkit_command,
+    pin,
+    rotated,
+    rss_kib,
+    stop,
+    target_line,
+    tcp_floor_server,
+    write_json,
+)
 
-HOST = "127.0.0.1"
 SMALL = 32
 LARGE = 1 << 20
 MAX_SIZE = 2 << 20  # both servers and clients: 1 MiB messages plus headroom
 CONNECTIONS = 1000
 OPEN_AT_ONCE = 64  # handshakes in flight while opening many connections
 MAX_MESSAGES = 50_000_000  # count bound on one run, far above what a few seconds allow
-WARMUP_S = 0.3
 CONCURRENT_WARMUP_S = 0.5
 START_TIMEOUT_S = 15.0
 SAMPLE_EVERY_S = 0.02  # CPU placement sampling while a ping-pong run is measured
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+CPU_GOAL = 0.40  # issue 14: netkit ws-server CPU per 32 B message <= 0.40x websockets
 
 NETKIT = "netkit"
 WEBSOCKETS = "websockets"
@@ -106,16 +130,6 @@ TEST_TITLES = {
     "bulk": "b. 1 MiB echo, 1 connection",
     "concurrent": f"c. 32 B messages, {CONNECTIONS:,} connections",
 }
-PIN_CHOICES: dict[str, tuple[set[int], set[int]] | None] = {
-    "none": None,
-    "same": ({0}, {0}),  # (client CPUs, server CPUs)
-    "split": ({0}, {1}),
-}
-
-
-def log(msg: str) -> None:
-    """Progress goes to stderr; stdout carries only the results."""
-    print(msg, file=sys.stderr, flush=True)
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -160,30 +174,6 @@ def websockets_server(loop: str) -> None:
             await stop.wait()
 
     run_loop(main, loop)
-
-
-def tcp_floor_server() -> None:
-    """The floor's server: echo each connection in turn with blocking recv/sendall."""
-    import socket
-
-    stop = False
-
-    def on_term(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-        raise KeyboardInterrupt  # out of a blocking accept or recv
-
-    signal.signal(signal.SIGTERM, on_term)
-    with socket.create_server((HOST, 0)) as listener:
-        port = listener.getsockname()[1]
-        emit("listening", address=f"{HOST}:{port}", url=f"tcp://{HOST}:{port}")
-        with contextlib.suppress(KeyboardInterrupt):
-            while not stop:
-                conn, _ = listener.accept()
-                with conn:
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    while data := conn.recv(65536):
-                        conn.sendall(data)
 
 
 def tcp_floor_client(url: str, seconds: float) -> dict[str, Any]:
@@ -497,75 +487,10 @@ def client(kind: str, url: str, tests: list[str], seconds: float, n: int, loop: 
 # --- process plumbing ----------------------------------------------------------------------
 
 
-def netkit_command() -> list[str]:
-    """``netkit`` next to this Python when it is there, else ``python -m netkit``."""
-    script = Path(sys.executable).parent / "netkit"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "netkit"]
-
-
 def netkit_server_available() -> bool:
     """True once ``netkit ws-server --help`` works."""
     cmd = [*netkit_command(), "ws-server", "--help"]
     return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
-
-
-def read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-    """One line of the process's stdout, within ``timeout`` seconds."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError(f"no output line from {proc.args!r} within {timeout:g}s")
-        chunk = os.read(fd, 4096 if not line else 1)
-        if not chunk:
-            raise RuntimeError(f"{proc.args!r} exited before printing a line")
-        line += chunk
-    return line
-
-
-def family(pid: int) -> list[int]:
-    """``pid`` and its current children (a server may run worker processes)."""
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-    return pids
-
-
-def proc_stat(pid: int) -> list[str]:
-    """The fields of ``/proc/PID/stat`` after the command name (``state`` is index 0)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its current children."""
-    total = 0.0
-    for p in family(pid):
-        with contextlib.suppress(OSError):
-            fields = proc_stat(p)
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-    return total
-
-
-def last_cpu(pid: int) -> int:
-    """The CPU ``pid`` last ran on (``processor`` in /proc/PID/stat)."""
-    return int(proc_stat(pid)[36])
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size (``VmRSS``) of ``pid`` and its children, in KiB."""
-    total = 0
-    for p in family(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
 
 
 def settled_rss(pid: int, timeout: float = 3.0) -> int:
@@ -582,14 +507,6 @@ def settled_rss(pid: int, timeout: float = 3.0) -> int:
     return last
 
 
-def pin(pid: int, cpus: set[int]) -> None:
-    """Restrict every thread of ``pid`` and its children to ``cpus``."""
-    for p in family(pid):
-        for task in os.listdir(f"/proc/{p}/task"):
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(int(task), cpus)
-
-
 @dataclass
 class Server:
     """A running server under test."""
@@ -599,17 +516,9 @@ class Server:
     url: str
     log: IO[bytes] | None = None
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then wait; SIGKILL only if it will not go."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    def stop(self) -> None:
+        """SIGTERM, then wait (harness.stop); then close its output file."""
+        stop(self.proc)
         if self.log is not None:
             self.log.close()
 
@@ -781,8 +690,7 @@ def bench_speed(
             pin(server.proc.pid, cpus[1])
     for run in range(args.runs):
         log(f"  run {run + 1}/{args.runs}")
-        k = run % len(pairings)
-        for pairing in pairings[k:] + pairings[:k]:
+        for pairing in rotated(pairings, run):
             mine = [t for t in tests if pairing.client != FLOOR or t == "pingpong"]
             run_client(pairing, servers[pairing.server], mine, args)
 
@@ -822,42 +730,80 @@ def bench_memory(kinds: list[str], args: argparse.Namespace) -> dict[str, list[d
     results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for run in range(args.memory_runs):
         log(f"  memory run {run + 1}/{args.memory_runs}")
-        k = run % len(kinds)
-        for kind in kinds[k:] + kinds[:k]:
+        for kind in rotated(kinds, run):
             results[kind].append(memory_run(kind, args))
     return results
 
 
+# --- CPU per message: one blocking client for every server, all on one CPU ---------------
+
+MASK = b"\x5a\x17\xc3\x81"
+UPGRADE = (
+    "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame (FIN, MASK, payload under 126 bytes), as RFC 6455 5.2 lays it out."""
+    body = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + MASK + body
+
+
+def ws_connect_blocking(url: str) -> Any:
+    """A blocking connection to a ws:// URL, after the opening handshake (101 checked)."""
+    host = url.removeprefix("ws://").split("/", 1)[0]
+    sock = connect_blocking(int(host.rpartition(":")[2]))
+    sock.sendall(UPGRADE.format(host=host).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            sock.close()
+            raise ConnectionError(f"{url} closed during the handshake")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        sock.close()
+        raise RuntimeError(f"{url} refused the handshake: {head.splitlines()[0]!r}")
+    return sock
+
+
+def bench_cpu(kinds: list[str], args: argparse.Namespace) -> list[CpuRow]:
+    """Server CPU per 32 B message, client and servers pinned to ``args.cpu``, rounds interleaved.
+
+    The client is a blocking socket in this process for every server: it sends the 38 bytes of a
+    masked 32 B binary frame and reads the 34-byte echo frame (the floor echoes the 38 bytes).
+    """
+    frame = masked_frame(0x2, os.urandom(SMALL))
+    close = masked_frame(0x8, (1000).to_bytes(2, "big"))
+    servers: list[Server] = []
+    rows: list[CpuRow] = []
+    try:
+        for kind in [*kinds, FLOOR]:
+            server = start_server(kind, args)
+            servers.append(server)
+            if kind == FLOOR:
+                port = int(server.url.rpartition(":")[2])
+                conn = partial(connect_blocking, port)
+                rows.append(CpuRow(CPU_NAMES[kind], server.proc.pid, conn, frame, len(frame)))
+            else:
+                conn = partial(ws_connect_blocking, server.url)
+                rows.append(CpuRow(CPU_NAMES[kind], server.proc.pid, conn, frame, 2 + SMALL, close))
+        cpu_per_message(rows, args.cpu_rounds, args.cpu_seconds, args.cpu)
+    finally:
+        for server in servers:
+            server.stop()
+    return rows
+
+
+CPU_NAMES = {
+    NETKIT: "netkit ws-server (uvloop)",
+    WEBSOCKETS: "websockets server",
+    FLOOR: "bare blocking echo of the frame (floor)",
+}
+
+
 # --- report --------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    from importlib.metadata import version
-
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%a %d %b %Y %H:%M:%S UTC"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "uvloop": version("uvloop"),
-        "websockets": version("websockets"),
-        "commit": commit or "?",
-    }
-
-
-def med(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
 
 
 def column(rows: list[dict[str, float]], key: str) -> list[float]:
@@ -875,9 +821,10 @@ def report(
     args: argparse.Namespace,
     pairings: list[Pairing],
     memory: dict[str, list[dict[str, float]]],
+    cpu_rows: list[CpuRow],
 ) -> tuple[str, dict[str, Any]]:
     """The Markdown block for benchmarks/README.md, and the raw numbers."""
-    info = machine()
+    info = machine(websockets="websockets")
     flags = " --quick" if args.quick else ""
     flags += f" --pin {args.pin}" if args.pin != "none" else ""
     flags += f" --only {args.only}" if args.only != "all" else ""
@@ -994,7 +941,13 @@ def report(
             "",
         ]
     for text, ok in targets:
-        lines.append(f"- Target {text}: **{'n/a' if ok is None else 'met' if ok else 'NOT met'}**")
+        lines.append(target_line(text, ok))
+    cpu_raw = None
+    if cpu_rows:
+        goal = (CPU_NAMES[NETKIT], CPU_GOAL)
+        cpu_lines, cpu_raw = cpu_table(cpu_rows, CPU_NAMES[WEBSOCKETS], goal, args.cpu)
+        # Only the CPU part ran: the header lines, then its table.
+        lines = [*lines[:4], "", *cpu_lines] if args.only == "cpu" else [*lines, "", *cpu_lines]
     raw = {
         "machine": info,
         "settings": {k: v for k, v in vars(args).items() if k in SETTINGS},
@@ -1002,6 +955,7 @@ def report(
         "memory": memory,
         "ratios": ratios,
         "targets": dict(targets),
+        "cpu_per_message": cpu_raw,
     }
     return "\n".join(lines), raw
 
@@ -1016,29 +970,20 @@ SETTINGS = (
     "memory_runs",
     "seconds",
     "connections",
+    "cpu",
+    "cpu_rounds",
+    "cpu_seconds",
 )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (~1 minute)")
+    add_json_option(parser)
     parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
+        "--only", choices=["all", *TESTS, "memory", "cpu"], default="all", help="which test to run"
     )
-    parser.add_argument(
-        "--only", choices=["all", *TESTS, "memory"], default="all", help="which test to run"
-    )
-    parser.add_argument(
-        "--pin",
-        choices=sorted(PIN_CHOICES),
-        default="none",
-        help="tests a-c: none (default), same (clients and servers on CPU 0), "
-        "split (clients on CPU 0, servers on CPU 1)",
-    )
+    add_placement_options(parser, "tests a-c")
     parser.add_argument(
         "--websockets-loop",
         choices=["asyncio", "uvloop"],
@@ -1075,6 +1020,7 @@ def main() -> None:
 
     args.runs, args.seconds = (2, 1.0) if args.quick else (5, 2.0)
     args.memory_runs = 2 if args.quick else 3
+    args.cpu_rounds, args.cpu_seconds = (3, 0.5) if args.quick else (7, 1.0)
     kinds = [NETKIT, WEBSOCKETS]
     if not netkit_server_available():
         log(
@@ -1102,12 +1048,13 @@ def main() -> None:
     if args.only in ("all", "memory"):
         log(f"memory: {args.memory_runs} runs x {args.connections:,} idle connections per server")
         memory = bench_memory(kinds, args)
-    table, raw = report(args, pairings, memory)
+    cpu_rows: list[CpuRow] = []
+    if args.only in ("all", "cpu"):
+        log(f"CPU per message: {args.cpu_rounds} rounds x {args.cpu_seconds:g} s, CPU {args.cpu}")
+        cpu_rows = bench_cpu(kinds, args)
+    table, raw = report(args, pairings, memory, cpu_rows)
     print(table)
-    if args.json == "-":
-        print(json.dumps(raw, indent=2))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    write_json(raw, args.json)
 
 
 if __name__ == "__main__":

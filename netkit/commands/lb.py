@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import time
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import click
@@ -13,7 +9,13 @@ import typer
 from rich.table import Table
 
 from netkit.commands import options as opt
-from netkit.commands.relaying import run_relay
+from netkit.commands.serving import (
+    Presentation,
+    build_relay,
+    relay_status,
+    relay_summary,
+    run_server,
+)
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance.backends import parse_backends
@@ -21,11 +23,9 @@ from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.policies import ALGORITHMS
 from netkit.core.balance.pool import BackendPool
 from netkit.core.units import parse_duration
-from netkit.errors import ConnectError, LocalError, OperationTimeout
-from netkit.net.connect import connect_raw
 from netkit.net.health import HealthChecker
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
-from netkit.net.tls import server_context
+from netkit.net.relay import RelayOptions, RelayStats
+from netkit.net.upstreams import BalancedPool, merge_snapshots
 
 NAME = "lb"
 HELP = "L4 load balancer: weighted algorithms, health checks, backups, failover; one command line."
@@ -115,9 +115,10 @@ def lb(
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
     ] = None,
     idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
+    workers: opt.Workers = 1,
     max_connections: opt.MaxConnections = None,
-    drain_timeout: opt.DrainTimeout = "10s",
-    socket_mode: opt.SocketMode = "660",
+    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
+    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
     cert: opt.Cert = None,
     key: opt.Key = None,
     tls_self_signed: opt.SelfSigned = False,
@@ -146,104 +147,45 @@ def lb(
         slowstart=parse_duration(slowstart, option="--slowstart"),
         seed=seed,
     )
-    tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
-    client_ssl, ca_file = server_context(tls) if tls.enabled else (None, None)
 
     def health(event: HealthEvent) -> None:
         if not out.json:
             out.warn(str(event)) if event.new == "down" else out.print(f"[green]{event}[/]")
         out.event("health", None, **event.as_dict())
 
-    def connector() -> UpstreamConnector:
-        loop = asyncio.get_running_loop()
-
-        async def connect(client: str) -> tuple[socket.socket, str]:
-            key = client if client.startswith("unix:") else client.rpartition(":")[0].strip("[]")
-            tried: set[Any] = set()
-            last = ""
-            while (state := pool.choose(key, loop.time(), tried)) is not None:
-                state.connect_started()
-                started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
-                try:
-                    sock = await connect_raw(state.backend.endpoint, timeout=connect_limit)
-                except LocalError:
-                    state.connect_abandoned()  # our descriptor limit, not the backend's fault
-                    raise
-                except (ConnectError, OperationTimeout) as exc:
-                    if event := state.connect_failed(str(exc), loop.time()):
-                        health(event)
-                    tried.add(state)
-                    last = f" (last: {exc})"
-                    continue
-                state.connect_succeeded(time.perf_counter() - started)
-                return sock, state.name
-            raise ConnectError(f"{pool.unavailable(tried)}{last}")
-
-        return connect
-
-    def on_start(server: RelayServer) -> Callable[[], Awaitable[None]]:
-        checker = HealthChecker(
+    upstream = BalancedPool(
+        pool,
+        connect_timeout=connect_limit,
+        checker=HealthChecker(
             pool.states, interval=interval, timeout=timeout, probe=probe, on_event=health
-        )
-        checker.start()
-        original = server.on_event
-
-        def on_event(event: str, fields: dict[str, Any]) -> None:
-            if event == "closed" and fields.get("upstream"):
-                pool.state(fields["upstream"]).connection_ended(
-                    fields["bytes_up"], fields["bytes_down"]
-                )
-            original(event, fields)
-
-        server.on_event = on_event
-        return checker.stop
-
-    def table() -> Table:
-        now = asyncio.get_running_loop().time()
-        grid = Table(box=None, pad_edge=False, header_style="dim")
-        for column in (
-            "backend",
-            "state",
-            "weight",
-            "active",
-            "total",
-            "failed",
-            "up",
-            "down",
-            "connect p50/p99 ms",
-        ):
-            grid.add_column(column, justify="left" if column in ("backend", "state") else "right")
-        for row in pool.snapshot(now):
-            state = row["state"] + (" (backup)" if row["role"] == "backup" else "")
-            grid.add_row(
-                row["backend"],
-                f"[green]{state}[/]" if row["state"] == "up" else f"[red]{state}[/]",
-                str(row["weight"]),
-                str(row["active"]),
-                str(row["total"]),
-                str(row["failed"]),
-                str(row["bytes_up"]),
-                str(row["bytes_down"]),
-                f"{row['connect_p50_ms']}/{row['connect_p99_ms']}",
-            )
-        return grid
-
-    code = run_relay(
+        ),
+        on_health=health,
+    )
+    options = RelayOptions(
+        splice=splice,
+        proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
+        idle_timeout=idle,
+        seed=seed,
+    )
+    code = run_server(
         out,
         name="lb",
-        listen=listen_at,
-        connect_upstream=connector,
-        options=RelayOptions(
-            client_tls=client_ssl,
-            splice=splice,
-            proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
-            idle_timeout=idle,
-            seed=seed,
+        endpoint=listen_at,
+        build=build_relay(upstream, options),
+        tls=opt.server_tls(cert, key, tls_self_signed, client_ca),
+        presentation=Presentation(
+            relay_summary,
+            RelayStats,
+            status=relay_status(lambda: backend_table(upstream.snapshot())),
+            final=lambda: {"backends": upstream.snapshot()},
+            merge={"backends": merge_snapshots},
         ),
-        max_connections=max_connections,
+        workers=workers,
         drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
+        max_connections=max_connections,
+        per_connection=2,
         socket_mode=opt.socket_mode(socket_mode),
-        sockopts=opt.socket_options(None, None, False),
+        options=opt.socket_options(None, None, False),
         details={
             "algorithm": algorithm,
             "backends": [str(b) for b in pool_backends],
@@ -251,10 +193,38 @@ def lb(
             "rise": rise,
             "fall": fall,
             "idle_timeout_s": idle,
-        }
-        | ({"ca_file": str(ca_file)} if ca_file else {}),
-        on_start=on_start,
-        extra_status=table,
-        final=lambda: {"backends": pool.snapshot(asyncio.get_running_loop().time())},
+        },
+        fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
     )
     raise typer.Exit(code)
+
+
+def backend_table(rows: list[dict[str, Any]]) -> Table:
+    """The live per-backend table: state, weight, connections, bytes, connect times."""
+    grid = Table(box=None, pad_edge=False, header_style="dim")
+    for column in (
+        "backend",
+        "state",
+        "weight",
+        "active",
+        "total",
+        "failed",
+        "up",
+        "down",
+        "connect p50/p99 ms",
+    ):
+        grid.add_column(column, justify="left" if column in ("backend", "state") else "right")
+    for row in rows:
+        state = row["state"] + (" (backup)" if row["role"] == "backup" else "")
+        grid.add_row(
+            row["backend"],
+            f"[green]{state}[/]" if row["state"] == "up" else f"[red]{state}[/]",
+            str(row["weight"]),
+            str(row["active"]),
+            str(row["total"]),
+            str(row["failed"]),
+            str(row["bytes_up"]),
+            str(row["bytes_down"]),
+            f"{row['connect_p50_ms']}/{row['connect_p99_ms']}",
+        )
+    return grid

@@ -27,7 +27,7 @@ from netkit.core.multicast.groups import (
 )
 from netkit.core.multicast.ping import PING_HEADER_SIZE, PingPeer, PingSession
 from netkit.core.multicast.selftest import SelftestTally
-from netkit.core.multicast.traffic import MAX_PAYLOAD, Arrival, SendPlan
+from netkit.core.multicast.traffic import MAX_PAYLOAD, Arrival, SendPlan, probe_sizes
 from netkit.core.probe import HEADER_SIZE
 from netkit.core.units import parse_duration, parse_size
 from netkit.errors import CheckFailed, ConfigError
@@ -72,7 +72,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summa
 def _interface(text: str, groups: list[Group]) -> Interface:
     iface = resolve_interface(text)
     for group in groups:
-        check_interface_family(iface.given, group, "--interface")
+        check_interface_family(iface.given, group)
     return iface
 
 
@@ -82,15 +82,13 @@ def _ms(seconds: float | None) -> float | None:
 
 async def _until_signal(work: Coroutine[Any, Any, T]) -> tuple[T | None, int | None]:
     """Run ``work`` until it finishes or SIGINT/SIGTERM; returns (result, exit status or None)."""
-    shutdown = runtime.ShutdownSignal()
-    shutdown.install()
-    task = asyncio.ensure_future(work)
-    stop = asyncio.ensure_future(shutdown.requested.wait())
-    try:
-        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-        shutdown.uninstall()
+    async with runtime.run_until_signal() as shutdown:
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(shutdown.requested.wait())
+        try:
+            await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
     if task.done():
         return task.result(), None
     task.cancel()
@@ -161,7 +159,10 @@ def send(
     elif messages:
         payloads = [m.encode() for m in messages]
     nbytes = parse_size(size, option="--size")
-    plan = SendPlan.build(target.version, payloads, count, nbytes, size)
+    sizes = probe_sizes(target.version)
+    if nbytes not in sizes:
+        raise ConfigError(f"--size {size!r}: must be {sizes[0]} to {sizes[-1]} bytes")
+    plan = SendPlan.build(target.version, payloads, count, nbytes)
     sock = open_sender(
         target.version,
         iface,
@@ -287,22 +288,18 @@ def listen(
     sources = sorted({s for group_sources in plan.values() for s in group_sources})
 
     async def main() -> tuple[bool, int | None]:
-        shutdown = runtime.ShutdownSignal()
-        shutdown.install()
-        # Printed once the signal handlers are in: a stop right after it is always graceful.
-        out.event(
-            "listening",
-            f"[bold]multicast[/] listening on {escape(', '.join(names))} via {iface.name}"
-            + (f", sources {escape(', '.join(sources))}" if sources else "")
-            + "\n[dim]Ctrl-C or SIGTERM to stop[/]",
-            groups=names,
-            interface=iface.name,
-            sources=sources,
-        )
-        try:
+        async with runtime.run_until_signal() as shutdown:
+            # Printed once the signal handlers are in: a stop right after it is always graceful.
+            out.event(
+                "listening",
+                f"[bold]multicast[/] listening on {escape(', '.join(names))} via {iface.name}"
+                + (f", sources {escape(', '.join(sources))}" if sources else "")
+                + "\n[dim]Ctrl-C or SIGTERM to stop[/]",
+                groups=names,
+                interface=iface.name,
+                sources=sources,
+            )
             got = await listener.run(count=count, timeout=wait, stop=shutdown.requested)
-        finally:
-            shutdown.uninstall()
         if shutdown.requested.is_set():
             return got, ExitStatus.INTERRUPTED if shutdown.interrupted else ExitStatus.SUCCESS
         return got, None
@@ -442,24 +439,20 @@ def ping(
         )
 
     async def main() -> int | None:
-        shutdown = runtime.ShutdownSignal()
-        shutdown.install()
-        out.event(
-            "listening",
-            f"[bold]multicast ping[/] {escape(str(sockets.group))} via {iface.name} from {escape(me)}, "
-            f"{count} probe(s) every {interval}",
-            group=str(sockets.group),
-            interface=iface.name,
-            address=me,
-            id=f"{session.instance_id:016x}",
-        )
-        try:
+        async with runtime.run_until_signal() as shutdown:
+            out.event(
+                "listening",
+                f"[bold]multicast ping[/] {escape(str(sockets.group))} via {iface.name} from {escape(me)}, "
+                f"{count} probe(s) every {interval}",
+                group=str(sockets.group),
+                interface=iface.name,
+                address=me,
+                id=f"{session.instance_id:016x}",
+            )
             await run_ping(
                 session, sockets, count=count, interval=pause, timeout=wait,
                 stop=shutdown.requested, on_peer=on_peer,
             )  # fmt: skip
-        finally:
-            shutdown.uninstall()
         if shutdown.requested.is_set():
             return ExitStatus.INTERRUPTED if shutdown.interrupted else ExitStatus.SUCCESS
         return None

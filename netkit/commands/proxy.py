@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from netkit.commands import options as opt
-from netkit.commands.relaying import run_relay
+from netkit.commands.serving import RELAY, build_relay, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.faults import SYNTAX, fault_kind, parse_faults
 from netkit.core.units import parse_duration
-from netkit.net.connect import connect_raw
-from netkit.net.relay import RelayOptions, UpstreamConnector
-from netkit.net.tls import client_context, server_context
+from netkit.net.relay import RelayOptions
+from netkit.net.tls import client_context
+from netkit.net.upstreams import FixedUpstream
 
 NAME = "proxy"
 HELP = (
     "L4 relay: TCP, Unix sockets and TLS on either side, with fault injection for testing clients."
 )
 FAULTS = f"Faults ({SYNTAX})"
-UPSTREAM = "Upstream TLS"
 
 
 def _fault_option(name: str) -> typer.models.OptionInfo:
@@ -42,39 +39,10 @@ def proxy(
     upstream: Annotated[
         str, typer.Argument(help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path.")
     ],
-    upstream_tls: Annotated[
-        bool,
-        typer.Option(
-            "--upstream-tls",
-            help="Speak TLS to the upstream (verified unless --insecure).",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = False,
-    cacert: Annotated[
-        Path | None,
-        typer.Option(
-            "--cacert",
-            help="CA bundle to verify the upstream with; implies --upstream-tls.",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = None,
-    insecure: Annotated[
-        bool,
-        typer.Option(
-            "--insecure",
-            "-k",
-            help="Do not verify the upstream's certificate; implies --upstream-tls.",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = False,
-    sni: Annotated[
-        str | None,
-        typer.Option(
-            "--sni",
-            help="Server name for the upstream TLS handshake; implies --upstream-tls.",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = None,
+    upstream_tls: opt.UpstreamTLS = False,
+    cacert: opt.UpstreamCACert = None,
+    insecure: opt.UpstreamInsecure = False,
+    sni: opt.UpstreamSNI = None,
     proxy_protocol: opt.ProxyProtocol = None,
     splice: opt.Splice = True,
     connect_timeout: Annotated[
@@ -98,9 +66,10 @@ def proxy(
             rich_help_panel=FAULTS,
         ),
     ] = None,
+    workers: opt.Workers = 1,
     max_connections: opt.MaxConnections = None,
-    drain_timeout: opt.DrainTimeout = "10s",
-    socket_mode: opt.SocketMode = "660",
+    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
+    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
     cert: opt.Cert = None,
     key: opt.Key = None,
     tls_self_signed: opt.SelfSigned = False,
@@ -122,14 +91,11 @@ def proxy(
             "slow-close": slow_close, "accept-delay": accept_delay, "refuse": refuse,
         }
     )  # fmt: skip
-    tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
-    client_ssl, ca_file = server_context(tls) if tls.enabled else (None, None)
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
     timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     idle = opt.idle_timeout(idle_timeout)
     options = RelayOptions(
-        client_tls=client_ssl,
         upstream_tls=upstream_ssl,
         upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
         splice=splice,
@@ -138,25 +104,19 @@ def proxy(
         faults=faults,
         seed=seed,
     )
-
-    def connector() -> UpstreamConnector:
-        label = str(target)
-
-        async def connect(_client: str) -> tuple[socket.socket, str]:
-            return await connect_raw(target, timeout=timeout), label
-
-        return connect
-
-    code = run_relay(
+    code = run_server(
         out,
         name="proxy",
-        listen=listen_at,
-        connect_upstream=connector,
-        options=options,
-        max_connections=max_connections,
+        endpoint=listen_at,
+        build=build_relay(FixedUpstream(target, timeout=timeout), options),
+        tls=opt.server_tls(cert, key, tls_self_signed, client_ca),
+        presentation=RELAY,
+        workers=workers,
         drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
+        max_connections=max_connections,
+        per_connection=2,  # two sockets; pipes come from a pool, only while bytes are in flight
         socket_mode=opt.socket_mode(socket_mode),
-        sockopts=opt.socket_options(None, None, False),
+        options=opt.socket_options(None, None, False),
         details={
             "upstream": str(target),
             "upstream_tls": upstream_ssl is not None,
@@ -164,7 +124,7 @@ def proxy(
             "faults": [f.as_dict() for f in faults],
             "seed": seed,
             "idle_timeout_s": idle,
-        }
-        | ({"ca_file": str(ca_file)} if ca_file else {}),
+        },
+        fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
     )
     raise typer.Exit(code)

@@ -63,8 +63,6 @@ def serve(
     address = listener_address(sock)
 
     async def main() -> tuple[bool, dict[str, object]]:
-        shutdown = runtime.ShutdownSignal()
-        shutdown.install()
         server = UDPEchoServer(
             sock,
             max_size=limit,
@@ -94,11 +92,11 @@ def serve(
             drop_every=drop_every,
             **fields,
         )
-        try:
-            await shutdown.requested.wait()
-        finally:
-            server.stop()
-            shutdown.uninstall()
+        async with runtime.run_until_signal() as shutdown:
+            try:
+                await shutdown.requested.wait()
+            finally:
+                server.stop()
         return shutdown.interrupted, server.stats.as_dict()
 
     try:

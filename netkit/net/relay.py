@@ -1,7 +1,9 @@
 """The relay server shared by ``proxy`` and ``lb``: accepts clients and relays each upstream.
 
-For each client it draws the connection's faults, opens the upstream (through the
-``connect_upstream`` it was given; PROXY header, TLS on either side), and hands both to one of
+:class:`RelayServer` is a :class:`~netkit.net.server.Server` (the lifecycle every server
+shares: accept, cap, track, drain, stats). For each client it draws the connection's faults,
+opens the upstream (through the :class:`~netkit.net.upstreams.Upstream` it was given; PROXY
+header, TLS on either side), and hands both to one of
 two relays, which move the bytes and count them in the connection's
 :class:`~netkit.core.flow.RelayRecord`:
 
@@ -12,9 +14,9 @@ two relays, which move the bytes and count them in the connection's
   schedule.
 
 Both propagate half-close, bound memory with flow control, and report the bytes that were not
-delivered when a connection ends early. The server also caps connections, keeps a descriptor
-reserve (out of descriptors, clients wait in the backlog), closes idle relays
-(:class:`~netkit.net.idle.IdleTimer`), drains and keeps :class:`RelayTotals`.
+delivered when a connection ends early. The server also keeps a descriptor reserve (out of
+descriptors, clients wait in the backlog), closes idle relays
+(:class:`~netkit.net.idle.IdleTimer`) and keeps :class:`RelayStats`.
 """
 
 from __future__ import annotations
@@ -25,29 +27,26 @@ import itertools
 import random
 import socket
 import ssl
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from netkit.core.faults import (
-    Fault,
-    Refuse,
-    draw,
-)
+from netkit.core.addresses import UnixEndpoint
+from netkit.core.faults import ConnectionFaults, Fault, Refuse, draw
 from netkit.core.flow import RelayRecord
 from netkit.core.proxy_protocol import encode as encode_proxy_header
 from netkit.errors import NetkitError, ResourceExhausted
-from netkit.net.accept import Acceptor, DescriptorReserve
+from netkit.net.accept import DescriptorReserve
 from netkit.net.buffered import BufferedRelay
 from netkit.net.connect import translate_connect_error
 from netkit.net.idle import IdleTimer
-from netkit.net.sockets import describe, force_rst
+from netkit.net.server import EventHook, Server, ServerStats
+from netkit.net.sockets import force_rst
 from netkit.net.splice import SPLICE_AVAILABLE, SpliceRelay
 from netkit.net.tls_layer import accept_tls, connect_tls
 
-UpstreamConnector = Callable[[str], Awaitable[tuple[socket.socket, str]]]
-"""Given the client's address, return a connected upstream socket and its label."""
+if TYPE_CHECKING:
+    from netkit.net.upstreams import Upstream
 
 
 @dataclass
@@ -74,22 +73,20 @@ class RelayOptions:
     faults: list[Fault] = field(default_factory=list)
     seed: int | None = None
 
+    def can_splice(self, *, client_tls: bool) -> bool:
+        """True when relays will use ``os.splice`` (plain sockets on both sides, Linux)."""
+        return self.splice and SPLICE_AVAILABLE and not client_tls and not self.upstream_tls
+
 
 @dataclass
-class RelayTotals:
-    """Totals over a relay server's life."""
+class RelayStats(ServerStats):
+    """A relay server's totals: bytes each way, undelivered bytes, upstream failures, faults."""
 
-    accepted: int = 0
-    rejected: int = 0
     failed_upstream: int = 0
-    active: int = 0
-    peak: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     undelivered: int = 0
     faults: int = 0
-    accept_errors: int = 0
-    started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of a summary."""
@@ -103,83 +100,79 @@ class RelayTotals:
             "undelivered_bytes": self.undelivered,
             "faults_injected": self.faults,
             "accept_errors": self.accept_errors,
-            "uptime_s": round(time.monotonic() - self.started, 3),
+            "uptime_s": self.uptime,
+            "cut_at_drain": self.aborted_at_drain,
         }
 
 
-class RelayServer:
+class RelayServer(Server):
     """Accepts clients on a listening socket and relays each to an upstream.
 
     Args:
         sock: the listening socket.
-        connect_upstream: opens the upstream for a client (proxy: one endpoint; lb: a choice).
+        upstream: where each client goes (proxy: a fixed endpoint; lb: a balanced pool); told
+            when each relay ends.
         options: TLS, splice, PROXY protocol, faults.
         max_connections: clients beyond this are refused (RST) and counted.
         on_event: receives (event, fields): ``fault``, ``upstream_failed``, ``closed``, ...
+        unix_endpoint: the Unix socket's path, removed when the server stops listening.
     """
+
+    stats: RelayStats
+    connections: dict[Hashable, SpliceRelay | BufferedRelay | None]
 
     def __init__(
         self,
         sock: socket.socket,
-        connect_upstream: UpstreamConnector,
+        upstream: Upstream,
         options: RelayOptions,
         *,
         max_connections: int | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: EventHook | None = None,
+        unix_endpoint: UnixEndpoint | None = None,
     ) -> None:
-        self.sock = sock
-        self.address = describe(sock.getsockname())
-        self.connect_upstream = connect_upstream
-        self.options = options
-        self.max_connections = max_connections
-        self.on_event = on_event or (lambda _e, _f: None)
-        self.totals = RelayTotals()
-        self.relays: dict[int, SpliceRelay | BufferedRelay | None] = {}
-        self.rng = random.Random(options.seed)
-        self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.loop = asyncio.get_running_loop()
-        self.splice = (
-            options.splice
-            and SPLICE_AVAILABLE
-            and not options.client_tls
-            and not options.upstream_tls
-        )
         # Descriptors held for clients accepted and still opening their upstream (one each),
         # for the next client, and for a splice pipe: a client is accepted only when it can
         # be relayed, so clients beyond the descriptor limit wait in the backlog and are
         # served in turn as others close, instead of each holding a socket it cannot use.
         self.reserve = DescriptorReserve()
         self._connecting = 0
-        self._spare = 1 + (2 if self.splice else 0)
-        # on_event is looked up at call time: lb wraps it after construction.
-        self.acceptor = Acceptor(
+        super().__init__(
             sock,
-            self._start,
-            lambda e, f: self.on_event(e, f),
+            RelayStats(),
+            max_connections=max_connections,
+            on_event=on_event,
+            unix_endpoint=unix_endpoint,
             before_accept=lambda: self.reserve.fill(self._connecting + self._spare),
         )
+        self.upstream = upstream
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.get_running_loop()
+        self.splice = options.can_splice(client_tls=options.client_tls is not None)
+        self._spare = 1 + (2 if self.splice else 0)
 
     def start(self) -> None:
-        """Start accepting."""
-        self.acceptor.start()
+        """Start the upstream (health checks), then accepting."""
+        self.upstream.start()
+        super().start()
 
-    def _start(self, conn: socket.socket, client: str) -> None:
-        if self.max_connections is not None and len(self.relays) >= self.max_connections:
-            self.totals.rejected += 1
+    async def close(self) -> None:
+        await super().close()
+        await self.upstream.stop()
+
+    def accepted(self, conn: socket.socket, peer: str) -> None:
+        if self.full:
             force_rst(conn)
             conn.close()
-            self.on_event("rejected", {"client": client, "reason": "max connections"})
+            self.rejected({"client": peer, "reason": "max connections"})
             return
         cid = next(self._ids)
-        self.relays[cid] = None
-        self._idle.clear()
+        self.track(cid, None)
         self._connecting += 1
-        self.totals.accepted += 1
-        self.totals.peak = max(self.totals.peak, len(self.relays))
-        task = self.loop.create_task(self._handle(cid, conn, client))
+        task = self.loop.create_task(self._handle(cid, conn, peer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -187,112 +180,129 @@ class RelayServer:
         record = RelayRecord(cid, client)
         faults = draw(self.options.faults, self.rng)
         for applied in faults.applied:
-            self.totals.faults += 1
-            self.on_event("fault", {"id": cid, "client": client, **applied})
-        upstream: socket.socket | None = None
-        connecting = True  # counted in self._connecting until its upstream is open (or not)
+            self.stats.faults += 1
+            self.emit("fault", {"id": cid, "client": client, **applied})
+        connecting = True  # counted in self._connecting until its upstream is asked for
         try:
             if faults.refuse:
-                force_rst(conn)
-                conn.close()
-                record.end = f"fault: {Refuse.end_reason}"
+                self._drop_client(conn, record, f"fault: {Refuse.end_reason}")
                 return
             if faults.accept_delay:
                 await asyncio.sleep(faults.accept_delay)
-            try:
-                upstream, record.upstream = await self._connect_upstream(client)
-            except NetkitError as exc:
-                if isinstance(exc, ResourceExhausted):
-                    # Out of descriptors even with the reserve: turn the client away now
-                    # rather than hold its socket while it waits (HAProxy closes it too); not
-                    # the upstream's fault, so it is counted as rejected.
-                    self.totals.rejected += 1
-                    record.end = f"turned away: {exc}"
-                    event = ("rejected", {"id": cid, "client": client, "reason": str(exc)})
-                else:
-                    self.totals.failed_upstream += 1
-                    record.end = f"upstream failed: {exc}"
-                    event = ("upstream_failed", {"id": cid, "client": client, "error": str(exc)})
-                self.on_event(*event)
-                force_rst(conn)
-                conn.close()
+            connecting = False  # _upstream_for takes it off the count, whatever happens
+            upstream = await self._upstream_for(conn, record)
+            if upstream is None:
                 return
-            finally:
-                self._connecting -= 1
-                connecting = False
-            header = b""
-            if self.options.proxy_protocol:
-                header = encode_proxy_header(
-                    self.options.proxy_protocol,
-                    _tcp_address(conn.getpeername()),
-                    _tcp_address(conn.getsockname()),
-                )
-            relay: SpliceRelay | BufferedRelay
-            if self.splice and not faults.touches_data:
-                if header:
-                    await self.loop.sock_sendall(upstream, header)
-                relay = SpliceRelay(
-                    conn,
-                    upstream,
-                    record,
-                    slow_close=(
-                        faults.directions["up"].slow_close,
-                        faults.directions["down"].slow_close,
-                    ),
-                    on_exhausted=self.acceptor.pause_for,
-                    reserve=self.reserve,
-                )
-                upstream = None  # owned by the relay now
-                self.relays[cid] = relay
-                relay.start()
-            else:
-                relay = BufferedRelay(record, faults, self.rng)
-                self.relays[cid] = relay
-                try:
-                    await self._open_upstream_transport(relay, upstream, header)
-                except (OSError, ssl.SSLError) as exc:
-                    error = translate_connect_error(exc, record.upstream)
-                    self.totals.failed_upstream += 1
-                    record.end = f"upstream failed: {error}"
-                    self.on_event(
-                        "upstream_failed", {"id": cid, "client": client, "error": str(error)}
-                    )
-                    force_rst(conn)
-                    conn.close()
-                    return
-                finally:
-                    upstream = None  # the transport owns it (or closed it)
-                if self.options.client_tls is not None:
-                    # netkit's TLS layer: sends the alert when a handshake fails, half-closes.
-                    await accept_tls(conn, lambda: relay.client, self.options.client_tls)
-                else:
-                    await self.loop.connect_accepted_socket(lambda: relay.client, conn)
-                relay.start()
-            await self._watch(relay)
+            relay = await self._relay(conn, upstream, record, faults)
+            if relay is not None:
+                await self._watch(relay)
         except (OSError, ssl.SSLError, NetkitError) as exc:
-            record.end = f"error: {translate_connect_error(exc, client) if isinstance(exc, OSError) else exc}"
+            reason = translate_connect_error(exc, client) if isinstance(exc, OSError) else exc
+            record.end = f"error: {reason}"
             with contextlib.suppress(OSError):
                 conn.close()
         finally:
             if connecting:
-                self._connecting -= 1
-            if upstream is not None:
-                upstream.close()
+                self._connecting -= 1  # refused, or cancelled before its upstream was asked
             self._finish(cid, record)
+
+    def _drop_client(self, conn: socket.socket, record: RelayRecord, end: str) -> None:
+        force_rst(conn)
+        conn.close()
+        record.end = end
+
+    async def _upstream_for(self, conn: socket.socket, record: RelayRecord) -> socket.socket | None:
+        # The client's upstream, or None when it could not be opened (the client is reset and
+        # the failure reported). Counted in self._connecting until then.
+        try:
+            upstream, record.upstream = await self._connect_upstream(record.client)
+        except NetkitError as exc:
+            fields = {"id": record.id, "client": record.client}
+            if isinstance(exc, ResourceExhausted):
+                # Out of descriptors even with the reserve: turn the client away now rather
+                # than hold its socket while it waits (HAProxy closes it too); not the
+                # upstream's fault, so it is counted as rejected.
+                self.rejected(fields | {"reason": str(exc)})
+                self._drop_client(conn, record, f"turned away: {exc}")
+            else:
+                self._upstream_failed(conn, record, exc)
+            return None
+        finally:
+            self._connecting -= 1
+        return upstream
+
+    def _upstream_failed(self, conn: socket.socket, record: RelayRecord, error: Exception) -> None:
+        self.stats.failed_upstream += 1
+        self.emit(
+            "upstream_failed", {"id": record.id, "client": record.client, "error": str(error)}
+        )
+        self._drop_client(conn, record, f"upstream failed: {error}")
+
+    async def _relay(
+        self,
+        conn: socket.socket,
+        upstream: socket.socket,
+        record: RelayRecord,
+        faults: ConnectionFaults,
+    ) -> SpliceRelay | BufferedRelay | None:
+        # The relay between the two sockets, started; None when the upstream's transport
+        # could not be set up (reported).
+        header = b""
+        if self.options.proxy_protocol:
+            header = encode_proxy_header(
+                self.options.proxy_protocol,
+                _tcp_address(conn.getpeername()),
+                _tcp_address(conn.getsockname()),
+            )
+        if self.splice and not faults.touches_data:
+            try:
+                if header:
+                    await self.loop.sock_sendall(upstream, header)
+            except BaseException:
+                upstream.close()
+                raise
+            splice = SpliceRelay(
+                conn,
+                upstream,
+                record,
+                slow_close=(
+                    faults.directions["up"].slow_close,
+                    faults.directions["down"].slow_close,
+                ),
+                on_exhausted=self.acceptor.pause_for,
+                reserve=self.reserve,
+            )
+            self.connections[record.id] = splice
+            splice.start()
+            return splice
+        buffered = BufferedRelay(record, faults, self.rng)
+        self.connections[record.id] = buffered
+        try:
+            await self._open_upstream_transport(buffered, upstream, header)
+        except (OSError, ssl.SSLError) as exc:
+            self._upstream_failed(conn, record, translate_connect_error(exc, record.upstream))
+            return None
+        if self.options.client_tls is not None:
+            # netkit's TLS layer: sends the alert when a handshake fails, half-closes.
+            await accept_tls(conn, lambda: buffered.client, self.options.client_tls)
+        else:
+            await self.loop.connect_accepted_socket(lambda: buffered.client, conn)
+        buffered.start()
+        return buffered
 
     async def _connect_upstream(self, client: str) -> tuple[socket.socket, str]:
         # Out of descriptors for the upstream socket: spend this client's reserved descriptor
         # and try once more (nothing else can take it: the retry opens its socket before any
         # await); a second failure propagates and the client is turned away.
         try:
-            return await self.connect_upstream(client)
+            return await self.upstream.connect(client)
         except ResourceExhausted as exc:
             cause = exc.__cause__
             if isinstance(cause, OSError):
                 self.acceptor.pause_for(cause)
             if not self.reserve.spend():
                 raise
-            return await self.connect_upstream(client)
+            return await self.upstream.connect(client)
 
     async def _open_upstream_transport(
         self, relay: BufferedRelay, upstream: socket.socket, header: bytes
@@ -333,40 +343,20 @@ class RelayServer:
             timer.cancel()
 
     def _finish(self, cid: int, record: RelayRecord) -> None:
-        self.relays.pop(cid, None)
-        t = self.totals
+        self.untrack(cid)
+        t = self.stats
         t.bytes_up += record.up.delivered
         t.bytes_down += record.down.delivered
         t.undelivered += record.up.undelivered + record.down.undelivered
-        self.on_event("closed", record.as_dict())
-        if not self.relays:
-            self._idle.set()
-        self.acceptor.wake()  # descriptors were freed: a client paused in the backlog may go
+        if record.upstream:
+            self.upstream.relay_ended(record.upstream, record.up.delivered, record.down.delivered)
+        self.emit("closed", record.as_dict())
 
-    def stop_accepting(self) -> None:
-        """Close the listener: new clients are refused from now on (relays go on)."""
-        self.acceptor.stop()
+    def stopped_accepting(self) -> None:
         self.reserve.close()
-        if self.sock.fileno() >= 0:
-            self.sock.close()
 
-    async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> int:
-        """Stop accepting, let relays finish for up to ``timeout`` s, then reset the rest.
-
-        Returns:
-            How many relays had to be cut.
-        """
-        self.stop_accepting()
-        waiters = [asyncio.ensure_future(self._idle.wait())]
-        if forced is not None:
-            waiters.append(asyncio.ensure_future(forced.wait()))
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-        self.totals.accept_errors = self.acceptor.errors
-        cut = [r for r in self.relays.values() if r is not None]
+    async def cut(self) -> int:
+        cut = [r for r in self.connections.values() if r is not None]
         for relay in cut:
             relay.abort("drain timeout")
         for task in list(self._tasks):

@@ -1,19 +1,25 @@
-"""Event-loop selection (uvloop when available) and shutdown signals."""
+"""Event-loop selection (uvloop when available) and shutdown signals.
+
+:func:`run_until_signal` is the one place that installs the stop-signal handlers: every
+server and every command that runs until Ctrl-C or SIGTERM enters it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
 
 T = TypeVar("T")
 
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+LOOP = Setting("loop")
 _loop_choice = "auto"
 
 
@@ -30,9 +36,9 @@ def set_loop(choice: str) -> None:
     """
     global _loop_choice
     if choice not in LOOP_CHOICES:
-        raise ConfigError(f"--loop {choice!r}: choose one of {', '.join(LOOP_CHOICES)}")
+        raise ConfigError((LOOP, f" {choice!r}: choose one of {', '.join(LOOP_CHOICES)}"))
     if choice == "uvloop" and not uvloop_available():
-        raise ConfigError("--loop uvloop: uvloop is not installed on this Python")
+        raise ConfigError((LOOP, " uvloop: uvloop is not installed on this Python"))
     _loop_choice = choice
 
 
@@ -69,8 +75,8 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 @dataclass
 class ShutdownSignal:
-    """Turns SIGINT/SIGTERM (and SIGHUP, SIGUSR1: see :data:`STOP_SIGNALS`) into events a
-    server can await.
+    """What SIGINT/SIGTERM (and SIGHUP, SIGUSR1: see :data:`STOP_SIGNALS`) asked for, as
+    events a server can await; :func:`run_until_signal` sets them.
 
     The first signal sets :attr:`requested` (drain gracefully); a second one sets :attr:`forced`
     (stop now). :attr:`signum` says which signal came first.
@@ -80,19 +86,8 @@ class ShutdownSignal:
     forced: asyncio.Event = field(default_factory=asyncio.Event)
     signum: int | None = None
 
-    def install(self) -> None:
-        """Install the handlers on the running loop."""
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._handle, sig)
-
-    def uninstall(self) -> None:
-        """Remove the handlers."""
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
-
-    def _handle(self, sig: int) -> None:
+    def received(self, sig: int) -> None:
+        """A stop signal arrived (the handler :func:`run_until_signal` installs)."""
         if self.requested.is_set():
             self.forced.set()
         else:
@@ -103,3 +98,22 @@ class ShutdownSignal:
     def interrupted(self) -> bool:
         """True when the shutdown came from SIGINT (exit 130 by convention)."""
         return self.signum == signal.SIGINT
+
+
+@asynccontextmanager
+async def run_until_signal() -> AsyncIterator[ShutdownSignal]:
+    """``async with run_until_signal() as shutdown:`` handles the stop signals inside the block.
+
+    The handlers are installed on the running loop on entry and removed on exit, whatever
+    happens in between; the block awaits ``shutdown.requested`` (or passes it on as a stop
+    event) and may await ``shutdown.forced`` while it drains.
+    """
+    shutdown = ShutdownSignal()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, shutdown.received, sig)
+    try:
+        yield shutdown
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)

@@ -1,4 +1,11 @@
-"""Stream server lifecycle: listen, track connections, cap them, drain on shutdown."""
+"""The server lifecycle every netkit server shares, and the stream server built on it.
+
+:class:`Server` accepts (through :class:`~netkit.net.accept.Acceptor`), caps, tracks, drains
+(:meth:`Server.drain`), stops accepting and keeps :class:`ServerStats`;
+:class:`StreamServer` (tcp-echo, ws-server, bench's echo server) and
+:class:`~netkit.net.relay.RelayServer` (proxy, lb) are the two kinds of server on it.
+:func:`serve_until_signal` runs any of them until a stop signal, then drains it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,14 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.net.accept import Acceptor
 from netkit.net.protocols import StreamProtocol
+from netkit.net.runtime import run_until_signal
 from netkit.net.sockets import (
     SocketOptions,
     create_tcp_listener,
@@ -22,21 +30,39 @@ from netkit.net.sockets import (
 )
 from netkit.net.tls_layer import accept_tls
 
+EventHook = Callable[[str, dict[str, Any]], None]
+"""Receives (event name, fields) for every event a server reports."""
+
 
 @dataclass
 class ServerStats:
-    """Totals over a server's life, merged across worker processes."""
+    """What every server counts over its life; each kind of server adds its own totals."""
 
     accepted: int = 0
     rejected: int = 0
     active: int = 0
     peak: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    errors: int = 0
     aborted_at_drain: int = 0
     accept_errors: int = 0
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server was made, rounded for a summary."""
+        return round(time.monotonic() - self.started, 3)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of a summary: each kind of server words its own."""
+        raise NotImplementedError
+
+
+@dataclass
+class StreamStats(ServerStats):
+    """A stream server's totals: bytes each way and connections that ended in error."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    errors: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of a summary."""
@@ -49,19 +75,188 @@ class ServerStats:
             "errors": self.errors,
             "aborted_at_drain": self.aborted_at_drain,
             "accept_errors": self.accept_errors,
-            "uptime_s": round(time.monotonic() - self.started, 3),
+            "uptime_s": self.uptime,
         }
 
-    def merge(self, other: dict[str, Any]) -> None:
-        """Add a worker's summary (from :meth:`as_dict`)."""
-        self.accepted += other.get("connections", 0)
-        self.rejected += other.get("rejected", 0)
-        self.peak += other.get("peak_connections", 0)
-        self.bytes_in += other.get("bytes_in", 0)
-        self.bytes_out += other.get("bytes_out", 0)
-        self.errors += other.get("errors", 0)
-        self.aborted_at_drain += other.get("aborted_at_drain", 0)
-        self.accept_errors += other.get("accept_errors", 0)
+
+class Server:
+    """Accepts, caps, tracks, drains, stops accepting and counts: the lifecycle of a server.
+
+    A kind of server says what an accepted socket becomes (:meth:`accepted`), when a client
+    counts as a connection (:meth:`track`, :meth:`untrack`), how its connections are asked to
+    finish (:meth:`begin_drain`) and cut (:meth:`cut`). Construct it on the running loop.
+
+    Args:
+        sock: the listening socket (from :func:`make_listener`).
+        stats: the totals this server keeps.
+        max_connections: the cap; :attr:`full` says when it is reached.
+        on_event: called with (event name, fields) for every event.
+        unix_endpoint: the Unix socket's path, removed when the server stops listening.
+        before_accept: see :class:`~netkit.net.accept.Acceptor`.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        stats: ServerStats,
+        *,
+        max_connections: int | None = None,
+        on_event: EventHook | None = None,
+        unix_endpoint: UnixEndpoint | None = None,
+        before_accept: Callable[[], OSError | None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.address = listener_address(sock)
+        self.stats = stats
+        self.max_connections = max_connections
+        self.on_event = on_event
+        self.unix_endpoint = unix_endpoint
+        self.connections: dict[Hashable, Any] = {}
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.acceptor = Acceptor(
+            sock, self.accepted, self._acceptor_event, before_accept=before_accept
+        )
+
+    # --- what a kind of server provides ---------------------------------------------------
+
+    def accepted(self, conn: socket.socket, peer: str) -> None:
+        """A client was accepted: make it a connection (or turn it away)."""
+        raise NotImplementedError
+
+    def begin_drain(self) -> None:
+        """The drain began: ask every connection to finish."""
+
+    async def cut(self) -> int:
+        """The drain timed out: end every connection still open, and return how many."""
+        raise NotImplementedError
+
+    # --- the lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start accepting connections."""
+        self.acceptor.start()
+
+    def emit(self, event: str, fields: dict[str, Any]) -> None:
+        """Report an event to :attr:`on_event`."""
+        if self.on_event is not None:
+            self.on_event(event, fields)
+
+    def _acceptor_event(self, event: str, fields: dict[str, Any]) -> None:
+        self.stats.accept_errors = self.acceptor.errors
+        self.emit(event, fields)
+
+    @property
+    def full(self) -> bool:
+        """True when :attr:`max_connections` connections are open."""
+        return self.max_connections is not None and len(self.connections) >= self.max_connections
+
+    def rejected(self, fields: dict[str, Any]) -> None:
+        """Count a client turned away and report it (``rejected``); the caller closes it."""
+        self.stats.rejected += 1
+        self.emit("rejected", fields)
+
+    def track(self, key: Hashable, value: Any) -> None:
+        """A new connection, open until :meth:`untrack`: counted, and waited for at drain."""
+        self.connections[key] = value
+        self._idle.clear()
+        self.stats.accepted += 1
+        self.stats.active = len(self.connections)
+        self.stats.peak = max(self.stats.peak, self.stats.active)
+
+    def untrack(self, key: Hashable) -> bool:
+        """A connection ended; False when it was never tracked (turned away)."""
+        if key not in self.connections:
+            return False
+        del self.connections[key]
+        self.stats.active = len(self.connections)
+        if not self.connections:
+            self._idle.set()
+        self.acceptor.wake()  # descriptors were freed: a client paused in the backlog may go
+        return True
+
+    def stopped_accepting(self) -> None:
+        """Called once the acceptor stopped, before the listener closes."""
+
+    def stop_accepting(self) -> None:
+        """Close the listener: new clients are refused from now on (existing ones go on)."""
+        self.draining = True
+        self.acceptor.stop()
+        self.stopped_accepting()
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+
+    def close_listener(self) -> None:
+        """Close the listening socket and remove its file (when it is ours)."""
+        self.stop_accepting()
+        if self.unix_endpoint is not None:
+            unlink_unix_listener(self.unix_endpoint)
+
+    async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> int:
+        """Stop accepting, let connections finish for up to ``timeout`` s (or until ``forced``
+        is set), then cut the rest.
+
+        Returns:
+            How many connections had to be cut (also in ``stats.aborted_at_drain``).
+        """
+        self.close_listener()
+        self.begin_drain()
+        waiters = [asyncio.ensure_future(self._idle.wait())]
+        if forced is not None:
+            waiters.append(asyncio.ensure_future(forced.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        self.stats.accept_errors = self.acceptor.errors
+        self.stats.aborted_at_drain = await self.cut()
+        return self.stats.aborted_at_drain
+
+    async def close(self) -> None:
+        """Release what the server holds beyond its listener (called last, once)."""
+        self.close_listener()
+
+
+async def serve_until_signal(
+    server: Server,
+    *,
+    drain_timeout: float,
+    on_listening: Callable[[Server], None] | None = None,
+    on_draining: Callable[[int], None] | None = None,
+    while_serving: Callable[[asyncio.Event], Awaitable[None]] | None = None,
+) -> bool:
+    """Serve until SIGINT/SIGTERM (see :func:`~netkit.net.runtime.run_until_signal`), then drain.
+
+    A second signal during the drain stops it at once.
+
+    Args:
+        on_listening: called once the server accepts.
+        on_draining: called with the number of open connections when the drain begins (the
+            listener is closed by then: from then on, new clients are refused).
+        while_serving: awaited instead of the stop signal; it must return once the event it
+            gets is set (a live status display).
+
+    Returns:
+        True when the stop came from SIGINT (exit 130).
+    """
+    async with run_until_signal() as shutdown:
+        try:
+            server.start()
+            if on_listening is not None:
+                on_listening(server)
+            if while_serving is not None:
+                await while_serving(shutdown.requested)
+            else:
+                await shutdown.requested.wait()
+            server.stop_accepting()
+            if on_draining is not None:
+                on_draining(len(server.connections))
+            await server.drain(drain_timeout, shutdown.forced)
+        finally:
+            await server.close()
+    return shutdown.interrupted
 
 
 class ServerConnection(StreamProtocol):
@@ -134,7 +329,7 @@ def handshake_failure(exc: OSError | ssl.SSLError) -> str:
     return f"TLS handshake failed: {exc.strerror or exc or type(exc).__name__}"
 
 
-class StreamServer:
+class StreamServer(Server):
     """Serves connections made by ``factory`` on an already-listening socket.
 
     Args:
@@ -144,7 +339,11 @@ class StreamServer:
         max_connections: connections beyond this are turned away at once
             (:meth:`ServerConnection.turn_away`) and counted as rejected.
         on_event: called with (event name, fields) for per-connection events.
+        unix_endpoint: the Unix socket's path, removed when the server stops listening.
     """
+
+    stats: StreamStats
+    connections: dict[Hashable, ServerConnection]
 
     def __init__(
         self,
@@ -153,40 +352,26 @@ class StreamServer:
         *,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int | None = None,
-        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_event: EventHook | None = None,
         unix_endpoint: UnixEndpoint | None = None,
     ) -> None:
-        self.sock = sock
-        self.address = listener_address(sock)
+        super().__init__(
+            sock,
+            StreamStats(),
+            max_connections=max_connections,
+            on_event=on_event,
+            unix_endpoint=unix_endpoint,
+        )
         self.factory = factory
         self.ssl_context = ssl_context
-        self.max_connections = max_connections
-        self.on_event = on_event
-        self.unix_endpoint = unix_endpoint
-        self.stats = ServerStats()
-        self.connections: set[ServerConnection] = set()
-        self.draining = False
-        self._acceptor: Acceptor | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def _make(self) -> ServerConnection:
         conn = self.factory()
         conn.server = self
         return conn
 
-    async def start(self) -> None:
-        """Start accepting connections."""
-        self._acceptor = Acceptor(self.sock, self._accepted, self._acceptor_event)
-        self._acceptor.start()
-
-    def _acceptor_event(self, event: str, fields: dict[str, Any]) -> None:
-        self.stats.accept_errors = self._acceptor.errors if self._acceptor else 0
-        if self.on_event:
-            self.on_event(event, fields)
-
-    def _accepted(self, conn: socket.socket, peer: str) -> None:
+    def accepted(self, conn: socket.socket, peer: str) -> None:
         task = asyncio.get_running_loop().create_task(self._attach(conn, peer))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
@@ -202,8 +387,7 @@ class StreamServer:
         except (OSError, ssl.SSLError) as exc:
             conn.close()
             self.stats.errors += 1
-            if self.on_event:
-                self.on_event("handshake_failed", {"peer": peer, "error": handshake_failure(exc)})
+            self.emit("handshake_failed", {"peer": peer, "error": handshake_failure(exc)})
 
     def refuse(
         self, conn: ServerConnection, reason: str, *, response: bytes = b"", **fields: Any
@@ -220,137 +404,48 @@ class StreamServer:
         """
         if response and conn.transport is not None and not conn.transport.is_closing():
             conn.write(response)
-        self.stats.rejected += 1
-        if self.on_event:
-            self.on_event("rejected", {"peer": conn.peer, "reason": reason, **fields})
+        self.rejected({"peer": conn.peer, "reason": reason, **fields})
 
     def _register(self, conn: ServerConnection) -> None:
         if self.draining:
             conn.turn_away("shutting down")
             return
-        if self.max_connections is not None and len(self.connections) >= self.max_connections:
+        if self.full:
             conn.turn_away(f"at the connection limit ({self.max_connections})")
             return
-        self.connections.add(conn)
-        self._idle.clear()
-        self.stats.accepted += 1
-        self.stats.active = len(self.connections)
-        self.stats.peak = max(self.stats.peak, self.stats.active)
-        if self.on_event:
-            self.on_event("connected", {"peer": conn.peer})
+        self.track(conn, conn)
+        self.emit("connected", {"peer": conn.peer})
 
     def _unregister(self, conn: ServerConnection) -> None:
-        if conn not in self.connections:
+        if not self.untrack(conn):
             return
-        self.connections.discard(conn)
-        self.stats.active = len(self.connections)
         self.stats.bytes_in += conn.bytes_in
         self.stats.bytes_out += conn.bytes_out
         if conn.error is not None:
             self.stats.errors += 1
-        if self.on_event:
-            fields: dict[str, Any] = {
-                "peer": conn.peer,
-                "bytes_in": conn.bytes_in,
-                "bytes_out": conn.bytes_out,
-                "duration_s": round(conn.duration, 6),
-            }
-            if conn.error is not None:
-                fields["error"] = str(conn.error)
-            self.on_event("disconnected", fields)
-        if not self.connections:
-            self._idle.set()
+        fields: dict[str, Any] = {
+            "peer": conn.peer,
+            "bytes_in": conn.bytes_in,
+            "bytes_out": conn.bytes_out,
+            "duration_s": round(conn.duration, 6),
+        }
+        if conn.error is not None:
+            fields["error"] = str(conn.error)
+        self.emit("disconnected", fields)
 
-    async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> None:
-        """Stop accepting, let connections finish for up to ``timeout`` s, then abort the rest."""
-        self.stop_accepting()
-        if self.unix_endpoint is not None:
-            unlink_unix_listener(self.unix_endpoint)
-        for conn in list(self.connections):
+    def begin_drain(self) -> None:
+        for conn in list(self.connections.values()):
             conn.begin_drain()
-        waiters = [asyncio.ensure_future(self._idle.wait())]
-        if forced is not None:
-            waiters.append(asyncio.ensure_future(forced.wait()))
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-        remaining = list(self.connections)
-        self.stats.aborted_at_drain = len(remaining)
+
+    async def cut(self) -> int:
+        remaining: list[ServerConnection] = list(self.connections.values())
         for conn in remaining:
             conn.abort()
         if remaining:
             # Wait for connection_lost so their bytes are counted in the summary.
             await asyncio.wait([c.closed for c in remaining], timeout=1.0)
+        return len(remaining)
 
-    def stop_accepting(self) -> None:
-        """Close the listener: new clients are refused from now on (existing ones go on)."""
-        self.draining = True
-        if self._acceptor is not None:
-            self._acceptor.stop()
+    def stopped_accepting(self) -> None:
         for task in self._handshakes:
             task.cancel()  # TLS handshakes not finished: those clients never got in
-        if self.sock.fileno() >= 0:
-            self.sock.close()
-
-    def close_listener(self) -> None:
-        """Close the listening socket and remove its file (when it is ours)."""
-        self.stop_accepting()
-        if self.unix_endpoint is not None:
-            unlink_unix_listener(self.unix_endpoint)
-
-
-# --- running a server command --------------------------------------------------------------
-
-
-@dataclass
-class ServeResult:
-    """How a server run ended."""
-
-    stats: ServerStats
-    interrupted: bool
-    address: str
-
-
-async def serve_until_signal(
-    sock: socket.socket,
-    factory: Callable[[], ServerConnection],
-    *,
-    ssl_context: ssl.SSLContext | None,
-    max_connections: int | None,
-    drain_timeout: float,
-    unix_endpoint: UnixEndpoint | None,
-    on_listening: Callable[[str], None] | None,
-    on_event: Callable[[str, dict[str, Any]], None] | None,
-    on_draining: Callable[[int], None] | None = None,
-) -> ServeResult:
-    """Serve on ``sock`` until SIGINT/SIGTERM, then drain gracefully.
-
-    A second signal during the drain stops it at once.
-    """
-    from netkit.net.runtime import ShutdownSignal
-
-    shutdown = ShutdownSignal()
-    shutdown.install()
-    server = StreamServer(
-        sock,
-        factory,
-        ssl_context=ssl_context,
-        max_connections=max_connections,
-        on_event=on_event,
-        unix_endpoint=unix_endpoint,
-    )
-    try:
-        await server.start()
-        if on_listening is not None:
-            on_listening(server.address)
-        await shutdown.requested.wait()
-        server.stop_accepting()  # before "draining" is announced: from then on, refused
-        if on_draining is not None:
-            on_draining(len(server.connections))
-        await server.drain(drain_timeout, shutdown.forced)
-    finally:
-        server.close_listener()
-        shutdown.uninstall()
-    return ServeResult(server.stats, shutdown.interrupted, server.address)

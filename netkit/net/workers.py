@@ -158,3 +158,25 @@ def run_workers(
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return codes, summaries, stopped_by[0] if stopped_by else None
+
+
+def merge_summaries(
+    summaries: Sequence[dict[str, Any]],
+    merge: dict[str, Callable[[list[Any]], Any]] | None = None,
+) -> dict[str, Any]:
+    """The workers' summaries as one: counts added up, the longest uptime, and the fields
+    named in ``merge`` merged by their function (given every worker's value); any other
+    field as the first worker that has it gave it."""
+    merge = merge or {}
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(k for s in summaries for k in s):
+        values = [s[key] for s in summaries if key in s]
+        if key in merge:
+            merged[key] = merge[key](values)
+        elif key == "uptime_s":
+            merged[key] = max(values)
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            merged[key] = sum(values)
+        else:
+            merged[key] = values[0]
+    return merged

@@ -17,6 +17,7 @@ from netkit.core.ws.protocol import State
 from netkit.errors import ConnectionLost, PeerProtocolError
 from netkit.net.connect import open_stream, translate_connect_error
 from netkit.net.protocols import StreamProtocol
+from netkit.net.tls import CERT, KEY
 from netkit.net.ws import WebSocketConnection, WSTimeouts
 from netkit.net.zerocopy import Buffer
 
@@ -112,8 +113,13 @@ class WebSocketClientConnection(WebSocketConnection):
                 or ConnectionLost(
                     f"{self.peer} closed the connection during the opening handshake",
                     # Not sure enough for a TLS error: the server said nothing.
-                    hint="a TLS server that refuses a client certificate without an alert "
-                    "closes like this: check --cert and --key"
+                    hint=(
+                        "a TLS server that refuses a client certificate without an alert "
+                        "closes like this: check ",
+                        CERT,
+                        " and ",
+                        KEY,
+                    )
                     if tls and self.bytes_in == 0
                     else None,
                 )

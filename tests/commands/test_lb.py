@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -314,3 +315,26 @@ def test_bad_arguments_are_usage_errors(args, words):
     assert result.returncode == 2
     assert_one_line_error(result.stderr)
     assert words in result.stderr
+
+
+def test_workers_balance_on_one_port_and_add_up_the_backend_table(netkit_server, backends):
+    a, b = backends("a"), backends("b")
+    lb = netkit_server("lb", ":0", a.address, b.address, "--workers", "2")
+    assert lb.listening["workers"] == 2
+    children = Path(f"/proc/{lb.proc.pid}/task/{lb.proc.pid}/children")
+    if children.exists():
+        assert len(children.read_text().split()) == 2
+    names = [who(lb.address) for _ in range(10)]
+    assert set(names) <= {"a", "b"} and len(names) == 10
+    assert lb.stop() == 0
+    summary = lb.event("summary")
+    assert summary["connections"] == 10
+    rows = {row["backend"]: row for row in summary["backends"]}
+    assert list(rows) == [a.address, b.address]  # one row per backend, not one per worker
+    assert rows[a.address]["total"] == names.count("a")
+    assert rows[b.address]["total"] == names.count("b")
+    assert all(row["active"] == 0 for row in rows.values())
+    closed = [e for e in lb.events if e["event"] == "closed"]
+    assert sorted(e["upstream"] for e in closed) == sorted(
+        a.address if n == "a" else b.address for n in names
+    )

@@ -139,7 +139,7 @@ def test_selftest_on_lo_passes_and_explains_ipv6():
     assert all(c["passed"] and c["duplicates"] == 0 and c["lost"] == 0 for c in cases)
     assert all(c["join_ms"] is not None for c in cases if c["mode"] != "ssm-other")
     skipped = [e for e in events if e["event"] == "skipped"]
-    if skipped:  # the kernel refuses IPv6 multicast on lo (see net/multicast.py)
+    if skipped:  # the kernel refuses IPv6 multicast on lo (see net/multicast/sockets.py send_error)
         assert skipped[0]["family"] == "ipv6" and "lo" in skipped[0]["reason"]
         only_v6 = run_netkit("multicast", "selftest", "--family", "6")
         assert only_v6.returncode == 1 and "cannot run on lo" in only_v6.stderr

@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -486,3 +487,93 @@ def test_concurrent_relays_never_mix_or_lose_bytes(netkit_server, thread_server,
     proxy.stop()
     closed = [e for e in proxy.events if e["event"] == "closed"]
     assert len(closed) == 8 and all("undelivered" not in e for e in closed)
+
+
+# --- --workers: several processes on one port ----------------------------------------------
+
+
+def worker_pids(pid: int) -> list[str]:
+    """The children of ``pid`` (Linux), or an empty list where /proc does not say."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return children.read_text().split() if children.exists() else []
+
+
+def echoes(sock: socket.socket, data: bytes) -> bool:
+    sock.sendall(data)
+    got = b""
+    while len(got) < len(data) and (chunk := sock.recv(1 << 16)):
+        got += chunk
+    return got == data
+
+
+@pytest.mark.parametrize("splice", ["--splice", "--no-splice"])
+def test_workers_relay_on_one_port_and_add_up_their_totals(netkit_server, thread_server, splice):
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, splice, "--workers", "3")
+    assert proxy.listening["workers"] == 3
+    assert proxy.listening["splice"] is (splice == "--splice")
+    if pids := worker_pids(proxy.proc.pid):
+        assert len(pids) == 3
+    for n in range(12):
+        with connect(proxy.address) as sock:
+            assert echoes(sock, b"%d" % n * 1000)
+    assert proxy.stop() == 0
+    closed = [e for e in proxy.events if e["event"] == "closed"]
+    assert len(closed) == 12  # every worker's events reach stdout
+    assert all(e["end"] == "closed" and "undelivered" not in e for e in closed)
+    summary = proxy.event("summary")
+    assert summary["connections"] == 12
+    assert summary["bytes_up"] == summary["bytes_down"] == sum(e["bytes_up"] for e in closed)
+    assert summary["cut_at_drain"] == summary["upstream_failures"] == 0
+    assert [e["event"] for e in proxy.events].count("listening") == 1
+
+
+def test_workers_sigterm_drains_every_worker(netkit_server, thread_server):
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, "--workers", "2", "--drain-timeout", "20s")
+    socks = [connect(proxy.address) for _ in range(6)]
+    try:
+        for sock in socks:
+            assert echoes(sock, b"before")
+        proxy.proc.send_signal(signal.SIGTERM)
+        # Every worker stops accepting, and then nothing holds a listener open: refused.
+        late = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                connect(proxy.address).close()  # a listener still open (accepted or not)
+            except ConnectionRefusedError:
+                break
+            except ConnectionResetError:
+                pass  # a listener closed with this client in its backlog
+            late += 1
+        else:
+            pytest.fail("the port still accepts 10 s after SIGTERM")
+        for sock in socks:  # each worker drains: its relays go on until their clients leave
+            assert echoes(sock, b"while draining")
+    finally:
+        for sock in socks:
+            sock.close()
+    assert proxy.wait_exit() == 0
+    summary = proxy.event("summary")
+    assert 6 <= summary["connections"] <= 6 + late
+    assert summary["cut_at_drain"] == 0
+    assert summary["bytes_up"] == 6 * len(b"beforewhile draining")
+
+
+def test_workers_drain_timeout_cuts_and_sigint_is_130(netkit_server, thread_server):
+    upstream = thread_server(echo_handler)
+    proxy = netkit_server("proxy", ":0", upstream, "--workers", "2", "--drain-timeout", "200ms")
+    socks = [connect(proxy.address) for _ in range(4)]
+    try:
+        for sock in socks:
+            assert echoes(sock, b"held open")
+        assert proxy.stop(signal.SIGINT) == 130
+        for sock in socks:
+            with contextlib.suppress(ConnectionResetError):
+                assert recv_all(sock) == b""  # cut by its worker at the drain timeout
+    finally:
+        for sock in socks:
+            sock.close()
+    summary = proxy.event("summary")
+    assert summary["connections"] == summary["cut_at_drain"] == 4

@@ -13,7 +13,13 @@ from netkit.core.multicast.groups import (
     split_sources,
 )
 from netkit.core.multicast.ping import PING_HEADER_SIZE, PingMessage, PingSession, PingType
-from netkit.core.multicast.traffic import MAX_PAYLOAD, ReceiveLedger, SendPlan, SourceAccount
+from netkit.core.multicast.traffic import (
+    MAX_PAYLOAD,
+    ReceiveLedger,
+    SendPlan,
+    SourceAccount,
+    probe_sizes,
+)
 from netkit.core.probe import make_probe, parse_probe
 from netkit.errors import ConfigError, EndpointError, UsageError
 
@@ -64,10 +70,10 @@ def test_sources_must_match_the_group_family():
 
 def test_interface_given_as_address_must_match_the_family():
     v4 = parse_group("239.1.1.1:1")
-    check_interface_family(None, v4, "--interface")
-    check_interface_family("127.0.0.1", v4, "--interface")
+    check_interface_family(None, v4)
+    check_interface_family("127.0.0.1", v4)
     with pytest.raises(ConfigError, match=r"is an IPv6 address but group 239.1.1.1:1 is IPv4"):
-        check_interface_family("::1", v4, "--interface")
+        check_interface_family("::1", v4)
 
 
 def test_source_accounting_counts_a_gap_a_duplicate_and_reordering():
@@ -179,13 +185,12 @@ def test_worst_loss_is_the_highest_of_any_peer_on_either_path():
 
 
 def test_a_send_plan_checks_sizes_and_makes_probes_when_due():
-    plan = SendPlan.build(4, None, 3, 64, "64")
+    plan = SendPlan.build(4, None, 3, 64)
     make = plan.maker(lambda: 123_456)
     probe = parse_probe(make(2))
     assert plan.total == 3 and probe is not None and (probe.seq, probe.sent_ns) == (2, 123_456)
-    given = SendPlan.build(6, [b"a", b"bc"], 99, 64, "64")
+    given = SendPlan.build(6, [b"a", b"bc"], 99, 64)
     assert given.total == 2 and given.maker(lambda: 0)(1) == b"bc"
-    with pytest.raises(ConfigError, match=r"--size '20': must be \d+ to 65507 bytes"):
-        SendPlan.build(4, None, 1, 20, "20")
+    assert (probe_sizes(4)[0], probe_sizes(4)[-1], probe_sizes(6)[-1]) == (24, 65507, 65487)
     with pytest.raises(ConfigError, match=r"largest datagram \(65487 bytes\)"):
-        SendPlan.build(6, [bytes(MAX_PAYLOAD[6] + 1)], 1, 64, "64")
+        SendPlan.build(6, [bytes(MAX_PAYLOAD[6] + 1)], 1, 64)

@@ -309,7 +309,7 @@ def serve() -> Serve:
                 user_hook(name, fields)
 
         server.on_event = on_event
-        await server.start()
+        server.start()
         try:
             yield harness
         finally:

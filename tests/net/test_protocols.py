@@ -137,7 +137,7 @@ async def main():
             gone.set_result(fields)
 
     server = StreamServer(sock, Hoarder, on_event=on_event)
-    await server.start()
+    server.start()
     client = socket.socket()
     client.setblocking(False)
     await loop.sock_connect(client, sock.getsockname())
@@ -193,6 +193,16 @@ def test_write_sends_the_parts_in_order(run: Runner, serve: Serve) -> None:
                 assert await read_exactly(sock, 13) == b"one,two,three"
                 (conn,) = h.server.connections
                 assert conn.bytes_out == 13
+
+    run(main())
+
+
+def test_write_before_the_connection_is_made_is_refused(run: Runner) -> None:
+    async def main() -> None:
+        conn = EchoConnection()
+        for parts in ([b"one"], [b"one", b"two"]):  # the one-part path and the vectored one
+            with pytest.raises(RuntimeError, match="write before the connection was made"):
+                conn.write(*parts)
 
     run(main())
 

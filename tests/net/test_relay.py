@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.net.connect import connect_raw
 from netkit.net.echo import EchoConnection
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
+from netkit.net.relay import RelayOptions, RelayServer
 from netkit.net.server import make_listener
+from netkit.net.upstreams import FixedUpstream, Upstream
 from tests.net.conftest import EventLog, Runner, Serve, descriptor_limit, hog_descriptors
 from tests.net.pairs import read_until_eof, replying_backend, wait_until
 
@@ -45,15 +45,11 @@ class RelayHarness(EventLog):
 async def relay_to(
     upstream: TCPEndpoint | UnixEndpoint,
     options: RelayOptions,
-    connector: UpstreamConnector | None = None,
+    connector: Upstream | None = None,
 ) -> AsyncIterator[RelayHarness]:
     """Run a RelayServer that relays every client to ``upstream`` (or through ``connector``)."""
-
-    async def connect(_client: str) -> tuple[socket.socket, str]:
-        return await connect_raw(upstream, timeout=5), str(upstream)
-
     sock = make_listener(TCPEndpoint("127.0.0.1", 0))
-    server = RelayServer(sock, connector or connect, options)
+    server = RelayServer(sock, connector or FixedUpstream(upstream, timeout=5), options)
     harness = RelayHarness(server)
     server.on_event = harness.record
     server.start()
@@ -110,7 +106,7 @@ def test_bytes_a_dead_upstream_refused_are_undelivered(run: Runner[None]) -> Non
             sender.cancel()
             client.close()
             listener.close()
-            totals = relay.server.totals
+            totals = relay.server.stats
         assert closed["end"] != "closed", closed
         assert "undelivered" in closed, closed
         lost = closed["undelivered"]["up"]
@@ -142,7 +138,7 @@ def test_bytes_a_stalled_client_never_got_are_undelivered_exactly(
             await wait_until(
                 lambda: any(
                     r is not None and r.record.down.received > (1 << 20)
-                    for r in relay.server.relays.values()
+                    for r in relay.server.connections.values()
                 )
             )
             await relay.server.drain(0)
@@ -177,10 +173,12 @@ def test_the_reserve_shrinks_back_after_a_burst_of_connecting_clients(
         opened = asyncio.Event()
         async with serve(EchoConnection) as backend:
 
-            async def connector(_client: str) -> tuple[socket.socket, str]:
-                await opened.wait()
-                return await connect_raw(backend.endpoint, timeout=5), str(backend.endpoint)
+            class Gated(FixedUpstream):
+                async def connect(self, client: str) -> tuple[socket.socket, str]:
+                    await opened.wait()
+                    return await super().connect(client)
 
+            connector = Gated(backend.endpoint, timeout=5)
             async with relay_to(backend.endpoint, RelayOptions(splice=False), connector) as relay:
                 server = relay.server
                 clients = [await relay.connect() for _ in range(8)]
@@ -216,11 +214,13 @@ def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away
             hogged: list[int] = []
             hog = True
 
-            async def connector(_client: str) -> tuple[socket.socket, str]:
-                if hog:
-                    hogged.extend(hog_descriptors())
-                return await connect_raw(backend.endpoint, timeout=5), str(backend.endpoint)
+            class Hogging(FixedUpstream):
+                async def connect(self, client: str) -> tuple[socket.socket, str]:
+                    if hog:
+                        hogged.extend(hog_descriptors())
+                    return await super().connect(client)
 
+            connector = Hogging(backend.endpoint, timeout=5)
             async with relay_to(backend.endpoint, RelayOptions(splice=splice), connector) as relay:
                 client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 client.setblocking(False)
@@ -236,7 +236,7 @@ def test_an_upstream_socket_that_hits_our_descriptor_limit_turns_the_client_away
                 client.close()
                 (closed,) = relay.named("closed")
                 assert closed["end"].startswith("turned away")
-                assert relay.server.totals.rejected == 1
+                assert relay.server.stats.rejected == 1
                 hog = False
                 fresh = await relay.connect()
                 assert await echoes(fresh, b"served")
@@ -270,7 +270,7 @@ def test_a_request_half_closed_through_the_server_gets_its_whole_reply(
         assert closed["end"] == "closed" and "undelivered" not in closed
         assert closed["path"] == ("splice" if splice else "buffered")
         assert (closed["bytes_up"], closed["bytes_down"]) == (7, len(reply))
-        totals = relay.server.totals
+        totals = relay.server.stats
         assert (totals.bytes_up, totals.bytes_down, totals.undelivered) == (7, len(reply), 0)
 
     run(main())
@@ -310,7 +310,7 @@ def test_a_refused_upstream_resets_the_client_and_is_counted(run: Runner[None]) 
                 (closed,) = await relay.wait_events("closed")
         assert failed["error"] == f"connection refused by {upstream}"
         assert closed["end"] == f"upstream failed: connection refused by {upstream}"
-        assert relay.server.totals.failed_upstream == 1
+        assert relay.server.stats.failed_upstream == 1
 
     run(main())
 

@@ -13,8 +13,8 @@ import pytest
 
 from netkit.core.addresses import TCPEndpoint
 from netkit.core.faults import Refuse, parse_fault
-from netkit.net.connect import connect_raw
-from netkit.net.relay import RelayOptions, RelayServer, UpstreamConnector
+from netkit.net.relay import RelayOptions, RelayServer
+from netkit.net.upstreams import FixedUpstream
 from tests.net.pairs import replying_backend
 
 COUNTERS = (8 << 20) // 4  # 8 MiB of 4-byte big-endian counters
@@ -38,13 +38,9 @@ async def relay_to(
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
 
-    async def connect(_client: str) -> tuple[socket.socket, str]:
-        return await connect_raw(upstream, timeout=5), str(upstream)
-
-    connector: UpstreamConnector = connect
     server = RelayServer(
         listener,
-        connector,
+        FixedUpstream(upstream, timeout=5),
         options,
         on_event=lambda e, f: events.append((e, f)) if events is not None else None,
     )
@@ -160,7 +156,7 @@ def test_refuse_resets_the_client_and_reports_the_fault(run):
             with pytest.raises(ConnectionResetError):
                 await reader.read()
             writer.close()
-            assert server.totals.faults == 1
+            assert server.stats.faults == 1
 
     run(main())
     assert [e for e, _ in events] == ["fault", "closed"]

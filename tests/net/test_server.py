@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import ssl
 import stat
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,17 @@ from netkit.core.buffers import frame_header
 from netkit.errors import ConnectError, ConnectionLost
 from netkit.net.connect import open_stream
 from netkit.net.echo import EchoClientConnection, EchoConnection, FramedEchoConnection, echo_once
-from netkit.net.server import ServerStats, StreamServer, make_listener
+from netkit.net.relay import RelayOptions, RelayServer
+from netkit.net.server import (
+    Server,
+    StreamServer,
+    StreamStats,
+    make_listener,
+    serve_until_signal,
+)
+from netkit.net.upstreams import FixedUpstream
+from netkit.net.workers import merge_summaries
+from tests.net.conftest import EventLog
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -89,7 +101,7 @@ def test_server_address_and_events(run: Runner, serve: Serve) -> None:
             assert gone["bytes_in"] == gone["bytes_out"] == 3
             assert gone["duration_s"] >= 0
             assert (stats.active, stats.peak) == (0, 1)
-            assert h.server.connections == set()
+            assert not h.server.connections
 
     run(main())
 
@@ -196,7 +208,7 @@ def test_drain_aborts_an_idle_raw_connection_after_the_timeout(run: Runner, serv
             await h.server.drain(0.2)
             assert loop.time() - start >= 0.19
             assert h.server.stats.aborted_at_drain == 1
-            assert h.server.connections == set()
+            assert not h.server.connections
             await client.closed
             # Aborted connections are still counted in the summary.
             assert h.server.stats.bytes_in == h.server.stats.bytes_out == 2
@@ -293,7 +305,7 @@ def test_unix_server_close_listener_removes_the_file(run: Runner, tmp_path: Path
 
     async def main() -> None:
         server = StreamServer(make_listener(endpoint), EchoConnection, unix_endpoint=endpoint)
-        await server.start()
+        server.start()
         try:
             assert stat.S_ISSOCK(os.lstat(path).st_mode)
             client = await open_stream(endpoint, EchoClientConnection, timeout=5)
@@ -322,8 +334,8 @@ def test_close_listener_without_start_closes_the_socket(run: Runner) -> None:
 # --- ServerStats -------------------------------------------------------------------------
 
 
-def test_server_stats_as_dict_and_merge() -> None:
-    stats = ServerStats(accepted=3, rejected=1, peak=2, bytes_in=10, bytes_out=9, errors=1)
+def test_stream_stats_as_dict_and_merged_across_workers() -> None:
+    stats = StreamStats(accepted=3, rejected=1, peak=2, bytes_in=10, bytes_out=9, errors=1)
     d: dict[str, Any] = stats.as_dict()
     assert {k: v for k, v in d.items() if k != "uptime_s"} == {
         "connections": 3,
@@ -336,14 +348,12 @@ def test_server_stats_as_dict_and_merge() -> None:
         "accept_errors": 0,
     }
     assert d["uptime_s"] >= 0
-    total = ServerStats()
-    total.merge(d)
-    total.merge(ServerStats(accepted=1, aborted_at_drain=2, peak=1, accept_errors=5).as_dict())
-    assert (total.accepted, total.rejected, total.peak) == (4, 1, 3)
-    assert (total.bytes_in, total.bytes_out, total.errors) == (10, 9, 1)
-    assert (total.aborted_at_drain, total.accept_errors) == (2, 5)
-    total.merge({})
-    assert total.accepted == 4
+    other = StreamStats(accepted=1, aborted_at_drain=2, peak=1, accept_errors=5).as_dict()
+    total = merge_summaries([StreamStats().as_dict(), d, other, {}])
+    assert (total["connections"], total["rejected"], total["peak_connections"]) == (4, 1, 3)
+    assert (total["bytes_in"], total["bytes_out"], total["errors"]) == (10, 9, 1)
+    assert (total["aborted_at_drain"], total["accept_errors"]) == (2, 5)
+    assert list(total) == list(d)  # the fields in their order, each once
 
 
 # --- TLS handshake failures ----------------------------------------------------------------
@@ -384,5 +394,215 @@ def test_every_failed_tls_handshake_says_why(
         assert errors[2] == "TLS handshake failed: WRONG_VERSION_NUMBER (not a TLS handshake)"
         assert errors[3].startswith("TLS handshake failed: ")
         assert all(e.removeprefix("TLS handshake failed:").strip() for e in errors)
+
+    run(main())
+
+
+# --- the lifecycle every server shares (a stream server, and the relay server) -----------
+
+
+class Lifecycle(EventLog):
+    """A server of one kind on 127.0.0.1 (an echo server, or a relay to one), its events,
+    and raw-socket clients."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__()
+        self.server = server
+        server.on_event = self.record
+        self.address = server.sock.getsockname()[:2]
+        self.clients: list[socket.socket] = []
+
+    async def connect(self) -> socket.socket:
+        sock = socket.socket()
+        sock.setblocking(False)
+        self.clients.append(sock)
+        await asyncio.get_running_loop().sock_connect(sock, self.address)
+        return sock
+
+    async def echoes(self, sock: socket.socket, data: bytes) -> bool:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, data)
+        got = b""
+        while len(got) < len(data) and (chunk := await loop.sock_recv(sock, 65536)):
+            got += chunk
+        return got == data
+
+    async def ended(self, sock: socket.socket) -> bool:
+        """True once the server closed or reset ``sock`` (reading to the end)."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ConnectionResetError):
+            while await loop.sock_recv(sock, 65536):
+                pass
+        return True
+
+
+@contextlib.asynccontextmanager
+async def lifecycle(kind: str, **options: Any) -> AsyncIterator[Lifecycle]:
+    """A started :class:`StreamServer` (``stream``) or :class:`RelayServer` (``relay``, in front
+    of an echo server); drained and closed on exit."""
+    sock = make_listener(TCPEndpoint("127.0.0.1", 0))
+    backend: StreamServer | None = None
+    server: Server
+    if kind == "stream":
+        server = StreamServer(sock, EchoConnection, **options)
+    else:
+        backend = StreamServer(make_listener(TCPEndpoint("127.0.0.1", 0)), EchoConnection)
+        backend.start()
+        host, port = backend.sock.getsockname()[:2]
+        upstream = FixedUpstream(TCPEndpoint(host, port), timeout=5)
+        server = RelayServer(sock, upstream, RelayOptions(), **options)
+    harness = Lifecycle(server)
+    server.start()
+    try:
+        yield harness
+    finally:
+        for client in harness.clients:
+            client.close()
+        await server.drain(1.0)
+        await server.close()
+        if backend is not None:
+            await backend.drain(1.0)
+
+
+KINDS = pytest.mark.parametrize("kind", ["stream", "relay"])
+
+
+@KINDS
+def test_lifecycle_counts_a_connection_and_its_bytes(run: Runner, kind: str) -> None:
+    async def main() -> None:
+        async with lifecycle(kind) as h:
+            client = await h.connect()
+            assert await h.echoes(client, b"x" * 1000)
+            assert (h.server.stats.accepted, h.server.stats.active) == (1, 1)
+            client.close()
+            await h.wait_events("disconnected" if kind == "stream" else "closed")
+            stats = h.server.stats.as_dict()
+            assert (stats["connections"], stats["peak_connections"]) == (1, 1)
+            assert h.server.stats.active == 0 and not h.server.connections
+            moved = ("bytes_in", "bytes_out") if kind == "stream" else ("bytes_up", "bytes_down")
+            assert [stats[k] for k in moved] == [1000, 1000]
+
+    run(main())
+
+
+@KINDS
+def test_lifecycle_caps_connections_and_makes_room_again(run: Runner, kind: str) -> None:
+    async def main() -> None:
+        async with lifecycle(kind, max_connections=1) as h:
+            first = await h.connect()
+            assert await h.echoes(first, b"first")
+            # The kernel accepts; the server turns it away (a reset can beat connect's return).
+            with contextlib.suppress(ConnectionResetError):
+                assert await h.ended(await h.connect())
+            (rejected,) = await h.wait_events("rejected")
+            assert rejected["reason"]
+            assert (h.server.stats.rejected, h.server.stats.accepted) == (1, 1)
+            assert await h.echoes(first, b"still served")
+            first.close()
+            await h.wait_events("disconnected" if kind == "stream" else "closed")
+            third = await h.connect()
+            assert await h.echoes(third, b"room again")
+            assert h.server.stats.peak == 1
+
+    run(main())
+
+
+@KINDS
+def test_lifecycle_stop_accepting_refuses_new_clients_and_serves_the_rest(
+    run: Runner, kind: str
+) -> None:
+    async def main() -> None:
+        async with lifecycle(kind) as h:
+            client = await h.connect()
+            assert await h.echoes(client, b"before")
+            h.server.stop_accepting()
+            assert h.server.draining and h.server.sock.fileno() == -1
+            with pytest.raises(ConnectionRefusedError):
+                await h.connect()
+            assert await h.echoes(client, b"after")
+
+    run(main())
+
+
+@KINDS
+def test_lifecycle_drain_waits_for_connections_to_finish(run: Runner, kind: str) -> None:
+    async def main() -> None:
+        async with lifecycle(kind) as h:
+            client = await h.connect()
+            assert await h.echoes(client, b"in flight")
+            drain = asyncio.ensure_future(h.server.drain(30))
+            assert await h.echoes(client, b"served while draining")
+            assert not drain.done()
+            client.close()
+            assert await drain == 0
+            assert h.server.stats.aborted_at_drain == 0
+
+    run(main())
+
+
+@KINDS
+def test_lifecycle_drain_cuts_what_is_left_at_the_timeout(run: Runner, kind: str) -> None:
+    async def main() -> None:
+        async with lifecycle(kind) as h:
+            clients = [await h.connect() for _ in range(2)]
+            for client in clients:
+                assert await h.echoes(client, b"open")
+            assert await h.server.drain(0.05) == 2
+            for client in clients:
+                assert await h.ended(client)
+            assert h.server.stats.aborted_at_drain == 2
+            key = "aborted_at_drain" if kind == "stream" else "cut_at_drain"
+            assert h.server.stats.as_dict()[key] == 2
+
+    run(main())
+
+
+@KINDS
+def test_lifecycle_drain_ends_at_once_when_forced(run: Runner, kind: str) -> None:
+    async def main() -> None:
+        async with lifecycle(kind) as h:
+            client = await h.connect()
+            assert await h.echoes(client, b"open")
+            forced = asyncio.Event()
+            drain = asyncio.ensure_future(h.server.drain(30, forced))
+            assert await h.echoes(client, b"still open")
+            forced.set()
+            async with asyncio.timeout(5):  # not the 30 s drain timeout
+                assert await drain == 1
+            assert await h.ended(client)
+
+    run(main())
+
+
+@KINDS
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_until_signal_drains_on_a_stop_signal(run: Runner, kind: str, sig: int) -> None:
+    async def main() -> None:
+        async with lifecycle(kind) as h:
+            h.server.acceptor.stop()  # serve_until_signal starts it again
+            seen: list[Any] = []
+
+            async def client_then_signal(server: Server) -> None:
+                client = await h.connect()
+                assert await h.echoes(client, b"served")
+                os.kill(os.getpid(), sig)  # drains: the client is still served, then leaves
+                await asyncio.wait_for(asyncio.shield(draining), 5)
+                assert await h.echoes(client, b"while draining")
+                client.close()
+
+            draining: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            tasks: list[asyncio.Task[None]] = []
+            interrupted = await serve_until_signal(
+                h.server,
+                drain_timeout=30,
+                on_listening=lambda s: tasks.append(asyncio.ensure_future(client_then_signal(s))),
+                on_draining=draining.set_result,
+            )
+            await tasks[0]
+            seen.append(draining.result())
+            assert interrupted is (sig == signal.SIGINT)
+            assert seen == [1]
+            assert h.server.stats.aborted_at_drain == 0
+            assert h.server.sock.fileno() == -1
 
     run(main())

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from netkit.net.workers import available_memory, describe_exit, run_workers
+from netkit.net.workers import available_memory, describe_exit, merge_summaries, run_workers
 
 
 def test_describe_exit_names_the_signal_or_the_code() -> None:
@@ -47,3 +47,19 @@ def test_available_memory_follows_an_address_space_limit() -> None:
     codes, summaries, _ = run_workers(1, child)
     assert codes == [0]
     assert summaries[0]["available"] <= 3 << 30
+
+
+def test_merge_summaries_adds_counts_keeps_the_longest_uptime_and_merges_by_field() -> None:
+    first = {"connections": 2, "uptime_s": 1.5, "tls": True, "mode": "raw", "rows": [1]}
+    second = {"connections": 3, "uptime_s": 2.5, "tls": False, "mode": "framed", "rows": [2]}
+    merged = merge_summaries(
+        [first, {}, second], {"rows": lambda values: [x for v in values for x in v]}
+    )
+    assert merged == {
+        "connections": 5,
+        "uptime_s": 2.5,
+        "tls": True,  # not a count: as the first worker gave it
+        "mode": "raw",
+        "rows": [1, 2],
+    }
+    assert merge_summaries([]) == {}

@@ -25,7 +25,7 @@ from netkit.core.ws.protocol import Protocol
 from netkit.core.ws.server import ServerHandshake, ServerProtocol
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection
-from netkit.net.ws_server import ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -158,7 +158,7 @@ def test_the_server_adapter_against_a_core_client(run: Runner, serve: Serve) -> 
     def factory() -> ModeConnection:
         return ModeConnection(
             ServerHandshake(),
-            mode="echo",
+            mode=Mode.ECHO,
             room=Room(),
             log=lambda name, fields: log.append((name, fields)),
             log_messages=True,

@@ -36,7 +36,7 @@ class BackendPool:
         rise: int = 2,
         fall: int = 3,
         slowstart: float = 0.0,
-        on_error: OnError = "mark-down",
+        on_error: OnError | str = OnError.MARK_DOWN,
         seed: int | None = None,
     ) -> None:
         if not backends:

@@ -17,6 +17,7 @@ and the slow-start ramp.
 from __future__ import annotations
 
 from collections import deque
+from enum import StrEnum
 from typing import Any, Literal
 
 from netkit.core.balance.backends import Backend
@@ -27,8 +28,37 @@ from netkit.errors import ConfigError
 SLOWSTART_FLOOR = 0.01  # a backend in slow start never weighs less than 1% of its weight
 CONNECT_TIME_WINDOW = 1024  # connect times kept per backend for p50/p99
 
-OnError = Literal["mark-down", "fail-check", "ignore"]
-ON_ERROR: tuple[OnError, ...] = ("mark-down", "fail-check", "ignore")
+
+class OnError(StrEnum):
+    """What a failed connect from real traffic does to its backend (HAProxy's ``on-error``)."""
+
+    MARK_DOWN = "mark-down"
+    """Down at once (passive ejection)."""
+    FAIL_CHECK = "fail-check"
+    """Counts as one failed health check."""
+    IGNORE = "ignore"
+    """Only counted."""
+
+    @classmethod
+    def parse(cls, value: str) -> OnError:
+        """The member called ``value``.
+
+        Raises:
+            ConfigError: no such member.
+        """
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(cls)
+            raise ConfigError(f"on-error {value!r} is not one of {known}") from None
+
+    def apply(self, health: HealthState, why: str) -> str | None:
+        """Put a failed connect into ``health``; returns why its state changed, or None."""
+        if self is OnError.IGNORE:
+            return None
+        if self is OnError.MARK_DOWN:
+            return health.mark_down(why)
+        return health.failed(why)
 
 
 # --- connect times -----------------------------------------------------------------------
@@ -103,16 +133,14 @@ class BackendState:
         rise: int = 2,
         fall: int = 3,
         slowstart: float = 0.0,
-        on_error: OnError = "mark-down",
+        on_error: OnError | str = OnError.MARK_DOWN,
     ) -> None:
         if slowstart < 0:
             raise ConfigError(f"slow start must not be negative (got {slowstart:g}s)")
-        if on_error not in ON_ERROR:
-            raise ConfigError(f"on-error {on_error!r} is not one of {', '.join(ON_ERROR)}")
         self.backend = backend
         self.health = HealthState(rise, fall)
         self.slowstart = slowstart
-        self.on_error = on_error
+        self.on_error = OnError.parse(on_error)
         self.active = 0
         self.total = 0
         self.failed = 0
@@ -175,12 +203,8 @@ class BackendState:
         """
         self.active = max(0, self.active - 1)
         self.failed += 1
-        why = f"connect failed: {reason}"
-        if self.on_error == "ignore":
-            return None
-        if self.on_error == "mark-down":
-            return self._event(self.health.mark_down(why), HealthStatus.UP, "traffic", now)
-        return self._event(self.health.failed(why), HealthStatus.UP, "traffic", now)
+        why = self.on_error.apply(self.health, f"connect failed: {reason}")
+        return self._event(why, HealthStatus.UP, "traffic", now)
 
     def connect_abandoned(self) -> None:
         """The connect that began could not even start here (out of descriptors or memory).

@@ -23,6 +23,11 @@ MAX_PAYLOAD = {4: 65507, 6: 65487}
 MAX_CLOCK_SKEW_NS = 3600 * 10**9
 
 
+def probe_sizes(version: int) -> range:
+    """The sizes a generated probe may have over IP ``version``: its header to a full datagram."""
+    return range(HEADER_SIZE, MAX_PAYLOAD[version] + 1)
+
+
 @dataclass(frozen=True)
 class SendPlan:
     """The datagrams ``multicast send`` sends: the given payloads, or ``count`` generated probes.
@@ -39,16 +44,16 @@ class SendPlan:
 
     @classmethod
     def build(
-        cls, version: int, payloads: Sequence[bytes] | None, count: int, size: int, size_text: str
+        cls, version: int, payloads: Sequence[bytes] | None, count: int, size: int
     ) -> SendPlan:
-        """Check the sizes against the largest datagram of IP ``version``.
+        """Check the messages against the largest datagram of IP ``version``.
+
+        ``size`` is taken as it is: the caller checks it against :func:`probe_sizes`.
 
         Raises:
-            ConfigError: a probe size or a message that does not fit in one datagram.
+            ConfigError: a message that does not fit in one datagram.
         """
         limit = MAX_PAYLOAD[version]
-        if not HEADER_SIZE <= size <= limit:
-            raise ConfigError(f"--size {size_text!r}: must be {HEADER_SIZE} to {limit} bytes")
         if payloads is not None and any(len(p) > limit for p in payloads):
             raise ConfigError(f"a message is longer than the largest datagram ({limit} bytes)")
         return cls(payloads, count, size)

@@ -1,0 +1,155 @@
+"""Where a relay server sends each client: the upstream choice, as objects.
+
+A :class:`~netkit.net.relay.RelayServer` is given one :class:`Upstream`: it asks it for a
+connected socket per client (:meth:`Upstream.connect`) and tells it when each relay ends
+(:meth:`Upstream.relay_ended`, the explicit event hook). ``proxy`` relays to a
+:class:`FixedUpstream`; ``lb`` to a :class:`BalancedPool`, which chooses a backend with the
+policies of :mod:`netkit.core.balance`, fails over to the next one when a backend refuses,
+and runs the active health checks while the server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.balance.health import HealthEvent
+from netkit.core.balance.pool import BackendPool
+from netkit.core.balance.state import BackendState
+from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.net.connect import connect_raw
+from netkit.net.health import HealthChecker
+
+
+class Upstream:
+    """Where a relay server's clients go; the base connects nowhere.
+
+    :meth:`start` and :meth:`stop` bracket the server's life (health checks run between them).
+    """
+
+    def start(self) -> None:
+        """The server started accepting."""
+
+    async def stop(self) -> None:
+        """The server stopped: end whatever :meth:`start` began."""
+
+    async def connect(self, client: str) -> tuple[socket.socket, str]:
+        """A non-blocking socket connected to the upstream for ``client``, and its label.
+
+        Raises:
+            ConnectError, OperationTimeout: no upstream could be reached.
+            ResourceExhausted: out of descriptors.
+        """
+        raise NotImplementedError
+
+    def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
+        """A relay to ``upstream`` (a label :meth:`connect` returned) ended."""
+
+
+class FixedUpstream(Upstream):
+    """One endpoint for every client (``proxy``).
+
+    Args:
+        endpoint: where to connect.
+        timeout: seconds allowed per connect.
+    """
+
+    def __init__(self, endpoint: TCPEndpoint | UnixEndpoint, *, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.label = str(endpoint)
+
+    async def connect(self, client: str) -> tuple[socket.socket, str]:
+        return await connect_raw(self.endpoint, timeout=self.timeout), self.label
+
+
+def balance_key(client: str) -> str:
+    """The part of a client's address a policy hashes: its host (``source``), or the path."""
+    return client if client.startswith("unix:") else client.rpartition(":")[0].strip("[]")
+
+
+class BalancedPool(Upstream):
+    """Backends chosen per client by ``pool``'s policy, with failover and health checks (``lb``).
+
+    A backend that refuses a connection (or does not answer within ``connect_timeout``) is
+    marked failed and the client is tried on the next one, so a client is never handed a
+    backend that refused; active checks bring it back.
+
+    Args:
+        pool: the backends and their policy.
+        connect_timeout: seconds allowed per backend before trying the next.
+        checker: the active health checks, run from :meth:`start` to :meth:`stop`.
+        on_health: called with every backend state change the relaying itself causes.
+    """
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        *,
+        connect_timeout: float,
+        checker: HealthChecker | None = None,
+        on_health: Callable[[HealthEvent], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.connect_timeout = connect_timeout
+        self.checker = checker
+        self.on_health = on_health
+
+    def start(self) -> None:
+        if self.checker is not None:
+            self.checker.start()
+
+    async def stop(self) -> None:
+        if self.checker is not None:
+            await self.checker.stop()
+
+    async def connect(self, client: str) -> tuple[socket.socket, str]:
+        loop = asyncio.get_running_loop()
+        tried: set[BackendState] = set()
+        last = ""
+        while (state := self.pool.choose(balance_key(client), loop.time(), tried)) is not None:
+            state.connect_started()
+            started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
+            try:
+                sock = await connect_raw(state.backend.endpoint, timeout=self.connect_timeout)
+            except LocalError:
+                state.connect_abandoned()  # our descriptor limit, not the backend's fault
+                raise
+            except (ConnectError, OperationTimeout) as exc:
+                if (event := state.connect_failed(str(exc), loop.time())) and self.on_health:
+                    self.on_health(event)
+                tried.add(state)
+                last = f" (last: {exc})"
+                continue
+            state.connect_succeeded(time.perf_counter() - started)
+            return sock, state.name
+        raise ConnectError(f"{self.pool.unavailable(tried)}{last}")
+
+    def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
+        self.pool.state(upstream).connection_ended(bytes_up, bytes_down)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """One row per backend (:meth:`BackendPool.snapshot`), now."""
+        return self.pool.snapshot(asyncio.get_running_loop().time())
+
+
+COUNTERS = ("active", "total", "failed", "bytes_up", "bytes_down")
+"""The fields of a backend's row that worker processes add up."""
+
+
+def merge_snapshots(snapshots: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Backend rows from several worker processes (each its own pool, in command-line order)
+    as one table: counters added up, the rest (state, weights, connect times) as the first
+    worker saw them."""
+    if not snapshots:
+        return []
+    merged = [dict(row) for row in snapshots[0]]
+    for rows in snapshots[1:]:
+        for total, row in zip(merged, rows, strict=False):
+            for key in COUNTERS:
+                total[key] = total.get(key, 0) + row.get(key, 0)
+    return merged
