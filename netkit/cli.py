@@ -10,6 +10,7 @@ import typer
 
 from netkit import __version__
 from netkit.commands import bench, lb, multicast, proxy, tcp_echo, udp_echo, ws_client, ws_server
+from netkit.commands.options import flag_name
 from netkit.console import active_output
 from netkit.errors import (
     BindError,
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug or _debug:
             raise
         status = exit_status_for(exc)
-        message = str(exc) + (f" ({exc.hint})" if exc.hint else "")
+        message, hint = exc.describe(flag_name)
+        message += f" ({hint})" if hint else ""
         _report(message, status)
         return status
     except BrokenPipeError:

@@ -13,15 +13,9 @@ and HDR histograms add).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json as jsonlib
 import os
-import select
-import shutil
 import signal
-import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,32 +33,24 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-import netkit.errors
 from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
-from netkit.core.bench import (
-    DEFAULT_GATE_HELP,
-    METRICS_HELP,
-    SCENARIOS,
+from netkit.core.bench.plan import LoadPlan, Scenario, check_memory, parse_rate
+from netkit.core.bench.result import (
     BenchResult,
-    LoadPlan,
-    Threshold,
-    check_memory,
-    check_thresholds,
     default_failures,
     merge_results,
     merge_warnings,
-    parse_rate,
-    parse_threshold,
 )
+from netkit.core.bench.thresholds import METRICS_HELP, Threshold, check_thresholds, parse_threshold
 from netkit.core.units import format_size, parse_duration, parse_size
-from netkit.errors import CheckFailed, ConfigError, LocalError, NetkitError
-from netkit.net import runtime
-from netkit.net.bench import EmbeddedEchoServer, Target, run_worker
-from netkit.net.sockets import raise_nofile_limit
+from netkit.errors import CheckFailed, ConfigError
+from netkit.net.bench.embedded import EmbeddedEchoServer
+from netkit.net.bench.fanout import ProgressFollower, ProgressTotals, run_bench_workers
+from netkit.net.bench.worker import Target
 from netkit.net.tls import client_context
-from netkit.net.workers import available_memory, describe_exit, run_workers
+from netkit.net.workers import available_memory
 from netkit.status import ExitStatus
 
 LOAD_PANEL = "Load shape"
@@ -73,7 +59,11 @@ RUN_PANEL = "Run"
 DEFAULT_DURATION = "10s"
 EMBEDDED_DURATION = "3s"
 EMBEDDED_HINT = "benchmarked netkit's own echo server; point it at yours: netkit bench HOST:PORT"
-DEFAULT_SIZE = {"echo": "64", "connect": "64", "stream": "256KiB"}
+DEFAULT_GATE_HELP = (
+    "a run fails (exit 1) when no request succeeded or any echo came back different"
+    " (errors.mismatch), with or without --fail-if"
+)
+DEFAULT_SIZE = {Scenario.ECHO: "64", Scenario.CONNECT: "64", Scenario.STREAM: "256KiB"}
 
 
 class BenchGroup(TyperGroup):
@@ -119,7 +109,7 @@ def run(
         str,
         typer.Option(
             "--scenario",
-            click_type=click.Choice(SCENARIOS),
+            click_type=click.Choice([s.value for s in Scenario]),
             help="echo: request/response round trips; stream: bulk one-way throughput; connect: connections per second.",
         ),
     ] = "echo",
@@ -252,13 +242,14 @@ def run(
     if requests is None:
         default = EMBEDDED_DURATION if embedded else DEFAULT_DURATION
         seconds = parse_duration(duration or default, option="--duration")
+    kind = Scenario(scenario)
     plan = LoadPlan(
-        scenario=scenario,
+        scenario=kind,
         connections=connections,
         total_connections=connections,
         duration=seconds,
         requests=requests,
-        size=parse_size(size or DEFAULT_SIZE[scenario], option="--size"),
+        size=parse_size(size or DEFAULT_SIZE[kind], option="--size"),
         pipeline=pipeline,
         rate=parse_rate(rate) if rate is not None else None,
         warmup=parse_duration(warmup, option="--warmup"),
@@ -291,7 +282,7 @@ def run(
             raise ConfigError("TLS options need a TCP, Unix or WebSocket target")
         ctx = client_context(tls_opts) if (tls_opts.enabled or secure) else None
         where = Target(endpoint, ctx, tls_opts.server_hostname)
-        if isinstance(endpoint, UDPEndpoint) and scenario != "echo":
+        if isinstance(endpoint, UDPEndpoint) and kind is not Scenario.ECHO:
             raise ConfigError(f"--scenario {scenario}: UDP targets support echo only")
         workers = len(plan.split(workers or default_workers))
         available = available_memory()
@@ -395,95 +386,34 @@ def _execute(
     stopped the run early, if any.
 
     Raises:
-        NetkitError: a worker could not connect at all (the error it reported).
+        NetkitError: a worker could not run at all (the first such error, as it reported it).
     """
-    raise_nofile_limit()
-    plans = plan.split(workers)
-    live = out.interactive or out.json
-    results_dir = Path(tempfile.mkdtemp(prefix="netkit-bench-"))
-    read_fd, write_fd = os.pipe()
-    fcntl.fcntl(write_fd, fcntl.F_SETFL, fcntl.fcntl(write_fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-
-    def child(index: int) -> tuple[int, dict[str, Any]]:
-        os.close(read_fd)
-
-        def progress(snapshot: dict[str, Any]) -> None:
-            line = jsonlib.dumps({"w": index, **snapshot}) + "\n"
-            with contextlib.suppress(OSError):  # a full pipe drops an update, never blocks
-                os.write(write_fd, line.encode())
-
-        try:
-            result = runtime.run(
-                lambda: run_worker(plans[index], target, progress=progress if live else None)
-            )
-            record: dict[str, Any] = {"result": result.as_dict()}
-        except NetkitError as exc:
-            record = {
-                "fatal": {
-                    "classes": [c.__name__ for c in type(exc).__mro__],
-                    "message": str(exc),
-                    "hint": exc.hint,
-                }
-            }
-        (results_dir / f"worker-{index}.json").write_text(jsonlib.dumps(record))
-        return 0, {}
-
-    view = LiveView(out, plan) if live else None
-
-    def started() -> None:
-        os.close(write_fd)
-        if view is not None:
-            view.start(read_fd)
-
-    try:
-        codes, _, signum = run_workers(len(plans), child, on_started=started)
-    finally:
-        if view is not None:
-            view.stop()
-        with contextlib.suppress(OSError):
-            os.close(read_fd)
-    try:
-        parts = [
-            _read_worker(results_dir / f"worker-{i}.json", i, len(plans), code)
-            for i, code in enumerate(codes)
-        ]
-    finally:
-        shutil.rmtree(results_dir, ignore_errors=True)
+    view = LiveView(out, plan) if out.interactive or out.json else None
+    reports, signum = run_bench_workers(plan.split(workers), target, follower=view)
+    parts = []
+    for report in reports:
+        if report.error is not None:
+            raise report.error
+        assert report.result is not None
+        parts.append(report.result)
     for i, part in enumerate(parts):
         out.event("worker", None, index=i, **part.as_dict())
     return merge_results(parts), signum
-
-
-def _read_worker(path: Path, index: int, count: int, code: int) -> BenchResult:
-    """The result worker ``index`` wrote; ``code`` is how it ended (for when it wrote none)."""
-    try:
-        record = jsonlib.loads(path.read_text())
-    except (OSError, ValueError):
-        raise LocalError(
-            f"bench worker {index + 1} of {count} {describe_exit(code)} before writing its result"
-        ) from None
-    fatal = record.get("fatal")
-    if fatal is not None:
-        # Re-raise as the class the worker raised (the nearest one cli.py knows).
-        for name in fatal["classes"]:
-            cls = getattr(netkit.errors, name, None)
-            if isinstance(cls, type) and issubclass(cls, NetkitError):
-                raise cls(fatal["message"], hint=fatal.get("hint"))
-    return BenchResult.from_dict(record["result"])
 
 
 class LiveView:
     """Progress while the workers run: a rich progress bar on a terminal (elapsed and remaining
     time, current rate, running p99, errors), ``progress`` events with ``--json``.
 
-    Workers send JSON progress lines through a pipe; a thread reads them (the parent's main
-    thread is waiting for the workers).
+    The totals come from a :class:`~netkit.net.bench.fanout.ProgressFollower` (a thread).
     """
 
     def __init__(self, out: Output, plan: LoadPlan) -> None:
         self.out = out
         self.plan = plan
+        self.follower = ProgressFollower(self._show)
         self.progress: Progress | None = None
+        self._emitted = 0.0
         if out.interactive:
             self.progress = Progress(
                 SpinnerColumn(),
@@ -498,70 +428,40 @@ class LiveView:
             )
             total = (plan.duration or 0) + plan.warmup if plan.requests is None else plan.requests
             self.task = self.progress.add_task(plan.scenario, total=total, stats="starting")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self, fd: int) -> None:
-        """Start following the workers' progress lines on ``fd``."""
+        """Show the bar, and follow the workers' progress lines on ``fd``."""
         if self.progress is not None:
             self.progress.start()
-        self._thread = threading.Thread(target=self._follow, args=(fd,), daemon=True)
-        self._thread.start()
+        self.follower.start(fd)
 
     def stop(self) -> None:
         """Stop following, and remove the bar."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
+        self.follower.stop()
         if self.progress is not None:
             self.progress.stop()
 
-    def _follow(self, fd: int) -> None:
-        started = time.monotonic()
-        latest: dict[int, dict[str, Any]] = {}
-        pending = b""
-        last_total, last_time, rate = 0, started, 0.0
-        emitted = started
-        while not self._stop.is_set():
-            if select.select([fd], [], [], 0.25)[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    return
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    with contextlib.suppress(ValueError, KeyError):
-                        snap = jsonlib.loads(line)
-                        latest[int(snap["w"])] = snap
-            if not latest:
-                continue
-            now = time.monotonic()
-            total = sum(s["requests"] for s in latest.values())
-            if now - last_time >= 0.5:
-                rate = max(0.0, (total - last_total) / (now - last_time))
-                last_total, last_time = total, now
-            errors = sum(s["errors"] for s in latest.values())
-            p99 = max(s["p99_ns"] for s in latest.values())
-            phase = "warmup" if any(s["phase"] == "warmup" for s in latest.values()) else "measure"
-            if self.progress is not None:
-                self.progress.update(
-                    self.task,
-                    completed=now - started if self.plan.requests is None else total,
-                    stats=f"{rate:,.0f}/s  p99 {p99 / 1e6:.3f} ms  errors {errors}",
-                    description="warm-up" if phase == "warmup" else self.plan.scenario,
-                )
-            elif now - emitted >= 1.0:
-                emitted = now
-                self.out.event(
-                    "progress",
-                    None,
-                    phase=phase,
-                    elapsed_s=round(now - started, 3),
-                    requests=total,
-                    rps=round(rate, 1),
-                    p99_ms=round(p99 / 1e6, 4),
-                    errors=errors,
-                )
+    def _show(self, totals: ProgressTotals) -> None:
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=totals.elapsed if self.plan.requests is None else totals.requests,
+                stats=f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  "
+                f"errors {totals.errors}",
+                description="warm-up" if totals.warmup else self.plan.scenario,
+            )
+        elif totals.elapsed - self._emitted >= 1.0:
+            self._emitted = totals.elapsed
+            self.out.event(
+                "progress",
+                None,
+                phase="warmup" if totals.warmup else "measure",
+                elapsed_s=round(totals.elapsed, 3),
+                requests=totals.requests,
+                rps=round(totals.rate, 1),
+                p99_ms=round(totals.p99_ns / 1e6, 4),
+                errors=totals.errors,
+            )
 
 
 # --- reporting ---------------------------------------------------------------------------
@@ -588,13 +488,14 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     head = (
         f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
         f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
-        + (f"pipeline {result.pipeline}, " if result.scenario == "echo" else "")
-        + f"{format_size(result.size)} per {'write' if result.scenario == 'stream' else 'request'}"
+        + (f"pipeline {result.pipeline}, " if result.scenario is Scenario.ECHO else "")
+        + f"{format_size(result.size)} per "
+        + ("write" if result.scenario is Scenario.STREAM else "request")
     )
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    unit = {"stream": "writes", "connect": "connections"}.get(result.scenario, "requests")
+    unit = f"{result.scenario.unit}s"
     table.add_row(
         unit,
         f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",

@@ -72,7 +72,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summa
 def _interface(text: str, groups: list[Group]) -> Interface:
     iface = resolve_interface(text)
     for group in groups:
-        check_interface_family(iface.given, group, "--interface")
+        check_interface_family(iface.given, group)
     return iface
 
 

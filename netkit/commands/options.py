@@ -17,6 +17,17 @@ TLS_PANEL = "TLS"
 SOCKET_PANEL = "Sockets"
 SERVER_PANEL = "Server"
 
+# --- settings named in errors -------------------------------------------------------------
+# core/ and net/ name settings, not flags (netkit.errors.Setting); the command line shows each
+# as the flag that sets it: "--" and the name with dashes, or the exception listed here.
+_FLAG_EXCEPTIONS = {"self_signed": "--tls-self-signed", "server_hostname": "--sni"}
+
+
+def flag_name(setting: str) -> str:
+    """The flag that sets ``setting`` (``max_size`` -> ``--max-size``)."""
+    return _FLAG_EXCEPTIONS.get(setting) or "--" + setting.replace("_", "-")
+
+
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object per line (events).")]
 
 # --- servers -------------------------------------------------------------------------------
@@ -48,6 +59,7 @@ ClientCA = Annotated[
         rich_help_panel=TLS_PANEL,
     ),
 ]
+SOCKET_MODE = "660"
 SocketMode = Annotated[
     str,
     typer.Option(
@@ -66,6 +78,7 @@ Workers = Annotated[
         rich_help_panel=SERVER_PANEL,
     ),
 ]
+DRAIN_TIMEOUT = "10s"
 DrainTimeout = Annotated[
     str,
     typer.Option(
@@ -151,6 +164,70 @@ SNI = Annotated[
     ),
 ]
 
+Retry = Annotated[
+    str | None,
+    typer.Option(
+        "--retry",
+        help="Keep retrying a refused connection this long (wait for a server to start).",
+    ),
+]
+
+# --- WebSocket keepalive pings (ws-client, ws-server) ---------------------------------------
+PING_INTERVAL = PING_TIMEOUT = "20s"  # the websockets library's defaults
+PingInterval = Annotated[
+    str, typer.Option("--ping-interval", help="Keepalive ping period; 0 disables.")
+]
+PingTimeout = Annotated[
+    str,
+    typer.Option(
+        "--ping-timeout",
+        help="Give up on the connection when a ping is not answered in time (ws-client: exit "
+        "4; ws-server: close 1011); 0 disables.",
+    ),
+]
+
+
+def pings(interval: str, timeout: str) -> tuple[float | None, float | None]:
+    """``--ping-interval`` and ``--ping-timeout`` in seconds, None for ``0`` (off)."""
+    return duration_or_off(interval, "--ping-interval"), duration_or_off(timeout, "--ping-timeout")
+
+
+# --- a relay's upstream (proxy) ------------------------------------------------------------
+UPSTREAM_PANEL = "Upstream TLS"
+UpstreamTLS = Annotated[
+    bool,
+    typer.Option(
+        "--upstream-tls",
+        help="Speak TLS to the upstream (verified unless --insecure).",
+        rich_help_panel=UPSTREAM_PANEL,
+    ),
+]
+UpstreamCACert = Annotated[
+    Path | None,
+    typer.Option(
+        "--cacert",
+        help="CA bundle to verify the upstream with; implies --upstream-tls.",
+        rich_help_panel=UPSTREAM_PANEL,
+    ),
+]
+UpstreamInsecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        "-k",
+        help="Do not verify the upstream's certificate; implies --upstream-tls.",
+        rich_help_panel=UPSTREAM_PANEL,
+    ),
+]
+UpstreamSNI = Annotated[
+    str | None,
+    typer.Option(
+        "--sni",
+        help="Server name for the upstream TLS handshake; implies --upstream-tls.",
+        rich_help_panel=UPSTREAM_PANEL,
+    ),
+]
+
 # --- sockets -------------------------------------------------------------------------------
 SendBuffer = Annotated[
     str | None,
@@ -227,6 +304,16 @@ def socket_mode(text: str) -> int:
 def duration(text: str | None, option: str) -> float | None:
     """Parse an optional duration flag."""
     return None if text is None else parse_duration(text, option=option)
+
+
+def duration_or_off(text: str, option: str) -> float | None:
+    """Parse a duration flag where ``0`` turns the thing off (None)."""
+    return parse_duration(text, option=option) or None
+
+
+def retry(text: str | None) -> float:
+    """``--retry``: how long to keep retrying a refused connection (0: not at all)."""
+    return parse_duration(text, option="--retry") if text else 0.0
 
 
 def idle_timeout(text: str) -> float | None:

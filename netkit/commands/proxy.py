@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,7 +21,6 @@ HELP = (
     "L4 relay: TCP, Unix sockets and TLS on either side, with fault injection for testing clients."
 )
 FAULTS = f"Faults ({SYNTAX})"
-UPSTREAM = "Upstream TLS"
 
 
 def _fault_option(name: str) -> typer.models.OptionInfo:
@@ -41,39 +39,10 @@ def proxy(
     upstream: Annotated[
         str, typer.Argument(help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path.")
     ],
-    upstream_tls: Annotated[
-        bool,
-        typer.Option(
-            "--upstream-tls",
-            help="Speak TLS to the upstream (verified unless --insecure).",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = False,
-    cacert: Annotated[
-        Path | None,
-        typer.Option(
-            "--cacert",
-            help="CA bundle to verify the upstream with; implies --upstream-tls.",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = None,
-    insecure: Annotated[
-        bool,
-        typer.Option(
-            "--insecure",
-            "-k",
-            help="Do not verify the upstream's certificate; implies --upstream-tls.",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = False,
-    sni: Annotated[
-        str | None,
-        typer.Option(
-            "--sni",
-            help="Server name for the upstream TLS handshake; implies --upstream-tls.",
-            rich_help_panel=UPSTREAM,
-        ),
-    ] = None,
+    upstream_tls: opt.UpstreamTLS = False,
+    cacert: opt.UpstreamCACert = None,
+    insecure: opt.UpstreamInsecure = False,
+    sni: opt.UpstreamSNI = None,
     proxy_protocol: opt.ProxyProtocol = None,
     splice: opt.Splice = True,
     connect_timeout: Annotated[
@@ -99,8 +68,8 @@ def proxy(
     ] = None,
     workers: opt.Workers = 1,
     max_connections: opt.MaxConnections = None,
-    drain_timeout: opt.DrainTimeout = "10s",
-    socket_mode: opt.SocketMode = "660",
+    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
+    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
     cert: opt.Cert = None,
     key: opt.Key = None,
     tls_self_signed: opt.SelfSigned = False,

@@ -55,8 +55,8 @@ def serve(
     idle_timeout: opt.IdleTimeout = None,
     max_connections: opt.MaxConnections = None,
     workers: opt.Workers = 1,
-    drain_timeout: opt.DrainTimeout = "10s",
-    socket_mode: opt.SocketMode = "660",
+    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
+    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
     cert: opt.Cert = None,
     key: opt.Key = None,
     tls_self_signed: opt.SelfSigned = False,
@@ -138,13 +138,7 @@ def client(
     timeout: Annotated[
         str, typer.Option("--timeout", "-t", help="Time allowed to connect, and for each echo.")
     ] = "5s",
-    retry: Annotated[
-        str | None,
-        typer.Option(
-            "--retry",
-            help="Keep retrying a refused connection this long (wait for a server to start).",
-        ),
-    ] = None,
+    retry: opt.Retry = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     tls: opt.UseTLS = False,
     cacert: opt.CACert = None,
@@ -165,7 +159,7 @@ def client(
     payloads = _messages(messages or [], count, size)
     wait = parse_duration(timeout, option="--timeout")
     pause = parse_duration(interval, option="--interval")
-    retry_for = parse_duration(retry, option="--retry") if retry else 0.0
+    retry_for = opt.retry(retry)
     tls_opts = opt.client_tls(tls, cacert, cert, key, insecure, sni)
     ctx = client_context(tls_opts) if tls_opts.enabled else None
     sockopts = opt.socket_options(sndbuf, rcvbuf, False)

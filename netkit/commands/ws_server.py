@@ -17,7 +17,7 @@ from netkit.core.ws.handshake import ServerHandshake, parse_origins, resource_pa
 from netkit.errors import ConfigError, EndpointError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_server import MODES, ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 
 NAME = "ws-server"
 HELP = "WebSocket server: echo, broadcast (chat room) or sink, on TCP, TLS or Unix sockets."
@@ -36,11 +36,6 @@ def _listen_endpoint(text: str) -> tuple[TCPEndpoint | UnixEndpoint, bool, str |
     raise EndpointError(f"endpoint {text!r}: expected HOST:PORT, unix:/path or a ws:// URL here")
 
 
-def _optional_duration(text: str, option: str) -> float | None:
-    seconds = parse_duration(text, option=option)
-    return seconds if seconds > 0 else None
-
-
 def ws_server(
     endpoint: Annotated[
         str,
@@ -53,7 +48,7 @@ def ws_server(
         typer.Option(
             "--mode",
             "-m",
-            click_type=click.Choice(MODES),
+            click_type=click.Choice([m.value for m in Mode]),
             help="echo: send each message back; broadcast: to every other client (a chat room); sink: read and discard.",
         ),
     ] = "echo",
@@ -84,16 +79,8 @@ def ws_server(
     compress: Annotated[
         bool, typer.Option("--compress", help="Accept permessage-deflate (RFC 7692).")
     ] = False,
-    ping_interval: Annotated[
-        str, typer.Option("--ping-interval", help="Keepalive ping period; 0 disables.")
-    ] = "20s",
-    ping_timeout: Annotated[
-        str,
-        typer.Option(
-            "--ping-timeout",
-            help="Close with 1011 when a ping is not answered in time; 0 disables.",
-        ),
-    ] = "20s",
+    ping_interval: opt.PingInterval = opt.PING_INTERVAL,
+    ping_timeout: opt.PingTimeout = opt.PING_TIMEOUT,
     handshake_timeout: Annotated[
         str,
         typer.Option(
@@ -109,8 +96,8 @@ def ws_server(
     ] = "10s",
     max_connections: opt.MaxConnections = None,
     workers: opt.Workers = 1,
-    drain_timeout: opt.DrainTimeout = "10s",
-    socket_mode: opt.SocketMode = "660",
+    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
+    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
     cert: opt.Cert = None,
     key: opt.Key = None,
     tls_self_signed: opt.SelfSigned = False,
@@ -135,19 +122,19 @@ def ws_server(
     tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
     if wants_tls and not tls.enabled:
         raise ConfigError("wss:// needs --cert/--key or --tls-self-signed")
-    if mode == "broadcast" and workers > 1:
-        raise ConfigError(
-            "--mode broadcast needs a single process: every client must share the room"
-        )
+    handling = Mode(mode)
+    if handling.single_process and workers > 1:
+        raise ConfigError(f"--mode {mode} needs a single process: every client must share the room")
     paths = [resource_path(p) for p in path or ([] if url_path is None else [url_path])] or None
     limit = parse_size(max_size, option="--max-size")
     if limit <= 0:
         raise ConfigError("--max-size must be at least 1 byte")
+    ping_every, ping_wait = opt.pings(ping_interval, ping_timeout)
     timeouts = WSTimeouts(
-        open=_optional_duration(handshake_timeout, "--handshake-timeout"),
-        close=_optional_duration(close_timeout, "--close-timeout"),
-        ping_interval=_optional_duration(ping_interval, "--ping-interval"),
-        ping_timeout=_optional_duration(ping_timeout, "--ping-timeout"),
+        open=opt.duration_or_off(handshake_timeout, "--handshake-timeout"),
+        close=opt.duration_or_off(close_timeout, "--close-timeout"),
+        ping_interval=ping_every,
+        ping_timeout=ping_wait,
     )
     handshake = ServerHandshake(
         paths=paths,
@@ -165,7 +152,7 @@ def ws_server(
     def factory() -> ServerConnection:
         return ModeConnection(
             handshake,
-            mode=mode,
+            mode=handling,
             room=room,
             log=log,
             log_messages=out.json,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal, Self
 
 from netkit.core.units import parse_duration, parse_size
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting, Words, words
 
 Direction = Literal["up", "down"]
 DIRECTIONS: tuple[Direction, Direction] = ("up", "down")
@@ -68,19 +68,23 @@ def _seconds(value: float) -> str:
     return f"{value!r}s"
 
 
-def parse_rate(text: str, option: str = "--bandwidth") -> float:
+def parse_rate(text: str, option: Words = Setting("bandwidth")) -> float:
     """Parse a rate such as ``1MB/s``, ``512KiB/s`` or ``10Mbit/s`` into bytes per second.
+
+    ``option`` names what is parsed in the error message (a flag, or a setting).
 
     Raises:
         ConfigError: not a rate.
     """
     m = re.fullmatch(r"\s*(.+?)\s*(bit)?\s*/\s*s\s*", text, re.IGNORECASE)
     if not m:
-        raise ConfigError(f"{option} {text!r} is not a rate such as 1MB/s, 512KiB/s or 10Mbit/s")
+        raise ConfigError(
+            words(option, f" {text!r} is not a rate such as 1MB/s, 512KiB/s or 10Mbit/s")
+        )
     amount = parse_size(m.group(1) if not m.group(2) else m.group(1) or "1", option=option)
     rate = amount / 8 if m.group(2) else float(amount)
     if rate <= 0:
-        raise ConfigError(f"{option} {text!r} must be more than zero")
+        raise ConfigError(words(option, f" {text!r} must be more than zero"))
     return rate
 
 

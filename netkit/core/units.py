@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Words, words
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -17,8 +17,10 @@ _DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "m": 
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
 
 
-def parse_size(text: str, *, option: str = "size") -> int:
+def parse_size(text: str, *, option: Words = "size") -> int:
     """Parse a byte count: ``1500``, ``64KiB``, ``1MB`` (k/M/G are powers of 1000, KiB of 1024).
+
+    ``option`` names what is parsed in the error message (a flag, or a setting).
 
     Raises:
         ConfigError: not a size.
@@ -27,11 +29,11 @@ def parse_size(text: str, *, option: str = "size") -> int:
     unit = m.group(2).lower() if m else ""
     value = float(m.group(1)) * _SIZE_UNITS[unit] if m and unit in _SIZE_UNITS else math.nan
     if not math.isfinite(value):
-        raise ConfigError(f"{option} {text!r} is not a size such as 1500, 64KiB or 1MB")
+        raise ConfigError(words(option, f" {text!r} is not a size such as 1500, 64KiB or 1MB"))
     return int(value)
 
 
-def parse_duration(text: str, *, option: str = "duration", positive: bool = False) -> float:
+def parse_duration(text: str, *, option: Words = "duration", positive: bool = False) -> float:
     """Parse a duration in seconds: ``2``, ``2s``, ``500ms``, ``1.5m``.
 
     Args:
@@ -44,9 +46,9 @@ def parse_duration(text: str, *, option: str = "duration", positive: bool = Fals
     unit = m.group(2).lower() if m else ""
     value = float(m.group(1)) * _DURATION_UNITS[unit] if m and unit in _DURATION_UNITS else math.nan
     if not math.isfinite(value):
-        raise ConfigError(f"{option} {text!r} is not a duration such as 2s, 500ms or 1m")
+        raise ConfigError(words(option, f" {text!r} is not a duration such as 2s, 500ms or 1m"))
     if positive and value <= 0:
-        raise ConfigError(f"{option} {text!r} must be more than zero")
+        raise ConfigError(words(option, f" {text!r} must be more than zero"))
     return value
 
 

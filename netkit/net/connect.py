@@ -30,9 +30,12 @@ from netkit.errors import (
     OperationTimeout,
     ResourceExhausted,
     TLSError,
+    Words,
+    words,
 )
 from netkit.net.protocols import StreamProtocol
 from netkit.net.sockets import OUT_OF_RESOURCES, SocketOptions, apply_options
+from netkit.net.tls import CACERT, CERT, INSECURE, KEY, SNI
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
 _NAME_MISMATCH = frozenset({62, 63, 64})
@@ -42,11 +45,12 @@ _NAME_MISMATCH = frozenset({62, 63, 64})
 # reason name: (what the server said, in words; what to do). TLS 1.3 servers verify the client
 # certificate after our side of the handshake is done, so their alert arrives on the first
 # read: callers translate errors from then on too, not only from connecting.
-_CLIENT_CERT_HINT = "pass --cert FILE and --key FILE with a certificate the server's CA issued"
-_TLS_ALERTS: dict[str, tuple[str, str | None]] = {
+_CERT_AND_KEY = ("pass ", CERT, " FILE and ", KEY, " FILE")
+_CLIENT_CERT_HINT = (*_CERT_AND_KEY, " with a certificate the server's CA issued")
+_TLS_ALERTS: dict[str, tuple[Words, Words | None]] = {
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": (
         "the server requires a client certificate (alert: certificate required)",
-        "pass --cert FILE and --key FILE",
+        _CERT_AND_KEY,
     ),
     "SSLV3_ALERT_HANDSHAKE_FAILURE": (
         "the server refused the handshake (alert: handshake failure): it wants a client "
@@ -79,8 +83,12 @@ _TLS_ALERTS: dict[str, tuple[str, str | None]] = {
     ),
     "TLSV1_ALERT_ACCESS_DENIED": ("the server denied access (alert: access denied)", None),
     "TLSV1_ALERT_DECRYPT_ERROR": (
-        "the server could not verify our client certificate's signature (alert: decrypt "
-        "error): is --key the certificate's key?",
+        (
+            "the server could not verify our client certificate's signature (alert: decrypt "
+            "error): is ",
+            KEY,
+            " the certificate's key?",
+        ),
         None,
     ),
     "TLSV1_ALERT_PROTOCOL_VERSION": (
@@ -89,7 +97,7 @@ _TLS_ALERTS: dict[str, tuple[str, str | None]] = {
     ),
     "TLSV1_UNRECOGNIZED_NAME": (
         "the server does not serve the name we asked for (alert: unrecognized name)",
-        "check the host name, or pass --sni NAME",
+        ("check the host name, or pass ", SNI, " NAME"),
     ),
 }
 
@@ -100,19 +108,19 @@ def translate_connect_error(exc: BaseException, target: str) -> NetkitError:
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
         if exc.verify_code in _NAME_MISMATCH:
-            # Trusted, but issued for another name: --cacert or --insecure is not the cure.
+            # Trusted, but issued for another name: trusting its CA or not verifying is no cure.
             return TLSError(
                 f"TLS certificate of {target} is for another name: {exc.verify_message}",
-                hint="pass --sni NAME to check it against the name it was issued for",
+                hint=("pass ", SNI, " NAME to check it against the name it was issued for"),
             )
         return TLSError(
             f"TLS certificate of {target} not trusted: {exc.verify_message}",
-            hint="pass --cacert FILE to trust its CA, or --insecure to skip verification",
+            hint=("pass ", CACERT, " FILE to trust its CA, or ", INSECURE, " to skip verification"),
         )
     if isinstance(exc, ssl.SSLError):
         alert = _TLS_ALERTS.get(getattr(exc, "reason", None) or "")
         if alert is not None:
-            return TLSError(f"TLS handshake with {target} failed: {alert[0]}", hint=alert[1])
+            return TLSError(words(f"TLS handshake with {target} failed: ", alert[0]), hint=alert[1])
         # ssl.py raises some SSLErrors itself, without OpenSSL's ``reason``.
         return TLSError(
             f"TLS handshake with {target} failed: {getattr(exc, 'reason', None) or exc}"

@@ -23,7 +23,14 @@ from typing import Any
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.state import BackendState
-from netkit.errors import CheckFailed, ConfigError, ConnectionLost, LocalError, NetkitError
+from netkit.errors import (
+    CheckFailed,
+    ConfigError,
+    ConnectionLost,
+    LocalError,
+    NetkitError,
+    Setting,
+)
 from netkit.net.connect import open_stream
 from netkit.net.protocols import StreamProtocol
 
@@ -205,10 +212,10 @@ class HealthChecker:
         on_check: OnCheck | None = None,
     ) -> None:
         if interval <= 0:
-            raise ConfigError(f"--check-interval must be positive (got {interval:g}s)")
+            raise ConfigError((Setting("check_interval"), f" must be positive (got {interval:g}s)"))
         timeout = interval if timeout is None else timeout
         if timeout <= 0:
-            raise ConfigError(f"--check-timeout must be positive (got {timeout:g}s)")
+            raise ConfigError((Setting("check_timeout"), f" must be positive (got {timeout:g}s)"))
         self.states = list(states)
         self.interval = interval
         self.timeout = timeout

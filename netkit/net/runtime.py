@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
 
 T = TypeVar("T")
 
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+LOOP = Setting("loop")
 _loop_choice = "auto"
 
 
@@ -35,9 +36,9 @@ def set_loop(choice: str) -> None:
     """
     global _loop_choice
     if choice not in LOOP_CHOICES:
-        raise ConfigError(f"--loop {choice!r}: choose one of {', '.join(LOOP_CHOICES)}")
+        raise ConfigError((LOOP, f" {choice!r}: choose one of {', '.join(LOOP_CHOICES)}"))
     if choice == "uvloop" and not uvloop_available():
-        raise ConfigError("--loop uvloop: uvloop is not installed on this Python")
+        raise ConfigError((LOOP, " uvloop: uvloop is not installed on this Python"))
     _loop_choice = choice
 
 

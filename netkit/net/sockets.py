@@ -23,6 +23,7 @@ from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.errors import (
     BindError,
     ConfigError,
+    Setting,
 )
 
 DEFAULT_BACKLOG = 1024
@@ -333,6 +334,9 @@ def descriptors_needed(connections: int, per_connection: int) -> int:
     return connections * per_connection + FD_RESERVE
 
 
+SOCKET_MODE = Setting("socket_mode")
+
+
 def parse_socket_mode(text: str) -> int:
     """Parse an octal file mode such as ``660`` or ``0o600``.
 
@@ -342,7 +346,7 @@ def parse_socket_mode(text: str) -> int:
     try:
         mode = int(text.removeprefix("0o"), 8)
     except ValueError:
-        raise ConfigError(f"--socket-mode {text!r} is not an octal mode such as 660") from None
+        raise ConfigError((SOCKET_MODE, f" {text!r} is not an octal mode such as 660")) from None
     if not 0 <= mode <= 0o777:
-        raise ConfigError(f"--socket-mode {text!r} is out of range (000-777)")
+        raise ConfigError((SOCKET_MODE, f" {text!r} is out of range (000-777)"))
     return mode

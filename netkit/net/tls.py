@@ -10,7 +10,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting, Words, words
+
+# The TLS settings errors mention (the command line shows them as its flags).
+CERT, KEY, CLIENT_CA = Setting("cert"), Setting("key"), Setting("client_ca")
+SELF_SIGNED, CACERT, SNI = Setting("self_signed"), Setting("cacert"), Setting("server_hostname")
+INSECURE = Setting("insecure")
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,20 @@ class ServerTLS:
     def __post_init__(self) -> None:
         if self.key is not None and self.cert is None:
             raise ConfigError(
-                "--key needs --cert: a private key alone does not turn TLS on",
-                hint="pass the certificate it belongs to with --cert FILE",
+                (KEY, " needs ", CERT, ": a private key alone does not turn TLS on"),
+                hint=("pass the certificate it belongs to with ", CERT, " FILE"),
             )
         if self.client_ca is not None and not self.enabled:
             raise ConfigError(
-                "--client-ca needs --cert (or --tls-self-signed): without a certificate the "
-                "server would listen in plain text and admit clients without one"
+                (
+                    CLIENT_CA,
+                    " needs ",
+                    CERT,
+                    " (or ",
+                    SELF_SIGNED,
+                    "): without a certificate the server would listen in plain text and admit"
+                    " clients without one",
+                )
             )
 
     @property
@@ -78,8 +90,8 @@ class ClientTLS:
     def __post_init__(self) -> None:
         if self.key is not None and self.cert is None:
             raise ConfigError(
-                "--key needs --cert: a private key alone sends no client certificate",
-                hint="pass the certificate it belongs to with --cert FILE",
+                (KEY, " needs ", CERT, ": a private key alone sends no client certificate"),
+                hint=("pass the certificate it belongs to with ", CERT, " FILE"),
             )
 
 
@@ -92,7 +104,7 @@ def _readable(path: Path, what: str) -> str:
     return str(path)
 
 
-def _chain_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> str:
+def _chain_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> Words:
     """Say what is wrong with a certificate and key OpenSSL refused, in terms a user can act on.
 
     OpenSSL's own words for the commonest mistakes are "[SSL] PEM lib (_ssl.c:3926)"; the
@@ -105,8 +117,9 @@ def _chain_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> str
     if keyfile is None:
         if b"PRIVATE KEY-----" not in cert_pem:
             return (
-                f"{certfile!r} holds no private key: pass --key FILE, "
-                "or put the key in the same PEM file"
+                f"{certfile!r} holds no private key: pass ",
+                KEY,
+                " FILE, or put the key in the same PEM file",
             )
     else:
         with open(keyfile, "rb") as f:
@@ -123,10 +136,12 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path | None) -> None:
     try:
         ctx.load_cert_chain(certfile, keyfile)
     except ssl.SSLError as exc:
+        with_key = f" with key {keyfile!r}" if keyfile else ""
         raise ConfigError(
-            f"cannot use certificate {certfile!r}"
-            + (f" with key {keyfile!r}" if keyfile else "")
-            + f": {_chain_problem(certfile, keyfile, exc)}"
+            words(
+                f"cannot use certificate {certfile!r}{with_key}: ",
+                _chain_problem(certfile, keyfile, exc),
+            )
         ) from None
 
 
@@ -180,7 +195,7 @@ def server_context(tls: ServerTLS) -> tuple[ssl.SSLContext, Path | None]:
     elif tls.cert is not None:
         _load_chain(ctx, tls.cert, tls.key)
     else:
-        raise ConfigError("TLS needs --cert (and --key), or --tls-self-signed")
+        raise ConfigError(("TLS needs ", CERT, " (and ", KEY, "), or ", SELF_SIGNED))
     if tls.client_ca is not None:
         _load_ca(ctx, tls.client_ca)
         ctx.verify_mode = ssl.CERT_REQUIRED

@@ -52,6 +52,7 @@ from netkit.errors import (
 from netkit.net.connect import open_stream, translate_connect_error
 from netkit.net.protocols import StreamProtocol
 from netkit.net.server import ServerConnection
+from netkit.net.tls import CERT, KEY
 from netkit.net.zerocopy import Buffer
 
 # As module constants: an Enum member looked up on its class costs 0.1 us (Python 3.11).
@@ -557,8 +558,13 @@ class WebSocketClientConnection(WebSocketConnection):
                 or ConnectionLost(
                     f"{self.peer} closed the connection during the opening handshake",
                     # Not sure enough for a TLS error: the server said nothing.
-                    hint="a TLS server that refuses a client certificate without an alert "
-                    "closes like this: check --cert and --key"
+                    hint=(
+                        "a TLS server that refuses a client certificate without an alert "
+                        "closes like this: check ",
+                        CERT,
+                        " and ",
+                        KEY,
+                    )
                     if tls and self.bytes_in == 0
                     else None,
                 )

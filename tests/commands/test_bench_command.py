@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from netkit.core.bench import BenchResult, LatencyHistogram
+from netkit.core.bench.histogram import LatencyHistogram
+from netkit.core.bench.plan import Scenario
+from netkit.core.bench.result import BenchResult
 from tests.commands.conftest import (
     NETKIT,
     ServerProcess,
@@ -246,7 +248,7 @@ def test_merge_gives_the_counts_of_the_added_histograms(
 
 def saved(path: Path, transport: str, started_at: float, requests: int = 100) -> Path:
     """A saved ``--json`` result of a one-second run that started at ``started_at``."""
-    r = BenchResult("echo", "127.0.0.1:7", transport, 2, 1, 1, 64, None)
+    r = BenchResult(Scenario.ECHO, "127.0.0.1:7", transport, 2, 1, 1, 64, None)
     r.requests, r.duration_s, r.started_at = requests, 1.0, started_at
     for _ in range(requests):
         r.latency.record(1_000_000)
@@ -501,3 +503,15 @@ def test_signal_stops_the_run_with_a_report(echo: ServerProcess, sig: int, code:
         assert bench.stop(sig, timeout=10) == code
         s = bench.event("summary")
         assert s["requests"] > 0 and s["duration_s"] < 20
+
+
+def test_errors_from_core_and_from_a_worker_name_the_flags() -> None:
+    """core/ and net/ name settings; the command line shows the flag, also for an error a
+    forked worker raised (it reaches the parent as an error object)."""
+    unit = run_netkit("bench", "127.0.0.1:9", "--fail-if", "p99>5")
+    assert unit.returncode == 2
+    assert unit.stderr == "netkit: error: --fail-if 'p99>5': give the latency a unit, as in 5ms\n"
+    small = run_netkit("bench", "udp://127.0.0.1:9", "--size", "4", "--workers", "1")
+    assert small.returncode == 2, small.stderr
+    assert_one_line_error(small.stderr)
+    assert "error: --size: UDP requests carry a " in small.stderr

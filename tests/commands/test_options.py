@@ -7,6 +7,9 @@ anything listens or connects.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tests.commands.conftest import assert_one_line_error, run_netkit
@@ -70,3 +73,20 @@ def test_missing_cacert_file_is_a_usage_error_naming_it(command, tmp_path):
     missing = tmp_path / "no-such-ca.pem"
     stderr = refused(*command, "--cacert", str(missing))
     assert f"cannot read CA file '{missing}'" in stderr
+
+
+def test_shared_flags_are_declared_only_in_options_py() -> None:
+    """Server, TLS, socket, retry and ping options are declared once, in commands/options.py;
+    a command that takes one uses that declaration (a second copy would drift)."""
+    commands = Path(__file__).resolve().parents[2] / "netkit" / "commands"
+    flag = re.compile(r'typer\.Option\(\s*"(--[a-z-]+)')
+    shared = set(flag.findall((commands / "options.py").read_text()))
+    assert {"--ping-interval", "--ping-timeout", "--retry", "--cacert", "--workers"} <= shared
+    # bench's --workers is its own (load-generator processes, not a server's listeners).
+    own = {"bench.py": {"--workers"}}
+    copies = []
+    for path in sorted(commands.glob("*.py")):
+        if path.name != "options.py":
+            declared = set(flag.findall(path.read_text())) - own.get(path.name, set())
+            copies += [f"{path.name}: {name}" for name in sorted(declared & shared)]
+    assert not copies, "declared again outside commands/options.py: " + ", ".join(copies)

@@ -11,7 +11,6 @@ import hashlib
 import http
 import os
 import pty
-import re
 import select
 import signal
 import socket
@@ -30,12 +29,7 @@ from websockets.asyncio.server import ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from netkit.commands.ws_client import (
-    Expectation,
-    PromptCommand,
-    hex_summary,
-    parse_prompt_line,
-)
+from netkit.commands.ws_client import hex_summary
 from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
 from tests.net.conftest import ThreadListener
 from tests.net.test_ws import SlowTLSServer
@@ -730,45 +724,12 @@ def test_ctrl_c_closes_with_1001_and_exits_130(lib_server):
     assert (seen.close_code, seen.close_reason) == (1001, "going away")
 
 
-# --- the prompt ----------------------------------------------------------------------------
+# --- output --------------------------------------------------------------------------------
 
 
-def test_parse_prompt_line():
-    assert parse_prompt_line("hello /world") == PromptCommand("send", "hello /world")
-    assert parse_prompt_line("//ping") == PromptCommand("send", "/ping")
-    assert parse_prompt_line("") == PromptCommand("send", "")
-    assert parse_prompt_line("/ping") == PromptCommand("ping", "")
-    assert parse_prompt_line("/ping some data") == PromptCommand("ping", "some data")
-    assert parse_prompt_line("/ping " + "x" * 126).kind == "error"
-    assert parse_prompt_line("/close") == PromptCommand("close")
-    assert parse_prompt_line("/close 4000") == PromptCommand("close", "", 4000)
-    assert parse_prompt_line("/close 1001 see you  later") == PromptCommand(
-        "close", "see you  later", 1001
-    )
-    assert parse_prompt_line("/close 1006").kind == "error"
-    assert parse_prompt_line("/close abc").kind == "error"
-    assert parse_prompt_line("/quit") == PromptCommand("quit")
-    unknown = parse_prompt_line("/help")
-    assert unknown.kind == "error" and "/ping" in unknown.text
-
-
-def test_expectation_rules():
-    count = Expectation(count=2)
-    assert [count.feed(b"a"), count.feed(b"b")] == [None, True]
-    both = Expectation(count=2, patterns=(re.compile("x"),))
-    assert [both.feed(b"a"), both.feed(b"b")] == [None, False]
-    assert "in the first 2" in both.failure("")
-    binary = Expectation(patterns=(re.compile("ok"),))
-    assert binary.feed(b"\xffok") is True
-    # Repeated --expect: all must match, in order, each in a later message.
-    ordered = Expectation(patterns=(re.compile("a"), re.compile("b")))
-    assert [ordered.feed(m) for m in (b"b", b"ab", b"x", b"b")] == [None, None, None, True]
-    twice = Expectation(patterns=(re.compile("a"), re.compile("a")))
-    assert [twice.feed(b"a"), twice.feed(b"a")] == [None, True]
-    unmet = Expectation(count=3, patterns=(re.compile("a"), re.compile("b")))
-    assert [unmet.feed(m) for m in (b"a", b"a", b"a")] == [None, None, False]
-    assert "--expect 'b' (pattern 2 of 2) in the first 3" in unmet.failure("")
+def test_hex_summary():
     assert hex_summary(bytes(20)).endswith("00 ...") and hex_summary(b"") == "[binary, 0 bytes]"
+    assert hex_summary(b"hello") == "[binary, 5 bytes] 68 65 6c 6c 6f"
 
 
 class Terminal:

@@ -548,3 +548,11 @@ def test_refusals_are_warnings_in_human_output(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
     assert b"refused with 405: method POST not allowed on /\n" in stderr
+
+
+def test_broadcast_needs_one_process() -> None:
+    """The room lives in one process's memory: broadcast with --workers is refused."""
+    refused = run_netkit("ws-server", "127.0.0.1:0", "--mode", "broadcast", "--workers", "2")
+    assert refused.returncode == 2
+    assert_one_line_error(refused.stderr)
+    assert "--mode broadcast needs a single process" in refused.stderr

@@ -622,7 +622,7 @@ def test_check_probe_parse_and_match() -> None:
     assert plain == CheckProbe() and not plain.reads and plain.describe() == "connect"
     banner = CheckProbe.parse(None, "SSH-2.0")
     assert banner.send == b"" and banner.matches(b"SSH-2.0-OpenSSH_9.6\r\n")
-    with pytest.raises(ConfigError, match=r"--check-expect '\(' is not a regular expression"):
+    with pytest.raises(ConfigError, match=r"^check_expect '\(' is not a regular expression"):
         CheckProbe.parse(None, "(")
     with pytest.raises(ConfigError, match="must not be empty"):
         CheckProbe.parse(None, "")

@@ -10,25 +10,19 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netkit.core.bench import (
-    HIGHEST_NS,
-    LOWEST_NS,
-    SIGNIFICANT_FIGURES,
+from netkit.core.bench.histogram import HIGHEST_NS, LOWEST_NS, SIGNIFICANT_FIGURES, LatencyHistogram
+from netkit.core.bench.plan import (
     STREAM_CHUNK,
-    BenchResult,
-    LatencyHistogram,
     LoadPlan,
     Pacing,
+    Scenario,
     check_memory,
-    check_thresholds,
-    default_failures,
-    merge_results,
-    merge_warnings,
     parse_rate,
-    parse_threshold,
     payload_memory,
     split_evenly,
 )
+from netkit.core.bench.result import BenchResult, default_failures, merge_results, merge_warnings
+from netkit.core.bench.thresholds import check_thresholds, parse_threshold
 from netkit.errors import ConfigError
 
 # --- histogram ---------------------------------------------------------------------------
@@ -143,8 +137,13 @@ def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
     assert payload_memory(huge, 2, websocket=True) == 2 * 3 * 10 * GiB + 16 * 2 * 10 * GiB
     with pytest.raises(ConfigError) as info:
         check_memory(huge, 2, 24 * GiB, websocket=True)
-    message = str(info.value)
-    assert "--size 10.0 GiB" in message and "380.0 GiB" in message and "24.0 GiB" in message
+    message = str(info.value)  # names settings; the command line shows them as flags
+    assert "size 10.0 GiB" in message and "380.0 GiB" in message and "24.0 GiB" in message
+    assert "--" not in message
+    shown, _ = info.value.describe(lambda name: f"--{name}")
+    assert shown.startswith("--size 10.0 GiB") and shown.endswith(
+        "lower --size, --connections or --pipeline"
+    )
     # Echo over a byte stream goes a chunk at a time: 10 GiB requests need no 10 GiB.
     assert payload_memory(huge, 2, websocket=False) == 2 * STREAM_CHUNK + 16 * STREAM_CHUNK
     check_memory(huge, 2, GiB, websocket=False)
@@ -156,7 +155,7 @@ def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
     with pytest.raises(ConfigError, match=r"more than the 1\.0 GiB"):
         check_memory(stream, 2, GiB, websocket=True)  # a WebSocket message is one frame
     piped = LoadPlan(size=2 << 20, pipeline=512, connections=1, total_connections=1)
-    with pytest.raises(ConfigError, match="--pipeline"):
+    with pytest.raises(ConfigError, match="pipeline"):
         check_memory(piped, 1, GiB, websocket=True)
 
 
@@ -164,7 +163,7 @@ def test_a_size_that_cannot_fit_is_refused_with_both_numbers() -> None:
 
 
 def result(requests: int, latencies: list[int], **kw: object) -> BenchResult:
-    r = BenchResult("echo", "127.0.0.1:7", "tcp", 2, 1, 1, 64, kw.pop("rate", None))  # type: ignore[arg-type]
+    r = BenchResult(Scenario.ECHO, "127.0.0.1:7", "tcp", 2, 1, 1, 64, kw.pop("rate", None))  # type: ignore[arg-type]
     r.requests = requests
     r.duration_s = float(kw.pop("duration_s", 2.0))  # type: ignore[arg-type]
     r.bytes_sent = r.bytes_received = requests * 64
@@ -260,7 +259,7 @@ def test_default_gate_fails_a_run_with_no_success_or_a_mismatch() -> None:
     one_bad = result(500, [1_000_000] * 500, errors={"mismatch": 1})
     assert default_failures(one_bad) == ["1 echo(es) came back different from what was sent"]
     connect = result(0, [])
-    connect.scenario = "connect"
+    connect.scenario = Scenario.CONNECT
     assert default_failures(connect) == ["no connection succeeded"]
 
 
@@ -327,3 +326,13 @@ def test_parse_rate() -> None:
     for bad in ("0", "-5", "fast", "10/m"):
         with pytest.raises(ConfigError, match="rate"):
             parse_rate(bad)
+
+
+def test_scenarios_are_an_enum_a_plan_may_name() -> None:
+    assert LoadPlan(scenario="stream").scenario is Scenario.STREAM  # type: ignore[arg-type]
+    assert [s.unit for s in Scenario] == ["request", "write", "connection"]
+    with pytest.raises(ConfigError) as info:
+        LoadPlan(scenario="ping")  # type: ignore[arg-type]
+    assert str(info.value) == "scenario 'ping': choose one of echo, stream, connect"
+    back = BenchResult.from_dict(result(1, [1000]).as_dict() | {"scenario": "connect"})
+    assert back.scenario is Scenario.CONNECT

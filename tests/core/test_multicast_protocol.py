@@ -70,10 +70,10 @@ def test_sources_must_match_the_group_family():
 
 def test_interface_given_as_address_must_match_the_family():
     v4 = parse_group("239.1.1.1:1")
-    check_interface_family(None, v4, "--interface")
-    check_interface_family("127.0.0.1", v4, "--interface")
+    check_interface_family(None, v4)
+    check_interface_family("127.0.0.1", v4)
     with pytest.raises(ConfigError, match=r"is an IPv6 address but group 239.1.1.1:1 is IPv4"):
-        check_interface_family("::1", v4, "--interface")
+        check_interface_family("::1", v4)
 
 
 def test_source_accounting_counts_a_gap_a_duplicate_and_reordering():

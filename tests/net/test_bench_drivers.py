@@ -16,18 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import netkit.net.bench
+import netkit.net.bench.embedded
 from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint
-from netkit.core.bench import STREAM_CHUNK, LoadPlan
+from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan
 from netkit.core.ws.handshake import ServerHandshake
 from netkit.errors import ConfigError, ConnectError
-from netkit.net.bench import EmbeddedEchoServer, Target, Worker, make_payload, run_worker
+from netkit.net.bench.embedded import EmbeddedEchoServer
+from netkit.net.bench.engine import make_payload
+from netkit.net.bench.worker import Target, Worker, run_worker
 from netkit.net.datagram import UDPEchoServer
 from netkit.net.echo import EchoConnection
 from netkit.net.server import ServerConnection
 from netkit.net.sockets import create_udp_socket
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_server import ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -411,7 +413,7 @@ def test_udp_size_below_the_probe_header_is_refused() -> None:
         asyncio.run(main())
 
 
-def ws_factory(mode: str = "echo") -> Any:
+def ws_factory(mode: Mode = Mode.ECHO) -> Any:
     room = Room()
     return lambda: ModeConnection(
         ServerHandshake(),
@@ -444,7 +446,7 @@ def test_websocket_close_code_is_reported(run: Runner, serve: Serve) -> None:
 
     async def main() -> None:
         factory = lambda: Closer(  # noqa: E731
-            ServerHandshake(), mode="echo", room=Room(), log=None, log_messages=False,
+            ServerHandshake(), mode=Mode.ECHO, room=Room(), log=None, log_messages=False,
             max_size=1 << 20, timeouts=WSTimeouts(),
         )  # fmt: skip
         async with serve(factory) as h:
@@ -512,7 +514,7 @@ def test_embedded_echo_server_that_cannot_serve_says_so(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("no loop for you")
 
-    monkeypatch.setattr(netkit.net.bench, "serve_until_signal", broken)
+    monkeypatch.setattr(netkit.net.bench.embedded, "serve_until_signal", broken)
     server = EmbeddedEchoServer()
     with pytest.raises(ConnectError, match="embedded echo server exited with code 70"):
         server.start(timeout=30)

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from netkit.core.addresses import WSURL
-from netkit.core.bench import LoadPlan
+from netkit.core.bench.plan import LoadPlan
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake
-from netkit.net.bench import Target, run_worker
+from netkit.net.bench.worker import Target, run_worker
 from netkit.net.echo import EchoConnection
 from netkit.net.health import run_check
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
-from netkit.net.ws_server import ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -35,7 +35,7 @@ def whole_ms(seconds: float) -> bool:
 
 def ws_echo() -> Any:
     return lambda: ModeConnection(
-        ServerHandshake(), mode="echo", room=Room(), log=None, log_messages=False,
+        ServerHandshake(), mode=Mode.ECHO, room=Room(), log=None, log_messages=False,
         max_size=1 << 20, timeouts=WSTimeouts(),
     )  # fmt: skip
 

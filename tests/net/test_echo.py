@@ -376,7 +376,8 @@ def test_open_stream_untrusted_certificate(run: Runner, serve: Serve, tls_files:
         async with serve(EchoConnection, ssl_context=server_ctx) as h:
             with pytest.raises(TLSError, match="not trusted") as info:
                 await h.connect(ssl_context=untrusting, server_hostname="localhost")
-            assert info.value.hint is not None and "--cacert" in info.value.hint
+            hint = info.value.describe(lambda name: f"--{name}")[1]
+            assert hint is not None and "--cacert" in hint
 
     run(main())
 

@@ -265,9 +265,9 @@ def test_run_check_reports_a_local_resource_error_as_skipped(run: Runner[None]) 
 
 
 def test_checker_rejects_bad_timing() -> None:
-    with pytest.raises(ConfigError, match="--check-interval must be positive"):
+    with pytest.raises(ConfigError, match="check_interval must be positive"):
         HealthChecker([], interval=0)
-    with pytest.raises(ConfigError, match="--check-timeout must be positive"):
+    with pytest.raises(ConfigError, match="check_timeout must be positive"):
         HealthChecker([], timeout=-1)
     assert HealthChecker([], interval=3).timeout == 3  # HAProxy: inter when no timeout check
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from typing import Any
 
 import pytest
 
@@ -12,8 +14,10 @@ from netkit.core.balance.health import HealthEvent
 from netkit.core.balance.pool import BackendPool
 from netkit.errors import ConnectError
 from netkit.net.echo import EchoConnection
+from netkit.net.relay import RelayOptions, RelayServer
+from netkit.net.server import make_listener
 from netkit.net.upstreams import BalancedPool, FixedUpstream, balance_key, merge_snapshots
-from tests.net.conftest import Runner, Serve
+from tests.net.conftest import EventLog, Runner, Serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -95,3 +99,55 @@ def test_merge_snapshots_adds_counters_and_keeps_the_rest() -> None:
                    "failed": 1, "bytes_up": 11, "bytes_down": 22}  # fmt: skip
     assert merge_snapshots([]) == []
     assert a[0]["total"] == 5  # the inputs are left alone
+
+
+class Recording(FixedUpstream):
+    """A fixed upstream that records the server's calls of its hooks."""
+
+    def __init__(self, endpoint: TCPEndpoint) -> None:
+        super().__init__(endpoint, timeout=5)
+        self.calls: list[tuple[Any, ...]] = []
+
+    def start(self) -> None:
+        self.calls.append(("start",))
+
+    async def stop(self) -> None:
+        self.calls.append(("stop",))
+
+    def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
+        self.calls.append(("ended", upstream, bytes_up, bytes_down))
+
+
+def test_the_relay_server_calls_its_upstreams_hooks(run: Runner, serve: Serve) -> None:
+    async def main() -> tuple[list[tuple[Any, ...]], str]:
+        loop = asyncio.get_running_loop()
+        async with serve(EchoConnection) as backend:
+            upstream = Recording(backend.endpoint)
+            listener = make_listener(TCPEndpoint("127.0.0.1", 0))
+            server = RelayServer(listener, upstream, RelayOptions())
+            log = EventLog()
+            server.on_event = log.record
+            server.start()
+            assert upstream.calls == [("start",)]
+            with socket.socket() as client:
+                client.setblocking(False)
+                await loop.sock_connect(client, listener.getsockname())
+                await loop.sock_sendall(client, b"12345")
+                got = b""
+                while len(got) < 5:
+                    got += await loop.sock_recv(client, 64)
+            await log.wait_events("closed")  # the relay ends once both sides have closed
+            upstream.endpoint = refused_endpoint()  # the next client's upstream fails
+            with socket.socket() as failed:
+                failed.setblocking(False)
+                await loop.sock_connect(failed, listener.getsockname())
+                (_, refused) = await log.wait_events("closed", 2)
+            assert refused["end"].startswith("upstream failed")
+            await server.drain(1)
+            await server.close()
+            return upstream.calls, str(backend.endpoint)
+
+    calls, label = run(main())
+    assert calls[0] == ("start",) and calls[-1] == ("stop",)
+    # one relay_ended for the relayed client, none for the one whose upstream failed
+    assert [c for c in calls if c[0] == "ended"] == [("ended", label, 5, 5)]

@@ -25,7 +25,7 @@ from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.handshake import ClientHandshake, ServerHandshake, accept_key
 from netkit.errors import OperationTimeout, TLSError
 from netkit.net.ws import WebSocketClientConnection, WSTimeouts, connect_ws
-from netkit.net.ws_server import ModeConnection, Room
+from netkit.net.ws_server import Mode, ModeConnection, Room
 from tests.core.ws.test_ws_protocol import (
     IN_ORDER_CASES,
     PAYLOAD,
@@ -63,7 +63,7 @@ def echo_server(
     room = Room()
     return lambda: ModeConnection(
         handshake or ServerHandshake(),
-        mode="echo",
+        mode=Mode.ECHO,
         room=room,
         log=lambda name, fields: events.append((name, fields)),
         log_messages=False,
@@ -333,7 +333,8 @@ def test_a_refused_client_certificate_is_a_tls_error(
             )
         else:
             assert f"(alert: {expected})" in str(caught.value)
-        assert caught.value.hint is not None and "--cert" in caught.value.hint
+        hint = caught.value.describe(lambda name: f"--{name}")[1]
+        assert hint is not None and "--cert" in hint
 
     try:
         run(main())
@@ -358,7 +359,7 @@ def test_an_unexpected_error_fails_one_connection_not_the_loop(run: Runner, serv
             cls = BrokenHandshake if broken else ModeConnection
             return cls(
                 ServerHandshake(),
-                mode="echo",
+                mode=Mode.ECHO,
                 room=Room(),
                 log=None,
                 log_messages=False,
@@ -437,7 +438,7 @@ def test_a_client_that_resets_before_the_half_close_is_no_internal_error(
 
         def factory() -> HalfCloseAfterReset:
             conn = HalfCloseAfterReset(
-                ServerHandshake(), mode="echo", room=Room(), log=None, log_messages=False,
+                ServerHandshake(), mode=Mode.ECHO, room=Room(), log=None, log_messages=False,
                 max_size=MIB, timeouts=WSTimeouts(ping_interval=None),
             )  # fmt: skip
             conn.reset = reset
@@ -539,7 +540,7 @@ def test_declared_sizes_do_not_allocate(
         def factory() -> RecordingConnection:
             conn = RecordingConnection(
                 read,
-                mode="echo",
+                mode=Mode.ECHO,
                 room=Room(),
                 log=None,
                 log_messages=False,
@@ -755,3 +756,8 @@ def test_drain_answers_503_to_a_handshake_in_progress(run: Runner, serve: Serve)
         assert errors == []
 
     run(main())
+
+
+def test_ws_server_modes_are_an_enum() -> None:
+    assert [m.value for m in Mode] == ["echo", "broadcast", "sink"]
+    assert [m for m in Mode if m.single_process] == [Mode.BROADCAST]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting, Words, words
 
 
 class HealthStatus(StrEnum):
@@ -122,11 +122,12 @@ class HealthState:
 
 # --- active check probes -----------------------------------------------------------------
 
+CHECK_EXPECT = Setting("check_expect")
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.|$)", re.DOTALL)
 _SIMPLE_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
 
 
-def parse_escapes(text: str, *, option: str = "--check-send") -> bytes:
+def parse_escapes(text: str, *, option: Words = Setting("check_send")) -> bytes:
     r"""Bytes from text with C-style escapes: ``\r \n \t \0 \\ \xHH``; other text as UTF-8.
 
     Raises:
@@ -143,7 +144,10 @@ def parse_escapes(text: str, *, option: str = "--check-send") -> bytes:
             out += _SIMPLE_ESCAPES[code]
         else:
             raise ConfigError(
-                f"{option} {text!r}: unknown escape '\\{code}' (known: \\r \\n \\t \\0 \\\\ \\xHH)"
+                words(
+                    option,
+                    f" {text!r}: unknown escape '\\{code}' (known: \\r \\n \\t \\0 \\\\ \\xHH)",
+                )
             )
         pos = m.end()
     out += text[pos:].encode()
@@ -179,12 +183,12 @@ class CheckProbe:
         pattern = None
         if expect is not None:
             if not expect:
-                raise ConfigError("--check-expect must not be empty")
+                raise ConfigError((CHECK_EXPECT, " must not be empty"))
             try:
                 pattern = re.compile(expect.encode())
             except re.error as exc:
                 raise ConfigError(
-                    f"--check-expect {expect!r} is not a regular expression: {exc}"
+                    (CHECK_EXPECT, f" {expect!r} is not a regular expression: {exc}")
                 ) from None
         return cls(parse_escapes(send) if send else b"", pattern)
 

@@ -6,7 +6,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from netkit.core.addresses import parse_host_port
-from netkit.errors import ConfigError, EndpointError
+from netkit.errors import ConfigError, EndpointError, Setting
+
+# The settings these errors mention (the command line shows them as its flags).
+BROADCAST, SOURCE, INTERFACE = Setting("broadcast"), Setting("source"), Setting("interface")
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,14 @@ def parse_broadcast(text: str) -> Group:
     address = _ip(host)
     if address is None or address.version != 4:
         raise EndpointError(
-            f"--broadcast {text!r}: expected an IPv4 broadcast address such as 255.255.255.255"
-            " (IPv6 has no broadcast; use a group such as ff02::1)"
+            (
+                BROADCAST,
+                f" {text!r}: expected an IPv4 broadcast address such as 255.255.255.255"
+                " (IPv6 has no broadcast; use a group such as ff02::1)",
+            )
         )
     if address.is_multicast:
-        raise EndpointError(f"--broadcast {text!r}: {address} is multicast; drop --broadcast")
+        raise EndpointError((BROADCAST, f" {text!r}: {address} is multicast; drop ", BROADCAST))
     return Group(str(address), port, 4)
 
 
@@ -79,11 +85,14 @@ def parse_source(text: str, group: Group) -> str:
     """
     address = _ip(text)
     if address is None or address.is_multicast or address.is_unspecified:
-        raise ConfigError(f"--source {text!r} is not a unicast IP address")
+        raise ConfigError((SOURCE, f" {text!r} is not a unicast IP address"))
     if address.version != group.version:
         raise ConfigError(
-            f"--source {text!r} is IPv{address.version} but group {group} is IPv{group.version}"
-            " (a source-specific join needs a source of the group's family)"
+            (
+                SOURCE,
+                f" {text!r} is IPv{address.version} but group {group} is IPv{group.version}"
+                " (a source-specific join needs a source of the group's family)",
+            )
         )
     return str(address)
 
@@ -104,11 +113,11 @@ def split_sources(sources: list[str], groups: list[Group]) -> dict[Group, list[s
         plan[group] = [parse_source(s, group) for s in mine]
     for source in sources:
         if _ip(source) is None:
-            raise ConfigError(f"--source {source!r} is not a unicast IP address")
+            raise ConfigError((SOURCE, f" {source!r} is not a unicast IP address"))
     return plan
 
 
-def check_interface_family(interface_address: str | None, group: Group, option: str) -> None:
+def check_interface_family(interface_address: str | None, group: Group) -> None:
     """An interface given as an address must be of the group's family.
 
     Raises:
@@ -119,6 +128,11 @@ def check_interface_family(interface_address: str | None, group: Group, option: 
     address = _ip(interface_address)
     if address is not None and address.version != group.version:
         raise ConfigError(
-            f"{option} {interface_address!r} is an IPv{address.version} address but group "
-            f"{group} is IPv{group.version}; name the interface instead (e.g. --interface eth0)"
+            (
+                INTERFACE,
+                f" {interface_address!r} is an IPv{address.version} address but group "
+                f"{group} is IPv{group.version}; name the interface instead (e.g. ",
+                INTERFACE,
+                " eth0)",
+            )
         )

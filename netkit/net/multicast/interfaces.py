@@ -8,7 +8,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, Setting
 
 SIOCGIFADDR = 0x8915
 
@@ -96,5 +96,8 @@ def resolve_interface(text: str) -> Interface:
                 return Interface(iface.name, iface.index, iface.ipv4, iface.ipv6, address)
     names = ", ".join(i.name for i in interfaces) or "none"
     raise ConfigError(
-        f"--interface {text!r}: no interface has that name or address (interfaces: {names})"
+        (
+            Setting("interface"),
+            f" {text!r}: no interface has that name or address (interfaces: {names})",
+        )
     )

@@ -1,0 +1,243 @@
+"""What a ``netkit bench`` run does: :class:`LoadPlan` (the whole run, or one worker's share),
+open-loop :class:`Pacing`, the payload memory a run needs, and ``--rate`` parsing.
+
+Open loop (``--rate``) follows wrk2: request ``k`` of a connection has an *intended* send time
+fixed in advance, and its latency is measured from that time, not from when it was really sent.
+A server that stalls therefore shows the stall in every request that should have been sent
+during it (no coordinated omission)."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass, replace
+
+from netkit.core.units import format_size
+from netkit.errors import ConfigError, Setting
+
+
+class Scenario(enum.StrEnum):
+    """What a bench run does (``--scenario``); its value is its name in reports."""
+
+    ECHO = "echo"  # request/response round trips
+    STREAM = "stream"  # bulk one-way writes, as fast as the peer reads
+    CONNECT = "connect"  # connections per second
+
+    @property
+    def unit(self) -> str:
+        """What one counted request is: ``request``, ``write`` or ``connection``."""
+        return _UNITS[self]
+
+
+_UNITS = {Scenario.ECHO: "request", Scenario.STREAM: "write", Scenario.CONNECT: "connection"}
+
+# The settings a plan's errors mention (the command line shows them as its flags).
+SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
+RATE, DURATION, REQUESTS, SIZE = (
+    Setting("rate"),
+    Setting("duration"),
+    Setting("requests"),
+    Setting("size"),
+)
+
+# What a k or M suffix multiplies by, in --fail-if values and --rate.
+SCALE = {"": 1, "k": 1e3, "m": 1e6}
+NUMBER = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmM]?)$")
+
+
+# --- the plan: what one run (and each worker) does ---------------------------------------
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """Split ``total`` into ``parts`` integers that differ by at most one, larger ones first."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What to do: the whole run, or one worker's share of it.
+
+    Attributes:
+        scenario: what the run does (a :class:`Scenario`, or its name).
+        connections: connections this plan opens (concurrent ones, for ``connect``).
+        first_connection: global index of the first of them (spreads open-loop send times).
+        total_connections: connections of the whole run, all workers together.
+        duration: seconds of measurement, or None when ``requests`` bounds the run.
+        requests: requests to complete (this plan's share), or None for a timed run.
+        size: bytes per request (per write, for ``stream``).
+        pipeline: requests in flight per connection.
+        rate: requests/s of the whole run (open loop), or None (closed loop).
+        warmup: seconds of load before measuring.
+        timeout: seconds allowed to connect and for each response.
+        exchange: ``connect`` only: send one request and verify its echo before closing.
+    """
+
+    scenario: Scenario = Scenario.ECHO
+    connections: int = 1
+    first_connection: int = 0
+    total_connections: int = 1
+    duration: float | None = 10.0
+    requests: int | None = None
+    size: int = 64
+    pipeline: int = 1
+    rate: float | None = None
+    warmup: float = 0.0
+    timeout: float = 5.0
+    exchange: bool = False
+
+    def __post_init__(self) -> None:
+        try:  # a plan may be given the scenario's name
+            object.__setattr__(self, "scenario", Scenario(self.scenario))
+        except ValueError:
+            names = ", ".join(Scenario)
+            raise ConfigError((SCENARIO, f" {self.scenario!r}: choose one of {names}")) from None
+        if self.connections < 1 or self.pipeline < 1:
+            raise ConfigError((CONNECTIONS, " and ", PIPELINE, " must be at least 1"))
+        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+            raise ConfigError((RATE, f" {self.rate!r}: give a positive number of requests/s"))
+        if self.duration is not None and not self.duration > 0:
+            raise ConfigError((DURATION, " must be more than 0"))
+        if self.requests is not None and self.requests < 1:
+            raise ConfigError((REQUESTS, " must be at least 1"))
+        if (self.duration is None) == (self.requests is None):
+            raise ConfigError(("give ", DURATION, " or ", REQUESTS, ", not both"))
+        if self.size < 1:
+            raise ConfigError((SIZE, " must be at least 1 byte"))
+        if self.rate is not None and self.scenario is Scenario.STREAM:
+            raise ConfigError((RATE, " applies to echo and connect, not to stream"))
+
+    def pacing(self, index: int) -> Pacing | None:
+        """The open-loop schedule of this plan's connection ``index`` (None: closed loop)."""
+        if self.rate is None:
+            return None
+        return Pacing.for_connection(
+            self.rate, self.first_connection + index, self.total_connections
+        )
+
+    def split(self, workers: int) -> list[LoadPlan]:
+        """Shares for ``workers`` processes: connections, rate and requests split in proportion.
+
+        There are never more workers than connections.
+        """
+        workers = max(1, min(workers, self.connections))
+        shares = split_evenly(self.connections, workers)
+        requests = (
+            split_evenly(self.requests, workers) if self.requests is not None else [None] * workers
+        )
+        plans, first = [], self.first_connection
+        for share, reqs in zip(shares, requests, strict=True):
+            plans.append(replace(self, connections=share, first_connection=first, requests=reqs))
+            first += share
+        # A worker with no requests to make would idle: give its connections to the others.
+        return [p for p in plans if p.requests is None or p.requests > 0]
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """When each request of one connection is due (open loop).
+
+    The run's rate ``R`` is spread over its ``C`` connections: each sends every ``C / R``
+    seconds, and connection ``i`` starts ``i / R`` seconds in, so that all together send one
+    request every ``1 / R`` seconds.
+
+    Attributes:
+        interval_ns: time between two requests of this connection.
+        offset_ns: when its first request is due, from the start of the run.
+    """
+
+    interval_ns: int
+    offset_ns: int
+
+    @classmethod
+    def for_connection(cls, rate: float, index: int, connections: int) -> Pacing:
+        """The schedule of connection ``index`` of ``connections`` sharing ``rate`` requests/s."""
+        return cls(
+            interval_ns=max(1, round(connections * 1e9 / rate)),
+            offset_ns=round(index * 1e9 / rate),
+        )
+
+    def due_at(self, start_ns: int, k: int) -> int:
+        """The intended send time of request ``k`` (0-based)."""
+        return start_ns + self.offset_ns + k * self.interval_ns
+
+    def due_by(self, start_ns: int, now_ns: int) -> int:
+        """How many requests are due at ``now_ns`` (intended send time <= now)."""
+        elapsed = now_ns - start_ns - self.offset_ns
+        return elapsed // self.interval_ns + 1 if elapsed >= 0 else 0
+
+
+# --- memory --------------------------------------------------------------------------------
+
+# stream writes larger than this go out in pieces of one reusable chunk of this size, so a
+# connection never holds a whole write (``--size 10GiB`` is 40,960 pieces, not 10 GiB).
+STREAM_CHUNK = 256 << 10
+
+
+def payload_memory(plan: LoadPlan, workers: int, *, websocket: bool) -> int:
+    """About how many bytes of payload a run holds at most, all workers together.
+
+    Each worker keeps the payload pattern and a batch of it (up to 3 x ``size``). Per
+    connection: echo requests waiting in the socket's send buffer (``pipeline`` x ``size``;
+    the echo is compared as it arrives, never held whole, except that a WebSocket message
+    is assembled whole), one frame for a WebSocket stream (a TCP stream sends from a
+    reusable chunk: nothing per connection), the request and its echo for ``connect
+    --exchange``. Echo requests over a byte stream larger than STREAM_CHUNK are written
+    and checked a chunk at a time, as the socket takes them: one chunk per worker, and
+    about one per connection.
+    """
+    size = plan.size
+    if plan.scenario is Scenario.ECHO and not websocket and size > STREAM_CHUNK:
+        per_worker = STREAM_CHUNK
+        per_connection = STREAM_CHUNK
+    elif plan.scenario is Scenario.STREAM:
+        per_worker = 3 * (size if websocket else min(size, STREAM_CHUNK))
+        per_connection = size if websocket else 0
+    elif plan.scenario is Scenario.CONNECT:
+        per_worker = 3 * size
+        per_connection = 2 * size if plan.exchange else 0
+    else:
+        per_worker = 3 * size
+        per_connection = (plan.pipeline + (1 if websocket else 0)) * size
+    return workers * per_worker + plan.connections * per_connection
+
+
+def check_memory(plan: LoadPlan, workers: int, available: int, *, websocket: bool) -> None:
+    """Refuse a run whose payload cannot fit in ``available`` bytes of memory, before any
+    of it is allocated (``--size 10GiB`` with 16 connections drove a machine out of memory).
+
+    Raises:
+        ConfigError: with both numbers.
+    """
+    need = payload_memory(plan, workers, websocket=websocket)
+    if need > available:
+        raise ConfigError(
+            (
+                SIZE,
+                f" {format_size(plan.size)}: {plan.connections} connection(s) in"
+                f" {workers} worker(s) would hold about {format_size(need)} of payload, more"
+                f" than the {format_size(available)} of memory available; lower ",
+                SIZE,
+                ", ",
+                CONNECTIONS,
+                " or ",
+                PIPELINE,
+            )
+        )
+
+
+def parse_rate(text: str) -> float:
+    """Parse ``--rate``: ``1000``, ``1000/s``, ``10k``, ``10k/s``.
+
+    Raises:
+        ConfigError: not a positive rate.
+    """
+    raw = text.strip()
+    if raw.endswith("/s"):
+        raw = raw[:-2].strip()
+    m = NUMBER.match(raw)
+    value = float(m.group(1)) * SCALE[m.group(2).lower()] if m else 0.0
+    if not value > 0:
+        raise ConfigError((RATE, f" {text!r} is not a rate such as 1000/s or 10k"))
+    return value

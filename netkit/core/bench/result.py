@@ -1,0 +1,325 @@
+"""What a ``netkit bench`` run measured: :class:`BenchResult`, merging the results of workers
+or machines exactly (:func:`merge_results`), and the default verdict (:func:`default_failures`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from netkit.core.bench.histogram import LatencyHistogram
+from netkit.core.bench.plan import Scenario
+from netkit.errors import ConfigError
+
+# --- results ---# --- results -------------------------------------------------------------------------------
+
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99_9", 99.9),
+    ("p99_99", 99.99),
+)
+
+# Error kinds, as reported: WebSocket closes add the code, as in "closed:1011".
+ERROR_KINDS = ("refused", "reset", "timeout", "mismatch", "closed", "tls", "connect", "protocol")
+
+
+def _ms(ns: float) -> float:
+    return round(ns / 1e6, 4)
+
+
+@dataclass
+class BenchResult:
+    """Everything a run (or a merge of runs) measured.
+
+    Attributes:
+        requests: requests completed and verified (writes, for ``stream``; connections, for
+            ``connect``).
+        late: open loop: requests sent more than :data:`LATE_TOLERANCE_NS` after their
+            intended time.
+        missed: open loop: requests due before the end that were never sent.
+        errors: count per kind (see :data:`ERROR_KINDS`).
+        error_samples: the first message seen for each kind.
+        duration_s: seconds measured (for merged results, the time they ran: see
+            :func:`merge_results`).
+        parts: how many results were merged into this one.
+        started_at: wall-clock time (Unix seconds) the measurement began (the earliest part's,
+            for merged results); None in results saved by older versions.
+    """
+
+    scenario: Scenario
+    target: str
+    transport: str
+    connections: int
+    workers: int
+    pipeline: int
+    size: int
+    rate: float | None
+    duration_s: float = 0.0
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    late: int = 0
+    missed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    error_samples: dict[str, str] = field(default_factory=dict)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    parts: int = 1
+    started_at: float | None = None
+
+    def add_error(self, kind: str, message: str, count: int = 1) -> None:
+        """Count ``count`` errors of ``kind``; the first message of each kind is kept."""
+        self.errors[kind] += count
+        self.error_samples.setdefault(kind, message)
+
+    @property
+    def error_count(self) -> int:
+        """All errors, of every kind."""
+        return sum(self.errors.values())
+
+    @property
+    def rps(self) -> float:
+        """Requests completed per second."""
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        """Payload sent, in MB (10^6 bytes) per second."""
+        return self.bytes_sent / self.duration_s / 1e6 if self.duration_s > 0 else 0.0
+
+    @property
+    def recv_mb_per_s(self) -> float:
+        """Payload received, in MB per second."""
+        return self.bytes_received / self.duration_s / 1e6 if self.duration_s > 0 else 0.0
+
+    def latency_ms(self) -> dict[str, float] | None:
+        """min/mean/stddev/percentiles/max in milliseconds, or None without samples."""
+        h = self.latency
+        if not h.count:
+            return None
+        summary = {"min": _ms(h.min), "mean": _ms(h.mean), "stddev": _ms(h.stddev)}
+        for name, q in PERCENTILES:
+            summary[name] = _ms(h.percentile(q))
+        summary["max"] = _ms(h.max)
+        return summary
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape: inputs, totals, derived figures and the encoded histogram."""
+        return {
+            "scenario": self.scenario,
+            "target": self.target,
+            "transport": self.transport,
+            "connections": self.connections,
+            "workers": self.workers,
+            "pipeline": self.pipeline,
+            "size": self.size,
+            "rate": self.rate,
+            "started_at": round(self.started_at, 6) if self.started_at is not None else None,
+            "duration_s": round(self.duration_s, 6),
+            "requests": self.requests,
+            "rps": round(self.rps, 1),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "mb_per_s": round(self.mb_per_s, 3),
+            "recv_mb_per_s": round(self.recv_mb_per_s, 3),
+            "late": self.late,
+            "missed": self.missed,
+            "errors": {"total": self.error_count, **dict(sorted(self.errors.items()))},
+            "error_samples": dict(sorted(self.error_samples.items())),
+            "latency_ms": self.latency_ms(),
+            "histogram": {
+                "unit": "ns",
+                "count": self.latency.count,
+                "min": self.latency.min,
+                "max": self.latency.max,
+                "encoded": self.latency.encode(),
+            },
+            "parts": self.parts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
+        """Rebuild a result from :meth:`as_dict` (derived figures are recomputed).
+
+        Raises:
+            ConfigError: a field is missing or has the wrong type.
+        """
+        try:
+            errors = Counter(
+                {str(k): int(v) for k, v in dict(data["errors"]).items() if k != "total"}
+            )
+            hist = data["histogram"]
+            if hist.get("unit") != "ns":
+                raise ConfigError(f"histogram unit {hist.get('unit')!r}: expected 'ns'")
+            rate = data.get("rate")
+            started_at = data.get("started_at")
+            return cls(
+                scenario=Scenario(data["scenario"]),
+                target=str(data["target"]),
+                transport=str(data["transport"]),
+                connections=int(data["connections"]),
+                workers=int(data["workers"]),
+                pipeline=int(data["pipeline"]),
+                size=int(data["size"]),
+                rate=float(rate) if rate is not None else None,
+                duration_s=float(data["duration_s"]),
+                requests=int(data["requests"]),
+                bytes_sent=int(data["bytes_sent"]),
+                bytes_received=int(data["bytes_received"]),
+                late=int(data.get("late", 0)),
+                missed=int(data.get("missed", 0)),
+                errors=errors,
+                error_samples={str(k): str(v) for k, v in dict(data["error_samples"]).items()},
+                latency=LatencyHistogram.decode(
+                    str(hist["encoded"]),
+                    lowest=int(hist["min"]) if "min" in hist else None,
+                    highest=int(hist["max"]) if "max" in hist else None,
+                ),
+                parts=int(data.get("parts", 1)),
+                started_at=float(started_at) if started_at is not None else None,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"not a netkit bench result: {type(exc).__name__}: {exc}") from None
+
+
+# Runs whose common time is at least this share of the longest one ran side by side: their
+# throughput adds over the longest duration (clocks of different machines may differ a bit).
+SIDE_BY_SIDE = 0.9
+
+
+def _span(parts: list[BenchResult]) -> tuple[float, bool]:
+    """The seconds ``parts`` ran, and whether they ran side by side.
+
+    Side by side (every part ran through at least :data:`SIDE_BY_SIDE` of the longest, or a
+    part has no start time): the longest duration. Otherwise: the length of the union of
+    their time spans, so that two runs an hour apart are not counted as one of twice the
+    throughput.
+    """
+    longest = max(p.duration_s for p in parts)
+    spans = [(p.started_at, p.started_at + p.duration_s) for p in parts if p.started_at is not None]
+    if len(spans) < len(parts) or len(parts) == 1:
+        return longest, True
+    common = min(end for _, end in spans) - max(start for start, _ in spans)
+    if common >= SIDE_BY_SIDE * longest:
+        return longest, True
+    union, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            union += end - max(start, reach)
+            reach = end
+    return union, False
+
+
+def merge_results(results: Iterable[BenchResult]) -> BenchResult:
+    """Combine results of runs (workers, machines) into one.
+
+    Counts and histograms add exactly. Throughput is the sum of the parts' work over the
+    time they ran: the longest duration for runs side by side, the union of their time
+    spans otherwise (see :func:`merge_warnings`).
+
+    Raises:
+        ConfigError: no results, or results of different scenarios or transports.
+    """
+    parts = list(results)
+    if not parts:
+        raise ConfigError("nothing to merge")
+    for what in ("scenario", "transport"):
+        kinds = {getattr(p, what) for p in parts}
+        if len(kinds) > 1:
+            raise ConfigError(
+                f"cannot merge results of different {what}s: {', '.join(sorted(kinds))}"
+                " (their figures do not add up)"
+            )
+    first = parts[0]
+    starts = [p.started_at for p in parts if p.started_at is not None]
+    targets = sorted({p.target for p in parts})
+    rates = [p.rate for p in parts]
+    merged = BenchResult(
+        scenario=first.scenario,
+        target=targets[0] if len(targets) == 1 else ", ".join(targets),
+        transport=first.transport,
+        connections=sum(p.connections for p in parts),
+        workers=sum(p.workers for p in parts),
+        pipeline=first.pipeline,
+        size=first.size,
+        rate=None if any(r is None for r in rates) else sum(r for r in rates if r is not None),
+        duration_s=_span(parts)[0],
+        parts=sum(p.parts for p in parts),
+        started_at=min(starts) if starts else None,
+    )
+    for p in parts:
+        merged.requests += p.requests
+        merged.bytes_sent += p.bytes_sent
+        merged.bytes_received += p.bytes_received
+        merged.late += p.late
+        merged.missed += p.missed
+        for kind, count in p.errors.items():
+            merged.add_error(kind, p.error_samples.get(kind, kind), count)
+        merged.latency.add(p.latency)
+    return merged
+
+
+def merge_warnings(named: list[tuple[str, BenchResult]]) -> list[str]:
+    """Check that saved results may be merged; returns what the user should be warned of.
+
+    Args:
+        named: (file name, result) pairs, as given.
+
+    Raises:
+        ConfigError: the same run is given twice (it would be counted twice), or the
+            results are of different scenarios or transports.
+    """
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, result in named:
+        key = (
+            result.started_at,
+            result.duration_s,
+            result.scenario,
+            result.transport,
+            result.target,
+            result.requests,
+            result.bytes_sent,
+            result.latency.encode(),
+        )
+        if result.started_at is not None and key in seen:
+            raise ConfigError(
+                f"{seen[key]} and {name} hold the same run: merging it with itself would"
+                " count it twice"
+            )
+        seen.setdefault(key, name)
+    results = [r for _, r in named]
+    merge_results(results)  # refuses different scenarios or transports
+    missing = [name for name, r in named if r.started_at is None]
+    if missing and len(named) > 1:
+        return [
+            f"{', '.join(missing)}: no start time (saved by an older netkit): assuming the"
+            " runs ran side by side"
+        ]
+    seconds, side_by_side = _span(results)
+    if side_by_side:
+        return []
+    return [
+        "the runs did not run side by side (they overlap in time for less than"
+        f" {SIDE_BY_SIDE:.0%} of the longest): throughput is their combined work over the"
+        f" {seconds:.2f} s they ran in all, not a figure of one load"
+    ]
+
+
+# --- the verdict# --- the verdict --------------------------------------------------------------------------
+
+
+def default_failures(result: BenchResult) -> list[str]:
+    """Why ``result`` fails whatever ``--fail-if`` says (empty when it does not).
+
+    A load test in which nothing succeeded measured nothing, and an echo that came back
+    different is a broken server, not a slow one: neither may exit 0 (issue 13 item 16).
+    """
+    reasons = []
+    if result.requests == 0:
+        reasons.append(f"no {result.scenario.unit} succeeded")
+    mismatched = result.errors.get("mismatch", 0)
+    if mismatched:
+        reasons.append(f"{mismatched:,} echo(es) came back different from what was sent")
+    return reasons

@@ -1,0 +1,142 @@
+"""``--fail-if`` thresholds of ``netkit bench``: :class:`Threshold` parses ``METRIC OP VALUE``
+and checks it against a :class:`~netkit.core.bench.result.BenchResult`."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from netkit.core.bench.plan import NUMBER, SCALE
+from netkit.core.bench.result import ERROR_KINDS, BenchResult
+from netkit.core.units import parse_duration
+from netkit.errors import ConfigError, Setting
+
+# --- --fail-if thresholds ----------------------------------------------------------------
+
+_EXPR = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.:]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+FAIL_IF = Setting("fail_if")  # the setting these expressions come from
+_COUNT_METRICS = ("errors", "requests", "late", "missed")
+METRICS_HELP = (
+    "p50, p90, p99, p99.9, p99.99 (any pNN), min, mean, max: latency with a unit (5ms, 200us);"
+    " rps, mb_s: throughput; errors, errors.KIND, requests, late, missed: counts;"
+    " error_rate: percent (1%)"
+)
+
+
+def _number(text: str, expr: str) -> float:
+    m = NUMBER.match(text)
+    if not m:
+        raise ConfigError((FAIL_IF, f" {expr!r}: {text!r} is not a number"))
+    scale = SCALE[m.group(2).lower()]
+    value = float(m.group(1)) * scale
+    if not math.isfinite(value):
+        raise ConfigError((FAIL_IF, f" {expr!r}: {text!r} is not a finite number"))
+    return value
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One ``--fail-if`` expression: the run fails when ``metric OP limit`` is true.
+
+    Latencies are compared in nanoseconds, rates in their unit, counts as numbers.
+    """
+
+    text: str
+    metric: str
+    op: str
+    limit: float
+    unit: str  # "ns", "percent" or ""
+
+    def value(self, result: BenchResult) -> float | None:
+        """The metric's value in ``result`` (None when there is no latency sample)."""
+        m = self.metric
+        if m in ("min", "mean", "max") or m.startswith("p"):
+            if not result.latency.count:
+                return None
+            if m == "min":
+                return float(result.latency.min)
+            if m == "mean":
+                return result.latency.mean
+            if m == "max":
+                return float(result.latency.max)
+            return float(result.latency.percentile(float(m[1:])))
+        if m == "rps":
+            return result.rps
+        if m == "mb_s":
+            return result.mb_per_s
+        if m == "error_rate":
+            total = result.requests + result.error_count
+            return 100.0 * result.error_count / total if total else 0.0
+        if m == "errors":
+            return float(result.error_count)
+        if m.startswith("errors."):
+            kind = m.partition(".")[2]
+            return float(
+                sum(n for k, n in result.errors.items() if k.partition(":")[0] == kind or k == kind)
+            )
+        return float(getattr(result, m))
+
+    def crossed(self, result: BenchResult) -> bool:
+        """True when the expression holds, which means the run failed (no data also fails)."""
+        value = self.value(result)
+        return value is None or _OPS[self.op](value, self.limit)
+
+    def describe(self, result: BenchResult) -> str:
+        """``p99 = 7.2ms (fail if p99>5ms)``."""
+        value = self.value(result)
+        if value is None:
+            shown = "no latency samples"
+        elif self.unit == "ns":
+            shown = f"{value / 1e6:.3f}ms"
+        elif self.unit == "percent":
+            shown = f"{value:.3f}%"
+        else:
+            shown = f"{value:g}"
+        return f"{self.metric} = {shown} (fail if {self.text})"
+
+
+def parse_threshold(text: str) -> Threshold:
+    """Parse ``p99>5ms``, ``errors>0``, ``rps<10k``, ``error_rate>1%``, ``errors.timeout>0``.
+
+    Raises:
+        ConfigError: the expression does not parse, names an unknown metric or lacks a unit.
+    """
+    m = _EXPR.match(text)
+    if not m:
+        raise ConfigError(
+            (FAIL_IF, f" {text!r}: expected METRIC OP VALUE, as in 'p99>5ms' or 'errors>0'")
+        )
+    metric, op, raw = m.group(1).lower(), m.group(2), m.group(3)
+    if re.fullmatch(r"p[0-9]+(\.[0-9]+)?", metric):
+        q = float(metric[1:])
+        if not 0 < q <= 100:
+            raise ConfigError((FAIL_IF, f" {text!r}: percentile {q:g} is not in (0, 100]"))
+    if metric in ("min", "mean", "max") or re.fullmatch(r"p[0-9]+(\.[0-9]+)?", metric):
+        if re.fullmatch(r"[0-9.]+", raw):
+            raise ConfigError((FAIL_IF, f" {text!r}: give the latency a unit, as in {raw}ms"))
+        seconds = parse_duration(raw, option=(FAIL_IF, f" {text!r}:"))
+        return Threshold(text, metric, op, seconds * 1e9, "ns")
+    if metric == "error_rate":
+        if not raw.endswith("%"):
+            raise ConfigError((FAIL_IF, f" {text!r}: give error_rate in percent, as in 1%"))
+        return Threshold(text, metric, op, _number(raw[:-1].strip(), text), "percent")
+    if metric in ("rps", "mb_s") or metric in _COUNT_METRICS:
+        return Threshold(text, metric, op, _number(raw, text), "")
+    if metric.startswith("errors.") and metric.partition(".")[2] in ERROR_KINDS:
+        return Threshold(text, metric, op, _number(raw, text), "")
+    raise ConfigError((FAIL_IF, f" {text!r}: unknown metric {metric!r} (known: {METRICS_HELP})"))
+
+
+def check_thresholds(thresholds: Iterable[Threshold], result: BenchResult) -> list[Threshold]:
+    """The thresholds that ``result`` crossed, in the order given."""
+    return [t for t in thresholds if t.crossed(result)]

@@ -1,0 +1,251 @@
+"""One ws-client session on an open connection: sending, receiving, the interactive prompt,
+when to stop, and the verdict.
+
+:class:`Session` drives a :class:`~netkit.net.ws.WebSocketClientConnection`: it sends the
+outgoing messages and stdin lines (or runs the prompt), feeds what arrives to the
+:class:`~netkit.core.ws.expect.Expectation`, closes when the input ended or the expectation
+settled, and raises what :func:`~netkit.core.ws.ending.verdict` decides. What is shown, and
+how, is the :class:`SessionView`'s business (``netkit/commands/ws_client.py`` implements it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from netkit.core.addresses import WSURL
+from netkit.core.ws.ending import Ending, Outcome, verdict
+from netkit.core.ws.expect import Expectation
+from netkit.core.ws.frames import CloseCode
+from netkit.core.ws.prompt import PromptKind, parse_prompt_line
+from netkit.errors import ConfigError, Setting
+from netkit.net.lines import LineReader
+from netkit.net.ws import WebSocketClientConnection
+
+BINARY = Setting("binary")
+# With an expectation and no deadline: how long replies may take once the input ended.
+REPLY_WAIT = 10.0
+STDIN = 0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send."""
+
+    data: bytes
+    text: bool
+
+
+def require_text(data: bytes, what: str) -> None:
+    """Refuse ``data`` that is not UTF-8 text (``what`` names it in the message).
+
+    Raises:
+        ConfigError: ``data`` does not decode; the message points at the ``binary`` setting.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError((f"{what} is not UTF-8 text (send it with ", BINARY, ")")) from None
+
+
+@dataclass
+class Settings:
+    """What the session was asked to do."""
+
+    url: WSURL
+    outgoing: list[Outgoing]
+    binary: bool
+    expectation: Expectation
+    timeout: float | None
+    close_timeout: float | None
+    close_code: int | None
+    close_reason: str
+    read_stdin: bool
+    interactive: bool
+
+
+class SessionView(Protocol):
+    """What a session shows, as it happens."""
+
+    def opened(self, session: Session) -> None:
+        """The connection is open."""
+
+    def sent(self, data: bytes, text: bool) -> None:
+        """A message went out."""
+
+    def received(self, is_text: bool, data: bytes) -> None:
+        """A message arrived."""
+
+    def pong(self, rtt: float, *, keepalive: bool) -> None:
+        """A pong answered our ping after ``rtt`` seconds."""
+
+    def prompt(self) -> None:
+        """Show the prompt: the session waits for a line."""
+
+    def line_entered(self) -> None:
+        """A line was typed at the prompt (the prompt is gone)."""
+
+    def notice(self, line: str) -> None:
+        """Tell the person at the prompt something (a mistyped command)."""
+
+    def closed(self, session: Session, *, clean_exit: bool) -> None:
+        """The session is over (``clean_exit``: it ends in success or Ctrl-C)."""
+
+
+@dataclass
+class Session:
+    """One connection: sends, receives, decides when to stop and the verdict."""
+
+    conn: WebSocketClientConnection
+    settings: Settings
+    view: SessionView
+    deadline: float | None = None  # loop time when the whole run's deadline passes
+    sent_count: int = 0
+    sent_bytes: int = 0
+    received_bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _send_error: BaseException | None = None
+    _window: asyncio.Timeout | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _waited: str = ""  # how the deadline that passed is described ("within 2s")
+
+    async def run(self) -> None:
+        """Run to the end; raise the error the exit status is for (return normally for 0)."""
+        s = self.settings
+        self.view.opened(self)
+        self.conn.on_keepalive_rtt = lambda rtt: self.view.pong(rtt, keepalive=True)
+        sender = asyncio.create_task(self._prompt() if s.interactive else self._send_all())
+        sender.add_done_callback(self._sender_done)
+        outcome = Outcome.CLOSED
+        if s.timeout is not None:
+            self._waited = f"within {s.timeout:g}s"
+        try:
+            try:
+                async with asyncio.timeout_at(self.deadline) as self._window:
+                    outcome = await self._receive_loop()
+            except TimeoutError:
+                outcome = Outcome.TIMEOUT
+            finally:
+                self._window = None
+                sender.cancel()
+            if outcome is not Outcome.CLOSED:
+                await self.conn.close_and_wait(self._close_code(), s.close_reason)
+        except asyncio.CancelledError:  # Ctrl-C: say goodbye, then let it end the run (130)
+            code = CloseCode.GOING_AWAY if s.close_code is None else s.close_code
+            await self.conn.close_and_wait(code, s.close_reason or "going away")
+            self.view.closed(self, clean_exit=True)
+            raise
+        error = verdict(self._ending(outcome), s.expectation)
+        self.view.closed(self, clean_exit=error is None)
+        if error is not None:
+            raise error
+
+    def _ending(self, outcome: Outcome) -> Ending:
+        conn = self.conn
+        return Ending(
+            outcome=outcome,
+            peer=str(self.settings.url),
+            waited=self._waited,
+            send_error=self._send_error,
+            protocol_error=conn.ws.error,
+            connection_error=conn.error,
+            initiated_close=conn.initiated_close,
+            close_answered=conn.ws.close_received is not None,
+            close_timed_out=conn.close_timed_out,
+            close_timeout=self.settings.close_timeout,
+            close_code=conn.close_code,
+            close_reason=conn.close_reason,
+        )
+
+    def _close_code(self) -> int:
+        code = self.settings.close_code
+        return CloseCode.NORMAL_CLOSURE if code is None else code
+
+    async def _receive_loop(self) -> Outcome:
+        expectation = self.settings.expectation
+        while (item := await self.conn.receive()) is not None:
+            is_text, data = item
+            self.received_bytes += len(data)
+            self.view.received(is_text, data)
+            if expectation.active:
+                done = expectation.feed(data)
+                if done is not None:
+                    return Outcome.SATISFIED if done else Outcome.FAILED
+        return Outcome.CLOSED
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def _send(self, data: bytes, text: bool) -> bool:
+        if not self.conn.send(data, text=text):
+            return False
+        self.sent_count += 1
+        self.sent_bytes += len(data)
+        self.view.sent(data, text)
+        await self.conn.drain()
+        return True
+
+    async def _send_all(self) -> None:
+        s = self.settings
+        for item in s.outgoing:
+            if not await self._send(item.data, item.text):
+                return
+        if s.read_stdin:
+            number = 0
+            async for line in LineReader(STDIN).lines():
+                number += 1
+                if not s.binary:
+                    require_text(line, f"line {number} of standard input")
+                if not await self._send(line, not s.binary):
+                    return
+        self._input_ended()
+
+    def _input_ended(self) -> None:
+        """Everything is sent: close (websocat's rule), or give the replies a deadline."""
+        s = self.settings
+        if not s.expectation.active:
+            self.conn.start_close(self._close_code(), s.close_reason)
+            return
+        window = self._window
+        if window is not None and s.timeout is None:
+            # Without a deadline, replies still get one: a script never waits for ever.
+            self._waited = f"within {REPLY_WAIT:g}s after the input ended"
+            window.reschedule(asyncio.get_running_loop().time() + REPLY_WAIT)
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A bad line of input (or a bug): close the connection and report it at the end.
+        self._send_error = task.exception()
+        self.conn.start_close(CloseCode.NORMAL_CLOSURE)
+
+    # --- the prompt ---------------------------------------------------------------------
+
+    async def _prompt(self) -> None:
+        self.view.prompt()
+        async for raw in LineReader(STDIN).lines():
+            self.view.line_entered()
+            command = parse_prompt_line(raw.decode("utf-8", "replace"))
+            if command.kind is PromptKind.SEND:
+                if not await self._send(command.text.encode(), True):
+                    return
+            elif command.kind is PromptKind.PING:
+                task = asyncio.create_task(self._report_pong(self.conn.ping(command.text.encode())))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif command.kind is PromptKind.ERROR:
+                self.view.notice(f"! {command.text}")
+            elif command.kind is PromptKind.CLOSE and command.code is not None:
+                self.conn.start_close(command.code, command.text)
+                return
+            else:  # /close without a code, /quit
+                self.conn.start_close(self._close_code(), self.settings.close_reason)
+                return
+            self.view.prompt()
+        self.conn.start_close(self._close_code(), self.settings.close_reason)  # Ctrl-D
+
+    async def _report_pong(self, waiter: asyncio.Future[float | None]) -> None:
+        rtt = await waiter
+        if rtt is not None:
+            self.view.pong(rtt, keepalive=False)
