@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     HOST,
     START_TIMEOUT_S,
+    add_json_option,
     ensure_tool,
     free_port,
     listening_port,
@@ -48,7 +49,9 @@ from harness import (
     netkit_command,
     read_line,
     stop,
+    target_line,
     wait_connectable,
+    write_json,
 )
 from tcp_echo import iperf3_run
 
@@ -191,7 +194,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 runs of 1.5 s each")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH")
+    add_json_option(parser)
     parser.add_argument("--only", choices=["all", "stream", "echo", "ws"], default="all")
     parser.add_argument("--ws-asyncio", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--ws-sync", nargs=3, help=argparse.SUPPRESS)
@@ -288,19 +291,12 @@ def main() -> None:
     ]
     if iperf_ok:
         r = m["netkit stream MB/s (sink)"] / m["iperf3 MB/s"]
-        lines.append(
-            f"- Target stream >= 0.9x iperf3: {r:.2f}x: **{'met' if r >= 0.9 else 'not met'}**"
-        )
+        lines.append(target_line(f"stream >= 0.9x iperf3: {r:.2f}x", r >= 0.9))
     rps = m["echo p16 rps"]
-    lines.append(
-        f"- Target >= 150,000 echo round trips/s (-w 2 --pipeline 16): {rps:,.0f}/s: "
-        f"**{'met' if rps >= 150_000 else 'not met'}**"
-    )
+    text = f">= 150,000 echo round trips/s (-w 2 --pipeline 16): {rps:,.0f}/s"
+    lines.append(target_line(text, rps >= 150_000))
     print("\n".join(lines))
-    if args.json == "-":
-        print(json.dumps(raw, indent=2))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    write_json(raw, args.json)
 
 
 if __name__ == "__main__":

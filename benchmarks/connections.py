@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import platform
 import resource
 import select
-import signal
 import socket
 import statistics
 import subprocess
@@ -28,7 +28,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-NETKIT = [sys.executable, "-m", "netkit"]
+from harness import cpu_model, netkit_command, stop, vm_rss
+
+NETKIT = netkit_command()
 
 
 def raise_limit(n: int) -> None:
@@ -42,12 +44,8 @@ def raise_limit(n: int) -> None:
 
 
 def rss(pid: int) -> int:
-    """Resident memory of a process, in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """Resident memory of a running server, in bytes."""
+    return vm_rss(pid) or 0
 
 
 def start(args: list[str], limit: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -65,17 +63,15 @@ def start(args: list[str], limit: int) -> tuple[subprocess.Popen[bytes], str]:
         raise SystemExit(f"{args[0]} did not start")
     line = json.loads(proc.stdout.readline())
     # Read its stdout from now on (an event per connection) so the pipe never fills.
-    threading.Thread(target=lambda: [None for _ in proc.stdout or ()], daemon=True).start()
+    threading.Thread(target=discard_output, args=(proc,), daemon=True).start()
     return proc, str(line["address"])
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def discard_output(proc: subprocess.Popen[bytes]) -> None:
+    """Read a server's stdout until it ends (or stop() closes it), so the pipe never fills."""
+    with contextlib.suppress(ValueError, OSError):
+        for _ in proc.stdout or ():
+            pass
 
 
 def host_port(address: str) -> tuple[str, int]:
@@ -162,7 +158,7 @@ def measure(
         }
     finally:
         for proc in procs:
-            stop(proc)
+            stop(proc, timeout=30)
 
 
 def main() -> None:
@@ -207,8 +203,7 @@ def main() -> None:
             results[name].append(figures)
             print(f"run {run + 1}: {json.dumps(figures)}", file=sys.stderr)
 
-    with open("/proc/cpuinfo") as info:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "?")
+    cpu = cpu_model()
     print(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  ")
     print(
         f"Machine: {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {platform.python_version()}  "

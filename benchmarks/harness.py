@@ -6,9 +6,10 @@ this folder is on ``sys.path``). Each script keeps only what it measures; here l
 - **processes**: ``netkit_command``, ``free_port``, ``read_line`` / ``listening_port`` (a
   server's first JSON line), ``wait_connectable``, ``stop`` (SIGTERM, then SIGKILL),
   ``ensure_tool`` (apt-get an anchor when missing and root);
-- **/proc**: ``family`` (a process and its children), ``proc_stat``, ``cpu_seconds`` (user +
-  sys), ``last_cpu``, ``rss_kib``, ``pin`` (``sched_setaffinity`` on every thread);
-- **figures**: ``med``, ``ratio_of_medians``, ``machine`` (what the numbers were measured on);
+- **/proc**: ``family`` (a process and its descendants), ``proc_stat``, ``cpu_seconds`` (user +
+  sys), ``last_cpu``, ``vm_rss`` / ``rss_kib``, ``pin`` (``sched_setaffinity`` on every thread);
+- **figures and reports**: ``med``, ``ratio_of_medians``, ``machine`` / ``cpu_model`` (what the
+  numbers were measured on), ``target_line``, ``add_json_option`` / ``write_json``;
 - **CPU per message**: ``tcp_floor_server`` (a bare blocking echo, the floor),
   ``CpuRow`` / ``cpu_per_message`` (client and server pinned to one CPU, a blocking client in
   this process, server CPU from /proc, rounds interleaved) and ``cpu_table``, used by
@@ -17,6 +18,7 @@ this folder is on ``sys.path``). Each script keeps only what it measures; here l
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import json
@@ -34,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -43,6 +45,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 WARMUP_S = 0.3
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 def log(msg: str) -> None:
@@ -59,9 +62,9 @@ def netkit_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "netkit"]
 
 
-def free_port() -> int:
-    """A port the kernel just handed out (bound to port 0, then closed)."""
-    with socket.socket() as s:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A TCP (or ``SOCK_DGRAM``: UDP) port the kernel just handed out (bound to 0, closed)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
 
@@ -147,12 +150,14 @@ def ensure_tool(name: str, package: str) -> bool:
 
 
 def family(pid: int) -> list[int]:
-    """``pid`` and its current children (socat forks one child per client)."""
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                pids += [int(p) for p in f.read().split()]
+    """``pid`` and all its live descendants (socat forks one child per client)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as f:
+                    pids += [int(p) for p in f.read().split()]
+        i += 1
     return pids
 
 
@@ -162,13 +167,19 @@ def proc_stat(pid: int | str) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its current children."""
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU time of ``pid`` (all threads) and its live descendants.
+
+    ``reaped`` adds what the children ``pid`` already waited for used (cutime, cstime): right
+    for a whole run, wrong across a window in which a child may be reaped.
+    """
     total = 0.0
-    for p in family(pid):
+    for i, p in enumerate(family(pid)):
         with contextlib.suppress(OSError):
             fields = proc_stat(p)
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+            if reaped and i == 0:
+                total += (int(fields[13]) + int(fields[14])) / CLK_TCK  # cutime, cstime
     return total
 
 
@@ -177,15 +188,21 @@ def last_cpu(pid: int | str) -> int:
     return int(proc_stat(pid)[36])
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size (``VmRSS``) of ``pid`` and its children, in KiB."""
-    total = 0
-    for p in family(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
+def vm_rss(pid: int) -> int | None:
+    """Resident set size (``VmRSS``) of ``pid`` alone, in bytes; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None  # a zombie has no VmRSS line
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` and its descendants, in KiB."""
+    return sum((vm_rss(p) or 0) // 1024 for p in family(pid))
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -205,28 +222,87 @@ def med(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def rotated(items: Sequence[T], run: int) -> list[T]:
+    """``items`` starting at ``run % len(items)``: the order of run ``run`` of interleaved runs
+    (run 1 of every tool, then run 2, ...), so that noise on the machine spreads over all."""
+    k = run % len(items)
+    return [*items[k:], *items[:k]]
+
+
 def ratio_of_medians(a: Sequence[float], b: Sequence[float]) -> float:
     """median(a) / median(b), NaN when either has no runs."""
     return med(a) / med(b) if a and b else float("nan")
+
+
+PIN_CHOICES: dict[str, tuple[set[int], set[int]] | None] = {
+    "none": None,
+    "same": ({0}, {0}),  # (client CPUs, server CPUs)
+    "split": ({0}, {1}),
+}
+
+
+def add_placement_options(parser: argparse.ArgumentParser, pin_scope: str) -> None:
+    """``--pin none|same|split`` (for ``pin_scope``) and ``--cpu N`` (the CPU per message part)."""
+    parser.add_argument(
+        "--pin",
+        choices=sorted(PIN_CHOICES),
+        default="none",
+        help=f"{pin_scope}: none (default), same (client and servers on CPU 0), "
+        "split (client on CPU 0, servers on CPU 1)",
+    )
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU per message part: the CPU that client and servers are pinned to (default 0)",
+    )
+
+
+def target_line(text: str, ok: bool | None) -> str:
+    """One Markdown line of a target and its verdict (None: not measured)."""
+    return f"- Target {text}: **{'n/a' if ok is None else 'met' if ok else 'NOT met'}**"
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json [PATH]``: the raw numbers as JSON too (see :func:`write_json`)."""
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
+    )
+
+
+def write_json(raw: Any, dest: str | None) -> None:
+    """The raw numbers to stdout (``dest`` "-"), to a file, or nowhere (None)."""
+    if dest == "-":
+        print(json.dumps(raw, indent=2))
+    elif dest:
+        Path(dest).write_text(json.dumps(raw, indent=2) + "\n")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("?" when it is not there)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
 
 
 def machine(**versions: str) -> dict[str, str]:
     """What the numbers were measured on; ``versions``: more ``key="distribution"`` pairs."""
     from importlib.metadata import PackageNotFoundError, version
 
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     commit = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     info = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%a %d %b %Y %H:%M:%S UTC"),
         "nproc": str(os.cpu_count()),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "commit": commit or "?",
@@ -394,8 +470,7 @@ def cpu_per_message(rows: list[CpuRow], rounds: int, seconds: float, cpu: int) -
         for row in rows:
             pin(row.pid, {cpu})
         for r in range(rounds):
-            k = r % len(rows)
-            for row in rows[k:] + rows[:k]:
+            for row in rotated(rows, r):
                 cpu_round(row, seconds)
                 log(
                     f"  cpu round {r + 1}/{rounds} {row.name:40} server {row.server_us[-1]:6.1f} "
@@ -442,11 +517,7 @@ def cpu_table(
         name, most = goal
         ratio = raw["ratios"].get(name, float("nan"))
         ok = ratio <= most if ratio == ratio else None
-        verdict = "n/a" if ok is None else "met" if ok else "NOT met"
-        lines += [
-            "",
-            f"- Target {name} server CPU per message <= {most:g}x {reference}: "
-            f"{ratio:.2f}x: **{verdict}**",
-        ]
+        text = f"{name} server CPU per message <= {most:g}x {reference}: {ratio:.2f}x"
+        lines += ["", target_line(text, ok)]
         raw["target"] = {"text": f"{name} <= {most:g}x {reference}", "ratio": ratio, "met": ok}
     return lines, raw

@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import select
-import shutil
 import signal
 import socket
 import statistics
@@ -48,24 +47,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from harness import cpu_model, ensure_tool, free_port, log, netkit_command, rotated
+
 GROUP = "239.77.200.1"
-NETKIT = [sys.executable, "-m", "netkit"]
+NETKIT = netkit_command()
 START_TIMEOUT_S = 10.0
 QUIET_S = 0.5  # a receiver that got nothing for this long after the sender finished is done
 RUN_TIMEOUT_S = 60.0
-
-
-def log(msg: str) -> None:
-    """Progress goes to stderr; stdout carries only the results."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A UDP port nobody uses on lo right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the bare Python loops (this file runs as each of them) ----------------------------------
@@ -141,7 +129,7 @@ def _stop_when_quiet(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> 
 
 
 def run_netkit(count: int, size: int) -> dict[str, float]:
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     target = f"{GROUP}:{port}"
     listener = subprocess.Popen(
         [*NETKIT, "multicast", "listen", target, "-q", "-t", str(RUN_TIMEOUT_S)],
@@ -168,7 +156,7 @@ def run_netkit(count: int, size: int) -> dict[str, float]:
 
 
 def run_bare(count: int, size: int) -> dict[str, float]:
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     me = [sys.executable, __file__, "--role"]
     receiver = subprocess.Popen(
         [*me, "bare-recv", str(port), str(count)],
@@ -191,7 +179,7 @@ def run_bare(count: int, size: int) -> dict[str, float]:
 
 
 def run_iperf(count: int, size: int) -> dict[str, float]:
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     server = subprocess.Popen(
         ["iperf", "-s", "-u", "-B", f"{GROUP}%lo", "-p", str(port), "-l", str(size), "-y", "C"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -220,22 +208,6 @@ def run_iperf(count: int, size: int) -> dict[str, float]:
     }
 
 
-def ensure_iperf() -> bool:
-    """iperf2 on PATH, installed with apt-get when missing and running as root."""
-    if shutil.which("iperf"):
-        return True
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        log("installing iperf (iperf2) with apt-get ...")
-        subprocess.run(["apt-get", "install", "-y", "iperf"], capture_output=True, timeout=300)
-        if not shutil.which("iperf"):
-            subprocess.run(["apt-get", "update"], capture_output=True, timeout=300)
-            subprocess.run(["apt-get", "install", "-y", "iperf"], capture_output=True, timeout=300)
-    if not shutil.which("iperf"):
-        log("iperf2 missing: apt-get install -y iperf (as root); skipping its row")
-        return False
-    return True
-
-
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -262,13 +234,12 @@ def main() -> None:
         "netkit multicast send → listen": run_netkit,
         "bare Python sendto → recv_into": run_bare,
     }
-    if ensure_iperf():
+    if ensure_tool("iperf", "iperf"):  # iperf2
         tools["iperf2 -c → -s (UDP, multicast)"] = run_iperf
     results: dict[str, list[dict[str, float]]] = {name: [] for name in tools}
     names = list(tools)
     for run in range(runs):
-        order = names[run % len(names) :] + names[: run % len(names)]
-        for name in order:
+        for name in rotated(names, run):
             with contextlib.suppress(subprocess.CalledProcessError, RuntimeError, IndexError) as _:
                 r = tools[name](count, args.size)
                 r["sent_per_s"] = r["sent"] / r["seconds"] if r["seconds"] else 0.0
@@ -293,12 +264,7 @@ def main() -> None:
         return statistics.median(values) if values else float("nan")
 
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     lines = [
         "## `multicast.py`",
         "",

@@ -62,23 +62,26 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# The helpers of the tcp-echo benchmark, shared rather than copied.
 from harness import (
-    CLK_TCK,
     HOST,
     START_TIMEOUT_S,
+    add_json_option,
+    cpu_seconds,
     ensure_tool,
+    family,
     free_port,
     listening_port,
     log,
     machine,
     med,
     netkit_command,
-    proc_stat,
     ratio_of_medians,
     read_line,
+    rotated,
     stop,
+    target_line,
     wait_connectable,
+    write_json,
 )
 
 MESSAGE = 64
@@ -216,41 +219,17 @@ def rate_client(port: int, start_at: float, seconds: float) -> None:
 # --- /proc ----------------------------------------------------------------------------------
 
 
-def tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    pids, i = [pid], 0
-    while i < len(pids):
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{pids[i]}/task"):
-                with open(f"/proc/{pids[i]}/task/{task}/children") as f:
-                    pids += [int(p) for p in f.read().split()]
-        i += 1
-    return pids
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` (all threads), the children it reaped, and its live descendants."""
-    total = 0.0
-    for i, p in enumerate(tree(pid)):
-        with contextlib.suppress(OSError):
-            f = proc_stat(p)
-            total += (int(f[11]) + int(f[12])) / CLK_TCK  # utime, stime
-            if i == 0:
-                total += (int(f[13]) + int(f[14])) / CLK_TCK  # cutime, cstime: reaped children
-    return total
-
-
 def wait_children_gone(pid: int, timeout: float = 5.0) -> None:
     """Wait until ``pid`` has no children (socat's per-connection ones exit and are reaped)."""
     deadline = time.monotonic() + timeout
-    while len(tree(pid)) > 1 and time.monotonic() < deadline:
+    while len(family(pid)) > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
 def tree_memory(pid: int) -> tuple[int, int]:
     """(RSS, PSS) in bytes, summed over the process tree."""
     rss = pss = 0
-    for p in tree(pid):
+    for p in family(pid):
         with contextlib.suppress(OSError), open(f"/proc/{p}/smaps_rollup") as f:
             for line in f:
                 if line.startswith("Rss:"):
@@ -274,7 +253,7 @@ def pipe_bytes(pid: int) -> int:
     """Bytes waiting in the pipes the process tree holds (FIONREAD on each, opened via /proc)."""
     seen: set[str] = set()
     total = 0
-    for p in tree(pid):
+    for p in family(pid):
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{p}/fd"):
                 path = f"/proc/{p}/fd/{fd}"
@@ -460,7 +439,7 @@ class Bulk:
 def iperf3_through(proxy: Proxy, seconds: float) -> tuple[float, float]:
     """One ``iperf3 -c`` run through ``proxy``: (MB/s received, proxy CPU seconds per GiB)."""
     pid = proxy.proc.pid if proxy.proc is not None else None
-    cpu0 = tree_cpu(pid) if pid is not None else 0.0
+    cpu0 = cpu_seconds(pid, reaped=True) if pid is not None else 0.0
     for _ in range(20):
         out = subprocess.run(
             ["iperf3", "-c", HOST, "-p", str(proxy.port), "-t", f"{seconds:g}", "-J"],
@@ -479,7 +458,7 @@ def iperf3_through(proxy: Proxy, seconds: float) -> tuple[float, float]:
     cpu_per_gib = float("nan")
     if pid is not None:
         wait_children_gone(pid)
-        cpu_per_gib = (tree_cpu(pid) - cpu0) / (float(received["bytes"]) / 2**30)
+        cpu_per_gib = (cpu_seconds(pid, reaped=True) - cpu0) / (float(received["bytes"]) / 2**30)
     return float(received["bits_per_second"]) / 8 / 1e6, cpu_per_gib
 
 
@@ -499,8 +478,7 @@ def bench_bulk(runs: int, seconds: float, tools: dict[str, bool]) -> dict[str, B
         with running(starters) as proxies:
             targets = [Proxy(DIRECT, None, server_port), *proxies]
             for run in range(runs):
-                k = run % len(targets)
-                for proxy in targets[k:] + targets[:k]:
+                for proxy in rotated(targets, run):
                     mbps, cpu = iperf3_through(proxy, seconds)
                     res = results.setdefault(proxy.name, Bulk())
                     res.mb_per_s.append(mbps)
@@ -596,8 +574,7 @@ def bench_memory(
     names = [name for name, _ in proxy_starters(0, tools)]
     for variant, stall in (("reading", False), ("stalled", True)):
         for run in range(runs):
-            k = run % len(names)
-            for name in names[k:] + names[:k]:
+            for name in rotated(names, run):
                 sink, sink_port = start_sink(stall)
                 try:
                     start = dict(proxy_starters(sink_port, tools))[name]
@@ -643,7 +620,7 @@ def netkit_lb_available() -> bool:
 def rate_run(proxy: Proxy, clients: int, seconds: float) -> tuple[float, float, int]:
     """``clients`` processes for ``seconds``: (connections/s, balancer CPU µs each, errors)."""
     pid = proxy.proc.pid if proxy.proc is not None else None
-    cpu0 = tree_cpu(pid) if pid is not None else 0.0
+    cpu0 = cpu_seconds(pid, reaped=True) if pid is not None else 0.0
     start_at = time.time() + 0.5  # every client process starts together
     procs = [
         subprocess.Popen(
@@ -666,7 +643,11 @@ def rate_run(proxy: Proxy, clients: int, seconds: float) -> tuple[float, float, 
         for p in procs:
             stop(p)
     total = sum(int(r["total"]) for r in results)
-    cpu_us = (tree_cpu(pid) - cpu0) / total * 1e6 if pid is not None and total else float("nan")
+    cpu_us = (
+        (cpu_seconds(pid, reaped=True) - cpu0) / total * 1e6
+        if pid is not None and total
+        else float("nan")
+    )
     return (
         sum(int(r["counted"]) for r in results) / seconds,
         cpu_us,
@@ -707,8 +688,7 @@ def bench_rate(
         with running(starters) as proxies:
             targets = [*proxies, Proxy(ECHO_DIRECT, None, ports[0])]
             for run in range(runs):
-                k = run % len(targets)
-                for proxy in targets[k:] + targets[:k]:
+                for proxy in rotated(targets, run):
                     per_s, cpu_us, errors = rate_run(proxy, clients, seconds)
                     res = results.setdefault(proxy.name, Rate())
                     res.per_s.append(per_s)
@@ -757,10 +737,6 @@ def code_version() -> str:
         return "unknown (no git)"
     commit = head.stdout.strip() or "unknown"
     return f"commit {commit}" + (", plus uncommitted changes in netkit/" if dirty else "")
-
-
-def verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else "met" if ok else "NOT met"
 
 
 def report(
@@ -921,7 +897,7 @@ def report(
     )
     lines.append("")
     for text, met in targets:
-        lines.append(f"- Target {text}: **{verdict(met)}**")
+        lines.append(target_line(text, met))
     raw = {
         "machine": info,
         "settings": vars(args),
@@ -939,13 +915,7 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
-    )
+    add_json_option(parser)
     parser.add_argument(
         "--only",
         choices=["all", "bulk", "memory", "rate"],
@@ -997,10 +967,7 @@ def main() -> None:
         rate = bench_rate(args.rate_runs, args.rate_seconds, args.rate_clients, tools, lb_ok)
     table, raw = report(args, bulk, memory, rate, lb_note)
     print(table)
-    if args.json == "-":
-        print(json.dumps(raw, indent=2))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    write_json(raw, args.json)
 
 
 if __name__ == "__main__":

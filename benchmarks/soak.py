@@ -59,6 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import family, log, netkit_command, proc_stat, vm_rss
+
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
@@ -73,17 +75,6 @@ PROXY_FAULTS = ["--latency", "5:2", "--reset-after", "2s,p=0.1", "--seed", "1"]
 KILL_AT, RESTART_AT = 0.30, 0.55  # fractions of the run
 MEMORY_GROWTH = 0.20
 MEMORY_SLACK = 4 << 20
-
-
-def log(msg: str) -> None:
-    """Progress goes to stderr; stdout carries only the results."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def netkit_command() -> list[str]:
-    """``netkit`` next to this Python when it is there, else ``python -m netkit``."""
-    script = Path(sys.executable).parent / "netkit"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "netkit"]
 
 
 def fixed_port() -> int:
@@ -105,41 +96,13 @@ def fixed_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def rss(pid: int) -> int | None:
-    """Resident set size of ``pid`` in bytes (None once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def start_time(pid: int) -> int | None:
     """When ``pid`` started (clock ticks since boot): tells a process from a later one that
     reused its pid."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return int(proc_stat(pid)[19])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (bench's workers run in process groups of their own)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -238,7 +201,7 @@ class Fleet:
     def note_children(self) -> None:
         for proc in self.procs:
             if proc.popen.poll() is None:
-                for pid in descendants(proc.popen.pid):
+                for pid in family(proc.popen.pid)[1:]:  # every live process below it
                     self.known.setdefault(pid, start_time(pid))
 
     def kill(self, proc: Proc) -> None:
@@ -310,7 +273,7 @@ def sample_memory(
     while not stop.wait(1.0):
         now = time.time()
         for name, pid in pids.items():
-            value = rss(pid)
+            value = vm_rss(pid)
             if value is not None:
                 samples[name].append((now, value))
 

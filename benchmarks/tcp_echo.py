@@ -50,14 +50,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from harness import (
     HOST,
+    PIN_CHOICES,
     START_TIMEOUT_S,
     WARMUP_S,
     CpuRow,
+    add_json_option,
+    add_placement_options,
     closed_loop,
     connect_blocking,
     cpu_per_message,
@@ -74,9 +76,12 @@ from harness import (
     pin,
     ratio_of_medians,
     read_line,
+    rotated,
     stop,
+    target_line,
     tcp_floor_server,
     wait_connectable,
+    write_json,
 )
 
 MESSAGE = 32
@@ -89,12 +94,6 @@ ASYNCIO_STREAMS = "asyncio streams (stock loop)"
 SOCAT = "socat TCP-LISTEN:…,fork PIPE"
 FLOOR = "bare blocking echo (floor)"
 CPU_GOAL = 0.5  # issue 14: netkit server CPU per message <= 0.5x asyncio streams
-
-PIN_CHOICES: dict[str, tuple[set[int], set[int]] | None] = {
-    "none": None,
-    "same": ({0}, {0}),  # (client CPUs, server CPUs)
-    "split": ({0}, {1}),
-}
 
 
 # --- helper processes (this file runs as each of them) -------------------------------------
@@ -296,8 +295,7 @@ def bench_round_trips(runs: int, seconds: float, socat_ok: bool, pinning: str) -
             for server in servers:
                 pin(server.proc.pid, cpus[1])
         for run in range(runs):
-            k = run % len(servers)
-            for server in servers[k:] + servers[:k]:
+            for server in rotated(servers, run):
                 rate, cpu, same = round_trips(server, seconds)
                 server.rates.append(rate)
                 server.cpu_us.append(cpu)
@@ -421,8 +419,7 @@ def bench_bulk(runs: int, seconds: float, echo_count: int, iperf_ok: bool) -> Bu
         tests.append(("iperf3", lambda: iperf3_run(seconds), res.iperf3))
         tests.append(("iperf3 -l 256K", lambda: iperf3_run(seconds, "-l", "256K"), res.iperf3_256k))
     for run in range(runs):
-        k = run % len(tests)
-        for name, func, results in tests[k:] + tests[:k]:
+        for name, func, results in rotated(tests, run):
             results.append(func())
             log(f"  bulk run {run + 1}/{runs} {name:24} {results[-1]:9.0f} MB/s")
     server = start_netkit(None)
@@ -539,7 +536,7 @@ def report(
         )
     lines.append("")
     for text, ok in targets:
-        lines.append(f"- Target {text}: **{'n/a' if ok is None else 'met' if ok else 'NOT met'}**")
+        lines.append(target_line(text, ok))
     cpu_raw = None
     if cpu_rows:
         goal = (NETKIT_UVLOOP, CPU_GOAL)
@@ -568,30 +565,11 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
-    )
+    add_json_option(parser)
     parser.add_argument(
         "--only", choices=["all", "rtt", "bulk", "cpu"], default="all", help="which part to run"
     )
-    parser.add_argument(
-        "--cpu",
-        type=int,
-        default=0,
-        metavar="N",
-        help="CPU per message part: the CPU that client and servers are pinned to (default 0)",
-    )
-    parser.add_argument(
-        "--pin",
-        choices=sorted(PIN_CHOICES),
-        default="none",
-        help="round trips only: none (default), same (client and servers on CPU 0), "
-        "split (client on CPU 0, servers on CPU 1)",
-    )
+    add_placement_options(parser, "round trips only")
     # Internal modes: this file is also each helper process.
     parser.add_argument("--serve-asyncio", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
@@ -628,10 +606,7 @@ def main() -> None:
         cpu_rows = bench_cpu(args.cpu_rounds, args.cpu_seconds, socat_ok, args.cpu)
     table, raw = report(args, servers, bulk, cpu_rows)
     print(table)
-    if args.json == "-":
-        print(json.dumps(raw, indent=2))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    write_json(raw, args.json)
 
 
 if __name__ == "__main__":

@@ -75,13 +75,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import IO, Any, Protocol
 
 from harness import (
     HOST,
+    PIN_CHOICES,
     WARMUP_S,
     CpuRow,
+    add_json_option,
+    add_placement_options,
     connect_blocking,
     cpu_per_message,
     cpu_seconds,
@@ -93,8 +95,12 @@ from harness import (
     med,
     netkit_command,
     pin,
+    rotated,
     rss_kib,
+    stop,
+    target_line,
     tcp_floor_server,
+    write_json,
 )
 
 SMALL = 32
@@ -117,11 +123,6 @@ TEST_TITLES = {
     "pingpong": "a. 32 B ping-pong, 1 connection",
     "bulk": "b. 1 MiB echo, 1 connection",
     "concurrent": f"c. 32 B messages, {CONNECTIONS:,} connections",
-}
-PIN_CHOICES: dict[str, tuple[set[int], set[int]] | None] = {
-    "none": None,
-    "same": ({0}, {0}),  # (client CPUs, server CPUs)
-    "split": ({0}, {1}),
 }
 
 
@@ -508,17 +509,9 @@ class Server:
     url: str
     log: IO[bytes] | None = None
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then wait; SIGKILL only if it will not go."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    def stop(self) -> None:
+        """SIGTERM, then wait (harness.stop); then close its output file."""
+        stop(self.proc)
         if self.log is not None:
             self.log.close()
 
@@ -690,8 +683,7 @@ def bench_speed(
             pin(server.proc.pid, cpus[1])
     for run in range(args.runs):
         log(f"  run {run + 1}/{args.runs}")
-        k = run % len(pairings)
-        for pairing in pairings[k:] + pairings[:k]:
+        for pairing in rotated(pairings, run):
             mine = [t for t in tests if pairing.client != FLOOR or t == "pingpong"]
             run_client(pairing, servers[pairing.server], mine, args)
 
@@ -731,8 +723,7 @@ def bench_memory(kinds: list[str], args: argparse.Namespace) -> dict[str, list[d
     results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for run in range(args.memory_runs):
         log(f"  memory run {run + 1}/{args.memory_runs}")
-        k = run % len(kinds)
-        for kind in kinds[k:] + kinds[:k]:
+        for kind in rotated(kinds, run):
             results[kind].append(memory_run(kind, args))
     return results
 
@@ -943,7 +934,7 @@ def report(
             "",
         ]
     for text, ok in targets:
-        lines.append(f"- Target {text}: **{'n/a' if ok is None else 'met' if ok else 'NOT met'}**")
+        lines.append(target_line(text, ok))
     cpu_raw = None
     if cpu_rows:
         goal = (CPU_NAMES[NETKIT], CPU_GOAL)
@@ -981,30 +972,11 @@ SETTINGS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (~1 minute)")
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="also write the raw numbers as JSON (to PATH, or to stdout after the table)",
-    )
+    add_json_option(parser)
     parser.add_argument(
         "--only", choices=["all", *TESTS, "memory", "cpu"], default="all", help="which test to run"
     )
-    parser.add_argument(
-        "--cpu",
-        type=int,
-        default=0,
-        metavar="N",
-        help="CPU per message part: the CPU that client and servers are pinned to (default 0)",
-    )
-    parser.add_argument(
-        "--pin",
-        choices=sorted(PIN_CHOICES),
-        default="none",
-        help="tests a-c: none (default), same (clients and servers on CPU 0), "
-        "split (clients on CPU 0, servers on CPU 1)",
-    )
+    add_placement_options(parser, "tests a-c")
     parser.add_argument(
         "--websockets-loop",
         choices=["asyncio", "uvloop"],
@@ -1075,10 +1047,7 @@ def main() -> None:
         cpu_rows = bench_cpu(kinds, args)
     table, raw = report(args, pairings, memory, cpu_rows)
     print(table)
-    if args.json == "-":
-        print(json.dumps(raw, indent=2))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+    write_json(raw, args.json)
 
 
 if __name__ == "__main__":

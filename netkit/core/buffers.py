@@ -211,8 +211,12 @@ class ReceiveBuffer:
         if self._start == self._end:
             self._start = self._end = 0
 
-    def take(self, nbytes: int) -> memoryview:
-        """Return the first ``nbytes`` as a view and consume them."""
+    def take(self, nbytes: int | None = None) -> memoryview:
+        """Return the first ``nbytes`` (all unread bytes by default) as a view and consume them."""
+        if nbytes is None:  # everything: an echo's or a relay's once-per-message call
+            view = self._mem[self._start : self._end]
+            self._start = self._end = 0
+            return view
         if nbytes < 0:
             raise LocalProtocolError(f"take({nbytes}) of a negative size")
         view = self.view(nbytes)

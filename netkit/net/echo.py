@@ -29,9 +29,7 @@ class EchoConnection(ServerConnection):
     def data_ready(self) -> None:
         if self._idle is not None:
             self._idle.touch()
-        view = self.rbuf.view()
-        self.write(view)
-        self.rbuf.consume(len(view))
+        self.write(self.rbuf.take())
 
     def on_close(self, exc: Exception | None) -> None:
         if self._idle is not None:

@@ -385,6 +385,17 @@ def test_take_more_than_buffered_is_misuse() -> None:
     assert bytes(buf.view()) == b"ab"
 
 
+def test_take_without_a_size_takes_every_unread_byte() -> None:
+    buf, _ = small_buffer()
+    feed(buf, b"abcd")
+    buf.consume(1)
+    assert bytes(buf.take()) == b"bcd"
+    assert len(buf) == 0
+    assert bytes(buf.take()) == b""
+    feed(buf, b"ef")  # the next bytes land at the front again
+    assert bytes(buf.view()) == b"ef"
+
+
 def test_consume_negative_is_misuse() -> None:
     buf, _ = small_buffer()
     feed(buf, b"ab")

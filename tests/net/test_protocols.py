@@ -197,6 +197,16 @@ def test_write_sends_the_parts_in_order(run: Runner, serve: Serve) -> None:
     run(main())
 
 
+def test_write_before_the_connection_is_made_is_refused(run: Runner) -> None:
+    async def main() -> None:
+        conn = EchoConnection()
+        for parts in ([b"one"], [b"one", b"two"]):  # the one-part path and the vectored one
+            with pytest.raises(RuntimeError, match="write before the connection was made"):
+                conn.write(*parts)
+
+    run(main())
+
+
 def test_write_backpressure_pauses_reading_until_drained(run: Runner, serve: Serve) -> None:
     small = SocketOptions(sndbuf=64 * 1024)
 
