@@ -32,6 +32,7 @@ HELP = "L4 load balancer: weighted algorithms, health checks, backups, failover;
 CHECKS = "Health checks"
 
 
+@opt.server_flags
 def lb(
     listen: Annotated[
         str, typer.Argument(help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path.")
@@ -115,14 +116,7 @@ def lb(
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
     ] = None,
     idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
-    workers: opt.Workers = 1,
-    max_connections: opt.MaxConnections = None,
-    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
-    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
-    cert: opt.Cert = None,
-    key: opt.Key = None,
-    tls_self_signed: opt.SelfSigned = False,
-    client_ca: opt.ClientCA = None,
+    server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
 ) -> None:
     """Spread connections on LISTEN over BACKENDs until SIGINT/SIGTERM/SIGHUP/SIGUSR1.
@@ -172,7 +166,7 @@ def lb(
         name="lb",
         endpoint=listen_at,
         build=build_relay(upstream, options),
-        tls=opt.server_tls(cert, key, tls_self_signed, client_ca),
+        flags=server,
         presentation=Presentation(
             relay_summary,
             RelayStats,
@@ -180,11 +174,7 @@ def lb(
             final=lambda: {"backends": upstream.snapshot()},
             merge={"backends": merge_snapshots},
         ),
-        workers=workers,
-        drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
-        max_connections=max_connections,
         per_connection=2,
-        socket_mode=opt.socket_mode(socket_mode),
         options=opt.socket_options(None, None, False),
         details={
             "algorithm": algorithm,

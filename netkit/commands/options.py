@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import click
 import typer
@@ -247,6 +251,75 @@ NoDelay = Annotated[
         "--nodelay/--no-nodelay", help="TCP_NODELAY (on by default).", rich_help_panel=SOCKET_PANEL
     ),
 ]
+
+
+@dataclass(frozen=True)
+class ServerFlags:
+    """The flags every server command takes (limits, workers, drain, Unix socket mode, TLS).
+
+    Declared once: a command asks for them with a ``server: ServerFlags = ServerFlags()``
+    parameter under :func:`server_flags`, which puts these flags in its place on the command
+    line and hands the command one ``ServerFlags``.
+    """
+
+    max_connections: MaxConnections = None
+    workers: Workers = 1
+    drain_timeout: DrainTimeout = DRAIN_TIMEOUT
+    socket_mode: SocketMode = SOCKET_MODE
+    cert: Cert = None
+    key: Key = None
+    tls_self_signed: SelfSigned = False
+    client_ca: ClientCA = None
+
+    @property
+    def tls(self) -> ServerTLS:
+        """The server TLS settings (refuses half a configuration)."""
+        return server_tls(self.cert, self.key, self.tls_self_signed, self.client_ca)
+
+    @property
+    def drain_seconds(self) -> float:
+        """``--drain-timeout`` in seconds."""
+        return parse_duration(self.drain_timeout, option="--drain-timeout")
+
+    @property
+    def unix_mode(self) -> int:
+        """``--socket-mode`` as permission bits."""
+        return socket_mode(self.socket_mode)
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def server_flags(command: Command) -> Command:
+    """Give ``command`` the shared server flags in place of its ``server`` parameter.
+
+    typer reads a command's options from its signature, so the wrapper shows typer the
+    command's own parameters with :class:`ServerFlags`' fields spliced in where ``server``
+    was, and gathers them back into one ``ServerFlags`` on each call.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    hints = get_type_hints(ServerFlags, include_extras=True)
+    group = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
+        )
+        for f in fields(ServerFlags)
+    ]
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        if param.name == "server":
+            params.extend(group)
+        else:
+            params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = ServerFlags(**{p.name: kwargs.pop(p.name) for p in group})
+        return command(*args, server=flags, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
 
 
 def socket_options(

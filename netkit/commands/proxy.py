@@ -32,6 +32,7 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
     return option
 
 
+@opt.server_flags
 def proxy(
     listen: Annotated[
         str, typer.Argument(help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path.")
@@ -66,14 +67,7 @@ def proxy(
             rich_help_panel=FAULTS,
         ),
     ] = None,
-    workers: opt.Workers = 1,
-    max_connections: opt.MaxConnections = None,
-    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
-    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
-    cert: opt.Cert = None,
-    key: opt.Key = None,
-    tls_self_signed: opt.SelfSigned = False,
-    client_ca: opt.ClientCA = None,
+    server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
 ) -> None:
     """Relay every connection on LISTEN to UPSTREAM until SIGINT/SIGTERM/SIGHUP/SIGUSR1.
@@ -109,13 +103,9 @@ def proxy(
         name="proxy",
         endpoint=listen_at,
         build=build_relay(FixedUpstream(target, timeout=timeout), options),
-        tls=opt.server_tls(cert, key, tls_self_signed, client_ca),
+        flags=server,
         presentation=RELAY,
-        workers=workers,
-        drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
-        max_connections=max_connections,
         per_connection=2,  # two sockets; pipes come from a pool, only while bytes are in flight
-        socket_mode=opt.socket_mode(socket_mode),
         options=opt.socket_options(None, None, False),
         details={
             "upstream": str(target),

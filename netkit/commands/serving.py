@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
+from netkit.commands.options import ServerFlags
 from netkit.console import Output
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.units import format_size
@@ -46,7 +47,7 @@ from netkit.net.sockets import (
     raise_nofile_limit,
     unlink_unix_listener,
 )
-from netkit.net.tls import ServerTLS, server_context
+from netkit.net.tls import server_context
 from netkit.net.upstreams import Upstream
 from netkit.net.workers import merge_summaries, run_workers
 from netkit.status import ExitStatus
@@ -284,13 +285,9 @@ def run_server(
     name: str,
     endpoint: TCPEndpoint | UnixEndpoint,
     build: BuildServer,
-    tls: ServerTLS,
+    flags: ServerFlags,
     presentation: Presentation = STREAM,
-    workers: int = 1,
-    drain_timeout: float = 10.0,
-    max_connections: int | None = None,
     per_connection: int = 1,
-    socket_mode: int | None = 0o660,
     options: SocketOptions = SocketOptions(),
     details: dict[str, Any] | None = None,
     url: Callable[[str, bool], str] | None = None,
@@ -301,8 +298,8 @@ def run_server(
     Args:
         name: the command, for human output (``tcp-echo``).
         build: builds the server on its listener; called inside the serving process.
+        flags: the flags every server takes (limits, workers, drain, socket mode, TLS).
         presentation: the summary line, live status and extra summary fields.
-        workers: serving processes, sharing the port with SO_REUSEPORT (or the Unix socket).
         per_connection: descriptors each connection holds (a relay: two).
         details: extra fields for the ``listening`` event (mode, limits ...).
         url: builds the ``url`` field of the ``listening`` event from the bound address and
@@ -312,6 +309,8 @@ def run_server(
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT (or the worst worker's code).
     """
+    tls, workers, max_connections = flags.tls, flags.workers, flags.max_connections
+    drain_timeout, socket_mode = flags.drain_seconds, flags.unix_mode
     details = dict(details or {})
     details["max_open_files"] = check_open_files(
         out, max_connections, per_connection=per_connection

@@ -36,6 +36,7 @@ DEFAULT_ENDPOINT = "127.0.0.1:7007"
 
 
 @app.command()
+@opt.server_flags
 def serve(
     endpoint: Annotated[
         str,
@@ -53,14 +54,7 @@ def serve(
         str, typer.Option("--max-frame", help="Largest frame accepted with --framed.")
     ] = "16MiB",
     idle_timeout: opt.IdleTimeout = None,
-    max_connections: opt.MaxConnections = None,
-    workers: opt.Workers = 1,
-    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
-    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
-    cert: opt.Cert = None,
-    key: opt.Key = None,
-    tls_self_signed: opt.SelfSigned = False,
-    client_ca: opt.ClientCA = None,
+    server: opt.ServerFlags = opt.ServerFlags(),
     sndbuf: opt.SendBuffer = None,
     rcvbuf: opt.RecvBuffer = None,
     keepalive: opt.KeepAlive = False,
@@ -84,11 +78,7 @@ def serve(
         name="tcp-echo",
         endpoint=where,
         build=build_stream(factory),
-        tls=opt.server_tls(cert, key, tls_self_signed, client_ca),
-        workers=workers,
-        drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
-        max_connections=max_connections,
-        socket_mode=opt.socket_mode(socket_mode),
+        flags=server,
         options=opt.socket_options(sndbuf, rcvbuf, keepalive),
         details={"mode": "framed" if framed else "raw"},
     )

@@ -10,7 +10,7 @@ import typer
 from netkit.commands import options as opt
 from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
-from netkit.core.units import parse_duration, parse_size
+from netkit.core.units import parse_size
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.server import (
     ServerHandshake,
@@ -30,6 +30,7 @@ HELP = "WebSocket server: echo, broadcast (chat room) or sink, on TCP, TLS or Un
 DEFAULT_ENDPOINT = "127.0.0.1:8765"
 
 
+@opt.server_flags
 def ws_server(
     endpoint: Annotated[
         str,
@@ -88,14 +89,7 @@ def ws_server(
             "--close-timeout", help="How long to wait for the peer's part of the closing handshake."
         ),
     ] = "10s",
-    max_connections: opt.MaxConnections = None,
-    workers: opt.Workers = 1,
-    drain_timeout: opt.DrainTimeout = opt.DRAIN_TIMEOUT,
-    socket_mode: opt.SocketMode = opt.SOCKET_MODE,
-    cert: opt.Cert = None,
-    key: opt.Key = None,
-    tls_self_signed: opt.SelfSigned = False,
-    client_ca: opt.ClientCA = None,
+    server: opt.ServerFlags = opt.ServerFlags(),
     sndbuf: opt.SendBuffer = None,
     rcvbuf: opt.RecvBuffer = None,
     keepalive: opt.KeepAlive = False,
@@ -113,11 +107,10 @@ def ws_server(
     """
     out = Output(json)
     where, wants_tls, url_path = listen_address(endpoint)
-    tls = opt.server_tls(cert, key, tls_self_signed, client_ca)
-    if wants_tls and not tls.enabled:
+    if wants_tls and not server.tls.enabled:
         raise ConfigError("wss:// needs --cert/--key or --tls-self-signed")
     handling = Mode(mode)
-    if handling.single_process and workers > 1:
+    if handling.single_process and server.workers > 1:
         raise ConfigError(f"--mode {mode} needs a single process: every client must share the room")
     paths = [resource_path(p) for p in path or ([] if url_path is None else [url_path])] or None
     limit = parse_size(max_size, option="--max-size")
@@ -163,11 +156,7 @@ def ws_server(
         name="ws-server",
         endpoint=where,
         build=build_stream(factory),
-        tls=tls,
-        workers=workers,
-        drain_timeout=parse_duration(drain_timeout, option="--drain-timeout"),
-        max_connections=max_connections,
-        socket_mode=opt.socket_mode(socket_mode),
+        flags=server,
         options=opt.socket_options(sndbuf, rcvbuf, keepalive),
         details={"mode": mode, "compress": compress, "max_size": limit},
         url=url,

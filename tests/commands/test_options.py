@@ -11,7 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from netkit.cli import app
+from netkit.commands.options import ServerFlags, server_flags
 from tests.commands.conftest import assert_one_line_error, run_netkit
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,3 +94,34 @@ def test_shared_flags_are_declared_only_in_options_py() -> None:
             declared = set(flag.findall(path.read_text())) - own.get(path.name, set())
             copies += [f"{path.name}: {name}" for name in sorted(declared & shared)]
     assert not copies, "declared again outside commands/options.py: " + ", ".join(copies)
+
+
+def test_server_flags_are_one_group_spliced_into_each_server_command() -> None:
+    """``@server_flags`` shows typer the group's flags in place of ``server`` and hands the
+    command one ServerFlags built from what was given."""
+    seen: list[ServerFlags] = []
+    app = typer.Typer()
+
+    @app.command()
+    @server_flags
+    def serve(endpoint: str, server: ServerFlags = ServerFlags(), json: bool = False) -> None:
+        seen.append(server)
+
+    result = CliRunner().invoke(
+        app, ["127.0.0.1:0", "--workers", "3", "--drain-timeout", "2s", "--socket-mode", "600"]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [ServerFlags(workers=3, drain_timeout="2s", socket_mode="600")]
+    assert (seen[0].drain_seconds, seen[0].unix_mode, seen[0].tls.enabled) == (2.0, 0o600, False)
+
+
+@pytest.mark.parametrize(
+    "command", [["tcp-echo", "serve"], ["ws-server"], ["proxy"], ["lb"]], ids=" ".join
+)
+def test_every_server_command_takes_the_one_server_group(command: list[str]) -> None:
+    group = typer.main.get_command(app)
+    for name in command:
+        group = group.commands[name]  # type: ignore[attr-defined]
+    flags = {opt for param in group.params for opt in param.opts}
+    expected = {"--" + f.replace("_", "-") for f in ServerFlags.__dataclass_fields__}
+    assert expected <= flags
