@@ -40,7 +40,9 @@ from netkit.core.ws.http import (
     tls_hint,
 )
 from netkit.core.ws.protocol import Protocol, State
-from netkit.errors import ConfigError, EndpointError, LocalProtocolError
+from netkit.errors import ConfigError, EndpointError, LocalProtocolError, Setting, Words, words
+
+PATH, ORIGIN = Setting("path"), Setting("origin")
 
 # --- Server side -------------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ def head_only(result: ServerResult) -> ServerResult:
     return dataclasses.replace(result, response=head + b"\r\n\r\n")
 
 
-def resource_path(text: str, *, option: str = "--path") -> str:
+def resource_path(text: str, *, option: Words = PATH) -> str:
     """A path to serve WebSocket on, as the request target will carry it: ``chat`` -> ``/chat``.
 
     A missing leading slash is added, as nginx's ``location`` and websocketd do.
@@ -107,7 +109,10 @@ def resource_path(text: str, *, option: str = "--path") -> str:
     """
     if any(ch in "?#" or ch.isspace() or not ch.isprintable() for ch in text):
         raise ConfigError(
-            f"{option} {text!r}: give a path without spaces, query (?) or fragment (#), e.g. /chat"
+            words(
+                option,
+                f" {text!r}: give a path without spaces, query (?) or fragment (#), e.g. /chat",
+            )
         )
     return text if text.startswith("/") else "/" + text
 
@@ -148,7 +153,7 @@ _ORIGIN_RE: Final = re.compile(
 _DEFAULT_PORTS: Final = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 
-def parse_origin(text: str, *, option: str = "--origin") -> str | None:
+def parse_origin(text: str, *, option: Words = ORIGIN) -> str | None:
     """One allowed ``Origin``, as a browser sends it (RFC 6454 6.2); ``none`` for no header.
 
     Browsers send ``scheme://host[:port]`` in lower case without the default port, or
@@ -168,8 +173,12 @@ def parse_origin(text: str, *, option: str = "--origin") -> str | None:
     match = _ORIGIN_RE.fullmatch(text)
     if match is None or int(match["port"] or 0) > 65535:
         raise ConfigError(
-            f"{option} {text!r}: browsers send an origin as scheme://host[:port] "
-            "(no path, e.g. https://example.com); or give '*' (any) or 'none' (no Origin header)"
+            words(
+                option,
+                f" {text!r}: browsers send an origin as scheme://host[:port] "
+                "(no path, e.g. https://example.com); or give '*' (any) or 'none' (no Origin "
+                "header)",
+            )
         )
     scheme, host, port = match["scheme"].lower(), match["host"].lower(), match["port"]
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
@@ -177,7 +186,7 @@ def parse_origin(text: str, *, option: str = "--origin") -> str | None:
     return f"{scheme}://{host}"
 
 
-def parse_origins(values: Sequence[str], *, option: str = "--origin") -> set[str | None] | None:
+def parse_origins(values: Sequence[str], *, option: Words = ORIGIN) -> set[str | None] | None:
     """The ``origins`` of a :class:`ServerHandshake` from ``--origin`` values.
 
     ``*`` admits every client (no check at all, as when no value is given); ``none`` admits

@@ -257,7 +257,7 @@ def test_resource_path_adds_the_leading_slash(text: str, path: str) -> None:
 
 @pytest.mark.parametrize("text", ["/chat?x=1", "/a#b", "/a b", "/a\tb", "\x00"])
 def test_resource_path_that_can_never_match_is_refused(text: str) -> None:
-    with pytest.raises(ConfigError, match=r"^--path "):
+    with pytest.raises(ConfigError, match=r"^path "):
         resource_path(text)
 
 
@@ -286,7 +286,7 @@ def test_parse_origin(text: str, origin: str | None) -> None:
      "https://example.com:99999", "https://a b", "https://*.example.com", ""],
 )  # fmt: skip
 def test_an_origin_no_browser_sends_is_refused(text: str) -> None:
-    with pytest.raises(ConfigError, match=r"^--origin .*scheme://host\[:port\]"):
+    with pytest.raises(ConfigError, match=r"^origin .*scheme://host\[:port\]"):
         parse_origin(text)
 
 
