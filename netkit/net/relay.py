@@ -29,7 +29,7 @@ import socket
 import ssl
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from netkit.core.addresses import UnixEndpoint
 from netkit.core.faults import ConnectionFaults, Fault, Refuse, draw
@@ -88,21 +88,19 @@ class RelayStats(ServerStats):
     undelivered: int = 0
     faults: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of a summary."""
-        return {
-            "connections": self.accepted,
-            "rejected": self.rejected,
-            "upstream_failures": self.failed_upstream,
-            "peak_connections": self.peak,
-            "bytes_up": self.bytes_up,
-            "bytes_down": self.bytes_down,
-            "undelivered_bytes": self.undelivered,
-            "faults_injected": self.faults,
-            "accept_errors": self.accept_errors,
-            "uptime_s": self.uptime,
-            "cut_at_drain": self.aborted_at_drain,
-        }
+    SUMMARY = (
+        ("connections", "accepted"),
+        ("rejected", "rejected"),
+        ("upstream_failures", "failed_upstream"),
+        ("peak_connections", "peak"),
+        ("bytes_up", "bytes_up"),
+        ("bytes_down", "bytes_down"),
+        ("undelivered_bytes", "undelivered"),
+        ("faults_injected", "faults"),
+        ("accept_errors", "accept_errors"),
+        ("uptime_s", "uptime"),
+        ("cut_at_drain", "aborted_at_drain"),
+    )
 
 
 class RelayServer(Server):

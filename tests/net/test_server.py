@@ -21,7 +21,7 @@ from netkit.core.buffers import frame_header
 from netkit.errors import ConnectError, ConnectionLost
 from netkit.net.connect import open_stream
 from netkit.net.echo import EchoClientConnection, EchoConnection, FramedEchoConnection, echo_once
-from netkit.net.relay import RelayOptions, RelayServer
+from netkit.net.relay import RelayOptions, RelayServer, RelayStats
 from netkit.net.server import (
     Server,
     StreamServer,
@@ -332,6 +332,25 @@ def test_close_listener_without_start_closes_the_socket(run: Runner) -> None:
 
 
 # --- ServerStats -------------------------------------------------------------------------
+
+
+def test_each_kind_of_server_words_its_summary_in_order() -> None:
+    """One as_dict for every server: the keys, their order and the attribute behind each."""
+    stream = StreamStats(accepted=3, aborted_at_drain=1, bytes_in=7).as_dict()
+    assert list(stream) == [
+        "connections", "rejected", "peak_connections", "bytes_in", "bytes_out", "errors",
+        "aborted_at_drain", "accept_errors", "uptime_s",
+    ]  # fmt: skip
+    assert (stream["connections"], stream["aborted_at_drain"], stream["bytes_in"]) == (3, 1, 7)
+    relay = RelayStats(accepted=4, failed_upstream=2, undelivered=5, faults=1, aborted_at_drain=6)
+    d = relay.as_dict()
+    assert list(d) == [
+        "connections", "rejected", "upstream_failures", "peak_connections", "bytes_up",
+        "bytes_down", "undelivered_bytes", "faults_injected", "accept_errors", "uptime_s",
+        "cut_at_drain",
+    ]  # fmt: skip
+    assert (d["connections"], d["upstream_failures"], d["undelivered_bytes"]) == (4, 2, 5)
+    assert (d["faults_injected"], d["cut_at_drain"], d["uptime_s"] >= 0) == (1, 6, True)
 
 
 def test_stream_stats_as_dict_and_merged_across_workers() -> None:
