@@ -1085,3 +1085,20 @@ def test_a_directory_named_as_the_socket_is_called_a_directory(tmp_path):
     assert result.returncode == 3
     assert_one_line_error(result.stderr)
     assert "it is a directory, not a socket" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["-H", "a b: c"], "--header 'a b': the name is not an HTTP token"),
+        (["-H", "Upgrade: h2c"], "--header Upgrade: netkit sets this header itself"),
+        (["--subprotocol", "a b"], "--subprotocol 'a b' is not a valid token"),
+        (["--origin", "https://a\nb"], "--origin cannot contain a line break"),
+    ],
+)
+def test_bad_handshake_flags_are_usage_errors_naming_the_flag(flags, message):
+    # The checks live in core/ws/client.py, which names settings; the command line shows flags.
+    result = run_netkit("ws-client", "ws://127.0.0.1:1/", *flags)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result.stderr)
+    assert message in result.stderr

@@ -40,7 +40,9 @@ from netkit.core.ws.http import (
     tls_hint,
 )
 from netkit.core.ws.protocol import Protocol, State
-from netkit.errors import ConfigError, LocalProtocolError
+from netkit.errors import ConfigError, LocalProtocolError, Setting, words
+
+HEADER, SUBPROTOCOL, ORIGIN = Setting("header"), Setting("subprotocol"), Setting("origin")
 
 # Headers the handshake itself writes; extra headers may not replace them.
 _RESERVED_HEADERS: Final = frozenset(
@@ -125,12 +127,12 @@ class ClientHandshake:
         extra: list[tuple[str, str]] = []
         for name, value in headers:
             if not is_token(name):
-                raise ConfigError(f"header name {name!r} is not an HTTP token")
+                raise ConfigError(words(HEADER, f" {name!r}: the name is not an HTTP token"))
             if "\r" in value or "\n" in value:
-                raise ConfigError(f"header {name}: a value cannot contain a line break")
+                raise ConfigError(words(HEADER, f" {name}: a value cannot contain a line break"))
             lname = name.lower()
             if lname in _RESERVED_HEADERS:
-                raise ConfigError(f"header {name}: netkit sets this header itself")
+                raise ConfigError(words(HEADER, f" {name}: netkit sets this header itself"))
             if lname == "host":
                 host = value
             elif lname == "origin":
@@ -141,9 +143,9 @@ class ClientHandshake:
                 extra.append((name, value))
         for proto in subprotocols:
             if not is_token(proto):
-                raise ConfigError(f"subprotocol {proto!r} is not a valid token")
+                raise ConfigError(words(SUBPROTOCOL, f" {proto!r} is not a valid token"))
         if origin is not None and ("\r" in origin or "\n" in origin):
-            raise ConfigError("an origin cannot contain a line break")
+            raise ConfigError(words(ORIGIN, " cannot contain a line break"))
         return cls(
             host,
             url.resource,
