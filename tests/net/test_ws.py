@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import socket
 import ssl
@@ -122,8 +123,33 @@ def test_request_in_two_writes_is_upgraded(run: Runner, serve: Serve, split: int
     run(main())
 
 
+def test_request_and_first_frame_split_at_every_byte_over_loopback(
+    run: Runner, serve: Serve
+) -> None:
+    """The handshake moved into core/ws/server.py: the request and the frame right behind it,
+    in two writes apart at every split point, are upgraded and echoed, never reset."""
+    stream = REQUEST + masked(0x81, b"hi")
+
+    async def main() -> None:
+        errors = catch_loop_errors()
+        async with serve(echo_server([])) as h:
+            for split in range(1, len(stream)):
+                reader, writer = await open_raw(h)
+                writer.write(stream[:split])
+                await writer.drain()
+                await asyncio.sleep(PAUSE / 5)
+                writer.write(stream[split:])
+                head = await read_head(reader)
+                assert head.startswith(b"HTTP/1.1 101 "), (split, head)
+                assert await reader.readexactly(4) == b"\x81\x02hi", split
+                writer.close()
+        assert errors == []
+
+    run(main())
+
+
 async def _split_101_server(
-    splits: list[int],
+    splits: list[int], pause: float = PAUSE
 ) -> tuple[asyncio.Server, Callable[[], None]]:
     """A raw server that writes its 101 in pieces, PAUSE apart, then a text frame ``hi``."""
 
@@ -142,7 +168,7 @@ async def _split_101_server(
         for end in [*splits, len(response)]:
             writer.write(response[start:end])
             await writer.drain()
-            await asyncio.sleep(PAUSE)
+            await asyncio.sleep(pause)
             start = end
         await reader.read()  # until the client closes
         writer.close()
@@ -169,6 +195,34 @@ def test_client_reads_a_101_written_in_pieces(run: Runner, splits: list[int]) ->
         conn.abort()
         await conn.closed
         stop()
+        assert errors == []
+
+    run(main())
+
+
+def test_client_reads_a_101_and_frame_split_at_every_byte(run: Runner) -> None:
+    """ClientProtocol (core/ws/client.py) reads the 101 and the frame behind it however two
+    writes split them over loopback."""
+
+    async def main() -> None:
+        errors = catch_loop_errors()
+        # The 101: status line 34, Upgrade 20, Connection 21, Sec-WebSocket-Accept 22 + 28 + 2,
+        # end of head 2; then the 4-byte frame.
+        for split in range(1, 34 + 20 + 21 + 52 + 2 + 4):
+            server, stop = await _split_101_server([split], pause=PAUSE / 5)
+            port = server.sockets[0].getsockname()[1]
+            url = parse_endpoint(f"ws://127.0.0.1:{port}/")
+            assert isinstance(url, WSURL)
+            conn = await connect_ws(
+                url,
+                functools.partial(WebSocketClientConnection, ClientHandshake(f"127.0.0.1:{port}")),
+                ssl_context=None,
+                timeout=5,
+            )
+            assert await conn.receive() == (True, b"hi"), split
+            conn.abort()
+            await conn.closed
+            stop()
         assert errors == []
 
     run(main())
