@@ -174,6 +174,11 @@ def netkit_server() -> Iterator[Any]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+        if server._reader is not None:
+            # Closing stdout under the reader thread's read makes that thread raise
+            # ("PyMemoryView_FromBuffer(): info->buf must not be NULL"), which pytest then
+            # pins on whichever test runs next: let it reach EOF first.
+            server._reader.join(timeout=5)
         for stream in (server.proc.stdout, server.proc.stderr):
             if stream is not None:
                 stream.close()
