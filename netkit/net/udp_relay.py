@@ -348,15 +348,7 @@ class UDPRelayServer(Server):
                 flow = self._open(client)
                 if flow is None:
                     continue
-            counts = flow.up
-            counts.received += 1
-            counts.bytes_received += n
-            flow.touch()
-            schedule = flow.faults.directions["up"]
-            if schedule is None:
-                self._send_up(flow, view[:n])
-            else:
-                self._through(flow, "up", schedule, bytes(view[:n]))
+            self._arrived(flow, "up", view[:n])
 
     def _from_upstream(self, flow: Flow) -> None:
         view = self._view
@@ -368,15 +360,21 @@ class UDPRelayServer(Server):
             except OSError as exc:
                 self._upstream_error(flow, exc)
                 return
-            counts = flow.down
-            counts.received += 1
-            counts.bytes_received += n
-            flow.touch()
-            schedule = flow.faults.directions["down"]
-            if schedule is None:
-                self._send_down(flow, view[:n])
-            else:
-                self._through(flow, "down", schedule, bytes(view[:n]))
+            self._arrived(flow, "down", view[:n])
+
+    def _arrived(self, flow: Flow, direction: str, data: memoryview) -> None:
+        # A datagram arrived for one direction of a flow: on at once, or through its faults.
+        counts = flow.up if direction == "up" else flow.down
+        counts.received += 1
+        counts.bytes_received += len(data)
+        flow.touch()
+        schedule = flow.faults.directions[direction]
+        if schedule is not None:
+            self._through(flow, direction, schedule, bytes(data))  # held: a copy of its own
+        elif direction == "up":
+            self._send_up(flow, data)
+        else:
+            self._send_down(flow, data)
 
     def _send_up(self, flow: Flow, data: memoryview | bytes) -> None:
         try:
