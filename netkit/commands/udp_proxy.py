@@ -24,8 +24,14 @@ from netkit.core.datagram_faults import DATAGRAM_ONLY, check_transport
 from netkit.core.faults import Fault
 from netkit.core.units import format_size
 from netkit.errors import ConfigError
-from netkit.net.sockets import create_udp_socket
-from netkit.net.udp_relay import MAX_FLOWS, UDPRelayOptions, UDPRelayServer, UDPRelayStats
+from netkit.net.sockets import SocketOptions, create_udp_socket
+from netkit.net.udp_relay import (
+    MAX_FLOWS,
+    RECEIVE_BUFFER,
+    UDPRelayOptions,
+    UDPRelayServer,
+    UDPRelayStats,
+)
 
 PANEL = "Datagram faults (UDP: CHANCE[,up|down][,p=P])"
 
@@ -175,6 +181,7 @@ def serve(
             "idle_timeout_s": idle_timeout,
             "max_flows": max_flows,
         },
+        options=SocketOptions(rcvbuf=RECEIVE_BUFFER),
         url=lambda bound, _tls: f"udp://{bound}",
     )
     raise typer.Exit(code)
