@@ -343,6 +343,7 @@ class UDPRelayServer(Server):
 
     def _from_clients(self) -> None:
         sock, view, connections = self.sock, self._view, self.connections
+        last: Flow | None = None
         for _ in range(BATCH):
             try:
                 n, client = sock.recvfrom_into(self._buf)
@@ -355,10 +356,14 @@ class UDPRelayServer(Server):
                 flow = self._open(client)
                 if flow is None:
                     continue
+            if flow is not last:  # once per run of one flow's datagrams is enough
+                flow.touch()
+                last = flow
             self._arrived(flow, "up", view[:n])
 
     def _from_upstream(self, flow: Flow) -> None:
         view = self._view
+        flow.touch()  # once per readiness: the upstream just sent (or failed)
         for _ in range(BATCH):
             try:
                 n = flow.sock.recv_into(self._buf)
@@ -374,7 +379,6 @@ class UDPRelayServer(Server):
         counts = flow.up if direction == "up" else flow.down
         counts.received += 1
         counts.bytes_received += len(data)
-        flow.touch()
         schedule = flow.faults.directions[direction]
         if schedule is not None:
             self._through(flow, direction, schedule, bytes(data))  # held: a copy of its own
