@@ -210,6 +210,7 @@ class UDPRelayServer(Server):
         self.loop = asyncio.get_running_loop()
         self._buf = bytearray(_RECV_BUFFER)
         self._view = memoryview(self._buf)
+        self._own: tuple[Any, ...] = sock.getsockname()
         self._flows = 0
         self._reading = False
         self._turning_away = False  # a "rejected" event was sent; the next waits for room
@@ -250,6 +251,12 @@ class UDPRelayServer(Server):
 
     def _open(self, client: tuple[Any, ...]) -> Flow | None:
         # A new flow for `client`, or None when it is turned away (reported once per episode).
+        if self._from_itself(client):
+            # A datagram forged to come from the relay itself: its replies would come back
+            # in as new requests, relayed to the upstream and back for ever.
+            self.stats.rejected += 1
+            self.emit("rejected", {"client": describe(client), "reason": "from the relay itself"})
+            return None
         if self.draining or self.full:
             self.stats.rejected += 1
             if not self._turning_away:
@@ -259,9 +266,10 @@ class UDPRelayServer(Server):
             return None
         try:
             sock = self._upstream_socket()
-        except ResourceExhausted as exc:
+        except (ResourceExhausted, OSError) as exc:
             self.stats.rejected += 1
-            self.emit("rejected", {"client": describe(client), "reason": str(exc)})
+            reason = str(exc) if isinstance(exc, ResourceExhausted) else exc.strerror or str(exc)
+            self.emit("rejected", {"client": describe(client), "reason": f"upstream: {reason}"})
             return None
         self._flows += 1
         flow = Flow(self._flows, client, sock)
@@ -275,6 +283,10 @@ class UDPRelayServer(Server):
             flow.idle = IdleTimer(self.options.idle_timeout, lambda: self._flow_idle(flow))
         self.loop.add_reader(sock.fileno(), self._from_upstream, flow)
         return flow
+
+    def _from_itself(self, client: tuple[Any, ...]) -> bool:
+        host, port = self._own[0], self._own[1]
+        return bool(client[1] == port and (client[0] == host or host in ("0.0.0.0", "::")))
 
     def _upstream_socket(self) -> socket.socket:
         try:
