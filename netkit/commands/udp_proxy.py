@@ -21,7 +21,7 @@ from netkit.commands.serving import Presentation, run_server
 from netkit.console import Output
 from netkit.core.addresses import UDPEndpoint, parse_endpoint
 from netkit.core.datagram_faults import DATAGRAM_ONLY, check_transport
-from netkit.core.faults import Fault
+from netkit.core.faults import SYNTAX, Fault
 from netkit.core.units import format_size
 from netkit.errors import ConfigError
 from netkit.net.sockets import SocketOptions, create_udp_socket
@@ -33,7 +33,7 @@ from netkit.net.udp_relay import (
     UDPRelayStats,
 )
 
-PANEL = "Datagram faults (UDP: CHANCE[,up|down][,p=P])"
+PANEL = f"Datagram faults (UDP only; {SYNTAX})"
 
 
 def _kind(name: str) -> type[Fault]:
