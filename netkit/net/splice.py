@@ -163,6 +163,26 @@ class _SpliceDirection:
             PIPES.release(self.pipe)
             self.pipe = None
 
+    def hand_over(self) -> bytes:
+        """Stop, and take the bytes out of the pipe (still counted as held): they go first."""
+        self._read_off()
+        if self.writing:
+            self.loop.remove_writer(self.dst.fileno())
+            self.writing = False
+        if self.pipe is None:
+            return b""
+        # A copy: these bytes now leave through a transport. The pipe holds exactly
+        # flow.held bytes (at most PIPE_SIZE), and nothing else reads it.
+        chunks = []
+        left = self.flow.held
+        while left:
+            chunk = os.read(self.pipe[0], left)
+            chunks.append(chunk)
+            left -= len(chunk)
+        PIPES.release(self.pipe)
+        self.pipe = None
+        return b"".join(chunks)
+
     def stop(self) -> None:
         self._read_off()
         if self.writing:
@@ -202,11 +222,18 @@ class SpliceRelay:
         self.reserve = reserve
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.created = self.loop.time()
+        self.handed_over: tuple[bytes, bytes] | None = None
+        self._closing: list[asyncio.TimerHandle] = []
         self.directions = (
             _SpliceDirection(self, client, upstream, record.up),
             _SpliceDirection(self, upstream, client, record.down),
         )
         record.path = "splice"
+
+    @property
+    def age(self) -> float:
+        """Seconds since the relay was set up."""
+        return self.loop.time() - self.created
 
     def start(self) -> None:
         """Start moving bytes both ways."""
@@ -222,6 +249,7 @@ class SpliceRelay:
         """One direction saw EOF and delivered everything: pass the FIN on."""
 
         def shutdown() -> None:
+            direction.flow.fin_sent = True
             with contextlib.suppress(OSError):
                 direction.dst.shutdown(socket.SHUT_WR)
             if all(d.done for d in self.directions):
@@ -229,9 +257,26 @@ class SpliceRelay:
 
         delay = self.slow_close[0 if direction.flow.up else 1]
         if delay:
-            self.loop.call_later(delay, shutdown)
+            self._closing.append(self.loop.call_later(delay, shutdown))
         else:
             shutdown()
+
+    def hand_over(self) -> bool:
+        """Stop splicing and leave both sockets open, for a relay that takes over.
+
+        :attr:`handed_over` gets the bytes each pipe held, (client → upstream, upstream →
+        client), still counted as held: the next relay must send them first. A FIN seen and
+        not yet passed on (slow close) is left to it too (the flow says which). :attr:`done`
+        resolves. False when the relay had already ended.
+        """
+        if self.done.done():
+            return False
+        for timer in self._closing:
+            timer.cancel()
+        up, down = (direction.hand_over() for direction in self.directions)
+        self.handed_over = (up, down)
+        self.done.set_result(None)
+        return True
 
     def failed(self, exc: OSError, *, from_client: bool) -> None:
         """A socket error: reset the other side too and end."""
