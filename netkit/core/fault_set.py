@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from netkit.core.faults import ConnectionFaults, Fault
+from netkit.core.faults import ConnectionFaults, Fault, draw
 from netkit.errors import ConfigError, FaultExists, NoSuchFault
 
 STREAMS = {"up": "upstream", "down": "downstream"}
@@ -238,12 +238,11 @@ class ConnectionDraw:
     def _draw(
         self, name: str, fault: Fault, age: float, delivered: dict[str, int]
     ) -> dict[str, Any] | None:
-        # Draw one fault's probability; what a ``fault`` event says of it when it applies.
-        got = not (fault.probability < 1 and self.rng.random() >= fault.probability)
-        self._draws[name] = _Draw(fault, got, age, delivered)
-        if not got:
-            return None
-        return {"name": name, **fault.describe(), "directions": list(fault.directions)}
+        # Draw one fault's probability (the one rule, core.faults.draw); what a ``fault``
+        # event says of it when it applies.
+        applied = draw((fault,), self.rng).applied
+        self._draws[name] = _Draw(fault, bool(applied), age, delivered)
+        return {"name": name, **applied[0]} if applied else None
 
     def change(
         self, change: FaultChange, *, age: float, delivered: dict[str, int]
@@ -271,13 +270,13 @@ class ConnectionDraw:
     def connection_faults(self) -> ConnectionFaults:
         """The faults the connection has now, as one :class:`ConnectionFaults`."""
         faults = ConnectionFaults()
-        for draw in self._draws.values():
-            if not draw.got:
+        for entry in self._draws.values():
+            if not entry.got:
                 continue
             before = _thresholds(faults)
-            draw.fault.apply(faults)
-            if draw.age or any(draw.delivered.values()):
-                _shift(faults, before, draw)
+            entry.fault.apply(faults)
+            if entry.age or any(entry.delivered.values()):
+                _shift(faults, before, entry)
         return faults
 
 
