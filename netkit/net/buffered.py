@@ -284,11 +284,12 @@ class BufferedRelay:
         for side in self.sides:
             if side.flow.replan(faults.directions[side.flow.name], self.rng):
                 side.rearm()
+        if self.began is None:
+            return  # not relaying yet: start() arms what the new faults need
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        if self.began is not None:
-            self._arm_timers()
+        self._arm_timers()
         for flow in self.record.flows:
             ending = flow.ending()
             if ending is not None:

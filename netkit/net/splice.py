@@ -273,7 +273,11 @@ class SpliceRelay:
             return False
         for timer in self._closing:
             timer.cancel()
-        up, down = (direction.hand_over() for direction in self.directions)
+        try:
+            up, down = (direction.hand_over() for direction in self.directions)
+        except OSError as exc:  # a pipe that cannot be read: what it held is lost, say so
+            self.abort(f"error: {exc.strerror or exc}")
+            return False
         self.handed_over = (up, down)
         self.done.set_result(None)
         return True
