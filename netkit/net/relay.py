@@ -230,7 +230,7 @@ class RelayServer(Server):
             return
         self.enabled = False
         self.close_listener()
-        closed = await self._end_all(lambda relay: relay.close("proxy disabled"), wait=True)
+        closed = await self._end_all("proxy disabled", abort=False)
         self.emit("disabled", {"address": self.address, "closed": closed})
 
     async def enable(self) -> None:
@@ -310,6 +310,7 @@ class RelayServer(Server):
         self._report(record, draw.applied)
         faults = draw.connection_faults()
         connecting = True  # counted in self._connecting until its upstream is asked for
+        relaying = False  # from then on the relay owns the client's socket
         try:
             if faults.refuse:
                 self._drop_client(conn, record, f"fault: {Refuse.end_reason}")
@@ -321,6 +322,7 @@ class RelayServer(Server):
             if upstream is None:
                 return
             # The faults as they are now: they may have changed while connecting.
+            relaying = True
             relay = await self._relay(conn, upstream, record, draw.connection_faults())
             if relay is not None:
                 await self._watch(relay, draw)
@@ -329,6 +331,12 @@ class RelayServer(Server):
             record.end = f"error: {reason}"
             with contextlib.suppress(OSError):
                 conn.close()
+        except asyncio.CancelledError as exc:
+            # Disabled or cut while waiting (accept delay, upstream connect): the client was
+            # never relayed, reset it now rather than leave it to the garbage collector.
+            if not relaying:
+                self._drop_client(conn, record, str(exc.args[0]) if exc.args else "cancelled")
+            raise
         finally:
             if connecting:
                 self._connecting -= 1  # refused, or cancelled before its upstream was asked
@@ -513,23 +521,24 @@ class RelayServer(Server):
         self.reserve.close()
 
     async def cut(self) -> int:
-        return await self._end_all(lambda relay: relay.abort("drain timeout"))
+        return await self._end_all("drain timeout", abort=True)
 
-    async def _end_all(self, end: Callable[[Relay], None], *, wait: bool = False) -> int:
-        # End every relay with ``end`` and cancel the connections not relaying yet, then wait
-        # (up to a second) for their tasks; with ``wait``, relays get that second to finish
-        # before their tasks are cancelled (their last bytes are counted).
+    async def _end_all(self, reason: str, *, abort: bool) -> int:
+        # End every relay (RST both sides with ``abort``, else close) and cancel the
+        # connections not relaying yet, then wait up to a second for their tasks. Closed
+        # relays get that second to finish (their last bytes are counted); aborted ones are
+        # cancelled at once, as a drain's cut always did.
         ended = 0
         for cid, task in list(self._tasks.items()):
             relay = self.connections.get(cid)
             if relay is None or (isinstance(relay, BufferedRelay) and relay.began is None):
-                task.cancel()  # still connecting, or still setting its relay up
+                task.cancel(reason)  # still connecting, or still setting its relay up
                 ended += relay is not None
             else:
-                end(relay)
+                (relay.abort if abort else relay.close)(reason)
                 ended += 1
-                if not wait:
-                    task.cancel()
+                if abort:
+                    task.cancel(reason)
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=1.0)
             for task in pending:

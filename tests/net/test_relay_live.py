@@ -10,7 +10,7 @@ import time
 import pytest
 
 from netkit.core.addresses import TCPEndpoint
-from netkit.core.faults import Latency, LimitData, Slice
+from netkit.core.faults import AcceptDelay, Latency, LimitData, Slice
 from netkit.net.relay import RelayOptions, RelayServer
 from netkit.net.splice import SpliceRelay
 from tests.net.conftest import Runner
@@ -277,3 +277,27 @@ def test_relisten_moves_the_listener_and_keeps_live_connections(run: Runner) -> 
     run(main())
     (moved,) = named(events, "relistened")
     assert moved["address"] != moved["previous"]
+
+
+def test_disable_resets_clients_still_waiting_for_their_relay(run: Runner) -> None:
+    # A client held by accept-delay is dropped at once, not left to the garbage collector.
+    events: Events = []
+
+    async def main() -> float:
+        async with (
+            echo_server() as upstream,
+            relay_to(upstream, RelayOptions(faults=[AcceptDelay(5000)]), events) as (server, port),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await wait_until(lambda: server.connections)  # accepted, waiting out its delay
+            started = time.perf_counter()
+            await server.disable()
+            with pytest.raises(ConnectionResetError):
+                await reader.read()
+            writer.close()
+            return time.perf_counter() - started
+
+    assert run(main()) < 2.0
+    (closed,) = named(events, "closed")
+    assert closed["end"] == "proxy disabled" and closed["upstream"] == ""
+    assert named(events, "disabled")[0]["closed"] == 0  # none was relaying
