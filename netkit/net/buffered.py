@@ -59,6 +59,13 @@ class RelaySide(StreamProtocol):
             # Held for later (a copy); or bytes are still held from faults since removed,
             # and these must follow them.
             self._hold(bytes(view))
+        elif other._write_paused:
+            # Read although the other side cannot take more (a pause made in connection_made,
+            # which uvloop undoes; a large preface): a view would be queued, and overwritten
+            # by the next read before it is sent. A copy, and no more reading for now.
+            self.deliver(bytes(view))
+            if self.transport is not None:
+                self.transport.pause_reading()
         else:
             self.deliver(view)
         self.rbuf.consume(n)
@@ -235,6 +242,11 @@ class BufferedRelay:
     def sides(self) -> tuple[RelaySide, RelaySide]:
         """(client, upstream)."""
         return self.client, self.upstream
+
+    @property
+    def relaying(self) -> bool:
+        """True once started (both transports up)."""
+        return self.began is not None
 
     @property
     def age(self) -> float:

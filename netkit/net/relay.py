@@ -476,9 +476,15 @@ class RelayServer(Server):
         try:
             while True:
                 await current.done
-                if not isinstance(current, SpliceRelay) or current.handed_over is None:
+                if not isinstance(current, SpliceRelay) or current.relaying:
                     return
                 current = await self._take_over(current, draw)
+        except BaseException as exc:
+            if isinstance(current, SpliceRelay) and not current.relaying:
+                # Handed over, and cancelled (disabled, cut) before the take-over finished.
+                reason = exc.args[0] if isinstance(exc, asyncio.CancelledError) and exc.args else ""
+                current.abandon(str(reason) or "error: the relay could not move to buffered")
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
@@ -498,11 +504,7 @@ class RelayServer(Server):
             await self.loop.create_connection(lambda: buffered.upstream, sock=splice.upstream)
             await self.loop.connect_accepted_socket(lambda: buffered.client, splice.client)
         except BaseException:
-            buffered.abort("error: the relay could not move to the buffered path")
-            for sock in (splice.client, splice.upstream):
-                if sock.fileno() >= 0:
-                    force_rst(sock)
-                    sock.close()
+            buffered.abort("")  # the transports made so far (_watch resets the sockets)
             raise
         buffered.start()
         return buffered
@@ -531,7 +533,7 @@ class RelayServer(Server):
         ended = 0
         for cid, task in list(self._tasks.items()):
             relay = self.connections.get(cid)
-            if relay is None or (isinstance(relay, BufferedRelay) and relay.began is None):
+            if relay is None or not relay.relaying:
                 task.cancel(reason)  # still connecting, or still setting its relay up
                 ended += relay is not None
             else:

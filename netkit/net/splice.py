@@ -91,6 +91,7 @@ class _SpliceDirection:
         self.reading = False
         self.writing = False
         self.done = False
+        self.retry: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._read_on()
@@ -113,7 +114,7 @@ class _SpliceDirection:
                 # Out of descriptors: the bytes wait in the kernel; try again shortly.
                 self._read_off()
                 self.relay.out_of_pipes(exc)
-                self.loop.call_later(PIPE_RETRY_S, self._read_on)
+                self.retry = self.loop.call_later(PIPE_RETRY_S, self._read_on)
                 return
         try:
             n = os.splice(self.src.fileno(), self.pipe[1], PIPE_SIZE, flags=self.FLAGS)
@@ -163,12 +164,19 @@ class _SpliceDirection:
             PIPES.release(self.pipe)
             self.pipe = None
 
-    def hand_over(self) -> bytes:
-        """Stop, and take the bytes out of the pipe (still counted as held): they go first."""
+    def _quiet(self) -> None:
+        # No more callbacks on our sockets.
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
         self._read_off()
         if self.writing:
             self.loop.remove_writer(self.dst.fileno())
             self.writing = False
+
+    def hand_over(self) -> bytes:
+        """Stop, and take the bytes out of the pipe (still counted as held): they go first."""
+        self._quiet()
         if self.pipe is None:
             return b""
         # A copy: these bytes now leave through a transport. The pipe holds exactly
@@ -184,10 +192,7 @@ class _SpliceDirection:
         return b"".join(chunks)
 
     def stop(self) -> None:
-        self._read_off()
-        if self.writing:
-            self.loop.remove_writer(self.dst.fileno())
-            self.writing = False
+        self._quiet()
         if self.pipe is not None:
             # Bytes still in it were not delivered (and are counted so): never reuse it.
             PipePool.discard(self.pipe)
@@ -281,6 +286,22 @@ class SpliceRelay:
         self.handed_over = (up, down)
         self.done.set_result(None)
         return True
+
+    @property
+    def relaying(self) -> bool:
+        """False once handed over: the sockets wait for the relay that takes over."""
+        return self.handed_over is None
+
+    def abandon(self, reason: str) -> None:
+        """Nothing took over after :meth:`hand_over`: reset both sockets and record ``reason``.
+
+        The bytes handed over were not delivered, and stay counted so.
+        """
+        for sock in (self.client, self.upstream):
+            if sock.fileno() >= 0:
+                force_rst(sock)
+                sock.close()
+        self.record.end = reason
 
     def failed(self, exc: OSError, *, from_client: bool) -> None:
         """A socket error: reset the other side too and end."""

@@ -301,3 +301,73 @@ def test_disable_resets_clients_still_waiting_for_their_relay(run: Runner) -> No
     (closed,) = named(events, "closed")
     assert closed["end"] == "proxy disabled" and closed["upstream"] == ""
     assert named(events, "disabled")[0]["closed"] == 0  # none was relaying
+
+
+def test_disable_right_after_a_hand_over_ends_the_connection(run: Runner) -> None:
+    # The splice relay handed its sockets over; the buffered relay is not up yet when the
+    # server is disabled: the connection still ends, nothing is left open.
+    events: Events = []
+
+    async def main() -> None:
+        async with (
+            echo_server() as upstream,
+            relay_to(upstream, RelayOptions(splice=True), events) as (server, port),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await round_trip(reader, writer)
+            server.faults.add(Latency(10))
+            await server.disable()
+            assert not server.connections
+            with pytest.raises(ConnectionResetError):
+                await reader.read()
+            writer.close()
+
+    run(main())
+    (closed,) = named(events, "closed")
+    assert closed["end"] == "proxy disabled" and "undelivered" not in closed
+
+
+def test_a_fault_removed_before_the_take_over_still_moves_every_byte_in_order(
+    run: Runner,
+) -> None:
+    # The upstream stalls, so the splice pipe is full and the hand-over's preface cannot be
+    # sent at once; the fault is gone before the buffered relay is up (it relays without
+    # faults), and the client keeps sending: nothing may overtake or overwrite the preface.
+    payload = counter_stream((8 << 20) // 4)
+    events: Events = []
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        go = asyncio.Event()
+        received: asyncio.Future[bytes] = loop.create_future()
+
+        async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await go.wait()
+            received.set_result(await reader.read())
+            writer.close()
+
+        backend = await asyncio.start_server(stalled, "127.0.0.1", 0)
+        upstream = TCPEndpoint("127.0.0.1", backend.sockets[0].getsockname()[1])
+        async with backend, relay_to(upstream, RelayOptions(splice=True), events) as (server, port):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setblocking(False)
+            sending = asyncio.ensure_future(loop.sock_sendall(sock, payload))
+            await wait_until(lambda: server.connections.get(1) is not None)
+            relay = server.connections[1]
+            assert relay is not None
+            await wait_until(lambda: relay.record.up.held > 0)
+            server.faults.add(Latency(1))
+            server.faults.clear()
+            await wait_until(lambda: getattr(server.connections.get(1), "relaying", False))
+            go.set()
+            await sending
+            sock.shutdown(socket.SHUT_WR)
+            data = await received
+            sock.close()
+            await wait_until(lambda: not server.connections)
+            return data
+
+    received = run(main())
+    assert len(received) == len(payload) and out_of_place(received) == 0
+    (closed,) = named(events, "closed")
+    assert closed["path"] == "splice+buffered" and closed["bytes_up"] == len(payload)
