@@ -197,13 +197,17 @@ class Server:
             unlink_unix_listener(self.unix_endpoint)
 
     def listen_on(self, sock: socket.socket, unix_endpoint: UnixEndpoint | None = None) -> None:
-        """Accept on a new listening socket from now on (the previous one is closed first).
+        """Accept on a new listening socket from now on (the previous one, if still open, is
+        closed first and its file removed).
 
         Args:
             sock: the new listener (from :func:`make_listener`).
             unix_endpoint: its path, when it is a Unix socket this server created.
         """
-        self.close_listener()
+        if self.sock.fileno() >= 0:
+            self.close_listener()
+        else:
+            self.acceptor.stop()
         errors = self.acceptor.errors
         self.sock, self.address, self.unix_endpoint = sock, listener_address(sock), unix_endpoint
         self.acceptor = Acceptor(

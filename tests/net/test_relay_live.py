@@ -9,10 +9,12 @@ import time
 
 import pytest
 
-from netkit.core.addresses import TCPEndpoint
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.faults import AcceptDelay, Latency, LimitData, Slice
 from netkit.net.relay import RelayOptions, RelayServer
+from netkit.net.server import make_listener
 from netkit.net.splice import SpliceRelay
+from netkit.net.upstreams import FixedUpstream
 from tests.net.conftest import Runner
 from tests.net.pairs import replying_backend, wait_until
 from tests.net.test_relay_faults import counter_stream, echo_server, out_of_place, relay_to
@@ -371,3 +373,35 @@ def test_a_fault_removed_before_the_take_over_still_moves_every_byte_in_order(
     assert len(received) == len(payload) and out_of_place(received) == 0
     (closed,) = named(events, "closed")
     assert closed["path"] == "splice+buffered" and closed["bytes_up"] == len(payload)
+
+
+def test_a_unix_listener_is_removed_when_disabled_and_bound_again_when_enabled(
+    run: Runner, tmp_path
+) -> None:
+    path = tmp_path / "relay.sock"
+    endpoint = UnixEndpoint(str(path))
+
+    async def main() -> None:
+        async with echo_server() as upstream:
+            sock = make_listener(endpoint)
+            server = RelayServer(
+                sock, FixedUpstream(upstream, timeout=5), RelayOptions(), unix_endpoint=endpoint
+            )
+            server.start()
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(path))
+                await round_trip(reader, writer)
+                await server.disable()
+                assert not path.exists()
+                assert await reader.read() == b""
+                writer.close()
+                await server.enable()
+                reader, writer = await asyncio.open_unix_connection(str(path))
+                await round_trip(reader, writer)
+                writer.close()
+            finally:
+                await server.drain(1.0)
+                await server.close()
+            assert not path.exists()
+
+    run(main())
