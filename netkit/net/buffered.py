@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import time
 from collections.abc import Callable
 
 from netkit.core.faults import BlackholeAfter, ConnectionFaults, Fault, ResetAfter
@@ -211,8 +212,8 @@ class BufferedRelay:
         record: where the bytes are counted (its flows) and the end reason is written.
         faults: the connection's faults.
         rng: the server's seeded RNG (jitter).
-        began: when relaying began (``loop.time()``), for a relay that takes over from a
-            splice relay; time-based faults count from it. By default, :meth:`start`.
+        began: when relaying began (``time.perf_counter()``), for a relay that takes over
+            from a splice relay; time-based faults count from it. By default, :meth:`start`.
         created: when the connection's relay was set up (the idle timer counts from it).
     """
 
@@ -251,12 +252,12 @@ class BufferedRelay:
     @property
     def age(self) -> float:
         """Seconds since relaying began (0 before :meth:`start`)."""
-        return 0.0 if self.began is None else self.loop.time() - self.began
+        return 0.0 if self.began is None else time.perf_counter() - self.began
 
     def start(self) -> None:
         """Both transports are connected: arm time-based faults."""
         if self.began is None:
-            self.began = self.loop.time()
+            self.began = time.perf_counter()
         self._arm_timers()
         for side in self.sides:
             if side.flow.eof and not side.flow.fin_sent and not side.flow.held:

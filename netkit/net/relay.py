@@ -495,7 +495,7 @@ class RelayServer(Server):
         assert splice.handed_over is not None
         record = splice.record
         buffered = BufferedRelay(
-            record, draw.connection_faults(), self.rng, began=splice.created, created=splice.created
+            record, draw.connection_faults(), self.rng, began=splice.began, created=splice.created
         )
         record.path = "splice+buffered"
         buffered.upstream.preface, buffered.client.preface = splice.handed_over
