@@ -48,6 +48,20 @@ _EXPORTS: dict[str, str] = {
     "LocalProtocolError": "netkit.errors",
     "CheckFailed": "netkit.errors",
     # --- servers, WebSocket client, bench (netkit/api/: helper "api") ------------------------
+    "echo_server": "netkit.api.servers",
+    "EchoServer": "netkit.api.servers",
+    "udp_echo_server": "netkit.api.servers",
+    "UDPEchoServer": "netkit.api.servers",
+    "Listening": "netkit.api.servers",
+    "ws_server": "netkit.api.websocket",
+    "WebSocketServer": "netkit.api.websocket",
+    "ws_connect": "netkit.api.websocket",
+    "WebSocket": "netkit.api.websocket",
+    "bench": "netkit.api.bench",
+    "bench_sync": "netkit.api.bench",
+    "BenchResult": "netkit.api.bench",
+    "ServerTLS": "netkit.net.tls",
+    "ClientTLS": "netkit.net.tls",
     # --- proxy and load balancer (netkit/api/proxy.py: helper "plugin") -----------------------
     # "proxy", "load_balancer" and their handle classes go here, in this block, once
     # netkit/api/proxy.py defines them.
@@ -71,6 +85,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from netkit.api.bench import BenchResult as BenchResult
+    from netkit.api.bench import bench as bench
+    from netkit.api.bench import bench_sync as bench_sync
+    from netkit.api.servers import EchoServer as EchoServer
+    from netkit.api.servers import Listening as Listening
+    from netkit.api.servers import UDPEchoServer as UDPEchoServer
+    from netkit.api.servers import echo_server as echo_server
+    from netkit.api.servers import udp_echo_server as udp_echo_server
+    from netkit.api.websocket import WebSocket as WebSocket
+    from netkit.api.websocket import WebSocketServer as WebSocketServer
+    from netkit.api.websocket import ws_connect as ws_connect
+    from netkit.api.websocket import ws_server as ws_server
     from netkit.core.faults import AcceptDelay as AcceptDelay
     from netkit.core.faults import Bandwidth as Bandwidth
     from netkit.core.faults import BlackholeAfter as BlackholeAfter
@@ -96,3 +122,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.errors import ResourceExhausted as ResourceExhausted
     from netkit.errors import TLSError as TLSError
     from netkit.errors import UsageError as UsageError
+    from netkit.net.tls import ClientTLS as ClientTLS
+    from netkit.net.tls import ServerTLS as ServerTLS
