@@ -105,5 +105,5 @@ def test_bench_sync_inside_a_running_loop_says_to_await(run) -> None:
     async def main() -> None:
         netkit.bench_sync("127.0.0.1:9", requests=1)
 
-    with pytest.raises(netkit.UsageError, match="await netkit.bench"):
+    with pytest.raises(netkit.UsageError, match=r"await netkit\.bench"):
         run(main())
