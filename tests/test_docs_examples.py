@@ -1,6 +1,8 @@
-"""Every Python example in docs/ runs, as a reader pasting it into a file would run it.
+"""Every Python example in docs/ (and the README's API example) runs, as a reader pasting it
+into a file would run it.
 
-Each ```python block of docs/*.md is a complete program: it is written to a file and run with
+Each ```python block of docs/*.md, and each one in README.md right after an
+``<!-- api-example -->`` line, is a complete program: it is written to a file and run with
 this interpreter in a fresh process (on loopback sockets only), bounded by a timeout, and must
 exit 0. The examples check their own results with ``assert``, so an API change that breaks one
 fails here.
@@ -18,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+README_MARK = "<!-- api-example -->\n"
 EXAMPLE_TIMEOUT = 60
 
 
@@ -29,11 +32,18 @@ def examples() -> list[tuple[str, str]]:
         for match in BLOCK.finditer(text):
             line = text.count("\n", 0, match.start()) + 1
             found.append((f"{page.name}:{line}", match.group(1)))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for match in BLOCK.finditer(readme):
+        if readme[: match.start()].endswith(README_MARK):
+            line = readme.count("\n", 0, match.start()) + 1
+            found.append((f"README.md:{line}", match.group(1)))
     return found
 
 
 def test_docs_have_examples() -> None:
-    assert len(examples()) >= 8, "docs/api.md lost its examples"
+    where = [w for w, _ in examples()]
+    assert sum(w.startswith("api.md") for w in where) >= 8, "docs/api.md lost its examples"
+    assert any(w.startswith("README.md") for w in where), "the README's API example is gone"
 
 
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 10)
