@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "udp_echo_server": "netkit.api.servers",
     "UDPEchoServer": "netkit.api.servers",
     "Listening": "netkit.api.servers",
+    "StreamListener": "netkit.api.servers",
     "ws_server": "netkit.api.websocket",
     "WebSocketServer": "netkit.api.websocket",
     "ws_connect": "netkit.api.websocket",
@@ -90,6 +91,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.api.bench import bench_sync as bench_sync
     from netkit.api.servers import EchoServer as EchoServer
     from netkit.api.servers import Listening as Listening
+    from netkit.api.servers import StreamListener as StreamListener
     from netkit.api.servers import UDPEchoServer as UDPEchoServer
     from netkit.api.servers import echo_server as echo_server
     from netkit.api.servers import udp_echo_server as udp_echo_server

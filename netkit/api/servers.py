@@ -96,8 +96,9 @@ class Listening:
         return f"<{type(self).__name__} {self.address}{' (TLS)' if self.tls else ''}>"
 
 
-class EchoServer(Listening):
-    """A running :func:`echo_server`: its address (see :class:`Listening`) and totals."""
+class StreamListener(Listening):
+    """A running stream server (TCP, Unix or TLS): its address (see :class:`Listening`), the
+    connections open now and its totals."""
 
     def __init__(self, server: StreamServer, *, ca_file: Path | None) -> None:
         super().__init__(server.address, tls=server.ssl_context is not None, ca_file=ca_file)
@@ -110,9 +111,14 @@ class EchoServer(Listening):
 
     @property
     def stats(self) -> dict[str, Any]:
-        """The totals so far, as ``tcp-echo serve --json`` sums them up: ``connections``,
+        """The totals so far, as the command's ``--json`` summary has them: ``connections``,
         ``bytes_in``, ``bytes_out``, ``errors``, ``rejected``, ``peak_connections`` ..."""
         return self._server.stats.as_dict()
+
+
+class EchoServer(StreamListener):
+    """A running :func:`echo_server`: ``address``, ``host``, ``port``, ``path``, ``tls``,
+    ``ca_file``, ``active`` and ``stats`` (see :class:`StreamListener`)."""
 
 
 @contextlib.asynccontextmanager
@@ -253,4 +259,11 @@ async def udp_echo_server(
         sock.close()
 
 
-__all__ = ["EchoServer", "Listening", "UDPEchoServer", "echo_server", "udp_echo_server"]
+__all__ = [
+    "EchoServer",
+    "Listening",
+    "StreamListener",
+    "UDPEchoServer",
+    "echo_server",
+    "udp_echo_server",
+]

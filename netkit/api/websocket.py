@@ -13,9 +13,8 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from netkit.api.servers import Listening, TLSSetting, serving_stream
+from netkit.api.servers import StreamListener, TLSSetting, serving_stream
 from netkit.core.addresses import parse_ws_url
 from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
@@ -157,9 +156,9 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 """An application's coroutine serving one client of :func:`ws_server`."""
 
 
-class WebSocketServer(Listening):
-    """A running :func:`ws_server`: its address (see :class:`Listening`), ``url``, totals,
-    and what its handlers raised.
+class WebSocketServer(StreamListener):
+    """A running :func:`ws_server`: its address, ``active`` and ``stats`` (see
+    :class:`StreamListener`), ``url``, and what its handlers raised.
 
     Attributes:
         url: the URL clients connect to (``ws://127.0.0.1:41235/``, ``wss://...``,
@@ -168,20 +167,9 @@ class WebSocketServer(Listening):
     """
 
     def __init__(self, server: StreamServer, url: str, ca_file: Path | None) -> None:
-        super().__init__(server.address, tls=server.ssl_context is not None, ca_file=ca_file)
+        super().__init__(server, ca_file=ca_file)
         self.url = url
         self.errors: list[BaseException] = []
-        self._server = server
-
-    @property
-    def active(self) -> int:
-        """Connections open now."""
-        return len(self._server.connections)
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        """The totals so far, as ``ws-server --json`` sums them up."""
-        return self._server.stats.as_dict()
 
 
 @contextlib.asynccontextmanager
