@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "UsageError": "netkit.errors",
     "EndpointError": "netkit.errors",
     "ConfigError": "netkit.errors",
+    "FaultExists": "netkit.errors",
+    "NoSuchFault": "netkit.errors",
     "LocalError": "netkit.errors",
     "BindError": "netkit.errors",
     "ResourceExhausted": "netkit.errors",
@@ -115,10 +117,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.errors import ConnectError as ConnectError
     from netkit.errors import ConnectionLost as ConnectionLost
     from netkit.errors import EndpointError as EndpointError
+    from netkit.errors import FaultExists as FaultExists
     from netkit.errors import LocalError as LocalError
     from netkit.errors import LocalProtocolError as LocalProtocolError
     from netkit.errors import NetkitError as NetkitError
     from netkit.errors import NetworkError as NetworkError
+    from netkit.errors import NoSuchFault as NoSuchFault
     from netkit.errors import OperationTimeout as OperationTimeout
     from netkit.errors import PeerProtocolError as PeerProtocolError
     from netkit.errors import ResourceExhausted as ResourceExhausted
