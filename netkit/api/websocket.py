@@ -176,7 +176,7 @@ class WebSocketServer(StreamListener):
 async def ws_server(
     endpoint: str = "127.0.0.1:0",
     *,
-    mode: str = "echo",
+    mode: str | None = None,
     handler: Handler | None = None,
     paths: Sequence[str] = (),
     subprotocols: Sequence[str] = (),
@@ -194,8 +194,8 @@ async def ws_server(
 ) -> AsyncIterator[WebSocketServer]:
     """Run a WebSocket server for the ``async with`` block. What ``netkit ws-server`` runs.
 
-    Each client is served by ``mode`` (``echo``: each message back; ``broadcast``: to every
-    other client; ``sink``: read and drop), or by ``handler``, a coroutine given each
+    Each client is served by ``mode`` (``echo``, the default: each message back;
+    ``broadcast``: to every other client; ``sink``: read and drop), or by ``handler``, a coroutine given each
     connection as a :class:`WebSocket`: when it returns the client gets close 1000, when it
     raises close 1011 (and :attr:`WebSocketServer.errors` keeps the error). ``GET /health``
     answers 200. When the block ends, clients get 1001 (going away) and ``drain_timeout``
@@ -227,8 +227,10 @@ async def ws_server(
     where, wants_tls, url_path = listen_address(endpoint)
     if wants_tls and tls is None:
         raise ConfigError("a wss:// endpoint needs tls (True, a ServerTLS or an SSLContext)")
+    if mode is not None and handler is not None:
+        raise ConfigError(f"give a mode ({mode!r}) or a handler, not both")
     try:
-        handling = Mode(mode)
+        handling = Mode(mode or "echo")
     except ValueError:
         names = ", ".join(m.value for m in Mode)
         raise ConfigError(f"mode {mode!r}: choose one of {names}") from None

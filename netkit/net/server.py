@@ -4,7 +4,9 @@
 (:meth:`Server.drain`), stops accepting and keeps :class:`ServerStats`;
 :class:`StreamServer` (tcp-echo, ws-server, bench's echo server) and
 :class:`~netkit.net.relay.RelayServer` (proxy, lb) are the two kinds of server on it.
-:func:`serve_until_signal` runs any of them until a stop signal, then drains it.
+:func:`running` is the lifecycle every one of them goes through (start, serve, stop accepting,
+drain, close); :func:`serve_until_signal` runs it until a stop signal (the commands), the public
+API's context managers for the length of their block.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import netkit
-from netkit import BenchResult, CheckFailed, ConfigError, NetkitError
+from netkit import BenchResult, CheckFailed, ConfigError
 
 
 def test_bench_echo_over_tcp(run) -> None:
@@ -55,7 +55,7 @@ def test_nothing_to_connect_to(run) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
 
-    with pytest.raises(NetkitError, match="refused"):
+    with pytest.raises(netkit.ConnectError, match="refused"):
         run(netkit.bench(f"127.0.0.1:{port}", requests=1, timeout=1))
 
 

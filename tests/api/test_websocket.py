@@ -170,6 +170,7 @@ def test_wrong_path_is_refused_with_its_status(run) -> None:
     ("call", "words"),
     [
         (lambda: netkit.ws_server(mode="shout"), "mode 'shout'"),
+        (lambda: netkit.ws_server(mode="sink", handler=print), "or a handler, not both"),
         (lambda: netkit.ws_server("wss://127.0.0.1:0/"), "needs tls"),
         (lambda: netkit.ws_server(tls=ClientTLS()), "give True"),  # a client's settings
         (lambda: netkit.ws_connect("ws://127.0.0.1:1/", tls=ClientTLS()), "need a wss:// URL"),
