@@ -15,7 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from netkit.core.addresses import UnixEndpoint, parse_datagram_endpoint, parse_stream_endpoint
+from netkit.core.addresses import (
+    TCPEndpoint,
+    UnixEndpoint,
+    parse_datagram_endpoint,
+    parse_stream_endpoint,
+)
 from netkit.errors import ConfigError
 from netkit.net import datagram
 from netkit.net.echo import EchoConnection, FramedEchoConnection, check_max_frame
@@ -123,7 +128,7 @@ class EchoServer(StreamListener):
 
 @contextlib.asynccontextmanager
 async def serving_stream(
-    endpoint: str,
+    where: TCPEndpoint | UnixEndpoint,
     factory: Callable[[], ServerConnection],
     *,
     tls: TLSSetting,
@@ -131,9 +136,8 @@ async def serving_stream(
     drain_timeout: float,
     on_event: EventHook | None,
 ) -> AsyncIterator[tuple[StreamServer, Path | None]]:
-    """A :class:`StreamServer` listening on ``endpoint`` for the block (TLS as ``tls`` says),
+    """A :class:`StreamServer` listening on ``where`` for the block (TLS as ``tls`` says),
     with the CA file of a self-signed one. Shared by the echo and WebSocket servers."""
-    where = parse_stream_endpoint(endpoint)
     ssl_context, ca_file = server_tls(tls)
     sock = make_listener(where)
     try:
@@ -196,7 +200,7 @@ async def echo_server(
         return EchoConnection(idle_timeout=idle_timeout)
 
     async with serving_stream(
-        endpoint,
+        parse_stream_endpoint(endpoint),
         factory,
         tls=tls,
         max_connections=max_connections,

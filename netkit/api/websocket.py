@@ -166,10 +166,12 @@ class WebSocketServer(StreamListener):
         errors: what handlers raised, in order (each of those clients got close 1011).
     """
 
-    def __init__(self, server: StreamServer, url: str, ca_file: Path | None) -> None:
+    def __init__(
+        self, server: StreamServer, url: str, ca_file: Path | None, errors: list[BaseException]
+    ) -> None:
         super().__init__(server, ca_file=ca_file)
         self.url = url
-        self.errors: list[BaseException] = []
+        self.errors = errors
 
 
 @contextlib.asynccontextmanager
@@ -195,9 +197,9 @@ async def ws_server(
     """Run a WebSocket server for the ``async with`` block. What ``netkit ws-server`` runs.
 
     Each client is served by ``mode`` (``echo``, the default: each message back;
-    ``broadcast``: to every other client; ``sink``: read and drop), or by ``handler``, a coroutine given each
-    connection as a :class:`WebSocket`: when it returns the client gets close 1000, when it
-    raises close 1011 (and :attr:`WebSocketServer.errors` keeps the error). ``GET /health``
+    ``broadcast``: to every other client; ``sink``: read and drop), or by ``handler``, a
+    coroutine given each connection as a :class:`WebSocket`: when it returns the client gets
+    close 1000, when it raises close 1011 (and :attr:`WebSocketServer.errors` keeps the error). ``GET /health``
     answers 200. When the block ends, clients get 1001 (going away) and ``drain_timeout``
     seconds to close; handlers still running then are cancelled.
 
@@ -269,7 +271,7 @@ async def ws_server(
 
     try:
         async with serving_stream(
-            str(where),
+            where,
             factory,
             tls=tls,
             max_connections=max_connections,
@@ -279,9 +281,7 @@ async def ws_server(
             url = server_url(
                 server.address, server.ssl_context is not None, served[0] if served else "/"
             )
-            handle = WebSocketServer(server, url, ca_file)
-            handle.errors = errors
-            yield handle
+            yield WebSocketServer(server, url, ca_file, errors)
     finally:
         for task in list(tasks):
             task.cancel()
