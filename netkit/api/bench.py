@@ -39,6 +39,7 @@ async def bench(
     exchange: bool = False,
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
+    check: bool = True,
 ) -> BenchResult:
     """Run a bench scenario against ``target`` on the running loop and return its result.
 
@@ -61,8 +62,10 @@ async def bench(
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
-            ``"errors>0"``, ``"rps<1000"``); with or without them, a run in which nothing
-            succeeded, or an echo came back different, fails.
+            ``"errors>0"``, ``"rps<1000"``): the run fails when one is crossed.
+        check: raise :class:`CheckFailed` when the run failed: as on the command line, a run
+            in which nothing succeeded or an echo came back different fails, with or without
+            ``fail_if``. False returns every result, failed or not, to inspect.
 
     Returns:
         The :class:`BenchResult`: ``latency_ms()`` (min, mean, p50 ... p99.99, max),
@@ -72,7 +75,7 @@ async def bench(
     Raises:
         EndpointError, ConfigError: a bad target or setting.
         ConnectError: no connection could be made at all.
-        CheckFailed: only with ``fail_if`` given, the run failed (the reasons are listed).
+        CheckFailed: with ``check``, the run failed (the reasons are listed).
     """
     try:
         kind = Scenario(scenario)
@@ -97,7 +100,7 @@ async def bench(
         raise ConfigError("timeout must be more than 0")
     where = make_target(target, tls or ClientTLS(), plan.scenario)
     result = await run_worker(plan, where, handle_signals=False)
-    if thresholds:
+    if check:
         enforce(thresholds, result)
     return result
 

@@ -50,6 +50,17 @@ def test_thresholds_hold_or_raise(run) -> None:
     run(main())
 
 
+def test_a_run_in_which_nothing_succeeded_fails_unless_unchecked(run) -> None:
+    async def main() -> BenchResult:
+        async with netkit.echo_server(tls=True) as server:  # plain TCP to a TLS port
+            with pytest.raises(CheckFailed, match="no request succeeded"):
+                await netkit.bench(server.address, requests=5, timeout=1)
+            return await netkit.bench(server.address, requests=5, timeout=1, check=False)
+
+    result = run(main())
+    assert result.requests == 0 and result.error_count > 0
+
+
 def test_nothing_to_connect_to(run) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
