@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
@@ -164,3 +165,25 @@ def test_udp_echo_server_refuses_a_bad_size(run) -> None:
 
     with pytest.raises(ConfigError, match="UDP payloads are 1 to 65507"):
         run(main())
+
+
+def test_connection_limit_and_events(run) -> None:
+    events: list[str] = []
+
+    async def main() -> dict[str, object]:
+        async with netkit.echo_server(
+            max_connections=1, on_event=lambda name, fields: events.append(name)
+        ) as server:
+            r1, w1 = await asyncio.open_connection(server.host, server.port)
+            w1.write(b"a")
+            assert await r1.readexactly(1) == b"a"  # the first client is served
+            r2, w2 = await asyncio.open_connection(server.host, server.port)
+            with contextlib.suppress(ConnectionResetError):  # reset, or EOF: turned away
+                assert await r2.read(1) == b""
+            w2.close()
+            w1.close()
+        return server.stats
+
+    stats = run(main())
+    assert stats["rejected"] == 1 and stats["connections"] == 1
+    assert events[:1] == ["connected"] and "rejected" in events and "disconnected" in events
