@@ -166,6 +166,22 @@ def test_wrong_path_is_refused_with_its_status(run) -> None:
         run(main())
 
 
+def test_a_client_over_the_limit_gets_503(run) -> None:
+    async def main() -> None:
+        async with (
+            netkit.ws_server(max_connections=1) as server,
+            netkit.ws_connect(server.url) as first,
+        ):
+            with pytest.raises(PeerProtocolError, match="503"):
+                async with netkit.ws_connect(server.url):
+                    pass
+            await first.send("still served")
+            assert await first.recv() == "still served"
+            assert server.stats["rejected"] == 1
+
+    run(main())
+
+
 @pytest.mark.parametrize(
     ("call", "words"),
     [
