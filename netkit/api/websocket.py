@@ -27,7 +27,7 @@ from netkit.core.ws.server import (
     resource_path,
     server_url,
 )
-from netkit.errors import ConfigError, ConnectionLost
+from netkit.errors import ConfigError, ConnectionLost, UsageError
 from netkit.net.server import EventHook, ServerConnection, StreamServer
 from netkit.net.tls import ClientTLS, client_context
 from netkit.net.ws import WSTimeouts
@@ -49,6 +49,17 @@ class WebSocket:
 
     def __init__(self, conn: MessageInbox) -> None:
         self._conn = conn
+        self._receiving = False
+
+    async def _receive(self) -> tuple[bool, bytes] | None:
+        # One reader at a time, as in websockets: two would race for each message.
+        if self._receiving:
+            raise UsageError("recv() is already waiting for a message in another task")
+        self._receiving = True
+        try:
+            return await self._conn.receive()
+        finally:
+            self._receiving = False
 
     async def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send one message: text for ``str``, binary otherwise; returns once the transport
@@ -66,8 +77,9 @@ class WebSocket:
 
         Raises:
             ConnectionLost: the connection closed (see :attr:`close_code`).
+            UsageError: another task is already waiting in ``recv`` (or iterating).
         """
-        item = await self._conn.receive()
+        item = await self._receive()
         if item is None:
             raise self._closed_error()
         is_text, data = item
@@ -77,7 +89,7 @@ class WebSocket:
         return self._messages()
 
     async def _messages(self) -> AsyncIterator[str | bytes]:
-        while (item := await self._conn.receive()) is not None:
+        while (item := await self._receive()) is not None:
             is_text, data = item
             yield data.decode("utf-8") if is_text else data
 

@@ -166,6 +166,19 @@ def test_wrong_path_is_refused_with_its_status(run) -> None:
         run(main())
 
 
+def test_one_reader_at_a_time(run) -> None:
+    async def main() -> None:
+        async with netkit.ws_server() as server, netkit.ws_connect(server.url) as ws:
+            first = asyncio.create_task(ws.recv())
+            await asyncio.sleep(0)  # one loop turn: the task runs to its wait (deterministic)
+            with pytest.raises(netkit.UsageError, match="already waiting"):
+                await ws.recv()
+            await ws.send("for the first")
+            assert await first == "for the first"
+
+    run(main())
+
+
 def test_a_client_over_the_limit_gets_503(run) -> None:
     async def main() -> None:
         async with (
