@@ -405,3 +405,29 @@ def test_a_unix_listener_is_removed_when_disabled_and_bound_again_when_enabled(
             assert not path.exists()
 
     run(main())
+
+
+def test_a_live_faults_probability_is_drawn_once_per_connection_and_repeats(
+    run: Runner,
+) -> None:
+    # toxiproxy's toxicity: each open connection gets the toxic or not, once; with a seed
+    # the same connections get it on every run.
+
+    async def main() -> list[int]:
+        events: Events = []
+        async with (
+            echo_server() as upstream,
+            relay_to(upstream, RelayOptions(seed=3), events) as (server, port),
+        ):
+            clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(12)]
+            for reader, writer in clients:
+                await round_trip(reader, writer)  # every connection is relaying
+            server.faults.add(Latency(1, probability=0.5))
+            for reader, writer in clients:
+                await round_trip(reader, writer)
+                writer.close()
+        return sorted(fields["id"] for fields in named(events, "fault"))
+
+    first, second = run(main()), run(main())
+    assert first == second
+    assert 0 < len(first) < 12
