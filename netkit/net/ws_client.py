@@ -49,8 +49,7 @@ class WebSocketClientConnection(WebSocketConnection):
         max_size: int | None = 1 << 20,
         timeouts: WSTimeouts = WSTimeouts(),
     ) -> None:
-        self.handshake = handshake
-        super().__init__(max_size=max_size, timeouts=timeouts)
+        super().__init__(handshake, max_size=max_size, timeouts=timeouts)
         self.opened: asyncio.Future[None] = self._loop.create_future()
         self.inbox: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
         self._ended = False  # on_closed ran: nothing more will be put in the inbox
@@ -62,8 +61,14 @@ class WebSocketClientConnection(WebSocketConnection):
         # Called with the round-trip time of each keepalive ping (ws-client --json reports it).
         self.on_keepalive_rtt: Callable[[float], None] | None = None
 
-    def new_protocol(self, max_size: int | None) -> ClientProtocol:
-        return ClientProtocol(self.handshake, buffer=self.rbuf, max_size=max_size)
+    def new_protocol(self, handshake: object, max_size: int | None) -> ClientProtocol:
+        assert isinstance(handshake, ClientHandshake)
+        return ClientProtocol(handshake, buffer=self.rbuf, max_size=max_size)
+
+    @property
+    def handshake(self) -> ClientHandshake:
+        """The opening handshake's request (URL, headers, subprotocols, compression)."""
+        return self.ws.handshake
 
     def on_connect(self) -> None:
         super().on_connect()
@@ -99,7 +104,8 @@ class WebSocketClientConnection(WebSocketConnection):
     def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
         self._ended = True
         self._wake()
-        self.pings.clear()
+        if self._pings is not None:
+            self._pings.clear()
 
     def on_close(self, exc: Exception | None) -> None:
         if isinstance(exc, ssl.SSLError) and self.error is None:
