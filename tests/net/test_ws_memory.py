@@ -50,23 +50,29 @@ class Watched(ModeConnection):
         self.ponged.set()
 
 
+async def open_one(h: Any, message: bytes) -> tuple[WebSocketClientConnection, Watched]:
+    """A client connection to the harness's server, one message echoed, and its server side."""
+    url = parse_endpoint(f"ws://127.0.0.1:{h.endpoint.port}/")
+    assert isinstance(url, WSURL)
+    client = await connect_ws(
+        url,
+        lambda: WebSocketClientConnection(ClientHandshake(f"127.0.0.1:{h.endpoint.port}")),
+        ssl_context=None,
+        timeout=5,
+    )
+    client.send_message(message)
+    assert await client.receive() == (False, message)
+    (conn,) = h.server.connections.values()
+    assert isinstance(conn, Watched)
+    return client, conn
+
+
 def test_a_ws_server_connection_stays_within_the_shared_keys_limit(
     run: Runner, serve: Serve
 ) -> None:
     async def main() -> None:
         async with serve(Watched) as h:
-            url = parse_endpoint(f"ws://127.0.0.1:{h.endpoint.port}/")
-            assert isinstance(url, WSURL)
-            client = await connect_ws(
-                url,
-                lambda: WebSocketClientConnection(ClientHandshake(f"127.0.0.1:{h.endpoint.port}")),
-                ssl_context=None,
-                timeout=5,
-            )
-            client.send_message(b"hello")
-            assert await client.receive() == (False, b"hello")
-            (conn,) = h.server.connections.values()
-            assert isinstance(conn, Watched)
+            client, conn = await open_one(h, b"hello")
             names = set(vars(conn))
             conn._keepalive()  # a keepalive ping now: its tracker, its deadline
             await conn.ponged.wait()
@@ -86,17 +92,7 @@ def test_a_ws_server_connection_stays_within_the_shared_keys_limit(
 def test_an_upgraded_connection_keeps_nothing_of_its_request(run: Runner, serve: Serve) -> None:
     async def main() -> None:
         async with serve(Watched) as h:
-            url = parse_endpoint(f"ws://127.0.0.1:{h.endpoint.port}/")
-            assert isinstance(url, WSURL)
-            client = await connect_ws(
-                url,
-                lambda: WebSocketClientConnection(ClientHandshake(f"127.0.0.1:{h.endpoint.port}")),
-                ssl_context=None,
-                timeout=5,
-            )
-            client.send_message(b"x")
-            assert await client.receive() == (False, b"x")
-            (conn,) = h.server.connections.values()
+            client, conn = await open_one(h, b"x")
             kept: list[Any] = [conn.ws, *vars(conn).values()]
             kept += gc.get_referents(conn.ws)
             held = [type(o).__name__ for o in kept if isinstance(o, Request | Headers | Accepted)]
