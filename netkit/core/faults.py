@@ -1,6 +1,6 @@
 """Fault injection for relays, as toxiproxy does it, but declared on the command line.
 
-Each fault is ``VALUE[,up|down][,p=PROBABILITY]``: ``up`` is client→upstream, ``down`` is
+Each fault flag is ``VALUE[,up|down][,p=PROBABILITY]``: ``up`` is client→upstream, ``down`` is
 upstream→client, both by default; ``p`` is the chance that a connection gets the fault (1 by
 default), drawn once per connection from a seeded RNG so that runs repeat. This module parses
 the flags and computes *when* bytes are due; the relay moves them. A fault may delay bytes, it
@@ -12,6 +12,10 @@ describes itself for the JSON events, renders its flag value back, and applies i
 connection's :class:`ConnectionFaults` (a per-direction :class:`DirectionPlan`, or a
 connection-level action). :data:`FAULTS` lists them all, in the order their flags are read and
 drawn; :func:`parse_faults` is what a command hands its flag values to.
+
+The classes are also netkit's public fault types, built in toxiproxy's units: every duration is
+a number of milliseconds, sizes are bytes, rates bytes per second, and ``direction`` is ``"up"``,
+``"down"`` or ``"both"`` (``Latency(50, jitter=10, direction="down")``).
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from netkit.errors import ConfigError, Setting, Words, words
 
 Direction = Literal["up", "down"]
 DIRECTIONS: tuple[Direction, Direction] = ("up", "down")
+Directions = Literal["up", "down", "both"]
+"""What a fault's ``direction`` takes: one direction, or both."""
 SYNTAX = "VALUE[,up|down][,p=PROBABILITY]"
 """The shape of every fault flag's value (a :class:`Refuse` takes the probability alone)."""
 
 
 def _split_modifiers(
     option: str, text: str, *, directed: bool = True
-) -> tuple[str, tuple[Direction, ...], float]:
+) -> tuple[str, Directions, float]:
     parts = [p.strip() for p in text.split(",")]
     value, directions, probability = parts[0], list[Direction](), 1.0
     for mod in parts[1:]:
@@ -53,19 +59,21 @@ def _split_modifiers(
                 raise ConfigError(f"{option} {text!r}: p= takes a probability from 0 to 1")
         else:
             raise ConfigError(f"{option} {text!r}: unknown modifier {mod!r} (use up, down, p=0.5)")
-    return value, tuple(directions) or DIRECTIONS, probability
+    direction: Directions = directions[0] if len(set(directions)) == 1 else "both"
+    return value, direction, probability
 
 
-def _ms_or_duration(text: str, option: str) -> float:
-    # --latency takes milliseconds when no unit is given (toxiproxy's convention).
-    if re.fullmatch(r"\s*[0-9.]+\s*", text):
-        return parse_duration(text, option=option) / 1000
-    return parse_duration(text, option=option)
+def _ms(text: str, option: str, *, bare_ms: bool = False) -> float:
+    # A duration flag value in milliseconds. --latency and --slice take milliseconds when no
+    # unit is given (toxiproxy's convention); the others take seconds then.
+    if bare_ms and re.fullmatch(r"\s*[0-9.]+\s*", text):
+        text = f"{text.strip()}ms"
+    return round(parse_duration(text, option=option) * 1000, 9)
 
 
-def _seconds(value: float) -> str:
+def _ms_text(ms: float) -> str:
     # repr is the shortest text that parses back to the same float.
-    return f"{value!r}s"
+    return f"{ms!r}ms"
 
 
 def parse_rate(text: str, option: Words = Setting("bandwidth")) -> float:
@@ -101,8 +109,8 @@ class Fault:
         directed: False for a fault that acts on the whole connection before any byte flows.
         end_reason: how a connection this fault ends is reported (``fault: ...``).
         resets: True when that end is an RST, False for a FIN.
-        directions: which directions it applies to.
-        probability: chance per connection.
+        direction: ``"up"`` (client → upstream), ``"down"`` (upstream → client) or ``"both"``.
+        probability: chance per connection (toxiproxy's toxicity), from 0 to 1.
     """
 
     name: ClassVar[str]
@@ -111,8 +119,26 @@ class Fault:
     end_reason: ClassVar[str] = ""
     resets: ClassVar[bool] = False
 
-    directions: tuple[Direction, ...] = field(default=DIRECTIONS, kw_only=True)
+    direction: Directions = field(default="both", kw_only=True)
     probability: float = field(default=1.0, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("up", "down", "both"):
+            raise ConfigError(
+                f"{self.name}: direction {self.direction!r} is not 'up', 'down' or 'both'"
+            )
+        if not self.directed and self.direction != "both":
+            raise ConfigError(f"{self.name}: acts on the whole connection, it has no direction")
+        if not 0 <= self.probability <= 1:
+            raise ConfigError(f"{self.name}: probability {self.probability!r} is not from 0 to 1")
+        for key, value in self.__dict__.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{self.name}: {key} {value!r} must not be negative")
+
+    @property
+    def directions(self) -> tuple[Direction, ...]:
+        """The directions it applies to: ``("up",)``, ``("down",)`` or both."""
+        return DIRECTIONS if self.direction == "both" else (self.direction,)
 
     @classmethod
     def option(cls) -> str:
@@ -127,9 +153,9 @@ class Fault:
             ConfigError: with the option name and what is wrong.
         """
         option = cls.option()
-        value, directions, probability = _split_modifiers(option, text, directed=cls.directed)
+        value, direction, probability = _split_modifiers(option, text, directed=cls.directed)
         fault = cls.parse_value(value, option, text)
-        return replace(fault, directions=directions, probability=probability)
+        return replace(fault, direction=direction, probability=probability)
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
@@ -155,8 +181,8 @@ class Fault:
     def flag_value(self) -> str:
         """The flag value that parses back to this fault (modifiers included)."""
         parts = [self.value_text()]
-        if self.directions != DIRECTIONS:
-            parts += self.directions
+        if self.direction != "both":
+            parts.append(self.direction)
         if self.probability != 1:
             parts.append(f"p={self.probability!r}")
         return ",".join(parts)
@@ -172,27 +198,27 @@ class Fault:
 
 @dataclass(frozen=True)
 class Latency(Fault):
-    """Delay every byte by ``delay`` ± ``jitter`` seconds (order kept)."""
+    """Delay every byte by ``ms`` ± ``jitter`` milliseconds (order kept)."""
 
     name = "latency"
     help = "Delay data by MS[:JITTER] (e.g. 50 or 50ms:10ms)."
 
-    delay: float
+    ms: float
     jitter: float = 0.0
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
         base, _, jitter = value.partition(":")
-        return cls(_ms_or_duration(base, option), _ms_or_duration(jitter or "0", option))
+        return cls(_ms(base, option, bare_ms=True), _ms(jitter or "0", option, bare_ms=True))
 
     def values(self) -> dict[str, object]:
-        return {"latency_ms": self.delay * 1000, "jitter_ms": self.jitter * 1000}
+        return {"latency_ms": self.ms, "jitter_ms": self.jitter}
 
     def value_text(self) -> str:
-        return f"{_seconds(self.delay)}:{_seconds(self.jitter)}"
+        return f"{_ms_text(self.ms)}:{_ms_text(self.jitter)}"
 
     def apply_to(self, plan: DirectionPlan) -> None:
-        plan.latency, plan.jitter = self.delay, self.jitter
+        plan.latency, plan.jitter = self.ms / 1000, self.jitter / 1000
 
 
 @dataclass(frozen=True)
@@ -223,7 +249,7 @@ class Bandwidth(Fault):
 
 @dataclass(frozen=True)
 class Slice(Fault):
-    """Split data into writes of ``size`` bytes, ``delay`` seconds apart."""
+    """Split data into writes of ``size`` bytes, ``delay`` milliseconds apart."""
 
     name = "slice"
     help = "Split data into writes of BYTES[:DELAY]."
@@ -237,16 +263,21 @@ class Slice(Fault):
         nbytes = parse_size(size, option=option)
         if nbytes < 1:
             raise ConfigError(f"{option} {text!r}: slices are at least 1 byte")
-        return cls(nbytes, _ms_or_duration(delay or "0", option))
+        return cls(nbytes, _ms(delay or "0", option, bare_ms=True))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.size < 1:
+            raise ConfigError(f"{self.name}: slices are at least 1 byte")
 
     def values(self) -> dict[str, object]:
-        return {"bytes": self.size, "delay_ms": self.delay * 1000}
+        return {"bytes": self.size, "delay_ms": self.delay}
 
     def value_text(self) -> str:
-        return f"{self.size}:{_seconds(self.delay)}"
+        return f"{self.size}:{_ms_text(self.delay)}"
 
     def apply_to(self, plan: DirectionPlan) -> None:
-        plan.slice_size, plan.slice_delay = self.size, self.delay
+        plan.slice_size, plan.slice_delay = self.size, self.delay / 1000
 
 
 @dataclass(frozen=True)
@@ -275,8 +306,8 @@ class LimitData(Fault):
 
 @dataclass(frozen=True)
 class ResetAfter(Fault):
-    """Reset (RST) the connection after ``size`` bytes in a direction, or (``size`` 0) after
-    ``seconds`` from its start."""
+    """Reset (RST) the connection after ``size`` bytes in a direction, or (``size`` 0) ``ms``
+    milliseconds after its start."""
 
     name = "reset-after"
     help = "Reset (RST) after BYTES or a DURATION."
@@ -284,25 +315,30 @@ class ResetAfter(Fault):
     resets = True
 
     size: int = 0
-    seconds: float = 0.0
+    ms: float = 0.0
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
         if re.fullmatch(r"\s*[0-9.]+\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*", value, re.IGNORECASE):
             return cls(size=parse_size(value, option=option))
-        return cls(seconds=parse_duration(value, option=option))
+        return cls(ms=_ms(value, option))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.size and self.ms:
+            raise ConfigError(f"{self.name}: give size (bytes) or ms, not both")
 
     def values(self) -> dict[str, object]:
-        return {"bytes": self.size} if self.size else {"after_s": self.seconds}
+        return {"bytes": self.size} if self.size else {"after_s": self.ms / 1000}
 
     def value_text(self) -> str:
-        return str(self.size) if self.size else _seconds(self.seconds)
+        return str(self.size) if self.size else _ms_text(self.ms)
 
     def apply(self, faults: ConnectionFaults) -> None:
         if self.size:
             super().apply(faults)
         else:
-            faults.reset_after_s = self.seconds
+            faults.reset_after_s = self.ms / 1000
 
     def apply_to(self, plan: DirectionPlan) -> None:
         plan.reset_bytes = self.size
@@ -310,7 +346,8 @@ class ResetAfter(Fault):
 
 @dataclass(frozen=True)
 class BlackholeAfter(Fault):
-    """Swallow data after ``after`` seconds; close ``close_after`` seconds later (0: never)."""
+    """Swallow data ``ms`` milliseconds into a connection; close ``close_after`` milliseconds
+    later (0: never)."""
 
     name = "blackhole-after"
     help = (
@@ -319,52 +356,57 @@ class BlackholeAfter(Fault):
     )
     end_reason = "blackhole-after"
 
-    after: float
+    ms: float
     close_after: float = 0.0
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
         # DURATION[:CLOSE_AFTER]: toxiproxy's timeout toxic closes CLOSE_AFTER into the blackhole.
         after, _, close_after = value.partition(":")
-        closing = parse_duration(close_after, option=option) if close_after else 0.0
-        return cls(parse_duration(after, option=option), closing)
+        return cls(_ms(after, option), _ms(close_after, option) if close_after else 0.0)
 
     def values(self) -> dict[str, object]:
-        values: dict[str, object] = {"after_s": self.after}
+        values: dict[str, object] = {"after_s": self.ms / 1000}
         if self.close_after:
-            values["close_after_s"] = self.close_after
+            values["close_after_s"] = self.close_after / 1000
         return values
 
     def value_text(self) -> str:
-        text = _seconds(self.after)
-        return f"{text}:{_seconds(self.close_after)}" if self.close_after else text
+        text = _ms_text(self.ms)
+        return f"{text}:{_ms_text(self.close_after)}" if self.close_after else text
 
     def apply_to(self, plan: DirectionPlan) -> None:
-        plan.blackhole_after, plan.blackhole_close_after = self.after, self.close_after
+        plan.blackhole_after, plan.blackhole_close_after = self.ms / 1000, self.close_after / 1000
 
 
 @dataclass(frozen=True)
 class DurationFault(Fault):
-    """A fault whose value is one duration, ``seconds``, shown in its events as ``json_key``."""
+    """A fault whose value is one duration, ``ms`` milliseconds, shown in its events as
+    ``json_key`` (in seconds)."""
 
     json_key: ClassVar[str]
 
-    seconds: float
+    ms: float
+
+    @property
+    def seconds(self) -> float:
+        """The duration in seconds."""
+        return self.ms / 1000
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
-        return cls(parse_duration(value, option=option))
+        return cls(_ms(value, option))
 
     def values(self) -> dict[str, object]:
         return {self.json_key: self.seconds}
 
     def value_text(self) -> str:
-        return _seconds(self.seconds)
+        return _ms_text(self.ms)
 
 
 @dataclass(frozen=True)
 class SlowClose(DurationFault):
-    """Hold a direction's FIN for ``seconds`` before passing it on."""
+    """Hold a direction's FIN for ``ms`` milliseconds before passing it on."""
 
     name = "slow-close"
     help = "Delay passing on a close (FIN) by DURATION, in the directions given."
@@ -376,7 +418,7 @@ class SlowClose(DurationFault):
 
 @dataclass(frozen=True)
 class AcceptDelay(DurationFault):
-    """Hold a new connection ``seconds`` before relaying it."""
+    """Hold a new connection ``ms`` milliseconds before relaying it."""
 
     name = "accept-delay"
     help = "Hold new connections this long before relaying (no direction: the whole connection)."

@@ -30,8 +30,8 @@ from netkit.errors import ConfigError, UsageError
 
 def test_latency_in_ms_by_default_with_jitter_and_direction():
     spec = parse_fault("latency", "50:10,down,p=0.25")
-    assert spec == Latency(0.05, 0.01, directions=("down",), probability=0.25)
-    assert parse_fault("latency", "1s") == Latency(1.0)
+    assert spec == Latency(50, 10, direction="down", probability=0.25)
+    assert parse_fault("latency", "1s") == Latency(1000)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_bad_values_name_the_option(kind, text):
 
 def test_reset_after_bytes_or_duration():
     assert parse_fault("reset_after", "64KiB") == ResetAfter(size=65536)
-    assert parse_fault("reset_after", "2s") == ResetAfter(seconds=2.0)
+    assert parse_fault("reset_after", "2s") == ResetAfter(ms=2000)
 
 
 def test_draws_follow_probability_and_seed():
@@ -117,7 +117,7 @@ def test_accept_delay_has_no_direction(text):
 def test_blackhole_after_can_close_after_a_time():
     # toxiproxy's timeout toxic: swallow the bytes, close the connection CLOSE_AFTER later.
     spec = parse_fault("blackhole_after", "200ms:1s,down")
-    assert spec == BlackholeAfter(0.2, 1.0, directions=("down",))
+    assert spec == BlackholeAfter(200, 1000, direction="down")
     assert spec.describe() == {"fault": "blackhole-after", "after_s": 0.2, "close_after_s": 1.0}
     plan = draw([spec], random.Random()).directions["down"]
     assert (plan.blackhole_after, plan.blackhole_close_after) == (0.2, 1.0)
@@ -134,16 +134,16 @@ def test_blackhole_from_the_start_still_touches_data():
 
 # One flag value per kind, and the fields its ``fault`` event carries.
 EXAMPLES: dict[type[Fault], tuple[str, Fault, dict[str, object]]] = {
-    Latency: ("50:10,down", Latency(0.05, 0.01, directions=("down",)),
+    Latency: ("50:10,down", Latency(50, 10, direction="down"),
               {"latency_ms": 50.0, "jitter_ms": 10.0}),
     Bandwidth: ("10Mbit/s,p=0.5", Bandwidth(1.25e6, probability=0.5), {"bytes_per_s": 1.25e6}),
-    Slice: ("100:20ms,up", Slice(100, 0.02, directions=("up",)), {"bytes": 100, "delay_ms": 20.0}),
+    Slice: ("100:20ms,up", Slice(100, 20, direction="up"), {"bytes": 100, "delay_ms": 20.0}),
     LimitData: ("64KiB", LimitData(65536), {"bytes": 65536}),
-    ResetAfter: ("2s,down", ResetAfter(seconds=2.0, directions=("down",)), {"after_s": 2.0}),
-    BlackholeAfter: ("300ms:1s", BlackholeAfter(0.3, 1.0), {"after_s": 0.3, "close_after_s": 1.0}),
-    SlowClose: ("250ms,down,p=0.1", SlowClose(0.25, directions=("down",), probability=0.1),
+    ResetAfter: ("2s,down", ResetAfter(ms=2000, direction="down"), {"after_s": 2.0}),
+    BlackholeAfter: ("300ms:1s", BlackholeAfter(300, 1000), {"after_s": 0.3, "close_after_s": 1.0}),
+    SlowClose: ("250ms,down,p=0.1", SlowClose(250, direction="down", probability=0.1),
                 {"after_s": 0.25}),
-    AcceptDelay: ("1s", AcceptDelay(1.0), {"delay_s": 1.0}),
+    AcceptDelay: ("1s", AcceptDelay(1000), {"delay_s": 1.0}),
     Refuse: ("p=0.25", Refuse(probability=0.25), {}),
 }  # fmt: skip
 
@@ -207,7 +207,7 @@ def test_parse_faults_reads_flags_in_registry_order():
         {"refuse": ["0.5"], "slow-close": None, "latency": ["5", "6,up"], "accept-delay": ["1s"]}
     )
     assert [type(f) for f in faults] == [Latency, Latency, AcceptDelay, Refuse]
-    assert faults[1] == Latency(0.006, directions=("up",))
+    assert faults[1] == Latency(6, direction="up")
 
 
 @pytest.mark.parametrize("text", ["2", "-0.1", "x", "1,up"])
@@ -219,7 +219,7 @@ def test_refuse_takes_a_probability_alone(text):
 
 def test_each_kind_applies_to_its_own_part_of_a_connection():
     faults = draw(
-        [Refuse(), AcceptDelay(0.5), ResetAfter(seconds=3.0), ResetAfter(100, directions=("up",))],
+        [Refuse(), AcceptDelay(500), ResetAfter(ms=3000), ResetAfter(100, direction="up")],
         random.Random(),
     )
     assert faults.refuse and faults.accept_delay == 0.5 and faults.reset_after_s == 3.0
@@ -232,3 +232,30 @@ def test_ending_faults_say_how_the_connection_ends():
     assert (LimitData.end_reason, LimitData.resets) == ("limit-data", False)
     assert (BlackholeAfter.end_reason, BlackholeAfter.resets) == ("blackhole-after", False)
     assert (Refuse.end_reason, Refuse.resets) == ("refuse", True)
+
+
+def test_public_constructors_take_toxiproxy_units_and_one_direction():
+    fault = Latency(50, jitter=10, direction="down")
+    assert fault.directions == ("down",) and Latency(50).directions == ("up", "down")
+    assert fault.describe() == {"fault": "latency", "latency_ms": 50, "jitter_ms": 10}
+    plan = draw([fault], random.Random()).directions["down"]
+    assert (plan.latency, plan.jitter) == (0.05, 0.01)  # the relay schedules in seconds
+    assert SlowClose(250).seconds == 0.25 and AcceptDelay(1000).describe()["delay_s"] == 1.0
+    assert ResetAfter(ms=1500).describe() == {"fault": "reset-after", "after_s": 1.5}
+    assert Latency(50, direction="up").flag_value() == "50ms:0.0ms,up"
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Latency(50, direction="sideways"), "direction 'sideways'"),
+        (lambda: Refuse(direction="up"), "it has no direction"),
+        (lambda: Latency(-1), "ms -1 must not be negative"),
+        (lambda: Bandwidth(100, probability=1.5), "probability 1.5"),
+        (lambda: Slice(0), "at least 1 byte"),
+        (lambda: ResetAfter(size=10, ms=10), "not both"),
+    ],
+)
+def test_public_constructors_refuse_bad_values_with_a_usage_error(build, message):
+    with pytest.raises(UsageError, match=message):
+        build()
