@@ -49,8 +49,16 @@ _EXPORTS: dict[str, str] = {
     "CheckFailed": "netkit.errors",
     # --- servers, WebSocket client, bench (netkit/api/: helper "api") ------------------------
     # --- proxy and load balancer (netkit/api/proxy.py: helper "plugin") -----------------------
-    # "proxy", "load_balancer" and their handle classes go here, in this block, once
-    # netkit/api/proxy.py defines them.
+    "proxy": "netkit.api.proxy",
+    "Proxy": "netkit.api.proxy",
+    "load_balancer": "netkit.api.proxy",
+    "LoadBalancer": "netkit.api.proxy",
+    "RelayTotals": "netkit.api.proxy",
+    "FaultExists": "netkit.errors",  # what Proxy.add raises for a name in use
+    "NoSuchFault": "netkit.errors",  # what Proxy.replace/remove raise for an unknown name
+    # synchronous driving (netkit/api/background.py: what the pytest plugin runs on)
+    "BackgroundLoop": "netkit.api.background",
+    "SyncProxy": "netkit.api.background",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -71,6 +79,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from netkit.api.background import BackgroundLoop as BackgroundLoop
+    from netkit.api.background import SyncProxy as SyncProxy
+    from netkit.api.proxy import LoadBalancer as LoadBalancer
+    from netkit.api.proxy import Proxy as Proxy
+    from netkit.api.proxy import RelayTotals as RelayTotals
+    from netkit.api.proxy import load_balancer as load_balancer
+    from netkit.api.proxy import proxy as proxy
     from netkit.core.faults import AcceptDelay as AcceptDelay
     from netkit.core.faults import Bandwidth as Bandwidth
     from netkit.core.faults import BlackholeAfter as BlackholeAfter
@@ -87,10 +102,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.errors import ConnectError as ConnectError
     from netkit.errors import ConnectionLost as ConnectionLost
     from netkit.errors import EndpointError as EndpointError
+    from netkit.errors import FaultExists as FaultExists
     from netkit.errors import LocalError as LocalError
     from netkit.errors import LocalProtocolError as LocalProtocolError
     from netkit.errors import NetkitError as NetkitError
     from netkit.errors import NetworkError as NetworkError
+    from netkit.errors import NoSuchFault as NoSuchFault
     from netkit.errors import OperationTimeout as OperationTimeout
     from netkit.errors import PeerProtocolError as PeerProtocolError
     from netkit.errors import ResourceExhausted as ResourceExhausted
