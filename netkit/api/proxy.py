@@ -226,7 +226,7 @@ class LoadBalancer(RelayHandle):
 
 def _listener(listen: Target) -> tuple[socket.socket, UnixEndpoint | None]:
     endpoint = stream_endpoint(listen)
-    sock = make_listener(endpoint, socket_mode=0o600)
+    sock = make_listener(endpoint)
     return sock, endpoint if isinstance(endpoint, UnixEndpoint) else None
 
 
