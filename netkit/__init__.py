@@ -54,8 +54,6 @@ _EXPORTS: dict[str, str] = {
     "load_balancer": "netkit.api.proxy",
     "LoadBalancer": "netkit.api.proxy",
     "RelayTotals": "netkit.api.proxy",
-    "FaultExists": "netkit.errors",  # what Proxy.add raises for a name in use
-    "NoSuchFault": "netkit.errors",  # what Proxy.replace/remove raise for an unknown name
     # synchronous driving (netkit/api/background.py: what the pytest plugin runs on)
     "BackgroundLoop": "netkit.api.background",
     "SyncProxy": "netkit.api.background",
@@ -102,12 +100,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.errors import ConnectError as ConnectError
     from netkit.errors import ConnectionLost as ConnectionLost
     from netkit.errors import EndpointError as EndpointError
-    from netkit.errors import FaultExists as FaultExists
     from netkit.errors import LocalError as LocalError
     from netkit.errors import LocalProtocolError as LocalProtocolError
     from netkit.errors import NetkitError as NetkitError
     from netkit.errors import NetworkError as NetworkError
-    from netkit.errors import NoSuchFault as NoSuchFault
     from netkit.errors import OperationTimeout as OperationTimeout
     from netkit.errors import PeerProtocolError as PeerProtocolError
     from netkit.errors import ResourceExhausted as ResourceExhausted
