@@ -2,7 +2,7 @@
 
 The examples are what a user writes: synchronous tests that put a fault proxy in front of the
 echo server, change its faults mid-test and measure the effect on real round trips; the
-README's example is extracted and run the same way. Teardown is checked after a failing
+example test files of the README and of docs/proxy.md are extracted and run the same way. Teardown is checked after a failing
 test, and the plugin's cost for suites that never use it: it is active through its entry
 point, and imports none of netkit's servers until a fixture is used.
 """
@@ -17,7 +17,9 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs" / "proxy.md"
 
 ROUND_TRIPS = """
 import socket
@@ -170,17 +172,24 @@ def test_ws(netkit_ws_server, netkit_proxy):
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
 
 
-def readme_example() -> str:
-    """The complete example test in the README's pytest section."""
-    text = README.read_text()
-    section = text[text.index("## Testing with pytest") :]
+def example_after(path: Path, heading: str) -> str:
+    """The first Python block after ``heading`` in a Markdown file."""
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index(heading) :]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "no python example in the README's pytest section"
+    assert match, f"no python example under {heading!r} in {path.name}"
     return match.group(1)
 
 
-def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_readme_example=readme_example())
+@pytest.mark.parametrize(
+    ("path", "heading"),
+    [(README, "## Testing with pytest"), (DOCS, "## pytest fixtures")],
+    ids=["README", "docs"],
+)
+def test_the_documented_example_test_passes(
+    pytester: pytest.Pytester, path: Path, heading: str
+) -> None:
+    pytester.makepyfile(test_documented_example=example_after(path, heading))
     result = pytester.runpytest("-p", "no:randomly", "-v")
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 2 and "failed" not in outcomes, result.stdout.str()

@@ -309,3 +309,19 @@ def test_proxy_terminates_tls_from_clients() -> None:
             writer.close()
 
     run(scenario())
+
+
+def test_a_block_that_raises_still_closes_every_connection() -> None:
+    async def scenario() -> None:
+        async with echo_backend() as backend:
+            with pytest.raises(RuntimeError, match="test failed"):
+                async with proxy(backend) as p:
+                    reader, writer = await open_tcp(p.address)
+                    await round_trip(reader, writer)
+                    raise RuntimeError("test failed")
+            assert await closed_by_peer(reader)
+            with pytest.raises(ConnectionRefusedError):
+                await open_tcp(p.address)
+            writer.close()
+
+    run(scenario())
