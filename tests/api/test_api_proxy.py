@@ -36,8 +36,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @asynccontextmanager
-async def echo_backend(name: bytes = b"") -> AsyncIterator[str]:
-    """A loopback server that sends ``name`` on connect, then echoes; yields its address."""
+async def echo_backend(
+    name: bytes = b"", *, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """A loopback server that sends ``name`` on connect, then echoes (over TLS with ``tls``);
+    yields its address."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(name)
@@ -47,7 +50,7 @@ async def echo_backend(name: bytes = b"") -> AsyncIterator[str]:
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
     async with server:
         yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
@@ -293,19 +296,46 @@ def test_cut_and_restore_on_a_unix_socket(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_proxy_terminates_tls_from_clients() -> None:
-    trustme = pytest.importorskip("trustme")
+@pytest.fixture(scope="module")
+def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a trustme certificate for 127.0.0.1, and a client that trusts it."""
+    import trustme
+
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+def test_proxy_terminates_tls_from_clients(tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_ctx, client_ctx = tls_pair
 
     async def scenario() -> None:
         async with echo_backend() as backend, proxy(backend, tls=server_ctx) as p:
             reader, writer = await asyncio.open_connection(p.host, p.port, ssl=client_ctx)
             writer.write(b"secret")
             assert await reader.readexactly(6) == b"secret"
+            p.add(Latency(100, direction="down"))
+            assert await round_trip(reader, writer) >= 0.1  # faults apply inside TLS too
+            writer.close()
+
+    run(scenario())
+
+
+def test_proxy_speaks_tls_to_its_upstream(tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_ctx, client_ctx = tls_pair
+
+    async def scenario() -> None:
+        async with (
+            echo_backend(b"tls", tls=server_ctx) as backend,
+            proxy(backend, upstream_tls=client_ctx) as p,
+        ):
+            reader, writer = await open_tcp(p.address)  # plain to the proxy
+            assert await reader.readexactly(3) == b"tls"
+            writer.write(b"up")
+            assert await reader.readexactly(2) == b"up"
             writer.close()
 
     run(scenario())
