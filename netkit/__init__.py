@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "UsageError": "netkit.errors",
     "EndpointError": "netkit.errors",
     "ConfigError": "netkit.errors",
+    "FaultExists": "netkit.errors",
+    "NoSuchFault": "netkit.errors",
     "LocalError": "netkit.errors",
     "BindError": "netkit.errors",
     "ResourceExhausted": "netkit.errors",
@@ -48,13 +50,28 @@ _EXPORTS: dict[str, str] = {
     "LocalProtocolError": "netkit.errors",
     "CheckFailed": "netkit.errors",
     # --- servers, WebSocket client, bench (netkit/api/: helper "api") ------------------------
-    # --- proxy and load balancer (netkit/api/proxy.py: helper "plugin") -----------------------
+    "echo_server": "netkit.api.servers",
+    "EchoServer": "netkit.api.servers",
+    "udp_echo_server": "netkit.api.servers",
+    "UDPEchoServer": "netkit.api.servers",
+    "Listening": "netkit.api.servers",
+    "StreamListener": "netkit.api.servers",
+    "ws_server": "netkit.api.websocket",
+    "WebSocketServer": "netkit.api.websocket",
+    "ws_connect": "netkit.api.websocket",
+    "WebSocket": "netkit.api.websocket",
+    "bench": "netkit.api.bench",
+    "bench_sync": "netkit.api.bench",
+    "BenchResult": "netkit.api.bench",
+    "ServerTLS": "netkit.net.tls",
+    "ClientTLS": "netkit.net.tls",
+    # --- fault proxy and load balancer (netkit/api/proxy.py) ---------------------------------
     "proxy": "netkit.api.proxy",
     "Proxy": "netkit.api.proxy",
     "load_balancer": "netkit.api.proxy",
     "LoadBalancer": "netkit.api.proxy",
     "RelayTotals": "netkit.api.proxy",
-    # synchronous driving (netkit/api/background.py: what the pytest plugin runs on)
+    # --- synchronous driving (netkit/api/background.py: what the pytest plugin runs on) ------
     "BackgroundLoop": "netkit.api.background",
     "SyncProxy": "netkit.api.background",
 }
@@ -79,11 +96,24 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from netkit.api.background import BackgroundLoop as BackgroundLoop
     from netkit.api.background import SyncProxy as SyncProxy
+    from netkit.api.bench import BenchResult as BenchResult
+    from netkit.api.bench import bench as bench
+    from netkit.api.bench import bench_sync as bench_sync
     from netkit.api.proxy import LoadBalancer as LoadBalancer
     from netkit.api.proxy import Proxy as Proxy
     from netkit.api.proxy import RelayTotals as RelayTotals
     from netkit.api.proxy import load_balancer as load_balancer
     from netkit.api.proxy import proxy as proxy
+    from netkit.api.servers import EchoServer as EchoServer
+    from netkit.api.servers import Listening as Listening
+    from netkit.api.servers import StreamListener as StreamListener
+    from netkit.api.servers import UDPEchoServer as UDPEchoServer
+    from netkit.api.servers import echo_server as echo_server
+    from netkit.api.servers import udp_echo_server as udp_echo_server
+    from netkit.api.websocket import WebSocket as WebSocket
+    from netkit.api.websocket import WebSocketServer as WebSocketServer
+    from netkit.api.websocket import ws_connect as ws_connect
+    from netkit.api.websocket import ws_server as ws_server
     from netkit.core.faults import AcceptDelay as AcceptDelay
     from netkit.core.faults import Bandwidth as Bandwidth
     from netkit.core.faults import BlackholeAfter as BlackholeAfter
@@ -100,12 +130,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.errors import ConnectError as ConnectError
     from netkit.errors import ConnectionLost as ConnectionLost
     from netkit.errors import EndpointError as EndpointError
+    from netkit.errors import FaultExists as FaultExists
     from netkit.errors import LocalError as LocalError
     from netkit.errors import LocalProtocolError as LocalProtocolError
     from netkit.errors import NetkitError as NetkitError
     from netkit.errors import NetworkError as NetworkError
+    from netkit.errors import NoSuchFault as NoSuchFault
     from netkit.errors import OperationTimeout as OperationTimeout
     from netkit.errors import PeerProtocolError as PeerProtocolError
     from netkit.errors import ResourceExhausted as ResourceExhausted
     from netkit.errors import TLSError as TLSError
     from netkit.errors import UsageError as UsageError
+    from netkit.net.tls import ClientTLS as ClientTLS
+    from netkit.net.tls import ServerTLS as ServerTLS
