@@ -13,6 +13,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from netkit.api.proxy import Proxy, RelayTotals
@@ -187,14 +188,24 @@ class SyncProxy:
         return self.proxy.address
 
     @property
-    def host(self) -> str:
-        """The bound host (TCP only)."""
+    def host(self) -> str | None:
+        """The bound host (None for a Unix socket)."""
         return self.proxy.host
 
     @property
-    def port(self) -> int:
-        """The bound port (TCP only)."""
+    def port(self) -> int | None:
+        """The bound port: the real one when asked for port 0 (None for a Unix socket)."""
         return self.proxy.port
+
+    @property
+    def path(self) -> str | None:
+        """The Unix socket's path (None for TCP)."""
+        return self.proxy.path
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA of a proxy started with ``tls=True``: what clients should trust."""
+        return self.proxy.ca_file
 
     @property
     def upstream(self) -> str:

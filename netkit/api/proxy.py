@@ -18,20 +18,21 @@ Leaving the block stops listening and closes whatever connection is still open
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+from netkit.api.servers import Listening, TLSSetting, server_tls
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
 from netkit.core.balance.backends import Backend, parse_backend
 from netkit.core.balance.health import CheckProbe
 from netkit.core.faults import Fault
 from netkit.errors import ConfigError
 from netkit.net.relay import RelayOptions, RelayServer
-from netkit.net.server import EventHook, make_listener
+from netkit.net.server import EventHook, make_listener, running
 from netkit.net.upstreams import BalancedPool, FixedUpstream, Upstream, balanced_pool
 
 StreamEndpoint = TCPEndpoint | UnixEndpoint
@@ -96,37 +97,14 @@ class RelayTotals:
     upstream_failures: int
 
 
-class RelayHandle:
-    """What a running proxy and a running load balancer both have: the address and totals."""
+class RelayHandle(Listening):
+    """What a running proxy and a running load balancer both have: where they listen (see
+    :class:`~netkit.api.servers.Listening`: ``address``, ``host``, ``port``, ``path``, TLS)
+    and the relay totals."""
 
-    def __init__(self, server: RelayServer) -> None:
+    def __init__(self, server: RelayServer, *, ca_file: Path | None = None) -> None:
+        super().__init__(server.address, tls=server.options.client_tls is not None, ca_file=ca_file)
         self.server = server
-
-    @property
-    def address(self) -> str:
-        """The address the listener bound: ``127.0.0.1:41235``, ``unix:/tmp/p.sock``."""
-        return self.server.address
-
-    @property
-    def endpoint(self) -> StreamEndpoint:
-        """:attr:`address` as an endpoint object."""
-        return parse_stream_endpoint(self.address)
-
-    @property
-    def host(self) -> str:
-        """The bound host (TCP only)."""
-        return self._tcp().host
-
-    @property
-    def port(self) -> int:
-        """The bound port (TCP only): the real one when asked for port 0."""
-        return self._tcp().port
-
-    def _tcp(self) -> TCPEndpoint:
-        endpoint = self.endpoint
-        if not isinstance(endpoint, TCPEndpoint):
-            raise ConfigError(f"{self.address} is a Unix socket: it has no host or port")
-        return endpoint
 
     @property
     def totals(self) -> RelayTotals:
@@ -143,9 +121,6 @@ class RelayHandle:
             faults_injected=stats.faults,
             upstream_failures=stats.failed_upstream,
         )
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.address}>"
 
 
 class Proxy(RelayHandle):
@@ -224,12 +199,6 @@ class LoadBalancer(RelayHandle):
         return pool.snapshot()
 
 
-def _listener(listen: Target) -> tuple[socket.socket, UnixEndpoint | None]:
-    endpoint = stream_endpoint(listen)
-    sock = make_listener(endpoint)
-    return sock, endpoint if isinstance(endpoint, UnixEndpoint) else None
-
-
 @asynccontextmanager
 async def _relaying(
     upstream: Upstream,
@@ -241,8 +210,10 @@ async def _relaying(
     drain_timeout: float,
     before_start: Callable[[RelayServer], None] = lambda server: None,
 ) -> AsyncIterator[RelayServer]:
-    # One relay server's life: listen, start, serve the block, then drain and close.
-    sock, unix = _listener(listen)
+    # One relay server's life (the one lifecycle, net/server.py's running); a block that
+    # raises cuts every relayed connection too, so none outlives the block.
+    where = stream_endpoint(listen)
+    sock = make_listener(where)
     try:
         server = RelayServer(
             sock,
@@ -250,20 +221,19 @@ async def _relaying(
             options,
             max_connections=max_connections,
             on_event=on_event,
-            unix_endpoint=unix,
+            unix_endpoint=where if isinstance(where, UnixEndpoint) else None,
         )
         before_start(server)
     except BaseException:
         sock.close()
         raise
-    server.start()
-    try:
-        yield server
-    finally:
+    async with running(server, drain_timeout=drain_timeout):
         try:
-            await server.drain(drain_timeout)
-        finally:
-            await server.close()
+            yield server
+        except BaseException:
+            server.stop_accepting()
+            await server.cut()
+            raise
 
 
 def _named(faults: Iterable[Fault] | Mapping[str, Fault]) -> list[tuple[str | None, Fault]]:
@@ -278,7 +248,7 @@ async def proxy(
     *,
     listen: Target = "127.0.0.1:0",
     faults: Iterable[Fault] | Mapping[str, Fault] = (),
-    tls: ssl.SSLContext | None = None,
+    tls: TLSSetting = None,
     upstream_tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     proxy_protocol: int = 0,
@@ -300,7 +270,9 @@ async def proxy(
         upstream: where to relay each connection (TCP or a Unix socket).
         listen: where to listen; port 0 picks a free port (see :attr:`Proxy.address`).
         faults: the faults to start with, or a mapping of name to fault.
-        tls: terminate TLS from clients with this server context.
+        tls: terminate TLS from clients: True (a throwaway self-signed certificate: see
+            :attr:`Proxy.ca_file`), a :class:`~netkit.net.tls.ServerTLS` or an
+            :class:`ssl.SSLContext`.
         upstream_tls: speak TLS to the upstream with this client context.
         server_hostname: the name the upstream's certificate must have (default: its host).
         proxy_protocol: send a PROXY header (version 1 or 2) to the upstream first; 0: none.
@@ -317,10 +289,11 @@ async def proxy(
         ConfigError, EndpointError: a bad address or option.
     """
     target = stream_endpoint(upstream)
+    client_tls, ca_file = server_tls(tls)
     if server_hostname is None:
         server_hostname = target.host if isinstance(target, TCPEndpoint) else "localhost"
     options = RelayOptions(
-        client_tls=tls,
+        client_tls=client_tls,
         upstream_tls=upstream_tls,
         upstream_sni=server_hostname,
         splice=splice,
@@ -342,7 +315,7 @@ async def proxy(
         drain_timeout=drain_timeout,
         before_start=add_faults,
     ) as server:
-        yield Proxy(server)
+        yield Proxy(server, ca_file=ca_file)
 
 
 def _backend(spec: Backend | Target) -> Backend:

@@ -1,6 +1,7 @@
 """netkit.proxy() and netkit.load_balancer() in-process, over real loopback and Unix sockets.
 
-The proxy's faults are changed while a connection is open and measured on real round trips:
+Every scenario runs on asyncio and on uvloop (``run``, tests/api/conftest.py). The proxy's
+faults are changed while a connection is open and measured on real round trips:
 latency is there after ``add`` and gone after ``clear``; ``cut`` closes the open connection
 and refuses new ones; ``restore`` accepts again on the same port.
 """
@@ -12,10 +13,10 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -24,15 +25,7 @@ from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.faults import Latency, Refuse
 from netkit.errors import ConfigError, FaultExists, NoSuchFault
 
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(20):
-            return await coro
-
-    return asyncio.run(bounded())
+Runner = Callable[[Coroutine[Any, Any, None]], None]
 
 
 @asynccontextmanager
@@ -106,7 +99,7 @@ def test_stream_endpoint_refuses_what_names_no_address() -> None:
 # --- load balancer -----------------------------------------------------------------------
 
 
-def test_load_balancer_spreads_round_robin_and_reports_its_backends() -> None:
+def test_load_balancer_spreads_round_robin_and_reports_its_backends(run: Runner) -> None:
     async def scenario() -> None:
         async with (
             echo_backend(b"a") as a,
@@ -129,7 +122,7 @@ def test_load_balancer_spreads_round_robin_and_reports_its_backends() -> None:
     run(scenario())
 
 
-def test_load_balancer_fails_over_from_a_backend_that_refuses() -> None:
+def test_load_balancer_fails_over_from_a_backend_that_refuses(run: Runner) -> None:
     async def scenario() -> None:
         dead = f"127.0.0.1:{free_port()}"
         events: list[tuple[str, dict[str, Any]]] = []
@@ -152,7 +145,7 @@ def test_load_balancer_fails_over_from_a_backend_that_refuses() -> None:
     run(scenario())
 
 
-def test_load_balancer_listens_on_a_unix_socket(tmp_path: Path) -> None:
+def test_load_balancer_listens_on_a_unix_socket(run: Runner, tmp_path: Path) -> None:
     path = tmp_path / "lb.sock"
 
     async def scenario() -> None:
@@ -161,14 +154,13 @@ def test_load_balancer_listens_on_a_unix_socket(tmp_path: Path) -> None:
             reader, writer = await asyncio.open_unix_connection(str(path))
             assert await reader.readexactly(1) == b"u"
             writer.close()
-            with pytest.raises(ConfigError, match="Unix socket"):
-                lb.port  # noqa: B018
+            assert (lb.path, lb.host, lb.port) == (str(path), None, None)
         assert not path.exists()  # removed when the block ends
 
     run(scenario())
 
 
-def test_load_balancer_refuses_an_unknown_policy() -> None:
+def test_load_balancer_refuses_an_unknown_policy(run: Runner) -> None:
     async def scenario() -> None:
         async with load_balancer(["127.0.0.1:1"], policy="fastest"):
             pass
@@ -180,7 +172,7 @@ def test_load_balancer_refuses_an_unknown_policy() -> None:
 # --- proxy -------------------------------------------------------------------------------
 
 
-def test_proxy_relays_on_the_port_it_bound_and_counts_live_bytes() -> None:
+def test_proxy_relays_on_the_port_it_bound_and_counts_live_bytes(run: Runner) -> None:
     async def scenario() -> None:
         async with echo_backend() as backend, proxy(backend) as p:
             assert p.port != 0 and p.address == f"127.0.0.1:{p.port}"
@@ -196,7 +188,7 @@ def test_proxy_relays_on_the_port_it_bound_and_counts_live_bytes() -> None:
     run(scenario())
 
 
-def test_latency_added_to_a_live_connection_then_cleared() -> None:
+def test_latency_added_to_a_live_connection_then_cleared(run: Runner) -> None:
     async def scenario() -> None:
         async with echo_backend() as backend, proxy(backend) as p:
             reader, writer = await open_tcp(p.address)
@@ -211,7 +203,7 @@ def test_latency_added_to_a_live_connection_then_cleared() -> None:
     run(scenario())
 
 
-def test_faults_are_named_replaced_and_removed() -> None:
+def test_faults_are_named_replaced_and_removed(run: Runner) -> None:
     async def scenario() -> None:
         async with (
             echo_backend() as backend,
@@ -232,7 +224,7 @@ def test_faults_are_named_replaced_and_removed() -> None:
     run(scenario())
 
 
-def test_a_refuse_fault_turns_away_new_connections_until_removed() -> None:
+def test_a_refuse_fault_turns_away_new_connections_until_removed(run: Runner) -> None:
     async def scenario() -> None:
         async with echo_backend(b"ok") as backend, proxy(backend) as p:
             name = p.add(Refuse())
@@ -257,7 +249,7 @@ async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
         return True
 
 
-def test_cut_closes_and_refuses_then_restore_accepts_on_the_same_port() -> None:
+def test_cut_closes_and_refuses_then_restore_accepts_on_the_same_port(run: Runner) -> None:
     async def scenario() -> None:
         async with echo_backend() as backend, proxy(backend) as p:
             port = p.port
@@ -278,7 +270,7 @@ def test_cut_closes_and_refuses_then_restore_accepts_on_the_same_port() -> None:
     run(scenario())
 
 
-def test_cut_and_restore_on_a_unix_socket(tmp_path: Path) -> None:
+def test_cut_and_restore_on_a_unix_socket(run: Runner, tmp_path: Path) -> None:
     path = tmp_path / "proxy.sock"
 
     async def scenario() -> None:
@@ -309,7 +301,9 @@ def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server_ctx, client_ctx
 
 
-def test_proxy_terminates_tls_from_clients(tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+def test_proxy_terminates_tls_from_clients(
+    run: Runner, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
     server_ctx, client_ctx = tls_pair
 
     async def scenario() -> None:
@@ -324,7 +318,9 @@ def test_proxy_terminates_tls_from_clients(tls_pair: tuple[ssl.SSLContext, ssl.S
     run(scenario())
 
 
-def test_proxy_speaks_tls_to_its_upstream(tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+def test_proxy_speaks_tls_to_its_upstream(
+    run: Runner, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
     server_ctx, client_ctx = tls_pair
 
     async def scenario() -> None:
@@ -341,7 +337,20 @@ def test_proxy_speaks_tls_to_its_upstream(tls_pair: tuple[ssl.SSLContext, ssl.SS
     run(scenario())
 
 
-def test_a_block_that_raises_still_closes_every_connection() -> None:
+def test_a_self_signed_tls_proxy_says_which_ca_to_trust(run: Runner) -> None:
+    async def scenario() -> None:
+        async with echo_backend(b"hi") as backend, proxy(backend, tls=True) as p:
+            assert p.tls and p.ca_file is not None
+            reader, writer = await asyncio.open_connection(
+                p.host, p.port, ssl=p.client_ssl_context()
+            )
+            assert await reader.readexactly(2) == b"hi"
+            writer.close()
+
+    run(scenario())
+
+
+def test_a_block_that_raises_still_closes_every_connection(run: Runner) -> None:
     async def scenario() -> None:
         async with echo_backend() as backend:
             with pytest.raises(RuntimeError, match="test failed"):
