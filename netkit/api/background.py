@@ -13,10 +13,10 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from netkit.api.proxy import Proxy, RelayTotals
+from netkit.api.servers import Listening
 from netkit.core.faults import Fault
 from netkit.errors import NetkitError, OperationTimeout
 from netkit.net import runtime
@@ -169,43 +169,20 @@ class Entered(Generic[T]):
             raise OperationTimeout(f"leaving took more than {timeout:g}s") from None
 
 
-class SyncProxy:
+class SyncProxy(Listening):
     """A :class:`~netkit.api.proxy.Proxy` on a :class:`BackgroundLoop`, driven synchronously.
 
-    Every method returns once the change is in effect: after ``add(Latency(100))`` returns,
-    the next byte through any connection is delayed; after ``cut()``, every relayed
-    connection is closed and connecting is refused; after ``restore()``, the proxy accepts
-    again on the same address.
+    It says where the proxy listens as every server handle does (``address``, ``host``,
+    ``port``, ``path``, ``ca_file``: see :class:`~netkit.api.servers.Listening`). Every method
+    returns once the change is in effect: after ``add(Latency(100))`` returns, the next byte
+    through any connection is delayed; after ``cut()``, every relayed connection is closed and
+    connecting is refused; after ``restore()``, the proxy accepts again on the same address.
     """
 
     def __init__(self, loop: BackgroundLoop, proxy: Proxy) -> None:
+        super().__init__(proxy.address, tls=proxy.tls, ca_file=proxy.ca_file)
         self._loop = loop
         self.proxy = proxy
-
-    @property
-    def address(self) -> str:
-        """The address the proxy bound: ``127.0.0.1:41235``, ``unix:/tmp/p.sock``."""
-        return self.proxy.address
-
-    @property
-    def host(self) -> str | None:
-        """The bound host (None for a Unix socket)."""
-        return self.proxy.host
-
-    @property
-    def port(self) -> int | None:
-        """The bound port: the real one when asked for port 0 (None for a Unix socket)."""
-        return self.proxy.port
-
-    @property
-    def path(self) -> str | None:
-        """The Unix socket's path (None for TCP)."""
-        return self.proxy.path
-
-    @property
-    def ca_file(self) -> Path | None:
-        """The CA of a proxy started with ``tls=True``: what clients should trust."""
-        return self.proxy.ca_file
 
     @property
     def upstream(self) -> str:
