@@ -53,13 +53,16 @@ def test_latency(netkit_echo_server, netkit_proxy):
         name = proxy.add(Latency(100, direction="down"))
         assert name == "latency_downstream"
         assert proxy.faults == [(name, Latency(100, direction="down"))]
-        assert 0.1 <= round_trip(sock) < 0.3
+        delayed = [round_trip(sock) for _ in range(3)]
+        assert min(delayed) >= 0.1 and min(delayed) < 0.3, delayed
         proxy.replace(name, Latency(200, direction="down"))
-        assert 0.2 <= round_trip(sock) < 0.4
+        delayed = [round_trip(sock) for _ in range(3)]
+        assert min(delayed) >= 0.2 and min(delayed) < 0.4, delayed
         proxy.clear()
         assert proxy.faults == []
-        assert round_trip(sock) < 0.1
-    assert proxy.totals.bytes_up == 4
+        on_time = [round_trip(sock) for _ in range(3)]
+        assert min(on_time) < 0.1, on_time
+    assert proxy.totals.bytes_up == 10  # ten round trips of one byte
 """
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)

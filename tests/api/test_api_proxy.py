@@ -195,9 +195,12 @@ def test_latency_added_to_a_live_connection_then_cleared(run: Runner) -> None:
             await round_trip(reader, writer)  # also connects the proxy upstream: not timed
             p.add(Latency(100, direction="down"))
             delayed = [await round_trip(reader, writer) for _ in range(3)]
-            assert all(0.1 <= t < 0.3 for t in delayed), delayed
+            # Every trip is delayed; one at least by about the latency alone (the machine may
+            # be busy: one slow trip is not a failure).
+            assert min(delayed) >= 0.1 and min(delayed) < 0.3, delayed
             p.clear()
-            assert await round_trip(reader, writer) < 0.1
+            on_time = [await round_trip(reader, writer) for _ in range(3)]
+            assert min(on_time) < 0.1, on_time
             writer.close()
 
     run(scenario())
