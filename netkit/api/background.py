@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
-from netkit.api.proxy import Proxy, RelayTotals
+from netkit.api.proxy import Proxy, RelayTotals, Target
 from netkit.api.servers import Listening
 from netkit.core.faults import Fault
 from netkit.errors import NetkitError, OperationTimeout
@@ -186,8 +186,12 @@ class SyncProxy(Listening):
 
     @property
     def upstream(self) -> str:
-        """Where connections are relayed to."""
-        return self.proxy.upstream
+        """Where new connections are relayed to."""
+        return self._loop.call(lambda: self.proxy.upstream)
+
+    def set_upstream(self, upstream: Target) -> None:
+        """Relay new connections to ``upstream`` (see :meth:`Proxy.set_upstream`)."""
+        self._loop.call(self.proxy.set_upstream, upstream)
 
     @property
     def faults(self) -> list[tuple[str, Fault]]:

@@ -132,13 +132,18 @@ class Proxy(RelayHandle):
 
     @property
     def upstream(self) -> str:
-        """Where connections are relayed to."""
-        return str(self._fixed().endpoint)
-
-    def _fixed(self) -> FixedUpstream:
+        """Where new connections are relayed to."""
         upstream = self.server.upstream
         assert isinstance(upstream, FixedUpstream)
-        return upstream
+        return upstream.label
+
+    def set_upstream(self, upstream: Target) -> None:
+        """Relay new connections to ``upstream`` from now on (open ones stay where they are).
+
+        Raises:
+            EndpointError, ConfigError: ``upstream`` names no stream endpoint.
+        """
+        self.server.set_upstream(stream_endpoint(upstream))
 
     @property
     def faults(self) -> list[tuple[str, Fault]]:
