@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from netkit.commands import options as opt
+from netkit.commands import udp_proxy
 from netkit.commands.serving import RELAY, build_relay, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
@@ -33,12 +34,19 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
 
 
 @opt.server_flags
+@udp_proxy.datagram_flags
 def proxy(
     listen: Annotated[
-        str, typer.Argument(help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path.")
+        str,
+        typer.Argument(
+            help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path, udp://HOST:PORT."
+        ),
     ],
     upstream: Annotated[
-        str, typer.Argument(help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path.")
+        str,
+        typer.Argument(
+            help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path, udp://HOST:PORT."
+        ),
     ],
     upstream_tls: opt.UpstreamTLS = False,
     cacert: opt.UpstreamCACert = None,
@@ -67,6 +75,7 @@ def proxy(
             rich_help_panel=FAULTS,
         ),
     ] = None,
+    datagram: udp_proxy.DatagramFlags = udp_proxy.DatagramFlags(),
     server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
 ) -> None:
@@ -74,10 +83,14 @@ def proxy(
 
     Half-closes pass through; every byte is delivered or the connection's closed event says how
     many were not. Faults apply per connection with their probability; --json logs each one.
+
+    With udp://LISTEN udp://UPSTREAM it relays UDP: one upstream socket per client flow (replies
+    go back to the client that caused them), datagrams passed whole; a flow closes after
+    --idle-timeout without a datagram either way, and --max-connections caps the flows (1024 by
+    default). The datagram faults (and --latency) apply per flow, each injected fault a JSON
+    event; --seed repeats a run (the seed used is in the listening event).
     """
     out = Output(json)
-    listen_at = parse_stream_endpoint(listen)
-    target = parse_stream_endpoint(upstream)
     faults = parse_faults(
         {
             "latency": latency, "bandwidth": bandwidth, "slice": slice_, "limit-data": limit_data,
@@ -85,10 +98,22 @@ def proxy(
             "slow-close": slow_close, "accept-delay": accept_delay, "refuse": refuse,
         }
     )  # fmt: skip
+    idle = opt.idle_timeout(idle_timeout)
+    if udp_proxy.is_udp(listen, upstream):
+        udp_proxy.serve(
+            out, listen, upstream, faults=faults + datagram.faults(), seed=seed,
+            idle_timeout=idle, server=server, stream_flags={
+                "--upstream-tls": upstream_tls, "--cacert": cacert is not None,
+                "--insecure": insecure, "--sni": sni is not None,
+                "--proxy-protocol": proxy_protocol is not None, "--no-splice": not splice,
+            },
+        )  # fmt: skip
+    udp_proxy.refuse_for_streams(datagram)
+    listen_at = parse_stream_endpoint(listen)
+    target = parse_stream_endpoint(upstream)
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
     timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
-    idle = opt.idle_timeout(idle_timeout)
     options = RelayOptions(
         upstream_tls=upstream_ssl,
         upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
