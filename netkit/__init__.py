@@ -65,9 +65,15 @@ _EXPORTS: dict[str, str] = {
     "BenchResult": "netkit.api.bench",
     "ServerTLS": "netkit.net.tls",
     "ClientTLS": "netkit.net.tls",
-    # --- proxy and load balancer (netkit/api/proxy.py: helper "plugin") -----------------------
-    # "proxy", "load_balancer" and their handle classes go here, in this block, once
-    # netkit/api/proxy.py defines them.
+    # --- fault proxy and load balancer (netkit/api/proxy.py) ---------------------------------
+    "proxy": "netkit.api.proxy",
+    "Proxy": "netkit.api.proxy",
+    "load_balancer": "netkit.api.proxy",
+    "LoadBalancer": "netkit.api.proxy",
+    "RelayTotals": "netkit.api.proxy",
+    # --- synchronous driving (netkit/api/background.py: what the pytest plugin runs on) ------
+    "BackgroundLoop": "netkit.api.background",
+    "SyncProxy": "netkit.api.background",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -88,9 +94,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from netkit.api.background import BackgroundLoop as BackgroundLoop
+    from netkit.api.background import SyncProxy as SyncProxy
     from netkit.api.bench import BenchResult as BenchResult
     from netkit.api.bench import bench as bench
     from netkit.api.bench import bench_sync as bench_sync
+    from netkit.api.proxy import LoadBalancer as LoadBalancer
+    from netkit.api.proxy import Proxy as Proxy
+    from netkit.api.proxy import RelayTotals as RelayTotals
+    from netkit.api.proxy import load_balancer as load_balancer
+    from netkit.api.proxy import proxy as proxy
     from netkit.api.servers import EchoServer as EchoServer
     from netkit.api.servers import Listening as Listening
     from netkit.api.servers import StreamListener as StreamListener
