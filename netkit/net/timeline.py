@@ -1,0 +1,110 @@
+"""The driver of a fault timeline: applies its steps to a relay's faults on time.
+
+:class:`TimelineRun` keeps time for a :class:`~netkit.core.timeline.Schedule` (what is due
+when, and what it changes) on a running relay, TCP (:class:`~netkit.net.relay.RelayServer`)
+or UDP (:class:`~netkit.net.udp_relay.UDPRelayServer`): both keep their faults in a
+:class:`~netkit.core.fault_set.FaultSet` that applies each change to live connections and
+flows. Time is measured with :func:`time.perf_counter` (uvloop's loop clock has millisecond
+steps); a timer that fires early is armed again for the rest. Each step is reported through
+the server's event hook (``timeline_step``, ``timeline_repeat``, ``timeline_end``), with the
+time it was due and the time it was applied, in seconds since the run began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from netkit.core.timeline import Schedule, TimedFault, Timeline
+from netkit.net.relay import RelayServer
+from netkit.net.udp_relay import UDPRelayServer
+
+Relay = RelayServer | UDPRelayServer
+"""What a timeline runs on: a TCP (or Unix, TLS) relay, or a UDP relay."""
+
+
+class TimelineRun:
+    """A timeline (and timed faults) running on one relay's faults.
+
+    Args:
+        server: the relay whose faults change.
+        timeline: the steps, or None (timed faults alone).
+        timed: faults with ``for=`` / ``after=`` bounds.
+
+    Raises:
+        ConfigError: a step has a fault that does not apply to the relay's transport.
+    """
+
+    def __init__(
+        self,
+        server: Relay,
+        timeline: Timeline | None = None,
+        timed: Sequence[TimedFault] = (),
+    ) -> None:
+        if timeline is not None:
+            timeline.check("udp" if isinstance(server, UDPRelayServer) else "tcp")
+        self.server = server
+        self.schedule = Schedule(server.faults, timeline, timed)
+        self._task: asyncio.Task[None] | None = None
+        self._began = 0.0
+
+    def start(self) -> None:
+        """Apply what is due at once (before this returns), and the rest on time."""
+        self._began = time.perf_counter()
+        self._apply()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since :meth:`start`."""
+        return time.perf_counter() - self._began
+
+    @property
+    def done(self) -> bool:
+        """True once nothing more is due (a timeline that repeats forever never is)."""
+        return self.schedule.next_at() is None
+
+    async def wait(self) -> None:
+        """Return once nothing more is due (or the run was stopped)."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        """Stop applying steps; the faults stay as they are now."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _apply(self) -> None:
+        for event, fields in self.schedule.advance(self.elapsed):
+            self.server.emit(event, fields)
+
+    async def _run(self) -> None:
+        while (at := self.schedule.next_at()) is not None:
+            wait = at - self.elapsed
+            if wait > 0:
+                # The loop's timers may fire up to a millisecond early (uvloop): if so,
+                # advance() finds nothing due and the next turn waits for the rest.
+                await asyncio.sleep(wait)
+            self._apply()
+
+
+@contextlib.asynccontextmanager
+async def timeline_running(
+    server: Relay, timeline: Timeline | None = None, timed: Sequence[TimedFault] = ()
+) -> AsyncIterator[TimelineRun | None]:
+    """Run a timeline on ``server`` for the duration of the block (None when there is
+    nothing to run); stopped when the block ends."""
+    if timeline is None and not timed:
+        yield None
+        return
+    run = TimelineRun(server, timeline, timed)
+    run.start()
+    try:
+        yield run
+    finally:
+        await run.stop()
