@@ -31,6 +31,15 @@ _EXPORTS: dict[str, str] = {
     "SlowClose": "netkit.core.faults",
     "AcceptDelay": "netkit.core.faults",
     "Refuse": "netkit.core.faults",
+    # --- datagram faults (netkit/core/datagram_faults.py): the UDP relay's, same units ---------
+    "Loss": "netkit.core.datagram_faults",
+    "BurstLoss": "netkit.core.datagram_faults",
+    "Duplicate": "netkit.core.datagram_faults",
+    "Reorder": "netkit.core.datagram_faults",
+    "Corrupt": "netkit.core.datagram_faults",
+    "Truncate": "netkit.core.datagram_faults",
+    "Rate": "netkit.core.datagram_faults",
+    "DropFirst": "netkit.core.datagram_faults",
     # --- errors (netkit/errors.py) -----------------------------------------------------------
     "NetkitError": "netkit.errors",
     "UsageError": "netkit.errors",
@@ -114,6 +123,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.api.websocket import WebSocketServer as WebSocketServer
     from netkit.api.websocket import ws_connect as ws_connect
     from netkit.api.websocket import ws_server as ws_server
+    from netkit.core.datagram_faults import BurstLoss as BurstLoss
+    from netkit.core.datagram_faults import Corrupt as Corrupt
+    from netkit.core.datagram_faults import DropFirst as DropFirst
+    from netkit.core.datagram_faults import Duplicate as Duplicate
+    from netkit.core.datagram_faults import Loss as Loss
+    from netkit.core.datagram_faults import Rate as Rate
+    from netkit.core.datagram_faults import Reorder as Reorder
+    from netkit.core.datagram_faults import Truncate as Truncate
     from netkit.core.faults import AcceptDelay as AcceptDelay
     from netkit.core.faults import Bandwidth as Bandwidth
     from netkit.core.faults import BlackholeAfter as BlackholeAfter
