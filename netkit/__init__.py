@@ -40,6 +40,11 @@ _EXPORTS: dict[str, str] = {
     "Truncate": "netkit.core.datagram_faults",
     "Rate": "netkit.core.datagram_faults",
     "DropFirst": "netkit.core.datagram_faults",
+    # --- fault timelines (netkit/core/timeline.py, netkit/net/timeline.py) --------------------
+    "Timeline": "netkit.core.timeline",
+    "Step": "netkit.core.timeline",
+    "TimedFault": "netkit.core.timeline",
+    "TimelineRun": "netkit.net.timeline",
     # --- errors (netkit/errors.py) -----------------------------------------------------------
     "NetkitError": "netkit.errors",
     "UsageError": "netkit.errors",
@@ -148,6 +153,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.core.faults import ResetAfter as ResetAfter
     from netkit.core.faults import Slice as Slice
     from netkit.core.faults import SlowClose as SlowClose
+    from netkit.core.timeline import Step as Step
+    from netkit.core.timeline import TimedFault as TimedFault
+    from netkit.core.timeline import Timeline as Timeline
     from netkit.errors import BindError as BindError
     from netkit.errors import CheckFailed as CheckFailed
     from netkit.errors import ConfigError as ConfigError
@@ -165,5 +173,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.errors import ResourceExhausted as ResourceExhausted
     from netkit.errors import TLSError as TLSError
     from netkit.errors import UsageError as UsageError
+    from netkit.net.timeline import TimelineRun as TimelineRun
     from netkit.net.tls import ClientTLS as ClientTLS
     from netkit.net.tls import ServerTLS as ServerTLS

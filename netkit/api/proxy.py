@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from netkit.api.faults import FaultControls
+from netkit.api.faults import FaultControls, timelines
 from netkit.api.servers import Listening, TLSSetting, server_tls
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
 from netkit.core.balance.backends import Backend, parse_backend
 from netkit.core.balance.health import CheckProbe
 from netkit.core.fault_set import FaultSet
 from netkit.core.faults import Fault
+from netkit.core.timeline import Timeline
 from netkit.errors import ConfigError
 from netkit.net.relay import RelayOptions, RelayServer
 from netkit.net.server import EventHook, make_listener, running
@@ -138,6 +139,11 @@ class Proxy(RelayHandle, FaultControls):
         return self.server.faults
 
     @property
+    def relay(self) -> RelayServer:
+        """The running relay (internal)."""
+        return self.server
+
+    @property
     def upstream(self) -> str:
         """Where new connections are relayed to."""
         upstream = self.server.upstream
@@ -236,6 +242,7 @@ async def proxy(
     idle_timeout: float | None = None,
     max_connections: int | None = None,
     seed: int | None = None,
+    timeline: Timeline | str | None = None,
     on_event: EventHook | None = None,
     drain_timeout: float = 0.0,
 ) -> AsyncIterator[Proxy]:
@@ -260,6 +267,8 @@ async def proxy(
         idle_timeout: close connections silent both ways for this many seconds.
         max_connections: clients beyond this are reset.
         seed: seed for fault probabilities and jitter (repeatable runs).
+        timeline: faults that change on time, from the start of the block (see
+            :meth:`Proxy.run_timeline`): a :class:`~netkit.core.timeline.Timeline` or its text.
         on_event: called with (event, fields) for each event (``fault``, ``closed``, ...).
         drain_timeout: seconds open connections get to finish when the block ends.
 
@@ -285,16 +294,19 @@ async def proxy(
         for name, fault in _named(faults):
             server.faults.add(fault, name)
 
-    async with _relaying(
-        FixedUpstream(target, timeout=connect_timeout),
-        options,
-        listen=listen,
-        max_connections=max_connections,
-        on_event=on_event,
-        drain_timeout=drain_timeout,
-        before_start=add_faults,
-    ) as server:
-        yield Proxy(server, ca_file=ca_file)
+    async with (
+        _relaying(
+            FixedUpstream(target, timeout=connect_timeout),
+            options,
+            listen=listen,
+            max_connections=max_connections,
+            on_event=on_event,
+            drain_timeout=drain_timeout,
+            before_start=add_faults,
+        ) as server,
+        timelines(Proxy(server, ca_file=ca_file), timeline) as handle,
+    ):
+        yield handle
 
 
 def _backend(spec: Backend | Target) -> Backend:

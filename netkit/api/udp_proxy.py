@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from netkit.api.faults import FaultControls
+from netkit.api.faults import FaultControls, timelines
 from netkit.api.servers import Listening
 from netkit.core.addresses import UDPEndpoint, parse_datagram_endpoint
 from netkit.core.fault_set import FaultSet
 from netkit.core.faults import Fault
+from netkit.core.timeline import Timeline
 from netkit.net.server import EventHook, running
 from netkit.net.sockets import SocketOptions, create_udp_socket, listener_address
 from netkit.net.udp_relay import MAX_FLOWS, RECEIVE_BUFFER, UDPRelayOptions, UDPRelayServer
@@ -40,6 +41,11 @@ class UDPProxy(Listening, FaultControls):
     def fault_set(self) -> FaultSet:
         """The relay's own fault set (internal: change faults through the methods)."""
         return self.server.faults
+
+    @property
+    def relay(self) -> UDPRelayServer:
+        """The running relay (internal)."""
+        return self.server
 
     @property
     def seed(self) -> int:
@@ -73,6 +79,7 @@ async def udp_proxy(
     seed: int | None = None,
     idle_timeout: float | None = 600.0,
     max_flows: int = MAX_FLOWS,
+    timeline: Timeline | str | None = None,
     on_event: EventHook | None = None,
     drain_timeout: float = 0.0,
 ) -> AsyncIterator[UDPProxy]:
@@ -86,6 +93,8 @@ async def udp_proxy(
         seed: seed of the fault draws; None picks one (:attr:`UDPProxy.seed`).
         idle_timeout: close a flow silent both ways this long (seconds); None: never.
         max_flows: flows open at once; datagrams of further clients are dropped and counted.
+        timeline: faults that change on time, from the start of the block (see
+            :meth:`UDPProxy.run_timeline`): a :class:`~netkit.core.timeline.Timeline` or its text.
         on_event: receives ``(event, fields)`` for each event (``flow_opened``,
             ``datagram_fault``, ``flow_closed`` ...), as ``--json`` prints them.
         drain_timeout: seconds open flows may go on quietly after the block.
@@ -115,5 +124,8 @@ async def udp_proxy(
     except BaseException:
         sock.close()
         raise
-    async with running(server, drain_timeout=drain_timeout):
-        yield UDPProxy(server)
+    async with (
+        running(server, drain_timeout=drain_timeout),
+        timelines(UDPProxy(server), timeline) as handle,
+    ):
+        yield handle

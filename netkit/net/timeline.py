@@ -62,6 +62,11 @@ class TimelineRun:
         return time.perf_counter() - self._began
 
     @property
+    def running(self) -> bool:
+        """True from :meth:`start` until nothing more is due or the run is stopped."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def done(self) -> bool:
         """True once nothing more is due (a timeline that repeats forever never is)."""
         return self.schedule.next_at() is None
