@@ -11,9 +11,12 @@ from netkit.commands import udp_proxy
 from netkit.commands.serving import RELAY, build_relay, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
-from netkit.core.faults import SYNTAX, fault_kind, parse_faults
+from netkit.core.datagram_faults import check_transport
+from netkit.core.faults import SYNTAX, fault_kind
+from netkit.core.timeline import BOUNDS, parse_timed_faults, split_bounded
 from netkit.core.units import parse_duration
 from netkit.net.relay import RelayOptions
+from netkit.net.timeline import companion
 from netkit.net.tls import client_context
 from netkit.net.upstreams import FixedUpstream
 
@@ -21,7 +24,7 @@ NAME = "proxy"
 HELP = (
     "L4 relay: TCP, Unix sockets and TLS on either side, with fault injection for testing clients."
 )
-FAULTS = f"Faults ({SYNTAX})"
+FAULTS = f"Faults ({SYNTAX}{BOUNDS})"
 
 
 def _fault_option(name: str) -> typer.models.OptionInfo:
@@ -35,6 +38,7 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
 
 @opt.server_flags
 @udp_proxy.datagram_flags
+@opt.timeline_flags
 def proxy(
     listen: Annotated[
         str,
@@ -76,6 +80,7 @@ def proxy(
         ),
     ] = None,
     datagram: udp_proxy.DatagramFlags = udp_proxy.DatagramFlags(),
+    timeline: opt.TimelineFlags = opt.TimelineFlags(),
     server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
 ) -> None:
@@ -91,24 +96,29 @@ def proxy(
     event; --seed repeats a run (the seed used is in the listening event).
     """
     out = Output(json)
-    faults = parse_faults(
+    timed = parse_timed_faults(
         {
             "latency": latency, "bandwidth": bandwidth, "slice": slice_, "limit-data": limit_data,
             "reset-after": reset_after, "blackhole-after": blackhole_after,
             "slow-close": slow_close, "accept-delay": accept_delay, "refuse": refuse,
         }
     )  # fmt: skip
+    faults, bounded = split_bounded(timed + datagram.timed())
+    steps = timeline.parse()
+    beside = companion(steps, bounded)
     idle = opt.idle_timeout(idle_timeout)
     if udp_proxy.is_udp(listen, upstream):
         udp_proxy.serve(
-            out, listen, upstream, faults=faults + datagram.faults(), seed=seed,
-            idle_timeout=idle, server=server, stream_flags={
+            out, listen, upstream, faults=faults, seed=seed, timeline=steps, bounded=bounded,
+            idle_timeout=idle, server=server, beside=beside, stream_flags={
                 "--upstream-tls": upstream_tls, "--cacert": cacert is not None,
                 "--insecure": insecure, "--sni": sni is not None,
                 "--proxy-protocol": proxy_protocol is not None, "--no-splice": not splice,
             },
         )  # fmt: skip
-    udp_proxy.refuse_for_streams(datagram)
+    check_transport([*faults, *(t.fault for t in bounded)], "tcp")
+    if steps is not None:
+        steps.check("tcp")
     listen_at = parse_stream_endpoint(listen)
     target = parse_stream_endpoint(upstream)
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
@@ -136,10 +146,12 @@ def proxy(
             "upstream": str(target),
             "upstream_tls": upstream_ssl is not None,
             "proxy_protocol": proxy_protocol,
-            "faults": [f.as_dict() for f in faults],
+            "faults": [f.as_dict() for f in faults] + [t.as_dict() for t in bounded],
             "seed": seed,
             "idle_timeout_s": idle,
-        },
+        }
+        | ({"timeline": steps.as_dict()} if steps is not None else {}),
         fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
+        companion=beside,
     )
     raise typer.Exit(code)

@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +67,10 @@ class BuildServer(Protocol):
         on_event: EventHook,
         unix_endpoint: UnixEndpoint | None,
     ) -> Server: ...
+
+
+Companion = Callable[[Server], AbstractAsyncContextManager[Any]]
+"""What runs beside a server in its loop (see :func:`run_server`)."""
 
 
 @dataclass
@@ -303,6 +308,7 @@ def run_server(
     details: dict[str, Any] | None = None,
     url: Callable[[str, bool], str] | None = None,
     fields: Callable[[bool], dict[str, Any]] | None = None,
+    companion: Callable[[Server], AbstractAsyncContextManager[Any]] | None = None,
 ) -> ExitStatus:
     """Run a server command until SIGINT/SIGTERM and print its events and summary.
 
@@ -316,6 +322,9 @@ def run_server(
         url: builds the ``url`` field of the ``listening`` event from the bound address and
             whether TLS is on (ws://..., for servers whose clients take URLs).
         fields: more fields for the ``listening`` event (JSON only), given whether TLS is on.
+        companion: given the built server, what runs beside it in the same loop (proxy's
+            ``--api``): entered before the server starts, left once it has drained. One
+            process only (the caller refuses ``--workers``).
 
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT (or the worst worker's code).
@@ -359,13 +368,16 @@ def run_server(
                 unix_endpoint=unix if index == 0 else None,
             )
             status = presentation.status if alone and out.interactive else None
-            interrupted = await serve_until_signal(
-                server,
-                drain_timeout=drain_timeout,
-                on_listening=announcer.announce if alone else None,
-                on_draining=announcer.draining if alone else None,
-                while_serving=(lambda stop: _live(out, status(server), stop)) if status else None,
-            )
+            async with companion(server) if companion else contextlib.nullcontext():
+                interrupted = await serve_until_signal(
+                    server,
+                    drain_timeout=drain_timeout,
+                    on_listening=announcer.announce if alone else None,
+                    on_draining=announcer.draining if alone else None,
+                    while_serving=(
+                        (lambda stop: _live(out, status(server), stop)) if status else None
+                    ),
+                )
             final = presentation.final() if presentation.final is not None else {}
             return interrupted, server.stats.as_dict() | final
 

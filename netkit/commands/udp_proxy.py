@@ -17,11 +17,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from netkit.commands import options as opt
-from netkit.commands.serving import Presentation, run_server
+from netkit.commands.serving import Companion, Presentation, run_server
 from netkit.console import Output
 from netkit.core.addresses import UDPEndpoint, parse_endpoint
 from netkit.core.datagram_faults import DATAGRAM_ONLY, check_transport
 from netkit.core.faults import SYNTAX, Fault
+from netkit.core.timeline import BOUNDS, TimedFault, Timeline
 from netkit.core.units import format_size
 from netkit.errors import ConfigError
 from netkit.net.sockets import SocketOptions, create_udp_socket
@@ -33,7 +34,7 @@ from netkit.net.udp_relay import (
     UDPRelayStats,
 )
 
-PANEL = f"Datagram faults (UDP only; {SYNTAX})"
+PANEL = f"Datagram faults (UDP only; {SYNTAX}{BOUNDS})"
 
 
 def _kind(name: str) -> type[Fault]:
@@ -61,13 +62,21 @@ class DatagramFlags:
     reorder: Annotated[list[str] | None, _option("reorder")] = None
 
     def faults(self) -> list[Fault]:
-        """The faults the flags give, in flag order.
+        """The faults the flags give, in flag order (time bounds aside).
+
+        Raises:
+            ConfigError: a bad value.
+        """
+        return [t.fault for t in self.timed()]
+
+    def timed(self) -> list[TimedFault]:
+        """The faults the flags give, in flag order, with their ``for=`` / ``after=``.
 
         Raises:
             ConfigError: a bad value.
         """
         return [
-            _kind(f.name).parse(value)
+            TimedFault.parse(_kind(f.name).name, value)
             for f in fields(self)
             for value in getattr(self, f.name) or ()
         ]
@@ -84,15 +93,6 @@ def datagram_flags(command: Command) -> Command:
 def is_udp(listen: str, upstream: str) -> bool:
     """True when either endpoint is ``udp://`` (both must be, or :func:`serve` says so)."""
     return any(text.strip().lower().startswith("udp://") for text in (listen, upstream))
-
-
-def refuse_for_streams(datagram: DatagramFlags) -> None:
-    """A TCP or Unix relay takes no datagram fault.
-
-    Raises:
-        ConfigError: naming the first datagram fault flag given.
-    """
-    check_transport(datagram.faults(), "tcp")
 
 
 def udp_summary(s: dict[str, Any]) -> str:
@@ -138,12 +138,18 @@ def serve(
     idle_timeout: float | None,
     server: opt.ServerFlags,
     stream_flags: dict[str, bool],
+    timeline: Timeline | None = None,
+    bounded: list[TimedFault] | None = None,
+    beside: Companion | None = None,
 ) -> None:
     """Run the UDP relay until a stop signal, and exit with its code.
 
     Args:
         faults: every fault flag's fault (stream faults other than latency are refused).
         stream_flags: the stream-only flags, each with whether it was given (refused if so).
+        timeline: the ``--timeline`` (its steps are checked for UDP here).
+        bounded: the fault flags with ``for=`` / ``after=`` (checked for UDP here).
+        beside: what runs beside the relay (the timeline's driver).
 
     Raises:
         ConfigError: a flag a UDP relay does not take, or an endpoint that is not UDP.
@@ -157,7 +163,9 @@ def serve(
                 f"endpoint {text!r}: a UDP relay relays UDP to UDP (udp://HOST:PORT on both sides)"
             )
     assert isinstance(listen_at, UDPEndpoint) and isinstance(target, UDPEndpoint)
-    check_transport(faults, "udp")
+    check_transport([*faults, *(t.fault for t in bounded or ())], "udp")
+    if timeline is not None:
+        timeline.check("udp")
     _refuse_stream_flags(dict(stream_flags), server)
     probe, address = create_udp_socket(target, bind=False)  # resolved once, for every flow
     family = probe.family
@@ -176,12 +184,14 @@ def serve(
         presentation=UDP_RELAY,
         details={
             "upstream": str(target),
-            "faults": [f.as_dict() for f in faults],
+            "faults": [f.as_dict() for f in faults] + [t.as_dict() for t in bounded or ()],
             "seed": chosen,
             "idle_timeout_s": idle_timeout,
             "max_flows": max_flows,
-        },
+        }
+        | ({"timeline": timeline.as_dict()} if timeline is not None else {}),
         options=SocketOptions(rcvbuf=RECEIVE_BUFFER),
         url=lambda bound, _tls: f"udp://{bound}",
+        companion=beside,
     )
     raise typer.Exit(code)

@@ -44,6 +44,8 @@ from netkit.errors import ConfigError, FaultExists
 
 SYNTAX = "OFFSET [+] NAME=VALUE[,up|down][,p=P][,for=D] ...; OFFSET clear; ..."
 """The shape of a timeline (``--timeline``)."""
+BOUNDS = "[,for=D][,after=D]"
+"""The time bounds every fault flag takes after its modifiers (:class:`TimedFault`)."""
 PREFIX = "timeline_"
 """What the names of a timeline's faults begin with."""
 SHORTHANDS = {"reset": ("reset-after", "0"), "blackhole": ("blackhole-after", "0"), "refuse": ("refuse", "1")}  # fmt: skip
@@ -131,6 +133,13 @@ def parse_timed_faults(flags: Mapping[str, Iterable[str] | None]) -> list[TimedF
         if name not in order:
             raise ConfigError(f"unknown fault {name!r}")
     return [TimedFault.parse(name, v) for name in order for v in given.get(name) or ()]
+
+
+def split_bounded(timed: Iterable[TimedFault]) -> tuple[list[Fault], list[TimedFault]]:
+    """The faults without time bounds (set from the start, for good), and the others."""
+    timed = list(timed)
+    plain = [t.fault for t in timed if not t.after and t.duration is None]
+    return plain, [t for t in timed if t.after or t.duration is not None]
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from netkit.core.timeline import Schedule, TimedFault, Timeline
 from netkit.net.relay import RelayServer
+from netkit.net.server import Server
 from netkit.net.udp_relay import UDPRelayServer
 
 Relay = RelayServer | UDPRelayServer
@@ -100,16 +101,46 @@ class TimelineRun:
 
 @contextlib.asynccontextmanager
 async def timeline_running(
-    server: Relay, timeline: Timeline | None = None, timed: Sequence[TimedFault] = ()
+    server: Relay,
+    timeline: Timeline | None = None,
+    timed: Sequence[TimedFault] = (),
+    *,
+    soon: bool = False,
 ) -> AsyncIterator[TimelineRun | None]:
     """Run a timeline on ``server`` for the duration of the block (None when there is
-    nothing to run); stopped when the block ends."""
+    nothing to run); stopped when the block ends.
+
+    Args:
+        soon: start at the loop's next turn rather than at once: a command enters the block
+            before its server announces itself, and the ``listening`` event comes first. The
+            run still starts before the server's first accept (the loop runs callbacks queued
+            before it polls for I/O).
+    """
     if timeline is None and not timed:
         yield None
         return
     run = TimelineRun(server, timeline, timed)
-    run.start()
+    later = asyncio.get_running_loop().call_soon(run.start) if soon else None
+    if later is None:
+        run.start()
     try:
         yield run
     finally:
+        if later is not None:
+            later.cancel()
         await run.stop()
+
+
+def companion(
+    timeline: Timeline | None, timed: Sequence[TimedFault] = ()
+) -> Callable[[Server], contextlib.AbstractAsyncContextManager[TimelineRun | None]] | None:
+    """What runs beside a command's relay for ``--timeline`` and the flags' ``for=`` /
+    ``after=`` (see :func:`~netkit.commands.serving.run_server`); None when there is neither."""
+    if timeline is None and not timed:
+        return None
+
+    def beside(server: Server) -> contextlib.AbstractAsyncContextManager[TimelineRun | None]:
+        assert isinstance(server, RelayServer | UDPRelayServer)
+        return timeline_running(server, timeline, timed, soon=True)
+
+    return beside
