@@ -274,10 +274,11 @@ class Timeline:
         Raises:
             ConfigError: one line naming the step that is wrong and why.
         """
+        parts = text.split(";")
+        if len(parts) > 1 and not parts[-1].strip():
+            parts.pop()  # a trailing ';'
         steps = []
-        for index, part in enumerate(text.split(";"), 1):
-            if not part.strip() and index > 1 and index == len(text.split(";")):
-                continue  # a trailing ';'
+        for index, part in enumerate(parts, 1):
             try:
                 steps.append(Step.parse(part))
             except ConfigError as exc:
