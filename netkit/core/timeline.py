@@ -210,9 +210,9 @@ def _step_faults(words: list[str]) -> list[TimedFault]:
             if not groups:
                 raise ConfigError(f"{word!r} comes before any fault")
             groups[-1][1].append(word)
-        elif head in SHORTHANDS and not value:
+        elif head in SHORTHANDS:  # reset, or reset=64KiB for reset-after=64KiB
             name, default = SHORTHANDS[head]
-            groups.append((name, [default]))
+            groups.append((name, [value or default]))
         elif head in _kinds():
             if not value:
                 raise ConfigError(f"{head!r} needs a value: {head}=VALUE (as --{head} takes)")
@@ -223,8 +223,8 @@ def _step_faults(words: list[str]) -> list[TimedFault]:
             raise ConfigError(f"{head!r} is no fault (faults: {', '.join(_kinds())})")
     timed = []
     for name, parts in groups:
-        if name == "refuse" and parts[1:]:  # refuse's value is its probability: refuse p=0.2
-            parts = parts[1:] if parts[0] == "1" else parts
+        if name == "refuse" and any(p.startswith("p=") for p in parts[1:]):
+            parts = parts[1:]  # refuse's value is its probability: refuse p=0.2
         timed.append(TimedFault.parse(name, ",".join(parts)))
     return timed
 

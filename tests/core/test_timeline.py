@@ -53,11 +53,20 @@ def test_the_issue_s_timeline_parses_into_typed_steps() -> None:
         ("refuse", Refuse()),
         ("refuse p=0.25", Refuse(probability=0.25)),
         ("refuse=0.25", Refuse(probability=0.25)),
+        ("reset=64KiB", ResetAfter(size=65536)),
         ("loss=30%", Loss(0.3)),
     ],
 )
 def test_a_step_s_faults_use_the_flags_grammar(text: str, fault: object) -> None:
     assert Step.parse(f"1.5s {text}") == Step(1.5, [fault])  # type: ignore[list-item]
+
+
+def test_a_shorthand_takes_for_as_any_fault_does() -> None:
+    step = Step.parse("1s refuse for=2s blackhole down")
+    assert step.timed == (
+        TimedFault(Refuse(), duration=2.0),
+        TimedFault(BlackholeAfter(0, direction="down")),
+    )
 
 
 def test_for_bounds_a_step_s_fault_and_plus_keeps_the_previous_step() -> None:
