@@ -68,6 +68,24 @@ def test_latency(netkit_echo_server, netkit_proxy):
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
 
 
+def test_a_timeline_changes_the_faults_of_a_fixture_s_proxy(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        ROUND_TRIPS
+        + """
+def test_timeline(netkit_echo_server, netkit_proxy):
+    proxy = netkit_proxy(netkit_echo_server, timeline="0s latency=100ms,down; 300ms clear")
+    assert [name for name, _ in proxy.faults] == ["timeline_latency_downstream"]
+    with connect(proxy) as sock:
+        assert round_trip(sock) >= 0.1
+        proxy.run_timeline("0s + latency=1ms,up,for=400ms", wait=5)  # past the clear at 300 ms
+        assert proxy.faults == []
+        assert round_trip(sock) < 0.1
+    proxy.run_timeline("0s latency=5; 1s clear", repeat="forever")  # stopped at teardown
+"""
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+
+
 def test_cut_closes_and_refuses_and_restore_accepts_on_the_same_port(
     pytester: pytest.Pytester,
 ) -> None:

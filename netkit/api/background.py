@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from netkit.api.proxy import Proxy, RelayTotals, Target
 from netkit.api.servers import Listening
 from netkit.core.faults import Fault
+from netkit.core.timeline import Repeat, Timeline
 from netkit.errors import NetkitError, OperationTimeout
 from netkit.net import runtime
 
@@ -223,6 +224,31 @@ class SyncProxy(Listening):
     def clear(self) -> None:
         """Remove every fault."""
         self._loop.call(self.proxy.clear)
+
+    def run_timeline(
+        self,
+        timeline: Timeline | str,
+        *,
+        repeat: Repeat | None = None,
+        wait: float | None = None,
+    ) -> None:
+        """Start ``timeline`` on the proxy (see :meth:`Proxy.run_timeline`); it stops at the
+        fixture's teardown, or at :meth:`stop_timelines`.
+
+        Args:
+            wait: return only once the timeline is over, waiting this many seconds at most.
+
+        Raises:
+            ConfigError: a step that does not parse, or that the proxy cannot apply.
+            OperationTimeout: ``wait`` passed before the timeline ended.
+        """
+        run = self._loop.call(lambda: self.proxy.run_timeline(timeline, repeat=repeat))
+        if wait is not None:
+            self._loop.run(run.wait(), timeout=wait)
+
+    def stop_timelines(self) -> None:
+        """Stop every timeline started on the proxy (its faults stay as they are)."""
+        self._loop.run(self.proxy.stop_timelines())
 
     def cut(self) -> None:
         """Close every relayed connection and refuse new ones until :meth:`restore`."""
