@@ -293,3 +293,35 @@ def test_a_bad_rule_fails_before_listening(run: Any) -> None:
                 pass
 
     run(main())
+
+
+def test_a_udp_proxy_opens_no_flow_for_a_denied_source(run: Any) -> None:
+    events = Events()
+
+    async def main() -> dict[str, Any]:
+        async with (
+            netkit.udp_echo_server() as echo,
+            netkit.udp_proxy(echo.address, deny=["127.0.0.2"], on_event=events) as p,
+        ):
+            assert p.host and p.port
+            loop = asyncio.get_running_loop()
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as denied,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as allowed,
+            ):
+                denied.bind(("127.0.0.2", 0))
+                allowed.bind(("127.0.0.1", 0))
+                for sock in (denied, allowed):
+                    sock.setblocking(False)
+                denied.sendto(b"let me in", (p.host, p.port))
+                allowed.sendto(b"hello", (p.host, p.port))
+                async with asyncio.timeout(5):
+                    assert await loop.sock_recv(allowed, 100) == b"hello"
+                with pytest.raises(BlockingIOError):
+                    denied.recv(100)
+            return p.stats
+
+    stats = run(main())
+    assert (stats["denied"], stats["flows"]) == (1, 1)
+    assert events.named("denied")[0]["client"].startswith("127.0.0.2:")
+    assert len(events.named("flow_opened")) == 1
