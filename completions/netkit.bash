@@ -35,7 +35,7 @@ _netkit_options() {
         "netkit multicast") echo "-h --help" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout -q --quiet --rcvbuf --json -h --help" ;;
-        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --loop --no-loop -q --quiet --json -h --help" ;;
+        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --loop --no-loop -q --quiet --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss --json -h --help" ;;
         "netkit ws-client") echo "-H --header --subprotocol --origin -b --binary -f --file --raw -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key -k --insecure --sni --json -h --help" ;;
     esac
@@ -56,7 +56,7 @@ _netkit_value_options() {
         "netkit bench merge") echo "--fail-if" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl -I --interface --source-port --sndbuf" ;;
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
-        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl" ;;
+        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --allow --deny --allow-file --deny-file" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss" ;;
         "netkit ws-client") echo "-H --header --subprotocol --origin -f --file -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --cacert --cert --key --sni" ;;
     esac
@@ -105,6 +105,8 @@ _netkit_values() {
         "netkit bench run --cacert") echo "@files" ;;
         "netkit bench run --cert") echo "@files" ;;
         "netkit bench run --key") echo "@files" ;;
+        "netkit multicast ping --allow-file") echo "@files" ;;
+        "netkit multicast ping --deny-file") echo "@files" ;;
         "netkit ws-client -f") echo "@files" ;;
         "netkit ws-client --file") echo "@files" ;;
         "netkit ws-client --cacert") echo "@files" ;;

@@ -20,28 +20,7 @@ from netkit import ConfigError
 from netkit.core.access import NO_ALLOW_RULE, AccessList
 from netkit.net.echo import EchoConnection
 from netkit.net.server import StreamServer, running
-
-
-class Events:
-    """Every event a server reported, and a wait for one by name."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-        self.changed = asyncio.Event()
-
-    def __call__(self, event: str, fields: dict[str, Any]) -> None:
-        self.seen.append((event, fields))
-        self.changed.set()
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [f for e, f in self.seen if e == event]
-
-    async def first(self, event: str) -> dict[str, Any]:
-        async with asyncio.timeout(5):
-            while not self.named(event):
-                self.changed.clear()
-                await self.changed.wait()
-        return self.named(event)[0]
+from tests.net.conftest import EventLog
 
 
 async def turned_away(host: str, port: int, source: str) -> None:
@@ -71,13 +50,13 @@ async def echoed(host: str, port: int, source: str, data: bytes = b"ping") -> by
 
 
 def test_echo_server_denies_one_client_and_serves_the_others(run: Any) -> None:
-    events = Events()
+    events = EventLog()
 
     async def main() -> dict[str, Any]:
-        async with netkit.echo_server(deny=["127.0.0.2"], on_event=events) as server:
+        async with netkit.echo_server(deny=["127.0.0.2"], on_event=events.record) as server:
             assert server.host and server.port
             await turned_away(server.host, server.port, "127.0.0.2")
-            denied = await events.first("denied")
+            denied = (await events.wait_events("denied"))[0]
             assert denied["peer"].startswith("127.0.0.2:") and denied["rule"] == "deny 127.0.0.2/32"
             assert await echoed(server.host, server.port, "127.0.0.1") == b"ping"
         return server.stats
@@ -89,10 +68,10 @@ def test_echo_server_denies_one_client_and_serves_the_others(run: Any) -> None:
 
 
 def test_an_allow_list_turns_away_everyone_it_does_not_name(run: Any) -> None:
-    events = Events()
+    events = EventLog()
 
     async def main() -> dict[str, Any]:
-        async with netkit.echo_server(allow="127.0.0.1", on_event=events) as server:
+        async with netkit.echo_server(allow="127.0.0.1", on_event=events.record) as server:
             assert server.host and server.port
             await turned_away(server.host, server.port, "127.0.0.2")
             assert await echoed(server.host, server.port, "127.0.0.1") == b"ping"
@@ -116,10 +95,12 @@ def test_an_allow_list_turns_away_everyone_it_does_not_name(run: Any) -> None:
 def test_ipv6_rules_that_match_or_not_the_loopback(
     run: Any, allow: list[str], deny: list[str], served: bool
 ) -> None:
-    events = Events()
+    events = EventLog()
 
     async def main() -> dict[str, Any]:
-        async with netkit.echo_server("[::1]:0", allow=allow, deny=deny, on_event=events) as server:
+        async with netkit.echo_server(
+            "[::1]:0", allow=allow, deny=deny, on_event=events.record
+        ) as server:
             assert server.port
             if served:
                 assert await echoed("::1", server.port, "::1") == b"ping"
@@ -136,7 +117,7 @@ def test_ipv6_rules_that_match_or_not_the_loopback(
 def test_an_ipv4_mapped_client_of_a_dual_stack_listener_matches_ipv4_rules(run: Any) -> None:
     # netkit's own [::] listeners are IPv6-only; a dual-stack socket handed to a server sees
     # IPv4 clients as ::ffff:a.b.c.d, and the IPv4 rules still apply to them.
-    events = Events()
+    events = EventLog()
 
     async def main() -> dict[str, Any]:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -145,7 +126,7 @@ def test_an_ipv4_mapped_client_of_a_dual_stack_listener_matches_ipv4_rules(run: 
         sock.listen(8)
         sock.setblocking(False)
         port = sock.getsockname()[1]
-        server = StreamServer(sock, EchoConnection, on_event=events)
+        server = StreamServer(sock, EchoConnection, on_event=events.record)
         server.restrict(AccessList(allow=["127.0.0.0/8"], deny=["127.0.0.2"]))
         async with running(server, drain_timeout=1.0):
             await turned_away("127.0.0.1", port, "127.0.0.2")
@@ -159,10 +140,10 @@ def test_an_ipv4_mapped_client_of_a_dual_stack_listener_matches_ipv4_rules(run: 
 
 
 def test_a_tls_server_denies_before_the_handshake(run: Any) -> None:
-    events = Events()
+    events = EventLog()
 
     async def main() -> dict[str, Any]:
-        async with netkit.echo_server(tls=True, deny="127.0.0.2", on_event=events) as server:
+        async with netkit.echo_server(tls=True, deny="127.0.0.2", on_event=events.record) as server:
             assert server.host and server.port
             context = server.client_ssl_context()
             with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
@@ -184,10 +165,10 @@ def test_a_tls_server_denies_before_the_handshake(run: Any) -> None:
 
 
 def test_a_websocket_server_denies_at_accept(run: Any) -> None:
-    events = Events()
+    events = EventLog()
 
     async def main() -> dict[str, Any]:
-        async with netkit.ws_server(deny=["127.0.0.2"], on_event=events) as server:
+        async with netkit.ws_server(deny=["127.0.0.2"], on_event=events.record) as server:
             host, port = server.host, server.port
             assert host and port
             await turned_away(host, port, "127.0.0.2")
@@ -203,14 +184,14 @@ def test_a_websocket_server_denies_at_accept(run: Any) -> None:
 
 @pytest.mark.parametrize("kind", ["proxy", "load_balancer"])
 def test_a_relay_denies_without_opening_the_upstream(run: Any, kind: str) -> None:
-    events = Events()
+    events = EventLog()
 
     async def main() -> tuple[Any, int]:
         async with netkit.echo_server() as echo:
             relay = (
-                netkit.proxy(echo.address, deny="127.0.0.2", on_event=events)
+                netkit.proxy(echo.address, deny="127.0.0.2", on_event=events.record)
                 if kind == "proxy"
-                else netkit.load_balancer([echo.address], deny="127.0.0.2", on_event=events)
+                else netkit.load_balancer([echo.address], deny="127.0.0.2", on_event=events.record)
             )
             async with relay as r:
                 assert r.host and r.port
@@ -232,7 +213,7 @@ def test_a_relay_denies_without_opening_the_upstream(run: Any, kind: str) -> Non
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_a_udp_echo_server_does_not_answer_a_denied_source(run: Any, host: str) -> None:
-    events = Events()
+    events = EventLog()
     # Over IPv4 127.0.0.2 is denied; over IPv6 ::1 is denied and the IPv4 side serves.
     deny, other = ("127.0.0.2", "127.0.0.1") if host == "127.0.0.1" else ("::1", None)
     # Datagrams are read in order: the allowed one's reply shows the three before it were
@@ -241,7 +222,7 @@ def test_a_udp_echo_server_does_not_answer_a_denied_source(run: Any, host: str) 
 
     async def main() -> dict[str, Any]:
         async with netkit.udp_echo_server(
-            f"[{host}]:0" if ":" in host else f"{host}:0", deny=deny, on_event=events
+            f"[{host}]:0" if ":" in host else f"{host}:0", deny=deny, on_event=events.record
         ) as server:
             assert server.port
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -249,7 +230,7 @@ def test_a_udp_echo_server_does_not_answer_a_denied_source(run: Any, host: str) 
                 denied_sock.bind((deny, 0))
                 for _ in range(sent):
                     denied_sock.sendto(b"let me in", (host, server.port))
-                await events.first("denied")
+                await events.wait_events("denied")
                 if other is not None:
                     with socket.socket(family, socket.SOCK_DGRAM) as allowed:
                         allowed.bind((other, 0))
@@ -296,12 +277,12 @@ def test_a_bad_rule_fails_before_listening(run: Any) -> None:
 
 
 def test_a_udp_proxy_opens_no_flow_for_a_denied_source(run: Any) -> None:
-    events = Events()
+    events = EventLog()
 
     async def main() -> dict[str, Any]:
         async with (
             netkit.udp_echo_server() as echo,
-            netkit.udp_proxy(echo.address, deny=["127.0.0.2"], on_event=events) as p,
+            netkit.udp_proxy(echo.address, deny=["127.0.0.2"], on_event=events.record) as p,
         ):
             assert p.host and p.port
             loop = asyncio.get_running_loop()
