@@ -98,7 +98,10 @@ class Server:
 
     Every client is checked against :attr:`access` (see :meth:`restrict`) before the kind of
     server sees it: a denied client is reset at accept, before a byte is read from it or a TLS
-    handshake begins, reported (``denied``) and counted (``stats.denied``).
+    handshake begins, reported (``denied``) and counted (``stats.denied``). The address checked
+    is the socket's peer: behind a PROXY-protocol sender, the proxy in front, whose header is
+    not read yet (allowing only trusted proxies is what makes their headers believable); a
+    kind of server that learns another address later may check it with :meth:`denies`.
 
     A kind of server says what an accepted socket becomes (:meth:`accepted`), when a client
     counts as a connection (:meth:`track`, :meth:`untrack`), how its connections are asked to
