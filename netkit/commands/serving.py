@@ -27,6 +27,7 @@ from rich.text import Text
 
 from netkit.commands.options import ServerFlags
 from netkit.console import Output
+from netkit.core.access import unix_socket_error
 from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.units import format_size
 from netkit.net import runtime
@@ -98,6 +99,7 @@ def stream_summary(s: dict[str, Any]) -> str:
         f"served {s['connections']} connection(s): {format_size(s['bytes_in'])} in, "
         f"{format_size(s['bytes_out'])} out, {s['errors']} error(s)"
         + (f", {s['rejected']} rejected" if s["rejected"] else "")
+        + (f", {s['denied']} denied" if s.get("denied") else "")
         + (f", {s['aborted_at_drain']} cut at drain" if s["aborted_at_drain"] else "")
     )
 
@@ -108,6 +110,7 @@ def relay_summary(s: dict[str, Any]) -> str:
         f"relayed {s['connections']} connection(s): {format_size(s['bytes_up'])} up, "
         f"{format_size(s['bytes_down'])} down"
         + (f", {s['upstream_failures']} upstream failure(s)" if s["upstream_failures"] else "")
+        + (f", {s['denied']} denied" if s.get("denied") else "")
         + (f", {s['faults_injected']} fault(s) injected" if s["faults_injected"] else "")
         + (f", {s['undelivered_bytes']} bytes undelivered" if s["undelivered_bytes"] else "")
     )
@@ -224,6 +227,8 @@ def _print_event(out: Output) -> EventHook:
             who = fields.get("peer", fields.get("client"))
             if event == "accept_paused":
                 out.warn(f"not accepting for now: {fields['error']} (raise the open-files limit?)")
+            elif event == "denied":
+                out.warn(f"{who}: denied ({fields['rule']})")
             elif event == "rejected":
                 answer = f" with {fields['status']}" if "status" in fields else ""
                 out.warn(f"{who}: refused{answer}: {fields['reason']}")
@@ -331,6 +336,9 @@ def run_server(
     """
     tls, workers, max_connections = flags.tls, flags.workers, flags.max_connections
     drain_timeout, socket_mode = flags.drain_seconds, flags.unix_mode
+    access = flags.access
+    if access and isinstance(endpoint, UnixEndpoint):
+        raise unix_socket_error()
     details = dict(details or {})
     details["max_open_files"] = check_open_files(
         out, max_connections, per_connection=per_connection
@@ -346,7 +354,8 @@ def run_server(
         _transport(endpoint, ssl_context is not None),
         workers,
         details,
-        fields(ssl_context is not None) if fields is not None else {},
+        (fields(ssl_context is not None) if fields is not None else {})
+        | (access.as_dict() if access else {}),
         ca_file,
         url(address, ssl_context is not None) if url is not None else None,
         drain_timeout,
@@ -367,6 +376,7 @@ def run_server(
                 on_event=on_event,
                 unix_endpoint=unix if index == 0 else None,
             )
+            server.restrict(access)
             status = presentation.status if alone and out.interactive else None
             async with companion(server) if companion else contextlib.nullcontext():
                 interrupted = await serve_until_signal(
