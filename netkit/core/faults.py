@@ -249,13 +249,18 @@ class Bandwidth(Fault):
 
 @dataclass(frozen=True)
 class Slice(Fault):
-    """Split data into writes of ``size`` bytes, ``delay`` milliseconds apart."""
+    """Split data into writes of ``size`` bytes, ``delay`` milliseconds apart.
+
+    With a ``variation``, each write is ``size`` ± ``variation`` bytes, drawn uniformly from
+    the connection's seeded RNG (toxiproxy's slicer: ``average_size`` ± ``size_variation``).
+    """
 
     name = "slice"
     help = "Split data into writes of BYTES[:DELAY]."
 
     size: int
     delay: float = 0.0
+    variation: int = 0
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
@@ -269,15 +274,24 @@ class Slice(Fault):
         super().__post_init__()
         if self.size < 1:
             raise ConfigError(f"{self.name}: slices are at least 1 byte")
+        if self.variation >= self.size:
+            raise ConfigError(
+                f"{self.name}: the size variation ({self.variation}) must be less than the size"
+                f" ({self.size}): a slice is at least 1 byte"
+            )
 
     def values(self) -> dict[str, object]:
-        return {"bytes": self.size, "delay_ms": self.delay}
+        values: dict[str, object] = {"bytes": self.size, "delay_ms": self.delay}
+        if self.variation:
+            values["variation_bytes"] = self.variation
+        return values
 
     def value_text(self) -> str:
         return f"{self.size}:{_ms_text(self.delay)}"
 
     def apply_to(self, plan: DirectionPlan) -> None:
         plan.slice_size, plan.slice_delay = self.size, self.delay / 1000
+        plan.slice_variation = self.variation
 
 
 @dataclass(frozen=True)
@@ -517,6 +531,7 @@ class DirectionPlan:
     rate: float | None = None
     slice_size: int | None = None
     slice_delay: float = 0.0
+    slice_variation: int = 0  # each slice is slice_size ± this many bytes
     limit: int | None = None
     reset_bytes: int | None = None
     blackhole_after: float | None = None
@@ -540,7 +555,7 @@ class DirectionPlan:
         due = max(now + max(delay, 0.0), self._last_due)
         sizes = [nbytes]
         if self.slice_size:
-            sizes = [min(self.slice_size, nbytes - i) for i in range(0, nbytes, self.slice_size)]
+            sizes = self._slices(nbytes, rng)
         pieces = []
         for i, size in enumerate(sizes):
             if i and self.slice_delay:
@@ -552,6 +567,20 @@ class DirectionPlan:
             pieces.append((due, size))
         self._last_due = due
         return pieces
+
+    def _slices(self, nbytes: int, rng: random.Random) -> list[int]:
+        # Sizes of the slices of a chunk: slice_size each (the last one what is left), or
+        # each drawn from slice_size ± slice_variation.
+        size, spread = self.slice_size or nbytes, self.slice_variation
+        if not spread:
+            return [min(size, nbytes - i) for i in range(0, nbytes, size)]
+        sizes: list[int] = []
+        left = nbytes
+        while left > 0:
+            piece = min(left, rng.randint(size - spread, size + spread))
+            sizes.append(piece)
+            left -= piece
+        return sizes
 
 
 @dataclass
