@@ -92,8 +92,12 @@ class Output:
         """True when stdout is a terminal and output is human text (live widgets allowed)."""
         return not self.json and self.out.is_terminal
 
-    def event(self, name: str, human: str | None = None, **fields: Any) -> None:
-        """Report an event: a JSON line with ``--json``, else ``human`` (rich markup) if given."""
+    def event(self, name: str, human: str | None = None, /, **fields: Any) -> None:
+        """Report an event: a JSON line with ``--json``, else ``human`` (rich markup) if given.
+
+        ``name`` and ``human`` are positional only: an event may have fields of those names
+        (a fault's ``name``).
+        """
         if self.json:
             rest = _ENCODER.encode(fields)[1:-1] if fields else ""
             comma = "," if rest else ""
