@@ -1,3 +1,98 @@
-"""netkit: one command-line toolbox for network work."""
+"""netkit: one command-line toolbox for network work, and a small Python API for test suites.
+
+The public API is every name in :data:`__all__` (and the pytest plugin's fixtures); everything
+else, ``netkit.core``, ``netkit.net``, ``netkit.commands`` and any module not re-exported here,
+is internal and may change in any release (see docs/api.md, "Stability").
+
+The names are exported lazily (module ``__getattr__``): ``import netkit`` costs nothing more than
+this file, so the command line starts as fast as before; ``netkit.echo_server`` imports its
+module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Every public name -> the module that defines it. One block per module; a module's names are
+# listed here only once that module exists (tests/test_package.py checks each one resolves,
+# has a docstring, and that ``import netkit`` imports none of these modules).
+_EXPORTS: dict[str, str] = {
+    # --- faults (netkit/core/faults.py): typed, toxiproxy's units ---------------------------
+    "Fault": "netkit.core.faults",
+    "Latency": "netkit.core.faults",
+    "Bandwidth": "netkit.core.faults",
+    "Slice": "netkit.core.faults",
+    "LimitData": "netkit.core.faults",
+    "ResetAfter": "netkit.core.faults",
+    "BlackholeAfter": "netkit.core.faults",
+    "SlowClose": "netkit.core.faults",
+    "AcceptDelay": "netkit.core.faults",
+    "Refuse": "netkit.core.faults",
+    # --- errors (netkit/errors.py) -----------------------------------------------------------
+    "NetkitError": "netkit.errors",
+    "UsageError": "netkit.errors",
+    "EndpointError": "netkit.errors",
+    "ConfigError": "netkit.errors",
+    "LocalError": "netkit.errors",
+    "BindError": "netkit.errors",
+    "ResourceExhausted": "netkit.errors",
+    "NetworkError": "netkit.errors",
+    "ConnectError": "netkit.errors",
+    "ConnectionLost": "netkit.errors",
+    "OperationTimeout": "netkit.errors",
+    "TLSError": "netkit.errors",
+    "PeerProtocolError": "netkit.errors",
+    "LocalProtocolError": "netkit.errors",
+    "CheckFailed": "netkit.errors",
+    # --- servers, WebSocket client, bench (netkit/api/: helper "api") ------------------------
+    # --- proxy and load balancer (netkit/api/proxy.py: helper "plugin") -----------------------
+    # "proxy", "load_balancer" and their handle classes go here, in this block, once
+    # netkit/api/proxy.py defines them.
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from netkit.core.faults import AcceptDelay as AcceptDelay
+    from netkit.core.faults import Bandwidth as Bandwidth
+    from netkit.core.faults import BlackholeAfter as BlackholeAfter
+    from netkit.core.faults import Fault as Fault
+    from netkit.core.faults import Latency as Latency
+    from netkit.core.faults import LimitData as LimitData
+    from netkit.core.faults import Refuse as Refuse
+    from netkit.core.faults import ResetAfter as ResetAfter
+    from netkit.core.faults import Slice as Slice
+    from netkit.core.faults import SlowClose as SlowClose
+    from netkit.errors import BindError as BindError
+    from netkit.errors import CheckFailed as CheckFailed
+    from netkit.errors import ConfigError as ConfigError
+    from netkit.errors import ConnectError as ConnectError
+    from netkit.errors import ConnectionLost as ConnectionLost
+    from netkit.errors import EndpointError as EndpointError
+    from netkit.errors import LocalError as LocalError
+    from netkit.errors import LocalProtocolError as LocalProtocolError
+    from netkit.errors import NetkitError as NetkitError
+    from netkit.errors import NetworkError as NetworkError
+    from netkit.errors import OperationTimeout as OperationTimeout
+    from netkit.errors import PeerProtocolError as PeerProtocolError
+    from netkit.errors import ResourceExhausted as ResourceExhausted
+    from netkit.errors import TLSError as TLSError
+    from netkit.errors import UsageError as UsageError

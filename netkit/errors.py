@@ -8,6 +8,8 @@ user's input are separate from errors caused by the network or the peer::
     ├── UsageError                  the user can fix it on the command line        -> 2
     │   ├── EndpointError           an endpoint string that does not parse
     │   └── ConfigError             a bad option value, a missing or unreadable file
+    │       ├── FaultExists         a fault by that name is already set (HTTP 409)
+    │       └── NoSuchFault         no fault by that name is set (HTTP 404)
     ├── LocalError                  this machine refused                           -> 6
     │   ├── BindError               address in use, permission denied, not a socket
     │   └── ResourceExhausted       out of file descriptors or memory
@@ -120,6 +122,14 @@ class EndpointError(UsageError):
 
 class ConfigError(UsageError):
     """An option value is invalid, or a file it names cannot be read."""
+
+
+class FaultExists(ConfigError):
+    """A fault is added under a name a relay's fault set already has."""
+
+
+class NoSuchFault(ConfigError):
+    """A fault is named that a relay's fault set does not have."""
 
 
 class LocalError(NetkitError):

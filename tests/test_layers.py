@@ -4,6 +4,7 @@ and the I/O layer knows no CLI.
 - ``netkit/core``: no asyncio, socket, ssl, selectors, rich or typer, and nothing from
   netkit.net, netkit.commands or netkit.console.
 - ``netkit/net``: nothing from netkit.commands or netkit.console, no rich or typer.
+- ``netkit/api``: the same (the public API is built on net/ and core/, not on the CLI).
 
 Every module is parsed with :mod:`ast` (not imported), so an import inside a function or under
 ``TYPE_CHECKING`` counts too, and relative imports are resolved against the module's package.
@@ -32,6 +33,8 @@ FORBIDDEN = {
         "netkit.console",
     ),
     "net": ("netkit.commands", "netkit.console", "rich", "typer"),
+    # The public API composes net/ and core/; the CLI's layer is not a library.
+    "api": ("netkit.commands", "netkit.console", "rich", "typer"),
 }
 
 # Known violations, each with the issue that removes it. Keep this empty: move the code to the

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from netkit.core.addresses import UnixEndpoint
+from netkit.core.fault_set import FaultChange, FaultSet
 from netkit.core.faults import ConnectionFaults, Fault, Refuse, draw
 from netkit.core.flow import RelayRecord
 from netkit.core.proxy_protocol import encode as encode_proxy_header
@@ -60,7 +61,9 @@ class RelayOptions:
         splice: use ``os.splice`` where possible.
         proxy_protocol: send a PROXY header (1 or 2) to the upstream first, or 0.
         idle_timeout: close relays idle this long (seconds), or None.
-        faults: fault specs drawn per connection.
+        faults: the faults drawn per connection: a list (each under its default name) or a
+            :class:`~netkit.core.fault_set.FaultSet` the caller keeps changing; the server's
+            :attr:`RelayServer.faults` is that set.
         seed: RNG seed for fault draws and jitter (repeatable runs).
     """
 
@@ -70,7 +73,7 @@ class RelayOptions:
     splice: bool = True
     proxy_protocol: int = 0
     idle_timeout: float | None = None
-    faults: list[Fault] = field(default_factory=list)
+    faults: list[Fault] | FaultSet = field(default_factory=list)
     seed: int | None = None
 
     def can_splice(self, *, client_tls: bool) -> bool:
@@ -112,8 +115,14 @@ class RelayServer(Server):
             when each relay ends.
         options: TLS, splice, PROXY protocol, faults.
         max_connections: clients beyond this are refused (RST) and counted.
-        on_event: receives (event, fields): ``fault``, ``upstream_failed``, ``closed``, ...
+        on_event: receives (event, fields): ``fault``, ``upstream_failed``, ``closed``, and
+            one event per change of :attr:`faults` (``fault_added``, ``fault_updated``,
+            ``fault_removed``, ``faults_cleared``: the name and the fault's ``as_dict()``).
         unix_endpoint: the Unix socket's path, removed when the server stops listening.
+
+    Attributes:
+        faults: the named faults, changeable while the server runs; each new connection
+            draws its faults from the set as it is when the connection arrives.
     """
 
     stats: RelayStats
@@ -146,6 +155,9 @@ class RelayServer(Server):
         self.upstream = upstream
         self.options = options
         self.rng = random.Random(options.seed)
+        faults = options.faults
+        self.faults = faults if isinstance(faults, FaultSet) else FaultSet(faults)
+        self._unsubscribe = self.faults.subscribe(self._faults_changed)
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
@@ -158,8 +170,12 @@ class RelayServer(Server):
         super().start()
 
     async def close(self) -> None:
+        self._unsubscribe()
         await super().close()
         await self.upstream.stop()
+
+    def _faults_changed(self, change: FaultChange) -> None:
+        self.emit(change.event, change.as_dict())
 
     def accepted(self, conn: socket.socket, peer: str) -> None:
         if self.full:
@@ -176,7 +192,7 @@ class RelayServer(Server):
 
     async def _handle(self, cid: int, conn: socket.socket, client: str) -> None:
         record = RelayRecord(cid, client)
-        faults = draw(self.options.faults, self.rng)
+        faults = draw(self.faults.faults, self.rng)
         for applied in faults.applied:
             self.stats.faults += 1
             self.emit("fault", {"id": cid, "client": client, **applied})

@@ -19,6 +19,14 @@ import trustme
 
 NETKIT = [sys.executable, "-m", "netkit"]
 
+# A suite started as a background job of a script (`pytest &` in a shell without job control)
+# inherits SIGINT ignored, and so would every netkit it starts (an ignored signal survives
+# exec): ws-client, which honours an ignored SIGINT as Python does, then never saw the Ctrl-C
+# of test_ws_client's Ctrl-C test. A terminal's Ctrl-C reaches a foreground process, where
+# SIGINT is not ignored: give the children that.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def run_netkit(
     *args: str, input: bytes | None = None, timeout: float = 20

@@ -1,0 +1,78 @@
+"""The package surface: ``netkit.__all__`` resolves lazily, every public name is documented,
+``import netkit`` stays as cheap as it was (the command line imports it first), and the
+wheel ships ``py.typed``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import netkit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_netkit_loads_no_public_module() -> None:
+    # A fresh interpreter: importing the package must not import what it exports.
+    code = (
+        "import sys, netkit\n"
+        "heavy = [m for m in sys.modules if m.startswith(('netkit.', 'asyncio', 'ssl'))]\n"
+        "print(','.join(sorted(heavy)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("name", sorted(set(netkit.__all__) - {"__version__"}))
+def test_public_name_resolves_with_a_docstring(name: str) -> None:
+    value = getattr(netkit, name)
+    doc = value.__doc__ or ""
+    assert len(doc.strip()) > 20, f"netkit.{name} needs a docstring"
+    assert not doc.startswith(f"{name}("), f"netkit.{name} has only dataclass's generated doc"
+    assert name in dir(netkit)
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        netkit.nope  # noqa: B018
+
+
+def test_all_has_no_duplicates() -> None:
+    assert len(netkit.__all__) == len(set(netkit.__all__))
+
+
+@pytest.mark.timeout(180)
+def test_wheel_ships_py_typed(tmp_path: Path) -> None:
+    # Build the wheel in-process with the project's own backend (no network, no isolation).
+    code = (
+        "import os, sys, setuptools.build_meta as b\n"
+        f"os.chdir({str(ROOT)!r})\n"
+        f"print(b.build_wheel({str(tmp_path)!r}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=170, check=True
+    )
+    wheel = tmp_path / out.stdout.strip().splitlines()[-1]
+    assert "netkit/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_type_checking_imports_match_the_table() -> None:
+    # Type checkers read the TYPE_CHECKING block, the runtime reads _EXPORTS: they must agree.
+    import ast
+
+    tree = ast.parse((ROOT / "netkit" / "__init__.py").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If))
+    seen = {
+        alias.asname: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.asname == alias.name
+    }
+    assert seen == netkit._EXPORTS
