@@ -20,12 +20,15 @@ from typing import Final
 import httptools
 
 from netkit.core.http_api import ApiError, Request, Response
+from netkit.net.idle import IdleTimer
 from netkit.net.server import ServerConnection
 
 MAX_BODY: Final = 1 << 20
 """The largest request body accepted (a populate of thousands of proxies fits)."""
 MAX_PENDING: Final = 16
 """Pipelined requests queued on one connection before it stops reading."""
+IDLE_TIMEOUT: Final = 60.0
+"""Seconds a client may keep a connection without a request (toxiproxy's IdleTimeout)."""
 
 ApiHandler = Callable[[Request], Awaitable[Response]]
 """Answers one request."""
@@ -40,9 +43,11 @@ class ApiConnection(ServerConnection):
 
     pause_reading_on_backpressure = False  # answers are not views of the receive buffer
 
-    def __init__(self, handler: ApiHandler) -> None:
+    def __init__(self, handler: ApiHandler, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
         super().__init__(max_buffer=64 * 1024)
         self.handler = handler
+        self.idle_timeout = idle_timeout
+        self._idle: IdleTimer | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -97,7 +102,20 @@ class ApiConnection(ServerConnection):
 
     # --- the connection -----------------------------------------------------------------
 
+    def on_connect(self) -> None:
+        super().on_connect()
+        # A client that holds a connection without asking is closed, as toxiproxy does.
+        self._idle = IdleTimer(self.idle_timeout, self._idled)
+
+    def _idled(self) -> None:
+        if self._busy:  # a request still being answered is not idleness
+            self._idle = IdleTimer(self.idle_timeout, self._idled)
+        else:
+            self.close()
+
     def data_ready(self) -> None:
+        if self._idle is not None:
+            self._idle.touch()
         data = self.rbuf.take()
         if self._closing:
             return
@@ -126,6 +144,8 @@ class ApiConnection(ServerConnection):
             if self.transport is None or self.transport.is_closing():
                 return
             self.write(response.serialize(keep_alive=keep_alive))
+            if self._idle is not None:
+                self._idle.touch()
             if not keep_alive:
                 self.close()
                 return
@@ -157,6 +177,8 @@ class ApiConnection(ServerConnection):
             self.close()
 
     def on_close(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
         if self._busy:
             assert self._worker is not None
             self._worker.cancel()

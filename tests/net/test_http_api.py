@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from netkit.core.addresses import TCPEndpoint
 from netkit.core.http_api import ApiError, Request, Response
-from netkit.net.http_api import MAX_BODY, api_connection
+from netkit.net.http_api import MAX_BODY, ApiConnection, api_connection
 from netkit.net.server import StreamServer, make_listener
 
 if TYPE_CHECKING:
@@ -127,5 +127,30 @@ def test_a_half_closed_client_still_gets_its_answer(run: Runner[None]) -> None:
             assert status == 200 and json.loads(body)["path"] == "/slow/30"
             assert await reader.read() == b""
             writer.close()
+
+    run(main())
+
+
+def test_an_idle_client_is_closed_and_others_are_served(run: Runner[None]) -> None:
+    async def main() -> None:
+        server = StreamServer(
+            make_listener(TCPEndpoint("127.0.0.1", 0)),
+            lambda: ApiConnection(answer, idle_timeout=0.2),
+        )
+        server.start()
+        port = server.sock.getsockname()[1]
+        try:
+            idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+            idle_writer.write(b"GET /half")  # never finished
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /slow/300 HTTP/1.1\r\n\r\n")  # busy longer than the timeout
+            status, _, _ = await read_response(reader)
+            assert status == 200
+            assert await idle_reader.read() == b""  # closed for idling
+            writer.close()
+            idle_writer.close()
+        finally:
+            await server.drain(1.0)
+            await server.close()
 
     run(main())
