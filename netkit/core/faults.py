@@ -249,11 +249,7 @@ class Bandwidth(Fault):
 
 @dataclass(frozen=True)
 class Slice(Fault):
-    """Split data into writes of ``size`` bytes, ``delay`` milliseconds apart.
-
-    With a ``variation``, each write is ``size`` ± ``variation`` bytes, drawn uniformly from
-    the connection's seeded RNG (toxiproxy's slicer: ``average_size`` ± ``size_variation``).
-    """
+    """Split data into writes of ``size`` ± ``variation`` bytes, ``delay`` ms apart."""
 
     name = "slice"
     help = "Split data into writes of BYTES[:DELAY]."
@@ -272,19 +268,12 @@ class Slice(Fault):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.size < 1:
-            raise ConfigError(f"{self.name}: slices are at least 1 byte")
-        if self.variation >= self.size:
-            raise ConfigError(
-                f"{self.name}: the size variation ({self.variation}) must be less than the size"
-                f" ({self.size}): a slice is at least 1 byte"
-            )
+        if self.size - self.variation < 1:  # the smallest slice a variation allows
+            raise ConfigError(f"{self.name}: slices are at least 1 byte (size minus variation)")
 
     def values(self) -> dict[str, object]:
-        values: dict[str, object] = {"bytes": self.size, "delay_ms": self.delay}
-        if self.variation:
-            values["variation_bytes"] = self.variation
-        return values
+        varies = {"variation_bytes": self.variation} if self.variation else {}
+        return {"bytes": self.size, "delay_ms": self.delay, **varies}
 
     def value_text(self) -> str:
         return f"{self.size}:{_ms_text(self.delay)}"
@@ -569,17 +558,11 @@ class DirectionPlan:
         return pieces
 
     def _slices(self, nbytes: int, rng: random.Random) -> list[int]:
-        # Sizes of the slices of a chunk: slice_size each (the last one what is left), or
-        # each drawn from slice_size ± slice_variation.
-        size, spread = self.slice_size or nbytes, self.slice_variation
-        if not spread:
-            return [min(size, nbytes - i) for i in range(0, nbytes, size)]
-        sizes: list[int] = []
-        left = nbytes
+        # slice_size bytes each (± slice_variation, drawn from the seeded RNG), the last the rest.
+        size, spread, sizes, left = self.slice_size or nbytes, self.slice_variation, [], nbytes
         while left > 0:
-            piece = min(left, rng.randint(size - spread, size + spread))
-            sizes.append(piece)
-            left -= piece
+            sizes.append(min(left, rng.randint(size - spread, size + spread) if spread else size))
+            left -= sizes[-1]
         return sizes
 
 

@@ -276,6 +276,6 @@ def test_slices_vary_around_their_size_and_cover_every_byte():
 
 
 def test_a_slice_variation_must_leave_a_byte():
-    with pytest.raises(UsageError, match="variation"):
+    with pytest.raises(UsageError, match="at least 1 byte"):
         Slice(10, variation=10)
     assert Slice(10, variation=9).values()["variation_bytes"] == 9
