@@ -154,3 +154,29 @@ def test_an_idle_client_is_closed_and_others_are_served(run: Runner[None]) -> No
             await server.close()
 
     run(main())
+
+
+def test_garbage_never_stops_the_server(run: Runner[None]) -> None:
+    import random
+
+    rng = random.Random(15)
+    payloads = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))) for _ in range(40)]
+    payloads += [b"GET / HTTP/1.1\r\n" + p + b"\r\n\r\n" for p in payloads[:20]]
+
+    async def main() -> None:
+        async with api() as (server, port):
+            for payload in payloads:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(payload)
+                writer.write_eof()
+                answer = await reader.read()  # a 400, or nothing: never a hang
+                assert answer == b"" or answer.startswith(b"HTTP/1.1 ")
+                writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["path"] == "/ok"
+            writer.close()
+            assert server.stats.accepted == len(payloads) + 1
+
+    run(main())
