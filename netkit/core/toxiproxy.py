@@ -502,21 +502,24 @@ def parse_proxy(body: Any, *, where: str = "") -> ProxySpec:
 
 def update_proxy(spec: ProxySpec, body: Any) -> ProxySpec:
     """``spec`` changed by ``POST/PATCH /proxies/{proxy}``' body: ``listen``, ``upstream``,
-    ``enabled`` (the name does not change; extensions given replace the proxy's).
+    ``enabled`` (the name does not change, nor do the extensions: a proxy's TLS and seed are
+    set when it is created).
 
     Raises:
-        ApiError: 400, a field of the wrong type or an endpoint that does not parse.
+        ApiError: 400, a field of the wrong type, an endpoint that does not parse, or an
+            extension that would change.
     """
     body = _object(body)
     listen = _string(body, "listen", spec.listen) or spec.listen
     upstream = _string(body, "upstream", spec.upstream) or spec.upstream
-    extensions = {k: v for k, v in _extensions(body).items() if k in body}
+    for key, value in _extensions(body).items():
+        if key in body and value != getattr(spec, key):
+            raise bad_body(f"{key} is set when a proxy is created: delete it and create it anew")
     return replace(
         spec,
         listen=_endpoint(listen, "listen"),
         upstream=_endpoint(upstream, "upstream"),
         enabled=_enabled(body, spec.enabled),
-        **extensions,
     )
 
 

@@ -200,8 +200,10 @@ def test_an_update_keeps_what_it_does_not_name():
     assert update_proxy(spec, {"enabled": False}) == ProxySpec(
         "p", "127.0.0.1:4000", "127.0.0.1:5000", False, seed=3
     )
-    moved = update_proxy(spec, {"upstream": "127.0.0.1:6000", "name": "ignored", "seed": 4})
-    assert (moved.name, moved.upstream, moved.seed) == ("p", "127.0.0.1:6000", 4)
+    moved = update_proxy(spec, {"upstream": "127.0.0.1:6000", "name": "ignored", "seed": 3})
+    assert (moved.name, moved.upstream, moved.seed) == ("p", "127.0.0.1:6000", 3)
+    with pytest.raises(ApiError, match="seed is set when a proxy is created"):
+        update_proxy(spec, {"seed": 4})
 
 
 def test_populate_checks_every_proxy_first_and_says_which_is_wrong():
