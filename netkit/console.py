@@ -95,8 +95,8 @@ class Output:
     def event(self, name: str, human: str | None = None, /, **fields: Any) -> None:
         """Report an event: a JSON line with ``--json``, else ``human`` (rich markup) if given.
 
-        ``name`` and ``human`` are positional only: an event may have fields of those names
-        (a fault's ``name``).
+        ``name`` and ``human`` are positional only: an event's fields may be called so (a
+        relay's ``fault_added`` names its fault).
         """
         if self.json:
             rest = _ENCODER.encode(fields)[1:-1] if fields else ""
