@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/toxic_latency.py [--count 1000] [--latency 100] [--connections 20]
-        [--json [PATH]]
+        [--loop auto|uvloop|asyncio] [--json [PATH]]
 
 ``netkit proxy --api 127.0.0.1:0`` (toxiproxy-server's drop-in) is started with a ``netkit
 tcp-echo serve`` upstream; a proxy is created over the API, as a toxiproxy client does. Round
@@ -131,6 +131,9 @@ def main() -> int:
     parser.add_argument("--latency", type=int, default=100, help="the toxic's latency, ms")
     parser.add_argument("--connections", type=int, default=20, help="connections in parallel")
     parser.add_argument("--tolerance", type=float, default=2.0, help="allowed error, ms")
+    parser.add_argument(
+        "--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="the proxy's loop"
+    )
     add_json_option(parser)
     args = parser.parse_args()
     netkit = netkit_command()
@@ -138,7 +141,8 @@ def main() -> int:
         [*netkit, "tcp-echo", "serve", f"{HOST}:0", "--json"], stdout=subprocess.PIPE
     )
     api_proc = subprocess.Popen(
-        [*netkit, "proxy", "--api", f"{HOST}:0", "--json"], stdout=subprocess.PIPE
+        [*netkit, "--loop", args.loop, "proxy", "--api", f"{HOST}:0", "--json"],
+        stdout=subprocess.PIPE,
     )
     try:
         echo_port, api = listening_port(echo), listening_port(api_proc)
@@ -172,14 +176,17 @@ def main() -> int:
         "count": args.count,
         "connections": args.connections,
         "latency_ms": args.latency,
+        "loop": args.loop,
         "baseline_ms": percentiles(baseline),
         "added_ms": percentiles(added),
     }
     low, high = args.latency - args.tolerance, args.latency + args.tolerance
+    result["within_tolerance"] = round(sum(low <= a <= high for a in added) / len(added), 4)
     shown = result["added_ms"]
     ok = low <= shown["p1"] and shown["p99"] <= high
     print(f"baseline round trip: {result['baseline_ms']}")
     print(f"added by the toxic:  {shown}")
+    print(f"within {low:g}..{high:g} ms: {result['within_tolerance']:.1%} of round trips")
     print(target_line(f"added latency {low:g}..{high:g} ms from p1 to p99", ok))
     write_json(result, args.json)
     return 0 if ok else 1
