@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "UsageError": "netkit.errors",
     "EndpointError": "netkit.errors",
     "ConfigError": "netkit.errors",
+    "FaultExists": "netkit.errors",
+    "NoSuchFault": "netkit.errors",
     "LocalError": "netkit.errors",
     "BindError": "netkit.errors",
     "ResourceExhausted": "netkit.errors",
@@ -48,6 +50,21 @@ _EXPORTS: dict[str, str] = {
     "LocalProtocolError": "netkit.errors",
     "CheckFailed": "netkit.errors",
     # --- servers, WebSocket client, bench (netkit/api/: helper "api") ------------------------
+    "echo_server": "netkit.api.servers",
+    "EchoServer": "netkit.api.servers",
+    "udp_echo_server": "netkit.api.servers",
+    "UDPEchoServer": "netkit.api.servers",
+    "Listening": "netkit.api.servers",
+    "StreamListener": "netkit.api.servers",
+    "ws_server": "netkit.api.websocket",
+    "WebSocketServer": "netkit.api.websocket",
+    "ws_connect": "netkit.api.websocket",
+    "WebSocket": "netkit.api.websocket",
+    "bench": "netkit.api.bench",
+    "bench_sync": "netkit.api.bench",
+    "BenchResult": "netkit.api.bench",
+    "ServerTLS": "netkit.net.tls",
+    "ClientTLS": "netkit.net.tls",
     # --- proxy and load balancer (netkit/api/proxy.py: helper "plugin") -----------------------
     # "proxy", "load_balancer" and their handle classes go here, in this block, once
     # netkit/api/proxy.py defines them.
@@ -71,6 +88,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from netkit.api.bench import BenchResult as BenchResult
+    from netkit.api.bench import bench as bench
+    from netkit.api.bench import bench_sync as bench_sync
+    from netkit.api.servers import EchoServer as EchoServer
+    from netkit.api.servers import Listening as Listening
+    from netkit.api.servers import StreamListener as StreamListener
+    from netkit.api.servers import UDPEchoServer as UDPEchoServer
+    from netkit.api.servers import echo_server as echo_server
+    from netkit.api.servers import udp_echo_server as udp_echo_server
+    from netkit.api.websocket import WebSocket as WebSocket
+    from netkit.api.websocket import WebSocketServer as WebSocketServer
+    from netkit.api.websocket import ws_connect as ws_connect
+    from netkit.api.websocket import ws_server as ws_server
     from netkit.core.faults import AcceptDelay as AcceptDelay
     from netkit.core.faults import Bandwidth as Bandwidth
     from netkit.core.faults import BlackholeAfter as BlackholeAfter
@@ -87,12 +117,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.errors import ConnectError as ConnectError
     from netkit.errors import ConnectionLost as ConnectionLost
     from netkit.errors import EndpointError as EndpointError
+    from netkit.errors import FaultExists as FaultExists
     from netkit.errors import LocalError as LocalError
     from netkit.errors import LocalProtocolError as LocalProtocolError
     from netkit.errors import NetkitError as NetkitError
     from netkit.errors import NetworkError as NetworkError
+    from netkit.errors import NoSuchFault as NoSuchFault
     from netkit.errors import OperationTimeout as OperationTimeout
     from netkit.errors import PeerProtocolError as PeerProtocolError
     from netkit.errors import ResourceExhausted as ResourceExhausted
     from netkit.errors import TLSError as TLSError
     from netkit.errors import UsageError as UsageError
+    from netkit.net.tls import ClientTLS as ClientTLS
+    from netkit.net.tls import ServerTLS as ServerTLS

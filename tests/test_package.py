@@ -29,6 +29,15 @@ def test_import_netkit_loads_no_public_module() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_the_command_line_does_not_load_the_api() -> None:
+    # netkit --help must start as fast as before the API existed.
+    code = "import sys, netkit.cli\nprint([m for m in sys.modules if m.startswith('netkit.api')])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("name", sorted(set(netkit.__all__) - {"__version__"}))
 def test_public_name_resolves_with_a_docstring(name: str) -> None:
     value = getattr(netkit, name)

@@ -35,7 +35,7 @@ from typer.core import TyperGroup
 
 from netkit.commands import options as opt
 from netkit.console import Output
-from netkit.core.addresses import WSURL, TCPEndpoint, UDPEndpoint, UnixEndpoint, parse_endpoint
+from netkit.core.addresses import WSURL
 from netkit.core.bench.plan import LoadPlan, Scenario, check_memory, parse_rate
 from netkit.core.bench.result import (
     BenchResult,
@@ -43,13 +43,18 @@ from netkit.core.bench.result import (
     merge_results,
     merge_warnings,
 )
-from netkit.core.bench.thresholds import METRICS_HELP, Threshold, check_thresholds, parse_threshold
+from netkit.core.bench.thresholds import (
+    METRICS_HELP,
+    Threshold,
+    check_thresholds,
+    enforce,
+    parse_threshold,
+)
 from netkit.core.units import format_size, parse_duration, parse_size
-from netkit.errors import CheckFailed, ConfigError
+from netkit.errors import ConfigError
 from netkit.net.bench.embedded import EmbeddedEchoServer
 from netkit.net.bench.fanout import ProgressFollower, ProgressTotals, run_bench_workers
-from netkit.net.bench.worker import Target
-from netkit.net.tls import client_context
+from netkit.net.bench.worker import Target, make_target
 from netkit.net.workers import available_memory
 from netkit.status import ExitStatus
 
@@ -276,14 +281,8 @@ def run(
             default_workers = max(1, cores - server.workers)
         else:
             default_workers = cores
-        endpoint = parse_endpoint(target)
-        secure = isinstance(endpoint, WSURL) and endpoint.secure
-        if tls_opts.enabled and not isinstance(endpoint, TCPEndpoint | UnixEndpoint | WSURL):
-            raise ConfigError("TLS options need a TCP, Unix or WebSocket target")
-        ctx = client_context(tls_opts) if (tls_opts.enabled or secure) else None
-        where = Target(endpoint, ctx, tls_opts.server_hostname)
-        if isinstance(endpoint, UDPEndpoint) and kind is not Scenario.ECHO:
-            raise ConfigError(f"--scenario {scenario}: UDP targets support echo only")
+        where = make_target(target, tls_opts, kind)
+        endpoint = where.endpoint
         workers = len(plan.split(workers or default_workers))
         available = available_memory()
         if available is not None:  # refused before any worker allocates a byte of it
@@ -297,7 +296,7 @@ def run(
         out.print(f"[dim]{EMBEDDED_HINT}[/]")
     if signum == signal.SIGINT:
         raise typer.Exit(ExitStatus.INTERRUPTED)
-    _enforce(thresholds, result)
+    enforce(thresholds, result)
     raise typer.Exit(ExitStatus.SUCCESS)
 
 
@@ -340,7 +339,7 @@ def merge(
         out.warn(warning)
     result = merge_results(r for _, r in named)
     _report(out, result, thresholds)
-    _enforce(thresholds, result)
+    enforce(thresholds, result)
     raise typer.Exit(ExitStatus.SUCCESS)
 
 
@@ -539,16 +538,3 @@ def _latency_grid(lat: dict[str, float]) -> Table:
         grid.add_row(*(f"[dim]{name.replace('_', '.')}[/]" for name in names))
         grid.add_row(*(f"[bold]{lat[name]:.3f}[/]" for name in names))
     return grid
-
-
-def _enforce(thresholds: list[Threshold], result: BenchResult) -> None:
-    """Raise CheckFailed when the run failed: the default gate, then each --fail-if."""
-    reasons = default_failures(result)
-    crossed = check_thresholds(thresholds, result)
-    if crossed:
-        reasons.append(
-            f"{len(crossed)} threshold(s) crossed: "
-            + "; ".join(t.describe(result) for t in crossed)
-        )
-    if reasons:
-        raise CheckFailed("; ".join(reasons))

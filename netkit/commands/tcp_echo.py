@@ -14,14 +14,19 @@ from netkit.commands import options as opt
 from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
-from netkit.core.buffers import DEFAULT_MAX_FRAME
 from netkit.core.probe import make_probe
 from netkit.core.stats import RTTSummary
 from netkit.core.units import format_size, parse_duration, parse_size
 from netkit.errors import ConfigError
 from netkit.net import runtime
 from netkit.net.connect import open_stream
-from netkit.net.echo import EchoClientConnection, EchoConnection, FramedEchoConnection, echo_once
+from netkit.net.echo import (
+    EchoClientConnection,
+    EchoConnection,
+    FramedEchoConnection,
+    check_max_frame,
+    echo_once,
+)
 from netkit.net.server import ServerConnection
 from netkit.net.tls import client_context
 from netkit.status import ExitStatus
@@ -63,9 +68,7 @@ def serve(
     """Echo every byte (or every frame) back to the sender until SIGINT/SIGTERM/SIGHUP/SIGUSR1."""
     out = Output(json)
     where = parse_stream_endpoint(endpoint)
-    frame_limit = parse_size(max_frame, option="--max-frame")
-    if frame_limit > DEFAULT_MAX_FRAME * 64:
-        raise ConfigError(f"--max-frame {max_frame!r} is over the 1 GiB limit")
+    frame_limit = check_max_frame(parse_size(max_frame, option="--max-frame"))
     idle = opt.duration(idle_timeout, "--idle-timeout")
 
     def factory() -> ServerConnection:

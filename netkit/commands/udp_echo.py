@@ -14,7 +14,7 @@ from netkit.core.probe import HEADER_SIZE
 from netkit.core.units import format_size, parse_duration, parse_size
 from netkit.errors import CheckFailed, ConfigError
 from netkit.net import runtime
-from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer, UDPProber
+from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer, UDPProber, check_max_size
 from netkit.net.sockets import create_udp_socket, listener_address
 from netkit.status import ExitStatus
 
@@ -56,9 +56,7 @@ def serve(
     """
     out = Output(json)
     where = parse_datagram_endpoint(endpoint)
-    limit = parse_size(max_size, option="--max-size")
-    if not 1 <= limit <= MAX_UDP_PAYLOAD:
-        raise ConfigError(f"--max-size {max_size!r}: UDP payloads are 1 to {MAX_UDP_PAYLOAD} bytes")
+    limit = check_max_size(parse_size(max_size, option="--max-size"))
     sock, _ = create_udp_socket(where, bind=True, options=opt.socket_options(sndbuf, rcvbuf, False))
     address = listener_address(sock)
 

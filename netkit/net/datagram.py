@@ -15,7 +15,7 @@ from typing import Any
 
 from netkit.core.probe import make_probe, parse_probe
 from netkit.core.stats import Jitter, RTTSummary, SequenceTracker
-from netkit.errors import ConnectError
+from netkit.errors import ConfigError, ConnectError, Setting
 from netkit.net.sockets import describe
 
 # Datagrams handled per readiness callback before yielding to the loop (fairness).
@@ -33,6 +33,20 @@ MAX_PEERS = 10_000
 # the UDP packet storm of CVE-1999-0103), and port 0, which cannot be answered (RFC 768).
 # OpenBSD inetd's dg_badinput rule.
 _FIRST_ANSWERED_PORT = 1024
+
+
+MAX_SIZE = Setting("max_size")
+
+
+def check_max_size(size: int) -> int:
+    """``size`` if it is a usable largest datagram for :class:`UDPEchoServer`.
+
+    Raises:
+        ConfigError: not a UDP payload size.
+    """
+    if not 1 <= size <= MAX_UDP_PAYLOAD:
+        raise ConfigError((MAX_SIZE, f" {size}: UDP payloads are 1 to {MAX_UDP_PAYLOAD} bytes"))
+    return size
 
 
 @dataclass

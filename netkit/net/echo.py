@@ -6,8 +6,15 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from netkit.core.buffers import LengthPrefixedFramer, frame_header
-from netkit.errors import CheckFailed, ConnectionLost, NetkitError, OperationTimeout
+from netkit.core.buffers import DEFAULT_MAX_FRAME, LengthPrefixedFramer, frame_header
+from netkit.errors import (
+    CheckFailed,
+    ConfigError,
+    ConnectionLost,
+    NetkitError,
+    OperationTimeout,
+    Setting,
+)
 from netkit.net.idle import IdleTimer
 from netkit.net.protocols import StreamProtocol
 from netkit.net.server import ServerConnection
@@ -35,6 +42,21 @@ class EchoConnection(ServerConnection):
         if self._idle is not None:
             self._idle.cancel()
         super().on_close(exc)
+
+
+MAX_FRAME = Setting("max_frame")
+FRAME_LIMIT = DEFAULT_MAX_FRAME * 64  # 1 GiB: a frame is buffered whole
+
+
+def check_max_frame(size: int) -> int:
+    """``size`` if it is a usable largest frame for :class:`FramedEchoConnection`.
+
+    Raises:
+        ConfigError: below 1 byte or over the 1 GiB limit.
+    """
+    if not 1 <= size <= FRAME_LIMIT:
+        raise ConfigError((MAX_FRAME, f" {size} bytes: give 1 byte to 1 GiB"))
+    return size
 
 
 class FramedEchoConnection(EchoConnection):

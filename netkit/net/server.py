@@ -4,16 +4,19 @@
 (:meth:`Server.drain`), stops accepting and keeps :class:`ServerStats`;
 :class:`StreamServer` (tcp-echo, ws-server, bench's echo server) and
 :class:`~netkit.net.relay.RelayServer` (proxy, lb) are the two kinds of server on it.
-:func:`serve_until_signal` runs any of them until a stop signal, then drains it.
+:func:`running` is the lifecycle every one of them goes through (start, serve, stop accepting,
+drain, close); :func:`serve_until_signal` runs it until a stop signal (the commands), the public
+API's context managers for the length of their block.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -221,6 +224,37 @@ class Server:
         self.close_listener()
 
 
+@contextlib.asynccontextmanager
+async def running(
+    server: Server,
+    *,
+    drain_timeout: float,
+    forced: asyncio.Event | None = None,
+    on_draining: Callable[[int], None] | None = None,
+) -> AsyncIterator[Server]:
+    """Serve inside the ``async with`` block; when it ends, stop accepting and drain.
+
+    The one lifecycle of a server: :func:`serve_until_signal` (the commands) and the public
+    API's context managers (``netkit.echo_server`` ...) both run it. A block that raises
+    skips the drain; the server is closed in every case.
+
+    Args:
+        drain_timeout: how long open connections may finish once the block ends.
+        forced: set to cut the drain short.
+        on_draining: called with the number of open connections when the drain begins (the
+            listener is closed by then: from then on, new clients are refused).
+    """
+    try:
+        server.start()
+        yield server
+        server.stop_accepting()
+        if on_draining is not None:
+            on_draining(len(server.connections))
+        await server.drain(drain_timeout, forced)
+    finally:
+        await server.close()
+
+
 async def serve_until_signal(
     server: Server,
     *,
@@ -243,21 +277,18 @@ async def serve_until_signal(
     Returns:
         True when the stop came from SIGINT (exit 130).
     """
-    async with run_until_signal() as shutdown:
-        try:
-            server.start()
-            if on_listening is not None:
-                on_listening(server)
-            if while_serving is not None:
-                await while_serving(shutdown.requested)
-            else:
-                await shutdown.requested.wait()
-            server.stop_accepting()
-            if on_draining is not None:
-                on_draining(len(server.connections))
-            await server.drain(drain_timeout, shutdown.forced)
-        finally:
-            await server.close()
+    async with (
+        run_until_signal() as shutdown,
+        running(
+            server, drain_timeout=drain_timeout, forced=shutdown.forced, on_draining=on_draining
+        ),
+    ):
+        if on_listening is not None:
+            on_listening(server)
+        if while_serving is not None:
+            await while_serving(shutdown.requested)
+        else:
+            await shutdown.requested.wait()
     return shutdown.interrupted
 
 

@@ -11,31 +11,29 @@ from collections.abc import Callable
 from netkit.core.addresses import WSURL
 from netkit.core.ws.client import ClientHandshake, ClientProtocol
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Message, Rejected
+from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Rejected
 from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.protocol import State
-from netkit.errors import ConnectionLost, PeerProtocolError
+from netkit.errors import ConnectionLost
 from netkit.net.connect import open_stream, translate_connect_error
 from netkit.net.protocols import StreamProtocol
 from netkit.net.tls import CERT, KEY
-from netkit.net.ws import WebSocketConnection, WSTimeouts
-from netkit.net.zerocopy import Buffer
+from netkit.net.ws import WSTimeouts
+from netkit.net.ws_inbox import MessageInbox
 
 _OPEN = State.OPEN
 
 
-class WebSocketClientConnection(WebSocketConnection):
+class WebSocketClientConnection(MessageInbox):
     """A client connection: sends the upgrade request and resolves :attr:`opened`.
 
     Received messages go to :meth:`on_message`; the default keeps copies in :attr:`inbox`,
-    read them with :meth:`receive`.
+    read them with :meth:`receive` (:class:`~netkit.net.ws_inbox.MessageInbox`).
 
     Attributes:
         opened: resolved when the opening handshake succeeded; fails with the error otherwise
             (:class:`~netkit.core.ws.http.UpgradeRefused` for a non-101 answer).
         response: the server's 101 response (headers, subprotocol, deflate), once open.
-        inbox: ``(is_text, data)`` per received message (:meth:`receive` also says when the
-            connection is over).
         initiated_close: we sent the first close frame (as asked through :meth:`start_close`).
     """
 
@@ -52,9 +50,6 @@ class WebSocketClientConnection(WebSocketConnection):
         self.handshake = handshake
         super().__init__(max_size=max_size, timeouts=timeouts)
         self.opened: asyncio.Future[None] = self._loop.create_future()
-        self.inbox: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
-        self._ended = False  # on_closed ran: nothing more will be put in the inbox
-        self._wakeup: asyncio.Future[None] | None = None
         self.deflate: DeflateParams | None = None
         self.response: HandshakeResponse | None = None
         self.initiated_close = False
@@ -87,20 +82,6 @@ class WebSocketClientConnection(WebSocketConnection):
         if self.on_keepalive_rtt is not None:
             self.on_keepalive_rtt(rtt)
 
-    def on_message(self, message: Message) -> None:
-        # Kept for later: the view is only valid during this call, so this is a copy.
-        self.inbox.put_nowait((bool(message.text), bytes(message.data)))
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-
-    def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
-        self._ended = True
-        self._wake()
-        self.pings.clear()
-
     def on_close(self, exc: Exception | None) -> None:
         if isinstance(exc, ssl.SSLError) and self.error is None:
             # A TLS alert after our side of the handshake: TLS 1.3 servers refuse a client
@@ -127,54 +108,11 @@ class WebSocketClientConnection(WebSocketConnection):
 
     # --- for applications ---------------------------------------------------------------
 
-    async def receive(self) -> tuple[bool, bytes] | None:
-        """Wait for the next message, ``(is_text, data)``; None once the connection is closed."""
-        while self.inbox.empty():
-            if self._ended:
-                return None
-            self._wakeup = self._loop.create_future()
-            await self._wakeup
-        return self.inbox.get_nowait()
-
-    def send(self, data: Buffer | str, *, text: bool | None = None) -> bool:
-        """Send one message (as :meth:`send_message`); False when no longer OPEN (not sent)."""
-        if self.ws.state is not _OPEN:
-            return False
-        self.send_message(data, text=text)
-        return True
-
-    def ping(self, payload: bytes = b"") -> asyncio.Future[float | None]:
-        """Send a ping (4 random bytes when ``payload`` is empty).
-
-        Returns:
-            A future for the round-trip time in seconds, resolved when the matching pong
-            arrives; None if the connection closes first or was not open.
-        """
-        waiter: asyncio.Future[float | None] = self._loop.create_future()
-
-        def answered(rtt: float | None) -> None:
-            if not waiter.done():
-                waiter.set_result(rtt)
-
-        if not self.send_ping(payload, answered):
-            waiter.set_result(None)
-        return waiter
-
     def start_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake, remembering that we did (:attr:`initiated_close`)."""
         if self.ws.state is _OPEN and self.ws.close_received is None:
             self.initiated_close = True
         super().start_close(code, reason)
-
-    async def close_and_wait(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start the closing handshake and wait until the connection is gone.
-
-        The closing timeout (:attr:`WSTimeouts.close`) bounds the wait: the connection is
-        dropped when the server does not finish the handshake in time.
-        """
-        self.start_close(code, reason)
-        # Shielded: a caller cancelled while waiting must not cancel the shared future.
-        await asyncio.shield(self.closed)
 
     @property
     def close_initiator(self) -> str | None:

@@ -1,11 +1,14 @@
 """WebSocket server connections: :class:`WebSocketServerConnection` (the upgrade, /health and
 refusals answered by :class:`~netkit.core.ws.server.ServerProtocol`), and what ``ws-server``
-does with messages (:class:`ModeConnection`: echo, broadcast to a chat room, or sink)."""
+does with messages (:class:`ModeConnection`: echo, broadcast to a chat room, or sink), or an
+application coroutine serving each client (:class:`HandlerConnection`, the public API's
+``ws_server(handler=...)``)."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Message, Rejected
@@ -15,6 +18,7 @@ from netkit.core.ws.server import ServerHandshake, ServerProtocol
 from netkit.errors import PeerProtocolError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WebSocketConnection, WSTimeouts
+from netkit.net.ws_inbox import MessageInbox
 from netkit.net.zerocopy import Buffer
 
 
@@ -236,3 +240,47 @@ class ModeConnection(WebSocketServerConnection):
                 fields["error"] = str(error)
                 fields["sent_code"] = error.close_code
             self.log("close", fields)
+
+
+class HandlerConnection(MessageInbox, WebSocketServerConnection):
+    """A server connection served by an application coroutine instead of a :class:`Mode`.
+
+    Once the connection is open, ``handler(self)`` runs as a task (kept in ``tasks`` until it
+    ends); it reads with :meth:`receive` and writes with :meth:`send`. When it returns, the
+    connection closes with 1000; when it raises, with 1011 and the error goes to
+    ``on_error``; either way the server goes on serving its other clients.
+
+    Args:
+        handler: the application coroutine.
+        tasks: where the running handlers are kept (the server's owner waits for them).
+        on_error: receives what a handler raised.
+    """
+
+    def __init__(
+        self,
+        handshake: ServerHandshake,
+        handler: Callable[[HandlerConnection], Awaitable[None]],
+        *,
+        tasks: set[asyncio.Task[None]],
+        on_error: Callable[[BaseException], None],
+        max_size: int | None = 1 << 20,
+        timeouts: WSTimeouts = WSTimeouts(),
+    ) -> None:
+        super().__init__(handshake, max_size=max_size, timeouts=timeouts)
+        self.handler = handler
+        self.tasks = tasks
+        self.on_error = on_error
+
+    def on_open(self) -> None:
+        task = self._loop.create_task(self._serve())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self) -> None:
+        try:
+            await self.handler(self)
+        except Exception as exc:  # the application's bug: this client gets 1011, others go on
+            self.on_error(exc)
+            self.start_close(CloseCode.INTERNAL_ERROR, "handler error")
+        else:
+            self.start_close(CloseCode.NORMAL_CLOSURE)

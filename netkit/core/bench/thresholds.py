@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from netkit.core.bench.plan import NUMBER, SCALE
-from netkit.core.bench.result import ERROR_KINDS, BenchResult
+from netkit.core.bench.result import ERROR_KINDS, BenchResult, default_failures
 from netkit.core.units import parse_duration
-from netkit.errors import ConfigError, Setting
+from netkit.errors import CheckFailed, ConfigError, Setting
 
 # --- --fail-if thresholds ----------------------------------------------------------------
 
@@ -140,3 +140,17 @@ def parse_threshold(text: str) -> Threshold:
 def check_thresholds(thresholds: Iterable[Threshold], result: BenchResult) -> list[Threshold]:
     """The thresholds that ``result`` crossed, in the order given."""
     return [t for t in thresholds if t.crossed(result)]
+
+
+def enforce(thresholds: list[Threshold], result: BenchResult) -> None:
+    """Raise :class:`CheckFailed` when the run failed: the default gate
+    (:func:`~netkit.core.bench.result.default_failures`), then each threshold crossed."""
+    reasons = default_failures(result)
+    crossed = check_thresholds(thresholds, result)
+    if crossed:
+        reasons.append(
+            f"{len(crossed)} threshold(s) crossed: "
+            + "; ".join(t.describe(result) for t in crossed)
+        )
+    if reasons:
+        raise CheckFailed("; ".join(reasons))

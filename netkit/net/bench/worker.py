@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netkit.core.addresses import WSURL, Endpoint, TCPEndpoint, UDPEndpoint, UnixEndpoint
+from netkit.core.addresses import (
+    WSURL,
+    Endpoint,
+    TCPEndpoint,
+    UDPEndpoint,
+    UnixEndpoint,
+    parse_endpoint,
+)
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
 from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
@@ -37,6 +44,7 @@ from netkit.net.sockets import (
     SocketOptions,
     create_udp_socket,
 )
+from netkit.net.tls import ClientTLS, client_context
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
 perf_ns = time.perf_counter_ns
@@ -62,6 +70,25 @@ class Target:
     def name(self) -> str:
         """The transport name, as reported."""
         return transport_name(self.endpoint, self.ssl_context is not None)
+
+
+def make_target(text: str, tls: ClientTLS, scenario: Scenario) -> Target:
+    """The target ``text`` names (see :func:`~netkit.core.addresses.parse_endpoint`), with TLS
+    when ``tls`` is enabled or the URL is ``wss://``; ``netkit bench`` and ``netkit.bench``.
+
+    Raises:
+        EndpointError: ``text`` does not parse.
+        ConfigError: TLS for a UDP target, a scenario other than echo over UDP, unusable TLS
+            files.
+    """
+    endpoint = parse_endpoint(text)
+    secure = isinstance(endpoint, WSURL) and endpoint.secure
+    if tls.enabled and not isinstance(endpoint, TCPEndpoint | UnixEndpoint | WSURL):
+        raise ConfigError("TLS settings need a TCP, Unix or WebSocket target")
+    if isinstance(endpoint, UDPEndpoint) and scenario is not Scenario.ECHO:
+        raise ConfigError((SCENARIO, f" {scenario}: UDP targets support echo only"))
+    ctx = client_context(tls) if (tls.enabled or secure) else None
+    return Target(endpoint, ctx, tls.server_hostname)
 
 
 def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:

@@ -1,0 +1,124 @@
+"""Load tests from Python: :func:`bench` runs one ``netkit bench`` scenario on the running
+event loop and returns its :class:`~netkit.core.bench.result.BenchResult` (latency
+percentiles from an HDR histogram, throughput, errors by kind); :func:`bench_sync` does the
+same from synchronous code.
+
+It is the command's engine (``netkit.net.bench``), driven in this process: one event loop,
+no worker processes (``netkit bench --workers 1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from netkit.core.bench.plan import SCENARIO, LoadPlan, Scenario
+from netkit.core.bench.result import BenchResult
+from netkit.core.bench.thresholds import enforce, parse_threshold
+from netkit.errors import ConfigError, UsageError
+from netkit.net import runtime
+from netkit.net.bench.worker import make_target, run_worker
+from netkit.net.tls import ClientTLS
+
+DEFAULT_SIZE = {Scenario.ECHO: 64, Scenario.CONNECT: 64, Scenario.STREAM: 256 << 10}
+
+
+async def bench(
+    target: str,
+    *,
+    scenario: str = "echo",
+    connections: int = 1,
+    duration: float | None = None,
+    requests: int | None = None,
+    size: int | None = None,
+    pipeline: int = 1,
+    rate: float | None = None,
+    warmup: float = 0.0,
+    timeout: float = 5.0,
+    exchange: bool = False,
+    tls: ClientTLS | None = None,
+    fail_if: Sequence[str] = (),
+    check: bool = True,
+) -> BenchResult:
+    """Run a bench scenario against ``target`` on the running loop and return its result.
+
+    Args:
+        target: ``HOST:PORT`` (TCP; TLS with ``tls``), ``unix:/path``, ``udp://HOST:PORT``,
+            ``ws://HOST:PORT/path``, ``wss://...`` or ``ws+unix:///path.sock:/path``.
+        scenario: ``echo`` (request/response round trips), ``stream`` (bulk one-way writes)
+            or ``connect`` (connections per second).
+        connections: connections kept open (concurrent ones, for ``connect``).
+        duration: seconds to measure; without it (and without ``requests``), 1 second.
+        requests: stop after this many requests instead.
+        size: bytes per request (per write, for ``stream``); 64 by default (256 KiB for
+            ``stream``).
+        pipeline: requests in flight per connection.
+        rate: open loop: this many requests per second in all; latency then counts from
+            each request's intended send time (no coordinated omission).
+        warmup: seconds of load before measuring.
+        timeout: seconds allowed to connect, and for each response.
+        exchange: ``connect``: send one request and verify its echo before closing.
+        tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
+            (``ClientTLS(enabled=True, cacert=...)``).
+        fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
+            ``"errors>0"``, ``"rps<1000"``): the run fails when one is crossed.
+        check: raise :class:`CheckFailed` when the run failed: as on the command line, a run
+            in which nothing succeeded or an echo came back different fails, with or without
+            ``fail_if``. False returns every result, failed or not, to inspect.
+
+    Returns:
+        The :class:`BenchResult`: ``latency_ms()`` (min, mean, p50 ... p99.99, max),
+        ``rps``, ``errors`` (count per kind), ``latency.hdr`` (the HDR histogram),
+        ``as_dict()`` (what ``netkit bench --json`` prints).
+
+    Raises:
+        EndpointError, ConfigError: a bad target or setting.
+        ConnectError: no connection could be made at all.
+        CheckFailed: with ``check``, the run failed (the reasons are listed).
+    """
+    try:
+        kind = Scenario(scenario)
+    except ValueError:
+        names = ", ".join(Scenario)
+        raise ConfigError((SCENARIO, f" {scenario!r}: choose one of {names}")) from None
+    thresholds = [parse_threshold(text) for text in fail_if]
+    plan = LoadPlan(
+        scenario=kind,
+        connections=connections,
+        total_connections=connections,
+        duration=1.0 if duration is None and requests is None else duration,
+        requests=requests,
+        size=DEFAULT_SIZE[kind] if size is None else size,
+        pipeline=pipeline,
+        rate=rate,
+        warmup=warmup,
+        timeout=timeout,
+        exchange=exchange,
+    )
+    if plan.timeout <= 0:
+        raise ConfigError("timeout must be more than 0")
+    where = make_target(target, tls or ClientTLS(), plan.scenario)
+    result = await run_worker(plan, where, handle_signals=False)
+    if check:
+        enforce(thresholds, result)
+    return result
+
+
+def bench_sync(target: str, **settings: Any) -> BenchResult:
+    """:func:`bench` for synchronous code: runs it on a new event loop (uvloop when
+    installed) and returns the result. Takes the same keyword arguments.
+
+    Raises:
+        UsageError: called while an event loop runs in this thread (await :func:`bench`).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise UsageError("bench_sync() inside a running event loop: await netkit.bench() instead")
+    return runtime.run(lambda: bench(target, **settings))
+
+
+__all__ = ["BenchResult", "bench", "bench_sync"]

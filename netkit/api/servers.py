@@ -1,0 +1,273 @@
+"""Echo servers for test suites: :func:`echo_server` (TCP, Unix, TLS; raw or framed, what
+``netkit tcp-echo serve`` runs) and :func:`udp_echo_server` (``netkit udp-echo serve``).
+
+Each is an async context manager that listens before its block starts (port 0 works: the
+handle says the real address) and, when the block ends, stops accepting, lets open
+connections finish for ``drain_timeout`` seconds and closes the rest: the lifecycle of every
+netkit server (:func:`netkit.net.server.running`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from netkit.core.addresses import (
+    TCPEndpoint,
+    UnixEndpoint,
+    parse_datagram_endpoint,
+    parse_stream_endpoint,
+)
+from netkit.errors import ConfigError
+from netkit.net import datagram
+from netkit.net.echo import EchoConnection, FramedEchoConnection, check_max_frame
+from netkit.net.server import (
+    EventHook,
+    ServerConnection,
+    StreamServer,
+    make_listener,
+    running,
+)
+from netkit.net.sockets import create_udp_socket, listener_address
+from netkit.net.tls import ClientTLS, ServerTLS, client_context, server_context
+
+TLSSetting = ServerTLS | ssl.SSLContext | bool | None
+"""A server's TLS: None (plain), True (a throwaway self-signed certificate), a
+:class:`ServerTLS` (certificate files) or a ready :class:`ssl.SSLContext`."""
+
+
+def server_tls(tls: TLSSetting) -> tuple[ssl.SSLContext | None, Path | None]:
+    """The context a listener uses for ``tls``, and the CA file clients should trust
+    (self-signed only).
+
+    Raises:
+        ConfigError: a certificate or key that cannot be used, or a ``tls`` of another type.
+    """
+    if tls is None or tls is False:
+        return None, None
+    if tls is True:
+        tls = ServerTLS(self_signed=True)
+    if isinstance(tls, ssl.SSLContext):
+        return tls, None
+    if not isinstance(tls, ServerTLS):
+        raise ConfigError(
+            f"tls {tls!r}: give True (self-signed), a netkit.ServerTLS or an ssl.SSLContext"
+        )
+    return server_context(tls)
+
+
+class Listening:
+    """What every server handle says: where it listens, and how to trust its TLS.
+
+    Attributes:
+        address: the bound address as an endpoint string: ``127.0.0.1:41235``,
+            ``[::1]:41235`` or ``unix:/path``.
+        host, port: the bound host and port (None for a Unix socket).
+        path: the Unix socket's path (None for TCP).
+        tls: True when clients must speak TLS.
+        ca_file: the CA certificate that signed a self-signed server's certificate (None
+            otherwise): trust it in clients, e.g. with :meth:`client_ssl_context`.
+    """
+
+    def __init__(self, address: str, *, tls: bool = False, ca_file: Path | None = None) -> None:
+        self.address = address
+        self.tls = tls
+        self.ca_file = ca_file
+        self.path: str | None = (
+            address.removeprefix("unix:") if address.startswith("unix:") else None
+        )
+        self.host: str | None = None
+        self.port: int | None = None
+        if self.path is None:
+            host, _, port = address.rpartition(":")
+            self.host, self.port = host.strip("[]"), int(port)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this server's self-signed certificate (TLS 1.2+).
+
+        Raises:
+            ConfigError: the server has no self-signed certificate to trust.
+        """
+        if self.ca_file is None:
+            raise ConfigError(
+                "client_ssl_context() needs a server started with tls=True (self-signed)"
+            )
+        return client_context(ClientTLS(enabled=True, cacert=self.ca_file))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address}{' (TLS)' if self.tls else ''}>"
+
+
+class StreamListener(Listening):
+    """A running stream server (TCP, Unix or TLS): its address (see :class:`Listening`), the
+    connections open now and its totals."""
+
+    def __init__(self, server: StreamServer, *, ca_file: Path | None) -> None:
+        super().__init__(server.address, tls=server.ssl_context is not None, ca_file=ca_file)
+        self._server = server
+
+    @property
+    def active(self) -> int:
+        """Connections open now."""
+        return len(self._server.connections)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The totals so far, as the command's ``--json`` summary has them: ``connections``,
+        ``bytes_in``, ``bytes_out``, ``errors``, ``rejected``, ``peak_connections`` ..."""
+        return self._server.stats.as_dict()
+
+
+class EchoServer(StreamListener):
+    """A running :func:`echo_server`: ``address``, ``host``, ``port``, ``path``, ``tls``,
+    ``ca_file``, ``active`` and ``stats`` (see :class:`StreamListener`)."""
+
+
+@contextlib.asynccontextmanager
+async def serving_stream(
+    where: TCPEndpoint | UnixEndpoint,
+    factory: Callable[[], ServerConnection],
+    *,
+    tls: TLSSetting,
+    max_connections: int | None,
+    drain_timeout: float,
+    on_event: EventHook | None,
+) -> AsyncIterator[tuple[StreamServer, Path | None]]:
+    """A :class:`StreamServer` listening on ``where`` for the block (TLS as ``tls`` says),
+    with the CA file of a self-signed one. Shared by the echo and WebSocket servers."""
+    ssl_context, ca_file = server_tls(tls)
+    sock = make_listener(where)
+    try:
+        server = StreamServer(
+            sock,
+            factory,
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            on_event=on_event,
+            unix_endpoint=where if isinstance(where, UnixEndpoint) else None,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    async with running(server, drain_timeout=drain_timeout):
+        yield server, ca_file
+
+
+@contextlib.asynccontextmanager
+async def echo_server(
+    endpoint: str = "127.0.0.1:0",
+    *,
+    framed: bool = False,
+    max_frame: int = 16 << 20,
+    tls: TLSSetting = None,
+    idle_timeout: float | None = None,
+    max_connections: int | None = None,
+    drain_timeout: float = 1.0,
+    on_event: EventHook | None = None,
+) -> AsyncIterator[EchoServer]:
+    """Run an echo server for the ``async with`` block: every byte (or, ``framed``, every
+    length-prefixed frame) goes back to its sender. What ``netkit tcp-echo serve`` runs.
+
+    Args:
+        endpoint: where to listen: ``HOST:PORT`` (port 0: the kernel picks one), ``:PORT``
+            (loopback), ``[::1]:PORT`` or ``unix:/path``. Loopback unless told otherwise.
+        framed: echo whole frames, each a 4-byte big-endian length and its payload.
+        max_frame: the largest frame accepted with ``framed`` (bytes, up to 1 GiB).
+        tls: None, True (a throwaway self-signed certificate: see
+            :attr:`EchoServer.ca_file`), a :class:`ServerTLS` or an :class:`ssl.SSLContext`.
+        idle_timeout: close a connection idle this many seconds (None: never).
+        max_connections: reset clients beyond this many open connections.
+        drain_timeout: seconds open connections may finish when the block ends.
+        on_event: called with (event name, fields) for each event (``connected``,
+            ``disconnected``, ``rejected`` ...), as ``--json`` prints them.
+
+    Yields:
+        The running :class:`EchoServer` (its ``address``, ``port``, ``stats``).
+
+    Raises:
+        EndpointError: ``endpoint`` does not parse.
+        ConfigError: a bad TLS setting or ``max_frame``.
+        BindError: the address is in use or not ours to bind.
+    """
+    limit = check_max_frame(max_frame) if framed else 0
+
+    def factory() -> ServerConnection:
+        if framed:
+            return FramedEchoConnection(max_frame=limit, idle_timeout=idle_timeout)
+        return EchoConnection(idle_timeout=idle_timeout)
+
+    async with serving_stream(
+        parse_stream_endpoint(endpoint),
+        factory,
+        tls=tls,
+        max_connections=max_connections,
+        drain_timeout=drain_timeout,
+        on_event=on_event,
+    ) as (server, ca_file):
+        yield EchoServer(server, ca_file=ca_file)
+
+
+class UDPEchoServer(Listening):
+    """A running :func:`udp_echo_server`: its address (see :class:`Listening`) and totals."""
+
+    def __init__(self, address: str, server: datagram.UDPEchoServer) -> None:
+        super().__init__(address)
+        self._server = server
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The totals so far, as ``udp-echo serve --json`` sums them up: ``datagrams_in``,
+        ``datagrams_out``, ``bytes_in``, ``bytes_out``, ``dropped_on_purpose``, ``peers`` ..."""
+        return self._server.stats.as_dict()
+
+
+@contextlib.asynccontextmanager
+async def udp_echo_server(
+    endpoint: str = "127.0.0.1:0",
+    *,
+    max_size: int = datagram.MAX_UDP_PAYLOAD,
+    drop_every: int = 0,
+) -> AsyncIterator[UDPEchoServer]:
+    """Run a UDP echo server for the ``async with`` block: every datagram goes back to its
+    sender (not to ports below 1024, nor to its own port). What ``netkit udp-echo serve`` runs.
+
+    Args:
+        endpoint: where to listen: ``HOST:PORT`` (port 0: the kernel picks one), ``:PORT``
+            (loopback) or ``[::1]:PORT``.
+        max_size: the largest datagram echoed; larger ones are counted and dropped.
+        drop_every: drop every Nth datagram (to test a client's loss handling), 0 = never.
+
+    Yields:
+        The running :class:`UDPEchoServer`.
+
+    Raises:
+        EndpointError: ``endpoint`` does not parse.
+        ConfigError: ``max_size`` is not a UDP payload size, ``drop_every`` is negative.
+        BindError: the address is in use or not ours to bind.
+    """
+    datagram.check_max_size(max_size)
+    if drop_every < 0:
+        raise ConfigError(f"drop_every {drop_every}: give 0 (never) or more")
+    sock, _ = create_udp_socket(parse_datagram_endpoint(endpoint), bind=True)
+    try:
+        server = datagram.UDPEchoServer(sock, max_size=max_size, drop_every=drop_every)
+        server.start()
+        try:
+            yield UDPEchoServer(listener_address(sock), server)
+        finally:
+            server.stop()
+    finally:
+        sock.close()
+
+
+__all__ = [
+    "EchoServer",
+    "Listening",
+    "StreamListener",
+    "UDPEchoServer",
+    "echo_server",
+    "udp_echo_server",
+]
