@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -175,5 +176,51 @@ def test_routes_answer_toxiproxys_errors(run: Runner[None]) -> None:
         )
         assert (await api.call("PUT", "/proxies/a"))[0] == 405
         assert (await api.call("GET", "/toxics"))[0] == 404
+
+    run(with_api(test))
+
+
+def test_toxics_added_to_an_open_connection_act_as_toxiproxys(run: Runner[None]) -> None:
+    # Each toxic acts from the moment it is added (toxiproxy's links pick it up at once).
+    async def toxic_on_open_connection(
+        api: Api, listen: str, toxic: dict[str, Any], *, finish: bool = False
+    ) -> tuple[bytes | str, float]:
+        host, _, port = listen.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"hi")
+        assert await reader.readexactly(2) == b"hi"
+        start = time.perf_counter()  # not the loop clock: uvloop's is in whole ms
+        assert (await api.call("POST", "/proxies/a/toxics", toxic))[0] == 200
+        writer.write(b"hello")
+        if finish:
+            assert await reader.readexactly(5) == b"hello"
+            writer.write_eof()
+        try:
+            data: bytes | str = await reader.read()
+        except ConnectionResetError:
+            data = "reset"
+        writer.close()
+        assert (await api.call("POST", "/reset"))[0] == 204
+        return data, time.perf_counter() - start
+
+    async def test(api: Api) -> None:
+        _, proxy = await api.call("POST", "/proxies", {"name": "a", "upstream": api.echo})
+        listen = proxy["listen"]
+        swallowed, after = await toxic_on_open_connection(
+            api, listen, {"type": "timeout", "attributes": {"timeout": 200}}
+        )
+        assert swallowed == b"" and 0.19 <= after < 1.0  # nothing through, closed at 200 ms
+        limited, _ = await toxic_on_open_connection(
+            api, listen, {"type": "limit_data", "attributes": {"bytes": 3}}
+        )
+        assert limited == b"hel"  # 3 bytes from when it was added, then the end
+        reset, after = await toxic_on_open_connection(
+            api, listen, {"type": "reset_peer", "attributes": {"timeout": 100}}
+        )
+        assert reset == "reset" and 0.09 <= after < 1.0
+        _, after = await toxic_on_open_connection(
+            api, listen, {"type": "slow_close", "attributes": {"delay": 150}}, finish=True
+        )
+        assert 0.14 <= after < 1.0  # the upstream's FIN held 150 ms
 
     run(with_api(test))
