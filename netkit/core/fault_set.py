@@ -5,7 +5,9 @@ they were added. It can be changed at any time (:meth:`FaultSet.add`, :meth:`~Fa
 :meth:`~FaultSet.remove`, :meth:`~FaultSet.clear`); every change is told to its subscribers as
 a :class:`FaultChange`, whose :attr:`~FaultChange.event` and :meth:`~FaultChange.as_dict` are
 the JSON event a server reports. The relay (:mod:`netkit.net.relay`) subscribes and applies
-each change to its live connections; this module only keeps the names and tells.
+each change to its live connections, each through its :class:`ConnectionDraw` (which faults
+that connection got, drawn once per fault and connection); this module only keeps the names,
+tells, and draws.
 
 Names default to toxiproxy's shape, ``TYPE_STREAM``: ``latency_downstream`` for a fault on
 upstream → client bytes, ``latency_upstream`` for client → upstream; a fault on both
@@ -15,12 +17,13 @@ directions, or on the whole connection, is named after its kind alone (``latency
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from netkit.core.faults import Fault
+from netkit.core.faults import ConnectionFaults, Fault, draw
 from netkit.errors import ConfigError, FaultExists, NoSuchFault
 
 STREAMS = {"up": "upstream", "down": "downstream"}
@@ -191,3 +194,109 @@ class FaultSet:
     def _tell(self, change: FaultChange) -> None:
         for subscriber in list(self._subscribers):
             subscriber(change)
+
+
+# --- one connection's share of a fault set --------------------------------------------------
+
+
+@dataclass
+class _Draw:
+    # One fault as it reached one connection: whether it applies (its probability, drawn
+    # once), and where the connection stood then (seconds since its relay began, bytes
+    # delivered each way): thresholds count from that moment, as toxiproxy's do.
+    fault: Fault
+    got: bool
+    age: float
+    delivered: dict[str, int]
+
+
+class ConnectionDraw:
+    """The faults of a :class:`FaultSet` that one connection got, kept as the set changes.
+
+    Each fault's probability is drawn once per connection, when the fault reaches it: at
+    accept for the faults set then (in the set's order, so seeded runs repeat), at the change
+    for one added or replaced later. A connection already relaying only takes faults on its
+    bytes (connection set-up faults, :attr:`Fault.directed` False, apply to new connections).
+
+    A fault that reaches a live connection counts from that moment: a byte limit from the
+    bytes delivered then, a time from then (as a toxic added to toxiproxy starts afresh).
+
+    Args:
+        faults: the set, as it is when the connection arrives.
+        rng: the server's seeded RNG.
+    """
+
+    def __init__(self, faults: FaultSet, rng: random.Random) -> None:
+        self.rng = rng
+        self._draws: dict[str, _Draw] = {}
+        self.applied: list[dict[str, Any]] = [
+            described
+            for name, fault in faults
+            if (described := self._draw(name, fault, 0.0, {"up": 0, "down": 0})) is not None
+        ]
+
+    def _draw(
+        self, name: str, fault: Fault, age: float, delivered: dict[str, int]
+    ) -> dict[str, Any] | None:
+        # Draw one fault's probability (the one rule, core.faults.draw); what a ``fault``
+        # event says of it when it applies.
+        applied = draw((fault,), self.rng).applied
+        self._draws[name] = _Draw(fault, bool(applied), age, delivered)
+        return {"name": name, **applied[0]} if applied else None
+
+    def change(
+        self, change: FaultChange, *, age: float, delivered: dict[str, int]
+    ) -> list[dict[str, Any]]:
+        """Apply a change of the set to a live connection.
+
+        Args:
+            change: what the set's subscribers were told.
+            age: seconds since the connection's relay began.
+            delivered: bytes delivered so far, by direction (``up``, ``down``).
+
+        Returns:
+            What the ``fault`` events say of the faults that now apply and did not before.
+        """
+        if change.change is Change.CLEARED:
+            self._draws.clear()
+            return []
+        self._draws.pop(change.name, None)
+        fault = change.fault
+        if change.change is Change.REMOVED or fault is None or not fault.directed:
+            return []
+        described = self._draw(change.name, fault, age, dict(delivered))
+        return [] if described is None else [described]
+
+    def connection_faults(self) -> ConnectionFaults:
+        """The faults the connection has now, as one :class:`ConnectionFaults`."""
+        faults = ConnectionFaults()
+        for entry in self._draws.values():
+            if not entry.got:
+                continue
+            before = _thresholds(faults)
+            entry.fault.apply(faults)
+            if entry.age or any(entry.delivered.values()):
+                _shift(faults, before, entry)
+        return faults
+
+
+def _thresholds(faults: ConnectionFaults) -> dict[str, tuple[object, ...]]:
+    return {
+        name: (plan.limit, plan.reset_bytes, plan.blackhole_after)
+        for name, plan in faults.directions.items()
+    } | {"": (faults.reset_after_s,)}
+
+
+def _shift(faults: ConnectionFaults, before: dict[str, tuple[object, ...]], draw: _Draw) -> None:
+    # The thresholds ``draw``'s fault just set count from where the connection stood.
+    for name, plan in faults.directions.items():
+        limit, reset_bytes, blackhole_after = before[name]
+        offset = draw.delivered[name]
+        if plan.limit is not None and plan.limit != limit:
+            plan.limit += offset
+        if plan.reset_bytes is not None and plan.reset_bytes != reset_bytes:
+            plan.reset_bytes += offset
+        if plan.blackhole_after is not None and plan.blackhole_after != blackhole_after:
+            plan.blackhole_after += draw.age
+    if faults.reset_after_s is not None and faults.reset_after_s != before[""][0]:
+        faults.reset_after_s += draw.age

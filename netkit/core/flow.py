@@ -4,8 +4,9 @@ A :class:`Flow` is one direction of a relayed connection: ``up`` (client → ups
 ``down`` (upstream → client). It owns that direction's bytes for both relay paths
 (:mod:`netkit.net.splice` and :mod:`netkit.net.buffered`): how many came in, how many were
 delivered, how many the relay still holds (in a splice pipe, or waiting for their fault
-schedule, in arrival order), the direction's fault plan and whether its EOF arrived. The
-relays move bytes and call it; it never touches a socket or a timer.
+schedule, in arrival order), the direction's fault plan (which may change while bytes flow:
+:meth:`Flow.replan`) and whether its EOF arrived and was passed on. The relays move bytes and
+call it; it never touches a socket or a timer.
 
 Delivered means handed to the kernel and, when the relay resets a socket, sent: bytes a reset
 discarded are taken back with :meth:`Flow.lost`, so ``received - delivered`` is exactly what
@@ -19,7 +20,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from netkit.core.faults import Direction, DirectionPlan, Fault, LimitData, ResetAfter
@@ -27,6 +28,13 @@ from netkit.core.faults import Direction, DirectionPlan, Fault, LimitData, Reset
 
 def _nothing() -> None:
     pass
+
+
+def same_faults(a: DirectionPlan, b: DirectionPlan) -> bool:
+    """True when two plans hold the same faults (whatever either has scheduled so far)."""
+    return all(
+        getattr(a, f.name) == getattr(b, f.name) for f in fields(a) if not f.name.startswith("_")
+    )
 
 
 class Flow:
@@ -39,6 +47,7 @@ class Flow:
         held: bytes taken in and not yet passed on (a splice pipe's content, or bytes a fault
             delays).
         eof: the source sent its FIN.
+        fin_sent: the FIN was passed on to the destination.
         blackholed: from now on bytes are swallowed (counted as received, never delivered).
         on_activity: called whenever bytes move (an idle timer's ``touch``).
     """
@@ -50,11 +59,13 @@ class Flow:
         self.delivered = 0
         self.held = 0
         self.eof = False
+        self.fin_sent = False
         self.blackholed = False
         self.on_activity: Callable[[], None] = _nothing
-        # Held pieces in arrival order with their due times, released from ONE queue: timers
-        # with close due times may fire in any order, a queue cannot reorder (#13 item 9).
-        self._pending: deque[tuple[float, memoryview]] = deque()
+        # Held pieces in arrival order with their due and arrival times, released from ONE
+        # queue: timers with close due times may fire in any order, a queue cannot reorder
+        # (#13 item 9).
+        self._pending: deque[tuple[float, float, memoryview]] = deque()
 
     @property
     def up(self) -> bool:
@@ -96,12 +107,35 @@ class Flow:
 
     def hold(self, data: bytes, now: float, rng: random.Random) -> None:
         """Keep ``data`` (a copy) until its fault schedule says it is due."""
-        assert self.plan is not None
+        if self.plan is None:  # faults removed while bytes were held: due at once, in order
+            self.plan = DirectionPlan()
         self.held += len(data)
+        self._schedule(memoryview(data), now, rng)
+
+    def _schedule(self, data: memoryview, arrived: float, rng: random.Random) -> None:
+        assert self.plan is not None
         offset = 0
-        for due, size in self.plan.plan(now, len(data), rng):
-            self._pending.append((due, memoryview(data)[offset : offset + size]))
+        for due, size in self.plan.plan(arrived, len(data), rng):
+            self._pending.append((due, arrived, data[offset : offset + size]))
             offset += size
+
+    def replan(self, plan: DirectionPlan, rng: random.Random) -> bool:
+        """Take the faults of ``plan`` from now on (the faults changed while bytes flow).
+
+        Held bytes are planned again under the new faults, from when each arrived and in the
+        order they arrived: with a delay removed, they are due at once; with a longer one,
+        later. A plan with the same faults as the current one keeps the current schedule.
+
+        Returns:
+            True when the schedule of held bytes changed (the relay re-arms its timer).
+        """
+        if self.plan is not None and same_faults(self.plan, plan):
+            return False
+        self.plan = plan
+        pending, self._pending = self._pending, deque()
+        for _, arrived, piece in pending:
+            self._schedule(piece, arrived, rng)
+        return bool(pending)
 
     @property
     def next_due(self) -> float | None:
@@ -116,7 +150,7 @@ class Flow:
         """
         pending = self._pending
         while pending and pending[0][0] <= now:
-            _, piece = pending.popleft()
+            _, _, piece = pending.popleft()
             self.held -= len(piece)
             yield piece
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import time
+from collections.abc import Callable
 
 from netkit.core.faults import BlackholeAfter, ConnectionFaults, Fault, ResetAfter
 from netkit.core.flow import Flow, RelayRecord
@@ -36,6 +38,7 @@ class RelaySide(StreamProtocol):
         self.release_timer: asyncio.TimerHandle | None = None
         self.unsent = 0  # bytes our transport held after the last write (not yet in the kernel)
         self.was_reset = False
+        self.preface = b""  # bytes for our peer before any other (see BufferedRelay.take_over)
 
     def views_released(self) -> bool:
         return self.other is None or not self.other._write_paused
@@ -53,8 +56,17 @@ class RelaySide(StreamProtocol):
         flow.took(n)
         if flow.blackholed:
             pass  # swallowed: counted as received, never delivered
-        elif flow.shapes_data:
-            self._hold(bytes(view))  # held for later: a copy
+        elif flow.shapes_data or flow.held:
+            # Held for later (a copy); or bytes are still held from faults since removed,
+            # and these must follow them.
+            self._hold(bytes(view))
+        elif other._write_paused:
+            # Read although the other side cannot take more (a pause made in connection_made,
+            # which uvloop undoes; a large preface): a view would be queued, and overwritten
+            # by the next read before it is sent. A copy, and no more reading for now.
+            self.deliver(bytes(view))
+            if self.transport is not None:
+                self.transport.pause_reading()
         else:
             self.deliver(view)
         self.rbuf.consume(n)
@@ -86,6 +98,13 @@ class RelaySide(StreamProtocol):
         self.flow.hold(data, loop.time(), self.relay.rng)
         if self.flow.held >= FAULT_HIGH_WATER and self.transport is not None:
             self.transport.pause_reading()
+        self._arm_release()
+
+    def rearm(self) -> None:
+        """The held bytes were planned again: wait for the new first due time."""
+        if self.release_timer is not None:
+            self.release_timer.cancel()
+            self.release_timer = None
         self._arm_release()
 
     def _arm_release(self) -> None:
@@ -132,10 +151,27 @@ class RelaySide(StreamProtocol):
 
     def on_connect(self) -> None:
         other = self.other
-        if other is not None and other.transport is not None and len(other.rbuf):
-            other.data_ready()  # what arrived while we were connecting
+        if self.preface and other is not None:
+            # Bytes a splice pipe held when the relay moved to this path: they came first.
+            preface, self.preface = self.preface, b""
+            if self.take(preface):
+                other.flow.gave(len(preface), held=True)
+        if other is not None and other.transport is not None:
+            if len(other.rbuf):
+                other.data_ready()  # what arrived while we were connecting
             if not self._write_paused:
                 other.transport.resume_reading()
+        if other is not None and other._write_paused and self.transport is not None:
+            # Our bytes have nowhere to go yet (the other side still sends its preface): wait,
+            # after uvloop starts reading, which it does right after connection_made.
+            self.transport.pause_reading()
+            self.relay.loop.call_soon(self._pause_while_blocked)
+
+    def _pause_while_blocked(self) -> None:
+        other, transport = self.other, self.transport
+        blocked = other is not None and other._write_paused
+        if blocked and transport is not None and not transport.is_closing():
+            transport.pause_reading()
 
     def on_eof(self) -> bool | None:
         self.flow.eof = True
@@ -169,10 +205,27 @@ class BufferedRelay:
     """Relays two asyncio transports (TLS, faults, or no splice).
 
     The server connects :attr:`client` and :attr:`upstream` (protocol factories' results) to
-    their transports, then calls :meth:`start`.
+    their transports, then calls :meth:`start`. The faults may change while it relays
+    (:meth:`update`).
+
+    Args:
+        record: where the bytes are counted (its flows) and the end reason is written.
+        faults: the connection's faults.
+        rng: the server's seeded RNG (jitter).
+        began: when relaying began (``time.perf_counter()``), for a relay that takes over
+            from a splice relay; time-based faults count from it. By default, :meth:`start`.
+        created: when the connection's relay was set up (the idle timer counts from it).
     """
 
-    def __init__(self, record: RelayRecord, faults: ConnectionFaults, rng: random.Random) -> None:
+    def __init__(
+        self,
+        record: RelayRecord,
+        faults: ConnectionFaults,
+        rng: random.Random,
+        *,
+        began: float | None = None,
+        created: float | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.record, self.faults, self.rng = record, faults, rng
         if faults.touches_data:
@@ -181,7 +234,8 @@ class BufferedRelay:
         self.upstream = RelaySide(self, record.down)
         self.client.other, self.upstream.other = self.upstream, self.client
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.created = self.loop.time()
+        self.created = self.loop.time() if created is None else created
+        self.began = began
         self._timers: list[asyncio.TimerHandle] = []
         record.path = "buffered"
 
@@ -190,34 +244,83 @@ class BufferedRelay:
         """(client, upstream)."""
         return self.client, self.upstream
 
+    @property
+    def relaying(self) -> bool:
+        """True once started (both transports up)."""
+        return self.began is not None
+
+    @property
+    def age(self) -> float:
+        """Seconds since relaying began (0 before :meth:`start`)."""
+        return 0.0 if self.began is None else time.perf_counter() - self.began
+
     def start(self) -> None:
         """Both transports are connected: arm time-based faults."""
-        f = self.faults
+        if self.began is None:
+            self.began = time.perf_counter()
+        self._arm_timers()
+        for side in self.sides:
+            if side.flow.eof and not side.flow.fin_sent and not side.flow.held:
+                self.propagate_eof(side)  # a FIN the splice relay had not passed on yet
+
+    def _arm_timers(self) -> None:
+        # Time-based faults, counted from when relaying began.
+        f, age = self.faults, self.age
         if f.reset_after_s is not None:
-            self._timers.append(self.loop.call_later(f.reset_after_s, self.fault_end, ResetAfter))
+            self._at(f.reset_after_s - age, self.fault_end, ResetAfter)
         for flow in self.record.flows:
             plan = flow.plan
-            if plan is not None and plan.blackhole_after is not None:
-                self._timers.append(
-                    self.loop.call_later(plan.blackhole_after, setattr, flow, "blackholed", True)
-                )
-                if plan.blackhole_close_after:
-                    # toxiproxy's timeout toxic: swallow, then close after a while.
-                    closing = plan.blackhole_after + plan.blackhole_close_after
-                    self._timers.append(
-                        self.loop.call_later(closing, self.fault_end, BlackholeAfter)
-                    )
+            flow.blackholed = False
+            if plan is None or plan.blackhole_after is None:
+                continue
+            if plan.blackhole_after <= age:
+                flow.blackholed = True
+            else:
+                self._at(plan.blackhole_after - age, setattr, flow, "blackholed", True)
+            if plan.blackhole_close_after:
+                # toxiproxy's timeout toxic: swallow, then close after a while.
+                closing = plan.blackhole_after + plan.blackhole_close_after
+                self._at(closing - age, self.fault_end, BlackholeAfter)
+
+    def _at(self, delay: float, callback: Callable[..., object], *args: object) -> None:
+        self._timers.append(self.loop.call_later(max(delay, 0.0), callback, *args))
+
+    def update(self, faults: ConnectionFaults) -> None:
+        """The connection's faults changed: apply them from now on.
+
+        Held bytes are planned again under the new faults, in the order they came (a delay
+        removed releases them at once); byte limits and time-based faults are re-armed.
+        """
+        if self.done.done():
+            return
+        self.faults = faults
+        for side in self.sides:
+            if side.flow.replan(faults.directions[side.flow.name], self.rng):
+                side.rearm()
+        if self.began is None:
+            return  # not relaying yet: start() arms what the new faults need
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self._arm_timers()
+        for flow in self.record.flows:
+            ending = flow.ending()
+            if ending is not None:
+                self.fault_end(ending)
 
     def propagate_eof(self, side: RelaySide) -> None:
         """A side's FIN and all its held bytes are through: pass the FIN on."""
         other = side.other
         if other is None or other.transport is None or other.transport.is_closing():
             return
+        if side.flow.fin_sent:
+            return  # passed on before this relay took over from a splice relay
 
         def shutdown() -> None:
             assert other is not None and other.transport is not None
-            if other.transport.is_closing():
+            if other.transport.is_closing() or side.flow.fin_sent:
                 return
+            side.flow.fin_sent = True
             if other.transport.can_write_eof():
                 other.transport.write_eof()  # TLS: close_notify, and the other way stays open
             # else: a transport that cannot half-close; closing it would cut the reply still

@@ -17,6 +17,15 @@ Both propagate half-close, bound memory with flow control, and report the bytes 
 delivered when a connection ends early. The server also keeps a descriptor reserve (out of
 descriptors, clients wait in the backlog), closes idle relays
 (:class:`~netkit.net.idle.IdleTimer`) and keeps :class:`RelayStats`.
+
+It can be changed while it runs, as toxiproxy's proxies can: its faults
+(:attr:`RelayServer.faults`, a :class:`~netkit.core.fault_set.FaultSet`) apply to every live
+connection from the moment they change (a spliced connection that gets a data fault moves to
+the buffered path: the splice relay hands its sockets and the bytes in its pipes over, and
+those go first); it can stop listening and close its connections
+(:meth:`RelayServer.disable`), listen again (:meth:`~RelayServer.enable`), listen elsewhere
+(:meth:`~RelayServer.relisten`) and send new connections to another upstream
+(:meth:`~RelayServer.set_upstream`). Each change is reported as an event.
 """
 
 from __future__ import annotations
@@ -27,27 +36,28 @@ import itertools
 import random
 import socket
 import ssl
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
-from netkit.core.addresses import UnixEndpoint
-from netkit.core.fault_set import FaultChange, FaultSet
-from netkit.core.faults import ConnectionFaults, Fault, Refuse, draw
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.fault_set import ConnectionDraw, FaultChange, FaultSet
+from netkit.core.faults import ConnectionFaults, Fault, Refuse
 from netkit.core.flow import RelayRecord
 from netkit.core.proxy_protocol import encode as encode_proxy_header
-from netkit.errors import NetkitError, ResourceExhausted
+from netkit.errors import ConfigError, NetkitError, ResourceExhausted
 from netkit.net.accept import DescriptorReserve
 from netkit.net.buffered import BufferedRelay
 from netkit.net.connect import translate_connect_error
 from netkit.net.idle import IdleTimer
-from netkit.net.server import EventHook, Server, ServerStats
+from netkit.net.server import EventHook, Server, ServerStats, make_listener
 from netkit.net.sockets import force_rst
 from netkit.net.splice import SPLICE_AVAILABLE, SpliceRelay
 from netkit.net.tls_layer import accept_tls, connect_tls
+from netkit.net.upstreams import FixedUpstream, Upstream
 
-if TYPE_CHECKING:
-    from netkit.net.upstreams import Upstream
+Relay = SpliceRelay | BufferedRelay
+Endpoint = TCPEndpoint | UnixEndpoint
 
 
 @dataclass
@@ -116,17 +126,21 @@ class RelayServer(Server):
         options: TLS, splice, PROXY protocol, faults.
         max_connections: clients beyond this are refused (RST) and counted.
         on_event: receives (event, fields): ``fault``, ``upstream_failed``, ``closed``, and
-            one event per change of :attr:`faults` (``fault_added``, ``fault_updated``,
-            ``fault_removed``, ``faults_cleared``: the name and the fault's ``as_dict()``).
+            one event per change: of :attr:`faults` (``fault_added``, ``fault_updated``,
+            ``fault_removed``, ``faults_cleared``: the name and the fault's ``as_dict()``),
+            ``disabled``, ``enabled``, ``upstream_changed``, ``relistened``.
         unix_endpoint: the Unix socket's path, removed when the server stops listening.
+        listen: makes a listener for :meth:`enable` and :meth:`relisten` (by default
+            :func:`~netkit.net.server.make_listener` with its defaults).
 
     Attributes:
-        faults: the named faults, changeable while the server runs; each new connection
-            draws its faults from the set as it is when the connection arrives.
+        faults: the named faults, changeable while the server runs: a change applies to
+            every live connection from that moment (connection set-up faults, refuse and
+            accept-delay, to new connections).
     """
 
     stats: RelayStats
-    connections: dict[Hashable, SpliceRelay | BufferedRelay | None]
+    connections: dict[Hashable, Relay | None]
 
     def __init__(
         self,
@@ -137,6 +151,7 @@ class RelayServer(Server):
         max_connections: int | None = None,
         on_event: EventHook | None = None,
         unix_endpoint: UnixEndpoint | None = None,
+        listen: Callable[[Endpoint], socket.socket] = make_listener,
     ) -> None:
         # Descriptors held for clients accepted and still opening their upstream (one each),
         # for the next client, and for a splice pipe: a client is accepted only when it can
@@ -158,8 +173,12 @@ class RelayServer(Server):
         faults = options.faults
         self.faults = faults if isinstance(faults, FaultSet) else FaultSet(faults)
         self._unsubscribe = self.faults.subscribe(self._faults_changed)
+        self._draws: dict[int, tuple[ConnectionDraw, RelayRecord]] = {}
+        self._listen = listen
+        self._endpoint = _bound_endpoint(sock, unix_endpoint)
+        self.enabled = True
         self._ids = itertools.count(1)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self.loop = asyncio.get_running_loop()
         self.splice = options.can_splice(client_tls=options.client_tls is not None)
         self._spare = 1 + (2 if self.splice else 0)
@@ -174,8 +193,102 @@ class RelayServer(Server):
         await super().close()
         await self.upstream.stop()
 
+    # --- changes while running ---------------------------------------------------------
+
     def _faults_changed(self, change: FaultChange) -> None:
+        # Every live connection takes the change now, each with its own draw.
         self.emit(change.event, change.as_dict())
+        for draw, record in list(self._draws.values()):
+            relay = self.connections.get(record.id)
+            delivered = {"up": record.up.delivered, "down": record.down.delivered}
+            age = 0.0 if relay is None else relay.age
+            self._report(record, draw.change(change, age=age, delivered=delivered))
+            if relay is not None:
+                self._update(relay, draw.connection_faults())
+
+    def _report(self, record: RelayRecord, applied: list[dict[str, Any]]) -> None:
+        for fields in applied:
+            self.stats.faults += 1
+            self.emit("fault", {"id": record.id, "client": record.client, **fields})
+
+    def _update(self, relay: Relay, faults: ConnectionFaults) -> None:
+        if isinstance(relay, BufferedRelay):
+            relay.update(faults)
+        elif faults.touches_data:
+            relay.hand_over()  # the connection's task moves it to the buffered path
+        else:
+            relay.slow_close = _slow_close(faults)
+
+    async def disable(self) -> None:
+        """Stop listening and close every relayed connection (toxiproxy's ``enabled: false``).
+
+        New clients are refused until :meth:`enable`; clients still being connected to the
+        upstream are dropped; relays end with a FIN (an RST where bytes could not be flushed),
+        and their undelivered bytes are counted, as always.
+        """
+        if not self.enabled:
+            return
+        self.enabled = False
+        self.close_listener()
+        closed = await self._end_all("proxy disabled", abort=False)
+        self.emit("disabled", {"address": self.address, "closed": closed})
+
+    async def enable(self) -> None:
+        """Listen again, on the address the server had (a port 0 keeps the port it got).
+
+        Raises:
+            BindError: the address is taken now.
+        """
+        if self.enabled:
+            return
+        self._listen_at(self._endpoint)
+        self.enabled = True
+        self.emit("enabled", {"address": self.address})
+
+    async def relisten(self, endpoint: Endpoint) -> None:
+        """Listen on ``endpoint`` instead (when disabled: from :meth:`enable` on).
+
+        Live connections go on. When the new address cannot be bound, the server listens
+        where it did and the error is raised.
+
+        Raises:
+            BindError: ``endpoint`` cannot be bound.
+        """
+        previous = self.address
+        if self.enabled:
+            try:
+                self._listen_at(endpoint)
+            except NetkitError:
+                with contextlib.suppress(NetkitError):
+                    self._listen_at(self._endpoint)
+                raise
+        else:
+            self._endpoint = endpoint
+            self.address = str(endpoint)
+        self.emit("relistened", {"address": self.address, "previous": previous})
+
+    def _listen_at(self, endpoint: Endpoint) -> None:
+        # The old listener is closed first: the new address may be the same port.
+        self.close_listener()
+        sock = self._listen(endpoint)
+        unix = endpoint if isinstance(endpoint, UnixEndpoint) else None
+        self.listen_on(sock, unix)
+        self._endpoint = _bound_endpoint(sock, unix)
+
+    def set_upstream(self, endpoint: Endpoint) -> None:
+        """Send new connections to ``endpoint`` (live ones stay where they are).
+
+        Raises:
+            ConfigError: the server relays to a balanced pool, not one upstream.
+        """
+        upstream = self.upstream
+        if not isinstance(upstream, FixedUpstream):
+            raise ConfigError("this relay balances a pool of backends: it has no one upstream")
+        previous = upstream.label
+        upstream.retarget(endpoint)
+        self.emit("upstream_changed", {"upstream": upstream.label, "previous": previous})
+
+    # --- one connection ------------------------------------------------------------------
 
     def accepted(self, conn: socket.socket, peer: str) -> None:
         if self.full:
@@ -187,16 +300,17 @@ class RelayServer(Server):
         self.track(cid, None)
         self._connecting += 1
         task = self.loop.create_task(self._handle(cid, conn, peer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[cid] = task
+        task.add_done_callback(lambda _: self._tasks.pop(cid, None))
 
     async def _handle(self, cid: int, conn: socket.socket, client: str) -> None:
         record = RelayRecord(cid, client)
-        faults = draw(self.faults.faults, self.rng)
-        for applied in faults.applied:
-            self.stats.faults += 1
-            self.emit("fault", {"id": cid, "client": client, **applied})
+        draw = ConnectionDraw(self.faults, self.rng)
+        self._draws[cid] = (draw, record)
+        self._report(record, draw.applied)
+        faults = draw.connection_faults()
         connecting = True  # counted in self._connecting until its upstream is asked for
+        relaying = False  # from then on the relay owns the client's socket
         try:
             if faults.refuse:
                 self._drop_client(conn, record, f"fault: {Refuse.end_reason}")
@@ -207,17 +321,26 @@ class RelayServer(Server):
             upstream = await self._upstream_for(conn, record)
             if upstream is None:
                 return
-            relay = await self._relay(conn, upstream, record, faults)
+            # The faults as they are now: they may have changed while connecting.
+            relaying = True
+            relay = await self._relay(conn, upstream, record, draw.connection_faults())
             if relay is not None:
-                await self._watch(relay)
+                await self._watch(relay, draw)
         except (OSError, ssl.SSLError, NetkitError) as exc:
             reason = translate_connect_error(exc, client) if isinstance(exc, OSError) else exc
             record.end = f"error: {reason}"
             with contextlib.suppress(OSError):
                 conn.close()
+        except asyncio.CancelledError as exc:
+            # Disabled or cut while waiting (accept delay, upstream connect): the client was
+            # never relayed, reset it now rather than leave it to the garbage collector.
+            if not relaying:
+                self._drop_client(conn, record, str(exc.args[0]) if exc.args else "cancelled")
+            raise
         finally:
             if connecting:
                 self._connecting -= 1  # refused, or cancelled before its upstream was asked
+            del self._draws[cid]
             self._finish(cid, record)
 
     def _drop_client(self, conn: socket.socket, record: RelayRecord, end: str) -> None:
@@ -279,10 +402,7 @@ class RelayServer(Server):
                 conn,
                 upstream,
                 record,
-                slow_close=(
-                    faults.directions["up"].slow_close,
-                    faults.directions["down"].slow_close,
-                ),
+                slow_close=_slow_close(faults),
                 on_exhausted=self.acceptor.pause_for,
                 reserve=self.reserve,
             )
@@ -342,19 +462,52 @@ class RelayServer(Server):
         if header:
             relay.upstream.write(header)
 
-    async def _watch(self, relay: SpliceRelay | BufferedRelay) -> None:
-        # Idle means silent both ways (nginx's stream proxy_timeout), counted from when the
-        # relay was set up; it ends with a close, not a reset, as nginx does.
+    async def _watch(self, relay: Relay, draw: ConnectionDraw) -> None:
+        # Until the relay ends; a splice relay that handed over (a data fault arrived) is
+        # followed by the buffered relay that took over. Idle means silent both ways (nginx's
+        # stream proxy_timeout), counted from when the relay was set up; it ends with a
+        # close, not a reset, as nginx does.
+        current = relay
         idle = self.options.idle_timeout
-        if idle is None:
-            await relay.done
-            return
-        timer = IdleTimer(idle, lambda: relay.close("idle timeout"), since=relay.created)
-        relay.record.on_activity(timer.touch)
+        timer = None
+        if idle is not None:
+            timer = IdleTimer(idle, lambda: current.close("idle timeout"), since=relay.created)
+            relay.record.on_activity(timer.touch)
         try:
-            await relay.done
+            while True:
+                await current.done
+                if not isinstance(current, SpliceRelay) or current.relaying:
+                    return
+                current = await self._take_over(current, draw)
+        except BaseException as exc:
+            if isinstance(current, SpliceRelay) and not current.relaying:
+                # Handed over, and cancelled (disabled, cut) before the take-over finished.
+                reason = exc.args[0] if isinstance(exc, asyncio.CancelledError) and exc.args else ""
+                current.abandon(str(reason) or "error: the relay could not move to buffered")
+            raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+
+    async def _take_over(self, splice: SpliceRelay, draw: ConnectionDraw) -> BufferedRelay:
+        # The buffered relay on the splice relay's sockets: the bytes its pipes held are sent
+        # first (each side's preface), then what the sockets bring, under the new faults.
+        assert splice.handed_over is not None
+        record = splice.record
+        buffered = BufferedRelay(
+            record, draw.connection_faults(), self.rng, began=splice.began, created=splice.created
+        )
+        record.path = "splice+buffered"
+        buffered.upstream.preface, buffered.client.preface = splice.handed_over
+        self.connections[record.id] = buffered
+        try:
+            await self.loop.create_connection(lambda: buffered.upstream, sock=splice.upstream)
+            await self.loop.connect_accepted_socket(lambda: buffered.client, splice.client)
+        except BaseException:
+            buffered.abort("")  # the transports made so far (_watch resets the sockets)
+            raise
+        buffered.start()
+        return buffered
 
     def _finish(self, cid: int, record: RelayRecord) -> None:
         self.untrack(cid)
@@ -370,15 +523,46 @@ class RelayServer(Server):
         self.reserve.close()
 
     async def cut(self) -> int:
-        cut = [r for r in self.connections.values() if r is not None]
-        for relay in cut:
-            relay.abort("drain timeout")
-        for task in list(self._tasks):
-            if not task.done():
-                task.cancel()
+        return await self._end_all("drain timeout", abort=True)
+
+    async def _end_all(self, reason: str, *, abort: bool) -> int:
+        # End every relay (RST both sides with ``abort``, else close) and cancel the
+        # connections not relaying yet, then wait up to a second for their tasks. Closed
+        # relays get that second to finish (their last bytes are counted); aborted ones are
+        # cancelled at once, as a drain's cut always did.
+        ended = 0
+        for cid, task in list(self._tasks.items()):
+            relay = self.connections.get(cid)
+            if relay is None or not relay.relaying:
+                task.cancel(reason)  # still connecting, or still setting its relay up
+                ended += relay is not None
+            else:
+                (relay.abort if abort else relay.close)(reason)
+                ended += 1
+                if abort:
+                    task.cancel(reason)
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=1.0)
-        return len(cut)
+            _, pending = await asyncio.wait(list(self._tasks.values()), timeout=1.0)
+            for task in pending:
+                task.cancel()
+        return ended
+
+
+def _slow_close(faults: ConnectionFaults) -> tuple[float, float]:
+    return faults.directions["up"].slow_close, faults.directions["down"].slow_close
+
+
+def _bound_endpoint(sock: socket.socket, unix: UnixEndpoint | None) -> Endpoint:
+    # Where a listener is bound, to bind there again (a port 0 became a real port).
+    if unix is not None:
+        return unix
+    if sock.family == socket.AF_UNIX:
+        name = sock.getsockname()
+        if isinstance(name, bytes):  # an abstract socket: its name starts with NUL
+            return UnixEndpoint(name[1:].decode(errors="surrogateescape"), abstract=True)
+        return UnixEndpoint(name)
+    host, port = sock.getsockname()[:2]
+    return TCPEndpoint(host, port)
 
 
 def _tcp_address(addr: object) -> tuple[str, int] | None:

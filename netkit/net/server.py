@@ -120,6 +120,7 @@ class Server:
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._before_accept = before_accept
         self.acceptor = Acceptor(
             sock, self.accepted, self._acceptor_event, before_accept=before_accept
         )
@@ -197,6 +198,27 @@ class Server:
         self.stop_accepting()
         if self.unix_endpoint is not None:
             unlink_unix_listener(self.unix_endpoint)
+
+    def listen_on(self, sock: socket.socket, unix_endpoint: UnixEndpoint | None = None) -> None:
+        """Accept on a new listening socket from now on (the previous one, if still open, is
+        closed first and its file removed).
+
+        Args:
+            sock: the new listener (from :func:`make_listener`).
+            unix_endpoint: its path, when it is a Unix socket this server created.
+        """
+        if self.sock.fileno() >= 0:
+            self.close_listener()
+        else:
+            self.acceptor.stop()
+        errors = self.acceptor.errors
+        self.sock, self.address, self.unix_endpoint = sock, listener_address(sock), unix_endpoint
+        self.acceptor = Acceptor(
+            sock, self.accepted, self._acceptor_event, before_accept=self._before_accept
+        )
+        self.acceptor.errors = errors
+        self.draining = False
+        self.acceptor.start()
 
     async def drain(self, timeout: float, forced: asyncio.Event | None = None) -> int:
         """Stop accepting, let connections finish for up to ``timeout`` s (or until ``forced``

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import socket
+import time
 from collections.abc import Callable
 
 from netkit.core.flow import Flow, RelayRecord
@@ -91,6 +92,7 @@ class _SpliceDirection:
         self.reading = False
         self.writing = False
         self.done = False
+        self.retry: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._read_on()
@@ -113,7 +115,7 @@ class _SpliceDirection:
                 # Out of descriptors: the bytes wait in the kernel; try again shortly.
                 self._read_off()
                 self.relay.out_of_pipes(exc)
-                self.loop.call_later(PIPE_RETRY_S, self._read_on)
+                self.retry = self.loop.call_later(PIPE_RETRY_S, self._read_on)
                 return
         try:
             n = os.splice(self.src.fileno(), self.pipe[1], PIPE_SIZE, flags=self.FLAGS)
@@ -163,11 +165,35 @@ class _SpliceDirection:
             PIPES.release(self.pipe)
             self.pipe = None
 
-    def stop(self) -> None:
+    def _quiet(self) -> None:
+        # No more callbacks on our sockets.
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
         self._read_off()
         if self.writing:
             self.loop.remove_writer(self.dst.fileno())
             self.writing = False
+
+    def hand_over(self) -> bytes:
+        """Stop, and take the bytes out of the pipe (still counted as held): they go first."""
+        self._quiet()
+        if self.pipe is None:
+            return b""
+        # A copy: these bytes now leave through a transport. The pipe holds exactly
+        # flow.held bytes (at most PIPE_SIZE), and nothing else reads it.
+        chunks = []
+        left = self.flow.held
+        while left:
+            chunk = os.read(self.pipe[0], left)
+            chunks.append(chunk)
+            left -= len(chunk)
+        PIPES.release(self.pipe)
+        self.pipe = None
+        return b"".join(chunks)
+
+    def stop(self) -> None:
+        self._quiet()
         if self.pipe is not None:
             # Bytes still in it were not delivered (and are counted so): never reuse it.
             PipePool.discard(self.pipe)
@@ -202,11 +228,19 @@ class SpliceRelay:
         self.reserve = reserve
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.created = self.loop.time()
+        self.began = time.perf_counter()  # for ages (loop.time() is 1 ms coarse under uvloop)
+        self.handed_over: tuple[bytes, bytes] | None = None
+        self._closing: list[asyncio.TimerHandle] = []
         self.directions = (
             _SpliceDirection(self, client, upstream, record.up),
             _SpliceDirection(self, upstream, client, record.down),
         )
         record.path = "splice"
+
+    @property
+    def age(self) -> float:
+        """Seconds since the relay was set up."""
+        return time.perf_counter() - self.began
 
     def start(self) -> None:
         """Start moving bytes both ways."""
@@ -222,6 +256,7 @@ class SpliceRelay:
         """One direction saw EOF and delivered everything: pass the FIN on."""
 
         def shutdown() -> None:
+            direction.flow.fin_sent = True
             with contextlib.suppress(OSError):
                 direction.dst.shutdown(socket.SHUT_WR)
             if all(d.done for d in self.directions):
@@ -229,9 +264,46 @@ class SpliceRelay:
 
         delay = self.slow_close[0 if direction.flow.up else 1]
         if delay:
-            self.loop.call_later(delay, shutdown)
+            self._closing.append(self.loop.call_later(delay, shutdown))
         else:
             shutdown()
+
+    def hand_over(self) -> bool:
+        """Stop splicing and leave both sockets open, for a relay that takes over.
+
+        :attr:`handed_over` gets the bytes each pipe held, (client → upstream, upstream →
+        client), still counted as held: the next relay must send them first. A FIN seen and
+        not yet passed on (slow close) is left to it too (the flow says which). :attr:`done`
+        resolves. False when the relay had already ended.
+        """
+        if self.done.done():
+            return False
+        for timer in self._closing:
+            timer.cancel()
+        try:
+            up, down = (direction.hand_over() for direction in self.directions)
+        except OSError as exc:  # a pipe that cannot be read: what it held is lost, say so
+            self.abort(f"error: {exc.strerror or exc}")
+            return False
+        self.handed_over = (up, down)
+        self.done.set_result(None)
+        return True
+
+    @property
+    def relaying(self) -> bool:
+        """False once handed over: the sockets wait for the relay that takes over."""
+        return self.handed_over is None
+
+    def abandon(self, reason: str) -> None:
+        """Nothing took over after :meth:`hand_over`: reset both sockets and record ``reason``.
+
+        The bytes handed over were not delivered, and stay counted so.
+        """
+        for sock in (self.client, self.upstream):
+            if sock.fileno() >= 0:
+                force_rst(sock)
+                sock.close()
+        self.record.end = reason
 
     def failed(self, exc: OSError, *, from_client: bool) -> None:
         """A socket error: reset the other side too and end."""

@@ -63,6 +63,11 @@ class FixedUpstream(Upstream):
         self.timeout = timeout
         self.label = str(endpoint)
 
+    def retarget(self, endpoint: TCPEndpoint | UnixEndpoint) -> None:
+        """Connect to ``endpoint`` from now on."""
+        self.endpoint = endpoint
+        self.label = str(endpoint)
+
     async def connect(self, client: str) -> tuple[socket.socket, str]:
         return await connect_raw(self.endpoint, timeout=self.timeout), self.label
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from netkit.core.fault_set import Change, FaultChange, FaultSet, default_name
-from netkit.core.faults import parse_fault
+from netkit.core.fault_set import Change, ConnectionDraw, FaultChange, FaultSet, default_name
+from netkit.core.faults import (
+    BlackholeAfter,
+    ConnectionFaults,
+    Latency,
+    LimitData,
+    Refuse,
+    ResetAfter,
+    Slice,
+    parse_fault,
+)
 from netkit.errors import ConfigError, FaultExists, NoSuchFault
 
 
@@ -97,3 +108,67 @@ def test_a_failed_change_tells_nobody() -> None:
     with pytest.raises(NoSuchFault):
         faults.remove("nope")
     assert seen == []
+
+
+# --- ConnectionDraw: one connection's share of the set ----------------------------------------
+
+
+def test_each_connection_draws_each_probability_once_and_seeded_runs_repeat() -> None:
+    faults = FaultSet([Latency(10, probability=0.5)])
+
+    def outcomes(seed: int) -> list[bool]:
+        rng = random.Random(seed)
+        return [bool(ConnectionDraw(faults, rng).applied) for _ in range(40)]
+
+    first = outcomes(7)
+    assert first == outcomes(7)  # repeatable
+    assert 0 < sum(first) < 40  # a real draw, not all or nothing
+    draw = ConnectionDraw(FaultSet([Latency(10)]), random.Random(1))
+    assert draw.applied == [
+        {"name": "latency", **Latency(10).describe(), "directions": ["up", "down"]}
+    ]
+    assert draw.connection_faults().directions["down"].latency == 0.01
+
+
+def test_a_live_connection_takes_changes_and_not_set_up_faults() -> None:
+    faults = FaultSet()
+    draw = ConnectionDraw(faults, random.Random(1))
+    changes: list[FaultChange] = []
+    faults.subscribe(changes.append)
+    at = {"age": 1.0, "delivered": {"up": 0, "down": 0}}
+    faults.add(Latency(50, direction="down"))
+    assert draw.change(changes[-1], **at)[0]["name"] == "latency_downstream"
+    faults.add(Refuse())
+    assert draw.change(changes[-1], **at) == []  # refuse acts at accept: not on a live one
+    got = draw.connection_faults()
+    assert got.directions["down"].latency == 0.05 and not got.refuse
+    faults.replace("latency_downstream", Latency(80, direction="down"))
+    draw.change(changes[-1], **at)
+    assert draw.connection_faults().directions["down"].latency == 0.08
+    faults.remove("latency_downstream")
+    draw.change(changes[-1], **at)
+    assert not draw.connection_faults().touches_data
+    faults.add(Slice(10))
+    draw.change(changes[-1], **at)
+    faults.clear()
+    draw.change(changes[-1], **at)
+    assert draw.connection_faults() == ConnectionFaults()
+
+
+def test_limits_and_times_added_later_count_from_that_moment() -> None:
+    faults = FaultSet()
+    draw = ConnectionDraw(faults, random.Random(1))
+    changes: list[FaultChange] = []
+    faults.subscribe(changes.append)
+    faults.add(LimitData(100, direction="up"))
+    draw.change(changes[-1], age=2.0, delivered={"up": 1000, "down": 5})
+    faults.add(ResetAfter(ms=500))
+    draw.change(changes[-1], age=3.0, delivered={"up": 1000, "down": 5})
+    faults.add(BlackholeAfter(250, direction="down"))
+    draw.change(changes[-1], age=4.0, delivered={"up": 1000, "down": 5})
+    got = draw.connection_faults()
+    assert got.directions["up"].limit == 1100  # 100 more than were delivered when added
+    assert got.directions["down"].limit is None
+    assert got.reset_after_s == 3.5
+    assert got.directions["down"].blackhole_after == 4.25
+    assert got.directions["up"].blackhole_after is None

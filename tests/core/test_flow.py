@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from netkit.core.faults import DirectionPlan, LimitData, ResetAfter
-from netkit.core.flow import Flow, RelayRecord
+from netkit.core.flow import Flow, RelayRecord, same_faults
 
 
 def test_counts_and_undelivered() -> None:
@@ -109,3 +109,36 @@ def test_record_hands_activity_to_both_flows() -> None:
     record.up.took(1)
     record.down.took(1)
     assert ticks == ["t", "t"]
+
+
+def test_removing_a_delay_makes_held_bytes_due_at_once_in_order() -> None:
+    # toxiproxy lets a removed latency toxic's bytes go at once; they never jump the queue.
+    rng = random.Random(1)
+    flow = Flow("down", DirectionPlan(latency=1.0))
+    for i, chunk in enumerate([b"one ", b"two ", b"three"]):
+        flow.hold(chunk, now=10.0 + i * 0.01, rng=rng)
+    assert list(flow.due(10.5)) == []
+    assert flow.replan(DirectionPlan(), rng)  # the latency removed
+    assert flow.next_due is not None and flow.next_due <= 10.5
+    assert b"".join(flow.due(10.5)) == b"one two three"
+    assert flow.held == 0
+    # Bytes after: no plan delays them, but held ones would still go first.
+    flow.hold(b"four", now=10.6, rng=rng)
+    assert b"".join(flow.due(10.6)) == b"four"
+
+
+def test_a_longer_delay_applies_to_held_bytes_from_when_they_arrived() -> None:
+    rng = random.Random(1)
+    flow = Flow("up", DirectionPlan(latency=0.1))
+    flow.hold(b"abc", now=5.0, rng=rng)
+    assert flow.replan(DirectionPlan(latency=2.0), rng)
+    assert list(flow.due(6.9)) == [] and flow.next_due == 7.0
+    assert not flow.replan(DirectionPlan(latency=2.0), rng)  # same faults: schedule kept
+    assert flow.next_due == 7.0
+
+
+def test_same_faults_ignores_what_a_plan_has_scheduled() -> None:
+    busy = DirectionPlan(latency=0.5)
+    busy.plan(1.0, 100, random.Random(1))
+    assert same_faults(busy, DirectionPlan(latency=0.5))
+    assert not same_faults(busy, DirectionPlan(latency=0.6))
