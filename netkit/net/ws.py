@@ -12,6 +12,14 @@ Pings in flight, the keepalive's and the application's, are one
 Timers are loop handles, not tasks, so ten thousand idle connections cost no coroutine each:
 the opening-handshake timeout, the keepalive ping and its pong deadline, and the closing
 handshake timeout.
+
+Memory per idle connection: CPython (3.11-3.13) keeps an instance's attributes in a compact
+values array shared-keyed with its class while the class's instances use at most 30
+distinct attribute names; one name more and each instance carries a full dict (1.6 KiB
+instead of 0.3 KiB for a ws-server connection). So what is set only in some lives (the
+close frame, the ping tracker, a lingering close, a subprotocol) is a class default that an
+instance overrides when it happens, what can be found elsewhere is a property (the loop, the
+last round-trip time), and ``tests/net/test_ws_memory.py`` counts the names.
 """
 
 from __future__ import annotations
@@ -78,33 +86,63 @@ class WebSocketConnection(StreamProtocol):
         messages_in, messages_out: counters.
     """
 
+    # Set on an instance only when they happen (see the module docstring).
+    _close: tuple[int, str] | None = None  # what the peer's close frame said
+    _pings: PingTracker | None = None  # made by the first ping: most connections never send one
+    _lingering = False  # an HTTP answer sent, half-closed, reading to the client's EOF
+    _pong_deadline: asyncio.TimerHandle | None = None
+    subprotocol: str | None = None
+
     def __init__(
-        self, *, max_size: int | None = 1 << 20, timeouts: WSTimeouts = WSTimeouts()
+        self,
+        handshake: object,
+        *,
+        max_size: int | None = 1 << 20,
+        timeouts: WSTimeouts = WSTimeouts(),
     ) -> None:
         # The buffer must hold one whole frame (header included); no limit means up to 1 GiB.
         # And a whole request head, so that a large one is answered (431), never overflows:
         # frames cannot use the extra room, the parser refuses any over max_size first.
         frame = (max_size or (1 << 30)) + MAX_HEADER_SIZE
         super().__init__(max_buffer=max(frame, MAX_HEAD))
-        self.ws = self.new_protocol(max_size)
+        self.ws = self.new_protocol(handshake, max_size)
         self.timeouts = timeouts
-        self.close_code: int | None = None
-        self.close_reason = ""
         self.messages_in = 0
         self.messages_out = 0
-        self.subprotocol: str | None = None
         self.resource = "/"
-        self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._ping_handle: asyncio.TimerHandle | None = None
-        self._pong_deadline: asyncio.TimerHandle | None = None
-        self.pings = PingTracker()
-        self.last_rtt: float | None = None
         self._dispatching = False  # in _dispatch: it flushes once at the end
-        self._lingering = False  # an HTTP answer sent, half-closed, reading to the client's EOF
 
-    def new_protocol(self, max_size: int | None) -> Protocol:
-        """The sans-I/O protocol of this side, reading from ``self.rbuf``."""
+    @property
+    def close_code(self) -> int | None:
+        """The peer's close code (1006 when the connection closed without a close frame)."""
+        return self._close[0] if self._close is not None else None
+
+    @property
+    def close_reason(self) -> str:
+        """The reason in the peer's close frame ("" when there was none)."""
+        return self._close[1] if self._close is not None else ""
+
+    @property
+    def last_rtt(self) -> float | None:
+        """The round-trip time of the last ping answered (keepalive or :meth:`send_ping`)."""
+        return self._pings.last_rtt if self._pings is not None else None
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    @property
+    def pings(self) -> PingTracker:
+        """The pings in flight (keepalive and :meth:`send_ping`), made on first use."""
+        if self._pings is None:
+            self._pings = PingTracker()
+        return self._pings
+
+    def new_protocol(self, handshake: object, max_size: int | None) -> Protocol:
+        """The sans-I/O protocol of this side for ``handshake`` (the server's policy, the
+        client's request), reading from ``self.rbuf``."""
         raise NotImplementedError
 
     # --- bytes in -----------------------------------------------------------------------
@@ -149,7 +187,8 @@ class WebSocketConnection(StreamProtocol):
         if self.ws.state is not _CLOSED:
             self.ws.receive_eof()
             self._dispatch()
-        self.pings.clear()
+        if self._pings is not None:
+            self._pings.clear()
         super().connection_lost(exc)
 
     def linger_close(self) -> None:
@@ -208,11 +247,11 @@ class WebSocketConnection(StreamProtocol):
             self.pings.pong(event.payload, time.perf_counter())
             self.on_pong(event.payload)
         elif isinstance(event, CloseReceived):
-            self.close_code, self.close_reason = event.code, event.reason
+            self._close = (event.code, event.reason)
             self.on_close_received(event.code, event.reason)
         elif isinstance(event, ConnectionClosed):
-            if self.close_code is None:
-                self.close_code, self.close_reason = event.code, event.reason
+            if self._close is None:
+                self._close = (event.code, event.reason)
             self.on_closed(event.code, event.reason, event.error)
         elif not isinstance(event, Message):
             self.on_handshake(event)
@@ -272,15 +311,8 @@ class WebSocketConnection(StreamProtocol):
         if self.ws.state is not _OPEN or self.ws.close_sent is not None:
             return False
         payload = payload or self.pings.new_payload()
-
-        def on_rtt(rtt: float | None) -> None:
-            if rtt is not None:
-                self.last_rtt = rtt
-            if answered is not None:
-                answered(rtt)
-
-        # perf_counter, not loop.time(): 1 ms under uvloop.
-        self.pings.sent(payload, time.perf_counter(), on_rtt)
+        # perf_counter, not loop.time(): 1 ms under uvloop. The tracker keeps last_rtt.
+        self.pings.sent(payload, time.perf_counter(), answered)
         self.ws.send_ping(payload)
         self.flush()
         return True

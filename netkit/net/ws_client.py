@@ -47,8 +47,7 @@ class WebSocketClientConnection(MessageInbox):
         max_size: int | None = 1 << 20,
         timeouts: WSTimeouts = WSTimeouts(),
     ) -> None:
-        self.handshake = handshake
-        super().__init__(max_size=max_size, timeouts=timeouts)
+        super().__init__(handshake, max_size=max_size, timeouts=timeouts)
         self.opened: asyncio.Future[None] = self._loop.create_future()
         self.deflate: DeflateParams | None = None
         self.response: HandshakeResponse | None = None
@@ -57,8 +56,14 @@ class WebSocketClientConnection(MessageInbox):
         # Called with the round-trip time of each keepalive ping (ws-client --json reports it).
         self.on_keepalive_rtt: Callable[[float], None] | None = None
 
-    def new_protocol(self, max_size: int | None) -> ClientProtocol:
-        return ClientProtocol(self.handshake, buffer=self.rbuf, max_size=max_size)
+    def new_protocol(self, handshake: object, max_size: int | None) -> ClientProtocol:
+        assert isinstance(handshake, ClientHandshake)
+        return ClientProtocol(handshake, buffer=self.rbuf, max_size=max_size)
+
+    @property
+    def handshake(self) -> ClientHandshake:
+        """The opening handshake's request (URL, headers, subprotocols, compression)."""
+        return self.ws.handshake
 
     def on_connect(self) -> None:
         super().on_connect()

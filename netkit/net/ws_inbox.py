@@ -47,7 +47,8 @@ class MessageInbox(WebSocketConnection):
     def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
         self._ended = True
         self._wake()
-        self.pings.clear()
+        if self._pings is not None:
+            self._pings.clear()
 
     async def receive(self) -> tuple[bool, bytes] | None:
         """Wait for the next message, ``(is_text, data)``; None once the connection is closed."""

@@ -41,6 +41,11 @@ _ECHO, _BROADCAST = Mode.ECHO, Mode.BROADCAST
 SLOW_MEMBER_SLACK = 4 << 20  # bytes a broadcast member may lag behind, beyond one message
 
 
+def _messages_to_log(peer: str) -> Callable[..., None]:
+    """A marker, compared by identity: messages go to the connection's own log."""
+    raise AssertionError("a marker: ModeConnection logs messages to its log itself")
+
+
 class WebSocketServerConnection(WebSocketConnection, ServerConnection):
     """A server-side connection: answers the upgrade (or /health), then speaks WebSocket.
 
@@ -61,13 +66,22 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
         timeouts: WSTimeouts = WSTimeouts(),
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
-        self.handshake = handshake
-        super().__init__(max_size=max_size, timeouts=timeouts)
+        super().__init__(handshake, max_size=max_size, timeouts=timeouts)
         self.on_event = on_event
-        self.upgraded = False
 
-    def new_protocol(self, max_size: int | None) -> ServerProtocol:
-        return ServerProtocol(self.handshake, buffer=self.rbuf, max_size=max_size)
+    def new_protocol(self, handshake: object, max_size: int | None) -> ServerProtocol:
+        assert isinstance(handshake, ServerHandshake)
+        return ServerProtocol(handshake, buffer=self.rbuf, max_size=max_size)
+
+    @property
+    def handshake(self) -> ServerHandshake:
+        """The server's handshake policy (paths, origins, subprotocols, deflate)."""
+        return self.ws.policy
+
+    @property
+    def upgraded(self) -> bool:
+        """True once the client's upgrade was accepted (it may have closed since)."""
+        return self.ws.upgraded
 
     def on_connect(self) -> None:
         WebSocketConnection.on_connect(self)
@@ -83,8 +97,8 @@ class WebSocketServerConnection(WebSocketConnection, ServerConnection):
 
     def on_handshake(self, event: Accepted | HealthCheck | Rejected | HandshakeResponse) -> None:
         if isinstance(event, Accepted):
-            self.upgraded = True
-            self.subprotocol = event.subprotocol
+            if event.subprotocol is not None:  # else the class default (see net/ws.py)
+                self.subprotocol = event.subprotocol
             self.resource = event.request.target
             self._opened()
             return
@@ -146,19 +160,31 @@ class ModeConnection(WebSocketServerConnection):
         super().__init__(handshake, max_size=max_size, timeouts=timeouts, on_event=log)
         self.mode = mode
         self.room = room
-        self.log = log
-        self.log_messages = log_messages and log is not None
-        self.message_logger = message_logger
+        # One attribute for both: what makes the per-message logger (see net/ws.py on
+        # attributes), _messages_to_log for messages to ``log``, None to log none.
+        self._message_logger = (
+            (message_logger or _messages_to_log) if log_messages and log is not None else None
+        )
         self._log_message: Callable[..., None] | None = None
+
+    @property
+    def log(self) -> Callable[[str, dict[str, Any]], None] | None:
+        """Receives (event, fields); None to log nothing."""
+        return self.on_event
+
+    @property
+    def log_messages(self) -> bool:
+        """True when every message, ping and pong is logged."""
+        return self._message_logger is not None
 
     def on_open(self) -> None:
         if self.mode is Mode.BROADCAST:
             self.room.members.add(self)
-        if self.log_messages:
+        if self._message_logger is not None:
             log = self.log
             assert log is not None
-            if self.message_logger is not None:
-                self._log_message = self.message_logger(self.peer)
+            if self._message_logger is not _messages_to_log:
+                self._log_message = self._message_logger(self.peer)
             else:
                 peer = self.peer
                 self._log_message = lambda kind, size: log(

@@ -17,12 +17,17 @@ Answered = Callable[[float | None], None]
 
 
 class PingTracker:
-    """The pings sent and not yet answered, by payload."""
+    """The pings sent and not yet answered, by payload.
 
-    __slots__ = ("_sent",)
+    Attributes:
+        last_rtt: the round-trip time of the last ping answered, or None.
+    """
+
+    __slots__ = ("_sent", "last_rtt")
 
     def __init__(self) -> None:
-        self._sent: dict[bytes, tuple[float, Answered]] = {}
+        self._sent: dict[bytes, tuple[float, Answered | None]] = {}
+        self.last_rtt: float | None = None
 
     def __len__(self) -> int:
         return len(self._sent)
@@ -34,7 +39,7 @@ class PingTracker:
             if payload not in self._sent:
                 return payload
 
-    def sent(self, payload: bytes, at: float, answered: Answered) -> None:
+    def sent(self, payload: bytes, at: float, answered: Answered | None = None) -> None:
         """Remember a ping sent at time ``at``; ``answered`` gets the round-trip time."""
         self._sent[payload] = (at, answered)
 
@@ -44,12 +49,14 @@ class PingTracker:
         entry = self._sent.pop(payload, None)
         if entry is None:
             return None
-        rtt = at - entry[0]
-        entry[1](rtt)
+        rtt = self.last_rtt = at - entry[0]
+        if entry[1] is not None:
+            entry[1](rtt)
         return rtt
 
     def clear(self) -> None:
         """The connection closed: every ping in flight is answered with None."""
         sent, self._sent = self._sent, {}
         for _, answered in sent.values():
-            answered(None)
+            if answered is not None:
+                answered(None)
