@@ -27,6 +27,8 @@ MAX_BODY: Final = 1 << 20
 """The largest request body accepted (a populate of thousands of proxies fits)."""
 MAX_PENDING: Final = 16
 """Pipelined requests queued on one connection before it stops reading."""
+MAX_HEAD: Final = 64 * 1024
+"""The most bytes a request's line and headers may take (httptools has no limit of its own)."""
 IDLE_TIMEOUT: Final = 60.0
 """Seconds a client may keep a connection without a request (toxiproxy's IdleTimeout)."""
 
@@ -53,6 +55,8 @@ class ApiConnection(ServerConnection):
         self._headers: dict[str, str] = {}
         self._body = bytearray()
         self._too_large = False
+        self._head = 0  # bytes read since the last request head was complete
+        self._in_head = True
         self._pending: deque[tuple[Request | Response, bool]] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
@@ -60,15 +64,21 @@ class ApiConnection(ServerConnection):
     # --- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        """httptools: a request begins."""
         self._url, self._headers, self._body, self._too_large = b"", {}, bytearray(), False
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
+        """httptools: (part of) the request target."""
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header line (a repeated header keeps its last value)."""
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        """httptools: the head is complete."""
+        self._in_head, self._head = False, 0
         # A body announced over the limit is refused before it is sent (chunked bodies are
         # counted as they come).
         length = self._headers.get("content-length", "")
@@ -77,12 +87,14 @@ class ApiConnection(ServerConnection):
             self._queue(ApiError(f"body over {MAX_BODY} bytes", 413).response(), False)
 
     def on_body(self, body: bytes) -> None:
+        """httptools: (part of) the body, de-chunked."""
         if len(self._body) + len(body) > MAX_BODY:
             self._too_large = True
         elif not self._too_large:
             self._body += body
 
     def on_message_complete(self) -> None:
+        """httptools: the request is complete: queue it to be answered in turn."""
         keep_alive = self._parser.should_keep_alive()
         item: Request | Response
         if self._too_large:
@@ -119,6 +131,11 @@ class ApiConnection(ServerConnection):
         data = self.rbuf.take()
         if self._closing:
             return
+        if self._in_head:
+            self._head += len(data)
+            if self._head > MAX_HEAD:
+                self._queue(ApiError(f"request head over {MAX_HEAD} bytes", 431).response(), False)
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from netkit.core.addresses import TCPEndpoint
 from netkit.core.http_api import ApiError, Request, Response
-from netkit.net.http_api import MAX_BODY, ApiConnection, api_connection
+from netkit.net.http_api import MAX_BODY, MAX_HEAD, ApiConnection, api_connection
 from netkit.net.server import StreamServer, make_listener
 
 if TYPE_CHECKING:
@@ -178,5 +178,21 @@ def test_garbage_never_stops_the_server(run: Runner[None]) -> None:
             assert status == 200 and json.loads(body)["path"] == "/ok"
             writer.close()
             assert server.stats.accepted == len(payloads) + 1
+
+    run(main())
+
+
+def test_an_endless_request_head_is_refused_with_431(run: Runner[None]) -> None:
+    async def main() -> None:
+        async with api() as (server, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # One header over the limit, never ended: refused once the limit is passed (just
+            # past it: every byte sent is read before the close, so no reset overtakes the 431).
+            head = b"GET / HTTP/1.1\r\nX-Long: "
+            writer.write(head + b"a" * (MAX_HEAD + 1 - len(head)))
+            status, _, body = await read_response(reader)
+            assert (status, json.loads(body)["status"]) == (431, 431)
+            writer.close()
+            assert server.stats.accepted == 1
 
     run(main())
