@@ -35,8 +35,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "<!-- runnable -->"
-# A loopback address with a port, alone or inside a ws:// URL.
-LOOPBACK_PORT = re.compile(r"^(?:ws://|wss://)?(?:127\.0\.0\.1|localhost|\[::1\])?:(\d+)(?:/.*)?$")
+# A loopback address with a port, alone or inside a ws:// or udp:// URL.
+LOOPBACK_PORT = re.compile(
+    r"^(?:ws://|wss://|udp://)?(?:127\.0\.0\.1|localhost|\[::1\])?:(\d+)(?:/.*)?$"
+)
 COMMAND_TIMEOUT = 30
 LISTEN_TIMEOUT = 15
 

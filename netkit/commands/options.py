@@ -290,6 +290,38 @@ class ServerFlags:
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
+def flag_group(group: type, parameter: str) -> Callable[[Command], Command]:
+    """A decorator that gives a command the flags of the dataclass ``group`` in place of its
+    ``parameter`` parameter (see :func:`server_flags`)."""
+
+    def decorate(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        hints = get_type_hints(group, include_extras=True)
+        spliced = [
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
+            )
+            for f in fields(group)
+        ]
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name == parameter:
+                params.extend(spliced)
+            else:
+                params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            flags = group(**{p.name: kwargs.pop(p.name) for p in spliced})
+            return command(*args, **{parameter: flags}, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
 def server_flags(command: Command) -> Command:
     """Give ``command`` the shared server flags in place of its ``server`` parameter.
 
@@ -297,29 +329,7 @@ def server_flags(command: Command) -> Command:
     command's own parameters with :class:`ServerFlags`' fields spliced in where ``server``
     was, and gathers them back into one ``ServerFlags`` on each call.
     """
-    signature = inspect.signature(command, eval_str=True)
-    hints = get_type_hints(ServerFlags, include_extras=True)
-    group = [
-        inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name]
-        )
-        for f in fields(ServerFlags)
-    ]
-    params: list[inspect.Parameter] = []
-    for param in signature.parameters.values():
-        if param.name == "server":
-            params.extend(group)
-        else:
-            params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        flags = ServerFlags(**{p.name: kwargs.pop(p.name) for p in group})
-        return command(*args, server=flags, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper  # type: ignore[return-value]
+    return flag_group(ServerFlags, "server")(command)
 
 
 def socket_options(

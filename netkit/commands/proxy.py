@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from netkit.commands import options as opt
+from netkit.commands import udp_proxy
 from netkit.commands.serving import RELAY, build_relay, build_stream, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
@@ -45,17 +46,20 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
 
 
 @opt.server_flags
+@udp_proxy.datagram_flags
 def proxy(
     listen: Annotated[
         str | None,
         typer.Argument(
-            help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path (none with --api:"
-            " proxies come from the API)."
+            help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path, udp://HOST:PORT"
+            " (none with --api: proxies come from the API)."
         ),
     ] = None,
     upstream: Annotated[
         str | None,
-        typer.Argument(help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path."),
+        typer.Argument(
+            help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path, udp://HOST:PORT."
+        ),
     ] = None,
     upstream_tls: opt.UpstreamTLS = False,
     cacert: opt.UpstreamCACert = None,
@@ -110,6 +114,7 @@ def proxy(
             rich_help_panel=API,
         ),
     ] = None,
+    datagram: udp_proxy.DatagramFlags = udp_proxy.DatagramFlags(),
     server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
 ) -> None:
@@ -117,20 +122,18 @@ def proxy(
 
     Half-closes pass through; every byte is delivered or the connection's closed event says how
     many were not. Faults apply per connection with their probability; --json logs each one.
-    With --api, toxiproxy's clients control the proxy while it runs, and can create more;
-    --api without LISTEN and UPSTREAM starts with no proxy, as toxiproxy-server does.
+
+    With udp://LISTEN udp://UPSTREAM it relays UDP: one upstream socket per client flow (replies
+    go back to the client that caused them), datagrams passed whole; a flow closes after
+    --idle-timeout without a datagram either way, and --max-connections caps the flows (1024 by
+    default). The datagram faults (and --latency) apply per flow, each injected fault a JSON
+    event; --seed repeats a run (the seed used is in the listening event).
+
+    With --api, toxiproxy's clients control a TCP or Unix proxy while it runs, and can create
+    more; --api without LISTEN and UPSTREAM starts with no proxy, as toxiproxy-server does.
     """
     out = Output(json)
-    if (listen is None) != (upstream is None):
-        raise UsageError("give LISTEN and UPSTREAM, or neither (with --api)")
-    if listen is None and api is None:
-        raise UsageError(
-            "give LISTEN and UPSTREAM", hint="or --api HOST:PORT to create proxies through the API"
-        )
-    if api is None and config is not None:
-        raise UsageError("--config needs --api (it creates proxies the API manages)")
-    if api is not None and server.workers > 1:
-        raise UsageError("--api runs in one process: drop --workers")
+    _check_api_usage(listen, upstream, api, config, server)
     faults = parse_faults(
         {
             "latency": latency, "bandwidth": bandwidth, "slice": slice_, "limit-data": limit_data,
@@ -138,12 +141,24 @@ def proxy(
             "slow-close": slow_close, "accept-delay": accept_delay, "refuse": refuse,
         }
     )  # fmt: skip
+    idle = opt.idle_timeout(idle_timeout)
+    if listen is not None and upstream is not None and udp_proxy.is_udp(listen, upstream):
+        if api is not None:
+            raise UsageError("--api controls TCP and Unix-socket proxies, not a UDP relay")
+        udp_proxy.serve(
+            out, listen, upstream, faults=faults + datagram.faults(), seed=seed,
+            idle_timeout=idle, server=server, stream_flags={
+                "--upstream-tls": upstream_tls, "--cacert": cacert is not None,
+                "--insecure": insecure, "--sni": sni is not None,
+                "--proxy-protocol": proxy_protocol is not None, "--no-splice": not splice,
+            },
+        )  # fmt: skip
+    udp_proxy.refuse_for_streams(datagram)
     listen_at = parse_stream_endpoint(listen) if listen is not None else None
     target = parse_stream_endpoint(upstream) if upstream is not None else None
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
     timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
-    idle = opt.idle_timeout(idle_timeout)
     options = RelayOptions(
         upstream_tls=upstream_ssl,
         upstream_sni=sni or (getattr(target, "host", None) or "localhost"),
@@ -187,6 +202,26 @@ def proxy(
         companion=beside,
     )
     raise typer.Exit(code)
+
+
+def _check_api_usage(
+    listen: str | None,
+    upstream: str | None,
+    api: str | None,
+    config: Path | None,
+    server: opt.ServerFlags,
+) -> None:
+    # LISTEN and UPSTREAM go together; without them, --api is needed; --api's own flags.
+    if (listen is None) != (upstream is None):
+        raise UsageError("give LISTEN and UPSTREAM, or neither (with --api)")
+    if listen is None and api is None:
+        raise UsageError(
+            "give LISTEN and UPSTREAM", hint="or --api HOST:PORT to create proxies through the API"
+        )
+    if api is None and config is not None:
+        raise UsageError("--config needs --api (it creates proxies the API manages)")
+    if api is not None and server.workers > 1:
+        raise UsageError("--api runs in one process: drop --workers")
 
 
 def _serve_api(

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from netkit.commands.options import ServerFlags
 from netkit.console import Output
-from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.units import format_size
 from netkit.net import runtime
 from netkit.net.relay import RelayOptions, RelayServer, RelayStats
@@ -43,6 +43,7 @@ from netkit.net.server import (
 )
 from netkit.net.sockets import (
     SocketOptions,
+    create_udp_socket,
     descriptors_needed,
     listener_address,
     raise_nofile_limit,
@@ -185,12 +186,15 @@ def check_open_files(out: Output, max_connections: int | None, *, per_connection
 
 
 def _listeners(
-    endpoint: TCPEndpoint | UnixEndpoint,
+    endpoint: TCPEndpoint | UnixEndpoint | UDPEndpoint,
     workers: int,
     socket_mode: int | None,
     options: SocketOptions,
 ) -> list[socket.socket]:
-    # One listener per worker on one port (SO_REUSEPORT); a Unix socket is shared by all.
+    # One listener per worker on one port (SO_REUSEPORT); a Unix socket is shared by all;
+    # a UDP server has its bound socket (one process: its flows live in that process).
+    if isinstance(endpoint, UDPEndpoint):
+        return [create_udp_socket(endpoint, bind=True, options=options)[0]]
     first = make_listener(
         endpoint, reuse_port=workers > 1, socket_mode=socket_mode, options=options
     )
@@ -201,6 +205,13 @@ def _listeners(
             make_listener(bound, reuse_port=True, options=options) for _ in range(workers - 1)
         ]
     return socks
+
+
+def _transport(endpoint: TCPEndpoint | UnixEndpoint | UDPEndpoint, tls: bool) -> str:
+    # The listening event's "transport".
+    if isinstance(endpoint, UDPEndpoint):
+        return "udp"
+    return "tls" if tls else ("unix" if isinstance(endpoint, UnixEndpoint) else "tcp")
 
 
 def _print_event(out: Output) -> EventHook:
@@ -311,7 +322,7 @@ def run_server(
     out: Output,
     *,
     name: str,
-    endpoint: TCPEndpoint | UnixEndpoint,
+    endpoint: TCPEndpoint | UnixEndpoint | UDPEndpoint,
     build: BuildServer,
     flags: ServerFlags,
     presentation: Presentation = STREAM,
@@ -355,7 +366,7 @@ def run_server(
         out,
         name,
         address,
-        "tls" if ssl_context else ("unix" if unix else "tcp"),
+        _transport(endpoint, ssl_context is not None),
         workers,
         details,
         fields(ssl_context is not None) if fields is not None else {},

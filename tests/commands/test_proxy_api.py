@@ -346,6 +346,7 @@ def test_the_proxy_from_the_command_line_is_in_the_api(
         (("127.0.0.1:0", "127.0.0.1:1", "--config", "x.json"), "--config needs --api"),
         (("127.0.0.1:0", "127.0.0.1:1", "--api", ":0", "--workers", "2"), "--workers"),
         (("--api", ":0", "--config", "/nonexistent.json"), "--config /nonexistent.json"),
+        (("udp://127.0.0.1:0", "udp://127.0.0.1:1", "--api", ":0"), "not a UDP relay"),
     ],
 )
 def test_bad_api_command_lines_are_one_line_errors(args: tuple[str, ...], message: str) -> None:
