@@ -31,6 +31,15 @@ _EXPORTS: dict[str, str] = {
     "SlowClose": "netkit.core.faults",
     "AcceptDelay": "netkit.core.faults",
     "Refuse": "netkit.core.faults",
+    # --- datagram faults (netkit/core/datagram_faults.py): the UDP relay's, same units ---------
+    "Loss": "netkit.core.datagram_faults",
+    "BurstLoss": "netkit.core.datagram_faults",
+    "Duplicate": "netkit.core.datagram_faults",
+    "Reorder": "netkit.core.datagram_faults",
+    "Corrupt": "netkit.core.datagram_faults",
+    "Truncate": "netkit.core.datagram_faults",
+    "Rate": "netkit.core.datagram_faults",
+    "DropFirst": "netkit.core.datagram_faults",
     # --- errors (netkit/errors.py) -----------------------------------------------------------
     "NetkitError": "netkit.errors",
     "UsageError": "netkit.errors",
@@ -65,9 +74,15 @@ _EXPORTS: dict[str, str] = {
     "BenchResult": "netkit.api.bench",
     "ServerTLS": "netkit.net.tls",
     "ClientTLS": "netkit.net.tls",
-    # --- proxy and load balancer (netkit/api/proxy.py: helper "plugin") -----------------------
-    # "proxy", "load_balancer" and their handle classes go here, in this block, once
-    # netkit/api/proxy.py defines them.
+    # --- fault proxy and load balancer (netkit/api/proxy.py) ---------------------------------
+    "proxy": "netkit.api.proxy",
+    "Proxy": "netkit.api.proxy",
+    "load_balancer": "netkit.api.proxy",
+    "LoadBalancer": "netkit.api.proxy",
+    "RelayTotals": "netkit.api.proxy",
+    # --- synchronous driving (netkit/api/background.py: what the pytest plugin runs on) ------
+    "BackgroundLoop": "netkit.api.background",
+    "SyncProxy": "netkit.api.background",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -88,9 +103,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from netkit.api.background import BackgroundLoop as BackgroundLoop
+    from netkit.api.background import SyncProxy as SyncProxy
     from netkit.api.bench import BenchResult as BenchResult
     from netkit.api.bench import bench as bench
     from netkit.api.bench import bench_sync as bench_sync
+    from netkit.api.proxy import LoadBalancer as LoadBalancer
+    from netkit.api.proxy import Proxy as Proxy
+    from netkit.api.proxy import RelayTotals as RelayTotals
+    from netkit.api.proxy import load_balancer as load_balancer
+    from netkit.api.proxy import proxy as proxy
     from netkit.api.servers import EchoServer as EchoServer
     from netkit.api.servers import Listening as Listening
     from netkit.api.servers import StreamListener as StreamListener
@@ -101,6 +123,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.api.websocket import WebSocketServer as WebSocketServer
     from netkit.api.websocket import ws_connect as ws_connect
     from netkit.api.websocket import ws_server as ws_server
+    from netkit.core.datagram_faults import BurstLoss as BurstLoss
+    from netkit.core.datagram_faults import Corrupt as Corrupt
+    from netkit.core.datagram_faults import DropFirst as DropFirst
+    from netkit.core.datagram_faults import Duplicate as Duplicate
+    from netkit.core.datagram_faults import Loss as Loss
+    from netkit.core.datagram_faults import Rate as Rate
+    from netkit.core.datagram_faults import Reorder as Reorder
+    from netkit.core.datagram_faults import Truncate as Truncate
     from netkit.core.faults import AcceptDelay as AcceptDelay
     from netkit.core.faults import Bandwidth as Bandwidth
     from netkit.core.faults import BlackholeAfter as BlackholeAfter

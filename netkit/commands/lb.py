@@ -21,11 +21,9 @@ from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance.backends import parse_backends
 from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.policies import ALGORITHMS
-from netkit.core.balance.pool import BackendPool
 from netkit.core.units import parse_duration
-from netkit.net.health import HealthChecker
 from netkit.net.relay import RelayOptions, RelayStats
-from netkit.net.upstreams import BalancedPool, merge_snapshots
+from netkit.net.upstreams import balanced_pool, merge_snapshots
 
 NAME = "lb"
 HELP = "L4 load balancer: weighted algorithms, health checks, backups, failover; one command line."
@@ -133,26 +131,23 @@ def lb(
     connect_limit = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     idle = opt.idle_timeout(idle_timeout)
     probe = CheckProbe.parse(check_send, check_expect)
-    pool = BackendPool(
-        pool_backends,
-        algorithm=algorithm,
-        rise=rise,
-        fall=fall,
-        slowstart=parse_duration(slowstart, option="--slowstart"),
-        seed=seed,
-    )
 
     def health(event: HealthEvent) -> None:
         if not out.json:
             out.warn(str(event)) if event.new == "down" else out.print(f"[green]{event}[/]")
         out.event("health", None, **event.as_dict())
 
-    upstream = BalancedPool(
-        pool,
+    upstream = balanced_pool(
+        pool_backends,
+        algorithm=algorithm,
+        rise=rise,
+        fall=fall,
+        slowstart=parse_duration(slowstart, option="--slowstart"),
+        seed=seed,
+        check_interval=interval,
+        check_timeout=timeout,
+        probe=probe,
         connect_timeout=connect_limit,
-        checker=HealthChecker(
-            pool.states, interval=interval, timeout=timeout, probe=probe, on_event=health
-        ),
         on_health=health,
     )
     options = RelayOptions(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from netkit.core.datagram_faults import check_transport
 from netkit.core.faults import ConnectionFaults, Fault, draw
 from netkit.errors import ConfigError, FaultExists, NoSuchFault
 
@@ -96,6 +97,7 @@ class FaultSet:
     def __init__(self, faults: Iterable[Fault] = ()) -> None:
         self._faults: dict[str, Fault] = {}
         self._subscribers: list[Subscriber] = []
+        self._transport: str | None = None
         for fault in faults:
             base = name = default_name(fault)
             n = 1
@@ -138,7 +140,8 @@ class FaultSet:
 
         Raises:
             FaultExists: a fault by that name is already set.
-            ConfigError: an empty name.
+            ConfigError: an empty name, or a fault that does not apply to the relay's
+                transport (:meth:`serve`).
         """
         if name is None:
             name = default_name(fault)
@@ -146,6 +149,7 @@ class FaultSet:
             raise ConfigError("a fault's name cannot be empty")
         if name in self._faults:
             raise FaultExists(f"a fault named {name!r} already exists")
+        self._admit(fault)
         self._faults[name] = fault
         self._tell(FaultChange(Change.ADDED, name, fault))
         return name
@@ -155,8 +159,10 @@ class FaultSet:
 
         Raises:
             NoSuchFault: no fault has that name.
+            ConfigError: a fault that does not apply to the relay's transport (:meth:`serve`).
         """
         previous = self.get(name)
+        self._admit(fault)
         self._faults[name] = fault
         self._tell(FaultChange(Change.UPDATED, name, fault, previous))
 
@@ -180,6 +186,21 @@ class FaultSet:
     def as_dicts(self) -> list[dict[str, Any]]:
         """Every fault as JSON: its name and its ``as_dict()``, in order."""
         return [{"name": name, **fault.as_dict()} for name, fault in self._faults.items()]
+
+    def serve(self, transport: str) -> None:
+        """Hold only faults that apply to ``transport`` (``"udp"``, or anything else: a
+        stream) from now on, as the relay that owns this set does.
+
+        Raises:
+            ConfigError: a fault already set does not apply (and later, from :meth:`add` and
+                :meth:`replace`, a fault that does not).
+        """
+        check_transport(self._faults.values(), transport)
+        self._transport = transport
+
+    def _admit(self, fault: Fault) -> None:
+        if self._transport is not None:
+            check_transport((fault,), self._transport)
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Tell ``subscriber`` every change from now on; returns the call that stops it."""

@@ -94,8 +94,10 @@ class RelaySide(StreamProtocol):
         return True
 
     def _hold(self, data: bytes) -> None:
-        loop = self.relay.loop
-        self.flow.hold(data, loop.time(), self.relay.rng)
+        # Due times are on time.perf_counter(), not loop.time(): uvloop's clock is read once
+        # per loop iteration and in whole milliseconds, so bytes planned from it went out up
+        # to a few milliseconds before their latency was over.
+        self.flow.hold(data, time.perf_counter(), self.relay.rng)
         if self.flow.held >= FAULT_HIGH_WATER and self.transport is not None:
             self.transport.pause_reading()
         self._arm_release()
@@ -110,13 +112,16 @@ class RelaySide(StreamProtocol):
     def _arm_release(self) -> None:
         due = self.flow.next_due
         if self.release_timer is None and due is not None:
-            self.release_timer = self.relay.loop.call_at(due, self._release)
+            delay = max(due - time.perf_counter(), 0.0)
+            self.release_timer = self.relay.loop.call_later(delay, self._release)
 
     def _release(self) -> None:
         # Deliver every piece that is due, oldest first, then wait for the next one.
         self.release_timer = None
         other = self.other
-        for piece in self.flow.due(self.relay.loop.time()):
+        # A timer may fire before its time (uvloop rounds to milliseconds): then nothing is
+        # due yet and the timer is armed again for what is left.
+        for piece in self.flow.due(time.perf_counter()):
             if self.relay.done.done() or other is None or other.transport is None:
                 continue
             if not other.transport.is_closing():

@@ -172,6 +172,7 @@ class RelayServer(Server):
         self.rng = random.Random(options.seed)
         faults = options.faults
         self.faults = faults if isinstance(faults, FaultSet) else FaultSet(faults)
+        self.faults.serve("tcp")  # a fault that cannot apply here is refused, never ignored
         self._unsubscribe = self.faults.subscribe(self._faults_changed)
         self._draws: dict[int, tuple[ConnectionDraw, RelayRecord]] = {}
         self._listen = listen

@@ -202,6 +202,7 @@ class UDPRelayServer(Server):
         self.options = options
         faults = options.faults
         self.faults = faults if isinstance(faults, FaultSet) else FaultSet(faults)
+        self.faults.serve("udp")  # a fault that cannot apply here is refused, never ignored
         self._unsubscribe = self.faults.subscribe(self._faults_changed)
         self.seed: int = (
             options.seed if options.seed is not None else random.SystemRandom().getrandbits(32)

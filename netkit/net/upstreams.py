@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
-from netkit.core.balance.health import HealthEvent
+from netkit.core.balance.backends import Backend
+from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.pool import BackendPool
 from netkit.core.balance.state import BackendState
 from netkit.errors import ConnectError, LocalError, OperationTimeout
 from netkit.net.connect import connect_raw
-from netkit.net.health import HealthChecker
+from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
 
 
 class Upstream:
@@ -140,6 +141,36 @@ class BalancedPool(Upstream):
     def snapshot(self) -> list[dict[str, Any]]:
         """One row per backend (:meth:`BackendPool.snapshot`), now."""
         return self.pool.snapshot(asyncio.get_running_loop().time())
+
+
+def balanced_pool(
+    backends: Sequence[Backend],
+    *,
+    algorithm: str = "roundrobin",
+    rise: int = 2,
+    fall: int = 3,
+    slowstart: float = 0.0,
+    seed: int | None = None,
+    check_interval: float = DEFAULT_INTERVAL,
+    check_timeout: float | None = None,
+    probe: CheckProbe = CheckProbe(),
+    connect_timeout: float = 5.0,
+    on_health: Callable[[HealthEvent], None] | None = None,
+) -> BalancedPool:
+    """``lb``'s upstream: ``backends`` under ``algorithm``, with active health checks.
+
+    Every backend state change (from a check, or from a refused connect) goes to ``on_health``.
+
+    Raises:
+        ConfigError: a bad algorithm, threshold, interval or timeout.
+    """
+    pool = BackendPool(
+        backends, algorithm=algorithm, rise=rise, fall=fall, slowstart=slowstart, seed=seed
+    )
+    checker = HealthChecker(
+        pool.states, interval=check_interval, timeout=check_timeout, probe=probe, on_event=on_health
+    )
+    return BalancedPool(pool, connect_timeout=connect_timeout, checker=checker, on_health=on_health)
 
 
 COUNTERS = ("active", "total", "failed", "bytes_up", "bytes_down")

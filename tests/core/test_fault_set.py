@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from netkit.core.datagram_faults import Loss
 from netkit.core.fault_set import Change, ConnectionDraw, FaultChange, FaultSet, default_name
 from netkit.core.faults import (
     BlackholeAfter,
@@ -172,3 +173,19 @@ def test_limits_and_times_added_later_count_from_that_moment() -> None:
     assert got.reset_after_s == 3.5
     assert got.directions["down"].blackhole_after == 4.25
     assert got.directions["up"].blackhole_after is None
+
+
+def test_a_set_served_by_a_relay_refuses_faults_of_the_other_transport() -> None:
+    faults = FaultSet([Latency(10)])
+    faults.serve("tcp")
+    told: list[FaultChange] = []
+    faults.subscribe(told.append)
+    with pytest.raises(ConfigError, match="applies to UDP relays only"):
+        faults.add(Loss(0.5))
+    with pytest.raises(ConfigError, match="applies to UDP relays only"):
+        faults.replace("latency", Loss(0.5))
+    assert faults.faults == [Latency(10)] and told == []
+    udp = FaultSet([Loss(0.1), Latency(5)])
+    udp.serve("udp")  # latency applies to datagrams too
+    with pytest.raises(ConfigError, match="not to UDP"):
+        FaultSet([Slice(10)]).serve("udp")

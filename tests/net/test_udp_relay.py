@@ -23,7 +23,8 @@ from netkit.core.datagram_faults import (
     Reorder,
     Truncate,
 )
-from netkit.core.faults import Fault, Latency
+from netkit.core.faults import Bandwidth, Fault, Latency
+from netkit.errors import ConfigError
 from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer
 from netkit.net.sockets import create_udp_socket, describe
 from netkit.net.udp_relay import UDPRelayOptions, UDPRelayServer
@@ -393,6 +394,10 @@ def test_a_fault_added_while_running_applies_to_open_flows(run: Runner[None]) ->
                 r.server.faults.clear()
                 client.send(b"again")
                 assert await recv(client) == b"again"
+                # A stream fault cannot apply to datagrams: refused, not set and ignored.
+                with pytest.raises(ConfigError, match="not to UDP"):
+                    r.server.faults.add(Bandwidth(1000))
+                assert len(r.server.faults) == 0
             assert [e for e, _ in r.events if e.startswith("fault")] == [
                 "fault_added",
                 "faults_cleared",
