@@ -80,6 +80,10 @@ _EXPORTS: dict[str, str] = {
     "load_balancer": "netkit.api.proxy",
     "LoadBalancer": "netkit.api.proxy",
     "RelayTotals": "netkit.api.proxy",
+    "FaultControls": "netkit.api.faults",
+    # --- UDP fault proxy (netkit/api/udp_proxy.py) ------------------------------------------
+    "udp_proxy": "netkit.api.udp_proxy",
+    "UDPProxy": "netkit.api.udp_proxy",
     # --- synchronous driving (netkit/api/background.py: what the pytest plugin runs on) ------
     "BackgroundLoop": "netkit.api.background",
     "SyncProxy": "netkit.api.background",
@@ -108,6 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.api.bench import BenchResult as BenchResult
     from netkit.api.bench import bench as bench
     from netkit.api.bench import bench_sync as bench_sync
+    from netkit.api.faults import FaultControls as FaultControls
     from netkit.api.proxy import LoadBalancer as LoadBalancer
     from netkit.api.proxy import Proxy as Proxy
     from netkit.api.proxy import RelayTotals as RelayTotals
@@ -119,6 +124,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.api.servers import UDPEchoServer as UDPEchoServer
     from netkit.api.servers import echo_server as echo_server
     from netkit.api.servers import udp_echo_server as udp_echo_server
+    from netkit.api.udp_proxy import UDPProxy as UDPProxy
+    from netkit.api.udp_proxy import udp_proxy as udp_proxy
     from netkit.api.websocket import WebSocket as WebSocket
     from netkit.api.websocket import WebSocketServer as WebSocketServer
     from netkit.api.websocket import ws_connect as ws_connect
