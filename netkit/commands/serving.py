@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -233,9 +234,36 @@ def _print_event(out: Output) -> EventHook:
                 )
             elif "error" in fields and who is not None:
                 out.warn(f"{who}: {fields['error']}")
-        out.event(event, None, **fields)
+        out.event(event, _change_line(event, fields) if not out.json else None, **fields)
 
     return on_event
+
+
+# Changes made while a server runs (proxy --api, the Python API): one human line each.
+_CHANGES = {
+    "proxy_created": "proxy created, listening on {listen}",
+    "proxy_deleted": "proxy deleted",
+    "proxies_reset": "every proxy enabled, every fault removed",
+    "fault_added": "fault {name} added",
+    "fault_updated": "fault {name} changed",
+    "fault_removed": "fault {name} removed",
+    "faults_cleared": "faults cleared",
+    "disabled": "disabled (not listening, connections closed)",
+    "enabled": "enabled, listening on {address}",
+    "upstream_changed": "upstream now {upstream}",
+    "relistened": "now listening on {address}",
+}
+
+
+def _change_line(event: str, fields: dict[str, Any]) -> str | None:
+    # The human line of a change event, or None for other events.
+    words = _CHANGES.get(event)
+    if words is None:
+        return None
+    with contextlib.suppress(KeyError, IndexError):
+        words = words.format(**fields)
+    proxy = fields.get("proxy")
+    return escape(f"{proxy}: {words}" if proxy else words)
 
 
 @dataclass
@@ -308,6 +336,7 @@ def run_server(
     details: dict[str, Any] | None = None,
     url: Callable[[str, bool], str] | None = None,
     fields: Callable[[bool], dict[str, Any]] | None = None,
+    companion: Callable[[Server], AbstractAsyncContextManager[Any]] | None = None,
 ) -> ExitStatus:
     """Run a server command until SIGINT/SIGTERM and print its events and summary.
 
@@ -321,6 +350,9 @@ def run_server(
         url: builds the ``url`` field of the ``listening`` event from the bound address and
             whether TLS is on (ws://..., for servers whose clients take URLs).
         fields: more fields for the ``listening`` event (JSON only), given whether TLS is on.
+        companion: given the built server, what runs beside it in the same loop (proxy's
+            ``--api``): entered before the server starts, left once it has drained. One
+            process only (the caller refuses ``--workers``).
 
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT (or the worst worker's code).
@@ -369,13 +401,16 @@ def run_server(
             )
             server.restrict(access)
             status = presentation.status if alone and out.interactive else None
-            interrupted = await serve_until_signal(
-                server,
-                drain_timeout=drain_timeout,
-                on_listening=announcer.announce if alone else None,
-                on_draining=announcer.draining if alone else None,
-                while_serving=(lambda stop: _live(out, status(server), stop)) if status else None,
-            )
+            async with companion(server) if companion else contextlib.nullcontext():
+                interrupted = await serve_until_signal(
+                    server,
+                    drain_timeout=drain_timeout,
+                    on_listening=announcer.announce if alone else None,
+                    on_draining=announcer.draining if alone else None,
+                    while_serving=(
+                        (lambda stop: _live(out, status(server), stop)) if status else None
+                    ),
+                )
             final = presentation.final() if presentation.final is not None else {}
             return interrupted, server.stats.as_dict() | final
 
