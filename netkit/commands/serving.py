@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import ssl
@@ -67,6 +68,7 @@ class BuildServer(Protocol):
         max_connections: int | None,
         on_event: EventHook,
         unix_endpoint: UnixEndpoint | None,
+        listen: Callable[[TCPEndpoint | UnixEndpoint], socket.socket],
     ) -> Server: ...
 
 
@@ -117,11 +119,12 @@ STREAM = Presentation(stream_summary, StreamStats)
 
 def build_stream(factory: Callable[[], ServerConnection]) -> BuildServer:
     """Builds a :class:`StreamServer` whose connections ``factory`` makes."""
-    return lambda sock, **common: StreamServer(sock, factory, **common)
+    return lambda sock, *, listen, **common: StreamServer(sock, factory, **common)
 
 
 def build_relay(upstream: Upstream, options: RelayOptions) -> BuildServer:
-    """Builds a :class:`RelayServer` to ``upstream``, TLS from clients as the listener has it."""
+    """Builds a :class:`RelayServer` to ``upstream``, TLS from clients as the listener has it
+    (and a listener made as the first was when it is enabled again or moved)."""
     return lambda sock, *, ssl_context, **common: RelayServer(
         sock, upstream, replace(options, client_tls=ssl_context), **common
     )
@@ -398,6 +401,8 @@ def run_server(
                 max_connections=max_connections,
                 on_event=on_event,
                 unix_endpoint=unix if index == 0 else None,
+                # A relay disabled and enabled again, or moved, listens as it did at start.
+                listen=functools.partial(make_listener, socket_mode=socket_mode, options=options),
             )
             server.restrict(access)
             status = presentation.status if alone and out.interactive else None

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -335,6 +336,29 @@ def test_the_proxy_from_the_command_line_is_in_the_api(
     assert round_trip(server.address) < 30
     assert server.stop() == 0
     assert server.event("summary")["connections"] == 2
+
+
+def test_a_proxy_enabled_again_listens_as_it_did_at_start(
+    netkit_server: Any, echo: str, tmp_path: Path
+) -> None:
+    # Disabled and enabled through the API, the command-line proxy's Unix socket comes back
+    # with the --socket-mode it was started with (not the default 0660).
+    path = tmp_path / "proxy.sock"
+    server = netkit_server(
+        "proxy", f"unix:{path}", echo, "--api", ":0", "--name", "main", "--socket-mode", "600"
+    )
+    api_address = server.listening["api"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert request(api_address, "POST", "/proxies/main", {"enabled": False})[0] == 200
+    assert not path.exists()
+    assert request(api_address, "POST", "/proxies/main", {"enabled": True})[0] == 200
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+    assert server.stop() == 0
 
 
 @pytest.mark.parametrize(
