@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import ssl
@@ -67,11 +68,29 @@ class BuildServer(Protocol):
         max_connections: int | None,
         on_event: EventHook,
         unix_endpoint: UnixEndpoint | None,
+        listen: Callable[[TCPEndpoint | UnixEndpoint], socket.socket],
     ) -> Server: ...
 
 
 Companion = Callable[[Server], AbstractAsyncContextManager[Any]]
 """What runs beside a server in its loop (see :func:`run_server`)."""
+
+
+def together(*companions: Companion | None) -> Companion | None:
+    """One companion that runs each given one beside the server, entered in order (proxy's
+    ``--api`` and ``--timeline``); None when none is given."""
+    given = [c for c in companions if c is not None]
+    if len(given) <= 1:
+        return given[0] if given else None
+
+    @contextlib.asynccontextmanager
+    async def beside(server: Server) -> Any:
+        async with contextlib.AsyncExitStack() as stack:
+            for companion in given:
+                await stack.enter_async_context(companion(server))
+            yield
+
+    return beside
 
 
 @dataclass
@@ -121,11 +140,12 @@ STREAM = Presentation(stream_summary, StreamStats)
 
 def build_stream(factory: Callable[[], ServerConnection]) -> BuildServer:
     """Builds a :class:`StreamServer` whose connections ``factory`` makes."""
-    return lambda sock, **common: StreamServer(sock, factory, **common)
+    return lambda sock, *, listen, **common: StreamServer(sock, factory, **common)
 
 
 def build_relay(upstream: Upstream, options: RelayOptions) -> BuildServer:
-    """Builds a :class:`RelayServer` to ``upstream``, TLS from clients as the listener has it."""
+    """Builds a :class:`RelayServer` to ``upstream``, TLS from clients as the listener has it
+    (and a listener made as the first was when it is enabled again or moved)."""
     return lambda sock, *, ssl_context, **common: RelayServer(
         sock, upstream, replace(options, client_tls=ssl_context), **common
     )
@@ -238,9 +258,39 @@ def _print_event(out: Output) -> EventHook:
                 )
             elif "error" in fields and who is not None:
                 out.warn(f"{who}: {fields['error']}")
-        out.event(event, None, **fields)
+        out.event(event, _change_line(event, fields) if not out.json else None, **fields)
 
     return on_event
+
+
+# Changes made while a server runs (proxy --api, the Python API): one human line each.
+_CHANGES = {
+    "proxy_created": "proxy created, listening on {listen}",
+    "proxy_deleted": "proxy deleted",
+    "proxies_reset": "every proxy enabled, every fault removed",
+    "fault_added": "fault {name} added",
+    "fault_updated": "fault {name} changed",
+    "fault_removed": "fault {name} removed",
+    "faults_cleared": "faults cleared",
+    "disabled": "disabled (not listening, connections closed)",
+    "enabled": "enabled, listening on {address}",
+    "upstream_changed": "upstream now {upstream}",
+    "relistened": "now listening on {address}",
+    "timeline_step": "timeline step {index} (at {at_s:g}s, cycle {cycle})",
+    "timeline_repeat": "timeline cycle {cycle} begins",
+    "timeline_end": "timeline over after {cycles} cycle(s)",
+}
+
+
+def _change_line(event: str, fields: dict[str, Any]) -> str | None:
+    # The human line of a change event, or None for other events.
+    words = _CHANGES.get(event)
+    if words is None:
+        return None
+    with contextlib.suppress(KeyError, IndexError):
+        words = words.format(**fields)
+    proxy = fields.get("proxy")
+    return escape(f"{proxy}: {words}" if proxy else words)
 
 
 @dataclass
@@ -375,6 +425,8 @@ def run_server(
                 max_connections=max_connections,
                 on_event=on_event,
                 unix_endpoint=unix if index == 0 else None,
+                # A relay disabled and enabled again, or moved, listens as it did at start.
+                listen=functools.partial(make_listener, socket_mode=socket_mode, options=options),
             )
             server.restrict(access)
             status = presentation.status if alone and out.interactive else None

@@ -189,10 +189,10 @@ def serve(
             "seed": chosen,
             "idle_timeout_s": idle_timeout,
             "max_flows": max_flows,
-        }
-        | ({"timeline": timeline.as_dict()} if timeline is not None else {}),
+        },
         options=SocketOptions(rcvbuf=RECEIVE_BUFFER),
         url=lambda bound, _tls: f"udp://{bound}",
+        fields=lambda _tls: {"timeline": timeline.as_dict()} if timeline is not None else {},
         companion=beside,
     )
     raise typer.Exit(code)
