@@ -67,7 +67,8 @@ from netkit.core.faults import (
     SlowClose,
 )
 from netkit.core.http_api import ApiError
-from netkit.errors import NetkitError
+from netkit.core.timeline import Step, Timeline
+from netkit.errors import ConfigError, NetkitError
 
 VERSION: Final = "2.12.0"
 """The toxiproxy API version netkit answers ``GET /version`` with (clients compare it)."""
@@ -356,6 +357,43 @@ def parse_toxic(body: Any) -> Toxic:
     )
     probability = _toxicity(body, 1.0)
     return Toxic(name, _fault(lambda: kind.build(attributes, direction, probability)))
+
+
+def parse_timeline(body: Any) -> Timeline:
+    """netkit's extension, ``POST /proxies/{proxy}/timeline``: a fault timeline from JSON.
+
+    ``{"timeline": "0s latency=50ms; 10s clear", "repeat": 2}`` in netkit's step grammar
+    (``--timeline``), or typed: ``{"steps": [{"at": 0, "toxics": [TOXIC, ...], "keep":
+    false}, ...]}``, each toxic as ``POST /proxies/{proxy}/toxics`` takes it and ``at`` in
+    milliseconds (toxiproxy's unit). ``repeat`` is a count of further cycles or
+    ``"forever"`` (0 by default).
+
+    Raises:
+        ApiError: 400 for a body that is no timeline, naming the step that is wrong.
+    """
+    body = _object(body)
+    repeat = body.get("repeat", 0)
+    if repeat != "forever" and (isinstance(repeat, bool) or not isinstance(repeat, int)):
+        raise bad_body('repeat must be a count or "forever"')
+    try:
+        if "timeline" in body:
+            return Timeline.parse(_string(body, "timeline"), repeat=repeat)
+        steps = body.get("steps")
+        if not isinstance(steps, list):
+            raise missing_field("timeline (or steps)")
+        return Timeline([_step(step) for step in steps], repeat)
+    except ConfigError as exc:
+        raise bad_body(str(exc)) from None
+
+
+def _step(body: Any) -> Step:
+    body = _object(body, " for each step")
+    at, toxics = body.get("at"), body.get("toxics") or []
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise missing_field("at (milliseconds) in each step")
+    if not isinstance(toxics, list):
+        raise bad_body("a step's toxics must be a list")
+    return Step(at / 1000, [parse_toxic(t).fault for t in toxics], bool(body.get("keep")))
 
 
 def update_toxic(toxic: Toxic, body: Any) -> Toxic:

@@ -3,8 +3,10 @@
 :class:`ToxiproxyApi` answers each route of toxiproxy's ``api.go`` with the same status codes
 and bodies: ``GET /version``; ``GET/POST /proxies``; ``GET/POST/PATCH/DELETE
 /proxies/{proxy}``; ``GET/POST /proxies/{proxy}/toxics``; ``GET/POST/PATCH/DELETE
-/proxies/{proxy}/toxics/{toxic}``; ``POST /reset``; ``POST /populate``. The JSON is read and
-written by :mod:`netkit.core.toxiproxy`; requests arrive through
+/proxies/{proxy}/toxics/{toxic}``; ``POST /reset``; ``POST /populate``; and netkit's
+extension, ``GET/POST/DELETE /proxies/{proxy}/timeline`` (a fault timeline run by
+:class:`~netkit.net.timeline.TimelineRun`). The JSON is read and written by
+:mod:`netkit.core.toxiproxy`; requests arrive through
 :class:`~netkit.net.http_api.ApiConnection` (see :func:`api_server`).
 """
 
@@ -24,8 +26,10 @@ from netkit.core.toxiproxy import (
     ProxySpec,
     Toxic,
     api_error,
+    bad_body,
     parse_populate,
     parse_proxy,
+    parse_timeline,
     parse_toxic,
     update_proxy,
     update_toxic,
@@ -35,6 +39,7 @@ from netkit.net.http_api import api_connection
 from netkit.net.proxy_registry import ManagedProxy, ProxyRegistry
 from netkit.net.relay import RelayServer
 from netkit.net.server import EventHook, Server, StreamServer
+from netkit.net.timeline import TimelineRun
 
 Route = Callable[..., Awaitable[Response]]
 
@@ -55,6 +60,9 @@ class ToxiproxyApi:
         add("/proxies/{proxy}/toxics", GET=self.toxics, POST=self.add_toxic)
         toxic = {"GET": self.show_toxic, "POST": self.update_toxic, "PATCH": self.update_toxic}
         add("/proxies/{proxy}/toxics/{toxic}", DELETE=self.remove_toxic, **toxic)
+        timeline = {"GET": self.show_timeline, "POST": self.start_timeline}
+        add("/proxies/{proxy}/timeline", DELETE=self.stop_timeline, **timeline)
+        self.timelines: dict[str, TimelineRun] = {}
 
     async def __call__(self, request: Request) -> Response:
         """The response to ``request`` (an :class:`ApiError` for every failure)."""
@@ -74,7 +82,10 @@ class ToxiproxyApi:
         return Response(200, body, (("Content-Type", "application/json;charset=utf-8"),))
 
     async def reset(self, request: Request) -> Response:
-        """``POST /reset``: every proxy enabled, every toxic removed; 204."""
+        """``POST /reset``: every proxy enabled, every toxic removed (and every timeline
+        stopped); 204."""
+        for proxy in list(self.timelines):
+            await self._stop_timeline(proxy)
         await self.registry.reset()
         return Response.empty()
 
@@ -115,6 +126,7 @@ class ToxiproxyApi:
     async def delete(self, request: Request, proxy: str) -> Response:
         """``DELETE /proxies/{proxy}``; 204."""
         await self.registry.delete(proxy)
+        await self._stop_timeline(proxy)
         return Response.empty()
 
     # --- toxics -------------------------------------------------------------------------
@@ -146,6 +158,49 @@ class ToxiproxyApi:
         """``DELETE /proxies/{proxy}/toxics/{toxic}``; 204."""
         self.registry.get(proxy).server.faults.remove(toxic)
         return Response.empty()
+
+    # --- netkit's extension: a fault timeline per proxy ------------------------------------
+
+    async def start_timeline(self, request: Request, proxy: str) -> Response:
+        """``POST /proxies/{proxy}/timeline``: run a timeline on the proxy from now (in place
+        of one running); 200 with it (see :func:`~netkit.core.toxiproxy.parse_timeline`)."""
+        managed = self.registry.get(proxy)
+        timeline = parse_timeline(request.json())
+        try:
+            run = TimelineRun(managed.server, timeline)
+        except ConfigError as exc:
+            raise bad_body(str(exc)) from None
+        await self._stop_timeline(proxy)
+        run.start()
+        self.timelines[proxy] = run
+        return Response.json(_timeline_json(run))
+
+    async def show_timeline(self, request: Request, proxy: str) -> Response:
+        """``GET /proxies/{proxy}/timeline``: the last timeline started, and whether it runs."""
+        self.registry.get(proxy)
+        run = self.timelines.get(proxy)
+        if run is None:
+            raise ApiError("timeline not found", 404)
+        return Response.json(_timeline_json(run))
+
+    async def stop_timeline(self, request: Request, proxy: str) -> Response:
+        """``DELETE /proxies/{proxy}/timeline``: stop it (its faults stay); 204."""
+        self.registry.get(proxy)
+        if not await self._stop_timeline(proxy):
+            raise ApiError("timeline not found", 404)
+        return Response.empty()
+
+    async def _stop_timeline(self, proxy: str) -> bool:
+        run = self.timelines.pop(proxy, None)
+        if run is not None:
+            await run.stop()
+        return run is not None
+
+
+def _timeline_json(run: TimelineRun) -> dict[str, Any]:
+    timeline = run.schedule.timeline
+    assert timeline is not None
+    return {"timeline": timeline.as_dict(), "running": run.running, "elapsed_s": run.elapsed}
 
 
 def _with_state(proxy: ManagedProxy) -> ProxySpec:
