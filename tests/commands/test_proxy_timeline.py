@@ -3,8 +3,11 @@ subprocess, TCP and UDP on loopback, its JSON events."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -89,3 +92,27 @@ def test_a_bad_timeline_is_a_one_line_usage_error(flags: list[str], says: str) -
     assert result.returncode == 2
     assert_one_line_error(result.stderr)
     assert says in result.stderr, result.stderr
+
+
+def test_api_and_timeline_run_together_and_the_api_starts_another(netkit_server):
+    echo = netkit_server("tcp-echo", "serve", "127.0.0.1:0")
+    proxy = netkit_server(
+        "proxy", "127.0.0.1:0", echo.address, "--api", "127.0.0.1:0",
+        "--timeline", "0s latency=5ms; 300ms clear",
+    )  # fmt: skip
+    api = f"http://{proxy.listening['api']}"
+    assert proxy.wait_for("timeline_step")["index"] == 0
+    with urllib.request.urlopen(f"{api}/proxies/proxy/toxics", timeout=5) as answer:
+        assert [t["name"] for t in json.load(answer)] == ["timeline_latency"]
+    proxy.wait_for("timeline_end")
+    body = json.dumps({"timeline": "0s loss=5%"}).encode()
+    request = urllib.request.Request(f"{api}/proxies/proxy/timeline", body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400  # a datagram fault on a TCP proxy, said at once
+    body = json.dumps({"timeline": "0s + latency=1ms,up; 100ms clear"}).encode()
+    request = urllib.request.Request(f"{api}/proxies/proxy/timeline", body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert json.load(answer)["running"] is True
+    assert proxy.wait_for("timeline_end")["cycles"] == 1
+    assert proxy.stop() == 0
