@@ -75,15 +75,17 @@ class TimelineRun:
     async def wait(self) -> None:
         """Return once nothing more is due (or the run was stopped)."""
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._task)
+            # asyncio.wait neither cancels the run when the waiter is cancelled, nor hides the
+            # waiter's own cancellation (as suppressing CancelledError around it would).
+            await asyncio.wait([self._task])
+            if not self._task.cancelled() and (error := self._task.exception()) is not None:
+                raise error
 
     async def stop(self) -> None:
         """Stop applying steps; the faults stay as they are now."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])
 
     def _apply(self) -> None:
         for event, fields in self.schedule.advance(self.elapsed):
