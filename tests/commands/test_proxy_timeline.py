@@ -116,3 +116,10 @@ def test_api_and_timeline_run_together_and_the_api_starts_another(netkit_server)
         assert json.load(answer)["running"] is True
     assert proxy.wait_for("timeline_end")["cycles"] == 1
     assert proxy.stop() == 0
+
+
+def test_a_timeline_without_listen_and_upstream_is_refused() -> None:
+    result = run_netkit("proxy", "--api", "127.0.0.1:0", "--timeline", "0s latency=5ms")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    assert "--timeline and --seed apply to LISTEN → UPSTREAM" in result.stderr
