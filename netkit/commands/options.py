@@ -13,6 +13,7 @@ import click
 import typer
 
 from netkit.console import active_output
+from netkit.core.proxy_protocol import Accept
 from netkit.core.units import parse_duration, parse_size
 from netkit.net.sockets import SocketOptions, parse_socket_mode
 from netkit.net.tls import ClientTLS, ServerTLS
@@ -425,3 +426,47 @@ Splice = Annotated[
 def proxy_protocol_version(choice: str | None) -> int:
     """``--proxy-protocol v1|v2`` as the version number, 0 when not asked for."""
     return int(choice[1]) if choice else 0
+
+
+PROXY_HEADER_TIMEOUT = "5s"
+AcceptProxyProtocol = Annotated[
+    str | None,
+    typer.Option(
+        "--accept-proxy-protocol",
+        click_type=click.Choice([a.value for a in Accept]),
+        help="Every client must first send a PROXY protocol header of this version (HAProxy's "
+        "send-proxy, send-proxy-v2): the client it names is the one logged, hashed and sent "
+        "onward; a client without a valid one is closed (proxy_header_rejected).",
+    ),
+]
+ProxyHeaderTimeout = Annotated[
+    str,
+    typer.Option(
+        "--proxy-header-timeout",
+        help="Time a client has to send its whole PROXY header (5s by default).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class ProxyAcceptFlags:
+    """``--accept-proxy-protocol`` and ``--proxy-header-timeout`` (proxy, lb)."""
+
+    accept_proxy_protocol: AcceptProxyProtocol = None
+    proxy_header_timeout: ProxyHeaderTimeout = PROXY_HEADER_TIMEOUT
+
+    def relay_options(self) -> dict[str, Any]:
+        """The :class:`~netkit.net.relay.RelayOptions` fields these flags set."""
+        timeout = parse_duration(
+            self.proxy_header_timeout, option="--proxy-header-timeout", positive=True
+        )
+        accept = self.accept_proxy_protocol
+        return {
+            "accept_proxy_protocol": None if accept is None else Accept.parse(accept),
+            "proxy_header_timeout": timeout,
+        }
+
+
+def proxy_accept_flags(command: Command) -> Command:
+    """Give ``command`` the PROXY protocol accept flags in place of its ``accept`` parameter."""
+    return flag_group(ProxyAcceptFlags, "accept")(command)

@@ -35,6 +35,7 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
 
 @opt.server_flags
 @udp_proxy.datagram_flags
+@opt.proxy_accept_flags
 def proxy(
     listen: Annotated[
         str,
@@ -53,6 +54,7 @@ def proxy(
     insecure: opt.UpstreamInsecure = False,
     sni: opt.UpstreamSNI = None,
     proxy_protocol: opt.ProxyProtocol = None,
+    accept: opt.ProxyAcceptFlags = opt.ProxyAcceptFlags(),
     splice: opt.Splice = True,
     connect_timeout: Annotated[
         str, typer.Option("--connect-timeout", help="Time allowed to connect to the upstream.")
@@ -106,6 +108,7 @@ def proxy(
                 "--upstream-tls": upstream_tls, "--cacert": cacert is not None,
                 "--insecure": insecure, "--sni": sni is not None,
                 "--proxy-protocol": proxy_protocol is not None, "--no-splice": not splice,
+                "--accept-proxy-protocol": accept.accept_proxy_protocol is not None,
             },
         )  # fmt: skip
     udp_proxy.refuse_for_streams(datagram)
@@ -119,6 +122,7 @@ def proxy(
         upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
         splice=splice,
         proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
+        **accept.relay_options(),
         idle_timeout=idle,
         faults=faults,
         seed=seed,
@@ -136,6 +140,7 @@ def proxy(
             "upstream": str(target),
             "upstream_tls": upstream_ssl is not None,
             "proxy_protocol": proxy_protocol,
+            "accept_proxy_protocol": accept.accept_proxy_protocol,
             "faults": [f.as_dict() for f in faults],
             "seed": seed,
             "idle_timeout_s": idle,
