@@ -31,6 +31,15 @@ _EXPORTS: dict[str, str] = {
     "SlowClose": "netkit.core.faults",
     "AcceptDelay": "netkit.core.faults",
     "Refuse": "netkit.core.faults",
+    # --- datagram faults (netkit/core/datagram_faults.py): the UDP relay's, same units ---------
+    "Loss": "netkit.core.datagram_faults",
+    "BurstLoss": "netkit.core.datagram_faults",
+    "Duplicate": "netkit.core.datagram_faults",
+    "Reorder": "netkit.core.datagram_faults",
+    "Corrupt": "netkit.core.datagram_faults",
+    "Truncate": "netkit.core.datagram_faults",
+    "Rate": "netkit.core.datagram_faults",
+    "DropFirst": "netkit.core.datagram_faults",
     # --- errors (netkit/errors.py) -----------------------------------------------------------
     "NetkitError": "netkit.errors",
     "UsageError": "netkit.errors",
@@ -71,6 +80,10 @@ _EXPORTS: dict[str, str] = {
     "load_balancer": "netkit.api.proxy",
     "LoadBalancer": "netkit.api.proxy",
     "RelayTotals": "netkit.api.proxy",
+    "FaultControls": "netkit.api.faults",
+    # --- UDP fault proxy (netkit/api/udp_proxy.py) ------------------------------------------
+    "udp_proxy": "netkit.api.udp_proxy",
+    "UDPProxy": "netkit.api.udp_proxy",
     # --- synchronous driving (netkit/api/background.py: what the pytest plugin runs on) ------
     "BackgroundLoop": "netkit.api.background",
     "SyncProxy": "netkit.api.background",
@@ -99,6 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.api.bench import BenchResult as BenchResult
     from netkit.api.bench import bench as bench
     from netkit.api.bench import bench_sync as bench_sync
+    from netkit.api.faults import FaultControls as FaultControls
     from netkit.api.proxy import LoadBalancer as LoadBalancer
     from netkit.api.proxy import Proxy as Proxy
     from netkit.api.proxy import RelayTotals as RelayTotals
@@ -110,10 +124,20 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from netkit.api.servers import UDPEchoServer as UDPEchoServer
     from netkit.api.servers import echo_server as echo_server
     from netkit.api.servers import udp_echo_server as udp_echo_server
+    from netkit.api.udp_proxy import UDPProxy as UDPProxy
+    from netkit.api.udp_proxy import udp_proxy as udp_proxy
     from netkit.api.websocket import WebSocket as WebSocket
     from netkit.api.websocket import WebSocketServer as WebSocketServer
     from netkit.api.websocket import ws_connect as ws_connect
     from netkit.api.websocket import ws_server as ws_server
+    from netkit.core.datagram_faults import BurstLoss as BurstLoss
+    from netkit.core.datagram_faults import Corrupt as Corrupt
+    from netkit.core.datagram_faults import DropFirst as DropFirst
+    from netkit.core.datagram_faults import Duplicate as Duplicate
+    from netkit.core.datagram_faults import Loss as Loss
+    from netkit.core.datagram_faults import Rate as Rate
+    from netkit.core.datagram_faults import Reorder as Reorder
+    from netkit.core.datagram_faults import Truncate as Truncate
     from netkit.core.faults import AcceptDelay as AcceptDelay
     from netkit.core.faults import Bandwidth as Bandwidth
     from netkit.core.faults import BlackholeAfter as BlackholeAfter

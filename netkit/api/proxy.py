@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from netkit.api.faults import FaultControls
 from netkit.api.servers import Listening, TLSSetting, server_tls
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
 from netkit.core.balance.backends import Backend, parse_backend
 from netkit.core.balance.health import CheckProbe
+from netkit.core.fault_set import FaultSet
 from netkit.core.faults import Fault
 from netkit.core.proxy_protocol import Accept
 from netkit.errors import ConfigError
@@ -129,12 +131,17 @@ class RelayHandle(Listening):
         )
 
 
-class Proxy(RelayHandle):
+class Proxy(RelayHandle, FaultControls):
     """A running proxy (what :func:`proxy` yields): its address, faults and totals.
 
     Fault changes apply to every open connection from that moment and to new ones; refuse
     and accept-delay faults act on connections made after the change.
     """
+
+    @property
+    def fault_set(self) -> FaultSet:
+        """The relay's own fault set (internal: change faults through the methods)."""
+        return self.server.faults
 
     @property
     def upstream(self) -> str:
@@ -150,39 +157,6 @@ class Proxy(RelayHandle):
             EndpointError, ConfigError: ``upstream`` names no stream endpoint.
         """
         self.server.set_upstream(stream_endpoint(upstream))
-
-    @property
-    def faults(self) -> list[tuple[str, Fault]]:
-        """The active faults, in the order they were added, with their names."""
-        return list(self.server.faults)
-
-    def add(self, fault: Fault, name: str | None = None) -> str:
-        """Add ``fault``; returns its name (toxiproxy's default naming: ``latency_downstream``).
-
-        Raises:
-            FaultExists: a fault by that name is active.
-        """
-        return self.server.faults.add(fault, name)
-
-    def replace(self, name: str, fault: Fault) -> None:
-        """Put ``fault`` in the place of the fault called ``name``.
-
-        Raises:
-            NoSuchFault: no fault by that name.
-        """
-        self.server.faults.replace(name, fault)
-
-    def remove(self, name: str) -> Fault:
-        """Remove the fault called ``name`` and return it.
-
-        Raises:
-            NoSuchFault: no fault by that name.
-        """
-        return self.server.faults.remove(name)
-
-    def clear(self) -> None:
-        """Remove every fault: from now on bytes pass untouched."""
-        self.server.faults.clear()
 
     @property
     def enabled(self) -> bool:

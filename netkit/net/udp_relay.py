@@ -27,8 +27,8 @@ import errno
 import random
 import socket
 import time
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netkit.core.datagram_faults import DATAGRAM_FAULTS, HOLD_BYTES
@@ -90,6 +90,20 @@ class UDPRelayStats(ServerStats):
     dropped: int = 0
     send_failed: int = 0
     upstream_refused: int = 0
+
+    def count(self, flow: Flow) -> None:
+        """Add what ``flow`` passed to the totals (when it closes)."""
+        self.datagrams_up += flow.up.sent
+        self.datagrams_down += flow.down.sent
+        self.bytes_up += flow.up.bytes_sent
+        self.bytes_down += flow.down.bytes_sent
+
+    def with_open(self, flows: Iterable[Flow]) -> UDPRelayStats:
+        """A copy of these totals with what the open ``flows`` passed so far added."""
+        totals = replace(self)
+        for flow in flows:
+            totals.count(flow)
+        return totals
 
     SUMMARY = (
         ("flows", "accepted"),
@@ -339,11 +353,7 @@ class UDPRelayServer(Server):
         self.untrack(flow.client)
         if not self.full:
             self._turning_away = False
-        t = self.stats
-        t.datagrams_up += flow.up.sent
-        t.datagrams_down += flow.down.sent
-        t.bytes_up += flow.up.bytes_sent
-        t.bytes_down += flow.down.bytes_sent
+        self.stats.count(flow)
         fields = flow.as_dict() | {"end": reason}
         for direction, schedule in flow.faults.directions.items():
             if schedule is not None:
