@@ -31,7 +31,8 @@ class Origin:
         client: the client's address as events show it (``10.0.0.1:5000``, ``unix:/p``).
         via: the peer that sent the PROXY header naming ``client``; empty when the client is
             the socket's own peer (no header, or a LOCAL/UNKNOWN one).
-        source: the client's address for a PROXY header sent onward, or None (unknown).
+        source: the client's address from the PROXY header, or None: the socket's own peer
+            (looked up only when a header is sent onward: :meth:`addresses`).
         destination: the address the client connected to, likewise.
     """
 
@@ -40,10 +41,12 @@ class Origin:
     source: Peer | None = None
     destination: Peer | None = None
 
-    @classmethod
-    def of(cls, sock: socket.socket, client: str) -> Origin:
-        """The socket's own peer and local address (``client`` as the acceptor described it)."""
-        return cls(client, "", _peer(sock.getpeername), _peer(sock.getsockname))
+    def addresses(self, sock: socket.socket) -> tuple[Peer | None, Peer | None]:
+        """(source, destination) for a PROXY header sent onward: the header's, or else the
+        socket's own peer and local address (None where they are no IP addresses)."""
+        if self.source is not None:
+            return self.source, self.destination
+        return _peer(sock.getpeername), _peer(sock.getsockname)
 
 
 def _peer(name: object) -> Peer | None:
@@ -84,9 +87,8 @@ async def read_origin(
         ) from None
     header = parser.header
     assert header is not None
-    own = Origin.of(sock, client)
     if header.source is None:
-        return own  # LOCAL, UNKNOWN, AF_UNSPEC: the connection's own endpoints
+        return Origin(client)  # LOCAL, UNKNOWN, AF_UNSPEC: the connection's own endpoints
     return Origin(describe(header.source), client, header.source, header.destination)
 
 

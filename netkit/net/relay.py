@@ -362,7 +362,7 @@ class RelayServer(Server):
         # reported, hashed and sent onward); None when the header was refused (reported).
         accept = self.options.accept_proxy_protocol
         if accept is None:
-            return Origin.of(conn, record.client)
+            return Origin(record.client)
         try:
             origin = await read_origin(
                 conn, record.client, accept, self.options.proxy_header_timeout
@@ -422,9 +422,7 @@ class RelayServer(Server):
         # could not be set up (reported).
         header = b""
         if self.options.proxy_protocol:
-            header = encode_proxy_header(
-                self.options.proxy_protocol, origin.source, origin.destination
-            )
+            header = encode_proxy_header(self.options.proxy_protocol, *origin.addresses(conn))
         if self.splice and not faults.touches_data:
             try:
                 if header:
