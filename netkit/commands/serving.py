@@ -103,6 +103,11 @@ def relay_summary(s: dict[str, Any]) -> str:
         f"relayed {s['connections']} connection(s): {format_size(s['bytes_up'])} up, "
         f"{format_size(s['bytes_down'])} down"
         + (f", {s['upstream_failures']} upstream failure(s)" if s["upstream_failures"] else "")
+        + (
+            f", {s['proxy_headers_rejected']} client(s) without a valid PROXY header"
+            if s.get("proxy_headers_rejected")
+            else ""
+        )
         + (f", {s['faults_injected']} fault(s) injected" if s["faults_injected"] else "")
         + (f", {s['undelivered_bytes']} bytes undelivered" if s["undelivered_bytes"] else "")
     )
@@ -219,7 +224,7 @@ def _print_event(out: Output) -> EventHook:
             who = fields.get("peer", fields.get("client"))
             if event == "accept_paused":
                 out.warn(f"not accepting for now: {fields['error']} (raise the open-files limit?)")
-            elif event == "rejected":
+            elif event in ("rejected", "proxy_header_rejected"):
                 answer = f" with {fields['status']}" if "status" in fields else ""
                 out.warn(f"{who}: refused{answer}: {fields['reason']}")
             elif event == "closed" and "undelivered" in fields:

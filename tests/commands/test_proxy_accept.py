@@ -207,3 +207,12 @@ def test_the_flags_are_checked_and_shown(netkit_server):
     assert udp.returncode == 2 and "--accept-proxy-protocol" in udp.stderr
     proxy = netkit_server("proxy", ":0", "127.0.0.1:9", "--accept-proxy-protocol", "v2")
     assert proxy.listening["accept_proxy_protocol"] == "v2"
+
+
+def test_the_summary_line_says_how_many_clients_had_no_valid_header():
+    from netkit.commands.serving import relay_summary
+    from netkit.net.relay import RelayStats
+
+    line = relay_summary(RelayStats(accepted=3, bad_proxy_headers=2).as_dict())
+    assert "2 client(s) without a valid PROXY header" in line
+    assert "PROXY" not in relay_summary(RelayStats(accepted=3).as_dict())
