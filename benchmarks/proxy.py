@@ -11,7 +11,8 @@ otherwise their rows are skipped with a hint.
 
 1. **Bulk throughput and CPU per GiB** -- ``iperf3 -c ... -t T -J`` (128 KiB writes, one
    stream, client -> server) through each proxy in front of one ``iperf3 -s``, and straight to
-   it (the baseline). Proxies: ``netkit proxy`` (splice, the default, and ``--no-splice``),
+   it (the baseline). Proxies: ``netkit proxy`` (splice, the default, ``--no-splice``, and
+   with ``--api`` on and no toxic),
    HAProxy (``mode tcp``, ``option splice-auto``; ``nbthread 1``, the fair comparison with a
    one-thread relay, and HAProxy's default, one thread per CPU) and
    ``socat TCP-LISTEN:P,fork,reuseaddr TCP:...``. Runs are interleaved (run 1 of every
@@ -96,6 +97,7 @@ MAX_HELD = 100_000  # connections a stalled sink keeps (a bound; SIGTERM ends it
 DIRECT = "iperf3 direct (no proxy)"
 NETKIT = "netkit proxy (splice)"
 NETKIT_COPY = "netkit proxy --no-splice"
+NETKIT_API = "netkit proxy --api (splice, no toxic)"
 HAPROXY1 = "HAProxy nbthread 1"
 HAPROXY = "HAProxy default threads"
 SOCAT = "socat fork"
@@ -337,11 +339,12 @@ def discard(stream: IO[bytes] | None) -> None:
             pass
 
 
-def start_netkit_proxy(upstream: int, splice: bool) -> Proxy:
-    extra = [] if splice else ["--no-splice"]
+def start_netkit_proxy(upstream: int, splice: bool, *, api: bool = False) -> Proxy:
+    # api: with toxiproxy's control API on (issue 15: it must relay as fast with no toxic).
+    extra = ([] if splice else ["--no-splice"]) + (["--api", f"{HOST}:0"] if api else [])
     return start_netkit(
         lambda listen: ["proxy", listen, f"{HOST}:{upstream}", *extra],
-        NETKIT if splice else NETKIT_COPY,
+        NETKIT_API if api else NETKIT if splice else NETKIT_COPY,
     )
 
 
@@ -404,6 +407,7 @@ def proxy_starters(upstream: int, tools: dict[str, bool]) -> list[tuple[str, Cal
     starters: list[tuple[str, Callable[[], Proxy]]] = [
         (NETKIT, lambda: start_netkit_proxy(upstream, True)),
         (NETKIT_COPY, lambda: start_netkit_proxy(upstream, False)),
+        (NETKIT_API, lambda: start_netkit_proxy(upstream, True, api=True)),
     ]
     if tools["haproxy"]:
         starters.append((HAPROXY1, lambda: start_haproxy(HAPROXY1, [upstream], 1)))

@@ -20,14 +20,14 @@ _netkit_default() {
 _netkit_options() {
     case "$1" in
         "netkit") echo "-V --version --debug --loop --install-completion --show-completion -h --help" ;;
-        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json -h --help" ;;
-        "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json -h --help" ;;
-        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --json -h --help" ;;
+        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
+        "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit tcp-echo") echo "-h --help" ;;
-        "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --sndbuf --rcvbuf --keepalive --json -h --help" ;;
+        "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval --framed -t --timeout --retry -q --quiet --tls --cacert --cert --key -k --insecure --sni --sndbuf --rcvbuf --json -h --help" ;;
         "netkit udp-echo") echo "-h --help" ;;
-        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --json -h --help" ;;
+        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss -q --quiet --sndbuf --rcvbuf --json -h --help" ;;
         "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if --tls --cacert --cert --key -k --insecure --sni --json" ;;
         "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
@@ -35,7 +35,7 @@ _netkit_options() {
         "netkit multicast") echo "-h --help" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout -q --quiet --rcvbuf --json -h --help" ;;
-        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --loop --no-loop -q --quiet --json -h --help" ;;
+        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --loop --no-loop -q --quiet --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss --json -h --help" ;;
         "netkit ws-client") echo "-H --header --subprotocol --origin -b --binary -f --file --raw -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key -k --insecure --sni --json -h --help" ;;
     esac
@@ -44,19 +44,19 @@ _netkit_options() {
 _netkit_value_options() {
     case "$1" in
         "netkit") echo "--loop" ;;
-        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --sndbuf --rcvbuf" ;;
-        "netkit proxy") echo "--cacert --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca" ;;
-        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca" ;;
-        "netkit tcp-echo serve") echo "--max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --sndbuf --rcvbuf" ;;
+        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
+        "netkit proxy") echo "--cacert --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
+        "netkit tcp-echo serve") echo "--max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval -t --timeout --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
-        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf" ;;
+        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss --sndbuf --rcvbuf" ;;
         "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if --cacert --cert --key --sni" ;;
         "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if --cacert --cert --key --sni" ;;
         "netkit bench merge") echo "--fail-if" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl -I --interface --source-port --sndbuf" ;;
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
-        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl" ;;
+        "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --allow --deny --allow-file --deny-file" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss" ;;
         "netkit ws-client") echo "-H --header --subprotocol --origin -f --file -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --cacert --cert --key --sni" ;;
     esac
@@ -70,12 +70,17 @@ _netkit_values() {
         "netkit ws-server --cert") echo "@files" ;;
         "netkit ws-server --key") echo "@files" ;;
         "netkit ws-server --client-ca") echo "@files" ;;
+        "netkit ws-server --allow-file") echo "@files" ;;
+        "netkit ws-server --deny-file") echo "@files" ;;
         "netkit proxy --cacert") echo "@files" ;;
         "netkit proxy --proxy-protocol") echo "v1 v2" ;;
         "netkit proxy --accept-proxy-protocol") echo "v1 v2 any" ;;
+        "netkit proxy --config") echo "@files" ;;
         "netkit proxy --cert") echo "@files" ;;
         "netkit proxy --key") echo "@files" ;;
         "netkit proxy --client-ca") echo "@files" ;;
+        "netkit proxy --allow-file") echo "@files" ;;
+        "netkit proxy --deny-file") echo "@files" ;;
         "netkit lb -a") echo "roundrobin leastconn random source" ;;
         "netkit lb --algorithm") echo "roundrobin leastconn random source" ;;
         "netkit lb --proxy-protocol") echo "v1 v2" ;;
@@ -83,12 +88,18 @@ _netkit_values() {
         "netkit lb --cert") echo "@files" ;;
         "netkit lb --key") echo "@files" ;;
         "netkit lb --client-ca") echo "@files" ;;
+        "netkit lb --allow-file") echo "@files" ;;
+        "netkit lb --deny-file") echo "@files" ;;
         "netkit tcp-echo serve --cert") echo "@files" ;;
         "netkit tcp-echo serve --key") echo "@files" ;;
         "netkit tcp-echo serve --client-ca") echo "@files" ;;
+        "netkit tcp-echo serve --allow-file") echo "@files" ;;
+        "netkit tcp-echo serve --deny-file") echo "@files" ;;
         "netkit tcp-echo client --cacert") echo "@files" ;;
         "netkit tcp-echo client --cert") echo "@files" ;;
         "netkit tcp-echo client --key") echo "@files" ;;
+        "netkit udp-echo serve --allow-file") echo "@files" ;;
+        "netkit udp-echo serve --deny-file") echo "@files" ;;
         "netkit bench --scenario") echo "echo stream connect" ;;
         "netkit bench --cacert") echo "@files" ;;
         "netkit bench --cert") echo "@files" ;;
@@ -97,6 +108,8 @@ _netkit_values() {
         "netkit bench run --cacert") echo "@files" ;;
         "netkit bench run --cert") echo "@files" ;;
         "netkit bench run --key") echo "@files" ;;
+        "netkit multicast ping --allow-file") echo "@files" ;;
+        "netkit multicast ping --deny-file") echo "@files" ;;
         "netkit ws-client -f") echo "@files" ;;
         "netkit ws-client --file") echo "@files" ;;
         "netkit ws-client --cacert") echo "@files" ;;

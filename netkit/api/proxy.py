@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from netkit.api.faults import FaultControls
 from netkit.api.servers import Listening, TLSSetting, server_tls
+from netkit.core.access import AccessList, unix_socket_error
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
 from netkit.core.balance.backends import Backend, parse_backend
 from netkit.core.balance.health import CheckProbe
@@ -84,6 +85,7 @@ class RelayTotals:
         connections: clients accepted.
         active: connections open now.
         rejected: clients turned away (over ``max_connections``).
+        denied: clients turned away at accept by the ``allow``/``deny`` lists.
         bytes_up: bytes delivered client → upstream.
         bytes_down: bytes delivered upstream → client.
         undelivered: bytes received but never delivered (connections that ended early).
@@ -96,6 +98,7 @@ class RelayTotals:
     connections: int
     active: int
     rejected: int
+    denied: int
     bytes_up: int
     bytes_down: int
     undelivered: int
@@ -122,6 +125,7 @@ class RelayHandle(Listening):
             connections=stats.accepted,
             active=len(self.server.connections),
             rejected=stats.rejected,
+            denied=stats.denied,
             bytes_up=stats.bytes_up + sum(r.record.up.delivered for r in relays),
             bytes_down=stats.bytes_down + sum(r.record.down.delivered for r in relays),
             undelivered=stats.undelivered,
@@ -191,6 +195,7 @@ async def _relaying(
     *,
     listen: Target,
     max_connections: int | None,
+    access: AccessList,
     on_event: EventHook | None,
     drain_timeout: float,
     before_start: Callable[[RelayServer], None] = lambda server: None,
@@ -198,6 +203,8 @@ async def _relaying(
     # One relay server's life (the one lifecycle, net/server.py's running); a block that
     # raises cuts every relayed connection too, so none outlives the block.
     where = stream_endpoint(listen)
+    if access and isinstance(where, UnixEndpoint):
+        raise unix_socket_error()
     sock = make_listener(where)
     try:
         server = RelayServer(
@@ -208,6 +215,7 @@ async def _relaying(
             on_event=on_event,
             unix_endpoint=where if isinstance(where, UnixEndpoint) else None,
         )
+        server.restrict(access)
         before_start(server)
     except BaseException:
         sock.close()
@@ -252,6 +260,8 @@ async def proxy(
     connect_timeout: float = 10.0,
     idle_timeout: float | None = None,
     max_connections: int | None = None,
+    allow: Iterable[str] | str = (),
+    deny: Iterable[str] | str = (),
     seed: int | None = None,
     on_event: EventHook | None = None,
     drain_timeout: float = 0.0,
@@ -281,6 +291,9 @@ async def proxy(
         connect_timeout: seconds allowed to connect to the upstream.
         idle_timeout: close connections silent both ways for this many seconds.
         max_connections: clients beyond this are reset.
+        allow, deny: networks or addresses (``"10.0.0.0/8"``, ``"::1"``) to serve only, and
+            never to serve (deny wins), as :class:`~netkit.core.access.AccessList` checks
+            them; a denied client is reset at accept (a ``denied`` event).
         seed: seed for fault probabilities and jitter (repeatable runs).
         on_event: called with (event, fields) for each event (``fault``, ``closed``, ...).
         drain_timeout: seconds open connections get to finish when the block ends.
@@ -290,6 +303,7 @@ async def proxy(
         ConfigError, EndpointError: a bad address or option.
     """
     target = stream_endpoint(upstream)
+    access = AccessList(allow, deny)
     client_tls, ca_file = server_tls(tls)
     if server_hostname is None:
         server_hostname = target.host if isinstance(target, TCPEndpoint) else "localhost"
@@ -313,6 +327,7 @@ async def proxy(
         options,
         listen=listen,
         max_connections=max_connections,
+        access=access,
         on_event=on_event,
         drain_timeout=drain_timeout,
         before_start=add_faults,
@@ -348,6 +363,8 @@ async def load_balancer(
     splice: bool = True,
     idle_timeout: float | None = None,
     max_connections: int | None = None,
+    allow: Iterable[str] | str = (),
+    deny: Iterable[str] | str = (),
     seed: int | None = None,
     on_event: EventHook | None = None,
     drain_timeout: float = 0.0,
@@ -379,6 +396,8 @@ async def load_balancer(
         splice: relay with ``os.splice`` (Linux).
         idle_timeout: close connections silent both ways for this many seconds.
         max_connections: clients beyond this are reset.
+        allow, deny: networks or addresses to serve only, and never to serve (see
+            :func:`proxy`).
         seed: seed for the ``random`` policy.
         on_event: called with (event, fields) for each event, ``health`` included.
         drain_timeout: seconds open connections get to finish when the block ends.
@@ -387,6 +406,7 @@ async def load_balancer(
         BindError: ``listen`` cannot be bound.
         ConfigError, EndpointError: a bad backend, policy or option.
     """
+    access = AccessList(allow, deny)
     probe = CheckProbe(check_send, None)
     if check_expect is not None:
         probe = CheckProbe(check_send, CheckProbe.parse(expect=check_expect).expect)
@@ -420,6 +440,7 @@ async def load_balancer(
         options,
         listen=listen,
         max_connections=max_connections,
+        access=access,
         on_event=on_event,
         drain_timeout=drain_timeout,
     ) as server:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from netkit.core.access import AccessList, unix_socket_error
 from netkit.core.addresses import (
     TCPEndpoint,
     UnixEndpoint,
@@ -135,9 +136,13 @@ async def serving_stream(
     max_connections: int | None,
     drain_timeout: float,
     on_event: EventHook | None,
+    access: AccessList,
 ) -> AsyncIterator[tuple[StreamServer, Path | None]]:
-    """A :class:`StreamServer` listening on ``where`` for the block (TLS as ``tls`` says),
-    with the CA file of a self-signed one. Shared by the echo and WebSocket servers."""
+    """A :class:`StreamServer` listening on ``where`` for the block (TLS as ``tls`` says,
+    serving the clients ``access`` allows), with the CA file of a self-signed one. Shared by
+    the echo and WebSocket servers."""
+    if access and isinstance(where, UnixEndpoint):
+        raise unix_socket_error()
     ssl_context, ca_file = server_tls(tls)
     sock = make_listener(where)
     try:
@@ -149,6 +154,7 @@ async def serving_stream(
             on_event=on_event,
             unix_endpoint=where if isinstance(where, UnixEndpoint) else None,
         )
+        server.restrict(access)
     except BaseException:
         sock.close()
         raise
@@ -165,6 +171,8 @@ async def echo_server(
     tls: TLSSetting = None,
     idle_timeout: float | None = None,
     max_connections: int | None = None,
+    allow: Iterable[str] | str = (),
+    deny: Iterable[str] | str = (),
     drain_timeout: float = 1.0,
     on_event: EventHook | None = None,
 ) -> AsyncIterator[EchoServer]:
@@ -180,19 +188,23 @@ async def echo_server(
             :attr:`EchoServer.ca_file`), a :class:`ServerTLS` or an :class:`ssl.SSLContext`.
         idle_timeout: close a connection idle this many seconds (None: never).
         max_connections: reset clients beyond this many open connections.
+        allow, deny: networks or addresses (``"10.0.0.0/8"``, ``"::1"``) to serve only, and
+            never to serve (deny wins), as :class:`~netkit.core.access.AccessList` checks
+            them; a denied client is reset at accept (a ``denied`` event). TCP only.
         drain_timeout: seconds open connections may finish when the block ends.
         on_event: called with (event name, fields) for each event (``connected``,
-            ``disconnected``, ``rejected`` ...), as ``--json`` prints them.
+            ``disconnected``, ``rejected``, ``denied`` ...), as ``--json`` prints them.
 
     Yields:
         The running :class:`EchoServer` (its ``address``, ``port``, ``stats``).
 
     Raises:
         EndpointError: ``endpoint`` does not parse.
-        ConfigError: a bad TLS setting or ``max_frame``.
+        ConfigError: a bad TLS setting, ``max_frame`` or allow/deny rule.
         BindError: the address is in use or not ours to bind.
     """
     limit = check_max_frame(max_frame) if framed else 0
+    access = AccessList(allow, deny)
 
     def factory() -> ServerConnection:
         if framed:
@@ -206,6 +218,7 @@ async def echo_server(
         max_connections=max_connections,
         drain_timeout=drain_timeout,
         on_event=on_event,
+        access=access,
     ) as (server, ca_file):
         yield EchoServer(server, ca_file=ca_file)
 
@@ -230,6 +243,9 @@ async def udp_echo_server(
     *,
     max_size: int = datagram.MAX_UDP_PAYLOAD,
     drop_every: int = 0,
+    allow: Iterable[str] | str = (),
+    deny: Iterable[str] | str = (),
+    on_event: EventHook | None = None,
 ) -> AsyncIterator[UDPEchoServer]:
     """Run a UDP echo server for the ``async with`` block: every datagram goes back to its
     sender (not to ports below 1024, nor to its own port). What ``netkit udp-echo serve`` runs.
@@ -239,21 +255,35 @@ async def udp_echo_server(
             (loopback) or ``[::1]:PORT``.
         max_size: the largest datagram echoed; larger ones are counted and dropped.
         drop_every: drop every Nth datagram (to test a client's loss handling), 0 = never.
+        allow, deny: networks or addresses to answer only, and never to answer (see
+            :func:`echo_server`); a datagram from a denied source is counted (``denied`` in
+            :attr:`UDPEchoServer.stats`) and not answered.
+        on_event: called with (event name, fields): ``denied`` (once per denied source,
+            with the ``rule`` that matched).
 
     Yields:
         The running :class:`UDPEchoServer`.
 
     Raises:
         EndpointError: ``endpoint`` does not parse.
-        ConfigError: ``max_size`` is not a UDP payload size, ``drop_every`` is negative.
+        ConfigError: ``max_size`` is not a UDP payload size, ``drop_every`` is negative, a
+            bad allow/deny rule.
         BindError: the address is in use or not ours to bind.
     """
     datagram.check_max_size(max_size)
     if drop_every < 0:
         raise ConfigError(f"drop_every {drop_every}: give 0 (never) or more")
+    access = AccessList(allow, deny)
+
+    def denied(peer: str, rule: str | None) -> None:
+        if on_event is not None:
+            on_event("denied", {"peer": peer, "rule": rule})
+
     sock, _ = create_udp_socket(parse_datagram_endpoint(endpoint), bind=True)
     try:
-        server = datagram.UDPEchoServer(sock, max_size=max_size, drop_every=drop_every)
+        server = datagram.UDPEchoServer(
+            sock, max_size=max_size, drop_every=drop_every, access=access, on_denied=denied
+        )
         server.start()
         try:
             yield UDPEchoServer(listener_address(sock), server)

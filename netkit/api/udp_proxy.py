@@ -18,6 +18,7 @@ from typing import Any
 
 from netkit.api.faults import FaultControls
 from netkit.api.servers import Listening
+from netkit.core.access import AccessList
 from netkit.core.addresses import UDPEndpoint, parse_datagram_endpoint
 from netkit.core.fault_set import FaultSet
 from netkit.core.faults import Fault
@@ -73,6 +74,8 @@ async def udp_proxy(
     seed: int | None = None,
     idle_timeout: float | None = 600.0,
     max_flows: int = MAX_FLOWS,
+    allow: Iterable[str] | str = (),
+    deny: Iterable[str] | str = (),
     on_event: EventHook | None = None,
     drain_timeout: float = 0.0,
 ) -> AsyncIterator[UDPProxy]:
@@ -86,6 +89,10 @@ async def udp_proxy(
         seed: seed of the fault draws; None picks one (:attr:`UDPProxy.seed`).
         idle_timeout: close a flow silent both ways this long (seconds); None: never.
         max_flows: flows open at once; datagrams of further clients are dropped and counted.
+        allow, deny: networks or addresses to relay for only, and never to relay for (deny
+            wins; see :func:`~netkit.api.servers.echo_server`): a denied source opens no
+            flow and gets no reply (``denied`` in :attr:`UDPProxy.stats` counts its
+            datagrams; a ``denied`` event reports it once).
         on_event: receives ``(event, fields)`` for each event (``flow_opened``,
             ``datagram_fault``, ``flow_closed`` ...), as ``--json`` prints them.
         drain_timeout: seconds open flows may go on quietly after the block.
@@ -96,6 +103,7 @@ async def udp_proxy(
         BindError: ``listen`` cannot be bound.
         ConnectError: ``upstream`` does not resolve.
     """
+    access = AccessList(allow, deny)
     fault_set = FaultSet()
     named = faults.items() if isinstance(faults, Mapping) else ((None, f) for f in faults)
     for name, fault in named:
@@ -112,6 +120,7 @@ async def udp_proxy(
         server = UDPRelayServer(
             sock, (family, address), options, max_flows=max_flows, on_event=on_event
         )
+        server.restrict(access)
     except BaseException:
         sock.close()
         raise

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 from netkit.api.servers import StreamListener, TLSSetting, serving_stream
+from netkit.core.access import AccessList
 from netkit.core.addresses import parse_ws_url
 from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
@@ -203,6 +204,8 @@ async def ws_server(
     open_timeout: float | None = 10.0,
     close_timeout: float | None = 10.0,
     max_connections: int | None = None,
+    allow: Iterable[str] | str = (),
+    deny: Iterable[str] | str = (),
     drain_timeout: float = 1.0,
     on_event: EventHook | None = None,
 ) -> AsyncIterator[WebSocketServer]:
@@ -228,6 +231,9 @@ async def ws_server(
         ping_interval, ping_timeout: keepalive pings (None: off), in seconds.
         open_timeout, close_timeout: limits on the opening and closing handshakes.
         max_connections: clients beyond this get 503.
+        allow, deny: networks or addresses to serve only, and never to serve (deny wins;
+            see :func:`~netkit.api.servers.echo_server`): a denied client is reset at
+            accept, before its handshake (a ``denied`` event).
         on_event: called with (event name, fields) for each server event.
 
     Yields:
@@ -250,6 +256,7 @@ async def ws_server(
         raise ConfigError(f"mode {mode!r}: choose one of {names}") from None
     if not 0 < max_size <= MAX_MESSAGE:
         raise ConfigError("max_size must be between 1 byte and 1 GiB")
+    access = AccessList(allow, deny)
     served = [resource_path(p) for p in paths or ([] if url_path is None else [url_path])]
     handshake = ServerHandshake(
         paths=served or None,
@@ -289,6 +296,7 @@ async def ws_server(
             max_connections=max_connections,
             drain_timeout=drain_timeout,
             on_event=on_event,
+            access=access,
         ) as (server, ca_file):
             url = server_url(
                 server.address, server.ssl_context is not None, served[0] if served else "/"

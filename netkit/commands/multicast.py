@@ -403,6 +403,10 @@ def ping(
     ttl: TTL = 1,
     loop: Loop = True,
     quiet: Quiet = False,
+    allow: opt.Allow = None,
+    deny: opt.Deny = None,
+    allow_file: opt.AllowFile = None,
+    deny_file: opt.DenyFile = None,
     json: opt.Json = False,
 ) -> None:
     """Probe the group and answer the others; per-peer loss and RTT, like omping.
@@ -413,8 +417,11 @@ def ping(
 
     Only probes sent after a peer was first heard count towards its loss, so instances may
     start a little apart. Exit 0 when --peers answered within --max-loss, 1 otherwise.
+    With --allow/--deny, an instance at a denied address is neither answered nor counted as
+    a peer (reported once, counted in the summary's denied).
     """
     out = Output(json)
+    access = opt.access_list(allow, deny, allow_file, deny_file)
     target = parse_group(group)
     iface = _interface(interface, [target])
     pause = parse_duration(interval, option="--interval")
@@ -438,7 +445,10 @@ def ping(
             peer_id=f"{peer.peer_id:016x}",
         )
 
-    async def main() -> int | None:
+    def on_denied(source: str, rule: str | None) -> None:
+        out.event("denied", None if quiet else f"{source}: denied ({rule})", peer=source, rule=rule)
+
+    async def main() -> tuple[int | None, int]:
         async with runtime.run_until_signal() as shutdown:
             out.event(
                 "listening",
@@ -448,22 +458,26 @@ def ping(
                 interface=iface.name,
                 address=me,
                 id=f"{session.instance_id:016x}",
+                **(access.as_dict() if access else {}),
             )
-            await run_ping(
+            denied = await run_ping(
                 session, sockets, count=count, interval=pause, timeout=wait,
-                stop=shutdown.requested, on_peer=on_peer,
+                stop=shutdown.requested, on_peer=on_peer, access=access, on_denied=on_denied,
             )  # fmt: skip
         if shutdown.requested.is_set():
-            return ExitStatus.INTERRUPTED if shutdown.interrupted else ExitStatus.SUCCESS
-        return None
+            return ExitStatus.INTERRUPTED if shutdown.interrupted else ExitStatus.SUCCESS, denied
+        return None, denied
 
     try:
-        status = runtime.run(main)
+        status, denied = runtime.run(main)
     finally:
         sockets.close()
     report = session.report()
     human = "\n".join(_peer_text(p) for p in report) or "no other instance answered"
-    out.event("summary", human, group=str(sockets.group), sent=session.sent, peers=report)
+    human += f"\n{denied} datagram(s) denied" if denied else ""
+    out.event(
+        "summary", human, group=str(sockets.group), sent=session.sent, peers=report, denied=denied
+    )
     if status is not None:
         raise typer.Exit(status)
     if len(report) < peers:

@@ -13,8 +13,10 @@ import click
 import typer
 
 from netkit.console import active_output
+from netkit.core.access import AccessList, rules_from_text
 from netkit.core.proxy_protocol import Accept
 from netkit.core.units import parse_duration, parse_size
+from netkit.errors import ConfigError
 from netkit.net.sockets import SocketOptions, parse_socket_mode
 from netkit.net.tls import ClientTLS, ServerTLS
 
@@ -254,9 +256,79 @@ NoDelay = Annotated[
 ]
 
 
+# --- allow/deny lists ----------------------------------------------------------------------
+ACCESS_PANEL = "Access"
+Allow = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow",
+        metavar="CIDR",
+        help="Serve only clients in this network or at this address (repeatable; IPv4 or "
+        "IPv6); with no --allow, everyone not denied.",
+        rich_help_panel=ACCESS_PANEL,
+    ),
+]
+Deny = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--deny",
+        metavar="CIDR",
+        help="Never serve clients in this network or at this address (repeatable); wins over "
+        "--allow, whatever the order.",
+        rich_help_panel=ACCESS_PANEL,
+    ),
+]
+AllowFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--allow-file",
+        help="More --allow rules, one per line (# starts a comment).",
+        rich_help_panel=ACCESS_PANEL,
+    ),
+]
+DenyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--deny-file",
+        help="More --deny rules, one per line (# starts a comment).",
+        rich_help_panel=ACCESS_PANEL,
+    ),
+]
+
+
+def _rules_file(path: Path | None, option: str) -> list[str]:
+    # The rules in an --allow-file/--deny-file: one per line, blank lines and # comments skipped.
+    if path is None:
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{option} {path}: {reason}") from None
+    return rules_from_text(text)
+
+
+def access_list(
+    allow: list[str] | None,
+    deny: list[str] | None,
+    allow_file: Path | None = None,
+    deny_file: Path | None = None,
+) -> AccessList:
+    """The allow/deny lists of ``--allow``, ``--deny``, ``--allow-file`` and ``--deny-file``.
+
+    Raises:
+        ConfigError: a rule that is not an address or a CIDR network, a file not readable.
+    """
+    return AccessList(
+        [*(allow or []), *_rules_file(allow_file, "--allow-file")],
+        [*(deny or []), *_rules_file(deny_file, "--deny-file")],
+    )
+
+
 @dataclass(frozen=True)
 class ServerFlags:
-    """The flags every server command takes (limits, workers, drain, Unix socket mode, TLS).
+    """The flags every server command takes (limits, workers, drain, Unix socket mode, TLS,
+    allow/deny lists).
 
     Declared once: a command asks for them with a ``server: ServerFlags = ServerFlags()``
     parameter under :func:`server_flags`, which puts these flags in its place on the command
@@ -271,6 +343,15 @@ class ServerFlags:
     key: Key = None
     tls_self_signed: SelfSigned = False
     client_ca: ClientCA = None
+    allow: Allow = None
+    deny: Deny = None
+    allow_file: AllowFile = None
+    deny_file: DenyFile = None
+
+    @property
+    def access(self) -> AccessList:
+        """The allow/deny lists (empty: every client is served)."""
+        return access_list(self.allow, self.deny, self.allow_file, self.deny_file)
 
     @property
     def tls(self) -> ServerTLS:

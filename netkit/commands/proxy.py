@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import json as pyjson
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from netkit.commands import options as opt
 from netkit.commands import udp_proxy
-from netkit.commands.serving import RELAY, build_relay, run_server
+from netkit.commands.serving import RELAY, build_relay, build_stream, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.faults import SYNTAX, fault_kind, parse_faults
+from netkit.core.http_api import ApiError
+from netkit.core.toxiproxy import ProxySpec, parse_populate
 from netkit.core.units import parse_duration
+from netkit.errors import ConfigError, UsageError
+from netkit.net.http_api import api_connection
+from netkit.net.proxy_registry import ProxyRegistry
 from netkit.net.relay import RelayOptions
+from netkit.net.server import make_listener
+from netkit.net.sockets import listener_address
 from netkit.net.tls import client_context
+from netkit.net.toxiproxy import ToxiproxyApi, companion
 from netkit.net.upstreams import FixedUpstream
 
 NAME = "proxy"
@@ -22,6 +33,7 @@ HELP = (
     "L4 relay: TCP, Unix sockets and TLS on either side, with fault injection for testing clients."
 )
 FAULTS = f"Faults ({SYNTAX})"
+API = "Control API (toxiproxy)"
 
 
 def _fault_option(name: str) -> typer.models.OptionInfo:
@@ -38,17 +50,18 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
 @opt.proxy_accept_flags
 def proxy(
     listen: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path, udp://HOST:PORT."
+            help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path, udp://HOST:PORT"
+            " (none with --api: proxies come from the API)."
         ),
-    ],
+    ] = None,
     upstream: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path, udp://HOST:PORT."
         ),
-    ],
+    ] = None,
     upstream_tls: opt.UpstreamTLS = False,
     cacert: opt.UpstreamCACert = None,
     insecure: opt.UpstreamInsecure = False,
@@ -77,6 +90,32 @@ def proxy(
             rich_help_panel=FAULTS,
         ),
     ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            metavar="HOST:PORT",
+            help="Serve toxiproxy's HTTP API on HOST:PORT (loopback unless a host is given;"
+            " :0 picks a port): toxiproxy clients add, change and remove faults while it runs.",
+            rich_help_panel=API,
+        ),
+    ] = None,
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name", help="The API's name for the LISTEN → UPSTREAM proxy.", rich_help_panel=API
+        ),
+    ] = "proxy",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Create the proxies of this JSON file at start-up (toxiproxy-server's -config"
+            " format: [{name, listen, upstream, enabled}]).",
+            rich_help_panel=API,
+        ),
+    ] = None,
     datagram: udp_proxy.DatagramFlags = udp_proxy.DatagramFlags(),
     server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
@@ -91,8 +130,12 @@ def proxy(
     --idle-timeout without a datagram either way, and --max-connections caps the flows (1024 by
     default). The datagram faults (and --latency) apply per flow, each injected fault a JSON
     event; --seed repeats a run (the seed used is in the listening event).
+
+    With --api, toxiproxy's clients control a TCP or Unix proxy while it runs, and can create
+    more; --api without LISTEN and UPSTREAM starts with no proxy, as toxiproxy-server does.
     """
     out = Output(json)
+    _check_api_usage(listen, upstream, api, config, server)
     faults = parse_faults(
         {
             "latency": latency, "bandwidth": bandwidth, "slice": slice_, "limit-data": limit_data,
@@ -101,7 +144,9 @@ def proxy(
         }
     )  # fmt: skip
     idle = opt.idle_timeout(idle_timeout)
-    if udp_proxy.is_udp(listen, upstream):
+    if listen is not None and upstream is not None and udp_proxy.is_udp(listen, upstream):
+        if api is not None:
+            raise UsageError("--api controls TCP and Unix-socket proxies, not a UDP relay")
         udp_proxy.serve(
             out, listen, upstream, faults=faults + datagram.faults(), seed=seed,
             idle_timeout=idle, server=server, stream_flags={
@@ -112,14 +157,14 @@ def proxy(
             },
         )  # fmt: skip
     udp_proxy.refuse_for_streams(datagram)
-    listen_at = parse_stream_endpoint(listen)
-    target = parse_stream_endpoint(upstream)
+    listen_at = parse_stream_endpoint(listen) if listen is not None else None
+    target = parse_stream_endpoint(upstream) if upstream is not None else None
     up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
     timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     options = RelayOptions(
         upstream_tls=upstream_ssl,
-        upstream_sni=sni or (target.host if hasattr(target, "host") else "localhost"),
+        upstream_sni=sni or (getattr(target, "host", None) or "localhost"),
         splice=splice,
         proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
         **accept.relay_options(),
@@ -127,6 +172,27 @@ def proxy(
         faults=faults,
         seed=seed,
     )
+    if listen_at is None or target is None:  # toxiproxy-server: proxies come from the API
+        if faults or seed is not None:
+            raise UsageError("fault flags and --seed apply to LISTEN → UPSTREAM: give both")
+        assert api is not None
+        raise typer.Exit(_serve_api(out, api, config, options, timeout, server))
+    details = {
+        "upstream": str(target),
+        "upstream_tls": upstream_ssl is not None,
+        "proxy_protocol": proxy_protocol,
+        "accept_proxy_protocol": accept.accept_proxy_protocol,
+        "faults": [f.as_dict() for f in faults],
+        "seed": seed,
+        "idle_timeout_s": idle,
+    }
+    beside = None
+    if api is not None:
+        api_sock = make_listener(parse_stream_endpoint(api))  # now: the listening event says where
+        details |= {"api": listener_address(api_sock), "name": name}
+        registry = ProxyRegistry(replace(options, faults=[]), connect_timeout=timeout)
+        initial = ProxySpec(name, str(listen_at), str(target), seed=seed)
+        beside = companion(registry, api=api_sock, adopt=initial, populate=_config(config))
     code = run_server(
         out,
         name="proxy",
@@ -136,15 +202,73 @@ def proxy(
         presentation=RELAY,
         per_connection=2,  # two sockets; pipes come from a pool, only while bytes are in flight
         options=opt.socket_options(None, None, False),
-        details={
-            "upstream": str(target),
-            "upstream_tls": upstream_ssl is not None,
-            "proxy_protocol": proxy_protocol,
-            "accept_proxy_protocol": accept.accept_proxy_protocol,
-            "faults": [f.as_dict() for f in faults],
-            "seed": seed,
-            "idle_timeout_s": idle,
-        },
+        details=details,
         fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
+        companion=beside,
     )
     raise typer.Exit(code)
+
+
+def _check_api_usage(
+    listen: str | None,
+    upstream: str | None,
+    api: str | None,
+    config: Path | None,
+    server: opt.ServerFlags,
+) -> None:
+    # LISTEN and UPSTREAM go together; without them, --api is needed; --api's own flags.
+    if (listen is None) != (upstream is None):
+        raise UsageError("give LISTEN and UPSTREAM, or neither (with --api)")
+    if listen is None and api is None:
+        raise UsageError(
+            "give LISTEN and UPSTREAM", hint="or --api HOST:PORT to create proxies through the API"
+        )
+    if api is None and config is not None:
+        raise UsageError("--config needs --api (it creates proxies the API manages)")
+    if api is not None and server.workers > 1:
+        raise UsageError("--api runs in one process: drop --workers")
+
+
+def _serve_api(
+    out: Output,
+    api: str,
+    config: Path | None,
+    options: RelayOptions,
+    timeout: float,
+    server: opt.ServerFlags,
+) -> int:
+    # The drop-in for toxiproxy-server: the API is the server, with no proxy until asked.
+    registry = ProxyRegistry(replace(options, faults=[]), connect_timeout=timeout)
+    proxies = _config(config)
+    return run_server(
+        out,
+        name="proxy API",
+        endpoint=parse_stream_endpoint(api),
+        build=build_stream(api_connection(ToxiproxyApi(registry))),
+        flags=server,
+        details={"proxies": [p.name for p in proxies]},
+        url=lambda address, tls: f"{'https' if tls else 'http'}://{address}",
+        companion=companion(registry, populate=proxies),
+    )
+
+
+def _config(path: Path | None) -> list[ProxySpec]:
+    return read_config(path) if path is not None else []
+
+
+def read_config(path: Path) -> list[ProxySpec]:
+    """The proxies of a ``--config`` file (toxiproxy's populate JSON).
+
+    Raises:
+        ConfigError: the file cannot be read or holds no list of proxies.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror}") from None
+    try:
+        return parse_populate(pyjson.loads(text))
+    except ValueError as exc:
+        raise ConfigError(f"--config {path}: not JSON ({exc})") from None
+    except ApiError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import ssl
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +28,7 @@ from rich.text import Text
 
 from netkit.commands.options import ServerFlags
 from netkit.console import Output
+from netkit.core.access import unix_socket_error
 from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.units import format_size
 from netkit.net import runtime
@@ -65,6 +68,7 @@ class BuildServer(Protocol):
         max_connections: int | None,
         on_event: EventHook,
         unix_endpoint: UnixEndpoint | None,
+        listen: Callable[[TCPEndpoint | UnixEndpoint], socket.socket],
     ) -> Server: ...
 
 
@@ -93,6 +97,7 @@ def stream_summary(s: dict[str, Any]) -> str:
         f"served {s['connections']} connection(s): {format_size(s['bytes_in'])} in, "
         f"{format_size(s['bytes_out'])} out, {s['errors']} error(s)"
         + (f", {s['rejected']} rejected" if s["rejected"] else "")
+        + (f", {s['denied']} denied" if s.get("denied") else "")
         + (f", {s['aborted_at_drain']} cut at drain" if s["aborted_at_drain"] else "")
     )
 
@@ -103,6 +108,7 @@ def relay_summary(s: dict[str, Any]) -> str:
         f"relayed {s['connections']} connection(s): {format_size(s['bytes_up'])} up, "
         f"{format_size(s['bytes_down'])} down"
         + (f", {s['upstream_failures']} upstream failure(s)" if s["upstream_failures"] else "")
+        + (f", {s['denied']} denied" if s.get("denied") else "")
         + (
             f", {s['proxy_headers_rejected']} client(s) without a valid PROXY header"
             if s.get("proxy_headers_rejected")
@@ -118,11 +124,12 @@ STREAM = Presentation(stream_summary, StreamStats)
 
 def build_stream(factory: Callable[[], ServerConnection]) -> BuildServer:
     """Builds a :class:`StreamServer` whose connections ``factory`` makes."""
-    return lambda sock, **common: StreamServer(sock, factory, **common)
+    return lambda sock, *, listen, **common: StreamServer(sock, factory, **common)
 
 
 def build_relay(upstream: Upstream, options: RelayOptions) -> BuildServer:
-    """Builds a :class:`RelayServer` to ``upstream``, TLS from clients as the listener has it."""
+    """Builds a :class:`RelayServer` to ``upstream``, TLS from clients as the listener has it
+    (and a listener made as the first was when it is enabled again or moved)."""
     return lambda sock, *, ssl_context, **common: RelayServer(
         sock, upstream, replace(options, client_tls=ssl_context), **common
     )
@@ -224,6 +231,8 @@ def _print_event(out: Output) -> EventHook:
             who = fields.get("peer", fields.get("client"))
             if event == "accept_paused":
                 out.warn(f"not accepting for now: {fields['error']} (raise the open-files limit?)")
+            elif event == "denied":
+                out.warn(f"{who}: denied ({fields['rule']})")
             elif event in ("rejected", "proxy_header_rejected"):
                 answer = f" with {fields['status']}" if "status" in fields else ""
                 out.warn(f"{who}: refused{answer}: {fields['reason']}")
@@ -233,9 +242,36 @@ def _print_event(out: Output) -> EventHook:
                 )
             elif "error" in fields and who is not None:
                 out.warn(f"{who}: {fields['error']}")
-        out.event(event, None, **fields)
+        out.event(event, _change_line(event, fields) if not out.json else None, **fields)
 
     return on_event
+
+
+# Changes made while a server runs (proxy --api, the Python API): one human line each.
+_CHANGES = {
+    "proxy_created": "proxy created, listening on {listen}",
+    "proxy_deleted": "proxy deleted",
+    "proxies_reset": "every proxy enabled, every fault removed",
+    "fault_added": "fault {name} added",
+    "fault_updated": "fault {name} changed",
+    "fault_removed": "fault {name} removed",
+    "faults_cleared": "faults cleared",
+    "disabled": "disabled (not listening, connections closed)",
+    "enabled": "enabled, listening on {address}",
+    "upstream_changed": "upstream now {upstream}",
+    "relistened": "now listening on {address}",
+}
+
+
+def _change_line(event: str, fields: dict[str, Any]) -> str | None:
+    # The human line of a change event, or None for other events.
+    words = _CHANGES.get(event)
+    if words is None:
+        return None
+    with contextlib.suppress(KeyError, IndexError):
+        words = words.format(**fields)
+    proxy = fields.get("proxy")
+    return escape(f"{proxy}: {words}" if proxy else words)
 
 
 @dataclass
@@ -308,6 +344,7 @@ def run_server(
     details: dict[str, Any] | None = None,
     url: Callable[[str, bool], str] | None = None,
     fields: Callable[[bool], dict[str, Any]] | None = None,
+    companion: Callable[[Server], AbstractAsyncContextManager[Any]] | None = None,
 ) -> ExitStatus:
     """Run a server command until SIGINT/SIGTERM and print its events and summary.
 
@@ -321,12 +358,18 @@ def run_server(
         url: builds the ``url`` field of the ``listening`` event from the bound address and
             whether TLS is on (ws://..., for servers whose clients take URLs).
         fields: more fields for the ``listening`` event (JSON only), given whether TLS is on.
+        companion: given the built server, what runs beside it in the same loop (proxy's
+            ``--api``): entered before the server starts, left once it has drained. One
+            process only (the caller refuses ``--workers``).
 
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT (or the worst worker's code).
     """
     tls, workers, max_connections = flags.tls, flags.workers, flags.max_connections
     drain_timeout, socket_mode = flags.drain_seconds, flags.unix_mode
+    access = flags.access
+    if access and isinstance(endpoint, UnixEndpoint):
+        raise unix_socket_error()
     details = dict(details or {})
     details["max_open_files"] = check_open_files(
         out, max_connections, per_connection=per_connection
@@ -342,7 +385,8 @@ def run_server(
         _transport(endpoint, ssl_context is not None),
         workers,
         details,
-        fields(ssl_context is not None) if fields is not None else {},
+        (fields(ssl_context is not None) if fields is not None else {})
+        | (access.as_dict() if access else {}),
         ca_file,
         url(address, ssl_context is not None) if url is not None else None,
         drain_timeout,
@@ -362,15 +406,21 @@ def run_server(
                 max_connections=max_connections,
                 on_event=on_event,
                 unix_endpoint=unix if index == 0 else None,
+                # A relay disabled and enabled again, or moved, listens as it did at start.
+                listen=functools.partial(make_listener, socket_mode=socket_mode, options=options),
             )
+            server.restrict(access)
             status = presentation.status if alone and out.interactive else None
-            interrupted = await serve_until_signal(
-                server,
-                drain_timeout=drain_timeout,
-                on_listening=announcer.announce if alone else None,
-                on_draining=announcer.draining if alone else None,
-                while_serving=(lambda stop: _live(out, status(server), stop)) if status else None,
-            )
+            async with companion(server) if companion else contextlib.nullcontext():
+                interrupted = await serve_until_signal(
+                    server,
+                    drain_timeout=drain_timeout,
+                    on_listening=announcer.announce if alone else None,
+                    on_draining=announcer.draining if alone else None,
+                    while_serving=(
+                        (lambda stop: _live(out, status(server), stop)) if status else None
+                    ),
+                )
             final = presentation.final() if presentation.final is not None else {}
             return interrupted, server.stats.as_dict() | final
 

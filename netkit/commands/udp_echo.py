@@ -43,6 +43,10 @@ def serve(
     ] = 0,
     sndbuf: opt.SendBuffer = None,
     rcvbuf: opt.RecvBuffer = None,
+    allow: opt.Allow = None,
+    deny: opt.Deny = None,
+    allow_file: opt.AllowFile = None,
+    deny_file: opt.DenyFile = None,
     json: opt.Json = False,
 ) -> None:
     """Echo every datagram back to its sender until SIGINT/SIGTERM.
@@ -52,10 +56,12 @@ def serve(
     echo to itself, to another echo server on its port, or to a well-known service (another
     echo server on some other high port can still be aimed at it, as with any echo). The first 10,000 senders are reported (one "peer" event each); later ones
     are answered but not listed. Byte counts are the datagrams' real sizes, even those
-    dropped for being over --max-size.
+    dropped for being over --max-size. With --allow/--deny, a datagram from a denied source
+    is counted (denied) and not answered; each such source is reported once.
     """
     out = Output(json)
     where = parse_datagram_endpoint(endpoint)
+    access = opt.access_list(allow, deny, allow_file, deny_file)
     limit = check_max_size(parse_size(max_size, option="--max-size"))
     sock, _ = create_udp_socket(where, bind=True, options=opt.socket_options(sndbuf, rcvbuf, False))
     address = listener_address(sock)
@@ -70,6 +76,10 @@ def serve(
                 "peer_table_full",
                 f"{cap} peers seen: later senders are answered but not listed",
                 max_peers=cap,
+            ),
+            access=access,
+            on_denied=lambda peer, rule: out.event(
+                "denied", f"{peer}: denied ({rule})", peer=peer, rule=rule
             ),
         )
         server.start()
@@ -89,6 +99,7 @@ def serve(
             human + "\n[dim]Ctrl-C or SIGTERM to stop[/]",
             drop_every=drop_every,
             **fields,
+            **(access.as_dict() if access else {}),
         )
         async with runtime.run_until_signal() as shutdown:
             try:
@@ -111,6 +122,7 @@ def serve(
             if stats["refused_source"]
             else ""
         )
+        + (f", {stats['denied']} denied" if stats["denied"] else "")
         + (f", {stats['oversize']} over --max-size" if stats["oversize"] else "")
         + (
             f", {stats['dropped_on_purpose']} dropped on purpose"

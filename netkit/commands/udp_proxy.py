@@ -103,6 +103,7 @@ def udp_summary(s: dict[str, Any]) -> str:
         f"({format_size(s['bytes_down'])})"
         + (f", {s['faults_injected']} fault(s) injected" if s["faults_injected"] else "")
         + (f", {s['rejected']} datagram(s) turned away" if s["rejected"] else "")
+        + (f", {s['denied']} datagram(s) denied" if s.get("denied") else "")
         + (f", {s['cut_at_drain']} flow(s) cut at drain" if s["cut_at_drain"] else "")
     )
 

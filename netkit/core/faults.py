@@ -249,13 +249,14 @@ class Bandwidth(Fault):
 
 @dataclass(frozen=True)
 class Slice(Fault):
-    """Split data into writes of ``size`` bytes, ``delay`` milliseconds apart."""
+    """Split data into writes of ``size`` ± ``variation`` bytes, ``delay`` ms apart."""
 
     name = "slice"
     help = "Split data into writes of BYTES[:DELAY]."
 
     size: int
     delay: float = 0.0
+    variation: int = 0
 
     @classmethod
     def parse_value(cls, value: str, option: str, text: str) -> Self:
@@ -267,17 +268,19 @@ class Slice(Fault):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.size < 1:
-            raise ConfigError(f"{self.name}: slices are at least 1 byte")
+        if self.size - self.variation < 1:  # the smallest slice a variation allows
+            raise ConfigError(f"{self.name}: slices are at least 1 byte (size minus variation)")
 
     def values(self) -> dict[str, object]:
-        return {"bytes": self.size, "delay_ms": self.delay}
+        varies = {"variation_bytes": self.variation} if self.variation else {}
+        return {"bytes": self.size, "delay_ms": self.delay, **varies}
 
     def value_text(self) -> str:
         return f"{self.size}:{_ms_text(self.delay)}"
 
     def apply_to(self, plan: DirectionPlan) -> None:
         plan.slice_size, plan.slice_delay = self.size, self.delay / 1000
+        plan.slice_variation = self.variation
 
 
 @dataclass(frozen=True)
@@ -517,6 +520,7 @@ class DirectionPlan:
     rate: float | None = None
     slice_size: int | None = None
     slice_delay: float = 0.0
+    slice_variation: int = 0  # each slice is slice_size ± this many bytes
     limit: int | None = None
     reset_bytes: int | None = None
     blackhole_after: float | None = None
@@ -540,7 +544,7 @@ class DirectionPlan:
         due = max(now + max(delay, 0.0), self._last_due)
         sizes = [nbytes]
         if self.slice_size:
-            sizes = [min(self.slice_size, nbytes - i) for i in range(0, nbytes, self.slice_size)]
+            sizes = self._slices(nbytes, rng)
         pieces = []
         for i, size in enumerate(sizes):
             if i and self.slice_delay:
@@ -552,6 +556,14 @@ class DirectionPlan:
             pieces.append((due, size))
         self._last_due = due
         return pieces
+
+    def _slices(self, nbytes: int, rng: random.Random) -> list[int]:
+        # slice_size bytes each (± slice_variation, drawn from the seeded RNG), the last the rest.
+        size, spread, sizes, left = self.slice_size or nbytes, self.slice_variation, [], nbytes
+        while left > 0:
+            sizes.append(min(left, rng.randint(size - spread, size + spread) if spread else size))
+            left -= sizes[-1]
+        return sizes
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from netkit.core.access import AccessList, DeniedSources
 from netkit.core.probe import make_probe, parse_probe
 from netkit.core.stats import Jitter, RTTSummary, SequenceTracker
 from netkit.errors import ConfigError, ConnectError, Setting
@@ -61,6 +62,7 @@ class DatagramStats:
     oversize: int = 0
     send_failed: int = 0
     refused_source: int = 0
+    denied: int = 0
     peers: set[tuple[Any, ...]] = field(default_factory=set)
     peers_untracked: bool = False
 
@@ -75,6 +77,7 @@ class DatagramStats:
             "oversize": self.oversize,
             "send_failed": self.send_failed,
             "refused_source": self.refused_source,
+            "denied": self.denied,
             "peers": len(self.peers),
             "peer_table_full": self.peers_untracked,
         }
@@ -105,6 +108,9 @@ class UDPEchoServer:
         on_peer: called once with each new peer address (for the first ``max_peers``).
         on_peer_table_full: called once, when a sender arrives beyond ``max_peers``.
         max_peers: how many senders are remembered; later ones are answered, not recorded.
+        access: allow/deny lists: a datagram from a denied source is counted
+            (``stats.denied``) and not answered.
+        on_denied: called with (source, rule) the first time a source is denied.
     """
 
     def __init__(
@@ -116,8 +122,13 @@ class UDPEchoServer:
         on_peer: Callable[[str], None] | None = None,
         on_peer_table_full: Callable[[int], None] | None = None,
         max_peers: int = MAX_PEERS,
+        access: AccessList | None = None,
+        on_denied: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.sock = sock
+        self.access = access or None  # None when empty: no check at all per datagram
+        self.on_denied = on_denied
+        self._denied = DeniedSources()
         self.max_size = max_size
         self.drop_every = drop_every
         self.on_peer = on_peer
@@ -153,6 +164,8 @@ class UDPEchoServer:
             if not answerable(addr, self._own_port):
                 stats.refused_source += 1
                 continue
+            if self.access is not None and self._denies(addr):
+                continue
             if addr not in stats.peers:
                 self._new_peer(addr)
             if n > self.max_size:
@@ -168,6 +181,16 @@ class UDPEchoServer:
                 continue
             stats.echoed += 1
             stats.bytes_out += n
+
+    def _denies(self, addr: tuple[Any, ...]) -> bool:
+        assert self.access is not None
+        verdict = self.access.check(addr[0])
+        if verdict.allowed:
+            return False
+        self.stats.denied += 1
+        if self._denied.first(addr) and self.on_denied is not None:
+            self.on_denied(describe(addr), verdict.rule)
+        return True
 
     def _new_peer(self, addr: tuple[Any, ...]) -> None:
         stats = self.stats

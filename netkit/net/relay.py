@@ -149,6 +149,7 @@ class RelayServer(Server):
             accept-delay, to new connections).
     """
 
+    PEER_FIELD = "client"
     stats: RelayStats
     connections: dict[Hashable, Relay | None]
 

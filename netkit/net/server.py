@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from netkit.core.access import AccessList, unix_socket_error
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.net.accept import Acceptor
 from netkit.net.protocols import StreamProtocol
@@ -28,6 +29,7 @@ from netkit.net.sockets import (
     SocketOptions,
     create_tcp_listener,
     create_unix_listener,
+    force_rst,
     listener_address,
     unlink_unix_listener,
 )
@@ -43,6 +45,7 @@ class ServerStats:
 
     accepted: int = 0
     rejected: int = 0
+    denied: int = 0
     active: int = 0
     peak: int = 0
     aborted_at_drain: int = 0
@@ -59,8 +62,14 @@ class ServerStats:
     SUMMARY: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON shape of a summary, as :attr:`SUMMARY` words it."""
-        return {key: getattr(self, attribute) for key, attribute in self.SUMMARY}
+        """The JSON shape of a summary, as :attr:`SUMMARY` words it, with ``denied`` (clients
+        an allow/deny list turned away) beside ``rejected`` in every kind of server's."""
+        summary: dict[str, Any] = {}
+        for key, attribute in self.SUMMARY:
+            summary[key] = getattr(self, attribute)
+            if attribute == "rejected":
+                summary["denied"] = self.denied
+        return summary
 
 
 @dataclass
@@ -87,6 +96,13 @@ class StreamStats(ServerStats):
 class Server:
     """Accepts, caps, tracks, drains, stops accepting and counts: the lifecycle of a server.
 
+    Every client is checked against :attr:`access` (see :meth:`restrict`) before the kind of
+    server sees it: a denied client is reset at accept, before a byte is read from it or a TLS
+    handshake begins, reported (``denied``) and counted (``stats.denied``). The address checked
+    is the socket's peer: behind a PROXY-protocol sender, the proxy in front, whose header is
+    not read yet (allowing only trusted proxies is what makes their headers believable); a
+    kind of server that learns another address later may check it with :meth:`denies`.
+
     A kind of server says what an accepted socket becomes (:meth:`accepted`), when a client
     counts as a connection (:meth:`track`, :meth:`untrack`), how its connections are asked to
     finish (:meth:`begin_drain`) and cut (:meth:`cut`). Construct it on the running loop.
@@ -98,7 +114,13 @@ class Server:
         on_event: called with (event name, fields) for every event.
         unix_endpoint: the Unix socket's path, removed when the server stops listening.
         before_accept: see :class:`~netkit.net.accept.Acceptor`.
+
+    Attributes:
+        access: the allow/deny lists every client is checked against (empty: everyone).
     """
+
+    PEER_FIELD: ClassVar[str] = "peer"
+    """The events' name for a client's address (a relay's events say ``client``)."""
 
     def __init__(
         self,
@@ -121,8 +143,9 @@ class Server:
         self._idle = asyncio.Event()
         self._idle.set()
         self._before_accept = before_accept
+        self.access = AccessList()
         self.acceptor = Acceptor(
-            sock, self.accepted, self._acceptor_event, before_accept=before_accept
+            sock, self._admit, self._acceptor_event, before_accept=before_accept
         )
 
     # --- what a kind of server provides ---------------------------------------------------
@@ -143,6 +166,41 @@ class Server:
     def start(self) -> None:
         """Start accepting connections."""
         self.acceptor.start()
+
+    def restrict(self, access: AccessList) -> None:
+        """Serve only the clients ``access`` allows, from the next accept on.
+
+        Raises:
+            ConfigError: rules for a Unix socket, whose clients have no address to match.
+        """
+        _check_access(access, self.sock)
+        self.access = access
+
+    def denies(self, host: str, peer: str) -> bool:
+        """Check the client at ``host`` (``peer`` as the events show it): when the lists deny
+        it, count it and report it (``denied``, with the rule that matched) and return True;
+        the caller turns it away."""
+        verdict = self.access.check(host)
+        if verdict.allowed:
+            return False
+        self.stats.denied += 1
+        self.emit("denied", {self.PEER_FIELD: peer, "rule": verdict.rule})
+        return True
+
+    def _admit(self, conn: socket.socket, peer: str) -> None:
+        # Every accepted client passes here first: with allow/deny lists, a denied one is
+        # reset at once (nothing read, no TLS handshake) and the kind of server never sees it.
+        if self.access and conn.family != socket.AF_UNIX:
+            try:
+                host = conn.getpeername()[0]
+            except OSError:  # reset before we looked: gone already
+                conn.close()
+                return
+            if self.denies(host, peer):
+                force_rst(conn)
+                conn.close()
+                return
+        self.accepted(conn, peer)
 
     def emit(self, event: str, fields: dict[str, Any]) -> None:
         """Report an event to :attr:`on_event`."""
@@ -206,7 +264,11 @@ class Server:
         Args:
             sock: the new listener (from :func:`make_listener`).
             unix_endpoint: its path, when it is a Unix socket this server created.
+
+        Raises:
+            ConfigError: a Unix socket while allow/deny lists are set.
         """
+        _check_access(self.access, sock)
         if self.sock.fileno() >= 0:
             self.close_listener()
         else:
@@ -214,7 +276,7 @@ class Server:
         errors = self.acceptor.errors
         self.sock, self.address, self.unix_endpoint = sock, listener_address(sock), unix_endpoint
         self.acceptor = Acceptor(
-            sock, self.accepted, self._acceptor_event, before_accept=self._before_accept
+            sock, self._admit, self._acceptor_event, before_accept=self._before_accept
         )
         self.acceptor.errors = errors
         self.draining = False
@@ -244,6 +306,12 @@ class Server:
     async def close(self) -> None:
         """Release what the server holds beyond its listener (called last, once)."""
         self.close_listener()
+
+
+def _check_access(access: AccessList, sock: socket.socket) -> None:
+    # A Unix socket's clients have no address: rules there could only deny everyone.
+    if access and sock.family == socket.AF_UNIX:
+        raise unix_socket_error()
 
 
 @contextlib.asynccontextmanager

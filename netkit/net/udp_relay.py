@@ -31,6 +31,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from netkit.core.access import DeniedSources
 from netkit.core.datagram_faults import DATAGRAM_FAULTS, HOLD_BYTES
 from netkit.core.datagram_schedule import (
     DatagramSchedule,
@@ -181,6 +182,10 @@ class Flow:
 class UDPRelayServer(Server):
     """Relays datagrams between the clients of ``sock`` and ``upstream``, a flow per client.
 
+    With allow/deny lists (:meth:`restrict`), a datagram from a denied source opens no flow and
+    is dropped unanswered: each is counted (``stats.denied`` counts datagrams), each source is
+    reported once (``denied``).
+
     Args:
         sock: the bound, non-blocking UDP socket clients send to.
         upstream: the upstream's resolved address, and its family.
@@ -188,7 +193,7 @@ class UDPRelayServer(Server):
         max_flows: flows open at once; a datagram from a new client beyond this is dropped and
             counted (``rejected``, one event each time the table fills).
         on_event: receives (event, fields): ``flow_opened``, ``fault`` (a flow's faults),
-            ``datagram_fault`` (each one injected), ``flow_closed``, ``rejected``,
+            ``datagram_fault`` (each one injected), ``flow_closed``, ``rejected``, ``denied``,
             ``upstream_refused``, and each change of :attr:`faults`.
 
     Attributes:
@@ -197,6 +202,7 @@ class UDPRelayServer(Server):
         seed: the seed every fault draw comes from (the one given, or the one picked).
     """
 
+    PEER_FIELD = "client"
     stats: UDPRelayStats
     connections: dict[Hashable, Flow]
 
@@ -229,6 +235,7 @@ class UDPRelayServer(Server):
         self._flows = 0
         self._reading = False
         self._turning_away = False  # a "rejected" event was sent; the next waits for room
+        self._denied = DeniedSources()
 
     # --- the lifecycle ----------------------------------------------------------------------
 
@@ -266,6 +273,9 @@ class UDPRelayServer(Server):
 
     def _open(self, client: tuple[Any, ...]) -> Flow | None:
         # A new flow for `client`, or None when it is turned away (reported once per episode).
+        if self.access and not self.access.check(client[0]).allowed:
+            self._deny(client)
+            return None
         if self._from_itself(client):
             # A datagram forged to come from the relay itself: its replies would come back
             # in as new requests, relayed to the upstream and back for ever.
@@ -298,6 +308,14 @@ class UDPRelayServer(Server):
             flow.idle = IdleTimer(self.options.idle_timeout, lambda: self._flow_idle(flow))
         self.loop.add_reader(sock.fileno(), self._from_upstream, flow)
         return flow
+
+    def _deny(self, client: tuple[Any, ...]) -> None:
+        # A denied source opens no flow and gets no reply: each of its datagrams is counted,
+        # and the source reported once (not once per datagram: a flood would flood the log).
+        if self._denied.first(client):
+            self.denies(client[0], describe(client))
+        else:
+            self.stats.denied += 1
 
     def _from_itself(self, client: tuple[Any, ...]) -> bool:
         host, port = self._own[0], self._own[1]

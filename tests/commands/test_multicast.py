@@ -159,6 +159,30 @@ def test_ping_two_instances_on_lo(netkit_server):
     assert first.event("summary")["peers"][0]["multicast"]["lost"] == 0
 
 
+def test_ping_answers_no_denied_instance(netkit_server):
+    # Both instances are on 127.0.0.1: the first denies that address, so it answers nobody
+    # (its own probes are never checked), and the second gets no answer. The first probes
+    # until stopped, so that it is surely running while the second does.
+    first = netkit_server(
+        "multicast", "ping", "239.77.7.2:0", "-c", "1000000", "-i", "5ms",
+        "--deny", "127.0.0.0/8",
+    )  # fmt: skip
+    assert first.listening["deny"] == ["127.0.0.0/8"]
+    group = first.listening["group"]
+    second = run_netkit("multicast", "ping", group, "-c", "10", "-i", "5ms", "-t", "1s", "--json")
+    assert second.returncode == 1, second.stderr  # the first answered none of its probes
+    events = json_lines(second.stdout)
+    (heard,) = next(e for e in events if e["event"] == "summary")["peers"]
+    assert heard["peer"] == first.listening["address"]  # it hears the first's probes ...
+    assert heard["multicast"]["received"] == heard["unicast"]["received"] == 0  # ... no answer
+    denied = first.wait_for("denied")
+    assert denied["rule"] == "deny 127.0.0.0/8"
+    assert denied["peer"] == events[0]["address"]
+    assert first.stop() == 0  # it probes until told to stop
+    summary = first.event("summary")
+    assert summary["peers"] == [] and summary["denied"] >= 10
+
+
 def test_ping_alone_fails_the_peer_check():
     result = run_netkit("multicast", "ping", "239.77.8.1:0", "-c", "2", "-i", "1ms", "-t", "100ms")
     assert result.returncode == 1 and "0 other instance(s) answered" in result.stderr

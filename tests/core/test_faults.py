@@ -259,3 +259,23 @@ def test_public_constructors_take_toxiproxy_units_and_one_direction():
 def test_public_constructors_refuse_bad_values_with_a_usage_error(build, message):
     with pytest.raises(UsageError, match=message):
         build()
+
+
+def test_slices_vary_around_their_size_and_cover_every_byte():
+    # toxiproxy's slicer: average_size ± size_variation.
+    plan = DirectionPlan()
+    Slice(100, variation=30).apply_to(plan)
+    pieces = plan.plan(0.0, 10_000, random.Random(7))
+    sizes = [size for _, size in pieces]
+    assert sum(sizes) == 10_000
+    assert all(70 <= s <= 130 for s in sizes[:-1]) and 1 <= sizes[-1] <= 130
+    assert len(set(sizes)) > 10  # they vary
+    again = DirectionPlan()
+    Slice(100, variation=30).apply_to(again)
+    assert [s for _, s in again.plan(0.0, 10_000, random.Random(7))] == sizes  # seeded
+
+
+def test_a_slice_variation_must_leave_a_byte():
+    with pytest.raises(UsageError, match="at least 1 byte"):
+        Slice(10, variation=10)
+    assert Slice(10, variation=9).values()["variation_bytes"] == 9

@@ -338,14 +338,14 @@ def test_each_kind_of_server_words_its_summary_in_order() -> None:
     """One as_dict for every server: the keys, their order and the attribute behind each."""
     stream = StreamStats(accepted=3, aborted_at_drain=1, bytes_in=7).as_dict()
     assert list(stream) == [
-        "connections", "rejected", "peak_connections", "bytes_in", "bytes_out", "errors",
-        "aborted_at_drain", "accept_errors", "uptime_s",
+        "connections", "rejected", "denied", "peak_connections", "bytes_in", "bytes_out",
+        "errors", "aborted_at_drain", "accept_errors", "uptime_s",
     ]  # fmt: skip
     assert (stream["connections"], stream["aborted_at_drain"], stream["bytes_in"]) == (3, 1, 7)
     relay = RelayStats(accepted=4, failed_upstream=2, undelivered=5, faults=1, aborted_at_drain=6)
     d = relay.as_dict()
     assert list(d) == [
-        "connections", "rejected", "upstream_failures", "proxy_headers_rejected",
+        "connections", "rejected", "denied", "upstream_failures", "proxy_headers_rejected",
         "peak_connections", "bytes_up", "bytes_down", "undelivered_bytes", "faults_injected",
         "accept_errors", "uptime_s", "cut_at_drain",
     ]  # fmt: skip
@@ -359,6 +359,7 @@ def test_stream_stats_as_dict_and_merged_across_workers() -> None:
     assert {k: v for k, v in d.items() if k != "uptime_s"} == {
         "connections": 3,
         "rejected": 1,
+        "denied": 0,
         "peak_connections": 2,
         "bytes_in": 10,
         "bytes_out": 9,

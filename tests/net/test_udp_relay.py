@@ -439,3 +439,40 @@ def test_drain_cuts_flows_still_busy_at_the_timeout(run: Runner[None]) -> None:
             assert closed["end"] == "drain timeout"
 
     run(main())
+
+
+# --- allow/deny lists --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_a_denied_source_opens_no_flow_and_gets_no_reply(run: Runner[None], host: str) -> None:
+    from netkit.core.access import AccessList
+
+    async def main() -> None:
+        async with relay(host) as r:
+            # IPv4: 127.0.0.2 is denied, 127.0.0.1 relayed; IPv6 (::1 only): ::1 is denied.
+            denied_host = "127.0.0.2" if host == "127.0.0.1" else "::1"
+            r.server.restrict(AccessList(deny=[denied_host]))
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as denied:
+                denied.bind((denied_host, 0))
+                denied.setblocking(False)
+                source = describe(denied.getsockname())
+                for _ in range(3):
+                    denied.sendto(b"let me in", r.address)
+                await r.until(lambda: r.server.stats.denied == 3)
+                if host == "127.0.0.1":
+                    with r.client() as allowed:
+                        allowed.send(b"hello")
+                        assert await recv(allowed) == b"hello"
+                with pytest.raises(BlockingIOError):
+                    denied.recv(100)  # nothing came back
+            assert len(r.named("denied")) == 1  # the source is reported once
+            event = r.named("denied")[0]
+            assert event["client"] == source
+            assert event["rule"] == f"deny {denied_host}/{32 if '.' in denied_host else 128}"
+            assert source not in [f["client"] for f in r.named("flow_opened")]
+            assert r.server.stats.as_dict()["denied"] == 3
+            assert r.server.stats.accepted == (1 if host == "127.0.0.1" else 0)
+
+    run(main())

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from netkit.core.access import AccessList, DeniedSources
 from netkit.core.multicast.groups import Group
 from netkit.core.multicast.ping import PingPeer, PingSession
 from netkit.net.multicast.datagrams import DatagramReader, source_of
@@ -66,22 +67,50 @@ async def run_ping(
     timeout: float,
     stop: asyncio.Event,
     on_peer: Callable[[PingPeer], None],
-) -> None:
+    access: AccessList | None = None,
+    on_denied: Callable[[str, str | None], None] | None = None,
+) -> int:
     """Probe the group ``count`` times and answer the other instances, then wait for them.
 
     After the last probe a DONE goes out (three times: it is UDP); this instance keeps answering
     until every peer it knows has said DONE and answered everything, or ``timeout`` passes.
+
+    Args:
+        access: allow/deny lists: a datagram from a denied source is neither answered nor
+            counted (its sender never becomes a peer); our own datagrams are never checked.
+        on_denied: called with (source, rule) the first time a source is denied.
+
+    Returns:
+        How many datagrams the lists denied.
     """
     loop = asyncio.get_running_loop()
     group_addr = group_sockaddr(sockets.group, sockets.interface)
     settled = asyncio.Event()
+    own = source_of(sockets.unicast.getsockname())
+    reported = DeniedSources()
+    denied = 0
+
+    def admitted(addr: tuple, source: str) -> bool:  # type: ignore[type-arg]
+        nonlocal denied
+        if access is None or not access or source == own:
+            return True
+        verdict = access.check(str(addr[0]))
+        if verdict.allowed:
+            return True
+        denied += 1
+        if reported.first(source) and on_denied is not None:
+            on_denied(source, verdict.rule)
+        return False
 
     def send(data: bytes, address: tuple) -> None:  # type: ignore[type-arg]
         with contextlib.suppress(OSError):  # a full buffer or an ICMP error: counted as loss
             sockets.unicast.sendto(data, address)
 
     def on_datagram(view: memoryview, addr: tuple, tag: int) -> None:  # type: ignore[type-arg]
-        actions, new_peer = session.receive(view, source_of(addr), time.monotonic_ns())
+        source = source_of(addr)
+        if not admitted(addr, source):
+            return
+        actions, new_peer = session.receive(view, source, time.monotonic_ns())
         for action in actions:
             send(action.data, group_addr if action.to_group else addr)
         if new_peer is not None:
@@ -118,3 +147,4 @@ async def run_ping(
                 waiter.cancel()
     finally:
         reader.close()
+    return denied
