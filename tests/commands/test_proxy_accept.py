@@ -216,3 +216,19 @@ def test_the_summary_line_says_how_many_clients_had_no_valid_header():
     line = relay_summary(RelayStats(accepted=3, bad_proxy_headers=2).as_dict())
     assert "2 client(s) without a valid PROXY header" in line
     assert "PROXY" not in relay_summary(RelayStats(accepted=3).as_dict())
+
+
+@needs_haproxy
+def test_haproxys_health_checks_are_accepted_as_local_connections(
+    netkit_server, thread_server, haproxy
+):
+    # check-send-proxy with send-proxy-v2: each check opens with a LOCAL header, which the
+    # spec says to accept with the connection's own addresses.
+    proxy = netkit_server(
+        "proxy", ":0", thread_server(header_reader([])), "--accept-proxy-protocol", "v2"
+    )
+    haproxy(proxy.address, "send-proxy-v2 check check-send-proxy inter 100ms")
+    closed = proxy.wait_for("closed")
+    assert closed["client"].startswith("127.0.0.1:") and "via" not in closed
+    assert not closed["end"].startswith("proxy header rejected"), closed
+    assert all(e["event"] != "proxy_header_rejected" for e in proxy.events)
