@@ -33,8 +33,10 @@ from netkit.core.balance.backends import Backend, parse_backend
 from netkit.core.balance.health import CheckProbe
 from netkit.core.fault_set import FaultSet
 from netkit.core.faults import Fault
+from netkit.core.proxy_protocol import Accept
 from netkit.core.timeline import Timeline
 from netkit.errors import ConfigError
+from netkit.net.proxy_header import HEADER_TIMEOUT
 from netkit.net.relay import RelayOptions, RelayServer
 from netkit.net.server import EventHook, make_listener, running
 from netkit.net.upstreams import BalancedPool, FixedUpstream, Upstream, balanced_pool
@@ -90,6 +92,8 @@ class RelayTotals:
         undelivered: bytes received but never delivered (connections that ended early).
         faults_injected: faults drawn for connections.
         upstream_failures: clients whose upstream could not be reached.
+        proxy_headers_rejected: clients closed for a missing or bad PROXY header (with
+            ``accept_proxy_protocol``).
     """
 
     connections: int
@@ -101,6 +105,7 @@ class RelayTotals:
     undelivered: int
     faults_injected: int
     upstream_failures: int
+    proxy_headers_rejected: int = 0
 
 
 class RelayHandle(Listening):
@@ -127,6 +132,7 @@ class RelayHandle(Listening):
             undelivered=stats.undelivered,
             faults_injected=stats.faults,
             upstream_failures=stats.failed_upstream,
+            proxy_headers_rejected=stats.bad_proxy_headers,
         )
 
 
@@ -229,6 +235,15 @@ async def _relaying(
             raise
 
 
+def _accepting(accept: str | int | None, timeout: float) -> dict[str, Any]:
+    if timeout <= 0:
+        raise ConfigError(f"proxy_header_timeout must be more than 0 seconds, not {timeout}")
+    return {
+        "accept_proxy_protocol": None if accept is None else Accept.parse(accept),
+        "proxy_header_timeout": timeout,
+    }
+
+
 def _named(faults: Iterable[Fault] | Mapping[str, Fault]) -> list[tuple[str | None, Fault]]:
     if isinstance(faults, Mapping):
         return list(faults.items())
@@ -245,6 +260,8 @@ async def proxy(
     upstream_tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     proxy_protocol: int = 0,
+    accept_proxy_protocol: str | int | None = None,
+    proxy_header_timeout: float = HEADER_TIMEOUT,
     splice: bool = True,
     connect_timeout: float = 10.0,
     idle_timeout: float | None = None,
@@ -272,6 +289,11 @@ async def proxy(
         upstream_tls: speak TLS to the upstream with this client context.
         server_hostname: the name the upstream's certificate must have (default: its host).
         proxy_protocol: send a PROXY header (version 1 or 2) to the upstream first; 0: none.
+        accept_proxy_protocol: ``"v1"``, ``"v2"`` or ``"any"``: every client must first send
+            a PROXY header of that version (HAProxy's ``send-proxy``); the client it names is
+            the one in events and in the header sent onward. A client without a valid one is
+            closed (event ``proxy_header_rejected`` with the reason). None: no header is read.
+        proxy_header_timeout: seconds a client has to send that header.
         splice: relay with ``os.splice`` when no fault touches the bytes (Linux).
         connect_timeout: seconds allowed to connect to the upstream.
         idle_timeout: close connections silent both ways for this many seconds.
@@ -300,6 +322,7 @@ async def proxy(
         upstream_sni=server_hostname,
         splice=splice,
         proxy_protocol=proxy_protocol,
+        **_accepting(accept_proxy_protocol, proxy_header_timeout),
         idle_timeout=idle_timeout,
         seed=seed,
     )
@@ -347,6 +370,8 @@ async def load_balancer(
     slowstart: float = 0.0,
     connect_timeout: float = 5.0,
     proxy_protocol: int = 0,
+    accept_proxy_protocol: str | int | None = None,
+    proxy_header_timeout: float = HEADER_TIMEOUT,
     splice: bool = True,
     idle_timeout: float | None = None,
     max_connections: int | None = None,
@@ -377,6 +402,9 @@ async def load_balancer(
         slowstart: seconds over which a recovered backend ramps up to its weight.
         connect_timeout: seconds allowed per backend before trying the next.
         proxy_protocol: send a PROXY header (version 1 or 2) to the backend first; 0: none.
+        accept_proxy_protocol: read a PROXY header from each client first, as :func:`proxy`
+            does; the ``source`` policy hashes the client it names.
+        proxy_header_timeout: seconds a client has to send that header.
         splice: relay with ``os.splice`` (Linux).
         idle_timeout: close connections silent both ways for this many seconds.
         max_connections: clients beyond this are reset.
@@ -413,7 +441,11 @@ async def load_balancer(
         on_health=health,
     )
     options = RelayOptions(
-        splice=splice, proxy_protocol=proxy_protocol, idle_timeout=idle_timeout, seed=seed
+        splice=splice,
+        proxy_protocol=proxy_protocol,
+        **_accepting(accept_proxy_protocol, proxy_header_timeout),
+        idle_timeout=idle_timeout,
+        seed=seed,
     )
     async with _relaying(
         pool,

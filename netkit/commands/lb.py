@@ -31,6 +31,7 @@ CHECKS = "Health checks"
 
 
 @opt.server_flags
+@opt.proxy_accept_flags
 def lb(
     listen: Annotated[
         str, typer.Argument(help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path.")
@@ -109,6 +110,7 @@ def lb(
         ),
     ] = "5s",
     proxy_protocol: opt.ProxyProtocol = None,
+    accept: opt.ProxyAcceptFlags = opt.ProxyAcceptFlags(),
     splice: opt.Splice = True,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
@@ -153,6 +155,7 @@ def lb(
     options = RelayOptions(
         splice=splice,
         proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
+        **accept.relay_options(),
         idle_timeout=idle,
         seed=seed,
     )
@@ -178,6 +181,7 @@ def lb(
             "rise": rise,
             "fall": fall,
             "idle_timeout_s": idle,
+            "accept_proxy_protocol": accept.accept_proxy_protocol,
         },
         fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
     )

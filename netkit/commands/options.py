@@ -14,6 +14,7 @@ import typer
 
 from netkit.console import active_output
 from netkit.core.access import AccessList, rules_from_text
+from netkit.core.proxy_protocol import Accept
 from netkit.core.timeline import SYNTAX as TIMELINE_SYNTAX
 from netkit.core.timeline import Timeline, parse_repeat
 from netkit.core.units import parse_duration, parse_size
@@ -561,3 +562,47 @@ class TimelineFlags:
 def timeline_flags(command: Command) -> Command:
     """Give ``command`` the timeline flags in place of its ``timeline`` parameter."""
     return flag_group(TimelineFlags, "timeline")(command)
+
+
+PROXY_HEADER_TIMEOUT = "5s"
+AcceptProxyProtocol = Annotated[
+    str | None,
+    typer.Option(
+        "--accept-proxy-protocol",
+        click_type=click.Choice([a.value for a in Accept]),
+        help="Every client must first send a PROXY protocol header of this version (HAProxy's "
+        "send-proxy, send-proxy-v2): the client it names is the one logged, hashed and sent "
+        "onward; a client without a valid one is closed (proxy_header_rejected).",
+    ),
+]
+ProxyHeaderTimeout = Annotated[
+    str,
+    typer.Option(
+        "--proxy-header-timeout",
+        help="Time a client has to send its whole PROXY header (5s by default).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class ProxyAcceptFlags:
+    """``--accept-proxy-protocol`` and ``--proxy-header-timeout`` (proxy, lb)."""
+
+    accept_proxy_protocol: AcceptProxyProtocol = None
+    proxy_header_timeout: ProxyHeaderTimeout = PROXY_HEADER_TIMEOUT
+
+    def relay_options(self) -> dict[str, Any]:
+        """The :class:`~netkit.net.relay.RelayOptions` fields these flags set."""
+        timeout = parse_duration(
+            self.proxy_header_timeout, option="--proxy-header-timeout", positive=True
+        )
+        accept = self.accept_proxy_protocol
+        return {
+            "accept_proxy_protocol": None if accept is None else Accept.parse(accept),
+            "proxy_header_timeout": timeout,
+        }
+
+
+def proxy_accept_flags(command: Command) -> Command:
+    """Give ``command`` the PROXY protocol accept flags in place of its ``accept`` parameter."""
+    return flag_group(ProxyAcceptFlags, "accept")(command)

@@ -50,6 +50,7 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
 
 @opt.server_flags
 @udp_proxy.datagram_flags
+@opt.proxy_accept_flags
 @opt.timeline_flags
 def proxy(
     listen: Annotated[
@@ -70,6 +71,7 @@ def proxy(
     insecure: opt.UpstreamInsecure = False,
     sni: opt.UpstreamSNI = None,
     proxy_protocol: opt.ProxyProtocol = None,
+    accept: opt.ProxyAcceptFlags = opt.ProxyAcceptFlags(),
     splice: opt.Splice = True,
     connect_timeout: Annotated[
         str, typer.Option("--connect-timeout", help="Time allowed to connect to the upstream.")
@@ -159,6 +161,7 @@ def proxy(
                 "--upstream-tls": upstream_tls, "--cacert": cacert is not None,
                 "--insecure": insecure, "--sni": sni is not None,
                 "--proxy-protocol": proxy_protocol is not None, "--no-splice": not splice,
+                "--accept-proxy-protocol": accept.accept_proxy_protocol is not None,
             },
         )  # fmt: skip
     check_transport([*faults, *(t.fault for t in bounded)], "tcp")
@@ -174,6 +177,7 @@ def proxy(
         upstream_sni=sni or (getattr(target, "host", None) or "localhost"),
         splice=splice,
         proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
+        **accept.relay_options(),
         idle_timeout=idle,
         faults=faults,
         seed=seed,
@@ -189,6 +193,7 @@ def proxy(
         "upstream": str(target),
         "upstream_tls": upstream_ssl is not None,
         "proxy_protocol": proxy_protocol,
+        "accept_proxy_protocol": accept.accept_proxy_protocol,
         "faults": [f.as_dict() for f in faults] + [t.as_dict() for t in bounded],
         "seed": seed,
         "idle_timeout_s": idle,

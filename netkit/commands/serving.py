@@ -130,6 +130,11 @@ def relay_summary(s: dict[str, Any]) -> str:
         f"{format_size(s['bytes_down'])} down"
         + (f", {s['upstream_failures']} upstream failure(s)" if s["upstream_failures"] else "")
         + (f", {s['denied']} denied" if s.get("denied") else "")
+        + (
+            f", {s['proxy_headers_rejected']} client(s) without a valid PROXY header"
+            if s.get("proxy_headers_rejected")
+            else ""
+        )
         + (f", {s['faults_injected']} fault(s) injected" if s["faults_injected"] else "")
         + (f", {s['undelivered_bytes']} bytes undelivered" if s["undelivered_bytes"] else "")
     )
@@ -249,7 +254,7 @@ def _print_event(out: Output) -> EventHook:
                 out.warn(f"not accepting for now: {fields['error']} (raise the open-files limit?)")
             elif event == "denied":
                 out.warn(f"{who}: denied ({fields['rule']})")
-            elif event == "rejected":
+            elif event in ("rejected", "proxy_header_rejected"):
                 answer = f" with {fields['status']}" if "status" in fields else ""
                 out.warn(f"{who}: refused{answer}: {fields['reason']}")
             elif event == "closed" and "undelivered" in fields:

@@ -184,6 +184,7 @@ class RelayRecord:
     id: int
     client: str
     upstream: str = ""
+    via: str = ""  # the proxy whose PROXY header named ``client``
     path: str = ""
     started: float = field(default_factory=time.monotonic)
     up: Flow = field(default_factory=lambda: Flow("up"))
@@ -211,6 +212,8 @@ class RelayRecord:
             "duration_s": round(time.monotonic() - self.started, 6),
             "end": self.end,
         }
+        if self.via:
+            fields["via"] = self.via
         if self.up.undelivered or self.down.undelivered:
             fields["undelivered"] = {"up": self.up.undelivered, "down": self.down.undelivered}
         return fields

@@ -44,12 +44,14 @@ from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.fault_set import ConnectionDraw, FaultChange, FaultSet
 from netkit.core.faults import ConnectionFaults, Fault, Refuse
 from netkit.core.flow import RelayRecord
+from netkit.core.proxy_protocol import Accept
 from netkit.core.proxy_protocol import encode as encode_proxy_header
-from netkit.errors import ConfigError, NetkitError, ResourceExhausted
+from netkit.errors import ConfigError, NetkitError, PeerProtocolError, ResourceExhausted
 from netkit.net.accept import DescriptorReserve
 from netkit.net.buffered import BufferedRelay
 from netkit.net.connect import translate_connect_error
 from netkit.net.idle import IdleTimer
+from netkit.net.proxy_header import HEADER_TIMEOUT, Origin, read_origin
 from netkit.net.server import EventHook, Server, ServerStats, make_listener
 from netkit.net.sockets import force_rst
 from netkit.net.splice import SPLICE_AVAILABLE, SpliceRelay
@@ -70,6 +72,9 @@ class RelayOptions:
         upstream_sni: server name for the upstream TLS handshake.
         splice: use ``os.splice`` where possible.
         proxy_protocol: send a PROXY header (1 or 2) to the upstream first, or 0.
+        accept_proxy_protocol: read a PROXY header of these versions from each client first
+            (the client it names is the one reported, hashed and sent onward), or None.
+        proxy_header_timeout: seconds a client has to send that header.
         idle_timeout: close relays idle this long (seconds), or None.
         faults: the faults drawn per connection: a list (each under its default name) or a
             :class:`~netkit.core.fault_set.FaultSet` the caller keeps changing; the server's
@@ -82,6 +87,8 @@ class RelayOptions:
     upstream_sni: str | None = None
     splice: bool = True
     proxy_protocol: int = 0
+    accept_proxy_protocol: Accept | None = None
+    proxy_header_timeout: float = HEADER_TIMEOUT
     idle_timeout: float | None = None
     faults: list[Fault] | FaultSet = field(default_factory=list)
     seed: int | None = None
@@ -96,6 +103,7 @@ class RelayStats(ServerStats):
     """A relay server's totals: bytes each way, undelivered bytes, upstream failures, faults."""
 
     failed_upstream: int = 0
+    bad_proxy_headers: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     undelivered: int = 0
@@ -105,6 +113,7 @@ class RelayStats(ServerStats):
         ("connections", "accepted"),
         ("rejected", "rejected"),
         ("upstream_failures", "failed_upstream"),
+        ("proxy_headers_rejected", "bad_proxy_headers"),
         ("peak_connections", "peak"),
         ("bytes_up", "bytes_up"),
         ("bytes_down", "bytes_down"),
@@ -125,7 +134,8 @@ class RelayServer(Server):
             when each relay ends.
         options: TLS, splice, PROXY protocol, faults.
         max_connections: clients beyond this are refused (RST) and counted.
-        on_event: receives (event, fields): ``fault``, ``upstream_failed``, ``closed``, and
+        on_event: receives (event, fields): ``fault``, ``upstream_failed``, ``closed``,
+            ``proxy_header_rejected`` (with ``accept_proxy_protocol``: the peer and why), and
             one event per change: of :attr:`faults` (``fault_added``, ``fault_updated``,
             ``fault_removed``, ``faults_cleared``: the name and the fault's ``as_dict()``),
             ``disabled``, ``enabled``, ``upstream_changed``, ``relistened``.
@@ -307,13 +317,16 @@ class RelayServer(Server):
 
     async def _handle(self, cid: int, conn: socket.socket, client: str) -> None:
         record = RelayRecord(cid, client)
-        draw = ConnectionDraw(self.faults, self.rng)
-        self._draws[cid] = (draw, record)
-        self._report(record, draw.applied)
-        faults = draw.connection_faults()
         connecting = True  # counted in self._connecting until its upstream is asked for
         relaying = False  # from then on the relay owns the client's socket
         try:
+            origin = await self._origin(conn, record)
+            if origin is None:
+                return
+            draw = ConnectionDraw(self.faults, self.rng)
+            self._draws[cid] = (draw, record)
+            self._report(record, draw.applied)
+            faults = draw.connection_faults()
             if faults.refuse:
                 self._drop_client(conn, record, f"fault: {Refuse.end_reason}")
                 return
@@ -325,7 +338,7 @@ class RelayServer(Server):
                 return
             # The faults as they are now: they may have changed while connecting.
             relaying = True
-            relay = await self._relay(conn, upstream, record, draw.connection_faults())
+            relay = await self._relay(conn, upstream, record, draw.connection_faults(), origin)
             if relay is not None:
                 await self._watch(relay, draw)
         except (OSError, ssl.SSLError, NetkitError) as exc:
@@ -342,8 +355,29 @@ class RelayServer(Server):
         finally:
             if connecting:
                 self._connecting -= 1  # refused, or cancelled before its upstream was asked
-            del self._draws[cid]
+            self._draws.pop(cid, None)
             self._finish(cid, record)
+
+    async def _origin(self, conn: socket.socket, record: RelayRecord) -> Origin | None:
+        # Who the client is: the socket's peer, or the client its PROXY header names (then
+        # reported, hashed and sent onward); None when the header was refused (reported).
+        accept = self.options.accept_proxy_protocol
+        if accept is None:
+            return Origin(record.client)
+        try:
+            origin = await read_origin(
+                conn, record.client, accept, self.options.proxy_header_timeout
+            )
+        except PeerProtocolError as exc:
+            self.stats.bad_proxy_headers += 1
+            self.emit(
+                "proxy_header_rejected",
+                {"id": record.id, "client": record.client, "reason": str(exc)},
+            )
+            self._drop_client(conn, record, f"proxy header rejected: {exc}")
+            return None
+        record.client, record.via = origin.client, origin.via
+        return origin
 
     def _drop_client(self, conn: socket.socket, record: RelayRecord, end: str) -> None:
         force_rst(conn)
@@ -383,16 +417,13 @@ class RelayServer(Server):
         upstream: socket.socket,
         record: RelayRecord,
         faults: ConnectionFaults,
+        origin: Origin,
     ) -> SpliceRelay | BufferedRelay | None:
         # The relay between the two sockets, started; None when the upstream's transport
         # could not be set up (reported).
         header = b""
         if self.options.proxy_protocol:
-            header = encode_proxy_header(
-                self.options.proxy_protocol,
-                _tcp_address(conn.getpeername()),
-                _tcp_address(conn.getsockname()),
-            )
+            header = encode_proxy_header(self.options.proxy_protocol, *origin.addresses(conn))
         if self.splice and not faults.touches_data:
             try:
                 if header:
@@ -565,9 +596,3 @@ def _bound_endpoint(sock: socket.socket, unix: UnixEndpoint | None) -> Endpoint:
         return UnixEndpoint(name)
     host, port = sock.getsockname()[:2]
     return TCPEndpoint(host, port)
-
-
-def _tcp_address(addr: object) -> tuple[str, int] | None:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return str(addr[0]), int(addr[1])
-    return None

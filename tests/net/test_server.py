@@ -345,9 +345,9 @@ def test_each_kind_of_server_words_its_summary_in_order() -> None:
     relay = RelayStats(accepted=4, failed_upstream=2, undelivered=5, faults=1, aborted_at_drain=6)
     d = relay.as_dict()
     assert list(d) == [
-        "connections", "rejected", "denied", "upstream_failures", "peak_connections", "bytes_up",
-        "bytes_down", "undelivered_bytes", "faults_injected", "accept_errors", "uptime_s",
-        "cut_at_drain",
+        "connections", "rejected", "denied", "upstream_failures", "proxy_headers_rejected",
+        "peak_connections", "bytes_up", "bytes_down", "undelivered_bytes", "faults_injected",
+        "accept_errors", "uptime_s", "cut_at_drain",
     ]  # fmt: skip
     assert (d["connections"], d["upstream_failures"], d["undelivered_bytes"]) == (4, 2, 5)
     assert (d["faults_injected"], d["cut_at_drain"], d["uptime_s"] >= 0) == (1, 6, True)
