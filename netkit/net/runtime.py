@@ -7,6 +7,7 @@ server and every command that runs until Ctrl-C or SIGTERM enters it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -69,6 +70,12 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
     Ctrl-C cancels ``main`` and surfaces as KeyboardInterrupt, which cli.py turns into exit 130.
     """
+    # What is imported and built by now lives as long as the process: out of the cyclic
+    # collector's sight (gc.freeze), a full collection no longer walks it. With netkit's
+    # imports (typer, rich, ...) one full collection took 11.7 ms and stalled every
+    # connection with it (a 100 ms latency fault measured 105-107 ms at p99); frozen, it
+    # takes 0.3-0.5 ms (p99 101.7-101.8 ms). Forked workers share the frozen pages too.
+    gc.freeze()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main())
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 
 import pytest
 
+from netkit.net import runtime
 from netkit.net.runtime import STOP_SIGNALS, run_until_signal
 from tests.net.conftest import Runner
 
@@ -42,3 +44,15 @@ def test_the_handlers_are_removed_on_leaving_the_block(run: Runner) -> None:
 
     assert run(main()) == [False] * len(STOP_SIGNALS)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_run_puts_what_exists_before_the_loop_out_of_the_collectors_sight() -> None:
+    # A full collection then walks only what the run itself creates: with netkit's imports
+    # it took 11.7 ms unfrozen, a stall for every connection (see runtime.run).
+    async def frozen() -> int:
+        return gc.get_freeze_count()
+
+    try:
+        assert runtime.run(frozen) > 10_000  # every module and function imported so far
+    finally:
+        gc.unfreeze()  # the rest of the suite runs as it did
