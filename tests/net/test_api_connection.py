@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -72,6 +73,36 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(run: Runner[Non
             assert (status, headers["connection"]) == (200, "close")
             assert await reader.read() == b""  # closed after the answer
             writer.close()
+
+    run(main())
+
+
+def test_requests_split_into_two_writes_at_every_byte_are_answered(run: Runner[None]) -> None:
+    # A real network splits a request anywhere: head, body, and the next pipelined request.
+    raw = (
+        b'POST /proxies HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{"name": "a"}'
+        b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+
+    async def main() -> None:
+        async with api() as (_, port):
+            for cut in range(1, len(raw)):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                writer.write(raw[:cut])
+                await writer.drain()
+                writer.write(raw[cut:])
+                first = await read_response(reader)
+                second = await read_response(reader)
+                assert first[0] == 200 and json.loads(first[2]) == {
+                    "method": "POST",
+                    "path": "/proxies",
+                    "body": '{"name": "a"}',
+                }, cut
+                assert second[0] == 200 and json.loads(second[2])["path"] == "/version", cut
+                writer.close()
+                await writer.wait_closed()
 
     run(main())
 
