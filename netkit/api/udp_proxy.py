@@ -11,7 +11,6 @@ faults, which change while flows run (``p.add(Duplicate(0.1))``, ``p.clear()``).
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +24,13 @@ from netkit.core.faults import Fault
 from netkit.core.timeline import Timeline
 from netkit.net.server import EventHook, running
 from netkit.net.sockets import SocketOptions, create_udp_socket, listener_address
-from netkit.net.udp_relay import MAX_FLOWS, RECEIVE_BUFFER, UDPRelayOptions, UDPRelayServer
+from netkit.net.udp_relay import (
+    MAX_FLOWS,
+    RECEIVE_BUFFER,
+    UDPRelayOptions,
+    UDPRelayServer,
+    resolve_upstream,
+)
 
 
 class UDPProxy(Listening, FaultControls):
@@ -117,18 +122,13 @@ async def udp_proxy(
     named = faults.items() if isinstance(faults, Mapping) else ((None, f) for f in faults)
     for name, fault in named:
         fault_set.add(fault, name)
-    probe, address = create_udp_socket(_endpoint(upstream), bind=False)  # resolved once
-    family = probe.family
-    probe.close()
+    target = resolve_upstream(_endpoint(upstream))
     sock, _ = create_udp_socket(
         _endpoint(listen), bind=True, options=SocketOptions(rcvbuf=RECEIVE_BUFFER)
     )
-    chosen = seed if seed is not None else random.SystemRandom().getrandbits(32)
-    options = UDPRelayOptions(idle_timeout=idle_timeout, faults=fault_set, seed=chosen)
+    options = UDPRelayOptions(idle_timeout=idle_timeout, faults=fault_set, seed=seed)
     try:
-        server = UDPRelayServer(
-            sock, (family, address), options, max_flows=max_flows, on_event=on_event
-        )
+        server = UDPRelayServer(sock, target, options, max_flows=max_flows, on_event=on_event)
         server.restrict(access)
     except BaseException:
         sock.close()

@@ -25,13 +25,14 @@ from netkit.core.faults import SYNTAX, Fault
 from netkit.core.timeline import BOUNDS, TimedFault, Timeline
 from netkit.core.units import format_size
 from netkit.errors import ConfigError
-from netkit.net.sockets import SocketOptions, create_udp_socket
+from netkit.net.sockets import SocketOptions
 from netkit.net.udp_relay import (
     MAX_FLOWS,
     RECEIVE_BUFFER,
     UDPRelayOptions,
     UDPRelayServer,
     UDPRelayStats,
+    resolve_upstream,
 )
 
 PANEL = f"Datagram faults (UDP only; {SYNTAX}{BOUNDS})"
@@ -168,9 +169,7 @@ def serve(
     if timeline is not None:
         timeline.check("udp")
     _refuse_stream_flags(dict(stream_flags), server)
-    probe, address = create_udp_socket(target, bind=False)  # resolved once, for every flow
-    family = probe.family
-    probe.close()
+    upstream_address = resolve_upstream(target)
     chosen = seed if seed is not None else random.SystemRandom().getrandbits(32)
     max_flows = server.max_connections or MAX_FLOWS
     options = UDPRelayOptions(idle_timeout=idle_timeout, faults=faults, seed=chosen)
@@ -179,7 +178,7 @@ def serve(
         name="proxy",
         endpoint=listen_at,
         build=lambda sock, *, on_event, **_: UDPRelayServer(
-            sock, (family, address), options, max_flows=max_flows, on_event=on_event
+            sock, upstream_address, options, max_flows=max_flows, on_event=on_event
         ),
         flags=server,
         presentation=UDP_RELAY,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netkit.core.access import DeniedSources
+from netkit.core.addresses import UDPEndpoint
 from netkit.core.datagram_faults import DATAGRAM_FAULTS, HOLD_BYTES
 from netkit.core.datagram_schedule import (
     DatagramSchedule,
@@ -45,7 +46,7 @@ from netkit.errors import ResourceExhausted
 from netkit.net.datagram import BATCH
 from netkit.net.idle import IdleTimer
 from netkit.net.server import EventHook, Server, ServerStats
-from netkit.net.sockets import OUT_OF_RESOURCES, describe
+from netkit.net.sockets import OUT_OF_RESOURCES, create_udp_socket, describe
 
 MAX_FLOWS = 1024
 """Flows a UDP relay keeps open at once unless told otherwise (``--max-connections``)."""
@@ -57,6 +58,17 @@ room for a few milliseconds of datagrams at full rate while the relay is not sch
 kernel's default (208 KiB) holds about 2 ms of 64-byte datagrams at 80,000/s."""
 # Larger than any UDP payload (IPv4 65,507, IPv6 65,527 bytes): a datagram is never cut.
 _RECV_BUFFER = 65536
+
+
+def resolve_upstream(endpoint: UDPEndpoint) -> tuple[int, tuple[Any, ...]]:
+    """The upstream's address family and address, resolved once for every flow.
+
+    Raises:
+        ConnectError: the host does not resolve.
+    """
+    probe, address = create_udp_socket(endpoint, bind=False)
+    probe.close()
+    return probe.family, address
 
 
 @dataclass
