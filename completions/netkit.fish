@@ -60,7 +60,7 @@ function __netkit_value_options --description 'Options of a netkit command that 
         case 'netkit multicast selftest'
             printf '%s\n' '-I' '--interface' '--family' '-c' '--count' '-i' '--interval' '--receivers' '-t' '--timeout' '--max-loss'
         case 'netkit ws-client'
-            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni'
+            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '--text-prefix' '--binary-prefix' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni'
         case '*'
             return 1
     end
@@ -420,6 +420,11 @@ complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'H' -l 'header' -x -
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'subprotocol' -x -d 'Offer this subprotocol (repeatable, in order)'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'origin' -x -d 'Origin header to send'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'b' -l 'binary' -d 'Send messages, stdin lines and files as binary'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'hex' -d 'Binary messages as hex, one a line: MESSAGES, stdin lines and files are decod...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'base64' -d 'As --hex, in base64 (RFC 4648, standard alphabet, padded)'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'text-prefix' -x -d 'With --hex/--base64: input starting with this is a text message (the prefix r...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'binary-prefix' -x -d 'With --hex/--base64: only input starting with this is binary, the rest text;...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'echo' -d 'Send every received message back (same type) until the server closes: a clien...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'f' -l 'file' -r -F -d 'Send this file as one message (repeatable)'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'raw' -d 'Write received binary messages to stdout as raw bytes'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'c' -l 'count' -x -d 'Exit 0 after receiving this many messages'

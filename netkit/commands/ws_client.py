@@ -42,6 +42,7 @@ from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
 from netkit.core.ws.client import ClientHandshake
+from netkit.core.ws.encoding import LineSyntax, line_syntax
 from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
@@ -51,7 +52,7 @@ from netkit.net import runtime
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
-from netkit.net.ws_session import Outgoing, Session, Settings, require_text
+from netkit.net.ws_session import Outgoing, Session, Settings, input_message
 from netkit.status import ExitStatus
 
 NAME = "ws-client"
@@ -83,6 +84,11 @@ HELP = escape(
             "arrives and exits 0 once the server answers the close; or when the server closes "
             "(exit 0 for 1000/1001), --timeout passes (exit 4), or Ctrl-C (close 1001, exit "
             "130).",
+            "Binary in scripts: with --hex or --base64 every input line (MESSAGES, stdin "
+            "lines, files) is decoded and sent as a binary message, and every received binary "
+            "message prints as one line of hex or base64; --text-prefix and --binary-prefix "
+            "mark which lines are text and which binary, both ways, so one run's output is "
+            "another's input. --echo sends every message back until the server closes.",
             "Default deadlines: --open-timeout 10s (TCP connect, TLS and upgrade together), "
             "--close-timeout 10s (for the server's answer to our close; unanswered: exit 4), "
             "--ping-interval 20s and --ping-timeout 20s, and with --count/--expect 10s for "
@@ -103,17 +109,23 @@ HELP = escape(
 # --- what to send --------------------------------------------------------------------------
 
 
-def _outgoing(messages: list[str], files: list[Path], binary: bool) -> list[Outgoing]:
-    """The messages from the command line: arguments first, then each file as one message."""
-    out = [Outgoing(m.encode(), not binary) for m in messages]
+def _outgoing(
+    messages: list[str], files: list[Path], binary: bool, syntax: LineSyntax | None
+) -> list[Outgoing]:
+    """The messages from the command line: arguments first, then each file as one message
+    (with --hex/--base64, a file is one line: its final line ending is not part of it)."""
+    out = [
+        input_message(m.encode(), f"message {n} ({m!r})", binary=binary, syntax=syntax)
+        for n, m in enumerate(messages, 1)
+    ]
     for path in files:
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read --file {str(path)!r}: {exc.strerror}") from None
-        if not binary:
-            require_text(data, f"--file {str(path)!r}")
-        out.append(Outgoing(data, not binary))
+        if syntax is not None:
+            data = data.removesuffix(b"\n").removesuffix(b"\r")
+        out.append(input_message(data, f"--file {str(path)!r}", binary=binary, syntax=syntax))
     return out
 
 
@@ -178,11 +190,20 @@ class View:
     Implements :class:`~netkit.net.ws_session.SessionView`.
     """
 
-    def __init__(self, out: Output, url: WSURL, *, interactive: bool, raw: bool) -> None:
+    def __init__(
+        self,
+        out: Output,
+        url: WSURL,
+        *,
+        interactive: bool,
+        raw: bool,
+        syntax: LineSyntax | None = None,
+    ) -> None:
         self.out = out
         self.url = url
         self.interactive = interactive
         self.raw = raw
+        self.syntax = syntax
         self._prompt_shown = False
 
     def _show(self, line: str) -> None:
@@ -236,6 +257,8 @@ class View:
             return
         if self.interactive:
             self._show("< " + (data.decode("utf-8") if is_text else hex_summary(data)))
+        elif self.syntax is not None:  # --hex/--base64: one line a message
+            self.out.write_bytes(self.syntax.render(is_text, data) + b"\n")
         elif is_text:
             self.out.write_bytes(data + b"\n")
         elif self.raw:
@@ -317,6 +340,41 @@ def ws_client(
         bool,
         typer.Option("--binary", "-b", help="Send messages, stdin lines and files as binary."),
     ] = False,
+    hex_: Annotated[
+        bool,
+        typer.Option(
+            "--hex",
+            help="Binary messages as hex, one a line: MESSAGES, stdin lines and files are decoded and sent as binary; each received binary message prints as a line of hex.",
+        ),
+    ] = False,
+    base64_: Annotated[
+        bool,
+        typer.Option(
+            "--base64",
+            help="As --hex, in base64 (RFC 4648, standard alphabet, padded).",
+        ),
+    ] = False,
+    text_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--text-prefix",
+            help="With --hex/--base64: input starting with this is a text message (the prefix removed); received text messages print after it.",
+        ),
+    ] = None,
+    binary_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--binary-prefix",
+            help="With --hex/--base64: only input starting with this is binary, the rest text; received binary messages print after it. With --text-prefix too, every input line needs one of the two.",
+        ),
+    ] = None,
+    echo: Annotated[
+        bool,
+        typer.Option(
+            "--echo",
+            help="Send every received message back (same type) until the server closes: a client under test for conformance suites. No MESSAGES, --file or stdin.",
+        ),
+    ] = False,
     file: Annotated[
         list[Path] | None,
         typer.Option("--file", "-f", help="Send this file as one message (repeatable)."),
@@ -393,6 +451,14 @@ def ws_client(
     target = parse_ws_url(url)
     if raw and json:
         raise ConfigError("--raw writes bytes to stdout: it cannot be used with --json")
+    syntax = line_syntax(
+        hex=hex_, base64=base64_, text_prefix=text_prefix, binary_prefix=binary_prefix
+    )
+    if syntax is not None and (binary or raw):
+        flag = "--binary" if binary else "--raw"
+        raise ConfigError(f"{flag} cannot be used with --{syntax.encoding.value}")
+    if echo and (messages or file):
+        raise ConfigError("--echo sends only what it receives: no MESSAGES or --file with it")
     if close_code is not None and not is_valid_close_code(close_code):
         raise ConfigError(f"--close-code {close_code}: use 1000-1003, 1007-1014 or 3000-4999")
     if len(close_reason.encode()) > 123:
@@ -423,7 +489,7 @@ def ws_client(
         origin=origin,
         compress=compress,
     )
-    outgoing = _outgoing(messages or [], file or [], binary)
+    outgoing = _outgoing(messages or [], file or [], binary, syntax)
     stdin_tty = _isatty(sys.stdin)
     settings = Settings(
         url=target,
@@ -434,10 +500,12 @@ def ws_client(
         close_timeout=close_for,
         close_code=close_code,
         close_reason=close_reason,
-        read_stdin=sys.stdin is not None and not stdin_tty,
-        interactive=stdin_tty and _isatty(sys.stdout) and not json and not outgoing,
+        read_stdin=sys.stdin is not None and not stdin_tty and not echo,
+        interactive=stdin_tty and _isatty(sys.stdout) and not (json or outgoing or echo or syntax),
+        syntax=syntax,
+        echo=echo,
     )
-    if stdin_tty and not settings.interactive and not outgoing:
+    if stdin_tty and not settings.interactive and not outgoing and not echo:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
     async def main() -> None:
@@ -456,7 +524,7 @@ def ws_client(
         except TimeoutError:
             raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
         try:
-            view = View(out, target, interactive=settings.interactive, raw=raw)
+            view = View(out, target, interactive=settings.interactive, raw=raw, syntax=syntax)
             await Session(conn, settings, view, deadline=deadline).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors

@@ -1,5 +1,5 @@
 """One ws-client session on an open connection: sending, receiving, the interactive prompt,
-when to stop, and the verdict.
+echoing (``--echo``), when to stop, and the verdict.
 
 :class:`Session` drives a :class:`~netkit.net.ws.WebSocketClientConnection`: it sends the
 outgoing messages and stdin lines (or runs the prompt), feeds what arrives to the
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from netkit.core.addresses import WSURL
+from netkit.core.ws.encoding import LineSyntax
 from netkit.core.ws.ending import Ending, Outcome, verdict
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import CloseCode
@@ -50,6 +51,23 @@ def require_text(data: bytes, what: str) -> None:
         raise ConfigError((f"{what} is not UTF-8 text (send it with ", BINARY, ")")) from None
 
 
+def input_message(data: bytes, what: str, *, binary: bool, syntax: LineSyntax | None) -> Outgoing:
+    """The message one piece of input stands for (an argument, a file, a stdin line).
+
+    With a ``syntax`` (``--hex``/``--base64``) it says text or binary and decodes; otherwise
+    ``binary`` sends the bytes as they are, and text must be UTF-8.
+
+    Raises:
+        ConfigError: the input is not valid; the message names it with ``what``.
+    """
+    if syntax is not None:
+        payload, is_text = syntax.parse(data, what)
+        return Outgoing(payload, is_text)
+    if not binary:
+        require_text(data, what)
+    return Outgoing(data, not binary)
+
+
 @dataclass
 class Settings:
     """What the session was asked to do."""
@@ -64,6 +82,8 @@ class Settings:
     close_reason: str
     read_stdin: bool
     interactive: bool
+    syntax: LineSyntax | None = None  # --hex/--base64: how stdin lines become messages
+    echo: bool = False  # send every received message back; no input of our own
 
 
 class SessionView(Protocol):
@@ -116,7 +136,7 @@ class Session:
         s = self.settings
         self.view.opened(self)
         self.conn.on_keepalive_rtt = lambda rtt: self.view.pong(rtt, keepalive=True)
-        sender = asyncio.create_task(self._prompt() if s.interactive else self._send_all())
+        sender = asyncio.create_task(self._sender())
         sender.add_done_callback(self._sender_done)
         outcome = Outcome.CLOSED
         if s.timeout is not None:
@@ -169,6 +189,8 @@ class Session:
             is_text, data = item
             self.received_bytes += len(data)
             self.view.received(is_text, data)
+            if self.settings.echo:  # in order, and the next read waits for the send's drain
+                await self._send(data, is_text)
             if expectation.active:
                 done = expectation.feed(data)
                 if done is not None:
@@ -186,6 +208,13 @@ class Session:
         await self.conn.drain()
         return True
 
+    async def _sender(self) -> None:
+        s = self.settings
+        if s.interactive:
+            await self._prompt()
+        elif not s.echo:  # an echo client has no input: the server ends the run
+            await self._send_all()
+
     async def _send_all(self) -> None:
         s = self.settings
         for item in s.outgoing:
@@ -195,9 +224,9 @@ class Session:
             number = 0
             async for line in LineReader(STDIN).lines():
                 number += 1
-                if not s.binary:
-                    require_text(line, f"line {number} of standard input")
-                if not await self._send(line, not s.binary):
+                what = f"line {number} of standard input"
+                item = input_message(line, what, binary=s.binary, syntax=s.syntax)
+                if not await self._send(item.data, item.text):
                     return
         self._input_ended()
 
