@@ -17,7 +17,7 @@ from netkit.core.ws.server import ServerHandshake
 from netkit.errors import CheckFailed
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
-from netkit.net.ws_server import Mode, ModeConnection, Room
+from netkit.net.ws_server import HandlerConnection, Mode, ModeConnection, Room
 from netkit.net.ws_session import Outgoing, Session, Settings
 
 if TYPE_CHECKING:
@@ -146,5 +146,38 @@ def test_an_unmet_count_fails_when_the_deadline_passes(run: Runner, serve: Serve
             assert str(info.value) == "count 3: 2 messages received within 0.5s"
             view = session.view
             assert isinstance(view, RecordingView) and view.events[-1] == ("closed", False)
+
+    run(main())
+
+
+def test_echo_sends_each_message_back_until_the_server_closes(run: Runner, serve: Serve) -> None:
+    echoed: list[tuple[bool, bytes] | None] = []
+
+    async def drive(conn: Any) -> None:
+        for data, text in ((b"t", True), (b"\x00\xff", False), (b"x" * 100_000, True)):
+            conn.send(data, text=text)
+            echoed.append(await conn.receive())
+        await conn.close_and_wait(1000, "done")
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def factory() -> Any:
+        return HandlerConnection(
+            ServerHandshake(), drive, tasks=tasks, on_error=echoed.append, max_size=1 << 20,
+            timeouts=WSTimeouts(ping_interval=None),
+        )  # fmt: skip
+
+    async def main() -> None:
+        async with serve(factory) as h:
+            s = settings(url_of(h), [], Expectation())
+            s.echo = True  # no input of its own: the end of it must not close the connection
+            session = await open_session(h, s)
+            await session.run()  # returns: the server closed with 1000
+            assert echoed == [(True, b"t"), (False, b"\x00\xff"), (True, b"x" * 100_000)]
+            view = session.view
+            assert isinstance(view, RecordingView)
+            assert [kind for kind, _ in view.events[1:-1]] == ["received", "sent"] * 3
+            assert session.conn.close_initiator == "server" and session.conn.close_code == 1000
+            assert session.sent_count == 3 and session.sent_bytes == session.received_bytes
 
     run(main())
