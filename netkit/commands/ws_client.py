@@ -51,7 +51,7 @@ from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_client import WebSocketClientConnection, connect_ws
+from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection, connect_ws
 from netkit.net.ws_session import Outgoing, Session, Settings, input_message
 from netkit.status import ExitStatus
 
@@ -508,6 +508,8 @@ def ws_client(
     if stdin_tty and not settings.interactive and not outgoing and not echo:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
+    connection = EchoClientConnection if echo else WebSocketClientConnection
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait if wait else None
@@ -515,7 +517,7 @@ def ws_client(
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
                 conn = await connect_ws(
                     target,
-                    lambda: WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts),
+                    lambda: connection(handshake, max_size=limit, timeouts=timeouts),
                     ssl_context=ctx,
                     server_hostname=tls.server_hostname,
                     timeout=open_for,

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from netkit.core.addresses import WSURL
 from netkit.core.ws.client import ClientHandshake, ClientProtocol
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Rejected
+from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Message, Rejected
 from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.protocol import State
 from netkit.errors import ConnectionLost
@@ -127,6 +129,30 @@ class WebSocketClientConnection(MessageInbox):
         if self.ws.close_received is not None:
             return "server"
         return None
+
+
+class EchoClientConnection(WebSocketClientConnection):
+    """A client connection that sends every message back, with its type, as it arrives
+    (``ws-client --echo``, the client conformance suites drive).
+
+    The echo leaves from :meth:`on_message`, before the frames that follow it in the same read
+    are handled: a message is echoed even when the next frame breaks the protocol and fails
+    the connection, as the Autobahn suite expects of a strict client. The message is also kept
+    in the inbox, for the session to show.
+
+    Attributes:
+        echoed: per received message, in order, whether its echo was sent (not once the
+            connection was no longer open); the reader of the inbox pops one per message.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.echoed: deque[bool] = deque()
+
+    def on_message(self, message: Message) -> None:
+        # send() copies (masking) before the view of the receive buffer goes away.
+        self.echoed.append(self.send(message.data, text=message.text))
+        super().on_message(message)
 
 
 async def connect_ws(

@@ -23,7 +23,7 @@ from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.prompt import PromptKind, parse_prompt_line
 from netkit.errors import ConfigError, Setting
 from netkit.net.lines import LineReader
-from netkit.net.ws_client import WebSocketClientConnection
+from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection
 
 BINARY = Setting("binary")
 # With an expectation and no deadline: how long replies may take once the input ended.
@@ -83,7 +83,7 @@ class Settings:
     read_stdin: bool
     interactive: bool
     syntax: LineSyntax | None = None  # --hex/--base64: how stdin lines become messages
-    echo: bool = False  # send every received message back; no input of our own
+    echo: bool = False  # the connection echoes (EchoClientConnection); no input of our own
 
 
 class SessionView(Protocol):
@@ -189,8 +189,8 @@ class Session:
             is_text, data = item
             self.received_bytes += len(data)
             self.view.received(is_text, data)
-            if self.settings.echo:  # in order, and the next read waits for the send's drain
-                await self._send(data, is_text)
+            if isinstance(self.conn, EchoClientConnection) and self.conn.echoed.popleft():
+                await self._sent(data, is_text)  # the connection sent it as it arrived
             if expectation.active:
                 done = expectation.feed(data)
                 if done is not None:
@@ -202,11 +202,14 @@ class Session:
     async def _send(self, data: bytes, text: bool) -> bool:
         if not self.conn.send(data, text=text):
             return False
+        await self._sent(data, text)
+        return True
+
+    async def _sent(self, data: bytes, text: bool) -> None:
         self.sent_count += 1
         self.sent_bytes += len(data)
         self.view.sent(data, text)
         await self.conn.drain()
-        return True
 
     async def _sender(self) -> None:
         s = self.settings

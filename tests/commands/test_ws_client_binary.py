@@ -9,6 +9,8 @@ import asyncio
 import base64
 import hashlib
 import os
+import socket
+import struct
 import subprocess
 
 import pytest
@@ -22,6 +24,7 @@ from tests.commands.test_ws_client import (  # the websockets server in a thread
     lib_server,
     run_with_stdin,
 )
+from tests.net.conftest import ThreadListener, switching_protocols
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -284,3 +287,42 @@ def test_echo_driven_by_netkits_own_server():
     assert got == ["hé", b"\x00\xff", "x" * 200_000]
     assert _lines(out) == ["hé".encode(), b"AP8=", b"x" * 200_000]
     assert b"bye" in err
+
+
+class MessageThenBadFrame(ThreadListener):
+    """Upgrades by hand, then writes a text message and a frame with RSV2 set (Autobahn's
+    case 3.2) in one write, and records the frames the client sends back."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bytes]] = []
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += stream.read(1)
+            conn.sendall(
+                switching_protocols(head)
+                + b"\x81\x05hello"  # text "hello"
+                + b"\xa1\x00"  # RSV2 without an extension: the client must fail the connection
+            )
+            while (first := stream.read(2)) and len(first) == 2:
+                length = first[1] & 0x7F  # the client's frames here are all short and masked
+                mask = stream.read(4)
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(stream.read(length)))
+                self.frames.append((first[0] & 0x0F, payload))
+
+
+def test_echo_is_strict_a_message_before_a_bad_frame_is_echoed_first():
+    server = MessageThenBadFrame()
+    try:
+        result = run_netkit("ws-client", f"ws://127.0.0.1:{server.port}/", "--echo")
+        server.stop()  # joins the thread: the frames are all in
+    finally:
+        server.stop()
+    assert result.returncode == 7, result.stderr
+    assert_one_line_error(result.stderr)
+    assert server.frames[0] == (0x1, b"hello")  # the echo left before the bad frame was read
+    opcode, payload = server.frames[1]
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1002

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import pytest
 import trustme
 
+from netkit.core.ws.handshake import accept_key
+
 T = TypeVar("T")
 
 # Every coroutine a test runs is bounded by this; pytest-timeout (60 s) is the backstop.
@@ -185,6 +187,19 @@ def ipv6() -> None:
     """Skip the test when IPv6 loopback is unavailable."""
     if not ipv6_loopback_available():
         pytest.skip("IPv6 loopback (::1) is not available here")
+
+
+def switching_protocols(head: bytes) -> bytes:
+    """A server's 101 answer to the upgrade request ``head`` (for servers written by hand)."""
+    key = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
+    )
 
 
 # --- a stream server running inside the test's event loop --------------------------------

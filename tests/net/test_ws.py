@@ -24,7 +24,6 @@ import trustme
 from netkit.core.addresses import WSURL, parse_endpoint
 from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
-from netkit.core.ws.handshake import accept_key
 from netkit.core.ws.server import ServerHandshake
 from netkit.errors import OperationTimeout, TLSError
 from netkit.net.ws import WSTimeouts
@@ -38,7 +37,7 @@ from tests.core.ws.test_ws_protocol import (
     autobahn_frame,
     chops_of,
 )
-from tests.net.conftest import ThreadListener
+from tests.net.conftest import ThreadListener, switching_protocols
 
 if TYPE_CHECKING:
     from conftest import Runner, Serve
@@ -154,16 +153,7 @@ async def _split_101_server(
     """A raw server that writes its 101 in pieces, PAUSE apart, then a text frame ``hi``."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await read_head(reader)
-        key = next(
-            line.split(b":", 1)[1].strip().decode()
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        response = (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n\x81\x02hi"
-        )
+        response = switching_protocols(await read_head(reader)) + b"\x81\x02hi"
         start = 0
         for end in [*splits, len(response)]:
             writer.write(response[start:end])
@@ -254,17 +244,7 @@ class SlowTLSServer(ThreadListener):
                     head += chunk
                 if self.upgrade_delay is not None and head:
                     time.sleep(self.upgrade_delay)
-                    key = next(
-                        line.split(b":", 1)[1].strip().decode()
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"sec-websocket-key:")
-                    )
-                    tls.sendall(
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                        + accept_key(key).encode()
-                        + b"\r\n\r\n"
-                    )
+                    tls.sendall(switching_protocols(head))
                 while tls.recv(4096):  # until the client goes
                     pass
 

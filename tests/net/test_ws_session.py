@@ -16,7 +16,7 @@ from netkit.core.ws.expect import Expectation
 from netkit.core.ws.server import ServerHandshake
 from netkit.errors import CheckFailed
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_client import WebSocketClientConnection, connect_ws
+from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection, connect_ws
 from netkit.net.ws_server import HandlerConnection, Mode, ModeConnection, Room
 from netkit.net.ws_session import Outgoing, Session, Settings
 
@@ -87,9 +87,10 @@ def settings(url: WSURL, messages: list[bytes], expectation: Expectation) -> Set
 
 async def open_session(h: Any, s: Settings, deadline: float | None = None) -> Session:
     url = s.url
+    connection = EchoClientConnection if s.echo else WebSocketClientConnection
     conn = await connect_ws(
         url,
-        lambda: WebSocketClientConnection(
+        lambda: connection(
             ClientHandshake(url.host_header, url.resource), timeouts=WSTimeouts(ping_interval=None)
         ),
         ssl_context=None,
