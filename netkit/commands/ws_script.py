@@ -124,11 +124,12 @@ async def run_script(
             report.fail_outside_steps(error)
             raise
         try:
-            report = await ScriptRun(conn, script, presenter, peer, deadline).run()
+            await ScriptRun(conn, script, presenter, peer, deadline).run(report)
         finally:
             conn.abort()  # a no-op after the closing handshake
     finally:
         if junit is not None:
+            report.skip_rest()  # interrupted: the steps that did not finish did not run
             _write_junit(junit, report)
     presenter.finished(report)
     if report.error is not None:

@@ -72,12 +72,28 @@ class ScriptRun:
     deadline: float | None = None
     variables: dict[str, Any] = field(default_factory=dict)
 
-    async def run(self) -> ScriptReport:
+    async def run(self, report: ScriptReport | None = None) -> ScriptReport:
         """Run every step (until one fails) and close; never raises a step's failure, the
-        report has it."""
+        report has it (``report``, or a new one).
+
+        Cancelled (Ctrl-C): closes with 1001 "going away", as ws-client's session does, and
+        lets the cancellation end the run; the report keeps the steps that finished.
+        """
         started = time.perf_counter()
-        report = ScriptReport(self.script)
+        report = ScriptReport(self.script) if report is None else report
         self.variables.update(self.script.variables)
+        try:
+            await self._steps(report)
+        except asyncio.CancelledError:
+            await self.conn.close_and_wait(CloseCode.GOING_AWAY, "going away")
+            raise
+        await self._finish(report)
+        self._report_unread()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _steps(self, report: ScriptReport) -> None:
+        """Each step in turn; the first failure is recorded and skips the rest."""
         for step in self.script.steps:
             step_started = time.perf_counter()
             try:
@@ -89,14 +105,10 @@ class ScriptRun:
                 report.error = error
                 self.view.step(result)
                 report.skip_rest()
-                break
+                return
             result = StepResult(step, StepStatus.PASSED, time.perf_counter() - step_started, detail)
             report.results.append(result)
             self.view.step(result)
-        await self._finish(report)
-        self._report_unread()
-        report.seconds = time.perf_counter() - started
-        return report
 
     async def _run_step(self, step: Step) -> str:
         runner = _RUNNERS[type(step)]

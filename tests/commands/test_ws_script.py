@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -16,8 +18,8 @@ import pytest
 from websockets.asyncio.server import ServerConnection
 
 from netkit.cli import main
-from tests.commands.conftest import assert_one_line_error, json_lines, run_netkit
-from tests.commands.test_ws_client import Handler, LibServer, Seen, echo
+from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
+from tests.commands.test_ws_client import DeafServer, Handler, LibServer, Seen, echo
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -258,25 +260,66 @@ def test_a_conversation_that_fails_at_a_named_step(lib_server, tmp_path):
     )
 
 
-@pytest.mark.parametrize("where", ["step", "script"])
-def test_a_step_timeout_is_exit_4_naming_the_step(lib_server, tmp_path, where):
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("step", 'step 2 "reply" (expect): no message arrived within 0.3s'),
+        ("script", 'step 2 "reply" (expect): no message arrived within 0.3s'),
+        ("run", 'step 2 "reply" (expect): the run did not finish within its deadline (--timeout)'),
+    ],
+)
+def test_a_timeout_is_exit_4_naming_the_step(lib_server, tmp_path, where, expected):
     server = lib_server(silent)
-    timeout = "    timeout: 300ms\n" if where == "step" else ""
+    step_timeout = "    timeout: 300ms\n" if where == "step" else ""
     script = write(
         tmp_path,
         "silent.yaml",
         ("timeout: 300ms\n" if where == "script" else "timeout: 30s\n")
-        + f"steps:\n  - send: anyone\n  - name: reply\n    expect: .\n{timeout}",
+        + f"steps:\n  - send: anyone\n  - name: reply\n    expect: .\n{step_timeout}",
     )
     report = tmp_path / "report.xml"
+    run_timeout = ["--timeout", "500ms"] if where == "run" else []
     started = time.monotonic()
-    result = run_netkit("ws-client", server.url(), "--script", str(script), "--junit", str(report))
+    result = run_netkit(
+        "ws-client", server.url(), "--script", str(script), "--junit", str(report), *run_timeout
+    )
     assert result.returncode == 4, result.stderr
-    assert time.monotonic() - started < 20  # the 300 ms timeout, not the 30 s default
+    assert time.monotonic() - started < 20  # the short timeout, not the 30 s default
     assert_one_line_error(result.stderr)
-    assert 'step 2 "reply" (expect): no message arrived within 0.3s' in result.stderr
+    assert expected in result.stderr
     failure = junit_cases(report)[1].find("failure")
     assert failure is not None and failure.get("type") == "OperationTimeout"
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("ping: hello", 'step 2 "deaf" (ping): no pong arrived within 0.3s'),
+        (
+            "close: true",
+            'step 2 "deaf" (close): the server did not answer our close frame within 0.3s',
+        ),
+    ],
+)
+def test_an_unanswered_ping_or_close_is_exit_4(tmp_path, step, expected):
+    # The server accepts the upgrade and then ignores every frame (pings and close included).
+    server = DeafServer(hang_up=False)
+    script = write(
+        tmp_path,
+        "deaf.yaml",
+        f"steps:\n  - send: x\n  - name: deaf\n    {step}\n    timeout: 300ms\n",
+    )
+    try:
+        result = run_netkit(
+            "ws-client", f"ws://127.0.0.1:{server.port}/", "--script", str(script),
+            "--close-timeout", "300ms", "--ping-interval", "0",
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert result.returncode == 4, result.stderr
+    assert_one_line_error(result.stderr)
+    assert expected in result.stderr
+    assert server.opcodes[-1] == 0x8  # the run still sent its close frame
 
 
 def test_expect_close_checks_the_servers_code_and_reason(lib_server, tmp_path):
@@ -324,6 +367,44 @@ def test_a_connection_that_fails_is_3_and_a_junit_case(tmp_path, unused_tcp_port
         ("1 send", "skipped"),
         ("connection", "failed"),
     ]
+
+
+def test_ctrl_c_closes_with_1001_exits_130_and_writes_the_report(lib_server, tmp_path):
+    server = lib_server()
+    script = write(
+        tmp_path, "long.yaml", "steps:\n  - send: x\n  - expect: x\n  - wait: 60s\n  - send: y\n"
+    )
+    report = tmp_path / "report.xml"
+    proc = subprocess.Popen(
+        [
+            *NETKIT,
+            "ws-client",
+            server.url(),
+            "--script",
+            str(script),
+            "--junit",
+            str(report),
+            "--json",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        while b'"kind":"expect"' not in proc.stdout.readline():  # bounded by the pytest timeout
+            pass
+        proc.send_signal(signal.SIGINT)  # during the wait step
+        rc = proc.wait(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 130
+    seen = server.connection()
+    assert (seen.close_code, seen.close_reason) == (1001, "going away")
+    assert seen.messages == ["x"]
+    outcomes = [outcome(case) for case in junit_cases(report)]
+    assert outcomes == ["passed", "passed", "skipped", "skipped"]
 
 
 # --- files that are not scripts ---------------------------------------------------------------
