@@ -22,6 +22,9 @@ Exit codes (the rule ``--help`` documents):
 * 130: Ctrl-C (we close with 1001 "going away", or ``--close-code``, first).
 
 A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/``--expect``.
+
+With ``--script``, the step that fails decides (``netkit/commands/ws_script.py``): 1 for a
+check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a bad file.
 """
 
 from __future__ import annotations
