@@ -186,7 +186,7 @@ class ScriptRun:
         assert isinstance(step, Send)
         data, text = step.render(self.variables)
         if not self.conn.send(data, text=text):
-            raise self._end().failure(step, "the connection to send on")
+            raise self._end().failure(step, "before the message was sent")
         self.view.sent(data, text)
         await self._within(step, self.conn.drain(), "the message was not sent")
         return show_message(text, data)
@@ -195,7 +195,7 @@ class ScriptRun:
         assert isinstance(step, Expect)
         item = await self._within(step, self.conn.receive(), "no message arrived")
         if item is None:
-            raise self._end().failure(step, "a message")
+            raise self._end().failure(step, "while waiting for a message")
         is_text, data = item
         self.view.received(is_text, data)
         checked = step.matcher.check(is_text, data, self.variables, dict(step.captures))
@@ -214,14 +214,14 @@ class ScriptRun:
         assert isinstance(step, Ping)
         rtt = await self._within(step, self.conn.ping(step.payload), "no pong arrived")
         if rtt is None:
-            raise self._end().failure(step, "a pong")
+            raise self._end().failure(step, "while waiting for the pong")
         return f"pong in {rtt * 1000:.3f} ms"
 
     async def _close(self, step: Step) -> str:
         assert isinstance(step, Close)
         conn = self.conn
         if self._close_answered() or conn.closed.done():
-            raise self._end().failure(step, "our turn to close")
+            raise self._end().failure(step, "before our close frame")
         conn.start_close(step.code, step.reason)
         what = "the server did not answer our close frame"
         await self._within(step, asyncio.shield(conn.closed), what)
@@ -232,7 +232,7 @@ class ScriptRun:
                         f"{step.label}: {what} within its deadline (", Setting("close_timeout"), ")"
                     )
                 )
-            raise self._end().failure(step, "the answer to our close frame")
+            raise self._end().failure(step, "before answering our close frame")
         return f"answered with {conn.close_code}"
 
     async def _expect_close(self, step: Step) -> str:

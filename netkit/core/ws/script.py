@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import yaml
 
 from netkit.core.ws.frames import is_valid_close_code
-from netkit.core.ws.script_checks import Matcher, RegexMatch, Source, parse_matcher
+from netkit.core.ws.script_checks import Matcher, Source, parse_matcher
 from netkit.core.ws.script_values import (
     ScriptValueError,
     Template,
@@ -167,8 +167,7 @@ class Expect(Step):
 
     @property
     def sets(self) -> frozenset[str]:
-        automatic = self.matcher.automatic if isinstance(self.matcher, RegexMatch) else frozenset()
-        return automatic | {name for name, _ in self.captures}
+        return self.matcher.automatic | {name for name, _ in self.captures}
 
     def describe(self) -> str:
         return f"expect {self.matcher.describe()}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,7 +45,7 @@ class Checked:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-class Matcher:
+class Matcher(ABC):
     """How an ``expect`` step checks a message (one subclass per kind)."""
 
     KEYS: ClassVar[tuple[str, ...]] = ()  # the keys of the ``expect`` table that select it
@@ -52,6 +53,11 @@ class Matcher:
     @property
     def names(self) -> frozenset[str]:
         """The variables the check uses."""
+        return frozenset()
+
+    @property
+    def automatic(self) -> frozenset[str]:
+        """The variables every passing message sets, without a ``capture`` table."""
         return frozenset()
 
     def capture_source(self, source: object) -> Source:
@@ -62,15 +68,15 @@ class Matcher:
         """
         raise ScriptValueError("capture needs a regex or json expectation")
 
+    @abstractmethod
     def check(
         self, is_text: bool, data: bytes, variables: dict[str, Any], captures: dict[str, Source]
     ) -> Checked:
         """Check one message; capture ``captures`` (variable → source) when it passes."""
-        raise NotImplementedError  # pragma: no cover - every kind implements it
 
+    @abstractmethod
     def describe(self) -> str:
         """What it expects, for a passing step's line."""
-        raise NotImplementedError  # pragma: no cover
 
 
 def _need_text(is_text: bool, data: bytes, expected: str) -> Checked | None:
@@ -130,7 +136,10 @@ class RegexMatch(Matcher):
         refused = _need_text(is_text, data, f"text matching {pattern!r}")
         if refused is not None:
             return refused
-        m = re.search(pattern, data.decode("utf-8"))
+        try:
+            m = re.search(pattern, data.decode("utf-8"))
+        except re.error as exc:  # the values filled in made it invalid (a{${n}} with n="x,")
+            return Checked(False, f"regex {pattern!r} (variables filled in) is not valid: {exc}")
         if m is None:
             return Checked(
                 False, f"expected text matching {pattern!r}, got {show_message(True, data)}"

@@ -106,7 +106,11 @@ def render_json(value: Any, variables: dict[str, Any]) -> Any:
             return variables[m.group(1)]
         return Template.parse(value, "json").render(variables)
     if isinstance(value, dict):
-        return {render_json(k, variables): render_json(v, variables) for k, v in value.items()}
+        # Keys are text whatever the values are: a key never takes a variable's JSON value.
+        return {
+            Template.parse(k, "json").render(variables): render_json(v, variables)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [render_json(v, variables) for v in value]
     return value

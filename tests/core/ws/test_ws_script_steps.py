@@ -311,3 +311,24 @@ def test_junit_xml_escapes_and_counts():
     assert suite is not None and suite.get("time") == "1.000000"
     failure = suite.find("testcase/failure")
     assert failure is not None and failure.get("message") == 'x < y & "z"'
+
+
+def test_expecting_the_server_to_drop_the_connection():
+    step = yaml_script("steps:\n  - expect_close: 1006\n").steps[0]
+    dropped = ConnectionEnd("p", None, error=ConnectionLost("reset"))
+    assert check_close(step, 1006, None, dropped) == "no close frame"
+    with pytest.raises(CheckFailed, match="expected close code 1006, got 1000"):
+        check_close(step, 1006, None, ConnectionEnd("p", 1000))
+
+
+def test_json_keys_stay_text_and_a_regex_made_invalid_by_a_value_fails_the_step():
+    script = yaml_script(
+        "vars: {k: {a: 1}, n: 'x,'}\nsteps:\n  - send: {json: {'${k}': '${k}'}}\n  - expect: 'a{${n}}'\n"
+    )
+    send, expect = script.steps
+    variables = dict(script.variables)
+    assert send.render(variables) == (b'{"{\\"a\\":1}":{"a":1}}', True)
+    # a{1,0} does not compile: the step fails with why, no traceback.
+    checked = expect.matcher.check(True, b"a", {"n": "1,0"}, {})
+    assert not checked.ok and "(variables filled in) is not valid" in checked.why
+    assert expect.matcher.check(True, b"a{x,}", variables, {}).ok  # a{x\,} matches literally
