@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import json
 import tomllib
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -53,7 +53,7 @@ _MAX_REASON = 123  # 5.5.1: a close reason after the 2-byte code
 
 
 @dataclass(frozen=True, kw_only=True)
-class Step:
+class Step(ABC):
     """One step of a conversation.
 
     Attributes:
@@ -63,12 +63,23 @@ class Step:
         line: the line it starts on (YAML files), or None.
     """
 
-    KIND: ClassVar[str] = ""
+    KIND: ClassVar[str] = ""  # its action's key
     TIMED: ClassVar[bool] = True  # takes a timeout
+    EXTRA: ClassVar[tuple[str, ...]] = ()  # keys it takes besides the action, name, timeout
     index: int
     name: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     line: int | None = None
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, value: object, **common: Any) -> Step:
+        """The step from its action's value (``common``: index, name, timeout, line, and the
+        :attr:`EXTRA` keys given).
+
+        Raises:
+            ScriptValueError: the value is not what the action takes.
+        """
 
     @property
     def label(self) -> str:
@@ -146,6 +157,7 @@ class Expect(Step):
     """Receive the next message and check it; capture variables from it."""
 
     KIND: ClassVar[str] = "expect"
+    EXTRA: ClassVar[tuple[str, ...]] = ("capture",)
     matcher: Matcher
     captures: tuple[tuple[str, Source], ...] = ()
 
@@ -275,13 +287,9 @@ class ExpectClose(Step):
         return f"expect close {said}" + (f" {self.reason!r}" if self.reason is not None else "")
 
 
-STEPS: dict[str, Callable[..., Step]] = {
-    "send": Send.parse,
-    "expect": Expect.parse,
-    "wait": Wait.parse,
-    "ping": Ping.parse,
-    "close": Close.parse,
-    "expect_close": ExpectClose.parse,
+# Every kind of step, by its action's key.
+STEPS: dict[str, type[Step]] = {
+    kind.KIND: kind for kind in (Send, Expect, Wait, Ping, Close, ExpectClose)
 }
 _COMMON = ("name", "timeout")
 
@@ -431,13 +439,13 @@ def _parse_step(raw: object, index: int, default: float, line: int | None) -> St
         found = f" (it has {', '.join(actions)})" if actions else ""
         raise ScriptValueError(f"a step needs exactly one of {', '.join(STEPS)}{found}")
     kind = actions[0]
-    allowed = {kind, *_COMMON} | ({"capture"} if kind == "expect" else set())
+    step_class = STEPS[kind]
+    allowed = {kind, *_COMMON, *step_class.EXTRA}
     unknown = [key for key in raw if key not in allowed]
     if unknown:
         raise ScriptValueError(
             f"{kind}: unknown key {unknown[0]!r} (a {kind} step has {', '.join(sorted(allowed - {kind}))})"
         )
-    factory = STEPS[kind]
     common: dict[str, Any] = {
         "index": index,
         "line": line,
@@ -445,11 +453,11 @@ def _parse_step(raw: object, index: int, default: float, line: int | None) -> St
         "timeout": default,
     }
     if "timeout" in raw:
-        if kind == "wait":
-            raise ScriptValueError("a wait step has no timeout (its value is how long it waits)")
+        if not step_class.TIMED:
+            raise ScriptValueError(f"a {kind} step has no timeout (its value is how long it waits)")
         common["timeout"] = duration(raw["timeout"], "timeout", positive=True)
-    extra = {"capture": raw["capture"]} if "capture" in raw else {}
-    return factory(raw[kind], **extra, **common)
+    extra = {key: raw[key] for key in step_class.EXTRA if key in raw}
+    return step_class.parse(raw[kind], **extra, **common)
 
 
 def _check_flow(script: Script) -> None:
