@@ -27,7 +27,6 @@ A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/`
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import sys
 import time
@@ -38,6 +37,7 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
+from netkit.commands import ws_replay
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
@@ -46,11 +46,13 @@ from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.prompt import PROMPT_COMMANDS
+from netkit.core.ws.recording import message_json
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
+from netkit.net.ws_record import RecordFile, RecordingClientConnection
 from netkit.net.ws_session import Outgoing, Session, Settings, require_text
 from netkit.status import ExitStatus
 
@@ -152,14 +154,7 @@ def build_handshake(
 def message_fields(is_text: bool, data: bytes) -> dict[str, Any]:
     """A message in a ``sent``/``received`` event: ``text``, or for a binary message the
     payload in ``data``, base64-encoded, as ``encoding`` says."""
-    if is_text:
-        return {"type": "text", "bytes": len(data), "text": data.decode("utf-8")}
-    return {
-        "type": "binary",
-        "bytes": len(data),
-        "data": base64.b64encode(data).decode("ascii"),
-        "encoding": "base64",
-    }
+    return message_json(is_text, data)
 
 
 def hex_summary(data: bytes) -> str:
@@ -383,6 +378,25 @@ def ws_client(
     key: opt.ClientKey = None,
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            help="Write every event of the session (open, messages, pings, pongs, close) with its time to this file, as JSON lines, for --replay.",
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay",
+            help="Play the client side of a --record file against URL and compare the server's answers with the recording: exit 0 when they match, 1 with the differences.",
+        ),
+    ] = None,
+    replay_speed: Annotated[str, typer.Option("--replay-speed", help=ws_replay.SPEED_HELP)] = "1",
+    replay_wait: Annotated[str, typer.Option("--replay-wait", help=ws_replay.WAIT_HELP)] = "5s",
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help=ws_replay.IGNORE_HELP)
+    ] = None,
     json: opt.Json = False,
 ) -> None:
     """Connect, send MESSAGES (and files, and stdin lines), print what arrives.
@@ -416,6 +430,16 @@ def ws_client(
     if tls.enabled and not target.secure:
         raise ConfigError("TLS options need a wss:// URL")
     ctx = client_context(tls) if tls.enabled else None
+    replaying = None
+    if replay is not None:
+        given = (("MESSAGES", messages), ("--file", file), ("--count", count), ("--expect", expect))
+        for name, value in given:
+            if value:
+                raise ConfigError(f"--replay sends the recording's messages: drop {name}")
+        replaying = ws_replay.replay_settings(replay, replay_speed, replay_wait, ignore or [])
+        subprotocol = subprotocol or list(replaying.subprotocols)
+    elif ignore:
+        raise ConfigError("--ignore is for --replay")
     handshake = build_handshake(
         target,
         headers=header or [],
@@ -440,6 +464,15 @@ def ws_client(
     if stdin_tty and not settings.interactive and not outgoing:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
+    recording = RecordFile(record, str(target), tuple(subprotocol or ())) if record else None
+
+    def connection() -> WebSocketClientConnection:
+        if recording is not None:
+            return RecordingClientConnection(
+                handshake, max_size=limit, timeouts=timeouts, record=recording
+            )
+        return WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait if wait else None
@@ -447,7 +480,7 @@ def ws_client(
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
                 conn = await connect_ws(
                     target,
-                    lambda: WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts),
+                    connection,
                     ssl_context=ctx,
                     server_hostname=tls.server_hostname,
                     timeout=open_for,
@@ -456,10 +489,22 @@ def ws_client(
         except TimeoutError:
             raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
         try:
-            view = View(out, target, interactive=settings.interactive, raw=raw)
-            await Session(conn, settings, view, deadline=deadline).run()
+            if replaying is not None:
+                async with asyncio.timeout_at(deadline):
+                    await ws_replay.run_replay(conn, replaying, out)
+            else:
+                view = View(out, target, interactive=settings.interactive, raw=raw)
+                await Session(conn, settings, view, deadline=deadline).run()
+        except TimeoutError:
+            raise OperationTimeout(
+                f"the replay did not finish within {wait:g}s (--timeout)"
+            ) from None
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 
-    runtime.run(main)
+    try:
+        runtime.run(main)
+    finally:
+        if recording is not None:
+            recording.close()
     raise typer.Exit(ExitStatus.SUCCESS)

@@ -1,0 +1,152 @@
+"""ws-client's ``--record`` and ``--replay`` flags: what they mean and how a replay is shown.
+
+The format is :mod:`netkit.core.ws.recording`, the comparison :mod:`netkit.core.ws.replay`,
+the I/O :mod:`netkit.net.ws_record` and :mod:`netkit.net.ws_replay`; this module turns the
+flags into their settings and presents the result: each message as a ``sent``/``received``
+event with ``--json``, then every difference (a ``difference`` event each), a ``replay``
+summary, and exit 1 (CHECK_FAILED) when anything differs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netkit.commands import options as opt
+from netkit.console import Output
+from netkit.core.ws.recording import message_json
+from netkit.core.ws.replay import ReplayCheck, ReplayPlan
+from netkit.errors import CheckFailed, ConfigError
+from netkit.net.ws_client import WebSocketClientConnection
+from netkit.net.ws_record import read_recording
+from netkit.net.ws_replay import Replay
+
+SPEED_HELP = (
+    "With --replay: 'max' sends each message as soon as the answers before it arrived; a "
+    "factor plays the recording that much faster (default 1: at recorded speed)."
+)
+WAIT_HELP = (
+    "With --replay: how long to wait for the recorded answers before each message, and for "
+    "the server's close, before counting them missing."
+)
+IGNORE_HELP = (
+    "With --replay: text matching this regex (in text messages and close reasons) does not "
+    "count as a difference (repeatable), e.g. '\"ts\":[0-9.]+'."
+)
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """A replay as the flags ask for it."""
+
+    path: Path
+    plan: ReplayPlan
+    subprotocols: tuple[str, ...]
+    speed: float | None
+    wait: float
+    ignore: tuple[re.Pattern[str], ...]
+
+
+def parse_speed(text: str) -> float | None:
+    """``--replay-speed``: ``max`` (None) or a positive factor.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if text.strip().lower() == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = 0.0
+    if not 0 < speed < float("inf"):
+        raise ConfigError(f"--replay-speed {text!r}: use 'max' or a factor above 0, e.g. 1 or 10")
+    return speed
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"--ignore {text!r} is not a regular expression: {exc}") from None
+
+
+def replay_settings(path: Path, speed: str, wait: str, ignore: list[str]) -> ReplaySettings:
+    """Read the recording and check the replay flags.
+
+    Raises:
+        ConfigError: an unreadable or malformed recording, or a bad flag value.
+    """
+    recording = read_recording(path)
+    waited = opt.duration(wait, "--replay-wait")
+    return ReplaySettings(
+        path=path,
+        plan=ReplayPlan.from_recording(recording),
+        subprotocols=recording.subprotocols,
+        speed=parse_speed(speed),
+        wait=waited if waited is not None else 0.0,
+        ignore=tuple(_pattern(text) for text in ignore),
+    )
+
+
+class ReplayPresenter:
+    """Shows a replay: messages as events (with ``--json``), differences at the end.
+
+    Implements :class:`~netkit.net.ws_replay.ReplayView`.
+    """
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+
+    def sent(self, data: bytes, text: bool) -> None:
+        self.out.event("sent", None, **message_json(text, data))
+
+    def received(self, is_text: bool, data: bytes) -> None:
+        self.out.event("received", None, **message_json(is_text, data))
+
+
+async def run_replay(
+    conn: WebSocketClientConnection, settings: ReplaySettings, out: Output
+) -> None:
+    """Replay on ``conn`` and report; return for no difference.
+
+    Raises:
+        CheckFailed: the server's answers differ from the recording.
+        PeerProtocolError, ConnectionLost, OperationTimeout: the connection itself failed.
+    """
+    check = ReplayCheck(settings.plan, settings.ignore)
+    replay = Replay(conn, check, ReplayPresenter(out), speed=settings.speed, wait=settings.wait)
+    result = await replay.run()
+    for error in (conn.ws.error, conn.error):
+        if error is not None:
+            raise error
+    name = str(settings.path)
+    summary: dict[str, Any] = {
+        "recording": name,
+        "sent": result.sent,
+        "received": result.received,
+        "close_code": result.close.code,
+        "differences": len(result.differences),
+    }
+    for difference in result.differences:
+        out.event("difference", None, **difference.json())
+    out.event("replay", None, **summary)
+    if not result.differences:
+        if not out.json:
+            out.err.print(
+                f"no difference from {name} ({result.sent} sent, {result.received} received)",
+                markup=False,
+            )
+        return
+    count = len(result.differences)
+    plural = "s" if count != 1 else ""
+    if not out.json:
+        lines = [f"replay of {name}: {count} difference{plural}"]
+        lines += [f"  {d.describe()}" for d in result.differences]
+        out.write_bytes(("\n".join(lines) + "\n").encode())
+    raise CheckFailed(
+        f"the server's answers differ from {name}: {count} difference{plural}, "
+        f"first: {result.differences[0].describe()}"
+    )
