@@ -10,6 +10,9 @@ Exit codes (the rule ``--help`` documents):
   ``--close-timeout``.
 * 1: ``--count``/``--expect`` not satisfied when the server closed cleanly or ``--timeout``
   passed (by default 10 s after the input ended).
+* ``--replay``: 0 when the server answered as recorded, 1 with the differences (the
+  connection failing still exits 3, 4, 5 or 7). The format, the alignment of answers and the
+  comparison: ``netkit/core/ws/recording.py`` and ``netkit/core/ws/replay.py``.
 * 3: the connection failed, or dropped without a close frame (1006), our close included.
 * 4: ``--open-timeout`` or ``--timeout`` passed before the connection was open; without
   ``--count``/``--expect``, ``--timeout`` passed; the server did not answer our close within

@@ -185,7 +185,7 @@ class Difference:
         if self.kind is DiffKind.MISSING:
             return f"received message {self.index}{_after(self.expected)} missing: expected {exp}"
         if self.kind is DiffKind.EXTRA:
-            return f"extra message (replay's message {self.got_index}{_after(self.got)}): {got}"
+            return f"extra message {self.got_index} of the replay{_after(self.got)}: {got}"
         if self.kind is DiffKind.CLOSE:
             return f"close: expected {exp}, got {got}"
         return f"subprotocol: expected {exp}, got {got}"
