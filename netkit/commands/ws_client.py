@@ -395,8 +395,12 @@ def ws_client(
             help="Play the client side of a --record file against URL and compare the server's answers with the recording: exit 0 when they match, 1 with the differences.",
         ),
     ] = None,
-    replay_speed: Annotated[str, typer.Option("--replay-speed", help=ws_replay.SPEED_HELP)] = "1",
-    replay_wait: Annotated[str, typer.Option("--replay-wait", help=ws_replay.WAIT_HELP)] = "5s",
+    replay_speed: Annotated[
+        str, typer.Option("--replay-speed", help=ws_replay.SPEED_HELP)
+    ] = ws_replay.DEFAULT_SPEED,
+    replay_wait: Annotated[
+        str, typer.Option("--replay-wait", help=ws_replay.WAIT_HELP)
+    ] = ws_replay.DEFAULT_WAIT,
     ignore: Annotated[
         list[str] | None, typer.Option("--ignore", help=ws_replay.IGNORE_HELP)
     ] = None,
@@ -441,8 +445,8 @@ def ws_client(
                 raise ConfigError(f"--replay sends the recording's messages: drop {name}")
         replaying = ws_replay.replay_settings(replay, replay_speed, replay_wait, ignore or [])
         subprotocol = subprotocol or list(replaying.subprotocols)
-    elif ignore:
-        raise ConfigError("--ignore is for --replay")
+    else:
+        ws_replay.refuse_without_replay(replay_speed, replay_wait, ignore)
     handshake = build_handshake(
         target,
         headers=header or [],

@@ -23,6 +23,8 @@ from netkit.net.ws_client import WebSocketClientConnection
 from netkit.net.ws_record import read_recording
 from netkit.net.ws_replay import Replay
 
+DEFAULT_SPEED = "1"
+DEFAULT_WAIT = "5s"
 SPEED_HELP = (
     "With --replay: 'max' sends each message as soon as the answers before it arrived; a "
     "factor plays the recording that much faster (default 1: at recorded speed)."
@@ -71,6 +73,22 @@ def _pattern(text: str) -> re.Pattern[str]:
         return re.compile(text)
     except re.error as exc:
         raise ConfigError(f"--ignore {text!r} is not a regular expression: {exc}") from None
+
+
+def refuse_without_replay(speed: str, wait: str, ignore: list[str] | None) -> None:
+    """The replay flags mean nothing without ``--replay``: refuse them.
+
+    Raises:
+        ConfigError: one of them was given.
+    """
+    given = (
+        ("--replay-speed", speed != DEFAULT_SPEED),
+        ("--replay-wait", wait != DEFAULT_WAIT),
+        ("--ignore", bool(ignore)),
+    )
+    for name, set_ in given:
+        if set_:
+            raise ConfigError(f"{name} is for --replay")
 
 
 def replay_settings(path: Path, speed: str, wait: str, ignore: list[str]) -> ReplaySettings:

@@ -251,6 +251,7 @@ def test_malformed_recording_is_a_usage_error(tmp_path):
         (["--replay", "REC", "--replay-speed", "fast"], "--replay-speed 'fast'"),
         (["--replay", "REC", "--ignore", "("], "--ignore '(' is not a regular expression"),
         (["--ignore", "x"], "--ignore is for --replay"),
+        (["--replay-speed", "max", "x"], "--replay-speed is for --replay"),
         (["--replay", "MISSING"], "cannot read --replay"),
         (["--replay", "BAD"], "line 1: not JSON"),
         (["--replay", "EMPTY"], "is empty: no netkit-ws-recording header"),
