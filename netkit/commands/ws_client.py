@@ -497,15 +497,10 @@ def ws_client(
             raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
         try:
             if replaying is not None:
-                async with asyncio.timeout_at(deadline):
-                    await ws_replay.run_replay(conn, replaying, out)
+                await ws_replay.run_replay(conn, replaying, out, deadline=deadline, timeout=wait)
             else:
                 view = View(out, target, interactive=settings.interactive, raw=raw)
                 await Session(conn, settings, view, deadline=deadline).run()
-        except TimeoutError:
-            raise OperationTimeout(
-                f"the replay did not finish within {wait:g}s (--timeout)"
-            ) from None
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 

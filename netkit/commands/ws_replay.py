@@ -9,6 +9,7 @@ summary, and exit 1 (CHECK_FAILED) when anything differs.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.ws.recording import message_json
 from netkit.core.ws.replay import ReplayCheck, ReplayPlan
-from netkit.errors import CheckFailed, ConfigError
+from netkit.errors import CheckFailed, ConfigError, OperationTimeout
 from netkit.net.ws_client import WebSocketClientConnection
 from netkit.net.ws_record import read_recording
 from netkit.net.ws_replay import Replay
@@ -126,17 +127,33 @@ class ReplayPresenter:
 
 
 async def run_replay(
-    conn: WebSocketClientConnection, settings: ReplaySettings, out: Output
+    conn: WebSocketClientConnection,
+    settings: ReplaySettings,
+    out: Output,
+    *,
+    deadline: float | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Replay on ``conn`` and report; return for no difference.
 
+    Args:
+        deadline: loop time by which the replay must be over (``--timeout``, ``timeout``
+            seconds from the start); None: none.
+
     Raises:
         CheckFailed: the server's answers differ from the recording.
-        PeerProtocolError, ConnectionLost, OperationTimeout: the connection itself failed.
+        OperationTimeout: the deadline passed.
+        PeerProtocolError, ConnectionLost: the connection itself failed.
     """
     check = ReplayCheck(settings.plan, settings.ignore)
     replay = Replay(conn, check, ReplayPresenter(out), speed=settings.speed, wait=settings.wait)
-    result = await replay.run()
+    try:
+        async with asyncio.timeout_at(deadline):
+            result = await replay.run()
+    except TimeoutError:
+        raise OperationTimeout(
+            f"the replay did not finish within {timeout or 0:g}s (--timeout)"
+        ) from None
     for error in (conn.ws.error, conn.error):
         if error is not None:
             raise error

@@ -143,6 +143,11 @@ def test_replay_against_a_sink_reports_missing_answers(netkit_server, tmp_path):
         ("missing", 2, "y"),
     ]
     assert [e["text"] for e in named(result.stdout, "sent")] == ["x", "y"]
+    # --timeout bounds the whole replay: exit 4 when the answers' wait outlasts it.
+    result = run_netkit("ws-client", sink, "--replay", str(rec), "--timeout", "0.5s")
+    assert result.returncode == 4
+    assert_one_line_error(result.stderr)
+    assert "the replay did not finish within 0.5s (--timeout)" in result.stderr
 
 
 def test_binary_messages_record_as_base64_and_replay(netkit_server, lib_server, tmp_path):
