@@ -20,6 +20,7 @@ reasons equal: every match is replaced by ``…`` on both sides before comparing
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import enum
 import re
@@ -138,7 +139,8 @@ class ReplayPlan:
     def answers_before(self, action: int) -> int:
         """How many messages the server had sent before action number ``action`` (0-based;
         ``len(actions)``: all of them)."""
-        return sum(1 for a in self.answers if a.after <= action)
+        # Answers are in order, so their ``after`` never decreases: a binary search.
+        return bisect.bisect_right(self.answers, action, key=lambda a: a.after)
 
     @property
     def client_closes(self) -> bool:
