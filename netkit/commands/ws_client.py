@@ -55,7 +55,7 @@ from netkit.net import runtime
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
-from netkit.net.ws_record import RecordFile, RecordingClientConnection
+from netkit.net.ws_record import RecordingClientConnection
 from netkit.net.ws_session import Outgoing, Session, Settings, require_text
 from netkit.status import ExitStatus
 
@@ -291,6 +291,7 @@ def _isatty(stream: Any) -> bool:
 
 
 @app.command(NAME, help=HELP, no_args_is_help=True)
+@ws_replay.record_flags
 def ws_client(
     url: Annotated[
         str,
@@ -381,29 +382,7 @@ def ws_client(
     key: opt.ClientKey = None,
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
-    record: Annotated[
-        Path | None,
-        typer.Option(
-            "--record",
-            help="Write every event of the session (open, messages, pings, pongs, close) with its time to this file, as JSON lines, for --replay.",
-        ),
-    ] = None,
-    replay: Annotated[
-        Path | None,
-        typer.Option(
-            "--replay",
-            help="Play the client side of a --record file against URL and compare the server's answers with the recording: exit 0 when they match, 1 with the differences.",
-        ),
-    ] = None,
-    replay_speed: Annotated[
-        str, typer.Option("--replay-speed", help=ws_replay.SPEED_HELP)
-    ] = ws_replay.DEFAULT_SPEED,
-    replay_wait: Annotated[
-        str, typer.Option("--replay-wait", help=ws_replay.WAIT_HELP)
-    ] = ws_replay.DEFAULT_WAIT,
-    ignore: Annotated[
-        list[str] | None, typer.Option("--ignore", help=ws_replay.IGNORE_HELP)
-    ] = None,
+    recording: ws_replay.RecordFlags = ws_replay.RecordFlags(),
     json: opt.Json = False,
 ) -> None:
     """Connect, send MESSAGES (and files, and stdin lines), print what arrives.
@@ -437,16 +416,11 @@ def ws_client(
     if tls.enabled and not target.secure:
         raise ConfigError("TLS options need a wss:// URL")
     ctx = client_context(tls) if tls.enabled else None
-    replaying = None
-    if replay is not None:
-        given = (("MESSAGES", messages), ("--file", file), ("--count", count), ("--expect", expect))
-        for name, value in given:
-            if value:
-                raise ConfigError(f"--replay sends the recording's messages: drop {name}")
-        replaying = ws_replay.replay_settings(replay, replay_speed, replay_wait, ignore or [])
+    replaying = recording.replay_settings(
+        (("MESSAGES", messages), ("--file", file), ("--count", count), ("--expect", expect))
+    )
+    if replaying is not None:
         subprotocol = subprotocol or list(replaying.subprotocols)
-    else:
-        ws_replay.refuse_without_replay(replay_speed, replay_wait, ignore)
     handshake = build_handshake(
         target,
         headers=header or [],
@@ -471,12 +445,12 @@ def ws_client(
     if stdin_tty and not settings.interactive and not outgoing:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
-    recording = RecordFile(record, str(target), tuple(subprotocol or ())) if record else None
+    record = recording.record_file(str(target), subprotocol or ())
 
     def connection() -> WebSocketClientConnection:
-        if recording is not None:
+        if record is not None:
             return RecordingClientConnection(
-                handshake, max_size=limit, timeouts=timeouts, record=recording
+                handshake, max_size=limit, timeouts=timeouts, record=record
             )
         return WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts)
 
@@ -507,6 +481,6 @@ def ws_client(
     try:
         runtime.run(main)
     finally:
-        if recording is not None:
-            recording.close()
+        if record is not None:
+            record.close()
     raise typer.Exit(ExitStatus.SUCCESS)

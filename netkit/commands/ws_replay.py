@@ -11,33 +11,67 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from netkit.commands import options as opt
+from netkit.commands.options import Command
 from netkit.console import Output
 from netkit.core.ws.recording import message_json
 from netkit.core.ws.replay import ReplayCheck, ReplayPlan
 from netkit.errors import CheckFailed, ConfigError, OperationTimeout
 from netkit.net.ws_client import WebSocketClientConnection
-from netkit.net.ws_record import read_recording
+from netkit.net.ws_record import RecordFile, read_recording
 from netkit.net.ws_replay import Replay
 
 DEFAULT_SPEED = "1"
 DEFAULT_WAIT = "5s"
-SPEED_HELP = (
-    "With --replay: 'max' sends each message as soon as the answers before it arrived; a "
-    "factor plays the recording that much faster (default 1: at recorded speed)."
-)
-WAIT_HELP = (
-    "With --replay: how long to wait for the recorded answers before each message, and for "
-    "the server's close, before counting them missing."
-)
-IGNORE_HELP = (
-    "With --replay: text matching this regex (in text messages and close reasons) does not "
-    "count as a difference (repeatable), e.g. '\"ts\":[0-9.]+'."
-)
+
+Record = Annotated[
+    Path | None,
+    typer.Option(
+        "--record",
+        help="Write every event of the session (open, messages, pings, pongs, close) with its "
+        "time to this file, as JSON lines, for --replay.",
+    ),
+]
+ReplayFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--replay",
+        help="Play the client side of a --record file against URL and compare the server's "
+        "answers with the recording: exit 0 when they match, 1 with the differences.",
+    ),
+]
+ReplaySpeed = Annotated[
+    str,
+    typer.Option(
+        "--replay-speed",
+        help="With --replay: 'max' sends each message as soon as the answers before it "
+        "arrived; a factor plays the recording that much faster (default 1: at recorded "
+        "speed).",
+    ),
+]
+ReplayWait = Annotated[
+    str,
+    typer.Option(
+        "--replay-wait",
+        help="With --replay: how long to wait for the recorded answers before each message, "
+        "and for the server's close, before counting them missing.",
+    ),
+]
+Ignore = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ignore",
+        help="With --replay: text matching this regex (in text messages and close reasons) "
+        "does not count as a difference (repeatable), e.g. '\"ts\":[0-9.]+'.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -76,28 +110,7 @@ def _pattern(text: str) -> re.Pattern[str]:
         raise ConfigError(f"--ignore {text!r} is not a regular expression: {exc}") from None
 
 
-def refuse_without_replay(speed: str, wait: str, ignore: list[str] | None) -> None:
-    """The replay flags mean nothing without ``--replay``: refuse them.
-
-    Raises:
-        ConfigError: one of them was given.
-    """
-    given = (
-        ("--replay-speed", speed != DEFAULT_SPEED),
-        ("--replay-wait", wait != DEFAULT_WAIT),
-        ("--ignore", bool(ignore)),
-    )
-    for name, set_ in given:
-        if set_:
-            raise ConfigError(f"{name} is for --replay")
-
-
-def replay_settings(path: Path, speed: str, wait: str, ignore: list[str]) -> ReplaySettings:
-    """Read the recording and check the replay flags.
-
-    Raises:
-        ConfigError: an unreadable or malformed recording, or a bad flag value.
-    """
+def _replay_settings(path: Path, speed: str, wait: str, ignore: list[str]) -> ReplaySettings:
     recording = read_recording(path)
     waited = opt.duration(wait, "--replay-wait")
     return ReplaySettings(
@@ -108,6 +121,57 @@ def replay_settings(path: Path, speed: str, wait: str, ignore: list[str]) -> Rep
         wait=waited if waited is not None else 0.0,
         ignore=tuple(_pattern(text) for text in ignore),
     )
+
+
+@dataclass(frozen=True)
+class RecordFlags:
+    """ws-client's ``--record``, ``--replay`` and the replay's flags, as one group (spliced
+    into the command by :func:`record_flags`)."""
+
+    record: Record = None
+    replay: ReplayFile = None
+    replay_speed: ReplaySpeed = DEFAULT_SPEED
+    replay_wait: ReplayWait = DEFAULT_WAIT
+    ignore: Ignore = None
+
+    def replay_settings(self, conflicts: Sequence[tuple[str, object]]) -> ReplaySettings | None:
+        """Read the recording and check the replay flags; None without ``--replay``.
+
+        Args:
+            conflicts: ``(name, value)`` of what a replay cannot be used with (MESSAGES,
+                ``--file`` ...): a true value is refused.
+
+        Raises:
+            ConfigError: an unreadable or malformed recording, a bad flag value, a
+                conflicting option, or a replay flag without ``--replay``.
+        """
+        if self.replay is None:
+            given = (
+                ("--replay-speed", self.replay_speed != DEFAULT_SPEED),
+                ("--replay-wait", self.replay_wait != DEFAULT_WAIT),
+                ("--ignore", bool(self.ignore)),
+            )
+            for flag, set_ in given:
+                if set_:
+                    raise ConfigError(f"{flag} is for --replay")
+            return None
+        for name, value in conflicts:
+            if value:
+                raise ConfigError(f"--replay sends the recording's messages: drop {name}")
+        return _replay_settings(self.replay, self.replay_speed, self.replay_wait, self.ignore or [])
+
+    def record_file(self, url: str, subprotocols: Sequence[str]) -> RecordFile | None:
+        """The ``--record`` file, opened (its header written); None without ``--record``.
+
+        Raises:
+            ConfigError: the file cannot be created.
+        """
+        return RecordFile(self.record, url, tuple(subprotocols)) if self.record else None
+
+
+def record_flags(command: Command) -> Command:
+    """Give ``command`` the :class:`RecordFlags` in place of its ``recording`` parameter."""
+    return opt.flag_group(RecordFlags, "recording")(command)
 
 
 class ReplayPresenter:
