@@ -47,9 +47,11 @@ def named(stdout: str, name: str) -> list[dict[str, Any]]:
 
 
 def test_record_then_replay_against_the_same_server(netkit_server, tmp_path):
-    url = netkit_ws(netkit_server)
+    url = netkit_ws(netkit_server, "--subprotocol", "chat")
     rec = tmp_path / "session.jsonl"
-    result = run_netkit("ws-client", url, "one", "two", "three", "--record", str(rec))
+    result = run_netkit(
+        "ws-client", url, "one", "two", "three", "--subprotocol", "chat", "--record", str(rec)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "one\ntwo\nthree\n"
     lines = read_lines(rec)
@@ -57,9 +59,10 @@ def test_record_then_replay_against_the_same_server(netkit_server, tmp_path):
         "format": "netkit-ws-recording",
         "version": 1,
         "url": url,
-        "subprotocols": [],
+        "subprotocols": ["chat"],
         "started": lines[0]["started"],
     }
+    assert lines[1] == {**lines[1], "event": "open", "subprotocol": "chat"}
     # ws-client sends its close once the input ended: answers may come before or after it.
     assert events(rec)[:5] == ["header", "open", "sent", "sent", "sent"]
     assert sorted(events(rec)[5:-1]) == ["close", "close", "received", "received", "received"]
@@ -75,6 +78,7 @@ def test_record_then_replay_against_the_same_server(netkit_server, tmp_path):
     times = [line["t"] for line in lines[1:]]
     assert times == sorted(times)
 
+    # The replay offers the recorded subprotocols (no --subprotocol): the server picks chat again.
     result = replay(url, rec, "--replay-speed", "max")
     assert result.returncode == 0, result.stdout + result.stderr
     (summary,) = named(result.stdout, "replay")
