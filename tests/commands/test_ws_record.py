@@ -24,6 +24,12 @@ pytestmark = pytest.mark.timeout(60)
 lib_server = test_ws_client.lib_server  # the websockets server fixture, shared
 
 
+# Recordings made for a replay against the websockets library's server use --count: ws-client
+# then closes only once the answers are in, so the recording (and the replay, which waits for
+# the answers recorded before the close) never closes while that server still has an answer
+# to send (websockets drops it when the client's close came first).
+
+
 def netkit_ws(netkit_server: Any, *args: str) -> str:
     """Start ``netkit ws-server`` on a free port; its URL."""
     server = netkit_server("ws-server", "127.0.0.1:0", "--ping-interval", "0", *args)
@@ -104,7 +110,9 @@ def upper_second(ws: ServerConnection, seen: Seen) -> Any:
 def test_replay_against_a_changed_server_finds_the_index(netkit_server, lib_server, tmp_path):
     rec = tmp_path / "session.jsonl"
     url = netkit_ws(netkit_server)
-    assert run_netkit("ws-client", url, "a", "b", "c", "--record", str(rec)).returncode == 0
+    assert (
+        run_netkit("ws-client", url, "a", "b", "c", "-c", "3", "--record", str(rec)).returncode == 0
+    )
     changed = lib_server(upper_second)
     result = replay(changed.url(), rec, "--replay-speed", "max")
     assert result.returncode == 1, result.stderr
@@ -157,7 +165,9 @@ def test_replay_against_a_sink_reports_missing_answers(netkit_server, tmp_path):
 def test_binary_messages_record_as_base64_and_replay(netkit_server, lib_server, tmp_path):
     rec = tmp_path / "binary.jsonl"
     url = netkit_ws(netkit_server)
-    result = run_netkit("ws-client", url, "-b", "\x01bin", "--record", str(rec), "--json")
+    result = run_netkit(
+        "ws-client", url, "-b", "\x01bin", "-c", "1", "--record", str(rec), "--json"
+    )
     assert result.returncode == 0, result.stderr
     (received,) = [line for line in read_lines(rec) if line.get("event") == "received"]
     assert received == {
@@ -192,7 +202,7 @@ def test_server_close_is_recorded_and_compared(lib_server, tmp_path):
         await ws.close(4001, "later")
 
     rec = tmp_path / "close.jsonl"
-    result = run_netkit("ws-client", lib_server(bye).url(), "you", "--record", str(rec))
+    result = run_netkit("ws-client", lib_server(bye).url(), "you", "-c", "2", "--record", str(rec))
     assert result.returncode == 7  # ws-client's verdict on a 4000 close is unchanged
     last = read_lines(rec)[-1]
     assert last == {**last, "event": "closed", "code": 4000, "reason": "bye", "initiator": "server"}
@@ -214,7 +224,9 @@ def test_ignore_makes_volatile_text_equal(lib_server, tmp_path):
 
     server = lib_server(stamped)
     rec = tmp_path / "stamped.jsonl"
-    assert run_netkit("ws-client", server.url(), "m", "--record", str(rec)).returncode == 0
+    assert (
+        run_netkit("ws-client", server.url(), "m", "-c", "1", "--record", str(rec)).returncode == 0
+    )
     assert replay(server.url(), rec).returncode == 1
     result = replay(server.url(), rec, "--ignore", r'"ts": \d+')
     assert result.returncode == 0, result.stdout
@@ -297,7 +309,9 @@ def test_pings_and_pongs_are_recorded_and_replayed(netkit_server, lib_server, tm
 
     rec = tmp_path / "pinged.jsonl"
     assert (
-        run_netkit("ws-client", lib_server(pinging).url(), "hi", "--record", str(rec)).returncode
+        run_netkit(
+            "ws-client", lib_server(pinging).url(), "hi", "-c", "1", "--record", str(rec)
+        ).returncode
         == 0
     )
     pings = [line for line in read_lines(rec) if line.get("event") == "ping"]
