@@ -60,7 +60,7 @@ function __netkit_value_options --description 'Options of a netkit command that 
         case 'netkit multicast selftest'
             printf '%s\n' '-I' '--interface' '--family' '-c' '--count' '-i' '--interval' '--receivers' '-t' '--timeout' '--max-loss'
         case 'netkit ws-client'
-            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni' '--script' '--junit'
+            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni' '--record' '--replay' '--replay-speed' '--replay-wait' '--ignore' '--script' '--junit'
         case '*'
             return 1
     end
@@ -439,6 +439,11 @@ complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'cert' -r -F -d 'Cli
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'key' -r -F -d 'Private key (PEM) for --cert, if not inside it'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'k' -l 'insecure' -d 'Do not verify the server\'s certificate'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'sni' -x -d 'Server name to send and verify (default: the endpoint\'s host)'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'record' -r -F -d 'Write every event of the session (open, messages, pings, pongs, close) with i...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'replay' -r -F -d 'Play the client side of a --record file against URL and compare the server\'s...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'replay-speed' -x -d 'With --replay: \'max\' sends each message as soon as the answers before it arri...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'replay-wait' -x -d 'With --replay: how long to wait for the recorded answers before each message,...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'ignore' -x -d 'With --replay: text matching this regex (in text messages and close reasons)...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'json' -d 'Print one JSON object per line (events)'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'script' -r -F -d 'Run the conversation in this YAML or TOML file (send, expect, wait, ping, clo...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'junit' -r -F -d 'With --script: write a JUnit XML report here, one test case per step'

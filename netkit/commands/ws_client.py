@@ -10,6 +10,9 @@ Exit codes (the rule ``--help`` documents):
   ``--close-timeout``.
 * 1: ``--count``/``--expect`` not satisfied when the server closed cleanly or ``--timeout``
   passed (by default 10 s after the input ended).
+* ``--replay``: 0 when the server answered as recorded, 1 with the differences (the
+  connection failing still exits 3, 4, 5 or 7). The format, the alignment of answers and the
+  comparison: ``netkit/core/ws/recording.py`` and ``netkit/core/ws/replay.py``.
 * 3: the connection failed, or dropped without a close frame (1006), our close included.
 * 4: ``--open-timeout`` or ``--timeout`` passed before the connection was open; without
   ``--count``/``--expect``, ``--timeout`` passed; the server did not answer our close within
@@ -30,7 +33,6 @@ check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import sys
 import time
@@ -41,7 +43,7 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
-from netkit.commands import ws_script
+from netkit.commands import ws_replay, ws_script
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
@@ -50,11 +52,13 @@ from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.prompt import PROMPT_COMMANDS
+from netkit.core.ws.recording import message_json
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
+from netkit.net.ws_record import RecordingClientConnection
 from netkit.net.ws_session import Outgoing, Session, Settings, require_text
 from netkit.status import ExitStatus
 
@@ -156,14 +160,7 @@ def build_handshake(
 def message_fields(is_text: bool, data: bytes) -> dict[str, Any]:
     """A message in a ``sent``/``received`` event: ``text``, or for a binary message the
     payload in ``data``, base64-encoded, as ``encoding`` says."""
-    if is_text:
-        return {"type": "text", "bytes": len(data), "text": data.decode("utf-8")}
-    return {
-        "type": "binary",
-        "bytes": len(data),
-        "data": base64.b64encode(data).decode("ascii"),
-        "encoding": "base64",
-    }
+    return message_json(is_text, data)
 
 
 def hex_summary(data: bytes) -> str:
@@ -321,6 +318,7 @@ def _isatty(stream: Any) -> bool:
 
 
 @app.command(NAME, help=HELP, no_args_is_help=True)
+@ws_replay.record_flags
 def ws_client(
     url: Annotated[
         str,
@@ -411,6 +409,7 @@ def ws_client(
     key: opt.ClientKey = None,
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
+    recording: ws_replay.RecordFlags = ws_replay.RecordFlags(),
     json: opt.Json = False,
     script: Annotated[
         Path | None,
@@ -457,6 +456,17 @@ def ws_client(
     if tls.enabled and not target.secure:
         raise ConfigError("TLS options need a wss:// URL")
     ctx = client_context(tls) if tls.enabled else None
+    replaying = recording.replay_settings(
+        (
+            ("MESSAGES", messages),
+            ("--file", file),
+            ("--count", count),
+            ("--expect", expect),
+            ("--script", script),
+        )
+    )
+    if replaying is not None:
+        subprotocol = subprotocol or list(replaying.subprotocols)
     handshake = build_handshake(
         target,
         headers=header or [],
@@ -487,12 +497,21 @@ def ws_client(
     if stdin_tty and not settings.interactive and not outgoing:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
+    record = recording.record_file(str(target), subprotocol or ())
+
+    def connection() -> WebSocketClientConnection:
+        if record is not None:
+            return RecordingClientConnection(
+                handshake, max_size=limit, timeouts=timeouts, record=record
+            )
+        return WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts)
+
     async def open_connection(deadline: float | None) -> WebSocketClientConnection:
         try:
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
                 return await connect_ws(
                     target,
-                    lambda: WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts),
+                    connection,
                     ssl_context=ctx,
                     server_hostname=tls.server_hostname,
                     timeout=open_for,
@@ -515,10 +534,17 @@ def ws_client(
             return
         conn = await open_connection(deadline)
         try:
-            view = View(out, target, interactive=settings.interactive, raw=raw)
-            await Session(conn, settings, view, deadline=deadline).run()
+            if replaying is not None:
+                await ws_replay.run_replay(conn, replaying, out, deadline=deadline, timeout=wait)
+            else:
+                view = View(out, target, interactive=settings.interactive, raw=raw)
+                await Session(conn, settings, view, deadline=deadline).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 
-    runtime.run(main)
+    try:
+        runtime.run(main)
+    finally:
+        if record is not None:
+            record.close()
     raise typer.Exit(ExitStatus.SUCCESS)
