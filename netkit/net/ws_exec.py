@@ -1,0 +1,362 @@
+"""``ws-server --exec``: each client served by its own process, as websocketd does.
+
+:class:`ProgramConnection` starts the program (``/bin/sh -c COMMAND``, in a session of its
+own so that the whole pipeline can be signalled) once the upgrade is accepted, with the
+environment :func:`~netkit.core.ws.program.program_environment` builds. Messages go to its
+stdin (a line each, or raw with :attr:`~netkit.core.ws.program.Framing.BINARY`), its stdout
+comes back as messages, its stderr is logged (``stderr`` events), never sent.
+
+When the process ends, the connection closes with 1000 (exit status 0) or 1011 and the
+status in the reason. When the client goes first, the process's stdin is closed and its
+process group gets SIGTERM, then SIGKILL after ``kill_after`` seconds. The connection stays
+counted by the server (``--max-connections``, the drain) until its process is reaped, so the
+cap is a cap on processes too.
+
+Flow control both ways: while stdin's pipe holds more than its high-water mark the socket
+is not read; while the socket cannot take more, stdout is not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+from collections.abc import Callable
+from typing import Any, cast
+
+import netkit
+from netkit.core.ws.events import (
+    Accepted,
+    HandshakeResponse,
+    HealthCheck,
+    Message,
+    Rejected,
+    Request,
+)
+from netkit.core.ws.frames import CloseCode
+from netkit.core.ws.program import (
+    Framing,
+    LineSplitter,
+    Program,
+    exit_close,
+    exit_description,
+    program_environment,
+)
+from netkit.core.ws.protocol import State
+from netkit.core.ws.server import ServerHandshake
+from netkit.errors import PeerProtocolError
+from netkit.net.server import ServerConnection
+from netkit.net.ws import WSTimeouts
+from netkit.net.ws_server import Mode, ModeConnection, Room
+
+__all__ = ["ProgramConnection"]
+
+_OPEN = State.OPEN
+
+
+class _ProgramPipes(asyncio.SubprocessProtocol):
+    """The process's side: hands each pipe's events to its :class:`ProgramConnection`."""
+
+    def __init__(self, conn: ProgramConnection) -> None:
+        self.conn = conn
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        assert isinstance(data, bytes)
+        if fd == 1:
+            self.conn.stdout_received(data)
+        else:
+            self.conn.stderr_received(data)
+
+    def pause_writing(self) -> None:  # stdin's pipe is full
+        self.conn.hold_input(True)
+
+    def resume_writing(self) -> None:
+        self.conn.hold_input(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The process exited and every pipe is closed.
+        self.conn.program_ended()
+
+
+class ProgramConnection(ModeConnection):
+    """A WebSocket connection served by a process of its own (``ws-server --exec``).
+
+    Its events, besides ModeConnection's ``open``, ``close`` and ``message``: ``exec`` (the
+    process started: ``pid``), ``stderr`` (a line it wrote there), ``signal`` (TERM or KILL
+    sent to it), ``exit`` (it ended: ``status``, the ``reason``, and ``stdin_dropped``, the
+    bytes of messages that came after its stdin closed) and ``exec_failed``.
+
+    Args:
+        program: what to run and how messages meet its streams.
+        log: receives (event, fields); None to log nothing.
+        log_messages: also log every message, ping and pong.
+        secure: the server speaks TLS (``HTTPS=on`` in the environment).
+    """
+
+    # Writes come from the process, not from the receive buffer: a full socket stops
+    # stdout being read (pause_writing below), not the client being read.
+    pause_reading_on_backpressure = False
+
+    def __init__(
+        self,
+        handshake: ServerHandshake,
+        *,
+        program: Program,
+        log: Callable[[str, dict[str, Any]], None] | None,
+        log_messages: bool = False,
+        max_size: int | None = 1 << 20,
+        timeouts: WSTimeouts = WSTimeouts(),
+        secure: bool = False,
+        message_logger: Callable[[str], Callable[..., None]] | None = None,
+    ) -> None:
+        super().__init__(
+            handshake,
+            mode=Mode.SINK,  # on_message below replaces the mode's handling
+            room=Room(),
+            log=log,
+            log_messages=log_messages,
+            max_size=max_size,
+            timeouts=timeouts,
+            message_logger=message_logger,
+        )
+        self.program = program
+        self.secure = secure
+        self.pid: int | None = None
+        self._line_end = program.framing.line_end
+        self._stdout = LineSplitter(program.max_line) if program.framing is Framing.LINES else None
+        self._stderr = LineSplitter(program.max_line)
+        self._pending = bytearray()  # for stdin, written once per read from the socket
+        self._pipes: _ProgramPipes | None = None
+        self._spawning: asyncio.Task[None] | None = None
+        self._started = False  # the process was asked for (it may still be starting)
+        self._ended = False  # it has been reaped (or never started)
+        self._terminating = False
+        self._holds = 0  # reasons not to read the socket: starting, stdin full
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._lost: tuple[Exception | None] | None = None  # connection_lost, not yet reported
+        self._request: Request | None = None
+        self.stdin_dropped = 0
+
+    # --- starting ---------------------------------------------------------------------
+
+    def on_handshake(self, event: Accepted | HealthCheck | Rejected | HandshakeResponse) -> None:
+        if isinstance(event, Accepted):
+            self._request = event.request
+        super().on_handshake(event)
+
+    def on_open(self) -> None:
+        super().on_open()
+        self._started = True
+        self.hold_input(True)  # messages wait in the socket until stdin exists
+        self._spawning = self._loop.create_task(self._spawn())
+
+    async def _spawn(self) -> None:
+        pipes = _ProgramPipes(self)
+        assert self._request is not None
+        peername = self.transport.get_extra_info("peername") if self.transport else None
+        remote = peername[:2] if isinstance(peername, tuple) else None
+        env = program_environment(
+            self._request,
+            remote=remote,
+            secure=self.secure,
+            unique_id=secrets.token_hex(16),
+            server_software=f"netkit/{netkit.__version__}",
+            parent=os.environ,
+        )
+        try:
+            await self._loop.subprocess_exec(
+                lambda: pipes,
+                *self.program.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # its own process group: signals reach a pipeline
+            )
+        except OSError as exc:
+            self._emit("exec_failed", error=f"{self.program.argv[0]}: {exc.strerror or exc}")
+            self.start_close(CloseCode.INTERNAL_ERROR, "cannot start the program")
+            self._reaped()
+            return
+        finally:
+            self._spawning = None
+        assert pipes.transport is not None
+        self._pipes = pipes
+        self.pid = pipes.transport.get_pid()
+        self._emit("exec", pid=self.pid, command=self.program.command)
+        if self._terminating:  # the client went while the process started
+            self._terminating = False
+            self.terminate()
+            return
+        self._write_stdin()
+        self.hold_input(False)
+
+    # --- client -> stdin --------------------------------------------------------------
+
+    def on_message(self, message: Message) -> None:
+        if self._log_message is not None:
+            self._log_message("text" if message.text else "binary", len(message.data))
+        pending = self._pending
+        pending += message.data  # a copy: the message is a view of the receive buffer
+        pending += self._line_end
+
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        if self._pending and self._pipes is not None:
+            self._write_stdin()
+
+    def _write_stdin(self) -> None:
+        if not self._pending:
+            return
+        data, self._pending = self._pending, bytearray()  # never changed once handed over
+        stdin = self._pipe(0)
+        if stdin is None or stdin.is_closing():
+            self.stdin_dropped += len(data)
+            return
+        cast(asyncio.WriteTransport, stdin).write(data)
+
+    def hold_input(self, hold: bool) -> None:
+        """Stop (True) or resume (False) reading the client, for one more or one fewer reason
+        (the process starting, its stdin full)."""
+        self._holds += 1 if hold else -1
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if hold and self._holds == 1:
+            transport.pause_reading()
+        elif not hold and self._holds == 0:
+            transport.resume_reading()
+
+    # --- stdout -> client, stderr -> log ----------------------------------------------
+
+    def stdout_received(self, data: bytes) -> None:
+        """A chunk of the process's stdout: its lines (or the chunk) as messages."""
+        ws = self.ws
+        if ws.state is not _OPEN or ws.close_sent is not None:
+            return  # the client is going: nowhere to send it
+        splitter = self._stdout
+        if splitter is None:
+            ws.send_binary(data)
+            self.messages_out += 1
+        else:
+            lines = splitter.feed(data)
+            self._send_lines(lines, data.isascii())
+        self.flush()
+
+    def _send_lines(self, lines: list[bytes], ascii_only: bool) -> None:
+        ws = self.ws
+        if ascii_only:  # the common case, checked once per chunk
+            for line in lines:
+                ws.send_text(line)
+        else:
+            for line in lines:
+                # A line that is not UTF-8 cannot be a text message (RFC 6455 8.1): binary.
+                try:
+                    line.decode()
+                except UnicodeDecodeError:
+                    ws.send_binary(line)
+                else:
+                    ws.send_text(line)
+        self.messages_out += len(lines)
+
+    def stderr_received(self, data: bytes) -> None:
+        """A chunk of the process's stderr: one ``stderr`` event per line."""
+        for line in self._stderr.feed(data):
+            self._emit("stderr", pid=self.pid, line=line.decode(errors="replace"))
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        stdout = self._pipe(1)
+        if stdout is not None:
+            cast(asyncio.ReadTransport, stdout).pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        stdout = self._pipe(1)
+        if stdout is not None and not stdout.is_closing():
+            cast(asyncio.ReadTransport, stdout).resume_reading()
+
+    def _pipe(self, fd: int) -> asyncio.BaseTransport | None:
+        if self._pipes is None or self._pipes.transport is None:
+            return None
+        return self._pipes.transport.get_pipe_transport(fd)
+
+    # --- ending -----------------------------------------------------------------------
+
+    def program_ended(self) -> None:
+        """The process exited and its pipes are closed: send what is left, close the
+        connection as its status says, and let the server count the connection out."""
+        assert self._pipes is not None and self._pipes.transport is not None
+        status = self._pipes.transport.get_returncode()
+        assert status is not None
+        rest = self._stdout.end() if self._stdout is not None else None
+        if rest is not None and self.ws.state is _OPEN and self.ws.close_sent is None:
+            self._send_lines([rest], rest.isascii())
+        line = self._stderr.end()
+        if line is not None:
+            self._emit("stderr", pid=self.pid, line=line.decode(errors="replace"))
+        self._emit(
+            "exit",
+            pid=self.pid,
+            status=status,
+            reason=exit_description(status),
+            stdin_dropped=self.stdin_dropped,
+        )
+        self._pipes.transport.close()
+        if self.ws.state is _OPEN:
+            self.start_close(*exit_close(status))
+        self._reaped()
+
+    def _reaped(self) -> None:
+        self._ended = True
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+        if self._lost is not None:  # the client went first: the server counts it out now
+            ServerConnection.on_close(self, self._lost[0])
+
+    def terminate(self) -> None:
+        """The client went: close the process's stdin, TERM its process group, and KILL it
+        after ``kill_after`` seconds if it is still there."""
+        if self._ended or self._terminating:
+            return
+        self._terminating = True
+        if self._pipes is None:
+            return  # still starting: _spawn terminates it once it exists
+        stdin = self._pipe(0)
+        if stdin is not None:
+            stdin.close()
+        self._signal(signal.SIGTERM)
+        self._kill_timer = self._loop.call_later(self.program.kill_after, self._kill)
+
+    def _kill(self) -> None:
+        self._kill_timer = None
+        if not self._ended:
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.pid is not None
+        self._emit("signal", pid=self.pid, signal=sig.name)
+        # The group is the process's own (start_new_session); it exists until its last
+        # member is reaped, so the number cannot name another group meanwhile.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def on_closed(self, code: int, reason: str, error: PeerProtocolError | None) -> None:
+        super().on_closed(code, reason, error)
+        self.terminate()
+
+    def on_close(self, exc: Exception | None) -> None:
+        self.terminate()
+        self._pending.clear()
+        if self._started and not self._ended:
+            self._lost = (exc,)  # counted out once the process is reaped (_reaped)
+            return
+        super().on_close(exc)
