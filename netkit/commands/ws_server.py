@@ -233,7 +233,7 @@ def program_line(event: str, fields: dict[str, Any]) -> str | None:
     peer, pid = fields.get("peer"), fields.get("pid")
     if event == "stderr":
         return escape(f"{peer} [{pid}] {fields['line']}")
-    if event == "exit" and fields["status"] != 0:
+    if event == "exit" and fields["status"] != 0 and not fields["client_gone"]:
         return escape(f"{peer} [{pid}] {fields['reason']}")
     if event == "exec_failed":
         return escape(f"{peer}: {fields['error']}")

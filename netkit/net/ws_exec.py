@@ -90,8 +90,9 @@ class ProgramConnection(ModeConnection):
 
     Its events, besides ModeConnection's ``open``, ``close`` and ``message``: ``exec`` (the
     process started: ``pid``), ``stderr`` (a line it wrote there), ``signal`` (TERM or KILL
-    sent to it), ``exit`` (it ended: ``status``, the ``reason``, and ``stdin_dropped``, the
-    bytes of messages that came after its stdin closed) and ``exec_failed``.
+    sent to it), ``exit`` (it ended: ``status``, the ``reason``, ``client_gone`` when it was
+    told to go because the client went, and ``stdin_dropped``, the bytes of messages that came
+    after its stdin closed) and ``exec_failed``.
 
     Args:
         program: what to run and how messages meet its streams.
@@ -307,6 +308,7 @@ class ProgramConnection(ModeConnection):
             pid=self.pid,
             status=status,
             reason=exit_description(status),
+            client_gone=self._terminating,  # it was told to go (TERM), not ended on its own
             stdin_dropped=self.stdin_dropped,
         )
         self._pipes.transport.close()
