@@ -23,7 +23,6 @@ import contextlib
 import os
 import secrets
 import signal
-import subprocess
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -48,6 +47,7 @@ from netkit.core.ws.program import (
 from netkit.core.ws.protocol import State
 from netkit.core.ws.server import ServerHandshake
 from netkit.errors import PeerProtocolError
+from netkit.net.pipes import ChildPipes
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_server import Mode, ModeConnection, Room
@@ -57,8 +57,9 @@ __all__ = ["ProgramConnection"]
 _OPEN = State.OPEN
 
 
-class _ProgramPipes(asyncio.SubprocessProtocol):
-    """The process's side: hands each pipe's events to its :class:`ProgramConnection`."""
+class _ProgramExit(asyncio.SubprocessProtocol):
+    """Tells its :class:`ProgramConnection` when the process exits (the pipes are
+    :class:`~netkit.net.pipes.ChildPipes`, not the loop's)."""
 
     def __init__(self, conn: ProgramConnection) -> None:
         self.conn = conn
@@ -67,22 +68,8 @@ class _ProgramPipes(asyncio.SubprocessProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.SubprocessTransport, transport)
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        assert isinstance(data, bytes)
-        if fd == 1:
-            self.conn.stdout_received(data)
-        else:
-            self.conn.stderr_received(data)
-
-    def pause_writing(self) -> None:  # stdin's pipe is full
-        self.conn.hold_input(True)
-
-    def resume_writing(self) -> None:
-        self.conn.hold_input(False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # The process exited and every pipe is closed.
-        self.conn.program_ended()
+    def process_exited(self) -> None:
+        self.conn.process_exited()
 
 
 class ProgramConnection(ModeConnection):
@@ -134,16 +121,22 @@ class ProgramConnection(ModeConnection):
         self._stdout = LineSplitter(program.max_line) if program.framing is Framing.LINES else None
         self._stderr = LineSplitter(program.max_line)
         self._pending = bytearray()  # for stdin, written once per read from the socket
-        self._pipes: _ProgramPipes | None = None
+        self._pipes: ChildPipes | None = None
+        self._process: asyncio.SubprocessTransport | None = None
         self._spawning: asyncio.Task[None] | None = None
         self._started = False  # the process was asked for (it may still be starting)
-        self._ended = False  # it has been reaped (or never started)
+        self._exited = False  # the process exited (its output may still be coming)
+        self._ended = False  # exited, output read, reaped (or never started)
         self._terminating = False
         self._holds = 0  # reasons not to read the socket: starting, stdin full
         self._kill_timer: asyncio.TimerHandle | None = None
         self._lost: tuple[Exception | None] | None = None  # connection_lost, not yet reported
         self._request: Request | None = None
-        self.stdin_dropped = 0
+
+    @property
+    def stdin_dropped(self) -> int:
+        """Bytes of messages not written to stdin because it had closed."""
+        return self._pipes.dropped if self._pipes is not None else 0
 
     # --- starting ---------------------------------------------------------------------
 
@@ -158,39 +151,51 @@ class ProgramConnection(ModeConnection):
         self.hold_input(True)  # messages wait in the socket until stdin exists
         self._spawning = self._loop.create_task(self._spawn())
 
-    async def _spawn(self) -> None:
-        pipes = _ProgramPipes(self)
+    def _environment(self) -> dict[str, str]:
         assert self._request is not None
         peername = self.transport.get_extra_info("peername") if self.transport else None
-        remote = peername[:2] if isinstance(peername, tuple) else None
-        env = program_environment(
+        return program_environment(
             self._request,
-            remote=remote,
+            remote=peername[:2] if isinstance(peername, tuple) else None,
             secure=self.secure,
             unique_id=secrets.token_hex(16),
             server_software=f"netkit/{netkit.__version__}",
             parent=os.environ,
         )
+
+    async def _spawn(self) -> None:
+        exit_watch = _ProgramExit(self)
+        try:
+            pipes = ChildPipes(
+                on_stdout=self.stdout_received,
+                on_stderr=self.stderr_received,
+                on_stdin_full=self.hold_input,
+            )
+        except OSError as exc:
+            self._not_started(exc)
+            return
+        assert pipes.child_ends is not None
+        stdin, stdout, stderr = pipes.child_ends
         try:
             await self._loop.subprocess_exec(
-                lambda: pipes,
+                lambda: exit_watch,
                 *self.program.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                env=self._environment(),
                 start_new_session=True,  # its own process group: signals reach a pipeline
             )
         except OSError as exc:
-            self._emit("exec_failed", error=f"{self.program.argv[0]}: {exc.strerror or exc}")
-            self.start_close(CloseCode.INTERNAL_ERROR, "cannot start the program")
-            self._reaped()
+            pipes.close()
+            self._not_started(exc)
             return
         finally:
             self._spawning = None
-        assert pipes.transport is not None
-        self._pipes = pipes
-        self.pid = pipes.transport.get_pid()
+        assert exit_watch.transport is not None
+        self._pipes, self._process = pipes, exit_watch.transport
+        pipes.started()
+        self.pid = exit_watch.transport.get_pid()
         self._emit("exec", pid=self.pid, command=self.program.command)
         if self._terminating:  # the client went while the process started
             self._terminating = False
@@ -198,6 +203,11 @@ class ProgramConnection(ModeConnection):
             return
         self._write_stdin()
         self.hold_input(False)
+
+    def _not_started(self, exc: OSError) -> None:
+        self._emit("exec_failed", error=f"{self.program.argv[0]}: {exc.strerror or exc}")
+        self.start_close(CloseCode.INTERNAL_ERROR, "cannot start the program")
+        self._reaped()
 
     # --- client -> stdin --------------------------------------------------------------
 
@@ -214,14 +224,9 @@ class ProgramConnection(ModeConnection):
             self._write_stdin()
 
     def _write_stdin(self) -> None:
-        if not self._pending:
-            return
-        data, self._pending = self._pending, bytearray()  # never changed once handed over
-        stdin = self._pipe(0)
-        if stdin is None or stdin.is_closing():
-            self.stdin_dropped += len(data)
-            return
-        cast(asyncio.WriteTransport, stdin).write(data)
+        if self._pending and self._pipes is not None:
+            data, self._pending = self._pending, bytearray()
+            self._pipes.write(data)
 
     def hold_input(self, hold: bool) -> None:
         """Stop (True) or resume (False) reading the client, for one more or one fewer reason
@@ -238,8 +243,16 @@ class ProgramConnection(ModeConnection):
     # --- stdout -> client, stderr -> log ----------------------------------------------
 
     def stdout_received(self, data: bytes) -> None:
-        """A chunk of the process's stdout: its lines (or the chunk) as messages."""
+        """A chunk of the process's stdout (b"" at its end): its lines (or the chunk) as
+        messages."""
         ws = self.ws
+        if not data:
+            rest = self._stdout.end() if self._stdout is not None else None
+            if rest is not None and ws.state is _OPEN and ws.close_sent is None:
+                self._send_lines([rest], rest.isascii())
+                self.flush()
+            self._maybe_ended()
+            return
         if ws.state is not _OPEN or ws.close_sent is not None:
             return  # the client is going: nowhere to send it
         splitter = self._stdout
@@ -247,8 +260,7 @@ class ProgramConnection(ModeConnection):
             ws.send_binary(data)
             self.messages_out += 1
         else:
-            lines = splitter.feed(data)
-            self._send_lines(lines, data.isascii())
+            self._send_lines(splitter.feed(data), data.isascii())
         self.flush()
 
     def _send_lines(self, lines: list[bytes], ascii_only: bool) -> None:
@@ -268,50 +280,50 @@ class ProgramConnection(ModeConnection):
         self.messages_out += len(lines)
 
     def stderr_received(self, data: bytes) -> None:
-        """A chunk of the process's stderr: one ``stderr`` event per line."""
-        for line in self._stderr.feed(data):
+        """A chunk of the process's stderr (b"" at its end): one ``stderr`` event per line."""
+        lines = self._stderr.feed(data)
+        if not data and (rest := self._stderr.end()) is not None:
+            lines.append(rest)
+        for line in lines:
             self._emit("stderr", pid=self.pid, line=line.decode(errors="replace"))
+        if not data:
+            self._maybe_ended()
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        stdout = self._pipe(1)
-        if stdout is not None:
-            cast(asyncio.ReadTransport, stdout).pause_reading()
+        if self._pipes is not None:
+            self._pipes.pause_stdout()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        stdout = self._pipe(1)
-        if stdout is not None and not stdout.is_closing():
-            cast(asyncio.ReadTransport, stdout).resume_reading()
-
-    def _pipe(self, fd: int) -> asyncio.BaseTransport | None:
-        if self._pipes is None or self._pipes.transport is None:
-            return None
-        return self._pipes.transport.get_pipe_transport(fd)
+        if self._pipes is not None:
+            self._pipes.resume_stdout()
 
     # --- ending -----------------------------------------------------------------------
 
-    def program_ended(self) -> None:
-        """The process exited and its pipes are closed: send what is left, close the
-        connection as its status says, and let the server count the connection out."""
-        assert self._pipes is not None and self._pipes.transport is not None
-        status = self._pipes.transport.get_returncode()
+    def process_exited(self) -> None:
+        """The process exited; it has ended once its stdout and stderr are read too."""
+        self._exited = True
+        self._maybe_ended()
+
+    def _maybe_ended(self) -> None:
+        # The process exited and every byte of its output was read, in either order.
+        pipes, process = self._pipes, self._process
+        if not self._exited or self._ended or pipes is None or pipes.output_open:
+            return
+        assert process is not None
+        status = process.get_returncode()
         assert status is not None
-        rest = self._stdout.end() if self._stdout is not None else None
-        if rest is not None and self.ws.state is _OPEN and self.ws.close_sent is None:
-            self._send_lines([rest], rest.isascii())
-        line = self._stderr.end()
-        if line is not None:
-            self._emit("stderr", pid=self.pid, line=line.decode(errors="replace"))
         self._emit(
             "exit",
             pid=self.pid,
             status=status,
             reason=exit_description(status),
             client_gone=self._terminating,  # it was told to go (TERM), not ended on its own
-            stdin_dropped=self.stdin_dropped,
+            stdin_dropped=pipes.dropped,
         )
-        self._pipes.transport.close()
+        pipes.close()
+        process.close()
         if self.ws.state is _OPEN:
             self.start_close(*exit_close(status))
         self._reaped()
@@ -332,9 +344,7 @@ class ProgramConnection(ModeConnection):
         self._terminating = True
         if self._pipes is None:
             return  # still starting: _spawn terminates it once it exists
-        stdin = self._pipe(0)
-        if stdin is not None:
-            stdin.close()
+        self._pipes.close_stdin()
         self._signal(signal.SIGTERM)
         self._kill_timer = self._loop.call_later(self.program.kill_after, self._kill)
 
