@@ -7,25 +7,14 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.commands.conftest import assert_one_line_error, run_netkit
-
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T], timeout: float = 15) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
+from tests.commands.test_ws_server import run
 
 
 def running_in_group(pgid: int) -> list[int]:
