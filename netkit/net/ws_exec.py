@@ -350,8 +350,19 @@ class ProgramConnection(ModeConnection):
 
     def _kill(self) -> None:
         self._kill_timer = None
-        if not self._ended:
+        if not self._ended and self.pid is not None:
             self._signal(signal.SIGKILL)
+
+    def abort(self) -> None:
+        """Drop the connection; at the end of the server's drain (it is being cut, and the
+        server exits next) its process is killed at once: the drain was its grace period,
+        and a process that ignores SIGTERM must not outlive the server."""
+        super().abort()
+        if getattr(self, "server", None) is not None and self.server.draining:
+            self.terminate()
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            self._kill()
 
     def _signal(self, sig: signal.Signals) -> None:
         assert self.pid is not None

@@ -4,8 +4,10 @@ websockets library as the client."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -195,6 +197,26 @@ def test_a_process_that_ignores_term_is_killed_with_its_children(netkit_server):
     assert sent == ["SIGTERM", "SIGKILL"]
     assert wait_gone(pid)  # the sleeps went with the shell: the whole group was signalled
     assert server.stop() == 0
+
+
+def test_a_process_still_running_when_the_drain_ends_is_killed(netkit_server):
+    # A client that never answers the server's 1001 keeps its connection open until the
+    # drain times out; the process ignores SIGTERM: it must not outlive the server.
+    script = "trap '' TERM; echo $$; while :; do sleep 0.05; done"
+    server = netkit_server("ws-server", ":0", "--exec", script, "--drain-timeout", "500ms")
+    host, _, port = server.address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET / HTTP/1.1\r\nHost: {server.address}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        pid = server.wait_for("exec")["pid"]
+        assert server.stop() == 0
+    assert wait_gone(pid)
+    assert [e["signal"] for e in server.events if e["event"] == "signal"][-1] == "SIGKILL"
+    assert server.event("summary")["aborted_at_drain"] == 1
 
 
 def test_binary_mode_carries_every_byte_both_ways(netkit_server):
