@@ -8,11 +8,12 @@ import base64
 import hashlib
 import os
 import socket
+import ssl
 import time
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.commands.conftest import assert_one_line_error, run_netkit
@@ -137,6 +138,27 @@ def test_websocketds_environment_variables(netkit_server):
     }
     assert env["SERVER_SOFTWARE"].startswith("netkit/")
     assert server.stop() == 0
+
+
+def test_tls_sets_https_and_a_unix_socket_client_has_no_address(netkit_server, tmp_path):
+    script = 'echo "[$HTTPS] [$REMOTE_ADDR] [$REMOTE_PORT] [$SERVER_NAME:$SERVER_PORT]"'
+    secure = netkit_server("ws-server", "wss://127.0.0.1:0/", "--tls-self-signed", "--exec", script)
+    path = tmp_path / "ws.sock"
+    local = netkit_server("ws-server", f"unix:{path}", "--exec", script)
+    ctx = ssl.create_default_context(cafile=secure.listening["ca_file"])
+
+    async def both() -> tuple[str | bytes, int, str | bytes]:
+        async with connect(secure.listening["url"], ssl=ctx) as ws:
+            over_tls, port = await ws.recv(), ws.local_address[1]
+        async with unix_connect(str(path), "ws://example.com/") as ws:
+            over_unix = await ws.recv()
+        return over_tls, port, over_unix
+
+    over_tls, port, over_unix = run(both())
+    _, _, server_port = secure.address.rpartition(":")
+    assert over_tls == f"[on] [127.0.0.1] [{port}] [127.0.0.1:{server_port}]"
+    assert over_unix == "[] [] [] [example.com:80]"
+    assert secure.stop() == 0 and local.stop() == 0
 
 
 def test_max_connections_caps_processes_with_503(netkit_server):
