@@ -12,8 +12,11 @@ process group gets SIGTERM, then SIGKILL after ``kill_after`` seconds. The conne
 counted by the server (``--max-connections``, the drain) until its process is reaped, so the
 cap is a cap on processes too.
 
-Flow control both ways: while stdin's pipe holds more than its high-water mark the socket
-is not read; while the socket cannot take more, stdout is not read.
+Flow control both ways, each direction on its own: while stdin's pipe is full (what it did
+not take waits in :class:`~netkit.net.pipes.ChildPipes`) the client is not read; while the
+client's socket cannot take more, stdout is not read. Neither blocks the other, so a client
+that writes without reading its answers cannot wedge the connection (websocketd 0.4.1 stalls
+there: benchmarks/README.md, issue 17).
 """
 
 from __future__ import annotations
