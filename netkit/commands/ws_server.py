@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Annotated, Any
 
 import click
@@ -11,6 +13,7 @@ from netkit.commands import options as opt
 from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
 from netkit.core.units import parse_size
+from netkit.core.ws.chaos import CHAOS_FAULTS, SYNTAX, parse_chaos_specs
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.server import (
     ServerHandshake,
@@ -22,6 +25,7 @@ from netkit.core.ws.server import (
 from netkit.errors import ConfigError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
+from netkit.net.ws_chaos import ChaosConnection
 from netkit.net.ws_server import Mode, ModeConnection, Room
 
 NAME = "ws-server"
@@ -89,6 +93,25 @@ def ws_server(
             "--close-timeout", help="How long to wait for the peer's part of the closing handshake."
         ),
     ] = "10s",
+    chaos: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--chaos",
+            metavar="SPEC",
+            help=f"A fault for testing clients, {SYNTAX} (repeatable): "
+            + "; ".join(f"{kind.name}: {kind.help}" for kind in CHAOS_FAULTS)
+            + ". p is drawn per message, ping or connection; each fault applied is a fault event.",
+            rich_help_panel="Chaos",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed for --chaos draws (repeatable runs; the listening event shows the one used).",
+            rich_help_panel="Chaos",
+        ),
+    ] = None,
     server: opt.ServerFlags = opt.ServerFlags(),
     sndbuf: opt.SendBuffer = None,
     rcvbuf: opt.RecvBuffer = None,
@@ -130,6 +153,13 @@ def ws_server(
         deflate=DeflateParams() if compress else None,
     )
     room = Room()
+    faults = parse_chaos_specs(chaos or ())
+    if faults and server.workers > 1:
+        raise ConfigError("--chaos needs a single process: its draws number the connections")
+    if seed is not None and not faults:
+        raise ConfigError("--seed applies to --chaos: give both")
+    chaos_seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
+    numbers = itertools.count(1)
 
     def log(event: str, fields: dict[str, Any]) -> None:
         if event == "close" and "error" in fields and not out.json:
@@ -137,16 +167,21 @@ def ws_server(
         out.event(event, None, **fields)
 
     def factory() -> ServerConnection:
-        return ModeConnection(
-            handshake,
-            mode=handling,
-            room=room,
-            log=log,
-            log_messages=out.json,
-            max_size=limit,
-            timeouts=timeouts,
-            message_logger=lambda peer: out.prepared_event("message", ("type", "size"), peer=peer),
-        )
+        options: dict[str, Any] = {
+            "mode": handling,
+            "room": room,
+            "log": log,
+            "log_messages": out.json,
+            "max_size": limit,
+            "timeouts": timeouts,
+            "message_logger": lambda peer: out.prepared_event(
+                "message", ("type", "size"), peer=peer
+            ),
+        }
+        if faults:
+            chaotic: dict[str, Any] = {"chaos": faults, "seed": chaos_seed, "number": next(numbers)}
+            return ChaosConnection(handshake, **chaotic, **options)
+        return ModeConnection(handshake, **options)
 
     def url(address: str, secure: bool) -> str:
         return server_url(address, secure, paths[0] if paths else "/")
@@ -158,7 +193,8 @@ def ws_server(
         build=build_stream(factory),
         flags=server,
         options=opt.socket_options(sndbuf, rcvbuf, keepalive),
-        details={"mode": mode, "compress": compress, "max_size": limit},
+        details={"mode": mode, "compress": compress, "max_size": limit}
+        | ({"chaos": [f.as_dict() for f in faults], "seed": chaos_seed} if faults else {}),
         url=url,
     )
     raise typer.Exit(code)
