@@ -179,7 +179,11 @@ def ws_server(
             ),
         }
         if faults:
-            chaotic: dict[str, Any] = {"chaos": faults, "seed": chaos_seed, "number": next(numbers)}
+            chaotic: dict[str, Any] = {
+                "chaos": faults,
+                "seed": chaos_seed,
+                "numbers": numbers.__next__,
+            }
             return ChaosConnection(handshake, **chaotic, **options)
         return ModeConnection(handshake, **options)
 

@@ -33,12 +33,13 @@ class ChaosConnection(ModeConnection):
     Args:
         chaos: the faults to draw from.
         seed: the server's seed.
-        number: this connection's number, from 1 (the draws depend on it).
+        numbers: gives each connection its number when its opening handshake completes
+            (1 for the first; the draws depend on it), shared by the server's connections.
         (the rest): as :class:`ModeConnection`; ``log`` receives the ``fault`` events.
     """
 
     _hung_up = False  # our FIN is sent: nothing more goes out
-    _paused_until = 0.0  # slow-read: perf_counter time reading resumes
+    _slow_read: asyncio.TimerHandle | None = None  # resumes reading after a slow-read pause
 
     def __init__(
         self,
@@ -46,13 +47,14 @@ class ChaosConnection(ModeConnection):
         *,
         chaos: Sequence[ChaosFault],
         seed: int,
-        number: int,
+        numbers: Callable[[], int],
         log: Callable[[str, dict[str, Any]], None] | None,
         timeouts: WSTimeouts,
         **options: Any,
     ) -> None:
         super().__init__(handshake, log=log, timeouts=timeouts, **options)
-        self.chaos = ConnectionChaos(chaos, seed, number)
+        self._plan = (chaos, seed, numbers)
+        self.chaos = ConnectionChaos((), seed, 0)  # the real one is drawn at on_open
         self.ws.auto_pong = False  # pongs are the plan's to answer, late or never
         self._handles: set[asyncio.TimerHandle] = set()
 
@@ -74,6 +76,8 @@ class ChaosConnection(ModeConnection):
     # --- the opening and the cuts --------------------------------------------------------
 
     def on_open(self) -> None:
+        chaos, seed, numbers = self._plan
+        self.chaos = ConnectionChaos(chaos, seed, numbers())
         super().on_open()
         for cut in self.chaos.opened():
             if cut.delay:
@@ -89,15 +93,19 @@ class ChaosConnection(ModeConnection):
     def _cut(self, cut: Cut) -> None:
         self._report()
         transport = self.transport
+        self._hung_up = True  # from now on nothing goes out, nothing is answered
         if transport is None or transport.is_closing():
             return
-        super().flush()  # what was queued before the fault goes out first
+        # What was queued before the fault goes out first; a close reply the protocol
+        # deferred behind it does not: the point is a connection without a closing handshake.
+        pending = self.ws.queued_output()
+        if pending:
+            self.bytes_out += sum(map(len, pending))
+            self._writelines(pending)
         if cut.resets:
             force_rst(transport.get_extra_info("socket"))
             transport.abort()
-            return
-        self._hung_up = True
-        if transport.can_write_eof() and self._half_close(transport):
+        elif transport.can_write_eof() and self._half_close(transport):
             # Read on until the client closes (it sees EOF, no close frame: 1006), so that
             # what it still sends is not answered with RST; abort if it never does.
             self._later(self.timeouts.close or 2.0, self.abort)
@@ -130,26 +138,26 @@ class ChaosConnection(ModeConnection):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        resume_at = time.perf_counter() + pause
-        if resume_at > self._paused_until:
-            self._paused_until = resume_at
-            transport.pause_reading()
-            self._later(pause, self._resume_reading)
+        running = self._slow_read
+        if running is not None:
+            if running.when() >= self._loop.time() + pause:
+                return  # the pause under way lasts longer
+            running.cancel()
+        transport.pause_reading()
+        self._slow_read = self._loop.call_later(pause, self._resume_reading)
 
     def _resume_reading(self) -> None:
+        self._slow_read = None
         transport = self.transport
-        if time.perf_counter() < self._paused_until or transport is None:
-            return  # a later pause is still running: its own timer resumes
-        self._paused_until = 0.0
-        if not transport.is_closing() and not (
-            self._write_paused and self.pause_reading_on_backpressure
-        ):
-            transport.resume_reading()
+        if transport is None or transport.is_closing():
+            return
+        if not (self._write_paused and self.pause_reading_on_backpressure):
+            transport.resume_reading()  # else resume_writing resumes it
 
     def resume_writing(self) -> None:
         super().resume_writing()
         transport = self.transport
-        if self._paused_until and transport is not None and not transport.is_closing():
+        if self._slow_read is not None and transport is not None and not transport.is_closing():
             transport.pause_reading()  # a slow read still runs: the drain must not end it
 
     def send_message(self, data: Buffer | str, *, text: bool | None = None) -> None:
@@ -162,13 +170,13 @@ class ChaosConnection(ModeConnection):
         if not outgoing.frames:
             super().send_message(payload, text=is_text)
             return
-        super().flush()  # frames queued before this message go first
         now = time.perf_counter()
         for ping in outgoing.pings:
             self.pings.sent(ping, now)
+        self.ws.send_frames(outgoing.frames)
         self.messages_out += 1
-        self.bytes_out += sum(map(len, outgoing.frames))
-        self._writelines(outgoing.frames)
+        if not self._dispatching:  # else _dispatch flushes
+            self.flush()
 
     # --- pings ----------------------------------------------------------------------------
 
@@ -194,7 +202,9 @@ class ChaosConnection(ModeConnection):
                 self.flush()
 
     def on_close(self, exc: Exception | None) -> None:
-        for handle in self._handles:
-            handle.cancel()
+        for handle in (*self._handles, self._slow_read):
+            if handle is not None:
+                handle.cancel()
         self._handles.clear()
+        self._slow_read = None
         super().on_close(exc)

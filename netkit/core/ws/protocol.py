@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 from codecs import utf_8_decode as _utf8_decode
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Final
 
@@ -551,6 +552,26 @@ class Protocol:
             self._answer_close()
         if self._deferred is not None:
             self._fail_deferred()
+        out, self._output = self._output, []
+        return out
+
+    def send_frames(self, buffers: Iterable[Buffer]) -> None:
+        """Queue frames serialized elsewhere, in order with what the protocol queues itself.
+
+        For ``ws-server --chaos`` (a message in many frames, pings between them, an oversized
+        frame): the buffers must be whole, valid frames; the state machine is not told.
+
+        Raises:
+            LocalProtocolError: the connection is not OPEN, or our close frame was sent.
+        """
+        if self.state is not _OPEN or self.close_sent is not None:
+            raise LocalProtocolError(f"cannot send frames in state {self.state.name}")
+        self._output += buffers
+
+    def queued_output(self) -> list[Buffer]:
+        """Return and forget what is queued, without what :meth:`data_to_send` would add (a
+        deferred close reply or failure): for ``ws-server --chaos``, cutting the connection
+        after what was sent before, and without a closing handshake."""
         out, self._output = self._output, []
         return out
 
