@@ -255,7 +255,7 @@ class Reset(Cut):
     """Reset the connection (TCP RST)."""
 
     name = "reset"
-    help = "reset the connection (TCP RST) [after N messages or a DURATION]"
+    help = "reset the connection (TCP RST), at once or =N messages or =DURATION after the open"
     resets = True
 
 
@@ -264,7 +264,7 @@ class Fin(Cut):
     """Close the TCP connection (FIN) without a close frame: the client sees 1006."""
 
     name = "fin"
-    help = "close with FIN, no close frame [after N messages or a DURATION]"
+    help = "close with FIN and no close frame, as reset"
     resets = False
 
 

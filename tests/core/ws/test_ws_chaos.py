@@ -22,7 +22,7 @@ from netkit.core.ws.chaos import (
 from netkit.core.ws.events import ConnectionClosed, Message, Ping
 from netkit.core.ws.frames import CloseCode, Side
 from netkit.core.ws.protocol import Protocol, State
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, LocalProtocolError
 
 
 def client_reads(*buffers: object, max_size: int | None = 1 << 20) -> tuple[Protocol, list]:
@@ -182,3 +182,31 @@ def test_closing_after_a_chaos_message_is_an_ordinary_close():
     assert bytes(events[0].data) == b"abc"
     client.receive_eof()
     assert any(isinstance(e, ConnectionClosed) for e in events + client.events_received())
+
+
+def test_protocol_sends_chaos_frames_in_order_and_refuses_them_once_closing():
+    server = Protocol(Side.SERVER)
+    server.send_text("before")
+    server.send_frames(ConnectionChaos([Fragment(2)], 1, 1).message_sent(b"xy", False).frames)
+    server.send_text("after")
+    _, events = client_reads(*server.data_to_send())
+    assert [bytes(e.data) for e in events] == [b"before", b"xy", b"after"]
+    server.send_close()
+    with pytest.raises(LocalProtocolError):
+        server.send_frames([b"\x82\x00"])
+
+
+def test_queued_output_leaves_out_a_deferred_close_reply():
+    # A message and the peer's close in one read: data_to_send() would answer the close
+    # after the message's reply; a chaos cut takes the reply alone and never answers.
+    server = Protocol(Side.SERVER)
+    client = Protocol(Side.CLIENT)
+    client.send_text("hi")
+    client.send_close()
+    server.receive_data(b"".join(bytes(b) for b in client.data_to_send()))
+    events = server.events_received()
+    server.send_text(bytes(events[0].data))
+    queued = server.queued_output()
+    _, echoed = client_reads(*queued)
+    assert [bytes(e.data) for e in echoed] == [b"hi"]
+    assert server.close_sent is None

@@ -197,22 +197,32 @@ def test_websockets_client_reassembles_fragments_and_answers_pings(netkit_server
     assert server.event("close")["code"] == 1000
 
 
-@pytest.mark.parametrize("cut", ["fin", "reset"])
-def test_websockets_client_sees_1006_when_the_connection_is_cut(netkit_server, cut):
-    server = chaos_server(netkit_server, f"{cut}=1")
+@pytest.mark.parametrize(
+    ("spec", "event", "echoes"),
+    [
+        ("fin=1", {"fault": "fin", "after_messages": 1, "message": 1}, []),
+        ("reset=1", {"fault": "reset", "after_messages": 1, "message": 1}, []),
+        ("fin=300ms", {"fault": "fin", "after_ms": 300.0}, ["hello"]),
+    ],
+)
+def test_websockets_client_sees_1006_when_the_connection_is_cut(netkit_server, spec, event, echoes):
+    server = chaos_server(netkit_server, spec)
 
-    async def client() -> ConnectionClosedError:
+    async def client() -> tuple[list[Any], ConnectionClosedError]:
+        received = []
         async with connect(server.listening["url"]) as ws:
             await ws.send("hello")
             with pytest.raises(ConnectionClosedError) as caught:
-                await ws.recv()
+                for _ in range(2):
+                    received.append(await ws.recv())
             assert ws.close_code == 1006
-            return caught.value
+            return received, caught.value
 
-    closed = run(client())
+    received, closed = run(client())
+    assert received == echoes
     assert closed.rcvd is None and closed.sent is None
     assert server.stop() == 0
-    assert faults(server) == [{"fault": cut, "after_messages": 1, "message": 1}]
+    assert faults(server) == [event]
 
 
 def test_websockets_client_fails_an_oversized_frame_with_1009(netkit_server):
