@@ -3,27 +3,16 @@ websockets library's client, over real sockets; the same seed gives the same fau
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 
 from tests.commands.conftest import NETKIT, json_lines, run_netkit
-
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T], timeout: float = 15) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
+from tests.commands.test_ws_server import run
 
 
 def chaos_server(netkit_server: Any, *specs: str, seed: int = 7, more: tuple[str, ...] = ()) -> Any:

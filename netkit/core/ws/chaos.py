@@ -117,38 +117,38 @@ class ChaosFault:
 
 
 @dataclass(frozen=True)
-class Fragment(ChaosFault):
-    """Send each message as ``frames`` frames, its payload split as evenly as it goes."""
+class Counted(ChaosFault):
+    """A fault with a number, at least ``least`` (its event names it ``key``)."""
 
-    name = "fragment"
-    help = "send each message as N frames"
-    unit = Unit.SENT
-    frames: int = 2
+    least: ClassVar[int]
+    key: ClassVar[str]
+    count: int = 2
 
     @classmethod
     def parse_value(cls, value: str, spec: str) -> Self:
-        return cls(_count(value, spec, 2))
+        return cls(_count(value, spec, cls.least))
 
     def values(self) -> dict[str, object]:
-        return {"frames": self.frames}
+        return {self.key: self.count}
 
 
 @dataclass(frozen=True)
-class Interleave(ChaosFault):
-    """Send ``pings`` pings between each two frames of a message (5.4: control frames may
+class Fragment(Counted):
+    """Send each message as ``count`` frames, its payload split as evenly as it goes."""
+
+    name = "fragment"
+    help = "send each message as N frames"
+    unit, least, key = Unit.SENT, 2, "frames"
+
+
+@dataclass(frozen=True)
+class Interleave(Counted):
+    """Send ``count`` pings between each two frames of a message (5.4: control frames may
     come between fragments)."""
 
     name = "interleave"
     help = "N pings between the frames of a message"
-    unit = Unit.SENT
-    pings: int = 1
-
-    @classmethod
-    def parse_value(cls, value: str, spec: str) -> Self:
-        return cls(_count(value, spec, 1))
-
-    def values(self) -> dict[str, object]:
-        return {"pings": self.pings}
+    unit, least, key = Unit.SENT, 1, "pings"
 
 
 @dataclass(frozen=True)
@@ -176,20 +176,36 @@ class Oversize(ChaosFault):
 
 
 @dataclass(frozen=True)
-class LatePong(ChaosFault):
-    """Answer a ping only ``delay`` seconds later."""
+class Timed(ChaosFault):
+    """A fault that lasts ``seconds`` (its event names it ``field_ms``, in milliseconds)."""
 
-    name = "late-pong"
-    help = "answer a ping DURATION late"
-    unit = Unit.PING
-    delay: float = 0.0
+    field_ms: ClassVar[str]
+    seconds: float = 0.0
 
     @classmethod
     def parse_value(cls, value: str, spec: str) -> Self:
         return cls(_seconds(value, spec))
 
     def values(self) -> dict[str, object]:
-        return {"delay_ms": round(self.delay * 1000, 3)}
+        return {self.field_ms: round(self.seconds * 1000, 3)}
+
+
+@dataclass(frozen=True)
+class SlowRead(Timed):
+    """Stop reading for ``seconds`` after a message arrives."""
+
+    name = "slow-read"
+    help = "stop reading for DURATION after a message"
+    unit, field_ms = Unit.RECEIVED, "pause_ms"
+
+
+@dataclass(frozen=True)
+class LatePong(Timed):
+    """Answer a ping only ``seconds`` later."""
+
+    name = "late-pong"
+    help = "answer a ping DURATION late"
+    unit, field_ms = Unit.PING, "delay_ms"
 
 
 @dataclass(frozen=True)
@@ -206,23 +222,6 @@ class NoPong(ChaosFault):
         if value:
             raise _error(spec, "no-pong takes no value")
         return cls()
-
-
-@dataclass(frozen=True)
-class SlowRead(ChaosFault):
-    """Stop reading for ``pause`` seconds after a message arrives."""
-
-    name = "slow-read"
-    help = "stop reading for DURATION after a message"
-    unit = Unit.RECEIVED
-    pause: float = 0.0
-
-    @classmethod
-    def parse_value(cls, value: str, spec: str) -> Self:
-        return cls(_seconds(value, spec))
-
-    def values(self) -> dict[str, object]:
-        return {"pause_ms": round(self.pause * 1000, 3)}
 
 
 @dataclass(frozen=True)
@@ -400,7 +399,7 @@ class ConnectionChaos:
         for fault in self._drawn(Unit.RECEIVED):
             assert isinstance(fault, SlowRead)
             self._applied(fault, message=self.received)
-            pause = max(pause, fault.pause)
+            pause = max(pause, fault.seconds)
         return None, pause
 
     def ping_received(self) -> float | None:
@@ -412,7 +411,7 @@ class ConnectionChaos:
             if isinstance(fault, NoPong):
                 delay = None
             elif delay is not None and isinstance(fault, LatePong):
-                delay = max(delay, fault.delay)
+                delay = max(delay, fault.seconds)
         return delay
 
     def message_sent(self, data: Buffer, text: bool) -> Outgoing:
@@ -426,8 +425,8 @@ class ConnectionChaos:
         fragment, interleave = chosen.get(Fragment), chosen.get(Interleave)
         if fragment is None and interleave is None:
             return Outgoing()
-        frames = fragment.frames if isinstance(fragment, Fragment) else 2
-        pings = interleave.pings if isinstance(interleave, Interleave) else 0
+        frames = fragment.count if isinstance(fragment, Fragment) else 2
+        pings = interleave.count if isinstance(interleave, Interleave) else 0
         for fault in (fragment, interleave):
             if fault is not None:
                 self._applied(fault, message=self.sent)
