@@ -556,22 +556,17 @@ class Protocol:
         return out
 
     def send_frames(self, buffers: Iterable[Buffer]) -> None:
-        """Queue frames serialized elsewhere, in order with what the protocol queues itself.
-
-        For ``ws-server --chaos`` (a message in many frames, pings between them, an oversized
-        frame): the buffers must be whole, valid frames; the state machine is not told.
+        """Queue whole frames serialized elsewhere (``ws-server --chaos``), in order.
 
         Raises:
-            LocalProtocolError: the connection is not OPEN, or our close frame was sent.
+            LocalProtocolError: not OPEN, or our close frame was sent.
         """
         if self.state is not _OPEN or self.close_sent is not None:
             raise LocalProtocolError(f"cannot send frames in state {self.state.name}")
         self._output += buffers
 
     def queued_output(self) -> list[Buffer]:
-        """Return and forget what is queued, without what :meth:`data_to_send` would add (a
-        deferred close reply or failure): for ``ws-server --chaos``, cutting the connection
-        after what was sent before, and without a closing handshake."""
+        """As :meth:`data_to_send` without a deferred close reply or failure (a chaos cut)."""
         out, self._output = self._output, []
         return out
 
