@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import click
 import typer
+from rich.markup import escape
 
 from netkit.commands import options as opt
 from netkit.commands.serving import build_stream, run_server
@@ -164,7 +165,7 @@ def ws_server(
     def log(event: str, fields: dict[str, Any]) -> None:
         if event == "close" and "error" in fields and not out.json:
             out.warn(f"{fields['peer']}: closed with {fields['sent_code']}: {fields['error']}")
-        out.event(event, None, **fields)
+        out.event(event, _fault_line(fields) if event == "fault" else None, **fields)
 
     def factory() -> ServerConnection:
         options: dict[str, Any] = {
@@ -197,8 +198,16 @@ def ws_server(
         build=build_stream(factory),
         flags=server,
         options=opt.socket_options(sndbuf, rcvbuf, keepalive),
+        # The faults as given for the human line; as objects in the JSON event (fields win).
         details={"mode": mode, "compress": compress, "max_size": limit}
-        | ({"chaos": [f.as_dict() for f in faults], "seed": chaos_seed} if faults else {}),
+        | ({"chaos": " ".join(chaos or ()), "seed": chaos_seed} if faults else {}),
+        fields=lambda secure: {"chaos": [f.as_dict() for f in faults]} if faults else {},
         url=url,
     )
     raise typer.Exit(code)
+
+
+def _fault_line(fields: dict[str, Any]) -> str:
+    """The human line of a ``--chaos`` fault event: ``PEER: fragment frames=8 message=3``."""
+    details = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("peer", "fault"))
+    return escape(f"{fields['peer']}: {fields['fault']} {details}".rstrip())
