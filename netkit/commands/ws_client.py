@@ -254,6 +254,8 @@ class View:
             reason=reason,
             initiator=conn.close_initiator,
             clean=conn.ws.close_received is not None,
+            # The code of our own close frame: 1009 when we failed on an oversized frame.
+            sent_code=conn.ws.close_sent[0] if conn.ws.close_sent is not None else None,
         )
         self.out.event(
             "summary",

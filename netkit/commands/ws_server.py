@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from typing import Annotated, Any
 
 import click
@@ -12,6 +14,7 @@ from netkit.commands import options as opt
 from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
 from netkit.core.units import parse_size
+from netkit.core.ws.chaos import CHAOS_FAULTS, SYNTAX, parse_chaos_specs
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.program import Framing, Program
 from netkit.core.ws.server import (
@@ -24,6 +27,7 @@ from netkit.core.ws.server import (
 from netkit.errors import ConfigError, UsageError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
+from netkit.net.ws_chaos import ChaosConnection
 from netkit.net.ws_exec import ProgramConnection
 from netkit.net.ws_server import Mode, ModeConnection, Room
 
@@ -118,6 +122,25 @@ def ws_server(
             "this long after.",
         ),
     ] = "2s",
+    chaos: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--chaos",
+            metavar="SPEC",
+            help=f"A fault for testing clients, {SYNTAX} (repeatable): "
+            + "; ".join(f"{kind.name}: {kind.help}" for kind in CHAOS_FAULTS)
+            + ". p is drawn per message, ping or connection; each fault applied is a fault event.",
+            rich_help_panel="Chaos",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Seed for --chaos draws (repeatable runs; the listening event shows the one used).",
+            rich_help_panel="Chaos",
+        ),
+    ] = None,
     server: opt.ServerFlags = opt.ServerFlags(),
     sndbuf: opt.SendBuffer = None,
     rcvbuf: opt.RecvBuffer = None,
@@ -163,11 +186,21 @@ def ws_server(
     )
     room = Room()
     program = exec_program(exec_, binary=binary, kill_after=kill_after, mode=handling, limit=limit)
+    faults = parse_chaos_specs(chaos or ())
+    if faults and server.workers > 1:
+        raise ConfigError("--chaos needs a single process: its draws number the connections")
+    if seed is not None and not faults:
+        raise ConfigError("--seed applies to --chaos: give both")
+    chaos_seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
+    numbers = itertools.count(1)
+    if program is not None and faults:
+        raise UsageError("--exec and --chaos cannot be combined: the process answers, not netkit")
 
     def log(event: str, fields: dict[str, Any]) -> None:
         if event == "close" and "error" in fields and not out.json:
             out.warn(f"{fields['peer']}: closed with {fields['sent_code']}: {fields['error']}")
-        out.event(event, program_line(event, fields), **fields)
+        line = _fault_line(fields) if event == "fault" else program_line(event, fields)
+        out.event(event, line, **fields)
 
     def factory() -> ServerConnection:
         if program is not None:
@@ -180,16 +213,25 @@ def ws_server(
                 timeouts=timeouts,
                 secure=server.tls.enabled,
             )
-        return ModeConnection(
-            handshake,
-            mode=handling,
-            room=room,
-            log=log,
-            log_messages=out.json,
-            max_size=limit,
-            timeouts=timeouts,
-            message_logger=lambda peer: out.prepared_event("message", ("type", "size"), peer=peer),
-        )
+        options: dict[str, Any] = {
+            "mode": handling,
+            "room": room,
+            "log": log,
+            "log_messages": out.json,
+            "max_size": limit,
+            "timeouts": timeouts,
+            "message_logger": lambda peer: out.prepared_event(
+                "message", ("type", "size"), peer=peer
+            ),
+        }
+        if faults:
+            chaotic: dict[str, Any] = {
+                "chaos": faults,
+                "seed": chaos_seed,
+                "numbers": numbers.__next__,
+            }
+            return ChaosConnection(handshake, **chaotic, **options)
+        return ModeConnection(handshake, **options)
 
     def url(address: str, secure: bool) -> str:
         return server_url(address, secure, paths[0] if paths else "/")
@@ -201,7 +243,10 @@ def ws_server(
         build=build_stream(factory),
         flags=server,
         options=opt.socket_options(sndbuf, rcvbuf, keepalive),
-        details={"mode": "exec" if program else mode, "compress": compress, "max_size": limit},
+        # The faults as given for the human line; as objects in the JSON event (fields win).
+        details={"mode": "exec" if program else mode, "compress": compress, "max_size": limit}
+        | ({"chaos": " ".join(chaos or ()), "seed": chaos_seed} if faults else {}),
+        fields=lambda secure: {"chaos": [f.as_dict() for f in faults]} if faults else {},
         per_connection=4 if program else 1,  # the socket and the process's three pipes
         url=url,
     )
@@ -238,3 +283,9 @@ def program_line(event: str, fields: dict[str, Any]) -> str | None:
     if event == "exec_failed":
         return escape(f"{peer}: {fields['error']}")
     return None
+
+
+def _fault_line(fields: dict[str, Any]) -> str:
+    """The human line of a ``--chaos`` fault event: ``PEER: fragment frames=8 message=3``."""
+    details = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("peer", "fault"))
+    return escape(f"{fields['peer']}: {fields['fault']} {details}".rstrip())
