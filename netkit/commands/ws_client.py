@@ -10,6 +10,9 @@ Exit codes (the rule ``--help`` documents):
   ``--close-timeout``.
 * 1: ``--count``/``--expect`` not satisfied when the server closed cleanly or ``--timeout``
   passed (by default 10 s after the input ended).
+* ``--replay``: 0 when the server answered as recorded, 1 with the differences (the
+  connection failing still exits 3, 4, 5 or 7). The format, the alignment of answers and the
+  comparison: ``netkit/core/ws/recording.py`` and ``netkit/core/ws/replay.py``.
 * 3: the connection failed, or dropped without a close frame (1006), our close included.
 * 4: ``--open-timeout`` or ``--timeout`` passed before the connection was open; without
   ``--count``/``--expect``, ``--timeout`` passed; the server did not answer our close within
@@ -22,12 +25,14 @@ Exit codes (the rule ``--help`` documents):
 * 130: Ctrl-C (we close with 1001 "going away", or ``--close-code``, first).
 
 A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/``--expect``.
+
+With ``--script``, the step that fails decides (``netkit/commands/ws_script.py``): 1 for a
+check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a bad file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import sys
 import time
@@ -38,6 +43,7 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
+from netkit.commands import ws_replay, ws_script
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
@@ -47,11 +53,13 @@ from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.prompt import PROMPT_COMMANDS
+from netkit.core.ws.recording import message_json
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection, connect_ws
+from netkit.net.ws_record import EchoRecordingClientConnection, RecordingClientConnection
 from netkit.net.ws_session import Outgoing, Session, Settings, input_message
 from netkit.status import ExitStatus
 
@@ -164,14 +172,7 @@ def build_handshake(
 def message_fields(is_text: bool, data: bytes) -> dict[str, Any]:
     """A message in a ``sent``/``received`` event: ``text``, or for a binary message the
     payload in ``data``, base64-encoded, as ``encoding`` says."""
-    if is_text:
-        return {"type": "text", "bytes": len(data), "text": data.decode("utf-8")}
-    return {
-        "type": "binary",
-        "bytes": len(data),
-        "data": base64.b64encode(data).decode("ascii"),
-        "encoding": "base64",
-    }
+    return message_json(is_text, data)
 
 
 def hex_summary(data: bytes) -> str:
@@ -276,6 +277,8 @@ class View:
             reason=reason,
             initiator=conn.close_initiator,
             clean=conn.ws.close_received is not None,
+            # The code of our own close frame: 1009 when we failed on an oversized frame.
+            sent_code=conn.ws.close_sent[0] if conn.ws.close_sent is not None else None,
         )
         self.out.event(
             "summary",
@@ -308,6 +311,30 @@ def _compile_pattern(text: str) -> re.Pattern[str]:
         raise ConfigError(f"--expect {text!r} is not a regular expression: {exc}") from None
 
 
+def _refuse_with_script(
+    messages: list[str] | None,
+    files: list[Path] | None,
+    count: int | None,
+    expect: list[str] | None,
+    binary: bool,
+    raw: bool,
+) -> None:
+    """--script is a mode of its own: the script says what to send and what to expect."""
+    given = [
+        ("MESSAGES", bool(messages)),
+        ("--file", bool(files)),
+        ("--count", count is not None),
+        ("--expect", bool(expect)),
+        ("--binary", binary),
+        ("--raw", raw),
+    ]
+    clash = next((name for name, present in given if present), None)
+    if clash is not None:
+        raise ConfigError(
+            f"--script cannot be used with {clash}: the script says what to send and expect"
+        )
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return stream is not None and bool(stream.isatty())
@@ -316,6 +343,7 @@ def _isatty(stream: Any) -> bool:
 
 
 @app.command(NAME, help=HELP, no_args_is_help=True)
+@ws_replay.record_flags
 def ws_client(
     url: Annotated[
         str,
@@ -441,7 +469,21 @@ def ws_client(
     key: opt.ClientKey = None,
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
+    recording: ws_replay.RecordFlags = ws_replay.RecordFlags(),
     json: opt.Json = False,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            "--script",
+            help="Run the conversation in this YAML or TOML file (send, expect, wait, ping, close, expect_close steps; see the README) instead of sending messages; exit 1 when an expectation fails, 4 when a step times out, naming the step.",
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit", help="With --script: write a JUnit XML report here, one test case per step."
+        ),
+    ] = None,
 ) -> None:
     """Connect, send MESSAGES (and files, and stdin lines), print what arrives.
 
@@ -457,8 +499,12 @@ def ws_client(
     if syntax is not None and (binary or raw):
         flag = "--binary" if binary else "--raw"
         raise ConfigError(f"{flag} cannot be used with --{syntax.encoding.value}")
-    if echo and (messages or file):
-        raise ConfigError("--echo sends only what it receives: no MESSAGES or --file with it")
+    if echo and (messages or file or script):
+        raise ConfigError("--echo sends only what it receives: no MESSAGES, --file or --script")
+    if script is not None and syntax is not None:
+        raise ConfigError(
+            f"--script says what to send: it cannot be used with --{syntax.encoding.value}"
+        )
     if close_code is not None and not is_valid_close_code(close_code):
         raise ConfigError(f"--close-code {close_code}: use 1000-1003, 1007-1014 or 3000-4999")
     if len(close_reason.encode()) > 123:
@@ -482,6 +528,19 @@ def ws_client(
     if tls.enabled and not target.secure:
         raise ConfigError("TLS options need a wss:// URL")
     ctx = client_context(tls) if tls.enabled else None
+    replaying = recording.replay_settings(
+        (
+            ("MESSAGES", messages),
+            ("--file", file),
+            ("--count", count),
+            ("--expect", expect),
+            ("--script", script),
+            ("--echo", echo),
+            ("--hex/--base64", syntax),
+        )
+    )
+    if replaying is not None:
+        subprotocol = subprotocol or list(replaying.subprotocols)
     handshake = build_handshake(
         target,
         headers=header or [],
@@ -489,6 +548,12 @@ def ws_client(
         origin=origin,
         compress=compress,
     )
+    if script is not None:
+        _refuse_with_script(messages, file, count, expect, binary, raw)
+        conversation = ws_script.load_script(script)
+        ws_script.check_junit_path(junit)
+    elif junit is not None:
+        raise ConfigError("--junit reports a --script run: give --script too")
     outgoing = _outgoing(messages or [], file or [], binary, syntax)
     stdin_tty = _isatty(sys.stdin)
     settings = Settings(
@@ -508,16 +573,21 @@ def ws_client(
     if stdin_tty and not settings.interactive and not outgoing and not echo:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
-    connection = EchoClientConnection if echo else WebSocketClientConnection
+    record = recording.record_file(str(target), subprotocol or ())
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait if wait else None
+    def connection() -> WebSocketClientConnection:
+        if record is not None:
+            recorder = EchoRecordingClientConnection if echo else RecordingClientConnection
+            return recorder(handshake, max_size=limit, timeouts=timeouts, record=record)
+        plain = EchoClientConnection if echo else WebSocketClientConnection
+        return plain(handshake, max_size=limit, timeouts=timeouts)
+
+    async def open_connection(deadline: float | None) -> WebSocketClientConnection:
         try:
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
-                conn = await connect_ws(
+                return await connect_ws(
                     target,
-                    lambda: connection(handshake, max_size=limit, timeouts=timeouts),
+                    connection,
                     ssl_context=ctx,
                     server_hostname=tls.server_hostname,
                     timeout=open_for,
@@ -525,11 +595,32 @@ def ws_client(
                 )
         except TimeoutError:
             raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
+
+    async def main() -> None:
+        deadline = asyncio.get_running_loop().time() + wait if wait else None
+        if script is not None:
+            await ws_script.run_script(
+                conversation,
+                lambda: open_connection(deadline),
+                ws_script.ScriptPresenter(out, message_fields),
+                peer=str(target),
+                deadline=time.monotonic() + wait if wait else None,
+                junit=junit,
+            )
+            return
+        conn = await open_connection(deadline)
         try:
-            view = View(out, target, interactive=settings.interactive, raw=raw, syntax=syntax)
-            await Session(conn, settings, view, deadline=deadline).run()
+            if replaying is not None:
+                await ws_replay.run_replay(conn, replaying, out, deadline=deadline, timeout=wait)
+            else:
+                view = View(out, target, interactive=settings.interactive, raw=raw, syntax=syntax)
+                await Session(conn, settings, view, deadline=deadline).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 
-    runtime.run(main)
+    try:
+        runtime.run(main)
+    finally:
+        if record is not None:
+            record.close()
     raise typer.Exit(ExitStatus.SUCCESS)

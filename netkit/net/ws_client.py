@@ -150,9 +150,9 @@ class EchoClientConnection(WebSocketClientConnection):
         self.echoed: deque[bool] = deque()
 
     def on_message(self, message: Message) -> None:
+        super().on_message(message)  # kept (and recorded, with --record) before its echo
         # send() copies (masking) before the view of the receive buffer goes away.
         self.echoed.append(self.send(message.data, text=message.text))
-        super().on_message(message)
 
 
 async def connect_ws(
