@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import socket
 import struct
@@ -326,3 +327,41 @@ def test_echo_is_strict_a_message_before_a_bad_frame_is_echoed_first():
     assert server.frames[0] == (0x1, b"hello")  # the echo left before the bad frame was read
     opcode, payload = server.frames[1]
     assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1002
+
+
+def test_echo_with_record_writes_each_message_then_its_echo(lib_server, tmp_path):
+    async def two_then_close(ws: ServerConnection, seen: Seen) -> None:
+        for message in ("one", b"\x00\x01"):
+            await ws.send(message)
+            seen.messages.append(await ws.recv())
+        await ws.close()
+
+    server = lib_server(two_then_close)
+    rec = tmp_path / "echo.jsonl"
+    result = run_netkit("ws-client", server.url(), "--echo", "--record", str(rec))
+    assert result.returncode == 0, result.stderr
+    assert server.connection().messages == ["one", b"\x00\x01"]
+    lines = [json.loads(line) for line in rec.read_text().splitlines()[1:]]
+    messages = [(e["event"], e.get("text", e.get("data"))) for e in lines if "type" in e]
+    assert messages == [
+        ("received", "one"), ("sent", "one"), ("received", "AAE="), ("sent", "AAE="),
+    ]  # fmt: skip
+
+
+def test_echo_and_the_encodings_refuse_the_other_modes(lib_server, tmp_path):
+    server = lib_server()
+    script = tmp_path / "conversation.yaml"
+    script.write_text("steps:\n  - send: hi\n")
+    recording = tmp_path / "session.jsonl"
+    assert run_netkit("ws-client", server.url(), "hi", "--record", str(recording)).returncode == 0
+    for args, says in [
+        (["--echo", "--script", str(script)], "--echo sends only what it receives"),
+        (["--hex", "--script", str(script)], "--script says what to send"),
+        (["--echo", "--replay", str(recording)], "drop --echo"),
+        (["--base64", "--replay", str(recording)], "drop --hex/--base64"),
+    ]:
+        result = run_netkit("ws-client", server.url(), *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert_one_line_error(result.stderr)
+        assert says in result.stderr, (args, result.stderr)
+    assert len(server.seen) == 1  # only the recording run connected
