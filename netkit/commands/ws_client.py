@@ -56,7 +56,7 @@ from netkit.status import ExitStatus
 
 NAME = "ws-client"
 
-app = typer.Typer()
+app = typer.Typer(add_completion=False)
 
 # Headers the handshake itself writes; -H may not replace them.
 _HEX_PREVIEW = 16

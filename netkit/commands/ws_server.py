@@ -30,6 +30,11 @@ HELP = "WebSocket server: echo, broadcast (chat room) or sink, on TCP, TLS or Un
 DEFAULT_ENDPOINT = "127.0.0.1:8765"
 
 
+app = typer.Typer(add_completion=False)
+"""The command, for :mod:`netkit.cli` (which loads this module only when it is run)."""
+
+
+@app.command(NAME, help=HELP)
 @opt.server_flags
 def ws_server(
     endpoint: Annotated[
