@@ -206,7 +206,12 @@ class View:
         if self.interactive:
             TerminalPrompt.show(self._stamped(line))
         else:
-            self.out.write_bytes(self._stamped(line).encode() + b"\n")
+            self._write_line(line.encode())
+
+    def _write_line(self, line: bytes) -> None:
+        # Piped output: bytes as they came (no decoding per message without --timestamps).
+        stamp = self._stamped("").encode() if self.timestamps else b""
+        self.out.write_bytes(stamp + line + b"\n")
 
     def notice(self, line: str) -> None:
         if self.out.json:  # stdout is for events: a notice is a diagnostic, on stderr
@@ -254,7 +259,7 @@ class View:
             shown = "[binary] " + data.hex(" ") if hex_mode else hex_summary(data)
             self._show("< " + (data.decode("utf-8") if is_text else shown))
         elif is_text:
-            self._show(data.decode("utf-8"))
+            self._write_line(data)
         elif self.raw:
             self.out.write_bytes(data)
         else:

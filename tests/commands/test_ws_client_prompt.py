@@ -248,3 +248,16 @@ def test_json_on_a_terminal_is_still_a_prompt(prompt, netkit_server):
     pane.keys("C-d")
     pane.wait_for('"event":"summary"')
     assert pane.exit_status() == 0
+
+
+def test_piped_stdin_is_not_a_prompt(netkit_server):
+    # stdin a pipe: every line is a text message as it is (no /commands), as before the prompt;
+    # --timestamps stamps the lines printed there too.
+    server = netkit_server("ws-server", "ws://127.0.0.1:0/")
+    result = run_netkit(
+        "ws-client", server.listening["url"], "--timestamps", input=b"/binary x\n//y\n"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line) for line in lines] == ["/binary x", "//y"]
+    assert all(re.match(r"^\d\d:\d\d:\d\d\.\d{3} /", line) for line in lines), lines
