@@ -507,7 +507,7 @@ def ws_client(
             if terminal is None:
                 await Session(conn, settings, view, deadline=deadline).run()
                 return
-            with terminal.showing():
+            async with terminal.showing():
                 if history_notice is not None:
                     view.notice(f"- {history_notice}")
                 await Session(conn, settings, view, deadline=deadline).run()

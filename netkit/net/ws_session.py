@@ -11,8 +11,9 @@ how, is the :class:`SessionView`'s business (``netkit/commands/ws_client.py`` im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,7 +21,7 @@ from netkit.core.addresses import WSURL
 from netkit.core.ws.ending import Ending, Outcome, verdict
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import CloseCode
-from netkit.core.ws.prompt import PromptKind, PromptState
+from netkit.core.ws.prompt import PromptCommand, PromptKind, PromptState
 from netkit.errors import ConfigError, Setting
 from netkit.net.lines import LineReader
 from netkit.net.ws_client import WebSocketClientConnection
@@ -54,7 +55,7 @@ def require_text(data: bytes, what: str) -> None:
 class PromptInput(Protocol):
     """The lines typed at the interactive prompt (:class:`netkit.net.terminal_prompt.TerminalPrompt`)."""
 
-    def lines(self, prompt: Callable[[], str]) -> AsyncIterator[str]:
+    def lines(self, prompt: Callable[[], str]) -> AsyncGenerator[str, None]:
         """Each line typed, until the input ends; ``prompt()`` gives the prompt to show."""
         ...
 
@@ -231,27 +232,33 @@ class Session:
         terminal = self.settings.terminal
         assert terminal is not None, "an interactive session reads lines from a terminal"
         state = self.prompt_state
-        async for line in terminal.lines(lambda: state.prompt):
-            command = state.read(line)
-            kind = command.kind
-            if kind is PromptKind.SEND or kind is PromptKind.SEND_BINARY:
-                if not await self._send(command.data, kind is PromptKind.SEND):
+        # aclosing: a /close or /quit ends the prompt at once (it stops prompting).
+        async with contextlib.aclosing(terminal.lines(lambda: state.prompt)) as lines:
+            async for line in lines:
+                if not await self._do(state.read(line)):
                     return
-            elif kind is PromptKind.PING:
-                task = asyncio.create_task(self._report_pong(self.conn.ping(command.text.encode())))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            elif kind is PromptKind.ERROR:
-                self.view.notice(f"! {command.text}")
-            elif kind is PromptKind.MODE:
-                self.view.notice(f"- {command.text}")
-            elif kind is PromptKind.CLOSE and command.code is not None:
-                self.conn.start_close(command.code, command.text)
-                return
-            else:  # /close without a code, /quit
-                self.conn.start_close(self._close_code(), self.settings.close_reason)
-                return
         self.conn.start_close(self._close_code(), self.settings.close_reason)  # Ctrl-D
+
+    async def _do(self, command: PromptCommand) -> bool:
+        """Do what a line typed at the prompt says; False once the session is to end."""
+        kind = command.kind
+        if kind is PromptKind.SEND or kind is PromptKind.SEND_BINARY:
+            return await self._send(command.data, kind is PromptKind.SEND)
+        if kind is PromptKind.PING:
+            task = asyncio.create_task(self._report_pong(self.conn.ping(command.text.encode())))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind is PromptKind.ERROR:
+            self.view.notice(f"! {command.text}")
+        elif kind is PromptKind.MODE:
+            self.view.notice(f"- {command.text}")
+        elif kind is PromptKind.CLOSE and command.code is not None:
+            self.conn.start_close(command.code, command.text)
+            return False
+        else:  # /close without a code, /quit
+            self.conn.start_close(self._close_code(), self.settings.close_reason)
+            return False
+        return True
 
     async def _report_pong(self, waiter: asyncio.Future[float | None]) -> None:
         rtt = await waiter

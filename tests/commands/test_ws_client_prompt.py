@@ -33,9 +33,13 @@ class Pane:
 
     def __init__(self, tmp_path: Path, command: list[str], env: dict[str, str]) -> None:
         self.socket = tmp_path / "tmux.sock"
+        self.status = tmp_path / "status"
         conf = tmp_path / "tmux.conf"
-        conf.write_text("set -g remain-on-exit on\n")  # keep the last screen and exit status
-        line = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *command])
+        conf.write_text("set -g remain-on-exit on\n")  # keep the last screen
+        # The exit status through a file: tmux 3.3a sometimes leaves a pane's ended process
+        # unreaped (a zombie), and its pane_dead_status empty.
+        run = shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *command])
+        line = f"{run}; echo $? > {shlex.quote(str(self.status))}"
         self._tmux("-f", str(conf), "new-session", "-d", "-s", "t", "-x", "200", "-y", "50", line)
 
     def _tmux(self, *args: str) -> str:
@@ -84,19 +88,12 @@ class Pane:
     def exit_status(self, timeout: float = 15) -> int:
         """Wait for the command to end; its exit status."""
         deadline = time.monotonic() + timeout
-        while True:
-            # The status is empty while it runs, and for a moment after the terminal closed
-            # (tmux sees the pane's end of file before the exit status).
-            shown = "#{pane_dead}:#{pane_dead_status}"
-            dead, _, status = (
-                self._tmux("display-message", "-p", "-t", "t", shown).strip().partition(":")
-            )
-            if dead == "1" and status:
-                return int(status)
+        while not self.status.exists() or not self.status.read_text().endswith("\n"):
             assert time.monotonic() < deadline, "ws-client did not exit:\n" + "\n".join(
                 self.screen()
             )
             time.sleep(_POLL)
+        return int(self.status.read_text())
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", str(self.socket), "kill-server"], capture_output=True)
