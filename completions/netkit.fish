@@ -60,7 +60,7 @@ function __netkit_value_options --description 'Options of a netkit command that 
         case 'netkit multicast selftest'
             printf '%s\n' '-I' '--interface' '--family' '-c' '--count' '-i' '--interval' '--receivers' '-t' '--timeout' '--max-loss'
         case 'netkit ws-client'
-            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni' '--record' '--replay' '--replay-speed' '--replay-wait' '--ignore' '--script' '--junit'
+            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni' '--record' '--replay' '--replay-speed' '--replay-wait' '--ignore' '--history' '--script' '--junit'
         case '*'
             return 1
     end
@@ -450,6 +450,8 @@ complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'replay-speed' -x -d
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'replay-wait' -x -d 'With --replay: how long to wait for the recorded answers before each message,...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'ignore' -x -d 'With --replay: text matching this regex (in text messages and close reasons)...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'json' -d 'Print one JSON object per line (events)'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'timestamps' -d 'Prefix each line shown (at the prompt too) with the time of day'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'history' -x -d 'Where the prompt keeps the lines typed (created 0600; \'off\': memory only)'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'script' -r -F -d 'Run the conversation in this YAML or TOML file (send, expect, wait, ping, clo...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'junit' -r -F -d 'With --script: write a JUnit XML report here, one test case per step'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'h' -l 'help' -d 'Show this message and exit'

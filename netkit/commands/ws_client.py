@@ -55,6 +55,7 @@ from netkit.core.ws.prompt import PROMPT_COMMANDS
 from netkit.core.ws.recording import message_json
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
+from netkit.net.terminal_prompt import TerminalPrompt, default_history_path, open_history
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
@@ -81,8 +82,11 @@ HELP = escape(
             "Talk to a WebSocket server: send messages, print what comes back.",
             "Sends the MESSAGES, then each --file, then each line of stdin unless stdin is a "
             "terminal. Text messages print as lines, binary ones as a hex summary (--raw: the "
-            "bytes). On a terminal with no messages: a prompt; lines are sent, '< ' marks what "
-            "arrives, and " + PROMPT_COMMANDS + ".",
+            "bytes). On a terminal with no messages: a prompt with line editing and history "
+            "(--history); lines are sent, what arrives is printed above the line being typed "
+            "('< ' marks it; with --json, the events), and " + PROMPT_COMMANDS + ". /binary "
+            "and /hex typed alone switch how lines are sent (hex mode also shows binary "
+            "messages whole, in hex).",
             "When it stops: with --count/--expect, as soon as they are satisfied (it sends "
             "close 1000 or --close-code, waits for the server's close, exits 0), or when they "
             "fail: exit 1 if the server closes or --timeout passes first (default: 10s after "
@@ -174,33 +178,48 @@ def hex_summary(data: bytes) -> str:
 
 
 class View:
-    """How a session looks: events, and lines for people (the prompt, received messages).
+    """How a session looks: events, and lines for people (at the prompt: above it).
 
-    Implements :class:`~netkit.net.ws_session.SessionView`.
+    Implements :class:`~netkit.net.ws_session.SessionView`. ``timestamps`` prefixes each line
+    shown with the local time of day.
     """
 
-    def __init__(self, out: Output, url: WSURL, *, interactive: bool, raw: bool) -> None:
+    def __init__(
+        self, out: Output, url: WSURL, *, interactive: bool, raw: bool, timestamps: bool = False
+    ) -> None:
         self.out = out
         self.url = url
         self.interactive = interactive
         self.raw = raw
-        self._prompt_shown = False
+        self.timestamps = timestamps
+        self._session: Session | None = None
+
+    def _stamped(self, line: str) -> str:
+        if not self.timestamps:
+            return line
+        now = time.time()
+        return f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {line}"
 
     def _show(self, line: str) -> None:
-        # Received output at the prompt: clear the prompt line, print, then prompt again.
-        prefix = "\r\x1b[K" if self._prompt_shown else ""
-        suffix = "> " if self._prompt_shown else ""
-        self.out.write_bytes(f"{prefix}{line}\n{suffix}".encode())
+        # At the prompt, stdout goes above the line being typed (TerminalPrompt.showing).
+        if self.out.json:
+            return
+        if self.interactive:
+            TerminalPrompt.show(self._stamped(line))
+        else:
+            self._write_line(line.encode())
 
-    def prompt(self) -> None:
-        self._prompt_shown = True
-        self.out.write_bytes(b"> ")
-
-    def line_entered(self) -> None:
-        self._prompt_shown = False
+    def _write_line(self, line: bytes) -> None:
+        # Piped output: bytes as they came (no decoding per message without --timestamps).
+        stamp = self._stamped("").encode() if self.timestamps else b""
+        self.out.write_bytes(stamp + line + b"\n")
 
     def notice(self, line: str) -> None:
-        self._show(line)
+        if self.out.json:  # stdout is for events: a notice is a diagnostic, on stderr
+            sys.stderr.write(self._stamped(line) + "\n")
+            sys.stderr.flush()
+        else:
+            self._show(line)
 
     def pong(self, rtt: float, *, keepalive: bool) -> None:
         self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3), keepalive=keepalive)
@@ -222,11 +241,12 @@ class View:
             status=101,
             headers=headers,
         )
-        if self.interactive:
+        self._session = session
+        if self.interactive and not self.out.json:
             details = [f"subprotocol {conn.subprotocol}"] if conn.subprotocol else []
             details += ["permessage-deflate"] if conn.deflate is not None else []
             more = f" ({', '.join(details)})" if details else ""
-            self.out.write_bytes(f"connected to {self.url}{more}; {PROMPT_COMMANDS}\n".encode())
+            self._show(f"connected to {self.url}{more}; {PROMPT_COMMANDS}")
 
     def sent(self, data: bytes, text: bool) -> None:
         self.out.event("sent", None, **message_fields(text, data))
@@ -236,13 +256,15 @@ class View:
         if self.out.json:
             return
         if self.interactive:
-            self._show("< " + (data.decode("utf-8") if is_text else hex_summary(data)))
+            hex_mode = self._session is not None and self._session.prompt_state.hex
+            shown = "[binary] " + data.hex(" ") if hex_mode else hex_summary(data)
+            self._show("< " + (data.decode("utf-8") if is_text else shown))
         elif is_text:
-            self.out.write_bytes(data + b"\n")
+            self._write_line(data)
         elif self.raw:
             self.out.write_bytes(data)
         else:
-            self.out.write_bytes(hex_summary(data).encode() + b"\n")
+            self._show(hex_summary(data))
 
     def closed(self, session: Session, *, clean_exit: bool) -> None:
         conn = session.conn
@@ -271,8 +293,7 @@ class View:
             return
         text = f"closed: {describe_close(code, reason)}"
         if self.interactive:
-            self._prompt_shown = False
-            self.out.write_bytes(f"\r\x1b[K{text}\n".encode())
+            self._show(text)
         elif clean_exit:
             # A failure is reported by its one error line (with the code); success by this one.
             self.out.err.print(escape(text))
@@ -317,6 +338,13 @@ def _isatty(stream: Any) -> bool:
         return stream is not None and bool(stream.isatty())
     except (OSError, ValueError):
         return False
+
+
+def _terminal(history: str | None) -> tuple[TerminalPrompt, str | None]:
+    """The prompt, with its history (``--history``), and why that is not the file asked for."""
+    path = default_history_path() if history is None else Path(history).expanduser()
+    lines, notice = open_history(None if history == "off" else path)
+    return TerminalPrompt(lines), notice
 
 
 @app.command(NAME, help=HELP, no_args_is_help=True)
@@ -413,6 +441,21 @@ def ws_client(
     sni: opt.SNI = None,
     recording: ws_replay.RecordFlags = ws_replay.RecordFlags(),
     json: opt.Json = False,
+    timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--timestamps",
+            help="Prefix each line shown (at the prompt too) with the time of day.",
+        ),
+    ] = False,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            metavar="FILE",
+            help="Where the prompt keeps the lines typed (created 0600; 'off': memory only). Default: $XDG_STATE_HOME/netkit/ws_history or ~/.local/state/netkit/ws_history, memory only if it cannot be written.",
+        ),
+    ] = None,
     script: Annotated[
         Path | None,
         typer.Option(
@@ -494,10 +537,14 @@ def ws_client(
         close_code=close_code,
         close_reason=close_reason,
         read_stdin=sys.stdin is not None and not stdin_tty,
-        interactive=stdin_tty and _isatty(sys.stdout) and not json and not outgoing,
+        interactive=stdin_tty and _isatty(sys.stdout) and not outgoing,
     )
     if stdin_tty and not settings.interactive and not outgoing:
-        settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
+        settings.read_stdin = True  # a terminal but piped output: read lines, no prompt
+
+    prompting = settings.interactive and script is None and replaying is None
+    terminal, history_notice = _terminal(history) if prompting else (None, None)
+    settings.terminal = terminal
 
     record = recording.record_file(str(target), subprotocol or ())
 
@@ -535,12 +582,17 @@ def ws_client(
             )
             return
         conn = await open_connection(deadline)
+        view = View(out, target, interactive=settings.interactive, raw=raw, timestamps=timestamps)
         try:
             if replaying is not None:
                 await ws_replay.run_replay(conn, replaying, out, deadline=deadline, timeout=wait)
-            else:
-                view = View(out, target, interactive=settings.interactive, raw=raw)
+            elif terminal is None:
                 await Session(conn, settings, view, deadline=deadline).run()
+            else:
+                async with terminal.showing():
+                    if history_notice is not None:
+                        view.notice(f"- {history_notice}")
+                    await Session(conn, settings, view, deadline=deadline).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 
