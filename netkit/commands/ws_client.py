@@ -22,6 +22,10 @@ Exit codes (the rule ``--help`` documents):
 * 130: Ctrl-C (we close with 1001 "going away", or ``--close-code``, first).
 
 A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/``--expect``.
+With ``--reconnect``, the run ends with the code of the failure after which no try was left
+(or that another try cannot cure: TLS, a 4xx answer, a protocol error): the same code as
+without it. A proxy refusing CONNECT (407, 403 ...) is 3; a redirect refused by ``-L``
+(a loop, too many, wss:// to ws://) is 7, as a refused upgrade.
 """
 
 from __future__ import annotations
@@ -101,6 +105,10 @@ HELP = escape(
             "status shown), the server breaks the protocol, or it closes with any other code "
             "(1002, 1008, 1011, 4000 ...: code and reason shown); a broken connection wins over "
             "an unmet --count/--expect. The close code and reason are always reported.",
+            "--reconnect: the connection is tried again after a jittered back-off when it "
+            "fails, drops, or the server closes with 1001 or 1011-1014; the last failure "
+            "gives the exit status it has without --reconnect. A proxy refusing CONNECT "
+            "exits 3; a redirect loop, too many redirects or wss:// to ws:// with -L exit 7.",
         ]
     )
 )
