@@ -35,7 +35,6 @@ import base64
 import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,10 +55,9 @@ from netkit.core.ws.redirect import RedirectPolicy
 from netkit.core.ws.tunnel import parse_proxy_url
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
-from netkit.net.tls import ClientTLS, client_context
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection
-from netkit.net.ws_dial import Dialer, TLSChoice
+from netkit.net.ws_dial import Dialer, tls_per_url
 from netkit.net.ws_reconnect import ResumableInput, Retry, run_reconnecting
 from netkit.net.ws_session import Outgoing, Session, Settings, require_text
 from netkit.status import ExitStatus
@@ -331,19 +329,6 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _tls_chooser(tls: ClientTLS) -> Callable[[WSURL], TLSChoice]:
-    """TLS per URL: the options' context for wss:// (a -L hop may reach one), none for ws://."""
-    contexts: dict[bool, TLSChoice] = {False: (None, None)}
-
-    def choose(url: WSURL) -> TLSChoice:
-        if url.secure not in contexts:
-            settings = tls if tls.enabled else ClientTLS(enabled=True)
-            contexts[True] = (client_context(settings), settings.server_hostname)
-        return contexts[url.secure]
-
-    return choose
-
-
 def _reconnect_plan(
     enabled: bool, attempts: int | None, delay: str, max_delay: str
 ) -> ReconnectPlan | None:
@@ -540,7 +525,7 @@ def ws_client(
     )
     if tls.enabled and not target.secure and not location:
         raise ConfigError("TLS options need a wss:// URL")
-    tls_for = _tls_chooser(tls)
+    tls_for = tls_per_url(tls)
     tls_for(target)  # a bad certificate file is reported before connecting
 
     def handshake_for(url: WSURL) -> ClientHandshake:

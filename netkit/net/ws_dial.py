@@ -17,10 +17,29 @@ from netkit.core.ws.http import UpgradeRefused
 from netkit.core.ws.redirect import RedirectChain, RedirectPolicy
 from netkit.core.ws.tunnel import ProxyURL
 from netkit.errors import ConfigError
+from netkit.net.tls import ClientTLS, client_context
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
 # TLS for a URL: the context (None for ws://) and the name to check the certificate against.
 TLSChoice = tuple[ssl.SSLContext | None, str | None]
+
+
+def tls_per_url(tls: ClientTLS | ssl.SSLContext | None) -> Callable[[WSURL], TLSChoice]:
+    """TLS for each URL a dialer reaches: ``tls`` (a context, or settings; None: the system's
+    CAs) for wss://, none for ws://. The context is built once, when first needed (a redirect
+    may lead from ws:// to wss://)."""
+    contexts: dict[bool, TLSChoice] = {False: (None, None)}
+
+    def choose(url: WSURL) -> TLSChoice:
+        if url.secure not in contexts:
+            if isinstance(tls, ssl.SSLContext):
+                contexts[True] = (tls, None)
+            else:
+                settings = tls if tls is not None else ClientTLS(enabled=True)
+                contexts[True] = (client_context(settings), settings.server_hostname)
+        return contexts[url.secure]
+
+    return choose
 
 
 @dataclass
