@@ -5,10 +5,11 @@ loopback), all real sockets."""
 from __future__ import annotations
 
 import base64
+import itertools
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from tests.commands.conftest import (
     json_lines,
     run_netkit,
 )
+from tests.commands.test_ws_client import LibServer, Seen
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,6 +100,68 @@ def test_reconnect_does_not_retry_what_another_try_cannot_cure(netkit_server: An
     result = run_netkit("ws-client", f"ws://127.0.0.1:{port}/other", "hi", "--reconnect", "--json")
     assert result.returncode == 7  # 404: the same answer every time
     assert not [e for e in json_lines(result.stdout) if e["event"] == "reconnect"]
+
+
+def drop_first_on_b() -> Callable[[Any, Seen], Awaitable[None]]:
+    """Echo, but drop the first connection (no close frame) when "b" arrives, unanswered."""
+    connections = itertools.count()
+
+    async def handler(ws: Any, seen: Seen) -> None:
+        first = next(connections) == 0
+        async for message in ws:
+            seen.messages.append(message)
+            if first and message == "b":
+                ws.transport.abort()
+                return
+            await ws.send(message)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("policy", "second", "resent", "dropped"),
+    [("none", ["c"], 0, 1), ("unacknowledged", ["b", "c"], 1, 0), ("all", ["a", "b", "c"], 2, 0)],
+)
+def test_resend_policy_after_a_drop(
+    policy: str, second: list[str], resent: int, dropped: int
+) -> None:
+    # "a" is acknowledged by its echo, "b" is not: the server drops the connection on it.
+    server = LibServer(drop_first_on_b())
+    client = ServerProcess(
+        subprocess.Popen(
+            [*NETKIT, "ws-client", server.url(), "--json", "--resend", policy, *RECONNECT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ),
+        {},
+    )
+    stdin = client.proc.stdin
+    assert stdin is not None
+    try:
+        client.wait_for("open")
+        stdin.write(b"a\n")
+        stdin.flush()
+        assert client.wait_for("received")["text"] == "a"
+        stdin.write(b"b\n")
+        stdin.flush()
+        event = client.wait_for("reconnect")
+        assert (event["reason"], event["resent"], event["unacknowledged_dropped"]) == (
+            "dropped",
+            resent,
+            dropped,
+        )
+        client.wait_for("open")
+        stdin.write(b"c\n")
+        stdin.close()
+        assert client.wait_exit() == 0, client.stderr_text()
+        assert server.connection(0).messages == ["a", "b"]
+        assert server.connection(1).messages == second
+    finally:
+        if client.proc.poll() is None:
+            client.proc.kill()
+            client.wait_exit()
+        server.stop()
 
 
 # --- an HTTP CONNECT proxy ------------------------------------------------------------------
