@@ -42,23 +42,21 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
+from netkit.commands.ws_dial import DialFlags, dial_flags, report_redirect, report_retry
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
-from netkit.core.units import parse_duration, parse_size
+from netkit.core.units import parse_size
 from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.prompt import PROMPT_COMMANDS
-from netkit.core.ws.reconnect import ReconnectPlan, ResendPolicy
-from netkit.core.ws.redirect import RedirectPolicy
-from netkit.core.ws.tunnel import parse_proxy_url
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection
 from netkit.net.ws_dial import Dialer, tls_per_url
-from netkit.net.ws_reconnect import ResumableInput, Retry, run_reconnecting
+from netkit.net.ws_reconnect import ResumableInput, run_reconnecting
 from netkit.net.ws_session import Outgoing, Session, Settings, require_text
 from netkit.status import ExitStatus
 
@@ -243,29 +241,9 @@ class View:
         self.out.event("sent", None, **message_fields(text, data))
 
     def redirected(self, status: int, source: WSURL, target: WSURL) -> None:
-        """A redirect was followed (-L)."""
+        """A redirect was followed (-L): opening events name the URL reached."""
         self.url = target
-        self.out.event("redirect", None, status=status, url=str(source), location=str(target))
-
-    def reconnecting(self, retry: Retry) -> None:
-        """A connection is tried again (--reconnect) after ``retry.delay`` seconds."""
-        error = retry.error.describe(opt.flag_name)[0] if retry.error else retry.closed
-        self.out.event(
-            "reconnect",
-            None,
-            attempt=retry.attempt,
-            max_attempts=retry.limit,
-            delay_s=round(retry.delay, 3),
-            reason=retry.reason.value,
-            error=error,
-            resent=retry.rewind.resent,
-            unacknowledged_dropped=retry.rewind.dropped,
-        )
-        if not self.out.json:
-            of = f" of {retry.limit}" if retry.limit is not None else ""
-            self.out.err.print(
-                escape(f"reconnecting in {retry.delay:.2f}s (attempt {retry.attempt}{of}): {error}")
-            )
+        report_redirect(self.out, status, source, target)
 
     def received(self, is_text: bool, data: bytes) -> None:
         self.out.event("received", None, **message_fields(is_text, data))
@@ -329,19 +307,8 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _reconnect_plan(
-    enabled: bool, attempts: int | None, delay: str, max_delay: str
-) -> ReconnectPlan | None:
-    if not enabled:
-        return None
-    first = parse_duration(delay, option="--reconnect-delay", positive=True)
-    cap = parse_duration(max_delay, option="--reconnect-max-delay", positive=True)
-    if cap < first:
-        raise ConfigError("--reconnect-max-delay is shorter than --reconnect-delay")
-    return ReconnectPlan(first=first, cap=cap, attempts=attempts)
-
-
 @app.command(NAME, help=HELP, no_args_is_help=True)
+@dial_flags
 def ws_client(
     url: Annotated[
         str,
@@ -427,65 +394,7 @@ def ws_client(
         ),
     ] = "1MiB",
     retry: opt.Retry = None,
-    reconnect: Annotated[
-        bool,
-        typer.Option(
-            "--reconnect",
-            help="When the connection fails or drops (no close frame, or the server closes with 1001 or 1011-1014, or the upgrade is answered 429/5xx), connect again after a jittered exponential back-off; the input goes on where it stopped (see --resend). Each try is a 'reconnect' event.",
-        ),
-    ] = False,
-    reconnect_attempts: Annotated[
-        int | None,
-        typer.Option(
-            "--reconnect-attempts",
-            min=0,
-            help="With --reconnect: give up after this many tries in a row (counted again once a connection opens); the last failure sets the exit status. Default: no limit.",
-        ),
-    ] = None,
-    reconnect_delay: Annotated[
-        str,
-        typer.Option(
-            "--reconnect-delay",
-            help="With --reconnect: the first back-off; each next one doubles, each drawn between half and all of it.",
-        ),
-    ] = "500ms",
-    reconnect_max_delay: Annotated[
-        str,
-        typer.Option("--reconnect-max-delay", help="With --reconnect: the longest back-off."),
-    ] = "30s",
-    resend: Annotated[
-        ResendPolicy,
-        typer.Option(
-            "--resend",
-            help="With --reconnect, what a new connection sends again. A sent message is acknowledged once any message arrives after it. none: nothing (at most once); unacknowledged: the messages sent after the last one that arrived (at least once); all: everything sent so far.",
-        ),
-    ] = ResendPolicy.NONE,
-    proxy: Annotated[
-        str | None,
-        typer.Option(
-            "--proxy",
-            help="Connect through this HTTP proxy with CONNECT: http://[USER:PASS@]HOST:PORT (basic auth); wss:// runs TLS to the server through the tunnel.",
-        ),
-    ] = None,
-    location: Annotated[
-        bool,
-        typer.Option(
-            "--location",
-            "-L",
-            help="Follow redirects of the upgrade (301, 302, 303, 307, 308; http -> ws, https -> wss).",
-        ),
-    ] = False,
-    max_redirects: Annotated[
-        int,
-        typer.Option("--max-redirects", min=0, help="With -L: the most redirects followed."),
-    ] = 10,
-    allow_insecure_redirect: Annotated[
-        bool,
-        typer.Option(
-            "--allow-insecure-redirect",
-            help="With -L: follow a redirect from wss:// (or https://) to plain ws://.",
-        ),
-    ] = False,
+    dial: DialFlags = DialFlags(),
     cacert: opt.CACert = None,
     cert: opt.ClientCert = None,
     key: opt.ClientKey = None,
@@ -521,9 +430,9 @@ def ws_client(
     wait = opt.duration_or_off(timeout, "--timeout") if timeout is not None else None
     retry_for = opt.retry(retry)
     tls = opt.client_tls(
-        target.secure, cacert, cert, key, insecure, sni, warn=target.secure or location
+        target.secure, cacert, cert, key, insecure, sni, warn=target.secure or dial.location
     )
-    if tls.enabled and not target.secure and not location:
+    if tls.enabled and not target.secure and not dial.location:
         raise ConfigError("TLS options need a wss:// URL")
     tls_for = tls_per_url(tls)
     tls_for(target)  # a bad certificate file is reported before connecting
@@ -538,20 +447,15 @@ def ws_client(
         )
 
     handshake = handshake_for(target)  # checks -H, --subprotocol before connecting
-    plan = _reconnect_plan(
-        reconnect or reconnect_attempts is not None,
-        reconnect_attempts,
-        reconnect_delay,
-        reconnect_max_delay,
-    )
+    plan = dial.plan()
     dialer = Dialer(
         target,
         lambda url: WebSocketClientConnection(
             handshake if url == target else handshake_for(url), max_size=limit, timeouts=timeouts
         ),
         tls_for,
-        proxy=parse_proxy_url(proxy) if proxy is not None else None,
-        redirects=RedirectPolicy(max_redirects, allow_insecure_redirect) if location else None,
+        proxy=dial.proxy_url(),
+        redirects=dial.redirects(),
         timeout=open_for,
         retry_for=retry_for,
     )
@@ -580,7 +484,7 @@ def ws_client(
         deadline = loop.time() + wait if wait else None
         try:
             if plan is not None:
-                feed = ResumableInput(settings, resend)
+                feed = ResumableInput(settings, dial.resend)
                 await run_reconnecting(
                     dialer,
                     plan,
@@ -588,7 +492,7 @@ def ws_client(
                         conn, settings, view, deadline=deadline, feed=given
                     ),
                     feed,
-                    on_retry=view.reconnecting,
+                    on_retry=lambda retry: report_retry(out, retry),
                     deadline=deadline,
                 )
                 return

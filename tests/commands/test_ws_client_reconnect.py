@@ -92,6 +92,17 @@ def test_reconnect_attempts_used_up_exit_like_a_plain_failure() -> None:
     assert {e["reason"] for e in events} == {"refused"}
     assert {e["max_attempts"] for e in events} == {3}
     assert all(0.005 <= e["delay_s"] <= 0.04 for e in events)  # jittered, doubling, 10ms first
+    human = run_netkit(
+        "ws-client", url, "hi", "--reconnect-attempts", "1", "--reconnect-delay", "10ms"
+    )
+    assert human.returncode == 3
+    lines = human.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in human.stderr
+    assert (
+        lines[0].startswith("reconnecting in 0.0")
+        and "(attempt 1 of 1): connection refused" in lines[0]
+    )
+    assert lines[1].startswith("netkit: error: connection refused")
 
 
 def test_reconnect_does_not_retry_what_another_try_cannot_cure(netkit_server: Any) -> None:
