@@ -8,6 +8,7 @@ again for each try (:mod:`netkit.net.ws_reconnect`).
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class Dialer:
             try:
                 return await connect_ws(
                     url,
-                    lambda url=url: self.connection(url),  # type: ignore[misc]
+                    functools.partial(self.connection, url),
                     ssl_context=ctx,
                     server_hostname=server_hostname,
                     timeout=self.timeout,

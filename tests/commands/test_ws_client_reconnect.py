@@ -5,6 +5,7 @@ loopback), all real sockets."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.commands.conftest import (
     NETKIT,
@@ -41,15 +43,7 @@ def free_port() -> int:
 def test_reconnect_across_a_server_restart_on_the_same_port(netkit_server: Any) -> None:
     server = netkit_server("ws-server", "127.0.0.1:0")
     port = server.address.rpartition(":")[2]
-    client = ServerProcess(
-        subprocess.Popen(
-            [*NETKIT, "ws-client", f"ws://127.0.0.1:{port}/", "--json", "--count", "2", *RECONNECT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ),
-        {},
-    )
+    client = client_process(f"ws://127.0.0.1:{port}/", "--count", "2", *RECONNECT)
     stdin = client.proc.stdin
     assert stdin is not None
     try:
@@ -76,6 +70,41 @@ def test_reconnect_across_a_server_restart_on_the_same_port(netkit_server: Any) 
     received = [e["text"] for e in client.events if e["event"] == "received"]
     sent = [e["text"] for e in client.events if e["event"] == "sent"]
     assert received == ["one", "two"] and sent == ["one", "two"]  # "one" acknowledged: not resent
+
+
+def client_process(*args: str, stdin: int = subprocess.PIPE) -> ServerProcess:
+    """``netkit ws-client ARGS --json`` running, its events read as they come."""
+    proc = subprocess.Popen(
+        [*NETKIT, "ws-client", *args, "--json"],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return ServerProcess(proc, {})
+
+
+def test_reconnect_waits_out_a_full_server(netkit_server: Any) -> None:
+    # ws-server at --max-connections answers 503: "unavailable", tried again until a slot frees.
+    server = netkit_server("ws-server", "127.0.0.1:0", "--max-connections", "1")
+    url = f"ws://{server.address}/"
+    holder = client_process(url)
+    waiter: ServerProcess | None = None
+    try:
+        holder.wait_for("open")
+        waiter = client_process(url, "hi", "--count", "1", *RECONNECT, stdin=subprocess.DEVNULL)
+        event = waiter.wait_for("reconnect")
+        assert (event["reason"], event["attempt"]) == ("unavailable", 1)
+        assert "503" in event["error"]
+        assert holder.proc.stdin is not None
+        holder.proc.stdin.close()  # the holder leaves: its slot frees
+        assert holder.wait_exit() == 0
+        assert waiter.wait_exit() == 0, waiter.stderr_text()
+        assert [e["text"] for e in waiter.events if e["event"] == "received"] == ["hi"]
+    finally:
+        for client in (holder, waiter):
+            if client is not None and client.proc.poll() is None:
+                client.proc.kill()
+                client.wait_exit()
 
 
 def test_reconnect_attempts_used_up_exit_like_a_plain_failure() -> None:
@@ -124,7 +153,9 @@ def drop_first_on_b() -> Callable[[Any, Seen], Awaitable[None]]:
             if first and message == "b":
                 ws.transport.abort()
                 return
-            await ws.send(message)
+            # Once the client's close has arrived send() raises: keep reading what came before.
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(message)
 
     return handler
 
@@ -138,15 +169,7 @@ def test_resend_policy_after_a_drop(
 ) -> None:
     # "a" is acknowledged by its echo, "b" is not: the server drops the connection on it.
     server = LibServer(drop_first_on_b())
-    client = ServerProcess(
-        subprocess.Popen(
-            [*NETKIT, "ws-client", server.url(), "--json", "--resend", policy, *RECONNECT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ),
-        {},
-    )
+    client = client_process(server.url(), "--resend", policy, *RECONNECT)
     stdin = client.proc.stdin
     assert stdin is not None
     try:
