@@ -28,7 +28,7 @@ def test_ws_connect_follows_a_redirect_through_a_proxy(run) -> None:
                     await ws.send("via proxy")
                     assert await ws.recv() == "via proxy"
             finally:
-                redirector.listener.close()
+                redirector.stop()
         targets = [target for target, _ in proxy.requests]
         server_at = server.url.removeprefix("ws://").rstrip("/")
         assert targets == [f"127.0.0.1:{redirector.port}"] * 2 + [server_at]
@@ -36,7 +36,7 @@ def test_ws_connect_follows_a_redirect_through_a_proxy(run) -> None:
     try:
         run(main())
     finally:
-        proxy.close()
+        proxy.stop()
 
 
 def test_ws_connect_redirect_loop_and_proxy_refusal(run) -> None:
@@ -56,5 +56,5 @@ def test_ws_connect_redirect_loop_and_proxy_refusal(run) -> None:
     try:
         run(main())
     finally:
-        proxy.close()
-        redirector.listener.close()
+        proxy.stop()
+        redirector.stop()

@@ -24,6 +24,7 @@ from tests.commands.conftest import (
     run_netkit,
 )
 from tests.commands.test_ws_client import LibServer, Seen
+from tests.net.conftest import ThreadListener
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -201,8 +202,8 @@ def test_resend_policy_after_a_drop(
 # --- an HTTP CONNECT proxy ------------------------------------------------------------------
 
 
-class ConnectProxy:
-    """A minimal HTTP CONNECT proxy in threads: optional basic auth, a list of allowed ports."""
+class ConnectProxy(ThreadListener):
+    """A minimal HTTP CONNECT proxy in threads: optional basic auth, a filter on targets."""
 
     def __init__(
         self, *, credentials: str | None = None, allow: Callable[[str], bool] | None = None
@@ -210,20 +211,13 @@ class ConnectProxy:
         self.credentials = credentials
         self.allow = allow or (lambda target: True)
         self.requests: list[tuple[str, str | None]] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve_tunnel, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve_tunnel(self, conn: socket.socket) -> None:
         with conn:
             head = b""
             while b"\r\n\r\n" not in head:
@@ -270,9 +264,6 @@ class ConnectProxy:
         except OSError:
             pass
 
-    def close(self) -> None:
-        self.listener.close()
-
 
 @pytest.fixture
 def proxy_factory() -> Iterator[Callable[..., ConnectProxy]]:
@@ -284,7 +275,7 @@ def proxy_factory() -> Iterator[Callable[..., ConnectProxy]]:
 
     yield make
     for proxy in made:
-        proxy.close()
+        proxy.stop()
 
 
 def test_proxy_tunnels_ws_with_basic_auth(netkit_server: Any, proxy_factory: Any) -> None:
@@ -352,33 +343,27 @@ def test_proxy_down_names_the_proxy() -> None:
 # --- redirects -------------------------------------------------------------------------------
 
 
-class Redirector:
+class Redirector(ThreadListener):
     """An HTTP server answering each path with a redirect from ``routes`` (path -> Location)."""
 
     def __init__(self, routes: dict[str, str], status: int = 302):
         self.routes = routes
         self.status = status
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.seen: list[str] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
-                    head += chunk
-                path = head.split(b" ")[1].decode()
-                self.seen.append(path)
-                location = self.routes[path].replace("PORT", str(self.port))
-                conn.sendall(
-                    f"HTTP/1.1 {self.status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
-                )
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                head += chunk
+            path = head.split(b" ")[1].decode()
+            self.seen.append(path)
+            location = self.routes[path].replace("PORT", str(self.port))
+            conn.sendall(
+                f"HTTP/1.1 {self.status} Moved\r\nLocation: {location}\r\n"
+                "Content-Length: 0\r\n\r\n".encode()
+            )
 
 
 def test_location_follows_redirects_to_the_server(netkit_server: Any) -> None:
@@ -401,7 +386,7 @@ def test_location_follows_redirects_to_the_server(netkit_server: Any) -> None:
             next(e for e in events if e["event"] == "open")["url"] == f"ws://{server.address}/echo"
         )
     finally:
-        redirector.listener.close()
+        redirector.stop()
 
 
 def test_location_stops_a_redirect_loop() -> None:
@@ -418,4 +403,4 @@ def test_location_stops_a_redirect_loop() -> None:
         assert limited.returncode == 7 and "more than 0 redirects" in limited.stderr
         assert "--max-redirects" in limited.stderr
     finally:
-        redirector.listener.close()
+        redirector.stop()
