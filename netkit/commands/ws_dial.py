@@ -22,7 +22,7 @@ from netkit.core.ws.reconnect import ReconnectPlan, ResendPolicy
 from netkit.core.ws.redirect import RedirectPolicy
 from netkit.core.ws.tunnel import ProxyURL, parse_proxy_url
 from netkit.errors import ConfigError
-from netkit.net.ws_reconnect import Retry
+from netkit.net.ws_reconnect import ReconnectAttempt
 
 Reconnect = Annotated[
     bool,
@@ -133,7 +133,7 @@ def report_redirect(out: Output, status: int, source: WSURL, target: WSURL) -> N
     out.event("redirect", None, status=status, url=str(source), location=str(target))
 
 
-def report_retry(out: Output, retry: Retry) -> None:
+def report_retry(out: Output, retry: ReconnectAttempt) -> None:
     """A connection is tried again (--reconnect) after ``retry.delay`` seconds: a
     ``reconnect`` event, and a line on stderr for people."""
     error = retry.error.describe(opt.flag_name)[0] if retry.error else retry.closed

@@ -94,7 +94,7 @@ class ResumableInput:
 
 
 @dataclass(frozen=True)
-class Retry:
+class ReconnectAttempt:
     """One more try, about to be made (a ``reconnect`` event).
 
     Attributes:
@@ -122,7 +122,7 @@ async def run_reconnecting(
     session: Callable[[WebSocketClientConnection, MessageFeed], Session],
     feed: ResumableInput,
     *,
-    on_retry: Callable[[Retry], None],
+    on_retry: Callable[[ReconnectAttempt], None],
     deadline: float | None = None,
 ) -> None:
     """Run sessions until one ends for good; raise what the last one (or attempt) raised.
@@ -175,7 +175,7 @@ async def _wait(
     reason: Reason,
     error: NetkitError | None,
     closed: str,
-    on_retry: Callable[[Retry], None],
+    on_retry: Callable[[ReconnectAttempt], None],
     deadline: float | None,
 ) -> bool:
     """Wait before the next try; False when no try is left."""
@@ -183,7 +183,7 @@ async def _wait(
     if delay is None:
         return False
     rewind = feed.ledger.rewind()
-    on_retry(Retry(plan.attempt, plan.attempts, delay, reason, error, closed, rewind))
+    on_retry(ReconnectAttempt(plan.attempt, plan.attempts, delay, reason, error, closed, rewind))
     async with asyncio.timeout_at(deadline):
         await asyncio.sleep(delay)
     return True
