@@ -26,6 +26,9 @@ With ``--reconnect``, the run ends with the code of the failure after which no t
 (or that another try cannot cure: TLS, a 4xx answer, a protocol error): the same code as
 without it. A proxy refusing CONNECT (407, 403 ...) is 3; a redirect refused by ``-L``
 (a loop, too many, wss:// to ws://) is 7, as a refused upgrade.
+
+With ``--script``, the step that fails decides (``netkit/commands/ws_script.py``): 1 for a
+check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a bad file.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
+from netkit.commands import ws_script
 from netkit.commands.ws_dial import DialFlags, dial_flags, report_redirect, report_retry
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
@@ -51,6 +55,7 @@ from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.prompt import PROMPT_COMMANDS
+from netkit.core.ws.reconnect import ReconnectPlan
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.ws import WSTimeouts
@@ -300,6 +305,30 @@ def _compile_pattern(text: str) -> re.Pattern[str]:
         raise ConfigError(f"--expect {text!r} is not a regular expression: {exc}") from None
 
 
+def _refuse_with_script(
+    messages: list[str] | None,
+    files: list[Path] | None,
+    count: int | None,
+    expect: list[str] | None,
+    binary: bool,
+    raw: bool,
+) -> None:
+    """--script is a mode of its own: the script says what to send and what to expect."""
+    given = [
+        ("MESSAGES", bool(messages)),
+        ("--file", bool(files)),
+        ("--count", count is not None),
+        ("--expect", bool(expect)),
+        ("--binary", binary),
+        ("--raw", raw),
+    ]
+    clash = next((name for name, present in given if present), None)
+    if clash is not None:
+        raise ConfigError(
+            f"--script cannot be used with {clash}: the script says what to send and expect"
+        )
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return stream is not None and bool(stream.isatty())
@@ -401,6 +430,19 @@ def ws_client(
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
     json: opt.Json = False,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            "--script",
+            help="Run the conversation in this YAML or TOML file (send, expect, wait, ping, close, expect_close steps; see the README) instead of sending messages; exit 1 when an expectation fails, 4 when a step times out, naming the step.",
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit", help="With --script: write a JUnit XML report here, one test case per step."
+        ),
+    ] = None,
 ) -> None:
     """Connect, send MESSAGES (and files, and stdin lines), print what arrives.
 
@@ -459,6 +501,16 @@ def ws_client(
         timeout=open_for,
         retry_for=retry_for,
     )
+    if script is not None:
+        _refuse_with_script(messages, file, count, expect, binary, raw)
+        if plan is not None:
+            raise ConfigError(
+                "--script cannot be used with --reconnect: a script is one connection"
+            )
+        conversation = ws_script.load_script(script)
+        ws_script.check_junit_path(junit)
+    elif junit is not None:
+        raise ConfigError("--junit reports a --script run: give --script too")
     outgoing = _outgoing(messages or [], file or [], binary)
     stdin_tty = _isatty(sys.stdin)
     settings = Settings(
@@ -479,27 +531,45 @@ def ws_client(
     view = View(out, target, interactive=settings.interactive, raw=raw)
     dialer.on_redirect = view.redirected
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait if wait else None
+    def not_open() -> OperationTimeout:
+        return OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)")
+
+    async def open_connection(deadline: float | None) -> WebSocketClientConnection:
         try:
-            if plan is not None:
-                feed = ResumableInput(settings, dial.resend)
-                await run_reconnecting(
-                    dialer,
-                    plan,
-                    lambda conn, given: Session(
-                        conn, settings, view, deadline=deadline, feed=given
-                    ),
-                    feed,
-                    on_retry=lambda retry: report_retry(out, retry),
-                    deadline=deadline,
-                )
-                return
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
-                conn = await dialer.open()
+                return await dialer.open()
         except TimeoutError:
-            raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
+            raise not_open() from None
+
+    async def reconnecting(plan: ReconnectPlan, deadline: float | None) -> None:
+        try:
+            await run_reconnecting(
+                dialer,
+                plan,
+                lambda conn, given: Session(conn, settings, view, deadline=deadline, feed=given),
+                ResumableInput(settings, dial.resend),
+                on_retry=lambda retry: report_retry(out, retry),
+                deadline=deadline,
+            )
+        except TimeoutError:
+            raise not_open() from None
+
+    async def main() -> None:
+        deadline = asyncio.get_running_loop().time() + wait if wait else None
+        if script is not None:
+            await ws_script.run_script(
+                conversation,
+                lambda: open_connection(deadline),
+                ws_script.ScriptPresenter(out, message_fields),
+                peer=str(target),
+                deadline=time.monotonic() + wait if wait else None,
+                junit=junit,
+            )
+            return
+        if plan is not None:
+            await reconnecting(plan, deadline)
+            return
+        conn = await open_connection(deadline)
         try:
             await Session(conn, settings, view, deadline=deadline).run()
         finally:
