@@ -404,3 +404,19 @@ def test_location_stops_a_redirect_loop() -> None:
         assert "--max-redirects" in limited.stderr
     finally:
         redirector.stop()
+
+
+def test_script_through_a_proxy_and_not_with_reconnect(
+    netkit_server: Any, proxy_factory: Any, tmp_path: Any
+) -> None:
+    script = tmp_path / "talk.yaml"
+    script.write_text('steps:\n  - send: "hi"\n  - expect: "^hi$"\n')
+    server = netkit_server("ws-server", "127.0.0.1:0")
+    proxy = proxy_factory()
+    url = f"ws://{server.address}/"
+    result = run_netkit("ws-client", url, "--script", str(script), "--proxy", proxy.url)
+    assert result.returncode == 0, result.stderr
+    assert [target for target, _ in proxy.requests] == [server.address]
+    refused = run_netkit("ws-client", url, "--script", str(script), "--reconnect")
+    assert refused.returncode == 2
+    assert "--script cannot be used with --reconnect" in refused.stderr
