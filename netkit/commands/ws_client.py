@@ -25,6 +25,10 @@ Exit codes (the rule ``--help`` documents):
 * 130: Ctrl-C (we close with 1001 "going away", or ``--close-code``, first).
 
 A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/``--expect``.
+With ``--reconnect``, the run ends with the code of the failure after which no try was left
+(or that another try cannot cure: TLS, a 4xx answer, a protocol error): the same code as
+without it. A proxy refusing CONNECT (407, 403 ...) is 3; a redirect refused by ``-L``
+(a loop, too many, wss:// to ws://) is 7, as a refused upgrade.
 
 With ``--script``, the step that fails decides (``netkit/commands/ws_script.py``): 1 for a
 check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a bad file.
@@ -33,9 +37,11 @@ check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +50,7 @@ from rich.markup import escape
 
 from netkit.commands import options as opt
 from netkit.commands import ws_replay, ws_script
+from netkit.commands.ws_dial import DialFlags, dial_flags, report_redirect, report_retry
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
@@ -52,13 +59,15 @@ from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.prompt import PROMPT_COMMANDS
+from netkit.core.ws.reconnect import ReconnectPlan
 from netkit.core.ws.recording import message_json
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.terminal_prompt import TerminalPrompt, default_history_path, open_history
-from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_client import WebSocketClientConnection, connect_ws
+from netkit.net.ws_client import WebSocketClientConnection
+from netkit.net.ws_dial import Dialer, tls_per_url
+from netkit.net.ws_reconnect import ResumableInput, run_reconnecting
 from netkit.net.ws_record import RecordingClientConnection
 from netkit.net.ws_session import Outgoing, Session, Settings, require_text
 from netkit.status import ExitStatus
@@ -107,6 +116,10 @@ HELP = escape(
             "status shown), the server breaks the protocol, or it closes with any other code "
             "(1002, 1008, 1011, 4000 ...: code and reason shown); a broken connection wins over "
             "an unmet --count/--expect. The close code and reason are always reported.",
+            "--reconnect: the connection is tried again after a jittered back-off when it "
+            "fails, drops, or the server closes with 1001 or 1011-1014; the last failure "
+            "gives the exit status it has without --reconnect. A proxy refusing CONNECT "
+            "exits 3; a redirect loop, too many redirects or wss:// to ws:// with -L exit 7.",
         ]
     )
 )
@@ -251,6 +264,11 @@ class View:
     def sent(self, data: bytes, text: bool) -> None:
         self.out.event("sent", None, **message_fields(text, data))
 
+    def redirected(self, status: int, source: WSURL, target: WSURL) -> None:
+        """A redirect was followed (-L): opening events name the URL reached."""
+        self.url = target
+        report_redirect(self.out, status, source, target)
+
     def received(self, is_text: bool, data: bytes) -> None:
         self.out.event("received", None, **message_fields(is_text, data))
         if self.out.json:
@@ -349,6 +367,7 @@ def _terminal(history: str | None) -> tuple[TerminalPrompt, str | None]:
 
 @app.command(NAME, help=HELP, no_args_is_help=True)
 @ws_replay.record_flags
+@dial_flags
 def ws_client(
     url: Annotated[
         str,
@@ -434,6 +453,7 @@ def ws_client(
         ),
     ] = "1MiB",
     retry: opt.Retry = None,
+    dial: DialFlags = DialFlags(),
     cacert: opt.CACert = None,
     cert: opt.ClientCert = None,
     key: opt.ClientKey = None,
@@ -497,10 +517,14 @@ def ws_client(
     )
     wait = opt.duration_or_off(timeout, "--timeout") if timeout is not None else None
     retry_for = opt.retry(retry)
-    tls = opt.client_tls(target.secure, cacert, cert, key, insecure, sni, warn=target.secure)
-    if tls.enabled and not target.secure:
+    tls = opt.client_tls(
+        target.secure, cacert, cert, key, insecure, sni, warn=target.secure or dial.location
+    )
+    if tls.enabled and not target.secure and not dial.location:
         raise ConfigError("TLS options need a wss:// URL")
-    ctx = client_context(tls) if tls.enabled else None
+    tls_for = tls_per_url(tls)
+    tls_for(target)  # a bad certificate file is reported before connecting
+    plan = dial.plan()
     replaying = recording.replay_settings(
         (
             ("MESSAGES", messages),
@@ -508,19 +532,28 @@ def ws_client(
             ("--count", count),
             ("--expect", expect),
             ("--script", script),
+            ("--reconnect", plan),
         )
     )
     if replaying is not None:
         subprotocol = subprotocol or list(replaying.subprotocols)
-    handshake = build_handshake(
-        target,
-        headers=header or [],
-        subprotocols=subprotocol or [],
-        origin=origin,
-        compress=compress,
-    )
+
+    def handshake_for(url: WSURL) -> ClientHandshake:
+        return build_handshake(
+            url,
+            headers=header or [],
+            subprotocols=subprotocol or [],
+            origin=origin,
+            compress=compress,
+        )
+
+    handshake = handshake_for(target)  # checks -H, --subprotocol before connecting
     if script is not None:
         _refuse_with_script(messages, file, count, expect, binary, raw)
+        if plan is not None:
+            raise ConfigError(
+                "--script cannot be used with --reconnect: a script is one connection"
+            )
         conversation = ws_script.load_script(script)
         ws_script.check_junit_path(junit)
     elif junit is not None:
@@ -548,26 +581,59 @@ def ws_client(
 
     record = recording.record_file(str(target), subprotocol or ())
 
-    def connection() -> WebSocketClientConnection:
+    def connection(url: WSURL) -> WebSocketClientConnection:
+        shake = handshake if url == target else handshake_for(url)
         if record is not None:
             return RecordingClientConnection(
-                handshake, max_size=limit, timeouts=timeouts, record=record
+                shake, max_size=limit, timeouts=timeouts, record=record
             )
-        return WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts)
+        return WebSocketClientConnection(shake, max_size=limit, timeouts=timeouts)
+
+    dialer = Dialer(
+        target,
+        connection,
+        tls_for,
+        proxy=dial.proxy_url(),
+        redirects=dial.redirects(),
+        timeout=open_for,
+        retry_for=retry_for,
+    )
+    view = View(out, target, interactive=settings.interactive, raw=raw, timestamps=timestamps)
+    dialer.on_redirect = view.redirected
+
+    @contextlib.asynccontextmanager
+    async def prompt_shown() -> AsyncIterator[None]:
+        # The prompt, once connected (nothing without one).
+        if terminal is None:
+            yield
+            return
+        async with terminal.showing():
+            if history_notice is not None:
+                view.notice(f"- {history_notice}")
+            yield
+
+    def not_open() -> OperationTimeout:
+        return OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)")
 
     async def open_connection(deadline: float | None) -> WebSocketClientConnection:
         try:
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
-                return await connect_ws(
-                    target,
-                    connection,
-                    ssl_context=ctx,
-                    server_hostname=tls.server_hostname,
-                    timeout=open_for,
-                    retry_for=retry_for,
-                )
+                return await dialer.open()
         except TimeoutError:
-            raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
+            raise not_open() from None
+
+    async def reconnecting(plan: ReconnectPlan, deadline: float | None) -> None:
+        try:
+            await run_reconnecting(
+                dialer,
+                plan,
+                lambda conn, given: Session(conn, settings, view, deadline=deadline, feed=given),
+                ResumableInput(settings, dial.resend),
+                on_retry=lambda retry: report_retry(out, retry),
+                deadline=deadline,
+            )
+        except TimeoutError:
+            raise not_open() from None
 
     async def main() -> None:
         deadline = asyncio.get_running_loop().time() + wait if wait else None
@@ -581,17 +647,16 @@ def ws_client(
                 junit=junit,
             )
             return
+        if plan is not None:
+            async with prompt_shown():
+                await reconnecting(plan, deadline)
+            return
         conn = await open_connection(deadline)
-        view = View(out, target, interactive=settings.interactive, raw=raw, timestamps=timestamps)
         try:
             if replaying is not None:
                 await ws_replay.run_replay(conn, replaying, out, deadline=deadline, timeout=wait)
-            elif terminal is None:
-                await Session(conn, settings, view, deadline=deadline).run()
             else:
-                async with terminal.showing():
-                    if history_notice is not None:
-                        view.notice(f"- {history_notice}")
+                async with prompt_shown():
                     await Session(conn, settings, view, deadline=deadline).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,6 +77,63 @@ class Settings:
     terminal: PromptInput | None = None  # where the prompt's lines come from (interactive)
 
 
+async def input_messages(settings: Settings) -> AsyncIterator[Outgoing]:
+    """The messages to send: ``settings.outgoing``, then each line of stdin if it is read.
+
+    Raises:
+        ConfigError: a line of stdin is not UTF-8 and messages are text.
+    """
+    for item in settings.outgoing:
+        yield item
+    if settings.read_stdin:
+        number = 0
+        async for line in LineReader(STDIN).lines():
+            number += 1
+            if not settings.binary:
+                require_text(line, f"line {number} of standard input")
+            yield Outgoing(line, not settings.binary)
+
+
+class MessageFeed(Protocol):
+    """Where a session's messages come from, told what became of each."""
+
+    async def next(self) -> Outgoing | None:
+        """The next message to send; None when the input has ended."""
+
+    def sent(self, item: Outgoing) -> None:
+        """``item`` went out."""
+
+    def unsent(self, item: Outgoing) -> None:
+        """``item`` could not be sent: the connection was closing."""
+
+    def acknowledged(self) -> None:
+        """A message arrived from the server."""
+
+
+class InputStream:
+    """One connection's input (:func:`input_messages`): what is not sent is not kept.
+
+    Implements :class:`MessageFeed`; ``--reconnect`` keeps its input across connections
+    instead (:class:`~netkit.net.ws_reconnect.ResumableInput`).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._items = input_messages(settings)
+
+    async def next(self) -> Outgoing | None:
+        """The next message, or None at the end of the input."""
+        return await anext(self._items, None)
+
+    def sent(self, item: Outgoing) -> None:
+        """Nothing to remember."""
+
+    def unsent(self, item: Outgoing) -> None:
+        """Nothing to remember: the session is ending."""
+
+    def acknowledged(self) -> None:
+        """Nothing to remember."""
+
+
 class SessionView(Protocol):
     """What a session shows, as it happens."""
 
@@ -116,6 +173,12 @@ class Session:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _waited: str = ""  # how the deadline that passed is described ("within 2s")
     prompt_state: PromptState = field(default_factory=PromptState)  # the prompt's input mode
+    feed: MessageFeed | None = None  # where messages come from (None: the settings' input)
+    ending: Ending | None = None  # how it ended, once it has
+
+    def __post_init__(self) -> None:
+        if self.feed is None:
+            self.feed = InputStream(self.settings)
 
     async def run(self) -> None:
         """Run to the end; raise the error the exit status is for (return normally for 0)."""
@@ -143,7 +206,8 @@ class Session:
             await self.conn.close_and_wait(code, s.close_reason or "going away")
             self.view.closed(self, clean_exit=True)
             raise
-        error = verdict(self._ending(outcome), s.expectation)
+        self.ending = self._ending(outcome)
+        error = verdict(self.ending, s.expectation)
         self.view.closed(self, clean_exit=error is None)
         if error is not None:
             raise error
@@ -175,6 +239,8 @@ class Session:
             is_text, data = item
             self.received_bytes += len(data)
             self.view.received(is_text, data)
+            assert self.feed is not None
+            self.feed.acknowledged()
             if expectation.active:
                 done = expectation.feed(data)
                 if done is not None:
@@ -193,18 +259,13 @@ class Session:
         return True
 
     async def _send_all(self) -> None:
-        s = self.settings
-        for item in s.outgoing:
+        feed = self.feed
+        assert feed is not None
+        while (item := await feed.next()) is not None:
             if not await self._send(item.data, item.text):
+                feed.unsent(item)
                 return
-        if s.read_stdin:
-            number = 0
-            async for line in LineReader(STDIN).lines():
-                number += 1
-                if not s.binary:
-                    require_text(line, f"line {number} of standard input")
-                if not await self._send(line, not s.binary):
-                    return
+            feed.sent(item)
         self._input_ended()
 
     def _input_ended(self) -> None:
