@@ -38,6 +38,7 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
+from netkit.commands.ws_bridge import bridge_mode
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
@@ -50,6 +51,7 @@ from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.tls import client_context
 from netkit.net.ws import WSTimeouts
+from netkit.net.ws_bridge import WSTarget
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 from netkit.net.ws_session import Outgoing, Session, Settings, require_text
 from netkit.status import ExitStatus
@@ -383,6 +385,20 @@ def ws_client(
     key: opt.ClientKey = None,
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="Bridge: listen on this TCP or Unix endpoint (HOST:PORT, unix:/path) and relay each client to URL over its own connection, bytes <-> binary messages.",
+        ),
+    ] = None,
+    stdio: Annotated[
+        bool,
+        typer.Option(
+            "--stdio",
+            help="Bridge stdin and stdout to URL as raw bytes: stdin's bytes go as binary messages, messages' payloads come out on stdout; end of stdin closes with 1000.",
+        ),
+    ] = False,
     json: opt.Json = False,
 ) -> None:
     """Connect, send MESSAGES (and files, and stdin lines), print what arrives.
@@ -423,6 +439,13 @@ def ws_client(
         origin=origin,
         compress=compress,
     )
+    if listen is not None or stdio:
+        bridge = WSTarget(target, handshake, ctx, tls.server_hostname, open_for, limit, timeouts)
+        bridge_mode(
+            out, bridge, listen, stdio, close_for,
+            {"MESSAGES": bool(messages), "--file": bool(file), "--count": count is not None,
+             "--expect": bool(expect), "--raw": raw, "--binary": binary},
+        )  # fmt: skip
     outgoing = _outgoing(messages or [], file or [], binary)
     stdin_tty = _isatty(sys.stdin)
     settings = Settings(

@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 import click
 import typer
+from click.core import ParameterSource
 
 from netkit.commands import options as opt
 from netkit.commands.serving import build_stream, run_server
+from netkit.commands.ws_bridge import bridge_target, serve_to
 from netkit.console import Output
 from netkit.core.units import parse_size
 from netkit.core.ws.deflate import DeflateParams
@@ -19,9 +21,10 @@ from netkit.core.ws.server import (
     resource_path,
     server_url,
 )
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, UsageError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
+from netkit.net.ws_bridge_serve import BridgeConnection
 from netkit.net.ws_server import Mode, ModeConnection, Room
 
 NAME = "ws-server"
@@ -89,6 +92,19 @@ def ws_server(
             "--close-timeout", help="How long to wait for the peer's part of the closing handshake."
         ),
     ] = "10s",
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Bridge: relay each client to this TCP or Unix endpoint (HOST:PORT, "
+            "unix:/path), binary messages <-> bytes; its EOF closes with 1000, a reset with "
+            "1011, and a close from the client shuts down its writing side.",
+        ),
+    ] = None,
+    upstream_tls: opt.UpstreamTLS = False,
+    cacert: opt.UpstreamCACert = None,
+    insecure: opt.UpstreamInsecure = False,
+    sni: opt.UpstreamSNI = None,
     server: opt.ServerFlags = opt.ServerFlags(),
     sndbuf: opt.SendBuffer = None,
     rcvbuf: opt.RecvBuffer = None,
@@ -136,6 +152,28 @@ def ws_server(
             out.warn(f"{fields['peer']}: closed with {fields['sent_code']}: {fields['error']}")
         out.event(event, None, **fields)
 
+    def url(address: str, secure: bool) -> str:
+        return server_url(address, secure, paths[0] if paths else "/")
+
+    if to is not None:
+        if click.get_current_context().get_parameter_source("mode") is not ParameterSource.DEFAULT:
+            raise UsageError("--to relays every message to ENDPOINT: it cannot be used with --mode")
+        target = bridge_target(to, upstream_tls, cacert, insecure, sni)
+        code = serve_to(
+            out,
+            endpoint=where,
+            factory=lambda: BridgeConnection(
+                handshake, target, max_size=limit, timeouts=timeouts, on_event=log
+            ),
+            flags=server,
+            options=opt.socket_options(sndbuf, rcvbuf, keepalive),
+            details={"to": str(target.endpoint), "upstream_tls": target.ssl_context is not None},
+            url=url,
+        )
+        raise typer.Exit(code)
+    elif upstream_tls or cacert is not None or insecure or sni is not None:
+        raise UsageError("--upstream-tls, --cacert, --insecure and --sni need --to")
+
     def factory() -> ServerConnection:
         return ModeConnection(
             handshake,
@@ -147,9 +185,6 @@ def ws_server(
             timeouts=timeouts,
             message_logger=lambda peer: out.prepared_event("message", ("type", "size"), peer=peer),
         )
-
-    def url(address: str, secure: bool) -> str:
-        return server_url(address, secure, paths[0] if paths else "/")
 
     code = run_server(
         out,
