@@ -33,6 +33,7 @@ from netkit.core.ws.events import Message
 from netkit.core.ws.protocol import State
 from netkit.errors import PeerProtocolError
 from netkit.net.protocols import StreamProtocol
+from netkit.net.sockets import force_rst, unsent_bytes
 from netkit.net.ws import WebSocketConnection, WSTimeouts
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 from netkit.net.zerocopy import Buffer
@@ -482,11 +483,14 @@ class StreamSide(StreamProtocol):
             transport.close()
 
     def reset(self) -> int:
-        """Abort with RST; the bytes still buffered are returned (never sent)."""
+        """Abort with RST (as the relay resets); returns the bytes it discarded, buffered
+        or still in the kernel's send queue (never sent)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return 0
-        unsent = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        unsent = transport.get_write_buffer_size() + unsent_bytes(sock)
+        force_rst(sock)
         transport.abort()
         return unsent
 

@@ -49,6 +49,13 @@ class StdioStream:
         self._go = threading.Event()  # the reader may read once more
         self._want_reading = True
         self._taken = True  # the last read was handed to the bridge (so another may start)
+        # The stream is over (the bridge is told once) when stdout is closed and either stdin
+        # ended or nothing more is wanted from it (the WebSocket is over, or a reset).
+        self._stdin_done = False
+        self._stdout_done = False
+        self._all_done = False
+        self._error: OSError | None = None
+        self._told = False
 
     def start(self) -> None:
         """Start reading stdin and writing stdout."""
@@ -70,12 +77,22 @@ class StdioStream:
             try:
                 data = os.read(self.stdin, READ_SIZE)
             except OSError as exc:
-                self._post(self.bridge.stream_lost, exc)
+                self._post(self._stdin_failed, exc)
                 return
             if not data:
-                self._post(self.bridge.stream_eof)
+                self._post(self._stdin_eof)
                 return
             self._post(self._arrived, data)
+
+    def _stdin_eof(self) -> None:
+        self._stdin_done = True
+        self.bridge.stream_eof()
+        self._maybe_over()
+
+    def _stdin_failed(self, exc: OSError) -> None:
+        self._stdin_done = True
+        self._error = exc
+        self.reset()
 
     def _arrived(self, data: bytes) -> None:
         self.bridge.stream_data(data)
@@ -125,12 +142,15 @@ class StdioStream:
         with self._lock:
             dropped, self._queued = self._queued, 0
             self._queue.clear()
+        self._all_done = True
         self._end()
         return dropped
 
     def close(self) -> None:
         """The WebSocket is over: close stdout once written (stdin is left to the thread)."""
+        self._all_done = True
         self._end()
+        self._maybe_over()
 
     def _end(self) -> None:
         if self._ending:
@@ -182,4 +202,14 @@ class StdioStream:
     def _written(self, error: OSError | None, unwritten: int) -> None:
         if unwritten:
             self.bridge.to_stream.lost(unwritten)
-        self.bridge.stream_lost(error)
+        self._stdout_done = True
+        if error is not None:  # EPIPE: the reader of stdout left, as a reset would say
+            self._error = error
+            self._all_done = True
+        self._maybe_over()
+
+    def _maybe_over(self) -> None:
+        # stdin may still be read after stdout closed (a half-close): not over until it ends.
+        if self._stdout_done and (self._stdin_done or self._all_done) and not self._told:
+            self._told = True
+            self.bridge.stream_lost(self._error)
