@@ -337,11 +337,11 @@ class Bridge:
         return fields
 
 
-class BridgedWS(WebSocketConnection):
-    """Mixed into a WebSocket connection whose messages go to a :class:`Bridge`."""
+class Switched(StreamProtocol):
+    """Either side of a bridge: its reading is switched by the other side's state (flow
+    control is the bridge's, not each transport's own)."""
 
-    bridge: Bridge | None = None
-    pause_reading_on_backpressure = False  # the bridge decides, from the other side's state
+    pause_reading_on_backpressure = False
 
     @property
     def writing_paused(self) -> bool:
@@ -349,7 +349,7 @@ class BridgedWS(WebSocketConnection):
         return self._write_paused
 
     def pause_reading(self) -> None:
-        """Stop reading from the peer (the stream cannot take more now)."""
+        """Stop reading from the peer (the other side cannot take more now)."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
@@ -357,6 +357,12 @@ class BridgedWS(WebSocketConnection):
         """Read from the peer again."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+
+class BridgedWS(Switched, WebSocketConnection):
+    """Mixed into a WebSocket connection whose messages go to a :class:`Bridge`."""
+
+    bridge: Bridge | None = None
 
     def views_released(self) -> bool:
         # Messages are views of our buffer written to the stream: reuse it once it sent them.
@@ -404,20 +410,14 @@ class BridgedWS(WebSocketConnection):
             self.bridge.ws_drained()
 
 
-class StreamSide(StreamProtocol):
+class StreamSide(Switched):
     """A TCP or Unix socket (plain or TLS) bridged to a WebSocket: a :class:`StreamPeer`."""
 
-    pause_reading_on_backpressure = False  # the bridge decides
     _linger: asyncio.TimerHandle | None = None
 
     def __init__(self, bridge: Bridge) -> None:
         super().__init__()
         self.bridge = bridge
-
-    @property
-    def writing_paused(self) -> bool:
-        """True while the transport holds unsent bytes."""
-        return self._write_paused
 
     def data_ready(self) -> None:
         if self.bridge.ws is None:
@@ -458,16 +458,6 @@ class StreamSide(StreamProtocol):
         self.bridge.stream_drained()
 
     # --- StreamPeer ------------------------------------------------------------------------
-
-    def pause_reading(self) -> None:
-        """Stop reading from the socket."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        """Read from the socket again."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
 
     def finish(self) -> None:
         """Shutdown write once the buffered bytes are sent (TLS: close_notify, then close)."""
