@@ -27,9 +27,9 @@ from netkit.console import Output
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
 from netkit.core.flow import RelayRecord
 from netkit.core.units import format_size
-from netkit.core.ws.ending import Ending, Outcome, describe_close, verdict
+from netkit.core.ws.ending import CLEAN_CLOSE, Ending, Outcome, describe_close, verdict
 from netkit.core.ws.expect import Expectation
-from netkit.errors import UsageError
+from netkit.errors import PeerProtocolError, UsageError
 from netkit.net import runtime
 from netkit.net.server import ServerConnection, StreamServer
 from netkit.net.sockets import SocketOptions
@@ -158,6 +158,13 @@ def run_stdio(out: Output, target: WSTarget, *, close_timeout: float | None) -> 
         close_reason=conn.close_reason,
     )
     error = verdict(ending, Expectation())
+    if error is None and conn.close_code is not None and conn.close_code not in CLEAN_CLOSE:
+        # Even in answer to our close: 1011 says the far end of the bridge failed.
+        error = PeerProtocolError(
+            f"{target.url} closed the connection with "
+            f"{describe_close(conn.close_code, conn.close_reason)}",
+            close_code=None,
+        )
     if error is not None:
         raise error
     up, down = bridge.record.up, bridge.record.down

@@ -396,7 +396,7 @@ def ws_client(
         bool,
         typer.Option(
             "--stdio",
-            help="Bridge stdin and stdout to URL as raw bytes: stdin's bytes go as binary messages, messages' payloads come out on stdout; end of stdin closes with 1000.",
+            help="Bridge stdin and stdout to URL as raw bytes: stdin's bytes go as binary messages, messages' payloads come out on stdout; end of stdin closes with 1000. Exit 7 on any close code but 1000/1001 (1011: the far end of a bridge failed), even in answer to ours.",
         ),
     ] = False,
     json: opt.Json = False,

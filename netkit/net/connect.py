@@ -36,6 +36,7 @@ from netkit.errors import (
 from netkit.net.protocols import StreamProtocol
 from netkit.net.sockets import OUT_OF_RESOURCES, SocketOptions, apply_options
 from netkit.net.tls import CACERT, CERT, INSECURE, KEY, SNI
+from netkit.net.tls_layer import connect_tls
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
 _NAME_MISMATCH = frozenset({62, 63, 64})
@@ -251,11 +252,16 @@ async def _open_once(
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None,
     options: SocketOptions,
+    own_tls: bool = False,
 ) -> StreamProtocol:
     loop = asyncio.get_running_loop()
     sock = await connect_raw(endpoint, timeout=None, options=options)
     try:
-        if isinstance(endpoint, UnixEndpoint):
+        if ssl_context is not None and own_tls:
+            host = endpoint.host if isinstance(endpoint, TCPEndpoint) else "localhost"
+            verify_as = server_hostname if server_hostname is not None else host
+            _, made = await connect_tls(sock, factory, ssl_context, server_hostname=verify_as)
+        elif isinstance(endpoint, UnixEndpoint):
             # uvloop's create_unix_connection rejects an abstract name given as a path;
             # handing it the connected socket serves file and abstract names alike.
             name = (server_hostname or "localhost") if ssl_context else None
@@ -287,6 +293,7 @@ async def open_stream(
     retry_for: float = 0.0,
     options: SocketOptions = SocketOptions(),
     handshake: Callable[[StreamProtocol], Awaitable[None]] | None = None,
+    own_tls: bool = False,
 ) -> StreamProtocol:
     """Connect to a TCP or Unix endpoint (optionally TLS) and return the protocol.
 
@@ -298,6 +305,10 @@ async def open_stream(
             seconds, so a check can wait for a service that is still starting.
         handshake: awaited once connected, under the same deadline (an HTTP upgrade); the
             connection is aborted if it fails.
+        own_tls: TLS through netkit's own layer (:mod:`netkit.net.tls_layer`, as the relay's
+            upstreams) instead of the event loop's: a protocol that pauses reading keeps
+            every decrypted byte when the peer closes meanwhile (the loops' SSL transports
+            drop what they had not delivered on the peer's FIN), and it can half-close.
 
     Raises:
         ConnectError, OperationTimeout, TLSError: as the failure was; or what ``handshake``
@@ -311,7 +322,7 @@ async def open_stream(
         try:
             async with asyncio.timeout(timeout):
                 protocol = await _open_once(
-                    endpoint, factory, ssl_context, server_hostname, options
+                    endpoint, factory, ssl_context, server_hostname, options, own_tls
                 )
                 if handshake is not None:
                     await handshake(protocol)

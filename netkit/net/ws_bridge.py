@@ -189,7 +189,9 @@ class Bridge:
         self._note_end(f"{self.ws_side} closed with {code}")
         if self.stream is not None:
             self._end_stream_as_ws_did()
-        if StreamEnd.for_close(code) is StreamEnd.RESET or self.stream_done or self.to_ws.eof:
+        if self.stream_failed:
+            self._close_ws(StreamEnd.RESET, f"{self.stream_side} unreachable")
+        elif StreamEnd.for_close(code) is StreamEnd.RESET or self.stream_done or self.to_ws.eof:
             self._close_ws(StreamEnd.FIN)  # the stream is over already: answer now
         elif self.ws is not None and self.ws.ws.close_reply_held and self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(self.linger, self._linger_over)
@@ -556,6 +558,7 @@ class WSTarget:
             ssl_context=self.ssl_context,
             server_hostname=self.server_hostname,
             timeout=self.open_timeout,
+            own_tls=True,  # pausing reading loses nothing when the server closes meanwhile
         )
         assert isinstance(conn, BridgeClient)
         bridge.attach_ws(conn)

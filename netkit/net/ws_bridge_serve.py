@@ -103,6 +103,7 @@ class StreamTarget:
             server_hostname=self.server_hostname,
             timeout=self.timeout,
             options=self.options,
+            own_tls=True,  # pausing reading loses nothing when the upstream closes meanwhile
         )
         assert isinstance(made, StreamSide)
         return made

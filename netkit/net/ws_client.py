@@ -137,6 +137,7 @@ async def connect_ws(
     server_hostname: str | None = None,
     timeout: float | None = 10.0,
     retry_for: float = 0.0,
+    own_tls: bool = False,
 ) -> WebSocketClientConnection:
     """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
 
@@ -144,6 +145,7 @@ async def connect_ws(
         timeout: one deadline for the TCP connect, the TLS handshake and the HTTP upgrade
             together (websockets' ``open_timeout``); None: no deadline.
         retry_for: keep retrying a refused connection (or a missing socket file) this long.
+        own_tls: TLS through netkit's own layer (see :func:`~netkit.net.connect.open_stream`).
 
     Raises:
         ConnectError, TLSError, OperationTimeout: connecting failed.
@@ -164,6 +166,7 @@ async def connect_ws(
         timeout=timeout,
         retry_for=retry_for,
         handshake=upgrade,
+        own_tls=own_tls,
     )
     assert isinstance(conn, WebSocketClientConnection)
     return conn

@@ -6,18 +6,26 @@ mapping of ends to close codes and back."""
 from __future__ import annotations
 
 import hashlib
-import os
+import queue
 import socket
+import ssl
 import struct
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.commands.conftest import NETKIT, assert_one_line_error, run_netkit
+from netkit.cli import main
+from tests.commands.conftest import (
+    NETKIT,
+    ServerProcess,
+    assert_one_line_error,
+    run_netkit,
+)
 
 MB = 1 << 20
 BIG = 50 * MB
@@ -137,6 +145,115 @@ def closed_event(server: Any) -> dict[str, Any]:
     return server.wait_for("closed", timeout=30)
 
 
+class Job:
+    """One upstream connection's handler, run when the bridge connects."""
+
+    def __init__(self, serve: Callable[[socket.socket], None]) -> None:
+        self.serve = serve
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(20)
+            with conn:
+                self.serve(conn)
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def join(self) -> None:
+        assert self.done.wait(30), "the upstream never finished"
+        if self.error is not None:
+            raise self.error
+
+
+class Switchboard:
+    """A TCP upstream for a whole module: each connection is handed to the next :class:`Job`
+    a test queued (the bridges under test are started once, not per test)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed: the module is done
+            try:
+                job = self.jobs.get(timeout=30)
+            except queue.Empty:
+                conn.close()
+                continue
+            threading.Thread(target=job.run, args=(conn,), daemon=True).start()
+
+    def expect(self, serve: Callable[[socket.socket], None]) -> Job:
+        job = Job(serve)
+        self.jobs.put(job)
+        return job
+
+
+@dataclass
+class Chain:
+    """``ws-server --to`` the switchboard, and ``ws-client --listen`` to that server."""
+
+    upstream: Switchboard
+    server: ServerProcess
+    listener: ServerProcess
+
+    def fresh(self) -> Chain:
+        """Drop events left from an earlier test (each test waits for its own)."""
+        for proc in (self.server, self.listener):
+            while not proc._queue.empty():
+                proc.read_event(0.01)
+        return self
+
+
+def start_server(*args: str) -> ServerProcess:
+    proc = subprocess.Popen(
+        [*NETKIT, *args, "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    server = ServerProcess(proc, {})
+    try:
+        server.listening = server.wait_for("listening")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def module_chain() -> Iterator[Chain]:
+    upstream = Switchboard()
+    started: list[ServerProcess] = []
+    try:
+        started.append(start_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint))
+        url = f"ws://{started[0].address}/"
+        started.append(start_server("ws-client", url, "--listen", "127.0.0.1:0"))
+        yield Chain(upstream, started[0], started[1])
+    finally:
+        for server in started:
+            server.stop()
+            for stream in (server.proc.stdout, server.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        upstream.listener.close()
+
+
+@pytest.fixture
+def chain(module_chain: Chain) -> Chain:
+    return module_chain.fresh()
+
+
 # --- every byte, both ways ------------------------------------------------------------------
 
 
@@ -152,6 +269,16 @@ def test_stdio_to_tcp_50mb_both_ways_over_tls(netkit_server, tls_files):
     url = f"wss://localhost:{host_port(server.address)[1]}/"
     code, out, err = run_stdio(url, up_data, "--cacert", tls_files["ca"])
     upstream.join()
+    if code:  # DEBUG
+        server.stop()
+        print(
+            "DEBUG",
+            err,
+            len(out),
+            got.size,
+            got.end,
+            [e for e in server.events if e["event"] in ("closed", "disconnected")],
+        )
     assert code == 0, err
     assert got.end == "eof" and got.size == BIG
     assert got.hash.hexdigest() == hashlib.sha256(up_data).hexdigest()
@@ -195,6 +322,33 @@ def test_listener_to_unix_50mb_both_ways_over_tls(netkit_server, tls_files, tmp_
         assert "undelivered" not in closed
 
 
+def test_stdio_to_a_tls_upstream(netkit_server, tls_files):
+    # --upstream-tls: the bridge verifies the upstream's certificate (trustme's CA) and
+    # speaks TLS to it; its FIN is close_notify, read as the end of the request.
+    up_data, down_data = pattern(6, 4 * MB), pattern(7, 4 * MB)
+    got = Received()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tls_files["chain"], tls_files["key"])
+
+    def speak_then_listen(conn: socket.socket) -> None:
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(down_data)
+            got.read_all(tls)
+
+    upstream = Upstream(speak_then_listen)
+    server = netkit_server(
+        "ws-server", "127.0.0.1:0", "--to", upstream.endpoint, "--upstream-tls",
+        "--cacert", tls_files["ca"],
+    )  # fmt: skip
+    code, out, err = run_stdio(f"ws://{server.address}/", up_data)
+    upstream.join()
+    assert code == 0, err
+    assert out == down_data
+    assert got.end == "eof" and got.hash.digest() == hashlib.sha256(up_data).digest()
+    closed = closed_event(server)
+    assert (closed["bytes_up"], closed["bytes_down"]) == (len(up_data), len(down_data))
+
+
 # --- half-close -----------------------------------------------------------------------------
 
 
@@ -206,9 +360,8 @@ def answer_after_eof(conn: socket.socket) -> None:
     conn.shutdown(socket.SHUT_WR)
 
 
-def test_stdin_eof_is_a_half_close_the_answer_still_arrives(netkit_server):
-    upstream = Upstream(answer_after_eof)
-    server = netkit_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint)
+def test_stdin_eof_is_a_half_close_the_answer_still_arrives(chain):
+    upstream, server = chain.upstream.expect(answer_after_eof), chain.server
     code, out, err = run_stdio(f"ws://{server.address}/", b"x" * 1000)
     upstream.join()
     assert code == 0, err
@@ -219,11 +372,13 @@ def test_stdin_eof_is_a_half_close_the_answer_still_arrives(netkit_server):
     assert "undelivered" not in closed
 
 
-def test_half_close_through_both_bridges(netkit_server):
+def test_half_close_through_both_bridges(chain):
     # TCP client FIN → close 1000 → upstream FIN; its answer after that → back to the client.
-    upstream = Upstream(answer_after_eof)
-    server = netkit_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint)
-    listener = netkit_server("ws-client", f"ws://{server.address}/", "--listen", "127.0.0.1:0")
+    upstream, server, listener = (
+        chain.upstream.expect(answer_after_eof),
+        chain.server,
+        chain.listener,
+    )
     answer = Received()
     with socket.create_connection(host_port(listener.address), timeout=20) as client:
         exchange(client, b"y" * 5000, answer)
@@ -233,9 +388,10 @@ def test_half_close_through_both_bridges(netkit_server):
     assert answer.size == len(expected)
     assert answer.hash.digest() == hashlib.sha256(expected).digest()
     assert closed_event(listener)["end"] == "client sent EOF"
+    assert closed_event(server)["end"] == "client closed with 1000"
 
 
-def test_upstream_eof_first_the_client_may_still_send(netkit_server):
+def test_upstream_eof_first_the_client_may_still_send(chain):
     # The upstream sends and shuts down its writing side, then reads to the end: close 1000
     # reaches the client, whose bytes sent before its close still arrive.
     got = Received()
@@ -244,9 +400,7 @@ def test_upstream_eof_first_the_client_may_still_send(netkit_server):
         send_all_then_fin(conn, b"hello from upstream")
         got.read_all(conn)
 
-    upstream = Upstream(speak_first)
-    server = netkit_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint)
-    listener = netkit_server("ws-client", f"ws://{server.address}/", "--listen", "127.0.0.1:0")
+    upstream, server, listener = chain.upstream.expect(speak_first), chain.server, chain.listener
     heard = Received()
     with socket.create_connection(host_port(listener.address), timeout=20) as client:
         reader = threading.Thread(target=heard.read_all, args=(client,), daemon=True)
@@ -258,18 +412,18 @@ def test_upstream_eof_first_the_client_may_still_send(netkit_server):
     assert got.end == "eof" and got.hash.digest() == hashlib.sha256(b"late but delivered").digest()
     closed = closed_event(server)
     assert closed["ws_close_sent"] == 1000 and closed["end"] == "upstream sent EOF"
+    assert closed_event(listener)["ws_close_received"] == 1000
 
 
 # --- close codes ----------------------------------------------------------------------------
 
 
-def test_upstream_reset_closes_with_1011(netkit_server):
+def test_upstream_reset_closes_with_1011(chain):
     def read_then_reset(conn: socket.socket) -> None:
         assert conn.recv(100)
         reset(conn)
 
-    upstream = Upstream(read_then_reset)
-    server = netkit_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint)
+    upstream, server = chain.upstream.expect(read_then_reset), chain.server
     proc = subprocess.Popen(
         [*NETKIT, "ws-client", f"ws://{server.address}/", "--stdio"],
         stdin=subprocess.PIPE,
@@ -306,12 +460,11 @@ def test_a_client_reset_reaches_the_websocket_server_as_1011(netkit_server):
     assert closed_event(listener)["end"] == "reset by client"
 
 
-def test_a_websocket_close_with_another_code_is_a_reset(netkit_server):
+def test_a_websocket_close_with_another_code_is_a_reset(chain):
     # (1000 is a FIN: the half-close tests above read the upstream's EOF after it.)
     close_code, end = 4000, "reset"
     got = Received()
-    upstream = Upstream(got.read_all)
-    server = netkit_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint)
+    upstream, server = chain.upstream.expect(got.read_all), chain.server
     result = run_netkit(
         "ws-client", f"ws://{server.address}/", "hello", "--close-code", str(close_code),
         "--timeout", "2s",
@@ -357,20 +510,18 @@ def test_an_unreachable_websocket_resets_the_client(netkit_server, tmp_path):
         ("ws-client", "ws://127.0.0.1:1/", "--stdio", "--json"),
     ],
 )
-def test_bridge_usage_errors(args):
-    result = run_netkit(*args)
-    assert result.returncode == 2, result.stderr
-    assert_one_line_error(result.stderr)
+def test_bridge_usage_errors(args, capsys):
+    assert main(list(args)) == 2
+    assert_one_line_error(capsys.readouterr().err)
 
 
-def test_stdio_reads_a_regular_file(netkit_server, tmp_path):
+def test_stdio_reads_a_regular_file(chain, tmp_path):
     # Not a pipe: an event loop cannot watch a file, the reader thread reads it all the same.
     data = pattern(5, 3 * MB)
     path = tmp_path / "input.bin"
     path.write_bytes(data)
     got = Received()
-    upstream = Upstream(lambda conn: exchange(conn, b"", got))
-    server = netkit_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint)
+    upstream, server = chain.upstream.expect(lambda conn: exchange(conn, b"", got)), chain.server
     with path.open("rb") as stdin:
         proc = subprocess.run(
             [*NETKIT, "ws-client", f"ws://{server.address}/", "--stdio"],
@@ -381,4 +532,4 @@ def test_stdio_reads_a_regular_file(netkit_server, tmp_path):
     upstream.join()
     assert proc.returncode == 0, proc.stderr
     assert got.size == len(data) and got.hash.digest() == hashlib.sha256(data).digest()
-    assert os.path.getsize(path) == len(data)
+    assert closed_event(server)["bytes_up"] == len(data)
