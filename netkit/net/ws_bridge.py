@@ -385,6 +385,11 @@ class BridgedWS(Switched, WebSocketConnection):
             self.flush()
 
     def on_message(self, message: Message) -> None:
+        if self._timer is not None and self.ws.close_sent is not None and self.timeouts.close:
+            # Our close waits for a peer that holds its reply while its stream still sends
+            # (a bridge's half-close): the closing timeout counts from its last message.
+            self._timer.cancel()
+            self._timer = self._loop.call_later(self.timeouts.close, self._close_timed_out)
         if self.bridge is not None:
             self.bridge.ws_message(message.data)
 

@@ -10,11 +10,12 @@ import os
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, parse_ws_url
+from netkit.core.flow import RelayRecord
 from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.server import ServerHandshake
 from netkit.net.server import StreamServer
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_bridge import Bridge
+from netkit.net.ws_bridge import Bridge, WSTarget
 from netkit.net.ws_bridge_serve import BridgeConnection, BridgeStats, StreamTarget
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
@@ -130,5 +131,74 @@ def test_a_slow_websocket_client_stops_the_upstream_being_read(run, serve):
         assert size == len(data) and received.digest() == hashlib.sha256(data).digest()
         assert client.close_code == 1000  # the upstream's FIN
         assert closed["bytes_down"] == len(data) and closed["end"] == "upstream sent EOF"
+
+    run(main())
+
+
+class ListStream:
+    """A byte stream that keeps what it is given (a :class:`StreamPeer` for the tests)."""
+
+    writing_paused = False
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.finished = asyncio.Event()
+
+    def write(self, data: Any) -> None:
+        self.data += data
+
+    def finish(self) -> None:
+        self.finished.set()
+
+    def reset(self) -> int:
+        raise AssertionError("not reset in these tests")
+
+    def close(self) -> None:
+        self.finished.set()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_a_half_closed_peer_may_send_for_longer_than_the_closing_timeout(run, serve):
+    # The upstream ends first: the server sends close 1000 and waits for the reply, which a
+    # bridging client holds while its own stream still sends. 1.2 s of trickle against a
+    # 0.3 s closing timeout: it counts from the last message, so nothing is cut.
+    async def main() -> None:
+        got = bytearray()
+
+        async def upstream_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write_eof()  # nothing to say
+            got.extend(await reader.read())  # to the bridge's FIN
+            writer.close()
+
+        upstream = await asyncio.start_server(upstream_side, "127.0.0.1", 0)
+        port = upstream.sockets[0].getsockname()[1]
+        target = StreamTarget(TCPEndpoint("127.0.0.1", port))
+        closing = WSTimeouts(ping_interval=None, close=0.3)
+
+        def factory() -> BridgeConnection:
+            return BridgeConnection(ServerHandshake(), target, timeouts=closing)
+
+        async with upstream, serve(factory, stats=BridgeStats()) as harness:
+            bridge = Bridge(RelayRecord(1, "test"), ws_is_client=False, on_done=lambda _: None)
+            stream = ListStream()
+            bridge.attach_stream(stream)
+            url = parse_ws_url(f"ws://127.0.0.1:{harness.endpoint.port}/")
+            conn = await WSTarget(url, ClientHandshake.from_url(url), timeouts=closing).dial(bridge)
+            await stream.finished.wait()  # the server's close (the upstream's EOF), held
+            assert conn.ws.close_reply_held
+            for _ in range(12):
+                bridge.stream_data(b"still talking ")
+                await asyncio.sleep(0.1)
+            bridge.stream_eof()  # now the reply goes
+            await conn.closed
+            closed = (await harness.wait_events("closed"))[0]
+        assert bytes(got) == b"still talking " * 12
+        assert conn.close_code == 1000 and conn.error is None
+        assert closed["bytes_up"] == len(got) and "undelivered" not in closed
 
     run(main())
