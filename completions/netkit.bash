@@ -37,7 +37,7 @@ _netkit_options() {
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout -q --quiet --rcvbuf --json -h --help" ;;
         "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --loop --no-loop -q --quiet --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss --json -h --help" ;;
-        "netkit ws-client") echo "-H --header --subprotocol --origin -b --binary -f --file --raw -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key -k --insecure --sni --listen --stdio --json -h --help" ;;
+        "netkit ws-client") echo "-H --header --subprotocol --origin -b --binary -f --file --raw -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key -k --insecure --sni --listen --stdio --json --script --junit -h --help" ;;
     esac
 }
 
@@ -58,7 +58,7 @@ _netkit_value_options() {
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
         "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --allow --deny --allow-file --deny-file" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss" ;;
-        "netkit ws-client") echo "-H --header --subprotocol --origin -f --file -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --cacert --cert --key --sni --listen" ;;
+        "netkit ws-client") echo "-H --header --subprotocol --origin -f --file -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --cacert --cert --key --sni --listen --script --junit" ;;
     esac
 }
 
@@ -116,6 +116,8 @@ _netkit_values() {
         "netkit ws-client --cacert") echo "@files" ;;
         "netkit ws-client --cert") echo "@files" ;;
         "netkit ws-client --key") echo "@files" ;;
+        "netkit ws-client --script") echo "@files" ;;
+        "netkit ws-client --junit") echo "@files" ;;
     esac
 }
 

@@ -60,7 +60,7 @@ function __netkit_value_options --description 'Options of a netkit command that 
         case 'netkit multicast selftest'
             printf '%s\n' '-I' '--interface' '--family' '-c' '--count' '-i' '--interval' '--receivers' '-t' '--timeout' '--max-loss'
         case 'netkit ws-client'
-            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni' '--listen'
+            printf '%s\n' '-H' '--header' '--subprotocol' '--origin' '-f' '--file' '-c' '--count' '-e' '--expect' '-t' '--timeout' '--open-timeout' '--close-timeout' '--close-code' '--close-reason' '--ping-interval' '--ping-timeout' '--max-size' '--retry' '--cacert' '--cert' '--key' '--sni' '--listen' '--script' '--junit'
         case '*'
             return 1
     end
@@ -447,4 +447,6 @@ complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'sni' -x -d 'Server 
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'listen' -x -d 'Bridge: listen on this TCP or Unix endpoint (HOST:PORT, unix:/path) and relay...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'stdio' -d 'Bridge stdin and stdout to URL as raw bytes: stdin\'s bytes go as binary messa...'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'json' -d 'Print one JSON object per line (events)'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'script' -r -F -d 'Run the conversation in this YAML or TOML file (send, expect, wait, ping, clo...'
+complete -c netkit -n '__netkit_at \'netkit ws-client\'' -l 'junit' -r -F -d 'With --script: write a JUnit XML report here, one test case per step'
 complete -c netkit -n '__netkit_at \'netkit ws-client\'' -s 'h' -l 'help' -d 'Show this message and exit'

@@ -22,6 +22,9 @@ Exit codes (the rule ``--help`` documents):
 * 130: Ctrl-C (we close with 1001 "going away", or ``--close-code``, first).
 
 A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/``--expect``.
+
+With ``--script``, the step that fails decides (``netkit/commands/ws_script.py``): 1 for a
+check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a bad file.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
+from netkit.commands import ws_script
 from netkit.commands.ws_bridge import bridge_mode
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
@@ -287,6 +291,30 @@ def _compile_pattern(text: str) -> re.Pattern[str]:
         raise ConfigError(f"--expect {text!r} is not a regular expression: {exc}") from None
 
 
+def _refuse_with_script(
+    messages: list[str] | None,
+    files: list[Path] | None,
+    count: int | None,
+    expect: list[str] | None,
+    binary: bool,
+    raw: bool,
+) -> None:
+    """--script is a mode of its own: the script says what to send and what to expect."""
+    given = [
+        ("MESSAGES", bool(messages)),
+        ("--file", bool(files)),
+        ("--count", count is not None),
+        ("--expect", bool(expect)),
+        ("--binary", binary),
+        ("--raw", raw),
+    ]
+    clash = next((name for name, present in given if present), None)
+    if clash is not None:
+        raise ConfigError(
+            f"--script cannot be used with {clash}: the script says what to send and expect"
+        )
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return stream is not None and bool(stream.isatty())
@@ -400,6 +428,19 @@ def ws_client(
         ),
     ] = False,
     json: opt.Json = False,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            "--script",
+            help="Run the conversation in this YAML or TOML file (send, expect, wait, ping, close, expect_close steps; see the README) instead of sending messages; exit 1 when an expectation fails, 4 when a step times out, naming the step.",
+        ),
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit", help="With --script: write a JUnit XML report here, one test case per step."
+        ),
+    ] = None,
 ) -> None:
     """Connect, send MESSAGES (and files, and stdin lines), print what arrives.
 
@@ -444,8 +485,15 @@ def ws_client(
         bridge_mode(
             out, bridge, listen, stdio, close_for,
             {"MESSAGES": bool(messages), "--file": bool(file), "--count": count is not None,
-             "--expect": bool(expect), "--raw": raw, "--binary": binary},
+             "--expect": bool(expect), "--raw": raw, "--binary": binary,
+             "--script": script is not None, "--junit": junit is not None},
         )  # fmt: skip
+    if script is not None:
+        _refuse_with_script(messages, file, count, expect, binary, raw)
+        conversation = ws_script.load_script(script)
+        ws_script.check_junit_path(junit)
+    elif junit is not None:
+        raise ConfigError("--junit reports a --script run: give --script too")
     outgoing = _outgoing(messages or [], file or [], binary)
     stdin_tty = _isatty(sys.stdin)
     settings = Settings(
@@ -463,12 +511,10 @@ def ws_client(
     if stdin_tty and not settings.interactive and not outgoing:
         settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait if wait else None
+    async def open_connection(deadline: float | None) -> WebSocketClientConnection:
         try:
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
-                conn = await connect_ws(
+                return await connect_ws(
                     target,
                     lambda: WebSocketClientConnection(handshake, max_size=limit, timeouts=timeouts),
                     ssl_context=ctx,
@@ -478,6 +524,20 @@ def ws_client(
                 )
         except TimeoutError:
             raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
+
+    async def main() -> None:
+        deadline = asyncio.get_running_loop().time() + wait if wait else None
+        if script is not None:
+            await ws_script.run_script(
+                conversation,
+                lambda: open_connection(deadline),
+                ws_script.ScriptPresenter(out, message_fields),
+                peer=str(target),
+                deadline=time.monotonic() + wait if wait else None,
+                junit=junit,
+            )
+            return
+        conn = await open_connection(deadline)
         try:
             view = View(out, target, interactive=settings.interactive, raw=raw)
             await Session(conn, settings, view, deadline=deadline).run()
