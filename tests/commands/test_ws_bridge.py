@@ -63,7 +63,7 @@ class Received:
                 self.hash.update(chunk)
                 self.size += len(chunk)
             self.end = "eof"
-        except ConnectionResetError:
+        except (ConnectionResetError, ConnectionAbortedError):
             self.end = "reset"
         finally:
             self.done.set()

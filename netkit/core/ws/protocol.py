@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 from codecs import utf_8_decode as _utf8_decode
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import ClassVar, Final
 
@@ -573,6 +574,21 @@ class Protocol:
             self._answer_close()
         if self._deferred is not None:
             self._fail_deferred()
+        out, self._output = self._output, []
+        return out
+
+    def send_frames(self, buffers: Iterable[Buffer]) -> None:
+        """Queue whole frames serialized elsewhere (``ws-server --chaos``), in order.
+
+        Raises:
+            LocalProtocolError: not OPEN, or our close frame was sent.
+        """
+        if self.state is not _OPEN or self.close_sent is not None:
+            raise LocalProtocolError(f"cannot send frames in state {self.state.name}")
+        self._output += buffers
+
+    def queued_output(self) -> list[Buffer]:
+        """As :meth:`data_to_send` without a deferred close reply or failure (a chaos cut)."""
         out, self._output = self._output, []
         return out
 
