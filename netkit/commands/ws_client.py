@@ -50,6 +50,7 @@ from rich.markup import escape
 
 from netkit.commands import options as opt
 from netkit.commands import ws_replay, ws_script
+from netkit.commands.ws_bridge import bridge_mode
 from netkit.commands.ws_dial import DialFlags, dial_flags, report_redirect, report_retry
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
@@ -65,6 +66,7 @@ from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
 from netkit.net.terminal_prompt import TerminalPrompt, default_history_path, open_history
 from netkit.net.ws import WSTimeouts
+from netkit.net.ws_bridge import WSTarget
 from netkit.net.ws_client import WebSocketClientConnection
 from netkit.net.ws_dial import Dialer, tls_per_url
 from netkit.net.ws_reconnect import ResumableInput, run_reconnecting
@@ -459,6 +461,20 @@ def ws_client(
     key: opt.ClientKey = None,
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="Bridge: listen on this TCP or Unix endpoint (HOST:PORT, unix:/path) and relay each client to URL over its own connection, bytes <-> binary messages.",
+        ),
+    ] = None,
+    stdio: Annotated[
+        bool,
+        typer.Option(
+            "--stdio",
+            help="Bridge stdin and stdout to URL as raw bytes: stdin's bytes go as binary messages, messages' payloads come out on stdout; end of stdin closes with 1000. Exit 7 on any close code but 1000/1001 (1011: the far end of a bridge failed), even in answer to ours.",
+        ),
+    ] = False,
     recording: ws_replay.RecordFlags = ws_replay.RecordFlags(),
     json: opt.Json = False,
     timestamps: Annotated[
@@ -548,6 +564,18 @@ def ws_client(
         )
 
     handshake = handshake_for(target)  # checks -H, --subprotocol before connecting
+    if listen is not None or stdio:
+        context, verify_as = tls_for(target)
+        bridge = WSTarget(target, handshake, context, verify_as, open_for, limit, timeouts)
+        bridge_mode(
+            out, bridge, listen, stdio, close_for,
+            {"MESSAGES": bool(messages), "--file": bool(file), "--count": count is not None,
+             "--expect": bool(expect), "--raw": raw, "--binary": binary,
+             "--script": script is not None, "--junit": junit is not None,
+             "--reconnect": plan is not None, "--proxy": dial.proxy is not None,
+             "-L": dial.location, "--record": recording.record is not None,
+             "--replay": replaying is not None},
+        )  # fmt: skip
     if script is not None:
         _refuse_with_script(messages, file, count, expect, binary, raw)
         if plan is not None:

@@ -43,6 +43,7 @@ from netkit.errors import (
 from netkit.net.protocols import StreamProtocol
 from netkit.net.sockets import OUT_OF_RESOURCES, SocketOptions, apply_options
 from netkit.net.tls import CACERT, CERT, INSECURE, KEY, SNI
+from netkit.net.tls_layer import connect_tls
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
 _NAME_MISMATCH = frozenset({62, 63, 64})
@@ -285,6 +286,7 @@ async def _open_once(
     server_hostname: str | None,
     options: SocketOptions,
     proxy: ProxyURL | None = None,
+    own_tls: bool = False,
 ) -> StreamProtocol:
     loop = asyncio.get_running_loop()
     if proxy is not None and isinstance(endpoint, TCPEndpoint):
@@ -292,7 +294,11 @@ async def _open_once(
     else:
         sock = await connect_raw(endpoint, timeout=None, options=options)
     try:
-        if isinstance(endpoint, UnixEndpoint):
+        if ssl_context is not None and own_tls:
+            host = endpoint.host if isinstance(endpoint, TCPEndpoint) else "localhost"
+            verify_as = server_hostname if server_hostname is not None else host
+            _, made = await connect_tls(sock, factory, ssl_context, server_hostname=verify_as)
+        elif isinstance(endpoint, UnixEndpoint):
             # uvloop's create_unix_connection rejects an abstract name given as a path;
             # handing it the connected socket serves file and abstract names alike.
             name = (server_hostname or "localhost") if ssl_context else None
@@ -325,6 +331,7 @@ async def open_stream(
     options: SocketOptions = SocketOptions(),
     handshake: Callable[[StreamProtocol], Awaitable[None]] | None = None,
     proxy: ProxyURL | None = None,
+    own_tls: bool = False,
 ) -> StreamProtocol:
     """Connect to a TCP or Unix endpoint (optionally TLS) and return the protocol.
 
@@ -337,6 +344,10 @@ async def open_stream(
         handshake: awaited once connected, under the same deadline (an HTTP upgrade); the
             connection is aborted if it fails.
         proxy: reach a TCP ``endpoint`` through this HTTP proxy (:func:`open_tunnel`).
+        own_tls: TLS through netkit's own layer (:mod:`netkit.net.tls_layer`, as the relay's
+            upstreams) instead of the event loop's: a protocol that pauses reading keeps
+            every decrypted byte when the peer closes meanwhile (the loops' SSL transports
+            drop what they had not delivered on the peer's FIN), and it can half-close.
 
     Raises:
         ConnectError, OperationTimeout, TLSError: as the failure was; or what ``handshake``
@@ -350,7 +361,7 @@ async def open_stream(
         try:
             async with asyncio.timeout(timeout):
                 protocol = await _open_once(
-                    endpoint, factory, ssl_context, server_hostname, options, proxy
+                    endpoint, factory, ssl_context, server_hostname, options, proxy, own_tls
                 )
                 if handshake is not None:
                     await handshake(protocol)

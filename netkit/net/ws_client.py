@@ -139,6 +139,7 @@ async def connect_ws(
     timeout: float | None = 10.0,
     retry_for: float = 0.0,
     proxy: ProxyURL | None = None,
+    own_tls: bool = False,
 ) -> WebSocketClientConnection:
     """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
 
@@ -147,6 +148,7 @@ async def connect_ws(
             together (websockets' ``open_timeout``); None: no deadline.
         retry_for: keep retrying a refused connection (or a missing socket file) this long.
         proxy: connect through this HTTP proxy (CONNECT); TLS for wss:// runs through it.
+        own_tls: TLS through netkit's own layer (see :func:`~netkit.net.connect.open_stream`).
 
     Raises:
         ConnectError, TLSError, OperationTimeout: connecting failed.
@@ -168,6 +170,7 @@ async def connect_ws(
         retry_for=retry_for,
         handshake=upgrade,
         proxy=proxy,
+        own_tls=own_tls,
     )
     assert isinstance(conn, WebSocketClientConnection)
     return conn
