@@ -139,7 +139,7 @@ def netkit_sink(warmup: float) -> None:
     import asyncio
 
     from netkit.core.addresses import TCPEndpoint
-    from netkit.net import runtime
+    from netkit.net import loop_choice, runtime
     from netkit.net.server import ServerConnection, StreamServer, make_listener
 
     result: dict[str, Any] = {}
@@ -186,7 +186,7 @@ def netkit_sink(warmup: float) -> None:
             server.close_listener()
 
     runtime.run(serve)
-    print(json.dumps({"event": "result", **result, "loop": runtime.loop_name()}), flush=True)
+    print(json.dumps({"event": "result", **result, "loop": loop_choice.loop_name()}), flush=True)
 
 
 def netkit_sender(port: int, seconds: float) -> None:

@@ -20,7 +20,7 @@ _netkit_default() {
 _netkit_options() {
     case "$1" in
         "netkit") echo "-V --version --debug --loop --install-completion --show-completion -h --help" ;;
-        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --binary --kill-after --chaos --seed --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
+        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --binary --kill-after --chaos --seed --to --upstream-tls --cacert -k --insecure --sni --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
         "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit tcp-echo") echo "-h --help" ;;
@@ -37,14 +37,14 @@ _netkit_options() {
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout -q --quiet --rcvbuf --json -h --help" ;;
         "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --loop --no-loop -q --quiet --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss --json -h --help" ;;
-        "netkit ws-client") echo "-H --header --subprotocol --origin -b --binary --hex --base64 --text-prefix --binary-prefix --echo -f --file --raw -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --cacert --cert --key -k --insecure --sni --record --replay --replay-speed --replay-wait --ignore --json --script --junit -h --help" ;;
+        "netkit ws-client") echo "-H --header --subprotocol --origin -b --binary --hex --base64 --text-prefix --binary-prefix --echo -f --file --raw -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --compress --max-size --retry --reconnect --reconnect-attempts --reconnect-delay --reconnect-max-delay --resend --proxy -L --location --max-redirects --allow-insecure-redirect --cacert --cert --key -k --insecure --sni --listen --stdio --record --replay --replay-speed --replay-wait --ignore --json --timestamps --history --script --junit -h --help" ;;
     esac
 }
 
 _netkit_value_options() {
     case "$1" in
         "netkit") echo "--loop" ;;
-        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --kill-after --chaos --seed --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
+        "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --kill-after --chaos --seed --to --cacert --sni --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
         "netkit proxy") echo "--cacert --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
         "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
         "netkit tcp-echo serve") echo "--max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
@@ -58,7 +58,7 @@ _netkit_value_options() {
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
         "netkit multicast ping") echo "-I --interface -c --count -i --interval -s --size -t --timeout --peers --max-loss --hops --ttl --allow --deny --allow-file --deny-file" ;;
         "netkit multicast selftest") echo "-I --interface --family -c --count -i --interval --receivers -t --timeout --max-loss" ;;
-        "netkit ws-client") echo "-H --header --subprotocol --origin --text-prefix --binary-prefix -f --file -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --cacert --cert --key --sni --record --replay --replay-speed --replay-wait --ignore --script --junit" ;;
+        "netkit ws-client") echo "-H --header --subprotocol --origin --text-prefix --binary-prefix -f --file -c --count -e --expect -t --timeout --open-timeout --close-timeout --close-code --close-reason --ping-interval --ping-timeout --max-size --retry --reconnect-attempts --reconnect-delay --reconnect-max-delay --resend --proxy --max-redirects --cacert --cert --key --sni --listen --record --replay --replay-speed --replay-wait --ignore --history --script --junit" ;;
     esac
 }
 
@@ -67,6 +67,7 @@ _netkit_values() {
         "netkit --loop") echo "auto uvloop asyncio" ;;
         "netkit ws-server -m") echo "echo broadcast sink" ;;
         "netkit ws-server --mode") echo "echo broadcast sink" ;;
+        "netkit ws-server --cacert") echo "@files" ;;
         "netkit ws-server --cert") echo "@files" ;;
         "netkit ws-server --key") echo "@files" ;;
         "netkit ws-server --client-ca") echo "@files" ;;
@@ -112,6 +113,7 @@ _netkit_values() {
         "netkit multicast ping --deny-file") echo "@files" ;;
         "netkit ws-client -f") echo "@files" ;;
         "netkit ws-client --file") echo "@files" ;;
+        "netkit ws-client --resend") echo "none unacknowledged all" ;;
         "netkit ws-client --cacert") echo "@files" ;;
         "netkit ws-client --cert") echo "@files" ;;
         "netkit ws-client --key") echo "@files" ;;

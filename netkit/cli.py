@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
 import click
 import typer
+from typer.core import TyperGroup
 
 from netkit import __version__
-from netkit.commands import bench, lb, multicast, proxy, tcp_echo, udp_echo, ws_client, ws_server
-from netkit.commands.options import flag_name
-from netkit.console import active_output
 from netkit.errors import (
     BindError,
     CheckFailed,
@@ -24,33 +23,65 @@ from netkit.errors import (
     TLSError,
     UsageError,
 )
-from netkit.net import runtime
+from netkit.net import loop_choice
 from netkit.status import ExitStatus
+
+COMMANDS = {
+    "ws-server": "ws_server",
+    "proxy": "proxy",
+    "lb": "lb",
+    "tcp-echo": "tcp_echo",
+    "udp-echo": "udp_echo",
+    "bench": "bench",
+    "multicast": "multicast",
+    "ws-client": "ws_client",
+}
+"""Every subcommand, in the order ``netkit --help`` lists them, and its module in
+``netkit.commands``. A command's module is imported only when that command is asked for:
+``--version``, and a run of one command, load nothing else (each module imports what its
+command needs, bench's driver and rich's live view among the largest)."""
+
+
+class LazyGroup(TyperGroup):
+    """The root group: resolves a subcommand by importing its module only then."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return load_command(cmd_name) if cmd_name in COMMANDS else None
+
+
+_loaded: dict[str, click.Command] = {}
+
+
+def load_command(name: str) -> click.Command:
+    """The click command for a subcommand of :data:`COMMANDS` (its module's ``app``)."""
+    command = _loaded.get(name)
+    if command is None:
+        module = importlib.import_module(f"netkit.commands.{COMMANDS[name]}")
+        # A one-command app (ws-server, proxy, lb, ws-client) becomes that command; an app
+        # with several (tcp-echo serve/client) a group.
+        command = _loaded[name] = typer.main.get_command(module.app)
+        command.name = name
+    return command
+
 
 app = typer.Typer(
     name="netkit",
+    cls=LazyGroup,
     help="One toolbox for network work.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(tcp_echo.app)
-app.add_typer(udp_echo.app)
-app.add_typer(bench.app)
-app.add_typer(multicast.app)
-# Single-command tools are plain commands (a sub-app would be a group, and a group takes
-# the word after its first argument for a subcommand name).
-app.command(ws_server.NAME, help=ws_server.HELP)(ws_server.ws_server)
-app.command(proxy.NAME, help=proxy.HELP)(proxy.proxy)
-app.command(lb.NAME, help=lb.HELP)(lb.lb)
-app.add_typer(ws_client.app)
 
 _debug = False
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"netkit {__version__} (event loop: {runtime.loop_name()})")
+        typer.echo(f"netkit {__version__} (event loop: {loop_choice.loop_name()})")
         raise typer.Exit()
 
 
@@ -70,14 +101,14 @@ def root(
         typer.Option(
             "--loop",
             help="Event loop: auto (uvloop when installed), uvloop or asyncio.",
-            click_type=click.Choice(runtime.LOOP_CHOICES),
+            click_type=click.Choice(loop_choice.LOOP_CHOICES),
         ),
     ] = "auto",
 ) -> None:
     """netkit: one toolbox for network work. Endpoints are HOST:PORT, [::1]:PORT, unix:/path or URLs."""
     global _debug
     _debug = debug
-    runtime.set_loop(loop)
+    loop_choice.set_loop(loop)
 
 
 # Which exit code each error class gets; the first matching row wins.
@@ -104,6 +135,8 @@ def exit_status_for(exc: BaseException) -> ExitStatus:
 
 
 def _report(message: str, status: ExitStatus) -> None:
+    from netkit.console import active_output
+
     out = active_output()
     if out is not None and out.json:
         out.event("error", None, message=message, exit_code=int(status))
@@ -129,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     except NetkitError as exc:
         if debug or _debug:
             raise
+        from netkit.commands.options import flag_name  # loaded by every command that raises
+
         status = exit_status_for(exc)
         message, hint = exc.describe(flag_name)
         message += f" ({hint})" if hint else ""

@@ -9,9 +9,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import click
 import pytest
 
 import netkit
+from netkit import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +38,58 @@ def test_the_command_line_does_not_load_the_api() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def _loaded_after(argv: list[str]) -> set[str]:
+    # Runs the command line in a fresh interpreter and lists the netkit modules, asyncio and
+    # rich it imported (the exit code is the command's, not checked here).
+    code = (
+        "import sys\n"
+        "from netkit.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "finally:\n"
+        "    mods = [m for m in sys.modules if m.startswith(('netkit.', 'asyncio', 'rich'))]\n"
+        "    print('MODULES', ','.join(sorted(mods)), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("MODULES ")]
+    return set(line.removeprefix("MODULES ").split(","))
+
+
+def test_version_loads_no_command_asyncio_or_rich() -> None:
+    # issue 18: `netkit --version` answers before any subcommand module, asyncio or rich is
+    # imported (it took 3.4-3.9x `python3 -c 'import asyncio, ssl'` when it imported them all).
+    loaded = _loaded_after(["--version"])
+    assert not {m for m in loaded if m.startswith(("netkit.commands", "asyncio", "rich"))}
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    loaded = _loaded_after(["tcp-echo", "client", "127.0.0.1:1", "-c", "1"])
+    commands = {m for m in loaded if m.startswith("netkit.commands.")}
+    assert "netkit.commands.tcp_echo" in commands
+    others = {f"netkit.commands.{m}" for m in cli.COMMANDS.values()} - {"netkit.commands.tcp_echo"}
+    assert not commands & others
+    assert "netkit.net.bench.engine" not in loaded  # bench's driver: the largest chain
+
+
+def test_every_command_module_is_listed_and_named_as_it_is_run() -> None:
+    import typer.main
+
+    root = typer.main.get_command(cli.app)
+    ctx = click.Context(root, info_name="netkit")
+    assert isinstance(root, click.Group)
+    assert root.list_commands(ctx) == list(cli.COMMANDS)
+    for name in cli.COMMANDS:
+        command = root.get_command(ctx, name)
+        assert command is not None and command.name == name
+    assert root.get_command(ctx, "nope") is None
+    # Every module of netkit/commands that defines a command app (the others are shared
+    # option groups, presenters and helpers of one command).
+    apps = {
+        p.stem for p in (ROOT / "netkit" / "commands").glob("*.py") if "\napp = " in p.read_text()
+    }
+    assert set(cli.COMMANDS.values()) == apps
 
 
 @pytest.mark.parametrize("name", sorted(set(netkit.__all__) - {"__version__"}))

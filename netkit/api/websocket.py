@@ -16,11 +16,12 @@ from pathlib import Path
 
 from netkit.api.servers import StreamListener, TLSSetting, serving_stream
 from netkit.core.access import AccessList
-from netkit.core.addresses import parse_ws_url
+from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.ws.client import ClientHandshake
 from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.protocol import State
+from netkit.core.ws.redirect import RedirectPolicy
 from netkit.core.ws.server import (
     ServerHandshake,
     listen_address,
@@ -28,11 +29,13 @@ from netkit.core.ws.server import (
     resource_path,
     server_url,
 )
+from netkit.core.ws.tunnel import parse_proxy_url
 from netkit.errors import ConfigError, ConnectionLost, UsageError
 from netkit.net.server import EventHook, ServerConnection, StreamServer
-from netkit.net.tls import ClientTLS, client_context
+from netkit.net.tls import ClientTLS
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_client import WebSocketClientConnection, connect_ws
+from netkit.net.ws_client import WebSocketClientConnection
+from netkit.net.ws_dial import Dialer, tls_per_url
 from netkit.net.ws_inbox import MessageInbox
 from netkit.net.ws_server import HandlerConnection, Mode, ModeConnection, Room
 
@@ -324,6 +327,9 @@ async def ws_connect(
     ping_interval: float | None = 20.0,
     ping_timeout: float | None = 20.0,
     retry_for: float = 0.0,
+    proxy: str | None = None,
+    max_redirects: int = 0,
+    allow_insecure_redirect: bool = False,
 ) -> AsyncIterator[WebSocket]:
     """Open a WebSocket connection for the ``async with`` block; when the block ends it is
     closed (1000) if still open. What ``netkit ws-client`` connects with.
@@ -341,6 +347,11 @@ async def ws_connect(
         close_timeout: how long the closing handshake may take.
         ping_interval, ping_timeout: keepalive pings (None: off), in seconds.
         retry_for: keep retrying a refused connection this many seconds.
+        proxy: connect through this HTTP proxy, ``http://[user:pass@]host:port`` (CONNECT;
+            TLS for ``wss://`` runs through the tunnel to the server).
+        max_redirects: follow up to this many redirects of the upgrade (301, 302, 303, 307,
+            308; ``http`` -> ``ws``, ``https`` -> ``wss``); 0: a redirect is a refused upgrade.
+        allow_insecure_redirect: follow a redirect from ``wss://`` to ``ws://``.
 
     Yields:
         The open :class:`WebSocket`.
@@ -353,31 +364,39 @@ async def ws_connect(
         OperationTimeout: not open within ``open_timeout``.
         UpgradeRefused: the server answered with another status than 101 (a
             :class:`PeerProtocolError`).
+        ProxyRefused: the proxy answered CONNECT with another status than 2xx (a
+            :class:`ConnectError`, with ``status_code``).
+        PeerProtocolError: a redirect loop, too many redirects, or wss:// to ws://.
     """
     target = parse_ws_url(url)
-    if tls is not None and not target.secure:
+    if tls is not None and not target.secure and not max_redirects:
         raise ConfigError(f"TLS settings need a wss:// URL, not {url!r}")
     if not 0 < max_size <= MAX_MESSAGE:
         raise ConfigError("max_size must be between 1 byte and 1 GiB")
-    server_hostname = None
-    ctx: ssl.SSLContext | None = None
-    if isinstance(tls, ssl.SSLContext):
-        ctx = tls
-    elif target.secure:
-        settings = tls if tls is not None else ClientTLS(enabled=True)
-        ctx, server_hostname = client_context(settings), settings.server_hostname
-    handshake = ClientHandshake.from_url(
-        target, headers=headers, subprotocols=subprotocols, origin=origin, compress=compress
-    )
+    if max_redirects < 0:
+        raise ConfigError("max_redirects cannot be negative")
+    tls_for = tls_per_url(tls)
+    tls_for(target)  # unusable TLS settings fail here, before connecting
+
+    def handshake(url: WSURL) -> ClientHandshake:
+        return ClientHandshake.from_url(
+            url, headers=headers, subprotocols=subprotocols, origin=origin, compress=compress
+        )
+
+    first = handshake(target)
     timeouts = WSTimeouts(open_timeout, close_timeout, ping_interval, ping_timeout)
-    conn = await connect_ws(
+    dialer = Dialer(
         target,
-        lambda: WebSocketClientConnection(handshake, max_size=max_size, timeouts=timeouts),
-        ssl_context=ctx,
-        server_hostname=server_hostname,
+        lambda to: WebSocketClientConnection(
+            first if to == target else handshake(to), max_size=max_size, timeouts=timeouts
+        ),
+        tls_for,
+        proxy=parse_proxy_url(proxy) if proxy is not None else None,
+        redirects=RedirectPolicy(max_redirects, allow_insecure_redirect) if max_redirects else None,
         timeout=open_timeout,
         retry_for=retry_for,
     )
+    conn = await dialer.open()
     try:
         yield WebSocket(conn)
         await conn.close_and_wait()

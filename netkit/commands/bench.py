@@ -91,6 +91,7 @@ app = typer.Typer(
     name="bench",
     cls=BenchGroup,
     help="Load generator: echo round trips, bulk stream, connection rate; 'bench merge' combines results.",
+    add_completion=False,
 )
 
 

@@ -30,6 +30,11 @@ HELP = "L4 load balancer: weighted algorithms, health checks, backups, failover;
 CHECKS = "Health checks"
 
 
+app = typer.Typer(add_completion=False)
+"""The command, for :mod:`netkit.cli` (which loads this module only when it is run)."""
+
+
+@app.command(NAME, help=HELP)
 @opt.server_flags
 @opt.proxy_accept_flags
 def lb(

@@ -45,6 +45,7 @@ app = typer.Typer(
     name="multicast",
     help="Multicast send, listen, ping and self-test: ASM and SSM, IPv4 and IPv6.",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 Interface_ = Annotated[

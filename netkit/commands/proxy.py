@@ -48,6 +48,11 @@ def _fault_option(name: str) -> typer.models.OptionInfo:
     return option
 
 
+app = typer.Typer(add_completion=False)
+"""The command, for :mod:`netkit.cli` (which loads this module only when it is run)."""
+
+
+@app.command(NAME, help=HELP)
 @opt.server_flags
 @udp_proxy.datagram_flags
 @opt.proxy_accept_flags

@@ -31,7 +31,7 @@ from netkit.console import Output
 from netkit.core.access import unix_socket_error
 from netkit.core.addresses import TCPEndpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.units import format_size
-from netkit.net import runtime
+from netkit.net import loop_choice, runtime
 from netkit.net.relay import RelayOptions, RelayServer, RelayStats
 from netkit.net.server import (
     EventHook,
@@ -318,7 +318,7 @@ class _Announcer:
         fields: dict[str, Any] = {
             "address": self.address,
             "transport": self.transport,
-            "loop": runtime.loop_name(),
+            "loop": loop_choice.loop_name(),
             "workers": self.workers,
             **self.details,
         }
@@ -332,7 +332,7 @@ class _Announcer:
         extras = ", ".join(
             f"{k} {v}" for k, v in self.details.items() if v not in (None, False, "", [])
         )
-        human += f" ({escape(extras)}{', ' if extras else ''}{runtime.loop_name()}"
+        human += f" ({escape(extras)}{', ' if extras else ''}{loop_choice.loop_name()}"
         human += f", {self.workers} workers)" if self.workers > 1 else ")"
         if self.ca_file is not None:
             human += f"\nself-signed TLS: clients can trust [cyan]{escape(str(self.ca_file))}[/]"

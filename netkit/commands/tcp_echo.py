@@ -35,6 +35,7 @@ app = typer.Typer(
     name="tcp-echo",
     help="TCP / Unix-socket echo server, and a client that verifies and times the echo.",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 DEFAULT_ENDPOINT = "127.0.0.1:7007"

@@ -13,7 +13,7 @@ from netkit.core.addresses import parse_datagram_endpoint
 from netkit.core.probe import HEADER_SIZE
 from netkit.core.units import format_size, parse_duration, parse_size
 from netkit.errors import CheckFailed, ConfigError
-from netkit.net import runtime
+from netkit.net import loop_choice, runtime
 from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer, UDPProber, check_max_size
 from netkit.net.sockets import create_udp_socket, listener_address
 from netkit.status import ExitStatus
@@ -22,6 +22,7 @@ app = typer.Typer(
     name="udp-echo",
     help="UDP echo server, and a client that measures loss, duplicates, reordering, RTT and jitter.",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -89,9 +90,9 @@ def serve(
             "address": address,
             "transport": "udp",
             "url": f"udp://{address}",
-            "loop": runtime.loop_name(),
+            "loop": loop_choice.loop_name(),
         }
-        human = f"[bold]udp-echo[/] listening on [cyan]udp://{escape(address)}[/] ({runtime.loop_name()})"
+        human = f"[bold]udp-echo[/] listening on [cyan]udp://{escape(address)}[/] ({loop_choice.loop_name()})"
         if drop_every:
             human += f", dropping every {drop_every}th datagram"
         out.event(

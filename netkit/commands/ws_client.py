@@ -25,6 +25,10 @@ Exit codes (the rule ``--help`` documents):
 * 130: Ctrl-C (we close with 1001 "going away", or ``--close-code``, first).
 
 A failure of the connection itself (3, 7) wins over an unsatisfied ``--count``/``--expect``.
+With ``--reconnect``, the run ends with the code of the failure after which no try was left
+(or that another try cannot cure: TLS, a 4xx answer, a protocol error): the same code as
+without it. A proxy refusing CONNECT (407, 403 ...) is 3; a redirect refused by ``-L``
+(a loop, too many, wss:// to ws://) is 7, as a refused upgrade.
 
 With ``--script``, the step that fails decides (``netkit/commands/ws_script.py``): 1 for a
 check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a bad file.
@@ -33,9 +37,11 @@ check, 4 for a timeout, 3 for the connection, 7 for an error close code, 2 for a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +50,8 @@ from rich.markup import escape
 
 from netkit.commands import options as opt
 from netkit.commands import ws_replay, ws_script
+from netkit.commands.ws_bridge import bridge_mode
+from netkit.commands.ws_dial import DialFlags, dial_flags, report_redirect, report_retry
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
@@ -53,19 +61,23 @@ from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.prompt import PROMPT_COMMANDS
+from netkit.core.ws.reconnect import ReconnectPlan
 from netkit.core.ws.recording import message_json
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
-from netkit.net.tls import client_context
+from netkit.net.terminal_prompt import TerminalPrompt, default_history_path, open_history
 from netkit.net.ws import WSTimeouts
-from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection, connect_ws
+from netkit.net.ws_bridge import WSTarget
+from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection
+from netkit.net.ws_dial import Dialer, tls_per_url
+from netkit.net.ws_reconnect import ResumableInput, run_reconnecting
 from netkit.net.ws_record import EchoRecordingClientConnection, RecordingClientConnection
 from netkit.net.ws_session import Outgoing, Session, Settings, input_message
 from netkit.status import ExitStatus
 
 NAME = "ws-client"
 
-app = typer.Typer()
+app = typer.Typer(add_completion=False)
 
 # Headers the handshake itself writes; -H may not replace them.
 _HEX_PREVIEW = 16
@@ -82,8 +94,11 @@ HELP = escape(
             "Talk to a WebSocket server: send messages, print what comes back.",
             "Sends the MESSAGES, then each --file, then each line of stdin unless stdin is a "
             "terminal. Text messages print as lines, binary ones as a hex summary (--raw: the "
-            "bytes). On a terminal with no messages: a prompt; lines are sent, '< ' marks what "
-            "arrives, and " + PROMPT_COMMANDS + ".",
+            "bytes). On a terminal with no messages: a prompt with line editing and history "
+            "(--history); lines are sent, what arrives is printed above the line being typed "
+            "('< ' marks it; with --json, the events), and " + PROMPT_COMMANDS + ". /binary "
+            "and /hex typed alone switch how lines are sent (hex mode also shows binary "
+            "messages whole, in hex).",
             "When it stops: with --count/--expect, as soon as they are satisfied (it sends "
             "close 1000 or --close-code, waits for the server's close, exits 0), or when they "
             "fail: exit 1 if the server closes or --timeout passes first (default: 10s after "
@@ -109,6 +124,10 @@ HELP = escape(
             "status shown), the server breaks the protocol, or it closes with any other code "
             "(1002, 1008, 1011, 4000 ...: code and reason shown); a broken connection wins over "
             "an unmet --count/--expect. The close code and reason are always reported.",
+            "--reconnect: the connection is tried again after a jittered back-off when it "
+            "fails, drops, or the server closes with 1001 or 1011-1014; the last failure "
+            "gives the exit status it has without --reconnect. A proxy refusing CONNECT "
+            "exits 3; a redirect loop, too many redirects or wss:// to ws:// with -L exit 7.",
         ]
     )
 )
@@ -186,9 +205,10 @@ def hex_summary(data: bytes) -> str:
 
 
 class View:
-    """How a session looks: events, and lines for people (the prompt, received messages).
+    """How a session looks: events, and lines for people (at the prompt: above it).
 
-    Implements :class:`~netkit.net.ws_session.SessionView`.
+    Implements :class:`~netkit.net.ws_session.SessionView`. ``timestamps`` prefixes each line
+    shown with the local time of day.
     """
 
     def __init__(
@@ -198,30 +218,43 @@ class View:
         *,
         interactive: bool,
         raw: bool,
+        timestamps: bool = False,
         syntax: LineSyntax | None = None,
     ) -> None:
         self.out = out
         self.url = url
         self.interactive = interactive
         self.raw = raw
+        self.timestamps = timestamps
         self.syntax = syntax
-        self._prompt_shown = False
+        self._session: Session | None = None
+
+    def _stamped(self, line: str) -> str:
+        if not self.timestamps:
+            return line
+        now = time.time()
+        return f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} {line}"
 
     def _show(self, line: str) -> None:
-        # Received output at the prompt: clear the prompt line, print, then prompt again.
-        prefix = "\r\x1b[K" if self._prompt_shown else ""
-        suffix = "> " if self._prompt_shown else ""
-        self.out.write_bytes(f"{prefix}{line}\n{suffix}".encode())
+        # At the prompt, stdout goes above the line being typed (TerminalPrompt.showing).
+        if self.out.json:
+            return
+        if self.interactive:
+            TerminalPrompt.show(self._stamped(line))
+        else:
+            self._write_line(line.encode())
 
-    def prompt(self) -> None:
-        self._prompt_shown = True
-        self.out.write_bytes(b"> ")
-
-    def line_entered(self) -> None:
-        self._prompt_shown = False
+    def _write_line(self, line: bytes) -> None:
+        # Piped output: bytes as they came (no decoding per message without --timestamps).
+        stamp = self._stamped("").encode() if self.timestamps else b""
+        self.out.write_bytes(stamp + line + b"\n")
 
     def notice(self, line: str) -> None:
-        self._show(line)
+        if self.out.json:  # stdout is for events: a notice is a diagnostic, on stderr
+            sys.stderr.write(self._stamped(line) + "\n")
+            sys.stderr.flush()
+        else:
+            self._show(line)
 
     def pong(self, rtt: float, *, keepalive: bool) -> None:
         self.out.event("pong", None, rtt_ms=round(rtt * 1000, 3), keepalive=keepalive)
@@ -243,29 +276,37 @@ class View:
             status=101,
             headers=headers,
         )
-        if self.interactive:
+        self._session = session
+        if self.interactive and not self.out.json:
             details = [f"subprotocol {conn.subprotocol}"] if conn.subprotocol else []
             details += ["permessage-deflate"] if conn.deflate is not None else []
             more = f" ({', '.join(details)})" if details else ""
-            self.out.write_bytes(f"connected to {self.url}{more}; {PROMPT_COMMANDS}\n".encode())
+            self._show(f"connected to {self.url}{more}; {PROMPT_COMMANDS}")
 
     def sent(self, data: bytes, text: bool) -> None:
         self.out.event("sent", None, **message_fields(text, data))
+
+    def redirected(self, status: int, source: WSURL, target: WSURL) -> None:
+        """A redirect was followed (-L): opening events name the URL reached."""
+        self.url = target
+        report_redirect(self.out, status, source, target)
 
     def received(self, is_text: bool, data: bytes) -> None:
         self.out.event("received", None, **message_fields(is_text, data))
         if self.out.json:
             return
         if self.interactive:
-            self._show("< " + (data.decode("utf-8") if is_text else hex_summary(data)))
+            hex_mode = self._session is not None and self._session.prompt_state.hex
+            shown = "[binary] " + data.hex(" ") if hex_mode else hex_summary(data)
+            self._show("< " + (data.decode("utf-8") if is_text else shown))
         elif self.syntax is not None:  # --hex/--base64: one line a message
-            self.out.write_bytes(self.syntax.render(is_text, data) + b"\n")
+            self._write_line(self.syntax.render(is_text, data))
         elif is_text:
-            self.out.write_bytes(data + b"\n")
+            self._write_line(data)
         elif self.raw:
             self.out.write_bytes(data)
         else:
-            self.out.write_bytes(hex_summary(data).encode() + b"\n")
+            self._show(hex_summary(data))
 
     def closed(self, session: Session, *, clean_exit: bool) -> None:
         conn = session.conn
@@ -294,8 +335,7 @@ class View:
             return
         text = f"closed: {describe_close(code, reason)}"
         if self.interactive:
-            self._prompt_shown = False
-            self.out.write_bytes(f"\r\x1b[K{text}\n".encode())
+            self._show(text)
         elif clean_exit:
             # A failure is reported by its one error line (with the code); success by this one.
             self.out.err.print(escape(text))
@@ -342,8 +382,16 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
+def _terminal(history: str | None) -> tuple[TerminalPrompt, str | None]:
+    """The prompt, with its history (``--history``), and why that is not the file asked for."""
+    path = default_history_path() if history is None else Path(history).expanduser()
+    lines, notice = open_history(None if history == "off" else path)
+    return TerminalPrompt(lines), notice
+
+
 @app.command(NAME, help=HELP, no_args_is_help=True)
 @ws_replay.record_flags
+@dial_flags
 def ws_client(
     url: Annotated[
         str,
@@ -464,13 +512,43 @@ def ws_client(
         ),
     ] = "1MiB",
     retry: opt.Retry = None,
+    dial: DialFlags = DialFlags(),
     cacert: opt.CACert = None,
     cert: opt.ClientCert = None,
     key: opt.ClientKey = None,
     insecure: opt.Insecure = False,
     sni: opt.SNI = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            help="Bridge: listen on this TCP or Unix endpoint (HOST:PORT, unix:/path) and relay each client to URL over its own connection, bytes <-> binary messages.",
+        ),
+    ] = None,
+    stdio: Annotated[
+        bool,
+        typer.Option(
+            "--stdio",
+            help="Bridge stdin and stdout to URL as raw bytes: stdin's bytes go as binary messages, messages' payloads come out on stdout; end of stdin closes with 1000. Exit 7 on any close code but 1000/1001 (1011: the far end of a bridge failed), even in answer to ours.",
+        ),
+    ] = False,
     recording: ws_replay.RecordFlags = ws_replay.RecordFlags(),
     json: opt.Json = False,
+    timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--timestamps",
+            help="Prefix each line shown (at the prompt too) with the time of day.",
+        ),
+    ] = False,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            metavar="FILE",
+            help="Where the prompt keeps the lines typed (created 0600; 'off': memory only). Default: $XDG_STATE_HOME/netkit/ws_history or ~/.local/state/netkit/ws_history, memory only if it cannot be written.",
+        ),
+    ] = None,
     script: Annotated[
         Path | None,
         typer.Option(
@@ -524,10 +602,14 @@ def ws_client(
     )
     wait = opt.duration_or_off(timeout, "--timeout") if timeout is not None else None
     retry_for = opt.retry(retry)
-    tls = opt.client_tls(target.secure, cacert, cert, key, insecure, sni, warn=target.secure)
-    if tls.enabled and not target.secure:
+    tls = opt.client_tls(
+        target.secure, cacert, cert, key, insecure, sni, warn=target.secure or dial.location
+    )
+    if tls.enabled and not target.secure and not dial.location:
         raise ConfigError("TLS options need a wss:// URL")
-    ctx = client_context(tls) if tls.enabled else None
+    tls_for = tls_per_url(tls)
+    tls_for(target)  # a bad certificate file is reported before connecting
+    plan = dial.plan()
     replaying = recording.replay_settings(
         (
             ("MESSAGES", messages),
@@ -535,21 +617,45 @@ def ws_client(
             ("--count", count),
             ("--expect", expect),
             ("--script", script),
+            ("--reconnect", plan),
             ("--echo", echo),
             ("--hex/--base64", syntax),
         )
     )
+    if echo and plan is not None:
+        raise ConfigError("--echo cannot be used with --reconnect: an echo run is one connection")
     if replaying is not None:
         subprotocol = subprotocol or list(replaying.subprotocols)
-    handshake = build_handshake(
-        target,
-        headers=header or [],
-        subprotocols=subprotocol or [],
-        origin=origin,
-        compress=compress,
-    )
+
+    def handshake_for(url: WSURL) -> ClientHandshake:
+        return build_handshake(
+            url,
+            headers=header or [],
+            subprotocols=subprotocol or [],
+            origin=origin,
+            compress=compress,
+        )
+
+    handshake = handshake_for(target)  # checks -H, --subprotocol before connecting
+    if listen is not None or stdio:
+        context, verify_as = tls_for(target)
+        bridge = WSTarget(target, handshake, context, verify_as, open_for, limit, timeouts)
+        bridge_mode(
+            out, bridge, listen, stdio, close_for,
+            {"MESSAGES": bool(messages), "--file": bool(file), "--count": count is not None,
+             "--expect": bool(expect), "--raw": raw, "--binary": binary,
+             "--script": script is not None, "--junit": junit is not None,
+             "--reconnect": plan is not None, "--proxy": dial.proxy is not None,
+             "-L": dial.location, "--record": recording.record is not None,
+             "--replay": replaying is not None, "--echo": echo, "--hex": hex_,
+             "--base64": base64_},
+        )  # fmt: skip
     if script is not None:
         _refuse_with_script(messages, file, count, expect, binary, raw)
+        if plan is not None:
+            raise ConfigError(
+                "--script cannot be used with --reconnect: a script is one connection"
+            )
         conversation = ws_script.load_script(script)
         ws_script.check_junit_path(junit)
     elif junit is not None:
@@ -566,35 +672,79 @@ def ws_client(
         close_code=close_code,
         close_reason=close_reason,
         read_stdin=sys.stdin is not None and not stdin_tty and not echo,
-        interactive=stdin_tty and _isatty(sys.stdout) and not (json or outgoing or echo or syntax),
+        interactive=stdin_tty and _isatty(sys.stdout) and not (outgoing or echo or syntax),
         syntax=syntax,
         echo=echo,
     )
     if stdin_tty and not settings.interactive and not outgoing and not echo:
-        settings.read_stdin = True  # a terminal but JSON or piped output: read lines, no prompt
+        settings.read_stdin = True  # a terminal but piped output: read lines, no prompt
+
+    prompting = settings.interactive and script is None and replaying is None
+    terminal, history_notice = _terminal(history) if prompting else (None, None)
+    settings.terminal = terminal
 
     record = recording.record_file(str(target), subprotocol or ())
 
-    def connection() -> WebSocketClientConnection:
+    def connection(url: WSURL) -> WebSocketClientConnection:
+        shake = handshake if url == target else handshake_for(url)
         if record is not None:
             recorder = EchoRecordingClientConnection if echo else RecordingClientConnection
-            return recorder(handshake, max_size=limit, timeouts=timeouts, record=record)
+            return recorder(shake, max_size=limit, timeouts=timeouts, record=record)
         plain = EchoClientConnection if echo else WebSocketClientConnection
-        return plain(handshake, max_size=limit, timeouts=timeouts)
+        return plain(shake, max_size=limit, timeouts=timeouts)
+
+    dialer = Dialer(
+        target,
+        connection,
+        tls_for,
+        proxy=dial.proxy_url(),
+        redirects=dial.redirects(),
+        timeout=open_for,
+        retry_for=retry_for,
+    )
+    view = View(
+        out,
+        target,
+        interactive=settings.interactive,
+        raw=raw,
+        timestamps=timestamps,
+        syntax=syntax,
+    )
+    dialer.on_redirect = view.redirected
+
+    @contextlib.asynccontextmanager
+    async def prompt_shown() -> AsyncIterator[None]:
+        # The prompt, once connected (nothing without one).
+        if terminal is None:
+            yield
+            return
+        async with terminal.showing():
+            if history_notice is not None:
+                view.notice(f"- {history_notice}")
+            yield
+
+    def not_open() -> OperationTimeout:
+        return OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)")
 
     async def open_connection(deadline: float | None) -> WebSocketClientConnection:
         try:
             async with asyncio.timeout_at(deadline):  # --timeout counts the opening too
-                return await connect_ws(
-                    target,
-                    connection,
-                    ssl_context=ctx,
-                    server_hostname=tls.server_hostname,
-                    timeout=open_for,
-                    retry_for=retry_for,
-                )
+                return await dialer.open()
         except TimeoutError:
-            raise OperationTimeout(f"{target} was not open within {wait:g}s (--timeout)") from None
+            raise not_open() from None
+
+    async def reconnecting(plan: ReconnectPlan, deadline: float | None) -> None:
+        try:
+            await run_reconnecting(
+                dialer,
+                plan,
+                lambda conn, given: Session(conn, settings, view, deadline=deadline, feed=given),
+                ResumableInput(settings, dial.resend),
+                on_retry=lambda retry: report_retry(out, retry),
+                deadline=deadline,
+            )
+        except TimeoutError:
+            raise not_open() from None
 
     async def main() -> None:
         deadline = asyncio.get_running_loop().time() + wait if wait else None
@@ -608,13 +758,17 @@ def ws_client(
                 junit=junit,
             )
             return
+        if plan is not None:
+            async with prompt_shown():
+                await reconnecting(plan, deadline)
+            return
         conn = await open_connection(deadline)
         try:
             if replaying is not None:
                 await ws_replay.run_replay(conn, replaying, out, deadline=deadline, timeout=wait)
             else:
-                view = View(out, target, interactive=settings.interactive, raw=raw, syntax=syntax)
-                await Session(conn, settings, view, deadline=deadline).run()
+                async with prompt_shown():
+                    await Session(conn, settings, view, deadline=deadline).run()
         finally:
             conn.abort()  # a no-op after a closing handshake; drops it on errors
 

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 import click
 import typer
+from click.core import ParameterSource
 from rich.markup import escape
 
 from netkit.commands import options as opt
 from netkit.commands.serving import build_stream, run_server
+from netkit.commands.ws_bridge import bridge_target, serve_to
 from netkit.console import Output
 from netkit.core.units import parse_size
 from netkit.core.ws.chaos import CHAOS_FAULTS, SYNTAX, parse_chaos_specs
@@ -27,6 +29,7 @@ from netkit.core.ws.server import (
 from netkit.errors import ConfigError, UsageError
 from netkit.net.server import ServerConnection
 from netkit.net.ws import WSTimeouts
+from netkit.net.ws_bridge_serve import BridgeConnection
 from netkit.net.ws_chaos import ChaosConnection
 from netkit.net.ws_exec import ProgramConnection
 from netkit.net.ws_server import Mode, ModeConnection, Room
@@ -37,6 +40,11 @@ HELP = "WebSocket server: echo, broadcast (chat room) or sink, on TCP, TLS or Un
 DEFAULT_ENDPOINT = "127.0.0.1:8765"
 
 
+app = typer.Typer(add_completion=False)
+"""The command, for :mod:`netkit.cli` (which loads this module only when it is run)."""
+
+
+@app.command(NAME, help=HELP)
 @opt.server_flags
 def ws_server(
     endpoint: Annotated[
@@ -141,6 +149,19 @@ def ws_server(
             rich_help_panel="Chaos",
         ),
     ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Bridge: relay each client to this TCP or Unix endpoint (HOST:PORT, "
+            "unix:/path), binary messages <-> bytes; its EOF closes with 1000, a reset with "
+            "1011, and a close from the client shuts down its writing side.",
+        ),
+    ] = None,
+    upstream_tls: opt.UpstreamTLS = False,
+    cacert: opt.UpstreamCACert = None,
+    insecure: opt.UpstreamInsecure = False,
+    sni: opt.UpstreamSNI = None,
     server: opt.ServerFlags = opt.ServerFlags(),
     sndbuf: opt.SendBuffer = None,
     rcvbuf: opt.RecvBuffer = None,
@@ -202,6 +223,30 @@ def ws_server(
         line = _fault_line(fields) if event == "fault" else program_line(event, fields)
         out.event(event, line, **fields)
 
+    def url(address: str, secure: bool) -> str:
+        return server_url(address, secure, paths[0] if paths else "/")
+
+    if to is not None:
+        if click.get_current_context().get_parameter_source("mode") is not ParameterSource.DEFAULT:
+            raise UsageError("--to relays every message to ENDPOINT: it cannot be used with --mode")
+        if program is not None or faults:
+            raise UsageError("--to relays every message to ENDPOINT: not with --exec or --chaos")
+        target = bridge_target(to, upstream_tls, cacert, insecure, sni)
+        code = serve_to(
+            out,
+            endpoint=where,
+            factory=lambda: BridgeConnection(
+                handshake, target, max_size=limit, timeouts=timeouts, on_event=log
+            ),
+            flags=server,
+            options=opt.socket_options(sndbuf, rcvbuf, keepalive),
+            details={"to": str(target.endpoint), "upstream_tls": target.ssl_context is not None},
+            url=url,
+        )
+        raise typer.Exit(code)
+    elif upstream_tls or cacert is not None or insecure or sni is not None:
+        raise UsageError("--upstream-tls, --cacert, --insecure and --sni need --to")
+
     def factory() -> ServerConnection:
         if program is not None:
             return ProgramConnection(
@@ -232,9 +277,6 @@ def ws_server(
             }
             return ChaosConnection(handshake, **chaotic, **options)
         return ModeConnection(handshake, **options)
-
-    def url(address: str, secure: bool) -> str:
-        return server_url(address, secure, paths[0] if paths else "/")
 
     code = run_server(
         out,

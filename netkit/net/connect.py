@@ -7,6 +7,8 @@
   :class:`~netkit.net.protocols.StreamProtocol`, TLS and an opening handshake (a WebSocket
   upgrade) under one deadline, retried with back-off while the service is not up yet
   (``--retry``). Health checks, bench drivers, the WebSocket client and tcp-echo's client use it.
+* :func:`open_tunnel` dials through an HTTP proxy (CONNECT, ``--proxy``): the socket it returns
+  is a tunnel to the target, ready for TLS or plain bytes, as :func:`connect_raw`'s is.
 * :func:`translate_connect_error` turns whatever connecting raised into a netkit error that
   names the address, in words a user can act on.
 """
@@ -23,11 +25,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.backoff import Backoff
+from netkit.core.buffers import ReceiveBuffer
+from netkit.core.ws.http import MAX_HEAD
+from netkit.core.ws.tunnel import ProxyURL, check_answer, connect_request, read_connect_answer
 from netkit.errors import (
     ConnectError,
     ConnectionLost,
     NetkitError,
     OperationTimeout,
+    PeerProtocolError,
     ResourceExhausted,
     TLSError,
     Words,
@@ -36,6 +43,7 @@ from netkit.errors import (
 from netkit.net.protocols import StreamProtocol
 from netkit.net.sockets import OUT_OF_RESOURCES, SocketOptions, apply_options
 from netkit.net.tls import CACERT, CERT, INSECURE, KEY, SNI
+from netkit.net.tls_layer import connect_tls
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_EMAIL_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH.
 _NAME_MISMATCH = frozenset({62, 63, 64})
@@ -227,22 +235,48 @@ async def connect_raw(
         raise translate_connect_error(exc, target) from exc
 
 
-class Backoff:
-    """Delays between attempts: ``first``, doubling up to ``limit``, until ``reset``."""
+async def open_tunnel(
+    proxy: ProxyURL, target: TCPEndpoint, *, options: SocketOptions = SocketOptions()
+) -> socket.socket:
+    """Connect to ``proxy`` and ask it (HTTP CONNECT) for a tunnel to ``target``.
 
-    def __init__(self, first: float = 0.05, limit: float = 0.5) -> None:
-        self.first, self.limit = first, limit
-        self.delay = first
+    Returns:
+        The connected, non-blocking socket: what is sent on it goes to ``target``.
 
-    def next(self) -> float:
-        """The delay to wait now; the next one is twice as long (at most ``limit``)."""
-        delay = self.delay
-        self.delay = min(delay * 2, self.limit)
-        return delay
-
-    def reset(self) -> None:
-        """An attempt succeeded: start again from ``first``."""
-        self.delay = self.first
+    Raises:
+        ConnectError: the proxy cannot be reached (the message names it as the proxy).
+        ProxyRefused: the proxy answered with something other than 2xx (407, 403, 502 ...).
+        ConnectionLost: the proxy closed the connection before it answered.
+        PeerProtocolError: the answer was not HTTP, or bytes followed it before we spoke.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        sock = await connect_raw(proxy.endpoint, timeout=None, options=options)
+    except ConnectError as exc:
+        raise type(exc)(f"proxy: {exc}", hint=exc.hint) from exc
+    try:
+        await loop.sock_sendall(sock, connect_request(proxy, target))
+        buf = ReceiveBuffer(MAX_HEAD)
+        while (answer := read_connect_answer(buf, proxy)) is None:
+            # Reads stop at the answer: the target says nothing before our first bytes (a
+            # WebSocket request, a TLS ClientHello), so nothing of it is read here.
+            data = await loop.sock_recv(sock, 4096)
+            if not data:
+                raise ConnectionLost(f"proxy {proxy} closed the connection before answering")
+            buf.extend(data)
+        check_answer(answer, proxy, target)
+        if len(buf):
+            raise PeerProtocolError(
+                f"proxy {proxy} sent {len(buf)} bytes after its answer, before we spoke",
+                close_code=None,
+            )
+        return sock
+    except OSError as exc:
+        sock.close()
+        raise translate_connect_error(exc, f"proxy {proxy}") from exc
+    except BaseException:
+        sock.close()
+        raise
 
 
 async def _open_once(
@@ -251,11 +285,20 @@ async def _open_once(
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None,
     options: SocketOptions,
+    proxy: ProxyURL | None = None,
+    own_tls: bool = False,
 ) -> StreamProtocol:
     loop = asyncio.get_running_loop()
-    sock = await connect_raw(endpoint, timeout=None, options=options)
+    if proxy is not None and isinstance(endpoint, TCPEndpoint):
+        sock = await open_tunnel(proxy, endpoint, options=options)
+    else:
+        sock = await connect_raw(endpoint, timeout=None, options=options)
     try:
-        if isinstance(endpoint, UnixEndpoint):
+        if ssl_context is not None and own_tls:
+            host = endpoint.host if isinstance(endpoint, TCPEndpoint) else "localhost"
+            verify_as = server_hostname if server_hostname is not None else host
+            _, made = await connect_tls(sock, factory, ssl_context, server_hostname=verify_as)
+        elif isinstance(endpoint, UnixEndpoint):
             # uvloop's create_unix_connection rejects an abstract name given as a path;
             # handing it the connected socket serves file and abstract names alike.
             name = (server_hostname or "localhost") if ssl_context else None
@@ -287,6 +330,8 @@ async def open_stream(
     retry_for: float = 0.0,
     options: SocketOptions = SocketOptions(),
     handshake: Callable[[StreamProtocol], Awaitable[None]] | None = None,
+    proxy: ProxyURL | None = None,
+    own_tls: bool = False,
 ) -> StreamProtocol:
     """Connect to a TCP or Unix endpoint (optionally TLS) and return the protocol.
 
@@ -298,6 +343,11 @@ async def open_stream(
             seconds, so a check can wait for a service that is still starting.
         handshake: awaited once connected, under the same deadline (an HTTP upgrade); the
             connection is aborted if it fails.
+        proxy: reach a TCP ``endpoint`` through this HTTP proxy (:func:`open_tunnel`).
+        own_tls: TLS through netkit's own layer (:mod:`netkit.net.tls_layer`, as the relay's
+            upstreams) instead of the event loop's: a protocol that pauses reading keeps
+            every decrypted byte when the peer closes meanwhile (the loops' SSL transports
+            drop what they had not delivered on the peer's FIN), and it can half-close.
 
     Raises:
         ConnectError, OperationTimeout, TLSError: as the failure was; or what ``handshake``
@@ -311,7 +361,7 @@ async def open_stream(
         try:
             async with asyncio.timeout(timeout):
                 protocol = await _open_once(
-                    endpoint, factory, ssl_context, server_hostname, options
+                    endpoint, factory, ssl_context, server_hostname, options, proxy, own_tls
                 )
                 if handshake is not None:
                     await handshake(protocol)
@@ -329,7 +379,12 @@ async def open_stream(
                     f"opening handshake with {endpoint} timed out ({timeout:g}s)"
                 ) from exc
             error = translate_connect_error(exc, str(endpoint))
-            if isinstance(error, ConnectError) and loop.time() + backoff.delay < deadline:
+            refused = getattr(error, "status_code", 500) < 500  # a proxy's 4xx stays so
+            if (
+                isinstance(error, ConnectError)
+                and not refused
+                and loop.time() + backoff.delay < deadline
+            ):
                 await asyncio.sleep(backoff.next())  # waiting for a service to come up
                 continue
             if error is exc:

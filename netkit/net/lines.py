@@ -1,6 +1,7 @@
 """Lines of a file descriptor (standard input) for the event loop, read by a thread.
 
-:class:`LineReader` serves ws-client's stdin and its interactive prompt.
+:class:`LineReader` serves ws-client's stdin when it is not a terminal (the interactive prompt
+is :mod:`netkit.net.terminal_prompt`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Event-loop selection (uvloop when available) and shutdown signals.
+"""Running on the chosen event loop (:mod:`netkit.net.loop_choice`) and shutdown signals.
 
 :func:`run_until_signal` is the one place that installs the stop-signal handlers: every
 server and every command that runs until Ctrl-C or SIGTERM enters it.
@@ -8,46 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from netkit.errors import ConfigError, Setting
+from netkit.net.loop_choice import loop_name
 
 T = TypeVar("T")
-
-LOOP_CHOICES = ("auto", "uvloop", "asyncio")
-LOOP = Setting("loop")
-_loop_choice = "auto"
-
-
-def uvloop_available() -> bool:
-    """True when uvloop can be imported."""
-    return importlib.util.find_spec("uvloop") is not None
-
-
-def set_loop(choice: str) -> None:
-    """Choose the event loop for every later :func:`run`: auto, uvloop or asyncio.
-
-    Raises:
-        ConfigError: ``uvloop`` was asked for and is not installed.
-    """
-    global _loop_choice
-    if choice not in LOOP_CHOICES:
-        raise ConfigError((LOOP, f" {choice!r}: choose one of {', '.join(LOOP_CHOICES)}"))
-    if choice == "uvloop" and not uvloop_available():
-        raise ConfigError((LOOP, " uvloop: uvloop is not installed on this Python"))
-    _loop_choice = choice
-
-
-def loop_name() -> str:
-    """The loop :func:`run` will use: ``uvloop`` or ``asyncio``."""
-    if _loop_choice == "auto":
-        return "uvloop" if uvloop_available() else "asyncio"
-    return _loop_choice
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -80,7 +80,7 @@ class StreamStats(ServerStats):
     bytes_out: int = 0
     errors: int = 0
 
-    SUMMARY = (
+    SUMMARY: ClassVar[tuple[tuple[str, str], ...]] = (
         ("connections", "accepted"),
         ("rejected", "rejected"),
         ("peak_connections", "peak"),
@@ -463,6 +463,7 @@ class StreamServer(Server):
             (:meth:`ServerConnection.turn_away`) and counted as rejected.
         on_event: called with (event name, fields) for per-connection events.
         unix_endpoint: the Unix socket's path, removed when the server stops listening.
+        stats: the totals to keep, when a kind of stream server counts more (a bridge).
     """
 
     stats: StreamStats
@@ -477,10 +478,11 @@ class StreamServer(Server):
         max_connections: int | None = None,
         on_event: EventHook | None = None,
         unix_endpoint: UnixEndpoint | None = None,
+        stats: StreamStats | None = None,
     ) -> None:
         super().__init__(
             sock,
-            StreamStats(),
+            stats if stats is not None else StreamStats(),
             max_connections=max_connections,
             on_event=on_event,
             unix_endpoint=unix_endpoint,

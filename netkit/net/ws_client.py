@@ -16,6 +16,7 @@ from netkit.core.ws.deflate import DeflateParams
 from netkit.core.ws.events import Accepted, HandshakeResponse, HealthCheck, Message, Rejected
 from netkit.core.ws.frames import CloseCode
 from netkit.core.ws.protocol import State
+from netkit.core.ws.tunnel import ProxyURL
 from netkit.errors import ConnectionLost
 from netkit.net.connect import open_stream, translate_connect_error
 from netkit.net.protocols import StreamProtocol
@@ -163,6 +164,8 @@ async def connect_ws(
     server_hostname: str | None = None,
     timeout: float | None = 10.0,
     retry_for: float = 0.0,
+    proxy: ProxyURL | None = None,
+    own_tls: bool = False,
 ) -> WebSocketClientConnection:
     """Connect to ``url`` (TCP, TLS or Unix) and finish the opening handshake.
 
@@ -170,6 +173,8 @@ async def connect_ws(
         timeout: one deadline for the TCP connect, the TLS handshake and the HTTP upgrade
             together (websockets' ``open_timeout``); None: no deadline.
         retry_for: keep retrying a refused connection (or a missing socket file) this long.
+        proxy: connect through this HTTP proxy (CONNECT); TLS for wss:// runs through it.
+        own_tls: TLS through netkit's own layer (see :func:`~netkit.net.connect.open_stream`).
 
     Raises:
         ConnectError, TLSError, OperationTimeout: connecting failed.
@@ -190,6 +195,8 @@ async def connect_ws(
         timeout=timeout,
         retry_for=retry_for,
         handshake=upgrade,
+        proxy=proxy,
+        own_tls=own_tls,
     )
     assert isinstance(conn, WebSocketClientConnection)
     return conn

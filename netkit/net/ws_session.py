@@ -11,7 +11,9 @@ how, is the :class:`SessionView`'s business (``netkit/commands/ws_client.py`` im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,7 +22,7 @@ from netkit.core.ws.encoding import LineSyntax
 from netkit.core.ws.ending import Ending, Outcome, verdict
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import CloseCode
-from netkit.core.ws.prompt import PromptKind, parse_prompt_line
+from netkit.core.ws.prompt import PromptCommand, PromptKind, PromptState
 from netkit.errors import ConfigError, Setting
 from netkit.net.lines import LineReader
 from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection
@@ -68,6 +70,14 @@ def input_message(data: bytes, what: str, *, binary: bool, syntax: LineSyntax | 
     return Outgoing(data, not binary)
 
 
+class PromptInput(Protocol):
+    """The lines typed at the interactive prompt (:class:`netkit.net.terminal_prompt.TerminalPrompt`)."""
+
+    def lines(self, prompt: Callable[[], str]) -> AsyncGenerator[str, None]:
+        """Each line typed, until the input ends; ``prompt()`` gives the prompt to show."""
+        ...
+
+
 @dataclass
 class Settings:
     """What the session was asked to do."""
@@ -82,8 +92,66 @@ class Settings:
     close_reason: str
     read_stdin: bool
     interactive: bool
+    terminal: PromptInput | None = None  # where the prompt's lines come from (interactive)
     syntax: LineSyntax | None = None  # --hex/--base64: how stdin lines become messages
     echo: bool = False  # the connection echoes (EchoClientConnection); no input of our own
+
+
+async def input_messages(settings: Settings) -> AsyncIterator[Outgoing]:
+    """The messages to send: ``settings.outgoing``, then each line of stdin if it is read.
+
+    Raises:
+        ConfigError: a line of stdin is not a message: not UTF-8 when messages are text, or
+            not valid for ``settings.syntax`` (bad hex or base64, a missing prefix).
+    """
+    for item in settings.outgoing:
+        yield item
+    if settings.read_stdin:
+        number = 0
+        async for line in LineReader(STDIN).lines():
+            number += 1
+            what = f"line {number} of standard input"
+            yield input_message(line, what, binary=settings.binary, syntax=settings.syntax)
+
+
+class MessageFeed(Protocol):
+    """Where a session's messages come from, told what became of each."""
+
+    async def next(self) -> Outgoing | None:
+        """The next message to send; None when the input has ended."""
+
+    def sent(self, item: Outgoing) -> None:
+        """``item`` went out."""
+
+    def unsent(self, item: Outgoing) -> None:
+        """``item`` could not be sent: the connection was closing."""
+
+    def acknowledged(self) -> None:
+        """A message arrived from the server."""
+
+
+class InputStream:
+    """One connection's input (:func:`input_messages`): what is not sent is not kept.
+
+    Implements :class:`MessageFeed`; ``--reconnect`` keeps its input across connections
+    instead (:class:`~netkit.net.ws_reconnect.ResumableInput`).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._items = input_messages(settings)
+
+    async def next(self) -> Outgoing | None:
+        """The next message, or None at the end of the input."""
+        return await anext(self._items, None)
+
+    def sent(self, item: Outgoing) -> None:
+        """Nothing to remember."""
+
+    def unsent(self, item: Outgoing) -> None:
+        """Nothing to remember: the session is ending."""
+
+    def acknowledged(self) -> None:
+        """Nothing to remember."""
 
 
 class SessionView(Protocol):
@@ -100,12 +168,6 @@ class SessionView(Protocol):
 
     def pong(self, rtt: float, *, keepalive: bool) -> None:
         """A pong answered our ping after ``rtt`` seconds."""
-
-    def prompt(self) -> None:
-        """Show the prompt: the session waits for a line."""
-
-    def line_entered(self) -> None:
-        """A line was typed at the prompt (the prompt is gone)."""
 
     def notice(self, line: str) -> None:
         """Tell the person at the prompt something (a mistyped command)."""
@@ -130,6 +192,13 @@ class Session:
     _window: asyncio.Timeout | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _waited: str = ""  # how the deadline that passed is described ("within 2s")
+    prompt_state: PromptState = field(default_factory=PromptState)  # the prompt's input mode
+    feed: MessageFeed | None = None  # where messages come from (None: the settings' input)
+    ending: Ending | None = None  # how it ended, once it has
+
+    def __post_init__(self) -> None:
+        if self.feed is None:
+            self.feed = InputStream(self.settings)
 
     async def run(self) -> None:
         """Run to the end; raise the error the exit status is for (return normally for 0)."""
@@ -157,7 +226,8 @@ class Session:
             await self.conn.close_and_wait(code, s.close_reason or "going away")
             self.view.closed(self, clean_exit=True)
             raise
-        error = verdict(self._ending(outcome), s.expectation)
+        self.ending = self._ending(outcome)
+        error = verdict(self.ending, s.expectation)
         self.view.closed(self, clean_exit=error is None)
         if error is not None:
             raise error
@@ -189,6 +259,8 @@ class Session:
             is_text, data = item
             self.received_bytes += len(data)
             self.view.received(is_text, data)
+            assert self.feed is not None
+            self.feed.acknowledged()
             if isinstance(self.conn, EchoClientConnection) and self.conn.echoed.popleft():
                 await self._sent(data, is_text)  # the connection sent it as it arrived
             if expectation.active:
@@ -219,18 +291,13 @@ class Session:
             await self._send_all()
 
     async def _send_all(self) -> None:
-        s = self.settings
-        for item in s.outgoing:
+        feed = self.feed
+        assert feed is not None
+        while (item := await feed.next()) is not None:
             if not await self._send(item.data, item.text):
+                feed.unsent(item)
                 return
-        if s.read_stdin:
-            number = 0
-            async for line in LineReader(STDIN).lines():
-                number += 1
-                what = f"line {number} of standard input"
-                item = input_message(line, what, binary=s.binary, syntax=s.syntax)
-                if not await self._send(item.data, item.text):
-                    return
+            feed.sent(item)
         self._input_ended()
 
     def _input_ended(self) -> None:
@@ -255,27 +322,36 @@ class Session:
     # --- the prompt ---------------------------------------------------------------------
 
     async def _prompt(self) -> None:
-        self.view.prompt()
-        async for raw in LineReader(STDIN).lines():
-            self.view.line_entered()
-            command = parse_prompt_line(raw.decode("utf-8", "replace"))
-            if command.kind is PromptKind.SEND:
-                if not await self._send(command.text.encode(), True):
+        terminal = self.settings.terminal
+        assert terminal is not None, "an interactive session reads lines from a terminal"
+        state = self.prompt_state
+        # aclosing: a /close or /quit ends the prompt at once (it stops prompting).
+        async with contextlib.aclosing(terminal.lines(lambda: state.prompt)) as lines:
+            async for line in lines:
+                if not await self._do(state.read(line)):
                     return
-            elif command.kind is PromptKind.PING:
-                task = asyncio.create_task(self._report_pong(self.conn.ping(command.text.encode())))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            elif command.kind is PromptKind.ERROR:
-                self.view.notice(f"! {command.text}")
-            elif command.kind is PromptKind.CLOSE and command.code is not None:
-                self.conn.start_close(command.code, command.text)
-                return
-            else:  # /close without a code, /quit
-                self.conn.start_close(self._close_code(), self.settings.close_reason)
-                return
-            self.view.prompt()
         self.conn.start_close(self._close_code(), self.settings.close_reason)  # Ctrl-D
+
+    async def _do(self, command: PromptCommand) -> bool:
+        """Do what a line typed at the prompt says; False once the session is to end."""
+        kind = command.kind
+        if kind is PromptKind.SEND or kind is PromptKind.SEND_BINARY:
+            return await self._send(command.data, kind is PromptKind.SEND)
+        if kind is PromptKind.PING:
+            task = asyncio.create_task(self._report_pong(self.conn.ping(command.text.encode())))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind is PromptKind.ERROR:
+            self.view.notice(f"! {command.text}")
+        elif kind is PromptKind.MODE:
+            self.view.notice(f"- {command.text}")
+        elif kind is PromptKind.CLOSE and command.code is not None:
+            self.conn.start_close(command.code, command.text)
+            return False
+        else:  # /close without a code, /quit
+            self.conn.start_close(self._close_code(), self.settings.close_reason)
+            return False
+        return True
 
     async def _report_pong(self, waiter: asyncio.Future[float | None]) -> None:
         rtt = await waiter

@@ -10,8 +10,6 @@ import contextlib
 import hashlib
 import http
 import os
-import pty
-import select
 import signal
 import socket
 import ssl
@@ -730,75 +728,6 @@ def test_ctrl_c_closes_with_1001_and_exits_130(lib_server):
 def test_hex_summary():
     assert hex_summary(bytes(20)).endswith("00 ...") and hex_summary(b"") == "[binary, 0 bytes]"
     assert hex_summary(b"hello") == "[binary, 5 bytes] 68 65 6c 6c 6f"
-
-
-class Terminal:
-    """A child process on a pseudo-terminal; reads are bounded by a deadline."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.master, slave = pty.openpty()
-        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=subprocess.PIPE)
-        os.close(slave)
-        self.screen = b""
-
-    def wait_for(self, text: bytes, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.screen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"{text!r} not on the terminal: {self.screen!r}"
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    chunk = os.read(self.master, 4096)
-                except OSError:  # EIO: the child closed the terminal
-                    chunk = b""
-                assert chunk, f"terminal closed before {text!r}: {self.screen!r}"
-                self.screen += chunk
-
-    def type(self, line: str) -> None:
-        os.write(self.master, line.encode() + b"\n")
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        os.close(self.master)
-
-
-def test_interactive_prompt_on_a_terminal(lib_server):
-    server = lib_server(subprotocols=["chat"])
-    term = Terminal([*NETKIT, "ws-client", server.url(), "--subprotocol", "chat"])
-    try:
-        term.wait_for(b"connected to " + server.url().encode() + b" (subprotocol chat)")
-        term.wait_for(b"> ")
-        term.type("hello there")
-        term.wait_for(b"< hello there")
-        term.type("/ping abc")
-        term.wait_for(b"< pong in ")
-        term.type("/nonsense")
-        term.wait_for(b"! unknown command /nonsense")
-        term.type("//slash")
-        term.wait_for(b"< /slash")
-        term.type("/close 4000 bye")
-        term.wait_for(b'closed: 4000 (application) "bye"')
-        assert term.proc.wait(timeout=10) == 0
-    finally:
-        term.close()
-    seen = server.connection()
-    assert seen.messages == ["hello there", "/slash"]
-    assert (seen.close_code, seen.close_reason) == (4000, "bye")
-
-
-def test_interactive_end_of_input_closes_1000(lib_server):
-    server = lib_server()
-    term = Terminal([*NETKIT, "ws-client", server.url()])
-    try:
-        term.wait_for(b"> ")
-        os.write(term.master, b"\x04")  # Ctrl-D at the start of a line: end of input
-        term.wait_for(b"closed: 1000 (normal closure)")
-        assert term.proc.wait(timeout=10) == 0
-    finally:
-        term.close()
-    assert server.connection().close_code == 1000
 
 
 # --- against netkit ws-server --------------------------------------------------------------

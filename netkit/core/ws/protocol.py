@@ -36,7 +36,7 @@ import enum
 from codecs import utf_8_decode as _utf8_decode
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Final
+from typing import ClassVar, Final
 
 from netkit.core.buffers import ReceiveBuffer
 from netkit.core.ws.deflate import DeflateParams, PerMessageDeflate
@@ -115,6 +115,11 @@ class Protocol:
             follows events parsed from the same read, it is set (and the close frame queued)
             by the next :meth:`data_to_send`, so that replies to those events go first.
     """
+
+    hold_close_reply: ClassVar[bool] = False
+    """True in a subclass whose application answers the peer's close itself, when it is done
+    sending (:meth:`answer_close`): a bridge, whose peer's close is a half-close (its stream
+    may still send). Until then the state is CLOSING and messages may still be sent."""
 
     # Slots: attribute reads on the per-message path, and less memory per idle connection.
     __slots__ = (
@@ -237,8 +242,20 @@ class Protocol:
 
         True in CLOSING: the peer owes us a close frame, or the closing handshake is over and
         the server is to close TCP first (7.1.1). On expiry the I/O layer closes the socket.
+        False while we hold our reply to the peer's close (:attr:`hold_close_reply`).
         """
-        return self.state is _CLOSING
+        return self.state is _CLOSING and not self.close_reply_held
+
+    @property
+    def close_reply_held(self) -> bool:
+        """True while the peer's close waits for our :meth:`answer_close`."""
+        return (
+            self.hold_close_reply
+            and self.close_sent is None
+            and self.close_received is not None
+            and self.error is None
+            and self.state is _CLOSING
+        )
 
     def should_close_transport(self) -> bool:
         """Tell whether we should close the TCP connection once :meth:`data_to_send` is sent.
@@ -504,8 +521,13 @@ class Protocol:
 
     def _answer_close(self) -> None:
         self._close_deferred = False
-        if self.close_sent is None and self.close_received is not None:
-            # 5.5.1: reply with a close frame, echoing the status code.
+        if (
+            self.close_sent is None
+            and self.close_received is not None
+            and not self.hold_close_reply
+        ):
+            # 5.5.1: reply with a close frame, echoing the status code (when held, the
+            # application replies: answer_close).
             code = self.close_received[0]
             self._queue_close(None if code == CloseCode.NO_STATUS_RCVD else code, "")
         self._transition("receive_close")
@@ -576,8 +598,8 @@ class Protocol:
     def _send_message(
         self, opcode: Opcode, data: Buffer, fragment_size: int | None, compress: bool
     ) -> None:
-        # 5.5.1: no data frames after a close frame.
-        if self.state is not _OPEN:
+        # 5.5.1: no data frames after a close frame (the peer's, unless we hold our reply).
+        if self.state is not _OPEN and not self.close_reply_held:
             raise LocalProtocolError(f"cannot send a message in state {self.state.name}")
         if fragment_size is None and (self._deflate is None or not compress):
             self._output += self._writer.write_data(opcode, data)  # the per-message path
@@ -668,6 +690,23 @@ class Protocol:
             raise LocalProtocolError(f"cannot send a close frame in state {self.state.name}")
         self._queue_close(code, reason)
         self._transition("send_close")
+
+    def answer_close(self, code: int | None = None, reason: str = "") -> None:
+        """Send the reply to the peer's close that :attr:`hold_close_reply` held (5.5.1).
+
+        Args:
+            code: the status code; by default the peer's, echoed (none if it sent none).
+            reason: at most 123 bytes of UTF-8.
+
+        Raises:
+            LocalProtocolError: no reply is held.
+        """
+        if not self.close_reply_held:
+            raise LocalProtocolError("no close reply is held")
+        assert self.close_received is not None
+        if code is None and self.close_received[0] != CloseCode.NO_STATUS_RCVD:
+            code = self.close_received[0]
+        self._queue_close(code, reason)
 
     def _queue_close(self, code: int | None, reason: str) -> None:
         payload = serialize_close_payload(code, reason)
