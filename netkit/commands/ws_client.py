@@ -52,11 +52,12 @@ from netkit.commands import options as opt
 from netkit.commands import ws_replay, ws_script
 from netkit.commands.ws_bridge import bridge_mode
 from netkit.commands.ws_dial import DialFlags, dial_flags, report_redirect, report_retry
+from netkit.commands.ws_lines import LineFlags, line_flags
 from netkit.console import Output
 from netkit.core.addresses import WSURL, parse_ws_url
 from netkit.core.units import parse_size
 from netkit.core.ws.client import ClientHandshake
-from netkit.core.ws.encoding import LineSyntax, line_syntax
+from netkit.core.ws.encoding import LineSyntax
 from netkit.core.ws.ending import describe_close
 from netkit.core.ws.expect import Expectation
 from netkit.core.ws.frames import is_valid_close_code
@@ -392,6 +393,7 @@ def _terminal(history: str | None) -> tuple[TerminalPrompt, str | None]:
 @app.command(NAME, help=HELP, no_args_is_help=True)
 @ws_replay.record_flags
 @dial_flags
+@line_flags
 def ws_client(
     url: Annotated[
         str,
@@ -416,34 +418,7 @@ def ws_client(
         bool,
         typer.Option("--binary", "-b", help="Send messages, stdin lines and files as binary."),
     ] = False,
-    hex_: Annotated[
-        bool,
-        typer.Option(
-            "--hex",
-            help="Binary messages as hex, one a line: MESSAGES, stdin lines and files are decoded and sent as binary; each received binary message prints as a line of hex.",
-        ),
-    ] = False,
-    base64_: Annotated[
-        bool,
-        typer.Option(
-            "--base64",
-            help="As --hex, in base64 (RFC 4648, standard alphabet, padded).",
-        ),
-    ] = False,
-    text_prefix: Annotated[
-        str | None,
-        typer.Option(
-            "--text-prefix",
-            help="With --hex/--base64: input starting with this is a text message (the prefix removed); received text messages print after it.",
-        ),
-    ] = None,
-    binary_prefix: Annotated[
-        str | None,
-        typer.Option(
-            "--binary-prefix",
-            help="With --hex/--base64: only input starting with this is binary, the rest text; received binary messages print after it. With --text-prefix too, every input line needs one of the two.",
-        ),
-    ] = None,
+    lines: LineFlags = LineFlags(),
     echo: Annotated[
         bool,
         typer.Option(
@@ -571,9 +546,7 @@ def ws_client(
     target = parse_ws_url(url)
     if raw and json:
         raise ConfigError("--raw writes bytes to stdout: it cannot be used with --json")
-    syntax = line_syntax(
-        hex=hex_, base64=base64_, text_prefix=text_prefix, binary_prefix=binary_prefix
-    )
+    syntax = lines.syntax()
     if syntax is not None and (binary or raw):
         flag = "--binary" if binary else "--raw"
         raise ConfigError(f"{flag} cannot be used with --{syntax.encoding.value}")
@@ -647,8 +620,8 @@ def ws_client(
              "--script": script is not None, "--junit": junit is not None,
              "--reconnect": plan is not None, "--proxy": dial.proxy is not None,
              "-L": dial.location, "--record": recording.record is not None,
-             "--replay": replaying is not None, "--echo": echo, "--hex": hex_,
-             "--base64": base64_},
+             "--replay": replaying is not None, "--echo": echo,
+             "--hex": lines.hex_, "--base64": lines.base64_},
         )  # fmt: skip
     if script is not None:
         _refuse_with_script(messages, file, count, expect, binary, raw)

@@ -229,13 +229,15 @@ def test_echo_is_driven_by_the_server_until_it_closes(lib_server):
     assert b"1000" in result.stderr and b"done" in result.stderr
 
 
-def test_echo_json_events(lib_server):
-    async def two_then_close(ws: ServerConnection, seen: Seen) -> None:
-        for message in ("one", b"\x00\x01"):
-            await ws.send(message)
-            seen.messages.append(await ws.recv())
-        await ws.close()
+async def two_then_close(ws: ServerConnection, seen: Seen) -> None:
+    """Send a text and a binary message, each after the echo of the one before; close."""
+    for message in ("one", b"\x00\x01"):
+        await ws.send(message)
+        seen.messages.append(await ws.recv())
+    await ws.close()
 
+
+def test_echo_json_events(lib_server):
     server = lib_server(two_then_close)
     result = run_netkit("ws-client", server.url(), "--echo", "--json")
     assert result.returncode == 0, result.stderr
@@ -330,12 +332,6 @@ def test_echo_is_strict_a_message_before_a_bad_frame_is_echoed_first():
 
 
 def test_echo_with_record_writes_each_message_then_its_echo(lib_server, tmp_path):
-    async def two_then_close(ws: ServerConnection, seen: Seen) -> None:
-        for message in ("one", b"\x00\x01"):
-            await ws.send(message)
-            seen.messages.append(await ws.recv())
-        await ws.close()
-
     server = lib_server(two_then_close)
     rec = tmp_path / "echo.jsonl"
     result = run_netkit("ws-client", server.url(), "--echo", "--record", str(rec))
@@ -359,6 +355,9 @@ def test_echo_and_the_encodings_refuse_the_other_modes(lib_server, tmp_path):
         (["--hex", "--script", str(script)], "--script says what to send"),
         (["--echo", "--replay", str(recording)], "drop --echo"),
         (["--base64", "--replay", str(recording)], "drop --hex/--base64"),
+        (["--echo", "--reconnect"], "--echo cannot be used with --reconnect"),
+        (["--echo", "--stdio"], "--echo"),
+        (["--hex", "--listen", "127.0.0.1:0"], "--hex"),
     ]:
         result = run_netkit("ws-client", server.url(), *args)
         assert result.returncode == 2, (args, result.stderr)
