@@ -23,6 +23,17 @@ netkit as client::
     python tools/autobahn_client.py [--url ws://127.0.0.1:9001] [--agent netkit]
                                     [--no-compress] [--cases 1-10,300]
 
+The command line can be the client under test too, one process per case (``ws-client
+--echo`` echoes from the connection as this driver does; 2026-12-07, with --compress: 514 of
+517 cases OK, 3 informational (7.1.6, 7.13.1, 7.13.2), none non-strict or failed; 14 min on
+the shared 2-CPU machine)::
+
+    for n in $(seq 1 517); do
+        netkit ws-client "ws://127.0.0.1:9001/runCase?case=$n&agent=netkit-cli" \
+            --echo --max-size 16MiB --compress --ping-interval 0
+    done
+    netkit ws-client "ws://127.0.0.1:9001/updateReports?agent=netkit-cli" --echo
+
 This driver reads /getCaseCount, connects to /runCase?case=N&agent=AGENT for each case and
 echoes every message back with the same type (text or binary) until the connection closes,
 then asks for /updateReports?agent=AGENT. It uses only netkit's own client API
