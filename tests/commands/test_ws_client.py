@@ -27,7 +27,7 @@ from websockets.asyncio.server import ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from netkit.commands.ws_client import hex_summary
+from netkit.commands.ws_view import hex_summary
 from tests.commands.conftest import NETKIT, assert_one_line_error, json_lines, run_netkit
 from tests.net.conftest import ThreadListener
 from tests.net.test_ws import SlowTLSServer
