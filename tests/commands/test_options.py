@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import click
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -119,9 +120,12 @@ def test_server_flags_are_one_group_spliced_into_each_server_command() -> None:
     "command", [["tcp-echo", "serve"], ["ws-server"], ["proxy"], ["lb"]], ids=" ".join
 )
 def test_every_server_command_takes_the_one_server_group(command: list[str]) -> None:
-    group = typer.main.get_command(app)
-    for name in command:
-        group = group.commands[name]  # type: ignore[attr-defined]
-    flags = {opt for param in group.params for opt in param.opts}
+    found = typer.main.get_command(app)
+    for name in command:  # the root loads each command's module when asked (cli.LazyGroup)
+        assert isinstance(found, click.Group)
+        sub = found.get_command(click.Context(found), name)
+        assert sub is not None, name
+        found = sub
+    flags = {opt for param in found.params for opt in param.opts}
     expected = {"--" + f.replace("_", "-") for f in ServerFlags.__dataclass_fields__}
     assert expected <= flags
