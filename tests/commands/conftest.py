@@ -155,26 +155,33 @@ class ServerProcess:
         return matches[-1]
 
 
+def start_netkit(*args: str) -> ServerProcess:
+    """Start ``netkit ARGS --json`` and return once it printed its listening event (the
+    caller stops it: :meth:`ServerProcess.stop`, or the ``netkit_server`` fixture)."""
+    proc = subprocess.Popen(
+        [*NETKIT, *args, "--json"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    server = ServerProcess(proc, {})
+    try:
+        server.listening = server.wait_for("listening")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return server
+
+
 @pytest.fixture
 def netkit_server() -> Iterator[Any]:
     """Start ``netkit ARGS --json`` and return once it printed its listening event."""
     started: list[ServerProcess] = []
 
     def start(*args: str) -> ServerProcess:
-        proc = subprocess.Popen(
-            [*NETKIT, *args, "--json"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        server = ServerProcess(proc, {})
+        server = start_netkit(*args)
         started.append(server)
-        try:
-            server.listening = server.wait_for("listening")
-        except (EOFError, TimeoutError):
-            proc.kill()
-            proc.wait()
-            raise
         return server
 
     yield start

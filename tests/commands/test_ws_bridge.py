@@ -25,6 +25,7 @@ from tests.commands.conftest import (
     ServerProcess,
     assert_one_line_error,
     run_netkit,
+    start_netkit,
 )
 
 MB = 1 << 20
@@ -214,31 +215,14 @@ class Chain:
         return self
 
 
-def start_server(*args: str) -> ServerProcess:
-    proc = subprocess.Popen(
-        [*NETKIT, *args, "--json"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    server = ServerProcess(proc, {})
-    try:
-        server.listening = server.wait_for("listening")
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def module_chain() -> Iterator[Chain]:
     upstream = Switchboard()
     started: list[ServerProcess] = []
     try:
-        started.append(start_server("ws-server", "127.0.0.1:0", "--to", upstream.endpoint))
+        started.append(start_netkit("ws-server", "127.0.0.1:0", "--to", upstream.endpoint))
         url = f"ws://{started[0].address}/"
-        started.append(start_server("ws-client", url, "--listen", "127.0.0.1:0"))
+        started.append(start_netkit("ws-client", url, "--listen", "127.0.0.1:0"))
         yield Chain(upstream, started[0], started[1])
     finally:
         for server in started:
