@@ -83,6 +83,7 @@ class LineSplitter:
             raise ValueError("max_line must be at least 1")
         self.max_line = max_line
         self._partial = b""
+        self._cut_open = False  # pieces of the line in _partial went out already
 
     def feed(self, data: bytes) -> list[bytes]:
         """The lines that ``data`` completes (the rest is kept for the next call)."""
@@ -99,6 +100,10 @@ class LineSplitter:
             for i, line in enumerate(lines):
                 if line.endswith(b"\r"):
                     lines[i] = line[:-1]
+        if lines and self._cut_open:
+            self._cut_open = False
+            if not lines[0]:  # the end of a line whose pieces went out: no empty message
+                del lines[0]
         return lines
 
     def _cut(self, lines: list[bytes]) -> list[bytes]:
@@ -108,20 +113,29 @@ class LineSplitter:
         for line in lines:
             line = line[:-1] if line.endswith(b"\r") else line
             out.extend(line[i : i + step] for i in range(0, len(line), step))
-            if not line:
-                out.append(line)
+            if not line and not self._cut_open:
+                out.append(line)  # an empty line; not the end of one already sent in pieces
+            self._cut_open = False
+        # Whole pieces of the unfinished line go now (memory stays bounded); a last \r waits,
+        # as it may be the start of the line's \r\n. Where the reads fell never changes
+        # what comes out (tests/core/ws/test_ws_program.py splits a stream at every byte).
         partial = self._partial
-        whole = len(partial) - len(partial) % step
-        out.extend(partial[i : i + step] for i in range(0, whole, step))
+        ready = len(partial) - partial.endswith(b"\r")
+        whole = ready - ready % step
+        if whole:
+            out.extend(partial[i : i + step] for i in range(0, whole, step))
+            self._cut_open = True
         self._partial = partial[whole:]
         return out
 
     def end(self) -> bytes | None:
         """The stream ended: what followed its last newline, or None when nothing did."""
         rest, self._partial = self._partial, b""
+        cut_open, self._cut_open = self._cut_open, False
         if not rest:
             return None
-        return rest[:-1] if rest.endswith(b"\r") else rest
+        rest = rest[:-1] if rest.endswith(b"\r") else rest
+        return None if cut_open and not rest else rest  # a \r after the pieces: no message
 
 
 def split_host(host: str, secure: bool) -> tuple[str, str]:

@@ -34,6 +34,36 @@ def test_a_line_longer_than_the_limit_comes_out_in_pieces():
         LineSplitter(0)
 
 
+@pytest.mark.parametrize("max_line", [1000, 4, 3])
+def test_a_stream_split_in_two_at_every_point_gives_the_same_lines(max_line):
+    # A pipe hands over whatever it holds: a line, or its \r\n, may end in either read.
+    stream = b"one\r\ntwo\n\nabcdefghij\r\nxy\r\r\n\n12345678\nz"
+
+    def lines_of(*chunks: bytes) -> list[bytes]:
+        splitter = LineSplitter(max_line)
+        out = [line for chunk in chunks for line in splitter.feed(chunk)]
+        tail = splitter.end()
+        return out + ([tail] if tail is not None else [])
+
+    whole = lines_of(stream)
+    if max_line == 1000:
+        assert whole == [b"one", b"two", b"", b"abcdefghij", b"xy\r", b"", b"12345678", b"z"]
+    if max_line == 4:  # pieces of 4; a line that fills its last piece ends with no empty one
+        assert whole == [
+            b"one", b"two", b"", b"abcd", b"efgh", b"ij", b"xy\r", b"", b"1234", b"5678", b"z"
+        ]  # fmt: skip
+    for a in range(len(stream) + 1):
+        assert lines_of(stream[:a], stream[a:]) == whole, a
+        for b in range(a, len(stream) + 1):
+            assert lines_of(stream[:a], stream[a:b], stream[b:]) == whole, (a, b)
+    # The stream ending without a newline, on a piece's end and with a \r after it.
+    for tail in (b"abcdefghijkl", b"abcdefghijkl\r", b"abc\r"):
+        ended = lines_of(tail)
+        assert all(ended) and b"".join(ended) == tail.rstrip(b"\r"), ended
+        for a in range(len(tail) + 1):
+            assert lines_of(tail[:a], tail[a:]) == ended, (tail, a)
+
+
 def test_framing_and_program():
     assert Framing.LINES.line_end == b"\n" and Framing.BINARY.line_end == b""
     assert Program("cat | sed -u s/a/b/").argv == ("/bin/sh", "-c", "cat | sed -u s/a/b/")
