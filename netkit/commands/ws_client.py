@@ -43,7 +43,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -65,7 +65,6 @@ from netkit.core.ws.prompt import PROMPT_COMMANDS
 from netkit.core.ws.reconnect import ReconnectPlan
 from netkit.errors import ConfigError, OperationTimeout
 from netkit.net import runtime
-from netkit.net.terminal_prompt import TerminalPrompt, default_history_path, open_history
 from netkit.net.ws import WSTimeouts
 from netkit.net.ws_bridge import WSTarget
 from netkit.net.ws_client import EchoClientConnection, WebSocketClientConnection
@@ -74,6 +73,9 @@ from netkit.net.ws_reconnect import ResumableInput, run_reconnecting
 from netkit.net.ws_record import EchoRecordingClientConnection, RecordingClientConnection
 from netkit.net.ws_session import Outgoing, Session, Settings, input_message
 from netkit.status import ExitStatus
+
+if TYPE_CHECKING:
+    from netkit.net.terminal_prompt import TerminalPrompt
 
 NAME = "ws-client"
 
@@ -224,6 +226,9 @@ def _isatty(stream: Any) -> bool:
 
 def _terminal(history: str | None) -> tuple[TerminalPrompt, str | None]:
     """The prompt, with its history (``--history``), and why that is not the file asked for."""
+    # prompt_toolkit is loaded only for a prompt: piped and scripted runs start without it.
+    from netkit.net.terminal_prompt import TerminalPrompt, default_history_path, open_history
+
     path = default_history_path() if history is None else Path(history).expanduser()
     lines, notice = open_history(None if history == "off" else path)
     return TerminalPrompt(lines), notice

@@ -21,7 +21,6 @@ from netkit.core.ws.encoding import LineSyntax
 from netkit.core.ws.ending import describe_close
 from netkit.core.ws.prompt import PROMPT_COMMANDS
 from netkit.core.ws.recording import message_json
-from netkit.net.terminal_prompt import TerminalPrompt
 from netkit.net.ws_session import Session
 
 _HEX_PREVIEW = 16
@@ -82,6 +81,8 @@ class View:
         if self.out.json:
             return
         if self.interactive:
+            from netkit.net.terminal_prompt import TerminalPrompt  # loaded by the prompt
+
             TerminalPrompt.show(self._stamped(line))
         else:
             self._write_line(line.encode())
