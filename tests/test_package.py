@@ -49,7 +49,7 @@ def _loaded_after(argv: list[str]) -> set[str]:
         "try:\n"
         f"    main({argv!r})\n"
         "finally:\n"
-        "    mods = [m for m in sys.modules if m.startswith(('netkit.', 'asyncio', 'rich', 'prompt_'))]\n"
+        "    mods = [m for m in sys.modules if m.startswith(('netkit.', 'asyncio', 'rich', 'prompt_', 'yaml'))]\n"
         "    print('MODULES', ','.join(sorted(mods)), file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
@@ -73,11 +73,11 @@ def test_a_command_loads_only_its_own_module() -> None:
     assert "netkit.net.bench.engine" not in loaded  # bench's driver: the largest chain
 
 
-def test_a_ws_client_run_without_a_prompt_does_not_load_prompt_toolkit() -> None:
+def test_a_ws_client_run_without_a_prompt_or_script_loads_neither_library() -> None:
     # Scripts and CI run ws-client on pipes: the terminal prompt's library is not for them.
     loaded = _loaded_after(["ws-client", "ws://127.0.0.1:1/", "hello", "--open-timeout", "1s"])
     assert "netkit.commands.ws_client" in loaded
-    assert not {m for m in loaded if m.startswith("prompt_toolkit")}
+    assert not {m for m in loaded if m.startswith(("prompt_toolkit", "yaml"))}  # nor PyYAML
 
 
 def test_every_command_module_is_listed_and_named_as_it_is_run() -> None:

@@ -30,8 +30,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import yaml
-
 from netkit.core.ws.frames import is_valid_close_code
 from netkit.core.ws.script_checks import Matcher, Source, parse_matcher
 from netkit.core.ws.script_values import (
@@ -342,13 +340,15 @@ class ScriptFormat(enum.Enum):
                 return tomllib.loads(text), []
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        import yaml  # PyYAML: loaded for a YAML script only, not by every ws-client run
+
         try:
             return yaml.safe_load(text), _yaml_step_lines(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def _yaml_problem(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -357,6 +357,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _yaml_step_lines(text: str) -> list[int]:
     """The line of each item of the top-level ``steps`` list (for messages)."""
+    import yaml
+
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if not isinstance(root, yaml.MappingNode):
         return []
