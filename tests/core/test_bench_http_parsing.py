@@ -1,5 +1,5 @@
 """Tests for netkit.core.bench.http (the request, the status check, the response reader fed in
-every split) and HTTP URLs."""
+every split), HTTP URLs, and the HTTP parts of results and thresholds."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from netkit.core.bench.http import (
     StatusCheck,
     parse_header,
 )
+from netkit.core.bench.plan import Scenario
+from netkit.core.bench.result import BenchResult, merge_results
+from netkit.core.bench.thresholds import parse_threshold
 from netkit.errors import ConfigError, EndpointError, PeerProtocolError
 
 pytestmark = pytest.mark.timeout(30)
@@ -164,3 +167,32 @@ def test_a_body_over_the_checked_limit_fails_the_check() -> None:
     reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
     reader.feed(b"x" * size)
     assert list(reader.responses) == [Response(200, True, False)]
+
+
+# --- results and thresholds ------------------------------------------------------------------
+
+
+def _result(statuses: dict[int, int]) -> BenchResult:
+    r = BenchResult(Scenario.ECHO, "http://h:1/", "http", 1, 1, 1, 64, None, duration_s=1.0)
+    r.statuses.update(statuses)
+    r.requests = sum(statuses.values())
+    r.connects = 2
+    return r
+
+
+def test_statuses_survive_json_and_merge() -> None:
+    a, b = _result({200: 5, 503: 1}), _result({200: 2, 404: 3})
+    assert BenchResult.from_dict(a.as_dict()).statuses == a.statuses
+    assert a.as_dict()["statuses"] == {"200": 5, "503": 1}
+    merged = merge_results([a, b])
+    assert merged.statuses == {200: 7, 503: 1, 404: 3}
+    assert merged.connects == 4
+
+
+def test_status_thresholds() -> None:
+    r = _result({200: 5, 503: 2, 502: 1, 404: 3})
+    assert parse_threshold("status_5xx>0").value(r) == 3
+    assert parse_threshold("status_404>=3").crossed(r)
+    assert not parse_threshold("status_2xx<5").crossed(r)
+    with pytest.raises(ConfigError):
+        parse_threshold("status_6xx>0")
