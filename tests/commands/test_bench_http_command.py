@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from netkit.status import ExitStatus
 from tests.commands.conftest import assert_one_line_error, json_lines, run_netkit
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,3 +158,30 @@ def test_json_summary_round_trips(tmp_path: Path) -> None:
     assert (
         json.loads(merged.stdout.splitlines()[-1])["statuses"] == summary(proc.stdout)["statuses"]
     )
+
+
+def test_https_with_cacert(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        server.daemon_threads = True
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"https://127.0.0.1:{server.server_address[1]}/ok"
+            trusted = run_netkit("bench", url, *SHORT, "--cacert", str(tmp_path / "ca.pem"))
+            untrusted = run_netkit("bench", url, *SHORT)
+        finally:
+            server.shutdown()
+    assert trusted.returncode == 0, trusted.stderr
+    s = summary(trusted.stdout)
+    assert s["transport"] == "https" and s["statuses"]["200"] == s["requests"] > 0
+    assert untrusted.returncode == ExitStatus.TLS_ERROR
+    assert "not trusted" in untrusted.stderr
