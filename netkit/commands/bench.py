@@ -156,7 +156,7 @@ def run(
         typer.Option(
             "--size",
             "-s",
-            help="Bytes per request (default 64; for stream 256KiB per write). Over TCP, TLS and Unix sockets, larger requests and writes go out from one reusable 256KiB chunk, as the socket takes them; a WebSocket message is held whole. Refused when that cannot fit in the memory available.",
+            help="Bytes per request (default 64; for stream 256KiB per write). Over TCP, TLS and Unix sockets, larger requests and writes go out from one reusable 256KiB chunk, as the socket takes them; a WebSocket message is held whole. Refused when that cannot fit in the memory available. Not for HTTP targets: a request is as large as its --body.",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
@@ -342,6 +342,10 @@ def run(
             kind,
             _http_load(method, header, body, body_file, expect_status, expect_body),
         )
+        if where.http is not None and size is not None:
+            raise ConfigError(
+                "--size: an HTTP request is as large as its body (--body, --body-file)"
+            )
         endpoint = where.endpoint
         workers = len(plan.split(workers or default_workers))
         available = available_memory()

@@ -142,6 +142,7 @@ def test_bad_http_flags_are_usage_errors() -> None:
         ("http://127.0.0.1:1/", "--body", "a", "--body-file", "/dev/null"),
         ("127.0.0.1:1", "-m", "POST"),
         ("http://127.0.0.1:1/", "--scenario", "stream"),
+        ("http://127.0.0.1:1/", "--size", "100"),
     ):
         proc = run_netkit("bench", *args)
         assert proc.returncode == 2, (args, proc.stderr)

@@ -129,6 +129,7 @@ def test_keep_alive_connections_are_reused(run: Runner) -> None:
         assert r.statuses == {200: r.requests}
         assert server.connections == 3 == r.connects  # every request rode the same three
         assert r.transport == "http"
+        assert r.size == len(server.heads[0])  # the request's bytes (no body)
         assert r.latency.count == r.requests
         head = server.heads[0]
         assert head.startswith(b"GET /path?q=1 HTTP/1.1\r\n")
@@ -230,7 +231,9 @@ def test_a_server_that_closes_after_each_response(run: Runner) -> None:
             r = await bench(plan(connections=2, requests=40, duration=None), url)
         assert r.requests == 40
         assert not r.errors
-        assert server.connections == r.connects >= 40  # one connection per request
+        # One connection per request (the server may also see one begun as the run ended).
+        assert server.connections - 1 <= r.connects <= server.connections
+        assert r.connects >= 40
 
     run(main())
 

@@ -168,6 +168,7 @@ class Worker:
             self.http_request = HTTPRequestBytes(
                 target.http or HTTPLoad(), target.endpoint, plan.pipeline
             )
+            self.result.size = len(self.http_request.data)  # what each request sends
 
     # --- connecting ------------------------------------------------------------------
 
