@@ -36,6 +36,7 @@ from typer.core import TyperGroup
 from netkit.commands import options as opt
 from netkit.console import Output
 from netkit.core.addresses import WSURL
+from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
 from netkit.core.bench.plan import LoadPlan, Scenario, check_memory, parse_rate
 from netkit.core.bench.result import (
     BenchResult,
@@ -60,6 +61,7 @@ from netkit.status import ExitStatus
 
 LOAD_PANEL = "Load shape"
 RUN_PANEL = "Run"
+HTTP_PANEL = "HTTP targets"
 
 DEFAULT_DURATION = "10s"
 EMBEDDED_DURATION = "3s"
@@ -108,7 +110,7 @@ def run(
     target: Annotated[
         str | None,
         typer.Argument(
-            help="What to load: HOST:PORT or tcp://HOST:PORT, unix:/path, udp://HOST:PORT, ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path. Default: netkit's own echo server."
+            help="What to load: HOST:PORT or tcp://HOST:PORT, unix:/path, udp://HOST:PORT, ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path, http://HOST:PORT/path, https://..., http+unix:///path.sock:/path. Default: netkit's own echo server."
         ),
     ] = None,
     scenario: Annotated[
@@ -154,7 +156,7 @@ def run(
         typer.Option(
             "--size",
             "-s",
-            help="Bytes per request (default 64; for stream 256KiB per write). Over TCP, TLS and Unix sockets, larger requests and writes go out from one reusable 256KiB chunk, as the socket takes them; a WebSocket message is held whole. Refused when that cannot fit in the memory available.",
+            help="Bytes per request (default 64; for stream 256KiB per write). Over TCP, TLS and Unix sockets, larger requests and writes go out from one reusable 256KiB chunk, as the socket takes them; a WebSocket message is held whole. Refused when that cannot fit in the memory available. Not for HTTP targets: a request is as large as its --body.",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
@@ -222,6 +224,56 @@ def run(
             rich_help_panel=RUN_PANEL,
         ),
     ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            "-m",
+            help="HTTP: the request method (default GET; HEAD is not supported yet).",
+            rich_help_panel=HTTP_PANEL,
+        ),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            help="HTTP: a request header, 'Name: value' (repeatable; Host replaces the URL's).",
+            rich_help_panel=HTTP_PANEL,
+        ),
+    ] = None,
+    body: Annotated[
+        str | None,
+        typer.Option(
+            "--body",
+            help="HTTP: the request body (sent with its Content-Length).",
+            rich_help_panel=HTTP_PANEL,
+        ),
+    ] = None,
+    body_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--body-file",
+            help="HTTP: the request body, read from this file.",
+            rich_help_panel=HTTP_PANEL,
+        ),
+    ] = None,
+    expect_status: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-status",
+            help="HTTP: the status codes that answer well, e.g. 200, 2xx, 200-399, 200,301 (default 2xx); any other is an error (errors.status).",
+            rich_help_panel=HTTP_PANEL,
+        ),
+    ] = None,
+    expect_body: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-body",
+            help="HTTP: text every response body must contain; a body without it is an error (errors.mismatch, which fails the run).",
+            rich_help_panel=HTTP_PANEL,
+        ),
+    ] = None,
     tls: opt.UseTLS = False,
     cacert: opt.CACert = None,
     cert: opt.ClientCert = None,
@@ -233,7 +285,9 @@ def run(
     """Benchmark a service: latency percentiles (HDR), throughput and errors by kind.
 
     TARGET: HOST:PORT or tcp://HOST:PORT (add --tls for TLS), unix:/path, udp://HOST:PORT,
-    ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path; none: netkit's own echo server.
+    ws://HOST:PORT/path, wss://..., ws+unix:///path.sock:/path, http://HOST:PORT/path,
+    https://..., http+unix:///path.sock:/path (keep-alive HTTP/1.1 requests, pipelined with
+    --pipeline); none: netkit's own echo server.
 
     Exit 0 when the run held, 1 when it failed: no request succeeded, an echo came back
     different, or a --fail-if threshold was crossed (each reason is listed); 2 for bad
@@ -282,7 +336,16 @@ def run(
             default_workers = max(1, cores - server.workers)
         else:
             default_workers = cores
-        where = make_target(target, tls_opts, kind)
+        where = make_target(
+            target,
+            tls_opts,
+            kind,
+            _http_load(method, header, body, body_file, expect_status, expect_body),
+        )
+        if where.http is not None and size is not None:
+            raise ConfigError(
+                "--size: an HTTP request is as large as its body (--body, --body-file)"
+            )
         endpoint = where.endpoint
         workers = len(plan.split(workers or default_workers))
         available = available_memory()
@@ -299,6 +362,41 @@ def run(
         raise typer.Exit(ExitStatus.INTERRUPTED)
     enforce(thresholds, result)
     raise typer.Exit(ExitStatus.SUCCESS)
+
+
+def _http_load(
+    method: str | None,
+    headers: list[str] | None,
+    body: str | None,
+    body_file: Path | None,
+    expect_status: str | None,
+    expect_body: str | None,
+) -> HTTPLoad | None:
+    """The HTTP request and checks the flags give (None when no HTTP flag was given)."""
+    given = (method, headers, body, body_file, expect_status, expect_body)
+    if all(v is None for v in given):
+        return None
+    if body is not None and body_file is not None:
+        raise ConfigError("give --body or --body-file, not both")
+    data = b""
+    if body is not None:
+        data = body.encode("utf-8", "surrogateescape")
+    elif body_file is not None:
+        try:
+            data = body_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"--body-file: cannot read {body_file}: {exc.strerror or exc}"
+            ) from None
+    return HTTPLoad(
+        method=method or "GET",
+        headers=tuple(parse_header(h) for h in headers or []),
+        body=data,
+        status=StatusCheck.parse(expect_status) if expect_status is not None else StatusCheck(),
+        expect_body=expect_body.encode("utf-8", "surrogateescape")
+        if expect_body is not None
+        else None,
+    )
 
 
 @app.command("merge")
@@ -489,8 +587,12 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
         f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
         f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
         + (f"pipeline {result.pipeline}, " if result.scenario is Scenario.ECHO else "")
-        + f"{format_size(result.size)} per "
-        + ("write" if result.scenario is Scenario.STREAM else "request")
+        + (
+            "HTTP/1.1 requests"
+            if result.transport.startswith("http")
+            else f"{format_size(result.size)} per "
+            + ("write" if result.scenario is Scenario.STREAM else "request")
+        )
     )
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -508,6 +610,10 @@ def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> No
     if lat is not None:
         table.add_row("latency ms", _latency_grid(lat))
         table.add_row("samples", f"{result.latency.count:,}")
+    if result.statuses:
+        codes = ", ".join(f"{code} {n:,}" for code, n in sorted(result.statuses.items()))
+        table.add_row("statuses", codes)
+        table.add_row("connections", f"{result.connects:,} opened")
     if result.rate:
         table.add_row("late", f"{result.late:,} sent late, {result.missed:,} never sent")
     if result.error_count:

@@ -14,6 +14,9 @@ Accepted forms (``parse_endpoint``)::
     ws+unix:///path/to.sock[:/resource] WebSocket over a Unix socket (the Node ``ws`` convention)
     ws+unix://@name[:/resource]         the same over an abstract socket, named as in unix:@name
 
+HTTP URLs (``parse_http_url``, for ``netkit bench``) take the same forms with ``http://``,
+``https://``, ``http+unix://`` and ``https+unix://``.
+
 Each parses to a frozen dataclass; ``str()`` of any of them gives back a string that parses to
 the same value, except that ``user:pass@`` credentials are never printed.
 """
@@ -125,6 +128,40 @@ class WSURL:
         return f"{scheme}://{_format_host(self.host)}:{self.port}{self.resource}"
 
 
+@dataclass(frozen=True)
+class HTTPURL:
+    """An HTTP URL (``http://``, ``https://``, ``http+unix://``): the fields of :class:`WSURL`
+    without credentials (a load test sends its own ``Authorization`` header with ``-H``)."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str = "/"
+    unix_path: str | None = None
+    unix_abstract: bool = False
+
+    @property
+    def transport(self) -> TCPEndpoint | UnixEndpoint:
+        """The endpoint the connection is made to."""
+        if self.unix_path is not None:
+            return UnixEndpoint(self.unix_path, abstract=self.unix_abstract)
+        return TCPEndpoint(self.host, self.port)
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host`` header value: the port is left out when it is the scheme's default."""
+        default = 443 if self.secure else 80
+        host = _format_host(self.host)
+        return host if self.port == default or self.unix_path else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        scheme = "https" if self.secure else "http"
+        if self.unix_path is not None:
+            at = "@" if self.unix_abstract else ""
+            return f"{scheme}+unix://{at}{self.unix_path}:{self.resource}"
+        return f"{scheme}://{_format_host(self.host)}:{self.port}{self.resource}"
+
+
 Endpoint = TCPEndpoint | UDPEndpoint | UnixEndpoint | WSURL
 
 
@@ -204,9 +241,10 @@ def _parse_unix(path: str, whole: str) -> UnixEndpoint:
 
 
 def _parse_ws(text: str) -> WSURL:
+    # Also parses http(s):// and http(s)+unix:// for parse_http_url (the same grammar).
     scheme, _, rest = text.partition("://")
     scheme = scheme.lower()
-    secure = scheme.startswith("wss")
+    secure = scheme.startswith(("wss", "https"))
     if scheme.endswith("+unix"):
         # ws+unix:///path/to.sock:/resource - the socket path ends at the first ':'; an
         # abstract name is written as in unix:@name (ws+unix://@name:/resource), as ws-server
@@ -231,7 +269,7 @@ def _parse_ws(text: str) -> WSURL:
         port = parts.port
     except ValueError:
         raise EndpointError(f"endpoint {text!r}: the port is not a number in 0-65535") from None
-    if parts.fragment:
+    if parts.fragment and scheme.startswith("ws"):
         raise EndpointError(f"endpoint {text!r}: WebSocket URLs cannot have a #fragment")
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return WSURL(
@@ -337,6 +375,36 @@ def parse_datagram_endpoint(text: str) -> UDPEndpoint:
     if not isinstance(endpoint, UDPEndpoint):
         raise EndpointError(f"endpoint {text!r}: expected HOST:PORT or udp://HOST:PORT here")
     return endpoint
+
+
+_HTTP_SCHEMES = ("http", "https", "http+unix", "https+unix")
+
+
+def parse_http_url(text: str) -> HTTPURL:
+    """Parse an HTTP URL (``http://``, ``https://``, ``http+unix:///path.sock:/resource``);
+    a ``#fragment`` is dropped, as clients do (it is never sent).
+
+    Raises:
+        EndpointError: for any other scheme, and anything that does not parse.
+    """
+    text = text.strip()
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme not in _HTTP_SCHEMES:
+        raise EndpointError(
+            f"endpoint {text!r}: expected an HTTP URL ({', '.join(s + '://' for s in _HTTP_SCHEMES)})"
+        )
+    url = _parse_ws(text)
+    if url.user is not None:
+        raise EndpointError(
+            f"endpoint {text!r}: give credentials as a header (-H 'Authorization: ...'),"
+            " not in the URL"
+        )
+    return HTTPURL(url.secure, url.host, url.port, url.resource, url.unix_path, url.unix_abstract)
+
+
+def is_http_url(text: str) -> bool:
+    """True when ``text`` names an HTTP URL (its scheme is one :func:`parse_http_url` takes)."""
+    return text.strip().partition("://")[0].lower() in _HTTP_SCHEMES and "://" in text
 
 
 def parse_ws_url(text: str) -> WSURL:

@@ -23,7 +23,18 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
 )
 
 # Error kinds, as reported: WebSocket closes add the code, as in "closed:1011".
-ERROR_KINDS = ("refused", "reset", "timeout", "mismatch", "closed", "tls", "connect", "protocol")
+# HTTP adds "status": a response whose status code was not the one expected.
+ERROR_KINDS = (
+    "refused",
+    "reset",
+    "timeout",
+    "mismatch",
+    "closed",
+    "tls",
+    "connect",
+    "protocol",
+    "status",
+)
 
 
 def _ms(ns: float) -> float:
@@ -47,6 +58,8 @@ class BenchResult:
         parts: how many results were merged into this one.
         started_at: wall-clock time (Unix seconds) the measurement began (the earliest part's,
             for merged results); None in results saved by older versions.
+        statuses: HTTP: responses per status code (expected or not).
+        connects: connections opened while measuring (HTTP keep-alive reuse shows in it).
     """
 
     scenario: Scenario
@@ -68,6 +81,12 @@ class BenchResult:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     parts: int = 1
     started_at: float | None = None
+    statuses: Counter[int] = field(default_factory=Counter)
+    connects: int = 0
+
+    def status_count(self, low: int, high: int) -> int:
+        """Responses with a status code in ``low``-``high`` (inclusive)."""
+        return sum(n for code, n in self.statuses.items() if low <= code <= high)
 
     def add_error(self, kind: str, message: str, count: int = 1) -> None:
         """Count ``count`` errors of ``kind``; the first message of each kind is kept."""
@@ -137,6 +156,8 @@ class BenchResult:
                 "encoded": self.latency.encode(),
             },
             "parts": self.parts,
+            "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
+            "connects": self.connects,
         }
 
     @classmethod
@@ -179,6 +200,10 @@ class BenchResult:
                 ),
                 parts=int(data.get("parts", 1)),
                 started_at=float(started_at) if started_at is not None else None,
+                statuses=Counter(
+                    {int(k): int(v) for k, v in dict(data.get("statuses", {})).items()}
+                ),
+                connects=int(data.get("connects", 0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a netkit bench result: {type(exc).__name__}: {exc}") from None
@@ -258,6 +283,8 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         for kind, count in p.errors.items():
             merged.add_error(kind, p.error_samples.get(kind, kind), count)
         merged.latency.add(p.latency)
+        merged.statuses.update(p.statuses)
+        merged.connects += p.connects
     return merged
 
 

@@ -29,8 +29,9 @@ _COUNT_METRICS = ("errors", "requests", "late", "missed")
 METRICS_HELP = (
     "p50, p90, p99, p99.9, p99.99 (any pNN), min, mean, max: latency with a unit (5ms, 200us);"
     " rps, mb_s: throughput; errors, errors.KIND, requests, late, missed: counts;"
-    " error_rate: percent (1%)"
+    " error_rate: percent (1%); status_5xx, status_404 ...: HTTP responses by status"
 )
+_STATUS_METRIC = re.compile(r"status_([1-5])(xx|[0-9]{2})")
 
 
 def _number(text: str, expr: str) -> float:
@@ -79,6 +80,13 @@ class Threshold:
             return 100.0 * result.error_count / total if total else 0.0
         if m == "errors":
             return float(result.error_count)
+        status = _STATUS_METRIC.fullmatch(m)
+        if status:
+            if status.group(2) == "xx":
+                low = int(status.group(1)) * 100
+                return float(result.status_count(low, low + 99))
+            code = int(status.group(1) + status.group(2))
+            return float(result.status_count(code, code))
         if m.startswith("errors."):
             kind = m.partition(".")[2]
             return float(
@@ -130,7 +138,7 @@ def parse_threshold(text: str) -> Threshold:
         if not raw.endswith("%"):
             raise ConfigError((FAIL_IF, f" {text!r}: give error_rate in percent, as in 1%"))
         return Threshold(text, metric, op, _number(raw[:-1].strip(), text), "percent")
-    if metric in ("rps", "mb_s") or metric in _COUNT_METRICS:
+    if metric in ("rps", "mb_s") or metric in _COUNT_METRICS or _STATUS_METRIC.fullmatch(metric):
         return Threshold(text, metric, op, _number(raw, text), "")
     if metric.startswith("errors.") and metric.partition(".")[2] in ERROR_KINDS:
         return Threshold(text, metric, op, _number(raw, text), "")

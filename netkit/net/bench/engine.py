@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import TYPE_CHECKING
 
-from netkit.core.addresses import WSURL, Endpoint, UDPEndpoint, UnixEndpoint
+from netkit.core.addresses import HTTPURL, WSURL, Endpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
 from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan, Pacing
 from netkit.core.bench.result import BenchResult
@@ -64,8 +64,11 @@ def classify(exc: BaseException) -> str:
     return "connect"
 
 
-def transport_name(target: Endpoint, tls: bool) -> str:
-    """``tcp``, ``tls``, ``unix``, ``udp``, ``ws`` or ``wss`` (``+unix`` for WebSocket on Unix)."""
+def transport_name(target: Endpoint | HTTPURL, tls: bool) -> str:
+    """``tcp``, ``tls``, ``unix``, ``udp``, ``ws``, ``wss``, ``http`` or ``https`` (``+unix``
+    for WebSocket and HTTP on Unix sockets)."""
+    if isinstance(target, HTTPURL):
+        return ("https" if target.secure else "http") + ("+unix" if target.unix_path else "")
     if isinstance(target, WSURL):
         return ("wss" if target.secure else "ws") + ("+unix" if target.unix_path else "")
     if isinstance(target, UDPEndpoint):
@@ -291,6 +294,20 @@ class RequestEngine:
         self.in_flight -= n
         run.outstanding -= n
         run.last_done_ns = now
+        if run.budget is not None and run.exhausted:
+            run.changed.set()
+        self.pump()
+
+    def rejected(self, n: int) -> None:
+        """``n`` answers (the oldest in flight) arrived but failed a check: the caller counts
+        them as errors; they are neither completed requests nor latency samples."""
+        sent = self.sent
+        for _ in range(n):
+            sent.popleft()
+        self.in_flight -= n
+        run = self.run
+        run.outstanding -= n
+        run.last_done_ns = perf_ns()
         if run.budget is not None and run.exhausted:
             run.changed.set()
         self.pump()

@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from netkit.core.addresses import (
+    HTTPURL,
     WSURL,
     Endpoint,
     TCPEndpoint,
     UDPEndpoint,
     UnixEndpoint,
+    is_http_url,
     parse_endpoint,
+    parse_http_url,
 )
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
+from netkit.core.bench.http import HTTPLoad
 from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
@@ -33,6 +37,7 @@ from netkit.errors import (
 )
 from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
+from netkit.net.bench.http import HTTPRequestBytes, HTTPRequests
 from netkit.net.bench.stream import StreamBulk, StreamEcho
 from netkit.net.bench.websocket import WSBulk, WSEcho, _ws_timeouts
 from netkit.net.connect import open_stream
@@ -58,13 +63,16 @@ class Target:
 
     Attributes:
         endpoint: the parsed target.
-        ssl_context: TLS for ``tcp``/``unix`` targets with TLS options, and for ``wss``.
+        ssl_context: TLS for ``tcp``/``unix`` targets with TLS options, and for ``wss`` and
+            ``https``.
         server_hostname: SNI and verification name override.
+        http: for HTTP targets, the request and the checks of its answers.
     """
 
-    endpoint: Endpoint
+    endpoint: Endpoint | HTTPURL
     ssl_context: ssl.SSLContext | None = None
     server_hostname: str | None = None
+    http: HTTPLoad | None = None
 
     @property
     def name(self) -> str:
@@ -72,15 +80,29 @@ class Target:
         return transport_name(self.endpoint, self.ssl_context is not None)
 
 
-def make_target(text: str, tls: ClientTLS, scenario: Scenario) -> Target:
-    """The target ``text`` names (see :func:`~netkit.core.addresses.parse_endpoint`), with TLS
-    when ``tls`` is enabled or the URL is ``wss://``; ``netkit bench`` and ``netkit.bench``.
+def make_target(
+    text: str, tls: ClientTLS, scenario: Scenario, http: HTTPLoad | None = None
+) -> Target:
+    """The target ``text`` names (see :func:`~netkit.core.addresses.parse_endpoint` and
+    :func:`~netkit.core.addresses.parse_http_url`), with TLS when ``tls`` is enabled or the
+    URL is ``wss://`` or ``https://``; ``netkit bench`` and ``netkit.bench``.
+
+    Args:
+        http: the request and checks of an HTTP target (default: GET, 2xx expected).
 
     Raises:
         EndpointError: ``text`` does not parse.
-        ConfigError: TLS for a UDP target, a scenario other than echo over UDP, unusable TLS
-            files.
+        ConfigError: TLS for a UDP target, a scenario other than echo over UDP or HTTP,
+            HTTP settings for another target, unusable TLS files.
     """
+    if is_http_url(text):
+        url = parse_http_url(text)
+        if scenario is not Scenario.ECHO:
+            raise ConfigError((SCENARIO, f" {scenario}: HTTP targets support echo (requests) only"))
+        ctx = client_context(tls) if (tls.enabled or url.secure) else None
+        return Target(url, ctx, tls.server_hostname, http or HTTPLoad())
+    if http is not None:
+        raise ConfigError("HTTP request settings need an http://, https:// or http+unix:// target")
     endpoint = parse_endpoint(text)
     secure = isinstance(endpoint, WSURL) and endpoint.secure
     if tls.enabled and not isinstance(endpoint, TCPEndpoint | UnixEndpoint | WSURL):
@@ -139,11 +161,21 @@ class Worker:
             self.payload = Payload(plan.size, plan.pipeline)
         self.slots = [Slot(i, plan.pacing(i)) for i in range(plan.connections)]
         self.conns: set[Any] = set()
+        self.http_request: HTTPRequestBytes | None = None
+        if isinstance(target.endpoint, HTTPURL):
+            if plan.scenario is not Scenario.ECHO:
+                raise ConfigError((SCENARIO, f" {plan.scenario}: HTTP targets support echo only"))
+            self.http_request = HTTPRequestBytes(
+                target.http or HTTPLoad(), target.endpoint, plan.pipeline
+            )
+            self.result.size = len(self.http_request.data)  # what each request sends
 
     # --- connecting ------------------------------------------------------------------
 
     async def _open(self, factory: Callable[[], Any]) -> Any:
         ep, target = self.target.endpoint, self.target
+        if isinstance(ep, HTTPURL):
+            ep = ep.transport
         if isinstance(ep, WSURL):
             return await connect_ws(
                 ep,
@@ -165,6 +197,10 @@ class Worker:
     def _factory(self, slot: Slot) -> Callable[[], Any]:
         ep, run, payload = self.target.endpoint, self.run, self.payload
         bulk = self.plan.scenario is Scenario.STREAM
+        if isinstance(ep, HTTPURL):
+            assert self.http_request is not None
+            request = self.http_request
+            return lambda: HTTPRequests(run, slot, request)
         if isinstance(ep, WSURL):
             if bulk:
                 return lambda: WSBulk(run, slot, payload, ep)
@@ -192,6 +228,8 @@ class Worker:
                 backoff = min(backoff * 2, 1.0)
                 continue
             backoff = 0.05
+            if run.recording:
+                run.result.connects += 1
             self.conns.add(conn)
             try:
                 await conn.closed

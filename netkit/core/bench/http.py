@@ -1,0 +1,283 @@
+"""HTTP/1.1 for ``netkit bench``, sans-I/O: the request every connection sends
+(:class:`HTTPRequest`, serialized once), the answer expected (:class:`StatusCheck`, an optional
+body check) and :class:`ResponseReader`, which feeds received bytes to httptools' response
+parser and hands back each complete response in order.
+
+httptools is the binding of llhttp (Node's parser, the one uvicorn uses): a C state machine
+that de-chunks bodies and follows ``Content-Length`` and keep-alive (RFC 9112), fast enough
+that parsing is not what limits a load generator written in Python. netkit already depends on
+it for proxy's HTTP API (``net/http_api.py``), so a second parser would add nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+import httptools
+
+from netkit.core.addresses import HTTPURL
+from netkit.errors import ConfigError, PeerProtocolError, Setting
+
+METHOD, HEADER, EXPECT_STATUS = Setting("method"), Setting("header"), Setting("expect_status")
+
+MAX_HEAD: Final = 64 * 1024
+"""The most bytes a response's status line and headers may take (httptools has no limit)."""
+MAX_CHECKED_BODY: Final = 1 << 20
+"""The most bytes of a body kept for the body check; a longer body fails it."""
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2 token
+# Methods whose responses have no body whatever their headers say (RFC 9110 9.3.2): the parser
+# cannot know that a response answers a HEAD, so they are refused until it is told.
+_UNSUPPORTED_METHODS = {"HEAD": "responses to HEAD have no body, which the parser cannot be told"}
+# Set by netkit itself: a user's value would make the request lie about its body.
+_FRAMING = ("content-length", "transfer-encoding")
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``Name: value`` (curl's ``-H``) as a (name, value) pair.
+
+    Raises:
+        ConfigError: no colon, a name that is not an HTTP token, or a line break in it.
+    """
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _TOKEN.fullmatch(name):
+        raise ConfigError((HEADER, f" {text!r}: expected 'Name: value'"))
+    if "\r" in value or "\n" in value:
+        raise ConfigError((HEADER, f" {text!r}: a header value cannot hold a line break"))
+    if name.lower() in _FRAMING:
+        raise ConfigError((HEADER, f" {text!r}: netkit sets {name} from the body"))
+    return name, value
+
+
+@dataclass(frozen=True)
+class HTTPRequest:
+    """The request a bench connection sends, again and again.
+
+    Attributes:
+        method: ``GET``, ``POST`` ... (any token but ``HEAD``).
+        resource: the request target (path and query).
+        host: the ``Host`` header, unless ``headers`` has one.
+        headers: (name, value) pairs, in order.
+        body: sent with a ``Content-Length`` (also 0 for POST, PUT and PATCH).
+    """
+
+    method: str = "GET"
+    resource: str = "/"
+    host: str = "localhost"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.fullmatch(self.method):
+            raise ConfigError((METHOD, f" {self.method!r} is not an HTTP method"))
+        if self.method.upper() in _UNSUPPORTED_METHODS:
+            raise ConfigError(
+                (
+                    METHOD,
+                    f" {self.method}: not supported yet"
+                    f" ({_UNSUPPORTED_METHODS[self.method.upper()]})",
+                )
+            )
+
+    def serialize(self) -> bytes:
+        """The request's bytes (RFC 9112 3: request line, headers, empty line, body)."""
+        given = {name.lower() for name, _ in self.headers}
+        lines = [f"{self.method} {self.resource} HTTP/1.1"]
+        if "host" not in given:
+            lines.append(f"Host: {self.host}")
+        if "user-agent" not in given:
+            lines.append("User-Agent: netkit-bench")
+        lines += [f"{name}: {value}" for name, value in self.headers]
+        if self.body or self.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+@dataclass(frozen=True)
+class StatusCheck:
+    """Which status codes answer a request well (``--expect-status``); others are errors.
+
+    Attributes:
+        ranges: inclusive (low, high) code ranges.
+        text: as given, for messages.
+    """
+
+    ranges: tuple[tuple[int, int], ...] = ((200, 299),)
+    text: str = "2xx"
+
+    @classmethod
+    def parse(cls, text: str) -> StatusCheck:
+        """``2xx``, ``200``, ``200,301``, ``200-399`` (comma-separated, any mix).
+
+        Raises:
+            ConfigError: an item that is none of these, or a code outside 100-599.
+        """
+        ranges = []
+        for item in text.split(","):
+            item = item.strip().lower()
+            if re.fullmatch(r"[1-5]xx", item):
+                low = int(item[0]) * 100
+                ranges.append((low, low + 99))
+                continue
+            m = re.fullmatch(r"([0-9]{3})(?:-([0-9]{3}))?", item)
+            if not m:
+                raise ConfigError(
+                    (EXPECT_STATUS, f" {text!r}: expected codes as in 200, 2xx, 200-399 or 200,301")
+                )
+            low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+            if not 100 <= low <= high <= 599:
+                raise ConfigError((EXPECT_STATUS, f" {text!r}: codes are 100-599, low to high"))
+            ranges.append((low, high))
+        return cls(tuple(ranges), text)
+
+    def accepts(self, status: int) -> bool:
+        """True when ``status`` is one of the expected codes."""
+        return any(low <= status <= high for low, high in self.ranges)
+
+
+@dataclass(frozen=True)
+class Response:
+    """One complete final response.
+
+    Attributes:
+        status: its status code.
+        keep_alive: the connection may carry another request (HTTP/1.1 and no
+            ``Connection: close``).
+        body_ok: the body check held (True without a check).
+    """
+
+    status: int
+    keep_alive: bool
+    body_ok: bool = True
+
+
+class ResponseReader:
+    """The responses on one connection, parsed as bytes arrive (httptools callbacks).
+
+    1xx interim responses (``100 Continue``) are skipped; a response whose body runs to the
+    end of the connection completes at :meth:`eof`.
+
+    Args:
+        expect_body: bytes each response body must contain, or None for no check.
+    """
+
+    def __init__(self, expect_body: bytes | None = None) -> None:
+        self.expect_body = expect_body
+        self.responses: deque[Response] = deque()
+        self._parser = httptools.HttpResponseParser(self)
+        self._body = bytearray()
+        self._body_over = False
+        self._head = 0  # bytes of the current head seen in whole reads
+        self._begins = 0
+        self._in_head = True
+        self._until_eof = False  # the current response's body ends with the connection
+        self._started = False
+
+    # --- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """httptools: a response begins."""
+        self._in_head, self._head, self._started = True, 0, True
+        self._begins += 1
+        self._body.clear()
+        self._body_over = False
+        self._until_eof = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header line; framing headers say whether the body ends at EOF."""
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self._until_eof = False
+
+    def on_headers_complete(self) -> None:
+        """httptools: the head is complete."""
+        self._in_head = False
+        status = self._parser.get_status_code()
+        if status in (204, 304) or 100 <= status < 200:
+            self._until_eof = False  # RFC 9112 6.3: no body
+
+    def on_body(self, body: bytes) -> None:
+        """httptools: (part of) the body, de-chunked; kept only for the body check."""
+        if self.expect_body is None:
+            return
+        if len(self._body) + len(body) > MAX_CHECKED_BODY:
+            self._body_over = True
+        elif not self._body_over:
+            self._body += body
+
+    def on_message_complete(self) -> None:
+        """httptools: the response is complete; 1xx interim responses are not answers."""
+        self._started = False
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return
+        body_ok = True
+        if self.expect_body is not None:
+            body_ok = not self._body_over and self.expect_body in self._body
+        self.responses.append(Response(status, self._parser.should_keep_alive(), body_ok))
+
+    # --- feeding ---------------------------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse ``data``; complete responses are appended to :attr:`responses`.
+
+        Raises:
+            PeerProtocolError: the bytes are not an HTTP/1.1 response, a head is over
+                :data:`MAX_HEAD` bytes, or the server switched protocols.
+        """
+        before = (self._in_head, self._begins)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise PeerProtocolError("the server switched protocols (101)") from None
+        except httptools.HttpParserError as exc:
+            raise PeerProtocolError(f"malformed HTTP response: {exc}") from None
+        if self._in_head and before == (True, self._begins):
+            # The whole read was head of one response (httptools keeps a header line until
+            # it ends, however long): bounded here, within one read of the limit.
+            self._head += len(data)
+            if self._head > MAX_HEAD:
+                raise PeerProtocolError(f"response head over {MAX_HEAD} bytes")
+
+    def eof(self) -> bool:
+        """The connection ended: complete a response whose body runs to the end.
+
+        Returns:
+            True when that completed a response; False when none was under way.
+
+        Raises:
+            PeerProtocolError: the connection ended inside a response.
+        """
+        if not self._started:
+            return False
+        if self._in_head or not self._until_eof:
+            raise PeerProtocolError("the connection closed in the middle of a response")
+        self.on_message_complete()
+        self.responses[-1] = Response(self.responses[-1].status, False, self.responses[-1].body_ok)
+        return True
+
+
+@dataclass(frozen=True)
+class HTTPLoad:
+    """What each request of an HTTP run is, and how its answer is judged (``-m``, ``-H``,
+    ``--body``, ``--expect-status``, ``--expect-body``); the URL gives the rest.
+
+    Attributes:
+        expect_body: bytes every response body must contain, or None.
+    """
+
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    status: StatusCheck = StatusCheck()
+    expect_body: bytes | None = None
+
+    def __post_init__(self) -> None:
+        self.request_for(HTTPURL(False, "localhost", 80))  # refuses a bad method at once
+
+    def request_for(self, url: HTTPURL) -> HTTPRequest:
+        """The request sent to ``url``."""
+        return HTTPRequest(self.method, url.resource, url.host_header, self.headers, self.body)
