@@ -27,6 +27,7 @@ import ipaddress
 import re
 import urllib.parse
 from dataclasses import dataclass
+from typing import ClassVar
 
 from netkit.errors import EndpointError
 
@@ -83,27 +84,26 @@ class UnixEndpoint:
 
 
 @dataclass(frozen=True)
-class WSURL:
-    """A WebSocket URL.
+class _HostURL:
+    """What WebSocket and HTTP URLs share: where to connect, the ``Host`` header, the text.
 
     Attributes:
-        secure: ``wss://`` (TLS).
+        secure: ``wss://`` / ``https://`` (TLS).
         host: host name for TCP, also sent in the ``Host`` header.
         port: TCP port (80 / 443 by default).
         resource: path and query string sent in the request line (``/`` at least).
-        unix_path: for ``ws+unix://``, the socket file (or abstract name); ``host`` is then
-            ``localhost``.
+        unix_path: for ``ws+unix://`` / ``http+unix://``, the socket file (or abstract name);
+            ``host`` is then ``localhost``.
         unix_abstract: ``unix_path`` is a Linux abstract socket name (``ws+unix://@name:/``).
-        user, password: from ``user:pass@`` in the URL, for HTTP Basic authentication.
     """
+
+    SCHEMES: ClassVar[tuple[str, str]]  # (plain, TLS)
 
     secure: bool
     host: str
     port: int
     resource: str = "/"
     unix_path: str | None = None
-    user: str | None = None
-    password: str | None = None
     unix_abstract: bool = False
 
     @property
@@ -121,7 +121,7 @@ class WSURL:
         return host if self.port == default or self.unix_path else f"{host}:{self.port}"
 
     def __str__(self) -> str:
-        scheme = "wss" if self.secure else "ws"
+        scheme = self.SCHEMES[self.secure]
         if self.unix_path is not None:
             at = "@" if self.unix_abstract else ""
             return f"{scheme}+unix://{at}{self.unix_path}:{self.resource}"
@@ -129,37 +129,25 @@ class WSURL:
 
 
 @dataclass(frozen=True)
-class HTTPURL:
-    """An HTTP URL (``http://``, ``https://``, ``http+unix://``): the fields of :class:`WSURL`
-    without credentials (a load test sends its own ``Authorization`` header with ``-H``)."""
+class WSURL(_HostURL):
+    """A WebSocket URL (``ws://``, ``wss://``, ``ws+unix://``), with its credentials if any.
 
-    secure: bool
-    host: str
-    port: int
-    resource: str = "/"
-    unix_path: str | None = None
-    unix_abstract: bool = False
+    Attributes:
+        user, password: from ``user:pass@`` in the URL, for HTTP Basic authentication.
+    """
 
-    @property
-    def transport(self) -> TCPEndpoint | UnixEndpoint:
-        """The endpoint the connection is made to."""
-        if self.unix_path is not None:
-            return UnixEndpoint(self.unix_path, abstract=self.unix_abstract)
-        return TCPEndpoint(self.host, self.port)
+    SCHEMES: ClassVar[tuple[str, str]] = ("ws", "wss")
 
-    @property
-    def host_header(self) -> str:
-        """The ``Host`` header value: the port is left out when it is the scheme's default."""
-        default = 443 if self.secure else 80
-        host = _format_host(self.host)
-        return host if self.port == default or self.unix_path else f"{host}:{self.port}"
+    user: str | None = None
+    password: str | None = None
 
-    def __str__(self) -> str:
-        scheme = "https" if self.secure else "http"
-        if self.unix_path is not None:
-            at = "@" if self.unix_abstract else ""
-            return f"{scheme}+unix://{at}{self.unix_path}:{self.resource}"
-        return f"{scheme}://{_format_host(self.host)}:{self.port}{self.resource}"
+
+@dataclass(frozen=True)
+class HTTPURL(_HostURL):
+    """An HTTP URL (``http://``, ``https://``, ``http+unix://``): the fields :class:`WSURL` has
+    but credentials (a load test sends its own ``Authorization`` header with ``-H``)."""
+
+    SCHEMES: ClassVar[tuple[str, str]] = ("http", "https")
 
 
 Endpoint = TCPEndpoint | UDPEndpoint | UnixEndpoint | WSURL
