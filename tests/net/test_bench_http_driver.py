@@ -52,6 +52,7 @@ class HTTPServer:
 
     answer: Answer
     close_after: bool = False  # close the connection after each response
+    split: Callable[[int], int] | None = None  # request n's answer goes in two writes, here
     connections: int = 0
     requests: int = 0
     heads: list[bytes] = field(default_factory=list)
@@ -76,7 +77,15 @@ class HTTPServer:
                 if len(self.heads) < 5:
                     self.heads.append(head)
                     self.bodies.append(body)
-                writer.write(self.answer(head, body, n))
+                answer = self.answer(head, body, n)
+                if self.split is not None:  # two writes, the client's loop runs between
+                    cut = self.split(n)
+                    writer.write(answer[:cut])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+                    answer = answer[cut:]
+                writer.write(answer)
                 await writer.drain()
                 if self.close_after:
                     break
@@ -217,6 +226,32 @@ def test_chunked_bodies_and_the_body_check(run: Runner) -> None:
         assert good.statuses == {200: 60}  # the 100s are not answers
         assert bad.requests == 0
         assert bad.errors == {"mismatch": 5}
+
+    run(main())
+
+
+def test_an_answer_split_in_two_writes_at_every_point(run: Runner) -> None:
+    # Real networks split replies: the answer to request n reaches the client in two writes,
+    # cut at byte n-1 (0: all in the second), over every point of a 100 Continue followed by
+    # a chunked 200; each must be read whole, once, with its body checked.
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nhell\r\n3\r\no w\r\n4\r\norld\r\n0\r\n\r\n"
+    )
+    points = len(answer) + 1
+
+    async def main() -> None:
+        server = HTTPServer(lambda head, body, n: answer, split=lambda n: (n - 1) % points)
+        async with http_server(server) as url:
+            r = await bench(
+                plan(connections=1, requests=points, duration=None),
+                url,
+                HTTPLoad(expect_body=b"hello world"),
+            )
+        assert server.connections == 1 and server.requests == points
+        assert r.requests == points and not r.errors
+        assert r.statuses == {200: points}
 
     run(main())
 
