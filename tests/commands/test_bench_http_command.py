@@ -117,8 +117,13 @@ def test_statuses_fail_if_and_expect_status() -> None:
         )
         accepted = run_netkit("bench", url, *SHORT, "--expect-status", "503")
         default = run_netkit("bench", url, *SHORT)
+        held = run_netkit(
+            "bench", f"http://127.0.0.1:{port}/ok", *SHORT, "--fail-if", "status_5xx>0"
+        )
     assert gated.returncode == 1
     assert "status_5xx" in gated.stderr
+    assert held.returncode == 0, held.stderr  # the same gate, held: no 5xx from /ok
+    assert set(summary(held.stdout)["statuses"]) == {"200"}
     assert accepted.returncode == 0, accepted.stderr
     s = summary(default.stdout)
     assert default.returncode == 1  # no request answered as expected
