@@ -22,39 +22,28 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 from typer.core import TyperGroup
 
 from netkit.commands import options as opt
+from netkit.commands.bench_view import LiveView, report
 from netkit.console import Output
 from netkit.core.addresses import WSURL
 from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
 from netkit.core.bench.plan import LoadPlan, Scenario, check_memory, parse_rate
 from netkit.core.bench.result import (
     BenchResult,
-    default_failures,
     merge_results,
     merge_warnings,
 )
 from netkit.core.bench.thresholds import (
     METRICS_HELP,
-    Threshold,
-    check_thresholds,
     enforce,
     parse_threshold,
 )
-from netkit.core.units import format_size, parse_duration, parse_size
+from netkit.core.units import parse_duration, parse_size
 from netkit.errors import ConfigError
 from netkit.net.bench.embedded import EmbeddedEchoServer
-from netkit.net.bench.fanout import ProgressFollower, ProgressTotals, run_bench_workers
+from netkit.net.bench.fanout import run_bench_workers
 from netkit.net.bench.worker import Target, make_target
 from netkit.net.workers import available_memory
 from netkit.status import ExitStatus
@@ -355,7 +344,7 @@ def run(
     finally:
         if server is not None:
             server.stop()
-    _report(out, result, thresholds)
+    report(out, result, thresholds)
     if embedded:
         out.print(f"[dim]{EMBEDDED_HINT}[/]")
     if signum == signal.SIGINT:
@@ -437,7 +426,7 @@ def merge(
     for warning in merge_warnings(named):
         out.warn(warning)
     result = merge_results(r for _, r in named)
-    _report(out, result, thresholds)
+    report(out, result, thresholds)
     enforce(thresholds, result)
     raise typer.Exit(ExitStatus.SUCCESS)
 
@@ -489,159 +478,11 @@ def _execute(
     view = LiveView(out, plan) if out.interactive or out.json else None
     reports, signum = run_bench_workers(plan.split(workers), target, follower=view)
     parts = []
-    for report in reports:
-        if report.error is not None:
-            raise report.error
-        assert report.result is not None
-        parts.append(report.result)
+    for worker_report in reports:
+        if worker_report.error is not None:
+            raise worker_report.error
+        assert worker_report.result is not None
+        parts.append(worker_report.result)
     for i, part in enumerate(parts):
         out.event("worker", None, index=i, **part.as_dict())
     return merge_results(parts), signum
-
-
-class LiveView:
-    """Progress while the workers run: a rich progress bar on a terminal (elapsed and remaining
-    time, current rate, running p99, errors), ``progress`` events with ``--json``.
-
-    The totals come from a :class:`~netkit.net.bench.fanout.ProgressFollower` (a thread).
-    """
-
-    def __init__(self, out: Output, plan: LoadPlan) -> None:
-        self.out = out
-        self.plan = plan
-        self.follower = ProgressFollower(self._show)
-        self.progress: Progress | None = None
-        self._emitted = 0.0
-        if out.interactive:
-            self.progress = Progress(
-                SpinnerColumn(),
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                TextColumn("left"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[stats]}"),
-                console=out.out,
-                transient=True,
-            )
-            total = (plan.duration or 0) + plan.warmup if plan.requests is None else plan.requests
-            self.task = self.progress.add_task(plan.scenario, total=total, stats="starting")
-
-    def start(self, fd: int) -> None:
-        """Show the bar, and follow the workers' progress lines on ``fd``."""
-        if self.progress is not None:
-            self.progress.start()
-        self.follower.start(fd)
-
-    def stop(self) -> None:
-        """Stop following, and remove the bar."""
-        self.follower.stop()
-        if self.progress is not None:
-            self.progress.stop()
-
-    def _show(self, totals: ProgressTotals) -> None:
-        if self.progress is not None:
-            self.progress.update(
-                self.task,
-                completed=totals.elapsed if self.plan.requests is None else totals.requests,
-                stats=f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  "
-                f"errors {totals.errors}",
-                description="warm-up" if totals.warmup else self.plan.scenario,
-            )
-        elif totals.elapsed - self._emitted >= 1.0:
-            self._emitted = totals.elapsed
-            self.out.event(
-                "progress",
-                None,
-                phase="warmup" if totals.warmup else "measure",
-                elapsed_s=round(totals.elapsed, 3),
-                requests=totals.requests,
-                rps=round(totals.rate, 1),
-                p99_ms=round(totals.p99_ns / 1e6, 4),
-                errors=totals.errors,
-            )
-
-
-# --- reporting ---------------------------------------------------------------------------
-
-
-def _report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> None:
-    crossed = check_thresholds(thresholds, result)
-    failures = default_failures(result)
-    checks = [
-        {"expr": t.text, "value": t.value(result), "crossed": t in crossed} for t in thresholds
-    ]
-    out.event(
-        "summary",
-        None,
-        **result.as_dict(),
-        thresholds=checks,
-        failures=failures,
-        ok=not crossed and not failures,
-    )
-    if out.json:
-        return
-    loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
-    # Two lines, each short enough for 80 columns with a usual target.
-    head = (
-        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
-        f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
-        + (f"pipeline {result.pipeline}, " if result.scenario is Scenario.ECHO else "")
-        + (
-            "HTTP/1.1 requests"
-            if result.transport.startswith("http")
-            else f"{format_size(result.size)} per "
-            + ("write" if result.scenario is Scenario.STREAM else "request")
-        )
-    )
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    unit = f"{result.scenario.unit}s"
-    table.add_row(
-        unit,
-        f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",
-    )
-    table.add_row(
-        "throughput",
-        f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
-    )
-    lat = result.latency_ms()
-    if lat is not None:
-        table.add_row("latency ms", _latency_grid(lat))
-        table.add_row("samples", f"{result.latency.count:,}")
-    if result.statuses:
-        codes = ", ".join(f"{code} {n:,}" for code, n in sorted(result.statuses.items()))
-        table.add_row("statuses", codes)
-        table.add_row("connections", f"{result.connects:,} opened")
-    if result.rate:
-        table.add_row("late", f"{result.late:,} sent late, {result.missed:,} never sent")
-    if result.error_count:
-        kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(result.errors.items()))
-        table.add_row("errors", f"[red]{result.error_count:,}[/] ({kinds})")
-        for kind, message in sorted(result.error_samples.items()):
-            table.add_row("", f"[dim]{kind}: {escape(message)}[/]")
-    else:
-        table.add_row("errors", "none")
-    for t, check in zip(thresholds, checks, strict=True):
-        mark = "[red]crossed[/]" if check["crossed"] else "[green]held[/]"
-        table.add_row("fail-if", f"{mark} {escape(t.describe(result))}")
-    for reason in failures:
-        table.add_row("failed", f"[red]{escape(reason)}[/]")
-    out.print(head)
-    out.print(table)
-
-
-# The latency figures, four to a row: each label stands above its value, so no terminal
-# width can put a label and its value on different lines (as "p99.99" / "5.236" were).
-LATENCY_ROWS = (("min", "p50", "p90", "p99"), ("p99_9", "p99_99", "max", "mean"))
-
-
-def _latency_grid(lat: dict[str, float]) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    for _ in LATENCY_ROWS[0]:
-        grid.add_column(justify="right", no_wrap=True)
-    for names in LATENCY_ROWS:
-        grid.add_row(*(f"[dim]{name.replace('_', '.')}[/]" for name in names))
-        grid.add_row(*(f"[bold]{lat[name]:.3f}[/]" for name in names))
-    return grid
