@@ -15,6 +15,7 @@ from typing import Any
 
 from netkit.core.bench.plan import SCENARIO, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
+from netkit.core.bench.stages import StageKind, Stages, parse_stages
 from netkit.core.bench.thresholds import enforce, parse_threshold
 from netkit.errors import ConfigError, UsageError
 from netkit.net import runtime
@@ -28,7 +29,7 @@ async def bench(
     target: str,
     *,
     scenario: str = "echo",
-    connections: int = 1,
+    connections: int | None = None,
     duration: float | None = None,
     requests: int | None = None,
     size: int | None = None,
@@ -37,6 +38,7 @@ async def bench(
     warmup: float = 0.0,
     timeout: float = 5.0,
     exchange: bool = False,
+    stages: str | Stages | None = None,
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
     check: bool = True,
@@ -48,7 +50,8 @@ async def bench(
             ``ws://HOST:PORT/path``, ``wss://...`` or ``ws+unix:///path.sock:/path``.
         scenario: ``echo`` (request/response round trips), ``stream`` (bulk one-way writes)
             or ``connect`` (connections per second).
-        connections: connections kept open (concurrent ones, for ``connect``).
+        connections: connections kept open (concurrent ones, for ``connect``); 1 by
+            default (with connection ``stages``, the largest count).
         duration: seconds to measure; without it (and without ``requests``), 1 second.
         requests: stop after this many requests instead.
         size: bytes per request (per write, for ``stream``); 64 by default (256 KiB for
@@ -59,10 +62,17 @@ async def bench(
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect, and for each response.
         exchange: ``connect``: send one request and verify its echo before closing.
+        stages: ramping stages, as ``netkit bench --stages`` takes them:
+            ``"10s:100/s, 30s:1000/s, 10s:0/s"`` ramps the arrival rate (open loop, from
+            0/s), ``"10s:50, 20s:100"`` the open connections (closed loop, from 0); each
+            stage ramps linearly to its target over its duration. The run lasts the stages'
+            total (no ``duration``, ``rate``, ``requests`` or ``warmup`` with them), and the
+            result has per-stage figures (``result.stages``).
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
-            ``"errors>0"``, ``"rps<1000"``): the run fails when one is crossed.
+            ``"errors>0"``, ``"rps<1000"``, per stage ``"p99[stage=2]>5ms"``): the run
+            fails when one is crossed.
         check: raise :class:`CheckFailed` when the run failed: as on the command line, a run
             in which nothing succeeded or an echo came back different fails, with or without
             ``fail_if``. False returns every result, failed or not, to inspect.
@@ -83,6 +93,15 @@ async def bench(
         names = ", ".join(Scenario)
         raise ConfigError((SCENARIO, f" {scenario!r}: choose one of {names}")) from None
     thresholds = [parse_threshold(text) for text in fail_if]
+    ramp = parse_stages(stages) if isinstance(stages, str) else stages
+    if ramp is not None:
+        if duration is not None:
+            raise ConfigError("give duration or stages, not both")
+        duration = ramp.duration
+        if connections is None and ramp.kind is StageKind.CONNECTIONS:
+            connections = ramp.peak
+    if connections is None:
+        connections = 1
     plan = LoadPlan(
         scenario=kind,
         connections=connections,
@@ -95,7 +114,10 @@ async def bench(
         warmup=warmup,
         timeout=timeout,
         exchange=exchange,
+        stages=ramp,
     )
+    for t in thresholds:
+        t.check_stages(len(ramp.stages) if ramp else 0)
     if plan.timeout <= 0:
         raise ConfigError("timeout must be more than 0")
     where = make_target(target, tls or ClientTLS(), plan.scenario)

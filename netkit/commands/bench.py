@@ -35,6 +35,7 @@ from netkit.core.bench.result import (
     merge_results,
     merge_warnings,
 )
+from netkit.core.bench.stages import parse_stages
 from netkit.core.bench.thresholds import (
     METRICS_HELP,
     enforce,
@@ -169,6 +170,14 @@ def run(
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(
+            "--stages",
+            help="Ramp the load, as k6's stages: '10s:100/s, 30s:1000/s, 10s:0/s' ramps the arrival rate (open loop, from 0/s), '10s:50, 20s:100' the open connections (closed loop, from 0). Each stage goes linearly from the previous target to its own over its duration (0s jumps); the run lasts their total. Not with --duration, --rate, --requests or --warmup (nor -c, for connections). Per-stage figures in the report; gate one with --fail-if 'p99\\[stage=2]>5ms', each with \\[stage=*].",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = None,
     warmup: Annotated[
         str,
         typer.Option(
@@ -209,7 +218,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--fail-if",
-            help=f"Exit 1 when this holds, e.g. 'p99>5ms', 'errors>0', 'rps<10000' (repeatable). Metrics: {METRICS_HELP}. Without it too, {DEFAULT_GATE_HELP}.",
+            help=f"Exit 1 when this holds, e.g. 'p99>5ms', 'errors>0', 'rps<10000' (repeatable). Metrics: {escape(METRICS_HELP)}. Without it too, {DEFAULT_GATE_HELP}.",
             rich_help_panel=RUN_PANEL,
         ),
     ] = None,
@@ -288,9 +297,16 @@ def run(
         raise ConfigError("give --duration or --requests, not both")
     embedded = target is None
     seconds = None
-    if requests is None:
+    ramp = parse_stages(stages) if stages is not None else None
+    if ramp is not None and duration is None:
+        seconds = ramp.duration
+        if ramp.kind == "connections" and _default("connections"):
+            connections = ramp.peak
+    elif requests is None:
         default = EMBEDDED_DURATION if embedded else DEFAULT_DURATION
         seconds = parse_duration(duration or default, option="--duration")
+    for t in thresholds:
+        t.check_stages(len(ramp.stages) if ramp else 0)
     kind = Scenario(scenario)
     plan = LoadPlan(
         scenario=kind,
@@ -304,6 +320,7 @@ def run(
         warmup=parse_duration(warmup, option="--warmup"),
         timeout=parse_duration(timeout, option="--timeout"),
         exchange=exchange,
+        stages=ramp,
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")
@@ -351,6 +368,12 @@ def run(
         raise typer.Exit(ExitStatus.INTERRUPTED)
     enforce(thresholds, result)
     raise typer.Exit(ExitStatus.SUCCESS)
+
+
+def _default(name: str) -> bool:
+    """True when option ``name`` was not given on the command line."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (None, click.core.ParameterSource.DEFAULT)
 
 
 def _http_load(

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from netkit.commands.bench_stages import stage_line, stage_now, stage_table
 from netkit.console import Output
 from netkit.core.bench.plan import LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult, default_failures
@@ -66,12 +67,13 @@ class LiveView:
             self.progress.stop()
 
     def _show(self, totals: ProgressTotals) -> None:
+        stage = stage_now(self.plan.stages, totals.elapsed) if self.plan.stages else {}
         if self.progress is not None:
             self.progress.update(
                 self.task,
                 completed=totals.elapsed if self.plan.requests is None else totals.requests,
                 stats=f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  "
-                f"errors {totals.errors}",
+                f"errors {totals.errors}" + (f"  {stage_line(stage)}" if stage else ""),
                 description="warm-up" if totals.warmup else self.plan.scenario,
             )
         elif totals.elapsed - self._emitted >= 1.0:
@@ -85,6 +87,7 @@ class LiveView:
                 rps=round(totals.rate, 1),
                 p99_ms=round(totals.p99_ns / 1e6, 4),
                 errors=totals.errors,
+                **stage,
             )
 
 
@@ -109,6 +112,9 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     if out.json:
         return
     loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
+    if result.stages:
+        ramped = "rate, open loop" if result.stages[0].kind == "rate" else "connections"
+        loop = f"{len(result.stages)} stage(s) ramping the {ramped}"
     # Two lines, each short enough for 80 columns with a usual target.
     head = (
         f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
@@ -157,6 +163,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         table.add_row("failed", f"[red]{escape(reason)}[/]")
     out.print(head)
     out.print(table)
+    if result.stages:
+        out.print(stage_table(result))
 
 
 # The latency figures, four to a row: each label stands above its value, so no terminal

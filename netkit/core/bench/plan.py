@@ -12,9 +12,13 @@ import enum
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 from netkit.core.units import format_size
 from netkit.errors import ConfigError, Setting
+
+if TYPE_CHECKING:  # stages.py imports this module
+    from netkit.core.bench.stages import Stages
 
 
 class Scenario(enum.StrEnum):
@@ -40,6 +44,7 @@ RATE, DURATION, REQUESTS, SIZE = (
     Setting("requests"),
     Setting("size"),
 )
+STAGES, WARMUP = Setting("stages"), Setting("warmup")
 
 # What a k or M suffix multiplies by, in --fail-if values and --rate.
 SCALE = {"": 1, "k": 1e3, "m": 1e6}
@@ -72,6 +77,10 @@ class LoadPlan:
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect and for each response.
         exchange: ``connect`` only: send one request and verify its echo before closing.
+        stages: ``--stages``: a ramping rate (open loop) or ramping connections (closed
+            loop) instead of ``rate``; ``duration`` is then the stages' total.
+        part, parts: this plan is share ``part`` of ``parts`` (see :meth:`split`): ramping
+            connections open in turn across the parts.
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -86,6 +95,9 @@ class LoadPlan:
     warmup: float = 0.0
     timeout: float = 5.0
     exchange: bool = False
+    stages: Stages | None = None
+    part: int = 0
+    parts: int = 1
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name
@@ -107,9 +119,34 @@ class LoadPlan:
             raise ConfigError((SIZE, " must be at least 1 byte"))
         if self.rate is not None and self.scenario is Scenario.STREAM:
             raise ConfigError((RATE, " applies to echo and connect, not to stream"))
+        if self.stages is not None:
+            self._check_stages(self.stages)
 
-    def pacing(self, index: int) -> Pacing | None:
+    def _check_stages(self, stages: Stages) -> None:
+        what = "ramping rates" if stages.kind == "rate" else "ramping connections"
+        if self.scenario is Scenario.STREAM:
+            raise ConfigError((STAGES, f": {what} apply to echo and connect, not to stream"))
+        for setting, given in ((RATE, self.rate), (REQUESTS, self.requests)):
+            if given is not None:
+                raise ConfigError(("give ", setting, " or ", STAGES, ", not both"))
+        if self.warmup > 0:
+            raise ConfigError(
+                (WARMUP, " with ", STAGES, ": ramp up in a first stage instead (its figures are"
+                 " reported apart)")
+            )  # fmt: skip
+        if self.duration != stages.duration:
+            raise ConfigError(("give ", DURATION, " or ", STAGES, ", not both: the stages last"
+                               f" {stages.duration:g}s"))  # fmt: skip
+        if stages.kind == "connections" and self.total_connections != stages.peak:
+            raise ConfigError(
+                (CONNECTIONS, " or ", STAGES, ", not both: ramping connections open"
+                 f" up to {stages.peak} (the largest count)")
+            )  # fmt: skip
+
+    def pacing(self, index: int) -> Schedule | None:
         """The open-loop schedule of this plan's connection ``index`` (None: closed loop)."""
+        if self.stages is not None and self.stages.kind == "rate":
+            return self.stages.pacing(self.first_connection + index, self.total_connections)
         if self.rate is None:
             return None
         return Pacing.for_connection(
@@ -127,11 +164,33 @@ class LoadPlan:
             split_evenly(self.requests, workers) if self.requests is not None else [None] * workers
         )
         plans, first = [], self.first_connection
-        for share, reqs in zip(shares, requests, strict=True):
-            plans.append(replace(self, connections=share, first_connection=first, requests=reqs))
+        for part, (share, reqs) in enumerate(zip(shares, requests, strict=True)):
+            plans.append(
+                replace(
+                    self,
+                    connections=share,
+                    first_connection=first,
+                    requests=reqs,
+                    part=part,
+                    parts=workers,
+                )
+            )
             first += share
         # A worker with no requests to make would idle: give its connections to the others.
         return [p for p in plans if p.requests is None or p.requests > 0]
+
+
+class Schedule(Protocol):
+    """When each request of one connection is due, open loop: :class:`Pacing` at a fixed
+    rate, :class:`~netkit.core.bench.stages.RampPacing` under ramping stages."""
+
+    def due_at(self, start_ns: int, k: int) -> int:
+        """The intended send time of request ``k`` (0-based)."""
+        ...
+
+    def due_by(self, start_ns: int, now_ns: int) -> int:
+        """How many requests are due at ``now_ns`` (intended send time <= now)."""
+        ...
 
 
 @dataclass(frozen=True)

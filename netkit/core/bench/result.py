@@ -10,6 +10,7 @@ from typing import Any
 
 from netkit.core.bench.histogram import LatencyHistogram
 from netkit.core.bench.plan import Scenario
+from netkit.core.bench.stage_result import StageResult, merge_stages
 from netkit.errors import ConfigError
 
 # --- results ---# --- results -------------------------------------------------------------------------------
@@ -60,6 +61,7 @@ class BenchResult:
             for merged results); None in results saved by older versions.
         statuses: HTTP: responses per status code (expected or not).
         connects: connections opened while measuring (HTTP keep-alive reuse shows in it).
+        stages: ``--stages`` runs: the figures of each stage (empty otherwise).
     """
 
     scenario: Scenario
@@ -83,6 +85,25 @@ class BenchResult:
     started_at: float | None = None
     statuses: Counter[int] = field(default_factory=Counter)
     connects: int = 0
+    stages: list[StageResult] = field(default_factory=list)
+
+    def stage_view(self, index: int) -> BenchResult:
+        """Stage ``index`` (from 1) as a result of its own, for thresholds: its requests,
+        errors, latencies and missed requests over its duration.
+
+        Raises:
+            ConfigError: the run has no such stage.
+        """
+        if not 1 <= index <= len(self.stages):
+            have = f"{len(self.stages)} stage(s)" if self.stages else "no --stages"
+            raise ConfigError(f"stage {index}: the result has {have}")
+        s = self.stages[index - 1]
+        view = BenchResult(
+            self.scenario, self.target, self.transport, self.connections, self.workers,
+            self.pipeline, self.size, self.rate, duration_s=s.duration_s, requests=s.requests,
+            missed=s.missed, errors=Counter(s.errors), latency=s.latency,
+        )  # fmt: skip
+        return view
 
     def status_count(self, low: int, high: int) -> int:
         """Responses with a status code in ``low``-``high`` (inclusive)."""
@@ -158,6 +179,7 @@ class BenchResult:
             "parts": self.parts,
             "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
             "connects": self.connects,
+            "stages": [s.as_dict() for s in self.stages],
         }
 
     @classmethod
@@ -204,6 +226,7 @@ class BenchResult:
                     {int(k): int(v) for k, v in dict(data.get("statuses", {})).items()}
                 ),
                 connects=int(data.get("connects", 0)),
+                stages=[StageResult.from_dict(s) for s in data.get("stages", [])],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a netkit bench result: {type(exc).__name__}: {exc}") from None
@@ -273,6 +296,7 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         duration_s=_span(parts)[0],
         parts=sum(p.parts for p in parts),
         started_at=min(starts) if starts else None,
+        stages=merge_stages(p.stages for p in parts),
     )
     for p in parts:
         merged.requests += p.requests

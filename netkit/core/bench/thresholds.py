@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from netkit.core.bench.plan import NUMBER, SCALE
 from netkit.core.bench.result import ERROR_KINDS, BenchResult, default_failures
@@ -15,7 +15,15 @@ from netkit.errors import CheckFailed, ConfigError, Setting
 
 # --- --fail-if thresholds ----------------------------------------------------------------
 
-_EXPR = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.:]*)\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$")
+_EXPR = re.compile(
+    r"^\s*([A-Za-z][A-Za-z0-9_.:]*)"
+    # A stage selector: p99[stage=2], or k6's tag form p99{stage:2}; * is every stage.
+    r"(?:\s*\[\s*stage\s*=\s*([0-9]+|\*)\s*\]|\s*\{\s*stage\s*[:=]\s*([0-9]+|\*)\s*\})?"
+    r"\s*(>=|<=|==|!=|>|<)\s*(\S.*?)\s*$"
+)
+EVERY_STAGE = 0  # Threshold.stage for [stage=*]
+# Metrics a stage has figures for (a stage counts no bytes, statuses or late sends).
+_STAGE_METRICS = re.compile(r"p[0-9.]+|min|mean|max|rps|errors(\..+)?|error_rate|requests|missed")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda a, b: a > b,
     ">=": lambda a, b: a >= b,
@@ -29,7 +37,8 @@ _COUNT_METRICS = ("errors", "requests", "late", "missed")
 METRICS_HELP = (
     "p50, p90, p99, p99.9, p99.99 (any pNN), min, mean, max: latency with a unit (5ms, 200us);"
     " rps, mb_s: throughput; errors, errors.KIND, requests, late, missed: counts;"
-    " error_rate: percent (1%); status_5xx, status_404 ...: HTTP responses by status"
+    " error_rate: percent (1%); status_5xx, status_404 ...: HTTP responses by status;"
+    " one stage of --stages: p99[stage=2] (or k6's p99{stage:2}), every stage: p99[stage=*]"
 )
 _STATUS_METRIC = re.compile(r"status_([1-5])(xx|[0-9]{2})")
 
@@ -50,6 +59,8 @@ class Threshold:
     """One ``--fail-if`` expression: the run fails when ``metric OP limit`` is true.
 
     Latencies are compared in nanoseconds, rates in their unit, counts as numbers.
+    ``stage`` (from 1; :data:`EVERY_STAGE` for all) judges that stage of a ``--stages`` run
+    instead of the whole run.
     """
 
     text: str
@@ -57,9 +68,42 @@ class Threshold:
     op: str
     limit: float
     unit: str  # "ns", "percent" or ""
+    stage: int | None = None
+
+    def check_stages(self, count: int) -> None:
+        """Refuse a stage selector a run of ``count`` stages cannot answer.
+
+        Raises:
+            ConfigError: the run has no stages, or fewer than the one named.
+        """
+        if self.stage is None or (self.stage == EVERY_STAGE and count):
+            return
+        if not count:
+            raise ConfigError((FAIL_IF, f" {self.text!r}: a stage threshold needs --stages"))
+        if self.stage > count:
+            raise ConfigError((FAIL_IF, f" {self.text!r}: there are {count} stage(s)"))
+
+    def _stages(self, result: BenchResult) -> list[BenchResult]:
+        """What the threshold judges: the run, one stage, or each stage that has a duration."""
+        if self.stage is None:
+            return [result]
+        if self.stage != EVERY_STAGE:
+            return [result.stage_view(self.stage)]
+        return [result.stage_view(s.index) for s in result.stages if s.planned_s > 0]
 
     def value(self, result: BenchResult) -> float | None:
-        """The metric's value in ``result`` (None when there is no latency sample)."""
+        """The metric's value in ``result`` (None when there is no latency sample); for
+        ``[stage=*]``, the value of the first stage that crosses it (else of the last)."""
+        views = self._stages(result)
+        for view in views:
+            if self._crosses(self._value(view)):
+                return self._value(view)
+        return self._value(views[-1]) if views else None
+
+    def _crosses(self, value: float | None) -> bool:
+        return value is None or _OPS[self.op](value, self.limit)
+
+    def _value(self, result: BenchResult) -> float | None:
         m = self.metric
         if m in ("min", "mean", "max") or m.startswith("p"):
             if not result.latency.count:
@@ -96,8 +140,7 @@ class Threshold:
 
     def crossed(self, result: BenchResult) -> bool:
         """True when the expression holds, which means the run failed (no data also fails)."""
-        value = self.value(result)
-        return value is None or _OPS[self.op](value, self.limit)
+        return any(self._crosses(self._value(view)) for view in self._stages(result))
 
     def describe(self, result: BenchResult) -> str:
         """``p99 = 7.2ms (fail if p99>5ms)``."""
@@ -110,7 +153,17 @@ class Threshold:
             shown = f"{value:.3f}%"
         else:
             shown = f"{value:g}"
-        return f"{self.metric} = {shown} (fail if {self.text})"
+        where = ""
+        if self.stage == EVERY_STAGE:
+            bad = [
+                str(i)
+                for i, v in enumerate(self._stages(result), 1)
+                if self._crosses(self._value(v))
+            ]
+            where = f" in stage(s) {', '.join(bad)}" if bad else " in every stage"
+        elif self.stage is not None:
+            where = f" in stage {self.stage}"
+        return f"{self.metric}{where} = {shown} (fail if {self.text})"
 
 
 def parse_threshold(text: str) -> Threshold:
@@ -124,7 +177,23 @@ def parse_threshold(text: str) -> Threshold:
         raise ConfigError(
             (FAIL_IF, f" {text!r}: expected METRIC OP VALUE, as in 'p99>5ms' or 'errors>0'")
         )
-    metric, op, raw = m.group(1).lower(), m.group(2), m.group(3)
+    metric, op, raw = m.group(1).lower(), m.group(4), m.group(5)
+    selector = m.group(2) or m.group(3)
+    stage = None
+    if selector is not None:
+        stage = EVERY_STAGE if selector == "*" else int(selector)
+        if selector != "*" and stage < 1:
+            raise ConfigError((FAIL_IF, f" {text!r}: stages are numbered from 1"))
+        if not _STAGE_METRICS.fullmatch(metric):
+            raise ConfigError(
+                (FAIL_IF, f" {text!r}: {metric} has no per-stage figure (a stage has latency,"
+                 " rps, errors, error_rate, requests and missed)")
+            )  # fmt: skip
+    found = _parse_limit(text, metric, op, raw)
+    return replace(found, stage=stage) if stage is not None else found
+
+
+def _parse_limit(text: str, metric: str, op: str, raw: str) -> Threshold:
     if re.fullmatch(r"p[0-9]+(\.[0-9]+)?", metric):
         q = float(metric[1:])
         if not 0 < q <= 100:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 from netkit.core.addresses import HTTPURL, WSURL, Endpoint, UDPEndpoint, UnixEndpoint
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
-from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan, Pacing
+from netkit.core.bench.plan import STREAM_CHUNK, LoadPlan, Schedule
 from netkit.core.bench.result import BenchResult
+from netkit.core.bench.stage_result import StageTally, empty_stages
 from netkit.errors import (
     CheckFailed,
     ConnectError,
@@ -108,6 +109,12 @@ class Run:
         self.settled = False
         self.changed = asyncio.Event()  # budget used up, nothing outstanding, or fatal error
         self.halted = asyncio.Event()  # set by halt()
+        # --stages: each request and error is also filed under its stage.
+        self.tally: StageTally | None = None
+        if plan.stages is not None:
+            share = plan.connections / plan.total_connections
+            result.stages = empty_stages(plan.stages, share)
+            self.tally = StageTally(plan.stages, result.stages, self.start_ns)
 
     def halt(self) -> None:
         """End the run: nothing more is sent, and closes are no longer errors."""
@@ -145,6 +152,8 @@ class Run:
         else:
             message = exc
         self.result.add_error(kind or "connect", message, count)
+        if self.tally is not None:
+            self.tally.error(perf_ns(), kind or "connect", count)
 
     def lost(self, count: int, cause: BaseException | tuple[str, str] | None = None) -> None:
         """``count`` requests in flight will never be answered (their connection ended).
@@ -187,11 +196,14 @@ class Slot:
 
     Attributes:
         issued: open loop: how many of this slot's scheduled requests were sent.
+        wanted: ramping connections: whether the schedule wants this slot's connection
+            open now (see :class:`~netkit.net.bench.ramp.ConnectionRamp`).
     """
 
     index: int
-    pacing: Pacing | None
+    pacing: Schedule | None
     issued: int = 0
+    wanted: bool = True
 
 
 # --- the request engine ----------------------------------------------------------------------
@@ -212,6 +224,7 @@ class RequestEngine:
     sent: deque[int]
     in_flight: int
     active: bool
+    retiring: bool
     _pace_timer: asyncio.TimerHandle | None
 
     def init_engine(self, run: Run, slot: Slot) -> None:
@@ -221,6 +234,7 @@ class RequestEngine:
         self.sent = deque()
         self.in_flight = 0
         self.active = False
+        self.retiring = False  # ramping down: closes once its requests are answered
         self._pace_timer = None
 
     def transmit(self, n: int) -> None:
@@ -238,6 +252,13 @@ class RequestEngine:
         run = self.run
         if run.stopping or not self.active:
             return
+        if not self.slot.wanted:  # ramping down: send nothing more, close when answered
+            self.retiring = True
+            if not self.in_flight:
+                self.active = False
+                self.finish()
+            return
+        self.retiring = False
         free = self.pipeline - self.in_flight
         pacing = self.slot.pacing
         if pacing is None:  # closed loop
@@ -285,8 +306,12 @@ class RequestEngine:
         sent = self.sent
         if run.recording:
             record = run.latency.record
+            tally = run.tally
             for _ in range(n):
-                record(now - sent.popleft())
+                t = sent.popleft()
+                record(now - t)
+                if tally is not None:
+                    tally.completed(now, t)
             run.result.requests += n
         else:
             for _ in range(n):
@@ -325,6 +350,16 @@ class RequestEngine:
             self.run.lost(self.in_flight, cause)
         self.in_flight = 0
         self.sent.clear()
+
+    def finish(self) -> None:
+        """Close the connection politely (at the end of the run, or when retired)."""
+        raise NotImplementedError
+
+    def report_close(self, cause: BaseException | tuple[str, str]) -> None:
+        """Count the error that ended this connection, unless it was retired (a ramp down
+        closed it: no error)."""
+        if not self.retiring:
+            report_close(self.run, cause)
 
     def stop_timer(self) -> None:
         """The run is over: no more sends."""

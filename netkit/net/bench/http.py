@@ -10,7 +10,7 @@ from itertools import repeat
 from netkit.core.addresses import HTTPURL
 from netkit.core.bench.http import HTTPLoad, ResponseReader
 from netkit.errors import PeerProtocolError
-from netkit.net.bench.engine import RequestEngine, Run, Slot, report_close
+from netkit.net.bench.engine import RequestEngine, Run, Slot
 from netkit.net.protocols import StreamProtocol
 
 # Largest batch of pipelined requests kept as one buffer.
@@ -145,7 +145,7 @@ class HTTPRequests(RequestEngine, StreamProtocol):
             # (RFC 9112 9.3); the slot connects again.
             self.lose_in_flight()
             return
-        report_close(self.run, cause)
+        self.report_close(cause)
         self.lose_in_flight(cause)
 
     def finish(self) -> None:

@@ -123,7 +123,7 @@ class StreamEcho(RequestEngine, StreamProtocol):
     def on_close(self, exc: Exception | None) -> None:
         self._stop_writing()
         cause = self.error or exc or (f"{self.peer} closed the connection", "closed")
-        report_close(self.run, cause)
+        self.report_close(cause)
         self.lose_in_flight(cause)
 
     def finish(self) -> None:

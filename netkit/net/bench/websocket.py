@@ -106,7 +106,7 @@ class WSEcho(RequestEngine, WebSocketClientConnection):
         super().on_close(exc)
         cause = self.error or exc or close_code_error(self)
         if not self._close_counted:
-            report_close(self.run, cause)
+            self.report_close(cause)
         self.lose_in_flight(cause)
 
     def finish(self) -> None:

@@ -38,6 +38,7 @@ from netkit.errors import (
 from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
 from netkit.net.bench.http import HTTPRequestBytes, HTTPRequests
+from netkit.net.bench.ramp import ConnectionRamp
 from netkit.net.bench.stream import StreamBulk, StreamEcho
 from netkit.net.bench.websocket import WSBulk, WSEcho, _ws_timeouts
 from netkit.net.connect import open_stream
@@ -161,6 +162,9 @@ class Worker:
             self.payload = Payload(plan.size, plan.pipeline)
         self.slots = [Slot(i, plan.pacing(i)) for i in range(plan.connections)]
         self.conns: set[Any] = set()
+        self.ramp: ConnectionRamp | None = None
+        if plan.stages is not None and plan.stages.kind == "connections":
+            self.ramp = ConnectionRamp(plan, plan.stages, self.slots, self.run)
         self.http_request: HTTPRequestBytes | None = None
         if isinstance(target.endpoint, HTTPURL):
             if plan.scenario is not Scenario.ECHO:
@@ -213,6 +217,8 @@ class Worker:
         run = self.run
         backoff = 0.05
         while not run.stopping:
+            if self.ramp is not None and not await self.ramp.until_wanted(slot):
+                return
             try:
                 if isinstance(self.target.endpoint, UDPEndpoint):
                     sock, _ = create_udp_socket(self.target.endpoint, bind=False)
@@ -285,6 +291,8 @@ class Worker:
             # otherwise be hammered in a busy loop (the attempts would measure nothing new).
             if backoff and await self._pause(backoff):
                 return
+            if self.ramp is not None and not await self.ramp.until_wanted(slot):
+                return
             if pacing is not None:
                 intended = pacing.due_at(run.start_ns, slot.issued)
                 wait = intended - perf_ns()
@@ -322,6 +330,8 @@ class Worker:
             if run.recording:
                 run.latency.record(now - start)
                 run.result.requests += 1
+                if run.tally is not None:
+                    run.tally.completed(now, start)
             if run.budget is not None and run.exhausted:
                 run.changed.set()
 
@@ -400,6 +410,8 @@ class Worker:
         helpers = []
         if plan.scenario is not Scenario.CONNECT:
             helpers.append(asyncio.create_task(self._watchdog()))
+        if self.ramp is not None:
+            helpers.append(asyncio.create_task(self.ramp.drive(lambda: self.conns)))
         if progress is not None:
             helpers.append(asyncio.create_task(self._progress(progress, progress_every)))
         try:
@@ -432,6 +444,10 @@ class Worker:
         for slot in self.slots:
             if slot.pacing is not None:
                 run.result.missed += max(0, slot.pacing.due_by(run.start_ns, cutoff) - slot.issued)
+                if run.tally is not None:
+                    run.tally.schedule(slot.pacing, slot.issued, end_ns, cutoff)
+        if run.tally is not None:
+            run.tally.close(end_ns)
         # Stop sending, and give the requests in flight the timeout to come back.
         run.halt()
         for conn in list(self.conns):
