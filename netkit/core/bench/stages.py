@@ -276,21 +276,28 @@ class RampPacing:
     index: int
     connections: int
 
+    def _offset_ns(self, k: int) -> int | None:
+        """When request ``k`` is due, in ns from the start; None: never."""
+        t = self.stages.time_of(self.index + k * self.connections + 0.5)
+        return None if t == math.inf else round(t * 1e9)
+
     def due_at(self, start_ns: int, k: int) -> int:
         """The intended send time of request ``k`` (0-based); far in the future when the
         schedule never gets to it."""
-        t = self.stages.time_of(self.index + k * self.connections + 0.5)
-        return start_ns + (NEVER_NS if t == math.inf else round(t * 1e9))
+        offset = self._offset_ns(k)
+        return start_ns + (NEVER_NS if offset is None else offset)
 
     def due_by(self, start_ns: int, now_ns: int) -> int:
         """How many requests are due at ``now_ns`` (intended send time <= now)."""
-        if now_ns < start_ns:
+        elapsed = now_ns - start_ns
+        if elapsed < 0:
             return 0
-        n = math.floor(self.stages.due_until((now_ns - start_ns) / 1e9) - 0.5)
+        n = math.floor(self.stages.due_until(elapsed / 1e9) - 0.5)
         count = 0 if n < self.index else (n - self.index) // self.connections + 1
-        # Agree with due_at exactly, whatever the rounding of the two directions.
-        while self.due_at(start_ns, count) <= now_ns:
+        # Agree with due_at exactly, whatever the rounding of the two directions (a step
+        # or two at most).
+        while (offset := self._offset_ns(count)) is not None and offset <= elapsed:
             count += 1
-        while count > 0 and self.due_at(start_ns, count - 1) > now_ns:
+        while count > 0 and (offset := self._offset_ns(count - 1)) is not None and offset > elapsed:
             count -= 1
         return count

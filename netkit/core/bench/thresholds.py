@@ -83,18 +83,19 @@ class Threshold:
         if self.stage > count:
             raise ConfigError((FAIL_IF, f" {self.text!r}: there are {count} stage(s)"))
 
-    def _stages(self, result: BenchResult) -> list[BenchResult]:
-        """What the threshold judges: the run, one stage, or each stage that has a duration."""
+    def _stages(self, result: BenchResult) -> list[tuple[int, BenchResult]]:
+        """What the threshold judges, with the stage number (0 for the whole run): the run,
+        one stage, or each stage that has a duration."""
         if self.stage is None:
-            return [result]
+            return [(0, result)]
         if self.stage != EVERY_STAGE:
-            return [result.stage_view(self.stage)]
-        return [result.stage_view(s.index) for s in result.stages if s.planned_s > 0]
+            return [(self.stage, result.stage_view(self.stage))]
+        return [(s.index, result.stage_view(s.index)) for s in result.stages if s.planned_s > 0]
 
     def value(self, result: BenchResult) -> float | None:
         """The metric's value in ``result`` (None when there is no latency sample); for
         ``[stage=*]``, the value of the first stage that crosses it (else of the last)."""
-        views = self._stages(result)
+        views = [view for _, view in self._stages(result)]
         for view in views:
             if self._crosses(self._value(view)):
                 return self._value(view)
@@ -140,7 +141,7 @@ class Threshold:
 
     def crossed(self, result: BenchResult) -> bool:
         """True when the expression holds, which means the run failed (no data also fails)."""
-        return any(self._crosses(self._value(view)) for view in self._stages(result))
+        return any(self._crosses(self._value(view)) for _, view in self._stages(result))
 
     def describe(self, result: BenchResult) -> str:
         """``p99 = 7.2ms (fail if p99>5ms)``."""
@@ -155,11 +156,7 @@ class Threshold:
             shown = f"{value:g}"
         where = ""
         if self.stage == EVERY_STAGE:
-            bad = [
-                str(i)
-                for i, v in enumerate(self._stages(result), 1)
-                if self._crosses(self._value(v))
-            ]
+            bad = [str(i) for i, v in self._stages(result) if self._crosses(self._value(v))]
             where = f" in stage(s) {', '.join(bad)}" if bad else " in every stage"
         elif self.stage is not None:
             where = f" in stage {self.stage}"
