@@ -64,6 +64,7 @@ def stage_table(result: BenchResult) -> Table:
             cells += [f"{lat.percentile(q) / 1e6:.3f}" for q in (50, 99, 100)]
         else:
             cells += ["-", "-", "-"]
-        cells.append(f"[red]{s.error_count:,}[/]" if s.error_count else "0")
+        errors = sum(s.errors.values())
+        cells.append(f"[red]{errors:,}[/]" if errors else "0")
         grid.add_row(*cells)
     return grid

@@ -16,6 +16,20 @@ LOWEST_NS = 1
 HIGHEST_NS = 3600 * 10**9  # one hour; longer latencies are recorded as one hour
 SIGNIFICANT_FIGURES = 3
 
+# The percentiles a latency summary shows: (name, q).
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99_9", 99.9),
+    ("p99_99", 99.99),
+)
+
+
+def _ms(ns: float) -> float:
+    return round(ns / 1e6, 4)
+
+
 # A request sent more than this after its intended time (open loop) counts as late: the
 # pipeline was full or the event loop was busy. Timers have about 1 ms granularity.
 LATE_TOLERANCE_NS = 5_000_000
@@ -101,6 +115,42 @@ class LatencyHistogram:
     def stddev(self) -> float:
         """Standard deviation in ns (0 when empty)."""
         return float(self.hdr.get_stddev()) if self.count else 0.0
+
+    def summary_ms(self) -> dict[str, float] | None:
+        """min/mean/stddev/:data:`PERCENTILES`/max in milliseconds, or None when empty."""
+        if not self.count:
+            return None
+        summary = {"min": _ms(self.min), "mean": _ms(self.mean), "stddev": _ms(self.stddev)}
+        for name, q in PERCENTILES:
+            summary[name] = _ms(self.percentile(q))
+        summary["max"] = _ms(self.max)
+        return summary
+
+    def to_record(self) -> dict[str, object]:
+        """The JSON shape results carry: unit, count, exact min and max, the encoding."""
+        return {
+            "unit": "ns",
+            "count": self.count,
+            "min": self.min,
+            "max": self.max,
+            "encoded": self.encode(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> LatencyHistogram:
+        """Rebuild a histogram from :meth:`to_record`.
+
+        Raises:
+            ConfigError: not a histogram in nanoseconds, or not decodable.
+        """
+        if record.get("unit") != "ns":
+            raise ConfigError(f"histogram unit {record.get('unit')!r}: expected 'ns'")
+        low, high = record.get("min"), record.get("max")
+        return cls.decode(
+            str(record["encoded"]),
+            lowest=int(low) if isinstance(low, int | str) else None,
+            highest=int(high) if isinstance(high, int | str) else None,
+        )
 
     def encode(self) -> str:
         """The standard HdrHistogram V2 compressed, base64 encoding."""

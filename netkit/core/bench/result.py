@@ -15,14 +15,6 @@ from netkit.errors import ConfigError
 
 # --- results ---# --- results -------------------------------------------------------------------------------
 
-PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("p50", 50.0),
-    ("p90", 90.0),
-    ("p99", 99.0),
-    ("p99_9", 99.9),
-    ("p99_99", 99.99),
-)
-
 # Error kinds, as reported: WebSocket closes add the code, as in "closed:1011".
 # HTTP adds "status": a response whose status code was not the one expected.
 ERROR_KINDS = (
@@ -36,10 +28,6 @@ ERROR_KINDS = (
     "protocol",
     "status",
 )
-
-
-def _ms(ns: float) -> float:
-    return round(ns / 1e6, 4)
 
 
 @dataclass
@@ -136,14 +124,7 @@ class BenchResult:
 
     def latency_ms(self) -> dict[str, float] | None:
         """min/mean/stddev/percentiles/max in milliseconds, or None without samples."""
-        h = self.latency
-        if not h.count:
-            return None
-        summary = {"min": _ms(h.min), "mean": _ms(h.mean), "stddev": _ms(h.stddev)}
-        for name, q in PERCENTILES:
-            summary[name] = _ms(h.percentile(q))
-        summary["max"] = _ms(h.max)
-        return summary
+        return self.latency.summary_ms()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape: inputs, totals, derived figures and the encoded histogram."""
@@ -169,13 +150,7 @@ class BenchResult:
             "errors": {"total": self.error_count, **dict(sorted(self.errors.items()))},
             "error_samples": dict(sorted(self.error_samples.items())),
             "latency_ms": self.latency_ms(),
-            "histogram": {
-                "unit": "ns",
-                "count": self.latency.count,
-                "min": self.latency.min,
-                "max": self.latency.max,
-                "encoded": self.latency.encode(),
-            },
+            "histogram": self.latency.to_record(),
             "parts": self.parts,
             "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
             "connects": self.connects,
@@ -193,9 +168,6 @@ class BenchResult:
             errors = Counter(
                 {str(k): int(v) for k, v in dict(data["errors"]).items() if k != "total"}
             )
-            hist = data["histogram"]
-            if hist.get("unit") != "ns":
-                raise ConfigError(f"histogram unit {hist.get('unit')!r}: expected 'ns'")
             rate = data.get("rate")
             started_at = data.get("started_at")
             return cls(
@@ -215,11 +187,7 @@ class BenchResult:
                 missed=int(data.get("missed", 0)),
                 errors=errors,
                 error_samples={str(k): str(v) for k, v in dict(data["error_samples"]).items()},
-                latency=LatencyHistogram.decode(
-                    str(hist["encoded"]),
-                    lowest=int(hist["min"]) if "min" in hist else None,
-                    highest=int(hist["max"]) if "max" in hist else None,
-                ),
+                latency=LatencyHistogram.from_record(data["histogram"]),
                 parts=int(data.get("parts", 1)),
                 started_at=float(started_at) if started_at is not None else None,
                 statuses=Counter(

@@ -20,10 +20,6 @@ from netkit.core.bench.stages import StageKind, Stages
 from netkit.errors import ConfigError
 
 
-def _ms(ns: float) -> float:
-    return round(ns / 1e6, 4)
-
-
 @dataclass
 class StageResult:
     """What one stage measured (one worker's, or all of them merged).
@@ -52,11 +48,6 @@ class StageResult:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     @property
-    def error_count(self) -> int:
-        """All errors of the stage."""
-        return sum(self.errors.values())
-
-    @property
     def rps(self) -> float:
         """Requests completed per second of the stage (0 for a stage that took no time)."""
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
@@ -73,18 +64,6 @@ class StageResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape (inside a result's ``stages`` list)."""
-        h = self.latency
-        lat = None
-        if h.count:
-            lat = {
-                "min": _ms(h.min),
-                "mean": _ms(h.mean),
-                "p50": _ms(h.percentile(50)),
-                "p90": _ms(h.percentile(90)),
-                "p99": _ms(h.percentile(99)),
-                "p99_9": _ms(h.percentile(99.9)),
-                "max": _ms(h.max),
-            }
         return {
             "index": self.index,
             "kind": self.kind,
@@ -97,9 +76,9 @@ class StageResult:
             "intended": self.intended,
             "intended_rps": round(self.intended_rps, 1),
             "missed": self.missed,
-            "errors": {"total": self.error_count, **dict(sorted(self.errors.items()))},
-            "latency_ms": lat,
-            "histogram": {"unit": "ns", "min": h.min, "max": h.max, "encoded": h.encode()},
+            "errors": {"total": sum(self.errors.values()), **dict(sorted(self.errors.items()))},
+            "latency_ms": self.latency.summary_ms(),
+            "histogram": self.latency.to_record(),
         }
 
     @classmethod
@@ -110,7 +89,6 @@ class StageResult:
             KeyError, TypeError, ValueError: a field is missing or has the wrong type (the
                 caller reports the result as unreadable).
         """
-        hist = data["histogram"]
         return cls(
             index=int(data["index"]),
             kind=StageKind(data["kind"]),
@@ -124,9 +102,7 @@ class StageResult:
             errors=Counter(
                 {str(k): int(v) for k, v in dict(data["errors"]).items() if k != "total"}
             ),
-            latency=LatencyHistogram.decode(
-                str(hist["encoded"]), lowest=int(hist["min"]), highest=int(hist["max"])
-            ),
+            latency=LatencyHistogram.from_record(data["histogram"]),
         )
 
 
