@@ -31,14 +31,11 @@ def stage_now(stages: Stages, elapsed: float) -> dict[str, Any]:
 
 
 def stage_line(fields: dict[str, Any]) -> str:
-    """``stage 2/3 -> 1,000/s (now 640/s)`` for the progress bar."""
+    """``now 640/s -> 1,000/s`` for the progress bar (the stage's number is its title)."""
     rate = "target_rps" in fields
     unit = "/s" if rate else " conn"
     now = fields["target_rps"] if rate else fields["target_connections"]
-    return (
-        f"stage {fields['stage']}/{fields['stages']} -> {fields['stage_target']:,.0f}{unit}"
-        f" (now {now:,.0f}{unit})"
-    )
+    return f"now {now:,.0f}{unit} -> {fields['stage_target']:,.0f}{unit}"
 
 
 def stage_table(result: BenchResult) -> Table:

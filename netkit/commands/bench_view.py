@@ -73,8 +73,12 @@ class LiveView:
                 self.task,
                 completed=totals.elapsed if self.plan.requests is None else totals.requests,
                 stats=f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  "
-                f"errors {totals.errors}" + (f"  {stage_line(stage)}" if stage else ""),
-                description="warm-up" if totals.warmup else self.plan.scenario,
+                f"errors {totals.errors}" + (f"  [dim]{stage_line(stage)}[/]" if stage else ""),
+                description="warm-up"
+                if totals.warmup
+                else f"stage {stage['stage']}/{stage['stages']}"
+                if stage
+                else self.plan.scenario,
             )
         elif totals.elapsed - self._emitted >= 1.0:
             self._emitted = totals.elapsed
