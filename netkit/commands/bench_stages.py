@@ -42,7 +42,9 @@ def stage_table(result: BenchResult) -> Table:
     """One row per stage: its ramp, requests and rate (with the intended rate for rate
     stages), latency percentiles and errors."""
     rate = result.stages[0].kind is StageKind.RATE
-    grid = Table(box=None, pad_edge=False, title_justify="left", caption_justify="left")
+    grid = Table(
+        box=None, pad_edge=False, padding=(0, 1), collapse_padding=True, caption_justify="left"
+    )
     grid.caption = (
         "[dim]latency in ms; want/s: the rate the schedule asked for[/]"
         if rate
@@ -54,9 +56,9 @@ def stage_table(result: BenchResult) -> Table:
         grid.add_column(head, justify="left" if i == 0 else "right", no_wrap=True)
     for s in result.stages:
         lat = s.latency
-        cells = [s.label(), f"{s.requests:,}", f"{s.rps:,.1f}"]
+        cells = [s.label(), f"{s.requests:,}", f"{s.rps:,.0f}"]
         if rate:
-            cells += [f"{s.intended_rps:,.1f}", f"{s.missed:,}"]
+            cells += [f"{s.intended_rps:,.0f}", f"{s.missed:,}"]
         if lat.count:
             cells += [f"{lat.percentile(q) / 1e6:.3f}" for q in (50, 99, 100)]
         else:
