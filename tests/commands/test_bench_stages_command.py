@@ -161,12 +161,9 @@ def test_stage_threshold_crossed_then_held(tmp_path: Path) -> None:
         (("--stages", "1s:10/s, 1s:5"), "mixes rates"),
         (("--stages", "1s:10/s", "--rate", "100"), "--rate or --stages"),
         (("--stages", "1s:10/s", "--duration", "5s"), "--duration or --stages"),
-        (("--stages", "1s:10/s", "--warmup", "1s"), "--warmup"),
         (("--stages", "1s:5", "-c", "16"), "up to 5"),
         (("--stages", "1s:10/s", "--fail-if", "p99[stage=3]>1ms"), "there are 1 stage"),
         (("--fail-if", "p99[stage=1]>1ms"), "needs --stages"),
-        (("--stages", "1s:10/s", "--scenario", "stream"), "not to stream"),
-        (("--stages", "1s:fast"), "not a rate"),
     ],
 )
 def test_conflicting_stage_options_are_usage_errors(args: tuple[str, ...], words: str) -> None:

@@ -116,11 +116,19 @@ class LatencyHistogram:
         """Standard deviation in ns (0 when empty)."""
         return float(self.hdr.get_stddev()) if self.count else 0.0
 
-    def summary_ms(self) -> dict[str, float] | None:
-        """min/mean/stddev/:data:`PERCENTILES`/max in milliseconds, or None when empty."""
+    def summary_ms(self, *, moments: bool = True) -> dict[str, float] | None:
+        """min/mean/stddev/:data:`PERCENTILES`/max in milliseconds, or None when empty.
+
+        Args:
+            moments: include mean and stddev. hdrh computes each by iterating every
+                recorded value in Python (up to a second for a wide histogram on a busy
+                machine): per-stage summaries leave them out.
+        """
         if not self.count:
             return None
-        summary = {"min": _ms(self.min), "mean": _ms(self.mean), "stddev": _ms(self.stddev)}
+        summary = {"min": _ms(self.min)}
+        if moments:
+            summary.update(mean=_ms(self.mean), stddev=_ms(self.stddev))
         for name, q in PERCENTILES:
             summary[name] = _ms(self.percentile(q))
         summary["max"] = _ms(self.max)

@@ -77,7 +77,7 @@ class StageResult:
             "intended_rps": round(self.intended_rps, 1),
             "missed": self.missed,
             "errors": {"total": sum(self.errors.values()), **dict(sorted(self.errors.items()))},
-            "latency_ms": self.latency.summary_ms(),
+            "latency_ms": self.latency.summary_ms(moments=False),
             "histogram": self.latency.to_record(),
         }
 
