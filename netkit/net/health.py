@@ -224,6 +224,8 @@ class HealthChecker:
         self.on_check = on_check
         self.checks = 0
         self._task: asyncio.Task[None] | None = None
+        self._tasks: dict[BackendState, asyncio.Task[None]] = {}
+        self._failed: asyncio.Future[None] | None = None
 
     async def check(self, state: BackendState) -> HealthEvent | None:
         """Check one backend now and feed the result to its health machine."""
@@ -259,20 +261,49 @@ class HealthChecker:
             await asyncio.sleep(due - now)
 
     async def run(self) -> None:
-        """Check every backend forever (until cancelled).
+        """Check every backend forever (until cancelled); backends given to :meth:`watch`
+        meanwhile are checked too.
 
         Raises:
             Whatever a callback raised: the other checks stop too.
         """
-        tasks = [asyncio.create_task(self._watch(s), name=f"check {s.name}") for s in self.states]
+        self._failed = asyncio.get_running_loop().create_future()
+        for state in self.states:
+            self._spawn(state)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            await self._failed
         finally:
+            tasks, self._tasks, self._failed = list(self._tasks.values()), {}, None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, state: BackendState) -> None:
+        task = asyncio.create_task(self._watch(state), name=f"check {state.name}")
+        task.add_done_callback(self._ended)
+        self._tasks[state] = task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._failed is None or self._failed.done():
+            return
+        if (exc := task.exception()) is not None:
+            self._failed.set_exception(exc)
+
+    def watch(self, state: BackendState) -> None:
+        """Check ``state`` too from now on (a backend added while running); its first check
+        runs at once."""
+        if state in self.states:
+            return
+        self.states.append(state)
+        if self._failed is not None and not self._failed.done():  # run() is running
+            self._spawn(state)
+
+    def unwatch(self, state: BackendState) -> None:
+        """Stop checking ``state`` (a backend removed while running)."""
+        if state in self.states:
+            self.states.remove(state)
+        if (task := self._tasks.pop(state, None)) is not None:
+            task.cancel()
 
     def start(self) -> None:
         """Start checking in the background (call from inside the event loop)."""

@@ -577,6 +577,7 @@ def test_snapshot_rows_carry_the_live_table() -> None:
         "weight": 2,
         "effective_weight": 2.0,
         "maxconn": 5,
+        "draining": False,
         "active": 1,
         "total": 2,
         "failed": 0,

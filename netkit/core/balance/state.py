@@ -124,6 +124,8 @@ class BackendState:
         connect_times: recent connect times.
         up_since: ``now`` of the last down-to-up change (None if never down).
         last_check: the result of the last active check, for the live table.
+        draining: takes no new connection (removed, or drained by the operator); the
+            current ones finish.
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class BackendState:
         self.connect_times = ConnectTimes()
         self.up_since: float | None = None
         self.last_check = ""
+        self.draining = False
 
     def __repr__(self) -> str:
         return f"<BackendState {self.backend} {self.health.status} active={self.active}>"
@@ -171,8 +174,8 @@ class BackendState:
 
     @property
     def usable(self) -> bool:
-        """Up and not full: may be handed a new connection."""
-        return self.health.up and not self.full
+        """Up, not full and not draining: may be handed a new connection."""
+        return self.health.up and not self.full and not self.draining
 
     def effective_weight(self, now: float) -> float:
         """The weight now: the configured weight, ramped after coming back up (slow start)."""
@@ -263,6 +266,7 @@ class BackendState:
             "weight": self.backend.weight,
             "effective_weight": round(self.effective_weight(now), 3),
             "maxconn": self.backend.maxconn,
+            "draining": self.draining,
             "active": self.active,
             "total": self.total,
             "failed": self.failed,
