@@ -369,6 +369,7 @@ def run_server(
     url: Callable[[str, bool], str] | None = None,
     fields: Callable[[bool], dict[str, Any]] | None = None,
     companion: Callable[[Server], AbstractAsyncContextManager[Any]] | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> ExitStatus:
     """Run a server command until SIGINT/SIGTERM and print its events and summary.
 
@@ -384,7 +385,10 @@ def run_server(
         fields: more fields for the ``listening`` event (JSON only), given whether TLS is on.
         companion: given the built server, what runs beside it in the same loop (proxy's
             ``--api``): entered before the server starts, left once it has drained. One
-            process only (the caller refuses ``--workers``).
+            process only (the caller refuses ``--workers``), unless it is meant to run in
+            every worker (lb's backends-file watcher).
+        on_reload: called on SIGHUP (in every worker: the parent forwards it) instead of
+            stopping the server.
 
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT (or the worst worker's code).
@@ -444,6 +448,7 @@ def run_server(
                     while_serving=(
                         (lambda stop: _live(out, status(server), stop)) if status else None
                     ),
+                    on_reload=on_reload,
                 )
             final = presentation.final() if presentation.final is not None else {}
             return interrupted, server.stats.as_dict() | final

@@ -56,7 +56,8 @@ class ConnectQueue:
             async with asyncio.timeout_at(deadline):
                 await waiter
         except TimeoutError:
-            timed_out = not waiter.done()
+            # The timeout cancels the waiter, unless it was woken just before.
+            timed_out = waiter.cancelled()
             if timed_out:
                 raise OperationTimeout(
                     f"every backend stayed full for {counters.timeout:g}s in the queue"
