@@ -290,8 +290,8 @@ def _reload_event(out: Output, kind: str, fields: dict[str, Any]) -> None:
 
 
 def _queue_event(out: Output, kind: str, fields: dict[str, Any]) -> None:
-    # queue_timeout / queue_full: the client is closed; says why.
-    if not out.json:
+    # queued (every backend full: it waits) / queue_timeout / queue_full (it is closed).
+    if not out.json and kind != "queued":
         out.warn(f"{fields['client']}: {fields['error']}")
     out.event(kind, None, **fields)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from netkit.core.balance.queue import QueueCounters
 from netkit.errors import ConnectError, OperationTimeout
@@ -35,10 +36,16 @@ class ConnectQueue:
         """True while clients wait or are being woken: a new client must queue behind them."""
         return bool(self._waiting) or self._woken > 0
 
-    async def wait(self, deadline: float, *, again: bool = False) -> None:
+    async def wait(
+        self,
+        deadline: float,
+        *,
+        again: bool = False,
+        on_queued: Callable[[int], None] | None = None,
+    ) -> None:
         """Wait for a free slot until ``deadline`` (loop time); the caller then chooses its
         backend at once (no ``await`` in between). A client waiting ``again`` keeps its place
-        at the head.
+        at the head. ``on_queued`` is told how many wait (this client too) once it is in.
 
         Raises:
             ConnectError: the queue is full.
@@ -51,6 +58,8 @@ class ConnectQueue:
             )
         waiter = asyncio.get_running_loop().create_future()
         (self._waiting.appendleft if again else self._waiting.append)(waiter)
+        if on_queued is not None and not again:
+            on_queued(counters.current)
         timed_out = False
         try:
             async with asyncio.timeout_at(deadline):

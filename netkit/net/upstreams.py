@@ -99,8 +99,9 @@ class BalancedPool(Upstream):
         on_health: called with every backend state change the relaying itself causes.
         queue: the queue's limit and timeout (default: no limit, ``connect_timeout``, as
             HAProxy's ``timeout queue`` defaults to ``timeout connect``).
-        on_queue: called with ``("queue_timeout" | "queue_full", fields)`` for each client
-            closed after waiting, or refused because the queue was full.
+        on_queue: called with ``("queued" | "queue_timeout" | "queue_full", fields)`` for
+            each client that begins to wait (``waiting``: how many wait now), is closed after
+            waiting, or is refused because the queue was full.
     """
 
     def __init__(
@@ -165,9 +166,13 @@ class BalancedPool(Upstream):
             return sock, state.name
 
     async def _queued(self, client: str, deadline: float, *, again: bool) -> None:
-        # Wait for a slot; a client refused or timed out gets its event, then the error.
+        # Wait for a slot; a client queued, refused or timed out gets its event.
+        def queued(waiting: int) -> None:
+            if self.on_queue is not None:
+                self.on_queue("queued", {"client": client, "waiting": waiting})
+
         try:
-            await self.queue.wait(deadline, again=again)
+            await self.queue.wait(deadline, again=again, on_queued=queued)
         except (ConnectError, OperationTimeout) as exc:
             kind = "queue_full" if isinstance(exc, ConnectError) else "queue_timeout"
             if self.on_queue is not None:

@@ -69,7 +69,11 @@ def test_a_full_backend_queues_clients_in_order_and_serves_them_as_slots_free(
             pool.relay_ended(label, 0, 0)
             counts = pool.queue_snapshot()
             assert (counts["current"], counts["max"], counts["queued"]) == (0, 2, 2)
-            assert counts["timed_out"] == counts["refused"] == 0 and events == []
+            assert counts["timed_out"] == counts["refused"] == 0
+            assert [(kind, f["client"], f["waiting"]) for kind, f in events] == [
+                ("queued", "127.0.0.1:2", 1),
+                ("queued", "127.0.0.1:3", 2),
+            ]
 
     run(main())
 
@@ -113,7 +117,10 @@ def test_a_queued_client_times_out_with_an_event(run: Runner, serve: Serve) -> N
                 await pool.connect("127.0.0.1:2")
             assert loop.time() - started >= 0.19
             held.close()
-            assert [(kind, f["client"]) for kind, f in events] == [("queue_timeout", "127.0.0.1:2")]
+            assert [(kind, f["client"]) for kind, f in events] == [
+                ("queued", "127.0.0.1:2"),
+                ("queue_timeout", "127.0.0.1:2"),
+            ]
             counts = pool.queue_snapshot()
             assert (counts["current"], counts["queued"], counts["timed_out"]) == (0, 1, 1)
 
@@ -132,7 +139,10 @@ def test_a_full_queue_refuses_at_once_and_no_queue_is_the_old_refusal(
             await until(lambda: pool.queue.counters.current == 1)
             with pytest.raises(ConnectError, match=r"so is the queue \(1 waiting\)"):
                 await pool.connect("127.0.0.1:3")
-            assert [(kind, f["client"]) for kind, f in events] == [("queue_full", "127.0.0.1:3")]
+            assert [(kind, f["client"]) for kind, f in events] == [
+                ("queued", "127.0.0.1:2"),
+                ("queue_full", "127.0.0.1:3"),
+            ]
             held.close()
             pool.relay_ended(label, 0, 0)
             (await waiting)[0].close()
