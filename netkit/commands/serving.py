@@ -284,6 +284,11 @@ _CHANGES = {
     "timeline_step": "timeline step {index} (at {at_s:g}s, cycle {cycle})",
     "timeline_repeat": "timeline cycle {cycle} begins",
     "timeline_end": "timeline over after {cycles} cycle(s)",
+    "backend_added": "backend {spec} added",
+    "backend_removed": "backend {backend} removed ({active} connection(s) finishing)",
+    "backend_state": "backend {backend} now {admin} (was {previous})",
+    "backend_weight": "backend {backend} now weighs {weight} (was {previous})",
+    "backend_drained": "backend {backend} drained: its last connection ended",
 }
 
 

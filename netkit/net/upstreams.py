@@ -20,7 +20,7 @@ from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.backends import Backend
 from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.pool import BackendPool
-from netkit.core.balance.state import BackendState
+from netkit.core.balance.state import BackendState, OnError
 from netkit.errors import ConnectError, LocalError, OperationTimeout
 from netkit.net.connect import connect_raw
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
@@ -63,6 +63,9 @@ class FixedUpstream(Upstream):
         self.endpoint = endpoint
         self.timeout = timeout
         self.label = str(endpoint)
+        # The upstream's counters and connect times, kept as lb keeps a backend's (--metrics);
+        # a failed connect is only counted: proxy has no health to change.
+        self.counts = BackendState(Backend(endpoint), on_error=OnError.IGNORE)
 
     def retarget(self, endpoint: TCPEndpoint | UnixEndpoint) -> None:
         """Connect to ``endpoint`` from now on."""
@@ -70,7 +73,22 @@ class FixedUpstream(Upstream):
         self.label = str(endpoint)
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
-        return await connect_raw(self.endpoint, timeout=self.timeout), self.label
+        counts = self.counts
+        counts.connect_started()
+        started = time.perf_counter()
+        try:
+            sock = await connect_raw(self.endpoint, timeout=self.timeout)
+        except (ConnectError, OperationTimeout) as exc:
+            counts.connect_failed(str(exc), 0.0)
+            raise
+        except BaseException:
+            counts.connect_abandoned()
+            raise
+        counts.connect_succeeded(time.perf_counter() - started)
+        return sock, self.label
+
+    def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
+        self.counts.connection_ended(bytes_up, bytes_down)
 
 
 def balance_key(client: str) -> str:
@@ -104,6 +122,9 @@ class BalancedPool(Upstream):
         self.connect_timeout = connect_timeout
         self.checker = checker
         self.on_health = on_health
+        self.redispatches = 0
+        self.on_drained: Callable[[BackendState], None] | None = None
+        """Called when the last connection of a draining or removed backend ends."""
 
     def start(self) -> None:
         if self.checker is not None:
@@ -118,6 +139,7 @@ class BalancedPool(Upstream):
         tried: set[BackendState] = set()
         last = ""
         while (state := self.pool.choose(balance_key(client), loop.time(), tried)) is not None:
+            self.redispatches += bool(tried)  # HAProxy's redispatch: on to another server
             state.connect_started()
             started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
             try:
@@ -136,7 +158,9 @@ class BalancedPool(Upstream):
         raise ConnectError(f"{self.pool.unavailable(tried)}{last}")
 
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
-        self.pool.state(upstream).connection_ended(bytes_up, bytes_down)
+        drained = self.pool.ended(upstream, bytes_up, bytes_down)
+        if drained is not None and self.on_drained is not None:
+            self.on_drained(drained)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """One row per backend (:meth:`BackendPool.snapshot`), now."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Container, Sequence
+from dataclasses import replace
 from typing import Any
 
 from netkit.core.balance.backends import Backend
 from netkit.core.balance.policies import make_policy
-from netkit.core.balance.state import BackendState, OnError
+from netkit.core.balance.state import AdminState, BackendState, OnError
 from netkit.errors import ConfigError
 
 
@@ -42,13 +43,27 @@ class BackendPool:
         if not backends:
             raise ConfigError("no backends given")
         self.algorithm = algorithm
-        self.states = [
-            BackendState(b, rise=rise, fall=fall, slowstart=slowstart, on_error=on_error)
-            for b in backends
-        ]
-        rng = random.Random(seed)
-        self.primary = make_policy(algorithm, [s for s in self.states if not s.backend.backup], rng)
-        self.backup = make_policy(algorithm, [s for s in self.states if s.backend.backup], rng)
+        self._health = (rise, fall)
+        self.slowstart, self.on_error = slowstart, on_error
+        self.states = [self._new_state(b) for b in backends]
+        self.retired: list[BackendState] = []  # removed, with connections still running
+        self.rng = random.Random(seed)
+        self._rebuild()
+
+    def _new_state(self, backend: Backend) -> BackendState:
+        rise, fall = self._health
+        return BackendState(
+            backend, rise=rise, fall=fall, slowstart=self.slowstart, on_error=self.on_error
+        )
+
+    def _rebuild(self) -> None:
+        # The policies over the tiers as they are now (after a backend or a weight changed).
+        self.primary = make_policy(
+            self.algorithm, [s for s in self.states if not s.backend.backup], self.rng
+        )
+        self.backup = make_policy(
+            self.algorithm, [s for s in self.states if s.backend.backup], self.rng
+        )
 
     def choose(
         self, client_key: str = "", now: float = 0.0, exclude: Container[BackendState] = ()
@@ -77,15 +92,77 @@ class BackendPool:
         return "no backend available"
 
     def state(self, name: str) -> BackendState:
-        """The state of the backend called ``name`` (its endpoint string).
+        """The state of the backend called ``name`` (its endpoint string), removed ones
+        whose connections still run included.
 
         Raises:
             KeyError: no such backend.
         """
-        for state in self.states:
+        for state in (*self.states, *self.retired):
             if state.name == name:
                 return state
         raise KeyError(name)
+
+    # --- changes while running (the runtime API, a reload) ---------------------------------
+
+    def add(self, backend: Backend, now: float) -> BackendState:
+        """Add ``backend``: up (provisionally, as at start) and, with slow start, ramping up
+        from ``now``.
+
+        Raises:
+            ConfigError: a backend with that endpoint is in the pool.
+        """
+        if any(s.backend.endpoint == backend.endpoint for s in self.states):
+            raise ConfigError(f"backend {backend.name} is already in the pool")
+        state = self._new_state(backend)
+        if state.slowstart > 0:
+            state.up_since = now
+        self.states.append(state)
+        self._rebuild()
+        return state
+
+    def remove(self, name: str) -> BackendState:
+        """Take the backend called ``name`` out: no new connection goes to it, its current
+        ones finish (it stays in :attr:`retired` until they have).
+
+        Raises:
+            KeyError: no such backend.
+            ConfigError: it is the last primary backend.
+        """
+        state = self.state(name)
+        if state.removed:
+            raise KeyError(name)
+        if not state.backend.backup and sum(not s.backend.backup for s in self.states) == 1:
+            raise ConfigError(f"backend {name} is the last primary: add another one first")
+        self.states.remove(state)
+        state.removed = True
+        if state.active:
+            self.retired.append(state)
+        self._rebuild()
+        return state
+
+    def set_weight(self, name: str, weight: int) -> BackendState:
+        """Give the backend called ``name`` a new weight (new connections follow it).
+
+        Raises:
+            KeyError: no such backend.
+            ConfigError: the weight is out of range.
+        """
+        state = self.state(name)
+        state.backend = replace(state.backend, weight=weight)
+        self._rebuild()  # the hash ring's points follow the weight
+        return state
+
+    def ended(self, name: str, bytes_up: int, bytes_down: int) -> BackendState | None:
+        """A connection to ``name`` ended; returns its backend when that was the last
+        connection of a backend draining or removed (it is then drained)."""
+        state = self.state(name)
+        state.connection_ended(bytes_up, bytes_down)
+        if state.active or not (state.removed or state.admin is not AdminState.READY):
+            return None
+        if state in self.retired:
+            self.retired.remove(state)
+        return state
 
     @property
     def up_count(self) -> int:
