@@ -44,8 +44,7 @@ def control_servers(
         return None
     if workers > 1:
         raise UsageError(
-            f"{' and '.join(asked)} run in one process: drop --workers",
-            hint="each worker has its own counters and backends",
+            f"{' and '.join(asked)} serve one process's counters and backends: drop --workers"
         )
     from netkit.net.control import control_companion
 
