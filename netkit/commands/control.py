@@ -1,22 +1,43 @@
 """The flags of the control server beside ``lb`` and ``proxy`` (``--metrics``, ``lb --api``),
-turned into its listener and what runs beside the relay (:mod:`netkit.net.control`).
+turned into its listeners and what runs beside the relay (:mod:`netkit.net.control`).
 
-The listener is made at once, so that the ``listening`` event can say where it is; the
-control module (and prometheus_client with it) is imported only when a flag asks for it.
+The listeners are made at once, so that the ``listening`` event can say where they are; the
+control modules (and prometheus_client with them) are imported only when a flag asks for them.
+With ``--workers N`` each worker serves the control routes on a private Unix socket (in a
+directory only this user can enter) and the parent serves the public addresses by asking them
+all (:mod:`netkit.net.control_workers`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from netkit.commands.serving import Companion, together
-from netkit.core.addresses import parse_stream_endpoint
-from netkit.errors import UsageError
+from netkit.core.addresses import UnixEndpoint, parse_stream_endpoint
 from netkit.net.server import make_listener
 from netkit.net.sockets import listener_address
 
 RelaysOf = Callable[[], Iterable[tuple[str, Any]]]
+
+
+@dataclass
+class ControlServers:
+    """What ``--metrics``/``--api`` add to :func:`~netkit.commands.serving.run_server`.
+
+    Attributes:
+        companion: runs beside the relay, in its process (each worker's, with workers).
+        supervise: with workers, runs in the parent: the public control server.
+    """
+
+    companion: Companion | None
+    supervise: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
 
 
 def control_servers(
@@ -27,31 +48,78 @@ def control_servers(
     api: str | None = None,
     workers: int = 1,
     relays: RelaysOf | None = None,
-) -> Companion | None:
+) -> ControlServers:
     """The control servers ``--metrics`` and ``--api`` ask for, listening now (their addresses
-    go into ``details``, the ``listening`` event's fields); None when neither is given.
+    go into ``details``, the ``listening`` event's fields); nothing when neither is given.
 
     Args:
         name: the relay's name in the metrics (``lb``, or proxy's ``--name``).
         api: lb's runtime API (the backends' routes, and the metrics' too).
-        relays: the relays the metrics cover, when not just the command's own server.
-
-    Raises:
-        UsageError: with ``--workers``: each worker has its own counters and pool.
+        workers: worker processes (``--workers``).
+        relays: the relays the metrics cover, when not just the command's own server (one
+            process only: proxy's ``--api``, which refuses ``--workers``).
     """
-    asked = [flag for flag, value in (("--metrics", metrics), ("--api", api)) if value]
-    if not asked:
-        return None
-    if workers > 1:
-        raise UsageError(
-            f"{' and '.join(asked)} serve one process's counters and backends: drop --workers"
-        )
+    public: dict[str, socket.socket] = {}
+    for flag, text in (("metrics", metrics), ("api", api)):
+        if text is not None:
+            public[flag] = make_listener(parse_stream_endpoint(text))
+            details[flag] = listener_address(public[flag])
+    if not public:
+        return ControlServers(None)
     from netkit.net.control import control_companion
 
-    beside: list[Companion] = []
-    for flag, text, control in (("metrics", metrics, False), ("api", api, True)):
-        if text is not None:
-            sock = make_listener(parse_stream_endpoint(text))
-            details[flag] = listener_address(sock)
-            beside.append(control_companion(sock, name=name, relays=relays, control=control))
-    return together(*beside)
+    if workers == 1:
+        beside = [
+            control_companion(sock, name=name, relays=relays, control=flag == "api")
+            for flag, sock in public.items()
+        ]
+        return ControlServers(together(*beside))
+    private = Path(tempfile.mkdtemp(prefix="netkit-control-"))  # mode 0700
+    paths = [str(private / f"worker{i}.sock") for i in range(workers)]
+    socks = [make_listener(UnixEndpoint(path), socket_mode=0o600) for path in paths]
+    in_worker = control_companion(
+        _own_socket(socks, [*public.values()]), name=name, control=api is not None
+    )
+    return ControlServers(
+        in_worker, lambda: _serve_workers(list(public.values()), socks, paths, private)
+    )
+
+
+def _own_socket(
+    socks: list[socket.socket], public: list[socket.socket]
+) -> Callable[[], socket.socket]:
+    # In a worker: its own private socket; the others' and the public ones are closed.
+    def pick() -> socket.socket:
+        from netkit.net.workers import worker_index
+
+        index = worker_index()
+        assert index is not None, "called in a worker"
+        for sock in [*public, *socks]:
+            if sock is not socks[index]:
+                sock.close()
+        return socks[index]
+
+    return pick
+
+
+@contextlib.contextmanager
+def _serve_workers(
+    public: list[socket.socket], socks: list[socket.socket], paths: list[str], private: Path
+) -> Iterator[None]:
+    # In the parent, once the workers run: the public addresses, answered by asking them.
+    from netkit.api.background import BackgroundLoop
+    from netkit.net.control_workers import WorkersControl
+    from netkit.net.http_api import serving_api
+
+    for sock in socks:  # the workers have them now
+        sock.close()
+    try:
+        with BackgroundLoop(name="netkit-control") as loop:
+            served = [loop.enter(serving_api(sock, WorkersControl(paths))) for sock in public]
+            try:
+                yield
+            finally:
+                for entered in served:
+                    entered.exit()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

@@ -186,7 +186,7 @@ def lb(
         "idle_timeout_s": idle,
         "accept_proxy_protocol": accept.accept_proxy_protocol,
     }
-    beside = control_servers(details, name="lb", metrics=metrics, api=api, workers=server.workers)
+    control = control_servers(details, name="lb", metrics=metrics, api=api, workers=server.workers)
     code = run_server(
         out,
         name="lb",
@@ -204,7 +204,8 @@ def lb(
         options=opt.socket_options(None, None, False),
         details=details,
         fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
-        companion=beside,
+        companion=control.companion,
+        supervise=control.supervise,
     )
     raise typer.Exit(code)
 

@@ -216,8 +216,10 @@ def proxy(
         initial = ProxySpec(name, str(listen_at), str(target), seed=seed)
         beside = companion(registry, api=api_sock, adopt=initial, populate=_config(config))
         relays = _registry_relays(registry)
-    watch = control_servers(details, name=name, metrics=metrics, relays=relays)
-    beside = together(beside, timeline_companion(steps, bounded), watch)
+    watch = control_servers(
+        details, name=name, metrics=metrics, relays=relays, workers=server.workers
+    )
+    beside = together(beside, timeline_companion(steps, bounded), watch.companion)
     code = run_server(
         out,
         name="proxy",
@@ -233,6 +235,7 @@ def proxy(
             | ({"timeline": steps.as_dict()} if steps is not None else {})
         ),
         companion=beside,
+        supervise=watch.supervise,
     )
     raise typer.Exit(code)
 
@@ -281,7 +284,7 @@ def _serve_api(
         flags=server,
         details=details,
         url=lambda address, tls: f"{'https' if tls else 'http'}://{address}",
-        companion=together(companion(registry, populate=proxies), watch),
+        companion=together(companion(registry, populate=proxies), watch.companion),
     )
 
 

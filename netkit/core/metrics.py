@@ -207,3 +207,60 @@ def families(proxies: Iterable[dict[str, Any]]) -> Iterator[Family]:
 
 BUCKET_BOUNDS = (*(repr(b) for b in CONNECT_TIME_BUCKETS), "+Inf")
 """The ``le`` labels of the connect-time histogram's buckets."""
+
+
+# --- several worker processes (--workers N): their snapshots as one ----------------------
+
+SERVER_COUNTERS = ("active", "total", "failed", "bytes_up", "bytes_down", "connects", "queue")
+"""A server row's figures that workers add up; health, checks and weights are the first's
+(every worker checks every backend itself)."""
+
+
+def _add(into: dict[str, Any], row: dict[str, Any], keys: Iterable[str]) -> None:
+    for key in keys:
+        if key in row:
+            into[key] = into.get(key, 0) + row[key]
+
+
+def merge_server_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One backend's rows from every worker as one: :data:`SERVER_COUNTERS` and the
+    connect-time histogram added up, the rest as the first worker has it."""
+    merged = dict(rows[0])
+    for row in rows[1:]:
+        _add(merged, row, SERVER_COUNTERS)
+        if "connect_buckets" in row:
+            merged["connect_buckets"] = [
+                a + b
+                for a, b in zip(merged["connect_buckets"], row["connect_buckets"], strict=True)
+            ]
+            merged["connect_sum_s"] += row["connect_sum_s"]
+    if "connect_sum_s" in merged:
+        count = merged["connects"]
+        merged["connect_average_s"] = merged["connect_sum_s"] / count if count else 0.0
+    return merged
+
+
+def merge_proxy_stats(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One relay's ``/stats`` entries from every worker as one: the frontend's figures added
+    up (``max_sessions`` too: the sum of each worker's peak, an upper bound), servers merged by
+    name (in the order first seen), the backend recomputed from them."""
+    frontend: dict[str, Any] = {}
+    for entry in entries:
+        _add(frontend, entry["frontend"], entry["frontend"])
+    servers: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        for row in entry["servers"]:
+            servers.setdefault(row["backend"], []).append(row)
+    redispatches = sum(e["backend"]["redispatch_warnings_total"] for e in entries)
+    rows = [merge_server_rows(same) for same in servers.values()]
+    return proxy_stats(entries[0]["name"], frontend, rows, redispatches)
+
+
+def merge_stats(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``/stats`` JSON of every worker (``{"proxies": [...]}`` each) as one, relays
+    matched by name."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for snapshot in snapshots:
+        for entry in snapshot["proxies"]:
+            by_name.setdefault(entry["name"], []).append(entry)
+    return {"proxies": [merge_proxy_stats(entries) for entries in by_name.values()]}

@@ -101,7 +101,7 @@ class ControlApi:
 
 
 def control_companion(
-    sock: socket.socket,
+    sock: socket.socket | Callable[[], socket.socket],
     *,
     name: str,
     relays: Relays | None = None,
@@ -110,6 +110,7 @@ def control_companion(
     """What runs beside a relay server: the control server on ``sock``.
 
     Args:
+        sock: the listener, or what gives it in the serving process (a worker's own).
         name: the server's name in the metrics (their ``proxy`` label).
         relays: the relays the metrics cover (default: the server itself, as ``name``).
         control: serve the backends' runtime API too (the server relays to a pool).
@@ -130,7 +131,8 @@ def control_companion(
             assert relay is not None
             covered = lambda: [(name, relay)]  # noqa: E731
         api = ControlApi(covered, pool, on_event=hook)
-        async with serving_api(sock, api, on_event=_control_events(hook)):
+        listener = sock if isinstance(sock, socket.socket) else sock()
+        async with serving_api(listener, api, on_event=_control_events(hook)):
             yield
 
     return beside

@@ -81,15 +81,15 @@ def snapshot(relays: Relays) -> dict[str, Any]:
     return {"proxies": [relay_stats(name, server) for name, server in relays()]}
 
 
-class RelayCollector:
-    """A prometheus_client collector reading ``relays`` at each scrape."""
+class StatsCollector:
+    """A prometheus_client collector over a ``/stats`` snapshot (made at scrape time)."""
 
-    def __init__(self, relays: Relays) -> None:
-        self.relays = relays
+    def __init__(self, stats: dict[str, Any]) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        """The metric families, from the counters as they are now."""
-        for family in families(snapshot(self.relays)["proxies"]):
+        """The metric families of the snapshot."""
+        for family in families(self.stats["proxies"]):
             labels = list(family.labels)
             if family.kind == "histogram":
                 histogram = HistogramMetricFamily(family.name, family.help, labels=labels)
@@ -106,18 +106,22 @@ class RelayCollector:
             yield metric
 
 
+def prometheus_response(stats: dict[str, Any]) -> Response:
+    """``GET /metrics``'s answer: the snapshot in the Prometheus text exposition format."""
+    registry = CollectorRegistry(auto_describe=False)  # one per scrape: it holds no state
+    registry.register(StatsCollector(stats))
+    return Response(200, generate_latest(registry), (("Content-Type", CONTENT_TYPE_LATEST),))
+
+
 class MetricsRoutes:
     """``GET /metrics`` (Prometheus text) and ``GET /stats`` (JSON) over ``relays``."""
 
     def __init__(self, relays: Relays) -> None:
         self.relays = relays
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RelayCollector(relays))
 
     async def metrics(self, request: Request) -> Response:
         """``GET /metrics``: the Prometheus text exposition format."""
-        body = generate_latest(self.registry)
-        return Response(200, body, (("Content-Type", CONTENT_TYPE_LATEST),))
+        return prometheus_response(snapshot(self.relays))
 
     async def stats(self, request: Request) -> Response:
         """``GET /stats``: the same figures as JSON."""

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.commands.conftest import assert_one_line_error, run_netkit
 from tests.commands.test_lb import NamedBackend, host_port, who
 
 PAYLOAD = b"x" * 1000
@@ -308,9 +307,62 @@ def test_api_errors_are_http_statuses_with_a_json_body(netkit_server, named):
     assert lb.stop() == 0
 
 
-@pytest.mark.parametrize("flag", ["--metrics", "--api"])
-def test_control_with_workers_is_a_usage_error(flag):
-    result = run_netkit("lb", ":0", "127.0.0.1:1", flag, ":0", "--workers", "2")
-    assert result.returncode == 2
-    assert_one_line_error(result.stderr)
-    assert f"{flag} serve" in result.stderr and "--workers" in result.stderr
+def test_workers_metrics_and_api_cover_every_worker(netkit_server, named):
+    a, b = named("a"), named("b")
+    lb = netkit_server(
+        "lb", ":0", a.address, b.address, "--workers", "2", "--metrics", ":0", "--api", ":0"
+    )
+    for _ in range(8):  # the kernel spreads them over the two workers
+        exchange(lb.address)
+    closed = [lb.wait_for("closed") for _ in range(8)]
+    m = scrape(lb.listening["metrics"])
+    front = (("proxy", "lb"),)
+    assert m[("haproxy_frontend_sessions_total", front)] == 8
+    assert m[("haproxy_frontend_bytes_in_total", front)] == 8 * len(PAYLOAD)
+    assert m[("haproxy_backend_sessions_total", front)] == 8
+    per_server = collections.Counter(event["upstream"] for event in closed)
+    for backend in (a, b):
+        server = (("proxy", "lb"), ("server", backend.address))
+        assert m[("haproxy_server_sessions_total", server)] == per_server[backend.address]
+        assert (
+            m[("netkit_server_connect_time_seconds_count", server)] == per_server[backend.address]
+        )
+    api = lb.listening["api"]
+    status, row = call(api, "PATCH", f"/backends/{a.address}", {"weight": 3})
+    assert (status, row["weight"]) == (200, 3)
+    weights = [lb.wait_for("backend_weight") for _ in range(2)]
+    assert [w["weight"] for w in weights] == [3, 3], "each worker made the change"
+    status, listing = call(api, "GET", "/backends")
+    assert [(r["backend"], r["weight"]) for r in listing["backends"]] == [
+        (a.address, 3),
+        (b.address, 1),
+    ]
+    assert sum(r["total"] for r in listing["backends"]) == 8
+    assert call(api, "GET", "/backends/127.0.0.1:1")[0] == 404
+    assert call(api, "PATCH", f"/backends/{a.address}", {"weight": 0})[0] == 400
+    assert lb.stop() == 0
+
+
+def test_proxy_metrics_cover_every_proxy_its_api_made(netkit_server, named):
+    up = named("up")
+    proxy = netkit_server(
+        "proxy", ":0", up.address, "--api", ":0", "--metrics", ":0", "--name", "web"
+    )
+    status, made = call(
+        proxy.listening["api"],
+        "POST",
+        "/proxies",
+        {"name": "second", "listen": "127.0.0.1:0", "upstream": up.address},
+    )
+    assert status == 201
+    assert exchange(proxy.address) == "up"
+    for _ in range(2):
+        assert exchange(made["listen"]) == "up"
+    for _ in range(3):
+        proxy.wait_for("closed")
+    m = scrape(proxy.listening["metrics"])
+    assert m[("haproxy_frontend_sessions_total", (("proxy", "web"),))] == 1
+    assert m[("haproxy_frontend_sessions_total", (("proxy", "second"),))] == 2
+    second = (("proxy", "second"), ("server", up.address))
+    assert m[("haproxy_server_bytes_in_total", second)] == 2 * len(PAYLOAD)
+    assert proxy.stop() == 0

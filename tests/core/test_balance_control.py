@@ -12,7 +12,7 @@ from netkit.core.balance.control import BackendChange, PoolControl
 from netkit.core.balance.pool import BackendPool
 from netkit.core.balance.state import AdminState
 from netkit.core.http_api import ApiError
-from netkit.core.metrics import families, proxy_stats, server_row
+from netkit.core.metrics import families, merge_stats, proxy_stats, server_row
 
 
 def make(*texts: str, algorithm: str = "roundrobin") -> tuple[BackendPool, PoolControl]:
@@ -141,3 +141,28 @@ def test_families_carry_haproxys_names_and_exact_values():
     assert buckets[0] == 1 and buckets[-2] == 2 and buckets[-1] == 3, "9 s is only in +Inf"
     assert total == pytest.approx(9.0032)
     assert "haproxy_server_current_queue" not in by_name, "no queue to report yet"
+
+
+def test_workers_snapshots_merge_counters_and_keep_the_first_health():
+    def worker(total: int, active: int, bucket: int, up: bool) -> dict:
+        pool, _ = make("127.0.0.1:1")
+        state = pool.states[0]
+        for _ in range(total):
+            state.connect_started()
+            state.connect_succeeded(0.001 if bucket else 5.0)
+        for _ in range(total - active):
+            pool.ended(state.name, 10, 20)
+        if not up:
+            state.check_failed("refused", 0.0)
+        front = {"current_sessions": active, "sessions_total": total}
+        return {"proxies": [proxy_stats("lb", front, [server_row(state, 0.0)], 1)]}
+
+    merged = merge_stats([worker(3, 1, 1, True), worker(2, 0, 0, False)])
+    (entry,) = merged["proxies"]
+    assert entry["frontend"] == {"current_sessions": 1, "sessions_total": 5}
+    (row,) = entry["servers"]
+    assert (row["total"], row["active"], row["bytes_up"]) == (5, 1, 40)
+    assert row["status"] == "UP", "health as the first worker sees it"
+    assert sum(row["connect_buckets"]) == 3 and row["connects"] == 5
+    assert row["connect_average_s"] == pytest.approx((3 * 0.001 + 2 * 5.0) / 5)
+    assert entry["backend"]["redispatch_warnings_total"] == 2
