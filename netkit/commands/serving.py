@@ -288,7 +288,7 @@ _CHANGES = {
     "backend_removed": "backend {backend} removed ({active} connection(s) finishing)",
     "backend_state": "backend {backend} now {admin} (was {previous})",
     "backend_weight": "backend {backend} now weighs {weight} (was {previous})",
-    "backend_drained": "backend {backend} drained: its last connection ended",
+    "backend_drained": "backend {backend} drained: no connection left",
 }
 
 
