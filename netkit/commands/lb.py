@@ -13,12 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from netkit.commands import options as opt
+from netkit.commands.control import control_servers
 from netkit.commands.serving import (
     Presentation,
     build_relay,
     relay_status,
     relay_summary,
     run_server,
+    together,
 )
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
@@ -158,6 +160,18 @@ def lb(
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
     ] = None,
     idle_timeout: opt.RelayIdleTimeout = opt.RELAY_IDLE_TIMEOUT,
+    metrics: opt.Metrics = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            metavar="HOST:PORT",
+            help="Serve the runtime API on HOST:PORT (loopback unless a host is given; :0 picks a"
+            " port): list the backends; enable, disable, drain, reweight, add and remove them"
+            " (GET/POST /backends, GET/PATCH/DELETE /backends/HOST:PORT); /metrics and /stats too.",
+            rich_help_panel=opt.CONTROL_PANEL,
+        ),
+    ] = None,
     server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
 ) -> None:
@@ -215,6 +229,19 @@ def lb(
         idle_timeout=idle,
         seed=seed,
     )
+    details = {
+        "algorithm": algorithm,
+        "backends": [str(b) for b in pool_backends],
+        "check_interval_s": interval,
+        "rise": rise,
+        "fall": fall,
+        "idle_timeout_s": idle,
+        "accept_proxy_protocol": accept.accept_proxy_protocol,
+        "backends_file": str(backends_file) if backends_file else None,
+        "queue": queue,
+        "queue_timeout_s": upstream.queue.counters.timeout,
+    }
+    control = control_servers(details, name="lb", metrics=metrics, api=api, workers=server.workers)
     code = run_server(
         out,
         name="lb",
@@ -235,20 +262,10 @@ def lb(
         ),
         per_connection=2,
         options=opt.socket_options(None, None, False),
-        details={
-            "algorithm": algorithm,
-            "backends": [str(b) for b in pool_backends],
-            "check_interval_s": interval,
-            "rise": rise,
-            "fall": fall,
-            "idle_timeout_s": idle,
-            "accept_proxy_protocol": accept.accept_proxy_protocol,
-            "backends_file": str(backends_file) if backends_file else None,
-            "queue": queue,
-            "queue_timeout_s": upstream.queue.counters.timeout,
-        },
+        details=details,
         fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
-        companion=watcher.watching if watcher is not None else None,
+        companion=together(control.companion, watcher.watching if watcher is not None else None),
+        supervise=control.supervise,
         on_reload=functools.partial(_sighup, out, watcher),
     )
     raise typer.Exit(code)
@@ -322,7 +339,10 @@ def backend_table(rows: list[dict[str, Any]]) -> Table:
     ):
         grid.add_column(column, justify="left" if column in ("backend", "state") else "right")
     for row in rows:
-        state = row["state"] + (" (backup)" if row["role"] == "backup" else "")
+        state = row["state"] + (
+            f" ({row['admin']})" if row.get("admin", "ready") != "ready" else ""
+        )
+        state += " (backup)" if row["role"] == "backup" else ""
         grid.add_row(
             row["backend"],
             f"[green]{state}[/]" if row["state"] == "up" else f"[red]{state}[/]",

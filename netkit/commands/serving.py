@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -284,6 +284,11 @@ _CHANGES = {
     "timeline_step": "timeline step {index} (at {at_s:g}s, cycle {cycle})",
     "timeline_repeat": "timeline cycle {cycle} begins",
     "timeline_end": "timeline over after {cycles} cycle(s)",
+    "backend_added": "backend {spec} added",
+    "backend_removed": "backend {backend} removed ({active} connection(s) finishing)",
+    "backend_state": "backend {backend} now {admin} (was {previous})",
+    "backend_weight": "backend {backend} now weighs {weight} (was {previous})",
+    "backend_drained": "backend {backend} drained: no connection left",
 }
 
 
@@ -369,6 +374,7 @@ def run_server(
     url: Callable[[str, bool], str] | None = None,
     fields: Callable[[bool], dict[str, Any]] | None = None,
     companion: Callable[[Server], AbstractAsyncContextManager[Any]] | None = None,
+    supervise: Callable[[], AbstractContextManager[Any]] | None = None,
     on_reload: Callable[[], None] | None = None,
 ) -> ExitStatus:
     """Run a server command until SIGINT/SIGTERM and print its events and summary.
@@ -385,8 +391,9 @@ def run_server(
         fields: more fields for the ``listening`` event (JSON only), given whether TLS is on.
         companion: given the built server, what runs beside it in the same loop (proxy's
             ``--api``): entered before the server starts, left once it has drained. One
-            process only (the caller refuses ``--workers``), unless it is meant to run in
-            every worker (lb's backends-file watcher).
+            process, or each worker's (the caller makes it work so, or refuses ``--workers``).
+        supervise: with ``--workers``, what runs in the parent while the workers serve (the
+            control server that asks them all), entered once they are started.
         on_reload: called on SIGHUP (in every worker: the parent forwards it) instead of
             stopping the server.
 
@@ -463,7 +470,7 @@ def run_server(
         code, summary = serve(0, True)
     else:
         code, summary = _serve_in_workers(
-            workers, serve, socks, unix, announcer.announce, presentation
+            workers, serve, socks, unix, announcer.announce, presentation, supervise
         )
     out.event("summary", presentation.summarize(summary), **summary)
     return ExitStatus(code)
@@ -476,14 +483,19 @@ def _serve_in_workers(
     unix: UnixEndpoint | None,
     announce: Callable[[], None],
     presentation: Presentation,
+    supervise: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     # Fork the workers, wait for them all; their exit code and merged summary.
-    def started() -> None:
-        for sock in socks:  # the workers have them now
-            sock.close()
-        announce()
+    with contextlib.ExitStack() as beside:
 
-    codes, summaries, signum = run_workers(workers, lambda i: serve(i, False), started)
+        def started() -> None:
+            for sock in socks:  # the workers have them now
+                sock.close()
+            if supervise is not None:
+                beside.enter_context(supervise())
+            announce()
+
+        codes, summaries, signum = run_workers(workers, lambda i: serve(i, False), started)
     if unix is not None:
         unlink_unix_listener(unix)
     empty = presentation.stats().as_dict() | {"uptime_s": 0.0}

@@ -22,7 +22,7 @@ from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.health import CheckProbe, HealthEvent
-from netkit.core.balance.state import BackendState
+from netkit.core.balance.state import AdminState, BackendState
 from netkit.errors import (
     CheckFailed,
     ConfigError,
@@ -224,14 +224,14 @@ class HealthChecker:
         self.on_check = on_check
         self.checks = 0
         self._task: asyncio.Task[None] | None = None
-        self._tasks: dict[BackendState, asyncio.Task[None]] = {}
-        self._failed: asyncio.Future[None] | None = None
+        self._added: set[asyncio.Task[None]] = set()
 
     async def check(self, state: BackendState) -> HealthEvent | None:
         """Check one backend now and feed the result to its health machine."""
         result = await run_check(state.backend.endpoint, timeout=self.timeout, probe=self.probe)
         now = asyncio.get_running_loop().time()
         self.checks += 1
+        state.check_timed(result.ok, result.seconds)
         event: HealthEvent | None
         if result.skipped:
             state.check_skipped(result.detail)
@@ -254,56 +254,37 @@ class HealthChecker:
     async def _watch(self, state: BackendState) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while True:
-            await self.check(state)
+        while not state.removed:  # a backend in maintenance is not checked (HAProxy's maint)
+            if state.admin is not AdminState.MAINT:
+                await self.check(state)
             now = loop.time()
             due = max(due + self.interval, now)
             await asyncio.sleep(due - now)
 
     async def run(self) -> None:
-        """Check every backend forever (until cancelled); backends given to :meth:`watch`
-        meanwhile are checked too.
+        """Check every backend forever (until cancelled).
 
         Raises:
             Whatever a callback raised: the other checks stop too.
         """
-        self._failed = asyncio.get_running_loop().create_future()
-        for state in self.states:
-            self._spawn(state)
+        tasks = [asyncio.create_task(self._watch(s), name=f"check {s.name}") for s in self.states]
         try:
-            await self._failed
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         finally:
-            tasks, self._tasks, self._failed = list(self._tasks.values()), {}, None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, state: BackendState) -> None:
-        task = asyncio.create_task(self._watch(state), name=f"check {state.name}")
-        task.add_done_callback(self._ended)
-        self._tasks[state] = task
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._failed is None or self._failed.done():
-            return
-        if (exc := task.exception()) is not None:
-            self._failed.set_exception(exc)
-
-    def watch(self, state: BackendState) -> None:
-        """Check ``state`` too from now on (a backend added while running); its first check
-        runs at once."""
-        if state in self.states:
-            return
+    def add(self, state: BackendState) -> None:
+        """Check ``state`` too from now on (a backend added while running); a removed
+        backend's checks end by themselves."""
         self.states.append(state)
-        if self._failed is not None and not self._failed.done():  # run() is running
-            self._spawn(state)
-
-    def unwatch(self, state: BackendState) -> None:
-        """Stop checking ``state`` (a backend removed while running)."""
-        if state in self.states:
-            self.states.remove(state)
-        if (task := self._tasks.pop(state, None)) is not None:
-            task.cancel()
+        if self._task is not None:
+            task = asyncio.create_task(self._watch(state), name=f"check {state.name}")
+            self._added.add(task)
+            task.add_done_callback(self._added.discard)
 
     def start(self) -> None:
         """Start checking in the background (call from inside the event loop)."""
@@ -319,6 +300,8 @@ class HealthChecker:
         task, self._task = self._task, None
         if task is None:
             return
+        for added in list(self._added):
+            added.cancel()
         task.cancel()
         try:
             await task

@@ -21,7 +21,7 @@ from netkit.core.balance.backends import Backend
 from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.pool import BackendPool, PoolChange
 from netkit.core.balance.queue import QueueCounters
-from netkit.core.balance.state import BackendState
+from netkit.core.balance.state import BackendState, OnError
 from netkit.errors import ConnectError, LocalError, OperationTimeout
 from netkit.net.backend_queue import ConnectQueue
 from netkit.net.connect import connect_raw
@@ -65,6 +65,9 @@ class FixedUpstream(Upstream):
         self.endpoint = endpoint
         self.timeout = timeout
         self.label = str(endpoint)
+        # The upstream's counters and connect times, kept as lb keeps a backend's (--metrics);
+        # a failed connect is only counted: proxy has no health to change.
+        self.counts = BackendState(Backend(endpoint), on_error=OnError.IGNORE)
 
     def retarget(self, endpoint: TCPEndpoint | UnixEndpoint) -> None:
         """Connect to ``endpoint`` from now on."""
@@ -72,7 +75,22 @@ class FixedUpstream(Upstream):
         self.label = str(endpoint)
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
-        return await connect_raw(self.endpoint, timeout=self.timeout), self.label
+        counts = self.counts
+        counts.connect_started()
+        started = time.perf_counter()
+        try:
+            sock = await connect_raw(self.endpoint, timeout=self.timeout)
+        except (ConnectError, OperationTimeout) as exc:
+            counts.connect_failed(str(exc), 0.0)
+            raise
+        except BaseException:
+            counts.connect_abandoned()
+            raise
+        counts.connect_succeeded(time.perf_counter() - started)
+        return sock, self.label
+
+    def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
+        self.counts.connection_ended(bytes_up, bytes_down)
 
 
 def balance_key(client: str) -> str:
@@ -87,10 +105,6 @@ class BalancedPool(Upstream):
     marked failed and the client is tried on the next one, so a client is never handed a
     backend that refused; active checks bring it back. A client that finds every backend full
     (``maxconn``) waits in the queue (:mod:`netkit.net.backend_queue`) for a free slot.
-
-    The backends can change while it serves: :meth:`add`, :meth:`remove` (drain, then forget),
-    :meth:`set_weight`, :meth:`set_draining` and :meth:`apply` (a reload) keep the pool, its
-    health checks and its queue in step; the runtime API and ``--backends-file`` both use them.
 
     Args:
         pool: the backends and their policy.
@@ -120,6 +134,9 @@ class BalancedPool(Upstream):
         self.on_health = on_health
         self.queue = ConnectQueue(queue or QueueCounters(timeout=connect_timeout))
         self.on_queue = on_queue
+        self.redispatches = 0
+        self.on_drained: Callable[[BackendState], None] | None = None
+        """Called when the last connection of a draining or removed backend ends."""
 
     def start(self) -> None:
         if self.checker is not None:
@@ -147,6 +164,7 @@ class BalancedPool(Upstream):
                 await self._queued(client, deadline, again=waited)
                 waited = True
                 continue
+            self.redispatches += bool(tried)  # HAProxy's redispatch: on to another server
             state.connect_started()
             started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
             try:
@@ -186,82 +204,35 @@ class BalancedPool(Upstream):
         self.queue.pump(self.pool.room())
 
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
-        state = self.pool.state(upstream)
-        state.connection_ended(bytes_up, bytes_down)
-        self._slot_freed(state)
+        drained = self.pool.ended(upstream, bytes_up, bytes_down)
+        if drained is not None and self.on_drained is not None:
+            self.on_drained(drained)
+        self.queue.pump(self.pool.room())
 
     def health_changed(self) -> None:
         """A backend changed state (a check): a backend that came up has room for the queue."""
         self.queue.pump(self.pool.room())
 
-    # --- changes while serving (the runtime API, a reload) ------------------------------
-
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def _changed(self) -> None:
-        # Checks follow the pool's backends; the queue gets any new room.
-        if self.checker is not None:
-            for state in [s for s in self.checker.states if s not in self.pool.states]:
-                self.checker.unwatch(state)
-            for state in self.pool.states:
-                self.checker.watch(state)
-        self.queue.pump(self.pool.room())
-
-    def add(self, backend: Backend) -> BackendState:
-        """Add ``backend`` (:meth:`BackendPool.add`: slow start applies); it is checked from
-        now on.
-
-        Raises:
-            ConfigError: a backend with that endpoint is already in the pool.
-        """
-        state = self.pool.add(backend, self._now())
-        self._changed()
-        return state
-
-    def remove(self, name: str) -> BackendState:
-        """Drain backend ``name`` and forget it once its connections end
-        (:meth:`BackendPool.remove`); its checks stop now.
-
-        Raises:
-            ConfigError: no such backend, or it is the last primary.
-        """
-        state = self.pool.remove(name)
-        self._changed()
-        return state
-
-    def set_weight(self, name: str, weight: int) -> str:
-        """Give backend ``name`` this weight; returns what changed, in words.
-
-        Raises:
-            ConfigError: no such backend, or the weight is out of range.
-        """
-        change = self.pool.set_weight(name, weight)
-        self._changed()
-        return change
-
-    def set_draining(self, name: str, draining: bool) -> None:
-        """Drain backend ``name`` (it stays in the pool), or let it take connections again.
-
-        Raises:
-            ConfigError: no such backend.
-        """
-        self.pool.set_draining(name, draining)
-        self._changed()
-
     def apply(self, backends: Sequence[Backend]) -> PoolChange:
-        """Serve ``backends`` from now on (a reload): :meth:`BackendPool.apply`."""
-        change = self.pool.apply(backends, self._now())
-        self._changed()
+        """Serve ``backends`` from now on (a reload: :meth:`BackendPool.apply`); newcomers
+        are checked from now on, removed backends' checks end by themselves, and clients in
+        the queue get any new room."""
+        change = self.pool.apply(backends, asyncio.get_running_loop().time())
+        if self.checker is not None:
+            self.checker.states = [s for s in self.checker.states if not s.removed]
+            for state in self.pool.states:
+                if state not in self.checker.states:
+                    self.checker.add(state)
+        self.queue.pump(self.pool.room())
         return change
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """One row per backend (:meth:`BackendPool.snapshot`), now."""
-        return self.pool.snapshot(asyncio.get_running_loop().time())
 
     def queue_snapshot(self) -> dict[str, Any]:
         """The queue's limits and counts (:meth:`QueueCounters.as_dict`), now."""
         return self.queue.counters.as_dict()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """One row per backend (:meth:`BackendPool.snapshot`), now."""
+        return self.pool.snapshot(asyncio.get_running_loop().time())
 
 
 def balanced_pool(

@@ -147,7 +147,7 @@ def test_reload_under_load_adds_and_drains_without_a_client_error(
     assert lb.stop() == 0
     rows = {row["backend"]: row for row in lb.event("summary")["backends"]}
     assert rows[a.address]["active"] == rows[b.address]["active"] == 0
-    assert not rows[a.address]["draining"]
+    assert rows[a.address]["admin"] == "ready"
 
 
 def test_an_invalid_backends_file_keeps_the_old_set_and_says_which_line(

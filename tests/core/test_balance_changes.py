@@ -38,40 +38,37 @@ def test_an_added_backend_is_chosen_and_a_removed_one_is_not(algorithm: str) -> 
     assert set(picks(p, 20)) == {"127.0.0.1:2"}
 
 
-def test_a_removed_backend_drains_then_is_forgotten() -> None:
+def test_a_removed_backend_finishes_its_connections_then_is_forgotten() -> None:
     p = pool(["127.0.0.1:1", "127.0.0.1:2"])
     a = p.state("127.0.0.1:1")
     a.connect_started()
     a.connect_succeeded(0.001)
-    removed = p.remove("127.0.0.1:1")
-    assert removed is a and a.draining and not a.usable
+    assert p.remove("127.0.0.1:1") is a and a.removed
     assert p.state("127.0.0.1:1") is a  # its connection can still end
-    assert [r["backend"] for r in p.snapshot(0.0)] == ["127.0.0.1:2", "127.0.0.1:1"]
-    assert p.snapshot(0.0)[1]["draining"] is True
-    assert p.settle(a) is False  # one connection left
-    a.connection_ended(10, 20)
-    assert p.settle(a) is True
+    assert [r["backend"] for r in p.snapshot(0.0)] == ["127.0.0.1:2"]
+    assert p.ended("127.0.0.1:1", 10, 20) is a
     with pytest.raises(KeyError):
         p.state("127.0.0.1:1")
 
 
-def test_an_idle_backend_is_forgotten_at_once_and_the_last_primary_stays() -> None:
-    p = pool(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3,backup"])
-    p.remove("127.0.0.1:1")
-    assert p.retiring == []
-    with pytest.raises(ConfigError, match="last primary"):
-        p.remove("127.0.0.1:2")
-    with pytest.raises(ConfigError, match=r"no backend 127\.0\.0\.1:9"):
-        p.remove("127.0.0.1:9")
+def test_a_removed_backend_whose_connect_fails_is_forgotten_too() -> None:
+    p = pool(["127.0.0.1:1", "127.0.0.1:2"])
+    a = p.state("127.0.0.1:1")
+    a.connect_started()
+    p.remove(a.name)
+    a.connect_failed("refused", 1.0)
+    p.settle(a)
+    assert p.retired == []
 
 
-def test_a_backend_added_back_while_draining_keeps_its_counters() -> None:
+def test_a_backend_added_back_while_finishing_keeps_its_counters() -> None:
     p = pool(["127.0.0.1:1", "127.0.0.1:2"])
     a = p.state("127.0.0.1:1")
     a.connect_started()
     p.remove(a.name)
     back = p.add(parse_backend("127.0.0.1:1,weight=4"), 5.0)
-    assert back is a and not a.draining and a.active == 1 and a.backend.weight == 4
+    assert back is a and not a.removed and a.active == 1 and a.backend.weight == 4
+    assert p.retired == []
     with pytest.raises(ConfigError, match="already in the pool"):
         p.add(parse_backend("127.0.0.1:1"), 5.0)
 
@@ -87,21 +84,17 @@ def test_a_new_backend_ramps_up_with_slowstart() -> None:
     assert plain.add(parse_backend("127.0.0.1:2"), 100.0).effective_weight(100.0) == 1.0
 
 
-def test_a_weight_change_applies_to_the_next_choices() -> None:
+def test_configure_says_what_changed_and_keeps_a_primary() -> None:
     p = pool(["127.0.0.1:1", "127.0.0.1:2"])
     assert picks(p, 10) == Counter({"127.0.0.1:1": 5, "127.0.0.1:2": 5})
-    assert p.set_weight("127.0.0.1:1", 4) == "weight 1 -> 4"
+    assert p.configure(parse_backend("127.0.0.1:1,weight=4,maxconn=9")) == (
+        "weight 1 -> 4, maxconn - -> 9"
+    )
     assert picks(p, 10) == Counter({"127.0.0.1:1": 8, "127.0.0.1:2": 2})
-    with pytest.raises(ConfigError, match="out of range"):
-        p.set_weight("127.0.0.1:1", 0)
-
-
-def test_an_operator_drain_stops_new_connections_and_can_be_undone() -> None:
-    p = pool(["127.0.0.1:1", "127.0.0.1:2"])
-    p.set_draining("127.0.0.1:1", True)
-    assert set(picks(p, 6)) == {"127.0.0.1:2"}
-    p.set_draining("127.0.0.1:1", False)
-    assert set(picks(p, 6)) == {"127.0.0.1:1", "127.0.0.1:2"}
+    assert p.configure(parse_backend("127.0.0.1:1,weight=4,maxconn=9")) == ""
+    p.configure(parse_backend("127.0.0.1:2,backup"))
+    with pytest.raises(ConfigError, match="last primary"):
+        p.configure(parse_backend("127.0.0.1:1,backup"))
 
 
 def test_apply_adds_removes_and_changes_in_one_step() -> None:
@@ -118,7 +111,7 @@ def test_apply_adds_removes_and_changes_in_one_step() -> None:
         "changed": {"127.0.0.1:2": "weight 2 -> 3, backup false -> true"},
     }
     assert [s.name for s in p.states] == ["127.0.0.1:4", "127.0.0.1:3", "127.0.0.1:2"]
-    assert p.retiring == [busy]
+    assert p.retired == [busy] and busy.removed
     assert set(picks(p, 10)) == {"127.0.0.1:4", "127.0.0.1:3"}  # 2 is a backup now
     assert not p.apply(
         parse_backends(["127.0.0.1:4", "127.0.0.1:3,maxconn=5", "127.0.0.1:2,weight=3,backup"]), 2.0

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from netkit.core.balance.backends import parse_backend, parse_backends
+from netkit.core.balance.backends import parse_backends
 from netkit.core.balance.pool import BackendPool
 from netkit.core.balance.queue import QueueCounters
 from netkit.errors import ConnectError, OperationTimeout
@@ -165,7 +165,7 @@ def test_a_backend_added_while_clients_wait_takes_them(run: Runner, serve: Serve
             held, _ = await pool.connect("127.0.0.1:1")
             waiting = asyncio.create_task(pool.connect("127.0.0.1:2"))
             await until(lambda: pool.queue.counters.current == 1)
-            pool.add(parse_backend(str(two.endpoint)))
+            pool.apply(parse_backends([f"{one.endpoint},maxconn=1", str(two.endpoint)]))
             sock, label = await waiting
             assert label == str(two.endpoint)
             sock.close()

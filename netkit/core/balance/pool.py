@@ -1,32 +1,23 @@
 """The backend pool: every backend's state, and the policies that pick a primary, else a backup.
 
-The set of backends can change while the pool serves (a reload of ``--backends-file``, the
-runtime API), through the pool's operations, each of which rebuilds the policies at once:
-
-- :meth:`BackendPool.add`: a new backend joins, ramping up over ``slowstart`` when it is set
-  (as HAProxy's ``slowstart`` does for a server that comes back).
-- :meth:`BackendPool.remove`: the backend *drains*: it takes no new connection, its current
-  connections finish, and the pool forgets it once the last one has ended
-  (:meth:`BackendPool.settle`).
-- :meth:`BackendPool.set_weight` / :meth:`BackendPool.configure`: a changed weight (or maxconn,
-  or backup role) applies to the next choice.
-- :meth:`BackendPool.set_draining`: drain a backend that stays in the pool (HAProxy's ``set
-  server state drain``), or take it back (``ready``).
-- :meth:`BackendPool.apply`: all of the above at once, to match a new list of backends (a
-  reload); it returns the :class:`PoolChange`.
+The set of backends can change while the pool serves (the runtime API, a reload of
+``--backends-file``), through the pool's operations, each of which rebuilds the policies:
+:meth:`BackendPool.add` (a newcomer ramps up under slow start), :meth:`BackendPool.remove`
+(no new connection; the current ones finish, then it is forgotten), :meth:`BackendPool.set_weight`
+and :meth:`BackendPool.configure` (weight, maxconn, role), and :meth:`BackendPool.apply`: all of
+them at once to match a new list of backends (a reload), returning the :class:`PoolChange`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netkit.core.balance.backends import Backend
 from netkit.core.balance.policies import make_policy
-from netkit.core.balance.state import BackendState, OnError
+from netkit.core.balance.state import AdminState, BackendState, OnError
 from netkit.errors import ConfigError
 
 
@@ -36,7 +27,7 @@ class PoolChange:
 
     Attributes:
         added: backends that joined.
-        removed: backends that now drain, to be forgotten once idle.
+        removed: backends taken out (their connections finish).
         changed: backends whose weight, maxconn or role changed (``name: "weight 1 -> 3"``).
     """
 
@@ -93,26 +84,27 @@ class BackendPool:
         if not backends:
             raise ConfigError("no backends given")
         self.algorithm = algorithm
-        self._settings: dict[str, Any] = {
-            "rise": rise,
-            "fall": fall,
-            "slowstart": slowstart,
-            "on_error": on_error,
-        }
-        self.states = [BackendState(b, **self._settings) for b in backends]
-        self.retiring: list[BackendState] = []
-        """Removed backends still finishing their connections (no new ones)."""
-        self._rng = random.Random(seed)
+        self._health = (rise, fall)
+        self.slowstart, self.on_error = slowstart, on_error
+        self.states = [self._new_state(b) for b in backends]
+        self.retired: list[BackendState] = []  # removed, with connections still running
+        self.rng = random.Random(seed)
         self._rebuild()
 
-    def _rebuild(self) -> None:
-        # The policies over the current states (a new ring for ``source``, fresh scores).
-        tiers = (
-            [s for s in self.states if not s.backend.backup],
-            [s for s in self.states if s.backend.backup],
+    def _new_state(self, backend: Backend) -> BackendState:
+        rise, fall = self._health
+        return BackendState(
+            backend, rise=rise, fall=fall, slowstart=self.slowstart, on_error=self.on_error
         )
-        self.primary = make_policy(self.algorithm, tiers[0], self._rng)
-        self.backup = make_policy(self.algorithm, tiers[1], self._rng)
+
+    def _rebuild(self) -> None:
+        # The policies over the tiers as they are now (after a backend or a weight changed).
+        self.primary = make_policy(
+            self.algorithm, [s for s in self.states if not s.backend.backup], self.rng
+        )
+        self.backup = make_policy(
+            self.algorithm, [s for s in self.states if s.backend.backup], self.rng
+        )
 
     def choose(
         self, client_key: str = "", now: float = 0.0, exclude: Container[BackendState] = ()
@@ -128,22 +120,6 @@ class BackendPool:
             client_key, now, exclude
         )
 
-    def all_full(self, exclude: Container[BackendState] = ()) -> bool:
-        """True when some backend is up (not draining, not excluded) and every such backend
-        is full: a client should wait in the queue for a slot rather than be refused."""
-        left = [s for s in self.states if s not in exclude and s.up and not s.draining]
-        return bool(left) and all(s.full for s in left)
-
-    def room(self) -> float:
-        """How many more connections the backends can take now: the free ``maxconn`` slots
-        of every usable backend (infinite when one has no ``maxconn``)."""
-        free = 0.0
-        for state in self.states:
-            if state.usable:
-                maxconn = state.backend.maxconn
-                free += float("inf") if maxconn is None else maxconn - state.active
-        return free
-
     def unavailable(self, exclude: Container[BackendState] = ()) -> str:
         """Why :meth:`choose` found no backend, in words: every backend left is full
         (``maxconn``), or none is available (down, or excluded after a failed connect).
@@ -156,94 +132,89 @@ class BackendPool:
         return "no backend available"
 
     def state(self, name: str) -> BackendState:
-        """The state of the backend called ``name`` (its endpoint string).
+        """The state of the backend called ``name`` (its endpoint string), removed ones
+        whose connections still run included.
 
         Raises:
             KeyError: no such backend.
         """
-        for state in self.states:
-            if state.name == name:
-                return state
-        for state in self.retiring:
+        for state in (*self.states, *self.retired):
             if state.name == name:
                 return state
         raise KeyError(name)
 
-    def _current(self, name: str) -> BackendState:
-        # A backend in the pool (not one being removed), or a ConfigError naming it.
-        for state in self.states:
-            if state.name == name:
-                return state
-        raise ConfigError(f"no backend {name} in the pool")
-
-    # --- changes while serving ---------------------------------------------------------
+    # --- changes while running (the runtime API, a reload) ---------------------------------
 
     def add(self, backend: Backend, now: float) -> BackendState:
-        """Add ``backend``; with ``slowstart`` set it ramps up from ``now``.
-
-        A backend still draining after :meth:`remove` comes back with its counters (and the
-        new configuration).
+        """Add ``backend``: up (provisionally, as at start) and, with slow start, ramping up
+        from ``now``.
 
         Raises:
-            ConfigError: a backend with that endpoint is already in the pool.
+            ConfigError: a backend with that endpoint is in the pool.
         """
-        if any(s.name == backend.name for s in self.states):
+        if any(s.backend.endpoint == backend.endpoint for s in self.states):
             raise ConfigError(f"backend {backend.name} is already in the pool")
-        state: BackendState | None = next(
-            (s for s in self.retiring if s.name == backend.name), None
-        )
+        # One removed but still finishing its connections comes back with its counters
+        # (else two states would answer to one name).
+        state = next((s for s in self.retired if s.name == backend.name), None)
         if state is not None:
-            self.retiring.remove(state)
-            state.backend, state.draining = backend, False
+            self.retired.remove(state)
+            state.backend, state.removed = backend, False
         else:
-            state = BackendState(backend, **self._settings)
+            state = self._new_state(backend)
         if state.slowstart > 0:
-            state.up_since = now  # a newcomer ramps up as a recovered backend does
+            state.up_since = now
         self.states.append(state)
         self._rebuild()
         return state
 
     def remove(self, name: str) -> BackendState:
-        """Take backend ``name`` out: no new connection goes to it, its current ones finish;
-        the pool forgets it once they have (:meth:`settle`).
+        """Take the backend called ``name`` out: no new connection goes to it, its current
+        ones finish (it stays in :attr:`retired` until they have).
 
         Raises:
-            ConfigError: no such backend, or it is the last primary.
+            KeyError: no such backend.
+            ConfigError: it is the last primary backend.
         """
-        state = self._current(name)
-        if not state.backend.backup and not any(
-            not s.backend.backup for s in self.states if s is not state
-        ):
-            raise ConfigError(f"backend {name} is the last primary: it cannot be removed")
+        state = self.state(name)
+        if state.removed:
+            raise KeyError(name)
+        if not state.backend.backup and sum(not s.backend.backup for s in self.states) == 1:
+            raise ConfigError(f"backend {name} is the last primary: add another one first")
         self._retire(state)
         self._rebuild()
         return state
 
     def _retire(self, state: BackendState) -> None:
-        # Out of the policies' reach (the caller rebuilds them), kept until idle.
+        # Out of the policies' reach (the caller rebuilds them), kept while it has connections.
         self.states.remove(state)
-        state.draining = True
-        self.retiring.append(state)
-        self.settle(state)
+        state.removed = True
+        if state.active:
+            self.retired.append(state)
 
-    def settle(self, state: BackendState) -> bool:
-        """Forget ``state`` if it was removed and has no connection left; True if forgotten.
+    def set_weight(self, name: str, weight: int) -> BackendState:
+        """Give the backend called ``name`` a new weight (new connections follow it).
 
-        Call it whenever one of its connections ends (or a connect to it fails).
+        Raises:
+            KeyError: no such backend.
+            ConfigError: the weight is out of range.
         """
-        if state.active == 0 and state in self.retiring:
-            self.retiring.remove(state)
-            return True
-        return False
+        state = self.state(name)
+        state.backend = replace(state.backend, weight=weight)
+        self._rebuild()  # the hash ring's points follow the weight
+        return state
 
     def configure(self, backend: Backend) -> str:
         """Give the backend at ``backend.endpoint`` this configuration (weight, maxconn,
         role); returns what changed, in words (empty when nothing did).
 
         Raises:
-            ConfigError: no such backend, or the change would leave no primary.
+            KeyError: no such backend.
+            ConfigError: the change would leave no primary.
         """
-        state = self._current(backend.name)
+        state = self.state(backend.name)
+        if state.removed:
+            raise KeyError(backend.name)
         change = describe_change(state.backend, backend)
         if backend.backup and not any(not s.backend.backup for s in self.states if s is not state):
             raise ConfigError(f"backend {backend.name} is the last primary: it cannot be a backup")
@@ -252,27 +223,10 @@ class BackendPool:
             self._rebuild()
         return change
 
-    def set_weight(self, name: str, weight: int) -> str:
-        """Give backend ``name`` this weight from its next choice on; returns the change.
-
-        Raises:
-            ConfigError: no such backend, or a weight out of range.
-        """
-        return self.configure(dataclasses.replace(self._current(name).backend, weight=weight))
-
-    def set_draining(self, name: str, draining: bool) -> None:
-        """Drain backend ``name`` (no new connections, current ones finish, it stays in the
-        pool), or make it take connections again.
-
-        Raises:
-            ConfigError: no such backend.
-        """
-        self._current(name).draining = draining
-
     def apply(self, backends: Sequence[Backend], now: float) -> PoolChange:
         """Make the pool serve ``backends`` (from :func:`parse_backends`: valid as a whole):
-        newcomers are added, backends left out are removed (they drain), changed ones are
-        reconfigured; the order becomes ``backends``' order.
+        newcomers are added, backends left out are removed (their connections finish),
+        changed ones are reconfigured; the order becomes ``backends``' order.
         """
         change = PoolChange()
         wanted = {b.name: b for b in backends}
@@ -293,12 +247,44 @@ class BackendPool:
         self._rebuild()
         return change
 
+    def all_full(self, exclude: Container[BackendState] = ()) -> bool:
+        """True when some backend is up and ready (not excluded) and every such backend is
+        full: a client should wait in the queue for a slot rather than be refused."""
+        left = [s for s in self.states if s not in exclude and s.up and s.admin is AdminState.READY]
+        return bool(left) and all(s.full for s in left)
+
+    def room(self) -> float:
+        """How many more connections the backends can take now: the free ``maxconn`` slots
+        of every usable backend (infinite when one has no ``maxconn``)."""
+        free = 0.0
+        for state in self.states:
+            if state.usable:
+                maxconn = state.backend.maxconn
+                free += float("inf") if maxconn is None else maxconn - state.active
+        return free
+
+    def settle(self, state: BackendState) -> None:
+        """Forget ``state`` if it was removed and has no connection left (after a connect to
+        it failed: :meth:`ended` covers the connections that were made)."""
+        if state.removed and not state.active and state in self.retired:
+            self.retired.remove(state)
+
+    def ended(self, name: str, bytes_up: int, bytes_down: int) -> BackendState | None:
+        """A connection to ``name`` ended; returns its backend when that was the last
+        connection of a backend draining or removed (it is then drained)."""
+        state = self.state(name)
+        state.connection_ended(bytes_up, bytes_down)
+        if state.active or not (state.removed or state.admin is not AdminState.READY):
+            return None
+        if state in self.retired:
+            self.retired.remove(state)
+        return state
+
     @property
     def up_count(self) -> int:
         """How many backends are up."""
         return sum(1 for s in self.states if s.up)
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
-        """One :meth:`BackendState.as_dict` row per backend, in command-line order, then the
-        removed backends still draining."""
-        return [s.as_dict(now) for s in (*self.states, *self.retiring)]
+        """One :meth:`BackendState.as_dict` row per backend, in command-line order."""
+        return [s.as_dict(now) for s in self.states]
