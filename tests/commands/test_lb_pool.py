@@ -16,6 +16,7 @@ import pytest
 
 from tests.commands.test_lb import backends as backends  # a fixture
 from tests.commands.test_lb import host_port
+from tests.commands.test_lb_control import scrape
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -206,9 +207,11 @@ def test_each_worker_reloads_and_sighup_to_the_parent_reaches_all(
 def test_a_full_backend_queues_then_serves_and_a_full_queue_refuses(netkit_server, backends):
     b = backends("b")
     lb = netkit_server(
-        "lb", ":0", f"{b.address},maxconn=1", "--queue", "1", "--check-interval", "30s"
-    )
+        "lb", ":0", f"{b.address},maxconn=1", "--queue", "1", "--check-interval", "30s",
+        "--metrics", ":0",
+    )  # fmt: skip
     address = host_port(lb.address)
+    front = (("proxy", "lb"),)
     with socket.create_connection(address, timeout=10) as held:
         assert read_line(held) == b"b\n"
         waiting = socket.create_connection(address, timeout=10)
@@ -216,6 +219,7 @@ def test_a_full_backend_queues_then_serves_and_a_full_queue_refuses(netkit_serve
             waiting.sendall(b"sent while queued")
             queued = lb.wait_for("queued")
             assert queued["waiting"] == 1
+            assert scrape(lb.listening["metrics"])[("haproxy_backend_current_queue", front)] == 1
             with socket.create_connection(address, timeout=10) as refused:
                 full = lb.wait_for("queue_full")
                 assert "queue" in full["error"]
@@ -231,6 +235,12 @@ def test_a_full_backend_queues_then_serves_and_a_full_queue_refuses(netkit_serve
             assert got == expected
         finally:
             waiting.close()
+    m = scrape(lb.listening["metrics"])
+    assert m[("haproxy_backend_current_queue", front)] == 0
+    assert m[("haproxy_backend_max_queue", front)] == 1
+    assert m[("netkit_backend_queued_total", front)] == 1
+    assert m[("netkit_backend_queue_refused_total", front)] == 1
+    assert m[("netkit_backend_queue_timeouts_total", front)] == 0
     assert lb.stop() == 0
     summary = lb.event("summary")
     assert summary["queue"] | {"timeout_s": None} == {
