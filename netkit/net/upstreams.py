@@ -209,8 +209,9 @@ class BalancedPool(Upstream):
             self.on_drained(drained)
         self.queue.pump(self.pool.room())
 
-    def health_changed(self) -> None:
-        """A backend changed state (a check): a backend that came up has room for the queue."""
+    def room_changed(self) -> None:
+        """A backend came up, joined, was enabled or weighs more (a check, the runtime API):
+        clients in the queue get whatever room it has."""
         self.queue.pump(self.pool.room())
 
     def apply(self, backends: Sequence[Backend]) -> PoolChange:
@@ -267,7 +268,7 @@ def balanced_pool(
     )
 
     def checked(event: HealthEvent) -> None:
-        upstream.health_changed()
+        upstream.room_changed()
         if on_health is not None:
             on_health(event)
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.commands.test_lb import backends as backends  # a fixture
 from tests.commands.test_lb import host_port
-from tests.commands.test_lb_control import scrape
+from tests.commands.test_lb_control import call, scrape
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -267,3 +267,19 @@ def test_a_queued_client_is_closed_at_the_queue_timeout(netkit_server, backends)
         assert echo(held, b"unaffected") == b"unaffected"
     assert lb.stop() == 0
     assert lb.event("summary")["queue"]["timed_out"] == 1
+
+
+def test_a_backend_added_through_the_api_takes_the_queued_client(netkit_server, backends):
+    a, b = backends("a"), backends("b")
+    lb = netkit_server(
+        "lb", ":0", f"{a.address},maxconn=1", "--api", ":0", "--check-interval", "30s"
+    )
+    with socket.create_connection(host_port(lb.address), timeout=10) as held:
+        assert read_line(held) == b"a\n"
+        with socket.create_connection(host_port(lb.address), timeout=10) as waiting:
+            lb.wait_for("queued")
+            status, _ = call(lb.listening["api"], "POST", "/backends", {"backend": b.address})
+            assert status == 201
+            assert read_line(waiting) == b"b\n"  # served at once, not at the next free slot
+    assert lb.stop() == 0
+    assert lb.event("summary")["queue"]["queued"] == 1
