@@ -429,6 +429,10 @@ def run_server(
     on_event = _print_event(out)
 
     def serve(index: int, alone: bool) -> tuple[int, dict[str, Any]]:
+        if on_reload is not None and not alone:
+            # A worker that reloads on SIGHUP must not die of one (its default action) before
+            # its loop takes it: the parent forwards SIGHUP to every worker at once.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         sock = socks[index if unix is None else 0]
         for other in socks:  # a worker keeps only its own listener: once it stops accepting,
             if other is not sock:  # no process holds that socket open to queue clients in

@@ -106,10 +106,6 @@ def fork_worker(
     for fd in close:
         os.close(fd)
     os.setpgid(0, 0)
-    # Until the child's loop takes SIGHUP (a reload for lb, a stop elsewhere), one that
-    # arrives must not kill it with its default action: the parent forwards SIGHUP to every
-    # child as soon as they exist.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with_parent()
     global _worker
     _worker = index
