@@ -283,7 +283,9 @@ def _sighup(out: Output, watcher: BackendsFile | None) -> None:
 def _initial_backends(given: list[str] | None, path: Path | None) -> list[Backend]:
     # The backends on the command line, or in --backends-file (one or the other).
     if path is None:
-        return parse_backends(given or [])
+        if not given:
+            raise ConfigError("no backends given: list them after LISTEN, or give --backends-file")
+        return parse_backends(given)
     if given:
         raise ConfigError("give the backends on the command line or in --backends-file, not both")
     return read_backends_file(path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.commands.conftest import assert_one_line_error, run_netkit
 from tests.commands.test_lb import backends as backends  # a fixture
 from tests.commands.test_lb import host_port
 from tests.commands.test_lb_control import call, scrape
@@ -283,3 +284,21 @@ def test_a_backend_added_through_the_api_takes_the_queued_client(netkit_server, 
             assert read_line(waiting) == b"b\n"  # served at once, not at the next free slot
     assert lb.stop() == 0
     assert lb.event("summary")["queue"]["queued"] == 1
+
+
+def test_backends_come_from_the_command_line_or_the_file_not_both(tmp_path):
+    pool = tmp_path / "pool.txt"
+    pool.write_text("127.0.0.1:1\n")
+    cases = [
+        (("127.0.0.1:2", "--backends-file", str(pool)), "not both"),
+        ((), "give --backends-file"),
+        (("--backends-file", str(tmp_path / "missing.txt")), "cannot read backends file"),
+    ]
+    for args, words in cases:
+        result = run_netkit("lb", ":0", *args)
+        assert result.returncode == 2
+        assert_one_line_error(result.stderr)
+        assert words in result.stderr
+    pool.write_text("# one\n127.0.0.1:1,weight=0\n")
+    result = run_netkit("lb", ":0", "--backends-file", str(pool))
+    assert result.returncode == 2 and f"{pool} line 2: " in result.stderr
