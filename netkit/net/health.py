@@ -222,11 +222,14 @@ async def _open_check(
     *,
     send_proxy: int,
     tls: tuple[ssl.SSLContext, str] | None,
+    stage: list[str],
 ) -> _ProbeConnection:
     """Connect, send the PROXY header (in clear, before any TLS, as the traffic's), then
-    the TLS handshake when ``tls``; the protocol is connected on return."""
+    the TLS handshake when ``tls``; the protocol is connected on return. ``stage[0]`` says
+    what it is doing, for a timeout's message."""
     loop = asyncio.get_running_loop()
     sock = await connect_raw(endpoint, timeout=None)
+    stage[0] = "in the TLS handshake with" if tls is not None else "connecting to"
     try:
         if send_proxy:
             try:
@@ -278,13 +281,14 @@ async def run_check(
     start = time.perf_counter()  # durations: not loop.time(), 1 ms under uvloop
     conn: _ProbeConnection | None = None
     ok = skipped = False
+    stage = ["connecting to"]
     try:
         async with asyncio.timeout(timeout):
-            conn = await _open_check(endpoint, factory, send_proxy=send_proxy, tls=tls)
+            conn = await _open_check(endpoint, factory, send_proxy=send_proxy, tls=tls, stage=stage)
             detail = await conn.outcome
         ok = True
     except TimeoutError:
-        detail = conn.no_reply(timeout) if conn else f"timed out connecting to {target}"
+        detail = conn.no_reply(timeout) if conn else f"timed out {stage[0]} {target}"
     except LocalError as exc:
         detail, skipped = str(exc), True  # our limit, not the backend's failure
     except NetkitError as exc:

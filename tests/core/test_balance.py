@@ -73,7 +73,10 @@ def test_str_parses_back_to_the_same_backend(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("127.0.0.1:8001,wieght=3", "unknown option 'wieght' (known: weight, maxconn, backup, tls, sni)"),
+        (
+            "127.0.0.1:8001,wieght=3",
+            "unknown option 'wieght' (known: weight, maxconn, backup, tls, sni)",
+        ),
         ("127.0.0.1:8001,weight=0", "weight 0 is out of range (1-256)"),
         ("127.0.0.1:8001,weight=257", "weight 257 is out of range (1-256)"),
         ("127.0.0.1:8001,weight=x", "weight='x' is not a whole number"),
