@@ -4,7 +4,9 @@ of real loopback backends (netkit tcp-echo serve with trustme certificates, netk
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -217,3 +219,63 @@ def check_send_proxy(netkit_server, named: NamedBackend) -> None:
     assert sends.stop() == 0
     assert not [e for e in sends.events if e["event"] == "health"]
     assert sends.listening["check_send_proxy"] == 1 and v2.listening["check_send_proxy"] == 2
+
+
+class TurncoatTLS(ThreadListener):
+    """A TLS echo backend whose first connection (lb's first check) gets a trusted
+    certificate, and every later one a certificate from another CA."""
+
+    def __init__(self, trusted: ssl.SSLContext, other: ssl.SSLContext) -> None:
+        self.contexts = [trusted, other]
+        self.served = 0
+        self.checked = threading.Event()  # the first handshake (the check's) is done
+        super().__init__()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def handle(self, conn: socket.socket) -> None:
+        ctx = self.contexts[min(self.served, 1)]
+        self.served += 1
+        threading.Thread(target=self._echo, args=(conn, ctx), daemon=True).start()
+
+    def _echo(self, conn: socket.socket, ctx: ssl.SSLContext) -> None:
+        conn.settimeout(10)
+        with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
+            self.checked.set()
+            while data := tls.recv(65536):
+                tls.sendall(data)
+
+
+def test_a_backend_whose_handshake_fails_for_a_client_is_ejected(netkit_server, ca, tls_files):
+    trusted = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(trusted)
+    other = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(other)
+    turncoat = TurncoatTLS(trusted, other)
+    good = netkit_server(
+        "tcp-echo", "serve", "127.0.0.1:0", "--cert", tls_files["chain"], "--key", tls_files["key"]
+    )
+    try:
+        lb = netkit_server(
+            "lb", ":0", turncoat.address, f"{good.address},backup", "--backend-tls",
+            "--cacert", tls_files["ca"], "--check-interval", "1h",
+        )  # fmt: skip
+        assert turncoat.checked.wait(10), "the first check's handshake"
+        # The first client meets the changed certificate: refused, the backend ejected.
+        with (
+            socket.create_connection(host_port(lb.address), timeout=10) as sock,
+            pytest.raises(ConnectionResetError),
+        ):
+            sock.sendall(b"x")
+            sock.recv(1)
+        failed = lb.wait_for("upstream_failed")
+        assert f"TLS certificate of {turncoat.address} not trusted" in failed["error"]
+        down = lb.event("health")  # reported as the backend went down, before the refusal
+        assert (down["backend"], down["new"], down["source"]) == (
+            turncoat.address,
+            "down",
+            "traffic",
+        )
+        assert "not trusted" in down["reason"]
+        assert [echo(lb.address, b"after") for _ in range(4)] == [b"after"] * 4
+    finally:
+        turncoat.stop()
