@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from netkit.commands import options as opt
-from netkit.commands.backend_tls import BackendTLSFlags, backend_tls_flags
 from netkit.commands.serving import (
     Presentation,
     build_relay,
@@ -17,6 +16,7 @@ from netkit.commands.serving import (
     relay_summary,
     run_server,
 )
+from netkit.commands.upstream_tls import BackendTLSFlags, backend_tls_flags
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance.backends import parse_backends

@@ -279,3 +279,20 @@ def test_a_backend_whose_handshake_fails_for_a_client_is_ejected(netkit_server, 
         assert [echo(lb.address, b"after") for _ in range(4)] == [b"after"] * 4
     finally:
         turncoat.stop()
+
+
+def test_proxy_shares_the_group_mutual_tls_to_its_upstream(netkit_server, ca, tls_files, tmp_path):
+    backend = netkit_server(
+        "tcp-echo", "serve", "127.0.0.1:0", "--cert", tls_files["chain"], "--key",
+        tls_files["key"], "--client-ca", tls_files["ca"],
+    )  # fmt: skip
+    client = pem(
+        tmp_path, "proxy-client.pem", ca.issue_cert("proxy").private_key_and_cert_chain_pem
+    )
+    front = netkit_server(
+        "proxy", ":0", backend.address, "--cacert", tls_files["ca"], "--upstream-cert", client
+    )
+    assert front.listening["upstream_tls"] is True
+    assert echo(front.address, b"mutual" * 500) == b"mutual" * 500
+    result = run_netkit("proxy", ":0", "127.0.0.1:1", "--upstream-key", tls_files["key"])
+    assert result.returncode == 2 and "--upstream-key needs --upstream-cert" in result.stderr
