@@ -56,7 +56,7 @@ from netkit.net.server import EventHook, Server, ServerStats, make_listener
 from netkit.net.sockets import force_rst
 from netkit.net.splice import SPLICE_AVAILABLE, SpliceRelay
 from netkit.net.tls_layer import accept_tls, connect_tls
-from netkit.net.upstreams import FixedUpstream, Upstream
+from netkit.net.upstreams import FixedUpstream, OnwardTLS, Upstream
 
 Relay = SpliceRelay | BufferedRelay
 Endpoint = TCPEndpoint | UnixEndpoint
@@ -478,21 +478,15 @@ class RelayServer(Server):
             return await self.upstream.connect(client)
 
     async def _open_upstream_transport(
-        self,
-        relay: BufferedRelay,
-        upstream: socket.socket,
-        header: bytes,
-        tls: tuple[ssl.SSLContext, str | None] | None,
+        self, relay: BufferedRelay, upstream: socket.socket, header: bytes, tls: OnwardTLS | None
     ) -> None:
-        # Upstream first (TLS handshake included), and the PROXY header on it before any client
-        # byte can flow; bytes that reach either side before the other is up wait in its buffer.
-        # Over TLS the header goes first, in clear (HAProxy's send-proxy with ssl, and what
-        # --accept-proxy-protocol in front of a TLS listener reads).
+        # The PROXY header first, in clear before any TLS (HAProxy's send-proxy with ssl, and
+        # what --accept-proxy-protocol reads), then the upstream's transport, TLS handshake
+        # included, before any client byte can flow (they wait in the client's buffer).
         try:
+            if header:
+                await self.loop.sock_sendall(upstream, header)
             if tls is not None:
-                if header:
-                    await self.loop.sock_sendall(upstream, header)
-                    header = b""
                 # netkit's TLS layer: a client's FIN becomes close_notify, and the reply is
                 # still read (HAProxy shuts its SSL server side down the same way).
                 await connect_tls(upstream, lambda: relay.upstream, tls[0], server_hostname=tls[1])
@@ -501,8 +495,6 @@ class RelayServer(Server):
         except BaseException:
             upstream.close()
             raise
-        if header:
-            relay.upstream.write(header)
 
     async def _watch(self, relay: Relay, draw: ConnectionDraw) -> None:
         # Until the relay ends; a splice relay that handed over (a data fault arrived) is

@@ -28,6 +28,9 @@ from netkit.net.backend_tls import BackendTLS
 from netkit.net.connect import connect_raw
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
 
+OnwardTLS = tuple[ssl.SSLContext, str | None]
+"""How to speak TLS to an upstream: the client context, and the server name to verify."""
+
 
 class Upstream:
     """Where a relay server's clients go; the base connects nowhere.
@@ -53,7 +56,7 @@ class Upstream:
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
         """A relay to ``upstream`` (a label :meth:`connect` returned) ended."""
 
-    def tls_for(self, upstream: str) -> tuple[ssl.SSLContext, str | None] | None:
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
         """(context, server name) for TLS to ``upstream`` when it sets its own (None: the
         relay's ``upstream_tls`` option decides)."""
         return None
@@ -152,7 +155,7 @@ class BalancedPool(Upstream):
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
         self.pool.state(upstream).connection_ended(bytes_up, bytes_down)
 
-    def tls_for(self, upstream: str) -> tuple[ssl.SSLContext, str | None] | None:
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
         if self.tls is None:
             return None
         return self.tls.handshake(self.pool.state(upstream).backend)

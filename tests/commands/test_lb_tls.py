@@ -296,3 +296,26 @@ def test_proxy_shares_the_group_mutual_tls_to_its_upstream(netkit_server, ca, tl
     assert echo(front.address, b"mutual" * 500) == b"mutual" * 500
     result = run_netkit("proxy", ":0", "127.0.0.1:1", "--upstream-key", tls_files["key"])
     assert result.returncode == 2 and "--upstream-key needs --upstream-cert" in result.stderr
+
+
+def test_proxy_header_goes_in_clear_before_tls_for_checks_and_traffic(netkit_server, tls_files):
+    # netkit proxy with a TLS listener and --accept-proxy-protocol reads the header first, in
+    # clear, then the TLS handshake (as HAProxy's accept-proxy with ssl does).
+    echo_server = netkit_server("tcp-echo", "serve", "127.0.0.1:0")
+    guarded = netkit_server(
+        "proxy", "127.0.0.1:0", echo_server.address, "--accept-proxy-protocol", "v2",
+        "--cert", tls_files["chain"], "--key", tls_files["key"],
+    )  # fmt: skip
+    lb = netkit_server(
+        "lb", ":0", guarded.address, "--backend-tls", "--cacert", tls_files["ca"],
+        "--proxy-protocol", "v2", "--check-interval", "50ms", "--check-timeout", "5s",
+        "--fall", "1",
+    )  # fmt: skip
+    assert echo(lb.address, b"through" * 1000) == b"through" * 1000
+    closed = guarded.wait_for("closed")
+    while closed["bytes_up"] == 0:  # checks close without data; find the client's relay
+        closed = guarded.wait_for("closed")
+    assert closed["bytes_up"] == 7000 and closed["via"] != closed["client"]
+    assert lb.stop() == 0
+    assert not [e for e in lb.events if e["event"] == "health"], "checks passed throughout"
+    assert not [e for e in guarded.events if e["event"] == "proxy_header_rejected"]
