@@ -14,7 +14,7 @@ Any of them turns TLS on (for every backend, unless some backends ask for it the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -23,7 +23,7 @@ import typer
 from netkit.commands import options as opt
 from netkit.core.balance.backends import Backend
 from netkit.errors import UsageError
-from netkit.net.backend_tls import BackendTLS
+from netkit.net.backend_tls import BackendTLS, with_tls
 from netkit.net.tls import ClientTLS, client_context
 
 
@@ -192,19 +192,17 @@ class BackendTLSFlags(OnwardTLSFlags):
 
     def configure(self, backends: list[Backend]) -> tuple[list[Backend], BackendTLS | None]:
         """The backends with TLS where it applies, and the TLS they share (None: no backend
-        speaks TLS).
+        speaks TLS); see :func:`netkit.net.backend_tls.with_tls`.
 
         Raises:
             UsageError: half a client certificate.
             ConfigError: a file that is missing or unusable.
         """
-        if not any(b.tls for b in backends):
-            if not self.given:
-                self._check_client_cert()
-                return backends, None
-            backends = [replace(b, tls=True) for b in backends]
-        context = client_context(self.client_tls(enabled=True))
-        return backends, BackendTLS(context, self.onward_sni)
+        self._check_client_cert()
+        context = None
+        if self.given or any(b.tls for b in backends):
+            context = client_context(self.client_tls(enabled=True))
+        return with_tls(backends, context, self.onward_sni)
 
 
 def upstream_tls_flags(command: opt.Command) -> opt.Command:

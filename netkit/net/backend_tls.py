@@ -11,10 +11,12 @@ check verifies exactly what the traffic will.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from netkit.core.addresses import TCPEndpoint
 from netkit.core.balance.backends import Backend
+from netkit.net.tls import ClientTLS, client_context
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,21 @@ class BackendTLS:
     def handshake(self, backend: Backend) -> tuple[ssl.SSLContext, str] | None:
         """(context, server name) for ``backend``, or None when it is reached in plain text."""
         return (self.context, self.server_name(backend)) if backend.tls else None
+
+
+def with_tls(
+    backends: Sequence[Backend], context: ssl.SSLContext | None, sni: str | None = None
+) -> tuple[list[Backend], BackendTLS | None]:
+    """Which backends speak TLS, and with what (``lb --backend-tls``, ``load_balancer()``).
+
+    With ``context``, every backend does, unless some ask for TLS themselves
+    (``HOST:PORT,tls``): then only those. Without it, only those that ask, verified against
+    the system's CAs. None for the TLS when no backend speaks it.
+    """
+    if not any(b.tls for b in backends):
+        if context is None:
+            return list(backends), None
+        backends = [replace(b, tls=True) for b in backends]
+    if context is None:
+        context = client_context(ClientTLS(True))
+    return list(backends), BackendTLS(context, sni)

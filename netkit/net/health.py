@@ -184,7 +184,11 @@ class _HTTPCheckConnection(_ProbeConnection):
             try:
                 self.reader.feed(self.rbuf.view())
             except PeerProtocolError as exc:
-                self.outcome.set_exception(CheckFailed(f"{self.target}: {exc}"))
+                self.outcome.set_exception(
+                    CheckFailed(
+                        f"{self.target} gave no HTTP answer to {self.check.describe()}: {exc}"
+                    )
+                )
             else:
                 self._judge()
         self.rbuf.consume(size)
