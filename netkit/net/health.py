@@ -387,6 +387,7 @@ class HealthChecker:
         )
         now = asyncio.get_running_loop().time()
         self.checks += 1
+        state.check_ms, state.check_status = round(result.seconds * 1000, 3), result.status
         event: HealthEvent | None
         if result.skipped:
             state.check_skipped(result.detail)
@@ -396,7 +397,7 @@ class HealthChecker:
         else:
             event = state.check_failed(result.detail, now)
         if event is not None:
-            event = replace(event, check_ms=round(result.seconds * 1000, 3), status=result.status)
+            event = replace(event, check_ms=state.check_ms, status=result.status)
         if self.on_check is not None:
             self.on_check(result)
         if event is not None and self.on_event is not None:

@@ -591,6 +591,8 @@ def test_snapshot_rows_carry_the_live_table() -> None:
         "connect_min_ms": 2.0,
         "connect_max_ms": 4.0,
         "last_check": "",
+        "check_ms": None,
+        "check_status": None,
     }
     assert rows[1]["role"] == "backup" and rows[1]["state"] == "down"
     assert p.state("unix:/tmp/b.sock") is b

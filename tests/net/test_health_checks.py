@@ -169,6 +169,8 @@ def test_http_check_marks_down_on_500_and_up_again_on_200(run: Runner[None]) -> 
             status[0] = 200
             up = await events.get()
             assert (up.new, up.status) == ("up", 200)
+            row = state.as_dict(0.0)  # the last check, for the table and the metrics
+            assert row["check_status"] == 200 and row["check_ms"] > 0
         server.close()
         await server.wait_closed()
 
