@@ -162,10 +162,7 @@ def lb(
     timeout = parse_duration(check_timeout, option="--check-timeout") if check_timeout else interval
     connect_limit = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     idle = opt.idle_timeout(idle_timeout)
-    http_check = parse_check(check, check_expect)
-    if http_check is not None and check_send is not None:
-        raise UsageError("--check-send is for TCP checks: --check http:PATH sends the request")
-    probe = CheckProbe.parse(check_send, None if http_check else check_expect)
+    checks = check_kinds(check, check_send, check_expect)
     pool_backends, backend_tls = to_backends.configure(pool_backends)
     version = opt.proxy_protocol_version(proxy_protocol)
     check_proxy = version or (1 if check_send_proxy else 0)  # HAProxy: checks send it too
@@ -184,8 +181,7 @@ def lb(
         seed=seed,
         check_interval=interval,
         check_timeout=timeout,
-        probe=probe,
-        http=http_check,
+        **checks,
         send_proxy=check_proxy,
         tls=backend_tls,
         connect_timeout=connect_limit,
@@ -231,6 +227,20 @@ def lb(
         },
     )
     raise typer.Exit(code)
+
+
+def check_kinds(check: str, send: str | None, expect: str | None) -> dict[str, Any]:
+    """``balanced_pool``'s ``probe`` and ``http`` from ``--check``, ``--check-send`` and
+    ``--check-expect`` (a regular expression for TCP checks, status codes for HTTP ones).
+
+    Raises:
+        UsageError: ``--check-send`` with an HTTP check.
+        ConfigError: a bad kind, path, escape, expression or status code.
+    """
+    http = parse_check(check, expect)
+    if http is not None and send is not None:
+        raise UsageError("--check-send is for TCP checks: --check http:PATH sends the request")
+    return {"probe": CheckProbe.parse(send, None if http else expect), "http": http}
 
 
 def backend_table(rows: list[dict[str, Any]]) -> Table:
