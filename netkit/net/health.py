@@ -177,6 +177,9 @@ class _HTTPCheckConnection(_ProbeConnection):
                 )
             )
 
+    def _not_http(self, exc: PeerProtocolError) -> CheckFailed:
+        return CheckFailed(f"{self.target} gave no HTTP answer to {self.check.describe()}: {exc}")
+
     def data_ready(self) -> None:
         size = len(self.rbuf)
         if not self.outcome.done():
@@ -184,11 +187,7 @@ class _HTTPCheckConnection(_ProbeConnection):
             try:
                 self.reader.feed(self.rbuf.view())
             except PeerProtocolError as exc:
-                self.outcome.set_exception(
-                    CheckFailed(
-                        f"{self.target} gave no HTTP answer to {self.check.describe()}: {exc}"
-                    )
-                )
+                self.outcome.set_exception(self._not_http(exc))
             else:
                 self._judge()
         self.rbuf.consume(size)
@@ -198,7 +197,7 @@ class _HTTPCheckConnection(_ProbeConnection):
             try:
                 self.reader.eof()
             except PeerProtocolError as exc:
-                self.outcome.set_exception(CheckFailed(f"{self.target}: {exc}"))
+                self.outcome.set_exception(self._not_http(exc))
                 return None
             self._judge()
         if not self.outcome.done():

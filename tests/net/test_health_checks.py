@@ -211,8 +211,13 @@ def test_http_check_bounds_the_answer_and_refuses_what_is_not_http(run: Runner[N
                 await reader.read()
             writer.close()
 
+        async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+            writer.close()
+
         results = []
-        for handler in (endless, garbage):
+        for handler in (endless, garbage, truncated):
             server = await asyncio.start_server(handler, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
             results.append(
@@ -220,10 +225,14 @@ def test_http_check_bounds_the_answer_and_refuses_what_is_not_http(run: Runner[N
             )
             server.close()
             await server.wait_closed()
-        too_long, not_http = results
+        too_long, not_http, cut_short = results
         assert not too_long.ok and "no complete HTTP answer" in too_long.detail
         assert too_long.seconds < 4  # judged on the bound, not the timeout
         assert not not_http.ok and "malformed HTTP response" in not_http.detail
+        assert not cut_short.ok and cut_short.status is None
+        assert cut_short.detail.endswith(
+            "gave no HTTP answer to GET /: the connection closed in the middle of a response"
+        )
 
     run(main())
 
