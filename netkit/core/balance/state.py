@@ -148,6 +148,8 @@ class BackendState:
         last_check_seconds: how long it took.
         changes: up/down changes so far.
         admin: what the operator set (ready, drain, maint); health is apart.
+        check_ms, check_status: the last check's duration and HTTP status (None: no check
+            yet, or no HTTP), as HAProxy's check duration and status.
     """
 
     def __init__(
@@ -179,6 +181,8 @@ class BackendState:
         self.check_failures = 0
         self.admin = AdminState.READY
         self.removed = False  # taken out of its pool; its connections may still run
+        self.check_ms: float | None = None
+        self.check_status: int | None = None
 
     def __repr__(self) -> str:
         return f"<BackendState {self.backend} {self.health.status} active={self.active}>"
@@ -307,4 +311,6 @@ class BackendState:
             "bytes_down": self.bytes_down,
             **self.connect_times.as_dict(),
             "last_check": self.last_check,
+            "check_ms": self.check_ms,
+            "check_status": self.check_status,
         }
