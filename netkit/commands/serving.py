@@ -375,6 +375,7 @@ def run_server(
     fields: Callable[[bool], dict[str, Any]] | None = None,
     companion: Callable[[Server], AbstractAsyncContextManager[Any]] | None = None,
     supervise: Callable[[], AbstractContextManager[Any]] | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> ExitStatus:
     """Run a server command until SIGINT/SIGTERM and print its events and summary.
 
@@ -393,6 +394,8 @@ def run_server(
             process, or each worker's (the caller makes it work so, or refuses ``--workers``).
         supervise: with ``--workers``, what runs in the parent while the workers serve (the
             control server that asks them all), entered once they are started.
+        on_reload: called on SIGHUP (in every worker: the parent forwards it) instead of
+            stopping the server.
 
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT (or the worst worker's code).
@@ -426,6 +429,10 @@ def run_server(
     on_event = _print_event(out)
 
     def serve(index: int, alone: bool) -> tuple[int, dict[str, Any]]:
+        if on_reload is not None and not alone:
+            # A worker that reloads on SIGHUP must not die of one (its default action) before
+            # its loop takes it: the parent forwards SIGHUP to every worker at once.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         sock = socks[index if unix is None else 0]
         for other in socks:  # a worker keeps only its own listener: once it stops accepting,
             if other is not sock:  # no process holds that socket open to queue clients in
@@ -452,6 +459,7 @@ def run_server(
                     while_serving=(
                         (lambda stop: _live(out, status(server), stop)) if status else None
                     ),
+                    on_reload=on_reload,
                 )
             final = presentation.final() if presentation.final is not None else {}
             return interrupted, server.stats.as_dict() | final

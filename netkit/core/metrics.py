@@ -67,7 +67,21 @@ _BACKEND = (
     ("haproxy_backend_redispatch_warnings_total", "counter", "Clients retried on another server after a failed connect.", "redispatch_warnings_total"),
     ("haproxy_backend_active_servers", "gauge", "Primary servers up and taking connections.", "active_servers"),
     ("haproxy_backend_backup_servers", "gauge", "Backup servers up and taking connections.", "backup_servers"),
+    ("haproxy_backend_current_queue", "gauge", "Clients waiting for a free slot (every server full).", "current_queue"),
+    ("haproxy_backend_max_queue", "gauge", "Most clients waiting at once.", "max_queue"),
+    ("netkit_backend_queued_total", "counter", "Clients that waited in the queue.", "queued_total"),
+    ("netkit_backend_queue_timeouts_total", "counter", "Clients closed after waiting the queue timeout.", "queue_timeouts_total"),
+    ("netkit_backend_queue_refused_total", "counter", "Clients refused because the queue was full.", "queue_refused_total"),
 )  # fmt: skip
+QUEUE_KEYS = {
+    "current": "current_queue",
+    "max": "max_queue",
+    "queued": "queued_total",
+    "timed_out": "queue_timeouts_total",
+    "refused": "queue_refused_total",
+}
+"""The queue's counts (:meth:`netkit.net.upstreams.BalancedPool.queue_snapshot`) as the
+backend's keys."""
 _SERVER = (
     ("haproxy_server_current_sessions", "gauge", "Current connections (connecting included).", "active"),
     ("haproxy_server_sessions_total", "counter", "Connections made.", "total"),
@@ -119,8 +133,11 @@ def server_row(
     }
 
 
-def backend_totals(servers: Sequence[dict[str, Any]], redispatches: int) -> dict[str, Any]:
-    """The backend's figures: its servers' added up, and how many are up and ready."""
+def backend_totals(
+    servers: Sequence[dict[str, Any]], redispatches: int, queue: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The backend's figures: its servers' added up, how many are up and ready, and its
+    queue (``queue``: the pool's queue counts; zeros without one)."""
 
     def ready(role: str) -> int:
         return sum(s["role"] == role and s["status"] == "UP" for s in servers)
@@ -135,17 +152,21 @@ def backend_totals(servers: Sequence[dict[str, Any]], redispatches: int) -> dict
         "redispatch_warnings_total": redispatches,
         "active_servers": ready("primary"),
         "backup_servers": ready("backup"),
-    }
+    } | {key: (queue or {}).get(count, 0) for count, key in QUEUE_KEYS.items()}
 
 
 def proxy_stats(
-    name: str, frontend: dict[str, Any], servers: Sequence[dict[str, Any]], redispatches: int = 0
+    name: str,
+    frontend: dict[str, Any],
+    servers: Sequence[dict[str, Any]],
+    redispatches: int = 0,
+    queue: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One relay's ``/stats`` entry: ``{"name", "frontend", "backend", "servers"}``."""
     return {
         "name": name,
         "frontend": frontend,
-        "backend": backend_totals(servers, redispatches),
+        "backend": backend_totals(servers, redispatches, queue),
         "servers": list(servers),
     }
 
@@ -253,7 +274,9 @@ def merge_proxy_stats(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             servers.setdefault(row["backend"], []).append(row)
     redispatches = sum(e["backend"]["redispatch_warnings_total"] for e in entries)
     rows = [merge_server_rows(same) for same in servers.values()]
-    return proxy_stats(entries[0]["name"], frontend, rows, redispatches)
+    # the queue: each worker has its own (max: the sum of each one's, an upper bound)
+    queue = {n: sum(e["backend"].get(k, 0) for e in entries) for n, k in QUEUE_KEYS.items()}
+    return proxy_stats(entries[0]["name"], frontend, rows, redispatches, queue)
 
 
 def merge_stats(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:

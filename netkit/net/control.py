@@ -84,12 +84,15 @@ class ControlApi:
         assert self.upstream is not None
         if self.upstream.checker is not None:
             self.upstream.checker.add(self.control.find(row["backend"]))
+        self.upstream.room_changed()  # clients in the queue may go to it
         self._emit(events)
         return Response.json(row, status=201)
 
     async def change(self, request: Request, backend: str) -> Response:
         """``PATCH /backends/{backend}``: admin state and/or weight; 200 with its row."""
         row, events = self.control.change(backend, request.json(), self._now())
+        if self.upstream is not None:
+            self.upstream.room_changed()  # enabled again: clients in the queue may go to it
         self._emit(events)
         return Response.json(row)
 

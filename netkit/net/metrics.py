@@ -68,7 +68,8 @@ def relay_stats(name: str, server: RelayServer) -> dict[str, Any]:
             server_row(s, now, live=live.get(s.name, (0, 0)), layer7=layer7)
             for s in (*upstream.pool.states, *upstream.pool.retired)
         ]
-        return proxy_stats(name, frontend, servers, upstream.redispatches)
+        queue = upstream.queue_snapshot()
+        return proxy_stats(name, frontend, servers, upstream.redispatches, queue)
     servers = []
     if isinstance(upstream, FixedUpstream):
         row = server_row(upstream.counts, now, live=live.get(upstream.label, (0, 0)))
