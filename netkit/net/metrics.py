@@ -121,8 +121,12 @@ class MetricsRoutes:
         self.relays = relays
 
     async def metrics(self, request: Request) -> Response:
-        """``GET /metrics``: the Prometheus text exposition format."""
-        return prometheus_response(snapshot(self.relays))
+        """``GET /metrics``: the Prometheus text exposition format.
+
+        The counters are read in the loop (a consistent snapshot, ~0.1 ms a backend); the
+        text is written in a thread (~0.5 ms a backend with prometheus_client: 50 ms for 100
+        backends), so relays are not held up while it is."""
+        return await asyncio.to_thread(prometheus_response, snapshot(self.relays))
 
     async def stats(self, request: Request) -> Response:
         """``GET /stats``: the same figures as JSON."""
