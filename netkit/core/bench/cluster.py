@@ -147,11 +147,11 @@ def member_plans(plan: LoadPlan, members: int) -> list[LoadPlan]:
     shares = plan.split(members)
     if len(shares) < members:
         given: tuple[str | Setting, ...] = (" (", CONNECTIONS, f" {plan.connections}")
+        need = f"{members} cluster members need at least {members} connections"
         if plan.requests is not None:
             given += (", ", REQUESTS, f" {plan.requests}")
-        raise ConfigError(
-            (f"{members} cluster members need at least {members} connections", *given, ")")
-        )
+            need += " and requests"
+        raise ConfigError((need, *given, ")"))
     return shares
 
 

@@ -266,11 +266,9 @@ def cluster_workers(client: Any) -> list[ClusterWorker]:
 
 
 def _live_addresses(client: Any) -> set[str]:
-    return set(client.run_on_scheduler(_scheduler_workers))
-
-
-def _scheduler_workers(dask_scheduler: Any) -> list[str]:
-    return list(dask_scheduler.workers)
+    """The workers the scheduler has now (asked each time: the client's own copy of the
+    scheduler's information is refreshed only every few seconds)."""
+    return set(client.nthreads())
 
 
 @dataclass
@@ -432,9 +430,10 @@ class FleetRun:
         end: float | None,
     ) -> None:
         _pause([futures[i] for i in pending])
-        for item in progress_q.get(batch=True):
+        fresh = progress_q.get(batch=True)
+        for item in fresh:
             latest[item["index"]] = item
-        if latest and self.on_progress is not None:
+        if fresh and self.on_progress is not None:
             self.on_progress(dict(latest))
         for i in list(pending):
             if futures[i].done():
