@@ -9,7 +9,7 @@ connections and duration, rounds interleaved so that noise falls on every row:
 
 - ``bench -w 1`` and ``bench -w 2``: plain local runs, forked worker processes;
 - ``--cluster`` with 1 and 2 Dask workers (one process each, ``--per-worker``), on a
-  ``dask scheduler`` and ``dask worker`` processes started once, before the rounds.
+  Dask LocalCluster (a scheduler and two worker processes) started once, before the rounds.
 
 For each: round trips per second (the run's own figure), the CPU the bench processes used
 per round trip (the command and, for the cluster, the Dask workers and their forked
@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from harness import (
@@ -49,57 +47,22 @@ RATE_GOAL = 0.95
 STARTUP_GOAL_S = 5.0
 
 
-def start_dask(workdir: Path, hosts: list[str]) -> tuple[str, list[subprocess.Popen[bytes]]]:
-    """A scheduler and one single-threaded worker per host; returns its address."""
-    info = workdir / "scheduler.json"
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(info),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    deadline = time.monotonic() + 60
-    while not (info.exists() and info.stat().st_size):
-        if time.monotonic() > deadline:
-            raise RuntimeError("dask scheduler did not start")
-        time.sleep(0.1)
-    address = json.loads(info.read_text())["address"]
-    for host in hosts:
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--no-dashboard",
-                    "--host",
-                    host,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+def start_dask(workers: int) -> tuple[Any, Any, list[int]]:
+    """A LocalCluster of ``workers`` single-threaded worker processes on 127.0.0.1, a client
+    of it, and the workers' pids (for their CPU)."""
     import distributed
 
-    with distributed.Client(address, timeout=30) as client:
-        client.wait_for_workers(len(hosts), timeout=60)
-    return address, procs
+    cluster = distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    client.wait_for_workers(workers, timeout=60)
+    return cluster, client, sorted(client.run(os.getpid).values())
 
 
 def run_bench(args: list[str], workers: list[int]) -> dict[str, Any]:
@@ -149,16 +112,22 @@ def main() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    tmp = Path(tempfile.mkdtemp(prefix="netkit-cluster-bench-"))
-    address, dask = start_dask(tmp, ["127.0.0.1", "127.0.0.2"])
-    worker_pids = [p.pid for p in dask[1:]]
+    cluster, client, worker_pids = start_dask(2)
+    address = cluster.scheduler_address
     try:
         target = f"127.0.0.1:{listening_port(echo)}"
         common = [target, "-c", str(args.connections), "-d", f"{args.seconds}s"]
         rows = {
             "bench -w 1": [*common, "-w", "1"],
             "bench -w 2": [*common, "-w", "2"],
-            "--cluster, 1 Dask worker": [*common, "--cluster", address, "--hosts", "1"],
+            "--cluster, 1 Dask worker": [
+                *common,
+                "--cluster",
+                address,
+                "--per-worker",
+                "--hosts",
+                "1",
+            ],
             "--cluster, 2 Dask workers": [*common, "--cluster", address, "--per-worker"],
         }
         _children_cpu()
@@ -168,8 +137,9 @@ def main() -> None:
                 log(f"round {r + 1}: {name}")
                 runs[name].append(run_bench(rows[name], worker_pids if "cluster" in name else []))
     finally:
-        for proc in [*dask[1:], dask[0], echo]:
-            stop(proc)
+        client.close()
+        cluster.close()
+        stop(echo)
     info = machine(distributed="distributed")
     print(
         f"Measured {info['date']} on {info['nproc']} CPUs ({info['cpu']}), Python "

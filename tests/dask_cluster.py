@@ -71,15 +71,17 @@ class DaskCluster:
             proc.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def dask_cluster(tmp: Path, hosts: list[str]) -> Iterator[DaskCluster]:
-    """A scheduler on 127.0.0.1 (a port the kernel chose) and one worker per host."""
-    info = tmp / "scheduler.json"
+def start_scheduler(
+    host: str, info: Path, wrap: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``dask scheduler`` on ``host`` (a port the kernel chose; ``wrap``: a command to run it
+    under, as ``ip netns exec NS``); returns it and its address, once it listens."""
     scheduler = subprocess.Popen(
         [
+            *wrap,
             *SCHEDULER,
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             "0",
             "--no-dashboard",
@@ -89,14 +91,25 @@ def dask_cluster(tmp: Path, hosts: list[str]) -> Iterator[DaskCluster]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    cluster = DaskCluster("", scheduler, {})
     try:
         deadline = time.monotonic() + 30
         while not (info.exists() and info.stat().st_size):
             assert scheduler.poll() is None, "dask scheduler exited"
             assert time.monotonic() < deadline, "dask scheduler did not start"
             time.sleep(0.05)  # polling for the file the scheduler writes when it listens
-        cluster.address = json.loads(info.read_text())["address"]
+    except BaseException:
+        scheduler.kill()
+        scheduler.wait()
+        raise
+    return scheduler, str(json.loads(info.read_text())["address"])
+
+
+@contextlib.contextmanager
+def dask_cluster(tmp: Path, hosts: list[str]) -> Iterator[DaskCluster]:
+    """A scheduler on 127.0.0.1 (a port the kernel chose) and one worker per host."""
+    scheduler, address = start_scheduler("127.0.0.1", tmp / "scheduler.json")
+    cluster = DaskCluster(address, scheduler, {})
+    try:
         for host in hosts:
             cluster.start_worker(host)
         yield cluster

@@ -9,18 +9,17 @@ namespaces. Skipped where ``ip netns`` is not permitted (not root, no iproute2).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.commands.conftest import NETKIT, ServerProcess, json_lines
+from tests.dask_cluster import start_scheduler
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -88,30 +87,10 @@ def test_workers_in_two_namespaces_load_a_target_in_a_third(tmp_path: Path) -> N
             procs.append(target)
             echo = ServerProcess(target, {})
             echo.listening = echo.wait_for("listening", timeout=30)
-            info = tmp_path / "scheduler.json"
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *in_ns(
-                            f"{prefix}-hub", sys.executable, "-m", "distributed.cli.dask_scheduler"
-                        ),
-                        "--host",
-                        addr["hub"],
-                        "--port",
-                        "0",
-                        "--no-dashboard",
-                        "--scheduler-file",
-                        str(info),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            hub, scheduler = start_scheduler(
+                addr["hub"], tmp_path / "scheduler.json", ("ip", "netns", "exec", f"{prefix}-hub")
             )
-            deadline = time.monotonic() + 30
-            while not (info.exists() and info.stat().st_size):
-                assert time.monotonic() < deadline, "dask scheduler did not start"
-                time.sleep(0.05)  # polling for the file the scheduler writes when it listens
-            scheduler = json.loads(info.read_text())["address"]
+            procs.append(hub)
             for role in ("w1", "w2"):
                 procs.append(
                     subprocess.Popen(
