@@ -29,8 +29,8 @@ _netkit_options() {
         "netkit udp-echo") echo "-h --help" ;;
         "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss -q --quiet --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
+        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
         "netkit bench merge") echo "--fail-if --json -h --help" ;;
         "netkit multicast") echo "-h --help" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;
@@ -51,8 +51,8 @@ _netkit_value_options() {
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval -t --timeout --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
         "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss --sndbuf --rcvbuf" ;;
-        "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cacert --cert --key --sni" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cacert --cert --key --sni" ;;
+        "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
         "netkit bench merge") echo "--fail-if" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl -I --interface --source-port --sndbuf" ;;
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
