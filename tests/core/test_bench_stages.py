@@ -271,3 +271,16 @@ def test_stage_thresholds_judge_their_stage_only() -> None:
     assert every.crossed(r)
     assert "in stage(s) 3 =" in every.describe(r)
     assert not parse_threshold("rps[stage=*]<50").crossed(r)
+
+
+def test_connection_ranks_interleave_across_nested_splits() -> None:
+    # A cluster of 2 members, each with 2 processes: 7 slots open in an order that keeps
+    # every share within one connection of the others at every count.
+    s = parse_stages("1s:7")
+    plan = LoadPlan(connections=7, total_connections=7, duration=1.0, stages=s)
+    leaves = [p for member in plan.split(2) for p in member.split(2)]
+    ranks = [[p.rank_offset + j * p.rank_stride for j in range(p.connections)] for p in leaves]
+    assert sorted(r for leaf in ranks for r in leaf) == list(range(7))
+    for count in range(8):
+        active = [sum(r < count for r in leaf) for leaf in ranks]
+        assert max(active) - min(active) <= 1, (count, active)

@@ -79,8 +79,10 @@ class LoadPlan:
         exchange: ``connect`` only: send one request and verify its echo before closing.
         stages: ``--stages``: a ramping rate (open loop) or ramping connections (closed
             loop) instead of ``rate``; ``duration`` is then the stages' total.
-        part, parts: this plan is share ``part`` of ``parts`` (see :meth:`split`): ramping
-            connections open in turn across the parts.
+        rank_offset, rank_stride: ramping connections open in turn across the shares of a
+            run (see :meth:`split`): this plan's slot ``j`` is the run's
+            ``rank_offset + j * rank_stride``-th to open. Splits compose (a cluster member's
+            share split again among its processes).
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -96,8 +98,8 @@ class LoadPlan:
     timeout: float = 5.0
     exchange: bool = False
     stages: Stages | None = None
-    part: int = 0
-    parts: int = 1
+    rank_offset: int = 0
+    rank_stride: int = 1
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name
@@ -156,9 +158,11 @@ class LoadPlan:
     def split(self, workers: int) -> list[LoadPlan]:
         """Shares for ``workers`` processes: connections, rate and requests split in proportion.
 
-        There are never more workers than connections.
+        There are never more workers than connections, nor than requests.
         """
         workers = max(1, min(workers, self.connections))
+        if self.requests is not None:  # a worker with no request to make would idle
+            workers = min(workers, self.requests)
         shares = split_evenly(self.connections, workers)
         requests = (
             split_evenly(self.requests, workers) if self.requests is not None else [None] * workers
@@ -171,13 +175,12 @@ class LoadPlan:
                     connections=share,
                     first_connection=first,
                     requests=reqs,
-                    part=part,
-                    parts=workers,
+                    rank_offset=self.rank_offset + part * self.rank_stride,
+                    rank_stride=self.rank_stride * workers,
                 )
             )
             first += share
-        # A worker with no requests to make would idle: give its connections to the others.
-        return [p for p in plans if p.requests is None or p.requests > 0]
+        return plans
 
 
 class Schedule(Protocol):

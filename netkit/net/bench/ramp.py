@@ -2,8 +2,8 @@
 opens and retires one worker's connection slots as the schedule's wanted count changes.
 
 Slots open in turn across workers (slot ``j`` of worker ``w`` of ``W`` is the run's
-``j*W + w``-th to open, the last to close), so every worker carries its share at every
-moment. A retired connection sends nothing more, closes once its requests are answered (no
+``j*W + w``-th to open, the last to close; see ``LoadPlan.rank_offset``), so every worker
+carries its share at every moment. A retired connection sends nothing more, closes once its requests are answered (no
 error) and its slot waits until the schedule wants it again.
 """
 
@@ -34,7 +34,7 @@ class ConnectionRamp:
     def __init__(self, plan: LoadPlan, stages: Stages, slots: list[Slot], run: Run) -> None:
         self.run = run
         self.slots = slots
-        self.ranks = [j * plan.parts + plan.part for j in range(len(slots))]
+        self.ranks = [plan.rank_offset + j * plan.rank_stride for j in range(len(slots))]
         self.changes = stages.changes()
         self._woken = asyncio.Event()
         self.apply(self.changes[0][1])
