@@ -253,6 +253,11 @@ def test_stage_threshold_syntax() -> None:
         parse_threshold("p99[stage=3]>5ms").check_stages(2)
     with pytest.raises(ConfigError, match="needs --stages"):
         parse_threshold("p99[stage=1]>5ms").check_stages(0)
+    # A saved result without stages (bench merge): refused, never "held".
+    plain = BenchResult("echo", "t", "tcp", 2, 1, 1, 64, None, duration_s=1.0)  # type: ignore[arg-type]
+    for text in ("p99[stage=*]>5ms", "p99[stage=1]>5ms"):
+        with pytest.raises(ConfigError, match="no --stages"):
+            parse_threshold(text).crossed(plain)
 
 
 def test_stage_thresholds_judge_their_stage_only() -> None:

@@ -90,6 +90,8 @@ class Threshold:
             return [(0, result)]
         if self.stage != EVERY_STAGE:
             return [(self.stage, result.stage_view(self.stage))]
+        if not result.stages:  # judged nothing: that must not pass for "held"
+            raise ConfigError((FAIL_IF, f" {self.text!r}: the result has no --stages"))
         return [(s.index, result.stage_view(s.index)) for s in result.stages if s.planned_s > 0]
 
     def value(self, result: BenchResult) -> float | None:
