@@ -64,6 +64,7 @@ def test_parses_connection_counts() -> None:
         ("0s:100/s", "last no time"),
         ("10s:0/s, 5s:0/s", "no request would be sent"),
         ("10s:0", "no connection would open"),
+        ("10s:200k", "at most 100,000"),
         ("10s:-5/s", "not a rate"),
     ],
 )

@@ -29,6 +29,8 @@ from netkit.errors import ConfigError
 NEVER_NS = 10**15
 # The most connection changes a schedule may hold (sum of |steps| over the stages).
 MAX_CHANGES = 1_000_000
+# The most connections a stage may ask for (as --connections allows).
+MAX_CONNECTIONS = 100_000
 
 
 class StageKind(enum.StrEnum):
@@ -120,6 +122,8 @@ class Stages:
             raise ConfigError((STAGES, ": every rate is 0/s: no request would be sent"))
         if self.kind is StageKind.CONNECTIONS and self.peak < 1:
             raise ConfigError((STAGES, ": every count is 0: no connection would open"))
+        if self.kind is StageKind.CONNECTIONS and self.peak > MAX_CONNECTIONS:
+            raise ConfigError((STAGES, f": {self.peak:,} connections; at most {MAX_CONNECTIONS:,}"))
         # Each stage's start time, starting value and integral (requests due) at its start.
         starts, froms, due = [], [], []
         t = before = total = 0.0
