@@ -58,7 +58,7 @@ def start_dask(workers: int) -> tuple[Any, Any, list[int]]:
         processes=True,
         host="127.0.0.1",
         scheduler_port=0,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     )
     client = distributed.Client(cluster)
     client.wait_for_workers(workers, timeout=60)
