@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.backends import Backend
+from netkit.core.balance.checks import HTTPCheck
 from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.pool import BackendPool, PoolChange
 from netkit.core.balance.queue import QueueCounters
 from netkit.core.balance.state import BackendState, OnError
-from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.errors import ConnectError, LocalError, NetkitError, OperationTimeout
 from netkit.net.backend_queue import ConnectQueue
+from netkit.net.backend_tls import BackendTLS
 from netkit.net.connect import connect_raw
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
+
+OnwardTLS = tuple[ssl.SSLContext, str | None]
+"""How to speak TLS to an upstream: the client context, and the server name to verify."""
 
 
 class Upstream:
@@ -51,6 +57,14 @@ class Upstream:
 
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
         """A relay to ``upstream`` (a label :meth:`connect` returned) ended."""
+
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
+        """(context, server name) for TLS to ``upstream`` when it sets its own (None: the
+        relay's ``upstream_tls`` option decides)."""
+        return None
+
+    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
+        """The TLS handshake with ``upstream`` failed (the client was refused)."""
 
 
 class FixedUpstream(Upstream):
@@ -116,6 +130,7 @@ class BalancedPool(Upstream):
         on_queue: called with ``("queued" | "queue_timeout" | "queue_full", fields)`` for
             each client that begins to wait (``waiting``: how many wait now), is closed after
             waiting, or is refused because the queue was full.
+        tls: the TLS for backends reached over TLS (:attr:`Backend.tls`).
     """
 
     def __init__(
@@ -127,6 +142,7 @@ class BalancedPool(Upstream):
         on_health: Callable[[HealthEvent], None] | None = None,
         queue: QueueCounters | None = None,
         on_queue: Callable[[str, dict[str, Any]], None] | None = None,
+        tls: BackendTLS | None = None,
     ) -> None:
         self.pool = pool
         self.connect_timeout = connect_timeout
@@ -137,6 +153,7 @@ class BalancedPool(Upstream):
         self.redispatches = 0
         self.on_drained: Callable[[BackendState], None] | None = None
         """Called when the last connection of a draining or removed backend ends."""
+        self.tls = tls
 
     def start(self) -> None:
         if self.checker is not None:
@@ -231,6 +248,21 @@ class BalancedPool(Upstream):
         """The queue's limits and counts (:meth:`QueueCounters.as_dict`), now."""
         return self.queue.counters.as_dict()
 
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
+        if self.tls is None:
+            return None
+        return self.tls.handshake(self.pool.state(upstream).backend)
+
+    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
+        # A backend whose certificate does not verify is as unusable as one that refuses:
+        # a failed connect of its own (counted and ejected); the connection that carried the
+        # handshake is ended by relay_ended, so it is not taken off the active count here.
+        state = self.pool.state(upstream)
+        state.connect_started()
+        now = asyncio.get_running_loop().time()
+        if (event := state.connect_failed(str(error), now)) and self.on_health:
+            self.on_health(event)
+
     def snapshot(self) -> list[dict[str, Any]]:
         """One row per backend (:meth:`BackendPool.snapshot`), now."""
         return self.pool.snapshot(asyncio.get_running_loop().time())
@@ -247,6 +279,9 @@ def balanced_pool(
     check_interval: float = DEFAULT_INTERVAL,
     check_timeout: float | None = None,
     probe: CheckProbe = CheckProbe(),
+    http: HTTPCheck | None = None,
+    send_proxy: int = 0,
+    tls: BackendTLS | None = None,
     connect_timeout: float = 5.0,
     on_health: Callable[[HealthEvent], None] | None = None,
     queue: QueueCounters | None = None,
@@ -256,6 +291,8 @@ def balanced_pool(
     queue (``queue``: its limit and timeout, see :class:`BalancedPool`).
 
     Every backend state change (from a check, or from a refused connect) goes to ``on_health``.
+    ``http``, ``send_proxy`` and ``tls`` are :class:`HealthChecker`'s; ``tls`` serves the
+    traffic too.
 
     Raises:
         ConfigError: a bad algorithm, threshold, interval or timeout.
@@ -264,7 +301,12 @@ def balanced_pool(
         backends, algorithm=algorithm, rise=rise, fall=fall, slowstart=slowstart, seed=seed
     )
     upstream = BalancedPool(
-        pool, connect_timeout=connect_timeout, on_health=on_health, queue=queue, on_queue=on_queue
+        pool,
+        connect_timeout=connect_timeout,
+        on_health=on_health,
+        tls=tls,
+        queue=queue,
+        on_queue=on_queue,
     )
 
     def checked(event: HealthEvent) -> None:
@@ -273,7 +315,14 @@ def balanced_pool(
             on_health(event)
 
     upstream.checker = HealthChecker(
-        pool.states, interval=check_interval, timeout=check_timeout, probe=probe, on_event=checked
+        pool.states,
+        interval=check_interval,
+        timeout=check_timeout,
+        probe=probe,
+        http=http,
+        send_proxy=send_proxy,
+        tls=tls,
+        on_event=checked,
     )
     return upstream
 
