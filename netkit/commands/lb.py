@@ -34,7 +34,7 @@ from netkit.core.units import parse_duration
 from netkit.errors import ConfigError, UsageError
 from netkit.net.backends_file import BackendsFile, read_backends_file
 from netkit.net.relay import RelayOptions, RelayStats
-from netkit.net.upstreams import balanced_pool, merge_queues, merge_snapshots
+from netkit.net.upstreams import BalancedPool, balanced_pool, merge_queues, merge_snapshots
 
 NAME = "lb"
 HELP = "L4 load balancer: weighted algorithms, health checks, backups, failover; one command line."
@@ -247,7 +247,12 @@ def lb(
         on_queue=lambda kind, fields: _queue_event(out, kind, fields),
     )
     watcher = (
-        BackendsFile(backends_file, upstream, on_reload=lambda kind, f: _reload_event(out, kind, f))
+        BackendsFile(
+            backends_file,
+            upstream,
+            on_reload=lambda kind, f: _reload_event(out, kind, f),
+            prepare=functools.partial(_with_tls, to_backends, upstream),
+        )
         if backends_file is not None
         else None
     )
@@ -313,6 +318,16 @@ def _sighup(out: Output, watcher: BackendsFile | None) -> None:
     else:
         reason = "no --backends-file to reload"
         _reload_event(out, "reload_ignored", {"trigger": "SIGHUP", "reason": reason})
+
+
+def _with_tls(
+    to_backends: BackendTLSFlags, upstream: BalancedPool, backends: list[Backend]
+) -> list[Backend]:
+    # A reloaded file's backends get TLS as the first ones did (--backend-tls, ,tls).
+    backends, tls = to_backends.configure(backends)
+    if tls is not None and upstream.tls is None:
+        raise ConfigError("a backend over TLS needs lb started with one (or --backend-tls)")
+    return backends
 
 
 def _initial_backends(given: list[str] | None, path: Path | None) -> list[Backend]:

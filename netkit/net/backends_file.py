@@ -67,6 +67,9 @@ class BackendsFile:
         upstream: the pool to keep in step.
         on_reload: told of each reload and each failed one.
         interval: seconds between two looks at the file.
+        prepare: what the command does to the backends it reads before the pool gets them
+            (lb: TLS for every backend under ``--backend-tls``); a ConfigError it raises
+            fails the reload.
     """
 
     def __init__(
@@ -76,11 +79,13 @@ class BackendsFile:
         *,
         on_reload: OnReload,
         interval: float = POLL_INTERVAL,
+        prepare: Callable[[list[Backend]], list[Backend]] | None = None,
     ) -> None:
         self.path = path
         self.upstream = upstream
         self.on_reload = on_reload
         self.interval = interval
+        self.prepare = prepare
         self._seen = _stamp(path)
 
     def reload(self, trigger: str = "SIGHUP") -> PoolChange | None:
@@ -90,6 +95,8 @@ class BackendsFile:
         fields: dict[str, Any] = {"file": str(self.path), "trigger": trigger, "pid": os.getpid()}
         try:
             backends = read_backends_file(self.path)
+            if self.prepare is not None:
+                backends = self.prepare(backends)
         except ConfigError as exc:
             self.on_reload("reload_failed", fields | {"error": str(exc)})
             return None

@@ -125,12 +125,12 @@ class BalancedPool(Upstream):
         connect_timeout: seconds allowed per backend before trying the next.
         checker: the active health checks, run from :meth:`start` to :meth:`stop`.
         on_health: called with every backend state change the relaying itself causes.
+        tls: the TLS for backends reached over TLS (:attr:`Backend.tls`).
         queue: the queue's limit and timeout (default: no limit, ``connect_timeout``, as
             HAProxy's ``timeout queue`` defaults to ``timeout connect``).
         on_queue: called with ``("queued" | "queue_timeout" | "queue_full", fields)`` for
             each client that begins to wait (``waiting``: how many wait now), is closed after
             waiting, or is refused because the queue was full.
-        tls: the TLS for backends reached over TLS (:attr:`Backend.tls`).
     """
 
     def __init__(
@@ -140,20 +140,20 @@ class BalancedPool(Upstream):
         connect_timeout: float,
         checker: HealthChecker | None = None,
         on_health: Callable[[HealthEvent], None] | None = None,
+        tls: BackendTLS | None = None,
         queue: QueueCounters | None = None,
         on_queue: Callable[[str, dict[str, Any]], None] | None = None,
-        tls: BackendTLS | None = None,
     ) -> None:
         self.pool = pool
         self.connect_timeout = connect_timeout
         self.checker = checker
         self.on_health = on_health
+        self.tls = tls
         self.queue = ConnectQueue(queue or QueueCounters(timeout=connect_timeout))
         self.on_queue = on_queue
         self.redispatches = 0
         self.on_drained: Callable[[BackendState], None] | None = None
         """Called when the last connection of a draining or removed backend ends."""
-        self.tls = tls
 
     def start(self) -> None:
         if self.checker is not None:

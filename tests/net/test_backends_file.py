@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from netkit.core.balance.backends import parse_backends
+from netkit.core.balance.backends import Backend, parse_backends
 from netkit.errors import ConfigError
 from netkit.net.backends_file import BackendsFile, read_backends_file
 from netkit.net.echo import EchoConnection
@@ -99,5 +100,34 @@ def test_a_removed_backend_is_checked_no_more(run: Runner, serve: Serve) -> None
             assert gone.check_failures <= failures + 1  # ...the removed one at most once more
             assert checker.states == upstream.pool.states
             await upstream.stop()
+
+    run(main())
+
+
+def test_what_the_command_prepares_applies_and_its_refusal_fails_the_reload(
+    run: Runner, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        path = tmp_path / "pool.txt"
+        write(path, "127.0.0.1:1\n")
+        upstream = balanced_pool(read_backends_file(path))
+        events: list[tuple[str, dict[str, Any]]] = []
+
+        def prepare(backends: list[Backend]) -> list[Backend]:
+            if any(b.backup for b in backends):
+                raise ConfigError("no backups today")
+            return [replace(b, weight=7) for b in backends]
+
+        watcher = BackendsFile(
+            path, upstream, on_reload=lambda k, f: events.append((k, f)), prepare=prepare
+        )
+        write(path, "127.0.0.1:1\n127.0.0.1:2\n")
+        watcher.reload()
+        assert [s.backend.weight for s in upstream.pool.states] == [7, 7]
+        write(path, "127.0.0.1:1\n127.0.0.1:3,backup\n")
+        assert watcher.reload() is None
+        assert events[-1] == ("reload_failed", events[-1][1])
+        assert events[-1][1]["error"] == "no backups today"
+        assert [s.name for s in upstream.pool.states] == ["127.0.0.1:1", "127.0.0.1:2"]
 
     run(main())
