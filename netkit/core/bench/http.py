@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import httptools
 
@@ -34,6 +34,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2 token
 _UNSUPPORTED_METHODS = {"HEAD": "responses to HEAD have no body, which the parser cannot be told"}
 # Set by netkit itself: a user's value would make the request lie about its body.
 _FRAMING = ("content-length", "transfer-encoding")
+_FRAMING_BYTES = frozenset(name.encode() for name in _FRAMING)
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -138,10 +139,13 @@ class StatusCheck:
         """True when ``status`` is one of the expected codes."""
         return any(low <= status <= high for low, high in self.ranges)
 
+    def codes(self) -> frozenset[int]:
+        """Every expected code (a set lookup per response in a run's hot path)."""
+        return frozenset(code for low, high in self.ranges for code in range(low, high + 1))
 
-@dataclass(frozen=True)
-class Response:
-    """One complete final response.
+
+class Response(NamedTuple):
+    """One complete final response (a named tuple: one is made per response).
 
     Attributes:
         status: its status code.
@@ -181,15 +185,16 @@ class ResponseReader:
 
     def on_message_begin(self) -> None:
         """httptools: a response begins."""
-        self._in_head, self._head, self._started = True, 0, True
+        self._in_head = self._started = self._until_eof = True
+        self._head = 0
         self._begins += 1
-        self._body.clear()
-        self._body_over = False
-        self._until_eof = True
+        if self.expect_body is not None:
+            self._body.clear()
+            self._body_over = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """httptools: one header line; framing headers say whether the body ends at EOF."""
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        if name.lower() in _FRAMING_BYTES:
             self._until_eof = False
 
     def on_headers_complete(self) -> None:
@@ -211,13 +216,15 @@ class ResponseReader:
     def on_message_complete(self) -> None:
         """httptools: the response is complete; 1xx interim responses are not answers."""
         self._started = False
-        status = self._parser.get_status_code()
+        parser = self._parser
+        status = parser.get_status_code()
         if 100 <= status < 200:
             return
-        body_ok = True
-        if self.expect_body is not None:
+        if self.expect_body is None:
+            self.responses.append(Response(status, parser.should_keep_alive()))
+        else:
             body_ok = not self._body_over and self.expect_body in self._body
-        self.responses.append(Response(status, self._parser.should_keep_alive(), body_ok))
+            self.responses.append(Response(status, parser.should_keep_alive(), body_ok))
 
     # --- feeding ---------------------------------------------------------------------------
 
@@ -228,14 +235,14 @@ class ResponseReader:
             PeerProtocolError: the bytes are not an HTTP/1.1 response, a head is over
                 :data:`MAX_HEAD` bytes, or the server switched protocols.
         """
-        before = (self._in_head, self._begins)
+        in_head, begins = self._in_head, self._begins
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             raise PeerProtocolError("the server switched protocols (101)") from None
         except httptools.HttpParserError as exc:
             raise PeerProtocolError(f"malformed HTTP response: {exc}") from None
-        if self._in_head and before == (True, self._begins):
+        if in_head and self._in_head and begins == self._begins:
             # The whole read was head of one response (httptools keeps a header line until
             # it ends, however long): bounded here, within one read of the limit.
             self._head += len(data)
@@ -256,7 +263,7 @@ class ResponseReader:
         if self._in_head or not self._until_eof:
             raise PeerProtocolError("the connection closed in the middle of a response")
         self.on_message_complete()
-        self.responses[-1] = Response(self.responses[-1].status, False, self.responses[-1].body_ok)
+        self.responses[-1] = self.responses[-1]._replace(keep_alive=False)
         return True
 
 
