@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from netkit.core.bench.plan import SCENARIO, LoadPlan, Scenario
+from netkit.core.bench.plan import CHOICES, SCENARIO, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.bench.thresholds import enforce, parse_threshold
 from netkit.errors import ConfigError, UsageError
@@ -79,8 +79,10 @@ async def bench(
     """
     try:
         kind = Scenario(scenario)
+        if kind not in CHOICES:
+            raise ValueError(scenario)
     except ValueError:
-        names = ", ".join(Scenario)
+        names = ", ".join(CHOICES)
         raise ConfigError((SCENARIO, f" {scenario!r}: choose one of {names}")) from None
     thresholds = [parse_threshold(text) for text in fail_if]
     plan = LoadPlan(

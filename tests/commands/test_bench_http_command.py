@@ -76,7 +76,7 @@ def test_http_get_counts_statuses_and_passes() -> None:
         proc = run_netkit("bench", f"http://127.0.0.1:{port}/ok", *SHORT)
     assert proc.returncode == 0, proc.stderr
     s = summary(proc.stdout)
-    assert s["transport"] == "http"
+    assert s["transport"] == "http" and s["scenario"] == "request"
     assert s["requests"] > 10
     assert s["statuses"] == {"200": s["requests"]}
     assert s["connects"] == 2
@@ -128,6 +128,18 @@ def test_statuses_fail_if_and_expect_status() -> None:
     s = summary(default.stdout)
     assert default.returncode == 1  # no request answered as expected
     assert s["errors"]["status"] == s["statuses"]["503"] > 0
+
+
+def test_progress_events_count_answers_by_status_class() -> None:
+    with serving(Handler) as port:
+        proc = run_netkit(
+            "bench", f"http://127.0.0.1:{port}/fail", *SHORT[2:], "--duration", "1.3s"
+        )
+    assert proc.returncode == 1
+    progress = [e for e in json_lines(proc.stdout) if e["event"] == "progress"]
+    assert progress, proc.stdout  # one a second
+    assert set(progress[-1]["statuses"]) == {"5xx"} and progress[-1]["statuses"]["5xx"] > 0
+    assert progress[-1]["errors"] >= progress[-1]["statuses"]["5xx"]
 
 
 def test_garbage_is_errors_and_exit_1() -> None:

@@ -148,6 +148,6 @@ def test_http_unix(nginx: Nginx) -> None:
     proc = bench(f"http+unix://{nginx.sock}:/small.txt", "-c", "3", "--requests", "900")
     assert proc.returncode == 0, proc.stderr
     s = summary(proc.stdout)
-    assert s["transport"] == "http+unix"
+    assert s["transport"] == "http+unix" and s["scenario"] == "request"
     assert s["statuses"] == {"200": 900}
     assert s["connects"] == 3

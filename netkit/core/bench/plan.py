@@ -23,6 +23,9 @@ class Scenario(enum.StrEnum):
     ECHO = "echo"  # request/response round trips
     STREAM = "stream"  # bulk one-way writes, as fast as the peer reads
     CONNECT = "connect"  # connections per second
+    # HTTP requests: what the echo scenario does against an HTTP target, under its own name
+    # in reports (a result's label, not a --scenario choice).
+    REQUEST = "request"
 
     @property
     def unit(self) -> str:
@@ -30,7 +33,14 @@ class Scenario(enum.StrEnum):
         return _UNITS[self]
 
 
-_UNITS = {Scenario.ECHO: "request", Scenario.STREAM: "write", Scenario.CONNECT: "connection"}
+_UNITS = {
+    Scenario.ECHO: "request",
+    Scenario.STREAM: "write",
+    Scenario.CONNECT: "connection",
+    Scenario.REQUEST: "request",
+}
+CHOICES = (Scenario.ECHO, Scenario.STREAM, Scenario.CONNECT)
+"""The scenarios a run can be asked for (``--scenario``)."""
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
