@@ -107,12 +107,14 @@ def start_nginx(d: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://{HOST}:{port}/small.txt"
 
 
-def measured(cmd: list[str], nginx_pid: int, timeout: float) -> tuple[str, float, float]:
-    """Run ``cmd``; its stdout, its CPU seconds (with its reaped children: read from /proc
+def measured(
+    cmd: list[str], nginx_pid: int, timeout: float, env: dict[str, str] | None = None
+) -> tuple[str, float, float]:
+    """Run ``cmd`` (with ``env``); its stdout, its CPU seconds (with its reaped children: read from /proc
     while it is a zombie) and nginx's CPU seconds over the run."""
     before = cpu_seconds(nginx_pid)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         try:  # wait without reaping: the zombie's /proc entry has the whole run's CPU
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         finally:
@@ -156,20 +158,29 @@ def run_hey(url: str, nginx_pid: int, c: int, seconds: float) -> Round:
 
 
 def run_netkit(
-    url: str, nginx_pid: int, c: int, workers: int, seconds: float, rate: float | None
+    url: str,
+    nginx_pid: int,
+    c: int,
+    workers: int,
+    seconds: float,
+    rate: float | None,
+    source: str | None = None,
 ) -> Round:
     cmd = [*netkit_command(), "bench", url, "-c", str(c), "-w", str(workers)]
     cmd += ["--duration", f"{seconds:g}s", "--json", "--expect-body", "hello"]
     if rate is not None:
         cmd += ["--rate", f"{rate:g}"]
-    out, cpu, ncpu = measured(cmd, nginx_pid, seconds + 30)
+    env = {**os.environ, "PYTHONPATH": source} if source else None  # another netkit tree
+    out, cpu, ncpu = measured(cmd, nginx_pid, seconds + 30, env)
     (s,) = [e for e in map(json.loads, out.splitlines()) if e["event"] == "summary"]
     if s["errors"]["total"] or set(s["statuses"]) != {"200"}:
         raise RuntimeError(f"netkit bench saw errors: {s['errors']} {s['statuses']}")
     return Round(s["requests"], s["rps"], s["latency_ms"]["p99"], cpu, ncpu)
 
 
-def report(rows: dict[str, list[Round]], args: argparse.Namespace, nproc: int) -> list[str]:
+def report(
+    rows: dict[str, list[Round]], args: argparse.Namespace, nproc: int, load: tuple[float, ...]
+) -> list[str]:
     """The Markdown table: medians, ratios against wrk and hey, CPU per request."""
 
     def m(name: str, field: str) -> float:
@@ -187,7 +198,8 @@ def report(rows: dict[str, list[Round]], args: argparse.Namespace, nproc: int) -
         f"commit {info['commit']}  ",
         f"Runs: {args.runs} rounds x {args.seconds:g} s, tools interleaved; medians. "
         f"{args.connections} connections, nginx worker_processes {nproc}, GET of a 17-byte "
-        f"file, keep-alive.",
+        f"file, keep-alive. Load average at the start {load[0]:.1f}, at the end "
+        f"{os.getloadavg()[0]:.1f} (other jobs share the machine).",
         "",
         "| tool | requests/s | p99 ms | vs wrk | vs hey | tool CPU µs/request | "
         "nginx CPU µs/request |",
@@ -217,7 +229,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=20_000, help="netkit's open-loop rate")
+    parser.add_argument("--rate", type=float, default=10_000, help="netkit's open-loop rate")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also run netkit's closed loop from this source tree (a folder holding netkit/, "
+        "e.g. from git archive COMMIT netkit): before/after figures in the same rounds",
+    )
     add_json_option(parser)
     args = parser.parse_args()
     os.environ["PATH"] += ":/usr/sbin"  # nginx is there, outside a non-root PATH
@@ -227,6 +245,7 @@ def main() -> None:
     nproc = os.cpu_count() or 1
     c, s = args.connections, args.seconds
     open_name = f"netkit bench --rate {args.rate:g} (open loop)"
+    load = os.getloadavg()
     rows: dict[str, list[Round]] = {"wrk": [], NETKIT: [], open_name: [], "hey": []}
     with tempfile.TemporaryDirectory() as tmp:
         nginx, url = start_nginx(Path(tmp), nproc)
@@ -237,6 +256,10 @@ def main() -> None:
                 open_name: lambda: run_netkit(url, nginx.pid, c, nproc, s, args.rate),
                 "hey": lambda: run_hey(url, nginx.pid, c, s),
             }
+            if args.before:
+                name = f"netkit bench (closed loop), {args.before}"
+                rows[name] = []
+                tools[name] = lambda: run_netkit(url, nginx.pid, c, nproc, s, None, args.before)
             for i in range(args.runs):
                 for name in rotated(list(tools), i):
                     r = tools[name]()
@@ -245,7 +268,7 @@ def main() -> None:
                         f"cpu {r.cpu_s:.2f} s nginx {r.nginx_cpu_s:.2f} s")  # fmt: skip
         finally:
             stop(nginx)
-    print("\n".join(report(rows, args, nproc)))
+    print("\n".join(report(rows, args, nproc, load)))
     write_json({k: [vars(r) for r in v] for k, v in rows.items()}, args.json)
 
 
