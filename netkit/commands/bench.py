@@ -218,7 +218,7 @@ def run(
         typer.Option(
             "--method",
             "-m",
-            help="HTTP: the request method (default GET; HEAD is not supported yet).",
+            help="HTTP: the request method (default GET; a response to HEAD ends with its head).",
             rich_help_panel=HTTP_PANEL,
         ),
     ] = None,

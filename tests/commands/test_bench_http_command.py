@@ -154,7 +154,7 @@ def test_garbage_is_errors_and_exit_1() -> None:
 def test_bad_http_flags_are_usage_errors() -> None:
     for args in (
         ("http://127.0.0.1:1/", "-H", "no colon"),
-        ("http://127.0.0.1:1/", "-m", "HEAD"),
+        ("http://127.0.0.1:1/", "-m", "HEAD", "--expect-body", "x"),
         ("http://127.0.0.1:1/", "--expect-status", "6xx"),
         ("http://127.0.0.1:1/", "--body", "a", "--body-file", "/dev/null"),
         ("127.0.0.1:1", "-m", "POST"),

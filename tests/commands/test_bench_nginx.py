@@ -151,3 +151,15 @@ def test_http_unix(nginx: Nginx) -> None:
     assert s["transport"] == "http+unix" and s["scenario"] == "request"
     assert s["statuses"] == {"200": 900}
     assert s["connects"] == 3
+
+
+@needs_nginx
+def test_head_requests_end_with_the_head(nginx: Nginx) -> None:
+    # nginx answers HEAD with the file's Content-Length (17) and no body: were the reader to
+    # wait for those 17 bytes, the next heads would be taken for a body and the run hang.
+    proc = bench(f"{nginx.url}/small.txt", "-m", "HEAD", "-c", "2", "--requests", "1000",
+                 "--pipeline", "4")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    s = summary(proc.stdout)
+    assert s["statuses"] == {"200": 1000} and s["connects"] == 2
+    assert s["bytes_received"] > 1000 * 150 and s["errors"] == {"total": 0}

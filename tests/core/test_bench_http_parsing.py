@@ -83,8 +83,7 @@ def test_header_parsing() -> None:
 def test_methods() -> None:
     with pytest.raises(ConfigError, match="not an HTTP method"):
         HTTPLoad(method="GE T")
-    with pytest.raises(ConfigError, match="not supported"):
-        HTTPLoad(method="HEAD")
+    assert HTTPLoad(method="HEAD").head_only and not HTTPLoad(method="head").head_only
 
 
 def test_status_checks() -> None:

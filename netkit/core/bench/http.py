@@ -29,9 +29,6 @@ MAX_CHECKED_BODY: Final = 1 << 20
 """The most bytes of a body kept for the body check; a longer body fails it."""
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2 token
-# Methods whose responses have no body whatever their headers say (RFC 9110 9.3.2): the parser
-# cannot know that a response answers a HEAD, so they are refused until it is told.
-_UNSUPPORTED_METHODS = {"HEAD": "responses to HEAD have no body, which the parser cannot be told"}
 # Set by netkit itself: a user's value would make the request lie about its body.
 _FRAMING = ("content-length", "transfer-encoding")
 _FRAMING_BYTES = frozenset(name.encode() for name in _FRAMING)
@@ -59,7 +56,7 @@ class HTTPRequest:
     """The request a bench connection sends, again and again.
 
     Attributes:
-        method: ``GET``, ``POST`` ... (any token but ``HEAD``).
+        method: ``GET``, ``HEAD``, ``POST`` ... (any token; methods are case-sensitive).
         resource: the request target (path and query).
         host: the ``Host`` header, unless ``headers`` has one.
         headers: (name, value) pairs, in order.
@@ -75,14 +72,6 @@ class HTTPRequest:
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.method):
             raise ConfigError((METHOD, f" {self.method!r} is not an HTTP method"))
-        if self.method.upper() in _UNSUPPORTED_METHODS:
-            raise ConfigError(
-                (
-                    METHOD,
-                    f" {self.method}: not supported yet"
-                    f" ({_UNSUPPORTED_METHODS[self.method.upper()]})",
-                )
-            )
 
     def serialize(self) -> bytes:
         """The request's bytes (RFC 9112 3: request line, headers, empty line, body)."""
@@ -267,6 +256,82 @@ class ResponseReader:
         return True
 
 
+class HeadResponseReader(ResponseReader):
+    """The responses to HEAD requests on one connection: each ends with its head, whatever
+    its ``Content-Length`` or ``Transfer-Encoding`` say (RFC 9110 9.3.2, RFC 9112 6.3).
+
+    httptools cannot be told that a response answers a HEAD (llhttp's way, a return value of
+    1 from ``on_headers_complete``, is not reachable from Python): its parser would wait for
+    the body the headers announce. So the stream is cut at the end of each head, the first
+    CRLF CRLF (llhttp accepts no other line end, so it is where llhttp itself ends the head),
+    and each head is parsed by a fresh parser. Keep-alive is decided from the version and
+    ``Connection`` alone, as llhttp's ``should_keep_alive`` also counts a missing
+    ``Content-Length`` (a body to EOF), which a HEAD response does not have.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._tail = b""  # the last bytes fed of the current head (a CRLF CRLF may straddle)
+        self._close = self._keep = False  # Connection: close / keep-alive in this head
+
+    def on_message_begin(self) -> None:
+        """httptools: a response begins."""
+        super().on_message_begin()
+        self._close = self._keep = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header line; ``Connection`` options decide keep-alive."""
+        if name.lower() == b"connection":
+            options = {option.strip().lower() for option in value.split(b",")}
+            self._close |= b"close" in options
+            self._keep |= b"keep-alive" in options
+
+    def on_headers_complete(self) -> None:
+        """httptools: the head is complete, and so is the response (1xx are interim)."""
+        self._in_head = self._started = False
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return
+        if self._parser.get_http_version() == "1.1":
+            keep_alive = not self._close  # RFC 9112 9.3: persistent unless "close"
+        else:
+            keep_alive = self._keep and not self._close
+        self.responses.append(Response(status, keep_alive))
+
+    def on_message_complete(self) -> None:
+        """httptools: nothing more; the head's end completed the response."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse ``data``, cut at the end of each head (see the class docstring).
+
+        Raises:
+            PeerProtocolError: as :meth:`ResponseReader.feed`.
+        """
+        data = bytes(data)
+        start = 0
+        while start < len(data):
+            end = (self._tail + data[start:]).find(b"\r\n\r\n")
+            if end < 0:
+                super().feed(data[start:])
+                self._tail = (self._tail + data[start:])[-3:]
+                return
+            cut = start + end + 4 - len(self._tail)  # the tail holds no CRLF CRLF: cut > start
+            super().feed(data[start:cut])
+            self._parser = httptools.HttpResponseParser(self)  # the next head, from scratch
+            self._tail = b""
+            start = cut
+
+    def eof(self) -> bool:
+        """The connection ended: no response runs to the end of a connection.
+
+        Raises:
+            PeerProtocolError: the connection ended inside a head.
+        """
+        if self._started:
+            raise PeerProtocolError("the connection closed in the middle of a response")
+        return False
+
+
 @dataclass(frozen=True)
 class HTTPLoad:
     """What each request of an HTTP run is, and how its answer is judged (``-m``, ``-H``,
@@ -284,6 +349,17 @@ class HTTPLoad:
 
     def __post_init__(self) -> None:
         self.request_for(HTTPURL(False, "localhost", 80))  # refuses a bad method at once
+        if self.head_only and self.expect_body is not None:
+            raise ConfigError("--expect-body: responses to HEAD have no body to check")
+
+    @property
+    def head_only(self) -> bool:
+        """Responses have no body whatever their headers say: the method is HEAD."""
+        return self.method == "HEAD"
+
+    def reader(self) -> ResponseReader:
+        """A reader for one connection's responses."""
+        return HeadResponseReader() if self.head_only else ResponseReader(self.expect_body)
 
     def request_for(self, url: HTTPURL) -> HTTPRequest:
         """The request sent to ``url``."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from itertools import repeat
 
 from netkit.core.addresses import HTTPURL
-from netkit.core.bench.http import HTTPLoad, ResponseReader
+from netkit.core.bench.http import HTTPLoad
 from netkit.errors import PeerProtocolError
 from netkit.net.bench.engine import RequestEngine, Run, Slot, report_close
 from netkit.net.protocols import StreamProtocol
@@ -43,7 +43,7 @@ class HTTPRequests(RequestEngine, StreamProtocol):
         self.init_engine(run, slot)
         self.request = request
         self.load = request.load
-        self.reader = ResponseReader(self.load.expect_body)
+        self.reader = self.load.reader()
         self._accepted = request.accepted
         self._server_closes = False  # a response said Connection: close
 
