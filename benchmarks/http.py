@@ -17,12 +17,15 @@ with the same connection count, in an order that rotates from round to round:
 - ``netkit bench -w NPROC -c C`` (closed loop, every status checked);
 - ``netkit bench -w NPROC -c C --rate R`` (open loop at a fixed rate; its p99 counts from each
   request's intended send time);
-- ``hey -c C -z S`` (Go, closed loop, one goroutine per connection).
+- ``hey -c C -z S`` (Go, closed loop, one goroutine per connection);
+- ``netkit bench -w NPROC -c C --requests C``: one request per connection, netkit's fixed CPU
+  cost (start-up, forking the workers, the summary), which the netkit rows also show
+  subtracted;
+- with ``--before DIR``, netkit's closed loop from another source tree (before/after).
 
 Reported: medians over the rounds of requests/s, p99 and CPU per request (user + system,
 from /proc: the load generator with its worker processes, read while it is a zombie, so the
-whole run; nginx's workers over the same round), and the ratios against wrk and hey. The CPU
-includes each tool's start-up (netkit's Python imports: ~0.1 s of a round).
+whole run; nginx's workers over the same round), and the ratios against wrk and hey.
 """
 
 from __future__ import annotations
@@ -165,9 +168,11 @@ def run_netkit(
     seconds: float,
     rate: float | None,
     source: str | None = None,
+    requests: int | None = None,
 ) -> Round:
     cmd = [*netkit_command(), "bench", url, "-c", str(c), "-w", str(workers)]
-    cmd += ["--duration", f"{seconds:g}s", "--json", "--expect-body", "hello"]
+    cmd += ["--requests", str(requests)] if requests else ["--duration", f"{seconds:g}s"]
+    cmd += ["--json", "--expect-body", "hello"]
     if rate is not None:
         cmd += ["--rate", f"{rate:g}"]
     env = {**os.environ, "PYTHONPATH": source} if source else None  # another netkit tree
@@ -186,8 +191,10 @@ def report(
     def m(name: str, field: str) -> float:
         return med([getattr(r, field) for r in rows[name]])
 
-    def us_per_request(name: str, field: str) -> float:
-        return med([getattr(r, field) / max(1, r.requests) * 1e6 for r in rows[name]])
+    def us_per_request(name: str, field: str, less: float = 0.0) -> float:
+        return med([(getattr(r, field) - less) / max(1, r.requests) * 1e6 for r in rows[name]])
+
+    fixed = m(FIXED, "cpu_s")
 
     info = machine(hdrh="hdrhistogram", httptools="httptools")
     wrk, hey = m("wrk", "rps"), m("hey", "rps")
@@ -202,18 +209,25 @@ def report(
         f"{os.getloadavg()[0]:.1f} (other jobs share the machine).",
         "",
         "| tool | requests/s | p99 ms | vs wrk | vs hey | tool CPU µs/request | "
-        "nginx CPU µs/request |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "less start-up and summary | nginx CPU µs/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in rows:
+        if name == FIXED:
+            continue
         rps = m(name, "rps")
+        less = f"{us_per_request(name, 'cpu_s', fixed):.1f}" if name.startswith("netkit") else ""
         lines.append(
             f"| {name} | {rps:,.0f} | {m(name, 'p99_ms'):.2f} | {rps / wrk:.2f}x | "
-            f"{rps / hey:.2f}x | {us_per_request(name, 'cpu_s'):.1f} | "
+            f"{rps / hey:.2f}x | {us_per_request(name, 'cpu_s'):.1f} | {less} | "
             f"{us_per_request(name, 'nginx_cpu_s'):.1f} |"
         )
     closed = m(NETKIT, "rps")
     lines += [
+        "",
+        f"netkit's fixed CPU cost (start-up, forking the workers, the summary; measured each "
+        f"round as a run of one request per connection): {fixed:.2f} s, subtracted in the "
+        f"'less' column.",
         "",
         target_line(f"netkit >= 0.6x wrk's rate: {closed / wrk:.2f}x", closed / wrk >= 0.6),
         target_line(f"netkit >= 1.0x hey's rate: {closed / hey:.2f}x", closed / hey >= 1.0),
@@ -222,6 +236,7 @@ def report(
 
 
 NETKIT = "netkit bench (closed loop)"
+FIXED = "netkit bench, one request per connection"
 
 
 def main() -> None:
@@ -246,7 +261,7 @@ def main() -> None:
     c, s = args.connections, args.seconds
     open_name = f"netkit bench --rate {args.rate:g} (open loop)"
     load = os.getloadavg()
-    rows: dict[str, list[Round]] = {"wrk": [], NETKIT: [], open_name: [], "hey": []}
+    rows: dict[str, list[Round]] = {"wrk": [], NETKIT: [], open_name: [], "hey": [], FIXED: []}
     with tempfile.TemporaryDirectory() as tmp:
         nginx, url = start_nginx(Path(tmp), nproc)
         try:
@@ -255,6 +270,7 @@ def main() -> None:
                 NETKIT: lambda: run_netkit(url, nginx.pid, c, nproc, s, None),
                 open_name: lambda: run_netkit(url, nginx.pid, c, nproc, s, args.rate),
                 "hey": lambda: run_hey(url, nginx.pid, c, s),
+                FIXED: lambda: run_netkit(url, nginx.pid, c, nproc, s, None, None, c),
             }
             if args.before:
                 name = f"netkit bench (closed loop), {args.before}"
