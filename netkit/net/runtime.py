@@ -34,17 +34,20 @@ are HAProxy's soft-stop signals; until netkit can reload, they drain as SIGTERM 
 than kill the process with every connection in it (their default action)."""
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def run(main: Callable[[], Coroutine[Any, Any, T]], *, freeze: bool = True) -> T:
     """Run ``main()`` to completion on the chosen loop.
 
     Ctrl-C cancels ``main`` and surfaces as KeyboardInterrupt, which cli.py turns into exit 130.
+    ``freeze=False`` leaves the cyclic collector alone: for a loop run inside a process that
+    netkit does not own (a Dask worker).
     """
     # What is imported and built by now lives as long as the process: out of the cyclic
     # collector's sight (gc.freeze), a full collection no longer walks it. With netkit's
     # imports (typer, rich, ...) one full collection took 11.7 ms and stalled every
     # connection with it (a 100 ms latency fault measured 105-107 ms at p99); frozen, it
     # takes 0.3-0.5 ms (p99 101.7-101.8 ms). Forked workers share the frozen pages too.
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main())
 
