@@ -98,10 +98,13 @@ class LoadPlan:
     exchange: bool = False
 
     def __post_init__(self) -> None:
-        try:  # a plan may be given the scenario's name
-            object.__setattr__(self, "scenario", Scenario(self.scenario))
+        try:  # a plan may be given the scenario's name; request is only a result's label
+            kind = Scenario(self.scenario)
+            if kind not in CHOICES:
+                raise ValueError(kind)
+            object.__setattr__(self, "scenario", kind)
         except ValueError:
-            names = ", ".join(Scenario)
+            names = ", ".join(CHOICES)
             raise ConfigError((SCENARIO, f" {self.scenario!r}: choose one of {names}")) from None
         if self.connections < 1 or self.pipeline < 1:
             raise ConfigError((CONNECTIONS, " and ", PIPELINE, " must be at least 1"))
