@@ -24,6 +24,13 @@ from typing import Any
 from netkit.net.runtime import STOP_SIGNALS
 
 _PR_SET_PDEATHSIG = 1
+_worker: int | None = None  # this process's index, in a worker
+
+
+def worker_index() -> int | None:
+    """This process's worker index (0 .. N-1) in a child of :func:`run_workers`; None in
+    the parent or when there are no workers."""
+    return _worker
 
 
 def _die_with_parent() -> None:
@@ -101,6 +108,8 @@ def fork_worker(
         os.close(fd)
     os.setpgid(0, 0)
     _die_with_parent()
+    global _worker
+    _worker = index
     code, summary = 70, dict[str, Any]()
     try:
         code, summary = child_main(index)
