@@ -24,13 +24,13 @@ _netkit_options() {
         "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit tcp-echo") echo "-h --help" ;;
-        "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
+        "netkit tcp-echo serve") echo "--framed --max-frame --mode --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval --framed -t --timeout --retry -q --quiet --tls --cacert --cert --key -k --insecure --sni --sndbuf --rcvbuf --json -h --help" ;;
         "netkit udp-echo") echo "-h --help" ;;
         "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss -q --quiet --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
+        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout -R --reverse --bidir --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --warmup -w --workers -t --timeout -R --reverse --bidir --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
         "netkit bench merge") echo "--fail-if --json -h --help" ;;
         "netkit multicast") echo "-h --help" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;
@@ -47,7 +47,7 @@ _netkit_value_options() {
         "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --kill-after --chaos --seed --to --cacert --sni --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
         "netkit proxy") echo "--cacert --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
         "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
-        "netkit tcp-echo serve") echo "--max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
+        "netkit tcp-echo serve") echo "--max-frame --mode --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval -t --timeout --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
         "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss --sndbuf --rcvbuf" ;;
@@ -91,6 +91,7 @@ _netkit_values() {
         "netkit lb --client-ca") echo "@files" ;;
         "netkit lb --allow-file") echo "@files" ;;
         "netkit lb --deny-file") echo "@files" ;;
+        "netkit tcp-echo serve --mode") echo "echo stream" ;;
         "netkit tcp-echo serve --cert") echo "@files" ;;
         "netkit tcp-echo serve --key") echo "@files" ;;
         "netkit tcp-echo serve --client-ca") echo "@files" ;;

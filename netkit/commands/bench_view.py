@@ -133,6 +133,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         "throughput",
         f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
     )
+    for name, figures in result.directions().items():
+        table.add_row(name, _direction_line(name, figures))
     lat = result.latency_ms()
     if lat is not None:
         table.add_row("latency ms", _latency_grid(lat))
@@ -157,6 +159,19 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         table.add_row("failed", f"[red]{escape(reason)}[/]")
     out.print(head)
     out.print(table)
+
+
+def _direction_line(name: str, figures: dict[str, float | int | None]) -> str:
+    """One direction of a stream test: what its sender wrote and what its receiver got."""
+    sender, receiver = ("bench", "server") if name == "forward" else ("server", "bench")
+
+    def part(who: str, what: str, key: str) -> str:
+        count, rate = figures[f"{key}_bytes"], figures[f"{key}_mb_per_s"]
+        if count is None or rate is None:
+            return f"{who} did not report"
+        return f"{who} {what} {format_size(int(count))} at {rate:,.0f} MB/s"
+
+    return f"{part(sender, 'sent', 'sender')}, {part(receiver, 'got', 'receiver')}"
 
 
 # The latency figures, four to a row: each label stands above its value, so no terminal

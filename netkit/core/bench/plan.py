@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from netkit.core.streamtest import Direction
 from netkit.core.units import format_size
 from netkit.errors import ConfigError, Setting
 
@@ -34,6 +35,7 @@ _UNITS = {Scenario.ECHO: "request", Scenario.STREAM: "write", Scenario.CONNECT: 
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
+DIRECTION = Setting("direction")
 RATE, DURATION, REQUESTS, SIZE = (
     Setting("rate"),
     Setting("duration"),
@@ -72,6 +74,8 @@ class LoadPlan:
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect and for each response.
         exchange: ``connect`` only: send one request and verify its echo before closing.
+        direction: ``stream`` only: which way the bytes go (iperf3's default, ``--reverse``,
+            ``--bidir``); see :mod:`netkit.core.streamtest`.
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -86,6 +90,7 @@ class LoadPlan:
     warmup: float = 0.0
     timeout: float = 5.0
     exchange: bool = False
+    direction: Direction = Direction.FORWARD
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name
@@ -107,6 +112,11 @@ class LoadPlan:
             raise ConfigError((SIZE, " must be at least 1 byte"))
         if self.rate is not None and self.scenario is Scenario.STREAM:
             raise ConfigError((RATE, " applies to echo and connect, not to stream"))
+        object.__setattr__(self, "direction", Direction(self.direction))
+        if self.direction is not Direction.FORWARD and self.scenario is not Scenario.STREAM:
+            raise ConfigError(
+                (DIRECTION, f" {self.direction}: applies to the stream scenario only")
+            )
 
     def pacing(self, index: int) -> Pacing | None:
         """The open-loop schedule of this plan's connection ``index`` (None: closed loop)."""

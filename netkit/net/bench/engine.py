@@ -380,6 +380,7 @@ class BulkSender:
     piece_size: int
     _task: asyncio.Task[None] | None
     _write_paused: bool
+    unrecorded = 0  # bytes written during the warm-up (a stream test subtracts them)
 
     def send_chunk(self, n: int) -> None:
         """Write the next ``n`` bytes (at most :attr:`piece_size`)."""
@@ -407,6 +408,8 @@ class BulkSender:
                 run.result.bytes_sent += n
                 if not left:
                     run.result.requests += 1
+            else:
+                self.unrecorded += n
             if not left:
                 left = size
             if self._write_paused:

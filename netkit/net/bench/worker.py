@@ -28,6 +28,7 @@ from netkit.core.bench.http import HTTPLoad
 from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
+from netkit.core.streamtest import Direction
 from netkit.core.ws.client import ClientHandshake
 from netkit.errors import (
     CheckFailed,
@@ -38,7 +39,7 @@ from netkit.errors import (
 from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
 from netkit.net.bench.http import HTTPRequestBytes, HTTPRequests
-from netkit.net.bench.stream import StreamBulk, StreamEcho
+from netkit.net.bench.stream import StreamBulk, StreamEcho, StreamTest
 from netkit.net.bench.websocket import WSBulk, WSEcho, _ws_timeouts
 from netkit.net.connect import open_stream
 from netkit.net.datagram import MAX_UDP_PAYLOAD
@@ -124,7 +125,27 @@ def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
         pipeline=plan.pipeline,
         size=plan.size,
         rate=plan.rate * plan.connections / plan.total_connections if plan.rate else None,
+        direction=plan.direction if plan.scenario is Scenario.STREAM else None,
     )
+
+
+def stream_test(plan: LoadPlan, target: Target) -> bool:
+    """True when ``plan`` runs the stream test protocol (:mod:`netkit.core.streamtest`):
+    a stream over plain TCP or a Unix socket. TLS cannot half-close in asyncio, so a TLS
+    stream writes as before (forward only), as does a WebSocket stream.
+
+    Raises:
+        ConfigError: reverse or bidir over a transport that cannot carry them.
+    """
+    if plan.scenario is not Scenario.STREAM:
+        return False
+    plain = isinstance(target.endpoint, TCPEndpoint | UnixEndpoint) and target.ssl_context is None
+    if plan.direction is not Direction.FORWARD and not plain:
+        raise ConfigError(
+            f"--{plan.direction}: a {plan.direction} stream needs a plain TCP or Unix target"
+            f" (not {target.name}) served by 'netkit tcp-echo serve --mode stream'"
+        )
+    return plain
 
 
 class Worker:
@@ -152,6 +173,9 @@ class Worker:
         self.target = target
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
+        self.stream_test = stream_test(plan, target)
+        if not self.stream_test:
+            self.result.direction = None
         byte_stream = not isinstance(target.endpoint, (WSURL, UDPEndpoint))
         if plan.scenario is Scenario.STREAM and byte_stream:
             self.payload = Payload(min(plan.size, STREAM_CHUNK), 1)
@@ -205,6 +229,9 @@ class Worker:
             if bulk:
                 return lambda: WSBulk(run, slot, payload, ep)
             return lambda: WSEcho(run, slot, payload, ep)
+        if bulk and self.stream_test:
+            direction = self.plan.direction
+            return lambda: StreamTest(run, slot, payload, direction)
         if bulk:
             return lambda: StreamBulk(run, slot, payload)
         return lambda: StreamEcho(run, slot, payload)
@@ -466,14 +493,17 @@ class Worker:
         else:
             last = run.last_done_ns
         run.result.duration_s = max(1e-9, (last - run.measure_start_ns) / 1e9)
-        # Close politely; whatever does not close in time is aborted by the caller.
+        # Close politely; whatever does not close in time is aborted by the caller. A stream
+        # test waits up to the timeout for the servers' counts (its receivers' last bytes).
         pending = []
         for conn in list(self.conns):
             with contextlib.suppress(Exception):
                 conn.finish()
             pending.append(conn.closed)
         if pending:
-            await asyncio.wait(pending, timeout=2.0)
+            await asyncio.wait(pending, timeout=max(2.0, plan.timeout) if self.stream_test else 2.0)
+        if self.stream_test:
+            run.result.drain_s = (perf_ns() - end_ns) / 1e9
 
 
 async def run_worker(
