@@ -4,8 +4,8 @@ server's counts (the protocol is in :mod:`netkit.core.streamtest`).
 
 Data read is counted and dropped: the kernel writes it into one scratch buffer shared by
 every connection (nothing is kept, so nothing is copied). Data sent is one constant buffer,
-written as fast as the socket takes it, a few writes per loop turn so that one fast client
-never starves the others.
+written as fast as the socket takes it, one write per loop turn so that a connection's reads
+keep pace with its writes and one fast client never starves the others.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from netkit.net.server import ServerConnection
 SCRATCH_SIZE = 256 << 10
 # What a source writes: constant, so a transport may hold views of it for as long as it likes.
 SOURCE_CHUNK = 256 << 10
-# Writes per loop turn before a source lets the loop run (bounds one connection's turn).
-WRITES_PER_TURN = 8
+# Writes per loop turn before a source lets the loop run: one, so that in --bidir its reads
+# keep pace with its writes (8 gave 150 MB/s one way and 1,000 the other), and no fast client
+# starves the others.
+WRITES_PER_TURN = 1
 
 _scratch = memoryview(bytearray(SCRATCH_SIZE))
 _source = memoryview(bytes(SOURCE_CHUNK))
