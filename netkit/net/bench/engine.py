@@ -108,6 +108,7 @@ class Run:
         self.settled = False
         self.changed = asyncio.Event()  # budget used up, nothing outstanding, or fatal error
         self.halted = asyncio.Event()  # set by halt()
+        self.end_ns: int | None = None  # when the measurement ended (a stream test drains after)
 
     def halt(self) -> None:
         """End the run: nothing more is sent, and closes are no longer errors."""

@@ -310,6 +310,15 @@ class StreamTest(BulkSender, StreamProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self.answer is None and not self._refusal:
+            self._refusal = True  # counted here, not again as a close
+            self.run.error(
+                OperationTimeout(
+                    f"{self.peer} did not answer the stream test hello before the run's end"
+                    f" ({SERVER_HINT})"
+                ),
+                late=True,
+            )
         if self.answer is Answer.OK and transport.can_write_eof():
             self._fin_sent = True
             transport.write_eof()
@@ -350,6 +359,8 @@ class StreamTest(BulkSender, StreamProtocol):
             )
         if not run.recording:
             return
+        if run.end_ns is not None:  # the receivers' last bytes arrived by now
+            result.drain_s = max(result.drain_s, (time.perf_counter_ns() - run.end_ns) / 1e9)
         result.peer_received = (result.peer_received or 0) + report.received - self.unrecorded
         result.peer_sent = (result.peer_sent or 0) + report.sent - self.unrecorded_in
 

@@ -460,6 +460,7 @@ class Worker:
             if slot.pacing is not None:
                 run.result.missed += max(0, slot.pacing.due_by(run.start_ns, cutoff) - slot.issued)
         # Stop sending, and give the requests in flight the timeout to come back.
+        run.end_ns = end_ns
         run.halt()
         for conn in list(self.conns):
             if isinstance(conn, RequestEngine):
@@ -502,8 +503,6 @@ class Worker:
             pending.append(conn.closed)
         if pending:
             await asyncio.wait(pending, timeout=max(2.0, plan.timeout) if self.stream_test else 2.0)
-        if self.stream_test:
-            run.result.drain_s = (perf_ns() - end_ns) / 1e9
 
 
 async def run_worker(
