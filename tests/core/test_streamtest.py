@@ -131,3 +131,5 @@ def test_different_directions_do_not_merge() -> None:
 def test_a_direction_needs_the_stream_scenario() -> None:
     with pytest.raises(ConfigError, match="stream scenario only"):
         LoadPlan(direction=Direction.REVERSE)
+    with pytest.raises(ConfigError, match="choose one of forward, reverse, bidir"):
+        LoadPlan(scenario=Scenario.STREAM, direction="up")  # type: ignore[arg-type]

@@ -112,7 +112,11 @@ class LoadPlan:
             raise ConfigError((SIZE, " must be at least 1 byte"))
         if self.rate is not None and self.scenario is Scenario.STREAM:
             raise ConfigError((RATE, " applies to echo and connect, not to stream"))
-        object.__setattr__(self, "direction", Direction(self.direction))
+        try:
+            object.__setattr__(self, "direction", Direction(self.direction))
+        except ValueError:
+            names = ", ".join(Direction)
+            raise ConfigError((DIRECTION, f" {self.direction!r}: choose one of {names}")) from None
         if self.direction is not Direction.FORWARD and self.scenario is not Scenario.STREAM:
             raise ConfigError(
                 (DIRECTION, f" {self.direction}: applies to the stream scenario only")

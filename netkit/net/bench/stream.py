@@ -218,6 +218,11 @@ class StreamTest(BulkSender, StreamProtocol):
         self._timer: asyncio.TimerHandle | None = None
 
     @property
+    def refused(self) -> bool:
+        """True when the server did not take the stream test (no answer, or a refusal)."""
+        return self._refusal
+
+    @property
     def data_out(self) -> int:
         """Data bytes written (the hello excluded), warm-up included."""
         return self.bytes_out - len(self._hello)

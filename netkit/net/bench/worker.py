@@ -254,7 +254,6 @@ class Worker:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
-            backoff = 0.05
             if run.recording:
                 run.result.connects += 1
             self.conns.add(conn)
@@ -262,6 +261,13 @@ class Worker:
                 await conn.closed
             finally:
                 self.conns.discard(conn)
+            if isinstance(conn, StreamTest) and conn.refused:
+                # Connected, but the server refused the stream test: wait as for a refused
+                # connection, or the slot would reconnect in a busy loop.
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 1.0)
+            else:
+                backoff = 0.05
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the run stops; returns True when it stopped."""
