@@ -21,8 +21,8 @@ _netkit_options() {
     case "$1" in
         "netkit") echo "-V --version --debug --loop --install-completion --show-completion -h --help" ;;
         "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --binary --kill-after --chaos --seed --to --upstream-tls --cacert -k --insecure --sni --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
-        "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
-        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
+        "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --upstream-cert --upstream-key --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check --check-send-proxy --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --backend-tls --cacert -k --insecure --backend-sni --backend-cert --backend-key --splice --no-splice --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit tcp-echo") echo "-h --help" ;;
         "netkit tcp-echo serve") echo "--framed --max-frame --mode --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval --framed -t --timeout --retry -q --quiet --tls --cacert --cert --key -k --insecure --sni --sndbuf --rcvbuf --json -h --help" ;;
@@ -45,8 +45,8 @@ _netkit_value_options() {
     case "$1" in
         "netkit") echo "--loop" ;;
         "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --kill-after --chaos --seed --to --cacert --sni --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
-        "netkit proxy") echo "--cacert --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
-        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
+        "netkit proxy") echo "--cacert --sni --upstream-cert --upstream-key --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --cacert --backend-sni --backend-cert --backend-key --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
         "netkit tcp-echo serve") echo "--max-frame --mode --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval -t --timeout --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
         "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file" ;;
@@ -74,6 +74,8 @@ _netkit_values() {
         "netkit ws-server --allow-file") echo "@files" ;;
         "netkit ws-server --deny-file") echo "@files" ;;
         "netkit proxy --cacert") echo "@files" ;;
+        "netkit proxy --upstream-cert") echo "@files" ;;
+        "netkit proxy --upstream-key") echo "@files" ;;
         "netkit proxy --proxy-protocol") echo "v1 v2" ;;
         "netkit proxy --accept-proxy-protocol") echo "v1 v2 any" ;;
         "netkit proxy --config") echo "@files" ;;
@@ -86,6 +88,9 @@ _netkit_values() {
         "netkit lb --algorithm") echo "roundrobin leastconn random source" ;;
         "netkit lb --proxy-protocol") echo "v1 v2" ;;
         "netkit lb --accept-proxy-protocol") echo "v1 v2 any" ;;
+        "netkit lb --cacert") echo "@files" ;;
+        "netkit lb --backend-cert") echo "@files" ;;
+        "netkit lb --backend-key") echo "@files" ;;
         "netkit lb --cert") echo "@files" ;;
         "netkit lb --key") echo "@files" ;;
         "netkit lb --client-ca") echo "@files" ;;

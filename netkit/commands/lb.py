@@ -16,12 +16,15 @@ from netkit.commands.serving import (
     relay_summary,
     run_server,
 )
+from netkit.commands.upstream_tls import BackendTLSFlags, backend_tls_flags
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.balance.backends import parse_backends
+from netkit.core.balance.checks import CHECK_KINDS, parse_check
 from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.policies import ALGORITHMS
 from netkit.core.units import parse_duration
+from netkit.errors import UsageError
 from netkit.net.relay import RelayOptions, RelayStats
 from netkit.net.upstreams import balanced_pool, merge_snapshots
 
@@ -37,6 +40,7 @@ app = typer.Typer(add_completion=False)
 @app.command(NAME, help=HELP)
 @opt.server_flags
 @opt.proxy_accept_flags
+@backend_tls_flags
 def lb(
     listen: Annotated[
         str, typer.Argument(help="Where to listen: HOST:PORT, :PORT, [::1]:PORT, unix:/path.")
@@ -88,6 +92,25 @@ def lb(
             rich_help_panel=CHECKS,
         ),
     ] = 3,
+    check: Annotated[
+        str,
+        typer.Option(
+            "--check",
+            metavar="KIND",
+            help=f"What a check does: {CHECK_KINDS} (HAProxy's option httpchk: GET PATH, the"
+            " answer's status judged by --check-expect, 2xx or 3xx by default).",
+            rich_help_panel=CHECKS,
+        ),
+    ] = "tcp",
+    check_send_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--check-send-proxy",
+            help="Start every check with a PROXY header (HAProxy's check-send-proxy): the"
+            " --proxy-protocol version, v1 without it. On by default with --proxy-protocol.",
+            rich_help_panel=CHECKS,
+        ),
+    ] = False,
     check_send: Annotated[
         str | None,
         typer.Option(
@@ -100,7 +123,8 @@ def lb(
         str | None,
         typer.Option(
             "--check-expect",
-            help="Regular expression the reply must match.",
+            help="Regular expression the reply must match; with --check http:PATH, the status"
+            " codes that pass (200, 2xx, 200-399, 200,301).",
             rich_help_panel=CHECKS,
         ),
     ] = None,
@@ -116,6 +140,7 @@ def lb(
     ] = "5s",
     proxy_protocol: opt.ProxyProtocol = None,
     accept: opt.ProxyAcceptFlags = opt.ProxyAcceptFlags(),
+    to_backends: BackendTLSFlags = BackendTLSFlags(),
     splice: opt.Splice = True,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for the random algorithm.")
@@ -137,7 +162,10 @@ def lb(
     timeout = parse_duration(check_timeout, option="--check-timeout") if check_timeout else interval
     connect_limit = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     idle = opt.idle_timeout(idle_timeout)
-    probe = CheckProbe.parse(check_send, check_expect)
+    checks = check_kinds(check, check_send, check_expect)
+    pool_backends, backend_tls = to_backends.configure(pool_backends)
+    version = opt.proxy_protocol_version(proxy_protocol)
+    check_proxy = version or (1 if check_send_proxy else 0)  # HAProxy: checks send it too
 
     def health(event: HealthEvent) -> None:
         if not out.json:
@@ -153,13 +181,15 @@ def lb(
         seed=seed,
         check_interval=interval,
         check_timeout=timeout,
-        probe=probe,
+        **checks,
+        send_proxy=check_proxy,
+        tls=backend_tls,
         connect_timeout=connect_limit,
         on_health=health,
     )
     options = RelayOptions(
         splice=splice,
-        proxy_protocol=opt.proxy_protocol_version(proxy_protocol),
+        proxy_protocol=version,
         **accept.relay_options(),
         idle_timeout=idle,
         seed=seed,
@@ -182,15 +212,35 @@ def lb(
         details={
             "algorithm": algorithm,
             "backends": [str(b) for b in pool_backends],
+            "check": check,
+            "check_send_proxy": check_proxy,
+            "backend_tls": [b.name for b in pool_backends if b.tls],
             "check_interval_s": interval,
             "rise": rise,
             "fall": fall,
             "idle_timeout_s": idle,
             "accept_proxy_protocol": accept.accept_proxy_protocol,
         },
-        fields=lambda secure: {"splice": options.can_splice(client_tls=secure)},
+        fields=lambda secure: {
+            "splice": options.can_splice(client_tls=secure)
+            and not all(b.tls for b in pool_backends)  # TLS backends are relayed in Python
+        },
     )
     raise typer.Exit(code)
+
+
+def check_kinds(check: str, send: str | None, expect: str | None) -> dict[str, Any]:
+    """``balanced_pool``'s ``probe`` and ``http`` from ``--check``, ``--check-send`` and
+    ``--check-expect`` (a regular expression for TCP checks, status codes for HTTP ones).
+
+    Raises:
+        UsageError: ``--check-send`` with an HTTP check.
+        ConfigError: a bad kind, path, escape, expression or status code.
+    """
+    http = parse_check(check, expect)
+    if http is not None and send is not None:
+        raise UsageError("--check-send is for TCP checks: --check http:PATH sends the request")
+    return {"probe": CheckProbe.parse(send, None if http else expect), "http": http}
 
 
 def backend_table(rows: list[dict[str, Any]]) -> Table:

@@ -215,7 +215,7 @@ UpstreamCACert = Annotated[
     Path | None,
     typer.Option(
         "--cacert",
-        help="CA bundle to verify the upstream with; implies --upstream-tls.",
+        help="CA bundle to verify the upstream with (lb: its TLS backends); turns that TLS on.",
         rich_help_panel=UPSTREAM_PANEL,
     ),
 ]
@@ -224,7 +224,7 @@ UpstreamInsecure = Annotated[
     typer.Option(
         "--insecure",
         "-k",
-        help="Do not verify the upstream's certificate; implies --upstream-tls.",
+        help="Do not verify the upstream's certificate (lb: its backends'); turns that TLS on.",
         rich_help_panel=UPSTREAM_PANEL,
     ),
 ]

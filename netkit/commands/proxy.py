@@ -12,6 +12,7 @@ import typer
 from netkit.commands import options as opt
 from netkit.commands import udp_proxy
 from netkit.commands.serving import RELAY, build_relay, build_stream, run_server, together
+from netkit.commands.upstream_tls import UpstreamTLSFlags, upstream_tls_flags
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.datagram_faults import check_transport
@@ -57,6 +58,7 @@ app = typer.Typer(add_completion=False)
 @udp_proxy.datagram_flags
 @opt.proxy_accept_flags
 @opt.timeline_flags
+@upstream_tls_flags
 def proxy(
     listen: Annotated[
         str | None,
@@ -71,10 +73,7 @@ def proxy(
             help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path, udp://HOST:PORT."
         ),
     ] = None,
-    upstream_tls: opt.UpstreamTLS = False,
-    cacert: opt.UpstreamCACert = None,
-    insecure: opt.UpstreamInsecure = False,
-    sni: opt.UpstreamSNI = None,
+    to_upstream: UpstreamTLSFlags = UpstreamTLSFlags(),
     proxy_protocol: opt.ProxyProtocol = None,
     accept: opt.ProxyAcceptFlags = opt.ProxyAcceptFlags(),
     splice: opt.Splice = True,
@@ -162,9 +161,7 @@ def proxy(
         udp_proxy.serve(
             out, listen, upstream, faults=faults, seed=seed, timeline=steps, bounded=bounded,
             idle_timeout=idle, server=server, beside=timeline_companion(steps, bounded),
-            stream_flags={
-                "--upstream-tls": upstream_tls, "--cacert": cacert is not None,
-                "--insecure": insecure, "--sni": sni is not None,
+            stream_flags=to_upstream.flags_given() | {
                 "--proxy-protocol": proxy_protocol is not None, "--no-splice": not splice,
                 "--accept-proxy-protocol": accept.accept_proxy_protocol is not None,
             },
@@ -174,8 +171,9 @@ def proxy(
         steps.check("tcp")
     listen_at = parse_stream_endpoint(listen) if listen is not None else None
     target = parse_stream_endpoint(upstream) if upstream is not None else None
-    up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
+    up_tls = to_upstream.client_tls()
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
+    sni = to_upstream.onward_sni
     timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     options = RelayOptions(
         upstream_tls=upstream_ssl,

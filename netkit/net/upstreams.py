@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.backends import Backend
+from netkit.core.balance.checks import HTTPCheck
 from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.pool import BackendPool
 from netkit.core.balance.state import BackendState
-from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.errors import ConnectError, LocalError, NetkitError, OperationTimeout
+from netkit.net.backend_tls import BackendTLS
 from netkit.net.connect import connect_raw
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
+
+OnwardTLS = tuple[ssl.SSLContext, str | None]
+"""How to speak TLS to an upstream: the client context, and the server name to verify."""
 
 
 class Upstream:
@@ -49,6 +55,14 @@ class Upstream:
 
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
         """A relay to ``upstream`` (a label :meth:`connect` returned) ended."""
+
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
+        """(context, server name) for TLS to ``upstream`` when it sets its own (None: the
+        relay's ``upstream_tls`` option decides)."""
+        return None
+
+    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
+        """The TLS handshake with ``upstream`` failed (the client was refused)."""
 
 
 class FixedUpstream(Upstream):
@@ -90,6 +104,7 @@ class BalancedPool(Upstream):
         connect_timeout: seconds allowed per backend before trying the next.
         checker: the active health checks, run from :meth:`start` to :meth:`stop`.
         on_health: called with every backend state change the relaying itself causes.
+        tls: the TLS for backends reached over TLS (:attr:`Backend.tls`).
     """
 
     def __init__(
@@ -99,11 +114,13 @@ class BalancedPool(Upstream):
         connect_timeout: float,
         checker: HealthChecker | None = None,
         on_health: Callable[[HealthEvent], None] | None = None,
+        tls: BackendTLS | None = None,
     ) -> None:
         self.pool = pool
         self.connect_timeout = connect_timeout
         self.checker = checker
         self.on_health = on_health
+        self.tls = tls
 
     def start(self) -> None:
         if self.checker is not None:
@@ -138,6 +155,21 @@ class BalancedPool(Upstream):
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
         self.pool.state(upstream).connection_ended(bytes_up, bytes_down)
 
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
+        if self.tls is None:
+            return None
+        return self.tls.handshake(self.pool.state(upstream).backend)
+
+    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
+        # A backend whose certificate does not verify is as unusable as one that refuses:
+        # a failed connect of its own (counted and ejected); the connection that carried the
+        # handshake is ended by relay_ended, so it is not taken off the active count here.
+        state = self.pool.state(upstream)
+        state.connect_started()
+        now = asyncio.get_running_loop().time()
+        if (event := state.connect_failed(str(error), now)) and self.on_health:
+            self.on_health(event)
+
     def snapshot(self) -> list[dict[str, Any]]:
         """One row per backend (:meth:`BackendPool.snapshot`), now."""
         return self.pool.snapshot(asyncio.get_running_loop().time())
@@ -154,12 +186,17 @@ def balanced_pool(
     check_interval: float = DEFAULT_INTERVAL,
     check_timeout: float | None = None,
     probe: CheckProbe = CheckProbe(),
+    http: HTTPCheck | None = None,
+    send_proxy: int = 0,
+    tls: BackendTLS | None = None,
     connect_timeout: float = 5.0,
     on_health: Callable[[HealthEvent], None] | None = None,
 ) -> BalancedPool:
     """``lb``'s upstream: ``backends`` under ``algorithm``, with active health checks.
 
     Every backend state change (from a check, or from a refused connect) goes to ``on_health``.
+    ``http``, ``send_proxy`` and ``tls`` are :class:`HealthChecker`'s; ``tls`` serves the
+    traffic too.
 
     Raises:
         ConfigError: a bad algorithm, threshold, interval or timeout.
@@ -168,9 +205,18 @@ def balanced_pool(
         backends, algorithm=algorithm, rise=rise, fall=fall, slowstart=slowstart, seed=seed
     )
     checker = HealthChecker(
-        pool.states, interval=check_interval, timeout=check_timeout, probe=probe, on_event=on_health
+        pool.states,
+        interval=check_interval,
+        timeout=check_timeout,
+        probe=probe,
+        http=http,
+        send_proxy=send_proxy,
+        tls=tls,
+        on_event=on_health,
     )
-    return BalancedPool(pool, connect_timeout=connect_timeout, checker=checker, on_health=on_health)
+    return BalancedPool(
+        pool, connect_timeout=connect_timeout, checker=checker, on_health=on_health, tls=tls
+    )
 
 
 COUNTERS = ("active", "total", "failed", "bytes_up", "bytes_down")

@@ -124,6 +124,8 @@ class BackendState:
         connect_times: recent connect times.
         up_since: ``now`` of the last down-to-up change (None if never down).
         last_check: the result of the last active check, for the live table.
+        check_ms, check_status: the last check's duration and HTTP status (None: no check
+            yet, or no HTTP), as HAProxy's check duration and status.
     """
 
     def __init__(
@@ -149,6 +151,8 @@ class BackendState:
         self.connect_times = ConnectTimes()
         self.up_since: float | None = None
         self.last_check = ""
+        self.check_ms: float | None = None
+        self.check_status: int | None = None
 
     def __repr__(self) -> str:
         return f"<BackendState {self.backend} {self.health.status} active={self.active}>"
@@ -270,4 +274,6 @@ class BackendState:
             "bytes_down": self.bytes_down,
             **self.connect_times.as_dict(),
             "last_check": self.last_check,
+            "check_ms": self.check_ms,
+            "check_status": self.check_status,
         }
