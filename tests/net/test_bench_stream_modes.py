@@ -229,3 +229,21 @@ def test_the_server_sends_its_counts_when_it_drains(run: Runner[Any], serve: Ser
     assert len(data) == RESULT_SIZE and received == 1000
     report = StreamReport.decode(data, "server")
     assert (report.received, report.sent) == (1000, 0)
+
+
+def test_an_idle_stream_ends_with_the_counts(run: Runner[Any], serve: Serve) -> None:
+    """``--idle-timeout``: a client that goes silent gets the server's counts, then the close."""
+
+    async def main() -> bytes:
+        async with serve(lambda: StreamTestConnection(idle_timeout=0.2)) as h:
+            assert isinstance(h.endpoint, TCPEndpoint)
+            reader, writer = await asyncio.open_connection(h.endpoint.host, h.endpoint.port)
+            writer.write(hello(Direction.FORWARD) + b"y" * 300)
+            assert await reader.readline() == OK_LINE
+            data = await reader.read()  # the server closes once idle
+            writer.close()
+            return data
+
+    report = StreamReport.decode(run(main()), "server")
+    assert (report.received, report.sent) == (300, 0)
+    assert report.elapsed_ns >= 150_000_000
