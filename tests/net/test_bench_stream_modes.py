@@ -247,3 +247,21 @@ def test_an_idle_stream_ends_with_the_counts(run: Runner[Any], serve: Serve) -> 
     report = StreamReport.decode(run(main()), "server")
     assert (report.received, report.sent) == (300, 0)
     assert report.elapsed_ns >= 150_000_000
+
+
+@pytest.mark.parametrize("direction", [Direction.FORWARD, Direction.BIDIR])
+def test_requests_bound_the_writes(run: Runner[Any], serve: Serve, direction: Direction) -> None:
+    """``--requests`` with a stream: that many writes in all, then the run ends (it used to
+    write until the duration's default)."""
+    made = Recorded()
+
+    async def main() -> Any:
+        async with serve(made) as h:
+            return await bench(
+                plan(direction=direction, duration=None, requests=40, size=32768), h.endpoint
+            )
+
+    r = run(main())
+    assert not r.errors, r.error_samples
+    assert r.requests == 40 and r.bytes_sent == 40 * 32768 == r.peer_received == made.received()
+    assert r.duration_s < 5

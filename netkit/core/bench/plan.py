@@ -117,6 +117,10 @@ class LoadPlan:
         except ValueError:
             names = ", ".join(Direction)
             raise ConfigError((DIRECTION, f" {self.direction!r}: choose one of {names}")) from None
+        if self.direction is Direction.REVERSE and self.requests is not None:
+            raise ConfigError(
+                (REQUESTS, " counts bench's writes, and a reverse stream has none: give ", DURATION)
+            )
         if self.direction is not Direction.FORWARD and self.scenario is not Scenario.STREAM:
             raise ConfigError(
                 (DIRECTION, f" {self.direction}: applies to the stream scenario only")

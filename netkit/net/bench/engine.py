@@ -402,6 +402,8 @@ class BulkSender:
         piece = self.piece_size
         left = size  # of the current write
         while not run.stopping:
+            if left == size and not run.take(1):
+                return  # --requests: every write is taken (the last one ends the run)
             n = min(piece, left)
             self.send_chunk(n)
             left -= n
@@ -409,6 +411,8 @@ class BulkSender:
                 run.result.bytes_sent += n
                 if not left:
                     run.result.requests += 1
+                    if run.budget == 0:
+                        run.changed.set()
             else:
                 self.unrecorded += n
             if not left:
