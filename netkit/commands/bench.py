@@ -203,7 +203,7 @@ def run(
         typer.Option(
             "--reverse",
             "-R",
-            help="TCP/Unix stream, as iperf3 -R: the server sends and bench receives and counts (serve with 'netkit tcp-echo serve --mode stream').",
+            help="TCP/Unix/TLS stream, as iperf3 -R: the server sends and bench receives and counts (serve with 'netkit tcp-echo serve --mode stream').",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = False,
@@ -211,7 +211,7 @@ def run(
         bool,
         typer.Option(
             "--bidir",
-            help="TCP/Unix stream, as iperf3 --bidir: both directions at once, each counted on its own (serve with 'netkit tcp-echo serve --mode stream').",
+            help="TCP/Unix/TLS stream, as iperf3 --bidir: both directions at once, each counted on its own (serve with 'netkit tcp-echo serve --mode stream').",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = False,
