@@ -124,8 +124,11 @@ def test_reverse_fails_when_nothing_arrived() -> None:
 
 
 def test_different_directions_do_not_merge() -> None:
-    with pytest.raises(ConfigError, match="directions"):
+    with pytest.raises(ConfigError, match="directions: forward, reverse"):
         merge_results([stream_result(direction="forward"), stream_result(direction="reverse")])
+    # A stream result saved before the stream test existed has no direction.
+    with pytest.raises(ConfigError, match="directions: forward, none"):
+        merge_results([stream_result(direction="forward"), stream_result(direction=None)])
 
 
 def test_a_direction_needs_the_stream_scenario() -> None:

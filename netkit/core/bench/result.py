@@ -313,7 +313,8 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         kinds = {getattr(p, what) for p in parts}
         if len(kinds) > 1:
             raise ConfigError(
-                f"cannot merge results of different {what}s: {', '.join(sorted(kinds))}"
+                f"cannot merge results of different {what}s:"
+                f" {', '.join(sorted(str(k or 'none') for k in kinds))}"
                 " (their figures do not add up)"
             )
     first = parts[0]
