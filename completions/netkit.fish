@@ -328,7 +328,7 @@ complete -c netkit -n '__netkit_at \'netkit udp-echo client\'' -s 'h' -l 'help' 
 complete -c netkit -n '__netkit_at \'netkit bench\'' -a 'run' -d 'Benchmark a service: latency percentiles (HDR), throughput and errors by kind'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -a 'merge' -d 'Combine results of runs that ran side by side (several machines) into one exa...'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -s 'h' -l 'help' -d 'Show this message and exit'
-complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'scenario' -x -a 'echo stream connect' -d 'echo: request/response round trips; stream: bulk one-way throughput; connect:...'
+complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'scenario' -x -a 'echo stream connect' -d 'echo: request/response round trips; stream: bulk throughput, as iperf3 (the r...'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -s 'c' -l 'connections' -x -d 'Connections (concurrent ones, for connect; for stream, parallel streams, as i...'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -s 'd' -l 'duration' -x -d 'How long to measure (default 10s; 3s without a target)'
 complete -c netkit -n '__netkit_at \'netkit bench\'' -s 'n' -l 'requests' -x -d 'Stop after this many requests instead of after --duration'
@@ -357,7 +357,7 @@ complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'sni' -x -d 'Server name
 complete -c netkit -n '__netkit_at \'netkit bench\'' -l 'json' -d 'Print one JSON object per line (events)'
 
 # netkit bench run
-complete -c netkit -n '__netkit_at \'netkit bench run\'' -l 'scenario' -x -a 'echo stream connect' -d 'echo: request/response round trips; stream: bulk one-way throughput; connect:...'
+complete -c netkit -n '__netkit_at \'netkit bench run\'' -l 'scenario' -x -a 'echo stream connect' -d 'echo: request/response round trips; stream: bulk throughput, as iperf3 (the r...'
 complete -c netkit -n '__netkit_at \'netkit bench run\'' -s 'c' -l 'connections' -x -d 'Connections (concurrent ones, for connect; for stream, parallel streams, as i...'
 complete -c netkit -n '__netkit_at \'netkit bench run\'' -s 'd' -l 'duration' -x -d 'How long to measure (default 10s; 3s without a target)'
 complete -c netkit -n '__netkit_at \'netkit bench run\'' -s 'n' -l 'requests' -x -d 'Stop after this many requests instead of after --duration'

@@ -108,7 +108,7 @@ def run(
         typer.Option(
             "--scenario",
             click_type=click.Choice([s.value for s in Scenario]),
-            help="echo: request/response round trips; stream: bulk one-way throughput; connect: connections per second.",
+            help="echo: request/response round trips; stream: bulk throughput, as iperf3 (the receiver counts; --reverse, --bidir); connect: connections per second.",
         ),
     ] = "echo",
     connections: Annotated[

@@ -87,7 +87,7 @@ def test_counts_are_exactly_what_the_server_counted(
         assert r.bytes_received == 0 and "reverse" not in shown
 
 
-def test_reverse_over_a_unix_socket_with_a_warmup(
+def test_bidir_over_a_unix_socket_with_a_warmup(
     run: Runner[Any], serve: Serve, tmp_path: Path
 ) -> None:
     """The warm-up's bytes are not counted, by bench nor in the server's reported figures."""
