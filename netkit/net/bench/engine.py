@@ -398,33 +398,29 @@ class BulkSender:
         self._task = asyncio.get_running_loop().create_task(self._send_loop())
 
     async def _send_loop(self) -> None:
-        while not self.run.stopping and self.send_step():
+        run, size = self.run, self.run.plan.size
+        piece = self.piece_size
+        left = size  # of the current write
+        while not run.stopping:
+            if left == size and not run.take(1):
+                return  # --requests: every write is taken (the last one ends the run)
+            n = min(piece, left)
+            self.send_chunk(n)
+            left -= n
+            if run.recording:
+                run.result.bytes_sent += n
+                if not left:
+                    run.result.requests += 1
+                    if run.budget == 0:
+                        run.changed.set()
+            else:
+                self.unrecorded += n
+            if not left:
+                left = size
             if self._write_paused:
                 await self.drain()
             else:
                 await asyncio.sleep(0)  # everything went to the kernel: let the loop run
-
-    _left = -1  # bytes left of the current write (-1: none begun)
-
-    def send_step(self) -> bool:
-        """Write the next piece and count it; False when ``--requests`` has no write left."""
-        run, size = self.run, self.run.plan.size
-        left = size if self._left < 0 else self._left
-        if left == size and not run.take(1):
-            return False  # --requests: every write is taken (the last one ends the run)
-        n = min(self.piece_size, left)
-        self.send_chunk(n)
-        left -= n
-        if run.recording:
-            run.result.bytes_sent += n
-            if not left:
-                run.result.requests += 1
-                if run.budget == 0:
-                    run.changed.set()
-        else:
-            self.unrecorded += n
-        self._left = left or -1
-        return True
 
     def stop_bulk(self) -> None:
         """Stop the sending loop."""

@@ -215,7 +215,6 @@ class StreamTest(BulkSender, StreamProtocol):
         self._fin_sent = False
         self._reported = False  # the server's counts arrived
         self._refusal = False
-        self._sending = False
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -306,30 +305,6 @@ class StreamTest(BulkSender, StreamProtocol):
 
     def send_chunk(self, n: int) -> None:
         self.write(self.chunk[:n])
-
-    # Writes are driven by the transport's flow control (a write now, the next when it
-    # resumes or on the next loop turn), not by a task: a task's wake-up per write cost
-    # forward streams about a fifth more CPU per byte than the server's source.
-
-    def start_bulk(self) -> None:
-        self._sending = True
-        self._pump()
-
-    def _pump(self) -> None:
-        if not self._sending or self._write_paused:
-            return
-        if self.run.stopping or not self.send_step():
-            self._sending = False
-            return
-        if not self._write_paused:
-            asyncio.get_running_loop().call_soon(self._pump)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self._pump()
-
-    def stop_bulk(self) -> None:
-        self._sending = False
 
     # --- the end -------------------------------------------------------------------------
 
