@@ -29,7 +29,7 @@ from typing import Any
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.checks import HTTPCheck
 from netkit.core.balance.health import CheckProbe, HealthEvent
-from netkit.core.balance.state import BackendState
+from netkit.core.balance.state import AdminState, BackendState
 from netkit.core.bench.http import ResponseReader
 from netkit.core.proxy_protocol import encode as encode_proxy_header
 from netkit.errors import (
@@ -372,6 +372,7 @@ class HealthChecker:
         self.on_check = on_check
         self.checks = 0
         self._task: asyncio.Task[None] | None = None
+        self._added: set[asyncio.Task[None]] = set()
 
     async def check(self, state: BackendState) -> HealthEvent | None:
         """Check one backend now and feed the result to its health machine."""
@@ -386,6 +387,7 @@ class HealthChecker:
         )
         now = asyncio.get_running_loop().time()
         self.checks += 1
+        state.check_timed(result.ok, result.seconds)
         state.check_ms, state.check_status = round(result.seconds * 1000, 3), result.status
         event: HealthEvent | None
         if result.skipped:
@@ -411,8 +413,9 @@ class HealthChecker:
     async def _watch(self, state: BackendState) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while True:
-            await self.check(state)
+        while not state.removed:  # a backend in maintenance is not checked (HAProxy's maint)
+            if state.admin is not AdminState.MAINT:
+                await self.check(state)
             now = loop.time()
             due = max(due + self.interval, now)
             await asyncio.sleep(due - now)
@@ -433,6 +436,15 @@ class HealthChecker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def add(self, state: BackendState) -> None:
+        """Check ``state`` too from now on (a backend added while running); a removed
+        backend's checks end by themselves."""
+        self.states.append(state)
+        if self._task is not None:
+            task = asyncio.create_task(self._watch(state), name=f"check {state.name}")
+            self._added.add(task)
+            task.add_done_callback(self._added.discard)
+
     def start(self) -> None:
         """Start checking in the background (call from inside the event loop)."""
         if self._task is None:
@@ -447,6 +459,8 @@ class HealthChecker:
         task, self._task = self._task, None
         if task is None:
             return
+        for added in list(self._added):
+            added.cancel()
         task.cancel()
         try:
             await task

@@ -577,6 +577,7 @@ def test_snapshot_rows_carry_the_live_table() -> None:
         "backend": "127.0.0.1:1",
         "role": "primary",
         "state": "up",
+        "admin": "ready",
         "weight": 2,
         "effective_weight": 2.0,
         "maxconn": 5,

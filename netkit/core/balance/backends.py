@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
-from netkit.errors import ConfigError
+from netkit.errors import ConfigError, NetkitError
 
 MAX_WEIGHT = 256  # HAProxy's limit
 
@@ -129,7 +129,15 @@ def parse_backends(texts: Sequence[str]) -> list[Backend]:
     Raises:
         EndpointError, ConfigError: as :func:`parse_backend`, and for the cases above.
     """
-    backends = [parse_backend(text) for text in texts]
+    return check_backends([parse_backend(text) for text in texts])
+
+
+def check_backends(backends: list[Backend]) -> list[Backend]:
+    """``backends`` if they make a pool: at least one, no endpoint twice, not only backups.
+
+    Raises:
+        ConfigError: they do not.
+    """
     if not backends:
         raise ConfigError("no backends given")
     seen: set[TCPEndpoint | UnixEndpoint] = set()
@@ -140,3 +148,26 @@ def parse_backends(texts: Sequence[str]) -> list[Backend]:
     if all(b.backup for b in backends):
         raise ConfigError("every backend is a backup: at least one must be a primary")
     return backends
+
+
+def parse_backends_text(text: str, source: str = "backends file") -> list[Backend]:
+    """Parse a backends file: one backend per line in the command line's syntax
+    (:func:`parse_backend`); blank lines and ``#`` comments (whole-line or trailing) are
+    skipped. The result is checked as :func:`parse_backends` checks the command line.
+
+    Raises:
+        ConfigError: a line that does not parse (``source`` line N: why), or a bad set.
+    """
+    backends: list[Backend] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        spec = line.partition("#")[0].strip()
+        if not spec:
+            continue
+        try:
+            backends.append(parse_backend(spec))
+        except NetkitError as exc:
+            raise ConfigError(f"{source} line {number}: {exc}") from None
+    try:
+        return check_backends(backends)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
