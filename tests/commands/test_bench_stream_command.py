@@ -26,7 +26,7 @@ def test_reverse_and_bidir_report_each_direction(netkit_server: Any, tmp_path: P
     assert s["direction"] == "reverse" and s["ok"]
     assert list(s["directions"]) == ["reverse"]
     rev = s["directions"]["reverse"]
-    assert rev["sender_bytes"] == rev["receiver_bytes"] == s["bytes_received"] > 1 << 20
+    assert rev["sender_bytes"] == rev["receiver_bytes"] == s["bytes_received"] > 0
 
     runs = []
     for name in ("a", "b"):

@@ -75,13 +75,13 @@ def test_counts_are_exactly_what_the_server_counted(
     assert r.bytes_received == r.peer_sent == made.sent()
     shown = r.directions()
     if direction.client_sends:
-        assert r.bytes_sent > 1 << 20
+        assert r.bytes_sent > 0
         assert shown["forward"]["receiver_bytes"] == made.received()
         assert shown["forward"]["receiver_mb_per_s"] > 0
     else:
         assert r.bytes_sent == 0 and r.requests == 0 and "forward" not in shown
     if direction.server_sends:
-        assert r.bytes_received > 1 << 20
+        assert r.bytes_received > 0
         assert shown["reverse"]["sender_bytes"] == made.sent()
     else:
         assert r.bytes_received == 0 and "reverse" not in shown
@@ -122,7 +122,7 @@ def test_forward_to_an_echo_server_writes_as_before(run: Runner[Any], serve: Ser
             return await bench(plan(connections=1), h.endpoint)
 
     r = run(main())
-    assert not r.errors and r.bytes_sent > 1 << 20
+    assert not r.errors and r.bytes_sent > 0
     assert r.peer_received is None  # an echo server reports nothing
     assert r.directions()["forward"]["receiver_bytes"] is None
     assert 0 < r.bytes_received <= r.bytes_sent  # the echo came back
@@ -282,7 +282,7 @@ def test_over_tls_the_client_s_receiving_is_counted(
 
     r = run(main())
     assert not r.errors, r.error_samples
-    assert r.transport == "tls" and r.bytes_received > 1 << 20 and r.bytes_sent > 1 << 20
+    assert r.transport == "tls" and r.bytes_received > 0 and r.bytes_sent > 0
     assert r.peer_received is None and r.peer_sent is None
     ways = r.directions()
     assert ways["reverse"]["receiver_bytes"] == r.bytes_received
