@@ -287,7 +287,7 @@ def run(
         str | None,
         typer.Option(
             "--cluster",
-            help="Run on the workers of a Dask cluster: tcp://SCHEDULER:8786, or local:N to start N worker processes here (needs netkit[cluster]). Each member runs --workers processes; connections, requests and --rate are split among members exactly, and all start together.",
+            help="Run on the workers of a Dask cluster: tcp://SCHEDULER:8786, or local:N to start N worker processes here (needs netkit\\[cluster]). Each member runs --workers processes; connections, requests and --rate are split among members exactly, and all start together.",
             rich_help_panel=CLUSTER_PANEL,
         ),
     ] = None,
