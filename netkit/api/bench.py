@@ -40,6 +40,7 @@ async def bench(
     timeout: float = 5.0,
     exchange: bool = False,
     stages: str | Stages | None = None,
+    direction: str = "forward",
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
     check: bool = True,
@@ -76,6 +77,9 @@ async def bench(
             stage ramps linearly to its target over its duration. The run lasts the stages'
             total (no ``duration``, ``rate``, ``requests`` or ``warmup`` with them), and the
             result has per-stage figures (``result.stages``).
+        direction: ``stream`` over TCP or Unix, against ``echo_server(mode="stream")``:
+            ``forward`` (we send), ``reverse`` (the server sends) or ``bidir``; the result's
+            ``directions()`` has each direction's sender and receiver figures.
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
@@ -125,6 +129,7 @@ async def bench(
         timeout=timeout,
         exchange=exchange,
         stages=ramp,
+        direction=direction,  # type: ignore[arg-type]  # LoadPlan checks the name
     )
     for t in thresholds:
         t.check_stages(len(ramp.stages) if ramp else 0)

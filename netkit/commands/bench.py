@@ -42,6 +42,7 @@ from netkit.core.bench.thresholds import (
     enforce,
     parse_threshold,
 )
+from netkit.core.streamtest import Direction
 from netkit.core.units import parse_duration, parse_size
 from netkit.errors import ConfigError
 from netkit.net.bench.embedded import EmbeddedEchoServer
@@ -110,7 +111,7 @@ def run(
         typer.Option(
             "--scenario",
             click_type=click.Choice([s.value for s in CHOICES]),
-            help="echo: request/response round trips (named request in reports for an HTTP target); stream: bulk one-way throughput; connect: connections per second.",
+            help="echo: request/response round trips (named request in reports for an HTTP target); stream: bulk throughput, as iperf3 (the receiver counts; --reverse, --bidir); connect: connections per second.",
         ),
     ] = "echo",
     connections: Annotated[
@@ -120,7 +121,7 @@ def run(
             "-c",
             min=1,
             max=100_000,
-            help="Connections (concurrent ones, for connect).",
+            help="Connections (concurrent ones, for connect; for stream, parallel streams, as iperf3's -P).",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = 16,
@@ -208,6 +209,23 @@ def run(
             rich_help_panel=RUN_PANEL,
         ),
     ] = "5s",
+    reverse: Annotated[
+        bool,
+        typer.Option(
+            "--reverse",
+            "-R",
+            help="TCP/Unix/TLS stream, as iperf3 -R: the server sends and bench receives and counts (serve with 'netkit tcp-echo serve --mode stream').",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = False,
+    bidir: Annotated[
+        bool,
+        typer.Option(
+            "--bidir",
+            help="TCP/Unix/TLS stream, as iperf3 --bidir: both directions at once, each counted on its own (serve with 'netkit tcp-echo serve --mode stream').",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = False,
     exchange: Annotated[
         bool,
         typer.Option(
@@ -346,6 +364,7 @@ def run(
     for t in thresholds:
         t.check_stages(len(ramp.stages) if ramp else 0)
     kind = Scenario(scenario)
+    direction = _direction(kind, reverse, bidir)
     plan = LoadPlan(
         scenario=kind,
         connections=connections,
@@ -359,6 +378,7 @@ def run(
         timeout=parse_duration(timeout, option="--timeout"),
         exchange=exchange,
         stages=ramp,
+        direction=direction,
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")
@@ -369,12 +389,13 @@ def run(
     cores = _cores()
     try:
         if target is None:
-            server = EmbeddedEchoServer(workers=max(1, cores // 2))
+            server = EmbeddedEchoServer(workers=max(1, cores // 2), stream=kind is Scenario.STREAM)
             address = server.start()
             out.event(
                 "server",
                 f"no target: benchmarking netkit's own echo server ([cyan]tcp-echo serve "
-                f"--workers {server.workers}[/]) at [cyan]{escape(address)}[/]",
+                f"--workers {server.workers}{' --mode stream' if server.stream else ''}[/]) at"
+                f" [cyan]{escape(address)}[/]",
                 address=address,
                 workers=server.workers,
             )
@@ -424,6 +445,15 @@ def _default(name: str) -> bool:
     """True when option ``name`` was not given on the command line."""
     source = click.get_current_context().get_parameter_source(name)
     return source in (None, click.core.ParameterSource.DEFAULT)
+
+
+def _direction(kind: Scenario, reverse: bool, bidir: bool) -> Direction:
+    """The stream direction ``--reverse`` and ``--bidir`` ask for."""
+    if reverse and bidir:
+        raise ConfigError("give --reverse or --bidir, not both")
+    if (reverse or bidir) and kind is not Scenario.STREAM:
+        raise ConfigError("--reverse and --bidir apply to --scenario stream")
+    return Direction.REVERSE if reverse else Direction.BIDIR if bidir else Direction.FORWARD
 
 
 def _http_load(

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+from netkit.core.streamtest import Direction
 from netkit.core.units import format_size
 from netkit.errors import ConfigError, Setting
 
@@ -48,6 +49,7 @@ CHOICES = (Scenario.ECHO, Scenario.STREAM, Scenario.CONNECT)
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
+DIRECTION = Setting("direction")
 RATE, DURATION, REQUESTS, SIZE = (
     Setting("rate"),
     Setting("duration"),
@@ -93,6 +95,8 @@ class LoadPlan:
             run (see :meth:`split`): this plan's slot ``j`` is the run's
             ``rank_offset + j * rank_stride``-th to open. Splits compose (a cluster member's
             share split again among its processes).
+        direction: ``stream`` only: which way the bytes go (iperf3's default, ``--reverse``,
+            ``--bidir``); see :mod:`netkit.core.streamtest`.
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -110,6 +114,7 @@ class LoadPlan:
     stages: Stages | None = None
     rank_offset: int = 0
     rank_stride: int = 1
+    direction: Direction = Direction.FORWARD
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name; request is only a result's label
@@ -134,6 +139,19 @@ class LoadPlan:
             raise ConfigError((SIZE, " must be at least 1 byte"))
         if self.rate is not None and self.scenario is Scenario.STREAM:
             raise ConfigError((RATE, " applies to echo and connect, not to stream"))
+        try:
+            object.__setattr__(self, "direction", Direction(self.direction))
+        except ValueError:
+            names = ", ".join(Direction)
+            raise ConfigError((DIRECTION, f" {self.direction!r}: choose one of {names}")) from None
+        if self.direction is Direction.REVERSE and self.requests is not None:
+            raise ConfigError(
+                (REQUESTS, " counts bench's writes, and a reverse stream has none: give ", DURATION)
+            )
+        if self.direction is not Direction.FORWARD and self.scenario is not Scenario.STREAM:
+            raise ConfigError(
+                (DIRECTION, f" {self.direction}: applies to the stream scenario only")
+            )
         if self.stages is not None:
             self._check_stages(self.stages)
 
