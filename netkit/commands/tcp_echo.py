@@ -12,7 +12,6 @@ import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
-from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.probe import make_probe
@@ -86,6 +85,10 @@ def serve(
     and at the client's half-close the server stops sending, writes a 32-byte record
     ('NKSTRES1', bytes received, bytes sent, nanoseconds: big-endian 64-bit) and closes.
     """
+    # The server lifecycle (and the relay it shares with proxy) loads only for serve: a
+    # client run starts without it (issue 18 item 4).
+    from netkit.commands.serving import build_stream, run_server
+
     out = Output(json)
     where = parse_stream_endpoint(endpoint)
     frame_limit = check_max_frame(parse_size(max_frame, option="--max-frame"))
