@@ -119,7 +119,7 @@ def test_ramping_connections_reach_each_stage_count(echo_server: tuple[str, Reco
     assert s["errors"]["total"] == 0
     for index, count in ((1, 2), (3, 5), (5, 1)):
         begin, end = stages.bounds(index)
-        for frac in (0.3, 0.5, 0.8):
+        for frac in (0.5, 0.7, 0.9):  # some slack for a busy machine to open and close
             at = s["started_at"] + begin + frac * (end - begin)
             assert rec.open_at(at) == count, (index + 1, frac)
         assert s["stages"][index]["requests"] > 0
