@@ -11,6 +11,7 @@ and runs the active health checks while the server runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -22,21 +23,75 @@ from netkit.core.balance.health import CheckProbe, HealthEvent
 from netkit.core.balance.pool import BackendPool
 from netkit.core.balance.state import BackendState
 from netkit.errors import ConnectError, LocalError, OperationTimeout
-from netkit.net.connect import connect_raw
+from netkit.net.connect import connect_raw, translate_connect_error
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
+from netkit.net.resolved import AddressBook, refresh_every
+
+REFRESH_S = DEFAULT_INTERVAL
+"""Seconds between two resolutions of a named upstream (``lb``: its check interval)."""
 
 
 class Upstream:
     """Where a relay server's clients go; the base connects nowhere.
 
-    :meth:`start` and :meth:`stop` bracket the server's life (health checks run between them).
+    :meth:`start` and :meth:`stop` bracket the server's life (health checks run between them,
+    and named upstreams are resolved again every :attr:`refresh_interval` seconds: clients
+    connect to addresses resolved already, from :attr:`addresses`).
+
+    Attributes:
+        addresses: the upstream endpoints' addresses, resolved once and refreshed.
     """
 
+    refresh_interval = REFRESH_S
+
+    def __init__(self) -> None:
+        self.addresses = AddressBook()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    def endpoints(self) -> list[TCPEndpoint | UnixEndpoint]:
+        """Every endpoint clients may be sent to now."""
+        return []
+
     def start(self) -> None:
-        """The server started accepting."""
+        """The server started accepting: resolve the named upstreams now and from time to time."""
+        self.loop = asyncio.get_running_loop()
+        self._refresher = self.loop.create_task(
+            refresh_every(self.addresses, self.endpoints, self.refresh_interval)
+        )
 
     async def stop(self) -> None:
         """The server stopped: end whatever :meth:`start` began."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    async def dial(self, endpoint: TCPEndpoint | UnixEndpoint, timeout: float) -> socket.socket:
+        """A socket connected to ``endpoint``, at its known addresses (resolved only when not
+        known yet; a name whose every address failed is resolved anew next time).
+
+        Raises:
+            ConnectError, OperationTimeout, ResourceExhausted: as :func:`connect_raw`.
+        """
+        loop = self.loop or asyncio.get_running_loop()
+        known = self.addresses.cached(endpoint)
+        if known is None:
+            start = loop.time()
+            try:
+                async with asyncio.timeout(timeout):
+                    known = await self.addresses.lookup(endpoint)
+            except TimeoutError:
+                raise OperationTimeout(f"timed out resolving {endpoint}") from None
+            except OSError as exc:
+                raise translate_connect_error(exc, str(endpoint)) from exc
+            timeout = max(0.0, timeout - (loop.time() - start))
+        try:
+            return await connect_raw(endpoint, timeout=timeout, addresses=known, loop=loop)
+        except ConnectError:
+            self.addresses.forget(endpoint)
+            raise
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
         """A non-blocking socket connected to the upstream for ``client``, and its label.
@@ -60,6 +115,7 @@ class FixedUpstream(Upstream):
     """
 
     def __init__(self, endpoint: TCPEndpoint | UnixEndpoint, *, timeout: float) -> None:
+        super().__init__()
         self.endpoint = endpoint
         self.timeout = timeout
         self.label = str(endpoint)
@@ -69,8 +125,11 @@ class FixedUpstream(Upstream):
         self.endpoint = endpoint
         self.label = str(endpoint)
 
+    def endpoints(self) -> list[TCPEndpoint | UnixEndpoint]:
+        return [self.endpoint]
+
     async def connect(self, client: str) -> tuple[socket.socket, str]:
-        return await connect_raw(self.endpoint, timeout=self.timeout), self.label
+        return await self.dial(self.endpoint, self.timeout), self.label
 
 
 def balance_key(client: str) -> str:
@@ -100,28 +159,39 @@ class BalancedPool(Upstream):
         checker: HealthChecker | None = None,
         on_health: Callable[[HealthEvent], None] | None = None,
     ) -> None:
+        super().__init__()
         self.pool = pool
         self.connect_timeout = connect_timeout
         self.checker = checker
         self.on_health = on_health
 
+    @property
+    def refresh_interval(self) -> float:  # type: ignore[override]
+        """Names are resolved again at each health-check round."""
+        return self.checker.interval if self.checker is not None else REFRESH_S
+
+    def endpoints(self) -> list[TCPEndpoint | UnixEndpoint]:
+        return [state.backend.endpoint for state in self.pool.states]
+
     def start(self) -> None:
+        super().start()
         if self.checker is not None:
             self.checker.start()
 
     async def stop(self) -> None:
+        await super().stop()
         if self.checker is not None:
             await self.checker.stop()
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         tried: set[BackendState] = set()
         last = ""
         while (state := self.pool.choose(balance_key(client), loop.time(), tried)) is not None:
             state.connect_started()
             started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
             try:
-                sock = await connect_raw(state.backend.endpoint, timeout=self.connect_timeout)
+                sock = await self.dial(state.backend.endpoint, self.connect_timeout)
             except LocalError:
                 state.connect_abandoned()  # our descriptor limit, not the backend's fault
                 raise
