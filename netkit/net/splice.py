@@ -100,6 +100,7 @@ class _SpliceDirection:
         self.src_fd, self.dst_fd = src.fileno(), dst.fileno()
         self.pipe: tuple[int, int] | None = None
         self.copied: memoryview | None = None  # bytes copied in, not all sent on yet
+        self.spliced = 0  # bytes taken in through the pipe (the rest were copied)
         self.reading = False
         self.writing = False
         self.done = False
@@ -141,6 +142,7 @@ class _SpliceDirection:
         except OSError as exc:
             self.relay.failed(exc, from_client=self.flow.up)
             return
+        self.spliced += n
         self._took(n)
 
     def _copy_in(self) -> None:
