@@ -35,7 +35,9 @@ class Poller:
     """An epoll set of our own, drained from the loop whenever it has ready descriptors."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # The loop holds the poller (its reader callback), not the other way round: a
+        # finished loop takes its poller, and the poller's descriptor, with it.
+        self._loop = weakref.ref(loop)
         self._epoll = select.epoll()
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
@@ -101,23 +103,38 @@ class Poller:
         try:
             callback()
         except Exception as exc:  # as the loop does for its own callbacks: report, go on
-            self.loop.call_exception_handler(
-                {"message": "exception in a relay readiness callback", "exception": exc}
-            )
+            loop = self._loop()
+            if loop is not None:
+                loop.call_exception_handler(
+                    {"message": "exception in a relay readiness callback", "exception": exc}
+                )
 
     def close(self) -> None:
         """Stop: the loop no longer watches the set, which is closed."""
+        loop = self._loop()
         if not self._epoll.closed:
-            self.loop.remove_reader(self._epoll.fileno())
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self._epoll.fileno())
             self._epoll.close()
+
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True when this is ``loop``'s poller and still open."""
+        return self._loop() is loop and not self._epoll.closed
 
 
 _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
 
 
+_LAST: list[Poller | None] = [None]
+
+
 def poller_for(loop: asyncio.AbstractEventLoop) -> Poller:
     """The poller of ``loop`` (made on first use; it lives as long as the loop)."""
+    last = _LAST[0]
+    if last is not None and last.serves(loop):
+        return last  # one loop per process (or per worker) is the rule: no dictionary look-up
     poller = _POLLERS.get(loop)
-    if poller is None or poller._epoll.closed:
+    if poller is None or not poller.serves(loop):
         poller = _POLLERS[loop] = Poller(loop)
+    _LAST[0] = poller
     return poller

@@ -508,7 +508,9 @@ class RelayServer(Server):
         idle = self.options.idle_timeout
         timer = None
         if idle is not None:
-            timer = IdleTimer(idle, lambda: current.close("idle timeout"), since=relay.created)
+            timer = IdleTimer(
+                idle, lambda: current.close("idle timeout"), since=relay.created, loop=self.loop
+            )
             relay.record.on_activity(timer.touch)
         try:
             while True:
