@@ -62,15 +62,25 @@ class Rounds:
 
 
 def start_lb(
-    command: list[str], env: dict[str, str], name: str, backend: int, *extra: str
+    command: list[str],
+    env: dict[str, str],
+    name: str,
+    backend: int,
+    *extra: str,
+    cwd: str | None = None,
 ) -> Proxy:
-    """``netkit lb --workers 2`` in front of ``backend``, ready when its port accepts."""
+    """``netkit lb --workers 2`` in front of ``backend``, ready when its port accepts.
+
+    ``cwd``: where it runs (``python -m netkit`` imports the tree in its working directory
+    first, before PYTHONPATH: the baseline must run in its own tree).
+    """
     port = free_port()
     proc = subprocess.Popen(
         [*command, "lb", f"{HOST}:{port}", f"{HOST}:{backend}", "--workers", "2", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        cwd=cwd,
     )
     try:
         wait_connectable(port)
@@ -130,10 +140,15 @@ def main() -> None:
         (HAPROXY, lambda b, extra: start_haproxy(HAPROXY, [b], 2)),
     ]
     if args.baseline:
-        base_env = env | {"PYTHONPATH": os.path.abspath(args.baseline)}
+        base = os.path.abspath(args.baseline)
+        base_env = env | {"PYTHONPATH": base}
         base_cmd = [sys.executable, "-m", "netkit"]
         starters.insert(
-            1, (BASELINE, lambda b, extra: start_lb(base_cmd, base_env, BASELINE, b, *extra))
+            1,
+            (
+                BASELINE,
+                lambda b, extra: start_lb(base_cmd, base_env, BASELINE, b, *extra, cwd=base),
+            ),
         )
     results: dict[str, Rounds] = {name: Rounds() for name, _ in starters}
 
