@@ -23,6 +23,9 @@ class Scenario(enum.StrEnum):
     ECHO = "echo"  # request/response round trips
     STREAM = "stream"  # bulk one-way writes, as fast as the peer reads
     CONNECT = "connect"  # connections per second
+    # HTTP requests: what the echo scenario does against an HTTP target, under its own name
+    # in reports (a result's label, not a --scenario choice).
+    REQUEST = "request"
 
     @property
     def unit(self) -> str:
@@ -30,7 +33,14 @@ class Scenario(enum.StrEnum):
         return _UNITS[self]
 
 
-_UNITS = {Scenario.ECHO: "request", Scenario.STREAM: "write", Scenario.CONNECT: "connection"}
+_UNITS = {
+    Scenario.ECHO: "request",
+    Scenario.STREAM: "write",
+    Scenario.CONNECT: "connection",
+    Scenario.REQUEST: "request",
+}
+CHOICES = (Scenario.ECHO, Scenario.STREAM, Scenario.CONNECT)
+"""The scenarios a run can be asked for (``--scenario``)."""
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
@@ -88,10 +98,13 @@ class LoadPlan:
     exchange: bool = False
 
     def __post_init__(self) -> None:
-        try:  # a plan may be given the scenario's name
-            object.__setattr__(self, "scenario", Scenario(self.scenario))
+        try:  # a plan may be given the scenario's name; request is only a result's label
+            kind = Scenario(self.scenario)
+            if kind not in CHOICES:
+                raise ValueError(kind)
+            object.__setattr__(self, "scenario", kind)
         except ValueError:
-            names = ", ".join(Scenario)
+            names = ", ".join(CHOICES)
             raise ConfigError((SCENARIO, f" {self.scenario!r}: choose one of {names}")) from None
         if self.connections < 1 or self.pipeline < 1:
             raise ConfigError((CONNECTIONS, " and ", PIPELINE, " must be at least 1"))
