@@ -38,6 +38,7 @@ async def bench(
     warmup: float = 0.0,
     timeout: float = 5.0,
     exchange: bool = False,
+    direction: str = "forward",
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
     check: bool = True,
@@ -67,6 +68,9 @@ async def bench(
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect, and for each response.
         exchange: ``connect``: send one request and verify its echo before closing.
+        direction: ``stream`` over TCP or Unix, against ``echo_server(mode="stream")``:
+            ``forward`` (we send), ``reverse`` (the server sends) or ``bidir``; the result's
+            ``directions()`` has each direction's sender and receiver figures.
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
@@ -106,6 +110,7 @@ async def bench(
         warmup=warmup,
         timeout=timeout,
         exchange=exchange,
+        direction=direction,  # type: ignore[arg-type]  # LoadPlan checks the name
     )
     if plan.timeout <= 0:
         raise ConfigError("timeout must be more than 0")

@@ -41,6 +41,7 @@ from netkit.core.bench.thresholds import (
     enforce,
     parse_threshold,
 )
+from netkit.core.streamtest import Direction
 from netkit.core.units import parse_duration, parse_size
 from netkit.errors import ConfigError
 from netkit.net.bench.embedded import EmbeddedEchoServer
@@ -109,7 +110,7 @@ def run(
         typer.Option(
             "--scenario",
             click_type=click.Choice([s.value for s in CHOICES]),
-            help="echo: request/response round trips (named request in reports for an HTTP target); stream: bulk one-way throughput; connect: connections per second.",
+            help="echo: request/response round trips (named request in reports for an HTTP target); stream: bulk throughput, as iperf3 (the receiver counts; --reverse, --bidir); connect: connections per second.",
         ),
     ] = "echo",
     connections: Annotated[
@@ -119,7 +120,7 @@ def run(
             "-c",
             min=1,
             max=100_000,
-            help="Connections (concurrent ones, for connect).",
+            help="Connections (concurrent ones, for connect; for stream, parallel streams, as iperf3's -P).",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = 16,
@@ -199,6 +200,23 @@ def run(
             rich_help_panel=RUN_PANEL,
         ),
     ] = "5s",
+    reverse: Annotated[
+        bool,
+        typer.Option(
+            "--reverse",
+            "-R",
+            help="TCP/Unix/TLS stream, as iperf3 -R: the server sends and bench receives and counts (serve with 'netkit tcp-echo serve --mode stream').",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = False,
+    bidir: Annotated[
+        bool,
+        typer.Option(
+            "--bidir",
+            help="TCP/Unix/TLS stream, as iperf3 --bidir: both directions at once, each counted on its own (serve with 'netkit tcp-echo serve --mode stream').",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = False,
     exchange: Annotated[
         bool,
         typer.Option(
@@ -330,6 +348,7 @@ def run(
         default = EMBEDDED_DURATION if embedded else DEFAULT_DURATION
         seconds = parse_duration(duration or default, option="--duration")
     kind = Scenario(scenario)
+    direction = _direction(kind, reverse, bidir)
     plan = LoadPlan(
         scenario=kind,
         connections=connections,
@@ -342,6 +361,7 @@ def run(
         warmup=parse_duration(warmup, option="--warmup"),
         timeout=parse_duration(timeout, option="--timeout"),
         exchange=exchange,
+        direction=direction,
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")
@@ -352,12 +372,13 @@ def run(
     cores = _cores()
     try:
         if target is None:
-            server = EmbeddedEchoServer(workers=max(1, cores // 2))
+            server = EmbeddedEchoServer(workers=max(1, cores // 2), stream=kind is Scenario.STREAM)
             address = server.start()
             out.event(
                 "server",
                 f"no target: benchmarking netkit's own echo server ([cyan]tcp-echo serve "
-                f"--workers {server.workers}[/]) at [cyan]{escape(address)}[/]",
+                f"--workers {server.workers}{' --mode stream' if server.stream else ''}[/]) at"
+                f" [cyan]{escape(address)}[/]",
                 address=address,
                 workers=server.workers,
             )
@@ -401,6 +422,15 @@ def run(
     enforce(thresholds, result)
     judge_members(worker_failures)
     raise typer.Exit(ExitStatus.SUCCESS)
+
+
+def _direction(kind: Scenario, reverse: bool, bidir: bool) -> Direction:
+    """The stream direction ``--reverse`` and ``--bidir`` ask for."""
+    if reverse and bidir:
+        raise ConfigError("give --reverse or --bidir, not both")
+    if (reverse or bidir) and kind is not Scenario.STREAM:
+        raise ConfigError("--reverse and --bidir apply to --scenario stream")
+    return Direction.REVERSE if reverse else Direction.BIDIR if bidir else Direction.FORWARD
 
 
 def _http_load(

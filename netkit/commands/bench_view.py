@@ -121,7 +121,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
     # Two lines, each short enough for 80 columns with a usual target.
     head = (
-        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
+        f"[bold]{result.scenario}{' ' + result.direction if result.direction else ''}[/]"
+        f" over {result.transport} to [cyan]{escape(result.target)}[/],"
         f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
         + (
             f"pipeline {result.pipeline}, "
@@ -139,14 +140,21 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     table.add_column(style="bold")
     table.add_column()
     unit = f"{result.scenario.unit}s"
-    table.add_row(
-        unit,
-        f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",
-    )
-    table.add_row(
-        "throughput",
-        f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
-    )
+    if result.direction != "reverse":  # in reverse the client writes nothing
+        table.add_row(
+            unit,
+            f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",
+        )
+    directions = result.directions()
+    if not directions:
+        table.add_row(
+            "throughput",
+            f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
+        )
+    for name, figures in directions.items():
+        table.add_row(name, _direction_line(name, figures))
+    if directions:
+        table.add_row("measured", f"{result.duration_s:.2f} s, then {result.drain_s:.3f} s drain")
     lat = result.latency_ms()
     if lat is not None:
         table.add_row("latency ms", _latency_grid(lat))
@@ -171,6 +179,19 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         table.add_row("failed", f"[red]{escape(reason)}[/]")
     out.print(head)
     out.print(table)
+
+
+def _direction_line(name: str, figures: dict[str, float | int | None]) -> str:
+    """One direction of a stream test: what its sender wrote and what its receiver got."""
+    sender, receiver = ("bench", "server") if name == "forward" else ("server", "bench")
+
+    def part(who: str, what: str, key: str) -> str:
+        count, rate = figures[f"{key}_bytes"], figures[f"{key}_mb_per_s"]
+        if count is None or rate is None:
+            return f"{who} did not report"
+        return f"{who} {what} {format_size(int(count))} at {rate:,.0f} MB/s"
+
+    return f"{part(sender, 'sent', 'sender')}, {part(receiver, 'got', 'receiver')}"
 
 
 # The latency figures, four to a row: each label stands above its value, so no terminal

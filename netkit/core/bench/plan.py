@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from netkit.core.streamtest import Direction
 from netkit.core.units import format_size
 from netkit.errors import ConfigError, Setting
 
@@ -44,6 +45,7 @@ CHOICES = (Scenario.ECHO, Scenario.STREAM, Scenario.CONNECT)
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
+DIRECTION = Setting("direction")
 RATE, DURATION, REQUESTS, SIZE = (
     Setting("rate"),
     Setting("duration"),
@@ -82,6 +84,8 @@ class LoadPlan:
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect and for each response.
         exchange: ``connect`` only: send one request and verify its echo before closing.
+        direction: ``stream`` only: which way the bytes go (iperf3's default, ``--reverse``,
+            ``--bidir``); see :mod:`netkit.core.streamtest`.
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -96,6 +100,7 @@ class LoadPlan:
     warmup: float = 0.0
     timeout: float = 5.0
     exchange: bool = False
+    direction: Direction = Direction.FORWARD
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name; request is only a result's label
@@ -120,6 +125,19 @@ class LoadPlan:
             raise ConfigError((SIZE, " must be at least 1 byte"))
         if self.rate is not None and self.scenario is Scenario.STREAM:
             raise ConfigError((RATE, " applies to echo and connect, not to stream"))
+        try:
+            object.__setattr__(self, "direction", Direction(self.direction))
+        except ValueError:
+            names = ", ".join(Direction)
+            raise ConfigError((DIRECTION, f" {self.direction!r}: choose one of {names}")) from None
+        if self.direction is Direction.REVERSE and self.requests is not None:
+            raise ConfigError(
+                (REQUESTS, " counts bench's writes, and a reverse stream has none: give ", DURATION)
+            )
+        if self.direction is not Direction.FORWARD and self.scenario is not Scenario.STREAM:
+            raise ConfigError(
+                (DIRECTION, f" {self.direction}: applies to the stream scenario only")
+            )
 
     def pacing(self, index: int) -> Pacing | None:
         """The open-loop schedule of this plan's connection ``index`` (None: closed loop)."""

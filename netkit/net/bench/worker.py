@@ -28,6 +28,7 @@ from netkit.core.bench.http import HTTPLoad
 from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
+from netkit.core.streamtest import Direction
 from netkit.core.ws.client import ClientHandshake
 from netkit.errors import (
     CheckFailed,
@@ -38,7 +39,7 @@ from netkit.errors import (
 from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
 from netkit.net.bench.http import HTTPRequestBytes, HTTPRequests
-from netkit.net.bench.stream import StreamBulk, StreamEcho
+from netkit.net.bench.stream import StreamBulk, StreamEcho, StreamTest
 from netkit.net.bench.websocket import WSBulk, WSEcho, _ws_timeouts
 from netkit.net.connect import open_stream
 from netkit.net.datagram import MAX_UDP_PAYLOAD
@@ -131,7 +132,28 @@ def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
         pipeline=plan.pipeline,
         size=plan.size,
         rate=plan.rate * plan.connections / plan.total_connections if plan.rate else None,
+        direction=plan.direction if plan.scenario is Scenario.STREAM else None,
     )
+
+
+def stream_test(plan: LoadPlan, target: Target) -> bool:
+    """True when ``plan`` runs the stream test protocol (:mod:`netkit.core.streamtest`):
+    a stream over TCP or a Unix socket, with or without TLS. (TLS cannot half-close in
+    asyncio: there the server's counts never come, and its figures show as not reported.)
+    A WebSocket stream writes messages, forward only.
+
+    Raises:
+        ConfigError: reverse or bidir over a transport that cannot carry them.
+    """
+    if plan.scenario is not Scenario.STREAM:
+        return False
+    byte_stream = isinstance(target.endpoint, TCPEndpoint | UnixEndpoint)
+    if plan.direction is not Direction.FORWARD and not byte_stream:
+        raise ConfigError(
+            f"--{plan.direction}: a {plan.direction} stream needs a TCP or Unix target"
+            f" (not {target.name}) served by 'netkit tcp-echo serve --mode stream'"
+        )
+    return byte_stream
 
 
 class Worker:
@@ -159,6 +181,9 @@ class Worker:
         self.target = target
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
+        self.stream_test = stream_test(plan, target)
+        if not self.stream_test:
+            self.result.direction = None
         byte_stream = not isinstance(target.endpoint, (WSURL, UDPEndpoint))
         if plan.scenario is Scenario.STREAM and byte_stream:
             self.payload = Payload(min(plan.size, STREAM_CHUNK), 1)
@@ -212,6 +237,9 @@ class Worker:
             if bulk:
                 return lambda: WSBulk(run, slot, payload, ep)
             return lambda: WSEcho(run, slot, payload, ep)
+        if bulk and self.stream_test:
+            direction = self.plan.direction
+            return lambda: StreamTest(run, slot, payload, direction)
         if bulk:
             return lambda: StreamBulk(run, slot, payload)
         return lambda: StreamEcho(run, slot, payload)
@@ -234,7 +262,6 @@ class Worker:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
-            backoff = 0.05
             if run.recording:
                 run.result.connects += 1
             self.conns.add(conn)
@@ -242,6 +269,13 @@ class Worker:
                 await conn.closed
             finally:
                 self.conns.discard(conn)
+            if isinstance(conn, StreamTest) and conn.refused:
+                # Connected, but the server refused the stream test: wait as for a refused
+                # connection, or the slot would reconnect in a busy loop.
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 1.0)
+            else:
+                backoff = 0.05
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the run stops; returns True when it stopped."""
@@ -443,6 +477,7 @@ class Worker:
             if slot.pacing is not None:
                 run.result.missed += max(0, slot.pacing.due_by(run.start_ns, cutoff) - slot.issued)
         # Stop sending, and give the requests in flight the timeout to come back.
+        run.end_ns = end_ns
         run.halt()
         for conn in list(self.conns):
             if isinstance(conn, RequestEngine):
@@ -476,14 +511,15 @@ class Worker:
         else:
             last = run.last_done_ns
         run.result.duration_s = max(1e-9, (last - run.measure_start_ns) / 1e9)
-        # Close politely; whatever does not close in time is aborted by the caller.
+        # Close politely; whatever does not close in time is aborted by the caller. A stream
+        # test waits up to the timeout for the servers' counts (its receivers' last bytes).
         pending = []
         for conn in list(self.conns):
             with contextlib.suppress(Exception):
                 conn.finish()
             pending.append(conn.closed)
         if pending:
-            await asyncio.wait(pending, timeout=2.0)
+            await asyncio.wait(pending, timeout=max(2.0, plan.timeout) if self.stream_test else 2.0)
 
 
 async def run_worker(
