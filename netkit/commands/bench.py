@@ -28,6 +28,7 @@ from netkit.commands import options as opt
 from netkit.commands.bench_view import LiveView, report
 from netkit.console import Output
 from netkit.core.addresses import WSURL
+from netkit.core.bench.bitrate import DEFAULT_DATAGRAM, parse_bitrate
 from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
 from netkit.core.bench.plan import LoadPlan, Scenario, check_memory, parse_rate
 from netkit.core.bench.result import (
@@ -59,7 +60,12 @@ DEFAULT_GATE_HELP = (
     "a run fails (exit 1) when no request succeeded or any echo came back different"
     " (errors.mismatch), with or without --fail-if"
 )
-DEFAULT_SIZE = {Scenario.ECHO: "64", Scenario.CONNECT: "64", Scenario.STREAM: "256KiB"}
+DEFAULT_SIZE = {
+    Scenario.ECHO: "64",
+    Scenario.CONNECT: "64",
+    Scenario.STREAM: "256KiB",
+    Scenario.BITRATE: str(DEFAULT_DATAGRAM),
+}
 
 
 class BenchGroup(TyperGroup):
@@ -106,7 +112,7 @@ def run(
         str,
         typer.Option(
             "--scenario",
-            click_type=click.Choice([s.value for s in Scenario]),
+            click_type=click.Choice([s.value for s in Scenario if s is not Scenario.BITRATE]),
             help="echo: request/response round trips; stream: bulk one-way throughput; connect: connections per second.",
         ),
     ] = "echo",
@@ -166,6 +172,15 @@ def run(
             "--rate",
             "-r",
             help="Open loop: this many requests/s in total (e.g. 5000/s, 20k); latency counts from each request's intended send time.",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = None,
+    bitrate: Annotated[
+        str | None,
+        typer.Option(
+            "--bitrate",
+            "-b",
+            help=f"UDP targets, as iperf3 -u: send sequenced datagrams at this many bits/s in total (100M, 1G; K/M/G are powers of 1000), {DEFAULT_DATAGRAM} bytes each unless --size says otherwise; the receiver (netkit udp-echo serve --mode sink) reports loss, duplicates, out-of-order datagrams and jitter (RFC 3550).",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
@@ -292,6 +307,10 @@ def run(
         default = EMBEDDED_DURATION if embedded else DEFAULT_DURATION
         seconds = parse_duration(duration or default, option="--duration")
     kind = Scenario(scenario)
+    if bitrate is not None:
+        if kind is not Scenario.ECHO:
+            raise ConfigError(f"--bitrate runs its own scenario: leave out --scenario {scenario}")
+        kind = Scenario.BITRATE
     plan = LoadPlan(
         scenario=kind,
         connections=connections,
@@ -304,6 +323,7 @@ def run(
         warmup=parse_duration(warmup, option="--warmup"),
         timeout=parse_duration(timeout, option="--timeout"),
         exchange=exchange,
+        bitrate=parse_bitrate(bitrate) if bitrate is not None else None,
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")

@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from netkit.console import Output
+from netkit.core.bench.bitrate import DatagramTally, format_bitrate
 from netkit.core.bench.plan import LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult, default_failures
 from netkit.core.bench.thresholds import Threshold, check_thresholds
@@ -109,6 +110,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     if out.json:
         return
     loop = f"open loop at {result.rate:,.0f}/s" if result.rate else "closed loop"
+    if result.datagrams is not None:
+        loop = f"paced at {format_bitrate(result.datagrams.bitrate)}"
     # Two lines, each short enough for 80 columns with a usual target.
     head = (
         f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
@@ -117,8 +120,7 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         + (
             "HTTP/1.1 requests"
             if result.transport.startswith("http")
-            else f"{format_size(result.size)} per "
-            + ("write" if result.scenario is Scenario.STREAM else "request")
+            else f"{format_size(result.size)} per {result.scenario.unit}"
         )
     )
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -133,6 +135,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         "throughput",
         f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
     )
+    if result.datagrams is not None:
+        _datagram_rows(table, result.datagrams, result.duration_s)
     lat = result.latency_ms()
     if lat is not None:
         table.add_row("latency ms", _latency_grid(lat))
@@ -157,6 +161,23 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         table.add_row("failed", f"[red]{escape(reason)}[/]")
     out.print(head)
     out.print(table)
+
+
+def _datagram_rows(table: Table, tally: DatagramTally, seconds: float) -> None:
+    """A UDP bitrate run's rows: what the receivers counted, as iperf3's receiver line."""
+    table.add_row(
+        "received",
+        f"{tally.received:,} of {tally.sent:,} datagram(s) at"
+        f" [bold]{format_bitrate(tally.bits_per_s(seconds))}[/]"
+        f" ({tally.streams} stream(s) reported)",
+    )
+    table.add_row(
+        "lost",
+        f"{tally.lost:,} ([bold]{tally.loss_pct:.3f}%[/]), {tally.duplicates:,} duplicate(s),"
+        f" {tally.out_of_order:,} out of order"
+        + (f", [red]{tally.corrupt:,} corrupt[/]" if tally.corrupt else ""),
+    )
+    table.add_row("jitter", f"[bold]{tally.jitter_ms:.3f} ms[/] (RFC 3550, at the receiver)")
 
 
 # The latency figures, four to a row: each label stands above its value, so no terminal

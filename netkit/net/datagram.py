@@ -95,6 +95,22 @@ def answerable(source: tuple[Any, ...], own_port: int) -> bool:
     return port >= _FIRST_ANSWERED_PORT and port != own_port
 
 
+def denies(
+    access: AccessList,
+    addr: tuple[Any, ...],
+    seen: DeniedSources,
+    on_denied: Callable[[str, str | None], None] | None,
+) -> bool:
+    """Whether ``access`` denies a datagram from ``addr``; ``on_denied`` hears of each denied
+    source once (``seen`` remembers which were told)."""
+    verdict = access.check(addr[0])
+    if verdict.allowed:
+        return False
+    if seen.first(addr) and on_denied is not None:
+        on_denied(describe(addr), verdict.rule)
+    return True
+
+
 class UDPEchoServer:
     """Echoes every datagram to its sender, unless its source port could start an echo loop.
 
@@ -184,12 +200,9 @@ class UDPEchoServer:
 
     def _denies(self, addr: tuple[Any, ...]) -> bool:
         assert self.access is not None
-        verdict = self.access.check(addr[0])
-        if verdict.allowed:
+        if not denies(self.access, addr, self._denied, self.on_denied):
             return False
         self.stats.denied += 1
-        if self._denied.first(addr) and self.on_denied is not None:
-            self.on_denied(describe(addr), verdict.rule)
         return True
 
     def _new_peer(self, addr: tuple[Any, ...]) -> None:

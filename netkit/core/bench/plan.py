@@ -23,6 +23,7 @@ class Scenario(enum.StrEnum):
     ECHO = "echo"  # request/response round trips
     STREAM = "stream"  # bulk one-way writes, as fast as the peer reads
     CONNECT = "connect"  # connections per second
+    BITRATE = "bitrate"  # UDP datagrams paced at a bitrate, counted by the receiver (-b)
 
     @property
     def unit(self) -> str:
@@ -30,10 +31,16 @@ class Scenario(enum.StrEnum):
         return _UNITS[self]
 
 
-_UNITS = {Scenario.ECHO: "request", Scenario.STREAM: "write", Scenario.CONNECT: "connection"}
+_UNITS = {
+    Scenario.ECHO: "request",
+    Scenario.STREAM: "write",
+    Scenario.CONNECT: "connection",
+    Scenario.BITRATE: "datagram",
+}
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
+BITRATE, WARMUP = Setting("bitrate"), Setting("warmup")
 RATE, DURATION, REQUESTS, SIZE = (
     Setting("rate"),
     Setting("duration"),
@@ -72,6 +79,7 @@ class LoadPlan:
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect and for each response.
         exchange: ``connect`` only: send one request and verify its echo before closing.
+        bitrate: ``bitrate`` only: bits/s of the whole run, spread over its connections.
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -86,6 +94,7 @@ class LoadPlan:
     warmup: float = 0.0
     timeout: float = 5.0
     exchange: bool = False
+    bitrate: float | None = None
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name
@@ -105,16 +114,22 @@ class LoadPlan:
             raise ConfigError(("give ", DURATION, " or ", REQUESTS, ", not both"))
         if self.size < 1:
             raise ConfigError((SIZE, " must be at least 1 byte"))
-        if self.rate is not None and self.scenario is Scenario.STREAM:
-            raise ConfigError((RATE, " applies to echo and connect, not to stream"))
+        if self.rate is not None and self.scenario in (Scenario.STREAM, Scenario.BITRATE):
+            raise ConfigError((RATE, f" applies to echo and connect, not to {self.scenario}"))
+        if (self.bitrate is not None) != (self.scenario is Scenario.BITRATE):
+            raise ConfigError((BITRATE, " is the bitrate scenario's, and that scenario needs it"))
+        if self.scenario is Scenario.BITRATE and self.warmup > 0:
+            raise ConfigError((WARMUP, " does not apply to a bitrate run: the receiver counts all"))
 
     def pacing(self, index: int) -> Pacing | None:
-        """The open-loop schedule of this plan's connection ``index`` (None: closed loop)."""
-        if self.rate is None:
+        """The open-loop schedule of this plan's connection ``index`` (None: closed loop);
+        for a bitrate run, of its datagrams."""
+        rate = self.rate
+        if self.bitrate is not None:
+            rate = self.bitrate / (self.size * 8)
+        if rate is None:
             return None
-        return Pacing.for_connection(
-            self.rate, self.first_connection + index, self.total_connections
-        )
+        return Pacing.for_connection(rate, self.first_connection + index, self.total_connections)
 
     def split(self, workers: int) -> list[LoadPlan]:
         """Shares for ``workers`` processes: connections, rate and requests split in proportion.

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from netkit.core.bench.bitrate import DatagramTally
 from netkit.core.bench.histogram import LatencyHistogram
 from netkit.core.bench.plan import Scenario
 from netkit.errors import ConfigError
@@ -60,6 +61,7 @@ class BenchResult:
             for merged results); None in results saved by older versions.
         statuses: HTTP: responses per status code (expected or not).
         connects: connections opened while measuring (HTTP keep-alive reuse shows in it).
+        datagrams: UDP bitrate runs: what the receivers counted (None for other runs).
     """
 
     scenario: Scenario
@@ -83,6 +85,7 @@ class BenchResult:
     started_at: float | None = None
     statuses: Counter[int] = field(default_factory=Counter)
     connects: int = 0
+    datagrams: DatagramTally | None = None
 
     def status_count(self, low: int, high: int) -> int:
         """Responses with a status code in ``low``-``high`` (inclusive)."""
@@ -158,6 +161,11 @@ class BenchResult:
             "parts": self.parts,
             "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
             "connects": self.connects,
+            **(
+                {"datagrams": self.datagrams.as_dict(self.duration_s)}
+                if self.datagrams is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -204,6 +212,9 @@ class BenchResult:
                     {int(k): int(v) for k, v in dict(data.get("statuses", {})).items()}
                 ),
                 connects=int(data.get("connects", 0)),
+                datagrams=DatagramTally.from_dict(data["datagrams"])
+                if data.get("datagrams") is not None
+                else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a netkit bench result: {type(exc).__name__}: {exc}") from None
@@ -285,6 +296,10 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         merged.latency.add(p.latency)
         merged.statuses.update(p.statuses)
         merged.connects += p.connects
+        if p.datagrams is not None:
+            if merged.datagrams is None:
+                merged.datagrams = DatagramTally(bitrate=0.0)
+            merged.datagrams.add(p.datagrams)
     return merged
 
 
@@ -346,6 +361,14 @@ def default_failures(result: BenchResult) -> list[str]:
     reasons = []
     if result.requests == 0:
         reasons.append(f"no {result.scenario.unit} succeeded")
+    if result.scenario is Scenario.BITRATE:
+        tally = result.datagrams
+        if tally is None or not tally.streams:
+            reasons.append("no receiver reported what it received")
+        elif not tally.received:
+            reasons.append("the receiver received no datagram")
+        if tally is not None and tally.corrupt:
+            reasons.append(f"{tally.corrupt:,} datagram(s) arrived corrupted")
     mismatched = result.errors.get("mismatch", 0)
     if mismatched:
         reasons.append(f"{mismatched:,} echo(es) came back different from what was sent")

@@ -23,9 +23,10 @@ from netkit.core.addresses import (
     parse_endpoint,
     parse_http_url,
 )
+from netkit.core.bench.bitrate import DatagramTally
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
 from netkit.core.bench.http import HTTPLoad
-from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
+from netkit.core.bench.plan import BITRATE, SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
 from netkit.core.ws.client import ClientHandshake
@@ -34,7 +35,9 @@ from netkit.errors import (
     ConfigError,
     NetkitError,
     OperationTimeout,
+    Setting,
 )
+from netkit.net.bench.bitrate import DatagramBitrate
 from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
 from netkit.net.bench.http import HTTPRequestBytes, HTTPRequests
@@ -107,14 +110,25 @@ def make_target(
     secure = isinstance(endpoint, WSURL) and endpoint.secure
     if tls.enabled and not isinstance(endpoint, TCPEndpoint | UnixEndpoint | WSURL):
         raise ConfigError("TLS settings need a TCP, Unix or WebSocket target")
-    if isinstance(endpoint, UDPEndpoint) and scenario is not Scenario.ECHO:
-        raise ConfigError((SCENARIO, f" {scenario}: UDP targets support echo only"))
+    if isinstance(endpoint, UDPEndpoint) != (scenario in UDP_SCENARIOS):
+        raise ConfigError(_udp_only(scenario))
     ctx = client_context(tls) if (tls.enabled or secure) else None
     return Target(endpoint, ctx, tls.server_hostname)
 
 
+# What a UDP target runs: echo round trips, or a bitrate run (which only UDP runs).
+UDP_SCENARIOS = (Scenario.ECHO, Scenario.BITRATE)
+
+
+def _udp_only(scenario: Scenario) -> tuple[str | Setting, ...]:
+    if scenario is Scenario.BITRATE:
+        return (BITRATE, " needs a udp:// target (TCP streams measure their own rate)")
+    return (SCENARIO, f" {scenario}: UDP targets support echo and --bitrate only")
+
+
 def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
     """An empty result for ``plan``."""
+    share = plan.connections / plan.total_connections
     return BenchResult(
         scenario=plan.scenario,
         target=str(target.endpoint),
@@ -123,7 +137,8 @@ def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
         workers=workers,
         pipeline=plan.pipeline,
         size=plan.size,
-        rate=plan.rate * plan.connections / plan.total_connections if plan.rate else None,
+        rate=plan.rate * share if plan.rate else None,
+        datagrams=DatagramTally(plan.bitrate * share) if plan.bitrate is not None else None,
     )
 
 
@@ -131,14 +146,9 @@ class Worker:
     """Runs one plan on the running loop (see :func:`run_worker`)."""
 
     def __init__(self, plan: LoadPlan, target: Target) -> None:
+        if isinstance(target.endpoint, UDPEndpoint) != (plan.scenario in UDP_SCENARIOS):
+            raise ConfigError(_udp_only(plan.scenario))
         if isinstance(target.endpoint, UDPEndpoint):
-            if plan.scenario is not Scenario.ECHO:
-                raise ConfigError(
-                    (
-                        SCENARIO,
-                        f" {plan.scenario} needs a stream or WebSocket target; UDP supports echo",
-                    )
-                )
             if plan.size < HEADER_SIZE:
                 raise ConfigError(
                     (
@@ -216,8 +226,12 @@ class Worker:
             try:
                 if isinstance(self.target.endpoint, UDPEndpoint):
                     sock, _ = create_udp_socket(self.target.endpoint, bind=False)
-                    conn: Any = DatagramEcho(run, slot, sock, self.plan.size)
-                    conn.start_requests()
+                    if self.plan.scenario is Scenario.BITRATE:
+                        conn: Any = DatagramBitrate(run, slot, sock, self.plan.size)
+                        conn.begin()
+                    else:
+                        conn = DatagramEcho(run, slot, sock, self.plan.size)
+                        conn.start_requests()
                 else:
                     conn = await self._open(self._factory(slot))
             except NetkitError as exc:
@@ -440,7 +454,11 @@ class Worker:
             if isinstance(conn, BulkSender):
                 conn.stop_bulk()
         drain_until = perf_ns() + run.timeout_ns
-        if plan.scenario is Scenario.ECHO:
+        if plan.scenario is Scenario.BITRATE:
+            # Each stream asks its receiver what arrived (within the timeout, resending).
+            senders = [c for c in self.conns if isinstance(c, DatagramBitrate)]
+            await asyncio.gather(*(c.collect() for c in senders))
+        elif plan.scenario is Scenario.ECHO:
             while run.outstanding > 0 and perf_ns() < drain_until:
                 run.changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -459,7 +477,7 @@ class Worker:
                 late=True,
             )
         run.settled = True
-        if plan.scenario is Scenario.STREAM:
+        if plan.scenario in (Scenario.STREAM, Scenario.BITRATE):
             last = end_ns
         elif plan.duration is not None:
             last = max(end_ns, run.last_done_ns)  # answers drained after the end count too
