@@ -130,7 +130,7 @@ class UDPSinkServer:
                 continue
             if self.access is not None and self._denies(addr):
                 continue
-            if buf[:4] == MAGIC:
+            if buf.startswith(MAGIC):
                 ledger = senders.get(addr)
                 if ledger is None:
                     stats.unstarted += 1

@@ -330,9 +330,9 @@ def test_parse_rate() -> None:
 
 def test_scenarios_are_an_enum_a_plan_may_name() -> None:
     assert LoadPlan(scenario="stream").scenario is Scenario.STREAM  # type: ignore[arg-type]
-    assert [s.unit for s in Scenario] == ["request", "write", "connection"]
+    assert [s.unit for s in Scenario] == ["request", "write", "connection", "datagram"]
     with pytest.raises(ConfigError) as info:
         LoadPlan(scenario="ping")  # type: ignore[arg-type]
-    assert str(info.value) == "scenario 'ping': choose one of echo, stream, connect"
+    assert str(info.value) == "scenario 'ping': choose one of echo, stream, connect, bitrate"
     back = BenchResult.from_dict(result(1, [1000]).as_dict() | {"scenario": "connect"})
     assert back.scenario is Scenario.CONNECT

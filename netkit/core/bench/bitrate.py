@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from netkit.core.bench.plan import BITRATE
-from netkit.core.probe import parse_probe
+from netkit.core.probe import probe_fields
 from netkit.core.stats import Jitter, SequenceWindow
 from netkit.errors import ConfigError
 
@@ -171,15 +171,16 @@ class SenderLedger:
 
         Returns ``ok``, ``duplicate``, ``reordered`` or ``corrupt``.
         """
-        probe = parse_probe(data)
-        if probe is None:
+        fields = probe_fields(data)
+        if fields is None:
             self.corrupt += 1
             return "corrupt"
-        kind = self.window.add(probe.seq)
+        seq, sent_ns, size = fields
+        kind = self.window.add(seq)
         if kind != "duplicate":
-            self.bytes += probe.size
+            self.bytes += size
             # RFC 3550 6.4.1: the transit time, in seconds; the clocks' offset cancels in D.
-            self.jitter.add((arrived_ns - probe.sent_ns) / 1e9)
+            self.jitter.add((arrived_ns - sent_ns) / 1e9)
         return kind
 
     def counts(self, sent: int) -> ReceiverCounts:

@@ -127,9 +127,7 @@ class DatagramBitrate:
             try:
                 self.sock.send(data)
             except ConnectionRefusedError:
-                raise ConnectError(
-                    f"nothing listens on udp://{self.peer} (ICMP port unreachable)"
-                ) from None
+                raise self._refused() from None
             except OSError:
                 pass  # not sent: the next round sends it again
             with contextlib.suppress(TimeoutError):
@@ -150,19 +148,27 @@ class DatagramBitrate:
                 n = self.sock.recv_into(self._buf)
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionRefusedError:
+                n = -1  # ICMP port unreachable: an answer of its own
             except OSError:
-                continue  # ICMP port unreachable: the next request says so
-            answer = parse_control(memoryview(self._buf)[:n])
+                continue
             waiting = self._answer
             if waiting is None or waiting.done():
                 continue
+            if n < 0:
+                waiting.set_exception(self._refused())
+                continue
+            answer = parse_control(memoryview(self._buf)[:n])
             if answer is not None and answer.token == self.token:
                 if answer.kind in (ControlKind.START, ControlKind.REPORT):
                     waiting.set_exception(self._echoed())
                 elif answer.kind in (ControlKind.STARTED, ControlKind.COUNTS, ControlKind.UNKNOWN):
                     waiting.set_result(answer)
-            elif self._buf[:4] == MAGIC:
+            elif self._buf.startswith(MAGIC):
                 waiting.set_exception(self._echoed())
+
+    def _refused(self) -> ConnectError:
+        return ConnectError(f"nothing listens on udp://{self.peer} (ICMP port unreachable)")
 
     def _echoed(self) -> ConnectError:
         return ConnectError(

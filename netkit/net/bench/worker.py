@@ -35,7 +35,6 @@ from netkit.errors import (
     ConfigError,
     NetkitError,
     OperationTimeout,
-    Setting,
 )
 from netkit.net.bench.bitrate import DatagramBitrate
 from netkit.net.bench.datagram import DatagramEcho
@@ -110,8 +109,7 @@ def make_target(
     secure = isinstance(endpoint, WSURL) and endpoint.secure
     if tls.enabled and not isinstance(endpoint, TCPEndpoint | UnixEndpoint | WSURL):
         raise ConfigError("TLS settings need a TCP, Unix or WebSocket target")
-    if isinstance(endpoint, UDPEndpoint) != (scenario in UDP_SCENARIOS):
-        raise ConfigError(_udp_only(scenario))
+    _check_udp(endpoint, scenario)
     ctx = client_context(tls) if (tls.enabled or secure) else None
     return Target(endpoint, ctx, tls.server_hostname)
 
@@ -120,10 +118,13 @@ def make_target(
 UDP_SCENARIOS = (Scenario.ECHO, Scenario.BITRATE)
 
 
-def _udp_only(scenario: Scenario) -> tuple[str | Setting, ...]:
-    if scenario is Scenario.BITRATE:
-        return (BITRATE, " needs a udp:// target (TCP streams measure their own rate)")
-    return (SCENARIO, f" {scenario}: UDP targets support echo and --bitrate only")
+def _check_udp(endpoint: Endpoint | HTTPURL, scenario: Scenario) -> None:
+    """Refuse a scenario that the target's transport does not run."""
+    udp = isinstance(endpoint, UDPEndpoint)
+    if scenario is Scenario.BITRATE and not udp:
+        raise ConfigError((BITRATE, " needs a udp:// target (TCP streams measure their own rate)"))
+    if udp and scenario not in UDP_SCENARIOS:
+        raise ConfigError((SCENARIO, f" {scenario}: UDP targets support echo and --bitrate only"))
 
 
 def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
@@ -146,8 +147,7 @@ class Worker:
     """Runs one plan on the running loop (see :func:`run_worker`)."""
 
     def __init__(self, plan: LoadPlan, target: Target) -> None:
-        if isinstance(target.endpoint, UDPEndpoint) != (plan.scenario in UDP_SCENARIOS):
-            raise ConfigError(_udp_only(plan.scenario))
+        _check_udp(target.endpoint, plan.scenario)
         if isinstance(target.endpoint, UDPEndpoint):
             if plan.size < HEADER_SIZE:
                 raise ConfigError(
