@@ -9,7 +9,6 @@ heard from least recently is forgotten first; its report requests are answered U
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections import OrderedDict
@@ -17,15 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netkit.core.access import AccessList, DeniedSources
+from netkit.core.access import AccessList
 from netkit.core.bench.bitrate import Control, ControlKind, SenderLedger, parse_control
 from netkit.core.probe import MAGIC
-from netkit.net.datagram import BATCH, answerable, denies
+from netkit.net.datagram import BATCH, DatagramServer
 from netkit.net.sockets import describe
 
 # Senders whose counts a sink keeps (about 4 KiB each).
 MAX_SENDERS = 1024
-_RECV_BUFFER = 65536
 
 
 @dataclass
@@ -63,7 +61,7 @@ class SinkStats:
         }
 
 
-class UDPSinkServer:
+class UDPSinkServer(DatagramServer):
     """Counts the datagrams of UDP bitrate tests per sender and answers report requests.
 
     A data datagram (a probe) is counted for its sender only after that sender's START;
@@ -79,6 +77,8 @@ class UDPSinkServer:
         on_start: called with a sender's address when it starts a test.
     """
 
+    stats: SinkStats
+
     def __init__(
         self,
         sock: socket.socket,
@@ -89,29 +89,12 @@ class UDPSinkServer:
         on_denied: Callable[[str, str | None], None] | None = None,
         on_start: Callable[[str], None] | None = None,
     ) -> None:
-        self.sock = sock
+        super().__init__(sock, access, on_denied)
         self.drop_every = drop_every
         self.max_senders = max_senders
-        self.access = access or None
-        self.on_denied = on_denied
         self.on_start = on_start
-        self._denied = DeniedSources()
         self.stats = SinkStats()
         self.senders: OrderedDict[tuple[Any, ...], SenderLedger] = OrderedDict()
-        self._own_port: int = sock.getsockname()[1]
-        self._buf = bytearray(_RECV_BUFFER)
-        self._view = memoryview(self._buf)
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self) -> None:
-        """Start receiving on the running loop."""
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.sock.fileno(), self._readable)
-
-    def stop(self) -> None:
-        """Stop receiving; the socket stays open."""
-        if self._loop is not None:
-            self._loop.remove_reader(self.sock.fileno())
 
     def _readable(self) -> None:
         stats, sock, buf, view = self.stats, self.sock, self._buf, self._view
@@ -123,12 +106,7 @@ class UDPSinkServer:
                 return
             except OSError:
                 continue  # an ICMP error from an earlier answer to a sender that went away
-            stats.received += 1
-            stats.bytes_in += n
-            if not answerable(addr, self._own_port):
-                stats.refused_source += 1
-                continue
-            if self.access is not None and self._denies(addr):
+            if not self._admits(n, addr):
                 continue
             if buf.startswith(MAGIC):
                 ledger = senders.get(addr)
@@ -177,10 +155,3 @@ class UDPSinkServer:
             self.sock.sendto(control.encode(), addr)
         except OSError:
             self.stats.send_failed += 1  # the sender resends its request
-
-    def _denies(self, addr: tuple[Any, ...]) -> bool:
-        assert self.access is not None
-        if not denies(self.access, addr, self._denied, self.on_denied):
-            return False
-        self.stats.denied += 1
-        return True
