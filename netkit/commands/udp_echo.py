@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from typing import Annotated, Any
 
 import click
@@ -19,6 +20,7 @@ from netkit.errors import CheckFailed, ConfigError
 from netkit.net import loop_choice, runtime
 from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer, UDPProber, check_max_size
 from netkit.net.sockets import create_udp_socket, listener_address
+from netkit.net.udp_relay import RECEIVE_BUFFER
 from netkit.net.udp_sink import UDPSinkServer
 from netkit.status import ExitStatus
 
@@ -70,7 +72,8 @@ def serve(
     echo to itself, to another echo server on its port, or to a well-known service (another
     echo server on some other high port can still be aimed at it, as with any echo). The first 10,000 senders are reported (one "peer" event each); later ones
     are answered but not listed. Byte counts are the datagrams' real sizes, even those
-    dropped for being over --max-size. A sink keeps the counts of up to 1,024 senders (a
+    dropped for being over --max-size. A sink asks for a 4 MiB receive buffer unless --rcvbuf
+    says otherwise (the kernel caps it at net.core.rmem_max), and keeps the counts of up to 1,024 senders (a
     few KiB each, whatever they send), forgetting the one heard from least recently first;
     a datagram that is neither a test's nor its control is counted as malformed and
     ignored. With --allow/--deny, a datagram from a denied source
@@ -80,7 +83,12 @@ def serve(
     where = parse_datagram_endpoint(endpoint)
     access = opt.access_list(allow, deny, allow_file, deny_file)
     limit = check_max_size(parse_size(max_size, option="--max-size"))
-    sock, _ = create_udp_socket(where, bind=True, options=opt.socket_options(sndbuf, rcvbuf, False))
+    options = opt.socket_options(sndbuf, rcvbuf, False)
+    if mode == "sink" and rcvbuf is None:
+        # A receiver that measures loss must not lose to its own scheduling: the UDP relay's
+        # buffer (the kernel caps it at net.core.rmem_max).
+        options = replace(options, rcvbuf=RECEIVE_BUFFER)
+    sock, _ = create_udp_socket(where, bind=True, options=options)
     address = listener_address(sock)
 
     async def main() -> tuple[bool, dict[str, object]]:
