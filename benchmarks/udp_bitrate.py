@@ -18,8 +18,10 @@ machine spreads over both):
   ends' socket buffers), a third tool in each round.
 
 For each: the bitrate received, datagrams sent, loss (%), jitter (ms, RFC 3550 at the
-receiver), and the CPU each side used per datagram sent, from the processes' rusage as
-``wait4`` returns it (user + system, the process and the children it reaped: bench's worker).
+receiver), and the CPU each side used per datagram sent: the client's from its rusage as
+``wait4`` returns it (user + system, the process and the children it reaped: bench's worker)
+less that of an idle run of the same command (1 s at 10 kbit/s: start-up and imports), the
+server's from /proc from when it listened to its end.
 Figures are medians over the rounds. Goal (issue 18): at a 1 Gbit/s target, netkit's loss and
 jitter within iperf3's on the same run. The script ends with a Markdown block for
 ``benchmarks/README.md``.
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     HOST,
     add_json_option,
+    cpu_seconds,
     free_port,
     listening_port,
     log,
@@ -73,8 +76,8 @@ class Round:
     sent: int
     loss_pct: float
     jitter_ms: float
-    sender_us: float  # CPU per datagram sent
-    receiver_us: float
+    sender_cpu_s: float  # the client's CPU seconds, start-up included
+    receiver_cpu_s: float  # the server's, from when it listened
 
 
 def run_to_end(args: list[str], timeout: float) -> tuple[bytes, float]:
@@ -137,18 +140,19 @@ def netkit_round(bitrate: str, size: int, seconds: float) -> Round:
     )
     try:
         port = listening_port(sink)
+        before = cpu_seconds(sink.pid)
         out, client_cpu = run_to_end(
             [*netkit_command(), "bench", f"udp://{HOST}:{port}", "-b", bitrate, "-s", str(size),
              "-d", f"{seconds}s", "-c", "1", "-w", "1", "--json"],
             seconds + RUN_TIMEOUT_S,
         )  # fmt: skip
     finally:
-        sink_cpu = stop_server(sink)
+        sink_cpu = stop_server(sink) - before
     summary = next(e for e in map(json.loads, out.splitlines()) if e.get("event") == "summary")
     d = summary["datagrams"]
     sent = max(1, int(d["sent"]))
     return Round(NETKIT, float(d["bitrate"]), sent, float(d["loss_pct"]), float(d["jitter_ms"]),
-                 client_cpu / sent * 1e6, sink_cpu / sent * 1e6)  # fmt: skip
+                 client_cpu, sink_cpu)  # fmt: skip
 
 
 def iperf_round(bitrate: str, size: int, seconds: float, window: str | None = None) -> Round:
@@ -160,26 +164,36 @@ def iperf_round(bitrate: str, size: int, seconds: float, window: str | None = No
     )
     try:
         read_line(server, 10.0)  # the separator line iperf3 prints when it listens
+        before = cpu_seconds(server.pid)
         out, client_cpu = run_to_end(
             [IPERF3, "-c", HOST, "-p", str(port), "-u", "-b", bitrate, "-l", str(size),
              "-t", f"{seconds:g}", "--json", *(["-w", window] if window else [])],
             seconds + RUN_TIMEOUT_S,
         )  # fmt: skip
     finally:
-        server_cpu = stop_server(server)
+        server_cpu = stop_server(server) - before
     got = json.loads(out)["end"]["sum_received"]
     sent = max(1, int(got["packets"]))
     return Round(IPERF_BUFFER if window else IPERF, float(got["bits_per_second"]), sent, float(got["lost_percent"]),
-                 float(got["jitter_ms"]), client_cpu / sent * 1e6, server_cpu / sent * 1e6)  # fmt: skip
+                 float(got["jitter_ms"]), client_cpu, server_cpu)  # fmt: skip
 
 
-def report(rounds: list[Round], args: argparse.Namespace, info: dict[str, str]) -> None:
-    """The Markdown block: medians per tool and the verdict."""
+def report(
+    rounds: list[Round], idle: dict[str, Round], args: argparse.Namespace, info: dict[str, str]
+) -> None:
+    """The Markdown block: medians per tool and the verdict. CPU per datagram is the
+    client's CPU less what the same command used for a one-second run at 10 kbit/s (start-up,
+    imports), and the server's from when it listened, over the datagrams sent."""
     by: dict[str, list[Round]] = {tool: [] for tool in TOOLS}
     for r in rounds:
         by[r.tool].append(r)
 
     def m(tool: str, field: str) -> float:
+        if field == "sender_us":
+            base = idle[tool].sender_cpu_s
+            return med([(r.sender_cpu_s - base) / r.sent * 1e6 for r in by[tool]])
+        if field == "receiver_us":
+            return med([r.receiver_cpu_s / r.sent * 1e6 for r in by[tool]])
         return med([getattr(r, field) for r in by[tool]])
 
     print(f"UDP bitrate at a {args.bitrate} target, {args.size}-byte datagrams, one stream, "
@@ -220,18 +234,23 @@ def main() -> None:
     info = machine()
     info["iperf3"] = version.split()[1] if version else "?"
     rounds: list[Round] = []
+    idle: dict[str, Round] = {}
     tools = [
         (NETKIT, netkit_round),
         (IPERF, iperf_round),
         (IPERF_BUFFER, lambda b, n, t: iperf_round(b, n, t, window="4M")),
     ]
+    for name, fn in tools:
+        log(f"idle run: {name}")
+        idle[name] = fn("10K", args.size, 1.0)
     for run in range(args.runs):
         for name, fn in rotated(tools, run):
             log(f"round {run + 1}: {name}")
             rounds.append(fn(args.bitrate, args.size, args.seconds))
             log(f"  {asdict(rounds[-1])}")
-    report(rounds, args, info)
-    write_json({"machine": info, "rounds": [asdict(r) for r in rounds]}, args.json)
+    report(rounds, idle, args, info)
+    raw = {"machine": info, "rounds": [asdict(r) for r in rounds]}
+    write_json({**raw, "idle": {k: asdict(v) for k, v in idle.items()}}, args.json)
 
 
 if __name__ == "__main__":
