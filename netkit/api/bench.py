@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from netkit.core.bench.bitrate import DEFAULT_DATAGRAM, parse_bitrate
 from netkit.core.bench.plan import SCENARIO, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.bench.thresholds import enforce, parse_threshold
@@ -21,7 +22,12 @@ from netkit.net import runtime
 from netkit.net.bench.worker import make_target, run_worker
 from netkit.net.tls import ClientTLS
 
-DEFAULT_SIZE = {Scenario.ECHO: 64, Scenario.CONNECT: 64, Scenario.STREAM: 256 << 10}
+DEFAULT_SIZE = {
+    Scenario.ECHO: 64,
+    Scenario.CONNECT: 64,
+    Scenario.STREAM: 256 << 10,
+    Scenario.BITRATE: DEFAULT_DATAGRAM,
+}
 
 
 async def bench(
@@ -37,6 +43,7 @@ async def bench(
     warmup: float = 0.0,
     timeout: float = 5.0,
     exchange: bool = False,
+    bitrate: float | str | None = None,
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
     check: bool = True,
@@ -59,6 +66,11 @@ async def bench(
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect, and for each response.
         exchange: ``connect``: send one request and verify its echo before closing.
+        bitrate: a UDP bitrate test (``udp://`` targets, as ``iperf3 -u -b``): bits/s in all
+            (a number, or text such as ``"100M"``), in datagrams of ``size`` bytes (1460 by
+            default) to a sink (``udp_echo_server(mode="sink")``); what it received is
+            ``result.datagrams`` (lost, ``loss_pct``, duplicates, out of order,
+            ``jitter_ms``).
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
@@ -82,6 +94,11 @@ async def bench(
     except ValueError:
         names = ", ".join(Scenario)
         raise ConfigError((SCENARIO, f" {scenario!r}: choose one of {names}")) from None
+    if bitrate is not None:
+        if kind is not Scenario.ECHO:
+            raise ConfigError(f"bitrate runs its own scenario: leave out scenario={scenario!r}")
+        kind = Scenario.BITRATE
+        bitrate = parse_bitrate(bitrate) if isinstance(bitrate, str) else float(bitrate)
     thresholds = [parse_threshold(text) for text in fail_if]
     plan = LoadPlan(
         scenario=kind,
@@ -95,6 +112,7 @@ async def bench(
         warmup=warmup,
         timeout=timeout,
         exchange=exchange,
+        bitrate=bitrate,
     )
     if plan.timeout <= 0:
         raise ConfigError("timeout must be more than 0")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import replace
 from typing import Annotated, Any
 
 import click
@@ -20,8 +19,7 @@ from netkit.errors import CheckFailed, ConfigError
 from netkit.net import loop_choice, runtime
 from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer, UDPProber, check_max_size
 from netkit.net.sockets import create_udp_socket, listener_address
-from netkit.net.udp_relay import RECEIVE_BUFFER
-from netkit.net.udp_sink import UDPSinkServer
+from netkit.net.udp_sink import UDPSinkServer, sink_options
 from netkit.status import ExitStatus
 
 app = typer.Typer(
@@ -84,10 +82,8 @@ def serve(
     access = opt.access_list(allow, deny, allow_file, deny_file)
     limit = check_max_size(parse_size(max_size, option="--max-size"))
     options = opt.socket_options(sndbuf, rcvbuf, False)
-    if mode == "sink" and rcvbuf is None:
-        # A receiver that measures loss must not lose to its own scheduling: the UDP relay's
-        # buffer (the kernel caps it at net.core.rmem_max).
-        options = replace(options, rcvbuf=RECEIVE_BUFFER)
+    if mode == "sink":
+        options = sink_options(options)
     sock, _ = create_udp_socket(where, bind=True, options=options)
     address = listener_address(sock)
 

@@ -13,17 +13,25 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from netkit.core.access import AccessList
 from netkit.core.bench.bitrate import Control, ControlKind, SenderLedger, parse_control
 from netkit.core.probe import MAGIC
 from netkit.net.datagram import BATCH, DatagramServer
-from netkit.net.sockets import describe
+from netkit.net.sockets import SocketOptions, describe
+from netkit.net.udp_relay import RECEIVE_BUFFER
 
 # Senders whose counts a sink keeps (about 4 KiB each).
 MAX_SENDERS = 1024
+
+
+def sink_options(options: SocketOptions = SocketOptions()) -> SocketOptions:
+    """A sink's socket options: ``options``, with the UDP relay's 4 MiB receive buffer unless
+    they set one (the kernel caps it at ``net.core.rmem_max``). A receiver that measures loss
+    must not lose datagrams to its own scheduling."""
+    return options if options.rcvbuf else replace(options, rcvbuf=RECEIVE_BUFFER)
 
 
 @dataclass
