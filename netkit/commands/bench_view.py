@@ -66,13 +66,18 @@ class LiveView:
         if self.progress is not None:
             self.progress.stop()
 
+    def _stats(self, totals: ProgressTotals) -> str:
+        if self.plan.bitrate is not None:  # no latency: the bitrate sent so far
+            sent = format_bitrate(totals.rate * self.plan.size * 8)
+            return f"{totals.rate:,.0f} datagrams/s  {sent} sent  errors {totals.errors}"
+        return f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  errors {totals.errors}"
+
     def _show(self, totals: ProgressTotals) -> None:
         if self.progress is not None:
             self.progress.update(
                 self.task,
                 completed=totals.elapsed if self.plan.requests is None else totals.requests,
-                stats=f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  "
-                f"errors {totals.errors}",
+                stats=self._stats(totals),
                 description="warm-up" if totals.warmup else self.plan.scenario,
             )
         elif totals.elapsed - self._emitted >= 1.0:
