@@ -37,6 +37,7 @@ from netkit.core.bench.result import (
     merge_warnings,
 )
 from netkit.core.bench.thresholds import (
+    DATAGRAM_METRICS,
     METRICS_HELP,
     enforce,
     parse_threshold,
@@ -327,6 +328,12 @@ def run(
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")
+    if plan.bitrate is None:
+        for t in thresholds:
+            if t.metric in DATAGRAM_METRICS:
+                raise ConfigError(
+                    f"--fail-if {t.text!r}: {t.metric} is measured by -b/--bitrate runs"
+                )
     tls_opts = opt.client_tls(tls, cacert, cert, key, insecure, sni)
     server: EmbeddedEchoServer | None = None
     cores = _cores()

@@ -63,6 +63,7 @@ def test_bad_bitrate_and_scenario_are_refused() -> None:
         (("-b", "lots"), "bitrate"),
         (("-b", "1M", "--scenario", "stream"), "--scenario"),
         (("-b", "1M", "--rate", "100"), "rate"),
+        (("--fail-if", "loss_pct>1"), "-b/--bitrate"),
     ):
         r = run_netkit("bench", "udp://127.0.0.1:9", *args, "-d", "1s")
         assert r.returncode == 2, r.stderr

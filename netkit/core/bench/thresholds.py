@@ -35,7 +35,7 @@ METRICS_HELP = (
     " bitrate (bits/s received, 900M)"
 )
 # UDP bitrate figures, from the receivers' counts (BenchResult.datagrams).
-_DATAGRAM_METRICS = ("loss_pct", "jitter_ms", "lost", "duplicates", "out_of_order", "bitrate")
+DATAGRAM_METRICS = ("loss_pct", "jitter_ms", "lost", "duplicates", "out_of_order", "bitrate")
 _STATUS_METRIC = re.compile(r"status_([1-5])(xx|[0-9]{2})")
 
 
@@ -66,7 +66,7 @@ class Threshold:
     def value(self, result: BenchResult) -> float | None:
         """The metric's value in ``result`` (None when there is no latency sample)."""
         m = self.metric
-        if m in _DATAGRAM_METRICS:
+        if m in DATAGRAM_METRICS:
             tally = result.datagrams
             if tally is None:
                 return None
@@ -117,7 +117,7 @@ class Threshold:
         if value is None:
             shown = (
                 "no UDP bitrate figures"
-                if self.metric in _DATAGRAM_METRICS
+                if self.metric in DATAGRAM_METRICS
                 else "no latency samples"
             )
         elif self.unit == "ns":
@@ -154,7 +154,7 @@ def parse_threshold(text: str) -> Threshold:
         return Threshold(text, metric, op, parse_bitrate(raw), "")
     if metric == "loss_pct":
         return Threshold(text, metric, op, _number(raw.removesuffix("%").strip(), text), "percent")
-    if metric in _DATAGRAM_METRICS:
+    if metric in DATAGRAM_METRICS:
         return Threshold(text, metric, op, _number(raw.removesuffix("ms").strip(), text), "")
     if metric == "error_rate":
         if not raw.endswith("%"):
