@@ -16,7 +16,7 @@ import pytest
 from netkit.core.addresses import UDPEndpoint
 from netkit.core.bench.bitrate import Control, ControlKind, parse_control
 from netkit.core.bench.plan import LoadPlan, Scenario
-from netkit.core.bench.result import BenchResult
+from netkit.core.bench.result import BenchResult, default_failures
 from netkit.core.probe import HEADER, MAGIC, make_probe
 from netkit.errors import ConnectError, OperationTimeout
 from netkit.net.bench.worker import Target, run_worker
@@ -234,6 +234,17 @@ def test_pacing_hits_the_bitrate_on_a_light_load(run: Runner) -> None:
         assert 0.9 * 2e6 <= t.bits_per_s(r.duration_s) <= 1.02 * 2e6
 
     run(main())
+
+
+def test_a_stream_the_sink_forgot_fails_the_run(run: Runner) -> None:
+    async def main() -> BenchResult:
+        async with sink(max_senders=1) as (_, port):  # the second START evicts the first
+            return await bench(bitrate_plan(requests=20, bitrate=1e6, connections=2), port)
+
+    r = run(main())
+    assert r.datagrams is not None and r.datagrams.streams == 1
+    assert r.errors["protocol"] == 1 and "no counts" in r.error_samples["protocol"]
+    assert "1 of 2 stream(s) got no receiver report" in default_failures(r)
 
 
 def test_an_echo_server_is_not_taken_for_a_sink(run: Runner) -> None:

@@ -367,6 +367,9 @@ def default_failures(result: BenchResult) -> list[str]:
             reasons.append("no receiver reported what it received")
         elif not tally.received:
             reasons.append("the receiver received no datagram")
+        if tally is not None and 0 < tally.streams < result.connections:
+            missing = result.connections - tally.streams
+            reasons.append(f"{missing} of {result.connections} stream(s) got no receiver report")
         if tally is not None and tally.corrupt:
             reasons.append(f"{tally.corrupt:,} datagram(s) arrived corrupted")
     mismatched = result.errors.get("mismatch", 0)
