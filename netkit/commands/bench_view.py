@@ -142,6 +142,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     )
     if result.datagrams is not None:
         _datagram_rows(table, result.datagrams, result.duration_s)
+        if result.missed:  # the sender fell behind its schedule: the target was not sent
+            table.add_row("behind", f"[red]{result.missed:,}[/] datagram(s) due never sent")
     lat = result.latency_ms()
     if lat is not None:
         table.add_row("latency ms", _latency_grid(lat))
