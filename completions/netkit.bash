@@ -29,8 +29,8 @@ _netkit_options() {
         "netkit udp-echo") echo "-h --help" ;;
         "netkit udp-echo serve") echo "--max-size --mode --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss -q --quiet --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
+        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate -R --reverse --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate -R --reverse --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
         "netkit bench merge") echo "--fail-if --json -h --help" ;;
         "netkit multicast") echo "-h --help" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;

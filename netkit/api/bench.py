@@ -44,6 +44,7 @@ async def bench(
     timeout: float = 5.0,
     exchange: bool = False,
     bitrate: float | str | None = None,
+    reverse: bool = False,
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
     check: bool = True,
@@ -71,6 +72,8 @@ async def bench(
             default) to a sink (``udp_echo_server(mode="sink")``); what it received is
             ``result.datagrams`` (lost, ``loss_pct``, duplicates, out of order,
             ``jitter_ms``).
+        reverse: with ``bitrate``: the sink sends the test and this side counts it
+            (``iperf3 -R``).
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
@@ -113,6 +116,7 @@ async def bench(
         timeout=timeout,
         exchange=exchange,
         bitrate=bitrate,
+        reverse=reverse,
     )
     if plan.timeout <= 0:
         raise ConfigError("timeout must be more than 0")

@@ -185,6 +185,15 @@ def run(
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
+    reverse: Annotated[
+        bool,
+        typer.Option(
+            "--reverse",
+            "-R",
+            help="Reverse the direction, as iperf3 -R: the server sends and this side receives and measures. For UDP bitrate runs (-b): the sink (netkit udp-echo serve --mode sink) sends at the bitrate, and loss, duplicates, out-of-order datagrams and jitter are counted here.",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = False,
     warmup: Annotated[
         str,
         typer.Option(
@@ -325,6 +334,7 @@ def run(
         timeout=parse_duration(timeout, option="--timeout"),
         exchange=exchange,
         bitrate=parse_bitrate(bitrate) if bitrate is not None else None,
+        reverse=reverse,
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")

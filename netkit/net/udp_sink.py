@@ -1,6 +1,7 @@
 """``udp-echo serve --mode sink``: :class:`UDPSinkServer` receives UDP bitrate tests
 (``netkit bench udp://... -b``), counts each sender's datagrams and answers its report requests
-(:mod:`netkit.core.bench.bitrate`). It echoes nothing.
+(:mod:`netkit.core.bench.bitrate`). It echoes nothing. It also sends reverse tests
+(``--reverse``) to clients that ask: :mod:`netkit.net.udp_source`.
 
 Memory stays bounded whatever senders send: a sender's counts are a fixed-size
 :class:`~netkit.core.bench.bitrate.SenderLedger`, and at most ``max_senders`` are kept (the one
@@ -22,6 +23,7 @@ from netkit.core.probe import MAGIC
 from netkit.net.datagram import BATCH, DatagramServer
 from netkit.net.sockets import SocketOptions, describe
 from netkit.net.udp_relay import RECEIVE_BUFFER
+from netkit.net.udp_source import ReverseSources
 
 # Senders whose counts a sink keeps (about 4 KiB each).
 MAX_SENDERS = 1024
@@ -46,6 +48,7 @@ class SinkStats:
     unstarted: int = 0
     starts: int = 0
     reports: int = 0
+    reverse_requests: int = 0
     forgotten: int = 0
     refused_source: int = 0
     denied: int = 0
@@ -62,6 +65,7 @@ class SinkStats:
             "unstarted": self.unstarted,
             "starts": self.starts,
             "reports": self.reports,
+            "reverse_requests": self.reverse_requests,
             "senders_forgotten": self.forgotten,
             "refused_source": self.refused_source,
             "denied": self.denied,
@@ -103,6 +107,7 @@ class UDPSinkServer(DatagramServer):
         self.on_start = on_start
         self.stats = SinkStats()
         self.senders: OrderedDict[tuple[Any, ...], SenderLedger] = OrderedDict()
+        self.sources = ReverseSources(sock, drop_every)
 
     def _readable(self) -> None:
         stats, sock, buf, view = self.stats, self.sock, self._buf, self._view
@@ -134,6 +139,11 @@ class UDPSinkServer(DatagramServer):
             else:
                 self._control(control, addr)
 
+    def stop(self) -> None:
+        """Stop receiving and every reverse test; the socket stays open."""
+        super().stop()
+        self.sources.close()
+
     def _control(self, control: Control, addr: tuple[Any, ...]) -> None:
         stats, senders = self.stats, self.senders
         if control.kind is ControlKind.START:
@@ -155,6 +165,9 @@ class UDPSinkServer(DatagramServer):
             senders.move_to_end(addr)
             counts = ledger.counts(control.sent)
             self._answer(Control(ControlKind.COUNTS, control.token, counts=counts), addr)
+        elif control.kind in (ControlKind.REVERSE, ControlKind.STOP):
+            stats.reverse_requests += 1
+            self._answer(self.sources.request(control, addr), addr)
         else:
             stats.malformed += 1  # an answer sent to a sink: nothing to do with it
 

@@ -34,6 +34,17 @@ def test_loss_of_a_dropping_sink_is_exact_and_gates_the_run(netkit_server: Any) 
     assert sink["starts"] == 2 and sink["dropped_on_purpose"] == 100 and sink["mode"] == "sink"
 
 
+def test_reverse_counts_what_the_sink_sent_here(netkit_server: Any) -> None:
+    server = netkit_server(
+        "udp-echo", "serve", "127.0.0.1:0", "--mode", "sink", "--drop-every", "4"
+    )
+    r = run_netkit("bench", server.listening["url"], "-b", "2M", "-R", "-d", "0.5s", "-s", "500",
+                   "-c", "1", "-w", "1", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr  # loss fails a run only through --fail-if
+    d = summary(r.stdout)["datagrams"]
+    assert d["sent"] > 100 and d["lost"] == d["sent"] // 4 and d["streams"] == 1
+
+
 def test_saved_runs_merge(netkit_server: Any, tmp_path: Path) -> None:
     server = netkit_server("udp-echo", "serve", "127.0.0.1:0", "--mode", "sink")
     files = []

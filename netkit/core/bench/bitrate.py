@@ -15,7 +15,14 @@ Control datagrams (big-endian)::
     REPORT  (sender -> sink)     sent: how many data datagrams the sender sent
     COUNTS  (sink -> sender)     received, duplicates, out of order, lost, corrupt, bytes,
                                  jitter ns, token echoed
-    UNKNOWN (sink -> sender)     no counts under this token (never started, or forgotten)
+    UNKNOWN (sink -> sender)     no counts under this token (never started, or forgotten);
+                                 to a REVERSE: the sink sends all the streams it may
+    REVERSE (client -> sink)     bitrate, size, cookie: send me a test (--reverse); resent
+                                 with the cookie it answers, then every so often to keep
+                                 the test going
+    COOKIE  (sink -> client)     cookie: send the REVERSE again with this
+    STOP    (client -> sink)     stop sending me the test
+    STOPPED (sink -> client)     sent: how many data datagrams the sink sent
 
 The token is the sender's random number for one stream: answers to another stream (or to an
 older run from the same port) never match.
@@ -28,6 +35,8 @@ cancels in it.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import re
 import struct
 from dataclasses import dataclass, fields
@@ -81,6 +90,10 @@ class ControlKind(enum.IntEnum):
     REPORT = 3
     COUNTS = 4
     UNKNOWN = 5
+    REVERSE = 6
+    COOKIE = 7
+    STOP = 8
+    STOPPED = 9
 
 
 @dataclass(frozen=True)
@@ -98,34 +111,42 @@ class ReceiverCounts:
 
 _COUNT_FIELDS = tuple(f.name for f in fields(ReceiverCounts))
 _COUNTS = struct.Struct("!" + "Q" * len(_COUNT_FIELDS))
-_SENT = struct.Struct("!Q")
 _U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
 class Control:
-    """A decoded control datagram: its kind, token and fields (``sent`` of a REPORT,
-    ``counts`` of a COUNTS)."""
+    """A decoded control datagram: its kind, token and the fields its kind carries
+    (:data:`_FIELDS`; ``counts`` for a COUNTS)."""
 
     kind: ControlKind
     token: int
     sent: int = 0
     counts: ReceiverCounts | None = None
+    bitrate: int = 0
+    size: int = 0
+    cookie: int = 0
 
     def encode(self) -> bytes:
         """The datagram's bytes."""
         head = _HEAD.pack(CONTROL_MAGIC, self.kind, self.token & _U64)
-        if self.kind is ControlKind.REPORT:
-            return head + _SENT.pack(min(self.sent, _U64))
         if self.kind is ControlKind.COUNTS:
             counts = self.counts or ReceiverCounts()
             values = (min(max(0, getattr(counts, name)), _U64) for name in _COUNT_FIELDS)
             return head + _COUNTS.pack(*values)
-        return head
+        names = _FIELDS.get(self.kind, ())
+        return head + b"".join(_U64S.pack(min(max(0, getattr(self, n)), _U64)) for n in names)
 
 
+# The 8-byte fields after the head, per kind (COUNTS carries ReceiverCounts instead).
+_FIELDS: dict[ControlKind, tuple[str, ...]] = {
+    ControlKind.REPORT: ("sent",),
+    ControlKind.STOPPED: ("sent",),
+    ControlKind.REVERSE: ("bitrate", "size", "cookie"),
+    ControlKind.COOKIE: ("cookie",),
+}
+_U64S = struct.Struct("!Q")
 _KINDS = frozenset(k.value for k in ControlKind)
-_BODY = {ControlKind.REPORT: _SENT.size, ControlKind.COUNTS: _COUNTS.size}
 
 
 def parse_control(data: bytes | bytearray | memoryview) -> Control | None:
@@ -136,14 +157,24 @@ def parse_control(data: bytes | bytearray | memoryview) -> Control | None:
     if magic != CONTROL_MAGIC or kind not in _KINDS:
         return None
     kind = ControlKind(kind)
-    if len(data) != _HEAD.size + _BODY.get(kind, 0):
-        return None
-    if kind is ControlKind.REPORT:
-        return Control(kind, token, sent=_SENT.unpack_from(data, _HEAD.size)[0])
     if kind is ControlKind.COUNTS:
+        if len(data) != _HEAD.size + _COUNTS.size:
+            return None
         values = _COUNTS.unpack_from(data, _HEAD.size)
         return Control(kind, token, counts=ReceiverCounts(*values))
-    return Control(kind, token)
+    names = _FIELDS.get(kind, ())
+    if len(data) != _HEAD.size + 8 * len(names):
+        return None
+    values = struct.unpack_from(f"!{len(names)}Q", data, _HEAD.size)
+    return Control(kind, token, **dict(zip(names, values, strict=True)))
+
+
+def cookie_for(secret: bytes, source: str, token: int) -> int:
+    """The cookie a sink gives ``source`` for a reverse test under ``token``: only who
+    receives datagrams at ``source`` can send it back, so a forged source address cannot
+    make a sink send a bitrate test to someone else (QUIC's address validation). Never 0."""
+    digest = hmac.new(secret, f"{source}/{token}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8]) or 1
 
 
 # --- the receiver's side -----------------------------------------------------------------------

@@ -40,7 +40,7 @@ _UNITS = {
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
-BITRATE, WARMUP = Setting("bitrate"), Setting("warmup")
+BITRATE, WARMUP, REVERSE = Setting("bitrate"), Setting("warmup"), Setting("reverse")
 RATE, DURATION, REQUESTS, SIZE = (
     Setting("rate"),
     Setting("duration"),
@@ -80,6 +80,7 @@ class LoadPlan:
         timeout: seconds allowed to connect and for each response.
         exchange: ``connect`` only: send one request and verify its echo before closing.
         bitrate: ``bitrate`` only: bits/s of the whole run, spread over its connections.
+        reverse: the server sends and this side receives and measures (``iperf3 -R``).
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -95,6 +96,7 @@ class LoadPlan:
     timeout: float = 5.0
     exchange: bool = False
     bitrate: float | None = None
+    reverse: bool = False
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name
@@ -118,6 +120,10 @@ class LoadPlan:
             raise ConfigError((RATE, f" applies to echo and connect, not to {self.scenario}"))
         if (self.bitrate is not None) != (self.scenario is Scenario.BITRATE):
             raise ConfigError((BITRATE, " is the bitrate scenario's, and that scenario needs it"))
+        if self.reverse and self.scenario is not Scenario.BITRATE:
+            raise ConfigError((REVERSE, " applies to UDP bitrate runs (", BITRATE, ")"))
+        if self.reverse and self.requests is not None:
+            raise ConfigError((REVERSE, ": the sink sends for the ", DURATION, ", not a count"))
         if self.scenario is Scenario.BITRATE and self.warmup > 0:
             raise ConfigError((WARMUP, " does not apply to a bitrate run: the receiver counts all"))
 

@@ -9,13 +9,20 @@ import contextlib
 import secrets
 import socket
 import time
+from dataclasses import replace
 
-from netkit.core.bench.bitrate import Control, ControlKind, ReceiverCounts, parse_control
+from netkit.core.bench.bitrate import (
+    Control,
+    ControlKind,
+    ReceiverCounts,
+    SenderLedger,
+    parse_control,
+)
 from netkit.core.bench.plan import Pacing
 from netkit.core.probe import MAGIC, make_probe
 from netkit.errors import ConnectError, OperationTimeout
 from netkit.net.bench.engine import Run, Slot
-from netkit.net.datagram import BATCH
+from netkit.net.datagram import BATCH, MAX_UDP_PAYLOAD
 from netkit.net.sockets import describe
 
 perf_ns = time.perf_counter_ns
@@ -27,6 +34,10 @@ RESEND_AFTER = 0.2
 # responsive, and a sender that cannot keep up shows as missed datagrams, not as a burst.
 MAX_BURST = 1024
 SINK_HINT = "run 'netkit udp-echo serve --mode sink' there"
+# --reverse: how often the REVERSE is resent to keep the sink sending (it stops after 1 s).
+KEEPALIVE_EVERY = 0.25
+# Requests: an answer of one of these kinds with our token is our own request echoed back.
+_REQUESTS = (ControlKind.START, ControlKind.REPORT, ControlKind.REVERSE, ControlKind.STOP)
 
 
 class DatagramBitrate:
@@ -39,8 +50,12 @@ class DatagramBitrate:
         size: bytes per datagram.
     """
 
-    def __init__(self, run: Run, slot: Slot, sock: socket.socket, size: int) -> None:
+    def __init__(
+        self, run: Run, slot: Slot, sock: socket.socket, size: int, *, reverse: bool = False
+    ) -> None:
         assert slot.pacing is not None
+        self.reverse = reverse
+        self.ledger: SenderLedger | None = None  # --reverse: what arrived here
         self.run = run
         self.slot = slot
         self.pacing: Pacing = slot.pacing
@@ -54,7 +69,8 @@ class DatagramBitrate:
         self._answer: asyncio.Future[Control] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._buf = bytearray(256)
+        self._buf = bytearray(MAX_UDP_PAYLOAD + 1)
+        self._view = memoryview(self._buf)
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         loop.add_reader(sock.fileno(), self._readable)
@@ -66,13 +82,46 @@ class DatagramBitrate:
     async def _main(self) -> None:
         run = self.run
         try:
-            await self._exchange(Control(ControlKind.START, self.token), ControlKind.STARTED)
+            if self.reverse:
+                request = await self._ask_reverse()
+            else:
+                await self._exchange(Control(ControlKind.START, self.token), ControlKind.STARTED)
         except (ConnectError, OperationTimeout) as exc:
             run.connect_failed(exc)
             self.abort()
             return
         run.ever_connected = True
-        await self._send_paced()
+        if self.reverse:
+            await self._keep_alive(request)
+        else:
+            await self._send_paced()
+
+    async def _ask_reverse(self) -> Control:
+        """The REVERSE exchange: the cookie, then the start; returns the request to resend."""
+        plan = self.run.plan
+        assert plan.bitrate is not None
+        bits = round(plan.bitrate / plan.total_connections)
+        ask = Control(ControlKind.REVERSE, self.token, bitrate=bits, size=self.size)
+        answer = await self._exchange(ask, ControlKind.COOKIE)
+        request = replace(ask, cookie=answer.cookie)
+        self.ledger = SenderLedger(self.token)
+        self.start_ns = perf_ns()
+        if answer.kind is ControlKind.COOKIE:
+            answer = await self._exchange(request, ControlKind.STARTED)
+        if answer.kind is not ControlKind.STARTED:
+            raise ConnectError(
+                f"the sink at udp://{self.peer} refused a reverse test (it runs all it may at"
+                " once, or the size is not a datagram's)"
+            )
+        return request
+
+    async def _keep_alive(self, request: Control) -> None:
+        """--reverse: resend the REVERSE while the run goes on, or the sink stops sending."""
+        data = request.encode()
+        while not self.run.stopping:
+            with contextlib.suppress(OSError):
+                self.sock.send(data)
+            await asyncio.sleep(KEEPALIVE_EVERY)
 
     async def _send_paced(self) -> None:
         run, pacing, sock, size = self.run, self.pacing, self.sock, self.size
@@ -156,20 +205,30 @@ class DatagramBitrate:
                 n = -1  # ICMP port unreachable: an answer of its own
             except OSError:
                 continue
+            if self.ledger is not None and n > 0 and self._buf.startswith(MAGIC):
+                self._received(n)
+                continue
             waiting = self._answer
             if waiting is None or waiting.done():
                 continue
             if n < 0:
                 waiting.set_exception(self._refused())
                 continue
-            answer = parse_control(memoryview(self._buf)[:n])
+            answer = parse_control(self._view[:n])
             if answer is not None and answer.token == self.token:
-                if answer.kind in (ControlKind.START, ControlKind.REPORT):
+                if answer.kind in _REQUESTS:
                     waiting.set_exception(self._echoed())
-                elif answer.kind in (ControlKind.STARTED, ControlKind.COUNTS, ControlKind.UNKNOWN):
+                else:
                     waiting.set_result(answer)
             elif self._buf.startswith(MAGIC):
                 waiting.set_exception(self._echoed())
+
+    def _received(self, n: int) -> None:
+        """--reverse: a test datagram from the sink, counted here as a sink counts."""
+        assert self.ledger is not None
+        self.ledger.datagram(self._view[:n], perf_ns())
+        if self.run.recording:
+            self.run.result.requests += 1
 
     def _refused(self) -> ConnectError:
         return ConnectError(f"nothing listens on udp://{self.peer} (ICMP port unreachable)")
@@ -190,12 +249,21 @@ class DatagramBitrate:
         if not self.start_ns or self.reported:
             return
         run = self.run
+        if self.reverse:
+            request, expect = Control(ControlKind.STOP, self.token), ControlKind.STOPPED
+        else:
+            request = Control(ControlKind.REPORT, self.token, sent=self.sent)
+            expect = ControlKind.COUNTS
         try:
-            answer = await self._exchange(
-                Control(ControlKind.REPORT, self.token, sent=self.sent), ControlKind.COUNTS
-            )
+            answer = await self._exchange(request, expect)
         except (ConnectError, OperationTimeout) as exc:
             run.error(exc, "timeout" if isinstance(exc, OperationTimeout) else None, late=True)
+            return
+        if answer.kind is ControlKind.STOPPED and self.ledger is not None:
+            self.reported = True
+            self.sent = answer.sent
+            self._add(self.ledger.counts(answer.sent))
+            run.result.bytes_sent += answer.sent * self.size
             return
         if answer.kind is ControlKind.UNKNOWN or answer.counts is None:
             run.error(

@@ -227,7 +227,9 @@ class Worker:
                 if isinstance(self.target.endpoint, UDPEndpoint):
                     sock, _ = create_udp_socket(self.target.endpoint, bind=False)
                     if self.plan.scenario is Scenario.BITRATE:
-                        conn: Any = DatagramBitrate(run, slot, sock, self.plan.size)
+                        conn: Any = DatagramBitrate(
+                            run, slot, sock, self.plan.size, reverse=self.plan.reverse
+                        )
                         conn.begin()
                     else:
                         conn = DatagramEcho(run, slot, sock, self.plan.size)
@@ -444,7 +446,7 @@ class Worker:
         # can fire first): it is not missed, as it would not have been late.
         cutoff = end_ns - LATE_TOLERANCE_NS
         for slot in self.slots:
-            if slot.pacing is not None:
+            if slot.pacing is not None and not plan.reverse:  # --reverse: the sink paces
                 run.result.missed += max(0, slot.pacing.due_by(run.start_ns, cutoff) - slot.issued)
         # Stop sending, and give the requests in flight the timeout to come back.
         run.halt()
