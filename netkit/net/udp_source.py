@@ -137,6 +137,9 @@ class ReverseSources:
             source.keep_alive()
             return Control(ControlKind.STARTED, token)
         self._reap()
+        finished = self.finished.get(addr)
+        if finished is not None and finished[0] == token:
+            return Control(ControlKind.UNKNOWN, token)  # over: a late REVERSE never restarts it
         size = control.size
         if len(self.running) >= MAX_SOURCES or not HEADER_SIZE <= size <= MAX_UDP_PAYLOAD:
             return Control(ControlKind.UNKNOWN, token)

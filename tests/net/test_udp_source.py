@@ -85,6 +85,9 @@ def test_only_the_cookie_starts_a_test_and_silence_ends_it(run: Runner) -> None:
             assert await answer_to(me, Control(ControlKind.STOP, 7)) == stopped
             unknown = await answer_to(me, Control(ControlKind.STOP, 8))
             assert unknown.kind is ControlKind.UNKNOWN
+            # a late REVERSE of the finished test does not start it again
+            late = await answer_to(me, reverse(7, cookie=first.cookie))
+            assert late.kind is ControlKind.UNKNOWN and not sink.sources.running
         finally:
             me.close()
             sink.stop()
