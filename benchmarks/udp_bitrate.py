@@ -76,8 +76,8 @@ class Round:
     sent: int
     loss_pct: float
     jitter_ms: float
-    sender_cpu_s: float  # the client's CPU seconds, start-up included
-    receiver_cpu_s: float  # the server's, from when it listened
+    client_cpu_s: float  # the client's CPU seconds, start-up included
+    server_cpu_s: float  # the server's, from when it listened
 
 
 def run_to_end(args: list[str], timeout: float) -> tuple[bytes, float]:
@@ -132,7 +132,7 @@ def stop_server(proc: subprocess.Popen[bytes]) -> float:
     return _wait4(proc)
 
 
-def netkit_round(bitrate: str, size: int, seconds: float) -> Round:
+def netkit_round(bitrate: str, size: int, seconds: float, reverse: bool = False) -> Round:
     sink = subprocess.Popen(
         [*netkit_command(), "udp-echo", "serve", f"{HOST}:0", "--mode", "sink", "--json"],
         stdout=subprocess.PIPE,
@@ -143,7 +143,7 @@ def netkit_round(bitrate: str, size: int, seconds: float) -> Round:
         before = cpu_seconds(sink.pid)
         out, client_cpu = run_to_end(
             [*netkit_command(), "bench", f"udp://{HOST}:{port}", "-b", bitrate, "-s", str(size),
-             "-d", f"{seconds}s", "-c", "1", "-w", "1", "--json"],
+             "-d", f"{seconds}s", "-c", "1", "-w", "1", "--json", *(["-R"] if reverse else [])],
             seconds + RUN_TIMEOUT_S,
         )  # fmt: skip
     finally:
@@ -155,7 +155,9 @@ def netkit_round(bitrate: str, size: int, seconds: float) -> Round:
                  client_cpu, sink_cpu)  # fmt: skip
 
 
-def iperf_round(bitrate: str, size: int, seconds: float, window: str | None = None) -> Round:
+def iperf_round(
+    bitrate: str, size: int, seconds: float, window: str | None = None, reverse: bool = False
+) -> Round:
     port = free_port()
     server = subprocess.Popen(
         [IPERF3, "-s", "-1", "-B", HOST, "-p", str(port), "--forceflush"],
@@ -167,7 +169,8 @@ def iperf_round(bitrate: str, size: int, seconds: float, window: str | None = No
         before = cpu_seconds(server.pid)
         out, client_cpu = run_to_end(
             [IPERF3, "-c", HOST, "-p", str(port), "-u", "-b", bitrate, "-l", str(size),
-             "-t", f"{seconds:g}", "--json", *(["-w", window] if window else [])],
+             "-t", f"{seconds:g}", "--json", *(["-w", window] if window else []),
+             *(["-R"] if reverse else [])],
             seconds + RUN_TIMEOUT_S,
         )  # fmt: skip
     finally:
@@ -189,25 +192,28 @@ def report(
         by[r.tool].append(r)
 
     def m(tool: str, field: str) -> float:
-        if field == "sender_us":
-            base = idle[tool].sender_cpu_s
-            return med([(r.sender_cpu_s - base) / r.sent * 1e6 for r in by[tool]])
-        if field == "receiver_us":
-            return med([r.receiver_cpu_s / r.sent * 1e6 for r in by[tool]])
+        if field == "client_us":
+            base = idle[tool].client_cpu_s
+            return med([(r.client_cpu_s - base) / r.sent * 1e6 for r in by[tool]])
+        if field == "server_us":
+            return med([r.server_cpu_s / r.sent * 1e6 for r in by[tool]])
         return med([getattr(r, field) for r in by[tool]])
 
-    print(f"UDP bitrate at a {args.bitrate} target, {args.size}-byte datagrams, one stream, "
+    print(f"UDP bitrate{' reversed (the servers send)' if args.reverse else ''} at a"
+          f" {args.bitrate} target, {args.size}-byte datagrams, one stream, "
           f"{args.seconds:g} s rounds, {args.runs} rounds per tool alternating, medians; "
           f"{info['date']}, {info['nproc']} x {info['cpu']}, Linux {info['kernel']}, Python "
           f"{info['python']}, {info['loop']}, iperf3 {info['iperf3']}, commit {info['commit']}")  # fmt: skip
     print()
-    print("| tool | received Mbit/s | sent | loss % | jitter ms | sender CPU us/datagram"
-          " | receiver CPU us/datagram |")  # fmt: skip
+    sender, receiver = ("server", "client") if args.reverse else ("client", "server")
+    print(f"| tool | received Mbit/s | sent | loss % | jitter ms | sender ({sender}) CPU"
+          f" us/datagram | receiver ({receiver}) CPU us/datagram |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|")
     for tool in TOOLS:
         print(f"| `{tool}` | {m(tool, 'bitrate') / 1e6:,.1f} | {m(tool, 'sent'):,.0f} | "
               f"{m(tool, 'loss_pct'):.3f} | {m(tool, 'jitter_ms'):.4f} | "
-              f"{m(tool, 'sender_us'):.2f} | {m(tool, 'receiver_us'):.2f} |")  # fmt: skip
+              f"{m(tool, 'client_us' if not args.reverse else 'server_us'):.2f} | "
+              f"{m(tool, 'server_us' if not args.reverse else 'client_us'):.2f} |")  # fmt: skip
     print()
     for anchor in (IPERF, IPERF_BUFFER):
         for field, what in (("loss_pct", "loss"), ("jitter_ms", "jitter")):
@@ -226,6 +232,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1460, help="bytes per datagram (1460)")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per round (3)")
     parser.add_argument("--runs", type=int, default=3, help="rounds per tool (3)")
+    parser.add_argument(
+        "--reverse", action="store_true", help="the servers send (bench -R, iperf3 -R)"
+    )
     add_json_option(parser)
     args = parser.parse_args()
     if not shutil.which(IPERF3):
@@ -235,10 +244,11 @@ def main() -> None:
     info["iperf3"] = version.split()[1] if version else "?"
     rounds: list[Round] = []
     idle: dict[str, Round] = {}
+    rev = args.reverse
     tools = [
-        (NETKIT, netkit_round),
-        (IPERF, iperf_round),
-        (IPERF_BUFFER, lambda b, n, t: iperf_round(b, n, t, window="4M")),
+        (NETKIT, lambda b, n, t: netkit_round(b, n, t, reverse=rev)),
+        (IPERF, lambda b, n, t: iperf_round(b, n, t, reverse=rev)),
+        (IPERF_BUFFER, lambda b, n, t: iperf_round(b, n, t, window="4M", reverse=rev)),
     ]
     for name, fn in tools:
         log(f"idle run: {name}")

@@ -34,7 +34,7 @@ from netkit.net.server import (
 )
 from netkit.net.sockets import SocketOptions, create_udp_socket, listener_address
 from netkit.net.tls import ClientTLS, ServerTLS, client_context, server_context
-from netkit.net.udp_sink import UDPSinkServer, sink_options
+from netkit.net.udp_sink import UDPSinkServer, receiver_options
 
 TLSSetting = ServerTLS | ssl.SSLContext | bool | None
 """A server's TLS: None (plain), True (a throwaway self-signed certificate), a
@@ -289,7 +289,7 @@ async def udp_echo_server(
         if on_event is not None:
             on_event("denied", {"peer": peer, "rule": rule})
 
-    options = sink_options() if mode == "sink" else SocketOptions()
+    options = receiver_options() if mode == "sink" else SocketOptions()
     sock, _ = create_udp_socket(parse_datagram_endpoint(endpoint), bind=True, options=options)
     try:
         server: datagram.UDPEchoServer | UDPSinkServer

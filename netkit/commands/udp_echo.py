@@ -19,7 +19,7 @@ from netkit.errors import CheckFailed, ConfigError
 from netkit.net import loop_choice, runtime
 from netkit.net.datagram import MAX_UDP_PAYLOAD, UDPEchoServer, UDPProber, check_max_size
 from netkit.net.sockets import create_udp_socket, listener_address
-from netkit.net.udp_sink import UDPSinkServer, sink_options
+from netkit.net.udp_sink import UDPSinkServer, receiver_options
 from netkit.status import ExitStatus
 
 app = typer.Typer(
@@ -83,7 +83,7 @@ def serve(
     limit = check_max_size(parse_size(max_size, option="--max-size"))
     options = opt.socket_options(sndbuf, rcvbuf, False)
     if mode == "sink":
-        options = sink_options(options)
+        options = receiver_options(options)
     sock, _ = create_udp_socket(where, bind=True, options=options)
     address = listener_address(sock)
 

@@ -29,10 +29,11 @@ from netkit.net.udp_source import ReverseSources
 MAX_SENDERS = 1024
 
 
-def sink_options(options: SocketOptions = SocketOptions()) -> SocketOptions:
-    """A sink's socket options: ``options``, with the UDP relay's 4 MiB receive buffer unless
-    they set one (the kernel caps it at ``net.core.rmem_max``). A receiver that measures loss
-    must not lose datagrams to its own scheduling."""
+def receiver_options(options: SocketOptions = SocketOptions()) -> SocketOptions:
+    """The socket options of a side that receives a bitrate test (the sink; bench with
+    ``--reverse``): ``options``, with the UDP relay's 4 MiB receive buffer unless they set one
+    (the kernel caps it at ``net.core.rmem_max``). A receiver that measures loss must not
+    lose datagrams to its own scheduling."""
     return options if options.rcvbuf else replace(options, rcvbuf=RECEIVE_BUFFER)
 
 

@@ -52,6 +52,7 @@ from netkit.net.sockets import (
     create_udp_socket,
 )
 from netkit.net.tls import ClientTLS, client_context
+from netkit.net.udp_sink import receiver_options
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
 perf_ns = time.perf_counter_ns
@@ -225,7 +226,8 @@ class Worker:
         while not run.stopping:
             try:
                 if isinstance(self.target.endpoint, UDPEndpoint):
-                    sock, _ = create_udp_socket(self.target.endpoint, bind=False)
+                    options = receiver_options() if self.plan.reverse else SocketOptions()
+                    sock, _ = create_udp_socket(self.target.endpoint, bind=False, options=options)
                     if self.plan.scenario is Scenario.BITRATE:
                         conn: Any = DatagramBitrate(
                             run, slot, sock, self.plan.size, reverse=self.plan.reverse
