@@ -21,16 +21,16 @@ _netkit_options() {
     case "$1" in
         "netkit") echo "-V --version --debug --loop --install-completion --show-completion -h --help" ;;
         "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --compress --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --binary --kill-after --chaos --seed --to --upstream-tls --cacert -k --insecure --sni --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
-        "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
-        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
+        "netkit proxy") echo "--upstream-tls --cacert -k --insecure --sni --upstream-cert --upstream-key --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --splice --no-splice --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --metrics --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check --check-send-proxy --check-send --check-expect --slowstart --connect-timeout --backends-file --queue --queue-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --backend-tls --cacert -k --insecure --backend-sni --backend-cert --backend-key --splice --no-splice --seed --idle-timeout --metrics --api --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit tcp-echo") echo "-h --help" ;;
         "netkit tcp-echo serve") echo "--framed --max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval --framed -t --timeout --retry -q --quiet --tls --cacert --cert --key -k --insecure --sni --sndbuf --rcvbuf --json -h --help" ;;
         "netkit udp-echo") echo "-h --help" ;;
         "netkit udp-echo serve") echo "--max-size --mode --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss -q --quiet --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate -R --reverse --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate -R --reverse --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
+        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate -R --reverse --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate -R --reverse --warmup -w --workers -t --timeout --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
         "netkit bench merge") echo "--fail-if --json -h --help" ;;
         "netkit multicast") echo "-h --help" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;
@@ -45,14 +45,14 @@ _netkit_value_options() {
     case "$1" in
         "netkit") echo "--loop" ;;
         "netkit ws-server") echo "-m --mode --path --subprotocol --origin --max-size --ping-interval --ping-timeout --handshake-timeout --close-timeout --exec --kill-after --chaos --seed --to --cacert --sni --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
-        "netkit proxy") echo "--cacert --sni --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
-        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check-send --check-expect --slowstart --connect-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --seed --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
+        "netkit proxy") echo "--cacert --sni --upstream-cert --upstream-key --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --connect-timeout --idle-timeout --latency --bandwidth --slice --limit-data --reset-after --blackhole-after --slow-close --refuse --accept-delay --seed --api --name --config --metrics --drop-first --loss --burst-loss --corrupt --truncate --duplicate --rate --reorder --timeline --timeline-repeat --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
+        "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check --check-send --check-expect --slowstart --connect-timeout --backends-file --queue --queue-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --cacert --backend-sni --backend-cert --backend-key --seed --idle-timeout --metrics --api --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
         "netkit tcp-echo serve") echo "--max-frame --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval -t --timeout --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
         "netkit udp-echo serve") echo "--max-size --mode --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss --sndbuf --rcvbuf" ;;
-        "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cacert --cert --key --sni" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cacert --cert --key --sni" ;;
+        "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate -b --bitrate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
         "netkit bench merge") echo "--fail-if" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl -I --interface --source-port --sndbuf" ;;
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
@@ -74,6 +74,8 @@ _netkit_values() {
         "netkit ws-server --allow-file") echo "@files" ;;
         "netkit ws-server --deny-file") echo "@files" ;;
         "netkit proxy --cacert") echo "@files" ;;
+        "netkit proxy --upstream-cert") echo "@files" ;;
+        "netkit proxy --upstream-key") echo "@files" ;;
         "netkit proxy --proxy-protocol") echo "v1 v2" ;;
         "netkit proxy --accept-proxy-protocol") echo "v1 v2 any" ;;
         "netkit proxy --config") echo "@files" ;;
@@ -84,8 +86,12 @@ _netkit_values() {
         "netkit proxy --deny-file") echo "@files" ;;
         "netkit lb -a") echo "roundrobin leastconn random source" ;;
         "netkit lb --algorithm") echo "roundrobin leastconn random source" ;;
+        "netkit lb --backends-file") echo "@files" ;;
         "netkit lb --proxy-protocol") echo "v1 v2" ;;
         "netkit lb --accept-proxy-protocol") echo "v1 v2 any" ;;
+        "netkit lb --cacert") echo "@files" ;;
+        "netkit lb --backend-cert") echo "@files" ;;
+        "netkit lb --backend-key") echo "@files" ;;
         "netkit lb --cert") echo "@files" ;;
         "netkit lb --key") echo "@files" ;;
         "netkit lb --client-ca") echo "@files" ;;

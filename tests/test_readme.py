@@ -158,11 +158,13 @@ class Session:
             assert match is not None
             readme_port = match.group(1)
             words[listen_at] = words[listen_at].replace(f":{readme_port}", ":0", 1)
-        api_port = None  # proxy --api :PORT: the API's port comes in the event's api field
-        if "--api" in words[:-1] and (api := LOOPBACK_PORT.match(words[words.index("--api") + 1])):
-            api_port = api.group(1)
-            at = words.index("--api") + 1
-            words[at] = words[at].replace(f":{api_port}", ":0", 1)
+        # --api/--metrics :PORT: the real port comes in the event's api/metrics field
+        control: dict[str, str] = {}
+        for flag in ("--api", "--metrics"):
+            if flag in words[:-1] and (found := LOOPBACK_PORT.match(words[words.index(flag) + 1])):
+                control[flag[2:]] = found.group(1)
+                at = words.index(flag) + 1
+                words[at] = words[at].replace(f":{found.group(1)}", ":0", 1)
         words = [self.substitute(w) for w in words]
         if "--json" not in words:
             words.append("--json")
@@ -180,8 +182,9 @@ class Session:
             real = re.search(r":(\d+)(?:/.*)?$", str(event["address"]))
             assert real is not None, event
             self.ports[readme_port] = real.group(1)
-        if api_port is not None and api_port != readme_port:
-            self.ports[api_port] = str(event["api"]).rpartition(":")[2]
+        for field, port in control.items():
+            if port != readme_port:
+                self.ports[port] = str(event[field]).rpartition(":")[2]
 
     def run(self, line: str) -> None:
         expected = 0

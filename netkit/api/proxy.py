@@ -30,12 +30,14 @@ from netkit.api.servers import Listening, TLSSetting, server_tls
 from netkit.core.access import AccessList, unix_socket_error
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint, parse_stream_endpoint
 from netkit.core.balance.backends import Backend, parse_backend
+from netkit.core.balance.checks import parse_check
 from netkit.core.balance.health import CheckProbe
 from netkit.core.fault_set import FaultSet
 from netkit.core.faults import Fault
 from netkit.core.proxy_protocol import Accept
 from netkit.core.timeline import Timeline
 from netkit.errors import ConfigError
+from netkit.net.backend_tls import with_tls
 from netkit.net.proxy_header import HEADER_TIMEOUT
 from netkit.net.relay import RelayOptions, RelayServer
 from netkit.net.server import EventHook, make_listener, running
@@ -367,6 +369,10 @@ async def load_balancer(
     fall: int = 3,
     check_send: bytes = b"",
     check_expect: str | None = None,
+    check: str = "tcp",
+    check_send_proxy: bool = False,
+    backend_tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
     slowstart: float = 0.0,
     connect_timeout: float = 5.0,
     proxy_protocol: int = 0,
@@ -388,7 +394,7 @@ async def load_balancer(
     and the client is tried on the next one; active health checks bring it back.
 
     Args:
-        backends: each ``"ENDPOINT[,weight=N][,maxconn=N][,backup]"``, a
+        backends: each ``"ENDPOINT[,weight=N][,maxconn=N][,backup][,tls][,sni=NAME]"``, a
             :class:`~netkit.core.balance.backends.Backend`, or any address :func:`proxy` takes.
         listen: where to listen; port 0 picks a free port.
         policy: ``roundrobin`` (weighted), ``leastconn``, ``random`` (power of two choices)
@@ -398,7 +404,16 @@ async def load_balancer(
         rise: passing checks in a row that bring a backend up.
         fall: failing checks in a row that take a backend down.
         check_send: bytes a check sends after connecting.
-        check_expect: a regular expression the reply must match (default: connecting is enough).
+        check_expect: a regular expression the reply must match (default: connecting is
+            enough); with an HTTP ``check``, the status codes that pass (``"200"``, ``"2xx"``).
+        check: ``"tcp"``, or ``"http:/PATH"``: a ``GET PATH`` whose answer's status is judged
+            (HAProxy's ``option httpchk``; 2xx and 3xx pass by default).
+        check_send_proxy: start each check with a PROXY header (``proxy_protocol``'s version,
+            else v1); with ``proxy_protocol`` checks send it anyway (HAProxy's default).
+        backend_tls: speak TLS to every backend with this client context (or only to backends
+            written ``HOST:PORT,tls``, when some are); checks speak it too.
+        server_hostname: the name TLS backends' certificates must have (default: each one's
+            host, or its ``sni=NAME``).
         slowstart: seconds over which a recovered backend ramps up to its weight.
         connect_timeout: seconds allowed per backend before trying the next.
         proxy_protocol: send a PROXY header (version 1 or 2) to the backend first; 0: none.
@@ -419,16 +434,18 @@ async def load_balancer(
         ConfigError, EndpointError: a bad backend, policy or option.
     """
     access = AccessList(allow, deny)
+    http_check = parse_check(check, check_expect)
     probe = CheckProbe(check_send, None)
-    if check_expect is not None:
+    if check_expect is not None and http_check is None:
         probe = CheckProbe(check_send, CheckProbe.parse(expect=check_expect).expect)
+    pool_backends, tls = with_tls([_backend(b) for b in backends], backend_tls, server_hostname)
 
     def health(event: Any) -> None:
         if on_event is not None:
             on_event("health", event.as_dict())
 
     pool = balanced_pool(
-        [_backend(b) for b in backends],
+        pool_backends,
         algorithm=policy,
         rise=rise,
         fall=fall,
@@ -437,6 +454,9 @@ async def load_balancer(
         check_interval=check_interval,
         check_timeout=check_timeout,
         probe=probe,
+        http=http_check,
+        send_proxy=proxy_protocol or (1 if check_send_proxy else 0),
+        tls=tls,
         connect_timeout=connect_timeout,
         on_health=health,
     )

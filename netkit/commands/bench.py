@@ -25,6 +25,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from netkit.commands import options as opt
+from netkit.commands.bench_cluster import Fleet, judge_members, report_members, run_cluster
 from netkit.commands.bench_view import LiveView, report
 from netkit.console import Output
 from netkit.core.addresses import WSURL
@@ -53,6 +54,7 @@ from netkit.status import ExitStatus
 LOAD_PANEL = "Load shape"
 RUN_PANEL = "Run"
 HTTP_PANEL = "HTTP targets"
+CLUSTER_PANEL = "Cluster (Dask)"
 
 DEFAULT_DURATION = "10s"
 EMBEDDED_DURATION = "3s"
@@ -288,6 +290,39 @@ def run(
             rich_help_panel=HTTP_PANEL,
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run on the workers of a Dask cluster: tcp://SCHEDULER:8786, or local:N to start N worker processes here (needs netkit[cluster]). Each member runs --workers processes; connections, requests and --rate are split among members exactly, and all start together.",
+            rich_help_panel=CLUSTER_PANEL,
+        ),
+    ] = None,
+    hosts: Annotated[
+        int | None,
+        typer.Option(
+            "--hosts",
+            min=1,
+            help="--cluster: use this many members (default: all).",
+            rich_help_panel=CLUSTER_PANEL,
+        ),
+    ] = None,
+    per_worker: Annotated[
+        bool,
+        typer.Option(
+            "--per-worker",
+            help="--cluster: one member per Dask worker, instead of one per distinct host (always so for local:N).",
+            rich_help_panel=CLUSTER_PANEL,
+        ),
+    ] = False,
+    fail_if_worker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-if-worker",
+            help="--cluster: exit 1 when any one member's own result crosses this (as --fail-if; repeatable).",
+            rich_help_panel=CLUSTER_PANEL,
+        ),
+    ] = None,
     tls: opt.UseTLS = False,
     cacert: opt.CACert = None,
     cert: opt.ClientCert = None,
@@ -309,6 +344,9 @@ def run(
     """
     out = Output(json)
     thresholds = [parse_threshold(t) for t in fail_if or []]
+    worker_thresholds = [parse_threshold(t) for t in fail_if_worker or []]
+    if cluster is None and (hosts is not None or per_worker or worker_thresholds):
+        raise ConfigError("--hosts, --per-worker and --fail-if-worker need --cluster")
     if duration is not None and requests is not None:
         raise ConfigError("give --duration or --requests, not both")
     embedded = target is None
@@ -346,6 +384,8 @@ def run(
                 )
     tls_opts = opt.client_tls(tls, cacert, cert, key, insecure, sni)
     server: EmbeddedEchoServer | None = None
+    fleet: Fleet | None = None
+    worker_failures: list[str] = []
     cores = _cores()
     try:
         if target is None:
@@ -372,21 +412,31 @@ def run(
             raise ConfigError(
                 "--size: an HTTP request is as large as its body (--body, --body-file)"
             )
-        endpoint = where.endpoint
-        workers = len(plan.split(workers or default_workers))
-        available = available_memory()
-        if available is not None:  # refused before any worker allocates a byte of it
-            check_memory(plan, workers, available, websocket=isinstance(endpoint, WSURL))
-        result, signum = _execute(out, plan, where, workers)
+        if cluster is not None:
+            fleet = run_cluster(
+                out, cluster, plan, target, tls_opts, where.http, workers or 1, hosts, per_worker
+            )
+            worker_failures = report_members(out, fleet.outcomes, worker_thresholds)
+            result = fleet.merged()
+            signum: int | None = int(signal.SIGINT) if fleet.interrupted else None
+        else:
+            workers = len(plan.split(workers or default_workers))
+            available = available_memory()
+            if available is not None:  # refused before any worker allocates a byte of it
+                check_memory(plan, workers, available, websocket=isinstance(where.endpoint, WSURL))
+            result, signum = _execute(out, plan, where, workers)
     finally:
         if server is not None:
             server.stop()
     report(out, result, thresholds)
+    if fleet is not None:
+        fleet.judge_lost()
     if embedded:
         out.print(f"[dim]{EMBEDDED_HINT}[/]")
     if signum == signal.SIGINT:
         raise typer.Exit(ExitStatus.INTERRUPTED)
     enforce(thresholds, result)
+    judge_members(worker_failures)
     raise typer.Exit(ExitStatus.SUCCESS)
 
 

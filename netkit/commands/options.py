@@ -215,7 +215,7 @@ UpstreamCACert = Annotated[
     Path | None,
     typer.Option(
         "--cacert",
-        help="CA bundle to verify the upstream with; implies --upstream-tls.",
+        help="CA bundle to verify the upstream with (lb: its TLS backends); turns that TLS on.",
         rich_help_panel=UPSTREAM_PANEL,
     ),
 ]
@@ -224,7 +224,7 @@ UpstreamInsecure = Annotated[
     typer.Option(
         "--insecure",
         "-k",
-        help="Do not verify the upstream's certificate; implies --upstream-tls.",
+        help="Do not verify the upstream's certificate (lb: its backends'); turns that TLS on.",
         rich_help_panel=UPSTREAM_PANEL,
     ),
 ]
@@ -606,3 +606,17 @@ class ProxyAcceptFlags:
 def proxy_accept_flags(command: Command) -> Command:
     """Give ``command`` the PROXY protocol accept flags in place of its ``accept`` parameter."""
     return flag_group(ProxyAcceptFlags, "accept")(command)
+
+
+# --- the control server (lb, proxy) --------------------------------------------------------
+CONTROL_PANEL = "Control"
+Metrics = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics (HAProxy's exporter names) at /metrics and a JSON snapshot"
+        " at /stats on HOST:PORT (loopback unless a host is given; :0 picks a port).",
+        rich_help_panel=CONTROL_PANEL,
+    ),
+]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json as pyjson
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from netkit.commands import options as opt
 from netkit.commands import udp_proxy
+from netkit.commands.control import control_servers
 from netkit.commands.serving import RELAY, build_relay, build_stream, run_server, together
+from netkit.commands.upstream_tls import UpstreamTLSFlags, upstream_tls_flags
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.datagram_faults import check_transport
@@ -23,7 +26,7 @@ from netkit.core.units import parse_duration
 from netkit.errors import ConfigError, UsageError
 from netkit.net.http_api import api_connection
 from netkit.net.proxy_registry import ProxyRegistry
-from netkit.net.relay import RelayOptions
+from netkit.net.relay import RelayOptions, RelayServer
 from netkit.net.server import make_listener
 from netkit.net.sockets import listener_address
 from netkit.net.timeline import companion as timeline_companion
@@ -57,6 +60,7 @@ app = typer.Typer(add_completion=False)
 @udp_proxy.datagram_flags
 @opt.proxy_accept_flags
 @opt.timeline_flags
+@upstream_tls_flags
 def proxy(
     listen: Annotated[
         str | None,
@@ -71,10 +75,7 @@ def proxy(
             help="Where to relay to: HOST:PORT, [::1]:PORT, unix:/path, udp://HOST:PORT."
         ),
     ] = None,
-    upstream_tls: opt.UpstreamTLS = False,
-    cacert: opt.UpstreamCACert = None,
-    insecure: opt.UpstreamInsecure = False,
-    sni: opt.UpstreamSNI = None,
+    to_upstream: UpstreamTLSFlags = UpstreamTLSFlags(),
     proxy_protocol: opt.ProxyProtocol = None,
     accept: opt.ProxyAcceptFlags = opt.ProxyAcceptFlags(),
     splice: opt.Splice = True,
@@ -125,6 +126,7 @@ def proxy(
             rich_help_panel=API,
         ),
     ] = None,
+    metrics: opt.Metrics = None,
     datagram: udp_proxy.DatagramFlags = udp_proxy.DatagramFlags(),
     timeline: opt.TimelineFlags = opt.TimelineFlags(),
     server: opt.ServerFlags = opt.ServerFlags(),
@@ -157,14 +159,13 @@ def proxy(
     steps = timeline.parse()
     idle = opt.idle_timeout(idle_timeout)
     if listen is not None and upstream is not None and udp_proxy.is_udp(listen, upstream):
-        if api is not None:
-            raise UsageError("--api controls TCP and Unix-socket proxies, not a UDP relay")
+        if api is not None or metrics is not None:
+            flag = "--api" if api is not None else "--metrics"
+            raise UsageError(f"{flag} covers TCP and Unix-socket proxies, not a UDP relay")
         udp_proxy.serve(
             out, listen, upstream, faults=faults, seed=seed, timeline=steps, bounded=bounded,
             idle_timeout=idle, server=server, beside=timeline_companion(steps, bounded),
-            stream_flags={
-                "--upstream-tls": upstream_tls, "--cacert": cacert is not None,
-                "--insecure": insecure, "--sni": sni is not None,
+            stream_flags=to_upstream.flags_given() | {
                 "--proxy-protocol": proxy_protocol is not None, "--no-splice": not splice,
                 "--accept-proxy-protocol": accept.accept_proxy_protocol is not None,
             },
@@ -174,8 +175,9 @@ def proxy(
         steps.check("tcp")
     listen_at = parse_stream_endpoint(listen) if listen is not None else None
     target = parse_stream_endpoint(upstream) if upstream is not None else None
-    up_tls = opt.client_tls(upstream_tls, cacert, None, None, insecure, sni)
+    up_tls = to_upstream.client_tls()
     upstream_ssl = client_context(up_tls) if up_tls.enabled else None
+    sni = to_upstream.onward_sni
     timeout = parse_duration(connect_timeout, option="--connect-timeout", positive=True)
     options = RelayOptions(
         upstream_tls=upstream_ssl,
@@ -193,7 +195,7 @@ def proxy(
                 "fault flags, --timeline and --seed apply to LISTEN → UPSTREAM: give both"
             )
         assert api is not None
-        raise typer.Exit(_serve_api(out, api, config, options, timeout, server))
+        raise typer.Exit(_serve_api(out, api, config, options, timeout, server, metrics))
     details = {
         "upstream": str(target),
         "upstream_tls": upstream_ssl is not None,
@@ -204,13 +206,18 @@ def proxy(
         "idle_timeout_s": idle,
     }
     beside = None
+    relays = None
     if api is not None:
         api_sock = make_listener(parse_stream_endpoint(api))  # now: the listening event says where
         details |= {"api": listener_address(api_sock), "name": name}
         registry = ProxyRegistry(replace(options, faults=[]), connect_timeout=timeout)
         initial = ProxySpec(name, str(listen_at), str(target), seed=seed)
         beside = companion(registry, api=api_sock, adopt=initial, populate=_config(config))
-    beside = together(beside, timeline_companion(steps, bounded))
+        relays = _registry_relays(registry)
+    watch = control_servers(
+        details, name=name, metrics=metrics, relays=relays, workers=server.workers
+    )
+    beside = together(beside, timeline_companion(steps, bounded), watch.companion)
     code = run_server(
         out,
         name="proxy",
@@ -226,6 +233,7 @@ def proxy(
             | ({"timeline": steps.as_dict()} if steps is not None else {})
         ),
         companion=beside,
+        supervise=watch.supervise,
     )
     raise typer.Exit(code)
 
@@ -257,20 +265,30 @@ def _serve_api(
     options: RelayOptions,
     timeout: float,
     server: opt.ServerFlags,
+    metrics: str | None,
 ) -> int:
     # The drop-in for toxiproxy-server: the API is the server, with no proxy until asked.
     registry = ProxyRegistry(replace(options, faults=[]), connect_timeout=timeout)
     proxies = _config(config)
+    details: dict[str, Any] = {"proxies": [p.name for p in proxies]}
+    watch = control_servers(
+        details, name="proxy", metrics=metrics, relays=_registry_relays(registry)
+    )
     return run_server(
         out,
         name="proxy API",
         endpoint=parse_stream_endpoint(api),
         build=build_stream(api_connection(ToxiproxyApi(registry))),
         flags=server,
-        details={"proxies": [p.name for p in proxies]},
+        details=details,
         url=lambda address, tls: f"{'https' if tls else 'http'}://{address}",
-        companion=companion(registry, populate=proxies),
+        companion=together(companion(registry, populate=proxies), watch.companion),
     )
+
+
+def _registry_relays(registry: ProxyRegistry) -> Callable[[], list[tuple[str, RelayServer]]]:
+    # The metrics of every proxy the API manages, by name, as they are at each scrape.
+    return lambda: [(p.spec.name, p.server) for p in registry]
 
 
 def _config(path: Path | None) -> list[ProxySpec]:

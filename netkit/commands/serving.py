@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -284,6 +284,11 @@ _CHANGES = {
     "timeline_step": "timeline step {index} (at {at_s:g}s, cycle {cycle})",
     "timeline_repeat": "timeline cycle {cycle} begins",
     "timeline_end": "timeline over after {cycles} cycle(s)",
+    "backend_added": "backend {spec} added",
+    "backend_removed": "backend {backend} removed ({active} connection(s) finishing)",
+    "backend_state": "backend {backend} now {admin} (was {previous})",
+    "backend_weight": "backend {backend} now weighs {weight} (was {previous})",
+    "backend_drained": "backend {backend} drained: no connection left",
 }
 
 
@@ -369,6 +374,8 @@ def run_server(
     url: Callable[[str, bool], str] | None = None,
     fields: Callable[[bool], dict[str, Any]] | None = None,
     companion: Callable[[Server], AbstractAsyncContextManager[Any]] | None = None,
+    supervise: Callable[[], AbstractContextManager[Any]] | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> ExitStatus:
     """Run a server command until SIGINT/SIGTERM and print its events and summary.
 
@@ -384,7 +391,11 @@ def run_server(
         fields: more fields for the ``listening`` event (JSON only), given whether TLS is on.
         companion: given the built server, what runs beside it in the same loop (proxy's
             ``--api``): entered before the server starts, left once it has drained. One
-            process only (the caller refuses ``--workers``).
+            process, or each worker's (the caller makes it work so, or refuses ``--workers``).
+        supervise: with ``--workers``, what runs in the parent while the workers serve (the
+            control server that asks them all), entered once they are started.
+        on_reload: called on SIGHUP (in every worker: the parent forwards it) instead of
+            stopping the server.
 
     Returns:
         SUCCESS after SIGTERM, INTERRUPTED after SIGINT (or the worst worker's code).
@@ -418,6 +429,10 @@ def run_server(
     on_event = _print_event(out)
 
     def serve(index: int, alone: bool) -> tuple[int, dict[str, Any]]:
+        if on_reload is not None and not alone:
+            # A worker that reloads on SIGHUP must not die of one (its default action) before
+            # its loop takes it: the parent forwards SIGHUP to every worker at once.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         sock = socks[index if unix is None else 0]
         for other in socks:  # a worker keeps only its own listener: once it stops accepting,
             if other is not sock:  # no process holds that socket open to queue clients in
@@ -444,6 +459,7 @@ def run_server(
                     while_serving=(
                         (lambda stop: _live(out, status(server), stop)) if status else None
                     ),
+                    on_reload=on_reload,
                 )
             final = presentation.final() if presentation.final is not None else {}
             return interrupted, server.stats.as_dict() | final
@@ -458,7 +474,7 @@ def run_server(
         code, summary = serve(0, True)
     else:
         code, summary = _serve_in_workers(
-            workers, serve, socks, unix, announcer.announce, presentation
+            workers, serve, socks, unix, announcer.announce, presentation, supervise
         )
     out.event("summary", presentation.summarize(summary), **summary)
     return ExitStatus(code)
@@ -471,14 +487,19 @@ def _serve_in_workers(
     unix: UnixEndpoint | None,
     announce: Callable[[], None],
     presentation: Presentation,
+    supervise: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     # Fork the workers, wait for them all; their exit code and merged summary.
-    def started() -> None:
-        for sock in socks:  # the workers have them now
-            sock.close()
-        announce()
+    with contextlib.ExitStack() as beside:
 
-    codes, summaries, signum = run_workers(workers, lambda i: serve(i, False), started)
+        def started() -> None:
+            for sock in socks:  # the workers have them now
+                sock.close()
+            if supervise is not None:
+                beside.enter_context(supervise())
+            announce()
+
+        codes, summaries, signum = run_workers(workers, lambda i: serve(i, False), started)
     if unix is not None:
         unlink_unix_listener(unix)
     empty = presentation.stats().as_dict() | {"uptime_s": 0.0}

@@ -2,7 +2,12 @@
 
 Every ``interval`` seconds, each backend gets one check: a TCP (or Unix) connect within
 ``timeout``, optionally followed by a send/expect probe
-(:class:`netkit.core.balance.health.CheckProbe`). The result goes into the backend's rise/fall
+(:class:`netkit.core.balance.health.CheckProbe`) or an HTTP request whose answer's status is
+judged (:class:`netkit.core.balance.checks.HTTPCheck`). A check can start with the PROXY
+header the traffic sends (HAProxy's ``check-send-proxy``: the check connection's own
+addresses, before any TLS) and speaks TLS to a backend reached over TLS
+(:class:`netkit.net.backend_tls.BackendTLS`): a handshake that fails verification fails the
+check, and says why. The result goes into the backend's rise/fall
 machine (:class:`netkit.core.balance.state.BackendState`); a change of state comes back as a
 :class:`netkit.core.balance.health.HealthEvent` for the caller to
 print. One asyncio task per backend: backends are few, and a slow one cannot delay the others.
@@ -14,25 +19,32 @@ Times given to the core are ``loop.time()``, so the caller should use the same c
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.balance.checks import HTTPCheck
 from netkit.core.balance.health import CheckProbe, HealthEvent
-from netkit.core.balance.state import BackendState
+from netkit.core.balance.state import AdminState, BackendState
+from netkit.core.bench.http import ResponseReader
+from netkit.core.proxy_protocol import encode as encode_proxy_header
 from netkit.errors import (
     CheckFailed,
     ConfigError,
     ConnectionLost,
     LocalError,
     NetkitError,
+    PeerProtocolError,
     Setting,
 )
-from netkit.net.connect import open_stream
+from netkit.net.backend_tls import BackendTLS
+from netkit.net.connect import connect_raw, translate_connect_error
 from netkit.net.protocols import StreamProtocol
+from netkit.net.tls_layer import connect_tls
 
 DEFAULT_INTERVAL = 2.0  # HAProxy's ``inter 2s``
 CLOSE_WAIT = 1.0  # how long a finished check waits for its socket to close
@@ -49,6 +61,7 @@ class CheckResult:
         seconds: how long the check took.
         skipped: the check could not run here (out of descriptors or memory): no verdict on
             the backend either way.
+        status: the HTTP status an HTTP check got, else None.
     """
 
     backend: str
@@ -56,6 +69,7 @@ class CheckResult:
     detail: str
     seconds: float
     skipped: bool = False
+    status: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields for a JSON event."""
@@ -65,6 +79,7 @@ class CheckResult:
             "detail": self.detail,
             "ms": round(self.seconds * 1000, 3),
             **({"skipped": True} if self.skipped else {}),
+            **({"status": self.status} if self.status is not None else {}),
         }
 
 
@@ -131,36 +146,158 @@ class _ProbeConnection(StreamProtocol):
         )
 
 
+class _HTTPCheckConnection(_ProbeConnection):
+    """Sends an HTTP check's request; ``outcome`` resolves when its answer's status passes."""
+
+    def __init__(self, check: HTTPCheck, target: str, host: str) -> None:
+        super().__init__(CheckProbe(max_read=check.max_read), target)
+        self.check = check
+        self.request = check.request(host)
+        self.reader = ResponseReader()
+        self.status: int | None = None
+        self.received = 0
+
+    def on_connect(self) -> None:
+        self.write(self.request)
+
+    def _judge(self) -> None:
+        # The first complete answer decides; a longer or broken one fails the check.
+        if self.reader.responses:
+            self.status = self.reader.responses[0].status
+            ok, detail = self.check.verdict(self.status)
+            if ok:
+                self.outcome.set_result(detail)
+            else:
+                self.outcome.set_exception(CheckFailed(detail))
+        elif self.received >= self.check.max_read:
+            self.outcome.set_exception(
+                CheckFailed(
+                    f"no complete HTTP answer to {self.check.describe()} in the first "
+                    f"{self.check.max_read} bytes from {self.target}"
+                )
+            )
+
+    def _not_http(self, exc: PeerProtocolError) -> CheckFailed:
+        return CheckFailed(f"{self.target} gave no HTTP answer to {self.check.describe()}: {exc}")
+
+    def data_ready(self) -> None:
+        size = len(self.rbuf)
+        if not self.outcome.done():
+            self.received += size
+            try:
+                self.reader.feed(self.rbuf.view())
+            except PeerProtocolError as exc:
+                self.outcome.set_exception(self._not_http(exc))
+            else:
+                self._judge()
+        self.rbuf.consume(size)
+
+    def on_eof(self) -> bool | None:
+        if not self.outcome.done():
+            try:
+                self.reader.eof()
+            except PeerProtocolError as exc:
+                self.outcome.set_exception(self._not_http(exc))
+                return None
+            self._judge()
+        if not self.outcome.done():
+            self.outcome.set_exception(
+                ConnectionLost(
+                    f"{self.target} closed the connection without answering {self.check.describe()}"
+                )
+            )
+        return None
+
+    def no_reply(self, timeout: float) -> str:
+        return f"no HTTP answer to {self.check.describe()} from {self.target} within {timeout:g}s"
+
+
+def _address(name: object) -> tuple[str, int] | None:
+    # A socket's address as a PROXY header names it: (host, port) for TCP, else None.
+    if isinstance(name, tuple) and len(name) >= 2:
+        return str(name[0]), int(name[1])
+    return None
+
+
+async def _open_check(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    factory: Callable[[], _ProbeConnection],
+    *,
+    send_proxy: int,
+    tls: tuple[ssl.SSLContext, str] | None,
+    stage: list[str],
+) -> _ProbeConnection:
+    """Connect, send the PROXY header (in clear, before any TLS, as the traffic's), then
+    the TLS handshake when ``tls``; the protocol is connected on return. ``stage[0]`` says
+    what it is doing, for a timeout's message."""
+    loop = asyncio.get_running_loop()
+    sock = await connect_raw(endpoint, timeout=None)
+    stage[0] = "in the TLS handshake with" if tls is not None else "connecting to"
+    try:
+        if send_proxy:
+            try:
+                local, peer = sock.getsockname(), sock.getpeername()
+            except OSError:
+                local = peer = None
+            header = encode_proxy_header(send_proxy, _address(local), _address(peer))
+            await loop.sock_sendall(sock, header)
+        made: asyncio.BaseProtocol
+        if tls is not None:
+            _, made = await connect_tls(sock, factory, tls[0], server_hostname=tls[1])
+        else:
+            _, made = await loop.create_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    assert isinstance(made, _ProbeConnection)
+    return made
+
+
 async def run_check(
     endpoint: TCPEndpoint | UnixEndpoint,
     *,
     timeout: float,
     probe: CheckProbe = CheckProbe(),
+    http: HTTPCheck | None = None,
+    send_proxy: int = 0,
+    tls: tuple[ssl.SSLContext, str] | None = None,
 ) -> CheckResult:
     """Check one backend once: connect, then the probe, all within ``timeout`` seconds.
 
+    Args:
+        probe: the send/expect probe (unused with ``http``).
+        http: send this HTTP check's request and judge the answer's status instead.
+        send_proxy: start with a PROXY header of this version (1 or 2; 0: none).
+        tls: (context, server name) to speak TLS with, or None for plain text.
+
     Never raises for a failed check: the failure is the result's ``detail``, in the words of
-    :func:`netkit.net.connect.translate_connect_error` (``connection refused by 127.0.0.1:8001``).
+    :func:`netkit.net.connect.translate_connect_error` (``connection refused by 127.0.0.1:8001``,
+    ``TLS certificate of 127.0.0.1:8443 not trusted: ...``).
     """
     target = str(endpoint)
+    if http is not None:
+        host = tls[1] if tls is not None else target
+        host = "localhost" if isinstance(endpoint, UnixEndpoint) and tls is None else host
+        factory: Callable[[], _ProbeConnection] = lambda: _HTTPCheckConnection(http, target, host)  # noqa: E731
+    else:
+        factory = lambda: _ProbeConnection(probe, target)  # noqa: E731
     start = time.perf_counter()  # durations: not loop.time(), 1 ms under uvloop
     conn: _ProbeConnection | None = None
     ok = skipped = False
+    stage = ["connecting to"]
     try:
         async with asyncio.timeout(timeout):
-            protocol = await open_stream(
-                endpoint, lambda: _ProbeConnection(probe, target), timeout=timeout
-            )
-            assert isinstance(protocol, _ProbeConnection)
-            conn = protocol
+            conn = await _open_check(endpoint, factory, send_proxy=send_proxy, tls=tls, stage=stage)
             detail = await conn.outcome
         ok = True
     except TimeoutError:
-        detail = conn.no_reply(timeout) if conn else f"timed out connecting to {target}"
+        detail = conn.no_reply(timeout) if conn else f"timed out {stage[0]} {target}"
     except LocalError as exc:
         detail, skipped = str(exc), True  # our limit, not the backend's failure
     except NetkitError as exc:
         detail = str(exc)
+    except (OSError, ssl.SSLError) as exc:
+        detail = str(translate_connect_error(exc, target))
     finally:
         if conn is not None:
             # A passed check says goodbye politely; a failed one may be stuck: reset it.
@@ -173,7 +310,8 @@ async def run_check(
         await asyncio.wait([conn.closed], timeout=CLOSE_WAIT)
     if ok:
         detail = f"{detail} in {seconds * 1000:.1f} ms"
-    return CheckResult(target, ok, detail, seconds, skipped)
+    status = conn.status if isinstance(conn, _HTTPCheckConnection) else None
+    return CheckResult(target, ok, detail, seconds, skipped, status)
 
 
 OnEvent = Callable[[HealthEvent], None]
@@ -194,7 +332,11 @@ class HealthChecker:
         timeout: seconds a check may take, connect and probe together (default: ``interval``,
             as HAProxy uses ``inter`` when no ``timeout check`` is set).
         probe: what to do after connecting (nothing by default).
-        on_event: called with every state change (up/down).
+        http: an HTTP check to run instead of ``probe``.
+        send_proxy: start every check with a PROXY header of this version (0: none).
+        tls: the TLS for backends reached over TLS (their checks speak it too).
+        on_event: called with every state change (up/down), carrying the check's HTTP
+            status and duration when a check caused it.
         on_check: called with every check's result.
 
     Raises:
@@ -208,6 +350,9 @@ class HealthChecker:
         interval: float = DEFAULT_INTERVAL,
         timeout: float | None = None,
         probe: CheckProbe = CheckProbe(),
+        http: HTTPCheck | None = None,
+        send_proxy: int = 0,
+        tls: BackendTLS | None = None,
         on_event: OnEvent | None = None,
         on_check: OnCheck | None = None,
     ) -> None:
@@ -220,16 +365,30 @@ class HealthChecker:
         self.interval = interval
         self.timeout = timeout
         self.probe = probe
+        self.http = http
+        self.send_proxy = send_proxy
+        self.tls = tls
         self.on_event = on_event
         self.on_check = on_check
         self.checks = 0
         self._task: asyncio.Task[None] | None = None
+        self._added: set[asyncio.Task[None]] = set()
 
     async def check(self, state: BackendState) -> HealthEvent | None:
         """Check one backend now and feed the result to its health machine."""
-        result = await run_check(state.backend.endpoint, timeout=self.timeout, probe=self.probe)
+        backend = state.backend
+        result = await run_check(
+            backend.endpoint,
+            timeout=self.timeout,
+            probe=self.probe,
+            http=self.http,
+            send_proxy=self.send_proxy,
+            tls=self.tls.handshake(backend) if self.tls is not None else None,
+        )
         now = asyncio.get_running_loop().time()
         self.checks += 1
+        state.check_timed(result.ok, result.seconds)
+        state.check_ms, state.check_status = round(result.seconds * 1000, 3), result.status
         event: HealthEvent | None
         if result.skipped:
             state.check_skipped(result.detail)
@@ -238,6 +397,8 @@ class HealthChecker:
             event = state.check_passed(now, result.detail)
         else:
             event = state.check_failed(result.detail, now)
+        if event is not None:
+            event = replace(event, check_ms=state.check_ms, status=result.status)
         if self.on_check is not None:
             self.on_check(result)
         if event is not None and self.on_event is not None:
@@ -252,8 +413,9 @@ class HealthChecker:
     async def _watch(self, state: BackendState) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while True:
-            await self.check(state)
+        while not state.removed:  # a backend in maintenance is not checked (HAProxy's maint)
+            if state.admin is not AdminState.MAINT:
+                await self.check(state)
             now = loop.time()
             due = max(due + self.interval, now)
             await asyncio.sleep(due - now)
@@ -274,6 +436,15 @@ class HealthChecker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def add(self, state: BackendState) -> None:
+        """Check ``state`` too from now on (a backend added while running); a removed
+        backend's checks end by themselves."""
+        self.states.append(state)
+        if self._task is not None:
+            task = asyncio.create_task(self._watch(state), name=f"check {state.name}")
+            self._added.add(task)
+            task.add_done_callback(self._added.discard)
+
     def start(self) -> None:
         """Start checking in the background (call from inside the event loop)."""
         if self._task is None:
@@ -288,6 +459,8 @@ class HealthChecker:
         task, self._task = self._task, None
         if task is None:
             return
+        for added in list(self._added):
+            added.cancel()
         task.cancel()
         try:
             await task

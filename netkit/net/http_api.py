@@ -13,15 +13,17 @@ error's text: one client's bad request never ends the server or another client's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 import httptools
 
 from netkit.core.http_api import ApiError, Request, Response
 from netkit.net.idle import IdleTimer
-from netkit.net.server import ServerConnection
+from netkit.net.server import EventHook, ServerConnection, StreamServer
 
 MAX_BODY: Final = 1 << 20
 """The largest request body accepted (a populate of thousands of proxies fits)."""
@@ -205,3 +207,23 @@ class ApiConnection(ServerConnection):
 def api_connection(handler: ApiHandler) -> Callable[[], ApiConnection]:
     """The connection factory for a :class:`~netkit.net.server.StreamServer` serving ``handler``."""
     return lambda: ApiConnection(handler)
+
+
+@contextlib.asynccontextmanager
+async def serving_api(
+    sock: socket.socket, handler: ApiHandler, *, on_event: EventHook | None = None
+) -> AsyncIterator[StreamServer]:
+    """Serve ``handler`` on ``sock`` while inside (beside a command's own server, in its
+    loop); drain the API's clients on the way out.
+
+    Args:
+        on_event: the API server's own events (clients connecting, refused).
+    """
+    server = StreamServer(sock, api_connection(handler), on_event=on_event)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close_listener()
+        await server.drain(1.0)
+        await server.close()

@@ -56,7 +56,7 @@ from netkit.net.server import EventHook, Server, ServerStats, make_listener
 from netkit.net.sockets import force_rst
 from netkit.net.splice import SPLICE_AVAILABLE, SpliceRelay
 from netkit.net.tls_layer import accept_tls, connect_tls
-from netkit.net.upstreams import FixedUpstream, Upstream
+from netkit.net.upstreams import FixedUpstream, OnwardTLS, Upstream
 
 Relay = SpliceRelay | BufferedRelay
 Endpoint = TCPEndpoint | UnixEndpoint
@@ -424,7 +424,10 @@ class RelayServer(Server):
         header = b""
         if self.options.proxy_protocol:
             header = encode_proxy_header(self.options.proxy_protocol, *origin.addresses(conn))
-        if self.splice and not faults.touches_data:
+        tls = self.upstream.tls_for(record.upstream)  # lb: per backend
+        if tls is None and self.options.upstream_tls is not None:
+            tls = (self.options.upstream_tls, self.options.upstream_sni)
+        if self.splice and not faults.touches_data and tls is None:
             try:
                 if header:
                     await self.loop.sock_sendall(upstream, header)
@@ -445,9 +448,12 @@ class RelayServer(Server):
         buffered = BufferedRelay(record, faults, self.rng)
         self.connections[record.id] = buffered
         try:
-            await self._open_upstream_transport(buffered, upstream, header)
+            await self._open_upstream_transport(buffered, upstream, header, tls)
         except (OSError, ssl.SSLError) as exc:
-            self._upstream_failed(conn, record, translate_connect_error(exc, record.upstream))
+            error = translate_connect_error(exc, record.upstream)
+            if isinstance(exc, ssl.SSLError):
+                self.upstream.handshake_failed(record.upstream, error)
+            self._upstream_failed(conn, record, error)
             return None
         if self.options.client_tls is not None:
             # netkit's TLS layer: sends the alert when a handshake fails, half-closes.
@@ -472,28 +478,23 @@ class RelayServer(Server):
             return await self.upstream.connect(client)
 
     async def _open_upstream_transport(
-        self, relay: BufferedRelay, upstream: socket.socket, header: bytes
+        self, relay: BufferedRelay, upstream: socket.socket, header: bytes, tls: OnwardTLS | None
     ) -> None:
-        # Upstream first (TLS handshake included), and the PROXY header on it before any client
-        # byte can flow; bytes that reach either side before the other is up wait in its buffer.
-        opts = self.options
+        # The PROXY header first, in clear before any TLS (HAProxy's send-proxy with ssl, and
+        # what --accept-proxy-protocol reads), then the upstream's transport, TLS handshake
+        # included, before any client byte can flow (they wait in the client's buffer).
         try:
-            if opts.upstream_tls is not None:
+            if header:
+                await self.loop.sock_sendall(upstream, header)
+            if tls is not None:
                 # netkit's TLS layer: a client's FIN becomes close_notify, and the reply is
                 # still read (HAProxy shuts its SSL server side down the same way).
-                await connect_tls(
-                    upstream,
-                    lambda: relay.upstream,
-                    opts.upstream_tls,
-                    server_hostname=opts.upstream_sni,
-                )
+                await connect_tls(upstream, lambda: relay.upstream, tls[0], server_hostname=tls[1])
             else:
                 await self.loop.create_connection(lambda: relay.upstream, sock=upstream)
         except BaseException:
             upstream.close()
             raise
-        if header:
-            relay.upstream.write(header)
 
     async def _watch(self, relay: Relay, draw: ConnectionDraw) -> None:
         # Until the relay ends; a splice relay that handed over (a data fault arrived) is

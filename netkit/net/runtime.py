@@ -29,22 +29,26 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
-"""Signals that stop a netkit process gracefully (drain, then a summary). SIGHUP and SIGUSR1
-are HAProxy's soft-stop signals; until netkit can reload, they drain as SIGTERM does rather
-than kill the process with every connection in it (their default action)."""
+"""Signals that stop a netkit process gracefully (drain, then a summary). SIGUSR1 is HAProxy's
+soft-stop signal; SIGHUP drains as SIGTERM does rather than kill the process with every
+connection in it (its default action), except where the process reloads on it
+(:func:`run_until_signal`'s ``on_reload``: ``lb``)."""
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def run(main: Callable[[], Coroutine[Any, Any, T]], *, freeze: bool = True) -> T:
     """Run ``main()`` to completion on the chosen loop.
 
     Ctrl-C cancels ``main`` and surfaces as KeyboardInterrupt, which cli.py turns into exit 130.
+    ``freeze=False`` leaves the cyclic collector alone: for a loop run inside a process that
+    netkit does not own (a Dask worker).
     """
     # What is imported and built by now lives as long as the process: out of the cyclic
     # collector's sight (gc.freeze), a full collection no longer walks it. With netkit's
     # imports (typer, rich, ...) one full collection took 11.7 ms and stalled every
     # connection with it (a 100 ms latency fault measured 105-107 ms at p99); frozen, it
     # takes 0.3-0.5 ms (p99 101.7-101.8 ms). Forked workers share the frozen pages too.
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main())
 
@@ -77,17 +81,23 @@ class ShutdownSignal:
 
 
 @asynccontextmanager
-async def run_until_signal() -> AsyncIterator[ShutdownSignal]:
+async def run_until_signal(
+    on_reload: Callable[[], None] | None = None,
+) -> AsyncIterator[ShutdownSignal]:
     """``async with run_until_signal() as shutdown:`` handles the stop signals inside the block.
 
     The handlers are installed on the running loop on entry and removed on exit, whatever
     happens in between; the block awaits ``shutdown.requested`` (or passes it on as a stop
-    event) and may await ``shutdown.forced`` while it drains.
+    event) and may await ``shutdown.forced`` while it drains. With ``on_reload``, SIGHUP
+    calls it instead of stopping (HAProxy reloads on SIGHUP).
     """
     shutdown = ShutdownSignal()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, shutdown.received, sig)
+        if sig == signal.SIGHUP and on_reload is not None:
+            loop.add_signal_handler(sig, on_reload)
+        else:
+            loop.add_signal_handler(sig, shutdown.received, sig)
     try:
         yield shutdown
     finally:

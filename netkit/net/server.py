@@ -352,6 +352,7 @@ async def serve_until_signal(
     on_listening: Callable[[Server], None] | None = None,
     on_draining: Callable[[int], None] | None = None,
     while_serving: Callable[[asyncio.Event], Awaitable[None]] | None = None,
+    on_reload: Callable[[], None] | None = None,
 ) -> bool:
     """Serve until SIGINT/SIGTERM (see :func:`~netkit.net.runtime.run_until_signal`), then drain.
 
@@ -363,12 +364,13 @@ async def serve_until_signal(
             listener is closed by then: from then on, new clients are refused).
         while_serving: awaited instead of the stop signal; it must return once the event it
             gets is set (a live status display).
+        on_reload: called on SIGHUP instead of stopping.
 
     Returns:
         True when the stop came from SIGINT (exit 130).
     """
     async with (
-        run_until_signal() as shutdown,
+        run_until_signal(on_reload) as shutdown,
         running(
             server, drain_timeout=drain_timeout, forced=shutdown.forced, on_draining=on_draining
         ),

@@ -35,7 +35,7 @@ from netkit.core.toxiproxy import (
     update_toxic,
 )
 from netkit.errors import ConfigError, FaultExists, NoSuchFault, Setting
-from netkit.net.http_api import api_connection
+from netkit.net.http_api import api_connection, serving_api
 from netkit.net.proxy_registry import ManagedProxy, ProxyRegistry
 from netkit.net.relay import RelayServer
 from netkit.net.server import EventHook, Server, StreamServer
@@ -215,23 +215,15 @@ def api_server(
     return StreamServer(sock, api_connection(ToxiproxyApi(registry)), on_event=on_event)
 
 
-@contextlib.asynccontextmanager
-async def running_api(
+def running_api(
     sock: socket.socket, registry: ProxyRegistry, *, on_event: EventHook | None = None
-) -> AsyncIterator[StreamServer]:
+) -> contextlib.AbstractAsyncContextManager[StreamServer]:
     """Serve toxiproxy's API on ``sock`` while inside; drain the API's clients on the way out.
 
     Args:
         on_event: the API server's own events (clients connecting, refused).
     """
-    server = api_server(sock, registry, on_event=on_event)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close_listener()
-        await server.drain(1.0)
-        await server.close()
+    return serving_api(sock, ToxiproxyApi(registry), on_event=on_event)
 
 
 def companion(

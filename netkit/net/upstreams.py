@@ -12,18 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.backends import Backend
+from netkit.core.balance.checks import HTTPCheck
 from netkit.core.balance.health import CheckProbe, HealthEvent
-from netkit.core.balance.pool import BackendPool
-from netkit.core.balance.state import BackendState
-from netkit.errors import ConnectError, LocalError, OperationTimeout
+from netkit.core.balance.pool import BackendPool, PoolChange
+from netkit.core.balance.queue import QueueCounters
+from netkit.core.balance.state import BackendState, OnError
+from netkit.errors import ConnectError, LocalError, NetkitError, OperationTimeout
+from netkit.net.backend_queue import ConnectQueue
+from netkit.net.backend_tls import BackendTLS
 from netkit.net.connect import connect_raw
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
+
+OnwardTLS = tuple[ssl.SSLContext, str | None]
+"""How to speak TLS to an upstream: the client context, and the server name to verify."""
 
 
 class Upstream:
@@ -50,6 +58,14 @@ class Upstream:
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
         """A relay to ``upstream`` (a label :meth:`connect` returned) ended."""
 
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
+        """(context, server name) for TLS to ``upstream`` when it sets its own (None: the
+        relay's ``upstream_tls`` option decides)."""
+        return None
+
+    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
+        """The TLS handshake with ``upstream`` failed (the client was refused)."""
+
 
 class FixedUpstream(Upstream):
     """One endpoint for every client (``proxy``).
@@ -63,6 +79,9 @@ class FixedUpstream(Upstream):
         self.endpoint = endpoint
         self.timeout = timeout
         self.label = str(endpoint)
+        # The upstream's counters and connect times, kept as lb keeps a backend's (--metrics);
+        # a failed connect is only counted: proxy has no health to change.
+        self.counts = BackendState(Backend(endpoint), on_error=OnError.IGNORE)
 
     def retarget(self, endpoint: TCPEndpoint | UnixEndpoint) -> None:
         """Connect to ``endpoint`` from now on."""
@@ -70,7 +89,22 @@ class FixedUpstream(Upstream):
         self.label = str(endpoint)
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
-        return await connect_raw(self.endpoint, timeout=self.timeout), self.label
+        counts = self.counts
+        counts.connect_started()
+        started = time.perf_counter()
+        try:
+            sock = await connect_raw(self.endpoint, timeout=self.timeout)
+        except (ConnectError, OperationTimeout) as exc:
+            counts.connect_failed(str(exc), 0.0)
+            raise
+        except BaseException:
+            counts.connect_abandoned()
+            raise
+        counts.connect_succeeded(time.perf_counter() - started)
+        return sock, self.label
+
+    def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
+        self.counts.connection_ended(bytes_up, bytes_down)
 
 
 def balance_key(client: str) -> str:
@@ -83,13 +117,20 @@ class BalancedPool(Upstream):
 
     A backend that refuses a connection (or does not answer within ``connect_timeout``) is
     marked failed and the client is tried on the next one, so a client is never handed a
-    backend that refused; active checks bring it back.
+    backend that refused; active checks bring it back. A client that finds every backend full
+    (``maxconn``) waits in the queue (:mod:`netkit.net.backend_queue`) for a free slot.
 
     Args:
         pool: the backends and their policy.
         connect_timeout: seconds allowed per backend before trying the next.
         checker: the active health checks, run from :meth:`start` to :meth:`stop`.
         on_health: called with every backend state change the relaying itself causes.
+        tls: the TLS for backends reached over TLS (:attr:`Backend.tls`).
+        queue: the queue's limit and timeout (default: no limit, ``connect_timeout``, as
+            HAProxy's ``timeout queue`` defaults to ``timeout connect``).
+        on_queue: called with ``("queued" | "queue_timeout" | "queue_full", fields)`` for
+            each client that begins to wait (``waiting``: how many wait now), is closed after
+            waiting, or is refused because the queue was full.
     """
 
     def __init__(
@@ -99,11 +140,20 @@ class BalancedPool(Upstream):
         connect_timeout: float,
         checker: HealthChecker | None = None,
         on_health: Callable[[HealthEvent], None] | None = None,
+        tls: BackendTLS | None = None,
+        queue: QueueCounters | None = None,
+        on_queue: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.connect_timeout = connect_timeout
         self.checker = checker
         self.on_health = on_health
+        self.tls = tls
+        self.queue = ConnectQueue(queue or QueueCounters(timeout=connect_timeout))
+        self.on_queue = on_queue
+        self.redispatches = 0
+        self.on_drained: Callable[[BackendState], None] | None = None
+        """Called when the last connection of a draining or removed backend ends."""
 
     def start(self) -> None:
         if self.checker is not None:
@@ -115,28 +165,103 @@ class BalancedPool(Upstream):
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
         loop = asyncio.get_running_loop()
+        queue = self.queue
+        deadline = loop.time() + queue.counters.timeout
+        waited = False
+        if queue.busy and queue.counters.enabled:  # first come, first served
+            await self._queued(client, deadline, again=False)
+            waited = True
         tried: set[BackendState] = set()
         last = ""
-        while (state := self.pool.choose(balance_key(client), loop.time(), tried)) is not None:
+        while True:
+            state = self.pool.choose(balance_key(client), loop.time(), tried)
+            if state is None:
+                if not (queue.counters.enabled and self.pool.all_full(tried)):
+                    raise ConnectError(f"{self.pool.unavailable(tried)}{last}")
+                await self._queued(client, deadline, again=waited)
+                waited = True
+                continue
+            self.redispatches += bool(tried)  # HAProxy's redispatch: on to another server
             state.connect_started()
             started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
             try:
                 sock = await connect_raw(state.backend.endpoint, timeout=self.connect_timeout)
             except LocalError:
                 state.connect_abandoned()  # our descriptor limit, not the backend's fault
+                self._slot_freed(state)
                 raise
             except (ConnectError, OperationTimeout) as exc:
                 if (event := state.connect_failed(str(exc), loop.time())) and self.on_health:
                     self.on_health(event)
+                self._slot_freed(state)
                 tried.add(state)
                 last = f" (last: {exc})"
                 continue
             state.connect_succeeded(time.perf_counter() - started)
             return sock, state.name
-        raise ConnectError(f"{self.pool.unavailable(tried)}{last}")
+
+    async def _queued(self, client: str, deadline: float, *, again: bool) -> None:
+        # Wait for a slot; a client queued, refused or timed out gets its event.
+        def queued(waiting: int) -> None:
+            if self.on_queue is not None:
+                self.on_queue("queued", {"client": client, "waiting": waiting})
+
+        try:
+            await self.queue.wait(deadline, again=again, on_queued=queued)
+        except (ConnectError, OperationTimeout) as exc:
+            kind = "queue_full" if isinstance(exc, ConnectError) else "queue_timeout"
+            if self.on_queue is not None:
+                self.on_queue(kind, {"client": client, "error": str(exc)})
+            raise
+        finally:
+            self.queue.pump(self.pool.room())  # a slot promised to this client may be free
+
+    def _slot_freed(self, state: BackendState) -> None:
+        self.pool.settle(state)
+        self.queue.pump(self.pool.room())
 
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
-        self.pool.state(upstream).connection_ended(bytes_up, bytes_down)
+        drained = self.pool.ended(upstream, bytes_up, bytes_down)
+        if drained is not None and self.on_drained is not None:
+            self.on_drained(drained)
+        self.queue.pump(self.pool.room())
+
+    def room_changed(self) -> None:
+        """A backend came up, joined, was enabled or weighs more (a check, the runtime API):
+        clients in the queue get whatever room it has."""
+        self.queue.pump(self.pool.room())
+
+    def apply(self, backends: Sequence[Backend]) -> PoolChange:
+        """Serve ``backends`` from now on (a reload: :meth:`BackendPool.apply`); newcomers
+        are checked from now on, removed backends' checks end by themselves, and clients in
+        the queue get any new room."""
+        change = self.pool.apply(backends, asyncio.get_running_loop().time())
+        if self.checker is not None:
+            self.checker.states = [s for s in self.checker.states if not s.removed]
+            for state in self.pool.states:
+                if state not in self.checker.states:
+                    self.checker.add(state)
+        self.queue.pump(self.pool.room())
+        return change
+
+    def queue_snapshot(self) -> dict[str, Any]:
+        """The queue's limits and counts (:meth:`QueueCounters.as_dict`), now."""
+        return self.queue.counters.as_dict()
+
+    def tls_for(self, upstream: str) -> OnwardTLS | None:
+        if self.tls is None:
+            return None
+        return self.tls.handshake(self.pool.state(upstream).backend)
+
+    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
+        # A backend whose certificate does not verify is as unusable as one that refuses:
+        # a failed connect of its own (counted and ejected); the connection that carried the
+        # handshake is ended by relay_ended, so it is not taken off the active count here.
+        state = self.pool.state(upstream)
+        state.connect_started()
+        now = asyncio.get_running_loop().time()
+        if (event := state.connect_failed(str(error), now)) and self.on_health:
+            self.on_health(event)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """One row per backend (:meth:`BackendPool.snapshot`), now."""
@@ -154,12 +279,20 @@ def balanced_pool(
     check_interval: float = DEFAULT_INTERVAL,
     check_timeout: float | None = None,
     probe: CheckProbe = CheckProbe(),
+    http: HTTPCheck | None = None,
+    send_proxy: int = 0,
+    tls: BackendTLS | None = None,
     connect_timeout: float = 5.0,
     on_health: Callable[[HealthEvent], None] | None = None,
+    queue: QueueCounters | None = None,
+    on_queue: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> BalancedPool:
-    """``lb``'s upstream: ``backends`` under ``algorithm``, with active health checks.
+    """``lb``'s upstream: ``backends`` under ``algorithm``, with active health checks and the
+    queue (``queue``: its limit and timeout, see :class:`BalancedPool`).
 
     Every backend state change (from a check, or from a refused connect) goes to ``on_health``.
+    ``http``, ``send_proxy`` and ``tls`` are :class:`HealthChecker`'s; ``tls`` serves the
+    traffic too.
 
     Raises:
         ConfigError: a bad algorithm, threshold, interval or timeout.
@@ -167,10 +300,31 @@ def balanced_pool(
     pool = BackendPool(
         backends, algorithm=algorithm, rise=rise, fall=fall, slowstart=slowstart, seed=seed
     )
-    checker = HealthChecker(
-        pool.states, interval=check_interval, timeout=check_timeout, probe=probe, on_event=on_health
+    upstream = BalancedPool(
+        pool,
+        connect_timeout=connect_timeout,
+        on_health=on_health,
+        tls=tls,
+        queue=queue,
+        on_queue=on_queue,
     )
-    return BalancedPool(pool, connect_timeout=connect_timeout, checker=checker, on_health=on_health)
+
+    def checked(event: HealthEvent) -> None:
+        upstream.room_changed()
+        if on_health is not None:
+            on_health(event)
+
+    upstream.checker = HealthChecker(
+        pool.states,
+        interval=check_interval,
+        timeout=check_timeout,
+        probe=probe,
+        http=http,
+        send_proxy=send_proxy,
+        tls=tls,
+        on_event=checked,
+    )
+    return upstream
 
 
 COUNTERS = ("active", "total", "failed", "bytes_up", "bytes_down")
@@ -178,14 +332,33 @@ COUNTERS = ("active", "total", "failed", "bytes_up", "bytes_down")
 
 
 def merge_snapshots(snapshots: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Backend rows from several worker processes (each its own pool, in command-line order)
-    as one table: counters added up, the rest (state, weights, connect times) as the first
-    worker saw them."""
-    if not snapshots:
-        return []
-    merged = [dict(row) for row in snapshots[0]]
-    for rows in snapshots[1:]:
-        for total, row in zip(merged, rows, strict=False):
+    """Backend rows from several worker processes (each its own pool) as one table, one row
+    per backend name in the order first seen: counters added up, the rest (state, weights,
+    connect times) as the first worker that has the backend saw them."""
+    merged: dict[str, dict[str, Any]] = {}
+    for rows in snapshots:
+        for row in rows:
+            total = merged.get(row["backend"])
+            if total is None:
+                merged[row["backend"]] = dict(row)
+                continue
             for key in COUNTERS:
                 total[key] = total.get(key, 0) + row.get(key, 0)
+    return list(merged.values())
+
+
+QUEUE_COUNTERS = ("current", "queued", "timed_out", "refused")
+"""The queue counts that worker processes add up (``max`` is the largest of them)."""
+
+
+def merge_queues(queues: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The queue rows (:meth:`BalancedPool.queue_snapshot`) of several worker processes as
+    one: counts added up, ``max`` the largest, the limits as the first worker has them."""
+    if not queues:
+        return {}
+    merged = dict(queues[0])
+    for row in queues[1:]:
+        for key in QUEUE_COUNTERS:
+            merged[key] = merged.get(key, 0) + row.get(key, 0)
+        merged["max"] = max(merged.get("max", 0), row.get("max", 0))
     return merged

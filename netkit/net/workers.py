@@ -17,12 +17,20 @@ import os
 import resource
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from netkit.net.runtime import STOP_SIGNALS
 
 _PR_SET_PDEATHSIG = 1
+_worker: int | None = None  # this process's index, in a worker
+
+
+def worker_index() -> int | None:
+    """This process's worker index (0 .. N-1) in a child of :func:`run_workers`; None in
+    the parent or when there are no workers."""
+    return _worker
 
 
 def _die_with_parent() -> None:
@@ -100,6 +108,8 @@ def fork_worker(
         os.close(fd)
     os.setpgid(0, 0)
     _die_with_parent()
+    global _worker
+    _worker = index
     code, summary = 70, dict[str, Any]()
     try:
         code, summary = child_main(index)
@@ -118,11 +128,15 @@ def run_workers(
     count: int,
     child_main: Callable[[int], tuple[int, dict[str, Any]]],
     on_started: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[list[int], list[dict[str, Any]], int | None]:
     """Fork ``count`` children running ``child_main(index)`` and wait for all of them.
 
     ``child_main`` returns (exit code, summary dict); ``on_started`` runs in the parent once
     every child exists. Must be called before any event loop exists in this process.
+
+    SIGINT and SIGTERM are forwarded to the children; given ``stop`` instead (for a caller
+    that is not the main thread, which cannot take signals), setting it sends them SIGINT.
 
     Returns:
         The children's exit codes (``-N`` for a child killed by signal N), their summaries, and the signal that stopped the parent
@@ -141,7 +155,12 @@ def run_workers(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    old = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    finished = threading.Event()
+    if stop is None:
+        old = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    else:
+        old = {}
+        threading.Thread(target=_forward_stop, args=(stop, finished, forward), daemon=True).start()
     if on_started is not None:
         on_started()
     codes: list[int] = []
@@ -157,7 +176,18 @@ def run_workers(
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        finished.set()
     return codes, summaries, stopped_by[0] if stopped_by else None
+
+
+def _forward_stop(
+    stop: threading.Event, finished: threading.Event, forward: Callable[[int, object], None]
+) -> None:
+    """Send SIGINT to the children once ``stop`` is set (a thread, until they have ended)."""
+    while not finished.is_set():
+        if stop.wait(0.2):
+            forward(signal.SIGINT, None)
+            return
 
 
 def merge_summaries(

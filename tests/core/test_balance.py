@@ -73,7 +73,10 @@ def test_str_parses_back_to_the_same_backend(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("127.0.0.1:8001,wieght=3", "unknown option 'wieght' (known: weight, maxconn, backup)"),
+        (
+            "127.0.0.1:8001,wieght=3",
+            "unknown option 'wieght' (known: weight, maxconn, backup, tls, sni)",
+        ),
         ("127.0.0.1:8001,weight=0", "weight 0 is out of range (1-256)"),
         ("127.0.0.1:8001,weight=257", "weight 257 is out of range (1-256)"),
         ("127.0.0.1:8001,weight=x", "weight='x' is not a whole number"),
@@ -574,6 +577,7 @@ def test_snapshot_rows_carry_the_live_table() -> None:
         "backend": "127.0.0.1:1",
         "role": "primary",
         "state": "up",
+        "admin": "ready",
         "weight": 2,
         "effective_weight": 2.0,
         "maxconn": 5,
@@ -588,6 +592,8 @@ def test_snapshot_rows_carry_the_live_table() -> None:
         "connect_min_ms": 2.0,
         "connect_max_ms": 4.0,
         "last_check": "",
+        "check_ms": None,
+        "check_status": None,
     }
     assert rows[1]["role"] == "backup" and rows[1]["state"] == "down"
     assert p.state("unix:/tmp/b.sock") is b

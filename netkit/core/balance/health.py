@@ -36,6 +36,8 @@ class HealthEvent:
         reason: one line saying why (the last check's result, or the failed connect).
         source: ``"check"`` (an active health check) or ``"traffic"`` (a client's connect).
         at: the ``now`` the change happened at.
+        check_ms: how long the check that caused it took (None from traffic).
+        status: the HTTP status of the HTTP check that caused it, else None.
     """
 
     backend: str
@@ -44,6 +46,8 @@ class HealthEvent:
     reason: str
     source: Literal["check", "traffic"]
     at: float
+    check_ms: float | None = None
+    status: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields for a JSON event (``at`` is left to the caller's clock)."""
@@ -53,6 +57,8 @@ class HealthEvent:
             "new": str(self.new),
             "reason": self.reason,
             "source": self.source,
+            **({"check_ms": self.check_ms} if self.check_ms is not None else {}),
+            **({"status": self.status} if self.status is not None else {}),
         }
 
     def __str__(self) -> str:

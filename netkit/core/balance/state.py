@@ -16,6 +16,7 @@ and the slow-start ramp.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from enum import StrEnum
 from typing import Any, Literal
@@ -27,6 +28,19 @@ from netkit.errors import ConfigError
 
 SLOWSTART_FLOOR = 0.01  # a backend in slow start never weighs less than 1% of its weight
 CONNECT_TIME_WINDOW = 1024  # connect times kept per backend for p50/p99
+CONNECT_TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Upper bounds (seconds) of the connect-time histogram every backend keeps (``--metrics``)."""
+
+
+class AdminState(StrEnum):
+    """What the operator set a backend to (HAProxy's ``set server state``), apart from health."""
+
+    READY = "ready"
+    """Takes new connections while up."""
+    DRAIN = "drain"
+    """Takes no new connection; current ones finish; still checked."""
+    MAINT = "maint"
+    """Disabled: takes no new connection and is not checked; current ones finish."""
 
 
 class OnError(StrEnum):
@@ -73,6 +87,8 @@ class ConnectTimes:
 
     def __init__(self, window: int = CONNECT_TIME_WINDOW) -> None:
         self._recent: deque[float] = deque(maxlen=window)
+        self.buckets = [0] * len(CONNECT_TIME_BUCKETS)  # not cumulative: one bucket per connect
+        self.sum = 0.0
         self.count = 0
         self.min = 0.0
         self.max = 0.0
@@ -83,6 +99,10 @@ class ConnectTimes:
             self.min = seconds
         self.max = max(self.max, seconds)
         self.count += 1
+        self.sum += seconds
+        at = bisect.bisect_left(CONNECT_TIME_BUCKETS, seconds)
+        if at < len(self.buckets):
+            self.buckets[at] += 1
         self._recent.append(seconds)
 
     def percentile(self, q: float) -> float:
@@ -124,6 +144,12 @@ class BackendState:
         connect_times: recent connect times.
         up_since: ``now`` of the last down-to-up change (None if never down).
         last_check: the result of the last active check, for the live table.
+        last_check_ok: whether that check passed (None before the first).
+        last_check_seconds: how long it took.
+        changes: up/down changes so far.
+        admin: what the operator set (ready, drain, maint); health is apart.
+        check_ms, check_status: the last check's duration and HTTP status (None: no check
+            yet, or no HTTP), as HAProxy's check duration and status.
     """
 
     def __init__(
@@ -149,6 +175,14 @@ class BackendState:
         self.connect_times = ConnectTimes()
         self.up_since: float | None = None
         self.last_check = ""
+        self.last_check_ok: bool | None = None
+        self.last_check_seconds = 0.0
+        self.changes = 0
+        self.check_failures = 0
+        self.admin = AdminState.READY
+        self.removed = False  # taken out of its pool; its connections may still run
+        self.check_ms: float | None = None
+        self.check_status: int | None = None
 
     def __repr__(self) -> str:
         return f"<BackendState {self.backend} {self.health.status} active={self.active}>"
@@ -171,8 +205,8 @@ class BackendState:
 
     @property
     def usable(self) -> bool:
-        """Up and not full: may be handed a new connection."""
-        return self.health.up and not self.full
+        """Up, ready and not full: may be handed a new connection."""
+        return self.health.up and self.admin is AdminState.READY and not self.full
 
     def effective_weight(self, now: float) -> float:
         """The weight now: the configured weight, ramped after coming back up (slow start)."""
@@ -232,6 +266,11 @@ class BackendState:
         self.last_check = reason
         return self._event(self.health.failed(reason), HealthStatus.UP, "check", now)
 
+    def check_timed(self, ok: bool, seconds: float) -> None:
+        """An active check ended (passed when ``ok``) after ``seconds`` (for metrics)."""
+        self.last_check_ok, self.last_check_seconds = ok, seconds
+        self.check_failures += not ok
+
     def check_skipped(self, reason: str) -> None:
         """An active check could not run here (a local resource error): no verdict.
 
@@ -250,6 +289,7 @@ class BackendState:
         if why is None:
             return None
         new = self.health.status
+        self.changes += 1
         if new is HealthStatus.UP:
             self.up_since = now
         return HealthEvent(self.name, old, new, why, source, now)
@@ -260,6 +300,7 @@ class BackendState:
             "backend": self.name,
             "role": "backup" if self.backend.backup else "primary",
             "state": str(self.health.status),
+            "admin": str(self.admin),
             "weight": self.backend.weight,
             "effective_weight": round(self.effective_weight(now), 3),
             "maxconn": self.backend.maxconn,
@@ -270,4 +311,6 @@ class BackendState:
             "bytes_down": self.bytes_down,
             **self.connect_times.as_dict(),
             "last_check": self.last_check,
+            "check_ms": self.check_ms,
+            "check_status": self.check_status,
         }

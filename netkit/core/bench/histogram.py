@@ -6,6 +6,9 @@ from the sum."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from netkit.errors import ConfigError
@@ -94,13 +97,33 @@ class LatencyHistogram:
 
     @property
     def mean(self) -> float:
-        """Mean latency in ns (0 when empty)."""
-        return float(self.hdr.get_mean_value()) if self.count else 0.0
+        """Mean latency in ns (0 when empty), as HdrHistogram's ``get_mean_value``."""
+        return self._moments()[0]
 
     @property
     def stddev(self) -> float:
-        """Standard deviation in ns (0 when empty)."""
-        return float(self.hdr.get_stddev()) if self.count else 0.0
+        """Standard deviation in ns (0 when empty), as HdrHistogram's ``get_stddev``."""
+        return self._moments()[1]
+
+    def _moments(self) -> tuple[float, float]:
+        """Mean and standard deviation over the non-empty buckets only, each counted at its
+        median equivalent value, as the library does; its own methods walk every bucket
+        with an iterator object and took 0.2 and 0.45 s for one 100,000-sample run."""
+        if not self.count:
+            return 0.0, 0.0
+        h = self.hdr
+        counts = np.ctypeslib.as_array(self._counts)
+        used = np.flatnonzero(counts[: h.counts_len])
+        weights = counts[used].astype(np.float64)
+        values = np.array(
+            [h._hdr_median_equiv_value(h.get_value_from_index(int(i))) for i in used],
+            dtype=np.float64,
+        )
+        # The library sums integer products before dividing: so does this (exact in int).
+        mean = float(sum(int(c) * int(v) for c, v in zip(counts[used], values, strict=True)))
+        mean /= self.count
+        deviation = float(np.sum(weights * (values - mean) ** 2))
+        return mean, math.sqrt(deviation / self.count)
 
     def encode(self) -> str:
         """The standard HdrHistogram V2 compressed, base64 encoding."""

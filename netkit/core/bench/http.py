@@ -110,8 +110,10 @@ class StatusCheck:
     text: str = "2xx"
 
     @classmethod
-    def parse(cls, text: str) -> StatusCheck:
+    def parse(cls, text: str, *, option: Setting = EXPECT_STATUS) -> StatusCheck:
         """``2xx``, ``200``, ``200,301``, ``200-399`` (comma-separated, any mix).
+
+        ``option`` is the setting errors name (``lb --check-expect`` parses the same codes).
 
         Raises:
             ConfigError: an item that is none of these, or a code outside 100-599.
@@ -126,11 +128,11 @@ class StatusCheck:
             m = re.fullmatch(r"([0-9]{3})(?:-([0-9]{3}))?", item)
             if not m:
                 raise ConfigError(
-                    (EXPECT_STATUS, f" {text!r}: expected codes as in 200, 2xx, 200-399 or 200,301")
+                    (option, f" {text!r}: expected codes as in 200, 2xx, 200-399 or 200,301")
                 )
             low, high = int(m.group(1)), int(m.group(2) or m.group(1))
             if not 100 <= low <= high <= 599:
-                raise ConfigError((EXPECT_STATUS, f" {text!r}: codes are 100-599, low to high"))
+                raise ConfigError((option, f" {text!r}: codes are 100-599, low to high"))
             ranges.append((low, high))
         return cls(tuple(ranges), text)
 

@@ -140,9 +140,11 @@ class LoadPlan:
     def split(self, workers: int) -> list[LoadPlan]:
         """Shares for ``workers`` processes: connections, rate and requests split in proportion.
 
-        There are never more workers than connections.
+        There are never more workers than connections, nor than requests.
         """
         workers = max(1, min(workers, self.connections))
+        if self.requests is not None:  # a worker with no request to make would idle
+            workers = min(workers, self.requests)
         shares = split_evenly(self.connections, workers)
         requests = (
             split_evenly(self.requests, workers) if self.requests is not None else [None] * workers
@@ -151,8 +153,7 @@ class LoadPlan:
         for share, reqs in zip(shares, requests, strict=True):
             plans.append(replace(self, connections=share, first_connection=first, requests=reqs))
             first += share
-        # A worker with no requests to make would idle: give its connections to the others.
-        return [p for p in plans if p.requests is None or p.requests > 0]
+        return plans
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,7 @@ def run_bench_workers(
     target: Target,
     *,
     follower: Follower | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[list[WorkerReport], int | None]:
     """Run each plan in a worker process of its own and wait for all of them.
 
@@ -148,6 +149,8 @@ def run_bench_workers(
     Args:
         follower: given, workers send progress lines and it follows them while they run
             (a :class:`ProgressFollower`, or a view built around one).
+        stop: for a caller off the main thread (a cluster member): setting it stops the
+            workers early, as SIGINT would (see :func:`~netkit.net.workers.run_workers`).
 
     Returns:
         One report per worker, in order, and the signal that stopped the run early, if any.
@@ -181,7 +184,7 @@ def run_bench_workers(
             follower.start(read_fd)
 
     try:
-        codes, _, signum = run_workers(len(plans), child, on_started=started)
+        codes, _, signum = run_workers(len(plans), child, on_started=started, stop=stop)
     finally:
         if follower is not None:
             follower.stop()

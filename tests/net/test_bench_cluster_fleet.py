@@ -1,0 +1,69 @@
+"""FleetRun in-process against a real Dask scheduler and two workers: the members it
+chooses, the progress each sends, the barrier's common start, and the results it collects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netkit.core.bench.cluster import ClusterSpec, ClusterWorker
+from netkit.core.bench.plan import LoadPlan
+from netkit.errors import ConnectError
+from netkit.net.bench.cluster import FleetRun
+from netkit.net.tls import ClientTLS
+from tests.commands.conftest import ServerProcess, start_netkit
+from tests.dask_cluster import DaskCluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def cluster(dask_two_hosts: DaskCluster) -> DaskCluster:
+    return dask_two_hosts
+
+
+@pytest.fixture
+def echo() -> Iterator[ServerProcess]:
+    server = start_netkit("tcp-echo", "serve", "127.0.0.1:0")
+    yield server
+    server.stop()
+
+
+def fleet(cluster: DaskCluster, target: str, **plan: Any) -> FleetRun:
+    settings = {"connections": 4, "total_connections": 4, "duration": 1.5, **plan}
+    return FleetRun(
+        ClusterSpec(scheduler=cluster.address), LoadPlan(**settings), target, ClientTLS(), None, 1
+    )
+
+
+def test_members_progress_and_a_common_start(cluster: DaskCluster, echo: ServerProcess) -> None:
+    run = fleet(cluster, echo.address)
+    chosen: list[list[ClusterWorker]] = []
+    progress: list[dict[int, dict[str, Any]]] = []
+    run.on_members = chosen.append
+    run.on_progress = progress.append
+    outcomes, interrupted = run.run()
+    assert not interrupted
+    (members,) = chosen
+    assert [m.host for m in members] == ["127.0.0.1", "127.0.0.2"]
+    assert [o.worker for o in outcomes] == members
+    assert any(set(p) == {0, 1} for p in progress), "progress from both members"
+    results = [o.result for o in outcomes]
+    assert all(r is not None and r.requests > 0 and not r.error_count for r in results)
+    starts = [r.started_at for r in results if r is not None and r.started_at is not None]
+    assert len(starts) == 2 and max(starts) - min(starts) < 1.0  # both began at the barrier
+    assert [r.connections for r in results if r is not None] == [2, 2]
+
+
+def test_an_unreachable_target_fails_at_the_check_naming_every_member(
+    cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run = fleet(cluster, f"unix:{tmp_path}/nothing.sock")
+    with pytest.raises(ConnectError) as caught:
+        run.run()
+    message = str(caught.value)
+    assert "cluster member 1 (tcp://127.0.0.1:" in message
+    assert "cluster member 2 (tcp://127.0.0.2:" in message
