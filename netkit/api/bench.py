@@ -10,11 +10,12 @@ no worker processes (``netkit bench --workers 1``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from netkit.core.bench.bitrate import DEFAULT_DATAGRAM, parse_bitrate
-from netkit.core.bench.plan import SCENARIO, LoadPlan, Scenario
+from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
+from netkit.core.bench.plan import CHOICES, SCENARIO, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.bench.thresholds import enforce, parse_threshold
 from netkit.errors import ConfigError, UsageError
@@ -48,14 +49,21 @@ async def bench(
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
     check: bool = True,
+    method: str | None = None,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None = None,
+    body: bytes | str | None = None,
+    expect_status: str | int | None = None,
+    expect_body: bytes | str | None = None,
 ) -> BenchResult:
     """Run a bench scenario against ``target`` on the running loop and return its result.
 
     Args:
         target: ``HOST:PORT`` (TCP; TLS with ``tls``), ``unix:/path``, ``udp://HOST:PORT``,
-            ``ws://HOST:PORT/path``, ``wss://...`` or ``ws+unix:///path.sock:/path``.
-        scenario: ``echo`` (request/response round trips), ``stream`` (bulk one-way writes)
-            or ``connect`` (connections per second).
+            ``ws://HOST:PORT/path``, ``wss://...``, ``ws+unix:///path.sock:/path``,
+            ``http://HOST:PORT/path``, ``https://...`` or ``http+unix:///path.sock:/path``.
+        scenario: ``echo`` (request/response round trips; HTTP requests for an HTTP target,
+            whose result is named ``request``), ``stream`` (bulk one-way writes) or
+            ``connect`` (connections per second).
         connections: connections kept open (concurrent ones, for ``connect``).
         duration: seconds to measure; without it (and without ``requests``), 1 second.
         requests: stop after this many requests instead.
@@ -77,7 +85,8 @@ async def bench(
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
-            ``"errors>0"``, ``"rps<1000"``): the run fails when one is crossed.
+            ``"errors>0"``, ``"rps<1000"``, ``"status_5xx>0"``): the run fails when one is
+            crossed.
         check: raise :class:`CheckFailed` when the run failed: as on the command line, a run
             in which nothing succeeded or an echo came back different fails, with or without
             ``fail_if``. False returns every result, failed or not, to inspect.
@@ -94,8 +103,10 @@ async def bench(
     """
     try:
         kind = Scenario(scenario)
+        if kind not in CHOICES:
+            raise ValueError(scenario)
     except ValueError:
-        names = ", ".join(Scenario)
+        names = ", ".join(CHOICES)
         raise ConfigError((SCENARIO, f" {scenario!r}: choose one of {names}")) from None
     if bitrate is not None:
         if kind is not Scenario.ECHO:
@@ -120,11 +131,35 @@ async def bench(
     )
     if plan.timeout <= 0:
         raise ConfigError("timeout must be more than 0")
-    where = make_target(target, tls or ClientTLS(), plan.scenario)
+    http = _http_load(method, headers, body, expect_status, expect_body)
+    where = make_target(target, tls or ClientTLS(), plan.scenario, http)
     result = await run_worker(plan, where, handle_signals=False)
     if check:
         enforce(thresholds, result)
     return result
+
+
+def _http_load(
+    method: str | None,
+    headers: Mapping[str, str] | Sequence[tuple[str, str]] | Sequence[str] | None,
+    body: bytes | str | None,
+    expect_status: str | int | None,
+    expect_body: bytes | str | None,
+) -> HTTPLoad | None:
+    """The HTTP request and checks the keyword arguments give (None when none was given)."""
+    if all(v is None for v in (method, headers, body, expect_status, expect_body)):
+        return None
+    pairs: list[tuple[str, str]] = []
+    items = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for item in items:  # each checked as -H checks it
+        pairs.append(parse_header(item if isinstance(item, str) else f"{item[0]}: {item[1]}"))
+    return HTTPLoad(
+        method=method or "GET",
+        headers=tuple(pairs),
+        body=body.encode() if isinstance(body, str) else body or b"",
+        status=StatusCheck() if expect_status is None else StatusCheck.parse(str(expect_status)),
+        expect_body=expect_body.encode() if isinstance(expect_body, str) else expect_body,
+    )
 
 
 def bench_sync(target: str, **settings: Any) -> BenchResult:

@@ -31,7 +31,7 @@ from netkit.console import Output
 from netkit.core.addresses import WSURL
 from netkit.core.bench.bitrate import DEFAULT_DATAGRAM, parse_bitrate
 from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
-from netkit.core.bench.plan import LoadPlan, Scenario, check_memory, parse_rate
+from netkit.core.bench.plan import CHOICES, LoadPlan, Scenario, check_memory, parse_rate
 from netkit.core.bench.result import (
     BenchResult,
     merge_results,
@@ -47,7 +47,7 @@ from netkit.core.units import parse_duration, parse_size
 from netkit.errors import ConfigError
 from netkit.net.bench.embedded import EmbeddedEchoServer
 from netkit.net.bench.fanout import run_bench_workers
-from netkit.net.bench.worker import Target, make_target
+from netkit.net.bench.worker import Target, make_target, reported_scenario
 from netkit.net.workers import available_memory
 from netkit.status import ExitStatus
 
@@ -115,8 +115,8 @@ def run(
         str,
         typer.Option(
             "--scenario",
-            click_type=click.Choice([s.value for s in Scenario if s is not Scenario.BITRATE]),
-            help="echo: request/response round trips; stream: bulk one-way throughput; connect: connections per second.",
+            click_type=click.Choice([s.value for s in CHOICES]),
+            help="echo: request/response round trips (named request in reports for an HTTP target); stream: bulk one-way throughput; connect: connections per second.",
         ),
     ] = "echo",
     connections: Annotated[
@@ -245,7 +245,7 @@ def run(
         typer.Option(
             "--method",
             "-m",
-            help="HTTP: the request method (default GET; HEAD is not supported yet).",
+            help="HTTP: the request method (default GET; a response to HEAD ends with its head).",
             rich_help_panel=HTTP_PANEL,
         ),
     ] = None,
@@ -294,7 +294,7 @@ def run(
         str | None,
         typer.Option(
             "--cluster",
-            help="Run on the workers of a Dask cluster: tcp://SCHEDULER:8786, or local:N to start N worker processes here (needs netkit[cluster]). Each member runs --workers processes; connections, requests and --rate are split among members exactly, and all start together.",
+            help="Run on the workers of a Dask cluster: tcp://SCHEDULER:8786, or local:N to start N worker processes here (needs the cluster extra: pip install 'netkit\\[cluster]'). Each member runs --workers processes; connections, requests and --rate are split among members exactly, and all start together.",
             rich_help_panel=CLUSTER_PANEL,
         ),
     ] = None,
@@ -562,7 +562,8 @@ def _execute(
     Raises:
         NetkitError: a worker could not run at all (the first such error, as it reported it).
     """
-    view = LiveView(out, plan) if out.interactive or out.json else None
+    label = reported_scenario(plan, target)
+    view = LiveView(out, plan, label) if out.interactive or out.json else None
     reports, signum = run_bench_workers(plan.split(workers), target, follower=view)
     parts = []
     for worker_report in reports:

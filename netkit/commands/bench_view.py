@@ -30,12 +30,17 @@ class LiveView:
     """Progress while the workers run: a rich progress bar on a terminal (elapsed and remaining
     time, current rate, running p99, errors), ``progress`` events with ``--json``.
 
+    For HTTP (scenario ``request``) it also shows the answers by status class: the bar
+    the classes other than 2xx, the events all of them (``"statuses": {"2xx": n, ...}``).
+
     The totals come from a :class:`~netkit.net.bench.fanout.ProgressFollower` (a thread).
     """
 
-    def __init__(self, out: Output, plan: LoadPlan) -> None:
+    def __init__(self, out: Output, plan: LoadPlan, label: Scenario | None = None) -> None:
         self.out = out
         self.plan = plan
+        self.label = label or plan.scenario
+        self.http = self.label is Scenario.REQUEST
         self.follower = ProgressFollower(self._show)
         self.progress: Progress | None = None
         self._emitted = 0.0
@@ -52,7 +57,7 @@ class LiveView:
                 transient=True,
             )
             total = (plan.duration or 0) + plan.warmup if plan.requests is None else plan.requests
-            self.task = self.progress.add_task(plan.scenario, total=total, stats="starting")
+            self.task = self.progress.add_task(self.label, total=total, stats="starting")
 
     def start(self, fd: int) -> None:
         """Show the bar, and follow the workers' progress lines on ``fd``."""
@@ -74,14 +79,18 @@ class LiveView:
 
     def _show(self, totals: ProgressTotals) -> None:
         if self.progress is not None:
+            others = "".join(
+                f"  [red]{cls} {n:,}[/]" for cls, n in totals.statuses.items() if cls != "2xx"
+            )
             self.progress.update(
                 self.task,
                 completed=totals.elapsed if self.plan.requests is None else totals.requests,
-                stats=self._stats(totals),
-                description="warm-up" if totals.warmup else self.plan.scenario,
+                stats=self._stats(totals) + others,
+                description="warm-up" if totals.warmup else self.label,
             )
         elif totals.elapsed - self._emitted >= 1.0:
             self._emitted = totals.elapsed
+            http = {"statuses": totals.statuses} if self.http else {}
             self.out.event(
                 "progress",
                 None,
@@ -91,6 +100,7 @@ class LiveView:
                 rps=round(totals.rate, 1),
                 p99_ms=round(totals.p99_ns / 1e6, 4),
                 errors=totals.errors,
+                **http,
             )
 
 
@@ -121,7 +131,11 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     head = (
         f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
         f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
-        + (f"pipeline {result.pipeline}, " if result.scenario is Scenario.ECHO else "")
+        + (
+            f"pipeline {result.pipeline}, "
+            if result.scenario in (Scenario.ECHO, Scenario.REQUEST)
+            else ""
+        )
         + (
             "HTTP/1.1 requests"
             if result.transport.startswith("http")

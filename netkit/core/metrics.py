@@ -26,9 +26,10 @@ Kind = Literal["counter", "gauge", "histogram"]
 
 SERVER_STATES = ("UP", "DOWN", "MAINT", "DRAIN")
 """The values of ``haproxy_server_status``'s ``state`` label (HAProxy's, NOLB aside)."""
-CHECK_STATES = ("UNK", "L4OK", "L4CON", "L7OK", "L7RSP")
+CHECK_STATES = ("UNK", "L4OK", "L4CON", "L7OK", "L7RSP", "L7STS")
 """The values of ``haproxy_server_check_status``'s ``state`` label: not checked yet, a
-connect-only check passed or failed, a send/expect check passed or failed (HAProxy's codes)."""
+connect-only check passed or failed, a send/expect check passed or failed, an HTTP check
+failed on its status (HAProxy's codes)."""
 
 
 @dataclass
@@ -110,12 +111,15 @@ def server_row(
     row["bytes_up"] += live[0]
     row["bytes_down"] += live[1]
     times = state.connect_times
-    if state.last_check_ok is None:
+    ok = state.last_check_ok
+    if ok is None:
         check = "UNK"
+    elif state.check_status is not None:  # an HTTP check: judged by its status
+        check = "L7OK" if ok else "L7STS"
     elif layer7:
-        check = "L7OK" if state.last_check_ok else "L7RSP"
+        check = "L7OK" if ok else "L7RSP"
     else:
-        check = "L4OK" if state.last_check_ok else "L4CON"
+        check = "L4OK" if ok else "L4CON"
     status = "UP" if state.up else "DOWN"
     if state.admin is AdminState.MAINT:
         status = "MAINT"
@@ -123,8 +127,8 @@ def server_row(
         status = "DRAIN"
     return row | {
         "status": status,
-        "check_status": check,
-        "check_seconds": round(state.last_check_seconds, 6),
+        "check_result": check,
+        "check_seconds": (state.check_ms or 0.0) / 1000,
         "check_failures": state.check_failures,
         "changes": state.changes,
         "connect_average_s": times.sum / times.count if times.count else 0.0,
@@ -207,7 +211,7 @@ def families(proxies: Iterable[dict[str, Any]]) -> Iterator[Family]:
             yield family
     for name, key, states in (
         ("haproxy_server_status", "status", SERVER_STATES),
-        ("haproxy_server_check_status", "check_status", CHECK_STATES),
+        ("haproxy_server_check_status", "check_result", CHECK_STATES),
     ):
         family = Family(
             name, "gauge", f"1 for the server's {key.replace('_', ' ')}.", (*labels, "state")

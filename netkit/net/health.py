@@ -387,8 +387,8 @@ class HealthChecker:
         )
         now = asyncio.get_running_loop().time()
         self.checks += 1
-        state.check_timed(result.ok, result.seconds)
         state.check_ms, state.check_status = round(result.seconds * 1000, 3), result.status
+        state.check_ended(result.ok)
         event: HealthEvent | None
         if result.skipped:
             state.check_skipped(result.detail)

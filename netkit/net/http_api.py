@@ -21,6 +21,7 @@ from typing import Final
 
 import httptools
 
+from netkit.core.addresses import UnixEndpoint
 from netkit.core.http_api import ApiError, Request, Response
 from netkit.net.idle import IdleTimer
 from netkit.net.server import EventHook, ServerConnection, StreamServer
@@ -219,7 +220,9 @@ async def serving_api(
     Args:
         on_event: the API server's own events (clients connecting, refused).
     """
-    server = StreamServer(sock, api_connection(handler), on_event=on_event)
+    name = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    unix = UnixEndpoint(name) if isinstance(name, str) and name else None  # removed at the end
+    server = StreamServer(sock, api_connection(handler), on_event=on_event, unix_endpoint=unix)
     server.start()
     try:
         yield server

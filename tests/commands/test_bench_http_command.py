@@ -76,7 +76,7 @@ def test_http_get_counts_statuses_and_passes() -> None:
         proc = run_netkit("bench", f"http://127.0.0.1:{port}/ok", *SHORT)
     assert proc.returncode == 0, proc.stderr
     s = summary(proc.stdout)
-    assert s["transport"] == "http"
+    assert s["transport"] == "http" and s["scenario"] == "request"
     assert s["requests"] > 10
     assert s["statuses"] == {"200": s["requests"]}
     assert s["connects"] == 2
@@ -130,6 +130,18 @@ def test_statuses_fail_if_and_expect_status() -> None:
     assert s["errors"]["status"] == s["statuses"]["503"] > 0
 
 
+def test_progress_events_count_answers_by_status_class() -> None:
+    with serving(Handler) as port:
+        proc = run_netkit(
+            "bench", f"http://127.0.0.1:{port}/fail", *SHORT[2:], "--duration", "1.3s"
+        )
+    assert proc.returncode == 1
+    progress = [e for e in json_lines(proc.stdout) if e["event"] == "progress"]
+    assert progress, proc.stdout  # one a second
+    assert set(progress[-1]["statuses"]) == {"5xx"} and progress[-1]["statuses"]["5xx"] > 0
+    assert progress[-1]["errors"] >= progress[-1]["statuses"]["5xx"]
+
+
 def test_garbage_is_errors_and_exit_1() -> None:
     with serving(Garbage) as port:
         proc = run_netkit("bench", f"http://127.0.0.1:{port}/", *SHORT)
@@ -142,7 +154,7 @@ def test_garbage_is_errors_and_exit_1() -> None:
 def test_bad_http_flags_are_usage_errors() -> None:
     for args in (
         ("http://127.0.0.1:1/", "-H", "no colon"),
-        ("http://127.0.0.1:1/", "-m", "HEAD"),
+        ("http://127.0.0.1:1/", "-m", "HEAD", "--expect-body", "x"),
         ("http://127.0.0.1:1/", "--expect-status", "6xx"),
         ("http://127.0.0.1:1/", "--body", "a", "--body-file", "/dev/null"),
         ("127.0.0.1:1", "-m", "POST"),

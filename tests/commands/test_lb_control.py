@@ -366,3 +366,22 @@ def test_proxy_metrics_cover_every_proxy_its_api_made(netkit_server, named):
     second = (("proxy", "second"), ("server", up.address))
     assert m[("haproxy_server_bytes_in_total", second)] == 2 * len(PAYLOAD)
     assert proxy.stop() == 0
+
+
+def test_metrics_on_a_unix_socket_is_removed_at_exit(netkit_server, named, tmp_path):
+    up = named("up")
+    path = tmp_path / "metrics.sock"
+    proxy = netkit_server("proxy", ":0", up.address, "--metrics", f"unix:{path}")
+    assert proxy.listening["metrics"] == f"unix:{path}"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert json.loads(body)["proxies"][0]["name"] == "proxy"
+    assert proxy.stop() == 0
+    assert not path.exists()

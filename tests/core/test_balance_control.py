@@ -118,7 +118,7 @@ def test_families_carry_haproxys_names_and_exact_values():
         a.connect_started()
         a.connect_succeeded(seconds)
         pool.ended(a.name, 100, 200)
-    a.check_timed(False, 0.25)
+    a.check_ended(False)
     rows = [server_row(s, 0.0, live=(5, 7)) for s in pool.states]
     stats = proxy_stats("lb", {"current_sessions": 0}, rows, redispatches=1)
     assert stats["backend"]["bytes_in_total"] == 3 * 100 + 2 * 5
@@ -166,3 +166,22 @@ def test_workers_snapshots_merge_counters_and_keep_the_first_health():
     assert sum(row["connect_buckets"]) == 3 and row["connects"] == 5
     assert row["connect_average_s"] == pytest.approx((3 * 0.001 + 2 * 5.0) / 5)
     assert entry["backend"]["redispatch_warnings_total"] == 2
+
+
+def test_check_status_follows_the_kind_of_check():
+    pool, _ = make("127.0.0.1:1")
+    state = pool.states[0]
+    assert server_row(state, 0.0)["check_result"] == "UNK"
+    state.check_ended(True)
+    assert server_row(state, 0.0)["check_result"] == "L4OK"
+    assert server_row(state, 0.0, layer7=True)["check_result"] == "L7OK"
+    state.check_ended(False)
+    assert server_row(state, 0.0, layer7=True)["check_result"] == "L7RSP"
+    state.check_ms, state.check_status = 1.5, 500  # an HTTP check answered 500
+    row = server_row(state, 0.0)
+    assert (row["check_result"], row["check_status"], row["check_seconds"]) == (
+        "L7STS",
+        500,
+        0.0015,
+    )
+    assert state.check_failures == 1

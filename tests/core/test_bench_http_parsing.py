@@ -83,8 +83,7 @@ def test_header_parsing() -> None:
 def test_methods() -> None:
     with pytest.raises(ConfigError, match="not an HTTP method"):
         HTTPLoad(method="GE T")
-    with pytest.raises(ConfigError, match="not supported"):
-        HTTPLoad(method="HEAD")
+    assert HTTPLoad(method="HEAD").head_only and not HTTPLoad(method="head").head_only
 
 
 def test_status_checks() -> None:
@@ -173,7 +172,7 @@ def test_a_body_over_the_checked_limit_fails_the_check() -> None:
 
 
 def _result(statuses: dict[int, int]) -> BenchResult:
-    r = BenchResult(Scenario.ECHO, "http://h:1/", "http", 1, 1, 1, 64, None, duration_s=1.0)
+    r = BenchResult(Scenario.REQUEST, "http://h:1/", "http", 1, 1, 1, 64, None, duration_s=1.0)
     r.statuses.update(statuses)
     r.requests = sum(statuses.values())
     r.connects = 2
@@ -196,3 +195,21 @@ def test_status_thresholds() -> None:
     assert not parse_threshold("status_2xx<5").crossed(r)
     with pytest.raises(ConfigError):
         parse_threshold("status_6xx>0")
+
+
+def test_status_classes() -> None:
+    assert _result({200: 5, 204: 1, 503: 2, 404: 3}).status_classes() == {
+        "2xx": 6,
+        "4xx": 3,
+        "5xx": 2,
+    }
+
+
+def test_an_http_result_saved_as_echo_loads_as_request() -> None:
+    # Results saved before HTTP runs had their own scenario name said "echo".
+    old = {**_result({200: 5}).as_dict(), "scenario": "echo"}
+    assert BenchResult.from_dict(old).scenario is Scenario.REQUEST
+    tcp = {**old, "transport": "tcp", "statuses": {}}
+    assert BenchResult.from_dict(tcp).scenario is Scenario.ECHO
+    merged = merge_results([BenchResult.from_dict(old), _result({200: 1})])
+    assert merged.scenario is Scenario.REQUEST and merged.statuses == {200: 6}

@@ -159,6 +159,24 @@ def test_pipelined_requests_on_one_connection(run: Runner) -> None:
     run(main())
 
 
+def test_head_responses_end_with_their_heads_pipelined_and_split(run: Runner) -> None:
+    # Each answer announces 5 body bytes and sends none (RFC 9110 9.3.2), cut in two writes
+    # at a point that moves: a reader waiting for the 5 bytes would eat the next head.
+    head_only = lambda head, body, n: (  # noqa: E731
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" if head.startswith(b"HEAD ") else b"?"
+    )
+
+    async def main() -> None:
+        server = HTTPServer(head_only, split=lambda n: n % 37)
+        async with http_server(server) as url:
+            load = HTTPLoad("HEAD")
+            r = await bench(plan(connections=2, pipeline=4, requests=120, duration=None), url, load)
+        assert r.requests == 120 == server.requests and server.connections == 2
+        assert r.statuses == {200: 120} and not r.errors
+
+    run(main())
+
+
 def test_method_headers_and_body_are_sent(run: Runner) -> None:
     async def main() -> None:
         server = HTTPServer(ok())

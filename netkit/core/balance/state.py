@@ -145,7 +145,6 @@ class BackendState:
         up_since: ``now`` of the last down-to-up change (None if never down).
         last_check: the result of the last active check, for the live table.
         last_check_ok: whether that check passed (None before the first).
-        last_check_seconds: how long it took.
         changes: up/down changes so far.
         admin: what the operator set (ready, drain, maint); health is apart.
         check_ms, check_status: the last check's duration and HTTP status (None: no check
@@ -176,7 +175,6 @@ class BackendState:
         self.up_since: float | None = None
         self.last_check = ""
         self.last_check_ok: bool | None = None
-        self.last_check_seconds = 0.0
         self.changes = 0
         self.check_failures = 0
         self.admin = AdminState.READY
@@ -266,9 +264,9 @@ class BackendState:
         self.last_check = reason
         return self._event(self.health.failed(reason), HealthStatus.UP, "check", now)
 
-    def check_timed(self, ok: bool, seconds: float) -> None:
-        """An active check ended (passed when ``ok``) after ``seconds`` (for metrics)."""
-        self.last_check_ok, self.last_check_seconds = ok, seconds
+    def check_ended(self, ok: bool) -> None:
+        """An active check ended, passed when ``ok`` (counted for the metrics)."""
+        self.last_check_ok = ok
         self.check_failures += not ok
 
     def check_skipped(self, reason: str) -> None:

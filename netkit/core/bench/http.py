@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import httptools
 
@@ -29,11 +29,9 @@ MAX_CHECKED_BODY: Final = 1 << 20
 """The most bytes of a body kept for the body check; a longer body fails it."""
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2 token
-# Methods whose responses have no body whatever their headers say (RFC 9110 9.3.2): the parser
-# cannot know that a response answers a HEAD, so they are refused until it is told.
-_UNSUPPORTED_METHODS = {"HEAD": "responses to HEAD have no body, which the parser cannot be told"}
 # Set by netkit itself: a user's value would make the request lie about its body.
 _FRAMING = ("content-length", "transfer-encoding")
+_FRAMING_BYTES = frozenset(name.encode() for name in _FRAMING)
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -58,7 +56,7 @@ class HTTPRequest:
     """The request a bench connection sends, again and again.
 
     Attributes:
-        method: ``GET``, ``POST`` ... (any token but ``HEAD``).
+        method: ``GET``, ``HEAD``, ``POST`` ... (any token; methods are case-sensitive).
         resource: the request target (path and query).
         host: the ``Host`` header, unless ``headers`` has one.
         headers: (name, value) pairs, in order.
@@ -74,14 +72,6 @@ class HTTPRequest:
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.method):
             raise ConfigError((METHOD, f" {self.method!r} is not an HTTP method"))
-        if self.method.upper() in _UNSUPPORTED_METHODS:
-            raise ConfigError(
-                (
-                    METHOD,
-                    f" {self.method}: not supported yet"
-                    f" ({_UNSUPPORTED_METHODS[self.method.upper()]})",
-                )
-            )
 
     def serialize(self) -> bytes:
         """The request's bytes (RFC 9112 3: request line, headers, empty line, body)."""
@@ -140,10 +130,13 @@ class StatusCheck:
         """True when ``status`` is one of the expected codes."""
         return any(low <= status <= high for low, high in self.ranges)
 
+    def codes(self) -> frozenset[int]:
+        """Every expected code (a set lookup per response in a run's hot path)."""
+        return frozenset(code for low, high in self.ranges for code in range(low, high + 1))
 
-@dataclass(frozen=True)
-class Response:
-    """One complete final response.
+
+class Response(NamedTuple):
+    """One complete final response (a named tuple: one is made per response).
 
     Attributes:
         status: its status code.
@@ -183,15 +176,16 @@ class ResponseReader:
 
     def on_message_begin(self) -> None:
         """httptools: a response begins."""
-        self._in_head, self._head, self._started = True, 0, True
+        self._in_head = self._started = self._until_eof = True
+        self._head = 0
         self._begins += 1
-        self._body.clear()
-        self._body_over = False
-        self._until_eof = True
+        if self.expect_body is not None:
+            self._body.clear()
+            self._body_over = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """httptools: one header line; framing headers say whether the body ends at EOF."""
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        if name.lower() in _FRAMING_BYTES:
             self._until_eof = False
 
     def on_headers_complete(self) -> None:
@@ -213,13 +207,15 @@ class ResponseReader:
     def on_message_complete(self) -> None:
         """httptools: the response is complete; 1xx interim responses are not answers."""
         self._started = False
-        status = self._parser.get_status_code()
+        parser = self._parser
+        status = parser.get_status_code()
         if 100 <= status < 200:
             return
-        body_ok = True
-        if self.expect_body is not None:
+        if self.expect_body is None:
+            self.responses.append(Response(status, parser.should_keep_alive()))
+        else:
             body_ok = not self._body_over and self.expect_body in self._body
-        self.responses.append(Response(status, self._parser.should_keep_alive(), body_ok))
+            self.responses.append(Response(status, parser.should_keep_alive(), body_ok))
 
     # --- feeding ---------------------------------------------------------------------------
 
@@ -230,14 +226,14 @@ class ResponseReader:
             PeerProtocolError: the bytes are not an HTTP/1.1 response, a head is over
                 :data:`MAX_HEAD` bytes, or the server switched protocols.
         """
-        before = (self._in_head, self._begins)
+        in_head, begins = self._in_head, self._begins
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             raise PeerProtocolError("the server switched protocols (101)") from None
         except httptools.HttpParserError as exc:
             raise PeerProtocolError(f"malformed HTTP response: {exc}") from None
-        if self._in_head and before == (True, self._begins):
+        if in_head and self._in_head and begins == self._begins:
             # The whole read was head of one response (httptools keeps a header line until
             # it ends, however long): bounded here, within one read of the limit.
             self._head += len(data)
@@ -258,8 +254,84 @@ class ResponseReader:
         if self._in_head or not self._until_eof:
             raise PeerProtocolError("the connection closed in the middle of a response")
         self.on_message_complete()
-        self.responses[-1] = Response(self.responses[-1].status, False, self.responses[-1].body_ok)
+        self.responses[-1] = self.responses[-1]._replace(keep_alive=False)
         return True
+
+
+class HeadResponseReader(ResponseReader):
+    """The responses to HEAD requests on one connection: each ends with its head, whatever
+    its ``Content-Length`` or ``Transfer-Encoding`` say (RFC 9110 9.3.2, RFC 9112 6.3).
+
+    httptools cannot be told that a response answers a HEAD (llhttp's way, a return value of
+    1 from ``on_headers_complete``, is not reachable from Python): its parser would wait for
+    the body the headers announce. So the stream is cut at the end of each head, the first
+    CRLF CRLF (llhttp accepts no other line end, so it is where llhttp itself ends the head),
+    and each head is parsed by a fresh parser. Keep-alive is decided from the version and
+    ``Connection`` alone, as llhttp's ``should_keep_alive`` also counts a missing
+    ``Content-Length`` (a body to EOF), which a HEAD response does not have.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._tail = b""  # the last bytes fed of the current head (a CRLF CRLF may straddle)
+        self._close = self._keep = False  # Connection: close / keep-alive in this head
+
+    def on_message_begin(self) -> None:
+        """httptools: a response begins."""
+        super().on_message_begin()
+        self._close = self._keep = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header line; ``Connection`` options decide keep-alive."""
+        if name.lower() == b"connection":
+            options = {option.strip().lower() for option in value.split(b",")}
+            self._close |= b"close" in options
+            self._keep |= b"keep-alive" in options
+
+    def on_headers_complete(self) -> None:
+        """httptools: the head is complete, and so is the response (1xx are interim)."""
+        self._in_head = self._started = False
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return
+        if self._parser.get_http_version() == "1.1":
+            keep_alive = not self._close  # RFC 9112 9.3: persistent unless "close"
+        else:
+            keep_alive = self._keep and not self._close
+        self.responses.append(Response(status, keep_alive))
+
+    def on_message_complete(self) -> None:
+        """httptools: nothing more; the head's end completed the response."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse ``data``, cut at the end of each head (see the class docstring).
+
+        Raises:
+            PeerProtocolError: as :meth:`ResponseReader.feed`.
+        """
+        data = bytes(data)
+        start = 0
+        while start < len(data):
+            end = (self._tail + data[start:]).find(b"\r\n\r\n")
+            if end < 0:
+                super().feed(data[start:])
+                self._tail = (self._tail + data[start:])[-3:]
+                return
+            cut = start + end + 4 - len(self._tail)  # the tail holds no CRLF CRLF: cut > start
+            super().feed(data[start:cut])
+            self._parser = httptools.HttpResponseParser(self)  # the next head, from scratch
+            self._tail = b""
+            start = cut
+
+    def eof(self) -> bool:
+        """The connection ended: no response runs to the end of a connection.
+
+        Raises:
+            PeerProtocolError: the connection ended inside a head.
+        """
+        if self._started:
+            raise PeerProtocolError("the connection closed in the middle of a response")
+        return False
 
 
 @dataclass(frozen=True)
@@ -279,6 +351,17 @@ class HTTPLoad:
 
     def __post_init__(self) -> None:
         self.request_for(HTTPURL(False, "localhost", 80))  # refuses a bad method at once
+        if self.head_only and self.expect_body is not None:
+            raise ConfigError("--expect-body: responses to HEAD have no body to check")
+
+    @property
+    def head_only(self) -> bool:
+        """Responses have no body whatever their headers say: the method is HEAD."""
+        return self.method == "HEAD"
+
+    def reader(self) -> ResponseReader:
+        """A reader for one connection's responses."""
+        return HeadResponseReader() if self.head_only else ResponseReader(self.expect_body)
 
     def request_for(self, url: HTTPURL) -> HTTPRequest:
         """The request sent to ``url``."""

@@ -24,6 +24,9 @@ class Scenario(enum.StrEnum):
     STREAM = "stream"  # bulk one-way writes, as fast as the peer reads
     CONNECT = "connect"  # connections per second
     BITRATE = "bitrate"  # UDP datagrams paced at a bitrate, counted by the receiver (-b)
+    # HTTP requests: what the echo scenario does against an HTTP target, under its own name
+    # in reports (a result's label, not a --scenario choice).
+    REQUEST = "request"
 
     @property
     def unit(self) -> str:
@@ -36,7 +39,12 @@ _UNITS = {
     Scenario.STREAM: "write",
     Scenario.CONNECT: "connection",
     Scenario.BITRATE: "datagram",
+    Scenario.REQUEST: "request",
 }
+CHOICES = (Scenario.ECHO, Scenario.STREAM, Scenario.CONNECT)
+"""The scenarios a run can be asked for (``--scenario``)."""
+PLANNED = (*CHOICES, Scenario.BITRATE)
+"""The scenarios a plan runs: the bitrate one is asked for with ``-b``, not by name."""
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
@@ -99,10 +107,13 @@ class LoadPlan:
     reverse: bool = False
 
     def __post_init__(self) -> None:
-        try:  # a plan may be given the scenario's name
-            object.__setattr__(self, "scenario", Scenario(self.scenario))
+        try:  # a plan may be given the scenario's name; request is only a result's label
+            kind = Scenario(self.scenario)
+            if kind not in PLANNED:
+                raise ValueError(kind)
+            object.__setattr__(self, "scenario", kind)
         except ValueError:
-            names = ", ".join(Scenario)
+            names = ", ".join(CHOICES)
             raise ConfigError((SCENARIO, f" {self.scenario!r}: choose one of {names}")) from None
         if self.connections < 1 or self.pipeline < 1:
             raise ConfigError((CONNECTIONS, " and ", PIPELINE, " must be at least 1"))

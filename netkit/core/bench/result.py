@@ -91,6 +91,13 @@ class BenchResult:
         """Responses with a status code in ``low``-``high`` (inclusive)."""
         return sum(n for code, n in self.statuses.items() if low <= code <= high)
 
+    def status_classes(self) -> dict[str, int]:
+        """Responses per status class (``{"2xx": n, "4xx": m}``), in class order."""
+        classes: Counter[str] = Counter()
+        for code, n in self.statuses.items():
+            classes[f"{code // 100}xx"] += n
+        return dict(sorted(classes.items()))
+
     def add_error(self, kind: str, message: str, count: int = 1) -> None:
         """Count ``count`` errors of ``kind``; the first message of each kind is kept."""
         self.errors[kind] += count
@@ -184,8 +191,11 @@ class BenchResult:
                 raise ConfigError(f"histogram unit {hist.get('unit')!r}: expected 'ns'")
             rate = data.get("rate")
             started_at = data.get("started_at")
+            scenario = Scenario(data["scenario"])
+            if scenario is Scenario.ECHO and str(data["transport"]).startswith("http"):
+                scenario = Scenario.REQUEST  # saved before HTTP runs had their own name
             return cls(
-                scenario=Scenario(data["scenario"]),
+                scenario=scenario,
                 target=str(data["target"]),
                 transport=str(data["transport"]),
                 connections=int(data["connections"]),

@@ -22,8 +22,9 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,6 +69,7 @@ class ProgressTotals:
     errors: int
     p99_ns: float
     warmup: bool  # some worker is still warming up
+    statuses: dict[str, int] = field(default_factory=dict)  # HTTP answers by class ("2xx")
 
 
 class Follower(Protocol):
@@ -131,8 +133,17 @@ class ProgressFollower:
                     errors=sum(s["errors"] for s in latest.values()),
                     p99_ns=max(s["p99_ns"] for s in latest.values()),
                     warmup=any(s["phase"] == "warmup" for s in latest.values()),
+                    statuses=_sum_classes(s.get("statuses", {}) for s in latest.values()),
                 )
             )
+
+
+def _sum_classes(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Status-class counts added over the workers, in class order."""
+    total: Counter[str] = Counter()
+    for part in parts:
+        total.update(part)
+    return dict(sorted(total.items()))
 
 
 def run_bench_workers(

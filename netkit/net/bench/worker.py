@@ -128,11 +128,18 @@ def _check_udp(endpoint: Endpoint | HTTPURL, scenario: Scenario) -> None:
         raise ConfigError((SCENARIO, f" {scenario}: UDP targets support echo and --bitrate only"))
 
 
+def reported_scenario(plan: LoadPlan, target: Target) -> Scenario:
+    """The scenario's name in reports: an HTTP target's echo scenario is ``request``."""
+    if isinstance(target.endpoint, HTTPURL) and plan.scenario is Scenario.ECHO:
+        return Scenario.REQUEST
+    return plan.scenario
+
+
 def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
     """An empty result for ``plan``."""
     share = plan.connections / plan.total_connections
     return BenchResult(
-        scenario=plan.scenario,
+        scenario=reported_scenario(plan, target),
         target=str(target.endpoint),
         transport=target.name,
         connections=plan.connections,
@@ -367,9 +374,12 @@ class Worker:
             report(self.snapshot())
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters so far, for a live view: requests, errors, bytes, running p99."""
+        """Counters so far, for a live view: requests, errors, bytes, running p99 (and HTTP
+        answers by status class)."""
         r = self.result
+        http = {"statuses": r.status_classes()} if r.statuses else {}
         return {
+            **http,
             "phase": "measure" if self.run.recording else "warmup",
             "requests": r.requests,
             "errors": r.error_count,
