@@ -31,7 +31,7 @@ from typing import Any
 from harness import (
     add_json_option,
     cpu_seconds,
-    listening_port,
+    free_port,
     log,
     machine,
     med,
@@ -40,6 +40,7 @@ from harness import (
     rotated,
     stop,
     target_line,
+    wait_connectable,
     write_json,
 )
 
@@ -58,7 +59,7 @@ def start_dask(workers: int) -> tuple[Any, Any, list[int]]:
         processes=True,
         host="127.0.0.1",
         scheduler_port=0,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     )
     client = distributed.Client(cluster)
     client.wait_for_workers(workers, timeout=60)
@@ -107,15 +108,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     add_json_option(parser)
     args = parser.parse_args()
-    echo = subprocess.Popen(
-        [*netkit_command(), "tcp-echo", "serve", "127.0.0.1:0", "--json"],
-        stdout=subprocess.PIPE,
+    port = free_port()
+    echo = subprocess.Popen(  # no --json: nothing reads its per-connection events
+        [*netkit_command(), "tcp-echo", "serve", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    wait_connectable(port)
     cluster, client, worker_pids = start_dask(2)
     address = cluster.scheduler_address
     try:
-        target = f"127.0.0.1:{listening_port(echo)}"
+        target = f"127.0.0.1:{port}"
         common = [target, "-c", str(args.connections), "-d", f"{args.seconds}s"]
         rows = {
             "bench -w 1": [*common, "-w", "1"],

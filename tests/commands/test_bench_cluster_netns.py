@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.commands.conftest import NETKIT, ServerProcess, json_lines
-from tests.dask_cluster import start_scheduler
+from tests.dask_cluster import WORKER, start_scheduler
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -95,13 +95,13 @@ def test_workers_in_two_namespaces_load_a_target_in_a_third(tmp_path: Path) -> N
                 procs.append(
                     subprocess.Popen(
                         [
-                            *in_ns(f"{prefix}-{role}", sys.executable, "-m"),
-                            "distributed.cli.dask_worker",
+                            *in_ns(f"{prefix}-{role}", *WORKER),
                             scheduler,
                             "--nthreads",
                             "1",
                             "--no-nanny",
-                            "--no-dashboard",
+                            "--dashboard-address",
+                            f"{addr[role]}:0",
                             "--host",
                             addr[role],
                         ],

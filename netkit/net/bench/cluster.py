@@ -244,7 +244,9 @@ def connect_cluster(spec: ClusterSpec, timeout: float = SCHEDULER_TIMEOUT) -> It
             processes=True,
             host="127.0.0.1",
             scheduler_port=0,
-            dashboard_address=None,
+            # Dask serves its dashboard even when told None (on 8787, or any port when
+            # that is taken): keep it on loopback, on a port of the kernel's choosing.
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.CRITICAL,
         )
         with cluster, distributed.Client(cluster) as client:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/http.py [--runs N] [--seconds S] [--connections C] [--rate R] [--json [PATH]]
+    python benchmarks/http_load.py [--runs N] [--seconds S] [--connections C] [--rate R] [--json [PATH]]
 
 Run it with the Python that has netkit installed, under the machine's benchmark lock. Needs
 ``apt-get install nginx-light wrk hey`` (installed here when missing and root). wrk2 (wrk's
