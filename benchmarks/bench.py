@@ -9,9 +9,10 @@ bounded in time (``--duration``) and every helper process is stopped at the end.
 each run ``--runs`` times, interleaved with its reference, and reported as medians and ratios:
 
 1. **stream vs iperf3** -- ``netkit bench 127.0.0.1:PORT --scenario stream -c 1 -w 1`` into
-   netkit's own sink (``benchmarks/tcp_echo.py --netkit-sink``, which counts what it received
-   after a warm-up), against ``iperf3 -c`` into ``iperf3 -s`` (``end.sum_received``). Both sides
-   measure received bytes. Target (issue 5): netkit >= 0.9x iperf3.
+   ``netkit tcp-echo serve --mode stream`` (which reports what it received at the end of the
+   run: ``directions.forward.receiver_mb_per_s``), against ``iperf3 -c`` into ``iperf3 -s``
+   (``end.sum_received``). Both sides measure received bytes. Target (issue 5): netkit >= 0.9x
+   iperf3. ``benchmarks/stream.py`` also measures reverse.
 2. **echo round trips/s** -- ``netkit bench ADDR --workers 2 --pipeline 16 -c 16`` against
    ``netkit tcp-echo serve --workers 2``, 64-byte requests, every echo verified. Target:
    >= 150,000/s. ``--pipeline 1`` is shown for information.
@@ -38,16 +39,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     HOST,
-    START_TIMEOUT_S,
     add_json_option,
     ensure_tool,
     free_port,
-    listening_port,
     log,
     machine,
     med,
     netkit_command,
-    read_line,
     stop,
     target_line,
     wait_connectable,
@@ -79,32 +77,31 @@ def bench_json(args: list[str], seconds: float) -> dict[str, Any]:
 
 
 def netkit_stream_run(seconds: float) -> tuple[float, float]:
-    """One ``bench --scenario stream`` run into netkit's sink: (MB/s the sink received after
-    its warm-up, MB/s bench reports having sent)."""
-    warmup = 0.3
-    sink = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "tcp_echo.py"), "--netkit-sink", str(warmup)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    """One ``bench --scenario stream`` run into ``tcp-echo serve --mode stream``: (MB/s the
+    server received, as it reported at the end, MB/s bench reports having written)."""
+    proc, address = start_echo_server(1, "--mode", "stream")
     try:
-        port = listening_port(sink)
-        sent = bench_json(
-            [f"{HOST}:{port}", "--scenario", "stream", "-c", "1", "-w", "1"], seconds + warmup
-        )
-        received = json.loads(read_line(sink, START_TIMEOUT_S + seconds))
-        return float(received["mb_per_s"]), float(sent["mb_per_s"])
+        sent = bench_json([address, "--scenario", "stream", "-c", "1", "-w", "1"], seconds)
     finally:
-        stop(sink)
+        stop(proc)
+    return float(sent["directions"]["forward"]["receiver_mb_per_s"]), float(sent["mb_per_s"])
 
 
 # --- 2. echo -----------------------------------------------------------------------------------
 
 
-def start_echo_server(workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_echo_server(workers: int, *more: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [*netkit_command(), "tcp-echo", "serve", f"{HOST}:{port}", "--workers", str(workers)],
+        [
+            *netkit_command(),
+            "tcp-echo",
+            "serve",
+            f"{HOST}:{port}",
+            "--workers",
+            str(workers),
+            *more,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

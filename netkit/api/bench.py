@@ -45,7 +45,7 @@ async def bench(
     timeout: float = 5.0,
     exchange: bool = False,
     bitrate: float | str | None = None,
-    reverse: bool = False,
+    direction: str = "forward",
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
     check: bool = True,
@@ -79,9 +79,11 @@ async def bench(
             (a number, or text such as ``"100M"``), in datagrams of ``size`` bytes (1460 by
             default) to a sink (``udp_echo_server(mode="sink")``); what it received is
             ``result.datagrams`` (lost, ``loss_pct``, duplicates, out of order,
-            ``jitter_ms``).
-        reverse: with ``bitrate``: the sink sends the test and this side counts it
-            (``iperf3 -R``).
+            ``jitter_ms``). With ``direction="reverse"`` the sink sends the test and this
+            side counts it (``iperf3 -u -R``).
+        direction: ``stream`` over TCP or Unix, against ``echo_server(mode="stream")``:
+            ``forward`` (we send), ``reverse`` (the server sends) or ``bidir``; the result's
+            ``directions()`` has each direction's sender and receiver figures.
         tls: TLS for a TCP or Unix target, or the trust settings for ``wss://``
             (``ClientTLS(enabled=True, cacert=...)``).
         fail_if: thresholds as ``netkit bench --fail-if`` takes them (``"p99>5ms"``,
@@ -127,7 +129,7 @@ async def bench(
         timeout=timeout,
         exchange=exchange,
         bitrate=bitrate,
-        reverse=reverse,
+        direction=direction,  # type: ignore[arg-type]  # LoadPlan checks the name
     )
     if plan.timeout <= 0:
         raise ConfigError("timeout must be more than 0")

@@ -33,6 +33,7 @@ from netkit.net.server import (
     running,
 )
 from netkit.net.sockets import SocketOptions, create_udp_socket, listener_address
+from netkit.net.streamtest import StreamTestConnection
 from netkit.net.tls import ClientTLS, ServerTLS, client_context, server_context
 from netkit.net.udp_sink import UDPSinkServer, receiver_options
 
@@ -169,6 +170,7 @@ async def echo_server(
     *,
     framed: bool = False,
     max_frame: int = 16 << 20,
+    mode: str = "echo",
     tls: TLSSetting = None,
     idle_timeout: float | None = None,
     max_connections: int | None = None,
@@ -185,6 +187,8 @@ async def echo_server(
             (loopback), ``[::1]:PORT`` or ``unix:/path``. Loopback unless told otherwise.
         framed: echo whole frames, each a 4-byte big-endian length and its payload.
         max_frame: the largest frame accepted with ``framed`` (bytes, up to 1 GiB).
+        mode: ``echo``, or ``stream``: serve :func:`bench`'s stream tests instead (iperf3's
+            server: forward, reverse, bidir; what ``tcp-echo serve --mode stream`` runs).
         tls: None, True (a throwaway self-signed certificate: see
             :attr:`EchoServer.ca_file`), a :class:`ServerTLS` or an :class:`ssl.SSLContext`.
         idle_timeout: close a connection idle this many seconds (None: never).
@@ -201,13 +205,17 @@ async def echo_server(
 
     Raises:
         EndpointError: ``endpoint`` does not parse.
-        ConfigError: a bad TLS setting, ``max_frame`` or allow/deny rule.
+        ConfigError: a bad TLS setting, ``max_frame``, ``mode`` or allow/deny rule.
         BindError: the address is in use or not ours to bind.
     """
     limit = check_max_frame(max_frame) if framed else 0
     access = AccessList(allow, deny)
+    if mode not in ("echo", "stream") or (framed and mode == "stream"):
+        raise ConfigError(f"mode {mode!r}: give 'echo' (framed or not) or 'stream'")
 
     def factory() -> ServerConnection:
+        if mode == "stream":
+            return StreamTestConnection(idle_timeout=idle_timeout)
         if framed:
             return FramedEchoConnection(max_frame=limit, idle_timeout=idle_timeout)
         return EchoConnection(idle_timeout=idle_timeout)

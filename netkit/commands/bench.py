@@ -43,6 +43,7 @@ from netkit.core.bench.thresholds import (
     enforce,
     parse_threshold,
 )
+from netkit.core.streamtest import Direction
 from netkit.core.units import parse_duration, parse_size
 from netkit.errors import ConfigError
 from netkit.net.bench.embedded import EmbeddedEchoServer
@@ -116,7 +117,7 @@ def run(
         typer.Option(
             "--scenario",
             click_type=click.Choice([s.value for s in CHOICES]),
-            help="echo: request/response round trips (named request in reports for an HTTP target); stream: bulk one-way throughput; connect: connections per second.",
+            help="echo: request/response round trips (named request in reports for an HTTP target); stream: bulk throughput, as iperf3 (the receiver counts; --reverse, --bidir); connect: connections per second.",
         ),
     ] = "echo",
     connections: Annotated[
@@ -126,7 +127,7 @@ def run(
             "-c",
             min=1,
             max=100_000,
-            help="Connections (concurrent ones, for connect).",
+            help="Connections (concurrent ones, for connect; for stream, parallel streams, as iperf3's -P).",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = 16,
@@ -187,15 +188,6 @@ def run(
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
-    reverse: Annotated[
-        bool,
-        typer.Option(
-            "--reverse",
-            "-R",
-            help="Reverse the direction, as iperf3 -R: the server sends and this side receives and measures. For UDP bitrate runs (-b): the sink (netkit udp-echo serve --mode sink) sends at the bitrate, and loss, duplicates, out-of-order datagrams and jitter are counted here.",
-            rich_help_panel=LOAD_PANEL,
-        ),
-    ] = False,
     warmup: Annotated[
         str,
         typer.Option(
@@ -224,6 +216,23 @@ def run(
             rich_help_panel=RUN_PANEL,
         ),
     ] = "5s",
+    reverse: Annotated[
+        bool,
+        typer.Option(
+            "--reverse",
+            "-R",
+            help="As iperf3 -R: the server sends and bench receives and counts. TCP/Unix/TLS stream (serve with 'netkit tcp-echo serve --mode stream'); UDP bitrate runs (-b): the sink (netkit udp-echo serve --mode sink) sends at the bitrate, and loss, duplicates, out-of-order datagrams and jitter are counted here.",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = False,
+    bidir: Annotated[
+        bool,
+        typer.Option(
+            "--bidir",
+            help="TCP/Unix/TLS stream, as iperf3 --bidir: both directions at once, each counted on its own (serve with 'netkit tcp-echo serve --mode stream').",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = False,
     exchange: Annotated[
         bool,
         typer.Option(
@@ -359,6 +368,7 @@ def run(
         if kind is not Scenario.ECHO:
             raise ConfigError(f"--bitrate runs its own scenario: leave out --scenario {scenario}")
         kind = Scenario.BITRATE
+    direction = _direction(kind, reverse, bidir)
     plan = LoadPlan(
         scenario=kind,
         connections=connections,
@@ -372,7 +382,7 @@ def run(
         timeout=parse_duration(timeout, option="--timeout"),
         exchange=exchange,
         bitrate=parse_bitrate(bitrate) if bitrate is not None else None,
-        reverse=reverse,
+        direction=direction,
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")
@@ -389,12 +399,13 @@ def run(
     cores = _cores()
     try:
         if target is None:
-            server = EmbeddedEchoServer(workers=max(1, cores // 2))
+            server = EmbeddedEchoServer(workers=max(1, cores // 2), stream=kind is Scenario.STREAM)
             address = server.start()
             out.event(
                 "server",
                 f"no target: benchmarking netkit's own echo server ([cyan]tcp-echo serve "
-                f"--workers {server.workers}[/]) at [cyan]{escape(address)}[/]",
+                f"--workers {server.workers}{' --mode stream' if server.stream else ''}[/]) at"
+                f" [cyan]{escape(address)}[/]",
                 address=address,
                 workers=server.workers,
             )
@@ -438,6 +449,17 @@ def run(
     enforce(thresholds, result)
     judge_members(worker_failures)
     raise typer.Exit(ExitStatus.SUCCESS)
+
+
+def _direction(kind: Scenario, reverse: bool, bidir: bool) -> Direction:
+    """The stream direction ``--reverse`` and ``--bidir`` ask for."""
+    if reverse and bidir:
+        raise ConfigError("give --reverse or --bidir, not both")
+    if reverse and kind is Scenario.BITRATE:
+        return Direction.REVERSE  # the sink sends the test
+    if (reverse or bidir) and kind is not Scenario.STREAM:
+        raise ConfigError("--reverse and --bidir apply to --scenario stream (--reverse to -b too)")
+    return Direction.REVERSE if reverse else Direction.BIDIR if bidir else Direction.FORWARD
 
 
 def _http_load(

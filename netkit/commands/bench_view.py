@@ -129,7 +129,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         loop = f"paced at {format_bitrate(result.datagrams.bitrate)}"
     # Two lines, each short enough for 80 columns with a usual target.
     head = (
-        f"[bold]{result.scenario}[/] over {result.transport} to [cyan]{escape(result.target)}[/],"
+        f"[bold]{result.scenario}{' ' + result.direction if result.direction else ''}[/]"
+        f" over {result.transport} to [cyan]{escape(result.target)}[/],"
         f" {loop}\n{result.connections} connection(s), {result.workers} worker(s), "
         + (
             f"pipeline {result.pipeline}, "
@@ -146,14 +147,21 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     table.add_column(style="bold")
     table.add_column()
     unit = f"{result.scenario.unit}s"
-    table.add_row(
-        unit,
-        f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",
-    )
-    table.add_row(
-        "throughput",
-        f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
-    )
+    if result.direction != "reverse":  # in reverse the client writes nothing
+        table.add_row(
+            unit,
+            f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",
+        )
+    directions = result.directions()
+    if not directions:
+        table.add_row(
+            "throughput",
+            f"{result.mb_per_s:,.2f} MB/s sent, {result.recv_mb_per_s:,.2f} MB/s received",
+        )
+    for name, figures in directions.items():
+        table.add_row(name, _direction_line(name, figures))
+    if directions:
+        table.add_row("measured", f"{result.duration_s:.2f} s, then {result.drain_s:.3f} s drain")
     if result.datagrams is not None:
         _datagram_rows(table, result.datagrams, result.duration_s)
         if result.missed:  # the sender fell behind its schedule: the target was not sent
@@ -199,6 +207,19 @@ def _datagram_rows(table: Table, tally: DatagramTally, seconds: float) -> None:
         + (f", [red]{tally.corrupt:,} corrupt[/]" if tally.corrupt else ""),
     )
     table.add_row("jitter", f"[bold]{tally.jitter_ms:.3f} ms[/] (RFC 3550, at the receiver)")
+
+
+def _direction_line(name: str, figures: dict[str, float | int | None]) -> str:
+    """One direction of a stream test: what its sender wrote and what its receiver got."""
+    sender, receiver = ("bench", "server") if name == "forward" else ("server", "bench")
+
+    def part(who: str, what: str, key: str) -> str:
+        count, rate = figures[f"{key}_bytes"], figures[f"{key}_mb_per_s"]
+        if count is None or rate is None:
+            return f"{who} did not report"
+        return f"{who} {what} {format_size(int(count))} at {rate:,.0f} MB/s"
+
+    return f"{part(sender, 'sent', 'sender')}, {part(receiver, 'got', 'receiver')}"
 
 
 # The latency figures, four to a row: each label stands above its value, so no terminal

@@ -14,6 +14,7 @@ from netkit.commands import options as opt
 from netkit.commands import udp_proxy
 from netkit.commands.control import control_servers
 from netkit.commands.serving import RELAY, build_relay, build_stream, run_server, together
+from netkit.commands.timeline_flags import TimelineFlags, timeline_flags
 from netkit.commands.upstream_tls import UpstreamTLSFlags, upstream_tls_flags
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
@@ -59,7 +60,7 @@ app = typer.Typer(add_completion=False)
 @opt.server_flags
 @udp_proxy.datagram_flags
 @opt.proxy_accept_flags
-@opt.timeline_flags
+@timeline_flags
 @upstream_tls_flags
 def proxy(
     listen: Annotated[
@@ -128,7 +129,7 @@ def proxy(
     ] = None,
     metrics: opt.Metrics = None,
     datagram: udp_proxy.DatagramFlags = udp_proxy.DatagramFlags(),
-    timeline: opt.TimelineFlags = opt.TimelineFlags(),
+    timeline: TimelineFlags = TimelineFlags(),
     server: opt.ServerFlags = opt.ServerFlags(),
     json: opt.Json = False,
 ) -> None:

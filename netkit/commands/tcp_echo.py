@@ -7,11 +7,11 @@ import sys
 import time
 from typing import Annotated
 
+import click
 import typer
 from rich.markup import escape
 
 from netkit.commands import options as opt
-from netkit.commands.serving import build_stream, run_server
 from netkit.console import Output
 from netkit.core.addresses import parse_stream_endpoint
 from netkit.core.probe import make_probe
@@ -28,6 +28,7 @@ from netkit.net.echo import (
     echo_once,
 )
 from netkit.net.server import ServerConnection
+from netkit.net.streamtest import StreamTestConnection
 from netkit.net.tls import client_context
 from netkit.status import ExitStatus
 
@@ -59,6 +60,16 @@ def serve(
     max_frame: Annotated[
         str, typer.Option("--max-frame", help="Largest frame accepted with --framed.")
     ] = "16MiB",
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            click_type=click.Choice(["echo", "stream"]),
+            help="echo: write every byte back. stream: iperf3's server for 'netkit bench"
+            " --scenario stream': each connection is a sink, a source or both, as the client"
+            " asks (forward, --reverse, --bidir), and ends with the server's byte counts.",
+        ),
+    ] = "echo",
     idle_timeout: opt.IdleTimeout = None,
     server: opt.ServerFlags = opt.ServerFlags(),
     sndbuf: opt.SendBuffer = None,
@@ -66,13 +77,28 @@ def serve(
     keepalive: opt.KeepAlive = False,
     json: opt.Json = False,
 ) -> None:
-    """Echo every byte (or every frame) back to the sender until SIGINT/SIGTERM/SIGHUP/SIGUSR1."""
+    """Echo every byte (or every frame) back to the sender until SIGINT/SIGTERM/SIGHUP/SIGUSR1.
+
+    With --mode stream, serve iperf3-style stream tests instead ('netkit bench --scenario
+    stream', with --reverse or --bidir): the client sends 'NETKIT-STREAM/1 forward' (or
+    reverse, bidir) and a newline, the server answers 'NETKIT-STREAM/1 ok', the data flows,
+    and at the client's half-close the server stops sending, writes a 32-byte record
+    ('NKSTRES1', bytes received, bytes sent, nanoseconds: big-endian 64-bit) and closes.
+    """
+    # The server lifecycle (and the relay it shares with proxy) loads only for serve: a
+    # client run starts without it (issue 18 item 4).
+    from netkit.commands.serving import build_stream, run_server
+
     out = Output(json)
     where = parse_stream_endpoint(endpoint)
     frame_limit = check_max_frame(parse_size(max_frame, option="--max-frame"))
     idle = opt.duration(idle_timeout, "--idle-timeout")
+    if framed and mode == "stream":
+        raise ConfigError("--framed is an echo mode: give --framed or --mode stream, not both")
 
     def factory() -> ServerConnection:
+        if mode == "stream":
+            return StreamTestConnection(idle_timeout=idle)
         if framed:
             return FramedEchoConnection(max_frame=frame_limit, idle_timeout=idle)
         return EchoConnection(idle_timeout=idle)
@@ -84,7 +110,7 @@ def serve(
         build=build_stream(factory),
         flags=server,
         options=opt.socket_options(sndbuf, rcvbuf, keepalive),
-        details={"mode": "framed" if framed else "raw"},
+        details={"mode": mode if mode == "stream" else "framed" if framed else "raw"},
     )
     raise typer.Exit(code)
 

@@ -27,6 +27,25 @@ def test_bench_echo_over_tcp(run) -> None:
     assert result.as_dict()["histogram"]["count"] == 200
 
 
+def test_bench_stream_reverse_against_a_stream_server(run) -> None:
+    async def main() -> tuple[BenchResult, dict]:
+        async with netkit.echo_server(mode="stream") as server:
+            result = await netkit.bench(
+                server.address, scenario="stream", direction="reverse", duration=0.3
+            )
+        return result, server.stats
+
+    result, stats = run(main())
+    assert result.direction == "reverse" and not result.errors
+    assert result.bytes_received == result.peer_sent > 0
+    # The server wrote its answer line and result record besides the data.
+    assert stats["bytes_out"] == result.peer_sent + 19 + 32
+    with pytest.raises(ConfigError, match="mode 'sink'"):
+        run(netkit.echo_server(mode="sink").__aenter__())
+    with pytest.raises(ConfigError, match="choose one of forward, reverse, bidir"):
+        run(netkit.bench("127.0.0.1:9", scenario="stream", direction="up"))
+
+
 def test_bench_websocket_and_udp(run) -> None:
     async def main() -> tuple[BenchResult, BenchResult]:
         async with netkit.ws_server() as ws, netkit.udp_echo_server() as udp:

@@ -16,6 +16,7 @@ from netkit.core.addresses import UDPEndpoint
 from netkit.core.bench.bitrate import Control, ControlKind, parse_control
 from netkit.core.bench.plan import LoadPlan, Scenario
 from netkit.core.probe import MAGIC
+from netkit.core.streamtest import Direction
 from netkit.errors import ConfigError, ConnectError
 from netkit.net.bench.worker import Target, run_worker
 from netkit.net.sockets import create_udp_socket
@@ -123,7 +124,9 @@ def test_tests_at_once_are_capped(run: Runner, monkeypatch: pytest.MonkeyPatch) 
 def reverse_plan(**kw: Any) -> LoadPlan:
     kw.setdefault("connections", 1)
     kw.setdefault("total_connections", kw["connections"])
-    return LoadPlan(scenario=Scenario.BITRATE, reverse=True, size=200, timeout=2.0, **kw)
+    return LoadPlan(
+        scenario=Scenario.BITRATE, direction=Direction.REVERSE, size=200, timeout=2.0, **kw
+    )
 
 
 def test_bench_reverse_counts_the_exact_loss_of_a_sink_skipping_every_nth(run: Runner) -> None:
@@ -151,9 +154,11 @@ def test_bench_reverse_counts_the_exact_loss_of_a_sink_skipping_every_nth(run: R
 
 def test_reverse_needs_a_bitrate_run_and_a_duration() -> None:
     with pytest.raises(ConfigError, match="reverse"):
-        LoadPlan(scenario=Scenario.ECHO, reverse=True)
-    with pytest.raises(ConfigError, match="reverse"):
+        LoadPlan(scenario=Scenario.ECHO, direction=Direction.REVERSE)
+    with pytest.raises(ConfigError, match="duration"):
         reverse_plan(requests=10, duration=None, bitrate=1e6)
+    with pytest.raises(ConfigError, match="bidir"):
+        LoadPlan(scenario=Scenario.BITRATE, bitrate=1e6, direction=Direction.BIDIR)
 
 
 def test_reverse_against_an_echo_server_says_so(run: Runner) -> None:

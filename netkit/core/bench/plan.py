@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from netkit.core.streamtest import Direction
 from netkit.core.units import format_size
 from netkit.errors import ConfigError, Setting
 
@@ -48,7 +49,8 @@ PLANNED = (*CHOICES, Scenario.BITRATE)
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
-BITRATE, WARMUP, REVERSE = Setting("bitrate"), Setting("warmup"), Setting("reverse")
+BITRATE, WARMUP = Setting("bitrate"), Setting("warmup")
+DIRECTION = Setting("direction")
 RATE, DURATION, REQUESTS, SIZE = (
     Setting("rate"),
     Setting("duration"),
@@ -88,7 +90,8 @@ class LoadPlan:
         timeout: seconds allowed to connect and for each response.
         exchange: ``connect`` only: send one request and verify its echo before closing.
         bitrate: ``bitrate`` only: bits/s of the whole run, spread over its connections.
-        reverse: the server sends and this side receives and measures (``iperf3 -R``).
+        direction: ``stream`` only: which way the bytes go (iperf3's default, ``--reverse``,
+            ``--bidir``); see :mod:`netkit.core.streamtest`.
     """
 
     scenario: Scenario = Scenario.ECHO
@@ -104,7 +107,7 @@ class LoadPlan:
     timeout: float = 5.0
     exchange: bool = False
     bitrate: float | None = None
-    reverse: bool = False
+    direction: Direction = Direction.FORWARD
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name; request is only a result's label
@@ -131,12 +134,30 @@ class LoadPlan:
             raise ConfigError((RATE, f" applies to echo and connect, not to {self.scenario}"))
         if (self.bitrate is not None) != (self.scenario is Scenario.BITRATE):
             raise ConfigError((BITRATE, " is the bitrate scenario's, and that scenario needs it"))
-        if self.reverse and self.scenario is not Scenario.BITRATE:
-            raise ConfigError((REVERSE, " applies to UDP bitrate runs (", BITRATE, ")"))
-        if self.reverse and self.requests is not None:
-            raise ConfigError((REVERSE, ": the sink sends for the ", DURATION, ", not a count"))
         if self.scenario is Scenario.BITRATE and self.warmup > 0:
             raise ConfigError((WARMUP, " does not apply to a bitrate run: the receiver counts all"))
+        try:
+            object.__setattr__(self, "direction", Direction(self.direction))
+        except ValueError:
+            names = ", ".join(Direction)
+            raise ConfigError((DIRECTION, f" {self.direction!r}: choose one of {names}")) from None
+        if self.direction is Direction.REVERSE and self.requests is not None:
+            raise ConfigError(
+                (REQUESTS, " counts bench's writes, and a reverse stream has none: give ", DURATION)
+            )
+        # a bitrate run goes either way (the sink sends with --reverse), a stream any way
+        reversible = self.scenario is Scenario.BITRATE and self.direction is Direction.REVERSE
+        if (
+            self.direction is not Direction.FORWARD
+            and self.scenario is not Scenario.STREAM
+            and not reversible
+        ):
+            raise ConfigError(
+                (
+                    DIRECTION,
+                    f" {self.direction}: applies to the stream scenario (and reverse to -b)",
+                )
+            )
 
     def pacing(self, index: int) -> Pacing | None:
         """The open-loop schedule of this plan's connection ``index`` (None: closed loop);

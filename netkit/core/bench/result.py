@@ -62,6 +62,13 @@ class BenchResult:
         statuses: HTTP: responses per status code (expected or not).
         connects: connections opened while measuring (HTTP keep-alive reuse shows in it).
         datagrams: UDP bitrate runs: what the receivers counted (None for other runs).
+        direction: stream over TCP or Unix: ``forward``, ``reverse`` or ``bidir`` (the stream
+            test, :mod:`netkit.core.streamtest`); None otherwise.
+        peer_received: stream test: bytes the server reported receiving (of those written
+            while measuring); None when no server reported (an echo server).
+        peer_sent: stream test: bytes the server reported sending while measuring.
+        drain_s: stream test: seconds from the end of the run until the servers' counts
+            arrived (the receivers' last bytes); receivers' rates count them.
     """
 
     scenario: Scenario
@@ -86,6 +93,10 @@ class BenchResult:
     statuses: Counter[int] = field(default_factory=Counter)
     connects: int = 0
     datagrams: DatagramTally | None = None
+    direction: str | None = None
+    peer_received: int | None = None
+    peer_sent: int | None = None
+    drain_s: float = 0.0
 
     def status_count(self, low: int, high: int) -> int:
         """Responses with a status code in ``low``-``high`` (inclusive)."""
@@ -122,6 +133,38 @@ class BenchResult:
     def recv_mb_per_s(self) -> float:
         """Payload received, in MB per second."""
         return self.bytes_received / self.duration_s / 1e6 if self.duration_s > 0 else 0.0
+
+    def directions(self) -> dict[str, dict[str, Any]]:
+        """Stream test: per direction (``forward`` client to server, ``reverse`` server to
+        client), the sender's and the receiver's bytes and MB/s, as iperf3 reports them.
+
+        The client's writes are over the measured duration; whatever the server counted, and
+        what the client read, over the duration and the drain (the time the last bytes took
+        to arrive). A receiver figure is None when no server reported.
+        """
+        if self.direction is None:
+            return {}
+        whole = self.duration_s + self.drain_s
+
+        def rate(n: int | None, seconds: float) -> float | None:
+            return round(n / seconds / 1e6, 3) if n is not None and seconds > 0 else None
+
+        shown: dict[str, dict[str, Any]] = {}
+        if self.direction in ("forward", "bidir"):
+            shown["forward"] = {
+                "sender_bytes": self.bytes_sent,
+                "receiver_bytes": self.peer_received,
+                "sender_mb_per_s": rate(self.bytes_sent, self.duration_s),
+                "receiver_mb_per_s": rate(self.peer_received, whole),
+            }
+        if self.direction in ("reverse", "bidir"):
+            shown["reverse"] = {
+                "sender_bytes": self.peer_sent,
+                "receiver_bytes": self.bytes_received,
+                "sender_mb_per_s": rate(self.peer_sent, whole),
+                "receiver_mb_per_s": rate(self.bytes_received, whole),
+            }
+        return shown
 
     def latency_ms(self) -> dict[str, float] | None:
         """min/mean/stddev/percentiles/max in milliseconds, or None without samples."""
@@ -173,6 +216,11 @@ class BenchResult:
                 if self.datagrams is not None
                 else {}
             ),
+            "direction": self.direction,
+            "peer_received": self.peer_received,
+            "peer_sent": self.peer_sent,
+            "drain_s": round(self.drain_s, 6),
+            "directions": self.directions(),
         }
 
     @classmethod
@@ -225,9 +273,20 @@ class BenchResult:
                 datagrams=DatagramTally.from_dict(data["datagrams"])
                 if data.get("datagrams") is not None
                 else None,
+                direction=None if data.get("direction") is None else str(data["direction"]),
+                peer_received=None
+                if data.get("peer_received") is None
+                else int(data["peer_received"]),
+                peer_sent=None if data.get("peer_sent") is None else int(data["peer_sent"]),
+                drain_s=float(data.get("drain_s", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a netkit bench result: {type(exc).__name__}: {exc}") from None
+
+
+def _add_optional(a: int | None, b: int | None) -> int | None:
+    """Sum of two counts either of which may be unknown (None only when both are)."""
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 # Runs whose common time is at least this share of the longest one ran side by side: their
@@ -271,11 +330,12 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
     parts = list(results)
     if not parts:
         raise ConfigError("nothing to merge")
-    for what in ("scenario", "transport"):
+    for what in ("scenario", "transport", "direction"):
         kinds = {getattr(p, what) for p in parts}
         if len(kinds) > 1:
             raise ConfigError(
-                f"cannot merge results of different {what}s: {', '.join(sorted(kinds))}"
+                f"cannot merge results of different {what}s:"
+                f" {', '.join(sorted(str(k or 'none') for k in kinds))}"
                 " (their figures do not add up)"
             )
     first = parts[0]
@@ -294,6 +354,8 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         duration_s=_span(parts)[0],
         parts=sum(p.parts for p in parts),
         started_at=min(starts) if starts else None,
+        direction=first.direction,
+        drain_s=max(p.drain_s for p in parts),
     )
     for p in parts:
         merged.requests += p.requests
@@ -310,6 +372,8 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
             if merged.datagrams is None:
                 merged.datagrams = DatagramTally(bitrate=0.0)
             merged.datagrams.add(p.datagrams)
+        merged.peer_received = _add_optional(merged.peer_received, p.peer_received)
+        merged.peer_sent = _add_optional(merged.peer_sent, p.peer_sent)
     return merged
 
 
@@ -369,7 +433,10 @@ def default_failures(result: BenchResult) -> list[str]:
     different is a broken server, not a slow one: neither may exit 0 (issue 13 item 16).
     """
     reasons = []
-    if result.requests == 0:
+    if result.direction == "reverse":  # the client writes nothing: its reads are the work
+        if result.bytes_received == 0:
+            reasons.append("no byte arrived from the server")
+    elif result.requests == 0:
         reasons.append(f"no {result.scenario.unit} succeeded")
     if result.scenario is Scenario.BITRATE:
         tally = result.datagrams
@@ -382,7 +449,11 @@ def default_failures(result: BenchResult) -> list[str]:
             reasons.append(f"{missing} of {result.connections} stream(s) got no receiver report")
         if tally is not None and tally.corrupt:
             reasons.append(f"{tally.corrupt:,} datagram(s) arrived corrupted")
+    if result.direction in ("forward", "bidir") and result.peer_received == 0:
+        reasons.append("the server reported receiving no byte")
     mismatched = result.errors.get("mismatch", 0)
-    if mismatched:
+    if mismatched and result.direction is not None:
+        reasons.append(f"{mismatched:,} stream(s) counted bytes the server did not")
+    elif mismatched:
         reasons.append(f"{mismatched:,} echo(es) came back different from what was sent")
     return reasons

@@ -29,11 +29,13 @@ FAIL_IF = Setting("fail_if")  # the setting these expressions come from
 _COUNT_METRICS = ("errors", "requests", "late", "missed")
 METRICS_HELP = (
     "p50, p90, p99, p99.9, p99.99 (any pNN), min, mean, max: latency with a unit (5ms, 200us);"
-    " rps, mb_s: throughput; errors, errors.KIND, requests, late, missed: counts;"
+    " rps, mb_s: throughput; forward_mb_s, reverse_mb_s: stream, what the receiver got"
+    " each way; errors, errors.KIND, requests, late, missed: counts;"
     " error_rate: percent (1%); status_5xx, status_404 ...: HTTP responses by status;"
     " UDP bitrate runs: loss_pct (percent), jitter_ms, lost, duplicates, out_of_order,"
     " bitrate (bits/s received, 900M)"
 )
+_DIRECTION_METRICS = ("forward_mb_s", "reverse_mb_s")
 # UDP bitrate figures, from the receivers' counts (BenchResult.datagrams).
 DATAGRAM_METRICS = ("loss_pct", "jitter_ms", "lost", "duplicates", "out_of_order", "bitrate")
 _STATUS_METRIC = re.compile(r"status_([1-5])(xx|[0-9]{2})")
@@ -64,7 +66,8 @@ class Threshold:
     unit: str  # "ns", "percent" or ""
 
     def value(self, result: BenchResult) -> float | None:
-        """The metric's value in ``result`` (None when there is no latency sample)."""
+        """The metric's value in ``result`` (None when there is no latency sample, or no
+        receiver's figure for a direction)."""
         m = self.metric
         if m in DATAGRAM_METRICS:
             tally = result.datagrams
@@ -87,6 +90,10 @@ class Threshold:
             return result.rps
         if m == "mb_s":
             return result.mb_per_s
+        if m in _DIRECTION_METRICS:  # the receiver's figure; None when it did not report
+            way = result.directions().get(m.removesuffix("_mb_s"), {})
+            rate = way.get("receiver_mb_per_s")
+            return None if rate is None else float(rate)
         if m == "error_rate":
             total = result.requests + result.error_count
             return 100.0 * result.error_count / total if total else 0.0
@@ -115,11 +122,12 @@ class Threshold:
         """``p99 = 7.2ms (fail if p99>5ms)``."""
         value = self.value(result)
         if value is None:
-            shown = (
-                "no UDP bitrate figures"
-                if self.metric in DATAGRAM_METRICS
-                else "no latency samples"
-            )
+            if self.metric in _DIRECTION_METRICS:
+                shown = "not measured"
+            elif self.metric in DATAGRAM_METRICS:
+                shown = "no UDP bitrate figures"
+            else:
+                shown = "no latency samples"
         elif self.unit == "ns":
             shown = f"{value / 1e6:.3f}ms"
         elif self.unit == "percent":
@@ -160,7 +168,11 @@ def parse_threshold(text: str) -> Threshold:
         if not raw.endswith("%"):
             raise ConfigError((FAIL_IF, f" {text!r}: give error_rate in percent, as in 1%"))
         return Threshold(text, metric, op, _number(raw[:-1].strip(), text), "percent")
-    if metric in ("rps", "mb_s") or metric in _COUNT_METRICS or _STATUS_METRIC.fullmatch(metric):
+    if (
+        metric in ("rps", "mb_s", *_DIRECTION_METRICS)
+        or metric in _COUNT_METRICS
+        or _STATUS_METRIC.fullmatch(metric)
+    ):
         return Threshold(text, metric, op, _number(raw, text), "")
     if metric.startswith("errors.") and metric.partition(".")[2] in ERROR_KINDS:
         return Threshold(text, metric, op, _number(raw, text), "")

@@ -39,6 +39,7 @@ from netkit.core.bench.cluster import (
 from netkit.core.bench.http import HTTPLoad
 from netkit.core.bench.plan import LoadPlan, Scenario, check_memory
 from netkit.core.bench.result import BenchResult, merge_results
+from netkit.core.streamtest import Direction
 from netkit.errors import (
     ConfigError,
     ConnectError,
@@ -125,6 +126,7 @@ def preflight(target: Target, plan: LoadPlan) -> None:
     probe = replace(
         plan,
         scenario=scenario,
+        direction=Direction.FORWARD,  # a stream's direction is not the probe's
         connections=1,
         first_connection=0,
         total_connections=1,

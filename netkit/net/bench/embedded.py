@@ -21,6 +21,7 @@ from netkit.net.sockets import (
     listener_address,
     raise_nofile_limit,
 )
+from netkit.net.streamtest import StreamTestConnection
 from netkit.net.workers import describe_exit, fork_worker
 
 perf_ns = time.perf_counter_ns
@@ -42,11 +43,15 @@ class EmbeddedEchoServer:
 
     Args:
         workers: how many server processes.
+        stream: serve stream tests (``tcp-echo serve --mode stream``) instead of echo.
         drain_timeout: how long :meth:`stop` lets open connections finish.
     """
 
-    def __init__(self, *, workers: int = 1, drain_timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, workers: int = 1, drain_timeout: float = 10.0, stream: bool = False
+    ) -> None:
         self.workers = workers
+        self.stream = stream  # serve stream tests (tcp-echo serve --mode stream) instead
         self.drain_timeout = drain_timeout
         self.pids: list[int] = []
         self.address = ""
@@ -77,7 +82,8 @@ class EmbeddedEchoServer:
                 os.close(ready_w)
 
             async def main() -> dict[str, Any]:
-                server = StreamServer(socks[index], EchoConnection)
+                factory = StreamTestConnection if self.stream else EchoConnection
+                server = StreamServer(socks[index], factory)
                 await serve_until_signal(
                     server, drain_timeout=self.drain_timeout, on_listening=listening
                 )

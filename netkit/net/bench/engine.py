@@ -108,6 +108,7 @@ class Run:
         self.settled = False
         self.changed = asyncio.Event()  # budget used up, nothing outstanding, or fatal error
         self.halted = asyncio.Event()  # set by halt()
+        self.end_ns: int | None = None  # when the measurement ended (a stream test drains after)
 
     def halt(self) -> None:
         """End the run: nothing more is sent, and closes are no longer errors."""
@@ -380,6 +381,7 @@ class BulkSender:
     piece_size: int
     _task: asyncio.Task[None] | None
     _write_paused: bool
+    unrecorded = 0  # bytes written during the warm-up (a stream test subtracts them)
 
     def send_chunk(self, n: int) -> None:
         """Write the next ``n`` bytes (at most :attr:`piece_size`)."""
@@ -400,6 +402,8 @@ class BulkSender:
         piece = self.piece_size
         left = size  # of the current write
         while not run.stopping:
+            if left == size and not run.take(1):
+                return  # --requests: every write is taken (the last one ends the run)
             n = min(piece, left)
             self.send_chunk(n)
             left -= n
@@ -407,6 +411,10 @@ class BulkSender:
                 run.result.bytes_sent += n
                 if not left:
                     run.result.requests += 1
+                    if run.budget == 0:
+                        run.changed.set()
+            else:
+                self.unrecorded += n
             if not left:
                 left = size
             if self._write_paused:

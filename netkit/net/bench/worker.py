@@ -29,6 +29,7 @@ from netkit.core.bench.http import HTTPLoad
 from netkit.core.bench.plan import BITRATE, SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
+from netkit.core.streamtest import Direction
 from netkit.core.ws.client import ClientHandshake
 from netkit.errors import (
     CheckFailed,
@@ -40,7 +41,7 @@ from netkit.net.bench.bitrate import DatagramBitrate
 from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
 from netkit.net.bench.http import HTTPRequestBytes, HTTPRequests
-from netkit.net.bench.stream import StreamBulk, StreamEcho
+from netkit.net.bench.stream import StreamBulk, StreamEcho, StreamTest
 from netkit.net.bench.websocket import WSBulk, WSEcho, _ws_timeouts
 from netkit.net.connect import open_stream
 from netkit.net.datagram import MAX_UDP_PAYLOAD
@@ -148,7 +149,28 @@ def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
         size=plan.size,
         rate=plan.rate * share if plan.rate else None,
         datagrams=DatagramTally(plan.bitrate * share) if plan.bitrate is not None else None,
+        direction=plan.direction if plan.scenario is Scenario.STREAM else None,
     )
+
+
+def stream_test(plan: LoadPlan, target: Target) -> bool:
+    """True when ``plan`` runs the stream test protocol (:mod:`netkit.core.streamtest`):
+    a stream over TCP or a Unix socket, with or without TLS. (TLS cannot half-close in
+    asyncio: there the server's counts never come, and its figures show as not reported.)
+    A WebSocket stream writes messages, forward only.
+
+    Raises:
+        ConfigError: reverse or bidir over a transport that cannot carry them.
+    """
+    if plan.scenario is not Scenario.STREAM:
+        return False
+    byte_stream = isinstance(target.endpoint, TCPEndpoint | UnixEndpoint)
+    if plan.direction is not Direction.FORWARD and not byte_stream:
+        raise ConfigError(
+            f"--{plan.direction}: a {plan.direction} stream needs a TCP or Unix target"
+            f" (not {target.name}) served by 'netkit tcp-echo serve --mode stream'"
+        )
+    return byte_stream
 
 
 class Worker:
@@ -170,6 +192,9 @@ class Worker:
         self.target = target
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
+        self.stream_test = stream_test(plan, target)
+        if not self.stream_test:
+            self.result.direction = None
         byte_stream = not isinstance(target.endpoint, (WSURL, UDPEndpoint))
         if plan.scenario is Scenario.STREAM and byte_stream:
             self.payload = Payload(min(plan.size, STREAM_CHUNK), 1)
@@ -223,6 +248,9 @@ class Worker:
             if bulk:
                 return lambda: WSBulk(run, slot, payload, ep)
             return lambda: WSEcho(run, slot, payload, ep)
+        if bulk and self.stream_test:
+            direction = self.plan.direction
+            return lambda: StreamTest(run, slot, payload, direction)
         if bulk:
             return lambda: StreamBulk(run, slot, payload)
         return lambda: StreamEcho(run, slot, payload)
@@ -233,11 +261,19 @@ class Worker:
         while not run.stopping:
             try:
                 if isinstance(self.target.endpoint, UDPEndpoint):
-                    options = receiver_options() if self.plan.reverse else SocketOptions()
+                    options = (
+                        receiver_options()
+                        if self.plan.direction is Direction.REVERSE
+                        else SocketOptions()
+                    )
                     sock, _ = create_udp_socket(self.target.endpoint, bind=False, options=options)
                     if self.plan.scenario is Scenario.BITRATE:
                         conn: Any = DatagramBitrate(
-                            run, slot, sock, self.plan.size, reverse=self.plan.reverse
+                            run,
+                            slot,
+                            sock,
+                            self.plan.size,
+                            reverse=self.plan.direction is Direction.REVERSE,
                         )
                         conn.begin()
                     else:
@@ -252,7 +288,6 @@ class Worker:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
-            backoff = 0.05
             if run.recording:
                 run.result.connects += 1
             self.conns.add(conn)
@@ -260,6 +295,13 @@ class Worker:
                 await conn.closed
             finally:
                 self.conns.discard(conn)
+            if isinstance(conn, StreamTest) and conn.refused:
+                # Connected, but the server refused the stream test: wait as for a refused
+                # connection, or the slot would reconnect in a busy loop.
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 1.0)
+            else:
+                backoff = 0.05
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if the run stops; returns True when it stopped."""
@@ -458,9 +500,12 @@ class Worker:
         # can fire first): it is not missed, as it would not have been late.
         cutoff = end_ns - LATE_TOLERANCE_NS
         for slot in self.slots:
-            if slot.pacing is not None and not plan.reverse:  # --reverse: the sink paces
+            if (
+                slot.pacing is not None and plan.direction is not Direction.REVERSE
+            ):  # --reverse: the sink paces
                 run.result.missed += max(0, slot.pacing.due_by(run.start_ns, cutoff) - slot.issued)
         # Stop sending, and give the requests in flight the timeout to come back.
+        run.end_ns = end_ns
         run.halt()
         for conn in list(self.conns):
             if isinstance(conn, RequestEngine):
@@ -498,14 +543,15 @@ class Worker:
         else:
             last = run.last_done_ns
         run.result.duration_s = max(1e-9, (last - run.measure_start_ns) / 1e9)
-        # Close politely; whatever does not close in time is aborted by the caller.
+        # Close politely; whatever does not close in time is aborted by the caller. A stream
+        # test waits up to the timeout for the servers' counts (its receivers' last bytes).
         pending = []
         for conn in list(self.conns):
             with contextlib.suppress(Exception):
                 conn.finish()
             pending.append(conn.closed)
         if pending:
-            await asyncio.wait(pending, timeout=2.0)
+            await asyncio.wait(pending, timeout=max(2.0, plan.timeout) if self.stream_test else 2.0)
 
 
 async def run_worker(
