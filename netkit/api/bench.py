@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from netkit.core.bench.bitrate import DEFAULT_DATAGRAM, parse_bitrate
 from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
 from netkit.core.bench.plan import CHOICES, SCENARIO, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
@@ -22,7 +23,12 @@ from netkit.net import runtime
 from netkit.net.bench.worker import make_target, run_worker
 from netkit.net.tls import ClientTLS
 
-DEFAULT_SIZE = {Scenario.ECHO: 64, Scenario.CONNECT: 64, Scenario.STREAM: 256 << 10}
+DEFAULT_SIZE = {
+    Scenario.ECHO: 64,
+    Scenario.CONNECT: 64,
+    Scenario.STREAM: 256 << 10,
+    Scenario.BITRATE: DEFAULT_DATAGRAM,
+}
 
 
 async def bench(
@@ -38,6 +44,7 @@ async def bench(
     warmup: float = 0.0,
     timeout: float = 5.0,
     exchange: bool = False,
+    bitrate: float | str | None = None,
     direction: str = "forward",
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
@@ -68,6 +75,12 @@ async def bench(
         warmup: seconds of load before measuring.
         timeout: seconds allowed to connect, and for each response.
         exchange: ``connect``: send one request and verify its echo before closing.
+        bitrate: a UDP bitrate test (``udp://`` targets, as ``iperf3 -u -b``): bits/s in all
+            (a number, or text such as ``"100M"``), in datagrams of ``size`` bytes (1460 by
+            default) to a sink (``udp_echo_server(mode="sink")``); what it received is
+            ``result.datagrams`` (lost, ``loss_pct``, duplicates, out of order,
+            ``jitter_ms``). With ``direction="reverse"`` the sink sends the test and this
+            side counts it (``iperf3 -u -R``).
         direction: ``stream`` over TCP or Unix, against ``echo_server(mode="stream")``:
             ``forward`` (we send), ``reverse`` (the server sends) or ``bidir``; the result's
             ``directions()`` has each direction's sender and receiver figures.
@@ -97,6 +110,11 @@ async def bench(
     except ValueError:
         names = ", ".join(CHOICES)
         raise ConfigError((SCENARIO, f" {scenario!r}: choose one of {names}")) from None
+    if bitrate is not None:
+        if kind is not Scenario.ECHO:
+            raise ConfigError(f"bitrate runs its own scenario: leave out scenario={scenario!r}")
+        kind = Scenario.BITRATE
+        bitrate = parse_bitrate(bitrate) if isinstance(bitrate, str) else float(bitrate)
     thresholds = [parse_threshold(text) for text in fail_if]
     plan = LoadPlan(
         scenario=kind,
@@ -110,6 +128,7 @@ async def bench(
         warmup=warmup,
         timeout=timeout,
         exchange=exchange,
+        bitrate=bitrate,
         direction=direction,  # type: ignore[arg-type]  # LoadPlan checks the name
     )
     if plan.timeout <= 0:
