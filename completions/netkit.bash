@@ -27,10 +27,10 @@ _netkit_options() {
         "netkit tcp-echo serve") echo "--framed --max-frame --mode --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --tls-self-signed --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf --keepalive --json -h --help" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval --framed -t --timeout --retry -q --quiet --tls --cacert --cert --key -k --insecure --sni --sndbuf --rcvbuf --json -h --help" ;;
         "netkit udp-echo") echo "-h --help" ;;
-        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file --json -h --help" ;;
+        "netkit udp-echo serve") echo "--max-size --mode --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file --json -h --help" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss -q --quiet --sndbuf --rcvbuf --json -h --help" ;;
-        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages --warmup -w --workers -t --timeout -R --reverse --bidir --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages --warmup -w --workers -t --timeout -R --reverse --bidir --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
+        "netkit bench") echo "-h --help --scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages -b --bitrate --warmup -w --workers -t --timeout -R --reverse --bidir --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages -b --bitrate --warmup -w --workers -t --timeout -R --reverse --bidir --exchange --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --per-worker --fail-if-worker --tls --cacert --cert --key -k --insecure --sni --json -h --help" ;;
         "netkit bench merge") echo "--fail-if --json -h --help" ;;
         "netkit multicast") echo "-h --help" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl --loop --no-loop -I --interface --source-port --broadcast -q --quiet --sndbuf --json -h --help" ;;
@@ -49,10 +49,10 @@ _netkit_value_options() {
         "netkit lb") echo "-a --algorithm --check-interval --check-timeout --rise --fall --check --check-send --check-expect --slowstart --connect-timeout --backends-file --queue --queue-timeout --proxy-protocol --accept-proxy-protocol --proxy-header-timeout --cacert --backend-sni --backend-cert --backend-key --seed --idle-timeout --metrics --api --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file" ;;
         "netkit tcp-echo serve") echo "--max-frame --mode --idle-timeout --max-connections --workers --drain-timeout --socket-mode --cert --key --client-ca --allow --deny --allow-file --deny-file --sndbuf --rcvbuf" ;;
         "netkit tcp-echo client") echo "-c --count -s --size -i --interval -t --timeout --retry --cacert --cert --key --sni --sndbuf --rcvbuf" ;;
-        "netkit udp-echo serve") echo "--max-size --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file" ;;
+        "netkit udp-echo serve") echo "--max-size --mode --drop-every --sndbuf --rcvbuf --allow --deny --allow-file --deny-file" ;;
         "netkit udp-echo client") echo "-c --count -i --interval -s --size -t --timeout --max-loss --sndbuf --rcvbuf" ;;
-        "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
-        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
+        "netkit bench") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages -b --bitrate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
+        "netkit bench run") echo "--scenario -c --connections -d --duration -n --requests -s --size -p --pipeline -r --rate --stages -b --bitrate --warmup -w --workers -t --timeout --fail-if -m --method -H --header --body --body-file --expect-status --expect-body --cluster --hosts --fail-if-worker --cacert --cert --key --sni" ;;
         "netkit bench merge") echo "--fail-if" ;;
         "netkit multicast send") echo "-c --count -i --interval -s --size --hops --ttl -I --interface --source-port --sndbuf" ;;
         "netkit multicast listen") echo "-I --interface -S --source -c --count -t --timeout --rcvbuf" ;;
@@ -106,6 +106,7 @@ _netkit_values() {
         "netkit tcp-echo client --cacert") echo "@files" ;;
         "netkit tcp-echo client --cert") echo "@files" ;;
         "netkit tcp-echo client --key") echo "@files" ;;
+        "netkit udp-echo serve --mode") echo "echo sink" ;;
         "netkit udp-echo serve --allow-file") echo "@files" ;;
         "netkit udp-echo serve --deny-file") echo "@files" ;;
         "netkit bench --scenario") echo "echo stream connect" ;;

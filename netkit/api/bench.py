@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from netkit.core.bench.bitrate import DEFAULT_DATAGRAM, parse_bitrate
 from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
 from netkit.core.bench.plan import CHOICES, SCENARIO, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
@@ -23,7 +24,12 @@ from netkit.net import runtime
 from netkit.net.bench.worker import make_target, run_worker
 from netkit.net.tls import ClientTLS
 
-DEFAULT_SIZE = {Scenario.ECHO: 64, Scenario.CONNECT: 64, Scenario.STREAM: 256 << 10}
+DEFAULT_SIZE = {
+    Scenario.ECHO: 64,
+    Scenario.CONNECT: 64,
+    Scenario.STREAM: 256 << 10,
+    Scenario.BITRATE: DEFAULT_DATAGRAM,
+}
 
 
 async def bench(
@@ -40,6 +46,7 @@ async def bench(
     timeout: float = 5.0,
     exchange: bool = False,
     stages: str | Stages | None = None,
+    bitrate: float | str | None = None,
     direction: str = "forward",
     tls: ClientTLS | None = None,
     fail_if: Sequence[str] = (),
@@ -77,6 +84,12 @@ async def bench(
             stage ramps linearly to its target over its duration. The run lasts the stages'
             total (no ``duration``, ``rate``, ``requests`` or ``warmup`` with them), and the
             result has per-stage figures (``result.stages``).
+        bitrate: a UDP bitrate test (``udp://`` targets, as ``iperf3 -u -b``): bits/s in all
+            (a number, or text such as ``"100M"``), in datagrams of ``size`` bytes (1460 by
+            default) to a sink (``udp_echo_server(mode="sink")``); what it received is
+            ``result.datagrams`` (lost, ``loss_pct``, duplicates, out of order,
+            ``jitter_ms``). With ``direction="reverse"`` the sink sends the test and this
+            side counts it (``iperf3 -u -R``).
         direction: ``stream`` over TCP or Unix, against ``echo_server(mode="stream")``:
             ``forward`` (we send), ``reverse`` (the server sends) or ``bidir``; the result's
             ``directions()`` has each direction's sender and receiver figures.
@@ -106,6 +119,11 @@ async def bench(
     except ValueError:
         names = ", ".join(CHOICES)
         raise ConfigError((SCENARIO, f" {scenario!r}: choose one of {names}")) from None
+    if bitrate is not None:
+        if kind is not Scenario.ECHO:
+            raise ConfigError(f"bitrate runs its own scenario: leave out scenario={scenario!r}")
+        kind = Scenario.BITRATE
+        bitrate = parse_bitrate(bitrate) if isinstance(bitrate, str) else float(bitrate)
     thresholds = [parse_threshold(text) for text in fail_if]
     ramp = parse_stages(stages) if isinstance(stages, str) else stages
     if ramp is not None:
@@ -129,6 +147,7 @@ async def bench(
         timeout=timeout,
         exchange=exchange,
         stages=ramp,
+        bitrate=bitrate,
         direction=direction,  # type: ignore[arg-type]  # LoadPlan checks the name
     )
     for t in thresholds:

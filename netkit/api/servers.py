@@ -32,9 +32,10 @@ from netkit.net.server import (
     make_listener,
     running,
 )
-from netkit.net.sockets import create_udp_socket, listener_address
+from netkit.net.sockets import SocketOptions, create_udp_socket, listener_address
 from netkit.net.streamtest import StreamTestConnection
 from netkit.net.tls import ClientTLS, ServerTLS, client_context, server_context
+from netkit.net.udp_sink import UDPSinkServer, receiver_options
 
 TLSSetting = ServerTLS | ssl.SSLContext | bool | None
 """A server's TLS: None (plain), True (a throwaway self-signed certificate), a
@@ -234,14 +235,15 @@ async def echo_server(
 class UDPEchoServer(Listening):
     """A running :func:`udp_echo_server`: its address (see :class:`Listening`) and totals."""
 
-    def __init__(self, address: str, server: datagram.UDPEchoServer) -> None:
+    def __init__(self, address: str, server: datagram.UDPEchoServer | UDPSinkServer) -> None:
         super().__init__(address)
         self._server = server
 
     @property
     def stats(self) -> dict[str, Any]:
         """The totals so far, as ``udp-echo serve --json`` sums them up: ``datagrams_in``,
-        ``datagrams_out``, ``bytes_in``, ``bytes_out``, ``dropped_on_purpose``, ``peers`` ..."""
+        ``datagrams_out``, ``bytes_in``, ``bytes_out``, ``dropped_on_purpose``, ``peers`` ...
+        (a sink's: ``counted``, ``starts``, ``reports``, ``malformed`` ...)"""
         return self._server.stats.as_dict()
 
 
@@ -254,15 +256,21 @@ async def udp_echo_server(
     allow: Iterable[str] | str = (),
     deny: Iterable[str] | str = (),
     on_event: EventHook | None = None,
+    mode: str = "echo",
 ) -> AsyncIterator[UDPEchoServer]:
     """Run a UDP echo server for the ``async with`` block: every datagram goes back to its
     sender (not to ports below 1024, nor to its own port). What ``netkit udp-echo serve`` runs.
+
+    With ``mode="sink"`` it echoes nothing: it receives UDP bitrate tests
+    (:func:`netkit.bench` with ``bitrate``), counts each sender's datagrams and reports them
+    to it, as ``netkit udp-echo serve --mode sink`` does.
 
     Args:
         endpoint: where to listen: ``HOST:PORT`` (port 0: the kernel picks one), ``:PORT``
             (loopback) or ``[::1]:PORT``.
         max_size: the largest datagram echoed; larger ones are counted and dropped.
-        drop_every: drop every Nth datagram (to test a client's loss handling), 0 = never.
+        drop_every: drop every Nth datagram (to test a client's loss handling), 0 = never;
+            a sink drops every Nth test datagram of each sender.
         allow, deny: networks or addresses to answer only, and never to answer (see
             :func:`echo_server`); a datagram from a denied source is counted (``denied`` in
             :attr:`UDPEchoServer.stats`) and not answered.
@@ -275,23 +283,30 @@ async def udp_echo_server(
     Raises:
         EndpointError: ``endpoint`` does not parse.
         ConfigError: ``max_size`` is not a UDP payload size, ``drop_every`` is negative, a
-            bad allow/deny rule.
+            bad allow/deny rule, a ``mode`` other than ``echo`` and ``sink``.
         BindError: the address is in use or not ours to bind.
     """
     datagram.check_max_size(max_size)
     if drop_every < 0:
         raise ConfigError(f"drop_every {drop_every}: give 0 (never) or more")
+    if mode not in ("echo", "sink"):
+        raise ConfigError(f"mode {mode!r}: choose echo or sink")
     access = AccessList(allow, deny)
 
     def denied(peer: str, rule: str | None) -> None:
         if on_event is not None:
             on_event("denied", {"peer": peer, "rule": rule})
 
-    sock, _ = create_udp_socket(parse_datagram_endpoint(endpoint), bind=True)
+    options = receiver_options() if mode == "sink" else SocketOptions()
+    sock, _ = create_udp_socket(parse_datagram_endpoint(endpoint), bind=True, options=options)
     try:
-        server = datagram.UDPEchoServer(
-            sock, max_size=max_size, drop_every=drop_every, access=access, on_denied=denied
-        )
+        server: datagram.UDPEchoServer | UDPSinkServer
+        if mode == "sink":
+            server = UDPSinkServer(sock, drop_every=drop_every, access=access, on_denied=denied)
+        else:
+            server = datagram.UDPEchoServer(
+                sock, max_size=max_size, drop_every=drop_every, access=access, on_denied=denied
+            )
         server.start()
         try:
             yield UDPEchoServer(listener_address(sock), server)

@@ -29,6 +29,7 @@ from netkit.commands.bench_cluster import Fleet, judge_members, report_members, 
 from netkit.commands.bench_view import LiveView, report
 from netkit.console import Output
 from netkit.core.addresses import WSURL
+from netkit.core.bench.bitrate import DEFAULT_DATAGRAM, parse_bitrate
 from netkit.core.bench.http import HTTPLoad, StatusCheck, parse_header
 from netkit.core.bench.plan import CHOICES, LoadPlan, Scenario, check_memory, parse_rate
 from netkit.core.bench.result import (
@@ -38,6 +39,7 @@ from netkit.core.bench.result import (
 )
 from netkit.core.bench.stages import parse_stages
 from netkit.core.bench.thresholds import (
+    DATAGRAM_METRICS,
     METRICS_HELP,
     enforce,
     parse_threshold,
@@ -63,7 +65,12 @@ DEFAULT_GATE_HELP = (
     "a run fails (exit 1) when no request succeeded or any echo came back different"
     " (errors.mismatch), with or without --fail-if"
 )
-DEFAULT_SIZE = {Scenario.ECHO: "64", Scenario.CONNECT: "64", Scenario.STREAM: "256KiB"}
+DEFAULT_SIZE = {
+    Scenario.ECHO: "64",
+    Scenario.CONNECT: "64",
+    Scenario.STREAM: "256KiB",
+    Scenario.BITRATE: str(DEFAULT_DATAGRAM),
+}
 
 
 class BenchGroup(TyperGroup):
@@ -181,6 +188,15 @@ def run(
             rich_help_panel=LOAD_PANEL,
         ),
     ] = None,
+    bitrate: Annotated[
+        str | None,
+        typer.Option(
+            "--bitrate",
+            "-b",
+            help=f"UDP targets, as iperf3 -u: send sequenced datagrams at this many bits/s in total (100M, 1G; K/M/G are powers of 1000), {DEFAULT_DATAGRAM} bytes each unless --size says otherwise; the receiver (netkit udp-echo serve --mode sink) reports loss, duplicates, out-of-order datagrams and jitter (RFC 3550).",
+            rich_help_panel=LOAD_PANEL,
+        ),
+    ] = None,
     warmup: Annotated[
         str,
         typer.Option(
@@ -214,7 +230,7 @@ def run(
         typer.Option(
             "--reverse",
             "-R",
-            help="TCP/Unix/TLS stream, as iperf3 -R: the server sends and bench receives and counts (serve with 'netkit tcp-echo serve --mode stream').",
+            help="As iperf3 -R: the server sends and bench receives and counts. TCP/Unix/TLS stream (serve with 'netkit tcp-echo serve --mode stream'); UDP bitrate runs (-b): the sink (netkit udp-echo serve --mode sink) sends at the bitrate, and loss, duplicates, out-of-order datagrams and jitter are counted here.",
             rich_help_panel=LOAD_PANEL,
         ),
     ] = False,
@@ -364,6 +380,10 @@ def run(
     for t in thresholds:
         t.check_stages(len(ramp.stages) if ramp else 0)
     kind = Scenario(scenario)
+    if bitrate is not None:
+        if kind is not Scenario.ECHO:
+            raise ConfigError(f"--bitrate runs its own scenario: leave out --scenario {scenario}")
+        kind = Scenario.BITRATE
     direction = _direction(kind, reverse, bidir)
     plan = LoadPlan(
         scenario=kind,
@@ -378,10 +398,17 @@ def run(
         timeout=parse_duration(timeout, option="--timeout"),
         exchange=exchange,
         stages=ramp,
+        bitrate=parse_bitrate(bitrate) if bitrate is not None else None,
         direction=direction,
     )
     if plan.timeout <= 0:
         raise ConfigError("--timeout must be more than 0")
+    if plan.bitrate is None:
+        for t in thresholds:
+            if t.metric in DATAGRAM_METRICS:
+                raise ConfigError(
+                    f"--fail-if {t.text!r}: {t.metric} is measured by -b/--bitrate runs"
+                )
     tls_opts = opt.client_tls(tls, cacert, cert, key, insecure, sni)
     server: EmbeddedEchoServer | None = None
     fleet: Fleet | None = None
@@ -451,8 +478,10 @@ def _direction(kind: Scenario, reverse: bool, bidir: bool) -> Direction:
     """The stream direction ``--reverse`` and ``--bidir`` ask for."""
     if reverse and bidir:
         raise ConfigError("give --reverse or --bidir, not both")
+    if reverse and kind is Scenario.BITRATE:
+        return Direction.REVERSE  # the sink sends the test
     if (reverse or bidir) and kind is not Scenario.STREAM:
-        raise ConfigError("--reverse and --bidir apply to --scenario stream")
+        raise ConfigError("--reverse and --bidir apply to --scenario stream (--reverse to -b too)")
     return Direction.REVERSE if reverse else Direction.BIDIR if bidir else Direction.FORWARD
 
 

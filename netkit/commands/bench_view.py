@@ -19,6 +19,7 @@ from rich.table import Table
 
 from netkit.commands.bench_stages import stage_line, stage_now, stage_table
 from netkit.console import Output
+from netkit.core.bench.bitrate import DatagramTally, format_bitrate
 from netkit.core.bench.plan import LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult, default_failures
 from netkit.core.bench.thresholds import Threshold, check_thresholds
@@ -71,6 +72,12 @@ class LiveView:
         if self.progress is not None:
             self.progress.stop()
 
+    def _stats(self, totals: ProgressTotals) -> str:
+        if self.plan.bitrate is not None:  # no latency: the bitrate sent so far
+            sent = format_bitrate(totals.rate * self.plan.size * 8)
+            return f"{totals.rate:,.0f} datagrams/s  {sent} sent  errors {totals.errors}"
+        return f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  errors {totals.errors}"
+
     def _show(self, totals: ProgressTotals) -> None:
         stage = stage_now(self.plan.stages, totals.elapsed) if self.plan.stages else {}
         if self.progress is not None:
@@ -80,8 +87,8 @@ class LiveView:
             self.progress.update(
                 self.task,
                 completed=totals.elapsed if self.plan.requests is None else totals.requests,
-                stats=f"{totals.rate:,.0f}/s  p99 {totals.p99_ns / 1e6:.3f} ms  "
-                f"errors {totals.errors}{others}"
+                stats=self._stats(totals)
+                + others
                 + (f"  [dim]{stage_line(stage)}[/]" if stage else ""),
                 description="warm-up"
                 if totals.warmup
@@ -130,6 +137,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     if result.stages:
         ramped = "rate, open loop" if result.stages[0].kind == "rate" else "connections"
         loop = f"{len(result.stages)} stage(s) ramping the {ramped}"
+    if result.datagrams is not None:
+        loop = f"paced at {format_bitrate(result.datagrams.bitrate)}"
     # Two lines, each short enough for 80 columns with a usual target.
     head = (
         f"[bold]{result.scenario}{' ' + result.direction if result.direction else ''}[/]"
@@ -143,8 +152,7 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         + (
             "HTTP/1.1 requests"
             if result.transport.startswith("http")
-            else f"{format_size(result.size)} per "
-            + ("write" if result.scenario is Scenario.STREAM else "request")
+            else f"{format_size(result.size)} per {result.scenario.unit}"
         )
     )
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -166,6 +174,10 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
         table.add_row(name, _direction_line(name, figures))
     if directions:
         table.add_row("measured", f"{result.duration_s:.2f} s, then {result.drain_s:.3f} s drain")
+    if result.datagrams is not None:
+        _datagram_rows(table, result.datagrams, result.duration_s)
+        if result.missed:  # the sender fell behind its schedule: the target was not sent
+            table.add_row("behind", f"[red]{result.missed:,}[/] datagram(s) due never sent")
     lat = result.latency_ms()
     if lat is not None:
         table.add_row("latency ms", _latency_grid(lat))
@@ -192,6 +204,23 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     out.print(table)
     if result.stages:
         out.print(stage_table(result))
+
+
+def _datagram_rows(table: Table, tally: DatagramTally, seconds: float) -> None:
+    """A UDP bitrate run's rows: what the receivers counted, as iperf3's receiver line."""
+    table.add_row(
+        "received",
+        f"{tally.received:,} of {tally.sent:,} datagram(s) at"
+        f" [bold]{format_bitrate(tally.bits_per_s(seconds))}[/]"
+        f" ({tally.streams} stream(s) reported)",
+    )
+    table.add_row(
+        "lost",
+        f"{tally.lost:,} ([bold]{tally.loss_pct:.3f}%[/]), {tally.duplicates:,} duplicate(s),"
+        f" {tally.out_of_order:,} out of order"
+        + (f", [red]{tally.corrupt:,} corrupt[/]" if tally.corrupt else ""),
+    )
+    table.add_row("jitter", f"[bold]{tally.jitter_ms:.3f} ms[/] (RFC 3550, at the receiver)")
 
 
 def _direction_line(name: str, figures: dict[str, float | int | None]) -> str:

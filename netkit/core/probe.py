@@ -44,6 +44,19 @@ def _filler(seq: int, n: int) -> bytes:
     return _TABLE[start : start + 256] * reps + _TABLE[start : start + rest]
 
 
+def _filler_matches(data: bytes | bytearray | memoryview, seq: int, n: int) -> bool:
+    """Whether the ``n`` bytes after the header are the filler of ``seq``.
+
+    ``bytes.startswith`` compares with memcmp whatever buffer it is given: a memoryview
+    compared with ``==`` goes item by item (7.4 us against 0.15 us for 1436 bytes, measured),
+    which was most of a sink's time per datagram.
+    """
+    tail = memoryview(data)[HEADER_SIZE:]
+    if n <= 65536:
+        return _TABLE.startswith(tail, seq & 0xFF)
+    return bool(tail == _filler(seq, n))
+
+
 def make_probe(seq: int, sent_ns: int, size: int = HEADER_SIZE) -> bytes:
     """Build a probe of ``size`` bytes (at least the 24-byte header)."""
     size = max(size, HEADER_SIZE)
@@ -54,11 +67,18 @@ def make_probe(seq: int, sent_ns: int, size: int = HEADER_SIZE) -> bytes:
 
 def parse_probe(data: bytes | bytearray | memoryview) -> Probe | None:
     """Decode a probe; None if the bytes are not an intact netkit probe."""
+    fields = probe_fields(data)
+    return None if fields is None else Probe(*fields)
+
+
+def probe_fields(data: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """:func:`parse_probe` without building a :class:`Probe`: ``(seq, sent_ns, size)``, or
+    None (for receivers that count every datagram of a bitrate test)."""
     if len(data) < HEADER_SIZE:
         return None
     magic, size, seq, sent_ns = HEADER.unpack_from(data)
     if magic != MAGIC or size != len(data):
         return None
-    if data[HEADER_SIZE:] != _filler(seq, size - HEADER_SIZE):
+    if not _filler_matches(data, seq, size - HEADER_SIZE):
         return None
-    return Probe(seq=seq, sent_ns=sent_ns, size=size)
+    return seq, sent_ns, size

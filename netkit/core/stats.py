@@ -110,3 +110,66 @@ class SequenceTracker:
             "duplicates": self.duplicates,
             "reordered": self.reordered,
         }
+
+
+# Sequence numbers a SequenceWindow remembers behind the highest one seen (a power of two).
+SEQUENCE_WINDOW = 4096
+
+
+class SequenceWindow:
+    """:class:`SequenceTracker`'s counts in fixed memory, for receivers that anyone may feed.
+
+    It remembers only the last ``size`` sequence numbers below the highest one seen (one byte
+    each, in a ring), so a sender that declares or sends any sequence numbers at all costs the
+    same memory. Within the window duplicates and reordering are told apart exactly; an
+    arrival older than the window counts as reordered (a duplicate that old cannot be told
+    from a late arrival: iperf3 counts every such packet out of order too). Loss is what was
+    sent and never counted as received.
+
+    Args:
+        size: how many sequence numbers are remembered: a power of two.
+    """
+
+    def __init__(self, size: int = SEQUENCE_WINDOW) -> None:
+        if size < 1 or size & (size - 1):
+            raise ValueError(f"window size {size} is not a power of two")
+        self._seen = bytearray(size)
+        self._zeros = bytes(size)
+        self._mask = size - 1
+        self.highest = -1
+        self.received = 0  # distinct sequence numbers, as far as the window can tell
+        self.duplicates = 0
+        self.reordered = 0
+
+    def add(self, seq: int) -> str:
+        """Record one arrival; returns ``"ok"``, ``"duplicate"`` or ``"reordered"``."""
+        seen, mask = self._seen, self._mask
+        if seq > self.highest:
+            self._forget(self.highest + 1, seq - self.highest - 1)
+            seen[seq & mask] = 1
+            self.highest = seq
+            self.received += 1
+            return "ok"
+        if self.highest - seq <= mask:
+            if seen[seq & mask]:
+                self.duplicates += 1
+                return "duplicate"
+            seen[seq & mask] = 1
+        self.received += 1
+        self.reordered += 1
+        return "reordered"
+
+    def _forget(self, first: int, count: int) -> None:
+        """Clear the slots of ``count`` sequence numbers from ``first``: never seen yet."""
+        size = self._mask + 1
+        if count >= size:
+            self._seen[:] = self._zeros
+            return
+        start = first & self._mask
+        head = min(count, size - start)
+        self._seen[start : start + head] = self._zeros[:head]
+        self._seen[: count - head] = self._zeros[: count - head]
+
+    def lost(self, sent: int) -> int:
+        """How many of ``sent`` datagrams never arrived (never less than 0)."""
+        return max(0, sent - self.received)

@@ -138,6 +138,9 @@ class DescriptorReserve:
     and taken again with no await in between, so nothing else can take it.
     """
 
+    SLACK = 8
+    """Descriptors held beyond what is asked, at most."""
+
     def __init__(self) -> None:
         self._fds: list[int] = []
 
@@ -147,10 +150,11 @@ class DescriptorReserve:
     def fill(self, count: int) -> OSError | None:
         """Hold ``count`` descriptors; returns the error when the process cannot.
 
-        Descriptors held beyond ``count`` (a burst of clients that has since connected) are
-        given back, so the reserve never keeps more than the next accept needs.
+        Descriptors held beyond ``count`` + :attr:`SLACK` (a burst of clients that has since
+        connected) are given back: the reserve keeps little more than the next accept needs,
+        without opening and closing one descriptor per client as clients come and go.
         """
-        while len(self._fds) > count:
+        while len(self._fds) > count + self.SLACK:
             os.close(self._fds.pop())
         while len(self._fds) < count:
             try:

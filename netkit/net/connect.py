@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
+import select
 import socket
 import ssl
 import stat
@@ -169,17 +171,32 @@ def _unix_refusal(target: str) -> str:
 # --- connecting ----------------------------------------------------------------------------
 
 
-async def _addresses(endpoint: TCPEndpoint | UnixEndpoint) -> list[tuple[int, Any]]:
-    """(family, address) pairs to try in turn; an IP literal needs no resolver round trip."""
+Address = tuple[int, Any]
+"""A (family, socket address) pair to connect to."""
+
+
+def literal_addresses(endpoint: TCPEndpoint | UnixEndpoint) -> list[Address] | None:
+    """The address of a Unix endpoint or of an IP literal (no resolver needed), else None."""
     if isinstance(endpoint, UnixEndpoint):
         return [(socket.AF_UNIX, endpoint.address)]
     try:
         ip = ipaddress.ip_address(endpoint.host)
     except ValueError:
-        pass  # a name (or a scoped IPv6 address): ask the resolver
-    else:
-        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        return [(family, (endpoint.host, endpoint.port))]
+        return None  # a name (or a scoped IPv6 address): ask the resolver
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return [(family, (endpoint.host, endpoint.port))]
+
+
+async def resolve(endpoint: TCPEndpoint | UnixEndpoint) -> list[Address]:
+    """(family, address) pairs to try in turn; an IP literal needs no resolver round trip.
+
+    Raises:
+        socket.gaierror: the name does not resolve.
+    """
+    found = literal_addresses(endpoint)
+    if found is not None:
+        return found
+    assert isinstance(endpoint, TCPEndpoint)
     resolved = await asyncio.get_running_loop().getaddrinfo(
         endpoint.host, endpoint.port, type=socket.SOCK_STREAM
     )
@@ -187,12 +204,63 @@ async def _addresses(endpoint: TCPEndpoint | UnixEndpoint) -> list[tuple[int, An
 
 
 def _new_socket(family: int, target: str) -> socket.socket:
+    # Non-blocking from birth (SOCK_NONBLOCK): no ioctl to make it so afterwards.
     try:
-        return socket.socket(family, socket.SOCK_STREAM)
+        return socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     except OSError as exc:
         if exc.errno in OUT_OF_RESOURCES:
             raise ResourceExhausted(f"cannot open a socket to {target}: {exc.strerror}") from exc
         raise
+
+
+def _connected_now(sock: socket.socket, addr: Any) -> bool:
+    # Start a TCP connect; True when it is complete already (on loopback the handshake is
+    # done by the time connect() returns EINPROGRESS: one poll(0) sees it, and the socket
+    # never has to be registered with the event loop for writing).
+    err = sock.connect_ex(addr)
+    if err not in (0, errno.EINPROGRESS):
+        raise OSError(err, os.strerror(err))
+    if err:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLOUT)
+        if not poller.poll(0):
+            return False
+    _check_connected(sock)
+    return True
+
+
+def _check_connected(sock: socket.socket) -> None:
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _connect_socket(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: Any, deadline: float | None
+) -> None:
+    # Connect ``sock`` (non-blocking) to ``addr`` by ``deadline`` (loop time). TCP connects
+    # here, not through loop.sock_connect: uvloop's resolves the address again on its
+    # thread pool every time, a literal IP included (futex and eventfd round trips).
+    if sock.family == socket.AF_UNIX:
+        async with asyncio.timeout_at(deadline):
+            await loop.sock_connect(sock, addr)
+        return
+    if _connected_now(sock, addr):
+        return
+    fd = sock.fileno()
+    writable: asyncio.Future[None] = loop.create_future()
+    loop.add_writer(fd, _wake, writable)
+    try:
+        async with asyncio.timeout_at(deadline):
+            await writable
+    finally:
+        loop.remove_writer(fd)
+    _check_connected(sock)
 
 
 async def connect_raw(
@@ -200,35 +268,45 @@ async def connect_raw(
     *,
     timeout: float | None,
     options: SocketOptions = SocketOptions(),
+    addresses: list[Address] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> socket.socket:
     """Open a non-blocking socket connected to ``endpoint`` (each resolved address in turn).
 
     Args:
         timeout: deadline for resolving and connecting (None: none).
         options: applied before the connect (a receive buffer set later is not advertised).
+        addresses: ``endpoint``'s addresses, resolved already (a relay's
+            :class:`~netkit.net.resolved.AddressBook`): no resolver is asked.
+        loop: the running loop, when the caller has it at hand.
 
     Raises:
         ConnectError, OperationTimeout, ResourceExhausted: as the failure was.
     """
-    loop = asyncio.get_running_loop()
+    loop = loop or asyncio.get_running_loop()
     target = str(endpoint)
+    deadline = None if timeout is None else loop.time() + timeout
     try:
-        async with asyncio.timeout(timeout):
-            last: BaseException | None = None
-            for family, addr in await _addresses(endpoint):
-                sock = _new_socket(family, target)
-                try:
-                    sock.setblocking(False)
-                    apply_options(sock, options)
-                    await loop.sock_connect(sock, addr)
-                    return sock
-                except OSError as exc:
-                    sock.close()
-                    last = exc
-                except BaseException:
-                    sock.close()
-                    raise
-            raise last or ConnectError(f"cannot resolve {target}")
+        if addresses is None:
+            async with asyncio.timeout_at(deadline):
+                addresses = await resolve(endpoint)
+        last: BaseException | None = None
+        for family, addr in addresses:
+            sock = _new_socket(family, target)
+            try:
+                apply_options(sock, options)
+                await _connect_socket(loop, sock, addr, deadline)
+                return sock
+            except TimeoutError:
+                sock.close()
+                raise
+            except OSError as exc:
+                sock.close()
+                last = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise last or ConnectError(f"cannot resolve {target}")
     except TimeoutError:
         raise OperationTimeout(f"timed out connecting to {target}") from None
     except OSError as exc:

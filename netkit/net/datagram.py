@@ -6,6 +6,7 @@ the socket with ``loop.add_reader`` instead and read straight into a preallocate
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import socket
 import time
@@ -95,7 +96,74 @@ def answerable(source: tuple[Any, ...], own_port: int) -> bool:
     return port >= _FIRST_ANSWERED_PORT and port != own_port
 
 
-class UDPEchoServer:
+class DatagramServer(abc.ABC):
+    """What netkit's UDP servers share: a bound socket read into one preallocated buffer on
+    the running loop, the source ports never answered (:func:`answerable`) and the
+    allow/deny lists.
+
+    Subclasses set ``stats`` (with ``received``, ``bytes_in``, ``refused_source`` and
+    ``denied`` counters) and read with ``_readable``, checking each datagram with
+    :meth:`_admits`.
+
+    Args:
+        sock: a bound, non-blocking UDP socket.
+        access: allow/deny lists: a datagram from a denied source is counted
+            (``stats.denied``) and not answered.
+        on_denied: called with (source, rule) the first time a source is denied.
+    """
+
+    stats: Any
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        access: AccessList | None,
+        on_denied: Callable[[str, str | None], None] | None,
+    ) -> None:
+        self.sock = sock
+        self.access = access or None  # None when empty: no check at all per datagram
+        self.on_denied = on_denied
+        self._denied = DeniedSources()
+        self._own_port: int = sock.getsockname()[1]
+        self._buf = bytearray(_RECV_BUFFER)
+        self._view = memoryview(self._buf)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start serving on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+
+    def stop(self) -> None:
+        """Stop reading; the socket stays open."""
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+
+    @abc.abstractmethod
+    def _readable(self) -> None:
+        """Read what the socket holds: each server's own loop (its hot path)."""
+
+    def _admits(self, n: int, addr: tuple[Any, ...]) -> bool:
+        """Count a datagram of ``n`` bytes from ``addr``; False when it must be ignored (a
+        source port never answered, or a denied source)."""
+        stats = self.stats
+        stats.received += 1
+        stats.bytes_in += n
+        if not answerable(addr, self._own_port):
+            stats.refused_source += 1
+            return False
+        if self.access is None:
+            return True
+        verdict = self.access.check(addr[0])
+        if verdict.allowed:
+            return True
+        stats.denied += 1
+        if self._denied.first(addr) and self.on_denied is not None:
+            self.on_denied(describe(addr), verdict.rule)
+        return False
+
+
+class UDPEchoServer(DatagramServer):
     """Echoes every datagram to its sender, unless its source port could start an echo loop.
 
     A loop with an echo server on some other unprivileged port cannot be told apart from a
@@ -113,6 +181,8 @@ class UDPEchoServer:
         on_denied: called with (source, rule) the first time a source is denied.
     """
 
+    stats: DatagramStats
+
     def __init__(
         self,
         sock: socket.socket,
@@ -125,30 +195,13 @@ class UDPEchoServer:
         access: AccessList | None = None,
         on_denied: Callable[[str, str | None], None] | None = None,
     ) -> None:
-        self.sock = sock
-        self.access = access or None  # None when empty: no check at all per datagram
-        self.on_denied = on_denied
-        self._denied = DeniedSources()
+        super().__init__(sock, access, on_denied)
         self.max_size = max_size
         self.drop_every = drop_every
         self.on_peer = on_peer
         self.on_peer_table_full = on_peer_table_full
         self.max_peers = max_peers
         self.stats = DatagramStats()
-        self._own_port: int = sock.getsockname()[1]
-        self._buf = bytearray(_RECV_BUFFER)
-        self._view = memoryview(self._buf)
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def start(self) -> None:
-        """Start echoing on the running loop."""
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.sock.fileno(), self._readable)
-
-    def stop(self) -> None:
-        """Stop reading; the socket stays open."""
-        if self._loop is not None:
-            self._loop.remove_reader(self.sock.fileno())
 
     def _readable(self) -> None:
         stats, sock, view = self.stats, self.sock, self._view
@@ -159,12 +212,7 @@ class UDPEchoServer:
                 return
             except OSError:
                 continue  # an ICMP error from an earlier reply to a peer that went away
-            stats.received += 1
-            stats.bytes_in += n
-            if not answerable(addr, self._own_port):
-                stats.refused_source += 1
-                continue
-            if self.access is not None and self._denies(addr):
+            if not self._admits(n, addr):
                 continue
             if addr not in stats.peers:
                 self._new_peer(addr)
@@ -181,16 +229,6 @@ class UDPEchoServer:
                 continue
             stats.echoed += 1
             stats.bytes_out += n
-
-    def _denies(self, addr: tuple[Any, ...]) -> bool:
-        assert self.access is not None
-        verdict = self.access.check(addr[0])
-        if verdict.allowed:
-            return False
-        self.stats.denied += 1
-        if self._denied.first(addr) and self.on_denied is not None:
-            self.on_denied(describe(addr), verdict.rule)
-        return True
 
     def _new_peer(self, addr: tuple[Any, ...]) -> None:
         stats = self.stats

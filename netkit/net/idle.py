@@ -20,14 +20,20 @@ class IdleTimer:
         timeout: seconds of silence allowed.
         on_idle: called once, when they have passed.
         since: loop time the silence started (default: now).
+        loop: the running loop, when the caller has it at hand.
     """
 
     def __init__(
-        self, timeout: float, on_idle: Callable[[], None], *, since: float | None = None
+        self,
+        timeout: float,
+        on_idle: Callable[[], None],
+        *,
+        since: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.timeout = timeout
         self.on_idle = on_idle
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop or asyncio.get_running_loop()
         self.last = self.loop.time() if since is None else since
         self.handle = self.loop.call_at(self.last + timeout, self._check)
 

@@ -51,6 +51,7 @@ from netkit.net.accept import DescriptorReserve
 from netkit.net.buffered import BufferedRelay
 from netkit.net.connect import translate_connect_error
 from netkit.net.idle import IdleTimer
+from netkit.net.poller import poller_for
 from netkit.net.proxy_header import HEADER_TIMEOUT, Origin, read_origin
 from netkit.net.server import EventHook, Server, ServerStats, make_listener
 from netkit.net.sockets import force_rst
@@ -194,6 +195,8 @@ class RelayServer(Server):
         self.loop = asyncio.get_running_loop()
         self.splice = options.can_splice(client_tls=options.client_tls is not None)
         self._spare = 1 + (2 if self.splice else 0)
+        if self.splice:
+            poller_for(self.loop)  # now, not for the first client: it takes a descriptor
 
     def start(self) -> None:
         """Start the upstream (health checks), then accepting."""
@@ -441,6 +444,7 @@ class RelayServer(Server):
                 slow_close=_slow_close(faults),
                 on_exhausted=self.acceptor.pause_for,
                 reserve=self.reserve,
+                loop=self.loop,
             )
             self.connections[record.id] = splice
             splice.start()
@@ -505,7 +509,9 @@ class RelayServer(Server):
         idle = self.options.idle_timeout
         timer = None
         if idle is not None:
-            timer = IdleTimer(idle, lambda: current.close("idle timeout"), since=relay.created)
+            timer = IdleTimer(
+                idle, lambda: current.close("idle timeout"), since=relay.created, loop=self.loop
+            )
             relay.record.on_activity(timer.touch)
         try:
             while True:

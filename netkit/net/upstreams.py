@@ -11,6 +11,7 @@ and runs the active health checks while the server runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
@@ -27,8 +28,12 @@ from netkit.core.balance.state import BackendState, OnError
 from netkit.errors import ConnectError, LocalError, NetkitError, OperationTimeout
 from netkit.net.backend_queue import ConnectQueue
 from netkit.net.backend_tls import BackendTLS
-from netkit.net.connect import connect_raw
+from netkit.net.connect import connect_raw, translate_connect_error
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
+from netkit.net.resolved import AddressBook, refresh_every
+
+REFRESH_S = DEFAULT_INTERVAL
+"""Seconds between two resolutions of a named upstream (``lb``: its check interval)."""
 
 OnwardTLS = tuple[ssl.SSLContext, str | None]
 """How to speak TLS to an upstream: the client context, and the server name to verify."""
@@ -37,14 +42,72 @@ OnwardTLS = tuple[ssl.SSLContext, str | None]
 class Upstream:
     """Where a relay server's clients go; the base connects nowhere.
 
-    :meth:`start` and :meth:`stop` bracket the server's life (health checks run between them).
+    :meth:`start` and :meth:`stop` bracket the server's life (health checks run between them,
+    and named upstreams are resolved again every :attr:`refresh_interval` seconds: clients
+    connect to addresses resolved already, from :attr:`addresses`).
+
+    Attributes:
+        addresses: the upstream endpoints' addresses, resolved once and refreshed.
     """
 
+    refresh_interval = REFRESH_S
+
+    def __init__(self) -> None:
+        self.addresses = AddressBook()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._resolving: set[asyncio.Task[None]] = set()
+
+    def endpoints(self) -> list[TCPEndpoint | UnixEndpoint]:
+        """Every endpoint clients may be sent to now."""
+        return []
+
     def start(self) -> None:
-        """The server started accepting."""
+        """The server started accepting: resolve the named upstreams now and from time to time."""
+        self.loop = asyncio.get_running_loop()
+        self._refresher = self.loop.create_task(
+            refresh_every(self.addresses, self.endpoints, self.refresh_interval)
+        )
 
     async def stop(self) -> None:
         """The server stopped: end whatever :meth:`start` began."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    def resolve_now(self) -> None:
+        """Resolve every named endpoint again now, in the background (a reload)."""
+        loop = self.loop or asyncio.get_running_loop()
+        task = loop.create_task(self.addresses.refresh(self.endpoints()))
+        self._resolving.add(task)
+        task.add_done_callback(self._resolving.discard)
+
+    async def dial(self, endpoint: TCPEndpoint | UnixEndpoint, timeout: float) -> socket.socket:
+        """A socket connected to ``endpoint``, at its known addresses (resolved only when not
+        known yet; a name whose every address failed is resolved anew next time).
+
+        Raises:
+            ConnectError, OperationTimeout, ResourceExhausted: as :func:`connect_raw`.
+        """
+        loop = self.loop or asyncio.get_running_loop()
+        known = self.addresses.cached(endpoint)
+        if known is None:
+            start = loop.time()
+            try:
+                async with asyncio.timeout(timeout):
+                    known = await self.addresses.lookup(endpoint)
+            except TimeoutError:
+                raise OperationTimeout(f"timed out resolving {endpoint}") from None
+            except OSError as exc:
+                raise translate_connect_error(exc, str(endpoint)) from exc
+            timeout = max(0.0, timeout - (loop.time() - start))
+        try:
+            return await connect_raw(endpoint, timeout=timeout, addresses=known, loop=loop)
+        except ConnectError:
+            self.addresses.forget(endpoint)
+            raise
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
         """A non-blocking socket connected to the upstream for ``client``, and its label.
@@ -76,6 +139,7 @@ class FixedUpstream(Upstream):
     """
 
     def __init__(self, endpoint: TCPEndpoint | UnixEndpoint, *, timeout: float) -> None:
+        super().__init__()
         self.endpoint = endpoint
         self.timeout = timeout
         self.label = str(endpoint)
@@ -88,12 +152,15 @@ class FixedUpstream(Upstream):
         self.endpoint = endpoint
         self.label = str(endpoint)
 
+    def endpoints(self) -> list[TCPEndpoint | UnixEndpoint]:
+        return [self.endpoint]
+
     async def connect(self, client: str) -> tuple[socket.socket, str]:
         counts = self.counts
         counts.connect_started()
         started = time.perf_counter()
         try:
-            sock = await connect_raw(self.endpoint, timeout=self.timeout)
+            sock = await self.dial(self.endpoint, self.timeout)
         except (ConnectError, OperationTimeout) as exc:
             counts.connect_failed(str(exc), 0.0)
             raise
@@ -144,6 +211,7 @@ class BalancedPool(Upstream):
         queue: QueueCounters | None = None,
         on_queue: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
+        super().__init__()
         self.pool = pool
         self.connect_timeout = connect_timeout
         self.checker = checker
@@ -155,16 +223,26 @@ class BalancedPool(Upstream):
         self.on_drained: Callable[[BackendState], None] | None = None
         """Called when the last connection of a draining or removed backend ends."""
 
+    @property
+    def refresh_interval(self) -> float:  # type: ignore[override]
+        """Names are resolved again at each health-check round."""
+        return self.checker.interval if self.checker is not None else REFRESH_S
+
+    def endpoints(self) -> list[TCPEndpoint | UnixEndpoint]:
+        return [state.backend.endpoint for state in self.pool.states]
+
     def start(self) -> None:
+        super().start()
         if self.checker is not None:
             self.checker.start()
 
     async def stop(self) -> None:
+        await super().stop()
         if self.checker is not None:
             await self.checker.stop()
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         queue = self.queue
         deadline = loop.time() + queue.counters.timeout
         waited = False
@@ -185,7 +263,7 @@ class BalancedPool(Upstream):
             state.connect_started()
             started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
             try:
-                sock = await connect_raw(state.backend.endpoint, timeout=self.connect_timeout)
+                sock = await self.dial(state.backend.endpoint, self.connect_timeout)
             except LocalError:
                 state.connect_abandoned()  # our descriptor limit, not the backend's fault
                 self._slot_freed(state)
@@ -236,6 +314,7 @@ class BalancedPool(Upstream):
         are checked from now on, removed backends' checks end by themselves, and clients in
         the queue get any new room."""
         change = self.pool.apply(backends, asyncio.get_running_loop().time())
+        self.resolve_now()  # the names of the new list, before their first clients
         if self.checker is not None:
             self.checker.states = [s for s in self.checker.states if not s.removed]
             for state in self.pool.states:

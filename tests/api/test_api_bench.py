@@ -58,6 +58,30 @@ def test_bench_websocket_and_udp(run) -> None:
     assert (over_udp.transport, over_udp.requests) == ("udp", 50)
 
 
+def test_a_udp_bitrate_test_against_a_sink(run) -> None:
+    async def main() -> tuple[BenchResult, dict[str, object]]:
+        async with netkit.udp_echo_server(mode="sink", drop_every=3) as sink:
+            result = await netkit.bench(
+                f"udp://{sink.address}", bitrate="1M", requests=60, size=100, check=False
+            )
+            return result, sink.stats
+
+    result, stats = run(main())
+    tally = result.datagrams
+    assert tally is not None
+    assert (tally.sent, tally.received, tally.lost, tally.loss_pct) == (60, 40, 20, 100 / 3)
+    assert stats["dropped_on_purpose"] == 20 and stats["reports"] == 1
+    with pytest.raises(CheckFailed, match="loss_pct"):
+        run(_lossy_gate())
+
+
+async def _lossy_gate() -> None:
+    async with netkit.udp_echo_server(mode="sink", drop_every=2) as sink:
+        await netkit.bench(
+            f"udp://{sink.address}", bitrate=800_000, requests=20, size=100, fail_if=["loss_pct>1"]
+        )
+
+
 def test_thresholds_hold_or_raise(run) -> None:
     async def main() -> None:
         async with netkit.echo_server() as server:

@@ -330,7 +330,7 @@ def test_parse_rate() -> None:
 
 def test_scenarios_are_an_enum_a_plan_may_name() -> None:
     assert LoadPlan(scenario="stream").scenario is Scenario.STREAM  # type: ignore[arg-type]
-    assert [s.unit for s in Scenario] == ["request", "write", "connection", "request"]
+    assert [s.unit for s in Scenario] == ["request", "write", "connection", "datagram", "request"]
     for name in ("ping", "request"):  # request names HTTP results; runs ask for echo
         with pytest.raises(ConfigError) as info:
             LoadPlan(scenario=name)  # type: ignore[arg-type]

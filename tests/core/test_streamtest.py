@@ -132,7 +132,7 @@ def test_different_directions_do_not_merge() -> None:
 
 
 def test_a_direction_needs_the_stream_scenario() -> None:
-    with pytest.raises(ConfigError, match="stream scenario only"):
+    with pytest.raises(ConfigError, match="applies to the stream scenario"):
         LoadPlan(direction=Direction.REVERSE)
     with pytest.raises(ConfigError, match="choose one of forward, reverse, bidir"):
         LoadPlan(scenario=Scenario.STREAM, direction="up")  # type: ignore[arg-type]

@@ -94,9 +94,13 @@ async def wait_until(condition: object) -> None:
 async def start_relay(
     pair: Ends, path: str, drawn: ConnectionFaults | None = None, **splice_options: Any
 ) -> tuple[SpliceRelay | BufferedRelay, RelayRecord]:
-    """A started relay of ``path`` (``splice`` or ``buffered``) on the pair's middle sockets."""
+    """A started relay of ``path`` on the pair's middle sockets: ``splice`` (a pipe from the
+    first byte), ``splice-auto`` (the relay server's: copies, then splices past
+    :data:`~netkit.net.splice.SPLICE_AFTER` bytes) or ``buffered``."""
     record = RelayRecord(1, "test")
-    if path == "splice":
+    if path.startswith("splice"):
+        if path == "splice":
+            splice_options.setdefault("splice_after", 0)
         relay = SpliceRelay(pair.relay_client, pair.relay_upstream, record, **splice_options)
         relay.start()
         return relay, record

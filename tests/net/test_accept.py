@@ -15,15 +15,22 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_fill_holds_the_count_and_gives_back_what_is_beyond_it() -> None:
+def test_fill_holds_the_count_and_gives_back_what_is_beyond_it_and_the_slack() -> None:
     before = open_fds()
     reserve = DescriptorReserve()
+    slack = DescriptorReserve.SLACK
     try:
         assert reserve.fill(5) is None
         assert len(reserve) == 5 and open_fds() == before + 5
-        # A burst of connecting clients is over: the next fill keeps only what it needs.
+        # Clients come and go one by one: a fill a little short of what is held keeps it
+        # (no open and close per client).
+        assert reserve.fill(4) is None
+        assert len(reserve) == 5 and open_fds() == before + 5
+        # A burst of connecting clients is over: the next fill keeps only what it needs
+        # and the slack.
+        assert reserve.fill(slack + 20) is None
         assert reserve.fill(2) is None
-        assert len(reserve) == 2 and open_fds() == before + 2
+        assert len(reserve) == 2 + slack and open_fds() == before + 2 + slack
     finally:
         reserve.close()
     assert open_fds() == before

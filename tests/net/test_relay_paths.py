@@ -1,4 +1,4 @@
-"""What both relays do alike, tested on each (splice and buffered) between real socket pairs,
+"""What both relays do alike, tested on each (splice, copy-then-splice and buffered) between real socket pairs,
 in process, on asyncio and uvloop: bytes both ways counted once, half-close, ending with FINs
 or resets, and the bytes that were not delivered."""
 
@@ -20,13 +20,17 @@ PATHS = [
     pytest.param(
         "splice", marks=pytest.mark.skipif(not SPLICE_AVAILABLE, reason="os.splice: Linux")
     ),
+    pytest.param(
+        "splice-auto", marks=pytest.mark.skipif(not SPLICE_AVAILABLE, reason="os.splice: Linux")
+    ),
     "buffered",
 ]
 
 
 @pytest.fixture(params=PATHS)
 def path(request: pytest.FixtureRequest) -> str:
-    """Which relay: ``splice`` or ``buffered``."""
+    """Which relay: ``splice`` (from the first byte), ``splice-auto`` (copy, then splice)
+    or ``buffered``."""
     return str(request.param)
 
 
@@ -52,7 +56,7 @@ def test_bytes_move_both_ways_and_are_counted_once(run: Runner[None], path: str,
         pair.client.shutdown(socket.SHUT_WR)
         pair.upstream.shutdown(socket.SHUT_WR)
         await relay.done
-        assert record.end == "closed" and record.path == path
+        assert record.end == "closed" and record.path == path.removesuffix("-auto")
         assert "undelivered" not in record.as_dict()
         pair.close()
 

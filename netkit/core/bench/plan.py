@@ -28,6 +28,7 @@ class Scenario(enum.StrEnum):
     ECHO = "echo"  # request/response round trips
     STREAM = "stream"  # bulk one-way writes, as fast as the peer reads
     CONNECT = "connect"  # connections per second
+    BITRATE = "bitrate"  # UDP datagrams paced at a bitrate, counted by the receiver (-b)
     # HTTP requests: what the echo scenario does against an HTTP target, under its own name
     # in reports (a result's label, not a --scenario choice).
     REQUEST = "request"
@@ -42,13 +43,17 @@ _UNITS = {
     Scenario.ECHO: "request",
     Scenario.STREAM: "write",
     Scenario.CONNECT: "connection",
+    Scenario.BITRATE: "datagram",
     Scenario.REQUEST: "request",
 }
 CHOICES = (Scenario.ECHO, Scenario.STREAM, Scenario.CONNECT)
 """The scenarios a run can be asked for (``--scenario``)."""
+PLANNED = (*CHOICES, Scenario.BITRATE)
+"""The scenarios a plan runs: the bitrate one is asked for with ``-b``, not by name."""
 
 # The settings a plan's errors mention (the command line shows them as its flags).
 SCENARIO, CONNECTIONS, PIPELINE = Setting("scenario"), Setting("connections"), Setting("pipeline")
+BITRATE, WARMUP = Setting("bitrate"), Setting("warmup")
 DIRECTION = Setting("direction")
 RATE, DURATION, REQUESTS, SIZE = (
     Setting("rate"),
@@ -56,7 +61,7 @@ RATE, DURATION, REQUESTS, SIZE = (
     Setting("requests"),
     Setting("size"),
 )
-STAGES, WARMUP = Setting("stages"), Setting("warmup")
+STAGES = Setting("stages")
 
 # What a k or M suffix multiplies by, in --fail-if values and --rate.
 SCALE = {"": 1, "k": 1e3, "m": 1e6}
@@ -95,6 +100,7 @@ class LoadPlan:
             run (see :meth:`split`): this plan's slot ``j`` is the run's
             ``rank_offset + j * rank_stride``-th to open. Splits compose (a cluster member's
             share split again among its processes).
+        bitrate: ``bitrate`` only: bits/s of the whole run, spread over its connections.
         direction: ``stream`` only: which way the bytes go (iperf3's default, ``--reverse``,
             ``--bidir``); see :mod:`netkit.core.streamtest`.
     """
@@ -114,12 +120,13 @@ class LoadPlan:
     stages: Stages | None = None
     rank_offset: int = 0
     rank_stride: int = 1
+    bitrate: float | None = None
     direction: Direction = Direction.FORWARD
 
     def __post_init__(self) -> None:
         try:  # a plan may be given the scenario's name; request is only a result's label
             kind = Scenario(self.scenario)
-            if kind not in CHOICES:
+            if kind not in PLANNED:
                 raise ValueError(kind)
             object.__setattr__(self, "scenario", kind)
         except ValueError:
@@ -137,8 +144,12 @@ class LoadPlan:
             raise ConfigError(("give ", DURATION, " or ", REQUESTS, ", not both"))
         if self.size < 1:
             raise ConfigError((SIZE, " must be at least 1 byte"))
-        if self.rate is not None and self.scenario is Scenario.STREAM:
-            raise ConfigError((RATE, " applies to echo and connect, not to stream"))
+        if self.rate is not None and self.scenario in (Scenario.STREAM, Scenario.BITRATE):
+            raise ConfigError((RATE, f" applies to echo and connect, not to {self.scenario}"))
+        if (self.bitrate is not None) != (self.scenario is Scenario.BITRATE):
+            raise ConfigError((BITRATE, " is the bitrate scenario's, and that scenario needs it"))
+        if self.scenario is Scenario.BITRATE and self.warmup > 0:
+            raise ConfigError((WARMUP, " does not apply to a bitrate run: the receiver counts all"))
         try:
             object.__setattr__(self, "direction", Direction(self.direction))
         except ValueError:
@@ -148,17 +159,28 @@ class LoadPlan:
             raise ConfigError(
                 (REQUESTS, " counts bench's writes, and a reverse stream has none: give ", DURATION)
             )
-        if self.direction is not Direction.FORWARD and self.scenario is not Scenario.STREAM:
+        # a bitrate run goes either way (the sink sends with --reverse), a stream any way
+        reversible = self.scenario is Scenario.BITRATE and self.direction is Direction.REVERSE
+        if (
+            self.direction is not Direction.FORWARD
+            and self.scenario is not Scenario.STREAM
+            and not reversible
+        ):
             raise ConfigError(
-                (DIRECTION, f" {self.direction}: applies to the stream scenario only")
+                (
+                    DIRECTION,
+                    f" {self.direction}: applies to the stream scenario (and reverse to -b)",
+                )
             )
         if self.stages is not None:
             self._check_stages(self.stages)
 
     def _check_stages(self, stages: Stages) -> None:
         what = "ramping rates" if stages.kind == "rate" else "ramping connections"
-        if self.scenario is Scenario.STREAM:
-            raise ConfigError((STAGES, f": {what} apply to echo and connect, not to stream"))
+        if self.scenario in (Scenario.STREAM, Scenario.BITRATE):
+            raise ConfigError(
+                (STAGES, f": {what} apply to echo and connect, not to {self.scenario}")
+            )
         for setting, given in ((RATE, self.rate), (REQUESTS, self.requests)):
             if given is not None:
                 raise ConfigError(("give ", setting, " or ", STAGES, ", not both"))
@@ -177,14 +199,16 @@ class LoadPlan:
             )  # fmt: skip
 
     def pacing(self, index: int) -> Schedule | None:
-        """The open-loop schedule of this plan's connection ``index`` (None: closed loop)."""
+        """The open-loop schedule of this plan's connection ``index`` (None: closed loop);
+        for a bitrate run, of its datagrams."""
         if self.stages is not None and self.stages.kind == "rate":
             return self.stages.pacing(self.first_connection + index, self.total_connections)
-        if self.rate is None:
+        rate = self.rate
+        if self.bitrate is not None:
+            rate = self.bitrate / (self.size * 8)
+        if rate is None:
             return None
-        return Pacing.for_connection(
-            self.rate, self.first_connection + index, self.total_connections
-        )
+        return Pacing.for_connection(rate, self.first_connection + index, self.total_connections)
 
     def split(self, workers: int) -> list[LoadPlan]:
         """Shares for ``workers`` processes: connections, rate and requests split in proportion.

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from netkit.core.bench.bitrate import DatagramTally
 from netkit.core.bench.histogram import LatencyHistogram
 from netkit.core.bench.plan import Scenario
 from netkit.core.bench.stage_result import StageResult, merge_stages
@@ -50,6 +51,7 @@ class BenchResult:
         statuses: HTTP: responses per status code (expected or not).
         connects: connections opened while measuring (HTTP keep-alive reuse shows in it).
         stages: ``--stages`` runs: the figures of each stage (empty otherwise).
+        datagrams: UDP bitrate runs: what the receivers counted (None for other runs).
         direction: stream over TCP or Unix: ``forward``, ``reverse`` or ``bidir`` (the stream
             test, :mod:`netkit.core.streamtest`); None otherwise.
         peer_received: stream test: bytes the server reported receiving (of those written
@@ -100,6 +102,7 @@ class BenchResult:
         )  # fmt: skip
         return view
 
+    datagrams: DatagramTally | None = None
     direction: str | None = None
     peer_received: int | None = None
     peer_sent: int | None = None
@@ -206,6 +209,11 @@ class BenchResult:
             "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
             "connects": self.connects,
             "stages": [s.as_dict() for s in self.stages],
+            **(
+                {"datagrams": self.datagrams.as_dict(self.duration_s)}
+                if self.datagrams is not None
+                else {}
+            ),
             "direction": self.direction,
             "peer_received": self.peer_received,
             "peer_sent": self.peer_sent,
@@ -254,6 +262,9 @@ class BenchResult:
                 ),
                 connects=int(data.get("connects", 0)),
                 stages=[StageResult.from_dict(s) for s in data.get("stages", [])],
+                datagrams=DatagramTally.from_dict(data["datagrams"])
+                if data.get("datagrams") is not None
+                else None,
                 direction=None if data.get("direction") is None else str(data["direction"]),
                 peer_received=None
                 if data.get("peer_received") is None
@@ -350,6 +361,10 @@ def merge_results(results: Iterable[BenchResult]) -> BenchResult:
         merged.latency.add(p.latency)
         merged.statuses.update(p.statuses)
         merged.connects += p.connects
+        if p.datagrams is not None:
+            if merged.datagrams is None:
+                merged.datagrams = DatagramTally(bitrate=0.0)
+            merged.datagrams.add(p.datagrams)
         merged.peer_received = _add_optional(merged.peer_received, p.peer_received)
         merged.peer_sent = _add_optional(merged.peer_sent, p.peer_sent)
     return merged
@@ -416,6 +431,17 @@ def default_failures(result: BenchResult) -> list[str]:
             reasons.append("no byte arrived from the server")
     elif result.requests == 0:
         reasons.append(f"no {result.scenario.unit} succeeded")
+    if result.scenario is Scenario.BITRATE:
+        tally = result.datagrams
+        if tally is None or not tally.streams:
+            reasons.append("no receiver reported what it received")
+        elif not tally.received:
+            reasons.append("the receiver received no datagram")
+        if tally is not None and 0 < tally.streams < result.connections:
+            missing = result.connections - tally.streams
+            reasons.append(f"{missing} of {result.connections} stream(s) got no receiver report")
+        if tally is not None and tally.corrupt:
+            reasons.append(f"{tally.corrupt:,} datagram(s) arrived corrupted")
     if result.direction in ("forward", "bidir") and result.peer_received == 0:
         reasons.append("the server reported receiving no byte")
     mismatched = result.errors.get("mismatch", 0)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from netkit.core.bench.bitrate import parse_bitrate
 from netkit.core.bench.plan import NUMBER, SCALE
 from netkit.core.bench.result import ERROR_KINDS, BenchResult, default_failures
 from netkit.core.units import parse_duration
@@ -39,9 +40,13 @@ METRICS_HELP = (
     " rps, mb_s: throughput; forward_mb_s, reverse_mb_s: stream, what the receiver got"
     " each way; errors, errors.KIND, requests, late, missed: counts;"
     " error_rate: percent (1%); status_5xx, status_404 ...: HTTP responses by status;"
-    " one stage of --stages: p99[stage=2] (or k6's p99{stage:2}), every stage: p99[stage=*]"
+    " UDP bitrate runs: loss_pct (percent), jitter_ms, lost, duplicates, out_of_order,"
+    " bitrate (bits/s received, 900M); one stage of --stages: p99[stage=2] (or k6's"
+    " p99{stage:2}), every stage: p99[stage=*]"
 )
 _DIRECTION_METRICS = ("forward_mb_s", "reverse_mb_s")
+# UDP bitrate figures, from the receivers' counts (BenchResult.datagrams).
+DATAGRAM_METRICS = ("loss_pct", "jitter_ms", "lost", "duplicates", "out_of_order", "bitrate")
 _STATUS_METRIC = re.compile(r"status_([1-5])(xx|[0-9]{2})")
 
 
@@ -112,6 +117,13 @@ class Threshold:
         """The metric's value in ``result`` (None when there is no latency sample, or no
         receiver's figure for a direction)."""
         m = self.metric
+        if m in DATAGRAM_METRICS:
+            tally = result.datagrams
+            if tally is None:
+                return None
+            if m == "bitrate":
+                return tally.bits_per_s(result.duration_s)
+            return float(getattr(tally, m))
         if m in ("min", "mean", "max") or m.startswith("p"):
             if not result.latency.count:
                 return None
@@ -157,7 +169,12 @@ class Threshold:
         """``p99 = 7.2ms (fail if p99>5ms)``."""
         value = self.value(result)
         if value is None:
-            shown = "not measured" if self.metric in _DIRECTION_METRICS else "no latency samples"
+            if self.metric in _DIRECTION_METRICS:
+                shown = "not measured"
+            elif self.metric in DATAGRAM_METRICS:
+                shown = "no UDP bitrate figures"
+            else:
+                shown = "no latency samples"
         elif self.unit == "ns":
             shown = f"{value / 1e6:.3f}ms"
         elif self.unit == "percent":
@@ -210,6 +227,12 @@ def _parse_limit(text: str, metric: str, op: str, raw: str) -> Threshold:
             raise ConfigError((FAIL_IF, f" {text!r}: give the latency a unit, as in {raw}ms"))
         seconds = parse_duration(raw, option=(FAIL_IF, f" {text!r}:"))
         return Threshold(text, metric, op, seconds * 1e9, "ns")
+    if metric == "bitrate":
+        return Threshold(text, metric, op, parse_bitrate(raw), "")
+    if metric == "loss_pct":
+        return Threshold(text, metric, op, _number(raw.removesuffix("%").strip(), text), "percent")
+    if metric in DATAGRAM_METRICS:
+        return Threshold(text, metric, op, _number(raw.removesuffix("ms").strip(), text), "")
     if metric == "error_rate":
         if not raw.endswith("%"):
             raise ConfigError((FAIL_IF, f" {text!r}: give error_rate in percent, as in 1%"))

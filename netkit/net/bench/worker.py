@@ -23,9 +23,10 @@ from netkit.core.addresses import (
     parse_endpoint,
     parse_http_url,
 )
+from netkit.core.bench.bitrate import DatagramTally
 from netkit.core.bench.histogram import LATE_TOLERANCE_NS
 from netkit.core.bench.http import HTTPLoad
-from netkit.core.bench.plan import SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
+from netkit.core.bench.plan import BITRATE, SCENARIO, SIZE, STREAM_CHUNK, LoadPlan, Scenario
 from netkit.core.bench.result import BenchResult
 from netkit.core.probe import HEADER_SIZE
 from netkit.core.streamtest import Direction
@@ -36,6 +37,7 @@ from netkit.errors import (
     NetkitError,
     OperationTimeout,
 )
+from netkit.net.bench.bitrate import DatagramBitrate
 from netkit.net.bench.datagram import DatagramEcho
 from netkit.net.bench.engine import BulkSender, Payload, RequestEngine, Run, Slot, transport_name
 from netkit.net.bench.http import HTTPRequestBytes, HTTPRequests
@@ -52,6 +54,7 @@ from netkit.net.sockets import (
     create_udp_socket,
 )
 from netkit.net.tls import ClientTLS, client_context
+from netkit.net.udp_sink import receiver_options
 from netkit.net.ws_client import WebSocketClientConnection, connect_ws
 
 perf_ns = time.perf_counter_ns
@@ -109,10 +112,22 @@ def make_target(
     secure = isinstance(endpoint, WSURL) and endpoint.secure
     if tls.enabled and not isinstance(endpoint, TCPEndpoint | UnixEndpoint | WSURL):
         raise ConfigError("TLS settings need a TCP, Unix or WebSocket target")
-    if isinstance(endpoint, UDPEndpoint) and scenario is not Scenario.ECHO:
-        raise ConfigError((SCENARIO, f" {scenario}: UDP targets support echo only"))
+    _check_udp(endpoint, scenario)
     ctx = client_context(tls) if (tls.enabled or secure) else None
     return Target(endpoint, ctx, tls.server_hostname)
+
+
+# What a UDP target runs: echo round trips, or a bitrate run (which only UDP runs).
+UDP_SCENARIOS = (Scenario.ECHO, Scenario.BITRATE)
+
+
+def _check_udp(endpoint: Endpoint | HTTPURL, scenario: Scenario) -> None:
+    """Refuse a scenario that the target's transport does not run."""
+    udp = isinstance(endpoint, UDPEndpoint)
+    if scenario is Scenario.BITRATE and not udp:
+        raise ConfigError((BITRATE, " needs a udp:// target (TCP streams measure their own rate)"))
+    if udp and scenario not in UDP_SCENARIOS:
+        raise ConfigError((SCENARIO, f" {scenario}: UDP targets support echo and --bitrate only"))
 
 
 def reported_scenario(plan: LoadPlan, target: Target) -> Scenario:
@@ -124,6 +139,7 @@ def reported_scenario(plan: LoadPlan, target: Target) -> Scenario:
 
 def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
     """An empty result for ``plan``."""
+    share = plan.connections / plan.total_connections
     return BenchResult(
         scenario=reported_scenario(plan, target),
         target=str(target.endpoint),
@@ -132,7 +148,8 @@ def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
         workers=workers,
         pipeline=plan.pipeline,
         size=plan.size,
-        rate=plan.rate * plan.connections / plan.total_connections if plan.rate else None,
+        rate=plan.rate * share if plan.rate else None,
+        datagrams=DatagramTally(plan.bitrate * share) if plan.bitrate is not None else None,
         direction=plan.direction if plan.scenario is Scenario.STREAM else None,
     )
 
@@ -161,14 +178,8 @@ class Worker:
     """Runs one plan on the running loop (see :func:`run_worker`)."""
 
     def __init__(self, plan: LoadPlan, target: Target) -> None:
+        _check_udp(target.endpoint, plan.scenario)
         if isinstance(target.endpoint, UDPEndpoint):
-            if plan.scenario is not Scenario.ECHO:
-                raise ConfigError(
-                    (
-                        SCENARIO,
-                        f" {plan.scenario} needs a stream or WebSocket target; UDP supports echo",
-                    )
-                )
             if plan.size < HEADER_SIZE:
                 raise ConfigError(
                     (
@@ -256,9 +267,24 @@ class Worker:
                 return
             try:
                 if isinstance(self.target.endpoint, UDPEndpoint):
-                    sock, _ = create_udp_socket(self.target.endpoint, bind=False)
-                    conn: Any = DatagramEcho(run, slot, sock, self.plan.size)
-                    conn.start_requests()
+                    options = (
+                        receiver_options()
+                        if self.plan.direction is Direction.REVERSE
+                        else SocketOptions()
+                    )
+                    sock, _ = create_udp_socket(self.target.endpoint, bind=False, options=options)
+                    if self.plan.scenario is Scenario.BITRATE:
+                        conn: Any = DatagramBitrate(
+                            run,
+                            slot,
+                            sock,
+                            self.plan.size,
+                            reverse=self.plan.direction is Direction.REVERSE,
+                        )
+                        conn.begin()
+                    else:
+                        conn = DatagramEcho(run, slot, sock, self.plan.size)
+                        conn.start_requests()
                 else:
                     conn = await self._open(self._factory(slot))
             except NetkitError as exc:
@@ -486,7 +512,9 @@ class Worker:
         # can fire first): it is not missed, as it would not have been late.
         cutoff = end_ns - LATE_TOLERANCE_NS
         for slot in self.slots:
-            if slot.pacing is not None:
+            if (
+                slot.pacing is not None and plan.direction is not Direction.REVERSE
+            ):  # --reverse: the sink paces
                 run.result.missed += max(0, slot.pacing.due_by(run.start_ns, cutoff) - slot.issued)
                 if run.tally is not None:
                     run.tally.schedule(slot.pacing, slot.issued, end_ns, cutoff)
@@ -501,7 +529,11 @@ class Worker:
             if isinstance(conn, BulkSender):
                 conn.stop_bulk()
         drain_until = perf_ns() + run.timeout_ns
-        if plan.scenario is Scenario.ECHO:
+        if plan.scenario is Scenario.BITRATE:
+            # Each stream asks its receiver what arrived (within the timeout, resending).
+            senders = [c for c in self.conns if isinstance(c, DatagramBitrate)]
+            await asyncio.gather(*(c.collect() for c in senders))
+        elif plan.scenario is Scenario.ECHO:
             while run.outstanding > 0 and perf_ns() < drain_until:
                 run.changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -520,7 +552,7 @@ class Worker:
                 late=True,
             )
         run.settled = True
-        if plan.scenario is Scenario.STREAM:
+        if plan.scenario in (Scenario.STREAM, Scenario.BITRATE):
             last = end_ns
         elif plan.duration is not None:
             last = max(end_ns, run.last_done_ns)  # answers drained after the end count too
