@@ -94,7 +94,7 @@ class Upstream:
         loop = self.loop or asyncio.get_running_loop()
         known = self.addresses.cached(endpoint)
         if known is None:
-            start = loop.time()
+            deadline = loop.time() + timeout
             try:
                 async with asyncio.timeout(timeout):
                     known = await self.addresses.lookup(endpoint)
@@ -102,7 +102,7 @@ class Upstream:
                 raise OperationTimeout(f"timed out resolving {endpoint}") from None
             except OSError as exc:
                 raise translate_connect_error(exc, str(endpoint)) from exc
-            timeout = max(0.0, timeout - (loop.time() - start))
+            timeout = max(0.0, deadline - loop.time())
         try:
             return await connect_raw(endpoint, timeout=timeout, addresses=known, loop=loop)
         except ConnectError:
