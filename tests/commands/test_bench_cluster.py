@@ -75,10 +75,25 @@ def test_fleet_counts_and_histogram_are_the_exact_merge_of_the_members(
 
 
 def test_rate_is_split_exactly_and_reached(shared_cluster: DaskCluster, echo: str) -> None:
-    proc = bench(shared_cluster, echo, "-c", "5", "-d", "2s", "--rate", "300/s")
+    proc = bench(
+        shared_cluster,
+        echo,
+        "-c",
+        "5",
+        "-d",
+        "2s",
+        "--rate",
+        "300/s",
+        "--fail-if-worker",
+        "errors>0",
+    )
     assert proc.returncode == 0, proc.stderr
     members = events(proc.stdout, "member")
     (summary,) = events(proc.stdout, "summary")
+    # --fail-if-worker held on every member (the gate test sees it crossed).
+    assert [m["thresholds"] for m in members] == [
+        [{"expr": "errors>0", "value": 0, "crossed": False}]
+    ] * 2
     assert sorted(m["connections"] for m in members) == [2, 3]
     assert sorted(m["rate"] for m in members) == pytest.approx([120.0, 180.0])
     assert summary["rate"] == pytest.approx(300.0)
