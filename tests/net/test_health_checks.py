@@ -324,3 +324,46 @@ def test_backend_tls_server_names() -> None:
     assert shared.server_name(parse_backend("127.0.0.1:1,tls")) == "all.example"
     assert shared.server_name(parse_backend("127.0.0.1:1,sni=own.example")) == "own.example"
     assert str(parse_backend("h:1,tls,sni=n.example")) == "h:1,tls,sni=n.example"
+
+
+def test_http_check_reads_an_answer_cut_at_every_point(run: Runner[None]) -> None:
+    # Real networks split replies: the check must judge the same status wherever the cut is.
+    answers = [
+        b"HTTP/1.1 500 Broken\r\nContent-Length: 6\r\n\r\nbroken",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfine\r\n0\r\n\r\n",
+    ]
+
+    async def main() -> list[tuple[int | None, bool]]:
+        seen = []
+        for answer in answers:
+            for at in range(1, len(answer)):
+
+                async def handle(
+                    reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter,
+                    at: int = at,
+                    answer: bytes = answer,
+                ) -> None:
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    with contextlib.suppress(ConnectionError):
+                        await reader.readuntil(b"\r\n\r\n")
+                        writer.write(answer[:at])
+                        await writer.drain()
+                        writer.write(answer[at:])
+                        await writer.drain()
+                        await reader.read()
+                    writer.close()
+
+                server = await asyncio.start_server(handle, "127.0.0.1", 0)
+                port = server.sockets[0].getsockname()[1]
+                result = await run_check(
+                    TCPEndpoint("127.0.0.1", port), timeout=5, http=HTTPCheck()
+                )
+                server.close()
+                await server.wait_closed()
+                seen.append((result.status, result.ok))
+        return seen
+
+    seen = run(main())
+    assert seen == [(500, False)] * (len(answers[0]) - 1) + [(200, True)] * (len(answers[1]) - 1)
