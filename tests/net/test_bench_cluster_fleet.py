@@ -3,16 +3,18 @@ chooses, the progress each sends, the barrier's common start, and the results it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import distributed
 import pytest
 
 from netkit.core.bench.cluster import ClusterSpec, ClusterWorker
 from netkit.core.bench.plan import LoadPlan
-from netkit.errors import ConnectError
-from netkit.net.bench.cluster import FleetRun
+from netkit.errors import ConnectError, OperationTimeout
+from netkit.net.bench.cluster import FleetRun, MemberJob, member_task
 from netkit.net.tls import ClientTLS
 from tests.commands.conftest import ServerProcess, start_netkit
 from tests.dask_cluster import DaskCluster
@@ -67,3 +69,48 @@ def test_an_unreachable_target_fails_at_the_check_naming_every_member(
     message = str(caught.value)
     assert "cluster member 1 (tcp://127.0.0.1:" in message
     assert "cluster member 2 (tcp://127.0.0.2:" in message
+
+
+# A lambda: cloudpickle sends it by value (the scheduler cannot import this test module).
+_leftovers = lambda dask_scheduler: sorted(  # noqa: E731
+    str(name)
+    for name in [
+        *dask_scheduler.extensions["queues"].queues,
+        *dask_scheduler.extensions["events"]._events,
+    ]
+    if str(name).startswith("netkit-bench-")
+)
+
+
+def test_a_finished_run_leaves_nothing_in_the_scheduler(
+    cluster: DaskCluster, echo: ServerProcess
+) -> None:
+    fleet(cluster, echo.address, duration=0.3).run()
+    with distributed.Client(cluster.address, timeout=30) as client:
+        # A member's stop watcher may still be in its last half-second wait on the stop
+        # event; the scheduler drops the event when that wait ends.
+        deadline = time.monotonic() + 10
+        while left := client.run_on_scheduler(_leftovers):
+            assert time.monotonic() < deadline, left
+            time.sleep(0.05)  # polling the scheduler's state
+
+
+def test_a_member_never_told_to_start_does_not_load(
+    cluster: DaskCluster, echo: ServerProcess
+) -> None:
+    job = MemberJob(
+        run_id="never-started",
+        index=0,
+        plan=LoadPlan(connections=2, total_connections=2, duration=1.0),
+        target=echo.address,
+        tls=ClientTLS(),
+        http=None,
+        processes=1,
+        ready_timeout=0.5,
+    )
+    with distributed.Client(cluster.address, timeout=30) as client:
+        answer = client.submit(member_task, job, pure=False).result(timeout=60)
+    assert isinstance(answer["error"], OperationTimeout)
+    assert "never started" in str(answer["error"])
+    assert echo.stop() == 0
+    assert echo.event("summary")["connections"] == 1  # the check's, and no load

@@ -149,6 +149,18 @@ def member_task(job: MemberJob) -> dict[str, Any]:
     distributed = _distributed()
     names = _names(job.run_id)
     ready = distributed.Queue(names["ready"])
+    progress = distributed.Queue(names["progress"])
+    try:
+        return _member_run(job, distributed, names, ready, progress)
+    finally:
+        for queue in (ready, progress):  # the scheduler keeps a queue until all close it
+            with contextlib.suppress(Exception):
+                queue.close()
+
+
+def _member_run(
+    job: MemberJob, distributed: Any, names: dict[str, str], ready: Any, progress: Any
+) -> dict[str, Any]:
     go = distributed.Event(names["go"])
     stop = distributed.Event(names["stop"])
     try:
@@ -163,16 +175,14 @@ def member_task(job: MemberJob) -> dict[str, Any]:
         ready.put({"index": job.index, "ok": False})
         return {"error": exc}
     ready.put({"index": job.index, "ok": True})
-    try:
-        go.wait(job.ready_timeout)
-    except TimeoutError:
+    if not go.wait(job.ready_timeout):  # False: the time ran out (it does not raise)
         return {"error": OperationTimeout("the run never started (no start from the client)")}
     if stop.is_set():
         return {"error": LocalError("the run was called off before it started")}
     stopping = threading.Event()
     watcher = threading.Thread(target=_watch_stop, args=(stop, stopping), daemon=True)
     watcher.start()
-    follower = _ProgressSender(distributed.Queue(names["progress"]), job.index)
+    follower = _ProgressSender(progress, job.index)
     try:
         reports, _ = run_bench_workers(plans, target, follower=follower.follower, stop=stopping)
     finally:
@@ -346,18 +356,23 @@ class FleetRun:
         ]
         outcomes = [MemberOutcome(i, m) for i, m in enumerate(members)]
         try:
-            self._barrier(client, ready_q, futures, outcomes, ready_timeout)
-        except BaseException:
-            stop.set()
+            try:
+                self._barrier(client, ready_q, futures, outcomes, ready_timeout)
+            except BaseException:
+                stop.set()
+                go.set()
+                client.cancel(futures)
+                raise
             go.set()
-            client.cancel(futures)
-            raise
-        go.set()
-        interrupted = self._follow(client, progress_q, stop, futures, outcomes)
-        with contextlib.suppress(Exception):
-            for name in (names["go"], names["stop"]):
-                distributed.Event(name, client=client).clear()
-        return outcomes, interrupted
+            return outcomes, self._follow(client, progress_q, stop, futures, outcomes)
+        finally:
+            # The scheduler keeps a queue until every client closes it, and an event until it
+            # is cleared: a long-lived scheduler keeps nothing of a finished run.
+            with contextlib.suppress(Exception):
+                for queue in (ready_q, progress_q):
+                    queue.close()
+                for event in (go, stop):
+                    event.clear()
 
     def _barrier(
         self,
