@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -156,49 +157,54 @@ class ResponseReader:
     1xx interim responses (``100 Continue``) are skipped; a response whose body runs to the
     end of the connection completes at :meth:`eof`.
 
+    httptools calls back for every callback the object has (it looks them up once, when
+    the parser is made), ``on_header`` once per header line (nginx sends eight): the headers
+    go to a C-level ``dict.setdefault`` rather than a Python method, and are looked at only
+    when the connection ends inside a body (:meth:`eof`: does the body run to the end?);
+    ``on_body`` exists only with a body check.
+
     Args:
         expect_body: bytes each response body must contain, or None for no check.
     """
 
+    on_header: Callable[[bytes, bytes], object]
+    """httptools: one header line (name, value)."""
+    on_body: Callable[[bytes], None]
+    """httptools: (part of) the body, de-chunked (with a body check only)."""
+
     def __init__(self, expect_body: bytes | None = None) -> None:
         self.expect_body = expect_body
         self.responses: deque[Response] = deque()
+        self._fields: dict[bytes, bytes] = {}  # the current response's headers (first of each)
+        if not hasattr(type(self), "on_header"):  # HeadResponseReader has its own
+            self.on_header = self._fields.setdefault
+        if expect_body is not None:
+            self.on_body = self._keep_body
         self._parser = httptools.HttpResponseParser(self)
         self._body = bytearray()
         self._body_over = False
         self._head = 0  # bytes of the current head seen in whole reads
         self._begins = 0
         self._in_head = True
-        self._until_eof = False  # the current response's body ends with the connection
         self._started = False
+        # (status, keep-alive) -> its Response: one object per kind, not per response.
+        self._made: dict[tuple[int, bool], Response] = {}
 
     # --- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         """httptools: a response begins."""
-        self._in_head = self._started = self._until_eof = True
+        self._in_head = self._started = True
         self._head = 0
         self._begins += 1
-        if self.expect_body is not None:
-            self._body.clear()
-            self._body_over = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """httptools: one header line; framing headers say whether the body ends at EOF."""
-        if name.lower() in _FRAMING_BYTES:
-            self._until_eof = False
+        self._fields.clear()
 
     def on_headers_complete(self) -> None:
         """httptools: the head is complete."""
         self._in_head = False
-        status = self._parser.get_status_code()
-        if status in (204, 304) or 100 <= status < 200:
-            self._until_eof = False  # RFC 9112 6.3: no body
 
-    def on_body(self, body: bytes) -> None:
-        """httptools: (part of) the body, de-chunked; kept only for the body check."""
-        if self.expect_body is None:
-            return
+    def _keep_body(self, body: bytes) -> None:
+        """Keep (part of) the body for the body check, up to :data:`MAX_CHECKED_BODY`."""
         if len(self._body) + len(body) > MAX_CHECKED_BODY:
             self._body_over = True
         elif not self._body_over:
@@ -211,11 +217,17 @@ class ResponseReader:
         status = parser.get_status_code()
         if 100 <= status < 200:
             return
+        keep_alive = parser.should_keep_alive()
         if self.expect_body is None:
-            self.responses.append(Response(status, parser.should_keep_alive()))
+            made = self._made.get((status, keep_alive))
+            if made is None:
+                made = self._made[status, keep_alive] = Response(status, keep_alive)
+            self.responses.append(made)
         else:
             body_ok = not self._body_over and self.expect_body in self._body
-            self.responses.append(Response(status, parser.should_keep_alive(), body_ok))
+            self.responses.append(Response(status, keep_alive, body_ok))
+            self._body.clear()
+            self._body_over = False
 
     # --- feeding ---------------------------------------------------------------------------
 
@@ -240,6 +252,15 @@ class ResponseReader:
             if self._head > MAX_HEAD:
                 raise PeerProtocolError(f"response head over {MAX_HEAD} bytes")
 
+    def _body_to_eof(self) -> bool:
+        """The current response's body ends with the connection (RFC 9112 6.3): it may have
+        a body (not 1xx, 204 or 304) and neither ``Content-Length`` nor ``Transfer-Encoding``
+        says where it ends."""
+        status = self._parser.get_status_code()
+        if status in (204, 304) or 100 <= status < 200:
+            return False
+        return not any(name.lower() in _FRAMING_BYTES for name in self._fields)
+
     def eof(self) -> bool:
         """The connection ended: complete a response whose body runs to the end.
 
@@ -251,7 +272,7 @@ class ResponseReader:
         """
         if not self._started:
             return False
-        if self._in_head or not self._until_eof:
+        if self._in_head or not self._body_to_eof():
             raise PeerProtocolError("the connection closed in the middle of a response")
         self.on_message_complete()
         self.responses[-1] = self.responses[-1]._replace(keep_alive=False)
