@@ -259,18 +259,22 @@ class RequestEngine:
                 self.active = False
                 self.finish()
             return
-        self.retiring = False
+        if self.retiring:
+            self.retiring = False
         free = self.pipeline - self.in_flight
-        pacing = self.slot.pacing
+        slot = self.slot
+        pacing = slot.pacing
         if pacing is None:  # closed loop
             if free > 0:
                 n = run.take(free)
-                if n:
+                if n == 1:  # the common case, once per request
+                    self.sent.append(perf_ns())
+                    self._send(1)
+                elif n:
                     self.sent.extend(repeat(perf_ns(), n))
                     self._send(n)
             return
         now = perf_ns()
-        slot = self.slot
         due = pacing.due_by(run.start_ns, now) - slot.issued
         if due > 0 and free > 0:
             n = run.take(min(due, free))
@@ -309,8 +313,11 @@ class RequestEngine:
             record = run.latency.record
             tally = run.tally
             if tally is None:  # the hot path stays as lean as it was
-                for _ in range(n):
+                if n == 1:
                     record(now - sent.popleft())
+                else:
+                    for _ in range(n):
+                        record(now - sent.popleft())
             else:
                 for _ in range(n):
                     t = sent.popleft()

@@ -9,12 +9,16 @@ from itertools import repeat
 
 from netkit.core.addresses import HTTPURL
 from netkit.core.bench.http import HTTPLoad
-from netkit.errors import PeerProtocolError
+from netkit.errors import NetkitError, PeerProtocolError
 from netkit.net.bench.engine import RequestEngine, Run, Slot
 from netkit.net.protocols import StreamProtocol
 
 # Largest batch of pipelined requests kept as one buffer.
 _MAX_BATCH_BYTES = 1 << 20
+# What one read may take: the parser consumes every byte at once (it copies what it keeps:
+# a header line cut by the read's end, a body for the check), so every connection of a run
+# reads into the same buffer.
+_READ_SIZE = 256 * 1024
 
 
 class HTTPRequestBytes:
@@ -23,10 +27,13 @@ class HTTPRequestBytes:
     def __init__(self, load: HTTPLoad, url: HTTPURL, pipeline: int) -> None:
         self.load = load
         self.data = load.request_for(url).serialize()
+        self.size = len(self.data)
         self.view = memoryview(self.data)
         reps = max(1, min(pipeline, _MAX_BATCH_BYTES // max(1, len(self.data))))
         self.batch = memoryview(self.data * reps)
         self.accepted = load.status.codes()
+        # The run's read buffer (one event loop: a read is parsed before the next one).
+        self.scratch = memoryview(bytearray(_READ_SIZE))
 
 
 class HTTPRequests(RequestEngine, StreamProtocol):
@@ -45,18 +52,21 @@ class HTTPRequests(RequestEngine, StreamProtocol):
         self.load = request.load
         self.reader = self.load.reader()
         self._accepted = request.accepted
+        self._scratch = request.scratch
         self._server_closes = False  # a response said Connection: close
 
     def on_connect(self) -> None:
         self.start_requests()
 
     def transmit(self, n: int) -> None:
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return  # failed: on_close accounts for these requests
         r = self.request
-        nbytes = n * len(r.data)
-        if n == 1:
-            self.write(r.data)  # bytes: uvloop sends them without exporting a buffer
+        nbytes = n * r.size
+        if n == 1:  # once per request: StreamProtocol.write, inline
+            self.bytes_out += nbytes
+            self._write(r.data)  # bytes: uvloop sends them without exporting a buffer
         elif nbytes <= len(r.batch):
             self.write(r.batch[:nbytes])
         else:
@@ -64,58 +74,55 @@ class HTTPRequests(RequestEngine, StreamProtocol):
         if self.run.recording:
             self.run.result.bytes_sent += nbytes
 
-    def data_ready(self) -> None:
-        view = self.rbuf.view()
-        n = len(view)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Once per response: the reader parses the whole read, so nothing stays in a
+        # receive buffer (StreamProtocol's rbuf is not used).
+        if self.error is not None:
+            return
+        self.bytes_in += nbytes
         try:
             if self._server_closes:
                 raise PeerProtocolError(f"{self.peer} sent data after Connection: close")
-            self.reader.feed(view)
-        finally:
-            del view
-            self.rbuf.consume(n)
-        if self.run.recording:
-            self.run.result.bytes_received += n
-        self._judge()
+            self.reader.feed(self._scratch[:nbytes])
+            if self.run.recording:
+                self.run.result.bytes_received += nbytes
+            self._judge()
+        except NetkitError as exc:
+            self.fail(exc)
 
     def _judge(self) -> None:
         """Count the responses parsed so far, oldest first."""
         responses = self.reader.responses
+        if not responses:
+            return
         run = self.run
-        check = self.load.status
+        statuses = run.result.statuses
         accepted = self._accepted
         # Answers drained after the end of the run count (their requests were sent in it);
         # after the end was settled, their requests were counted unanswered.
         counted = run.recording and not run.settled
         good = 0
         while responses:
-            if good + 1 > self.in_flight:
+            if good >= self.in_flight:
                 responses.clear()
                 raise PeerProtocolError(f"{self.peer} sent a response to no request")
-            r = responses.popleft()
+            status, keep_alive, body_ok = responses.popleft()
             if counted:
-                run.result.statuses[r.status] += 1
-            if not r.keep_alive:
+                statuses[status] += 1
+            if not keep_alive:
                 self.active = False  # nothing more is sent on this connection
                 self._server_closes = True
-            if r.status in accepted and r.body_ok:
+            if body_ok and status in accepted:
                 good += 1
             else:
                 if good:
                     self.completed(good)
                     good = 0
-                if not counted:
-                    pass
-                elif r.status not in accepted:
-                    run.error(
-                        f"{self.peer} answered {r.status} (expected {check.text})",
-                        "status",
-                        late=True,
-                    )
-                else:
-                    run.error(
-                        f"a response body from {self.peer} failed the check", "mismatch", late=True
-                    )
+                if counted:
+                    self._count_rejected(status)
                 self.rejected(1)
             if self._server_closes:
                 break
@@ -130,6 +137,16 @@ class HTTPRequests(RequestEngine, StreamProtocol):
                 )
                 self.lose_in_flight()
             self.close()
+
+    def _count_rejected(self, status: int) -> None:
+        """Count the error a response that failed its checks is."""
+        if status not in self._accepted:
+            text = self.load.status.text
+            self.run.error(f"{self.peer} answered {status} (expected {text})", "status", late=True)
+        else:
+            self.run.error(
+                f"a response body from {self.peer} failed the check", "mismatch", late=True
+            )
 
     def on_close(self, exc: Exception | None) -> None:
         if self.error is None and exc is None and not self._server_closes:
