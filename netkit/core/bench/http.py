@@ -151,44 +151,80 @@ class Response(NamedTuple):
     body_ok: bool = True
 
 
+class _Framing:
+    """A second parser that follows a connection's responses from a message boundary, with
+    ``on_header``: it tells whether the body of the response in progress runs to the end of
+    the connection (RFC 9112 6.3: it may have one, and no ``Content-Length`` or
+    ``Transfer-Encoding`` says where it ends)."""
+
+    def __init__(self) -> None:
+        self._framed = False  # the current response has a framing header
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        """httptools: a response begins."""
+        self._framed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header line."""
+        if name.lower() in _FRAMING_BYTES:
+            self._framed = True
+
+    def body_to_eof(self) -> bool:
+        """The body of the response in progress ends with the connection."""
+        status = self.parser.get_status_code()
+        if status in (204, 304) or 100 <= status < 200:
+            return False  # RFC 9112 6.3: no body
+        return not self._framed
+
+
+def _parse(parser: httptools.HttpResponseParser, data: bytes | bytearray | memoryview) -> None:
+    """``parser.feed_data(data)``, its errors as :class:`PeerProtocolError`."""
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        raise PeerProtocolError("the server switched protocols (101)") from None
+    except httptools.HttpParserError as exc:
+        raise PeerProtocolError(f"malformed HTTP response: {exc}") from None
+
+
 class ResponseReader:
     """The responses on one connection, parsed as bytes arrive (httptools callbacks).
 
     1xx interim responses (``100 Continue``) are skipped; a response whose body runs to the
     end of the connection completes at :meth:`eof`.
 
-    httptools calls back for every callback the object has (it looks them up once, when
-    the parser is made), ``on_header`` once per header line (nginx sends eight): the headers
-    go to a C-level ``dict.setdefault`` rather than a Python method, and are looked at only
-    when the connection ends inside a body (:meth:`eof`: does the body run to the end?);
-    ``on_body`` exists only with a body check.
+    httptools calls back into Python for every callback the object has (it looks them up
+    when the parser is made), ``on_header`` once per header line (nginx sends eight), which
+    costs more than parsing the rest. This parser has no ``on_header``, and ``on_body`` only
+    with a body check. The headers matter only when the connection ends inside a body (does
+    it run to the end?): whenever a response continues past the end of a read, a
+    :class:`_Framing` parser follows the stream from the start of that read (a message
+    boundary, or it was already following) until a read ends between responses. Responses
+    that fit in one read, the usual case, are parsed once.
 
     Args:
         expect_body: bytes each response body must contain, or None for no check.
     """
 
-    on_header: Callable[[bytes, bytes], object]
-    """httptools: one header line (name, value)."""
     on_body: Callable[[bytes], None]
     """httptools: (part of) the body, de-chunked (with a body check only)."""
 
     def __init__(self, expect_body: bytes | None = None) -> None:
         self.expect_body = expect_body
         self.responses: deque[Response] = deque()
-        self._fields: dict[bytes, bytes] = {}  # the current response's headers (first of each)
-        if not hasattr(type(self), "on_header"):  # HeadResponseReader has its own
-            self.on_header = self._fields.setdefault
         if expect_body is not None:
             self.on_body = self._keep_body
         self._parser = httptools.HttpResponseParser(self)
+        self._framing: _Framing | None = None  # following the stream (see above)
         self._body = bytearray()
         self._body_over = False
         self._head = 0  # bytes of the current head seen in whole reads
         self._begins = 0
         self._in_head = True
         self._started = False
-        # (status, keep-alive) -> its Response: one object per kind, not per response.
-        self._made: dict[tuple[int, bool], Response] = {}
+        # status << 1 | keep-alive -> its Response: one object per kind, not per response.
+        self._made: dict[int, Response] = {}
 
     # --- httptools callbacks ---------------------------------------------------------------
 
@@ -197,7 +233,6 @@ class ResponseReader:
         self._in_head = self._started = True
         self._head = 0
         self._begins += 1
-        self._fields.clear()
 
     def on_headers_complete(self) -> None:
         """httptools: the head is complete."""
@@ -215,19 +250,24 @@ class ResponseReader:
         self._started = False
         parser = self._parser
         status = parser.get_status_code()
+        if self.expect_body is not None:
+            self._checked(status, self.expect_body)
+            return
         if 100 <= status < 200:
             return
         keep_alive = parser.should_keep_alive()
-        if self.expect_body is None:
-            made = self._made.get((status, keep_alive))
-            if made is None:
-                made = self._made[status, keep_alive] = Response(status, keep_alive)
-            self.responses.append(made)
-        else:
-            body_ok = not self._body_over and self.expect_body in self._body
-            self.responses.append(Response(status, keep_alive, body_ok))
-            self._body.clear()
-            self._body_over = False
+        made = self._made.get(status << 1 | keep_alive)
+        if made is None:
+            made = self._made[status << 1 | keep_alive] = Response(status, keep_alive)
+        self.responses.append(made)
+
+    def _checked(self, status: int, expect_body: bytes) -> None:
+        """A response is complete, with a body check: judge its body and start the next."""
+        body_ok = not self._body_over and expect_body in self._body
+        self._body.clear()
+        self._body_over = False
+        if not 100 <= status < 200:
+            self.responses.append(Response(status, self._parser.should_keep_alive(), body_ok))
 
     # --- feeding ---------------------------------------------------------------------------
 
@@ -238,28 +278,28 @@ class ResponseReader:
             PeerProtocolError: the bytes are not an HTTP/1.1 response, a head is over
                 :data:`MAX_HEAD` bytes, or the server switched protocols.
         """
+        self._feed_parser(data)
+        framing = self._framing
+        if framing is not None:
+            _parse(framing.parser, data)
+            if not self._started:
+                self._framing = None  # between responses again
+        elif self._started:
+            # A response continues in the next read; this read began between responses
+            # (had one been under way, a _Framing would be following).
+            self._framing = framing = _Framing()
+            _parse(framing.parser, data)
+
+    def _feed_parser(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse ``data``, bounding each head to :data:`MAX_HEAD` bytes."""
         in_head, begins = self._in_head, self._begins
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            raise PeerProtocolError("the server switched protocols (101)") from None
-        except httptools.HttpParserError as exc:
-            raise PeerProtocolError(f"malformed HTTP response: {exc}") from None
-        if in_head and self._in_head and begins == self._begins:
+        _parse(self._parser, data)
+        if self._in_head and in_head and begins == self._begins:
             # The whole read was head of one response (httptools keeps a header line until
             # it ends, however long): bounded here, within one read of the limit.
             self._head += len(data)
             if self._head > MAX_HEAD:
                 raise PeerProtocolError(f"response head over {MAX_HEAD} bytes")
-
-    def _body_to_eof(self) -> bool:
-        """The current response's body ends with the connection (RFC 9112 6.3): it may have
-        a body (not 1xx, 204 or 304) and neither ``Content-Length`` nor ``Transfer-Encoding``
-        says where it ends."""
-        status = self._parser.get_status_code()
-        if status in (204, 304) or 100 <= status < 200:
-            return False
-        return not any(name.lower() in _FRAMING_BYTES for name in self._fields)
 
     def eof(self) -> bool:
         """The connection ended: complete a response whose body runs to the end.
@@ -272,7 +312,8 @@ class ResponseReader:
         """
         if not self._started:
             return False
-        if self._in_head or not self._body_to_eof():
+        framing = self._framing
+        if self._in_head or framing is None or not framing.body_to_eof():
             raise PeerProtocolError("the connection closed in the middle of a response")
         self.on_message_complete()
         self.responses[-1] = self.responses[-1]._replace(keep_alive=False)
@@ -335,11 +376,11 @@ class HeadResponseReader(ResponseReader):
         while start < len(data):
             end = (self._tail + data[start:]).find(b"\r\n\r\n")
             if end < 0:
-                super().feed(data[start:])
+                self._feed_parser(data[start:])
                 self._tail = (self._tail + data[start:])[-3:]
                 return
             cut = start + end + 4 - len(self._tail)  # the tail holds no CRLF CRLF: cut > start
-            super().feed(data[start:cut])
+            self._feed_parser(data[start:cut])
             self._parser = httptools.HttpResponseParser(self)  # the next head, from scratch
             self._tail = b""
             start = cut
