@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -270,6 +271,41 @@ def test_an_answer_split_in_two_writes_at_every_point(run: Runner) -> None:
         assert server.connections == 1 and server.requests == points
         assert r.requests == points and not r.errors
         assert r.statuses == {200: points}
+
+    run(main())
+
+
+def test_large_bodies_on_many_connections_share_the_read_buffer(run: Runner) -> None:
+    # Every connection of a run reads into one buffer: bodies larger than it (several reads
+    # each), interleaved over 4 connections, half of them (every other connection's) without
+    # the needle at their end. Each verdict must be its own response's.
+    filler = bytes(range(256)) * 1200  # 300 KiB
+    needle = b"needle-at-the-end"
+    sent = {"with": 0, "without": 0}
+
+    marked = contextvars.ContextVar("marked", default=False)  # per connection (its task)
+
+    def answer(head: bytes, body: bytes, n: int) -> bytes:
+        sent["with" if marked.get() else "without"] += 1
+        body = filler + (needle if marked.get() else b"-" * len(needle))
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    class Alternating(HTTPServer):
+        async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            marked.set(self.connections % 2 == 1)
+            await super().handle(reader, writer)
+
+    async def main() -> None:
+        server = Alternating(answer)
+        async with http_server(server) as url:
+            r = await bench(
+                plan(connections=4, requests=40, duration=None), url, HTTPLoad(expect_body=needle)
+            )
+        assert sent["with"] + sent["without"] == 40
+        assert sent["with"] and sent["without"]
+        assert r.requests == sent["with"]
+        assert r.errors == {"mismatch": sent["without"]}
+        assert r.statuses == {200: 40}
 
     run(main())
 
