@@ -15,7 +15,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import ClassVar, Final, NamedTuple
 
 import httptools
 
@@ -179,7 +179,8 @@ class _Framing:
 
 
 def _parse(parser: httptools.HttpResponseParser, data: bytes | bytearray | memoryview) -> None:
-    """``parser.feed_data(data)``, its errors as :class:`PeerProtocolError`."""
+    """``parser.feed_data(data)``, its errors as :class:`PeerProtocolError` (as
+    :meth:`ResponseReader.feed` maps them: the same bytes, parsed again)."""
     try:
         parser.feed_data(data)
     except httptools.HttpParserUpgrade:
@@ -209,6 +210,7 @@ class ResponseReader:
 
     on_body: Callable[[bytes], None]
     """httptools: (part of) the body, de-chunked (with a body check only)."""
+    _follows_framing: ClassVar[bool] = True  # HEAD responses have no body to follow
 
     def __init__(self, expect_body: bytes | None = None) -> None:
         self.expect_body = expect_body
@@ -223,7 +225,8 @@ class ResponseReader:
         self._begins = 0
         self._in_head = True
         self._started = False
-        # status << 1 | keep-alive -> its Response: one object per kind, not per response.
+        # (status, keep-alive, body_ok) as an int -> its Response: one object per kind, not
+        # one per response (llhttp reads three digits: at most 4,000).
         self._made: dict[int, Response] = {}
 
     # --- httptools callbacks ---------------------------------------------------------------
@@ -250,24 +253,19 @@ class ResponseReader:
         self._started = False
         parser = self._parser
         status = parser.get_status_code()
+        body_ok = True
         if self.expect_body is not None:
-            self._checked(status, self.expect_body)
-            return
+            body_ok = not self._body_over and self.expect_body in self._body
+            self._body.clear()
+            self._body_over = False
         if 100 <= status < 200:
             return
         keep_alive = parser.should_keep_alive()
-        made = self._made.get(status << 1 | keep_alive)
+        key = status << 2 | keep_alive << 1 | body_ok
+        made = self._made.get(key)
         if made is None:
-            made = self._made[status << 1 | keep_alive] = Response(status, keep_alive)
+            made = self._made[key] = Response(status, keep_alive, body_ok)
         self.responses.append(made)
-
-    def _checked(self, status: int, expect_body: bytes) -> None:
-        """A response is complete, with a body check: judge its body and start the next."""
-        body_ok = not self._body_over and expect_body in self._body
-        self._body.clear()
-        self._body_over = False
-        if not 100 <= status < 200:
-            self.responses.append(Response(status, self._parser.should_keep_alive(), body_ok))
 
     # --- feeding ---------------------------------------------------------------------------
 
@@ -278,28 +276,29 @@ class ResponseReader:
             PeerProtocolError: the bytes are not an HTTP/1.1 response, a head is over
                 :data:`MAX_HEAD` bytes, or the server switched protocols.
         """
-        self._feed_parser(data)
-        framing = self._framing
-        if framing is not None:
-            _parse(framing.parser, data)
-            if not self._started:
-                self._framing = None  # between responses again
-        elif self._started:
-            # A response continues in the next read; this read began between responses
-            # (had one been under way, a _Framing would be following).
-            self._framing = framing = _Framing()
-            _parse(framing.parser, data)
-
-    def _feed_parser(self, data: bytes | bytearray | memoryview) -> None:
-        """Parse ``data``, bounding each head to :data:`MAX_HEAD` bytes."""
         in_head, begins = self._in_head, self._begins
-        _parse(self._parser, data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise PeerProtocolError("the server switched protocols (101)") from None
+        except httptools.HttpParserError as exc:
+            raise PeerProtocolError(f"malformed HTTP response: {exc}") from None
         if self._in_head and in_head and begins == self._begins:
             # The whole read was head of one response (httptools keeps a header line until
             # it ends, however long): bounded here, within one read of the limit.
             self._head += len(data)
             if self._head > MAX_HEAD:
                 raise PeerProtocolError(f"response head over {MAX_HEAD} bytes")
+        framing = self._framing
+        if framing is not None:
+            _parse(framing.parser, data)
+            if not self._started:
+                self._framing = None  # between responses again
+        elif self._started and self._follows_framing:
+            # A response continues in the next read; this read began between responses
+            # (had one been under way, a _Framing would be following).
+            self._framing = framing = _Framing()
+            _parse(framing.parser, data)
 
     def eof(self) -> bool:
         """The connection ended: complete a response whose body runs to the end.
@@ -332,6 +331,8 @@ class HeadResponseReader(ResponseReader):
     ``Connection`` alone, as llhttp's ``should_keep_alive`` also counts a missing
     ``Content-Length`` (a body to EOF), which a HEAD response does not have.
     """
+
+    _follows_framing = False
 
     def __init__(self) -> None:
         super().__init__(None)
@@ -376,11 +377,11 @@ class HeadResponseReader(ResponseReader):
         while start < len(data):
             end = (self._tail + data[start:]).find(b"\r\n\r\n")
             if end < 0:
-                self._feed_parser(data[start:])
+                super().feed(data[start:])
                 self._tail = (self._tail + data[start:])[-3:]
                 return
             cut = start + end + 4 - len(self._tail)  # the tail holds no CRLF CRLF: cut > start
-            self._feed_parser(data[start:cut])
+            super().feed(data[start:cut])
             self._parser = httptools.HttpResponseParser(self)  # the next head, from scratch
             self._tail = b""
             start = cut

@@ -267,9 +267,11 @@ class RequestEngine:
         if pacing is None:  # closed loop
             if free > 0:
                 n = run.take(free)
-                if n == 1:  # the common case, once per request
+                if n == 1:  # the common case, once per request: _send, inline
                     self.sent.append(perf_ns())
-                    self._send(1)
+                    self.in_flight += 1
+                    run.outstanding += 1
+                    self.transmit(1)
                 elif n:
                     self.sent.extend(repeat(perf_ns(), n))
                     self._send(n)
