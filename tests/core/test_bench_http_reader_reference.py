@@ -6,7 +6,6 @@ parser only while a response continues past the end of a read, so every cut matt
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 
 import httptools
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from netkit.core.bench.http import MAX_CHECKED_BODY, MAX_HEAD, Response, ResponseReader
 from netkit.errors import PeerProtocolError
+from tests.core.test_fuzz_http_responses import cut, mutated
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,26 +125,12 @@ def outcome(
     return list(reader.responses), None
 
 
-def cut(data: bytes, points: list[int]) -> list[bytes]:
-    edges = sorted({p % (len(data) + 1) for p in points} | {0, len(data)})
-    return [data[a:b] for a, b in itertools.pairwise(edges)]
-
-
 @st.composite
 def streams(draw: st.DrawFn) -> bytes:
     """One of :data:`STREAMS`, maybe mutated, maybe cut short (the connection ends early)."""
-    data = bytearray(draw(st.sampled_from(STREAMS)))
-    for _ in range(draw(st.integers(0, 3))):
-        at = draw(st.integers(0, len(data) - 1))
-        op = draw(st.sampled_from(["flip", "drop", "insert"]))
-        if op == "flip":
-            data[at] ^= draw(st.integers(1, 255))
-        elif op == "drop":
-            del data[at]
-        else:
-            data.insert(at, draw(st.integers(0, 255)))
+    data = draw(mutated(STREAMS, 0))
     end = draw(st.integers(0, len(data)))
-    return bytes(data[: len(data) - end // 4]) if draw(st.booleans()) else bytes(data)
+    return data[: len(data) - end // 4] if draw(st.booleans()) else data
 
 
 @settings(max_examples=600, deadline=None)

@@ -43,9 +43,10 @@ def cut(data: bytes, points: list[int]) -> list[bytes]:
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(STREAM)
-    for _ in range(draw(st.integers(1, 4))):
+def mutated(draw: st.DrawFn, streams: tuple[bytes, ...] = (STREAM,), least: int = 1) -> bytes:
+    """One of ``streams`` with ``least`` to 4 bytes flipped, dropped or inserted."""
+    data = bytearray(draw(st.sampled_from(streams)))
+    for _ in range(draw(st.integers(least, 4))):
         at = draw(st.integers(0, len(data) - 1))
         op = draw(st.sampled_from(["flip", "drop", "insert"]))
         if op == "flip":
