@@ -175,3 +175,25 @@ def test_a_framed_body_cut_after_keep_alive_responses_is_an_error() -> None:
     with pytest.raises(PeerProtocolError, match="middle of a response"):
         reader.eof()
     assert list(reader.responses) == [Response(200, True)] * 4
+
+
+@pytest.mark.parametrize("size", [MAX_CHECKED_BODY - 1, MAX_CHECKED_BODY, MAX_CHECKED_BODY + 1])
+@pytest.mark.parametrize("step", [None, 100_000, 333_333])
+def test_the_body_check_limit_in_one_read_and_across_reads(size: int, step: int | None) -> None:
+    """A body at, under and over the checked limit (the needle at its start), chunked and
+    with a Content-Length, in one read or in reads of ``step`` bytes."""
+    body = b"lo" + b"x" * (size - 2)
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (size // 2, body[: size // 2])
+    chunked = chunked[:-5] + b"%x\r\n%s\r\n0\r\n\r\n" % (size - size // 2, body[size // 2 :])
+    stream = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (size, body)
+        + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked
+        + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nlo"
+    )
+    step = step or len(stream)
+    pieces = [stream[i : i + step] for i in range(0, len(stream), step)]
+    got = outcome(ResponseReader(b"lo"), pieces)
+    assert got == outcome(ReferenceReader(b"lo"), pieces)
+    ok = size <= MAX_CHECKED_BODY
+    assert got == ([Response(200, True, ok), Response(200, True, ok), Response(200, True)], None)

@@ -198,11 +198,13 @@ class ResponseReader:
     httptools calls back into Python for every callback the object has (it looks them up
     when the parser is made), ``on_header`` once per header line (nginx sends eight), which
     costs more than parsing the rest. This parser has no ``on_header``, and ``on_body`` only
-    with a body check. The headers matter only when the connection ends inside a body (does
-    it run to the end?): whenever a response continues past the end of a read, a
-    :class:`_Framing` parser follows the stream from the start of that read (a message
-    boundary, or it was already following) until a read ends between responses. Responses
-    that fit in one read, the usual case, are parsed once.
+    with a body check (a C-level ``list.append``: the pieces are judged when the response
+    completes, or bounded into a buffer when it continues in the next read). The headers
+    matter only when the connection ends inside a body (does it run to the end?): whenever a
+    response continues past the end of a read, a :class:`_Framing` parser follows the
+    stream from the start of that read (a message boundary, or it was already following)
+    until a read ends between responses. Responses that fit in one read, the usual case,
+    are parsed once.
 
     Args:
         expect_body: bytes each response body must contain, or None for no check.
@@ -215,12 +217,13 @@ class ResponseReader:
     def __init__(self, expect_body: bytes | None = None) -> None:
         self.expect_body = expect_body
         self.responses: deque[Response] = deque()
+        self._pieces: list[bytes] = []  # the current body's pieces from the current read
         if expect_body is not None:
-            self.on_body = self._keep_body
+            self.on_body = self._pieces.append
         self._parser = httptools.HttpResponseParser(self)
         self._framing: _Framing | None = None  # following the stream (see above)
-        self._body = bytearray()
-        self._body_over = False
+        self._body = bytearray()  # the current body's pieces from earlier reads (bounded)
+        self._body_over = False  # ... were over MAX_CHECKED_BODY
         self._head = 0  # bytes of the current head seen in whole reads
         self._begins = 0
         self._in_head = True
@@ -241,12 +244,16 @@ class ResponseReader:
         """httptools: the head is complete."""
         self._in_head = False
 
-    def _keep_body(self, body: bytes) -> None:
-        """Keep (part of) the body for the body check, up to :data:`MAX_CHECKED_BODY`."""
-        if len(self._body) + len(body) > MAX_CHECKED_BODY:
-            self._body_over = True
-        elif not self._body_over:
-            self._body += body
+    def _keep_pieces(self) -> None:
+        """Move the body's pieces into :attr:`_body`, up to :data:`MAX_CHECKED_BODY` (a
+        longer body fails the check)."""
+        body = self._body
+        for piece in self._pieces:
+            if len(body) + len(piece) > MAX_CHECKED_BODY:
+                self._body_over = True
+            elif not self._body_over:
+                body += piece
+        self._pieces.clear()
 
     def on_message_complete(self) -> None:
         """httptools: the response is complete; 1xx interim responses are not answers."""
@@ -255,9 +262,15 @@ class ResponseReader:
         status = parser.get_status_code()
         body_ok = True
         if self.expect_body is not None:
-            body_ok = not self._body_over and self.expect_body in self._body
-            self._body.clear()
-            self._body_over = False
+            pieces = self._pieces
+            if len(pieces) == 1 and not self._body and not self._body_over:  # in one read
+                body_ok = len(pieces[0]) <= MAX_CHECKED_BODY and self.expect_body in pieces[0]
+                pieces.clear()
+            else:
+                self._keep_pieces()
+                body_ok = not self._body_over and self.expect_body in self._body
+                self._body.clear()
+                self._body_over = False
         if 100 <= status < 200:
             return
         keep_alive = parser.should_keep_alive()
@@ -299,6 +312,8 @@ class ResponseReader:
             # (had one been under way, a _Framing would be following).
             self._framing = framing = _Framing()
             _parse(framing.parser, data)
+        if self._pieces and self._started:  # a body continues in the next read
+            self._keep_pieces()
 
     def eof(self) -> bool:
         """The connection ended: complete a response whose body runs to the end.
