@@ -22,7 +22,8 @@ _READ_SIZE = 256 * 1024
 
 
 class HTTPRequestBytes:
-    """One run's request, serialized once, and a batch of it for pipelined sends."""
+    """One run's request, serialized once, a batch of it for pipelined sends, and the buffer
+    every connection of the run reads into."""
 
     def __init__(self, load: HTTPLoad, url: HTTPURL, pipeline: int) -> None:
         self.load = load
@@ -43,7 +44,7 @@ class HTTPRequests(RequestEngine, StreamProtocol):
     connection: requests pipelined after it are errors, and the slot connects again.
     """
 
-    pause_reading_on_backpressure = False  # we write the constant request, never rbuf views
+    pause_reading_on_backpressure = False  # we write the constant request, never what we read
 
     def __init__(self, run: Run, slot: Slot, request: HTTPRequestBytes) -> None:
         StreamProtocol.__init__(self)
