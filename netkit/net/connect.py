@@ -303,9 +303,10 @@ def _dial_from(
     # last address's error when all failed at once.
     for family, addr in addresses:
         sock = _new_socket(family, target)
+        tcp = family != socket.AF_UNIX
         try:
-            apply_options(sock, options)
-            if family != socket.AF_UNIX and _connected_now(sock, addr):
+            apply_options(sock, options, tcp=tcp)
+            if tcp and _connected_now(sock, addr):
                 return sock
         except OSError as exc:
             sock.close()

@@ -47,7 +47,11 @@ class Poller:
     def add_reader(self, fd: int, callback: Callback) -> None:
         """Call ``callback()`` while ``fd`` is readable."""
         self._readers[fd] = callback
-        self._update(fd)
+        if fd not in self._masks:  # the usual case, a new socket: registered directly
+            self._masks[fd] = _IN
+            self._epoll.register(fd, _IN)
+        else:
+            self._update(fd)
 
     def remove_reader(self, fd: int) -> None:
         """Stop watching ``fd`` for reading."""

@@ -123,7 +123,17 @@ class _SpliceDirection:
         # Nothing is held here (reading stops while bytes wait for dst), so moving from
         # copying to splicing never reorders: the next bytes are still in src's socket.
         if self.flow.received < self.relay.splice_after:
-            self._copy_in()
+            # Copied through Python (inline: this runs for every short exchange).
+            try:
+                data = self.src.recv(COPY_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.relay.failed(exc, from_client=self.flow.up)
+                return
+            if data:
+                self.copied = memoryview(data)
+            self._took(len(data))
             return
         if self.pipe is None:
             try:
@@ -145,25 +155,16 @@ class _SpliceDirection:
         self.spliced += n
         self._took(n)
 
-    def _copy_in(self) -> None:
-        try:
-            data = self.src.recv(COPY_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.relay.failed(exc, from_client=self.flow.up)
-            return
-        if data:
-            self.copied = memoryview(data)
-        self._took(len(data))
-
     def _took(self, n: int) -> None:
-        if n == 0:
-            self.flow.eof = True
-            self._read_off()
-        else:
+        if n:
             self.flow.took(n, held=True)
+            self._flush()
+            return
+        self.flow.eof = True
         self._flush()
+        # Stop reading (EOF stays readable) unless the relay has just ended: then the
+        # socket is closed, which takes it out of the poller for free.
+        self._read_off()
 
     def _flush(self) -> None:
         flow = self.flow
@@ -188,7 +189,8 @@ class _SpliceDirection:
             if self.copied is not None:
                 self.copied = self.copied[n:]
         self.copied = None
-        self._give_back()
+        if self.pipe is not None:
+            self._give_back()
         if self.writing:
             self.poll.remove_writer(self.dst_fd)
             self.writing = False
@@ -196,7 +198,7 @@ class _SpliceDirection:
             if not self.done:
                 self.done = True
                 self.relay.half_closed(self)
-        else:
+        elif not self.reading:
             self._read_on()
 
     def _give_back(self) -> None:
@@ -241,8 +243,7 @@ class _SpliceDirection:
             self.retry.cancel()
             self.retry = None
         self.reading = self.writing = False
-        self.poll.closing(self.src_fd)
-        self.poll.closing(self.dst_fd)
+        self.poll.closing(self.src_fd)  # (each direction's source: both sockets)
         self.copied = None
         if self.pipe is not None:
             # Bytes still in it were not delivered (and are counted so): never reuse it.
@@ -315,19 +316,19 @@ class SpliceRelay:
 
     def half_closed(self, direction: _SpliceDirection) -> None:
         """One direction saw EOF and delivered everything: pass the FIN on."""
-
-        def shutdown() -> None:
-            direction.flow.fin_sent = True
-            with contextlib.suppress(OSError):
-                direction.dst.shutdown(socket.SHUT_WR)
-            if all(d.done for d in self.directions):
-                self.finish("closed")
-
-        delay = self.slow_close[0 if direction.flow.up else 1]
+        delay = self.slow_close[0 if direction is self.directions[0] else 1]
         if delay:
-            self._closing.append(self.loop.call_later(delay, shutdown))
+            self._closing.append(self.loop.call_later(delay, self._shutdown, direction))
         else:
-            shutdown()
+            self._shutdown(direction)
+
+    def _shutdown(self, direction: _SpliceDirection) -> None:
+        direction.flow.fin_sent = True
+        with contextlib.suppress(OSError):
+            direction.dst.shutdown(socket.SHUT_WR)
+        up, down = self.directions
+        if up.done and down.done:
+            self.finish("closed")
 
     def hand_over(self) -> bool:
         """Stop splicing and leave both sockets open, for a relay that takes over.

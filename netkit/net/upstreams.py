@@ -357,8 +357,9 @@ class BalancedPool(Upstream):
         # client waits in the queue. Raises when no backend is left.
         loop = self.loop or asyncio.get_running_loop()
         tried = attempt.tried
+        key = balance_key(attempt.client) if self.pool.primary.hashes_clients else ""
         while True:
-            state = self.pool.choose(balance_key(attempt.client), loop.time(), tried)
+            state = self.pool.choose(key, loop.time(), tried)
             if state is None:
                 if not (self.queue.counters.enabled and self.pool.all_full(tried)):
                     raise ConnectError(f"{self.pool.unavailable(tried)}{attempt.last}")
