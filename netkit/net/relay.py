@@ -561,7 +561,7 @@ class RelayServer(Server):
         relay = self._spliced(conn, upstream, record, faults)
         timer = self._idle_timer(relay)
         self._watched[record.id] = timer
-        relay.done.add_done_callback(lambda _: self._splice_done(relay, timer))
+        relay.on_end = lambda: self._splice_done(relay, timer)
         return True
 
     def _spliced(
@@ -585,9 +585,7 @@ class RelayServer(Server):
         return splice
 
     def _splice_done(self, relay: SpliceRelay, timer: IdleTimer | None) -> None:
-        # The end of a relay set up at accept; one that handed over goes on in its task.
-        if not relay.relaying:
-            return
+        # The end of a relay set up at accept (one that hands over goes on in its task).
         self._watched.pop(relay.record.id, None)
         if timer is not None:
             timer.cancel()

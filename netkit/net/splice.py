@@ -131,6 +131,21 @@ class _SpliceDirection:
             except OSError as exc:
                 self.relay.failed(exc, from_client=self.flow.up)
                 return
+            if data and self.copied is None:
+                # Straight on when dst takes it all (the usual case); else as held bytes.
+                try:
+                    sent = self.dst.send(data)
+                except OSError:
+                    sent = 0  # _flush sends again, and meets the error as it always did
+                if sent == len(data):
+                    self.flow.passed(sent)
+                    return
+                self.copied = memoryview(data)[sent:]
+                self.flow.took(len(data), held=True)
+                if sent:
+                    self.flow.gave(sent, held=True)
+                self._flush()
+                return
             if data:
                 self.copied = memoryview(data)
             self._took(len(data))
@@ -263,6 +278,8 @@ class SpliceRelay:
         record: where the bytes are counted (its flows) and the end reason is written.
         slow_close: (client→upstream, upstream→client) delays before a FIN is passed on.
         on_exhausted: told when no descriptor was left for a pipe.
+        on_end: called once the relay has ended (after :attr:`done` resolves; not when it
+            hands over), at once rather than a loop turn later as ``done``'s callbacks are.
         reserve: descriptors a pipe may be made of when the process is out of them.
         splice_after: bytes each direction copies before it splices (0: splice from the
             first byte).
@@ -277,6 +294,7 @@ class SpliceRelay:
         *,
         slow_close: tuple[float, float] = (0.0, 0.0),
         on_exhausted: Callable[[OSError], None] | None = None,
+        on_end: Callable[[], None] | None = None,
         reserve: DescriptorReserve | None = None,
         splice_after: int = SPLICE_AFTER,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -287,6 +305,7 @@ class SpliceRelay:
         self.client, self.upstream, self.record = client, upstream, record
         self.slow_close = slow_close
         self.on_exhausted = on_exhausted
+        self.on_end = on_end
         self.reserve = reserve
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.created = self.loop.time()
@@ -402,3 +421,5 @@ class SpliceRelay:
         self.upstream.close()
         self.record.end = reason
         self.done.set_result(None)
+        if self.on_end is not None:
+            self.on_end()
