@@ -159,7 +159,8 @@ def report(out: Output, result: BenchResult, thresholds: list[Threshold]) -> Non
     table.add_column(style="bold")
     table.add_column()
     unit = f"{result.scenario.unit}s"
-    if result.direction != "reverse":  # in reverse the client writes nothing
+    if result.direction != "reverse" or result.scenario is not Scenario.STREAM:
+        # a reverse stream's client writes nothing; a reverse bitrate test counts arrivals
         table.add_row(
             unit,
             f"{result.requests:,} in {result.duration_s:.2f} s = [bold]{result.rps:,.0f}/s[/]",

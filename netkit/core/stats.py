@@ -145,7 +145,8 @@ class SequenceWindow:
         """Record one arrival; returns ``"ok"``, ``"duplicate"`` or ``"reordered"``."""
         seen, mask = self._seen, self._mask
         if seq > self.highest:
-            self._forget(self.highest + 1, seq - self.highest - 1)
+            if seq != self.highest + 1:  # in order, nothing between to forget (most arrivals)
+                self._forget(self.highest + 1, seq - self.highest - 1)
             seen[seq & mask] = 1
             self.highest = seq
             self.received += 1

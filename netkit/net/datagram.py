@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import platform
 import socket
+import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +38,62 @@ MAX_PEERS = 10_000
 # the UDP packet storm of CVE-1999-0103), and port 0, which cannot be answered (RFC 768).
 # OpenBSD inetd's dg_badinput rule.
 _FIRST_ANSWERED_PORT = 1024
+
+
+# SO_TIMESTAMPNS (asm-generic/socket.h; Python's socket module does not name it): the kernel
+# stamps each datagram with its arrival (CLOCK_REALTIME, a struct timespec in the ancillary
+# data). The architectures below number it 35; others number socket options their own way.
+_SO_TIMESTAMPNS = 35
+_GENERIC_SOCKET_NUMBERS = frozenset(
+    {"x86_64", "i386", "i686", "aarch64", "armv7l", "armv8l", "riscv64", "ppc64le", "s390x"}
+)
+_TIMESPEC = struct.Struct("@ll")
+
+
+class StampedReceiver:
+    """Reads a socket's datagrams into one buffer, each with the time it arrived.
+
+    The time is the kernel's receive timestamp where the kernel gives one (Linux), so a
+    receiver's own scheduling (the event loop waking late, a batch read in one go) is not
+    measured as the network's jitter; elsewhere it is the clock right after the read.
+    Arrival times are comparable with each other only: the kernel's clock is CLOCK_REALTIME,
+    not :func:`time.perf_counter_ns`.
+
+    Attributes:
+        stamped: whether the kernel stamps this socket's datagrams.
+    """
+
+    def __init__(self, sock: socket.socket, buf: bytearray) -> None:
+        self.sock = sock
+        self._buffers = [buf]
+        self.stamped = _stamp_arrivals(sock)
+        self._space = socket.CMSG_SPACE(_TIMESPEC.size) if self.stamped else 0
+        # A datagram the kernel did not stamp gets the same clock's reading.
+        self._clock = time.time_ns if self.stamped else time.perf_counter_ns
+
+    def recv(self) -> tuple[int, Any, int]:
+        """One datagram: ``(bytes read, source address, arrival ns)``.
+
+        Raises:
+            OSError: as ``recvmsg`` (BlockingIOError when nothing is there).
+        """
+        n, ancillary, _, addr = self.sock.recvmsg_into(self._buffers, self._space)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                return n, addr, seconds * 1_000_000_000 + nanoseconds
+        return n, addr, self._clock()
+
+
+def _stamp_arrivals(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram's arrival on ``sock``; whether it will."""
+    if sys.platform != "linux" or platform.machine() not in _GENERIC_SOCKET_NUMBERS:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
 
 
 MAX_SIZE = Setting("max_size")

@@ -11,7 +11,6 @@ heard from least recently is forgotten first; its report requests are answered U
 from __future__ import annotations
 
 import socket
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ from typing import Any
 from netkit.core.access import AccessList
 from netkit.core.bench.bitrate import Control, ControlKind, SenderLedger, parse_control
 from netkit.core.probe import MAGIC
-from netkit.net.datagram import BATCH, DatagramServer
+from netkit.net.datagram import BATCH, DatagramServer, StampedReceiver
 from netkit.net.sockets import SocketOptions, describe
 from netkit.net.udp_relay import RECEIVE_BUFFER
 from netkit.net.udp_source import ReverseSources
@@ -109,13 +108,14 @@ class UDPSinkServer(DatagramServer):
         self.stats = SinkStats()
         self.senders: OrderedDict[tuple[Any, ...], SenderLedger] = OrderedDict()
         self.sources = ReverseSources(sock, drop_every)
+        self._receiver = StampedReceiver(sock, self._buf)
 
     def _readable(self) -> None:
-        stats, sock, buf, view = self.stats, self.sock, self._buf, self._view
-        senders, now = self.senders, time.perf_counter_ns
+        stats, buf, view, senders = self.stats, self._buf, self._view, self.senders
+        recv = self._receiver.recv
         for _ in range(BATCH):
             try:
-                n, addr = sock.recvfrom_into(buf)
+                n, addr, arrived = recv()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -131,7 +131,7 @@ class UDPSinkServer(DatagramServer):
                 if self.drop_every and ledger.arrivals % self.drop_every == 0:
                     stats.dropped += 1
                     continue
-                ledger.datagram(view[:n], now())
+                ledger.datagram(view[:n], arrived)
                 stats.counted += 1
                 continue
             control = parse_control(view[:n])

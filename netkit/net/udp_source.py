@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from netkit.core.bench.bitrate import Control, ControlKind, cookie_for
+from netkit.core.bench.bitrate import PACING_TIMER_S, Control, ControlKind, cookie_for
 from netkit.core.bench.plan import Pacing
 from netkit.core.probe import HEADER_SIZE, make_probe
 from netkit.net.datagram import MAX_UDP_PAYLOAD
@@ -88,10 +88,13 @@ class ReverseSource:
                 blocked = False
                 for _ in range(max(0, due)):
                     if not self._send_one():
-                        blocked = True  # the socket's buffer is full: a moment, then on
+                        blocked = True
                         break
                 wait = (self.pacing.due_at(start, self.sent) - perf_ns()) / 1e9
-                await asyncio.sleep(0.001 if blocked else max(0.0, wait))
+                if blocked or wait > 0:  # a full buffer: a moment, then on
+                    await asyncio.sleep(max(wait, PACING_TIMER_S))
+                else:
+                    await asyncio.sleep(0)
         finally:
             self.done.set()
 

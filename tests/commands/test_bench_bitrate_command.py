@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from netkit.status import ExitStatus
 from tests.commands.conftest import assert_one_line_error, json_lines, run_netkit
 
 
@@ -43,6 +44,22 @@ def test_reverse_counts_what_the_sink_sent_here(netkit_server: Any) -> None:
     assert r.returncode == 0, r.stderr  # loss fails a run only through --fail-if
     d = summary(r.stdout)["datagrams"]
     assert d["sent"] > 100 and d["lost"] == d["sent"] // 4 and d["streams"] == 1
+    assert summary(r.stdout)["direction"] == "reverse"
+
+
+def test_forward_and_reverse_runs_do_not_merge(netkit_server: Any, tmp_path: Path) -> None:
+    server = netkit_server("udp-echo", "serve", "127.0.0.1:0", "--mode", "sink")
+    files = []
+    for name, way in (("forward.json", []), ("reverse.json", ["-R"])):
+        r = run_netkit("bench", server.listening["url"], "-b", "1M", "-d", "0.3s", "-s", "200",
+                       "-w", "1", "-c", "1", "--json", *way)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        (tmp_path / name).write_text(r.stdout)
+        files.append(str(tmp_path / name))
+    merged = run_netkit("bench", "merge", *files)
+    assert merged.returncode == ExitStatus.USAGE, merged.stdout
+    assert "different directions: forward, reverse" in merged.stderr
+    assert_one_line_error(merged.stderr)
 
 
 def test_saved_runs_merge(netkit_server: Any, tmp_path: Path) -> None:

@@ -156,8 +156,11 @@ def test_backend_killed_mid_run(netkit_server):
     one = netkit_server("tcp-echo", "serve", ":0")
     two = netkit_server("tcp-echo", "serve", ":0")
     lb = netkit_server(
-        "lb", ":0", one.address, two.address, "--check-interval", "100ms", "--fall", "1"
-    )
+        "lb", ":0", one.address, two.address, "--check-interval", "100ms", "--fall", "1",
+        # The killed backend refuses at once; the live one's check may be slow on a loaded
+        # machine, and with --fall 1 one timed-out check would take it down too.
+        "--check-timeout", "5s",
+    )  # fmt: skip
     held = [socket.create_connection(host_port(lb.address), timeout=10) for _ in range(2)]
     for sock in held:
         sock.sendall(b"hi")

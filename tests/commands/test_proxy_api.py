@@ -333,9 +333,11 @@ def test_the_proxy_from_the_command_line_is_in_the_api(
     ]
     assert round_trip(server.address) >= 38  # 20 ms each way
     assert request(api_address, "DELETE", "/proxies/main/toxics/latency")[0] == 204
-    assert round_trip(server.address) < 30
+    # With the toxic every round trip takes 40 ms at least; the fastest of five without it
+    # (one may wait for a CPU on a loaded machine) shows it gone.
+    assert min(round_trip(server.address) for _ in range(5)) < 30
     assert server.stop() == 0
-    assert server.event("summary")["connections"] == 2
+    assert server.event("summary")["connections"] == 6  # the round trips' own
 
 
 def test_a_proxy_enabled_again_listens_as_it_did_at_start(

@@ -230,6 +230,10 @@ def test_stage_figures_merge_exactly_and_survive_json() -> None:
         both.add(p.stages[0].latency)
     assert merged.stages[0].latency.percentile(99) == both.percentile(99)
     assert merged.stages[0].latency.percentile(50) == pytest.approx(1_000_000, rel=1e-3)
+    # Half at 1 ms, half at 9 ms: mean 5 ms, standard deviation 4 ms, in the JSON too.
+    shown = merged.stages[0].as_dict()["latency_ms"]
+    assert shown["mean"] == pytest.approx(5.0, rel=1e-3)
+    assert shown["stddev"] == pytest.approx(4.0, rel=1e-3)
     other = _result(parse_stages("2s:3"))
     with pytest.raises(ConfigError, match="different --stages"):
         merge_stages([parts[0].stages, other.stages])

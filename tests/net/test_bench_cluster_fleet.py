@@ -60,17 +60,6 @@ def test_members_progress_and_a_common_start(cluster: DaskCluster, echo: ServerP
     assert [r.connections for r in results if r is not None] == [2, 2]
 
 
-def test_an_unreachable_target_fails_at_the_check_naming_every_member(
-    cluster: DaskCluster, tmp_path: Path
-) -> None:
-    run = fleet(cluster, f"unix:{tmp_path}/nothing.sock")
-    with pytest.raises(ConnectError) as caught:
-        run.run()
-    message = str(caught.value)
-    assert "cluster member 1 (tcp://127.0.0.1:" in message
-    assert "cluster member 2 (tcp://127.0.0.2:" in message
-
-
 # A lambda: cloudpickle sends it by value (the scheduler cannot import this test module).
 _leftovers = lambda dask_scheduler: sorted(  # noqa: E731
     str(name)
@@ -80,6 +69,21 @@ _leftovers = lambda dask_scheduler: sorted(  # noqa: E731
     ]
     if str(name).startswith("netkit-bench-")
 )
+
+
+def test_an_unreachable_target_fails_at_the_check_naming_every_member(
+    cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run = fleet(cluster, f"unix:{tmp_path}/nothing.sock")
+    with distributed.Client(cluster.address, timeout=30) as client:
+        before = set(client.run_on_scheduler(_leftovers))
+        with pytest.raises(ConnectError) as caught:
+            run.run()
+        # Called off once every member had returned: the stop was cleared after them.
+        assert set(client.run_on_scheduler(_leftovers)) - before == set()
+    message = str(caught.value)
+    assert "cluster member 1 (tcp://127.0.0.1:" in message
+    assert "cluster member 2 (tcp://127.0.0.2:" in message
 
 
 def test_a_finished_run_leaves_nothing_in_the_scheduler(

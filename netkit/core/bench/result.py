@@ -53,7 +53,8 @@ class BenchResult:
         stages: ``--stages`` runs: the figures of each stage (empty otherwise).
         datagrams: UDP bitrate runs: what the receivers counted (None for other runs).
         direction: stream over TCP or Unix: ``forward``, ``reverse`` or ``bidir`` (the stream
-            test, :mod:`netkit.core.streamtest`); None otherwise.
+            test, :mod:`netkit.core.streamtest`); UDP bitrate test: ``forward`` or
+            ``reverse`` (the sink sent); None otherwise.
         peer_received: stream test: bytes the server reported receiving (of those written
             while measuring); None when no server reported (an echo server).
         peer_sent: stream test: bytes the server reported sending while measuring.
@@ -152,7 +153,7 @@ class BenchResult:
         what the client read, over the duration and the drain (the time the last bytes took
         to arrive). A receiver figure is None when no server reported.
         """
-        if self.direction is None:
+        if self.direction is None or self.scenario is not Scenario.STREAM:
             return {}
         whole = self.duration_s + self.drain_s
 
@@ -442,10 +443,11 @@ def default_failures(result: BenchResult) -> list[str]:
             reasons.append(f"{missing} of {result.connections} stream(s) got no receiver report")
         if tally is not None and tally.corrupt:
             reasons.append(f"{tally.corrupt:,} datagram(s) arrived corrupted")
-    if result.direction in ("forward", "bidir") and result.peer_received == 0:
+    stream = result.scenario is Scenario.STREAM and result.direction is not None
+    if stream and result.direction in ("forward", "bidir") and result.peer_received == 0:
         reasons.append("the server reported receiving no byte")
     mismatched = result.errors.get("mismatch", 0)
-    if mismatched and result.direction is not None:
+    if mismatched and stream:
         reasons.append(f"{mismatched:,} stream(s) counted bytes the server did not")
     elif mismatched:
         reasons.append(f"{mismatched:,} echo(es) came back different from what was sent")

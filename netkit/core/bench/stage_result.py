@@ -77,7 +77,7 @@ class StageResult:
             "intended_rps": round(self.intended_rps, 1),
             "missed": self.missed,
             "errors": {"total": sum(self.errors.values()), **dict(sorted(self.errors.items()))},
-            "latency_ms": self.latency.summary_ms(moments=False),
+            "latency_ms": self.latency.summary_ms(),
             "histogram": self.latency.to_record(),
         }
 

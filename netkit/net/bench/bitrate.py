@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 
 from netkit.core.bench.bitrate import (
+    PACING_TIMER_S,
     Control,
     ControlKind,
     ReceiverCounts,
@@ -22,7 +23,7 @@ from netkit.core.bench.plan import Schedule
 from netkit.core.probe import MAGIC, make_probe
 from netkit.errors import ConnectError, OperationTimeout
 from netkit.net.bench.engine import Run, Slot
-from netkit.net.datagram import BATCH, MAX_UDP_PAYLOAD
+from netkit.net.datagram import BATCH, MAX_UDP_PAYLOAD, StampedReceiver
 from netkit.net.sockets import describe
 
 perf_ns = time.perf_counter_ns
@@ -71,6 +72,7 @@ class DatagramBitrate:
         self._task: asyncio.Task[None] | None = None
         self._buf = bytearray(MAX_UDP_PAYLOAD + 1)
         self._view = memoryview(self._buf)
+        self._receiver = StampedReceiver(sock, self._buf)
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()
         loop.add_reader(sock.fileno(), self._readable)
@@ -153,8 +155,8 @@ class DatagramBitrate:
             if run.budget == 0:
                 run.changed.set()
                 return
-            wait = pacing.due_at(start, self.sent) - perf_ns()
-            await asyncio.sleep(max(0.0, wait / 1e9))
+            wait = (pacing.due_at(start, self.sent) - perf_ns()) / 1e9
+            await asyncio.sleep(max(wait, PACING_TIMER_S) if wait > 0 else 0.0)
 
     async def _wait_writable(self) -> None:
         loop = asyncio.get_running_loop()
@@ -198,7 +200,7 @@ class DatagramBitrate:
     def _readable(self) -> None:
         for _ in range(BATCH):
             try:
-                n = self.sock.recv_into(self._buf)
+                n, _, arrived = self._receiver.recv()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionRefusedError:
@@ -206,7 +208,7 @@ class DatagramBitrate:
             except OSError:
                 continue
             if self.ledger is not None and n > 0 and self._buf.startswith(MAGIC):
-                self._received(n)
+                self._received(n, arrived)
                 continue
             waiting = self._answer
             if waiting is None or waiting.done():
@@ -223,10 +225,10 @@ class DatagramBitrate:
             elif self._buf.startswith(MAGIC):
                 waiting.set_exception(self._echoed())
 
-    def _received(self, n: int) -> None:
+    def _received(self, n: int, arrived_ns: int) -> None:
         """--reverse: a test datagram from the sink, counted here as a sink counts."""
         assert self.ledger is not None
-        self.ledger.datagram(self._view[:n], perf_ns())
+        self.ledger.datagram(self._view[:n], arrived_ns)
         if self.run.recording:
             self.run.result.requests += 1
 

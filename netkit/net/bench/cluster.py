@@ -355,12 +355,19 @@ class FleetRun:
             for i, (m, plan) in enumerate(zip(members, plans, strict=True))
         ]
         outcomes = [MemberOutcome(i, m) for i, m in enumerate(members)]
+        keep_stop = False
         try:
             try:
                 self._barrier(client, ready_q, futures, outcomes, ready_timeout)
-            except BaseException:
+            except BaseException as exc:
+                # Called off: a member that sees the start must see the stop too, so the stop
+                # is cleared (below) only once every member has returned. One still checking
+                # the target after --timeout (or any, on Ctrl-C) leaves it set on the
+                # scheduler: a few bytes there, never a load nobody asked for.
                 stop.set()
                 go.set()
+                settle = 0.0 if isinstance(exc, KeyboardInterrupt) else self.plan.timeout + _TICK
+                keep_stop = not _settled(futures, settle)
                 client.cancel(futures)
                 raise
             go.set()
@@ -371,8 +378,9 @@ class FleetRun:
             with contextlib.suppress(Exception):
                 for queue in (ready_q, progress_q):
                     queue.close()
-                for event in (go, stop):
-                    event.clear()
+                go.clear()
+                if not keep_stop:
+                    stop.clear()
 
     def _barrier(
         self,
@@ -480,6 +488,14 @@ def _pause(futures: list[Any]) -> None:
     """Wait a tick, or less when one of ``futures`` finishes first."""
     with contextlib.suppress(TimeoutError):
         _distributed().wait(futures, timeout=_TICK, return_when="FIRST_COMPLETED")
+
+
+def _settled(futures: list[Any], timeout: float) -> bool:
+    """Whether every one of ``futures`` finished within ``timeout`` seconds."""
+    if timeout > 0:
+        with contextlib.suppress(TimeoutError):
+            _distributed().wait(futures, timeout=timeout)
+    return all(f.done() for f in futures)
 
 
 def _collect(outcome: MemberOutcome, future: Any) -> None:

@@ -137,6 +137,11 @@ def reported_scenario(plan: LoadPlan, target: Target) -> Scenario:
     return plan.scenario
 
 
+# Scenarios whose results say which way the test ran: a stream (iperf3's -R, --bidir), and a
+# UDP bitrate test (-R: the sink sends). Results of different directions never merge.
+_DIRECTED = (Scenario.STREAM, Scenario.BITRATE)
+
+
 def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
     """An empty result for ``plan``."""
     share = plan.connections / plan.total_connections
@@ -150,7 +155,7 @@ def new_result(plan: LoadPlan, target: Target, workers: int = 1) -> BenchResult:
         size=plan.size,
         rate=plan.rate * share if plan.rate else None,
         datagrams=DatagramTally(plan.bitrate * share) if plan.bitrate is not None else None,
-        direction=plan.direction if plan.scenario is Scenario.STREAM else None,
+        direction=plan.direction if plan.scenario in _DIRECTED else None,
     )
 
 
@@ -194,7 +199,7 @@ class Worker:
         self.result = new_result(plan, target)
         self.run = Run(plan, self.result)
         self.stream_test = stream_test(plan, target)
-        if not self.stream_test:
+        if plan.scenario is Scenario.STREAM and not self.stream_test:
             self.result.direction = None
         byte_stream = not isinstance(target.endpoint, (WSURL, UDPEndpoint))
         if plan.scenario is Scenario.STREAM and byte_stream:
