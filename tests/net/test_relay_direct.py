@@ -8,12 +8,14 @@ fixed upstream (proxy) and a balanced pool (lb).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from netkit.core.addresses import TCPEndpoint
+from netkit.core.addresses import TCPEndpoint, UnixEndpoint
 from netkit.core.balance.backends import Backend
 from netkit.core.faults import Latency
 from netkit.errors import ConnectError
@@ -22,10 +24,23 @@ from netkit.net.echo import EchoConnection
 from netkit.net.idle import IdleTimer
 from netkit.net.relay import RelayOptions
 from netkit.net.splice import SpliceRelay
-from netkit.net.upstreams import balanced_pool
+from netkit.net.upstreams import Upstream, balanced_pool
 from tests.net.conftest import Runner, Serve
 from tests.net.pairs import read_until_eof, wait_until
-from tests.net.test_relay import echoes, relay_to
+from tests.net.test_relay import RelayHarness, echoes, relay_to
+
+
+@contextlib.asynccontextmanager
+async def echo_relay(
+    serve: Serve,
+    options: RelayOptions,
+    upstream: Callable[[TCPEndpoint | UnixEndpoint], Upstream] | None = None,
+) -> AsyncIterator[RelayHarness]:
+    """A relay in front of an echo backend (through ``upstream(backend)`` when given)."""
+    async with serve(EchoConnection) as backend:
+        connector = upstream(backend.endpoint) if upstream is not None else None
+        async with relay_to(backend.endpoint, options, connector) as relay:
+            yield relay
 
 
 def test_dial_now_connects_at_once_on_loopback_and_refuses_at_once(run: Runner[None]) -> None:
@@ -52,21 +67,18 @@ def test_a_short_connection_is_relayed_with_no_task(
     run: Runner[None], serve: Serve, pool: bool
 ) -> None:
     async def main() -> None:
-        async with serve(EchoConnection) as backend:
-            upstream = (
-                balanced_pool([Backend(backend.endpoint)], check_interval=3600) if pool else None
-            )
-            async with relay_to(backend.endpoint, RelayOptions(), upstream) as relay:
-                client = await relay.connect()
-                assert await echoes(client, b"short")
-                server = relay.server
-                (live,) = server.connections.values()
-                assert isinstance(live, SpliceRelay) and not server._tasks  # set up at accept
-                client.shutdown(socket.SHUT_WR)
-                assert await read_until_eof(client) == b""
-                client.close()
-                (closed,) = await relay.wait_events("closed")
-                assert not server.connections and not server._watched
+        lb = (lambda b: balanced_pool([Backend(b)], check_interval=3600)) if pool else None
+        async with echo_relay(serve, RelayOptions(), lb) as relay:
+            client = await relay.connect()
+            assert await echoes(client, b"short")
+            server = relay.server
+            (live,) = server.connections.values()
+            assert isinstance(live, SpliceRelay) and not server._tasks  # set up at accept
+            client.shutdown(socket.SHUT_WR)
+            assert await read_until_eof(client) == b""
+            client.close()
+            (closed,) = await relay.wait_events("closed")
+            assert not server.connections and not server._watched
         assert closed["end"] == "closed" and closed["path"] == "splice"
         assert (closed["bytes_up"], closed["bytes_down"]) == (5, 5)
         assert relay.server.stats.bytes_up == relay.server.stats.bytes_down == 5
@@ -80,10 +92,7 @@ def test_a_fault_set_later_moves_a_direct_relay_to_the_buffered_path(
     # The relay was set up at accept with no task (no fault then); a data fault arrives:
     # it hands over, a task takes over, and every byte still arrives in order.
     async def main() -> None:
-        async with (
-            serve(EchoConnection) as backend,
-            relay_to(backend.endpoint, RelayOptions(seed=1)) as relay,
-        ):
+        async with echo_relay(serve, RelayOptions(seed=1)) as relay:
             client = await relay.connect()
             assert await echoes(client, b"before")
             server = relay.server
@@ -101,10 +110,7 @@ def test_a_fault_set_later_moves_a_direct_relay_to_the_buffered_path(
 
 def test_an_idle_direct_relay_is_closed_by_its_timer(run: Runner[None], serve: Serve) -> None:
     async def main() -> None:
-        async with (
-            serve(EchoConnection) as backend,
-            relay_to(backend.endpoint, RelayOptions(idle_timeout=0.2)) as relay,
-        ):
+        async with echo_relay(serve, RelayOptions(idle_timeout=0.2)) as relay:
             client = await relay.connect()
             assert await echoes(client, b"then silence")
             assert await read_until_eof(client) == b""  # closed with a FIN, not reset
@@ -121,10 +127,7 @@ def test_a_quiet_hook_gets_no_closed_event_for_a_clean_close(
     # The command's printer without --json shows a closed connection only when bytes went
     # undelivered: a clean close costs it no event (a hook without the attribute gets all).
     async def main() -> None:
-        async with (
-            serve(EchoConnection) as backend,
-            relay_to(backend.endpoint, RelayOptions()) as relay,
-        ):
+        async with echo_relay(serve, RelayOptions()) as relay:
             seen: list[str] = []
 
             def quiet(event: str, fields: dict[str, object]) -> None:
@@ -146,10 +149,7 @@ def test_a_relayed_connection_leaves_no_reference_cycle(run: Runner[None], serve
     # A relay that ends is freed by reference counting: thousands end a second, and cycles
     # left to the garbage collector cost collections.
     async def main() -> None:
-        async with (
-            serve(EchoConnection) as backend,
-            relay_to(backend.endpoint, RelayOptions(idle_timeout=600)) as relay,
-        ):
+        async with echo_relay(serve, RelayOptions(idle_timeout=600)) as relay:
             gc.collect()
             gc.disable()
             try:
