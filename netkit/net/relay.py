@@ -5,7 +5,9 @@ shares: accept, cap, track, drain, stats). For each client it draws the connecti
 opens the upstream (through the :class:`~netkit.net.upstreams.Upstream` it was given; PROXY
 header, TLS on either side), and hands both to one of
 two relays, which move the bytes and count them in the connection's
-:class:`~netkit.core.flow.RelayRecord`:
+:class:`~netkit.core.flow.RelayRecord`. While nothing has to wait (no PROXY header to read,
+no fault set, an upstream that connects at once, a splice relay) this is done in the accept
+callback and the relay watched with no task; anything else goes on in the connection's task.
 
 * :class:`~netkit.net.splice.SpliceRelay` (Linux, plain TCP/Unix on both sides, no data
   faults): ``os.splice`` through a pipe; payload never enters Python.
@@ -37,97 +39,34 @@ import random
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
-from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.addresses import UnixEndpoint
 from netkit.core.fault_set import ConnectionDraw, FaultChange, FaultSet
-from netkit.core.faults import ConnectionFaults, Fault, Refuse
+from netkit.core.faults import ConnectionFaults, Refuse
 from netkit.core.flow import RelayRecord
-from netkit.core.proxy_protocol import Accept
 from netkit.core.proxy_protocol import encode as encode_proxy_header
-from netkit.errors import ConfigError, NetkitError, PeerProtocolError, ResourceExhausted
+from netkit.errors import NetkitError, PeerProtocolError, ResourceExhausted
 from netkit.net.accept import DescriptorReserve
 from netkit.net.buffered import BufferedRelay
 from netkit.net.connect import translate_connect_error
 from netkit.net.idle import IdleTimer
 from netkit.net.poller import poller_for
-from netkit.net.proxy_header import HEADER_TIMEOUT, Origin, read_origin
-from netkit.net.server import EventHook, Server, ServerStats, make_listener, quiet_events
+from netkit.net.proxy_header import Origin, read_origin
+from netkit.net.relay_changes import Endpoint, RelayChanges, bound_endpoint
+from netkit.net.relay_options import RelayOptions, RelayStats
+from netkit.net.server import EventHook, make_listener, quiet_events
 from netkit.net.sockets import force_rst
-from netkit.net.splice import SPLICE_AVAILABLE, SpliceRelay
+from netkit.net.splice import SpliceRelay
 from netkit.net.tls_layer import accept_tls, connect_tls
-from netkit.net.upstreams import Connected, Connecting, FixedUpstream, OnwardTLS, Upstream
+from netkit.net.upstreams import Connected, Connecting, OnwardTLS, Upstream
 
 Relay = SpliceRelay | BufferedRelay
+__all__ = ["Relay", "RelayOptions", "RelayServer", "RelayStats"]
 NO_FAULTS = ConnectionFaults()  # a connection's faults when none is set (never changed)
-Endpoint = TCPEndpoint | UnixEndpoint
 
 
-@dataclass
-class RelayOptions:
-    """How a :class:`RelayServer` relays.
-
-    Attributes:
-        client_tls: terminate TLS from clients with this context.
-        upstream_tls: originate TLS to the upstream with this context.
-        upstream_sni: server name for the upstream TLS handshake.
-        splice: use ``os.splice`` where possible.
-        proxy_protocol: send a PROXY header (1 or 2) to the upstream first, or 0.
-        accept_proxy_protocol: read a PROXY header of these versions from each client first
-            (the client it names is the one reported, hashed and sent onward), or None.
-        proxy_header_timeout: seconds a client has to send that header.
-        idle_timeout: close relays idle this long (seconds), or None.
-        faults: the faults drawn per connection: a list (each under its default name) or a
-            :class:`~netkit.core.fault_set.FaultSet` the caller keeps changing; the server's
-            :attr:`RelayServer.faults` is that set.
-        seed: RNG seed for fault draws and jitter (repeatable runs).
-    """
-
-    client_tls: ssl.SSLContext | None = None
-    upstream_tls: ssl.SSLContext | None = None
-    upstream_sni: str | None = None
-    splice: bool = True
-    proxy_protocol: int = 0
-    accept_proxy_protocol: Accept | None = None
-    proxy_header_timeout: float = HEADER_TIMEOUT
-    idle_timeout: float | None = None
-    faults: list[Fault] | FaultSet = field(default_factory=list)
-    seed: int | None = None
-
-    def can_splice(self, *, client_tls: bool) -> bool:
-        """True when relays will use ``os.splice`` (plain sockets on both sides, Linux)."""
-        return self.splice and SPLICE_AVAILABLE and not client_tls and not self.upstream_tls
-
-
-@dataclass
-class RelayStats(ServerStats):
-    """A relay server's totals: bytes each way, undelivered bytes, upstream failures, faults."""
-
-    failed_upstream: int = 0
-    bad_proxy_headers: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    undelivered: int = 0
-    faults: int = 0
-
-    SUMMARY = (
-        ("connections", "accepted"),
-        ("rejected", "rejected"),
-        ("upstream_failures", "failed_upstream"),
-        ("proxy_headers_rejected", "bad_proxy_headers"),
-        ("peak_connections", "peak"),
-        ("bytes_up", "bytes_up"),
-        ("bytes_down", "bytes_down"),
-        ("undelivered_bytes", "undelivered"),
-        ("faults_injected", "faults"),
-        ("accept_errors", "accept_errors"),
-        ("uptime_s", "uptime"),
-        ("cut_at_drain", "aborted_at_drain"),
-    )
-
-
-class RelayServer(Server):
+class RelayServer(RelayChanges):
     """Accepts clients on a listening socket and relays each to an upstream.
 
     Args:
@@ -192,7 +131,7 @@ class RelayServer(Server):
         # Relays set up at accept, watched with no task: their idle timers.
         self._watched: dict[int, IdleTimer | None] = {}
         self._listen = listen
-        self._endpoint = _bound_endpoint(sock, unix_endpoint)
+        self._endpoint = bound_endpoint(sock, unix_endpoint)
         self.enabled = True
         self._ids = itertools.count(1)
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -259,75 +198,6 @@ class RelayServer(Server):
                 self._tasks[cid].add_done_callback(lambda task: self._never_ran(task, relay))
         else:
             relay.slow_close = _slow_close(faults)
-
-    async def disable(self) -> None:
-        """Stop listening and close every relayed connection (toxiproxy's ``enabled: false``).
-
-        New clients are refused until :meth:`enable`; clients still being connected to the
-        upstream are dropped; relays end with a FIN (an RST where bytes could not be flushed),
-        and their undelivered bytes are counted, as always.
-        """
-        if not self.enabled:
-            return
-        self.enabled = False
-        self.close_listener()
-        closed = await self._end_all("proxy disabled", abort=False)
-        self.emit("disabled", {"address": self.address, "closed": closed})
-
-    async def enable(self) -> None:
-        """Listen again, on the address the server had (a port 0 keeps the port it got).
-
-        Raises:
-            BindError: the address is taken now.
-        """
-        if self.enabled:
-            return
-        self._listen_at(self._endpoint)
-        self.enabled = True
-        self.emit("enabled", {"address": self.address})
-
-    async def relisten(self, endpoint: Endpoint) -> None:
-        """Listen on ``endpoint`` instead (when disabled: from :meth:`enable` on).
-
-        Live connections go on. When the new address cannot be bound, the server listens
-        where it did and the error is raised.
-
-        Raises:
-            BindError: ``endpoint`` cannot be bound.
-        """
-        previous = self.address
-        if self.enabled:
-            try:
-                self._listen_at(endpoint)
-            except NetkitError:
-                with contextlib.suppress(NetkitError):
-                    self._listen_at(self._endpoint)
-                raise
-        else:
-            self._endpoint = endpoint
-            self.address = str(endpoint)
-        self.emit("relistened", {"address": self.address, "previous": previous})
-
-    def _listen_at(self, endpoint: Endpoint) -> None:
-        # The old listener is closed first: the new address may be the same port.
-        self.close_listener()
-        sock = self._listen(endpoint)
-        unix = endpoint if isinstance(endpoint, UnixEndpoint) else None
-        self.listen_on(sock, unix)
-        self._endpoint = _bound_endpoint(sock, unix)
-
-    def set_upstream(self, endpoint: Endpoint) -> None:
-        """Send new connections to ``endpoint`` (live ones stay where they are).
-
-        Raises:
-            ConfigError: the server relays to a balanced pool, not one upstream.
-        """
-        upstream = self.upstream
-        if not isinstance(upstream, FixedUpstream):
-            raise ConfigError("this relay balances a pool of backends: it has no one upstream")
-        previous = upstream.label
-        upstream.retarget(endpoint)
-        self.emit("upstream_changed", {"upstream": upstream.label, "previous": previous})
 
     # --- one connection ------------------------------------------------------------------
 
@@ -734,16 +604,3 @@ async def _raise(exc: NetkitError) -> Connected:
 
 def _slow_close(faults: ConnectionFaults) -> tuple[float, float]:
     return faults.directions["up"].slow_close, faults.directions["down"].slow_close
-
-
-def _bound_endpoint(sock: socket.socket, unix: UnixEndpoint | None) -> Endpoint:
-    # Where a listener is bound, to bind there again (a port 0 became a real port).
-    if unix is not None:
-        return unix
-    if sock.family == socket.AF_UNIX:
-        name = sock.getsockname()
-        if isinstance(name, bytes):  # an abstract socket: its name starts with NUL
-            return UnixEndpoint(name[1:].decode(errors="surrogateescape"), abstract=True)
-        return UnixEndpoint(name)
-    host, port = sock.getsockname()[:2]
-    return TCPEndpoint(host, port)
