@@ -343,8 +343,11 @@ class SpliceRelay:
 
     def _shutdown(self, direction: _SpliceDirection) -> None:
         direction.flow.fin_sent = True
-        with contextlib.suppress(OSError):
+        # Not contextlib.suppress: three calls more, twice per connection.
+        try:  # noqa: SIM105
             direction.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
         up, down = self.directions
         if up.done and down.done:
             self.finish("closed")
