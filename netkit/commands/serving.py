@@ -265,6 +265,8 @@ def _print_event(out: Output) -> EventHook:
                 out.warn(f"{who}: {fields['error']}")
         out.event(event, _change_line(event, fields) if not out.json else None, **fields)
 
+    # Without --json a closed connection is shown only when bytes went undelivered.
+    setattr(on_event, "quiet_events", frozenset() if out.json else frozenset({"closed"}))  # noqa: B010
     return on_event
 
 

@@ -98,6 +98,12 @@ class Flow:
             self.held -= n
         self.on_activity()
 
+    def passed(self, n: int) -> None:
+        """``n`` bytes came in and went straight out (:meth:`took` and :meth:`gave` at once)."""
+        self.received += n
+        self.delivered += n
+        self.on_activity()
+
     def lost(self, n: int) -> None:
         """``n`` bytes counted as delivered were discarded (a reset, a transport's buffer)."""
         self.delivered -= n

@@ -59,6 +59,9 @@ class Acceptor:
         self._backoff = FIRST_BACKOFF
         self._retry: asyncio.TimerHandle | None = None
         self._unix = sock.family == socket.AF_UNIX
+        # What an accepted socket is, as plain ints (the socket module's properties make
+        # enums of them at each access).
+        self._family, self._type, self._proto = int(sock.family), int(sock.type), sock.proto
 
     def start(self) -> None:
         """Start accepting."""
@@ -81,7 +84,8 @@ class Acceptor:
                 self._pause(short)
                 return
             try:
-                conn, addr = self.sock.accept()
+                # The socket's own accept, without socket.accept()'s enum look-ups.
+                fd, addr = self.sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 self._recovered()  # nothing waiting, and no resource error: back to normal
                 return
@@ -91,6 +95,7 @@ class Acceptor:
                     return
                 continue  # ECONNABORTED and the like: that client is already gone
             self._recovered()
+            conn = socket.socket(self._family, self._type, self._proto, fd)
             conn.setblocking(False)
             peer = "unix:(client)" if self._unix or not addr else describe(addr)
             self.on_connection(conn, peer)

@@ -32,6 +32,11 @@ class ConnectQueue:
         self._woken = 0  # woken, not yet back to choose their backend
 
     @property
+    def waiting(self) -> bool:
+        """True while clients wait for a slot (not yet woken)."""
+        return bool(self._waiting)
+
+    @property
     def busy(self) -> bool:
         """True while clients wait or are being woken: a new client must queue behind them."""
         return bool(self._waiting) or self._woken > 0

@@ -23,7 +23,7 @@ import select
 import socket
 import ssl
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
@@ -240,18 +240,13 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _connect_socket(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: Any, deadline: float | None
+async def _connect_finished(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float | None
 ) -> None:
-    # Connect ``sock`` (non-blocking) to ``addr`` by ``deadline`` (loop time). TCP connects
-    # here, not through loop.sock_connect: uvloop's resolves the address again on its
-    # thread pool every time, a literal IP included (futex and eventfd round trips).
-    if sock.family == socket.AF_UNIX:
-        async with asyncio.timeout_at(deadline):
-            await loop.sock_connect(sock, addr)
-        return
-    if _connected_now(sock, addr):
-        return
+    # A TCP connect begun (EINPROGRESS) and not complete yet: wait until the socket is
+    # writable, by ``deadline``, then say whether it connected. TCP connects here, not
+    # through loop.sock_connect: uvloop's resolves the address again on its thread pool
+    # every time, a literal IP included (futex and eventfd round trips).
     fd = sock.fileno()
     writable: asyncio.Future[None] = loop.create_future()
     loop.add_writer(fd, _wake, writable)
@@ -261,6 +256,102 @@ async def _connect_socket(
     finally:
         loop.remove_writer(fd)
     _check_connected(sock)
+
+
+Dialled = socket.socket | Coroutine[Any, Any, socket.socket]
+"""A connected socket now, or the coroutine that finishes connecting (await it)."""
+
+
+def dial_now(
+    endpoint: TCPEndpoint | UnixEndpoint,
+    addresses: list[Address],
+    *,
+    timeout: float | None,
+    options: SocketOptions = SocketOptions(),
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Dialled:
+    """Connect to ``endpoint`` at ``addresses`` (resolved already), without waiting if it can.
+
+    On loopback a TCP connect is complete when ``connect()`` returns: the connected socket
+    is returned at once, and the caller needs no task and no await. Otherwise (the connect
+    is in progress, or a Unix socket) a coroutine is returned that finishes it, trying the
+    next addresses in turn as :func:`connect_raw` does; await it.
+
+    Raises:
+        ConnectError, OperationTimeout, ResourceExhausted: every address failed at once (the
+            coroutine raises the same for failures found while waiting).
+    """
+    loop = loop or asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    target = str(endpoint)
+    try:
+        return _dial_from(loop, target, iter(addresses), deadline, options, None)
+    except OSError as exc:
+        raise translate_connect_error(exc, target) from exc
+
+
+def _dial_from(
+    loop: asyncio.AbstractEventLoop,
+    target: str,
+    addresses: Iterator[Address],
+    deadline: float | None,
+    options: SocketOptions,
+    last: BaseException | None,
+) -> Dialled:
+    # Each address in turn: a socket connected at once is returned; one that must be waited
+    # for is finished by the coroutine returned (which goes on with the rest). Raises the
+    # last address's error when all failed at once.
+    for family, addr in addresses:
+        sock = _new_socket(family, target)
+        tcp = family != socket.AF_UNIX
+        try:
+            apply_options(sock, options, tcp=tcp)
+            if tcp and _connected_now(sock, addr):
+                return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return _dial_rest(loop, target, sock, addr, addresses, deadline, options)
+    raise last or ConnectError(f"cannot resolve {target}")
+
+
+async def _dial_rest(
+    loop: asyncio.AbstractEventLoop,
+    target: str,
+    sock: socket.socket,
+    addr: Any,
+    addresses: Iterator[Address],
+    deadline: float | None,
+    options: SocketOptions,
+) -> socket.socket:
+    # Finish connecting ``sock`` (begun for TCP, not yet for Unix); when it fails, the
+    # remaining addresses are tried as :func:`dial_now` does.
+    try:
+        try:
+            if sock.family == socket.AF_UNIX:
+                async with asyncio.timeout_at(deadline):
+                    await loop.sock_connect(sock, addr)
+            else:
+                await _connect_finished(loop, sock, deadline)
+            return sock
+        except TimeoutError:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            rest = _dial_from(loop, target, addresses, deadline, options, exc)
+        except BaseException:
+            sock.close()
+            raise
+        return rest if isinstance(rest, socket.socket) else await rest
+    except TimeoutError:
+        raise OperationTimeout(f"timed out connecting to {target}") from None
+    except OSError as exc:
+        raise translate_connect_error(exc, target) from exc
 
 
 async def connect_raw(
@@ -284,33 +375,19 @@ async def connect_raw(
         ConnectError, OperationTimeout, ResourceExhausted: as the failure was.
     """
     loop = loop or asyncio.get_running_loop()
-    target = str(endpoint)
-    deadline = None if timeout is None else loop.time() + timeout
-    try:
-        if addresses is None:
-            async with asyncio.timeout_at(deadline):
+    if addresses is None:
+        started = loop.time()
+        try:
+            async with asyncio.timeout(timeout):
                 addresses = await resolve(endpoint)
-        last: BaseException | None = None
-        for family, addr in addresses:
-            sock = _new_socket(family, target)
-            try:
-                apply_options(sock, options)
-                await _connect_socket(loop, sock, addr, deadline)
-                return sock
-            except TimeoutError:
-                sock.close()
-                raise
-            except OSError as exc:
-                sock.close()
-                last = exc
-            except BaseException:
-                sock.close()
-                raise
-        raise last or ConnectError(f"cannot resolve {target}")
-    except TimeoutError:
-        raise OperationTimeout(f"timed out connecting to {target}") from None
-    except OSError as exc:
-        raise translate_connect_error(exc, target) from exc
+        except TimeoutError:
+            raise OperationTimeout(f"timed out connecting to {endpoint}") from None
+        except OSError as exc:
+            raise translate_connect_error(exc, str(endpoint)) from exc
+        if timeout is not None:
+            timeout = max(0.0, timeout - (loop.time() - started))
+    dialled = dial_now(endpoint, addresses, timeout=timeout, options=options, loop=loop)
+    return dialled if isinstance(dialled, socket.socket) else await dialled
 
 
 async def open_tunnel(

@@ -10,6 +10,10 @@ import asyncio
 from collections.abc import Callable
 
 
+def _nothing() -> None:
+    pass
+
+
 class IdleTimer:
     """Calls ``on_idle`` once ``timeout`` seconds pass without :meth:`touch`.
 
@@ -49,5 +53,6 @@ class IdleTimer:
             self.on_idle()
 
     def cancel(self) -> None:
-        """Stop the timer."""
+        """Stop the timer (and let go of ``on_idle``: no reference cycle through it)."""
         self.handle.cancel()
+        self.on_idle = _nothing

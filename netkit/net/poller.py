@@ -47,7 +47,11 @@ class Poller:
     def add_reader(self, fd: int, callback: Callback) -> None:
         """Call ``callback()`` while ``fd`` is readable."""
         self._readers[fd] = callback
-        self._update(fd)
+        if fd not in self._masks:  # the usual case, a new socket: registered directly
+            self._masks[fd] = _IN
+            self._epoll.register(fd, _IN)
+        else:
+            self._update(fd)
 
     def remove_reader(self, fd: int) -> None:
         """Stop watching ``fd`` for reading."""
@@ -91,23 +95,24 @@ class Poller:
             events = self._epoll.poll(0, _BATCH)
         except InterruptedError:
             return
+        readers, writers = self._readers, self._writers
         for fd, mask in events:
             # A callback may have closed or re-registered a descriptor met later in this
             # batch: the dictionaries say what is watched now (a spurious call finds EAGAIN).
-            if mask & (_IN | _ERR) and (reader := self._readers.get(fd)) is not None:
-                self._call(reader)
-            if mask & (_OUT | _ERR) and (writer := self._writers.get(fd)) is not None:
-                self._call(writer)
+            try:
+                if mask & (_IN | _ERR) and (reader := readers.get(fd)) is not None:
+                    reader()
+                if mask & (_OUT | _ERR) and (writer := writers.get(fd)) is not None:
+                    writer()
+            except Exception as exc:  # as the loop does for its own callbacks: report, go on
+                self._report(exc)
 
-    def _call(self, callback: Callback) -> None:
-        try:
-            callback()
-        except Exception as exc:  # as the loop does for its own callbacks: report, go on
-            loop = self._loop()
-            if loop is not None:
-                loop.call_exception_handler(
-                    {"message": "exception in a relay readiness callback", "exception": exc}
-                )
+    def _report(self, exc: Exception) -> None:
+        loop = self._loop()
+        if loop is not None:
+            loop.call_exception_handler(
+                {"message": "exception in a relay readiness callback", "exception": exc}
+            )
 
     def close(self) -> None:
         """Stop: the loop no longer watches the set, which is closed."""

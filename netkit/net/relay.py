@@ -5,7 +5,9 @@ shares: accept, cap, track, drain, stats). For each client it draws the connecti
 opens the upstream (through the :class:`~netkit.net.upstreams.Upstream` it was given; PROXY
 header, TLS on either side), and hands both to one of
 two relays, which move the bytes and count them in the connection's
-:class:`~netkit.core.flow.RelayRecord`:
+:class:`~netkit.core.flow.RelayRecord`. While nothing has to wait (no PROXY header to read,
+no fault set, an upstream that connects at once, a splice relay) this is done in the accept
+callback and the relay watched with no task; anything else goes on in the connection's task.
 
 * :class:`~netkit.net.splice.SpliceRelay` (Linux, plain TCP/Unix on both sides, no data
   faults): ``os.splice`` through a pipe; payload never enters Python.
@@ -36,97 +38,35 @@ import itertools
 import random
 import socket
 import ssl
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
-from netkit.core.addresses import TCPEndpoint, UnixEndpoint
+from netkit.core.addresses import UnixEndpoint
 from netkit.core.fault_set import ConnectionDraw, FaultChange, FaultSet
-from netkit.core.faults import ConnectionFaults, Fault, Refuse
+from netkit.core.faults import ConnectionFaults, Refuse
 from netkit.core.flow import RelayRecord
-from netkit.core.proxy_protocol import Accept
 from netkit.core.proxy_protocol import encode as encode_proxy_header
-from netkit.errors import ConfigError, NetkitError, PeerProtocolError, ResourceExhausted
+from netkit.errors import NetkitError, PeerProtocolError, ResourceExhausted
 from netkit.net.accept import DescriptorReserve
 from netkit.net.buffered import BufferedRelay
 from netkit.net.connect import translate_connect_error
 from netkit.net.idle import IdleTimer
 from netkit.net.poller import poller_for
-from netkit.net.proxy_header import HEADER_TIMEOUT, Origin, read_origin
-from netkit.net.server import EventHook, Server, ServerStats, make_listener
+from netkit.net.proxy_header import Origin, read_origin
+from netkit.net.relay_changes import Endpoint, RelayChanges, bound_endpoint
+from netkit.net.relay_options import RelayOptions, RelayStats
+from netkit.net.server import EventHook, make_listener, quiet_events
 from netkit.net.sockets import force_rst
-from netkit.net.splice import SPLICE_AVAILABLE, SpliceRelay
+from netkit.net.splice import SpliceRelay
 from netkit.net.tls_layer import accept_tls, connect_tls
-from netkit.net.upstreams import FixedUpstream, OnwardTLS, Upstream
+from netkit.net.upstreams import Connected, Connecting, OnwardTLS, Upstream
 
 Relay = SpliceRelay | BufferedRelay
-Endpoint = TCPEndpoint | UnixEndpoint
+__all__ = ["Relay", "RelayOptions", "RelayServer", "RelayStats"]
+NO_FAULTS = ConnectionFaults()  # a connection's faults when none is set (never changed)
 
 
-@dataclass
-class RelayOptions:
-    """How a :class:`RelayServer` relays.
-
-    Attributes:
-        client_tls: terminate TLS from clients with this context.
-        upstream_tls: originate TLS to the upstream with this context.
-        upstream_sni: server name for the upstream TLS handshake.
-        splice: use ``os.splice`` where possible.
-        proxy_protocol: send a PROXY header (1 or 2) to the upstream first, or 0.
-        accept_proxy_protocol: read a PROXY header of these versions from each client first
-            (the client it names is the one reported, hashed and sent onward), or None.
-        proxy_header_timeout: seconds a client has to send that header.
-        idle_timeout: close relays idle this long (seconds), or None.
-        faults: the faults drawn per connection: a list (each under its default name) or a
-            :class:`~netkit.core.fault_set.FaultSet` the caller keeps changing; the server's
-            :attr:`RelayServer.faults` is that set.
-        seed: RNG seed for fault draws and jitter (repeatable runs).
-    """
-
-    client_tls: ssl.SSLContext | None = None
-    upstream_tls: ssl.SSLContext | None = None
-    upstream_sni: str | None = None
-    splice: bool = True
-    proxy_protocol: int = 0
-    accept_proxy_protocol: Accept | None = None
-    proxy_header_timeout: float = HEADER_TIMEOUT
-    idle_timeout: float | None = None
-    faults: list[Fault] | FaultSet = field(default_factory=list)
-    seed: int | None = None
-
-    def can_splice(self, *, client_tls: bool) -> bool:
-        """True when relays will use ``os.splice`` (plain sockets on both sides, Linux)."""
-        return self.splice and SPLICE_AVAILABLE and not client_tls and not self.upstream_tls
-
-
-@dataclass
-class RelayStats(ServerStats):
-    """A relay server's totals: bytes each way, undelivered bytes, upstream failures, faults."""
-
-    failed_upstream: int = 0
-    bad_proxy_headers: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    undelivered: int = 0
-    faults: int = 0
-
-    SUMMARY = (
-        ("connections", "accepted"),
-        ("rejected", "rejected"),
-        ("upstream_failures", "failed_upstream"),
-        ("proxy_headers_rejected", "bad_proxy_headers"),
-        ("peak_connections", "peak"),
-        ("bytes_up", "bytes_up"),
-        ("bytes_down", "bytes_down"),
-        ("undelivered_bytes", "undelivered"),
-        ("faults_injected", "faults"),
-        ("accept_errors", "accept_errors"),
-        ("uptime_s", "uptime"),
-        ("cut_at_drain", "aborted_at_drain"),
-    )
-
-
-class RelayServer(Server):
+class RelayServer(RelayChanges):
     """Accepts clients on a listening socket and relays each to an upstream.
 
     Args:
@@ -152,7 +92,7 @@ class RelayServer(Server):
 
     PEER_FIELD = "client"
     stats: RelayStats
-    connections: dict[Hashable, Relay | None]
+    connections: dict[Hashable, Relay | None]  # by connection id (an int)
 
     def __init__(
         self,
@@ -186,9 +126,12 @@ class RelayServer(Server):
         self.faults = faults if isinstance(faults, FaultSet) else FaultSet(faults)
         self.faults.serve("tcp")  # a fault that cannot apply here is refused, never ignored
         self._unsubscribe = self.faults.subscribe(self._faults_changed)
-        self._draws: dict[int, tuple[ConnectionDraw, RelayRecord]] = {}
+        # Each connection's draw of the faults (None: none was set when it arrived).
+        self._draws: dict[int, tuple[ConnectionDraw | None, RelayRecord]] = {}
+        # Relays set up at accept, watched with no task: their idle timers.
+        self._watched: dict[int, IdleTimer | None] = {}
         self._listen = listen
-        self._endpoint = _bound_endpoint(sock, unix_endpoint)
+        self._endpoint = bound_endpoint(sock, unix_endpoint)
         self.enabled = True
         self._ids = itertools.count(1)
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -213,13 +156,28 @@ class RelayServer(Server):
     def _faults_changed(self, change: FaultChange) -> None:
         # Every live connection takes the change now, each with its own draw.
         self.emit(change.event, change.as_dict())
-        for draw, record in list(self._draws.values()):
+        for cid, (_, record) in list(self._draws.items()):
+            draw = self._draw_of(cid)
             relay = self.connections.get(record.id)
             delivered = {"up": record.up.delivered, "down": record.down.delivered}
             age = 0.0 if relay is None else relay.age
             self._report(record, draw.change(change, age=age, delivered=delivered))
             if relay is not None:
                 self._update(relay, draw.connection_faults())
+
+    def _draw_of(self, cid: int) -> ConnectionDraw:
+        # The connection's draw; one that arrived while no fault was set drew nothing then
+        # (an empty set draws nothing and takes nothing from the RNG): its draw is made now.
+        draw, record = self._draws[cid]
+        if draw is None:
+            draw = ConnectionDraw(FaultSet(), self.rng)
+            self._draws[cid] = (draw, record)
+        return draw
+
+    def _faults_of(self, cid: int) -> ConnectionFaults:
+        # The connection's faults as they are now.
+        draw = self._draws[cid][0]
+        return NO_FAULTS if draw is None else draw.connection_faults()
 
     def _report(self, record: RelayRecord, applied: list[dict[str, Any]]) -> None:
         for fields in applied:
@@ -230,78 +188,16 @@ class RelayServer(Server):
         if isinstance(relay, BufferedRelay):
             relay.update(faults)
         elif faults.touches_data:
-            relay.hand_over()  # the connection's task moves it to the buffered path
+            # The connection's task moves it to the buffered path; a relay set up without
+            # a task gets one now.
+            cid = relay.record.id
+            watched = cid in self._watched
+            timer = self._watched.pop(cid, None)
+            if relay.hand_over() and watched:
+                self._spawn(cid, self._handle_rest(relay, timer))
+                self._tasks[cid].add_done_callback(lambda task: self._never_ran(task, relay))
         else:
             relay.slow_close = _slow_close(faults)
-
-    async def disable(self) -> None:
-        """Stop listening and close every relayed connection (toxiproxy's ``enabled: false``).
-
-        New clients are refused until :meth:`enable`; clients still being connected to the
-        upstream are dropped; relays end with a FIN (an RST where bytes could not be flushed),
-        and their undelivered bytes are counted, as always.
-        """
-        if not self.enabled:
-            return
-        self.enabled = False
-        self.close_listener()
-        closed = await self._end_all("proxy disabled", abort=False)
-        self.emit("disabled", {"address": self.address, "closed": closed})
-
-    async def enable(self) -> None:
-        """Listen again, on the address the server had (a port 0 keeps the port it got).
-
-        Raises:
-            BindError: the address is taken now.
-        """
-        if self.enabled:
-            return
-        self._listen_at(self._endpoint)
-        self.enabled = True
-        self.emit("enabled", {"address": self.address})
-
-    async def relisten(self, endpoint: Endpoint) -> None:
-        """Listen on ``endpoint`` instead (when disabled: from :meth:`enable` on).
-
-        Live connections go on. When the new address cannot be bound, the server listens
-        where it did and the error is raised.
-
-        Raises:
-            BindError: ``endpoint`` cannot be bound.
-        """
-        previous = self.address
-        if self.enabled:
-            try:
-                self._listen_at(endpoint)
-            except NetkitError:
-                with contextlib.suppress(NetkitError):
-                    self._listen_at(self._endpoint)
-                raise
-        else:
-            self._endpoint = endpoint
-            self.address = str(endpoint)
-        self.emit("relistened", {"address": self.address, "previous": previous})
-
-    def _listen_at(self, endpoint: Endpoint) -> None:
-        # The old listener is closed first: the new address may be the same port.
-        self.close_listener()
-        sock = self._listen(endpoint)
-        unix = endpoint if isinstance(endpoint, UnixEndpoint) else None
-        self.listen_on(sock, unix)
-        self._endpoint = _bound_endpoint(sock, unix)
-
-    def set_upstream(self, endpoint: Endpoint) -> None:
-        """Send new connections to ``endpoint`` (live ones stay where they are).
-
-        Raises:
-            ConfigError: the server relays to a balanced pool, not one upstream.
-        """
-        upstream = self.upstream
-        if not isinstance(upstream, FixedUpstream):
-            raise ConfigError("this relay balances a pool of backends: it has no one upstream")
-        previous = upstream.label
-        upstream.retarget(endpoint)
-        self.emit("upstream_changed", {"upstream": upstream.label, "previous": previous})
 
     # --- one connection ------------------------------------------------------------------
 
@@ -313,42 +209,61 @@ class RelayServer(Server):
             return
         cid = next(self._ids)
         self.track(cid, None)
-        self._connecting += 1
-        task = self.loop.create_task(self._handle(cid, conn, peer))
+        record = RelayRecord(cid, peer)
+        self._draws[cid] = (None, record)
+        self._connecting += 1  # until its upstream is asked for (and connected)
+        opened: Connecting | None = None
+        if self.options.accept_proxy_protocol is None and not self.faults:
+            # Nothing to read from the client first, no fault to draw: the upstream is asked
+            # now, and while nothing has to wait (it connects at once, the relay splices) the
+            # connection is set up and watched with no task (a task per connection costs).
+            try:
+                opened = self._open_upstream(record)
+            except NetkitError as exc:
+                opened = _raise(exc)  # reported from the task, a loop turn later, as always
+            if isinstance(opened, tuple) and self._splice_now(conn, opened, record, NO_FAULTS):
+                self._connecting -= 1
+                return
+        self._spawn(cid, self._handle(cid, conn, record, opened))
+
+    def _spawn(self, cid: int, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
         self._tasks[cid] = task
         task.add_done_callback(lambda _: self._tasks.pop(cid, None))
 
-    async def _handle(self, cid: int, conn: socket.socket, client: str) -> None:
-        record = RelayRecord(cid, client)
-        connecting = True  # counted in self._connecting until its upstream is asked for
+    async def _handle(
+        self, cid: int, conn: socket.socket, record: RelayRecord, opened: Connecting | None
+    ) -> None:
+        # ``opened``: the upstream asked for already, at accept (no origin to read, no faults).
+        connecting = opened is None  # counted in self._connecting until its upstream is asked
         relaying = False  # from then on the relay owns the client's socket
         try:
-            origin = await self._origin(conn, record)
-            if origin is None:
-                return
-            draw = ConnectionDraw(self.faults, self.rng)
-            self._draws[cid] = (draw, record)
-            self._report(record, draw.applied)
-            faults = draw.connection_faults()
-            if faults.refuse:
-                self._drop_client(conn, record, f"fault: {Refuse.end_reason}")
-                return
-            if faults.accept_delay:
-                await asyncio.sleep(faults.accept_delay)
-            connecting = False  # _upstream_for takes it off the count, whatever happens
-            upstream = await self._upstream_for(conn, record)
+            if opened is None:
+                origin = await self._origin(conn, record)
+                if origin is None:
+                    return
+                draw = ConnectionDraw(self.faults, self.rng)
+                self._draws[cid] = (draw, record)
+                self._report(record, draw.applied)
+                faults = draw.connection_faults()
+                if faults.refuse:
+                    self._drop_client(conn, record, f"fault: {Refuse.end_reason}")
+                    return
+                if faults.accept_delay:
+                    await asyncio.sleep(faults.accept_delay)
+                connecting = False  # _upstream_for takes it off the count, whatever happens
+            else:
+                origin = Origin(record.client)
+            upstream = await self._upstream_for(conn, record, opened)
             if upstream is None:
                 return
             # The faults as they are now: they may have changed while connecting.
             relaying = True
-            relay = await self._relay(conn, upstream, record, draw.connection_faults(), origin)
+            relay = await self._relay(conn, upstream, record, self._faults_of(cid), origin)
             if relay is not None:
-                await self._watch(relay, draw)
+                await self._watch(relay, self._idle_timer(relay))
         except (OSError, ssl.SSLError, NetkitError) as exc:
-            reason = translate_connect_error(exc, client) if isinstance(exc, OSError) else exc
-            record.end = f"error: {reason}"
-            with contextlib.suppress(OSError):
-                conn.close()
+            self._failed(conn, record, exc)
         except asyncio.CancelledError as exc:
             # Disabled or cut while waiting (accept delay, upstream connect): the client was
             # never relayed, reset it now rather than leave it to the garbage collector.
@@ -358,8 +273,41 @@ class RelayServer(Server):
         finally:
             if connecting:
                 self._connecting -= 1  # refused, or cancelled before its upstream was asked
-            self._draws.pop(cid, None)
-            self._finish(cid, record)
+            self._ended(cid, record)
+
+    async def _handle_rest(self, relay: SpliceRelay, timer: IdleTimer | None) -> None:
+        # A relay set up at accept (no task) that handed over to the buffered path: the rest
+        # of its life, as _handle would have watched it.
+        record = relay.record
+        try:
+            await self._watch(relay, timer)
+        except (OSError, ssl.SSLError, NetkitError) as exc:
+            self._failed(relay.client, record, exc)
+        finally:
+            self._ended(record.id, record)
+
+    def _never_ran(self, task: asyncio.Task[None], relay: SpliceRelay) -> None:
+        # A take-over task cancelled before it began (disabled, cut right after the hand
+        # over): what _watch would have done, nothing took over.
+        record = relay.record
+        if not task.cancelled() or record.id not in self.connections:
+            return  # it ran, and ended the connection itself
+        try:
+            task.result()
+        except asyncio.CancelledError as exc:
+            reason = str(exc.args[0]) if exc.args else ""
+        relay.abandon(reason or "error: the relay could not move to buffered")
+        self._ended(record.id, record)
+
+    def _failed(self, conn: socket.socket, record: RelayRecord, exc: Exception) -> None:
+        reason = translate_connect_error(exc, record.client) if isinstance(exc, OSError) else exc
+        record.end = f"error: {reason}"
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _ended(self, cid: int, record: RelayRecord) -> None:
+        self._draws.pop(cid, None)
+        self._finish(cid, record)
 
     async def _origin(self, conn: socket.socket, record: RelayRecord) -> Origin | None:
         # Who the client is: the socket's peer, or the client its PROXY header names (then
@@ -387,25 +335,33 @@ class RelayServer(Server):
         conn.close()
         record.end = end
 
-    async def _upstream_for(self, conn: socket.socket, record: RelayRecord) -> socket.socket | None:
-        # The client's upstream, or None when it could not be opened (the client is reset and
-        # the failure reported). Counted in self._connecting until then.
+    async def _upstream_for(
+        self, conn: socket.socket, record: RelayRecord, opened: Connecting | None
+    ) -> socket.socket | None:
+        # The client's upstream (asked for now, or ``opened`` at accept), or None when it
+        # could not be opened (the client is reset and the failure reported). Counted in
+        # self._connecting until then.
         try:
-            upstream, record.upstream = await self._connect_upstream(record.client)
+            if opened is None:
+                opened = self._open_upstream(record)
+            upstream, record.upstream = opened if isinstance(opened, tuple) else await opened
         except NetkitError as exc:
-            fields = {"id": record.id, "client": record.client}
-            if isinstance(exc, ResourceExhausted):
-                # Out of descriptors even with the reserve: turn the client away now rather
-                # than hold its socket while it waits (HAProxy closes it too); not the
-                # upstream's fault, so it is counted as rejected.
-                self.rejected(fields | {"reason": str(exc)})
-                self._drop_client(conn, record, f"turned away: {exc}")
-            else:
-                self._upstream_failed(conn, record, exc)
+            self._not_opened(conn, record, exc)
             return None
         finally:
             self._connecting -= 1
         return upstream
+
+    def _not_opened(self, conn: socket.socket, record: RelayRecord, exc: NetkitError) -> None:
+        # The upstream could not be opened: the client is reset, and the failure reported.
+        if isinstance(exc, ResourceExhausted):
+            # Out of descriptors even with the reserve: turn the client away now rather
+            # than hold its socket while it waits (HAProxy closes it too); not the
+            # upstream's fault, so it is counted as rejected.
+            self.rejected({"id": record.id, "client": record.client, "reason": str(exc)})
+            self._drop_client(conn, record, f"turned away: {exc}")
+        else:
+            self._upstream_failed(conn, record, exc)
 
     def _upstream_failed(self, conn: socket.socket, record: RelayRecord, error: Exception) -> None:
         self.stats.failed_upstream += 1
@@ -427,9 +383,7 @@ class RelayServer(Server):
         header = b""
         if self.options.proxy_protocol:
             header = encode_proxy_header(self.options.proxy_protocol, *origin.addresses(conn))
-        tls = self.upstream.tls_for(record.upstream)  # lb: per backend
-        if tls is None and self.options.upstream_tls is not None:
-            tls = (self.options.upstream_tls, self.options.upstream_sni)
+        tls = self._tls_for(record.upstream)
         if self.splice and not faults.touches_data and tls is None:
             try:
                 if header:
@@ -437,18 +391,7 @@ class RelayServer(Server):
             except BaseException:
                 upstream.close()
                 raise
-            splice = SpliceRelay(
-                conn,
-                upstream,
-                record,
-                slow_close=_slow_close(faults),
-                on_exhausted=self.acceptor.pause_for,
-                reserve=self.reserve,
-                loop=self.loop,
-            )
-            self.connections[record.id] = splice
-            splice.start()
-            return splice
+            return self._spliced(conn, upstream, record, faults)
         buffered = BufferedRelay(record, faults, self.rng)
         self.connections[record.id] = buffered
         try:
@@ -467,19 +410,70 @@ class RelayServer(Server):
         buffered.start()
         return buffered
 
-    async def _connect_upstream(self, client: str) -> tuple[socket.socket, str]:
+    def _tls_for(self, upstream: str) -> OnwardTLS | None:
+        tls = self.upstream.tls_for(upstream)  # lb: per backend
+        if tls is None and self.options.upstream_tls is not None:
+            tls = (self.options.upstream_tls, self.options.upstream_sni)
+        return tls
+
+    def _splice_now(
+        self,
+        conn: socket.socket,
+        opened: tuple[socket.socket, str],
+        record: RelayRecord,
+        faults: ConnectionFaults,
+    ) -> bool:
+        # At accept: splice the client to the upstream just connected and watch the relay
+        # with no task, when nothing has to wait (no PROXY header to send, no TLS onward).
+        upstream, record.upstream = opened
+        if not self.splice or self.options.proxy_protocol or self._tls_for(record.upstream):
+            return False
+        relay = self._spliced(conn, upstream, record, faults)
+        timer = self._idle_timer(relay)
+        self._watched[record.id] = timer
+        relay.on_end = lambda: self._splice_done(relay, timer)
+        return True
+
+    def _spliced(
+        self,
+        conn: socket.socket,
+        upstream: socket.socket,
+        record: RelayRecord,
+        faults: ConnectionFaults,
+    ) -> SpliceRelay:
+        splice = SpliceRelay(
+            conn,
+            upstream,
+            record,
+            slow_close=_slow_close(faults),
+            on_exhausted=self.acceptor.pause_for,
+            reserve=self.reserve,
+            loop=self.loop,
+        )
+        self.connections[record.id] = splice
+        splice.start()
+        return splice
+
+    def _splice_done(self, relay: SpliceRelay, timer: IdleTimer | None) -> None:
+        # The end of a relay set up at accept (one that hands over goes on in its task).
+        self._watched.pop(relay.record.id, None)
+        if timer is not None:
+            timer.cancel()
+        self._ended(relay.record.id, relay.record)
+
+    def _open_upstream(self, record: RelayRecord) -> Connecting:
         # Out of descriptors for the upstream socket: spend this client's reserved descriptor
         # and try once more (nothing else can take it: the retry opens its socket before any
         # await); a second failure propagates and the client is turned away.
         try:
-            return await self.upstream.connect(client)
+            return self.upstream.connect_now(record.client)
         except ResourceExhausted as exc:
             cause = exc.__cause__
             if isinstance(cause, OSError):
                 self.acceptor.pause_for(cause)
             if not self.reserve.spend():
                 raise
-            return await self.upstream.connect(client)
+            return self.upstream.connect_now(record.client)
 
     async def _open_upstream_transport(
         self, relay: BufferedRelay, upstream: socket.socket, header: bytes, tls: OnwardTLS | None
@@ -500,25 +494,31 @@ class RelayServer(Server):
             upstream.close()
             raise
 
-    async def _watch(self, relay: Relay, draw: ConnectionDraw) -> None:
-        # Until the relay ends; a splice relay that handed over (a data fault arrived) is
-        # followed by the buffered relay that took over. Idle means silent both ways (nginx's
-        # stream proxy_timeout), counted from when the relay was set up; it ends with a
-        # close, not a reset, as nginx does.
-        current = relay
+    def _idle_timer(self, relay: Relay) -> IdleTimer | None:
+        # Idle means silent both ways (nginx's stream proxy_timeout), counted from when the
+        # relay was set up; it ends with a close, not a reset, as nginx does (_watch points
+        # it at the relay that takes over when a splice relay hands over).
         idle = self.options.idle_timeout
-        timer = None
-        if idle is not None:
-            timer = IdleTimer(
-                idle, lambda: current.close("idle timeout"), since=relay.created, loop=self.loop
-            )
-            relay.record.on_activity(timer.touch)
+        if idle is None:
+            return None
+        timer = IdleTimer(
+            idle, lambda: relay.close("idle timeout"), since=relay.created, loop=self.loop
+        )
+        relay.record.on_activity(timer.touch)
+        return timer
+
+    async def _watch(self, relay: Relay, timer: IdleTimer | None) -> None:
+        # Until the relay ends; a splice relay that handed over (a data fault arrived) is
+        # followed by the buffered relay that took over.
+        current = relay
+        if timer is not None:
+            timer.on_idle = lambda: current.close("idle timeout")
         try:
             while True:
                 await current.done
                 if not isinstance(current, SpliceRelay) or current.relaying:
                     return
-                current = await self._take_over(current, draw)
+                current = await self._take_over(current, self._draw_of(current.record.id))
         except BaseException as exc:
             if isinstance(current, SpliceRelay) and not current.relaying:
                 # Handed over, and cancelled (disabled, cut) before the take-over finished.
@@ -557,7 +557,11 @@ class RelayServer(Server):
         t.undelivered += record.up.undelivered + record.down.undelivered
         if record.upstream:
             self.upstream.relay_ended(record.upstream, record.up.delivered, record.down.delivered)
-        self.emit("closed", record.as_dict())
+        hook = self.on_event
+        if hook is not None and (
+            record.up.undelivered or record.down.undelivered or "closed" not in quiet_events(hook)
+        ):
+            hook("closed", record.as_dict())
 
     def stopped_accepting(self) -> None:
         self.reserve.close()
@@ -567,39 +571,36 @@ class RelayServer(Server):
 
     async def _end_all(self, reason: str, *, abort: bool) -> int:
         # End every relay (RST both sides with ``abort``, else close) and cancel the
-        # connections not relaying yet, then wait up to a second for their tasks. Closed
-        # relays get that second to finish (their last bytes are counted); aborted ones are
-        # cancelled at once, as a drain's cut always did.
+        # connections not relaying yet, then wait up to a second for their tasks (and for the
+        # relays watched without one to be told). Closed relays get that second to finish
+        # (their last bytes are counted); aborted ones are cancelled at once, as a drain's
+        # cut always did.
         ended = 0
-        for cid, task in list(self._tasks.items()):
-            relay = self.connections.get(cid)
+        waiting: list[asyncio.Future[None]] = []
+        for cid, relay in list(self.connections.items()):
+            task = self._tasks.get(cid)  # type: ignore[call-overload]
             if relay is None or not relay.relaying:
-                task.cancel(reason)  # still connecting, or still setting its relay up
+                if task is not None:
+                    task.cancel(reason)  # still connecting, or still setting its relay up
                 ended += relay is not None
-            else:
-                (relay.abort if abort else relay.close)(reason)
-                ended += 1
-                if abort:
-                    task.cancel(reason)
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks.values()), timeout=1.0)
+                continue
+            (relay.abort if abort else relay.close)(reason)
+            ended += 1
+            if task is None:
+                waiting.append(relay.done)
+            elif abort:
+                task.cancel(reason)
+        waiting.extend(self._tasks.values())
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=1.0)
             for task in pending:
                 task.cancel()
         return ended
 
 
+async def _raise(exc: NetkitError) -> Connected:
+    raise exc
+
+
 def _slow_close(faults: ConnectionFaults) -> tuple[float, float]:
     return faults.directions["up"].slow_close, faults.directions["down"].slow_close
-
-
-def _bound_endpoint(sock: socket.socket, unix: UnixEndpoint | None) -> Endpoint:
-    # Where a listener is bound, to bind there again (a port 0 became a real port).
-    if unix is not None:
-        return unix
-    if sock.family == socket.AF_UNIX:
-        name = sock.getsockname()
-        if isinstance(name, bytes):  # an abstract socket: its name starts with NUL
-            return UnixEndpoint(name[1:].decode(errors="surrogateescape"), abstract=True)
-        return UnixEndpoint(name)
-    host, port = sock.getsockname()[:2]
-    return TCPEndpoint(host, port)

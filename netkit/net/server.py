@@ -39,6 +39,16 @@ EventHook = Callable[[str, dict[str, Any]], None]
 """Receives (event name, fields) for every event a server reports."""
 
 
+def quiet_events(hook: EventHook | None) -> frozenset[str]:
+    """The events ``hook`` does nothing with unless they report bytes undelivered.
+
+    A hook says so with a ``quiet_events`` attribute (the command's printer without
+    ``--json`` shows a relay's ``closed`` event only then); a server need not build such an
+    event's fields otherwise (a relay closes thousands of connections a second).
+    """
+    return getattr(hook, "quiet_events", frozenset())
+
+
 @dataclass
 class ServerStats:
     """What every server counts over its life; each kind of server adds its own totals."""

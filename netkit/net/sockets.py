@@ -47,13 +47,18 @@ class SocketOptions:
     rcvbuf: int | None = None
 
 
-def apply_options(sock: socket.socket, options: SocketOptions) -> None:
-    """Apply :class:`SocketOptions` to a socket; TCP-only options are skipped for others."""
+def apply_options(sock: socket.socket, options: SocketOptions, *, tcp: bool | None = None) -> None:
+    """Apply :class:`SocketOptions` to a socket; TCP-only options are skipped for others.
+
+    ``tcp``: whether it is a TCP socket, when the caller knows (else the socket is asked).
+    """
     if options.sndbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, options.sndbuf)
     if options.rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.rcvbuf)
-    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+    if tcp is None:
+        tcp = sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM
+    if tcp:
         # Unix sockets refuse these options; they are meaningless there anyway.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(options.nodelay))

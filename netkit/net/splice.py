@@ -123,7 +123,32 @@ class _SpliceDirection:
         # Nothing is held here (reading stops while bytes wait for dst), so moving from
         # copying to splicing never reorders: the next bytes are still in src's socket.
         if self.flow.received < self.relay.splice_after:
-            self._copy_in()
+            # Copied through Python (inline: this runs for every short exchange).
+            try:
+                data = self.src.recv(COPY_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.relay.failed(exc, from_client=self.flow.up)
+                return
+            if data and self.copied is None:
+                # Straight on when dst takes it all (the usual case); else as held bytes.
+                try:
+                    sent = self.dst.send(data)
+                except OSError:
+                    sent = 0  # _flush sends again, and meets the error as it always did
+                if sent == len(data):
+                    self.flow.passed(sent)
+                    return
+                self.copied = memoryview(data)[sent:]
+                self.flow.took(len(data), held=True)
+                if sent:
+                    self.flow.gave(sent, held=True)
+                self._flush()
+                return
+            if data:
+                self.copied = memoryview(data)
+            self._took(len(data))
             return
         if self.pipe is None:
             try:
@@ -145,25 +170,16 @@ class _SpliceDirection:
         self.spliced += n
         self._took(n)
 
-    def _copy_in(self) -> None:
-        try:
-            data = self.src.recv(COPY_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.relay.failed(exc, from_client=self.flow.up)
-            return
-        if data:
-            self.copied = memoryview(data)
-        self._took(len(data))
-
     def _took(self, n: int) -> None:
-        if n == 0:
-            self.flow.eof = True
-            self._read_off()
-        else:
+        if n:
             self.flow.took(n, held=True)
+            self._flush()
+            return
+        self.flow.eof = True
         self._flush()
+        # Stop reading (EOF stays readable) unless the relay has just ended: then the
+        # socket is closed, which takes it out of the poller for free.
+        self._read_off()
 
     def _flush(self) -> None:
         flow = self.flow
@@ -188,7 +204,8 @@ class _SpliceDirection:
             if self.copied is not None:
                 self.copied = self.copied[n:]
         self.copied = None
-        self._give_back()
+        if self.pipe is not None:
+            self._give_back()
         if self.writing:
             self.poll.remove_writer(self.dst_fd)
             self.writing = False
@@ -196,7 +213,7 @@ class _SpliceDirection:
             if not self.done:
                 self.done = True
                 self.relay.half_closed(self)
-        else:
+        elif not self.reading:
             self._read_on()
 
     def _give_back(self) -> None:
@@ -241,8 +258,7 @@ class _SpliceDirection:
             self.retry.cancel()
             self.retry = None
         self.reading = self.writing = False
-        self.poll.closing(self.src_fd)
-        self.poll.closing(self.dst_fd)
+        self.poll.closing(self.src_fd)  # (each direction's source: both sockets)
         self.copied = None
         if self.pipe is not None:
             # Bytes still in it were not delivered (and are counted so): never reuse it.
@@ -262,6 +278,8 @@ class SpliceRelay:
         record: where the bytes are counted (its flows) and the end reason is written.
         slow_close: (client→upstream, upstream→client) delays before a FIN is passed on.
         on_exhausted: told when no descriptor was left for a pipe.
+        on_end: called once the relay has ended (after :attr:`done` resolves; not when it
+            hands over), at once rather than a loop turn later as ``done``'s callbacks are.
         reserve: descriptors a pipe may be made of when the process is out of them.
         splice_after: bytes each direction copies before it splices (0: splice from the
             first byte).
@@ -276,6 +294,7 @@ class SpliceRelay:
         *,
         slow_close: tuple[float, float] = (0.0, 0.0),
         on_exhausted: Callable[[OSError], None] | None = None,
+        on_end: Callable[[], None] | None = None,
         reserve: DescriptorReserve | None = None,
         splice_after: int = SPLICE_AFTER,
         loop: asyncio.AbstractEventLoop | None = None,
@@ -286,6 +305,7 @@ class SpliceRelay:
         self.client, self.upstream, self.record = client, upstream, record
         self.slow_close = slow_close
         self.on_exhausted = on_exhausted
+        self.on_end = on_end
         self.reserve = reserve
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.created = self.loop.time()
@@ -315,19 +335,22 @@ class SpliceRelay:
 
     def half_closed(self, direction: _SpliceDirection) -> None:
         """One direction saw EOF and delivered everything: pass the FIN on."""
-
-        def shutdown() -> None:
-            direction.flow.fin_sent = True
-            with contextlib.suppress(OSError):
-                direction.dst.shutdown(socket.SHUT_WR)
-            if all(d.done for d in self.directions):
-                self.finish("closed")
-
-        delay = self.slow_close[0 if direction.flow.up else 1]
+        delay = self.slow_close[0 if direction is self.directions[0] else 1]
         if delay:
-            self._closing.append(self.loop.call_later(delay, shutdown))
+            self._closing.append(self.loop.call_later(delay, self._shutdown, direction))
         else:
-            shutdown()
+            self._shutdown(direction)
+
+    def _shutdown(self, direction: _SpliceDirection) -> None:
+        direction.flow.fin_sent = True
+        # Not contextlib.suppress: three calls more, twice per connection.
+        try:  # noqa: SIM105
+            direction.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        up, down = self.directions
+        if up.done and down.done:
+            self.finish("closed")
 
     def hand_over(self) -> bool:
         """Stop splicing and leave both sockets open, for a relay that takes over.
@@ -401,3 +424,10 @@ class SpliceRelay:
         self.upstream.close()
         self.record.end = reason
         self.done.set_result(None)
+        for direction in self.directions:
+            # Stopped for good: no reference cycle left to wait for the garbage collector
+            # (thousands of relays a second end; freed at once they cost no collections).
+            del direction.relay
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end()

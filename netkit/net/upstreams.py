@@ -15,7 +15,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from netkit.core.addresses import TCPEndpoint, UnixEndpoint
@@ -28,7 +28,7 @@ from netkit.core.balance.state import BackendState, OnError
 from netkit.errors import ConnectError, LocalError, NetkitError, OperationTimeout
 from netkit.net.backend_queue import ConnectQueue
 from netkit.net.backend_tls import BackendTLS
-from netkit.net.connect import connect_raw, translate_connect_error
+from netkit.net.connect import Dialled, dial_now, translate_connect_error
 from netkit.net.health import DEFAULT_INTERVAL, HealthChecker
 from netkit.net.resolved import AddressBook, refresh_every
 
@@ -37,6 +37,12 @@ REFRESH_S = DEFAULT_INTERVAL
 
 OnwardTLS = tuple[ssl.SSLContext, str | None]
 """How to speak TLS to an upstream: the client context, and the server name to verify."""
+
+Connected = tuple[socket.socket, str]
+"""A socket connected to the upstream, and the upstream's label."""
+
+Connecting = Connected | Coroutine[Any, Any, Connected]
+"""What :meth:`Upstream.connect_now` gives: connected now, or the coroutine that finishes."""
 
 
 class Upstream:
@@ -84,30 +90,70 @@ class Upstream:
         self._resolving.add(task)
         task.add_done_callback(self._resolving.discard)
 
-    async def dial(self, endpoint: TCPEndpoint | UnixEndpoint, timeout: float) -> socket.socket:
-        """A socket connected to ``endpoint``, at its known addresses (resolved only when not
-        known yet; a name whose every address failed is resolved anew next time).
+    def dial_now(self, endpoint: TCPEndpoint | UnixEndpoint, timeout: float) -> Dialled:
+        """A socket connected to ``endpoint`` at its known addresses, now when the connect
+        completes at once (loopback), else a coroutine that finishes it (see
+        :func:`~netkit.net.connect.dial_now`). A name not known yet is resolved first (in the
+        coroutine); a name whose every address failed is resolved anew next time.
 
         Raises:
             ConnectError, OperationTimeout, ResourceExhausted: as :func:`connect_raw`.
         """
-        loop = self.loop or asyncio.get_running_loop()
         known = self.addresses.cached(endpoint)
         if known is None:
-            deadline = loop.time() + timeout
-            try:
-                async with asyncio.timeout(timeout):
-                    known = await self.addresses.lookup(endpoint)
-            except TimeoutError:
-                raise OperationTimeout(f"timed out resolving {endpoint}") from None
-            except OSError as exc:
-                raise translate_connect_error(exc, str(endpoint)) from exc
-            timeout = max(0.0, deadline - loop.time())
+            return self._dial_later(endpoint, timeout)
         try:
-            return await connect_raw(endpoint, timeout=timeout, addresses=known, loop=loop)
+            dialled = dial_now(endpoint, known, timeout=timeout, loop=self.loop)
         except ConnectError:
             self.addresses.forget(endpoint)
             raise
+        if isinstance(dialled, socket.socket):
+            return dialled
+        return self._forgetting(endpoint, dialled)
+
+    async def _forgetting(
+        self, endpoint: TCPEndpoint | UnixEndpoint, dialled: Coroutine[Any, Any, socket.socket]
+    ) -> socket.socket:
+        try:
+            return await dialled
+        except ConnectError:
+            self.addresses.forget(endpoint)
+            raise
+
+    async def _dial_later(
+        self, endpoint: TCPEndpoint | UnixEndpoint, timeout: float
+    ) -> socket.socket:
+        # Resolve the name first (under the same timeout), then connect.
+        loop = self.loop or asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self.addresses.lookup(endpoint)
+        except TimeoutError:
+            raise OperationTimeout(f"timed out resolving {endpoint}") from None
+        except OSError as exc:
+            raise translate_connect_error(exc, str(endpoint)) from exc
+        return await self.dial(endpoint, max(0.0, deadline - loop.time()))
+
+    async def dial(self, endpoint: TCPEndpoint | UnixEndpoint, timeout: float) -> socket.socket:
+        """:meth:`dial_now`, awaited."""
+        dialled = self.dial_now(endpoint, timeout)
+        return dialled if isinstance(dialled, socket.socket) else await dialled
+
+    def connect_now(self, client: str) -> Connecting:
+        """:meth:`connect` without a coroutine when it need not wait: the connected socket
+        and label at once, or the coroutine that finishes (await it).
+
+        The relay asks this; a kind of upstream that only implements :meth:`connect` is
+        asked through it (this default).
+        """
+        return self.connect(client)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass that overrides connect() alone (to wrap it) must be asked through it.
+        super().__init_subclass__(**kwargs)
+        if "connect" in cls.__dict__ and "connect_now" not in cls.__dict__:
+            cls.connect_now = Upstream.connect_now  # type: ignore[method-assign]
 
     async def connect(self, client: str) -> tuple[socket.socket, str]:
         """A non-blocking socket connected to the upstream for ``client``, and its label.
@@ -155,20 +201,44 @@ class FixedUpstream(Upstream):
     def endpoints(self) -> list[TCPEndpoint | UnixEndpoint]:
         return [self.endpoint]
 
+    def connect_now(self, client: str) -> Connecting:
+        return self._open()
+
     async def connect(self, client: str) -> tuple[socket.socket, str]:
+        opened = self._open()
+        return opened if isinstance(opened, tuple) else await opened
+
+    def _open(self) -> Connecting:
         counts = self.counts
         counts.connect_started()
         started = time.perf_counter()
         try:
-            sock = await self.dial(self.endpoint, self.timeout)
-        except (ConnectError, OperationTimeout) as exc:
-            counts.connect_failed(str(exc), 0.0)
+            dialled = self.dial_now(self.endpoint, self.timeout)
+        except BaseException as exc:
+            self._not_connected(exc)
             raise
-        except BaseException:
-            counts.connect_abandoned()
+        if isinstance(dialled, socket.socket):
+            counts.connect_succeeded(time.perf_counter() - started)
+            return dialled, self.label
+        return self._connecting(dialled, started)
+
+    async def _connecting(
+        self, dialled: Coroutine[Any, Any, socket.socket], started: float
+    ) -> Connected:
+        try:
+            sock = await dialled
+        except BaseException as exc:
+            self._not_connected(exc)
             raise
-        counts.connect_succeeded(time.perf_counter() - started)
+        self.counts.connect_succeeded(time.perf_counter() - started)
         return sock, self.label
+
+    def _not_connected(self, exc: BaseException) -> None:
+        # A failed connect is counted; one that could not start (our limits) is not.
+        if isinstance(exc, ConnectError | OperationTimeout):
+            self.counts.connect_failed(str(exc), 0.0)
+        else:
+            self.counts.connect_abandoned()
 
     def relay_ended(self, upstream: str, bytes_up: int, bytes_down: int) -> None:
         self.counts.connection_ended(bytes_up, bytes_down)
@@ -177,6 +247,32 @@ class FixedUpstream(Upstream):
 def balance_key(client: str) -> str:
     """The part of a client's address a policy hashes: its host (``source``), or the path."""
     return client if client.startswith("unix:") else client.rpartition(":")[0].strip("[]")
+
+
+class _Attempt:
+    """One client's way to a backend: who, until when it may wait, the backends that failed."""
+
+    __slots__ = ("client", "deadline", "last", "tried", "waited")
+
+    def __init__(self, client: str, deadline: float) -> None:
+        self.client = client
+        self.deadline = deadline  # loop time: the queue's timeout
+        self.tried: set[BackendState] = set()
+        self.last = ""  # the last failure, for the message when none is left
+        self.waited = False  # was in the queue once (a second wait keeps its place)
+
+
+class _Pending:
+    """A connect to a backend, in progress."""
+
+    __slots__ = ("dialled", "started", "state")
+
+    def __init__(
+        self, state: BackendState, started: float, dialled: Coroutine[Any, Any, socket.socket]
+    ) -> None:
+        self.state = state
+        self.started = started  # perf_counter() when it began
+        self.dialled = dialled
 
 
 class BalancedPool(Upstream):
@@ -241,42 +337,81 @@ class BalancedPool(Upstream):
         if self.checker is not None:
             await self.checker.stop()
 
-    async def connect(self, client: str) -> tuple[socket.socket, str]:
+    def connect_now(self, client: str) -> Connecting:
+        # Backends are tried without a coroutine until one connects (loopback: at once) or
+        # the client must wait: for a connect in progress, or in the queue.
         loop = self.loop or asyncio.get_running_loop()
-        queue = self.queue
-        deadline = loop.time() + queue.counters.timeout
-        waited = False
-        if queue.busy and queue.counters.enabled:  # first come, first served
-            await self._queued(client, deadline, again=False)
-            waited = True
-        tried: set[BackendState] = set()
-        last = ""
+        attempt = _Attempt(client, loop.time() + self.queue.counters.timeout)
+        if self.queue.busy and self.queue.counters.enabled:  # first come, first served
+            return self._waiting(attempt, None)
+        got = self._next(attempt)
+        return got if isinstance(got, tuple) else self._waiting(attempt, got)
+
+    async def connect(self, client: str) -> tuple[socket.socket, str]:
+        got = self.connect_now(client)
+        return got if isinstance(got, tuple) else await got
+
+    def _next(self, attempt: _Attempt) -> Connected | _Pending | None:
+        # The next backends in turn, for as long as none makes the client wait: connected
+        # (socket, label); a connect in progress; or None, every backend is full and the
+        # client waits in the queue. Raises when no backend is left.
+        loop = self.loop or asyncio.get_running_loop()
+        tried = attempt.tried
+        key = balance_key(attempt.client) if self.pool.primary.hashes_clients else ""
         while True:
-            state = self.pool.choose(balance_key(client), loop.time(), tried)
+            state = self.pool.choose(key, loop.time(), tried)
             if state is None:
-                if not (queue.counters.enabled and self.pool.all_full(tried)):
-                    raise ConnectError(f"{self.pool.unavailable(tried)}{last}")
-                await self._queued(client, deadline, again=waited)
-                waited = True
-                continue
+                if not (self.queue.counters.enabled and self.pool.all_full(tried)):
+                    raise ConnectError(f"{self.pool.unavailable(tried)}{attempt.last}")
+                return None
             self.redispatches += bool(tried)  # HAProxy's redispatch: on to another server
             state.connect_started()
             started = time.perf_counter()  # not loop.time(): 1 ms under uvloop
             try:
-                sock = await self.dial(state.backend.endpoint, self.connect_timeout)
-            except LocalError:
-                state.connect_abandoned()  # our descriptor limit, not the backend's fault
-                self._slot_freed(state)
-                raise
-            except (ConnectError, OperationTimeout) as exc:
-                if (event := state.connect_failed(str(exc), loop.time())) and self.on_health:
-                    self.on_health(event)
-                self._slot_freed(state)
-                tried.add(state)
-                last = f" (last: {exc})"
+                dialled = self.dial_now(state.backend.endpoint, self.connect_timeout)
+            except (LocalError, ConnectError, OperationTimeout) as exc:
+                self._failed(state, exc, attempt)
                 continue
-            state.connect_succeeded(time.perf_counter() - started)
-            return sock, state.name
+            if isinstance(dialled, socket.socket):
+                state.connect_succeeded(time.perf_counter() - started)
+                return dialled, state.name
+            return _Pending(state, started, dialled)
+
+    async def _waiting(self, attempt: _Attempt, pending: _Pending | None) -> Connected:
+        # The rest of connect_now, for a client that waits: for its connect in progress
+        # (``pending``) or for a slot in the queue (None), then for the next backends.
+        while True:
+            if pending is None:
+                await self._queued(attempt.client, attempt.deadline, again=attempt.waited)
+                attempt.waited = True
+            else:
+                state, started = pending.state, pending.started
+                try:
+                    sock = await pending.dialled
+                except (LocalError, ConnectError, OperationTimeout) as exc:
+                    self._failed(state, exc, attempt)
+                else:
+                    state.connect_succeeded(time.perf_counter() - started)
+                    return sock, state.name
+            got = self._next(attempt)
+            if isinstance(got, tuple):
+                return got
+            pending = got
+
+    def _failed(self, state: BackendState, exc: Exception, attempt: _Attempt) -> None:
+        # A connect to ``state`` failed: our descriptor limit (not the backend's fault:
+        # raised on), or the backend refused or timed out (marked failed; the next one is
+        # tried).
+        if isinstance(exc, LocalError):
+            state.connect_abandoned()
+            self._slot_freed(state)
+            raise exc
+        loop = self.loop or asyncio.get_running_loop()
+        if (event := state.connect_failed(str(exc), loop.time())) and self.on_health:
+            self.on_health(event)
+        self._slot_freed(state)
+        attempt.tried.add(state)
+        attempt.last = f" (last: {exc})"
 
     async def _queued(self, client: str, deadline: float, *, again: bool) -> None:
         # Wait for a slot; a client queued, refused or timed out gets its event.
@@ -302,7 +437,8 @@ class BalancedPool(Upstream):
         drained = self.pool.ended(upstream, bytes_up, bytes_down)
         if drained is not None and self.on_drained is not None:
             self.on_drained(drained)
-        self.queue.pump(self.pool.room())
+        if self.queue.waiting:  # (no one waits: no room to count)
+            self.queue.pump(self.pool.room())
 
     def room_changed(self) -> None:
         """A backend came up, joined, was enabled or weighs more (a check, the runtime API):

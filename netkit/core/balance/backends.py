@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ class Backend:
         if self.maxconn is not None and self.maxconn < 1:
             raise ConfigError(f"backend {self.endpoint}: maxconn must be at least 1")
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """The endpoint as a string: the backend's name in events and tables."""
         return str(self.endpoint)

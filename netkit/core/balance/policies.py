@@ -36,6 +36,8 @@ class Policy(ABC):
     """
 
     name: ClassVar[str]
+    hashes_clients: ClassVar[bool] = False
+    """True when :meth:`choose` uses its ``client_key`` (else it may be given "")."""
 
     def __init__(self, states: Sequence[BackendState], rng: random.Random | None = None) -> None:
         self.states = list(states)
@@ -158,6 +160,7 @@ class ConsistentHash(Policy):
     """
 
     name = "source"
+    hashes_clients = True
 
     def __init__(self, states: Sequence[BackendState], rng: random.Random | None = None) -> None:
         super().__init__(states, rng)
