@@ -392,16 +392,33 @@ class RelayServer(RelayChanges):
                 upstream.close()
                 raise
             return self._spliced(conn, upstream, record, faults)
-        buffered = BufferedRelay(record, faults, self.rng)
-        self.connections[record.id] = buffered
-        try:
-            await self._open_upstream_transport(buffered, upstream, header, tls)
-        except (OSError, ssl.SSLError) as exc:
-            error = translate_connect_error(exc, record.upstream)
-            if isinstance(exc, ssl.SSLError):
-                self.upstream.handshake_failed(record.upstream, error)
-            self._upstream_failed(conn, record, error)
-            return None
+        # A backend whose TLS handshake fails is as unreachable as one that refuses: the
+        # client is tried on another (HAProxy's retry-on conn-failure, which includes the
+        # handshake), at most once per backend.
+        tries = len(self.upstream.endpoints())
+        while True:
+            buffered = BufferedRelay(record, faults, self.rng)
+            self.connections[record.id] = buffered
+            try:
+                await self._open_upstream_transport(buffered, upstream, header, tls)
+                break
+            except (OSError, ssl.SSLError) as exc:
+                error = translate_connect_error(exc, record.upstream)
+                tries -= 1
+                retry = isinstance(exc, ssl.SSLError) and (
+                    self.upstream.handshake_failed(record.upstream, error) and tries > 0
+                )
+                if not retry:
+                    self._upstream_failed(conn, record, error)
+                    return None
+            # That backend's connection ended before it carried a byte; on to another.
+            self.upstream.relay_ended(record.upstream, 0, 0)
+            record.upstream = ""
+            self._connecting += 1  # _upstream_for takes it off the count, whatever happens
+            next_upstream = await self._upstream_for(conn, record, None)
+            if next_upstream is None:
+                return None  # reported, and the client reset
+            upstream, tls = next_upstream, self._tls_for(record.upstream)
         if self.options.client_tls is not None:
             # netkit's TLS layer: sends the alert when a handshake fails, half-closes.
             await accept_tls(conn, lambda: buffered.client, self.options.client_tls)

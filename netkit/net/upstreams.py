@@ -172,8 +172,10 @@ class Upstream:
         relay's ``upstream_tls`` option decides)."""
         return None
 
-    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
-        """The TLS handshake with ``upstream`` failed (the client was refused)."""
+    def handshake_failed(self, upstream: str, error: NetkitError) -> bool:
+        """The TLS handshake with ``upstream`` failed; whether the client may be tried on
+        another upstream (False: it is refused)."""
+        return False
 
 
 class FixedUpstream(Upstream):
@@ -468,15 +470,18 @@ class BalancedPool(Upstream):
             return None
         return self.tls.handshake(self.pool.state(upstream).backend)
 
-    def handshake_failed(self, upstream: str, error: NetkitError) -> None:
+    def handshake_failed(self, upstream: str, error: NetkitError) -> bool:
         # A backend whose certificate does not verify is as unusable as one that refuses:
-        # a failed connect of its own (counted and ejected); the connection that carried the
-        # handshake is ended by relay_ended, so it is not taken off the active count here.
+        # a failed connect of its own (counted and ejected), and the client goes on to
+        # another backend (a redispatch); the connection that carried the handshake is
+        # ended by relay_ended, so it is not taken off the active count here.
         state = self.pool.state(upstream)
         state.connect_started()
         now = asyncio.get_running_loop().time()
         if (event := state.connect_failed(str(error), now)) and self.on_health:
             self.on_health(event)
+        self.redispatches += 1
+        return True
 
     def snapshot(self) -> list[dict[str, Any]]:
         """One row per backend (:meth:`BackendPool.snapshot`), now."""
