@@ -376,7 +376,7 @@ async def connect_raw(
     """
     loop = loop or asyncio.get_running_loop()
     if addresses is None:
-        started = loop.time()
+        deadline = loop.time() + (timeout or 0.0)
         try:
             async with asyncio.timeout(timeout):
                 addresses = await resolve(endpoint)
@@ -385,7 +385,7 @@ async def connect_raw(
         except OSError as exc:
             raise translate_connect_error(exc, str(endpoint)) from exc
         if timeout is not None:
-            timeout = max(0.0, timeout - (loop.time() - started))
+            timeout = max(0.0, deadline - loop.time())
     dialled = dial_now(endpoint, addresses, timeout=timeout, options=options, loop=loop)
     return dialled if isinstance(dialled, socket.socket) else await dialled
 

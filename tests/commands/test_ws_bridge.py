@@ -476,8 +476,11 @@ def test_an_unreachable_websocket_resets_the_client(netkit_server, tmp_path):
         "ws-client", f"ws+unix://{tmp_path / 'none.sock'}:/", "--listen", "127.0.0.1:0"
     )
     got = Received()
-    with socket.create_connection(host_port(listener.address), timeout=20) as client:
-        got.read_all(client)
+    try:
+        with socket.create_connection(host_port(listener.address), timeout=20) as client:
+            got.read_all(client)
+    except ConnectionResetError:
+        got.end = "reset"  # the reset arrived before connect() returned (a loaded machine)
     assert got.end in ("reset", "eof") and got.size == 0
     assert listener.wait_for("upstream_failed")["upstream"].startswith("ws+unix://")
 

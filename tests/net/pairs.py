@@ -115,16 +115,19 @@ async def start_relay(
 
 @asynccontextmanager
 async def replying_backend(
-    reply: bytes = b"",
+    reply: bytes = b"", reading: asyncio.Event | None = None
 ) -> AsyncIterator[tuple[TCPEndpoint, asyncio.Future[bytes]]]:
     """A loopback server that reads its first client to EOF, sends ``reply`` and closes.
 
-    Yields its endpoint and a future with what it read.
+    Yields its endpoint and a future with what it read. With ``reading``, it reads nothing
+    before that event is set (a stalled backend).
     """
     loop = asyncio.get_running_loop()
     received: asyncio.Future[bytes] = loop.create_future()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if reading is not None:
+            await reading.wait()
         data = await reader.read()
         if not received.done():
             received.set_result(data)

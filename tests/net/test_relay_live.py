@@ -151,8 +151,11 @@ def test_a_spliced_stream_moves_to_the_buffered_path_mid_stream_in_order(
     events: Events = []
 
     async def main() -> bytes:
+        reading = asyncio.Event()  # upstream: the backend reads once the fault is in place
+        if direction == "down":
+            reading.set()
         async with (
-            replying_backend(payload if direction == "down" else b"") as (up, got),
+            replying_backend(payload if direction == "down" else b"", reading) as (up, got),
             relay_to(up, RelayOptions(splice=True), events) as (server, port),
         ):
             sock = socket.create_connection(("127.0.0.1", port))
@@ -167,12 +170,13 @@ def test_a_spliced_stream_moves_to_the_buffered_path_mid_stream_in_order(
             relay = server.connections[1]
             assert relay is not None
             flow = relay.record.down if direction == "down" else relay.record.up
-            # Nobody reads yet (downstream: the client; upstream: the backend reads, and
-            # the pipe fills whenever the kernel is behind): wait for bytes in the pipe.
+            # Nobody reads yet (downstream: the client; upstream: the backend): wait for
+            # bytes in the pipe.
             await wait_until(lambda: flow.held > 0)
             server.faults.add(Slice(64 << 10, delay=1), "slices")
             assert isinstance(relay, SpliceRelay) and relay.handed_over is not None
             assert len(relay.handed_over[direction == "down"]) > 0  # the pipe's bytes
+            reading.set()
             received = bytearray()
             # Inside the test's own 10 s: if the stream stalls, say where it stood (it timed
             # out once in a full-suite run, uvloop-up, and never again in 106 runs).
