@@ -345,6 +345,39 @@ def test_a_body_that_ends_with_the_connection(run: Runner) -> None:
     run(main())
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.0 200 OK\r\nServer: t\r\n\r\nuntil the end",  # the body ends with the connection
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 13\r\n\r\nuntil the end",
+    ],
+    ids=["to-eof", "content-length"],
+)
+def test_a_closing_answer_split_in_two_writes_at_every_point(run: Runner, answer: bytes) -> None:
+    # Where a body ends is read from the headers only when a response spans reads (a second
+    # parser follows the stream then): the answer to request n comes in two writes, cut at
+    # byte n-1, over every point, each on a connection the server closes after it. Each must
+    # end where its framing says: whole, once, with its body checked.
+    points = len(answer) + 1
+
+    async def main() -> None:
+        cuts = iter(range(points))  # one request per connection: cut by the run's count
+        server = HTTPServer(
+            lambda head, body, n: answer, close_after=True, split=lambda n: next(cuts)
+        )
+        async with http_server(server) as url:
+            r = await bench(
+                plan(connections=1, requests=points, duration=None),
+                url,
+                HTTPLoad(expect_body=b"the end"),
+            )
+        assert r.requests == points and not r.errors, r.errors
+        assert r.statuses == {200: points}
+        assert r.connects == points
+
+    run(main())
+
+
 def test_garbage_is_counted_as_protocol_errors(run: Runner) -> None:
     async def main() -> None:
         server = HTTPServer(lambda head, body, n: b"SSH-2.0-OpenSSH\r\n\r\n")
